@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmctl/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A context: one $VMCTL_HOME and its store. Not thread-safe; use one per thread. */
+typedef struct vmctl_ctx vmctl_ctx;
+
+typedef enum vmctl_log_level {
+    VMCTL_LOG_DEBUG,
+    VMCTL_LOG_INFO,
+    VMCTL_LOG_NOTICE, /* one-line notices for the user (e.g. "KVM unusable, using TCG") */
+    VMCTL_LOG_WARNING,
+} vmctl_log_level;
+
+typedef void (*vmctl_log_fn)(void *userdata, vmctl_log_level level, const char *msg);
+
+/* home == NULL: $VMCTL_HOME, else $XDG_DATA_HOME/vmctl, else ~/.local/share/vmctl. */
+int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr);
+void vmctl_ctx_free(vmctl_ctx *ctx);
+const char *vmctl_ctx_get_home(const vmctl_ctx *ctx);
+void vmctl_ctx_set_log(vmctl_ctx *ctx, vmctl_log_fn fn, void *userdata);
+
+typedef enum vmctl_vm_state {
+    VMCTL_VM_CREATED,
+    VMCTL_VM_RUNNING,
+    VMCTL_VM_PAUSED,
+    VMCTL_VM_STOPPED,
+    VMCTL_VM_CRASHED,
+    _VMCTL_VM_STATE_MAX,
+} vmctl_vm_state;
+
+const char *vmctl_vm_state_to_string(vmctl_vm_state s);
+int vmctl_vm_state_from_string(const char *s); /* -EINVAL when unknown */
+
+typedef struct vmctl_port_forward {
+    uint16_t host_port; /* 0: pick a free one */
+    uint16_t guest_port;
+    bool udp;
+} vmctl_port_forward;
+
+/* Parse "HOST:GUEST[/udp|/tcp]"; config::invalid on bad input. */
+int vmctl_port_forward_parse(const char *s, vmctl_port_forward *ret, vmctl_error **reterr);
+
+/* What create needs. Strings are borrowed; NULL means "default". */
+typedef struct vmctl_vm_config {
+    const char *name;
+    const char *backend; /* "qemu" (default), "firecracker", "propolis" */
+    const char *image;   /* disk image (name in the image cache or a path); NULL + no kernel: the
+                            default guest */
+    const char *kernel;
+    const char *initrd;
+    const char *cmdline; /* extra kernel arguments */
+    unsigned vcpus;      /* 0: 1 */
+    unsigned memory_mib; /* 0: 256 */
+    unsigned disk_gib;   /* 0: the image's size */
+    const char *machine; /* "microvm" | "q35" | NULL (microvm for kernels, q35 for disk images) */
+    const char *accel;   /* "auto" | "kvm" | "tcg" | NULL (auto) */
+    const char *net; /* "user" | "tap" | "none" | NULL (none for the default guest, else user) */
+    const vmctl_port_forward *ports;
+    size_t n_ports;
+    const char *cloud_init; /* user-data file */
+    const char *ssh_key;    /* public key file */
+    char *const *env;       /* "K=V", NULL-terminated, may be NULL */
+} vmctl_vm_config;
+
+typedef struct vmctl_vm_info {
+    char *name;
+    vmctl_vm_state state;
+    char *backend;
+    char *machine;
+    char *accel; /* resolved: "kvm" or "tcg" */
+    unsigned vcpus;
+    unsigned memory_mib;
+    unsigned disk_gib;
+    char *image; /* "default" for the default guest, else the image or kernel path */
+    char *kernel;
+    char *initrd;
+    char *cmdline;
+    char *net;
+    vmctl_port_forward *ports;
+    size_t n_ports;
+    char **env;
+    pid_t pid; /* 0 unless running or paused */
+    char *dir;
+    int64_t created_at; /* unix seconds */
+    char *crash_note;   /* crashed only: tail of the QEMU log */
+} vmctl_vm_info;
+
+void vmctl_vm_info_free(vmctl_vm_info *info);
+void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n);
+
+int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr);
+/* Start; with wait, block until the guest agent answers or timeout_sec passes (0: 60 s). */
+int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
+                   vmctl_error **reterr);
+int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr);
+/* Graceful: agent shutdown or ACPI power-down, then SIGTERM, then SIGKILL, each bounded by
+ * timeout_sec (0: 10 s). force skips the graceful step. */
+int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool force,
+                  vmctl_error **reterr);
+int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr);
+int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr);
+int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr);
+/* A running or paused VM is refused unless force (then it is killed first). */
+int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr);
+int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr);
+int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error **reterr);
+
+/* Paths of a VM's logs: which is "console" (guest serial) or "qemu" (QEMU's own stderr). */
+int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
+                      vmctl_error **reterr);
+/* A connected stream socket to the VM's serial console (caller owns the fd). */
+int vmctl_vm_console_open(vmctl_ctx *ctx, const char *name, int *ret_fd, vmctl_error **reterr);
+
+#ifdef __cplusplus
+}
+#endif

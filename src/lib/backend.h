@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/* A hypervisor backend as an operation table. vm.c talks only to this; nothing here assumes
+ * QEMU (no QMP types). Every call takes the VM directory, which holds the backend's sockets,
+ * logs and pid record (see docs/architecture.md). Deadlines are absolute CLOCK_MONOTONIC usec. */
+#pragma once
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmctl/error.h>
+
+#include "vm-spec.h"
+
+/* Files in a VM directory that vm.c and the backends agree on. */
+#define VM_FILE_AGENT_SOCK   "agent.sock"   /* host end of the agent's virtio-serial port */
+#define VM_FILE_CONSOLE_SOCK "console.sock" /* serial console, attachable */
+#define VM_FILE_CONSOLE_LOG  "console.log"  /* everything the guest wrote to its console */
+#define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stderr */
+#define VM_FILE_PID          "qemu.pid"
+
+typedef struct backend_ops {
+    const char *name;
+    /* Launch detached (the VM outlives vmctl). On failure nothing is left running and the error
+     * (qemu::spawn_failed) carries the hypervisor's stderr tail as a note. */
+    int (*launch)(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
+                  vmctl_error **reterr);
+    int (*pause)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+    int (*resume)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+    /* Ask the guest to power off (ACPI); returns without waiting for it. */
+    int (*powerdown)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+    /* Ask the hypervisor to exit now. */
+    int (*quit)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+} backend_ops;
+
+extern const backend_ops qemu_backend;
+
+/* NULL (and backend::not_available) for firecracker/propolis or an unknown name. */
+const backend_ops *backend_find(const char *name, vmctl_error **reterr);
+
+/* Accel resolution: "auto" -> "kvm" only when KVM really works here, else "tcg" with a notice
+ * (*notice malloc'd, may be NULL). "kvm" when KVM cannot work -> host::kvm_unavailable. */
+int accel_resolve(const char *requested, char **ret, char **notice, vmctl_error **reterr);
+
+/* Why KVM is unusable on this host, or NULL when it is usable (malloc'd). */
+char *kvm_unusable_reason(void);

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/* The error catalogue: one row per code. docs/errors.md mirrors it; test-error keeps them in step.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "error.h"
+
+#define ROW(k, c, t, h) [k] = {k, c, t, h}
+
+static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
+    ROW(VMCTL_E_QEMU_SPAWN_FAILED, "vm_manager::qemu::spawn_failed", "QEMU process failed to start",
+        "Ensure `qemu-system-x86_64` is installed, in PATH, and KVM is available (`/dev/kvm`)"),
+    ROW(VMCTL_E_QEMU_QMP_CONNECT_FAILED, "vm_manager::qemu::qmp_connect_failed",
+        "Can't connect to QMP socket",
+        "QEMU may have crashed before QMP socket ready; check work directory logs"),
+    ROW(VMCTL_E_QEMU_QMP_COMMAND_FAILED, "vm_manager::qemu::qmp_command_failed",
+        "QMP command returned an error",
+        "QEMU refused the command; the note carries QEMU's own description of why"),
+    ROW(VMCTL_E_IMAGE_OVERLAY_CREATION_FAILED, "vm_manager::image::overlay_creation_failed",
+        "QCOW2 overlay creation failed",
+        "Ensure `qemu-img` is installed and base image exists and is readable"),
+    ROW(VMCTL_E_NETWORK_IP_DISCOVERY_TIMEOUT, "vm_manager::network::ip_discovery_timeout",
+        "Guest IP not found", "Guest may not have DHCP lease; check network config and cloud-init"),
+    ROW(VMCTL_E_PROPOLIS_UNREACHABLE, "vm_manager::propolis::unreachable",
+        "Can't reach propolis-server",
+        "Ensure propolis-server is running and listening on expected address"),
+    ROW(VMCTL_E_CLOUDINIT_ISO_FAILED, "vm_manager::cloudinit::iso_failed",
+        "Seed ISO generation failed",
+        "Ensure `genisoimage` or `mkisofs` installed, or enable `pure-iso` feature"),
+    ROW(VMCTL_E_SSH_FAILED, "vm_manager::ssh::failed", "SSH connection or command failed",
+        "Check SSH key, guest reachability, and sshd running"),
+    ROW(VMCTL_E_SSH_KEYGEN_FAILED, "vm_manager::ssh::keygen_failed",
+        "Ed25519 key generation failed", "Internal error; please report it"),
+    ROW(VMCTL_E_IMAGE_DOWNLOAD_FAILED, "vm_manager::image::download_failed",
+        "Image download failed", "Check network connectivity and URL correctness"),
+    ROW(VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, "vm_manager::image::format_detection_failed",
+        "Can't detect image format", "Ensure `qemu-img` installed and file is valid disk image"),
+    ROW(VMCTL_E_IMAGE_CONVERSION_FAILED, "vm_manager::image::conversion_failed",
+        "Image format conversion failed", "Ensure `qemu-img` installed and sufficient disk space"),
+    ROW(VMCTL_E_VM_NOT_FOUND, "vm_manager::vm::not_found", "VM not in store",
+        "Run `vmctl list` to see available VMs"),
+    ROW(VMCTL_E_VM_INVALID_STATE, "vm_manager::vm::invalid_state",
+        "Operation invalid for current state",
+        "Run `vmctl status NAME` to see the VM's state; the details name the state it is in and "
+        "the one that was asked for"),
+    ROW(VMCTL_E_BACKEND_NOT_AVAILABLE, "vm_manager::backend::not_available",
+        "Backend not supported on platform", "Backend not supported on current platform"),
+    ROW(VMCTL_E_VMFILE_NOT_FOUND, "vm_manager::vmfile::not_found", "VMFile.kdl not found",
+        "Create VMFile.kdl in current directory or specify path with `--file`"),
+    ROW(VMCTL_E_VMFILE_PARSE_FAILED, "vm_manager::vmfile::parse_failed", "KDL syntax error",
+        "Check VMFile.kdl syntax; see https://kdl.dev"),
+    ROW(VMCTL_E_VMFILE_VALIDATION, "vm_manager::vmfile::validation", "VMFile validation error",
+        "Fix the node and field named in the message; docs/vmfile.md lists what is allowed"),
+    ROW(VMCTL_E_PROVISION_FAILED, "vm_manager::provision::failed", "Provisioner step failed",
+        "Check provisioner config and VM SSH reachability"),
+    ROW(VMCTL_E_IO, "vm_manager::io", "General I/O error",
+        "Check the path named in the message: it must exist, be readable, and its disk must have "
+        "free space"),
+    ROW(VMCTL_E_VM_ALREADY_EXISTS, "vm_manager::vm::already_exists",
+        "Create with a name that is already in the store",
+        "Choose another name, or remove the old VM first with `vmctl destroy NAME`"),
+    ROW(VMCTL_E_SNAPSHOT_ALREADY_EXISTS, "vm_manager::snapshot::already_exists",
+        "Snapshot name already used for this VM",
+        "Choose another snapshot name, or remove the old one with `vmctl snapshot rm NAME SNAP`"),
+    ROW(VMCTL_E_SNAPSHOT_NOT_FOUND, "vm_manager::snapshot::not_found",
+        "Snapshot does not exist for this VM",
+        "Run `vmctl snapshot list NAME` to see the VM's snapshots"),
+    ROW(VMCTL_E_STORE_LOCKED, "vm_manager::store::locked", "Store busy beyond the lock timeout",
+        "Another vmctl holds the store; retry, or look for a stuck vmctl process"),
+    ROW(VMCTL_E_STORE_CORRUPT, "vm_manager::store::corrupt",
+        "Store database or VM directory inconsistent or unreadable",
+        "Run `vmctl doctor`; if the database itself is damaged, move $VMCTL_HOME/vmctl.db aside"),
+    ROW(VMCTL_E_METRICS_FAILED, "vm_manager::metrics::failed", "Reading VM statistics failed",
+        "Check that the VM is running with `vmctl status NAME`"),
+    ROW(VMCTL_E_VM_SHUTDOWN_FAILED, "vm_manager::vm::shutdown_failed",
+        "Graceful shutdown or its escalation failed",
+        "Retry with `vmctl stop NAME --force` or `vmctl kill NAME`"),
+    ROW(VMCTL_E_NETWORK_FIREWALL_FAILED, "vm_manager::network::firewall_failed",
+        "Host firewall rule setup or teardown failed",
+        "Ensure nftables or iptables is installed and vmctl runs with CAP_NET_ADMIN"),
+    ROW(VMCTL_E_NETWORK_CONFIG_INVALID, "vm_manager::network::config_invalid",
+        "Network configuration malformed (CIDR, port, mode)",
+        "Fix the network option named in the message; see `vmctl create --help`"),
+    ROW(VMCTL_E_NETWORK_SETUP_FAILED, "vm_manager::network::setup_failed",
+        "Host network setup (TAP, bridge, forward) failed",
+        "Ensure vmctl runs with CAP_NET_ADMIN and /dev/net/tun exists, or use `--net user`"),
+    ROW(VMCTL_E_JAILER_FAILED, "vm_manager::jailer::failed",
+        "Jail (chroot, namespaces, cgroup) preparation or teardown failed",
+        "Check that the jail directory is on a writable filesystem and vmctl runs as root"),
+    ROW(VMCTL_E_IMAGE_ROOTFS_FAILED, "vm_manager::image::rootfs_failed",
+        "Root filesystem template missing, clone failed or stamp mismatch",
+        "Re-import the image with `vmctl image import PATH` or rebuild it"),
+    ROW(VMCTL_E_IMAGE_CHECKSUM_MISMATCH, "vm_manager::image::checksum_mismatch",
+        "Downloaded or cached file does not match its SHA-256",
+        "Check the `--sha256` value against the publisher's checksum and pull again"),
+    ROW(VMCTL_E_SNAPSHOT_UFFD_FAILED, "vm_manager::snapshot::uffd_failed",
+        "Userfaultfd page-fault handler failed",
+        "Ensure the kernel allows userfaultfd (vm.unprivileged_userfaultfd or root)"),
+    ROW(VMCTL_E_AGENT_FAILED, "vm_manager::agent::failed",
+        "Guest agent protocol or guest-side failure",
+        "Check the guest's console with `vmctl logs NAME`; the note carries the agent's message"),
+    ROW(VMCTL_E_CONFIG_INVALID, "vm_manager::config::invalid",
+        "Input validation failed (names, sizes, paths, environment)",
+        "Fix the field named in the message; `vmctl create --help` lists what is allowed"),
+    ROW(VMCTL_E_HOST_KVM_UNAVAILABLE, "vm_manager::host::kvm_unavailable",
+        "KVM asked for but not usable on this host",
+        "Run `vmctl doctor` to see why, and use `--accel tcg` (or `auto`) meanwhile"),
+    ROW(VMCTL_E_HOST_MISSING_DEPENDENCY, "vm_manager::host::missing_dependency",
+        "A host tool or package vmctl needs is missing",
+        "Install the package named in the message (`apt-get install ...`) and run `vmctl doctor`"),
+    ROW(VMCTL_E_TIMEOUT, "vm_manager::timeout", "Operation exceeded its deadline",
+        "Raise the timeout, or look at `vmctl logs NAME` for why the guest is slow"),
+    ROW(VMCTL_E_EXEC_UNAVAILABLE, "vm_manager::exec::unavailable",
+        "Command execution not possible on this VM",
+        "Start the VM and wait for it with `vmctl start NAME --wait`; see the remediation detail"),
+    ROW(VMCTL_E_CLI_USAGE, "vm_manager::cli::usage", "Command line not understood",
+        "Run `vmctl COMMAND --help` for the options and an example"),
+    ROW(VMCTL_E_INTERNAL, "vm_manager::internal", "A bug in vmctl",
+        "Please report it with the output of `vmctl -v` and the command that failed"),
+};
+
+const vmctl_error_info *vmctl_error_catalogue(size_t index)
+{
+    if (index >= _VMCTL_E_MAX)
+        return NULL;
+    return &catalogue[index];
+}
+
+const vmctl_error_info *vmctl_error_lookup(const char *code)
+{
+    if (!code)
+        return NULL;
+    for (size_t i = 0; i < _VMCTL_E_MAX; i++)
+        if (strcmp(catalogue[i].code, code) == 0)
+            return &catalogue[i];
+    return NULL;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+/* The store: SQLite (WAL) at $VMCTL_HOME/vmctl.db. See docs/architecture.md for the schema.
+ * Every write is one transaction; busy waits are bounded (store::locked past the bound). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmctl/vm.h>
+
+typedef struct store store;
+
+typedef struct store_vm {
+    char *name;
+    vmctl_vm_state state;
+    char *config;       /* vm_spec JSON */
+    pid_t pid;          /* QEMU pid or 0 */
+    uint64_t pid_start; /* its start time (clock ticks since boot) */
+    char *dir;          /* the VM directory */
+    int64_t created_at; /* unix seconds */
+    int64_t updated_at;
+    bool complete;   /* false while create is still preparing the VM */
+    pid_t owner_pid; /* the create that is preparing it */
+    uint64_t owner_start;
+} store_vm;
+
+int store_open(const char *home, store **ret, vmctl_error **reterr);
+void store_close(store *s);
+static inline void store_closep(store **s)
+{
+    store_close(*s);
+}
+#define cleanup_store __attribute__((cleanup(store_closep)))
+
+void store_vm_free(store_vm *v);
+static inline void store_vm_freep(store_vm **v)
+{
+    store_vm_free(*v);
+}
+#define cleanup_store_vm __attribute__((cleanup(store_vm_freep)))
+void store_vm_list_free(store_vm **list, size_t n);
+
+/* vm::already_exists when the name is taken (also by an incomplete create). */
+int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr);
+/* vm::not_found when absent. */
+int store_vm_get(store *s, const char *name, store_vm **ret, vmctl_error **reterr);
+int store_vm_list(store *s, store_vm ***ret, size_t *n, vmctl_error **reterr);
+/* Compare-and-set: only when the row is still in state `from` (with pid `from_pid` when
+ * from_pid >= 0); invalid_state (from = the state found) otherwise. */
+int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t from_pid,
+                       vmctl_vm_state to, pid_t pid, uint64_t pid_start, vmctl_error **reterr);
+int store_vm_set_complete(store *s, const char *name, vmctl_error **reterr);
+int store_vm_delete(store *s, const char *name, vmctl_error **reterr);

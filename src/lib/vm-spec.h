@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* The resolved, stored configuration of one VM (what `create` decided), serialised as JSON in
+ * the store's `config` column. Everything start needs is here: start only launches. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <vmctl/vm.h>
+
+typedef struct vm_spec {
+    char *name;
+    char *backend; /* "qemu" */
+    char *machine; /* "microvm" | "q35" */
+    char *accel;   /* resolved at create: "kvm" | "tcg" */
+    unsigned vcpus;
+    unsigned memory_mib;
+    unsigned disk_gib;
+    char *image;   /* "default" or the image name/path */
+    char *kernel;  /* absolute path or NULL */
+    char *initrd;  /* absolute path or NULL */
+    char *cmdline; /* full kernel command line or NULL */
+    char *disk;    /* absolute path of the VM's disk (overlay) or NULL */
+    char *net;     /* "user" | "tap" | "none" */
+    vmctl_port_forward *ports;
+    size_t n_ports;
+    char **env; /* K=V, NULL-terminated (may be NULL) */
+    bool agent; /* the guest runs vmctl-agent on the virtio-serial port */
+} vm_spec;
+
+void vm_spec_free(vm_spec *s);
+static inline void vm_spec_freep(vm_spec **s)
+{
+    vm_spec_free(*s);
+}
+#define cleanup_vm_spec __attribute__((cleanup(vm_spec_freep)))
+
+/* JSON round trip; parse fails with store::corrupt. */
+int vm_spec_to_json(const vm_spec *s, char **ret);
+int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr);
