@@ -1,0 +1,899 @@
+/* SPDX-License-Identifier: MIT */
+/* Orchestration: the public VM lifecycle API on top of the store, the backend, the default guest
+ * and the agent. Each state change is checked against the transition table (state.c), done under
+ * the VM's lock file, and recorded in the store by compare-and-set. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent-client.h"
+#include "backend.h"
+#include "ctx.h"
+#include "error.h"
+#include "guest.h"
+#include "state.h"
+#include "store.h"
+#include "util/util.h"
+#include "vm-internal.h"
+#include "vm-spec.h"
+
+#define DEFAULT_VCPUS         1
+#define DEFAULT_MEMORY_MIB    256
+#define MAX_VCPUS             255
+#define MIN_MEMORY_MIB        32
+#define MAX_MEMORY_MIB        (1024u * 1024u)
+#define MAX_DISK_GIB          65536
+#define DEFAULT_STOP_TIMEOUT  10.0
+#define DEFAULT_READY_TIMEOUT 60.0
+#define LOCK_TIMEOUT          120.0
+#define QMP_TIMEOUT           10.0
+
+static uint64_t deadline_after(double seconds)
+{
+    return now_usec() + (uint64_t)(seconds * 1e6);
+}
+
+/* fmt takes the field name and the value, in that order. */
+__attribute__((format(printf, 4, 0))) static int invalid_field(vmctl_error **reterr,
+                                                               const char *field, const char *value,
+                                                               const char *fmt, const char *allowed)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, field, value ? value : "");
+#pragma GCC diagnostic pop
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    err_detail(reterr, "allowed", "%s", allowed);
+    err_help(reterr, "Set %s to %s.", field, allowed);
+    return r;
+}
+
+static int check_readable(vmctl_error **reterr, const char *field, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
+        return invalid_field(reterr, field, path, "%s '%s' does not exist or is not readable",
+                             "a readable regular file");
+    return 0;
+}
+
+int vm_lock(const char *dir, const char *name, int *ret_fd, vmctl_error **reterr)
+{
+    cleanup_free char *path = str_printf("%s/vm.lock", dir);
+    if (!path)
+        return -ENOMEM;
+    cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found", name);
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot open lock file '%s'", path);
+    }
+    uint64_t deadline = deadline_after(LOCK_TIMEOUT);
+    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot lock '%s'", path);
+        if (now_usec() > deadline) {
+            int r = err_make(reterr, VMCTL_E_STORE_LOCKED, EBUSY,
+                             "another vmctl has been working on vm '%s' for over %g s", name,
+                             LOCK_TIMEOUT);
+            err_detail(reterr, "vm", "%s", name);
+            return r;
+        }
+        sleep_usec(5000);
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+static char *crash_note(const char *dir)
+{
+    cleanup_free char *qlog = str_printf("%s/" VM_FILE_BACKEND_LOG, dir);
+    cleanup_free char *clog = str_printf("%s/" VM_FILE_CONSOLE_LOG, dir);
+    cleanup_free char *qtail = NULL, *ctail = NULL;
+    if (qlog)
+        (void)read_file_tail(qlog, 1024, &qtail);
+    if (clog)
+        (void)read_file_tail(clog, 1024, &ctail);
+    return str_printf("QEMU log tail:\n%s\nconsole tail:\n%s", qtail && *qtail ? qtail : "(empty)",
+                      ctail && *ctail ? ctail : "(empty)");
+}
+
+/* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
+ * removed, 2 when it is being created by a live process (hidden), 0 otherwise. */
+static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
+{
+    if (!v->complete) {
+        if (proc_alive(v->owner_pid, v->owner_start))
+            return 2;
+        (void)rm_rf(v->dir);
+        (void)store_vm_delete(ctx->store, v->name, NULL);
+        ctx_log(ctx, VMCTL_LOG_NOTICE,
+                "removed vm '%s': its create was interrupted (vmctl pid %d is gone)", v->name,
+                (int)v->owner_pid);
+        return 1;
+    }
+    if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
+        !proc_alive(v->pid, v->pid_start)) {
+        if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, VMCTL_VM_CRASHED, 0, 0,
+                               NULL) >= 0) {
+            v->state = VMCTL_VM_CRASHED;
+            v->pid = 0;
+        } else {
+            /* someone else changed it meanwhile: take what the store says now */
+            store_vm *fresh = NULL;
+            if (store_vm_get(ctx->store, v->name, &fresh, NULL) >= 0) {
+                v->state = fresh->state;
+                v->pid = fresh->pid;
+                v->pid_start = fresh->pid_start;
+                store_vm_free(fresh);
+            }
+        }
+    }
+    return 0;
+}
+
+int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
+            vmctl_error **reterr)
+{
+    if (!name_is_valid(name))
+        return err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found",
+                        name ? name : "");
+    cleanup_store_vm store_vm *v = NULL;
+    int r = store_vm_get(ctx->store, name, &v, reterr);
+    if (r < 0)
+        return r;
+    r = vm_reconcile(ctx, v);
+    if (r > 0) {
+        r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found", name);
+        err_detail(reterr, "vm", "%s", name);
+        if (r == 2)
+            err_note(reterr, "a create of vm '%s' is still in progress", name);
+        return r;
+    }
+    if (ret_spec) {
+        r = vm_spec_from_json(v->config, ret_spec, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while reading vm '%s'", name);
+    }
+    *ret_row = TAKE_PTR(v);
+    return 0;
+}
+
+static int check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr)
+{
+    if (vm_transition(v->state, op, to) < 0) {
+        int r = err_invalid_state(reterr, v->name, vmctl_vm_state_to_string(v->state),
+                                  vm_op_target_name(op));
+        err_detail(reterr, "operation", "%s", vm_op_to_string(op));
+        return r;
+    }
+    return 0;
+}
+
+/* ---------- create ---------- */
+
+static int pick_free_port(uint16_t *ret)
+{
+    cleanup_close int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+        return -errno;
+    *ret = ntohs(sa.sin_port);
+    return 0;
+}
+
+static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
+                            vmctl_error **reterr)
+{
+    if (!c || !c->name)
+        return invalid_field(reterr, "name", NULL, "%s is required%s",
+                             "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                             "digit");
+    if (!name_is_valid(c->name))
+        return invalid_field(reterr, "name", c->name, "invalid %s '%s'",
+                             "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                             "digit");
+    if (!backend_find(c->backend, reterr))
+        return -EOPNOTSUPP;
+    cleanup_vm_spec vm_spec *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->name = strdup(c->name);
+    s->backend = strdup(c->backend ? c->backend : "qemu");
+
+    s->vcpus = c->vcpus ? c->vcpus : DEFAULT_VCPUS;
+    if (s->vcpus > MAX_VCPUS) {
+        char v[32];
+        snprintf(v, sizeof(v), "%u", c->vcpus);
+        return invalid_field(reterr, "vcpus", v, "%s %s is out of range", "1 to 255");
+    }
+    s->memory_mib = c->memory_mib ? c->memory_mib : DEFAULT_MEMORY_MIB;
+    if (s->memory_mib < MIN_MEMORY_MIB || s->memory_mib > MAX_MEMORY_MIB) {
+        char v[32];
+        snprintf(v, sizeof(v), "%u", c->memory_mib);
+        return invalid_field(reterr, "memory", v, "%s %s MiB is out of range", "32 to 1048576 MiB");
+    }
+    if (c->disk_gib > MAX_DISK_GIB) {
+        char v[32];
+        snprintf(v, sizeof(v), "%u", c->disk_gib);
+        return invalid_field(reterr, "disk", v, "%s %s GiB is out of range", "1 to 65536 GiB");
+    }
+    s->disk_gib = c->disk_gib;
+
+    for (char *const *e = c->env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e)))
+            return invalid_field(reterr, "env", *e, "invalid %s entry '%s'",
+                                 "K=V with K matching [A-Za-z_][A-Za-z0-9_]*");
+    }
+    if (c->env && !(s->env = strv_copy(c->env)))
+        return -ENOMEM;
+
+    if (c->cloud_init) {
+        int r = check_readable(reterr, "cloud-init", c->cloud_init);
+        if (r < 0)
+            return r;
+        return invalid_field(reterr, "cloud-init", c->cloud_init,
+                             "%s '%s' needs a disk image, which this build cannot boot yet",
+                             "unset until disk images are supported");
+    }
+    if (c->ssh_key) {
+        int r = check_readable(reterr, "ssh-key", c->ssh_key);
+        if (r < 0)
+            return r;
+        return invalid_field(reterr, "ssh-key", c->ssh_key,
+                             "%s '%s' needs the SSH channel, which this build does not have yet",
+                             "unset until SSH is supported");
+    }
+
+    bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
+    if (c->image && !default_guest)
+        return invalid_field(reterr, "image", c->image,
+                             "%s '%s': disk images are not supported yet",
+                             "'default' (the default guest) or --kernel");
+    if (default_guest) {
+        guest_paths gp = {0};
+        int r = guest_default_paths(ctx->home, &gp, reterr);
+        if (r < 0)
+            return r;
+        s->image = strdup("default");
+        s->kernel = gp.kernel;
+        s->initrd = gp.initrd;
+        s->cmdline = c->cmdline ? str_printf("%s %s", gp.cmdline, c->cmdline) : gp.cmdline;
+        if (c->cmdline)
+            free(gp.cmdline);
+        s->agent = true;
+    } else {
+        int r = check_readable(reterr, "kernel", c->kernel);
+        if (r < 0)
+            return r;
+        if (c->initrd && (r = check_readable(reterr, "initrd", c->initrd)) < 0)
+            return r;
+        s->kernel = realpath(c->kernel, NULL);
+        s->initrd = c->initrd ? realpath(c->initrd, NULL) : NULL;
+        s->image = strdup(s->kernel ? s->kernel : c->kernel);
+        s->cmdline = strdup(c->cmdline ? c->cmdline : "console=ttyS0 panic=-1");
+        /* The virtio-serial port is there; whether an agent answers depends on the initrd. */
+        s->agent = true;
+    }
+
+    const char *machine = c->machine ? c->machine : "microvm";
+    if (!streq(machine, "microvm") && !streq(machine, "q35"))
+        return invalid_field(reterr, "machine", machine, "invalid %s '%s'", "microvm or q35");
+    s->machine = strdup(machine);
+
+    const char *net = c->net ? c->net : (c->n_ports ? "user" : "none");
+    if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
+        return invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
+    if (c->n_ports && !streq(net, "user")) {
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
+                         "port forwards need user-mode networking, not '%s'", net);
+        err_detail(reterr, "field", "port");
+        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        return r;
+    }
+    s->net = strdup(net);
+    if (c->n_ports) {
+        s->ports = calloc(c->n_ports, sizeof(*s->ports));
+        if (!s->ports)
+            return -ENOMEM;
+        for (size_t i = 0; i < c->n_ports; i++) {
+            s->ports[i] = c->ports[i];
+            if (c->ports[i].guest_port == 0)
+                return invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
+                                     "HOST:GUEST with GUEST in 1-65535");
+            if (s->ports[i].host_port == 0 && pick_free_port(&s->ports[i].host_port) < 0)
+                return err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, errno,
+                                "cannot find a free host port");
+        }
+        s->n_ports = c->n_ports;
+    }
+
+    cleanup_free char *notice = NULL;
+    int r = accel_resolve(c->accel ? c->accel : "auto", &s->accel, &notice, reterr);
+    if (r < 0)
+        return r;
+    if (notice)
+        ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
+
+    if (!s->name || !s->backend || !s->image || !s->machine || !s->net || !s->cmdline)
+        return -ENOMEM;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr)
+{
+    if (!ctx)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_create: ctx is NULL");
+    cleanup_vm_spec vm_spec *spec = NULL;
+    int r = spec_from_config(ctx, config, &spec, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *json = NULL;
+    r = vm_spec_to_json(spec, &json);
+    if (r < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, -r, "cannot serialise vm '%s'", spec->name);
+    cleanup_free char *dir = ctx_vm_dir(ctx, spec->name);
+    if (!dir)
+        return -ENOMEM;
+
+    int64_t now = (int64_t)(realtime_usec() / 1000000);
+    store_vm row = {
+        .name = spec->name,
+        .state = VMCTL_VM_CREATED,
+        .config = json,
+        .dir = dir,
+        .created_at = now,
+        .updated_at = now,
+        .complete = false,
+        .owner_pid = getpid(),
+        .owner_start = proc_start_time(getpid()),
+    };
+    r = store_vm_insert(ctx->store, &row, reterr);
+    if (r == -EEXIST) {
+        /* An abandoned create under this name is not a real VM: repair and retry once. */
+        store_vm *old = NULL;
+        if (store_vm_get(ctx->store, spec->name, &old, NULL) >= 0) {
+            int k = vm_reconcile(ctx, old);
+            store_vm_free(old);
+            if (k == 1) {
+                vmctl_error_free(reterr ? *reterr : NULL);
+                if (reterr)
+                    *reterr = NULL;
+                r = store_vm_insert(ctx->store, &row, reterr);
+            }
+        }
+    }
+    if (r < 0)
+        return r;
+
+    /* From here on, failure undoes the row and the directory. */
+    (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
+    if (mkdir(dir, 0755) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
+        err_detail(reterr, "path", "%s", dir);
+        goto undo;
+    }
+    r = store_vm_set_complete(ctx->store, spec->name, reterr);
+    if (r < 0)
+        goto undo;
+    ctx_log(ctx, VMCTL_LOG_INFO, "created vm '%s' in %s", spec->name, dir);
+    return 0;
+
+undo:
+    (void)rm_rf(dir);
+    (void)store_vm_delete(ctx->store, spec->name, NULL);
+    return r;
+}
+
+/* ---------- start and readiness ---------- */
+
+static void remove_runtime_files(const char *dir)
+{
+    static const char *const files[] = {"qmp.sock", VM_FILE_AGENT_SOCK, VM_FILE_CONSOLE_SOCK,
+                                        VM_FILE_PID};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        if (p)
+            (void)unlink(p);
+    }
+}
+
+struct liveness {
+    pid_t pid;
+    uint64_t start;
+};
+
+static bool still_alive(void *userdata)
+{
+    struct liveness *l = userdata;
+    return proc_alive(l->pid, l->start);
+}
+
+static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec, double timeout,
+                          vmctl_error **reterr)
+{
+    if (timeout <= 0)
+        timeout = DEFAULT_READY_TIMEOUT;
+    if (v->state != VMCTL_VM_RUNNING) {
+        int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running",
+                         v->name, vmctl_vm_state_to_string(v->state));
+        err_detail(reterr, "vm", "%s", v->name);
+        err_detail(reterr, "reason", "vm is %s", vmctl_vm_state_to_string(v->state));
+        err_detail(reterr, "remediation", "vmctl start %s --wait", v->name);
+        return r;
+    }
+    if (!spec->agent) {
+        int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
+                         "vm '%s' has no guest agent to wait for", v->name);
+        err_detail(reterr, "vm", "%s", v->name);
+        err_detail(reterr, "reason", "image without vmctl-agent");
+        err_detail(reterr, "remediation", "use the default guest or an image with vmctl-agent");
+        return r;
+    }
+    uint64_t deadline = deadline_after(timeout);
+    cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
+    if (!sock)
+        return -ENOMEM;
+    struct liveness l = {v->pid, v->pid_start};
+    cleanup_agent agent_conn *conn = NULL;
+    int r = agent_connect(sock, deadline, &conn, reterr);
+    if (r >= 0)
+        r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
+    if (r >= 0) {
+        ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' is ready", v->name);
+        return 0;
+    }
+    if (!proc_alive(v->pid, v->pid_start)) {
+        (void)store_vm_set_state(ctx->store, v->name, VMCTL_VM_RUNNING, v->pid, VMCTL_VM_CRASHED, 0,
+                                 0, NULL);
+        r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, ECHILD,
+                     "QEMU exited while vm '%s' was booting", v->name);
+        err_detail(reterr, "vm", "%s", v->name);
+        cleanup_free char *note = crash_note(v->dir);
+        if (note)
+            err_note(reterr, "%s", note);
+        err_help(reterr, "Look at `vmctl logs %s` and `vmctl logs %s --qemu` for why it stopped.",
+                 v->name, v->name);
+        return r;
+    }
+    if (r == -ETIMEDOUT) {
+        r = err_timeout(reterr, "boot", timeout,
+                        "vm '%s' did not become ready within %g s (its agent never answered)",
+                        v->name, timeout);
+        err_detail(reterr, "vm", "%s", v->name);
+        cleanup_free char *clog = str_printf("%s/" VM_FILE_CONSOLE_LOG, v->dir);
+        cleanup_free char *tail = NULL;
+        if (clog && read_file_tail(clog, 1024, &tail) >= 0 && *tail)
+            err_note(reterr, "console tail:\n%s", tail);
+    }
+    return r;
+}
+
+int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    int r = vm_load(ctx, name, &v, &spec, reterr);
+    if (r < 0)
+        return r;
+    return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
+}
+
+int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
+                   vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    {
+        cleanup_store_vm store_vm *peek = NULL;
+        int r = vm_load(ctx, name, &peek, NULL, reterr);
+        if (r < 0)
+            return r;
+        cleanup_close int lock = -1;
+        r = vm_lock(peek->dir, name, &lock, reterr);
+        if (r < 0)
+            return r;
+        /* Re-read under the lock: another vmctl may have acted meanwhile. */
+        r = vm_load(ctx, name, &v, &spec, reterr);
+        if (r < 0)
+            return r;
+        vmctl_vm_state to;
+        r = check_transition(v, VM_OP_START, &to, reterr);
+        if (r < 0)
+            return r;
+        const backend_ops *be = backend_find(spec->backend, reterr);
+        if (!be)
+            return -EOPNOTSUPP;
+        remove_runtime_files(v->dir);
+        pid_t pid = 0;
+        uint64_t pstart = 0;
+        r = be->launch(spec, v->dir, &pid, &pstart, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
+        r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
+        if (r < 0) {
+            (void)kill(pid, SIGKILL);
+            return r;
+        }
+        v->state = to;
+        v->pid = pid;
+        v->pid_start = pstart;
+        ctx_log(ctx, VMCTL_LOG_INFO, "started vm '%s' (pid %d)", name, (int)pid);
+    }
+    if (!wait)
+        return 0;
+    return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
+}
+
+/* ---------- stop, kill, pause, resume, destroy ---------- */
+
+static bool wait_dead(pid_t pid, uint64_t start, uint64_t deadline)
+{
+    for (;;) {
+        if (!proc_alive(pid, start))
+            return true;
+        if (now_usec() > deadline)
+            return false;
+        sleep_usec(10000);
+    }
+}
+
+static int kill_and_wait(const store_vm *v, double timeout, vmctl_error **reterr)
+{
+    if (!proc_alive(v->pid, v->pid_start))
+        return 0;
+    if (kill(v->pid, SIGKILL) < 0 && errno != ESRCH) {
+        int r = err_make(reterr, VMCTL_E_VM_SHUTDOWN_FAILED, errno,
+                         "cannot send SIGKILL to vm '%s' (pid %d)", v->name, (int)v->pid);
+        err_detail(reterr, "vm", "%s", v->name);
+        return r;
+    }
+    if (!wait_dead(v->pid, v->pid_start, deadline_after(timeout))) {
+        int r =
+            err_make(reterr, VMCTL_E_VM_SHUTDOWN_FAILED, ETIMEDOUT,
+                     "vm '%s' (pid %d) survived SIGKILL for %g s", v->name, (int)v->pid, timeout);
+        err_detail(reterr, "vm", "%s", v->name);
+        err_detail(reterr, "operation", "kill");
+        err_detail_num(reterr, "timeout_seconds", timeout);
+        return r;
+    }
+    return 0;
+}
+
+/* Load and lock a VM, check that op is allowed. */
+static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v,
+                    vm_spec **ret_spec, vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *peek = NULL;
+    int r = vm_load(ctx, name, &peek, NULL, reterr);
+    if (r < 0)
+        return r;
+    cleanup_close int lock = -1;
+    r = vm_lock(peek->dir, name, &lock, reterr);
+    if (r < 0)
+        return r;
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    r = vm_load(ctx, name, &v, &spec, reterr);
+    if (r < 0)
+        return r;
+    if (op != _VM_OP_MAX) {
+        r = check_transition(v, op, to, reterr);
+        if (r < 0)
+            return r;
+    }
+    *ret_v = TAKE_PTR(v);
+    *ret_spec = TAKE_PTR(spec);
+    *ret_lock = TAKE_FD(lock);
+    return 0;
+}
+
+static int graceful_request(const store_vm *v, const vm_spec *spec, const backend_ops *be,
+                            double timeout)
+{
+    uint64_t deadline = deadline_after(timeout < 3 ? timeout : 3);
+    if (v->state == VMCTL_VM_PAUSED && be->resume(v->dir, deadline, NULL) < 0)
+        return -EIO;
+    if (spec->agent) {
+        cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
+        cleanup_agent agent_conn *conn = NULL;
+        if (sock && agent_connect(sock, deadline, &conn, NULL) >= 0 &&
+            agent_shutdown(conn, false, deadline, NULL) >= 0)
+            return 0;
+    }
+    return be->powerdown(v->dir, deadline, NULL);
+}
+
+int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool force,
+                  vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    vmctl_vm_state to;
+    int r = begin_op(ctx, name, VM_OP_STOP, &v, &spec, &to, &lock, reterr);
+    if (r < 0)
+        return r;
+    double timeout = timeout_sec > 0 ? timeout_sec : DEFAULT_STOP_TIMEOUT;
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+
+    if (v->state != VMCTL_VM_CRASHED && proc_alive(v->pid, v->pid_start)) {
+        bool dead = false;
+        if (!force && graceful_request(v, spec, be, timeout) >= 0)
+            dead = wait_dead(v->pid, v->pid_start, deadline_after(timeout));
+        if (!dead && proc_alive(v->pid, v->pid_start)) {
+            ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' did not power off; sending SIGTERM", name);
+            if (kill(v->pid, SIGTERM) < 0 && errno != ESRCH)
+                return err_make(reterr, VMCTL_E_VM_SHUTDOWN_FAILED, errno,
+                                "cannot send SIGTERM to vm '%s'", name);
+            dead = wait_dead(v->pid, v->pid_start, deadline_after(timeout));
+        }
+        if (!dead) {
+            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' ignored SIGTERM for %g s; sending SIGKILL",
+                    name, timeout);
+            r = kill_and_wait(v, timeout, reterr);
+            if (r < 0)
+                return err_prefix(reterr, r, "while stopping vm '%s'", name);
+        }
+    }
+    remove_runtime_files(v->dir);
+    return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
+}
+
+int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    vmctl_vm_state to;
+    int r = begin_op(ctx, name, VM_OP_KILL, &v, &spec, &to, &lock, reterr);
+    if (r < 0)
+        return r;
+    if (v->state != VMCTL_VM_CRASHED) {
+        r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
+        if (r < 0)
+            return r;
+    }
+    remove_runtime_files(v->dir);
+    return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
+}
+
+static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    vmctl_vm_state to;
+    int r = begin_op(ctx, name, op, &v, &spec, &to, &lock, reterr);
+    if (r < 0)
+        return r;
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    uint64_t deadline = deadline_after(QMP_TIMEOUT);
+    r = op == VM_OP_PAUSE ? be->pause(v->dir, deadline, reterr)
+                          : be->resume(v->dir, deadline, reterr);
+    if (r < 0)
+        return err_prefix(reterr, r, "while %s vm '%s'", op == VM_OP_PAUSE ? "pausing" : "resuming",
+                          name);
+    return store_vm_set_state(ctx->store, name, v->state, v->pid, to, v->pid, v->pid_start, reterr);
+}
+
+int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
+{
+    return pause_resume(ctx, name, VM_OP_PAUSE, reterr);
+}
+
+int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
+{
+    return pause_resume(ctx, name, VM_OP_RESUME, reterr);
+}
+
+int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    vmctl_vm_state to;
+    int r = begin_op(ctx, name, _VM_OP_MAX, &v, &spec, &to, &lock, reterr);
+    if (r < 0)
+        return r;
+    if (!force) {
+        r = check_transition(v, VM_OP_DESTROY, &to, reterr);
+        if (r < 0) {
+            err_help(reterr, "Stop it first with `vmctl stop %s`, or pass --force to kill it.",
+                     name);
+            return r;
+        }
+    } else if (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) {
+        r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while destroying vm '%s'", name);
+    }
+    r = rm_rf(v->dir);
+    if (r < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s': %s", v->dir,
+                     strerror(-r));
+        err_detail(reterr, "path", "%s", v->dir);
+        return r;
+    }
+    r = store_vm_delete(ctx->store, name, reterr);
+    if (r >= 0)
+        ctx_log(ctx, VMCTL_LOG_INFO, "destroyed vm '%s'", name);
+    return r;
+}
+
+/* ---------- queries ---------- */
+
+static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **ret)
+{
+    vmctl_vm_info *i = calloc(1, sizeof(*i));
+    if (!i)
+        return -ENOMEM;
+    i->name = strdup(v->name);
+    i->state = v->state;
+    i->backend = strdup(s->backend);
+    i->machine = strdup(s->machine);
+    i->accel = strdup(s->accel);
+    i->vcpus = s->vcpus;
+    i->memory_mib = s->memory_mib;
+    i->disk_gib = s->disk_gib;
+    i->image = strdup(s->image);
+    i->kernel = s->kernel ? strdup(s->kernel) : NULL;
+    i->initrd = s->initrd ? strdup(s->initrd) : NULL;
+    i->cmdline = s->cmdline ? strdup(s->cmdline) : NULL;
+    i->net = strdup(s->net);
+    if (s->n_ports) {
+        i->ports = calloc(s->n_ports, sizeof(*i->ports));
+        if (i->ports) {
+            memcpy(i->ports, s->ports, s->n_ports * sizeof(*i->ports));
+            i->n_ports = s->n_ports;
+        }
+    }
+    i->env = s->env ? strv_copy(s->env) : NULL;
+    i->pid = (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) ? v->pid : 0;
+    i->dir = strdup(v->dir);
+    i->created_at = v->created_at;
+    if (v->state == VMCTL_VM_CRASHED)
+        i->crash_note = crash_note(v->dir);
+    if (!i->name || !i->backend || !i->machine || !i->accel || !i->image || !i->net || !i->dir) {
+        vmctl_vm_info_free(i);
+        return -ENOMEM;
+    }
+    *ret = i;
+    return 0;
+}
+
+int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    int r = vm_load(ctx, name, &v, &spec, reterr);
+    if (r < 0)
+        return r;
+    r = info_from_row(v, spec, ret);
+    if (r < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
+    return 0;
+}
+
+int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error **reterr)
+{
+    store_vm **rows = NULL;
+    size_t nrows = 0;
+    int r = store_vm_list(ctx->store, &rows, &nrows, reterr);
+    if (r < 0)
+        return r;
+    vmctl_vm_info **out = calloc(nrows + 1, sizeof(*out));
+    size_t k = 0;
+    if (!out) {
+        store_vm_list_free(rows, nrows);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nrows; i++) {
+        if (vm_reconcile(ctx, rows[i]) != 0)
+            continue;
+        cleanup_vm_spec vm_spec *spec = NULL;
+        r = vm_spec_from_json(rows[i]->config, &spec, reterr);
+        if (r >= 0)
+            r = info_from_row(rows[i], spec, &out[k]);
+        if (r < 0) {
+            err_prefix(reterr, r, "while reading vm '%s'", rows[i]->name);
+            vmctl_vm_info_list_free(out, k);
+            store_vm_list_free(rows, nrows);
+            return r;
+        }
+        k++;
+    }
+    store_vm_list_free(rows, nrows);
+    *ret = out;
+    *n = k;
+    return 0;
+}
+
+void vmctl_vm_info_free(vmctl_vm_info *i)
+{
+    if (!i)
+        return;
+    free(i->name);
+    free(i->backend);
+    free(i->machine);
+    free(i->accel);
+    free(i->image);
+    free(i->kernel);
+    free(i->initrd);
+    free(i->cmdline);
+    free(i->net);
+    free(i->ports);
+    strv_free(i->env);
+    free(i->dir);
+    free(i->crash_note);
+    free(i);
+}
+
+void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++)
+        vmctl_vm_info_free(list[i]);
+    free(list);
+}
+
+int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
+                      vmctl_error **reterr)
+{
+    const char *file;
+    if (!which || streq(which, "console"))
+        file = VM_FILE_CONSOLE_LOG;
+    else if (streq(which, "qemu"))
+        file = VM_FILE_BACKEND_LOG;
+    else
+        return invalid_field(reterr, "log", which, "unknown %s '%s'", "console or qemu");
+    cleanup_store_vm store_vm *v = NULL;
+    int r = vm_load(ctx, name, &v, NULL, reterr);
+    if (r < 0)
+        return r;
+    *ret = str_printf("%s/%s", v->dir, file);
+    return *ret ? 0 : -ENOMEM;
+}
+
+int vmctl_vm_console_open(vmctl_ctx *ctx, const char *name, int *ret_fd, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = NULL;
+    int r = vm_load(ctx, name, &v, NULL, reterr);
+    if (r < 0)
+        return r;
+    if (v->state != VMCTL_VM_RUNNING && v->state != VMCTL_VM_PAUSED)
+        return err_invalid_state(reterr, name, vmctl_vm_state_to_string(v->state), "running");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/" VM_FILE_CONSOLE_SOCK, v->dir);
+    if (n < 0 || (size_t)n >= sizeof(sa.sun_path))
+        return err_make(reterr, VMCTL_E_IO, ENAMETOOLONG, "console socket path too long");
+    cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot connect to the console of vm '%s'", name);
+        err_detail(reterr, "path", "%s", sa.sun_path);
+        return r;
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}

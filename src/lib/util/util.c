@@ -112,13 +112,13 @@ int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-static int rm_rf_at(int dirfd, const char *name)
+static int rm_rf_at(int parent, const char *name)
 {
-    if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
         return 0;
     if (errno != EISDIR && errno != EPERM)
         return -errno;
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? 0 : -errno;
     DIR *d = fdopendir(fd);
@@ -136,7 +136,7 @@ static int rm_rf_at(int dirfd, const char *name)
             r = k;
     }
     closedir(d);
-    if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
+    if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
         r = -errno;
     return r;
 }

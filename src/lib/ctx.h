@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <vmctl/vm.h>
+
+#include "store.h"
+
+struct vmctl_ctx {
+    char *home;
+    store *store;
+    vmctl_log_fn log;
+    void *log_userdata;
+};
+
+void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* $home/vms/<name> (malloc'd) */
+char *ctx_vm_dir(const vmctl_ctx *ctx, const char *name);

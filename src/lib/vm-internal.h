@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared between vm.c and exec.c. */
+#pragma once
+
+#include "ctx.h"
+#include "store.h"
+#include "vm-spec.h"
+
+/* Read a VM's row (repairing an abandoned create, marking a dead QEMU crashed) and its spec
+ * (ret_spec may be NULL). vm::not_found when absent. */
+int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
+            vmctl_error **reterr);
+/* Take the VM's lock file (dir/vm.lock), bounded; store::locked past the bound. */
+int vm_lock(const char *dir, const char *name, int *ret_fd, vmctl_error **reterr);
