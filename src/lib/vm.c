@@ -382,6 +382,12 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (r < 0)
         return r;
 
+    /* Test hook: widens the window in which a killed vmctl leaves an incomplete row, so the
+     * integration tests can kill it there deterministically. */
+    const char *delay = getenv("VMCTL_TEST_CREATE_DELAY_MS");
+    if (delay)
+        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+
     /* From here on, failure undoes the row and the directory. */
     (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
     if (mkdir(dir, 0755) < 0) {

@@ -1,0 +1,20 @@
+#!/bin/bash
+# Installs the Debian 12 packages vm-manager needs to build, run and test. Idempotent.
+set -euo pipefail
+pkgs=(
+  gcc meson ninja-build pkg-config libsqlite3-dev libjansson-dev libcmocka-dev  # build
+  qemu-system-x86 qemu-utils                                                      # run
+  cpio lz4 kmod gzip zstd xz-utils apt                                            # build-default
+  sqlite3 jq procps util-linux                                                    # tests
+  clang libclang-rt-14-dev                                                        # sanitizers, fuzz
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,65 @@
+#!/bin/bash
+# Runs the whole test suite: unit tests, integration tests against real QEMU (TCG), the unit
+# tests again under ASan+UBSan, and bounded fuzzing. Ends with "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bash scripts/install-deps.sh || { echo "dependency install failed"; echo "0 passed, 1 failed"; exit 1; }
+
+passed=0 failed=0 skipped=0
+failures=()
+
+# count results from a meson testlog.json
+count() {
+  local log=$1 prefix=$2
+  [ -f "$log" ] || return 0
+  while IFS=$'\t' read -r name result; do
+    case "$result" in
+      OK|EXPECTEDFAIL) passed=$((passed + 1)) ;;
+      SKIP) skipped=$((skipped + 1)) ;;
+      *) failed=$((failed + 1)); failures+=("$prefix$name ($result)") ;;
+    esac
+  done < <(jq -r '[.name, .result] | @tsv' "$log")
+}
+
+step_fail() { failed=$((failed + 1)); failures+=("$1"); }
+
+# 1. the normal build, unit + integration
+if { [ -d build-test ] || meson setup build-test >/dev/null; } && ninja -C build-test >/dev/null; then
+  # The default guest, shared by all integration tests (downloads are cached in ~/.cache/vmctl).
+  export VMCTL_TEST_IMAGES="$root/build-test/test-images"
+  if build-test/src/cli/vmctl --home "$root/build-test/test-home" image build-default; then
+    mkdir -p "$VMCTL_TEST_IMAGES"
+    rm -rf "$VMCTL_TEST_IMAGES/default"
+    cp -a "$root/build-test/test-home/images/default" "$VMCTL_TEST_IMAGES/default"
+  else
+    step_fail "image build-default"
+  fi
+  meson test -C build-test --num-processes 2 --print-errorlogs --no-rebuild "$@"
+  count build-test/meson-logs/testlog.json ""
+else
+  ninja -C build-test 2>&1 | tail -30
+  step_fail "build"
+fi
+
+# 2. ASan + UBSan build, unit tests only
+if [ -z "${SKIP_ASAN:-}" ]; then
+  if { [ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined \
+         -Db_lundef=false >/dev/null; } && ninja -C build-asan >/dev/null; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      meson test -C build-asan --suite unit --print-errorlogs --no-rebuild
+    count build-asan/meson-logs/testlog.json "asan:"
+  else
+    ninja -C build-asan 2>&1 | tail -30
+    step_fail "asan build"
+  fi
+fi
+
+# 3. bounded fuzzing of every parser with a target
+if [ -z "${SKIP_FUZZ:-}" ] && [ -x tests/fuzz/run.sh ]; then
+  if bash tests/fuzz/run.sh 30; then passed=$((passed + 1)); else step_fail "fuzz"; fi
+fi
+
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,64 @@
+#!/bin/bash
+# The full lifecycle on the default guest with one booted VM, plus the state machine's refusals.
+. "$(dirname "$0")/lib.sh"
+need_guest
+setup_home
+
+vm create life --vcpus 1 --memory 256 >/dev/null || { fail "create"; finish; }
+expect_eq "created state" "$(state_of life)" created
+expect_code "duplicate create" vm_manager::vm::already_exists create life
+expect_code "pause a created vm" vm_manager::vm::invalid_state pause life
+expect_eq "invalid_state from" "$(jq -r .error.details.from <<<"$LAST_JSON")" created
+expect_eq "invalid_state to" "$(jq -r .error.details.to <<<"$LAST_JSON")" paused
+expect_code "unknown vm" vm_manager::vm::not_found status nosuchvm
+expect_eq "not_found names the vm" "$(jq -r .error.details.vm <<<"$LAST_JSON")" nosuchvm
+
+vm start life --wait --timeout 120 || fail "start --wait"
+st=$(vm status --json life)
+expect_eq "running" "$(jq -r .state <<<"$st")" running
+pid=$(jq -r .pid <<<"$st")
+[ "$pid" != null ] && [ -d "/proc/$pid" ] && ok "pid $pid is live" || fail "pid '$pid' not live"
+for f in name state backend machine accel vcpus memory_mib image pid ports dir; do
+  jq -e "has(\"$f\")" <<<"$st" >/dev/null && ok "status has $f" || fail "status lacks $f"
+done
+expect_code "start a running vm" vm_manager::vm::invalid_state start life
+expect_eq "from running" "$(jq -r .error.details.from <<<"$LAST_JSON")" running
+
+out=$(vm exec life -- uname -s); rc=$?
+expect_eq "exec uname" "$out/$rc" "Linux/0"
+vm exec life -- sh -c 'echo to-err >&2; exit 7' 2>/tmp/$$.err >/dev/null; rc=$?
+expect_eq "exec exit status" "$rc" 7
+expect_eq "exec stderr" "$(cat /tmp/$$.err)" "to-err"; rm -f /tmp/$$.err
+out=$(vm exec life --env FOO=bar --cwd /proc -- sh -c 'echo $FOO $(pwd)')
+expect_eq "exec env+cwd" "$out" "bar /proc"
+
+vm pause life || fail "pause"
+expect_eq "paused" "$(state_of life)" paused
+expect_code "exec while paused" vm_manager::exec::unavailable exec life -- true
+expect_eq "exec unavailable details" "$(jq -r '.error.details | has("reason") and has("remediation") and has("vm")' <<<"$LAST_JSON")" true
+vm resume life || fail "resume"
+expect_eq "resumed" "$(state_of life)" running
+expect_eq "exec after resume" "$(vm exec life -- echo hi)" hi
+
+expect_code "destroy running without force" vm_manager::vm::invalid_state destroy life
+vm stop life --timeout 20 || fail "stop"
+expect_eq "stopped" "$(state_of life)" stopped
+[ -d "/proc/$pid" ] && [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" != Z ] &&
+  fail "QEMU $pid still alive after stop" || ok "QEMU gone after stop"
+expect_code "stop a stopped vm" vm_manager::vm::invalid_state stop life
+expect_code "exec while stopped" vm_manager::exec::unavailable exec life -- true
+
+vm start life --wait --timeout 120 || fail "start again"
+expect_eq "exec after restart" "$(vm exec life -- echo again)" again
+pid=$(vm status --json life | jq -r .pid)
+vm kill life || fail "kill"
+expect_eq "killed -> stopped" "$(state_of life)" stopped
+[ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == "" ] || [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == Z ] &&
+  ok "QEMU gone after kill" || fail "QEMU $pid alive after kill"
+
+dir=$(vm status --json life | jq -r .dir)
+vm destroy life || fail "destroy"
+[ -e "$dir" ] && fail "vm dir left behind" || ok "vm dir removed"
+expect_eq "list empty" "$(vm list --json | jq length)" 0
+expect_code "status after destroy" vm_manager::vm::not_found status life
+finish
