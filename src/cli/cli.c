@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/* Option parsing, usage errors, value parsing and the library context, shared by all commands. */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+
+#include "cli.h"
+#include "render.h"
+
+static const struct option global_options[] = {
+    {"home", required_argument, NULL, CLI_OPT_HOME},
+    {"json", no_argument, NULL, CLI_OPT_JSON},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+};
+
+static int getopt_init(cli *c, int argc, char **argv, const char *shortopts,
+                       const struct option *longopts)
+{
+    size_t n = 0;
+    while (longopts && longopts[n].name)
+        n++;
+    free(c->opt_long);
+    free(c->opt_short);
+    free(c->args);
+    c->opt_long = calloc(n + ELEMENTSOF(global_options) + 1, sizeof(struct option));
+    c->opt_short = malloc(strlen(shortopts ? shortopts : "") + 8);
+    c->args = calloc((size_t)argc + 1, sizeof(char *));
+    if (!c->opt_long || !c->opt_short || !c->args)
+        return -ENOMEM;
+    if (n)
+        memcpy(c->opt_long, longopts, n * sizeof(struct option));
+    memcpy(c->opt_long + n, global_options, sizeof(global_options));
+    /* "+": stop at non-options (we collect them ourselves, so options may follow positionals);
+     * ":": report a missing argument as ':' so we can word the error. */
+    sprintf(c->opt_short, "+:%shv", shortopts ? shortopts : "");
+    c->opt_argv = argv;
+    c->n_args = 0;
+    c->rest = NULL;
+    c->n_rest = 0;
+    c->dashdash = false;
+    /* glibc keeps state between calls (the rest of a "-abc" cluster): reinitialise it fully
+     * (optind = 0) on a dummy vector, so optind is a plain index from here on. */
+    char *dummy[] = {argv[0], NULL};
+    opterr = 0;
+    optind = 0;
+    (void)getopt_long(1, dummy, c->opt_short, c->opt_long, NULL);
+    optind = 1;
+    c->opt_mid_cluster = false;
+    return 0;
+}
+
+static int getopt_error(cli *c, int o, int argc, char **argv)
+{
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    c->opt_argv = NULL;
+    if (o == ':') {
+        if (strncmp(arg, "--", 2) == 0)
+            c->exit_code = cli_usage_error(c, "option '%s' needs a value", arg);
+        else
+            c->exit_code = cli_usage_error(c, "option '-%c' needs a value", optopt);
+        return CLI_OPT_EXIT;
+    }
+    if (strncmp(arg, "--", 2) == 0) {
+        const char *eq = strchr(arg, '=');
+        if (eq && optopt != 0)
+            c->exit_code =
+                cli_usage_error(c, "option '%.*s' does not take a value", (int)(eq - arg), arg);
+        else
+            c->exit_code = cli_usage_error(c, "unknown option '%s'", arg);
+    } else {
+        c->exit_code = cli_usage_error(c, "unknown option '-%c'", optopt ? optopt : '?');
+    }
+    return CLI_OPT_EXIT;
+}
+
+static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
+                         const struct option *longopts, int *subcommand)
+{
+    if (c->opt_argv != argv && getopt_init(c, argc, argv, shortopts, longopts) < 0) {
+        fprintf(stderr, "Error: out of memory\n");
+        c->exit_code = EXIT_ERROR;
+        return CLI_OPT_EXIT;
+    }
+
+    for (;;) {
+        int prev = optind;
+        /* "-bad" where 'b' is no short option of this command is an argument, not a typo'd
+         * option: `vmctl create -bad` reports the invalid name, `exec NAME ls -la` runs ls. */
+        if (!subcommand && !c->opt_mid_cluster && optind < argc && argv[optind][0] == '-' &&
+            argv[optind][1] && argv[optind][1] != '-' &&
+            !strchr(c->opt_short + 2, argv[optind][1])) {
+            c->args[c->n_args++] = argv[optind++];
+            continue;
+        }
+        int o = getopt_long(argc, argv, c->opt_short, c->opt_long, NULL);
+        c->opt_mid_cluster = o != -1 && optind == prev;
+        if (o == -1) {
+            if (optind >= argc) {
+                /* a trailing "--" with nothing after it */
+                if (optind == prev + 1 && prev < argc && streq(argv[prev], "--")) {
+                    c->dashdash = true;
+                    c->rest = argv + optind;
+                }
+                break;
+            }
+            if (optind == prev + 1 && streq(argv[prev], "--")) {
+                c->dashdash = true;
+                c->rest = argv + optind;
+                c->n_rest = (size_t)(argc - optind);
+                break;
+            }
+            if (subcommand) {
+                c->opt_argv = NULL;
+                *subcommand = optind;
+                return -1;
+            }
+            c->args[c->n_args++] = argv[optind++];
+            continue;
+        }
+        switch (o) {
+        case CLI_OPT_HOME:
+            c->home = optarg;
+            continue;
+        case CLI_OPT_JSON:
+            c->json = true;
+            continue;
+        case 'v':
+            c->verbose++;
+            continue;
+        case 'h':
+            cli_print_help(c);
+            c->exit_code = EXIT_OK;
+            c->opt_argv = NULL;
+            return CLI_OPT_EXIT;
+        case '?':
+        case ':':
+            return getopt_error(c, o, argc, argv);
+        default:
+            return o;
+        }
+    }
+    c->opt_argv = NULL;
+    if (subcommand)
+        *subcommand = argc;
+    return -1;
+}
+
+int cli_getopt(cli *c, int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+    return getopt_common(c, argc, argv, shortopts, longopts, NULL);
+}
+
+int cli_getopt_subcommand(cli *c, int argc, char **argv, const struct option *longopts,
+                          int *ret_index)
+{
+    return getopt_common(c, argc, argv, "", longopts, ret_index);
+}
+
+static const char *cmd_path(cli *c)
+{
+    return c->cmd_path ? c->cmd_path : c->cmd ? c->cmd->name : NULL;
+}
+
+int cli_usage_error(cli *c, const char *fmt, ...)
+{
+    vmctl_error *e = NULL;
+    cleanup_free char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    vmctl_error_new(&e, VMCTL_E_CLI_USAGE, EINVAL, "%s", msg ? msg : "usage error");
+    const char *path = cmd_path(c);
+    cleanup_free char *help = NULL;
+    if (path && asprintf(&help, "Run `vmctl %s --help` for the options and an example", path) < 0)
+        help = NULL;
+    else if (!path && asprintf(&help, "Run `vmctl --help` for the list of commands") < 0)
+        help = NULL;
+    if (help)
+        vmctl_error_set_help(e, help);
+    if (path)
+        vmctl_error_add_detail(e, "command", path);
+    return render_error(c, e);
+}
+
+int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected)
+{
+    vmctl_error *e = NULL;
+    vmctl_error_new(&e, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid value '%s' for %s: expected %s",
+                    value, option, expected);
+    vmctl_error_add_detail(e, "field", option[0] == '-' ? option + 2 : option);
+    vmctl_error_add_detail(e, "value", value);
+    cleanup_free char *help = NULL;
+    const char *path = cmd_path(c);
+    if (path && asprintf(&help, "Give %s %s; `vmctl %s --help` lists what is allowed", option,
+                         expected, path) >= 0)
+        vmctl_error_set_help(e, help);
+    return render_error(c, e);
+}
+
+int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what)
+{
+    if (c->n_args < n_min)
+        return cli_usage_error(c, "missing %s", what);
+    if (c->n_args > n_max)
+        return cli_usage_error(c, "unexpected argument '%s'", c->args[n_max]);
+    return 0;
+}
+
+int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsigned *ret)
+{
+    char *end = NULL;
+    char expected[64];
+    snprintf(expected, sizeof(expected), "a whole number of at least %u", min);
+    errno = 0;
+    if (!isdigit((unsigned char)s[0])) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v > UINT32_MAX || v < min) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    *ret = (unsigned)v;
+    return 0;
+}
+
+int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret)
+{
+    static const char expected[] = "a size in MiB of at least 1 (e.g. 512, 512M or 2G)";
+    char *end = NULL;
+    errno = 0;
+    if (!isdigit((unsigned char)s[0])) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    if (*end == '\0' || strcasecmp(end, "M") == 0 || strcasecmp(end, "MiB") == 0 ||
+        strcasecmp(end, "MB") == 0)
+        ;
+    else if (strcasecmp(end, "G") == 0 || strcasecmp(end, "GiB") == 0 || strcasecmp(end, "GB") == 0)
+        v *= 1024;
+    else {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    if (v == 0 || v > UINT32_MAX) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    *ret = (unsigned)v;
+    return 0;
+}
+
+int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
+{
+    static const char expected[] = "a number of seconds (e.g. 30, 1.5 or 2m)";
+    char *end = NULL;
+    errno = 0;
+    if (!isdigit((unsigned char)s[0]) && s[0] != '.') {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    double v = strtod(s, &end);
+    if (errno || end == s || !isfinite(v) || v < 0) {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    if (*end == '\0' || streq(end, "s"))
+        ;
+    else if (streq(end, "m"))
+        v *= 60;
+    else if (streq(end, "h"))
+        v *= 3600;
+    else {
+        cli_invalid_value(c, option, s, expected);
+        return -EINVAL;
+    }
+    *ret = v;
+    return 0;
+}
+
+vmctl_ctx *cli_ctx(cli *c)
+{
+    if (c->ctx)
+        return c->ctx;
+    vmctl_error *e = NULL;
+    if (vmctl_ctx_new(c->home, &c->ctx, &e) < 0) {
+        c->ctx = NULL;
+        if (!e)
+            vmctl_error_new(&e, VMCTL_E_INTERNAL, EIO, "cannot open the vmctl home");
+        render_error(c, e);
+        return NULL;
+    }
+    vmctl_ctx_set_log(c->ctx, render_log, c);
+    return c->ctx;
+}
+
+double cli_default_wait_timeout(cli *c, const char *name)
+{
+    vmctl_vm_info *vm = NULL;
+    double t = 0; /* the library's default */
+    if (c->ctx && vmctl_vm_get(c->ctx, name, &vm, NULL) >= 0 && vm) {
+        if (vm->accel && streq(vm->accel, "tcg"))
+            t = 120;
+        vmctl_vm_info_free(vm);
+    }
+    return t;
+}
+
+int cli_vm_done(cli *c, const char *name, const char *done)
+{
+    if (!c->json) {
+        printf("%s VM '%s'\n", done, name);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
+    }
+    vmctl_vm_info *vm = NULL;
+    vmctl_error *e = NULL;
+    if (vmctl_vm_get(c->ctx, name, &vm, &e) < 0) {
+        /* The action worked; only the read-back failed: say what we know. */
+        vmctl_error_free(e);
+        return render_json(json_pack("{s:s}", "name", name));
+    }
+    int r = render_json(render_vm_json(vm));
+    vmctl_vm_info_free(vm);
+    return r;
+}
+
+/* --- signals --- */
+
+volatile sig_atomic_t cli_interrupted = 0;
+static const int caught_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+static struct sigaction saved_actions[ELEMENTSOF(caught_signals)];
+static bool signals_caught;
+
+static void on_signal(int sig)
+{
+    cli_interrupted = sig;
+}
+
+void cli_catch_signals(bool reset_after_first)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    /* No SA_RESTART: blocking calls return EINTR so loops notice the flag. With
+     * reset_after_first, a second signal has its default effect (a way out of a stuck wait). */
+    sa.sa_flags = reset_after_first ? SA_RESETHAND : 0;
+    for (size_t i = 0; i < ELEMENTSOF(caught_signals); i++)
+        sigaction(caught_signals[i], &sa, signals_caught ? NULL : &saved_actions[i]);
+    signals_caught = true;
+}
+
+void cli_restore_signals(void)
+{
+    if (!signals_caught)
+        return;
+    for (size_t i = 0; i < ELEMENTSOF(caught_signals); i++)
+        sigaction(caught_signals[i], &saved_actions[i], NULL);
+    signals_caught = false;
+}
+
+int cli_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}

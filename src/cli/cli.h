@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/* The vmctl command-line tool: shared state, option parsing and command declarations.
+ * The CLI sees libvmctl only through its public headers. */
+#pragma once
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <vmctl/vmctl.h>
+
+/* --- small helpers (the library's util/ is internal, so the CLI keeps its own few) --- */
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define streq(a, b)   (strcmp((a), (b)) == 0)
+
+static inline void cli_freep(void *p)
+{
+    free(*(void **)p);
+}
+static inline void cli_closep(int *fd)
+{
+    if (*fd >= 0) {
+        int saved = errno;
+        close(*fd);
+        errno = saved;
+    }
+}
+static inline void cli_json_decrefp(json_t **j)
+{
+    json_decref(*j);
+}
+static inline void cli_error_freep(vmctl_error **e)
+{
+    vmctl_error_free(*e);
+}
+static inline void cli_vm_info_freep(vmctl_vm_info **i)
+{
+    vmctl_vm_info_free(*i);
+}
+
+#define cleanup_free    __attribute__((cleanup(cli_freep)))
+#define cleanup_close   __attribute__((cleanup(cli_closep)))
+#define cleanup_json    __attribute__((cleanup(cli_json_decrefp)))
+#define cleanup_error   __attribute__((cleanup(cli_error_freep)))
+#define cleanup_vm_info __attribute__((cleanup(cli_vm_info_freep)))
+
+#define TAKE_PTR(p)                                                                                \
+    ({                                                                                             \
+        __typeof__(p) _tp = (p);                                                                   \
+        (p) = NULL;                                                                                \
+        _tp;                                                                                       \
+    })
+
+/* Exit codes of the contract. */
+enum {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_USAGE = 2,
+};
+
+typedef struct cli cli;
+typedef int (*cli_command_fn)(cli *c, int argc, char **argv);
+
+typedef struct cli_command {
+    const char *name;
+    cli_command_fn fn; /* NULL: planned, not implemented yet */
+    const char *summary;
+    const char *help;  /* full help: usage, description, options, examples */
+    const char *issue; /* for planned commands: where it stands */
+} cli_command;
+
+struct cli {
+    /* global options */
+    const char *home;
+    bool json;
+    int verbose;
+
+    /* terminal facts, computed once */
+    bool color_err; /* colour on stderr */
+    bool color_out; /* colour on stdout */
+    bool unicode;
+
+    const cli_command *cmd; /* the command being run (NULL: vmctl itself) */
+    const char *cmd_path;   /* "create", "image list", ... for messages */
+    vmctl_ctx *ctx;         /* opened on demand by cli_ctx() */
+    bool progress_active;   /* a progress line is on stderr, clear it before printing */
+
+    /* option parser state, see cli_getopt() */
+    char **opt_argv;
+    struct option *opt_long;
+    char *opt_short;
+    bool opt_mid_cluster; /* inside a "-abc" cluster */
+    int exit_code;
+    char **args; /* positional arguments, in order */
+    size_t n_args;
+    char **rest; /* everything after "--" */
+    size_t n_rest;
+    bool dashdash;
+};
+
+/* Values for the global options; command options use values >= 0x100 or short letters. */
+enum {
+    CLI_OPT_EXIT = -2, /* cli_getopt: return c->exit_code (help printed or usage error shown) */
+    CLI_OPT_HOME = 0x1000,
+    CLI_OPT_JSON,
+    CLI_OPT_VERSION,
+};
+
+/* getopt_long over a command's options plus the global ones (--home, --json, -v, --help), which
+ * are accepted anywhere before "--". Positional arguments are collected into c->args (options may
+ * follow them), everything after "--" into c->rest. Returns the next command option, -1 at the
+ * end, or CLI_OPT_EXIT after printing help or a usage error (return c->exit_code then). */
+int cli_getopt(cli *c, int argc, char **argv, const char *shortopts, const struct option *longopts);
+/* Same, but stops at the first positional argument (for vmctl itself and commands with
+ * subcommands): at -1, *ret_index is its index in argv (argc when there is none). */
+int cli_getopt_subcommand(cli *c, int argc, char **argv, const struct option *longopts,
+                          int *ret_index);
+
+/* Render a usage error (vm_manager::cli::usage) and return EXIT_USAGE. */
+int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A bad option value: config::invalid naming the option, exit 1. */
+int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected);
+/* Exactly n_min..n_max positional arguments, named for the message (e.g. "NAME"). */
+int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what);
+
+/* Number parsing; on failure they render config::invalid and return -EINVAL. */
+int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsigned *ret);
+int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret);
+int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret);
+
+/* The library context for c->home, opened once (renders the error and returns NULL on failure). */
+vmctl_ctx *cli_ctx(cli *c);
+
+/* Help text of the current command (or vmctl's own) on stdout. */
+void cli_print_help(cli *c);
+void cli_print_main_help(FILE *f);
+const cli_command *cli_find_command(const char *name);
+/* `image` subcommands (cmd-image.c); NULL when unknown. */
+const cli_command *image_find_subcommand(const char *name);
+/* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
+int cli_not_implemented(cli *c, const char *what);
+
+/* Signal handling shared by long-running commands: a flag set by SIGINT/SIGTERM/SIGHUP. */
+extern volatile sig_atomic_t cli_interrupted;
+void cli_catch_signals(bool reset_after_first);
+void cli_restore_signals(void);
+
+/* Write all of buf to fd (EINTR-safe). */
+int cli_write_all(int fd, const void *buf, size_t len);
+
+/* --- commands (one file each) --- */
+int cmd_doctor(cli *c, int argc, char **argv);
+int cmd_image(cli *c, int argc, char **argv);
+int cmd_create(cli *c, int argc, char **argv);
+int cmd_run(cli *c, int argc, char **argv);
+int cmd_start(cli *c, int argc, char **argv);
+int cmd_stop(cli *c, int argc, char **argv);
+int cmd_kill(cli *c, int argc, char **argv);
+int cmd_pause(cli *c, int argc, char **argv);
+int cmd_resume(cli *c, int argc, char **argv);
+int cmd_destroy(cli *c, int argc, char **argv);
+int cmd_list(cli *c, int argc, char **argv);
+int cmd_status(cli *c, int argc, char **argv);
+int cmd_console(cli *c, int argc, char **argv);
+int cmd_logs(cli *c, int argc, char **argv);
+int cmd_exec(cli *c, int argc, char **argv);
+int cmd_errors(cli *c, int argc, char **argv);
+
+extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
+    cmd_image_list_help[], cmd_create_help[], cmd_run_help[], cmd_start_help[], cmd_stop_help[],
+    cmd_kill_help[], cmd_pause_help[], cmd_resume_help[], cmd_destroy_help[], cmd_list_help[],
+    cmd_status_help[], cmd_console_help[], cmd_logs_help[], cmd_exec_help[], cmd_errors_help[];
+
+/* --- create options, shared by create and run (cmd-create.c) --- */
+typedef struct create_args {
+    vmctl_vm_config config;
+    vmctl_port_forward *ports;
+    size_t n_ports;
+    char **env; /* NULL-terminated, borrowed strings */
+    size_t n_env;
+} create_args;
+
+enum {
+    OPT_CREATE_IMAGE = 0x200,
+    OPT_CREATE_KERNEL,
+    OPT_CREATE_INITRD,
+    OPT_CREATE_CMDLINE,
+    OPT_CREATE_VCPUS,
+    OPT_CREATE_MEMORY,
+    OPT_CREATE_DISK,
+    OPT_CREATE_MACHINE,
+    OPT_CREATE_ACCEL,
+    OPT_CREATE_NET,
+    OPT_CREATE_PORT,
+    OPT_CREATE_CLOUD_INIT,
+    OPT_CREATE_SSH_KEY,
+    OPT_CREATE_ENV,
+    OPT_CREATE_BACKEND,
+};
+
+#define CREATE_LONG_OPTIONS                                                                        \
+    {"image", required_argument, NULL, OPT_CREATE_IMAGE},                                          \
+        {"kernel", required_argument, NULL, OPT_CREATE_KERNEL},                                    \
+        {"initrd", required_argument, NULL, OPT_CREATE_INITRD},                                    \
+        {"cmdline", required_argument, NULL, OPT_CREATE_CMDLINE},                                  \
+        {"vcpus", required_argument, NULL, OPT_CREATE_VCPUS},                                      \
+        {"memory", required_argument, NULL, OPT_CREATE_MEMORY},                                    \
+        {"disk", required_argument, NULL, OPT_CREATE_DISK},                                        \
+        {"machine", required_argument, NULL, OPT_CREATE_MACHINE},                                  \
+        {"accel", required_argument, NULL, OPT_CREATE_ACCEL},                                      \
+        {"net", required_argument, NULL, OPT_CREATE_NET},                                          \
+        {"port", required_argument, NULL, OPT_CREATE_PORT},                                        \
+        {"cloud-init", required_argument, NULL, OPT_CREATE_CLOUD_INIT},                            \
+        {"ssh-key", required_argument, NULL, OPT_CREATE_SSH_KEY},                                  \
+        {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
+    {                                                                                              \
+        "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
+    }
+
+/* Handle one create option: 1 handled, 0 not a create option, <0 error already rendered. */
+int create_args_option(cli *c, create_args *a, int opt, const char *arg);
+void create_args_done(create_args *a);
+/* The options part of the help, shared by create and run. */
+#define CREATE_OPTIONS_HELP                                                                        \
+    "VM options:\n"                                                                                \
+    "      --image X            disk image: a name in the image cache or a path (q35 machine)\n"   \
+    "      --kernel K           boot this kernel directly (microvm machine)\n"                     \
+    "      --initrd I           initramfs for --kernel\n"                                          \
+    "      --cmdline S          extra kernel command-line arguments\n"                             \
+    "      --vcpus N            virtual CPUs (default 1)\n"                                        \
+    "      --memory MiB         memory in MiB, at least 32; 2G and 512M also work (default 256)\n" \
+    "      --disk GiB           disk size in GiB (default: the image's size)\n"                    \
+    "      --machine M          microvm or q35 (default: microvm for kernels, q35 for images)\n"   \
+    "      --accel A            auto, kvm or tcg (default auto: KVM only where it really works)\n" \
+    "      --net N              user, tap or none (default none for the default guest, else "      \
+    "user)\n"                                                                                      \
+    "      --port HOST:GUEST[/udp]\n"                                                              \
+    "                           forward a host port to the guest (repeatable; HOST 0 picks one)\n" \
+    "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
+    "      --ssh-key PUB        public key to authorize in the guest\n"                            \
+    "      --env K=V            environment variable for the guest (repeatable)\n"                 \
+    "      --backend B          qemu (default); firecracker and propolis are not available yet\n"
+
+/* After an action on a VM: "<done> VM 'NAME'" on stdout, or with --json its status object.
+ * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */
+int cli_vm_done(cli *c, const char *name, const char *done);
+
+/* Run argv in the VM and pass its output on (byte-exact, or one JSON object with --json).
+ * Returns the command's status (128+N for signal N), or EXIT_ERROR after rendering an error. */
+int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);
+/* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
+char *const *cli_command_argv(cli *c, size_t first_positional);
+
+/* Boot timeout when the user gave none: 120 s under TCG, the library's default otherwise. */
+double cli_default_wait_timeout(cli *c, const char *name);

@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: MIT */
+/* vmctl create NAME [options] [--start]; the VM options are shared with `run`. */
+#include "cli.h"
+#include "render.h"
+
+const char cmd_create_help[] =
+    "Usage: vmctl create NAME [--image X | --kernel K [--initrd I] [--cmdline S]] [--vcpus N]\n"
+    "                    [--memory MiB] [--disk GiB] [--machine microvm|q35]\n"
+    "                    [--accel auto|kvm|tcg] [--net user|tap|none] [--port "
+    "HOST:GUEST[/udp]]...\n"
+    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--start]\n"
+    "\n"
+    "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
+    "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
+    "the VM boots the default guest (build it once with `vmctl image build-default`). A create\n"
+    "that fails removes what it made; invalid input is vm_manager::config::invalid.\n"
+    "\n"
+    "NAME: 1-63 letters, digits, '-', '_' and '.', starting with a letter or digit.\n"
+    "\n" CREATE_OPTIONS_HELP "      --start              start the VM once it is created\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl create web\n"
+    "  vmctl create web --vcpus 2 --memory 1G --env MODE=test --start\n"
+    "  vmctl create box --kernel ./vmlinux --initrd ./initrd.gz --cmdline 'console=ttyS0'\n"
+    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n";
+
+int create_args_option(cli *c, create_args *a, int opt, const char *arg)
+{
+    vmctl_vm_config *cfg = &a->config;
+
+    switch (opt) {
+    case OPT_CREATE_IMAGE:
+        cfg->image = arg;
+        return 1;
+    case OPT_CREATE_KERNEL:
+        cfg->kernel = arg;
+        return 1;
+    case OPT_CREATE_INITRD:
+        cfg->initrd = arg;
+        return 1;
+    case OPT_CREATE_CMDLINE:
+        cfg->cmdline = arg;
+        return 1;
+    case OPT_CREATE_VCPUS:
+        return cli_parse_uint(c, "--vcpus", arg, 1, &cfg->vcpus) < 0 ? -EINVAL : 1;
+    case OPT_CREATE_MEMORY:
+        return cli_parse_mib(c, "--memory", arg, &cfg->memory_mib) < 0 ? -EINVAL : 1;
+    case OPT_CREATE_DISK:
+        return cli_parse_uint(c, "--disk", arg, 1, &cfg->disk_gib) < 0 ? -EINVAL : 1;
+    case OPT_CREATE_MACHINE:
+        cfg->machine = arg;
+        return 1;
+    case OPT_CREATE_ACCEL:
+        cfg->accel = arg;
+        return 1;
+    case OPT_CREATE_NET:
+        cfg->net = arg;
+        return 1;
+    case OPT_CREATE_BACKEND:
+        cfg->backend = arg;
+        return 1;
+    case OPT_CREATE_CLOUD_INIT:
+        cfg->cloud_init = arg;
+        return 1;
+    case OPT_CREATE_SSH_KEY:
+        cfg->ssh_key = arg;
+        return 1;
+    case OPT_CREATE_PORT: {
+        vmctl_port_forward pf = {};
+        vmctl_error *e = NULL;
+        if (vmctl_port_forward_parse(arg, &pf, &e) < 0) {
+            render_error(c, e);
+            return -EINVAL;
+        }
+        vmctl_port_forward *n = realloc(a->ports, sizeof(*n) * (a->n_ports + 1));
+        if (!n)
+            return -ENOMEM;
+        a->ports = n;
+        a->ports[a->n_ports++] = pf;
+        cfg->ports = a->ports;
+        cfg->n_ports = a->n_ports;
+        return 1;
+    }
+    case OPT_CREATE_ENV: {
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg) {
+            cli_invalid_value(c, "--env", arg, "K=V with a non-empty name K");
+            return -EINVAL;
+        }
+        char **n = realloc(a->env, sizeof(char *) * (a->n_env + 2));
+        if (!n)
+            return -ENOMEM;
+        a->env = n;
+        a->env[a->n_env++] = (char *)arg;
+        a->env[a->n_env] = NULL;
+        cfg->env = a->env;
+        return 1;
+    }
+    default:
+        return 0;
+    }
+}
+
+void create_args_done(create_args *a)
+{
+    free(a->ports);
+    free(a->env);
+    *a = (create_args){};
+}
+
+enum { OPT_START = 0x100 };
+
+static const struct option options[] = {
+    CREATE_LONG_OPTIONS,
+    {"start", no_argument, NULL, OPT_START},
+    {},
+};
+
+int cmd_create(cli *c, int argc, char **argv)
+{
+    create_args a = {};
+    bool start = false;
+    int o, r;
+
+    while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
+        if (o == OPT_START) {
+            start = true;
+            continue;
+        }
+        r = create_args_option(c, &a, o, optarg);
+        if (r > 0)
+            continue;
+        create_args_done(&a);
+        if (r == -ENOMEM)
+            fprintf(stderr, "Error: out of memory\n");
+        return r < 0 ? EXIT_ERROR : c->exit_code;
+    }
+    r = cli_expect_args(c, 1, 1, "NAME");
+    if (r) {
+        create_args_done(&a);
+        return r;
+    }
+    const char *name = c->args[0];
+    a.config.name = name;
+
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx) {
+        create_args_done(&a);
+        return EXIT_ERROR;
+    }
+
+    vmctl_error *e = NULL;
+    r = vmctl_vm_create(ctx, &a.config, &e);
+    create_args_done(&a);
+    if (r < 0)
+        return render_error(c, e);
+
+    if (start) {
+        if (vmctl_vm_start(ctx, name, false, 0, &e) < 0) {
+            /* Keep the VM (create worked) and say so: the user can fix and start it. */
+            cleanup_free char *note = NULL;
+            if (asprintf(&note,
+                         "VM '%s' was created and is left in place; start it with `vmctl "
+                         "start %s` or remove it with `vmctl destroy %s`",
+                         name, name, name) >= 0)
+                vmctl_error_add_note(e, note);
+            return render_error(c, e);
+        }
+        return cli_vm_done(c, name, "Created and started");
+    }
+    return cli_vm_done(c, name, "Created");
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* vmctl doctor: host checks. */
+#include "cli.h"
+#include "render.h"
+
+const char cmd_doctor_help[] =
+    "Usage: vmctl doctor\n"
+    "\n"
+    "Check what vmctl needs on this host and say what to do about anything missing: QEMU and\n"
+    "qemu-img, whether KVM is usable (a /dev/kvm that cannot run a stock guest, such as a nested\n"
+    "paravirtual one, is detected and reported), TCG, the helper tools and the store. One line\n"
+    "per check: ok (\u2713), works with a limitation (!), or failed (\u2717).\n"
+    "\n"
+    "Exits 1 only when a check failed (vmctl cannot run VMs until it is fixed); warnings exit 0.\n"
+    "With --json, print an array of {name, status (ok|warn|fail), summary, help}.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl doctor\n"
+    "  vmctl doctor --json | jq -r '.[] | select(.status != \"ok\") | .name'\n";
+
+int cmd_doctor(cli *c, int argc, char **argv)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1)
+        return c->exit_code;
+    int r = cli_expect_args(c, 0, 0, "");
+    if (r)
+        return r;
+
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+
+    vmctl_host_check *checks = NULL;
+    size_t n = 0;
+    vmctl_error *e = NULL;
+    if (vmctl_host_check_all(ctx, &checks, &n, &e) < 0)
+        return render_error(c, e);
+
+    bool failed = false;
+    for (size_t i = 0; i < n; i++)
+        if (checks[i].status == VMCTL_CHECK_FAIL)
+            failed = true;
+
+    if (c->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(
+                a, json_pack("{s:s, s:s, s:s, s:s?}", "name", checks[i].name ? checks[i].name : "",
+                             "status", vmctl_check_status_to_string(checks[i].status), "summary",
+                             checks[i].summary ? checks[i].summary : "", "help", checks[i].help));
+        vmctl_host_check_list_free(checks, n);
+        r = render_json(a);
+        return r ? r : failed ? EXIT_ERROR : EXIT_OK;
+    }
+
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (checks[i].name && strlen(checks[i].name) > w)
+            w = strlen(checks[i].name);
+    size_t n_warn = 0, n_fail = 0;
+    for (size_t i = 0; i < n; i++) {
+        const vmctl_host_check *ch = &checks[i];
+        const char *mark, *col;
+        switch (ch->status) {
+        case VMCTL_CHECK_OK:
+            mark = c->unicode ? "\u2713" : "ok";
+            col = ANSI_GREEN;
+            break;
+        case VMCTL_CHECK_WARN:
+            mark = "!";
+            col = ANSI_YELLOW;
+            n_warn++;
+            break;
+        case VMCTL_CHECK_FAIL:
+        default:
+            mark = c->unicode ? "\u2717" : "x";
+            col = ANSI_RED;
+            n_fail++;
+            break;
+        }
+        int mw = c->unicode ? 1 : 2;
+        printf("%s%-*s%s %-*s  %s\n", c->color_out ? col : "", mw, mark,
+               c->color_out ? ANSI_RESET : "", (int)w, ch->name ? ch->name : "",
+               ch->summary ? ch->summary : "");
+        if (ch->status != VMCTL_CHECK_OK && ch->help && *ch->help)
+            printf("%*s  %shelp:%s %s\n", mw + 1 + (int)w, "", c->color_out ? ANSI_CYAN : "",
+                   c->color_out ? ANSI_RESET : "", ch->help);
+    }
+    vmctl_host_check_list_free(checks, n);
+
+    if (n_fail)
+        printf("\n%zu check(s) failed: vmctl cannot run VMs until they are fixed.\n", n_fail);
+    else if (n_warn)
+        printf("\nvmctl can run VMs here, with %zu limitation(s) shown above.\n", n_warn);
+    else
+        printf("\nAll checks passed.\n");
+    return failed ? EXIT_ERROR : EXIT_OK;
+}

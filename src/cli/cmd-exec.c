@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD ARGS... */
+#include "cli.h"
+#include "render.h"
+
+const char cmd_exec_help[] =
+    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD [ARGS...]\n"
+    "\n"
+    "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
+    "up in the guest's PATH. Its stdout and stderr are written byte for byte to vmctl's stdout\n"
+    "and stderr, and vmctl exits with its exit status (128+N when signal N ended it). Errors of\n"
+    "vmctl itself exit 1 and are rendered on stderr.\n"
+    "\n"
+    "With --json, print one object {exit_code, signal, stdout, stderr}: exit_code is null when a\n"
+    "signal ended the command, signal is null otherwise; output that is not UTF-8 has its invalid\n"
+    "bytes replaced by U+FFFD.\n"
+    "\n"
+    "Options:\n"
+    "      --env K=V      set an environment variable for the command (repeatable)\n"
+    "      --cwd DIR      working directory in the guest (default /)\n"
+    "      --timeout S    kill the command after S seconds (vm_manager::timeout); default none\n"
+    "  -i, --interactive  pass vmctl's stdin to the command (read until end of file first)\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl exec web -- uname -a\n"
+    "  vmctl exec web --env GREETING=hi -- sh -c 'echo $GREETING'\n"
+    "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
+    "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
+
+enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT };
+
+static const struct option options[] = {
+    {"env", required_argument, NULL, OPT_ENV},
+    {"cwd", required_argument, NULL, OPT_CWD},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"interactive", no_argument, NULL, 'i'},
+    {},
+};
+
+char *const *cli_command_argv(cli *c, size_t first)
+{
+    if (c->dashdash)
+        return c->n_rest > 0 ? c->rest : NULL;
+    return c->n_args > first ? c->args + first : NULL;
+}
+
+static int read_all(int fd, char **ret, size_t *ret_len)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -ENOMEM;
+    for (;;) {
+        if (len == cap) {
+            char *n = realloc(buf, cap * 2);
+            if (!n) {
+                free(buf);
+                return -ENOMEM;
+            }
+            buf = n;
+            cap *= 2;
+        }
+        ssize_t k = read(fd, buf + len, cap - len);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            int r = -errno;
+            free(buf);
+            return r;
+        }
+        if (k == 0)
+            break;
+        len += (size_t)k;
+    }
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
+{
+    vmctl_exec_result res = {};
+    vmctl_error *e = NULL;
+
+    if (vmctl_exec(c->ctx, name, opts, &res, &e) < 0) {
+        vmctl_exec_result_clear(&res);
+        return render_error(c, e);
+    }
+
+    int status = res.signal ? 128 + res.signal : res.exit_code & 0xff;
+    if (c->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "exit_code", res.signal ? json_null() : json_integer(res.exit_code));
+        json_object_set_new(o, "signal", res.signal ? json_integer(res.signal) : json_null());
+        json_object_set_new(o, "stdout", render_json_bytes(res.out ? res.out : "", res.out_len));
+        json_object_set_new(o, "stderr", render_json_bytes(res.err ? res.err : "", res.err_len));
+        vmctl_exec_result_clear(&res);
+        if (render_json(o) != EXIT_OK)
+            return EXIT_ERROR;
+        return status;
+    }
+
+    fflush(stdout);
+    fflush(stderr);
+    int r1 = res.out_len ? cli_write_all(STDOUT_FILENO, res.out, res.out_len) : 0;
+    int r2 = res.err_len ? cli_write_all(STDERR_FILENO, res.err, res.err_len) : 0;
+    vmctl_exec_result_clear(&res);
+    if (r1 < 0 || r2 < 0)
+        return EXIT_ERROR;
+    return status;
+}
+
+int cmd_exec(cli *c, int argc, char **argv)
+{
+    cleanup_free char **env = NULL;
+    size_t n_env = 0;
+    vmctl_exec_opts opts = {};
+    bool interactive = false;
+    int o;
+
+    while ((o = cli_getopt(c, argc, argv, "i", options)) != -1) {
+        switch (o) {
+        case OPT_ENV: {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return cli_invalid_value(c, "--env", optarg, "K=V with a non-empty name K");
+            char **n = realloc(env, sizeof(char *) * (n_env + 2));
+            if (!n)
+                return EXIT_ERROR;
+            env = n;
+            env[n_env++] = optarg;
+            env[n_env] = NULL;
+            break;
+        }
+        case OPT_CWD:
+            opts.cwd = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (cli_parse_seconds(c, "--timeout", optarg, &opts.timeout_sec) < 0)
+                return EXIT_ERROR;
+            break;
+        case 'i':
+            interactive = true;
+            break;
+        default:
+            return c->exit_code;
+        }
+    }
+    if (c->n_args == 0)
+        return cli_usage_error(c, "missing NAME");
+    if (c->dashdash && c->n_args > 1)
+        return cli_usage_error(c, "unexpected argument '%s' before `--`", c->args[1]);
+    opts.argv = cli_command_argv(c, 1);
+    if (!opts.argv)
+        return cli_usage_error(c, "missing the command to run (give it after `--`)");
+    opts.env = env;
+
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+
+    cleanup_free char *input = NULL;
+    if (interactive) {
+        size_t len = 0;
+        int r = read_all(STDIN_FILENO, &input, &len);
+        if (r < 0) {
+            vmctl_error *e = NULL;
+            vmctl_error_new(&e, VMCTL_E_IO, -r, "cannot read standard input: %s", strerror(-r));
+            return render_error(c, e);
+        }
+        opts.stdin_data = input;
+        opts.stdin_len = len;
+    }
+    return cli_exec_and_report(c, c->args[0], &opts);
+}

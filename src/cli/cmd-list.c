@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/* vmctl list: every VM in the store, as a table or a JSON array. */
+#include "cli.h"
+#include "render.h"
+
+const char cmd_list_help[] =
+    "Usage: vmctl list\n"
+    "\n"
+    "List the VMs of this vmctl home with their state and size. The state is checked, not\n"
+    "trusted: a VM recorded as running whose QEMU has gone is shown as crashed.\n"
+    "\n"
+    "With --json, print an array of the objects `vmctl status NAME --json` prints.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl list\n"
+    "  vmctl list --json | jq -r '.[] | select(.state == \"running\") | .name'\n";
+
+int cmd_list(cli *c, int argc, char **argv)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1)
+        return c->exit_code;
+    int r = cli_expect_args(c, 0, 0, "");
+    if (r)
+        return r;
+
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+
+    vmctl_vm_info **vms = NULL;
+    size_t n = 0;
+    vmctl_error *e = NULL;
+    if (vmctl_vm_list(ctx, &vms, &n, &e) < 0)
+        return render_error(c, e);
+
+    if (c->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, render_vm_json(vms[i]));
+        vmctl_vm_info_list_free(vms, n);
+        return render_json(a);
+    }
+
+    if (n == 0) {
+        printf("No VMs yet. Create one with `vmctl create NAME` or try `vmctl run demo --rm -- "
+               "uname -a`.\n");
+        vmctl_vm_info_list_free(vms, n);
+        return EXIT_OK;
+    }
+
+    table *t = table_new(9, "NAME", "STATE", "VCPUS", "MEMORY", "ACCEL", "MACHINE", "PID", "PORTS",
+                         "CREATED");
+    for (size_t i = 0; i < n; i++) {
+        const vmctl_vm_info *vm = vms[i];
+        char vcpus[16], mem[32], pid[24], age[32];
+        snprintf(vcpus, sizeof(vcpus), "%u", vm->vcpus);
+        snprintf(mem, sizeof(mem), "%u MiB", vm->memory_mib);
+        bool has_pid =
+            vm->pid > 0 && (vm->state == VMCTL_VM_RUNNING || vm->state == VMCTL_VM_PAUSED);
+        snprintf(pid, sizeof(pid), has_pid ? "%d" : "-", (int)vm->pid);
+        cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
+        table_add_row(t, vm->name, vmctl_vm_state_to_string(vm->state), vcpus, mem, vm->accel,
+                      vm->machine, pid, ports && *ports ? ports : "-",
+                      render_age(vm->created_at, age, sizeof(age)));
+    }
+    table_print(t, stdout);
+    table_free(t);
+    vmctl_vm_info_list_free(vms, n);
+    return EXIT_OK;
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* vmctl status NAME: one VM's state and configuration. */
+#include "cli.h"
+#include "render.h"
+
+const char cmd_status_help[] =
+    "Usage: vmctl status NAME\n"
+    "\n"
+    "Show a VM's state (checked against its QEMU process, not just the store), its resources,\n"
+    "ports, QEMU pid and directory. A crashed VM also shows the tail of its logs.\n"
+    "\n"
+    "With --json, print one object: name, state, backend, machine, accel, vcpus, memory_mib,\n"
+    "disk_gib, image, pid (null unless running or paused), ports ([{host, guest, protocol}]),\n"
+    "dir, net, created_at (unix seconds), and kernel, initrd, cmdline, env, crash_note when set.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl status web\n"
+    "  vmctl status web --json | jq -r .state\n";
+
+int cmd_status(cli *c, int argc, char **argv)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1)
+        return c->exit_code;
+    int r = cli_expect_args(c, 1, 1, "NAME");
+    if (r)
+        return r;
+
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+
+    cleanup_vm_info vmctl_vm_info *vm = NULL;
+    vmctl_error *e = NULL;
+    if (vmctl_vm_get(ctx, c->args[0], &vm, &e) < 0)
+        return render_error(c, e);
+    if (c->json)
+        return render_json(render_vm_json(vm));
+    render_vm_status(c, vm);
+    return EXIT_OK;
+}

@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: MIT */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <time.h>
+
+#include "render.h"
+
+static bool env_nonempty(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v;
+}
+
+static bool locale_is_utf8(void)
+{
+    const char *v = NULL;
+    const char *names[] = {"LC_ALL", "LC_CTYPE", "LANG"};
+    for (size_t i = 0; i < ELEMENTSOF(names) && !v; i++)
+        if (env_nonempty(names[i]))
+            v = getenv(names[i]);
+    /* No locale, or C/POSIX: assume a UTF-8 terminal (the common case today); an explicit
+     * non-UTF-8 locale gets ASCII. */
+    if (!v || streq(v, "C") || streq(v, "POSIX"))
+        return true;
+    return strcasestr(v, "utf-8") || strcasestr(v, "utf8");
+}
+
+void render_init(cli *c)
+{
+    bool no_color = env_nonempty("NO_COLOR");
+    const char *term = getenv("TERM");
+    bool dumb = term && streq(term, "dumb");
+    c->color_err = !no_color && !dumb && isatty(STDERR_FILENO);
+    c->color_out = !no_color && !dumb && isatty(STDOUT_FILENO);
+    c->unicode = locale_is_utf8();
+}
+
+/* --- errors --- */
+
+static bool json_printed;
+
+static json_t *detail_value_json(const char *value, int is_number)
+{
+    if (is_number) {
+        char *end = NULL;
+        errno = 0;
+        long long ll = strtoll(value, &end, 10);
+        if (errno == 0 && end != value && *end == '\0')
+            return json_integer(ll);
+        errno = 0;
+        double d = strtod(value, &end);
+        if (errno == 0 && end != value && *end == '\0')
+            return json_real(d);
+    }
+    return json_string(value);
+}
+
+static json_t *str_or_null(const char *s)
+{
+    json_t *j = s ? json_string(s) : NULL;
+    return j ? j : json_null();
+}
+
+json_t *render_error_json(const vmctl_error *e)
+{
+    json_t *details = json_object();
+    for (size_t i = 0; i < vmctl_error_get_n_details(e); i++) {
+        const char *k = NULL, *v = NULL;
+        int num = 0;
+        if (vmctl_error_get_detail(e, i, &k, &v, &num) >= 0 && k && v)
+            json_object_set_new(details, k, detail_value_json(v, num));
+    }
+    json_t *notes = json_array();
+    for (size_t i = 0; i < vmctl_error_get_n_notes(e); i++) {
+        const char *n = vmctl_error_get_note(e, i);
+        json_array_append_new(notes, render_json_bytes(n, strlen(n)));
+    }
+    json_t *context = json_array();
+    for (size_t i = 0; i < vmctl_error_get_n_context(e); i++) {
+        const char *n = vmctl_error_get_context(e, i);
+        json_array_append_new(context, render_json_bytes(n, strlen(n)));
+    }
+    const char *msg = vmctl_error_get_message(e);
+    json_t *err =
+        json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
+                  render_json_bytes(msg, strlen(msg)), "help", str_or_null(vmctl_error_get_help(e)),
+                  "details", details, "notes", notes, "context", context);
+    return json_pack("{s:o}", "error", err);
+}
+
+/* Print s with every line after the first indented by indent spaces. */
+static void print_indented(FILE *f, const char *s, int indent)
+{
+    for (const char *p = s; *p; p++) {
+        fputc(*p, f);
+        if (*p == '\n' && p[1])
+            fprintf(f, "%*s", indent, "");
+    }
+}
+
+int render_error(cli *c, vmctl_error *e)
+{
+    int code = vmctl_error_get_kind(e) == VMCTL_E_CLI_USAGE ? EXIT_USAGE : EXIT_ERROR;
+
+    if (!e) {
+        fprintf(stderr, "Error: out of memory\n");
+        return EXIT_ERROR;
+    }
+    /* --json: the error is the one document on stdout, unless one was printed already (run
+     * --rm whose cleanup failed after the command's result): then it goes to stderr as text. */
+    if (c->json && !json_printed) {
+        render_json(render_error_json(e));
+        vmctl_error_free(e);
+        return code;
+    }
+
+    render_clear_progress(c);
+    bool col = c->color_err;
+    const char *cross = c->unicode ? "\u00d7" : "x";
+    const char *mid = c->unicode ? "\u251c\u2500\u25b6" : "|->";
+    const char *last = c->unicode ? "\u2570\u2500\u25b6" : "`->";
+    const char *bar = c->unicode ? "\u2502" : "|";
+
+    fprintf(stderr, "Error: %s%s%s\n\n", col ? ANSI_RED ANSI_BOLD : "", vmctl_error_get_code(e),
+            col ? ANSI_RESET : "");
+    fprintf(stderr, "  %s%s%s ", col ? ANSI_RED : "", cross, col ? ANSI_RESET : "");
+    print_indented(stderr, vmctl_error_get_message(e), 4);
+    fputc('\n', stderr);
+
+    size_t n_ctx = vmctl_error_get_n_context(e);
+    for (size_t i = 0; i < n_ctx; i++) {
+        fprintf(stderr, "  %s%s%s ", col ? ANSI_RED : "", i + 1 == n_ctx ? last : mid,
+                col ? ANSI_RESET : "");
+        print_indented(stderr, vmctl_error_get_context(e, i), 6);
+        fputc('\n', stderr);
+    }
+
+    /* The message names what matters; the raw details are for -v (and --json). */
+    size_t n_det = c->verbose ? vmctl_error_get_n_details(e) : 0;
+    if (n_det > 0) {
+        fprintf(stderr, "  %s%s%s ", col ? ANSI_DIM : "", bar, col ? ANSI_RESET : "");
+        for (size_t i = 0; i < n_det; i++) {
+            const char *k = NULL, *v = NULL;
+            if (vmctl_error_get_detail(e, i, &k, &v, NULL) < 0)
+                continue;
+            fprintf(stderr, "%s%s%s=%s", i ? ", " : "", col ? ANSI_DIM : "", k,
+                    col ? ANSI_RESET : "");
+            fputs(v, stderr);
+        }
+        fputc('\n', stderr);
+    }
+
+    for (size_t i = 0; i < vmctl_error_get_n_notes(e); i++) {
+        fprintf(stderr, "\n  %snote:%s ", col ? ANSI_BOLD : "", col ? ANSI_RESET : "");
+        const char *note = vmctl_error_get_note(e, i);
+        /* Notes are often multi-line logs (QEMU's stderr tail): indent them as a block. */
+        if (strchr(note, '\n')) {
+            fputs("\n    ", stderr);
+            print_indented(stderr, note, 4);
+            if (note[strlen(note) - 1] == '\n')
+                continue;
+        } else {
+            fputs(note, stderr);
+        }
+        fputc('\n', stderr);
+    }
+
+    const char *help = vmctl_error_get_help(e);
+    if (help && *help) {
+        fprintf(stderr, "\n  %shelp:%s ", col ? ANSI_CYAN : "", col ? ANSI_RESET : "");
+        print_indented(stderr, help, 8);
+        fputc('\n', stderr);
+    }
+    fflush(stderr);
+    vmctl_error_free(e);
+    return code;
+}
+
+int render_json(json_t *doc)
+{
+    json_printed = true;
+    if (!doc) {
+        fprintf(stderr, "Error: out of memory\n");
+        return EXIT_ERROR;
+    }
+    int r = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    fputc('\n', stdout);
+    if (fflush(stdout) != 0 || r < 0)
+        return EXIT_ERROR;
+    return EXIT_OK;
+}
+
+/* --- log messages and progress --- */
+
+void render_clear_progress(cli *c)
+{
+    if (c->progress_active) {
+        fputs("\r\033[K", stderr);
+        c->progress_active = false;
+    }
+}
+
+void render_log(void *userdata, vmctl_log_level level, const char *msg)
+{
+    cli *c = userdata;
+    const char *prefix;
+    const char *color = NULL;
+
+    switch (level) {
+    case VMCTL_LOG_DEBUG:
+        if (c->verbose < 1)
+            return;
+        prefix = "debug";
+        color = ANSI_DIM;
+        break;
+    case VMCTL_LOG_INFO:
+        if (c->verbose < 1)
+            return;
+        prefix = "info";
+        color = ANSI_DIM;
+        break;
+    case VMCTL_LOG_NOTICE:
+        prefix = "note";
+        color = ANSI_CYAN;
+        break;
+    case VMCTL_LOG_WARNING:
+    default:
+        prefix = "warning";
+        color = ANSI_YELLOW;
+        break;
+    }
+    render_clear_progress(c);
+    /* One line: a message with newlines keeps them, but ends with exactly one. */
+    size_t len = strlen(msg);
+    while (len > 0 && msg[len - 1] == '\n')
+        len--;
+    fprintf(stderr, "%s%s:%s %.*s\n", c->color_err ? color : "", prefix,
+            c->color_err ? ANSI_RESET : "", (int)len, msg);
+    fflush(stderr);
+}
+
+/* --- values --- */
+
+json_t *render_json_bytes(const char *data, size_t len)
+{
+    json_t *j = json_stringn(data, len);
+    if (j)
+        return j;
+    /* Not valid UTF-8 (or embedded trouble): replace every invalid byte with U+FFFD. */
+    char *buf = malloc(len * 3 + 1);
+    if (!buf)
+        return json_null();
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char b = p[i];
+        size_t n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0 && i + n <= len;
+        for (size_t k = 1; ok && k < n; k++)
+            ok = (p[i + k] & 0xc0) == 0x80;
+        if (ok && n > 1) {
+            /* reject overlong forms and surrogates the cheap way: let jansson judge */
+            json_t *t = json_stringn((const char *)p + i, n);
+            ok = t != NULL;
+            json_decref(t);
+        }
+        if (ok) {
+            memcpy(buf + o, p + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    j = json_stringn(buf, o);
+    free(buf);
+    return j ? j : json_null();
+}
+
+char *render_ports(const vmctl_port_forward *ports, size_t n)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%u->%u/%s", i ? ", " : "", ports[i].host_port, ports[i].guest_port,
+                ports[i].udp ? "udp" : "tcp");
+    fclose(f);
+    return buf;
+}
+
+const char *render_size(uint64_t bytes, char *buf, size_t len)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    size_t u = 0;
+    while (v >= 1024 && u + 1 < ELEMENTSOF(units)) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%" PRIu64 " B", bytes);
+    else
+        snprintf(buf, len, v < 10 ? "%.1f %s" : "%.0f %s", v, units[u]);
+    return buf;
+}
+
+const char *render_age(int64_t t, char *buf, size_t len)
+{
+    if (t <= 0) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    int64_t d = (int64_t)time(NULL) - t;
+    if (d < 0)
+        d = 0;
+    if (d < 60)
+        snprintf(buf, len, "%" PRId64 "s ago", d);
+    else if (d < 3600)
+        snprintf(buf, len, "%" PRId64 "m ago", d / 60);
+    else if (d < 86400)
+        snprintf(buf, len, "%" PRId64 "h ago", d / 3600);
+    else
+        snprintf(buf, len, "%" PRId64 "d ago", d / 86400);
+    return buf;
+}
+
+/* --- VMs --- */
+
+static bool vm_has_pid(const vmctl_vm_info *vm)
+{
+    return vm->pid > 0 && (vm->state == VMCTL_VM_RUNNING || vm->state == VMCTL_VM_PAUSED);
+}
+
+json_t *render_vm_json(const vmctl_vm_info *vm)
+{
+    json_t *o = json_object();
+    json_t *ports = json_array();
+    for (size_t i = 0; i < vm->n_ports; i++)
+        json_array_append_new(ports,
+                              json_pack("{s:i, s:i, s:s}", "host", (int)vm->ports[i].host_port,
+                                        "guest", (int)vm->ports[i].guest_port, "protocol",
+                                        vm->ports[i].udp ? "udp" : "tcp"));
+
+    json_object_set_new(o, "name", str_or_null(vm->name));
+    json_object_set_new(o, "state", str_or_null(vmctl_vm_state_to_string(vm->state)));
+    json_object_set_new(o, "backend", str_or_null(vm->backend));
+    json_object_set_new(o, "machine", str_or_null(vm->machine));
+    json_object_set_new(o, "accel", str_or_null(vm->accel));
+    json_object_set_new(o, "vcpus", json_integer(vm->vcpus));
+    json_object_set_new(o, "memory_mib", json_integer(vm->memory_mib));
+    json_object_set_new(o, "disk_gib", vm->disk_gib ? json_integer(vm->disk_gib) : json_null());
+    json_object_set_new(o, "image", str_or_null(vm->image));
+    json_object_set_new(o, "pid", vm_has_pid(vm) ? json_integer(vm->pid) : json_null());
+    json_object_set_new(o, "ports", ports);
+    json_object_set_new(o, "dir", str_or_null(vm->dir));
+    json_object_set_new(o, "net", str_or_null(vm->net));
+    if (vm->created_at > 0)
+        json_object_set_new(o, "created_at", json_integer(vm->created_at));
+    if (vm->kernel)
+        json_object_set_new(o, "kernel", json_string(vm->kernel));
+    if (vm->initrd)
+        json_object_set_new(o, "initrd", json_string(vm->initrd));
+    if (vm->cmdline)
+        json_object_set_new(o, "cmdline", json_string(vm->cmdline));
+    if (vm->env && vm->env[0]) {
+        json_t *env = json_array();
+        for (char **e = vm->env; *e; e++)
+            json_array_append_new(env, json_string(*e));
+        json_object_set_new(o, "env", env);
+    }
+    if (vm->crash_note)
+        json_object_set_new(o, "crash_note",
+                            render_json_bytes(vm->crash_note, strlen(vm->crash_note)));
+    return o;
+}
+
+void render_vm_status(cli *c, const vmctl_vm_info *vm)
+{
+    char buf[64], age[32];
+    cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
+    const char *keys[16], *vals[16];
+    char vcpus[16], mem[32], disk[32], pid[24], created[80];
+    size_t n = 0;
+
+#define KV(k, v)                                                                                   \
+    do {                                                                                           \
+        keys[n] = (k);                                                                             \
+        vals[n] = (v);                                                                             \
+        n++;                                                                                       \
+    } while (0)
+
+    snprintf(vcpus, sizeof(vcpus), "%u", vm->vcpus);
+    snprintf(mem, sizeof(mem), "%u MiB", vm->memory_mib);
+    if (vm->disk_gib)
+        snprintf(disk, sizeof(disk), "%u GiB", vm->disk_gib);
+    else
+        snprintf(disk, sizeof(disk), "-");
+    if (vm_has_pid(vm))
+        snprintf(pid, sizeof(pid), "%d", (int)vm->pid);
+    else
+        snprintf(pid, sizeof(pid), "-");
+    if (vm->created_at > 0) {
+        time_t t = (time_t)vm->created_at;
+        struct tm tm;
+        localtime_r(&t, &tm);
+        strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(created, sizeof(created), "%s (%s)", buf, render_age(vm->created_at, age, 32));
+    } else {
+        snprintf(created, sizeof(created), "-");
+    }
+
+    KV("name", vm->name);
+    KV("state", vmctl_vm_state_to_string(vm->state));
+    KV("backend", vm->backend);
+    KV("machine", vm->machine);
+    KV("accel", vm->accel);
+    KV("vcpus", vcpus);
+    KV("memory", mem);
+    KV("disk", disk);
+    KV("image", vm->image);
+    if (vm->kernel)
+        KV("kernel", vm->kernel);
+    if (vm->initrd)
+        KV("initrd", vm->initrd);
+    if (vm->cmdline)
+        KV("cmdline", vm->cmdline);
+    KV("net", vm->net);
+    KV("ports", ports && *ports ? ports : "-");
+    KV("pid", pid);
+    KV("dir", vm->dir);
+    KV("created", created);
+#undef KV
+
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(keys[i]) > w)
+            w = strlen(keys[i]);
+    for (size_t i = 0; i < n; i++) {
+        const char *v = vals[i] ? vals[i] : "-";
+        if (c->color_out && streq(keys[i], "state")) {
+            const char *col = vm->state == VMCTL_VM_RUNNING   ? ANSI_GREEN
+                              : vm->state == VMCTL_VM_CRASHED ? ANSI_RED
+                              : vm->state == VMCTL_VM_PAUSED  ? ANSI_YELLOW
+                                                              : "";
+            printf("%s:%*s %s%s%s\n", keys[i], (int)(w - strlen(keys[i])), "", col, v, ANSI_RESET);
+        } else {
+            printf("%s:%*s %s\n", keys[i], (int)(w - strlen(keys[i])), "", v);
+        }
+    }
+    if (vm->crash_note && *vm->crash_note) {
+        printf("crash note:\n    ");
+        print_indented(stdout, vm->crash_note, 4);
+        if (vm->crash_note[strlen(vm->crash_note) - 1] != '\n')
+            putchar('\n');
+    }
+}
+
+/* --- tables --- */
+
+struct table {
+    size_t n_columns;
+    char **cells; /* row-major, header first */
+    size_t n_cells;
+};
+
+size_t render_width(const char *s)
+{
+    size_t w = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p & 0xc0) != 0x80)
+            w++;
+    return w;
+}
+
+static void table_push(table *t, const char *s)
+{
+    char **n = realloc(t->cells, sizeof(char *) * (t->n_cells + 1));
+    if (!n)
+        return;
+    t->cells = n;
+    t->cells[t->n_cells] = strdup(s ? s : "-");
+    if (t->cells[t->n_cells])
+        t->n_cells++;
+}
+
+table *table_new(size_t n_columns, ...)
+{
+    table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->n_columns = n_columns;
+    va_list ap;
+    va_start(ap, n_columns);
+    for (size_t i = 0; i < n_columns; i++)
+        table_push(t, va_arg(ap, const char *));
+    va_end(ap);
+    return t;
+}
+
+void table_add_row(table *t, ...)
+{
+    if (!t)
+        return;
+    va_list ap;
+    va_start(ap, t);
+    for (size_t i = 0; i < t->n_columns; i++)
+        table_push(t, va_arg(ap, const char *));
+    va_end(ap);
+}
+
+void table_print(table *t, FILE *f)
+{
+    if (!t || t->n_columns == 0)
+        return;
+    size_t *w = calloc(t->n_columns, sizeof(size_t));
+    if (!w)
+        return;
+    for (size_t i = 0; i < t->n_cells; i++) {
+        size_t cw = render_width(t->cells[i]);
+        if (cw > w[i % t->n_columns])
+            w[i % t->n_columns] = cw;
+    }
+    for (size_t i = 0; i < t->n_cells; i++) {
+        size_t col = i % t->n_columns;
+        bool last = col + 1 == t->n_columns;
+        fputs(t->cells[i], f);
+        if (last)
+            fputc('\n', f);
+        else
+            fprintf(f, "%*s", (int)(w[col] - render_width(t->cells[i]) + 2), "");
+    }
+    free(w);
+}
+
+void table_free(table *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n_cells; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    free(t);
+}
