@@ -47,34 +47,39 @@ static int errnum_ret(int errnum)
     return errnum ? -errnum : -EIO;
 }
 
-int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
+/* The one place that builds an error: replaces *reterr (when non-NULL) and returns -errnum (-EIO
+ * for 0). */
+static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
+                    va_list ap) __attribute__((format(printf, 4, 0)));
+static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
+                    va_list ap)
 {
     if (reterr) {
         char *msg = NULL;
-        va_list ap;
-        va_start(ap, fmt);
         if (vasprintf(&msg, fmt, ap) < 0)
             msg = NULL;
-        va_end(ap);
         vmctl_error_free(*reterr);
         *reterr = error_alloc(kind, errnum, msg);
     }
     return errnum_ret(errnum);
 }
 
+int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(reterr, kind, errnum, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
 {
-    if (reterr) {
-        char *msg = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-            msg = NULL;
-        va_end(ap);
-        vmctl_error_free(*reterr);
-        *reterr = error_alloc(kind, errnum, msg);
-    }
-    return errnum_ret(errnum);
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(reterr, kind, errnum, fmt, ap);
+    va_end(ap);
+    return r;
 }
 
 int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
@@ -212,19 +217,13 @@ void err_help(vmctl_error **reterr, const char *fmt, ...)
 
 int err_timeout(vmctl_error **reterr, const char *operation, double seconds, const char *fmt, ...)
 {
-    if (reterr) {
-        char *msg = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-            msg = NULL;
-        va_end(ap);
-        vmctl_error_free(*reterr);
-        *reterr = error_alloc(VMCTL_E_TIMEOUT, ETIMEDOUT, msg);
-        err_detail(reterr, "operation", "%s", operation);
-        err_detail_num(reterr, "timeout_seconds", seconds);
-    }
-    return -ETIMEDOUT;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(reterr, VMCTL_E_TIMEOUT, ETIMEDOUT, fmt, ap);
+    va_end(ap);
+    err_detail(reterr, "operation", "%s", operation);
+    err_detail_num(reterr, "timeout_seconds", seconds);
+    return r;
 }
 
 int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, const char *to)

@@ -1,0 +1,653 @@
+/* SPDX-License-Identifier: MIT */
+/* The store: SQLite in WAL mode at $VMCTL_HOME/vmctl.db (schema in docs/architecture.md).
+ *
+ * - One sqlite3 handle per store, opened SQLITE_OPEN_NOMUTEX: a store belongs to one thread.
+ *   SQLite's unix VFS opens the database, its -wal and -shm files with O_CLOEXEC (test-store
+ *   checks that no descriptor of ours leaks into a child).
+ * - Every statement is prepared once per handle (SQLITE_PREPARE_PERSISTENT) and reset after use.
+ * - Every write is BEGIN IMMEDIATE ... COMMIT: the write lock is taken up front, so a transaction
+ *   never has to upgrade a read lock (which SQLite would refuse with SQLITE_BUSY at once). Waits
+ *   for the lock are bounded by the busy timeout; past it: store::locked.
+ * - State changes are compare-and-set on (name, state[, pid]). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "error.h"
+#include "state.h"
+#include "store.h"
+#include "util/util.h"
+
+#define STORE_SCHEMA_VERSION  1
+#define STORE_BUSY_TIMEOUT_MS 10000
+
+static const char schema_sql[] =
+    "CREATE TABLE vms (\n"
+    "  name TEXT PRIMARY KEY,\n"
+    "  state TEXT NOT NULL,\n"
+    "  config TEXT NOT NULL,\n"
+    "  pid INTEGER NOT NULL DEFAULT 0,\n"
+    "  pid_start INTEGER NOT NULL DEFAULT 0,\n"
+    "  dir TEXT NOT NULL,\n"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,\n"
+    "  complete INTEGER NOT NULL DEFAULT 0,\n"
+    "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0\n"
+    ");\n"
+    "PRAGMA user_version = 1;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 1, "schema_sql sets user_version");
+
+#define VM_COLUMNS                                                                                 \
+    "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
+    "owner_start"
+
+enum {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_INSERT,
+    ST_GET,
+    ST_LIST,
+    ST_SET_STATE,
+    ST_SET_COMPLETE,
+    ST_CLAIM,
+    ST_DELETE,
+    _ST_MAX,
+};
+
+static const char *const stmt_sql[_ST_MAX] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_INSERT] = "INSERT INTO vms (" VM_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
+                  "?10, ?11)",
+    [ST_GET] = "SELECT " VM_COLUMNS " FROM vms WHERE name = ?1",
+    [ST_LIST] = "SELECT " VM_COLUMNS " FROM vms ORDER BY name",
+    [ST_SET_STATE] = "UPDATE vms SET state = ?1, pid = ?2, pid_start = ?3, updated_at = ?4 "
+                     "WHERE name = ?5 AND state = ?6 AND (?7 < 0 OR pid = ?7)",
+    [ST_SET_COMPLETE] = "UPDATE vms SET complete = 1, updated_at = ?1 WHERE name = ?2",
+    [ST_CLAIM] = "UPDATE vms SET owner_pid = ?1, owner_start = ?2, updated_at = ?3 "
+                 "WHERE name = ?4 AND complete = 0 AND owner_pid = ?5 AND owner_start = ?6",
+    [ST_DELETE] = "DELETE FROM vms WHERE name = ?1",
+};
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *stmt[_ST_MAX];
+};
+
+/* Reset a borrowed prepared statement when it goes out of scope (ends its read transaction). */
+static inline void stmt_resetp(sqlite3_stmt **st)
+{
+    if (*st) {
+        sqlite3_reset(*st);
+        sqlite3_clear_bindings(*st);
+    }
+}
+#define cleanup_reset __attribute__((cleanup(stmt_resetp)))
+
+static int64_t now_sec(void)
+{
+    return (int64_t)(realtime_usec() / 1000000);
+}
+
+/* Turn a failing SQLite result into an error object. */
+static int store_error(store *s, int rc, const char *what, vmctl_error **reterr)
+{
+    const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+    int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+    int r;
+
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        r = err_make(reterr, VMCTL_E_STORE_LOCKED, EBUSY,
+                     "the store '%s' stayed locked for more than %d s while %s", s->path,
+                     STORE_BUSY_TIMEOUT_MS / 1000, what);
+        err_detail_num(reterr, "timeout_seconds", STORE_BUSY_TIMEOUT_MS / 1000);
+        break;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+    case SQLITE_SCHEMA:
+        r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                     "the store '%s' is damaged or not a vmctl database (%s)", s->path, msg);
+        err_help(reterr,
+                 "Move '%s' aside (vmctl then starts an empty store) or restore it from a "
+                 "backup; the VM directories under vms/ are not touched",
+                 s->path);
+        break;
+    case SQLITE_FULL:
+        r = err_make(reterr, VMCTL_E_IO, ENOSPC, "cannot write the store '%s' while %s: %s",
+                     s->path, what, msg);
+        break;
+    case SQLITE_NOMEM:
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory while %s", what);
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        r = err_make(reterr, VMCTL_E_IO, sys > 0 ? sys : EIO,
+                     "cannot access the store '%s' while %s: %s%s%s", s->path, what, msg,
+                     sys > 0 ? ": " : "", sys > 0 ? strerror(sys) : "");
+        break;
+    default:
+        r = err_make(reterr, VMCTL_E_INTERNAL, EIO, "store '%s': %s failed: %s (sqlite code %d)",
+                     s->path, what, msg, rc);
+        break;
+    }
+    err_detail(reterr, "path", "%s", s->path);
+    return r;
+}
+
+/* Run SQL with no result rows (or ignored ones). */
+static int exec_sql(store *s, const char *sql, const char *what, vmctl_error **reterr)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : store_error(s, rc, what, reterr);
+}
+
+/* A single integer from a one-row query. */
+static int query_int(store *s, const char *sql, const char *what, int64_t *ret,
+                     vmctl_error **reterr)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *ret = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    if (rc != SQLITE_OK) {
+        int r = store_error(s, rc, what, reterr);
+        sqlite3_finalize(st);
+        return r;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int tx_begin(store *s, vmctl_error **reterr)
+{
+    sqlite3_stmt *st = s->stmt[ST_BEGIN];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : store_error(s, rc, "taking the store's write lock", reterr);
+}
+
+static void tx_rollback(store *s)
+{
+    if (sqlite3_get_autocommit(s->db))
+        return; /* nothing open (SQLite may already have rolled back) */
+    sqlite3_stmt *st = s->stmt[ST_ROLLBACK];
+    sqlite3_step(st);
+    sqlite3_reset(st);
+}
+
+static int tx_commit(store *s, vmctl_error **reterr)
+{
+    sqlite3_stmt *st = s->stmt[ST_COMMIT];
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        int r = store_error(s, rc, "committing a change", reterr);
+        tx_rollback(s);
+        return r;
+    }
+    return 0;
+}
+
+/* The journal mode change needs the database briefly to itself; a fresh database opened by
+ * several processes at once can see SQLITE_BUSY here without the busy handler being consulted,
+ * so retry until the same bound as everything else. */
+static int set_wal(store *s, vmctl_error **reterr)
+{
+    uint64_t deadline = now_usec() + (uint64_t)STORE_BUSY_TIMEOUT_MS * 1000;
+    for (;;) {
+        int rc = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY || now_usec() >= deadline)
+            return store_error(s, rc, "switching the store to WAL mode", reterr);
+        sleep_usec(2000);
+    }
+}
+
+/* Create the schema in an empty database; refuse one we do not know. */
+static int ensure_schema(store *s, vmctl_error **reterr)
+{
+    int64_t version = 0, n_objects = 0;
+    int r = query_int(s, "PRAGMA user_version", "reading the schema version", &version, reterr);
+    if (r < 0)
+        return r;
+    if (version == STORE_SCHEMA_VERSION)
+        return 0;
+
+    if (version == 0) {
+        r = tx_begin(s, reterr);
+        if (r < 0)
+            return r;
+        /* Re-read under the write lock: another process may have created it meanwhile. */
+        r = query_int(s, "PRAGMA user_version", "reading the schema version", &version, reterr);
+        if (r >= 0 && version == 0) {
+            r = query_int(s, "SELECT count(*) FROM sqlite_master", "reading the schema", &n_objects,
+                          reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, schema_sql, "creating the schema", reterr);
+        }
+        if (r < 0) {
+            tx_rollback(s);
+            return r;
+        }
+        if (version == 0 && n_objects == 0)
+            return tx_commit(s, reterr);
+        tx_rollback(s);
+        if (version == STORE_SCHEMA_VERSION)
+            return 0;
+    }
+
+    if (version == 0)
+        r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                     "'%s' is a SQLite database but not a vmctl store (it has tables of its own "
+                     "and no schema version)",
+                     s->path);
+    else
+        r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                     "the store '%s' has schema version %lld; this vmctl knows version %d", s->path,
+                     (long long)version, STORE_SCHEMA_VERSION);
+    err_detail(reterr, "path", "%s", s->path);
+    err_detail_num(reterr, "schema_version", (double)version);
+    err_help(reterr,
+             "Use the vmctl that wrote this store (a newer one if the version is higher), or move "
+             "'%s' aside to start an empty store",
+             s->path);
+    return r;
+}
+
+/* Prepare statements [first, last). */
+static int prepare_stmts(store *s, size_t first, size_t last, vmctl_error **reterr)
+{
+    for (size_t i = first; i < last; i++) {
+        int rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i],
+                                    NULL);
+        if (rc != SQLITE_OK) {
+            /* SQLITE_ERROR here means the tables are not what we expect. */
+            if (rc == SQLITE_ERROR) {
+                int r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                                 "the store '%s' does not have the expected tables: %s", s->path,
+                                 sqlite3_errmsg(s->db));
+                err_detail(reterr, "path", "%s", s->path);
+                err_help(reterr,
+                         "Move '%s' aside to start an empty store, or restore it from a backup",
+                         s->path);
+                return r;
+            }
+            return store_error(s, rc, "preparing statements", reterr);
+        }
+    }
+    return 0;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < _ST_MAX; i++)
+        sqlite3_finalize(s->stmt[i]);
+    sqlite3_close(s->db);
+    free(s->path);
+    free(s);
+}
+
+int store_open(const char *home, store **ret, vmctl_error **reterr)
+{
+    if (!home || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_open: invalid argument");
+
+    int r = mkdir_p(home, 0700);
+    if (r < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s': %s", home,
+                     strerror(-r));
+        err_detail(reterr, "path", "%s", home);
+        return r;
+    }
+
+    cleanup_store store *s = calloc(1, sizeof(*s));
+    if (!s)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    s->path = str_printf("%s/vmctl.db", home);
+    if (!s->path)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+
+    int rc = sqlite3_open_v2(
+        s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return store_error(s, rc, "opening it", reterr);
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+
+    /* The first statement that reads the file: a non-SQLite file fails here (SQLITE_NOTADB). */
+    r = set_wal(s, reterr);
+    if (r < 0)
+        return r;
+    /* The transaction statements do not depend on the schema; the others need it. */
+    r = prepare_stmts(s, ST_BEGIN, ST_ROLLBACK + 1, reterr);
+    if (r < 0)
+        return r;
+    r = ensure_schema(s, reterr);
+    if (r < 0)
+        return r;
+    r = prepare_stmts(s, ST_ROLLBACK + 1, _ST_MAX, reterr);
+    if (r < 0)
+        return r;
+
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+/* --- rows --- */
+
+void store_vm_free(store_vm *v)
+{
+    if (!v)
+        return;
+    free(v->name);
+    free(v->config);
+    free(v->dir);
+    free(v);
+}
+
+void store_vm_list_free(store_vm **list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_vm_free(list[i]);
+    free(list);
+}
+
+static char *column_strdup(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    return t ? strdup((const char *)t) : NULL;
+}
+
+/* Build a store_vm from the current row of a VM_COLUMNS query. */
+static int row_to_vm(store *s, sqlite3_stmt *st, store_vm **ret, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *v = calloc(1, sizeof(*v));
+    if (!v)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+
+    v->name = column_strdup(st, 0);
+    const char *state = (const char *)sqlite3_column_text(st, 1);
+    int k = vmctl_vm_state_from_string(state);
+    v->config = column_strdup(st, 2);
+    v->pid = (pid_t)sqlite3_column_int64(st, 3);
+    v->pid_start = (uint64_t)sqlite3_column_int64(st, 4);
+    v->dir = column_strdup(st, 5);
+    v->created_at = sqlite3_column_int64(st, 6);
+    v->updated_at = sqlite3_column_int64(st, 7);
+    v->complete = sqlite3_column_int64(st, 8) != 0;
+    v->owner_pid = (pid_t)sqlite3_column_int64(st, 9);
+    v->owner_start = (uint64_t)sqlite3_column_int64(st, 10);
+    if (!v->name || !v->config || !v->dir)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    if (k < 0) {
+        int r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                         "the store '%s' records an unknown state '%s' for VM '%s'", s->path,
+                         state ? state : "", v->name);
+        err_detail(reterr, "path", "%s", s->path);
+        err_detail(reterr, "vm", "%s", v->name);
+        err_detail(reterr, "field", "state");
+        return r;
+    }
+    v->state = (vmctl_vm_state)k;
+    *ret = TAKE_PTR(v);
+    return 0;
+}
+
+static int not_found(vmctl_error **reterr, const char *name)
+{
+    int r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "no VM named '%s'", name);
+    err_detail(reterr, "vm", "%s", name);
+    return r;
+}
+
+int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr)
+{
+    if (!s || !v || !v->name || !v->config || !v->dir)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_insert: invalid argument");
+    const char *state = vmctl_vm_state_to_string(v->state);
+    if (!state)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_insert: invalid state %d",
+                        (int)v->state);
+
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+
+    int64_t now = now_sec();
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_INSERT];
+    sqlite3_bind_text(st, 1, v->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, v->config, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, v->pid);
+    sqlite3_bind_int64(st, 5, (sqlite3_int64)v->pid_start);
+    sqlite3_bind_text(st, 6, v->dir, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, v->created_at ? v->created_at : now);
+    sqlite3_bind_int64(st, 8, now);
+    sqlite3_bind_int(st, 9, v->complete ? 1 : 0);
+    sqlite3_bind_int64(st, 10, v->owner_pid);
+    sqlite3_bind_int64(st, 11, (sqlite3_int64)v->owner_start);
+
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+            r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
+                         "a VM named '%s' already exists", v->name);
+            err_detail(reterr, "vm", "%s", v->name);
+        } else
+            r = store_error(s, rc, "adding a VM", reterr);
+        sqlite3_reset(st);
+        tx_rollback(s);
+        return r;
+    }
+    sqlite3_reset(st);
+    return tx_commit(s, reterr);
+}
+
+/* Read one row with the prepared GET statement: 1 found, 0 absent, < 0 error. */
+static int get_row(store *s, const char *name, store_vm **ret, vmctl_error **reterr)
+{
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_GET];
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return store_error(s, rc, "reading a VM", reterr);
+    int r = row_to_vm(s, st, ret, reterr);
+    return r < 0 ? r : 1;
+}
+
+int store_vm_get(store *s, const char *name, store_vm **ret, vmctl_error **reterr)
+{
+    if (!s || !name || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_get: invalid argument");
+    int r = get_row(s, name, ret, reterr);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return not_found(reterr, name);
+    return 0;
+}
+
+int store_vm_list(store *s, store_vm ***ret, size_t *n, vmctl_error **reterr)
+{
+    if (!s || !ret || !n)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_list: invalid argument");
+
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LIST];
+    store_vm **list = NULL;
+    size_t len = 0, cap = 0;
+    int r = 0;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            r = store_error(s, rc, "listing VMs", reterr);
+            break;
+        }
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            store_vm **nl = realloc(list, sizeof(*nl) * ncap);
+            if (!nl) {
+                r = err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+                break;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        r = row_to_vm(s, st, &list[len], reterr);
+        if (r < 0)
+            break;
+        len++;
+    }
+    if (r < 0) {
+        store_vm_list_free(list, len);
+        return r;
+    }
+    *ret = list;
+    *n = len;
+    return 0;
+}
+
+int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t from_pid,
+                       vmctl_vm_state to, pid_t pid, uint64_t pid_start, vmctl_error **reterr)
+{
+    const char *from_s = vmctl_vm_state_to_string(from);
+    const char *to_s = vmctl_vm_state_to_string(to);
+    if (!s || !name || !from_s || !to_s)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_set_state: invalid argument");
+
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_STATE];
+        sqlite3_bind_text(st, 1, to_s, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, pid);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)pid_start);
+        sqlite3_bind_int64(st, 4, now_sec());
+        sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, from_s, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, from_pid);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            r = store_error(s, rc, "changing a VM's state", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) > 0)
+        return tx_commit(s, reterr);
+
+    /* Lost the race (or asked from the wrong state): say what the row holds now. Still under
+     * the write lock, so this is the state that made the update miss. */
+    cleanup_store_vm store_vm *cur = NULL;
+    r = get_row(s, name, &cur, reterr);
+    tx_rollback(s);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return not_found(reterr, name);
+    r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(cur->state), to_s);
+    if (cur->state == from && from_pid >= 0 && cur->pid != from_pid)
+        err_note(reterr, "the VM's QEMU process changed: expected pid %d, found pid %d",
+                 (int)from_pid, (int)cur->pid);
+    return r;
+}
+
+/* UPDATE/DELETE of one row by name in its own transaction; not_found when no row matched. */
+static int write_by_name(store *s, int which, const char *name, bool bind_now, const char *what,
+                         vmctl_error **reterr)
+{
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[which];
+        int i = 1;
+        if (bind_now)
+            sqlite3_bind_int64(st, i++, now_sec());
+        sqlite3_bind_text(st, i, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            r = store_error(s, rc, what, reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        tx_rollback(s);
+        return not_found(reterr, name);
+    }
+    return tx_commit(s, reterr);
+}
+
+int store_vm_set_complete(store *s, const char *name, vmctl_error **reterr)
+{
+    if (!s || !name)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
+                        "store_vm_set_complete: invalid argument");
+    return write_by_name(s, ST_SET_COMPLETE, name, true, "marking a VM complete", reterr);
+}
+
+int store_vm_delete(store *s, const char *name, vmctl_error **reterr)
+{
+    if (!s || !name)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_delete: invalid argument");
+    return write_by_name(s, ST_DELETE, name, false, "removing a VM", reterr);
+}
+
+int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_start, pid_t pid,
+                   uint64_t start, vmctl_error **reterr)
+{
+    if (!s || !name)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_claim: invalid argument");
+
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_CLAIM];
+        sqlite3_bind_int64(st, 1, pid);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
+        sqlite3_bind_int64(st, 3, now_sec());
+        sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, dead_pid);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)dead_start);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            r = store_error(s, rc, "taking over an abandoned VM", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        tx_rollback(s);
+        return 0; /* gone, completed, or already taken over by someone else */
+    }
+    r = tx_commit(s, reterr);
+    return r < 0 ? r : 1;
+}

@@ -25,6 +25,10 @@ typedef struct store_vm {
     uint64_t owner_start;
 } store_vm;
 
+/* Opens (creating home with mkdir_p and the database with its schema when absent)
+ * $home/vmctl.db. A file that is not a SQLite database, or one of an unknown schema version:
+ * store::corrupt (details: path). One store per thread (SQLITE_OPEN_NOMUTEX); never carry an open
+ * store across fork(). */
 int store_open(const char *home, store **ret, vmctl_error **reterr);
 void store_close(store *s);
 static inline void store_closep(store **s)
@@ -41,14 +45,28 @@ static inline void store_vm_freep(store_vm **v)
 #define cleanup_store_vm __attribute__((cleanup(store_vm_freep)))
 void store_vm_list_free(store_vm **list, size_t n);
 
-/* vm::already_exists when the name is taken (also by an incomplete create). */
+/* vm::already_exists when the name is taken (also by an incomplete create). created_at 0 means
+ * now; updated_at is always set to now. */
 int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr);
-/* vm::not_found when absent. */
+/* vm::not_found when absent; store::corrupt (details vm, field) for a row we cannot read. */
 int store_vm_get(store *s, const char *name, store_vm **ret, vmctl_error **reterr);
+/* All rows ordered by name, incomplete ones included (the caller decides what to show). */
 int store_vm_list(store *s, store_vm ***ret, size_t *n, vmctl_error **reterr);
 /* Compare-and-set: only when the row is still in state `from` (with pid `from_pid` when
- * from_pid >= 0); invalid_state (from = the state found) otherwise. */
+ * from_pid >= 0); vm::invalid_state (details vm, from = the state found, to) otherwise, with a
+ * note when only the pid differed; vm::not_found when the row is gone. Does not consult the
+ * transition table: the caller checks vm_transition() first. */
 int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t from_pid,
                        vmctl_vm_state to, pid_t pid, uint64_t pid_start, vmctl_error **reterr);
+/* complete = 1 (create finished preparing the VM); vm::not_found when absent. */
 int store_vm_set_complete(store *s, const char *name, vmctl_error **reterr);
+/* Take over an incomplete row whose owner (dead_pid, dead_start) is dead: compare-and-set of the
+ * owner to (pid, start), only while complete = 0. Returns 1 when this caller now owns the row
+ * (it may remove the VM directory, then store_vm_delete()), 0 when the row is gone, complete or
+ * already taken over by another process (leave it alone), < 0 on store errors. Without this, two
+ * commands cleaning the same leftover, or a cleaner and a new create of the same name, could
+ * remove each other's files. */
+int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_start, pid_t pid,
+                   uint64_t start, vmctl_error **reterr);
+/* vm::not_found when absent. */
 int store_vm_delete(store *s, const char *name, vmctl_error **reterr);

@@ -35,6 +35,8 @@ static inline void vm_spec_freep(vm_spec **s)
 }
 #define cleanup_vm_spec __attribute__((cleanup(vm_spec_freep)))
 
-/* JSON round trip; parse fails with store::corrupt. */
+/* JSON round trip. to_json: 0, -EINVAL when a required string (name, backend, machine, accel,
+ * net) is NULL, -ENOMEM. from_json: store::corrupt with detail `field` naming the missing or
+ * invalid field ("config" when the text is not a JSON object). */
 int vm_spec_to_json(const vm_spec *s, char **ret);
 int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr);
