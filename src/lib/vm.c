@@ -115,6 +115,11 @@ static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
     if (!v->complete) {
         if (proc_alive(v->owner_pid, v->owner_start))
             return 2;
+        /* Claim the row first so that two repairers (or a repairer and a new create of the same
+         * name) never remove each other's directory. */
+        if (store_vm_claim(ctx->store, v->name, v->owner_pid, v->owner_start, getpid(),
+                           proc_start_time(getpid()), NULL) != 1)
+            return 2;
         (void)rm_rf(v->dir);
         (void)store_vm_delete(ctx->store, v->name, NULL);
         ctx_log(ctx, VMCTL_LOG_NOTICE,
