@@ -192,6 +192,7 @@ int cli_invalid_value(cli *c, const char *option, const char *value, const char 
                     value, option, expected);
     vmctl_error_add_detail(e, "field", option[0] == '-' ? option + 2 : option);
     vmctl_error_add_detail(e, "value", value);
+    vmctl_error_add_detail(e, "allowed", expected);
     cleanup_free char *help = NULL;
     const char *path = cmd_path(c);
     if (path && asprintf(&help, "Give %s %s; `vmctl %s --help` lists what is allowed", option,

@@ -240,6 +240,12 @@ int main(int argc, char **argv)
     }
 
     const cli_command *cmd = cli_find_command(argv[idx]);
+    if (!cmd || !cmd->fn) {
+        /* The command's own options are not parsed, but --json still decides the output. */
+        for (int i = idx + 1; i < argc && !streq(argv[i], "--"); i++)
+            if (streq(argv[i], "--json"))
+                c.json = true;
+    }
     if (!cmd) {
         r = unknown_command(&c, argv[idx]);
         goto out;

@@ -92,6 +92,8 @@ json_t *render_error_json(const vmctl_error *e)
 static void print_indented(FILE *f, const char *s, int indent)
 {
     for (const char *p = s; *p; p++) {
+        if (*p == '\r' && p[1] == '\n')
+            continue; /* serial console logs end lines with CR LF */
         fputc(*p, f);
         if (*p == '\n' && p[1])
             fprintf(f, "%*s", indent, "");
@@ -385,7 +387,7 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
 {
     char buf[64], age[32];
     cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
-    const char *keys[16], *vals[16];
+    const char *keys[24], *vals[24];
     char vcpus[16], mem[32], disk[32], pid[24], created[80];
     size_t n = 0;
 
