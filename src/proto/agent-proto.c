@@ -1,0 +1,452 @@
+/* SPDX-License-Identifier: MIT */
+/* The agent protocol codec. See agent-proto.h and docs/agent-protocol.md. */
+#include <string.h>
+
+#include "agent-proto.h"
+
+static const uint8_t magic[3] = {'V', 'M', 'A'};
+
+const char *agent_proto_strerror(int r)
+{
+    switch (r) {
+    case AGENT_OK:
+        return "ok";
+    case AGENT_E_SHORT:
+        return "incomplete frame";
+    case AGENT_E_MAGIC:
+        return "bad magic";
+    case AGENT_E_VERSION:
+        return "unsupported protocol version";
+    case AGENT_E_TOO_BIG:
+        return "frame too large";
+    case AGENT_E_MALFORMED:
+        return "malformed payload";
+    case AGENT_E_NOSPACE:
+        return "buffer too small";
+    case AGENT_E_INVALID:
+        return "invalid argument";
+    default:
+        return "unknown error";
+    }
+}
+
+/* --- little-endian primitives --- */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    put_u32(p, (uint32_t)v);
+    put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
+}
+
+/* --- header and stream framing --- */
+
+static void put_hdr(uint8_t *p, uint8_t type, uint32_t id, size_t len)
+{
+    memcpy(p, magic, sizeof(magic));
+    p[3] = AGENT_PROTO_VERSION;
+    p[4] = type;
+    p[5] = 0;
+    p[6] = 0;
+    p[7] = 0;
+    put_u32(p + 8, id);
+    put_u32(p + 12, (uint32_t)len);
+}
+
+int agent_hdr_decode(const void *buf, size_t n, agent_hdr *h)
+{
+    const uint8_t *b = buf;
+    if (n < AGENT_HDR_SIZE)
+        return memcmp(b, magic, n < sizeof(magic) ? n : sizeof(magic)) == 0 ? AGENT_E_SHORT
+                                                                            : AGENT_E_MAGIC;
+    if (memcmp(b, magic, sizeof(magic)) != 0)
+        return AGENT_E_MAGIC;
+    h->version = b[3];
+    h->type = b[4];
+    h->flags = b[5];
+    h->id = get_u32(b + 8);
+    h->len = get_u32(b + 12);
+    if (h->len > AGENT_MAX_PAYLOAD)
+        return AGENT_E_TOO_BIG;
+    if (h->version != AGENT_PROTO_VERSION)
+        return AGENT_E_VERSION;
+    return AGENT_OK;
+}
+
+/* Smallest offset >= from where a frame could start: the bytes there are the magic or, at the
+ * end of the buffer, a prefix of it. n when there is none. */
+static size_t resync(const uint8_t *b, size_t n, size_t from)
+{
+    for (size_t i = from; i < n; i++) {
+        size_t m = n - i < sizeof(magic) ? n - i : sizeof(magic);
+        if (memcmp(b + i, magic, m) == 0)
+            return i;
+    }
+    return n;
+}
+
+int agent_frame_next(const void *buf, size_t n, agent_hdr *h, size_t *consumed)
+{
+    const uint8_t *b = buf;
+    *consumed = 0;
+    size_t m = n < sizeof(magic) ? n : sizeof(magic);
+    if (memcmp(b, magic, m) != 0) {
+        *consumed = resync(b, n, 1);
+        return AGENT_E_MAGIC;
+    }
+    if (n < AGENT_HDR_SIZE)
+        return AGENT_E_SHORT;
+    int r = agent_hdr_decode(b, n, h);
+    if (r == AGENT_E_TOO_BIG) {
+        *consumed = resync(b, n, 1);
+        return r;
+    }
+    size_t total = AGENT_HDR_SIZE + (size_t)h->len;
+    if (n < total)
+        return AGENT_E_SHORT;
+    *consumed = total;
+    return r;
+}
+
+/* --- encoders --- */
+
+/* Check room for a payload of len bytes; returns the frame size or an error. */
+static int frame_room(size_t cap, size_t len)
+{
+    if (len > AGENT_MAX_PAYLOAD)
+        return AGENT_E_TOO_BIG;
+    if (cap < AGENT_HDR_SIZE + len)
+        return AGENT_E_NOSPACE;
+    return (int)(AGENT_HDR_SIZE + len);
+}
+
+int agent_encode_header(void *buf, size_t cap, uint8_t type, uint32_t id, size_t len)
+{
+    if (len > AGENT_MAX_PAYLOAD)
+        return AGENT_E_TOO_BIG;
+    if (cap < AGENT_HDR_SIZE)
+        return AGENT_E_NOSPACE;
+    put_hdr(buf, type, id, len);
+    return AGENT_HDR_SIZE;
+}
+
+int agent_encode_ping(void *buf, size_t cap, uint32_t id)
+{
+    int r = frame_room(cap, 0);
+    if (r < 0)
+        return r;
+    put_hdr(buf, AGENT_MSG_PING, id, 0);
+    return r;
+}
+
+int agent_encode_ack(void *buf, size_t cap, uint32_t id)
+{
+    int r = frame_room(cap, 0);
+    if (r < 0)
+        return r;
+    put_hdr(buf, AGENT_MSG_ACK, id, 0);
+    return r;
+}
+
+/* A str of a C string s (length sl): u32 n, then the bytes and a NUL (nothing when empty). */
+static size_t str_size(size_t sl)
+{
+    return 4 + (sl ? sl + 1 : 0);
+}
+
+static uint8_t *put_str(uint8_t *p, const char *s, size_t sl)
+{
+    put_u32(p, sl ? (uint32_t)(sl + 1) : 0);
+    p += 4;
+    if (sl) {
+        memcpy(p, s, sl);
+        p[sl] = 0;
+        p += sl + 1;
+    }
+    return p;
+}
+
+int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version)
+{
+    size_t vl = agent_version ? strlen(agent_version) : 0;
+    if (vl > AGENT_MAX_PAYLOAD)
+        return AGENT_E_TOO_BIG;
+    size_t len = 8 + 8 + str_size(vl);
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_PONG, id, len);
+    p += AGENT_HDR_SIZE;
+    memset(p, 0, 8);
+    p[0] = AGENT_PROTO_VERSION;
+    put_u64(p + 8, caps);
+    put_str(p + 16, agent_version, vl);
+    return r;
+}
+
+int agent_encode_error(void *buf, size_t cap, uint32_t id, uint32_t errnum, const char *message)
+{
+    size_t ml = message ? strnlen(message, AGENT_MAX_ERROR_MSG) : 0;
+    size_t len = 4 + str_size(ml);
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_ERROR, id, len);
+    put_u32(p + AGENT_HDR_SIZE, errnum);
+    put_str(p + AGENT_HDR_SIZE + 4, message, ml);
+    return r;
+}
+
+int agent_encode_data(void *buf, size_t cap, uint32_t id, uint8_t type, const void *data,
+                      size_t len)
+{
+    if (type != AGENT_MSG_STDOUT && type != AGENT_MSG_STDERR)
+        return AGENT_E_INVALID;
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, type, id, len);
+    if (len)
+        memcpy(p + AGENT_HDR_SIZE, data, len);
+    return r;
+}
+
+int agent_encode_exit(void *buf, size_t cap, uint32_t id, const agent_exit *e)
+{
+    int r = frame_room(cap, 12);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_EXIT, id, 12);
+    put_u32(p + AGENT_HDR_SIZE, (uint32_t)e->exit_code);
+    put_u32(p + AGENT_HDR_SIZE + 4, e->signal);
+    put_u32(p + AGENT_HDR_SIZE + 8, e->flags);
+    return r;
+}
+
+int agent_encode_shutdown(void *buf, size_t cap, uint32_t id, uint32_t action)
+{
+    int r = frame_room(cap, 4);
+    if (r < 0)
+        return r;
+    put_hdr(buf, AGENT_MSG_SHUTDOWN, id, 4);
+    put_u32((uint8_t *)buf + AGENT_HDR_SIZE, action);
+    return r;
+}
+
+/* Bytes of the strings of a NULL-terminated vector, NULs included; SIZE_MAX past the limit. */
+static size_t strv_bytes(char *const *v, size_t *count)
+{
+    size_t total = 0, c = 0;
+    for (; v && v[c]; c++) {
+        total += strlen(v[c]) + 1;
+        if (total > AGENT_MAX_PAYLOAD || c >= AGENT_MAX_PAYLOAD)
+            return SIZE_MAX;
+    }
+    *count = c;
+    return total;
+}
+
+size_t agent_exec_frame_size(char *const *argv, char *const *env, const char *cwd, size_t stdin_len)
+{
+    size_t ac = 0, ec = 0;
+    size_t ab = strv_bytes(argv, &ac), eb = strv_bytes(env, &ec);
+    size_t cl = cwd ? strlen(cwd) : 0;
+    if (ab == SIZE_MAX || eb == SIZE_MAX || cl > AGENT_MAX_PAYLOAD || stdin_len > AGENT_MAX_PAYLOAD)
+        return SIZE_MAX;
+    return AGENT_HDR_SIZE + 4 + 4 + (8 + ab) + (8 + eb) + str_size(cl) + 4 + stdin_len;
+}
+
+static uint8_t *put_strv(uint8_t *p, char *const *v)
+{
+    size_t count = 0, bytes = strv_bytes(v, &count);
+    put_u32(p, (uint32_t)count);
+    put_u32(p + 4, (uint32_t)bytes);
+    p += 8;
+    for (size_t i = 0; i < count; i++) {
+        size_t l = strlen(v[i]) + 1;
+        memcpy(p, v[i], l);
+        p += l;
+    }
+    return p;
+}
+
+int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, char *const *argv,
+                      char *const *env, const char *cwd, const void *stdin_data, size_t stdin_len)
+{
+    if (!argv || !argv[0] || !argv[0][0])
+        return AGENT_E_INVALID;
+    for (size_t i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+        if (!eq || eq == env[i])
+            return AGENT_E_INVALID;
+    }
+    if (stdin_len && !stdin_data)
+        return AGENT_E_INVALID;
+    size_t total = agent_exec_frame_size(argv, env, cwd, stdin_len);
+    if (total == SIZE_MAX)
+        return AGENT_E_TOO_BIG;
+    int r = frame_room(cap, total - AGENT_HDR_SIZE);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_EXEC, id, total - AGENT_HDR_SIZE);
+    p += AGENT_HDR_SIZE;
+    put_u32(p, 0);
+    put_u32(p + 4, timeout_ms);
+    p = put_strv(p + 8, argv);
+    p = put_strv(p, env);
+    p = put_str(p, cwd, cwd ? strlen(cwd) : 0);
+    put_u32(p, (uint32_t)stdin_len);
+    if (stdin_len)
+        memcpy(p + 4, stdin_data, stdin_len);
+    return r;
+}
+
+/* --- decoders --- */
+
+typedef struct reader {
+    const uint8_t *p;
+    size_t n;
+    size_t off;
+} reader;
+
+static bool rd_u32(reader *r, uint32_t *v)
+{
+    if (r->n - r->off < 4)
+        return false;
+    *v = get_u32(r->p + r->off);
+    r->off += 4;
+    return true;
+}
+
+static bool rd_bytes(reader *r, const uint8_t **data, uint32_t *len)
+{
+    uint32_t l;
+    if (!rd_u32(r, &l) || r->n - r->off < l)
+        return false;
+    *data = r->p + r->off;
+    *len = l;
+    r->off += l;
+    return true;
+}
+
+static bool rd_str(reader *r, const char **s)
+{
+    const uint8_t *d;
+    uint32_t l;
+    if (!rd_bytes(r, &d, &l))
+        return false;
+    if (l == 0) {
+        *s = "";
+        return true;
+    }
+    if (d[l - 1] != 0 || memchr(d, 0, l - 1))
+        return false;
+    *s = (const char *)d;
+    return true;
+}
+
+static bool rd_strv(reader *r, agent_strv *v)
+{
+    uint32_t count;
+    const uint8_t *d;
+    uint32_t l;
+    if (!rd_u32(r, &count) || !rd_bytes(r, &d, &l))
+        return false;
+    if (count == 0 ? l != 0 : (l == 0 || d[l - 1] != 0))
+        return false;
+    uint32_t nuls = 0;
+    for (const uint8_t *q = d; (q = memchr(q, 0, (size_t)(d + l - q))); q++)
+        nuls++;
+    if (nuls != count)
+        return false;
+    *v = (agent_strv){.count = count, .size = l, .data = (const char *)d};
+    return true;
+}
+
+const char *agent_strv_next(const agent_strv *v, const char *prev)
+{
+    if (!prev)
+        return v->count ? v->data : NULL;
+    const char *next = prev + strlen(prev) + 1;
+    return next < v->data + v->size ? next : NULL;
+}
+
+int agent_decode_pong(const void *payload, size_t n, agent_pong *out)
+{
+    reader r = {payload, n, 0};
+    if (n < 16)
+        return AGENT_E_MALFORMED;
+    out->version = r.p[0];
+    out->caps = get_u64(r.p + 8);
+    r.off = 16;
+    if (!rd_str(&r, &out->agent_version) || r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_decode_error(const void *payload, size_t n, agent_error_msg *out)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u32(&r, &out->errnum) || !rd_str(&r, &out->message) || r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_decode_exit(const void *payload, size_t n, agent_exit *out)
+{
+    reader r = {payload, n, 0};
+    uint32_t code;
+    if (!rd_u32(&r, &code) || !rd_u32(&r, &out->signal) || !rd_u32(&r, &out->flags) || r.off != n)
+        return AGENT_E_MALFORMED;
+    out->exit_code = (int32_t)code;
+    return AGENT_OK;
+}
+
+int agent_decode_shutdown(const void *payload, size_t n, uint32_t *action)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u32(&r, action) || r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
+{
+    reader r = {payload, n, 0};
+    const char *cwd;
+    if (!rd_u32(&r, &out->flags) || !rd_u32(&r, &out->timeout_ms) || !rd_strv(&r, &out->argv) ||
+        !rd_strv(&r, &out->env) || !rd_str(&r, &cwd) ||
+        !rd_bytes(&r, &out->stdin_data, &out->stdin_len) || r.off != n)
+        return AGENT_E_MALFORMED;
+    if (out->flags != 0 || out->argv.count == 0 || out->argv.data[0] == 0)
+        return AGENT_E_MALFORMED;
+    for (const char *e = agent_strv_next(&out->env, NULL); e; e = agent_strv_next(&out->env, e)) {
+        const char *eq = strchr(e, '=');
+        if (!eq || eq == e)
+            return AGENT_E_MALFORMED;
+    }
+    out->cwd = cwd[0] ? cwd : NULL;
+    return AGENT_OK;
+}
