@@ -103,9 +103,12 @@ void cli_print_main_help(FILE *f)
 
 void cli_print_help(cli *c)
 {
-    if (c->cmd && c->cmd->help)
+    if (c->cmd && c->cmd->help) {
         fputs(c->cmd->help, stdout);
-    else
+        fputs("\nGlobal options: --home DIR, --json, -v (before or after the command; see `vmctl "
+              "--help`)\n",
+              stdout);
+    } else
         cli_print_main_help(stdout);
     fflush(stdout);
 }
