@@ -1,0 +1,616 @@
+/* SPDX-License-Identifier: MIT */
+/* The host: which backend, which accelerator, and `vmctl doctor`'s checks.
+ *
+ * KVM is "usable" only when it can run what we run: /dev/kvm opens, speaks API 12, creates a VM
+ * and a vCPU, accepts the CPUID and IA32_ARCH_CAPABILITIES values it advertises itself (what
+ * QEMU's `-cpu host` sets), and runs a few real-mode instructions. A nested paravirtual KVM
+ * (kvm_pvm) passes the first steps but cannot run stock guests, so it is named explicitly. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmctl/host.h>
+
+#include "backend.h"
+#include "error.h"
+#include "qemu.h"
+#include "util/util.h"
+
+extern char **environ;
+
+#define KVM_DEVICE "/dev/kvm"
+#define KVM_PVM_REASON                                                                             \
+    "nested paravirtual KVM (kvm_pvm): QEMU with -cpu host fails to set MSR 0x10a and stock "      \
+    "kernels die with an emulation failure"
+#define MSR_IA32_ARCH_CAPABILITIES 0x10a
+/* Bound for each helper command doctor runs (qemu --version, qemu -accel help, ...). */
+#define HOST_CMD_USEC (3ULL * 1000000ULL)
+
+/* ---------- backends ---------- */
+
+const backend_ops *backend_find(const char *name, vmctl_error **reterr)
+{
+    if (!name || streq(name, "qemu"))
+        return &qemu_backend;
+    if (streq(name, "firecracker") || streq(name, "propolis")) {
+        err_make(reterr, VMCTL_E_BACKEND_NOT_AVAILABLE, EOPNOTSUPP, "%s",
+                 streq(name, "firecracker") ? "the Firecracker backend is not built yet"
+                                            : "propolis runs on illumos only");
+        err_detail(reterr, "backend", "%s", name);
+        err_help(reterr, "Use the QEMU backend (`--backend qemu`, the default).");
+        return NULL;
+    }
+    err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+             "unknown backend '%s': use qemu, firecracker or propolis", name);
+    err_detail(reterr, "field", "backend");
+    return NULL;
+}
+
+/* ---------- KVM ---------- */
+
+static bool kvm_pvm_loaded(void)
+{
+    if (access("/sys/module/kvm_pvm", F_OK) == 0)
+        return true;
+    cleanup_free char *mods = NULL;
+    if (read_file("/proc/modules", &mods, NULL) < 0)
+        return false;
+    for (char *line = mods; line && *line;) {
+        if (str_startswith(line, "kvm_pvm "))
+            return true;
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return false;
+}
+
+static int ioctl_retry(int fd, unsigned long req, void *arg)
+{
+    int r;
+    do
+        r = ioctl(fd, req, arg);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* KVM's supported CPUID, as QEMU's -cpu host starts from; NULL when unavailable. */
+static struct kvm_cpuid2 *supported_cpuid(int kvm)
+{
+    for (unsigned nent = 64; nent <= 4096; nent *= 2) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + nent * sizeof(struct kvm_cpuid_entry2));
+        if (!c)
+            return NULL;
+        c->nent = nent;
+        if (ioctl_retry(kvm, KVM_GET_SUPPORTED_CPUID, c) == 0)
+            return c;
+        free(c);
+        if (errno != E2BIG)
+            return NULL;
+    }
+    return NULL;
+}
+
+struct msr_one {
+    struct kvm_msrs head;
+    struct kvm_msr_entry entry;
+};
+
+/* vCPU-level probes on a VM that was created fine. NULL when they pass. */
+static char *probe_vcpu(int kvm, int vm)
+{
+    cleanup_close int vcpu = ioctl_retry(vm, KVM_CREATE_VCPU, (void *)0);
+    if (vcpu < 0)
+        return str_printf("KVM_CREATE_VCPU failed: %s", strerror(errno));
+
+    /* -cpu host: KVM's own supported CPUID, then its own advertised ARCH_CAPABILITIES value */
+    cleanup_free struct kvm_cpuid2 *cpuid = supported_cpuid(kvm);
+    if (cpuid && ioctl_retry(vcpu, KVM_SET_CPUID2, cpuid) == 0 &&
+        ioctl_retry(kvm, KVM_CHECK_EXTENSION, (void *)(long)KVM_CAP_GET_MSR_FEATURES) > 0) {
+        struct msr_one m = {.head.nmsrs = 1, .entry.index = MSR_IA32_ARCH_CAPABILITIES};
+        if (ioctl_retry(kvm, KVM_GET_MSRS, &m) == 1 && m.entry.data != 0) {
+            unsigned long long value = (unsigned long long)m.entry.data;
+            if (ioctl_retry(vcpu, KVM_SET_MSRS, &m) != 1)
+                return str_printf("KVM rejects its own advertised value 0x%llx for MSR 0x10a "
+                                  "(IA32_ARCH_CAPABILITIES): QEMU with -cpu host would abort",
+                                  value);
+        }
+    }
+
+    /* a guest that runs: mov dx,0x3f8; mov al,0x42; out dx,al; hlt (real mode, at 0x1000) */
+    static const unsigned char code[] = {0xba, 0xf8, 0x03, 0xb0, 0x42, 0xee, 0xf4};
+    long page = sysconf(_SC_PAGESIZE);
+    void *mem = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return NULL; /* not KVM's fault; say nothing */
+    memcpy(mem, code, sizeof(code));
+    char *reason = NULL;
+    struct kvm_userspace_memory_region region = {
+        .slot = 0,
+        .guest_phys_addr = 0x1000,
+        .memory_size = (uint64_t)page,
+        .userspace_addr = (uint64_t)(uintptr_t)mem,
+    };
+    int run_size = ioctl_retry(kvm, KVM_GET_VCPU_MMAP_SIZE, (void *)0);
+    struct kvm_run *run = MAP_FAILED;
+    struct kvm_sregs sregs;
+    if (ioctl_retry(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0 || run_size <= 0 ||
+        (run = mmap(NULL, (size_t)run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0)) ==
+            MAP_FAILED ||
+        ioctl_retry(vcpu, KVM_GET_SREGS, &sregs) < 0) {
+        reason = str_printf("cannot set up a minimal KVM guest: %s", strerror(errno));
+        goto out;
+    }
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    struct kvm_regs regs = {.rip = 0x1000, .rflags = 2};
+    if (ioctl_retry(vcpu, KVM_SET_SREGS, &sregs) < 0 ||
+        ioctl_retry(vcpu, KVM_SET_REGS, &regs) < 0) {
+        reason = str_printf("cannot set up a minimal KVM guest: %s", strerror(errno));
+        goto out;
+    }
+    bool saw_out = false;
+    for (int step = 0; step < 4; step++) {
+        if (ioctl_retry(vcpu, KVM_RUN, (void *)0) < 0) {
+            reason = str_printf("KVM_RUN of a minimal guest failed: %s", strerror(errno));
+            break;
+        }
+        if (run->exit_reason == KVM_EXIT_IO && run->io.direction == KVM_EXIT_IO_OUT &&
+            run->io.port == 0x3f8 && ((unsigned char *)run)[run->io.data_offset] == 0x42) {
+            saw_out = true;
+            continue;
+        }
+        if (run->exit_reason == KVM_EXIT_HLT && saw_out)
+            break;
+        if (run->exit_reason == KVM_EXIT_INTERNAL_ERROR)
+            reason = str_printf("a minimal guest fails under KVM: internal error (suberror %u)",
+                                run->internal.suberror);
+        else if (run->exit_reason == KVM_EXIT_FAIL_ENTRY)
+            reason = str_printf("a minimal guest fails under KVM: VM entry failed (0x%llx)",
+                                (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        else
+            reason = str_printf("a minimal guest misbehaves under KVM (exit reason %u)",
+                                run->exit_reason);
+        break;
+    }
+out:
+    if (run != MAP_FAILED)
+        munmap(run, (size_t)run_size);
+    munmap(mem, (size_t)page);
+    return reason;
+}
+
+char *kvm_unusable_reason(void)
+{
+    cleanup_close int kvm = open(KVM_DEVICE, O_RDWR | O_CLOEXEC);
+    if (kvm < 0) {
+        if (errno == ENOENT)
+            return strdup(KVM_DEVICE " does not exist (no KVM in this kernel, the kvm module is "
+                                     "not loaded, or virtualization is off in the firmware)");
+        if (errno == EACCES || errno == EPERM)
+            return strdup(KVM_DEVICE " is not accessible to this user (add it to group kvm)");
+        return str_printf("cannot open " KVM_DEVICE ": %s", strerror(errno));
+    }
+    int api = ioctl_retry(kvm, KVM_GET_API_VERSION, (void *)0);
+    if (api != KVM_API_VERSION)
+        return str_printf("KVM API version %d, expected %d", api, KVM_API_VERSION);
+    cleanup_close int vm = ioctl_retry(kvm, KVM_CREATE_VM, (void *)0);
+    if (vm < 0)
+        return str_printf("KVM_CREATE_VM failed: %s", strerror(errno));
+    if (kvm_pvm_loaded())
+        return strdup(KVM_PVM_REASON);
+    return probe_vcpu(kvm, vm);
+}
+
+int accel_resolve(const char *requested, char **ret, char **notice, vmctl_error **reterr)
+{
+    if (!ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "accel_resolve: invalid arguments");
+    if (notice)
+        *notice = NULL;
+    const char *req = requested ? requested : "auto";
+    if (streq(req, "tcg")) {
+        *ret = strdup("tcg");
+        return *ret ? 0 : err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    if (!streq(req, "auto") && !streq(req, "kvm")) {
+        int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                         "unknown accelerator '%s': use auto, kvm or tcg", req);
+        err_detail(reterr, "field", "accel");
+        return r;
+    }
+    cleanup_free char *reason = kvm_unusable_reason();
+    if (!reason) {
+        *ret = strdup("kvm");
+        return *ret ? 0 : err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    if (streq(req, "kvm")) {
+        int r = err_make(reterr, VMCTL_E_HOST_KVM_UNAVAILABLE, ENODEV,
+                         "KVM is not usable on this host: %s", reason);
+        err_detail(reterr, "reason", "%s", reason);
+        return r;
+    }
+    *ret = strdup("tcg");
+    if (!*ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    if (notice)
+        *notice = str_printf("KVM is not usable here (%s); using TCG", reason);
+    return 0;
+}
+
+/* ---------- doctor ---------- */
+
+const char *vmctl_check_status_to_string(vmctl_check_status s)
+{
+    switch (s) {
+    case VMCTL_CHECK_OK:
+        return "ok";
+    case VMCTL_CHECK_WARN:
+        return "warn";
+    case VMCTL_CHECK_FAIL:
+        return "fail";
+    }
+    return "unknown";
+}
+
+void vmctl_host_check_list_free(vmctl_host_check *list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].name);
+        free(list[i].summary);
+        free(list[i].help);
+    }
+    free(list);
+}
+
+typedef struct check_list {
+    vmctl_host_check *items;
+    size_t n;
+    bool oom;
+} check_list;
+
+static vmctl_host_check *check_add(check_list *l, const char *name, vmctl_check_status status,
+                                   char *summary, const char *help)
+{
+    vmctl_host_check *ni = realloc(l->items, sizeof(*ni) * (l->n + 1));
+    if (!ni) {
+        free(summary);
+        l->oom = true;
+        return NULL;
+    }
+    l->items = ni;
+    vmctl_host_check *c = &l->items[l->n++];
+    *c = (vmctl_host_check){
+        .name = strdup(name),
+        .status = status,
+        .summary = summary,
+        .help = help ? strdup(help) : NULL,
+    };
+    if (!c->name || !c->summary || (help && !c->help))
+        l->oom = true;
+    return c;
+}
+
+/* Run argv (argv[0] a path) with stdout captured (stderr discarded), bounded by HOST_CMD_USEC.
+ * Returns the exit status (>= 0), or -errno when it could not run or timed out. */
+static int run_capture(char *const argv[], char **out)
+{
+    *out = NULL;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    pid_t pid = 0;
+    int r = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    if (r != 0) {
+        close(pfd[0]);
+        return -r;
+    }
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    uint64_t deadline = now_usec() + HOST_CMD_USEC;
+    bool timed_out = false;
+    while (buf) {
+        uint64_t now = now_usec();
+        if (now >= deadline) {
+            timed_out = true;
+            break;
+        }
+        struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+        int k = poll(&p, 1, (int)((deadline - now) / 1000 + 1));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            continue;
+        if (len + 1 >= cap) {
+            if (cap >= 1 << 20)
+                break; /* enough: we only want the first lines */
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = read(pfd[0], buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(pfd[0]);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!buf)
+        return -ENOMEM;
+    buf[len] = 0;
+    *out = buf;
+    if (timed_out)
+        return -ETIMEDOUT;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -EIO;
+}
+
+static char *first_line(const char *s)
+{
+    size_t n = strcspn(s, "\n");
+    return strndup(s, n);
+}
+
+/* A tool by name: $PATH first, then the sbin directories a non-root $PATH often lacks. */
+static char *find_tool(const char *name)
+{
+    char *p = find_in_path(name);
+    if (p)
+        return p;
+    static const char *const dirs[] = {"/usr/sbin", "/sbin", "/usr/bin", "/bin"};
+    for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+        p = str_printf("%s/%s", dirs[i], name);
+        if (p && is_executable(p))
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+static void check_qemu(check_list *l, const char *qemu)
+{
+    if (!qemu) {
+        const char *env = getenv(QEMU_BINARY_ENV);
+        check_add(l, "qemu", VMCTL_CHECK_FAIL,
+                  str_printf("'%s' not found%s", env && *env ? env : QEMU_BINARY_DEFAULT,
+                             env && *env ? " ($" QEMU_BINARY_ENV ")" : " in $PATH"),
+                  "Install QEMU with `apt-get install qemu-system-x86`, or point $VMCTL_QEMU at "
+                  "the binary.");
+        return;
+    }
+    cleanup_free char *out = NULL;
+    char *argv[] = {(char *)qemu, "--version", NULL};
+    int r = run_capture(argv, &out);
+    if (r != 0 || !out || !*out) {
+        check_add(
+            l, "qemu", VMCTL_CHECK_FAIL,
+            str_printf("%s: `--version` failed (%s)", qemu, r < 0 ? strerror(-r) : "non-zero exit"),
+            "Reinstall QEMU with `apt-get install --reinstall qemu-system-x86`.");
+        return;
+    }
+    cleanup_free char *line = first_line(out);
+    check_add(l, "qemu", VMCTL_CHECK_OK, str_printf("%s: %s", qemu, line ? line : "?"), NULL);
+}
+
+static void check_qemu_img(check_list *l)
+{
+    cleanup_free char *img = find_tool("qemu-img");
+    if (!img) {
+        check_add(l, "qemu-img", VMCTL_CHECK_WARN,
+                  strdup("qemu-img not found: disk images, overlays and snapshots need it"),
+                  "Install it with `apt-get install qemu-utils`.");
+        return;
+    }
+    cleanup_free char *out = NULL;
+    char *argv[] = {img, "--version", NULL};
+    int r = run_capture(argv, &out);
+    if (r != 0 || !out || !*out) {
+        check_add(
+            l, "qemu-img", VMCTL_CHECK_WARN,
+            str_printf("%s: `--version` failed (%s)", img, r < 0 ? strerror(-r) : "non-zero exit"),
+            "Reinstall it with `apt-get install --reinstall qemu-utils`.");
+        return;
+    }
+    cleanup_free char *line = first_line(out);
+    check_add(l, "qemu-img", VMCTL_CHECK_OK, str_printf("%s: %s", img, line ? line : "?"), NULL);
+}
+
+/* 1: QEMU lists tcg; 0: it does not; -errno: could not ask. */
+static int qemu_has_tcg(const char *qemu)
+{
+    if (!qemu)
+        return -ENOENT;
+    cleanup_free char *out = NULL;
+    char *argv[] = {(char *)qemu, "-accel", "help", NULL};
+    int r = run_capture(argv, &out);
+    if (r < 0)
+        return r;
+    if (r != 0 || !out)
+        return -EIO;
+    for (char *line = out; line && *line;) {
+        size_t n = strcspn(line, "\n");
+        if (n == 3 && strncmp(line, "tcg", 3) == 0)
+            return 1;
+        line = line[n] ? line + n + 1 : NULL;
+    }
+    return 0;
+}
+
+static void check_accel(check_list *l, const char *qemu)
+{
+    cleanup_free char *reason = kvm_unusable_reason();
+    int tcg = qemu_has_tcg(qemu);
+    bool kvm_ok = !reason;
+
+    if (kvm_ok)
+        check_add(l, "kvm", VMCTL_CHECK_OK,
+                  str_printf(KVM_DEVICE " usable (KVM API %d)", KVM_API_VERSION), NULL);
+    else
+        check_add(l, "kvm", tcg == 1 ? VMCTL_CHECK_WARN : VMCTL_CHECK_FAIL,
+                  str_printf("KVM not usable: %s", reason),
+                  "VMs run under TCG, which is slower; on a host with working KVM, `--accel "
+                  "auto` (the default) uses it automatically.");
+
+    if (tcg == 1)
+        check_add(l, "tcg", VMCTL_CHECK_OK, strdup("TCG available (qemu -accel help lists tcg)"),
+                  NULL);
+    else if (tcg == 0)
+        check_add(l, "tcg", kvm_ok ? VMCTL_CHECK_WARN : VMCTL_CHECK_FAIL,
+                  strdup("this QEMU is built without TCG"),
+                  kvm_ok ? "VMs can use KVM only; `--accel tcg` will not work."
+                         : "Install a QEMU with TCG (`apt-get install qemu-system-x86`): with "
+                           "neither KVM nor TCG no VM can run.");
+    else
+        check_add(l, "tcg", kvm_ok ? VMCTL_CHECK_WARN : VMCTL_CHECK_FAIL,
+                  str_printf("cannot ask QEMU for its accelerators (%s)",
+                             qemu ? strerror(-tcg) : "QEMU not found"),
+                  "Install QEMU with `apt-get install qemu-system-x86`.");
+}
+
+static void check_store(check_list *l, vmctl_ctx *ctx)
+{
+    const char *home = ctx ? vmctl_ctx_get_home(ctx) : NULL;
+    if (!home) {
+        check_add(l, "store", VMCTL_CHECK_FAIL, strdup("no $VMCTL_HOME known"),
+                  "Set $VMCTL_HOME or pass `--home DIR`.");
+        return;
+    }
+    struct stat st;
+    if (stat(home, &st) < 0) {
+        /* not created yet: the nearest existing parent must let us create it */
+        cleanup_free char *parent = strdup(home);
+        char *slash;
+        while (parent && (slash = strrchr(parent, '/'))) {
+            *slash = 0;
+            const char *p = *parent ? parent : "/";
+            if (access(p, F_OK) == 0) {
+                bool ok = access(p, W_OK) == 0;
+                check_add(l, "store", ok ? VMCTL_CHECK_OK : VMCTL_CHECK_FAIL,
+                          ok ? str_printf("'%s' does not exist yet; '%s' is writable", home, p)
+                             : str_printf("'%s' cannot be created: '%s' is not writable", home, p),
+                          ok ? NULL : "Choose a writable `--home DIR` or fix the permissions.");
+                return;
+            }
+            if (!*parent)
+                break;
+        }
+        check_add(l, "store", VMCTL_CHECK_FAIL, str_printf("'%s' cannot be created", home),
+                  "Choose a writable `--home DIR`.");
+        return;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        check_add(l, "store", VMCTL_CHECK_FAIL, str_printf("'%s' is not a directory", home),
+                  "Point $VMCTL_HOME (or `--home`) at a directory.");
+        return;
+    }
+    /* a real write (root passes access(W_OK) even on a read-only filesystem) */
+    int fd = open(home, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    int e = errno;
+    if (fd < 0 && (e == EOPNOTSUPP || e == EISDIR || e == EINVAL)) {
+        cleanup_free char *tmp = str_printf("%s/.doctor-XXXXXX", home);
+        if (tmp) {
+            fd = mkostemp(tmp, O_CLOEXEC);
+            e = errno;
+            if (fd >= 0)
+                unlink(tmp);
+        }
+    }
+    if (fd < 0) {
+        check_add(l, "store", VMCTL_CHECK_FAIL,
+                  str_printf("'%s' is not writable: %s", home, strerror(e)),
+                  "Fix the permissions or free space of $VMCTL_HOME, or choose another `--home`.");
+        return;
+    }
+    close(fd);
+    check_add(l, "store", VMCTL_CHECK_OK, str_printf("'%s' is writable", home), NULL);
+}
+
+static void check_vsock(check_list *l)
+{
+    if (access("/dev/vhost-vsock", F_OK) == 0)
+        check_add(l, "vsock", VMCTL_CHECK_OK,
+                  strdup("/dev/vhost-vsock present; the agent can use AF_VSOCK"), NULL);
+    else
+        check_add(l, "vsock", VMCTL_CHECK_WARN,
+                  strdup("/dev/vhost-vsock absent; the agent uses virtio-serial"),
+                  "Nothing to do: virtio-serial works everywhere; `modprobe vhost_vsock` "
+                  "enables the AF_VSOCK transport.");
+}
+
+static void check_tools(check_list *l)
+{
+    static const struct {
+        const char *tool;
+        const char *package;
+    } tools[] = {
+        {"apt-get", "apt"}, {"dpkg-deb", "dpkg"}, {"cpio", "cpio"},
+        {"lz4", "lz4"},     {"modinfo", "kmod"},  {"gzip", "gzip"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(tools); i++) {
+        cleanup_free char *p = find_tool(tools[i].tool);
+        if (p) {
+            check_add(l, tools[i].tool, VMCTL_CHECK_OK, str_printf("%s", p), NULL);
+            continue;
+        }
+        cleanup_free char *help =
+            str_printf("Install it with `apt-get install %s`.", tools[i].package);
+        check_add(l, tools[i].tool, VMCTL_CHECK_WARN,
+                  str_printf("%s not found: `vmctl image build-default` needs it (Debian "
+                             "package %s)",
+                             tools[i].tool, tools[i].package),
+                  help);
+    }
+}
+
+int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
+{
+    if (!ret || !n)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
+                        "vmctl_host_check_all: invalid arguments");
+    check_list l = {0};
+    cleanup_free char *qemu = NULL;
+    (void)qemu_find_binary(&qemu, NULL);
+
+    check_qemu(&l, qemu);
+    check_qemu_img(&l);
+    check_accel(&l, qemu);
+    check_store(&l, ctx);
+    check_vsock(&l);
+    check_tools(&l);
+
+    if (l.oom) {
+        vmctl_host_check_list_free(l.items, l.n);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    *ret = l.items;
+    *n = l.n;
+    return 0;
+}

@@ -1,0 +1,702 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU backend: argv from a vm_spec, a detached launch, and the QMP actions.
+ *
+ * Launch double-forks: an intermediate child starts its own session, forks QEMU and exits, so
+ * QEMU is reparented to init and is never vmctl's child (it outlives vmctl and never needs
+ * reaping by it). QEMU's stdout and stderr are appended to DIR/qemu.log for its whole life, so
+ * startup errors ("could not open kernel file") and runtime messages ("terminating on signal
+ * 15") both land there. QEMU is up when it completes the QMP handshake: the reply to
+ * qmp_capabilities comes from its main loop, which runs only once the machine is built and the
+ * kernel loaded. A QEMU that dies first closes the socket, so failures are seen at once.
+ *
+ * (QEMU's own -daemonize was tried and rejected: without -D it points stderr at /dev/null once
+ * initialised, and with -D it truncates the log file and moves stderr onto it.) */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "error.h"
+#include "qemu.h"
+#include "qmp.h"
+#include "util/util.h"
+
+/* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
+#define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
+/* How long to wait for a process we killed after a failed launch, and for the launcher. */
+#define QEMU_REAP_USEC (5ULL * 1000000ULL)
+/* How much of qemu.log goes into an error note. */
+#define QEMU_LOG_NOTE_BYTES 2048
+#define QEMU_LOG_NOTE_LINES 12
+
+/* ---------- the binary ---------- */
+
+int qemu_find_binary(char **ret, vmctl_error **reterr)
+{
+    const char *env = getenv(QEMU_BINARY_ENV);
+    const char *name = env && *env ? env : QEMU_BINARY_DEFAULT;
+    char *path = find_in_path(name);
+    if (!path) {
+        int r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, ENOENT,
+                         "QEMU binary '%s'%s not found or not executable", name,
+                         env && *env ? " (from $" QEMU_BINARY_ENV ")" : " (searched in $PATH)");
+        err_detail(reterr, "binary", "%s", name);
+        return r;
+    }
+    *ret = path;
+    return 0;
+}
+
+/* ---------- argv ---------- */
+
+/* QEMU's option syntax: a comma inside a value is written twice. */
+static char *opt_escape(const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++)
+        n += *p == ',' ? 2 : 1;
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    char *o = out;
+    for (const char *p = s; *p; p++) {
+        *o++ = *p;
+        if (*p == ',')
+            *o++ = ',';
+    }
+    *o = 0;
+    return out;
+}
+
+static int oom(vmctl_error **reterr)
+{
+    return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+}
+
+static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "%s", msg ? msg : "invalid input");
+    free(msg);
+    err_detail(reterr, "field", "%s", field);
+    return r;
+}
+
+/* dir/name, escaped for a QEMU option value; checks the unix socket length when is_socket. */
+static int dir_file(const char *dir, const char *name, bool is_socket, char **ret,
+                    vmctl_error **reterr)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, name);
+    if (!p)
+        return oom(reterr);
+    if (is_socket && strlen(p) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+        int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, ENAMETOOLONG,
+                         "socket path '%s' is longer than a unix socket path may be (%zu bytes)", p,
+                         sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1);
+        err_detail(reterr, "field", "home");
+        err_detail(reterr, "path", "%s", p);
+        err_help(reterr, "Use a shorter $VMCTL_HOME (or `--home DIR`) or a shorter VM name.");
+        return r;
+    }
+    *ret = opt_escape(p);
+    return *ret ? 0 : oom(reterr);
+}
+
+int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
+                    vmctl_error **reterr)
+{
+    if (!spec || !binary || !dir || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
+    if (dir[0] != '/')
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
+                        "VM directory '%s' is not an absolute path", dir);
+
+    const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
+    bool microvm = streq(machine, "microvm");
+    if (!microvm && !streq(machine, "q35"))
+        return invalid(reterr, "machine", "unknown machine '%s': use microvm or q35", machine);
+    const char *accel = spec->accel ? spec->accel : "tcg";
+    if (!streq(accel, "tcg") && !streq(accel, "kvm"))
+        return invalid(reterr, "accel",
+                       "unknown accelerator '%s' for QEMU: resolve it to kvm or tcg first", accel);
+    if (microvm && !spec->kernel)
+        return invalid(reterr, "kernel",
+                       "machine microvm boots a kernel directly, and no kernel is given");
+    if (!spec->kernel && !spec->disk)
+        return invalid(reterr, "image", "nothing to boot: no kernel and no disk");
+    if (spec->initrd && !spec->kernel)
+        return invalid(reterr, "initrd", "an initrd ('%s') needs a kernel", spec->initrd);
+    const char *net = spec->net ? spec->net : "none";
+    if (streq(net, "tap")) {
+        int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
+                         "tap networking is not supported yet");
+        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) "
+                         "or `--net none`.");
+        return r;
+    }
+    if (!streq(net, "user") && !streq(net, "none"))
+        return invalid(reterr, "net", "unknown network mode '%s': use user, tap or none", net);
+    if (spec->n_ports && !streq(net, "user"))
+        return invalid(reterr, "port", "port forwards need user networking, not '%s'", net);
+
+    cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL, *agent_sock = NULL;
+    int r;
+    if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
+        (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
+        (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0 ||
+        (r = dir_file(dir, VM_FILE_AGENT_SOCK, true, &agent_sock, reterr)) < 0)
+        return r;
+
+    cleanup_strv char **argv = NULL;
+    size_t n = 0;
+#define PUSH(s)                                                                                    \
+    do {                                                                                           \
+        if (strv_push(&argv, &n, (s)) < 0)                                                         \
+            return oom(reterr);                                                                    \
+    } while (0)
+#define PUSHF(...)                                                                                 \
+    do {                                                                                           \
+        if (strv_pushf(&argv, &n, __VA_ARGS__) < 0)                                                \
+            return oom(reterr);                                                                    \
+    } while (0)
+
+    PUSH(binary);
+    if (spec->name) {
+        cleanup_free char *name = opt_escape(spec->name);
+        if (!name)
+            return oom(reterr);
+        PUSH("-name");
+        PUSH(name);
+    }
+    PUSH("-M");
+    PUSH(machine);
+    PUSH("-accel");
+    PUSH(accel);
+    if (streq(accel, "kvm")) {
+        PUSH("-cpu");
+        PUSH("host");
+    }
+    PUSH("-smp");
+    PUSHF("%u", spec->vcpus ? spec->vcpus : 1);
+    PUSH("-m");
+    PUSHF("%u", spec->memory_mib ? spec->memory_mib : 256);
+    PUSH("-nodefaults");
+    PUSH("-no-user-config");
+    PUSH("-display");
+    PUSH("none");
+    /* A direct-boot guest that reboots (or panics with panic=-1) ends its VM. */
+    if (microvm)
+        PUSH("-no-reboot");
+
+    if (spec->kernel) {
+        PUSH("-kernel");
+        PUSH(spec->kernel);
+        if (spec->initrd) {
+            PUSH("-initrd");
+            PUSH(spec->initrd);
+        }
+        if (spec->cmdline) {
+            PUSH("-append");
+            PUSH(spec->cmdline);
+        }
+    }
+    if (spec->disk) {
+        cleanup_free char *disk = opt_escape(spec->disk);
+        if (!disk)
+            return oom(reterr);
+        PUSH("-drive");
+        PUSHF("file=%s,format=qcow2,if=none,id=disk0,discard=unmap", disk);
+        PUSH("-device");
+        PUSHF("%s,drive=disk0%s", microvm ? "virtio-blk-device" : "virtio-blk-pci",
+              spec->kernel ? "" : ",bootindex=0");
+    }
+
+    /* QMP */
+    PUSH("-chardev");
+    PUSHF("socket,id=qmp,path=%s,server=on,wait=off", qmp_sock);
+    PUSH("-mon");
+    PUSH("chardev=qmp,mode=control");
+
+    /* serial console: attachable socket, everything also appended to console.log */
+    PUSH("-chardev");
+    PUSHF("socket,id=console,path=%s,server=on,wait=off,logfile=%s,logappend=on", con_sock,
+          con_log);
+    PUSH("-serial");
+    PUSH("chardev:console");
+
+    if (spec->agent) {
+        PUSH("-device");
+        PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
+        PUSH("-chardev");
+        PUSHF("socket,id=agent,path=%s,server=on,wait=off", agent_sock);
+        PUSH("-device");
+        PUSH("virtserialport,chardev=agent,name=org.vmctl.agent");
+    }
+
+    if (streq(net, "user")) {
+        cleanup_free char *netdev = strdup("user,id=n0");
+        if (!netdev)
+            return oom(reterr);
+        for (size_t i = 0; i < spec->n_ports; i++) {
+            const vmctl_port_forward *p = &spec->ports[i];
+            if (p->host_port == 0 || p->guest_port == 0) {
+                r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                             "port forward %u:%u: ports must be resolved (non-zero) before "
+                             "launch",
+                             p->host_port, p->guest_port);
+                err_detail(reterr, "field", "port");
+                return r;
+            }
+            /* forwards listen on the loopback interface only */
+            char *nd = str_printf("%s,hostfwd=%s:127.0.0.1:%u-:%u", netdev, p->udp ? "udp" : "tcp",
+                                  p->host_port, p->guest_port);
+            if (!nd)
+                return oom(reterr);
+            free(netdev);
+            netdev = nd;
+        }
+        PUSH("-netdev");
+        PUSH(netdev);
+        PUSH("-device");
+        PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+    }
+
+    cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
+    if (!pidfile)
+        return oom(reterr);
+    PUSH("-pidfile");
+    PUSH(pidfile);
+#undef PUSH
+#undef PUSHF
+
+    *ret = TAKE_PTR(argv);
+    return 0;
+}
+
+/* ---------- launch ---------- */
+
+static void remove_runtime_files(const char *dir)
+{
+    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK,
+                                        VM_FILE_AGENT_SOCK, VM_FILE_PID};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        if (p)
+            (void)unlink(p);
+    }
+}
+
+/* The last lines QEMU wrote to its log since offset, as one note. */
+static void note_log_tail(vmctl_error **reterr, const char *logpath, off_t offset)
+{
+    cleanup_close int fd = open(logpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_size <= offset)
+        return;
+    off_t start =
+        st.st_size - offset > QEMU_LOG_NOTE_BYTES ? st.st_size - QEMU_LOG_NOTE_BYTES : offset;
+    char buf[QEMU_LOG_NOTE_BYTES + 1];
+    ssize_t n = pread(fd, buf, QEMU_LOG_NOTE_BYTES, start);
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = 0;
+    /* keep the last QEMU_LOG_NOTE_LINES lines, starting at a line boundary */
+    char *s = buf;
+    if (start > offset) {
+        char *nl = strchr(s, '\n');
+        if (nl)
+            s = nl + 1;
+    }
+    int lines = 0;
+    for (char *p = buf + n; p > s; p--)
+        if (p[-1] == '\n' && ++lines == QEMU_LOG_NOTE_LINES) {
+            s = p;
+            break;
+        }
+    if (*s)
+        err_note(reterr, "%s", s);
+}
+
+/* Kill what a failed launch left behind and wait (bounded) until it is gone. */
+static void kill_leftover(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    uint64_t start = proc_start_time(pid);
+    if (!start || kill(pid, SIGKILL) < 0)
+        return;
+    uint64_t deadline = now_usec() + QEMU_REAP_USEC;
+    while (proc_alive(pid, start) && now_usec() < deadline)
+        sleep_usec(2000);
+}
+
+/* What the intermediate child and QEMU's process (before exec) report on a CLOEXEC pipe. The
+ * pipe reaches EOF once the intermediate has exited and the exec has succeeded. */
+enum { MSG_PID = 1, MSG_ERRNO = 2 };
+struct spawn_msg {
+    int kind;
+    int value;
+    int stage; /* for MSG_ERRNO: what failed */
+};
+enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC };
+static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec"};
+
+static void send_msg(int fd, int kind, int value, int stage)
+{
+    struct spawn_msg m = {kind, value, stage};
+    ssize_t n;
+    do
+        n = write(fd, &m, sizeof(m));
+    while (n < 0 && errno == EINTR);
+}
+
+/* Child side, after fork: only async-signal-safe calls from here on. */
+static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        (void)sigaction(sig, &dfl, NULL);
+    if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
+    }
+    /* nothing of vmctl's (locks, the store, sockets) may leak into the long-lived QEMU */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (int fd = 3; fd < 65536; fd++)
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execv(binary, argv);
+    send_msg(msgfd, MSG_ERRNO, errno, STAGE_EXEC);
+    _exit(127);
+}
+
+/* Start binary detached: in its own session, reparented to init, stdin /dev/null, stdout and
+ * stderr on logfd. *ret gets QEMU's pid once exec has succeeded. */
+static int spawn_detached(const char *binary, char **argv, int logfd_in, pid_t *ret,
+                          vmctl_error **reterr)
+{
+    /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
+    cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    cleanup_close int nullfd = devnull >= 0 ? fcntl(devnull, F_DUPFD_CLOEXEC, 3) : -1;
+    if (devnull >= 0)
+        close(devnull);
+    int p[2] = {-1, -1};
+    if (logfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
+        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, errno, "cannot start '%s': %s", binary,
+                        strerror(errno));
+    cleanup_close int rd = p[0];
+
+    /* block signals across fork: no handler of the caller's may run in the children */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t mid = fork();
+    if (mid == 0) {
+        close(p[0]);
+        if (setsid() < 0) {
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
+            _exit(1);
+        }
+        pid_t q = _Fork();
+        if (q == 0)
+            exec_qemu(binary, argv, nullfd, logfd, p[1]);
+        if (q < 0)
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
+        else
+            send_msg(p[1], MSG_PID, (int)q, 0);
+        _exit(0);
+    }
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(p[1]);
+    if (mid < 0)
+        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, fork_errno, "cannot start '%s': %s",
+                        binary, strerror(fork_errno));
+    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+        ;
+
+    /* read the reports until EOF (bounded: both writers exit or exec at once) */
+    pid_t pid = 0;
+    int failed_errno = 0, failed_stage = 0;
+    uint64_t deadline = now_usec() + QEMU_REAP_USEC;
+    for (;;) {
+        struct pollfd pfd = {.fd = rd, .events = POLLIN};
+        uint64_t now = now_usec();
+        if (now >= deadline)
+            break;
+        int k = poll(&pfd, 1, (int)((deadline - now) / 1000 + 1));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        struct spawn_msg m;
+        ssize_t n = read(rd, &m, sizeof(m));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(m))
+            break; /* EOF */
+        if (m.kind == MSG_PID)
+            pid = (pid_t)m.value;
+        else if (m.kind == MSG_ERRNO && !failed_errno) {
+            failed_errno = m.value;
+            failed_stage = m.stage;
+        }
+    }
+    if (failed_errno) {
+        int r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, failed_errno,
+                         "cannot start '%s': %s failed: %s", binary,
+                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_EXEC ? failed_stage
+                                                                                     : STAGE_EXEC],
+                         strerror(failed_errno));
+        err_detail(reterr, "binary", "%s", binary);
+        return r;
+    }
+    if (pid <= 0)
+        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, EIO,
+                        "cannot start '%s': the launcher reported no process", binary);
+    *ret = pid;
+    return 0;
+}
+
+/* Wait (bounded) for pid to be gone; true when it is. */
+static bool wait_gone(pid_t pid, uint64_t start, uint64_t usec)
+{
+    uint64_t deadline = now_usec() + usec;
+    while (proc_alive(pid, start)) {
+        if (now_usec() >= deadline)
+            return false;
+        sleep_usec(2000);
+    }
+    return true;
+}
+
+static int startup_failed(vmctl_error **reterr, const char *binary, const char *logpath,
+                          off_t log_offset)
+{
+    int r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, EIO, "QEMU exited during startup");
+    err_detail(reterr, "binary", "%s", binary);
+    err_detail(reterr, "path", "%s", logpath);
+    note_log_tail(reterr, logpath, log_offset);
+    return r;
+}
+
+static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
+                       vmctl_error **reterr)
+{
+    if (!spec || !dir || !ret_pid || !ret_start)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu launch: invalid arguments");
+
+    cleanup_free char *binary = NULL;
+    int r = qemu_find_binary(&binary, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *absdir = realpath(dir, NULL);
+    if (!absdir) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot resolve VM directory '%s': %s", dir,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", dir);
+        return r;
+    }
+    cleanup_strv char **argv = NULL;
+    r = qemu_build_argv(spec, binary, absdir, &argv, reterr);
+    if (r < 0)
+        return r;
+
+    cleanup_free char *logpath = str_printf("%s/" VM_FILE_BACKEND_LOG, absdir);
+    cleanup_free char *qmppath = str_printf("%s/" QEMU_FILE_QMP_SOCK, absdir);
+    if (!logpath || !qmppath)
+        return oom(reterr);
+    remove_runtime_files(absdir);
+
+    cleanup_close int logfd =
+        open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
+    if (logfd < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s': %s", logpath,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", logpath);
+        return r;
+    }
+    /* a marker per launch; error notes quote only what this launch wrote */
+    {
+        time_t t = time(NULL);
+        struct tm tm;
+        char when[64] = "";
+        if (gmtime_r(&t, &tm))
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        cleanup_free char *marker = str_printf("vmctl: starting %s for vm '%s' at %s\n", binary,
+                                               spec->name ? spec->name : "?", when);
+        if (marker) {
+            /* best effort: the marker only helps a human reading the log */
+            ssize_t wr = write(logfd, marker, strlen(marker));
+            (void)wr;
+        }
+    }
+    off_t log_offset = lseek(logfd, 0, SEEK_END);
+    if (log_offset < 0)
+        log_offset = 0;
+
+    pid_t pid = 0;
+    r = spawn_detached(binary, argv, logfd, &pid, reterr);
+    if (r < 0)
+        return r;
+    uint64_t start = proc_start_time(pid);
+    if (!start || !proc_alive(pid, start)) {
+        remove_runtime_files(absdir);
+        return startup_failed(reterr, binary, logpath, log_offset);
+    }
+
+    /* Up means a completed QMP handshake. Until the socket exists, watch the process. */
+    uint64_t deadline = now_usec() + QEMU_STARTUP_USEC;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strncpy(sa.sun_path, qmppath, sizeof(sa.sun_path) - 1); /* length checked by build_argv */
+    int fd = -1;
+    for (;;) {
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, errno,
+                         "cannot create a socket for QMP: %s", strerror(errno));
+            goto fail;
+        }
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+            break;
+        int e = errno;
+        close(fd);
+        fd = -1;
+        if (!proc_alive(pid, start)) {
+            remove_runtime_files(absdir);
+            return startup_failed(reterr, binary, logpath, log_offset);
+        }
+        if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
+            r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, e,
+                         "cannot connect to QMP socket '%s': %s", qmppath, strerror(e));
+            err_detail(reterr, "path", "%s", qmppath);
+            goto fail;
+        }
+        if (now_usec() >= deadline) {
+            r = err_timeout(reterr, "qemu startup", (double)QEMU_STARTUP_USEC / 1e6,
+                            "QEMU did not create its QMP socket within %llu s",
+                            (unsigned long long)(QEMU_STARTUP_USEC / 1000000));
+            goto fail;
+        }
+        sleep_usec(5000);
+    }
+    {
+        cleanup_qmp qmp *q = NULL;
+        vmctl_error *qerr = NULL;
+        r = qmp_connect_fd(fd, deadline, &q, &qerr);
+        if (r >= 0) {
+            vmctl_error_free(qerr);
+            *ret_pid = pid;
+            *ret_start = start;
+            return 0;
+        }
+        /* a QEMU that failed after creating the socket closes it: it is exiting */
+        if (r != -ETIMEDOUT && wait_gone(pid, start, 2000000)) {
+            vmctl_error_free(qerr);
+            remove_runtime_files(absdir);
+            return startup_failed(reterr, binary, logpath, log_offset);
+        }
+        if (reterr) {
+            vmctl_error_free(*reterr);
+            *reterr = qerr;
+        } else {
+            vmctl_error_free(qerr);
+        }
+        err_prefix(reterr, r, "QEMU (pid %d) started but does not answer on QMP", (int)pid);
+    }
+fail:
+    kill_leftover(pid);
+    remove_runtime_files(absdir);
+    note_log_tail(reterr, logpath, log_offset);
+    return r;
+}
+
+/* ---------- QMP actions ---------- */
+
+static int qmp_simple(const char *dir, const char *command, uint64_t deadline, bool closed_ok,
+                      vmctl_error **reterr)
+{
+    if (!dir)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu %s: invalid arguments", command);
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    cleanup_qmp qmp *q = NULL;
+    int r = qmp_connect(path, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    vmctl_error *err = NULL;
+    r = qmp_execute(q, command, NULL, NULL, deadline, &err);
+    if (r == -ECONNRESET && closed_ok) {
+        /* quit: QEMU may close the socket before its reply reaches us */
+        vmctl_error_free(err);
+        return 0;
+    }
+    if (r < 0) {
+        if (reterr) {
+            vmctl_error_free(*reterr);
+            *reterr = err;
+        } else {
+            vmctl_error_free(err);
+        }
+    }
+    return r;
+}
+
+static int qemu_pause(const char *dir, uint64_t deadline, vmctl_error **reterr)
+{
+    return qmp_simple(dir, "stop", deadline, false, reterr);
+}
+
+static int qemu_resume(const char *dir, uint64_t deadline, vmctl_error **reterr)
+{
+    return qmp_simple(dir, "cont", deadline, false, reterr);
+}
+
+static int qemu_powerdown(const char *dir, uint64_t deadline, vmctl_error **reterr)
+{
+    return qmp_simple(dir, "system_powerdown", deadline, false, reterr);
+}
+
+static int qemu_quit(const char *dir, uint64_t deadline, vmctl_error **reterr)
+{
+    return qmp_simple(dir, "quit", deadline, true, reterr);
+}
+
+const backend_ops qemu_backend = {
+    .name = "qemu",
+    .launch = qemu_launch,
+    .pause = qemu_pause,
+    .resume = qemu_resume,
+    .powerdown = qemu_powerdown,
+    .quit = qemu_quit,
+};

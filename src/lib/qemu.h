@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/* Internals of the QEMU backend (qemu.c), exposed for host.c and the unit tests. Everything
+ * else goes through qemu_backend (backend.h). */
+#pragma once
+
+#include <vmctl/error.h>
+
+#include "vm-spec.h"
+
+/* The QMP socket in a VM directory (QEMU is the server). */
+#define QEMU_FILE_QMP_SOCK "qmp.sock"
+
+/* Name of the environment variable that overrides the QEMU binary (a path, or a name looked up
+ * in $PATH). */
+#define QEMU_BINARY_ENV     "VMCTL_QEMU"
+#define QEMU_BINARY_DEFAULT "qemu-system-x86_64"
+
+/* The QEMU binary: $VMCTL_QEMU, else qemu-system-x86_64, resolved through $PATH. Fails with
+ * qemu::spawn_failed naming the binary when it is missing or not executable. */
+int qemu_find_binary(char **ret, vmctl_error **reterr);
+
+/* The full argv (argv[0] = binary, NULL-terminated) that launches spec detached, with its
+ * sockets, logs and pid file in dir (must be absolute: QEMU changes to / when it daemonizes).
+ * Fails with config::invalid for a spec QEMU cannot run (unknown machine or accel, nothing to
+ * boot, unresolved host port, paths too long for a unix socket) and network::setup_failed for
+ * tap networking (not supported yet). */
+int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
+                    vmctl_error **reterr);

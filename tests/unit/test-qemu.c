@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU backend: argv building (no QEMU needed), then real launches under TCG with a real
+ * kernel: $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, else /tmp/kexp/{vmlinux,initrd.gz}. Without a
+ * kernel or QEMU the launch tests are skipped (exit 77 once the argv tests have passed). The
+ * test initrd prints READY-MARK on the serial console and powers off. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "error.h"
+#include "qemu.h"
+#include "qmp.h"
+#include "util/util.h"
+
+static char tmpdir[] = "/tmp/test-qemu-XXXXXX";
+
+/* ---------- helpers ---------- */
+
+/* Index of the element equal to s (after from), or -1. */
+static int argv_find(char **argv, const char *s)
+{
+    for (int i = 0; argv[i]; i++)
+        if (streq(argv[i], s))
+            return i;
+    return -1;
+}
+
+/* Is "opt value" a consecutive pair in argv? */
+static bool argv_has_pair(char **argv, const char *opt, const char *value)
+{
+    for (int i = 0; argv[i] && argv[i + 1]; i++)
+        if (streq(argv[i], opt) && streq(argv[i + 1], value))
+            return true;
+    return false;
+}
+
+static bool argv_has_pair_prefix(char **argv, const char *opt, const char *prefix)
+{
+    for (int i = 0; argv[i] && argv[i + 1]; i++)
+        if (streq(argv[i], opt) && str_startswith(argv[i + 1], prefix))
+            return true;
+    return false;
+}
+
+static void dump_argv(char **argv)
+{
+    for (int i = 0; argv[i]; i++)
+        print_message("%s ", argv[i]);
+    print_message("\n");
+}
+
+static vm_spec *spec_microvm(void)
+{
+    vm_spec *s = calloc(1, sizeof(*s));
+    s->name = strdup("t1");
+    s->backend = strdup("qemu");
+    s->machine = strdup("microvm");
+    s->accel = strdup("tcg");
+    s->vcpus = 2;
+    s->memory_mib = 384;
+    s->image = strdup("default");
+    s->kernel = strdup("/boot/vmlinux");
+    s->initrd = strdup("/boot/initrd.gz");
+    s->cmdline = strdup("console=ttyS0 quiet panic=-1");
+    s->net = strdup("none");
+    s->agent = true;
+    return s;
+}
+
+static bool has_note_containing(const vmctl_error *e, const char *needle)
+{
+    for (size_t i = 0; i < vmctl_error_get_n_notes(e); i++)
+        if (strstr(vmctl_error_get_note(e, i), needle))
+            return true;
+    return false;
+}
+
+/* ---------- argv ---------- */
+
+static void test_argv_microvm(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->net = (free(s->net), strdup("user"));
+    vmctl_port_forward ports[] = {{.host_port = 2222, .guest_port = 22},
+                                  {.host_port = 5353, .guest_port = 53, .udp = true}};
+    s->ports = malloc(sizeof(ports));
+    memcpy(s->ports, ports, sizeof(ports));
+    s->n_ports = 2;
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
+    dump_argv(argv);
+    assert_string_equal(argv[0], "/usr/bin/qemu-system-x86_64");
+    assert_true(argv_has_pair(argv, "-M", "microvm"));
+    assert_true(argv_has_pair(argv, "-accel", "tcg"));
+    assert_int_equal(argv_find(argv, "-cpu"), -1); /* -cpu host is for KVM only */
+    assert_true(argv_has_pair(argv, "-smp", "2"));
+    assert_true(argv_has_pair(argv, "-m", "384"));
+    assert_true(argv_find(argv, "-nodefaults") > 0);
+    assert_true(argv_find(argv, "-no-user-config") > 0);
+    assert_true(argv_has_pair(argv, "-display", "none"));
+    assert_true(argv_find(argv, "-no-reboot") > 0);
+    assert_true(argv_has_pair(argv, "-kernel", "/boot/vmlinux"));
+    assert_true(argv_has_pair(argv, "-initrd", "/boot/initrd.gz"));
+    /* the command line is passed whole, as one argument */
+    assert_true(argv_has_pair(argv, "-append", "console=ttyS0 quiet panic=-1"));
+    assert_int_equal(argv_find(argv, "-drive"), -1);
+    assert_true(argv_has_pair(argv, "-chardev",
+                              "socket,id=qmp,path=/v/t1/qmp.sock,server=on,"
+                              "wait=off"));
+    assert_true(argv_has_pair(argv, "-mon", "chardev=qmp,mode=control"));
+    assert_true(argv_has_pair(argv, "-chardev",
+                              "socket,id=console,path=/v/t1/console.sock,server=on,wait=off,"
+                              "logfile=/v/t1/console.log,logappend=on"));
+    assert_true(argv_has_pair(argv, "-serial", "chardev:console"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-serial-device"));
+    assert_true(argv_has_pair(argv, "-chardev",
+                              "socket,id=agent,path=/v/t1/agent.sock,server=on,wait=off"));
+    assert_true(
+        argv_has_pair(argv, "-device", "virtserialport,chardev=agent,name=org.vmctl.agent"));
+    assert_true(argv_has_pair(argv, "-netdev",
+                              "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,"
+                              "hostfwd=udp:127.0.0.1:5353-:53"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-net-device,netdev=n0"));
+    /* detached by vmctl itself: QEMU's -daemonize would lose or truncate qemu.log */
+    assert_int_equal(argv_find(argv, "-daemonize"), -1);
+    assert_int_equal(argv_find(argv, "-D"), -1);
+    assert_true(argv_has_pair(argv, "-pidfile", "/v/t1/qemu.pid"));
+    assert_true(argv_has_pair(argv, "-name", "t1"));
+}
+
+static void test_argv_q35_disk_kvm(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->machine = (free(s->machine), strdup("q35"));
+    s->accel = (free(s->accel), strdup("kvm"));
+    free(s->kernel), free(s->initrd), free(s->cmdline);
+    s->kernel = s->initrd = s->cmdline = NULL;
+    s->disk = strdup("/v/t1/disk.qcow2");
+    s->net = (free(s->net), strdup("user"));
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+    dump_argv(argv);
+    assert_true(argv_has_pair(argv, "-M", "q35"));
+    assert_true(argv_has_pair(argv, "-accel", "kvm"));
+    assert_true(argv_has_pair(argv, "-cpu", "host"));
+    assert_int_equal(argv_find(argv, "-kernel"), -1);
+    assert_int_equal(argv_find(argv, "-no-reboot"), -1);
+    assert_true(argv_has_pair(argv, "-drive",
+                              "file=/v/t1/disk.qcow2,format=qcow2,if=none,id=disk0,discard=unmap"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-serial-pci"));
+    assert_true(argv_has_pair(argv, "-netdev", "user,id=n0"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-net-pci,netdev=n0"));
+}
+
+static void test_argv_options(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    /* commas in paths are doubled inside option values, not in plain arguments */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->agent = false;
+        cleanup_strv char **argv = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/a,b", &argv, &err), 0);
+        assert_true(argv_has_pair_prefix(argv, "-chardev", "socket,id=qmp,path=/v/a,,b/qmp.sock,"));
+        assert_true(argv_has_pair(argv, "-pidfile", "/v/a,b/qemu.pid"));
+        assert_int_equal(argv_find(argv, "-netdev"), -1); /* net none */
+        assert_int_equal(argv_find(argv, "virtio-serial-device"), -1);
+        assert_false(argv_has_pair_prefix(argv, "-chardev", "socket,id=agent"));
+    }
+    /* a q35 guest with a kernel and a disk boots the kernel, not the disk */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("q35"));
+        s->disk = strdup("/d.qcow2");
+        cleanup_strv char **argv = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), 0);
+        assert_true(argv_has_pair(argv, "-device", "virtio-blk-pci,drive=disk0"));
+        assert_true(argv_has_pair(argv, "-kernel", "/boot/vmlinux"));
+    }
+}
+
+static void test_argv_errors(void **state)
+{
+    cleanup_strv char **argv = NULL;
+
+    /* tap: not yet */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->net = (free(s->net), strdup("tap"));
+        cleanup_error vmctl_error *err = NULL;
+        assert_true(qemu_build_argv(s, "qemu", "/v", &argv, &err) < 0);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::network::setup_failed");
+        assert_non_null(strstr(vmctl_error_get_message(err), "not supported yet"));
+    }
+    /* unknown machine, accel, net */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("pc-i440fx"));
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "machine");
+    }
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->accel = (free(s->accel), strdup("auto"));
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "accel");
+    }
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->net = (free(s->net), strdup("bridge"));
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "net");
+    }
+    /* microvm needs a kernel */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        free(s->kernel), free(s->initrd);
+        s->kernel = s->initrd = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "kernel");
+    }
+    /* an unresolved host port */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->net = (free(s->net), strdup("user"));
+        s->ports = calloc(1, sizeof(*s->ports));
+        s->ports[0].guest_port = 80;
+        s->n_ports = 1;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "port");
+    }
+    /* a directory too long for unix socket paths */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        char dir[120];
+        memset(dir, 'd', sizeof(dir) - 1);
+        dir[0] = '/';
+        dir[sizeof(dir) - 1] = 0;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", dir, &argv, &err), -ENAMETOOLONG);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+    }
+    assert_null(argv);
+}
+
+static void test_binary_override_missing(void **state)
+{
+    cleanup_free char *saved = getenv("VMCTL_QEMU") ? strdup(getenv("VMCTL_QEMU")) : NULL;
+    setenv("VMCTL_QEMU", "/nonexistent/qemu-system-x86_64", 1);
+    cleanup_free char *bin = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_find_binary(&bin, &err), -ENOENT);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
+    assert_non_null(strstr(vmctl_error_get_message(err), "/nonexistent/qemu-system-x86_64"));
+
+    /* and launch reports it the same way, before touching anything */
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    vmctl_error_free(TAKE_PTR(err));
+    pid_t pid = 0;
+    uint64_t start = 0;
+    assert_int_equal(qemu_backend.launch(s, tmpdir, &pid, &start, &err), -ENOENT);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
+    assert_non_null(strstr(vmctl_error_get_message(err), "/nonexistent/qemu-system-x86_64"));
+    assert_int_equal(pid, 0);
+    if (saved)
+        setenv("VMCTL_QEMU", saved, 1);
+    else
+        unsetenv("VMCTL_QEMU");
+}
+
+/* ---------- real launches ---------- */
+
+static const char *test_kernel, *test_initrd;
+static char *tsc_khz_arg; /* tsc_early_khz=... avoids the TCG PIT calibration hang */
+
+static char *host_tsc_khz(void)
+{
+    cleanup_free char *info = NULL;
+    if (read_file("/proc/cpuinfo", &info, NULL) < 0)
+        return NULL;
+    char *p = strstr(info, "cpu MHz");
+    if (!p || !(p = strchr(p, ':')))
+        return NULL;
+    double mhz = strtod(p + 1, NULL);
+    if (mhz <= 0)
+        return NULL;
+    return str_printf(" tsc_early_khz=%.0f", mhz * 1000.0);
+}
+
+static char *new_vm_dir(const char *name)
+{
+    char *d = str_printf("%s/%s", tmpdir, name);
+    assert_non_null(d);
+    assert_int_equal(mkdir_p(d, 0755), 0);
+    return d;
+}
+
+static vm_spec *spec_real(const char *name, const char *machine)
+{
+    vm_spec *s = calloc(1, sizeof(*s));
+    s->name = strdup(name);
+    s->backend = strdup("qemu");
+    s->machine = strdup(machine);
+    s->accel = strdup("tcg");
+    s->vcpus = 1;
+    s->memory_mib = 256;
+    s->image = strdup("test");
+    s->kernel = strdup(test_kernel);
+    s->initrd = test_initrd ? strdup(test_initrd) : NULL;
+    s->cmdline = str_printf("console=ttyS0 quiet panic=-1%s", tsc_khz_arg ? tsc_khz_arg : "");
+    s->net = strdup("none");
+    s->agent = true;
+    return s;
+}
+
+/* Processes whose command line mentions dir (the VM's files): none may survive a failure. */
+static int procs_mentioning(const char *dir)
+{
+    int count = 0;
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == getpid())
+            continue;
+        cleanup_free char *path = str_printf("/proc/%ld/cmdline", pid);
+        cleanup_free char *cmd = NULL;
+        size_t len = 0;
+        if (read_file(path, &cmd, &len) < 0 || len == 0)
+            continue;
+        for (size_t i = 0; i + 1 < len; i++)
+            if (!cmd[i])
+                cmd[i] = ' ';
+        if (strstr(cmd, dir) && proc_alive((pid_t)pid, 0))
+            count++;
+    }
+    closedir(d);
+    return count;
+}
+
+static bool wait_gone(pid_t pid, uint64_t start, uint64_t usec)
+{
+    uint64_t deadline = now_usec() + usec;
+    while (proc_alive(pid, start)) {
+        if (now_usec() > deadline)
+            return false;
+        sleep_usec(10000);
+    }
+    return true;
+}
+
+static bool file_contains(const char *path, const char *needle)
+{
+    cleanup_free char *s = NULL;
+    return read_file(path, &s, NULL) == 0 && strstr(s, needle);
+}
+
+static const char *query_status(const char *dir)
+{
+    static char buf[64];
+    cleanup_free char *sock = str_printf("%s/qmp.sock", dir);
+    cleanup_qmp qmp *q = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    if (qmp_connect(sock, now_usec() + 10000000, &q, &err) < 0)
+        return "connect-failed";
+    json_t *ret = NULL;
+    if (qmp_execute(q, "query-status", NULL, &ret, now_usec() + 10000000, &err) < 0)
+        return "error";
+    snprintf(buf, sizeof(buf), "%s", json_string_value(json_object_get(ret, "status")));
+    json_decref(ret);
+    return buf;
+}
+
+static int connect_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strncpy(sa.sun_path, path, sizeof(sa.sun_path) - 1);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read from fd until needle shows up or usec pass. */
+static bool read_until(int fd, const char *needle, uint64_t usec)
+{
+    uint64_t deadline = now_usec() + usec;
+    size_t cap = 1 << 20, len = 0;
+    cleanup_free char *buf = malloc(cap);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while (now_usec() < deadline && len + 1 < cap) {
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n == 0)
+            return false;
+        if (n < 0)
+            continue;
+        len += (size_t)n;
+        buf[len] = 0;
+        if (strstr(buf, needle))
+            return true;
+    }
+    return false;
+}
+
+static void test_launch_pause_resume_console(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-a");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-a", "microvm");
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    if (r < 0)
+        fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
+                 vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    assert_true(pid > 0);
+    assert_true(start > 0);
+    assert_true(proc_alive(pid, start));
+    assert_int_equal((long long)proc_start_time(pid), (long long)start);
+    /* detached: not our child */
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    cleanup_free char *pidfile = str_printf("%s/qemu.pid", dir);
+    cleanup_free char *pidtext = NULL;
+    assert_int_equal(read_file(pidfile, &pidtext, NULL), 0);
+    assert_int_equal(atoi(pidtext), pid);
+
+    /* the serial console is attachable */
+    cleanup_free char *con = str_printf("%s/console.sock", dir);
+    cleanup_close int confd = connect_unix(con);
+    assert_true(confd >= 0);
+
+    assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
+    assert_string_equal(query_status(dir), "paused");
+    assert_int_equal(qemu_backend.resume(dir, now_usec() + 10000000, &err), 0);
+    assert_string_equal(query_status(dir), "running");
+
+    /* the guest's output reaches the attached console and console.log */
+    bool seen = read_until(confd, "READY-MARK", 90000000);
+    cleanup_free char *log = str_printf("%s/console.log", dir);
+    if (!seen) {
+        kill(pid, SIGKILL);
+        fail_msg("READY-MARK not seen on console.sock");
+    }
+    /* the log is written as the console is: give it a moment to hit the file */
+    uint64_t deadline = now_usec() + 5000000;
+    while (!file_contains(log, "READY-MARK") && now_usec() < deadline)
+        sleep_usec(20000);
+    assert_true(file_contains(log, "READY-MARK"));
+
+    /* the test guest powers off by itself: QEMU must then be gone (a zombie counts as gone) */
+    if (!wait_gone(pid, start, 60000000)) {
+        kill(pid, SIGKILL);
+        fail_msg("QEMU still alive after the guest powered off");
+    }
+}
+
+static void test_launch_powerdown_quit(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-b");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-b", "microvm");
+    s->agent = false;
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    assert_true(proc_alive(pid, start));
+    assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
+    assert_int_equal(qemu_backend.powerdown(dir, now_usec() + 10000000, &err), 0);
+    assert_int_equal(qemu_backend.quit(dir, now_usec() + 10000000, &err), 0);
+    if (!wait_gone(pid, start, 20000000)) {
+        kill(pid, SIGKILL);
+        fail_msg("QEMU still alive after quit");
+    }
+    /* a QMP action on a VM that is gone fails cleanly with connect_failed */
+    int r = qemu_backend.pause(dir, now_usec() + 300000, &err);
+    assert_true(r < 0);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::qmp_connect_failed");
+    /* QEMU's exit message is in qemu.log */
+    cleanup_free char *qlog = str_printf("%s/qemu.log", dir);
+    assert_true(file_contains(qlog, "vmctl: starting"));
+}
+
+/* QEMU's stderr stays on qemu.log after startup: its exit message lands there. */
+static void test_launch_runtime_stderr_logged(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-t");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-t", "microvm");
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    if (!wait_gone(pid, start, 20000000)) {
+        kill(pid, SIGKILL);
+        fail_msg("QEMU still alive after SIGTERM");
+    }
+    cleanup_free char *qlog = str_printf("%s/qemu.log", dir);
+    assert_true(file_contains(qlog, "vmctl: starting"));
+    assert_true(file_contains(qlog, "terminating on signal 15"));
+}
+
+static void test_launch_q35_kernel(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-q");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-q", "q35");
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+        fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
+                 vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    cleanup_free char *log = str_printf("%s/console.log", dir);
+    uint64_t deadline = now_usec() + 90000000;
+    while (!file_contains(log, "READY-MARK") && now_usec() < deadline && proc_alive(pid, start))
+        sleep_usec(50000);
+    bool seen = file_contains(log, "READY-MARK");
+    (void)qemu_backend.quit(dir, now_usec() + 5000000, NULL);
+    if (!wait_gone(pid, start, 20000000))
+        kill(pid, SIGKILL);
+    assert_true(seen);
+}
+
+static void test_launch_bad_kernel(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-bad-kernel");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-bad-kernel", "microvm");
+    free(s->kernel);
+    s->kernel = str_printf("%s/no-such-vmlinux", dir);
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    assert_true(r < 0);
+    assert_int_equal(pid, 0);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
+    /* QEMU's own words, from qemu.log */
+    assert_true(has_note_containing(err, "could not open kernel file"));
+    assert_true(has_note_containing(err, "no-such-vmlinux"));
+    /* nothing left: no process, no sockets, no pid file */
+    assert_int_equal(procs_mentioning(dir), 0);
+    cleanup_free char *sock = str_printf("%s/qmp.sock", dir);
+    cleanup_free char *pidf = str_printf("%s/qemu.pid", dir);
+    assert_false(file_exists(sock));
+    assert_false(file_exists(pidf));
+
+    /* a second failure quotes only its own launch's output */
+    vmctl_error_free(TAKE_PTR(err));
+    free(s->kernel);
+    s->kernel = str_printf("%s/other-missing-vmlinux", dir);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(has_note_containing(err, "other-missing-vmlinux"));
+    assert_false(has_note_containing(err, "no-such-vmlinux"));
+}
+
+static void test_launch_bad_disk(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-bad-disk");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-bad-disk", "q35");
+    free(s->kernel), free(s->initrd), free(s->cmdline);
+    s->kernel = s->initrd = s->cmdline = NULL;
+    s->disk = str_printf("%s/missing.qcow2", dir);
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
+    assert_true(has_note_containing(err, "missing.qcow2"));
+    assert_int_equal(procs_mentioning(dir), 0);
+}
+
+/* An option QEMU rejects while parsing, before any socket exists. */
+static void test_launch_bad_option(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-bad-smp");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-bad-smp", "microvm");
+    s->vcpus = 5000;
+    pid_t pid = 0;
+    uint64_t start = 0;
+    cleanup_error vmctl_error *err = NULL;
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
+    assert_true(has_note_containing(err, "Invalid SMP CPUs 5000"));
+    assert_int_equal(procs_mentioning(dir), 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    const struct CMUnitTest argv_tests[] = {
+        cmocka_unit_test(test_argv_microvm),
+        cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_options),
+        cmocka_unit_test(test_argv_errors),
+        cmocka_unit_test(test_binary_override_missing),
+    };
+    int failed = cmocka_run_group_tests_name("argv", argv_tests, NULL, NULL);
+    if (failed) {
+        rm_rf(tmpdir);
+        return failed;
+    }
+
+    const char *k = getenv("VMCTL_TEST_KERNEL");
+    const char *i = getenv("VMCTL_TEST_INITRD");
+    if (k && *k) {
+        test_kernel = k;
+        test_initrd = i && *i ? i : NULL;
+    } else if (file_exists("/tmp/kexp/vmlinux") && file_exists("/tmp/kexp/initrd.gz")) {
+        test_kernel = "/tmp/kexp/vmlinux";
+        test_initrd = "/tmp/kexp/initrd.gz";
+    }
+    cleanup_free char *qemu = NULL;
+    if (qemu_find_binary(&qemu, NULL) < 0 || !test_kernel) {
+        printf("skipping the launch tests: %s\n",
+               !qemu ? "qemu-system-x86_64 not found"
+                     : "no test kernel ($VMCTL_TEST_KERNEL, /tmp/kexp/vmlinux)");
+        rm_rf(tmpdir);
+        return 77;
+    }
+    tsc_khz_arg = host_tsc_khz();
+    const struct CMUnitTest launch_tests[] = {
+        cmocka_unit_test(test_launch_pause_resume_console),
+        cmocka_unit_test(test_launch_powerdown_quit),
+        cmocka_unit_test(test_launch_runtime_stderr_logged),
+        cmocka_unit_test(test_launch_q35_kernel),
+        cmocka_unit_test(test_launch_bad_kernel),
+        cmocka_unit_test(test_launch_bad_disk),
+        cmocka_unit_test(test_launch_bad_option),
+    };
+    failed = cmocka_run_group_tests_name("launch", launch_tests, NULL, NULL);
+    free(tsc_khz_arg);
+    rm_rf(tmpdir);
+    return failed;
+}
