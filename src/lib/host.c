@@ -385,7 +385,7 @@ static char *find_tool(const char *name)
     char *p = find_in_path(name);
     if (p)
         return p;
-    static const char *const dirs[] = {"/usr/sbin", "/sbin", "/usr/bin", "/bin"};
+    static const char *const dirs[] = {"/usr/sbin", "/sbin"};
     for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
         p = str_printf("%s/%s", dirs[i], name);
         if (p && is_executable(p))
@@ -473,11 +473,14 @@ static void check_accel(check_list *l, const char *qemu)
     if (kvm_ok)
         check_add(l, "kvm", VMCTL_CHECK_OK,
                   str_printf(KVM_DEVICE " usable (KVM API %d)", KVM_API_VERSION), NULL);
-    else
-        check_add(l, "kvm", tcg == 1 ? VMCTL_CHECK_WARN : VMCTL_CHECK_FAIL,
-                  str_printf("KVM not usable: %s", reason),
+    else if (tcg == 1)
+        check_add(l, "kvm", VMCTL_CHECK_WARN, str_printf("KVM not usable: %s", reason),
                   "VMs run under TCG, which is slower; on a host with working KVM, `--accel "
                   "auto` (the default) uses it automatically.");
+    else
+        check_add(l, "kvm", VMCTL_CHECK_FAIL, str_printf("KVM not usable: %s", reason),
+                  "Neither KVM nor TCG works, so no VM can run: install QEMU with TCG "
+                  "(`apt-get install qemu-system-x86`) or use a host with working KVM.");
 
     if (tcg == 1)
         check_add(l, "tcg", VMCTL_CHECK_OK, strdup("TCG available (qemu -accel help lists tcg)"),

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The QEMU backend: argv building (no QEMU needed), then real launches under TCG with a real
- * kernel: $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, else /tmp/kexp/{vmlinux,initrd.gz}. Without a
- * kernel or QEMU the launch tests are skipped (exit 77 once the argv tests have passed). The
- * test initrd prints READY-MARK on the serial console and powers off. */
+/* The QEMU backend and the host: argv building, backend and accelerator choice and the doctor
+ * checks (no guest needed), then real launches under TCG with a real kernel:
+ * $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, else /tmp/kexp/{vmlinux,initrd.gz}. Without a kernel or
+ * QEMU the launch tests are skipped (exit 77 once the quick tests have passed). The test initrd
+ * prints READY-MARK on the serial console and powers off. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +22,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <vmctl/host.h>
+#include <vmctl/vm.h>
 
 #include "backend.h"
 #include "error.h"
@@ -291,6 +295,164 @@ static void test_binary_override_missing(void **state)
         setenv("VMCTL_QEMU", saved, 1);
     else
         unsetenv("VMCTL_QEMU");
+}
+
+/* ---------- host: backends, accelerators, doctor ---------- */
+
+static void test_backend_find(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    assert_ptr_equal(backend_find(NULL, &err), &qemu_backend);
+    assert_ptr_equal(backend_find("qemu", &err), &qemu_backend);
+    assert_null(err);
+    assert_null(backend_find("firecracker", &err));
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::backend::not_available");
+    assert_non_null(strstr(vmctl_error_get_message(err), "not built yet"));
+    assert_null(backend_find("propolis", &err));
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::backend::not_available");
+    assert_non_null(strstr(vmctl_error_get_message(err), "illumos"));
+    assert_null(backend_find("xen", &err));
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+}
+
+static void test_accel_resolve(void **state)
+{
+    cleanup_free char *reason = kvm_unusable_reason();
+    print_message("KVM here: %s\n", reason ? reason : "usable");
+    /* this project's hosts run nested paravirtual KVM: it must be named as the reason */
+    if (file_exists("/sys/module/kvm_pvm")) {
+        assert_non_null(reason);
+        assert_non_null(strstr(reason, "kvm_pvm"));
+        assert_non_null(strstr(reason, "MSR 0x10a"));
+    }
+    if (!file_exists("/dev/kvm")) {
+        assert_non_null(reason);
+        assert_non_null(strstr(reason, "/dev/kvm"));
+    }
+
+    cleanup_error vmctl_error *err = NULL;
+    char *accel = NULL, *notice = NULL;
+    assert_int_equal(accel_resolve("tcg", &accel, &notice, &err), 0);
+    assert_string_equal(accel, "tcg");
+    assert_null(notice);
+    free(accel);
+
+    assert_int_equal(accel_resolve("auto", &accel, &notice, &err), 0);
+    if (reason) {
+        assert_string_equal(accel, "tcg");
+        assert_non_null(notice);
+        assert_true(str_startswith(notice, "KVM is not usable here ("));
+        assert_non_null(strstr(notice, reason));
+        assert_non_null(strstr(notice, "); using TCG"));
+    } else {
+        assert_string_equal(accel, "kvm");
+        assert_null(notice);
+    }
+    free(accel);
+    free(notice);
+    accel = notice = NULL;
+    /* NULL means auto */
+    assert_int_equal(accel_resolve(NULL, &accel, NULL, &err), 0);
+    assert_string_equal(accel, reason ? "tcg" : "kvm");
+    free(accel);
+    accel = NULL;
+
+    int r = accel_resolve("kvm", &accel, &notice, &err);
+    if (reason) {
+        assert_int_equal(r, -ENODEV);
+        assert_null(accel);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::host::kvm_unavailable");
+        assert_string_equal(vmctl_error_find_detail(err, "reason"), reason);
+    } else {
+        assert_int_equal(r, 0);
+        assert_string_equal(accel, "kvm");
+        free(accel);
+        accel = NULL;
+    }
+    vmctl_error_free(TAKE_PTR(err));
+    assert_int_equal(accel_resolve("hvf", &accel, &notice, &err), -EINVAL);
+    assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+    assert_string_equal(vmctl_error_find_detail(err, "field"), "accel");
+}
+
+static const vmctl_host_check *find_check(const vmctl_host_check *l, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (streq(l[i].name, name))
+            return &l[i];
+    return NULL;
+}
+
+static void test_host_checks(void **state)
+{
+    cleanup_free char *home = str_printf("%s/home", tmpdir);
+    vmctl_ctx *ctx = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(vmctl_ctx_new(home, &ctx, &err), 0);
+    vmctl_host_check *l = NULL;
+    size_t n = 0;
+    uint64_t t0 = now_usec();
+    assert_int_equal(vmctl_host_check_all(ctx, &l, &n, &err), 0);
+    print_message("doctor took %llu ms\n", (unsigned long long)((now_usec() - t0) / 1000));
+    for (size_t i = 0; i < n; i++) {
+        print_message("%-9s %-4s %s\n", l[i].name, vmctl_check_status_to_string(l[i].status),
+                      l[i].summary);
+        assert_non_null(l[i].summary);
+        /* everything that is not OK says what to do */
+        if (l[i].status != VMCTL_CHECK_OK)
+            assert_non_null(l[i].help);
+    }
+    const char *names[] = {"qemu",    "qemu-img", "kvm",  "tcg", "store",   "vsock",
+                           "apt-get", "dpkg-deb", "cpio", "lz4", "modinfo", "gzip"};
+    for (size_t i = 0; i < ELEMENTSOF(names); i++)
+        assert_non_null(find_check(l, n, names[i]));
+
+    cleanup_free char *qemu = NULL;
+    bool have_qemu = qemu_find_binary(&qemu, NULL) == 0;
+    const vmctl_host_check *c = find_check(l, n, "qemu");
+    assert_int_equal(c->status, have_qemu ? VMCTL_CHECK_OK : VMCTL_CHECK_FAIL);
+    if (have_qemu) {
+        assert_non_null(strstr(c->summary, qemu));
+        assert_non_null(strstr(c->summary, "QEMU emulator version"));
+    }
+    c = find_check(l, n, "store");
+    assert_int_equal(c->status, VMCTL_CHECK_OK);
+    assert_non_null(strstr(c->summary, home));
+    cleanup_free char *reason = kvm_unusable_reason();
+    c = find_check(l, n, "kvm");
+    if (reason) {
+        assert_int_not_equal(c->status, VMCTL_CHECK_OK);
+        assert_non_null(strstr(c->summary, reason));
+        assert_non_null(strstr(c->help, "TCG"));
+    } else {
+        assert_int_equal(c->status, VMCTL_CHECK_OK);
+    }
+    c = find_check(l, n, "vsock");
+    assert_int_equal(c->status,
+                     file_exists("/dev/vhost-vsock") ? VMCTL_CHECK_OK : VMCTL_CHECK_WARN);
+    c = find_check(l, n, "gzip");
+    assert_int_equal(c->status, VMCTL_CHECK_OK); /* gzip is essential on Debian */
+    vmctl_host_check_list_free(l, n);
+
+    /* without QEMU: qemu and tcg fail; KVM can no longer be a mere warning */
+    cleanup_free char *saved = getenv("VMCTL_QEMU") ? strdup(getenv("VMCTL_QEMU")) : NULL;
+    setenv("VMCTL_QEMU", "/nonexistent/qemu", 1);
+    assert_int_equal(vmctl_host_check_all(ctx, &l, &n, &err), 0);
+    assert_int_equal(find_check(l, n, "qemu")->status, VMCTL_CHECK_FAIL);
+    assert_non_null(strstr(find_check(l, n, "qemu")->summary, "/nonexistent/qemu"));
+    assert_int_equal(find_check(l, n, "tcg")->status, VMCTL_CHECK_FAIL);
+    if (reason)
+        assert_int_equal(find_check(l, n, "kvm")->status, VMCTL_CHECK_FAIL);
+    vmctl_host_check_list_free(l, n);
+    if (saved)
+        setenv("VMCTL_QEMU", saved, 1);
+    else
+        unsetenv("VMCTL_QEMU");
+
+    assert_string_equal(vmctl_check_status_to_string(VMCTL_CHECK_OK), "ok");
+    assert_string_equal(vmctl_check_status_to_string(VMCTL_CHECK_WARN), "warn");
+    assert_string_equal(vmctl_check_status_to_string(VMCTL_CHECK_FAIL), "fail");
+    vmctl_ctx_free(ctx);
 }
 
 /* ---------- real launches ---------- */
@@ -623,14 +785,17 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    const struct CMUnitTest argv_tests[] = {
+    const struct CMUnitTest quick_tests[] = {
         cmocka_unit_test(test_argv_microvm),
         cmocka_unit_test(test_argv_q35_disk_kvm),
         cmocka_unit_test(test_argv_options),
         cmocka_unit_test(test_argv_errors),
         cmocka_unit_test(test_binary_override_missing),
+        cmocka_unit_test(test_backend_find),
+        cmocka_unit_test(test_accel_resolve),
+        cmocka_unit_test(test_host_checks),
     };
-    int failed = cmocka_run_group_tests_name("argv", argv_tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("quick", quick_tests, NULL, NULL);
     if (failed) {
         rm_rf(tmpdir);
         return failed;
