@@ -254,6 +254,8 @@ int cli_vm_done(cli *c, const char *name, const char *done);
 /* Run argv in the VM and pass its output on (byte-exact, or one JSON object with --json).
  * Returns the command's status (128+N for signal N), or EXIT_ERROR after rendering an error. */
 int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);
+/* The output part of it, for a result obtained elsewhere (clears res). */
+int cli_exec_report(cli *c, vmctl_exec_result *res);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
 

@@ -78,6 +78,32 @@ static int read_all(int fd, char **ret, size_t *ret_len)
     return 0;
 }
 
+int cli_exec_report(cli *c, vmctl_exec_result *res)
+{
+    int status = res->signal ? 128 + res->signal : res->exit_code & 0xff;
+    if (c->json) {
+        json_t *o = json_object();
+        json_object_set_new(o, "exit_code",
+                            res->signal ? json_null() : json_integer(res->exit_code));
+        json_object_set_new(o, "signal", res->signal ? json_integer(res->signal) : json_null());
+        json_object_set_new(o, "stdout", render_json_bytes(res->out ? res->out : "", res->out_len));
+        json_object_set_new(o, "stderr", render_json_bytes(res->err ? res->err : "", res->err_len));
+        vmctl_exec_result_clear(res);
+        if (render_json(o) != EXIT_OK)
+            return EXIT_ERROR;
+        return status;
+    }
+
+    fflush(stdout);
+    fflush(stderr);
+    int r1 = res->out_len ? cli_write_all(STDOUT_FILENO, res->out, res->out_len) : 0;
+    int r2 = res->err_len ? cli_write_all(STDERR_FILENO, res->err, res->err_len) : 0;
+    vmctl_exec_result_clear(res);
+    if (r1 < 0 || r2 < 0)
+        return EXIT_ERROR;
+    return status;
+}
+
 int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
 {
     vmctl_exec_result res = {};
@@ -87,28 +113,7 @@ int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
         vmctl_exec_result_clear(&res);
         return render_error(c, e);
     }
-
-    int status = res.signal ? 128 + res.signal : res.exit_code & 0xff;
-    if (c->json) {
-        json_t *o = json_object();
-        json_object_set_new(o, "exit_code", res.signal ? json_null() : json_integer(res.exit_code));
-        json_object_set_new(o, "signal", res.signal ? json_integer(res.signal) : json_null());
-        json_object_set_new(o, "stdout", render_json_bytes(res.out ? res.out : "", res.out_len));
-        json_object_set_new(o, "stderr", render_json_bytes(res.err ? res.err : "", res.err_len));
-        vmctl_exec_result_clear(&res);
-        if (render_json(o) != EXIT_OK)
-            return EXIT_ERROR;
-        return status;
-    }
-
-    fflush(stdout);
-    fflush(stderr);
-    int r1 = res.out_len ? cli_write_all(STDOUT_FILENO, res.out, res.out_len) : 0;
-    int r2 = res.err_len ? cli_write_all(STDERR_FILENO, res.err, res.err_len) : 0;
-    vmctl_exec_result_clear(&res);
-    if (r1 < 0 || r2 < 0)
-        return EXIT_ERROR;
-    return status;
+    return cli_exec_report(c, &res);
 }
 
 int cmd_exec(cli *c, int argc, char **argv)

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* vmctl run NAME [create options] [--rm] [--timeout S] [-- CMD ARGS...] */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
 #include "cli.h"
 #include "render.h"
 
@@ -33,6 +37,100 @@ static const struct option options[] = {
     {},
 };
 
+/* Start + wait + exec: the part of run that can take long. With --rm it runs in a worker thread
+ * (with its own context) so that a signal can end it at once: the main thread then kills the VM,
+ * which makes the worker's wait or exec fail quickly, and destroys it once the worker is done. */
+struct run_job {
+    cli *c;
+    const char *home;
+    const char *name;
+    double timeout;
+    char *const *cmd;
+    bool started;
+    bool exec_ok;
+    vmctl_error *err;
+    vmctl_exec_result res;
+    atomic_bool done;
+};
+
+static void run_job(struct run_job *j, vmctl_ctx *ctx)
+{
+    if (vmctl_vm_start(ctx, j->name, true, j->timeout, &j->err) < 0)
+        return;
+    j->started = true;
+    if (!j->cmd)
+        return;
+    vmctl_exec_opts opts = {.argv = j->cmd};
+    if (vmctl_exec(ctx, j->name, &opts, &j->res, &j->err) < 0)
+        return;
+    j->exec_ok = true;
+}
+
+static void *run_job_thread(void *userdata)
+{
+    struct run_job *j = userdata;
+    vmctl_ctx *ctx = NULL;
+    if (vmctl_ctx_new(j->home, &ctx, &j->err) >= 0) {
+        vmctl_ctx_set_log(ctx, render_log, j->c);
+        run_job(j, ctx);
+        vmctl_ctx_free(ctx);
+    }
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* Run the job in a thread while waiting for signals; returns the first signal, or 0. */
+static int run_job_interruptible(cli *c, struct run_job *j)
+{
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+
+    pthread_t t;
+    if (pthread_create(&t, NULL, run_job_thread, j) != 0) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        run_job(j, c->ctx);
+        return 0;
+    }
+
+    int sig = 0;
+    bool killed = false;
+    while (!atomic_load(&j->done)) {
+        if (sig && !killed) {
+            /* Kill until it works: right after the signal the VM may still be launching. */
+            vmctl_error *e = NULL;
+            killed = vmctl_vm_kill(c->ctx, j->name, &e) >= 0;
+            vmctl_error_free(e);
+        }
+        struct timespec ts = {.tv_nsec = 100 * 1000 * 1000};
+        int s = sigtimedwait(&set, NULL, &ts);
+        if (s > 0 && !sig) {
+            sig = s;
+            render_clear_progress(c);
+            fprintf(stderr, "SIG%s: stopping VM '%s' and removing it (--rm)\n", sigabbrev_np(s),
+                    j->name);
+        } else if (s > 0) {
+            /* A second signal: stop waiting for the worker; the caller destroys the VM. */
+            break;
+        }
+    }
+    if (atomic_load(&j->done))
+        pthread_join(t, NULL);
+    else
+        pthread_detach(t);
+
+    /* Swallow signals that arrived meanwhile, then restore the mask. */
+    struct timespec zero = {};
+    while (sigtimedwait(&set, NULL, &zero) > 0)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return sig;
+}
+
 /* Destroy after --rm; returns 0 or the exit code of a rendered error. */
 static int remove_vm(cli *c, const char *name)
 {
@@ -45,16 +143,6 @@ static int remove_vm(cli *c, const char *name)
         return render_error(c, e);
     }
     return 0;
-}
-
-static int interrupted_error(cli *c, const char *step)
-{
-    vmctl_error *e = NULL;
-    vmctl_error_new(&e, VMCTL_E_IO, EINTR, "interrupted by signal %d while %s",
-                    (int)cli_interrupted, step);
-    vmctl_error_set_help(e, "The VM is removed because of --rm; run the command again");
-    render_error(c, e);
-    return 128 + (int)cli_interrupted;
 }
 
 int cmd_run(cli *c, int argc, char **argv)
@@ -82,7 +170,7 @@ int cmd_run(cli *c, int argc, char **argv)
         create_args_done(&a);
         return r < 0 ? EXIT_ERROR : c->exit_code;
     }
-    if (c->n_args == 0 || (c->dashdash && c->n_args > 1) || (!c->dashdash && c->n_args > 1)) {
+    if (c->n_args != 1) {
         create_args_done(&a);
         if (c->n_args == 0)
             return cli_usage_error(c, "missing NAME");
@@ -103,91 +191,90 @@ int cmd_run(cli *c, int argc, char **argv)
         return EXIT_ERROR;
     }
 
-    /* From here on, with --rm, every way out goes through remove_vm(). Signals set a flag (a
-     * second one has its default effect) so an interrupted run still cleans up. */
-    if (rm)
-        cli_catch_signals(true);
-
     vmctl_error *e = NULL;
     r = vmctl_vm_create(ctx, &a.config, &e);
     create_args_done(&a);
-    if (r < 0) {
-        cli_restore_signals();
+    if (r < 0)
         return render_error(c, e);
-    }
+
+    struct run_job j = {
+        .c = c,
+        .home = vmctl_ctx_get_home(ctx),
+        .name = name,
+        .timeout = timeout >= 0 ? timeout : cli_default_wait_timeout(c, name),
+        .cmd = cmd,
+    };
+    int sig = 0;
+    if (rm)
+        sig = run_job_interruptible(c, &j);
+    else
+        run_job(&j, ctx);
 
     int status = EXIT_OK;
-    bool started = false;
-    if (rm && cli_interrupted) {
-        status = interrupted_error(c, "creating the VM");
-        goto finish;
+    if (sig) {
+        /* What failed after the signal is a consequence of the teardown, not news. */
+        if (atomic_load(&j.done)) { /* else a worker we stopped waiting for still owns them */
+            vmctl_error_free(TAKE_PTR(j.err));
+            vmctl_exec_result_clear(&j.res);
+        }
+        r = remove_vm(c, name);
+        vmctl_error_new(&e, VMCTL_E_IO, EINTR, "interrupted by SIG%s", sigabbrev_np(sig));
+        vmctl_error_add_detail(e, "vm", name);
+        vmctl_error_set_help(e, r == 0 ? "The VM was removed (--rm); run the command again"
+                                       : "Remove the VM with `vmctl destroy NAME --force`");
+        render_error(c, e);
+        return 128 + sig;
     }
 
-    if (timeout < 0)
-        timeout = cli_default_wait_timeout(c, name);
-    if (vmctl_vm_start(ctx, name, true, timeout, &e) < 0) {
+    if (!j.started) {
         if (!rm) {
             cleanup_free char *note = NULL;
             if (asprintf(&note,
                          "VM '%s' is left in place: see `vmctl logs %s`, remove it with "
                          "`vmctl destroy %s --force`",
                          name, name, name) >= 0)
-                vmctl_error_add_note(e, note);
+                vmctl_error_add_note(j.err, note);
         }
-        if (rm && cli_interrupted) {
-            vmctl_error_free(e);
-            status = interrupted_error(c, "booting");
-        } else {
-            status = render_error(c, e);
-        }
-        goto finish;
-    }
-    started = true;
-    if (rm && cli_interrupted) {
-        status = interrupted_error(c, "booting");
-        goto finish;
-    }
-
-    if (cmd) {
-        vmctl_exec_opts opts = {.argv = cmd};
-        status = cli_exec_and_report(c, name, &opts);
-        if (rm && cli_interrupted && status == EXIT_ERROR)
-            status = 128 + (int)cli_interrupted;
-    } else if (c->json && !rm) {
-        status = cli_vm_done(c, name, NULL);
+        status = render_error(c, TAKE_PTR(j.err));
+    } else if (cmd) {
+        if (j.exec_ok)
+            status = cli_exec_report(c, &j.res);
+        else
+            status = render_error(c, TAKE_PTR(j.err));
     } else if (!rm) {
-        vmctl_vm_info *vm = NULL;
-        if (vmctl_vm_get(ctx, name, &vm, &e) < 0) {
-            status = render_error(c, e);
+        if (c->json) {
+            status = cli_vm_done(c, name, NULL);
         } else {
-            render_vm_status(c, vm);
-            vmctl_vm_info_free(vm);
-        }
-    }
-
-finish:
-    if (rm) {
-        /* Without a command there is nothing to print but the outcome. */
-        vmctl_vm_info *vm = NULL;
-        if (!cmd && started && c->json && vmctl_vm_get(ctx, name, &vm, NULL) >= 0) {
-            json_t *doc = render_vm_json(vm);
-            vmctl_vm_info_free(vm);
-            r = remove_vm(c, name);
-            if (r == 0) {
-                json_object_set_new(doc, "destroyed", json_true());
-                status = render_json(doc);
+            vmctl_vm_info *vm = NULL;
+            if (vmctl_vm_get(ctx, name, &vm, &e) < 0) {
+                status = render_error(c, e);
             } else {
-                json_decref(doc);
-                status = r;
+                render_vm_status(c, vm);
+                vmctl_vm_info_free(vm);
             }
-        } else {
-            r = remove_vm(c, name);
-            if (r != 0 && status == EXIT_OK)
-                status = r;
-            else if (r == 0 && !cmd && started && !c->json)
-                printf("VM '%s' booted and is ready; destroyed it (--rm)\n", name);
         }
-        cli_restore_signals();
     }
+    vmctl_exec_result_clear(&j.res);
+    if (!rm)
+        return status;
+
+    /* --rm: destroy, whatever happened above. Without a command, the outcome is the output. */
+    vmctl_vm_info *vm = NULL;
+    if (!cmd && j.started && c->json && vmctl_vm_get(ctx, name, &vm, NULL) >= 0) {
+        json_t *doc = render_vm_json(vm);
+        vmctl_vm_info_free(vm);
+        r = remove_vm(c, name);
+        if (r != 0) {
+            json_decref(doc);
+            return r;
+        }
+        json_object_set_new(doc, "destroyed", json_true());
+        return render_json(doc);
+    }
+    r = remove_vm(c, name);
+    if (r != 0)
+        return status == EXIT_OK ? r : status;
+    if (!cmd && j.started && !c->json)
+        printf("VM '%s' booted and became ready; destroyed it (--rm)\n", name);
     return status;
 }
