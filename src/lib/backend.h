@@ -20,15 +20,19 @@
 
 typedef struct backend_ops {
     const char *name;
-    /* Launch detached (the VM outlives vmctl). On failure nothing is left running and the error
-     * (qemu::spawn_failed) carries the hypervisor's stderr tail as a note. */
+    /* Launch detached (the VM outlives vmctl and is not vmctl's child: wait for its death with
+     * proc_alive, not waitpid). Returns once the hypervisor answers on its control socket, with
+     * its pid and start time, within an internal bound (30 s, then vm_manager::timeout). On
+     * failure nothing is left running, stale sockets are removed, and the error
+     * (qemu::spawn_failed) carries the hypervisor's stderr tail from this launch as a note.
+     * Port forwards must have non-zero host ports (config::invalid otherwise). */
     int (*launch)(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
                   vmctl_error **reterr);
     int (*pause)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     int (*resume)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     /* Ask the guest to power off (ACPI); returns without waiting for it. */
     int (*powerdown)(const char *dir, uint64_t deadline, vmctl_error **reterr);
-    /* Ask the hypervisor to exit now. */
+    /* Ask the hypervisor to exit now; returns without waiting for the process to go. */
     int (*quit)(const char *dir, uint64_t deadline, vmctl_error **reterr);
 } backend_ops;
 

@@ -276,8 +276,11 @@ void vmctl_host_check_list_free(vmctl_host_check *list, size_t n)
     free(list);
 }
 
+/* Room for every check below (qemu, qemu-img, kvm, tcg, store, vsock and the tools). */
+#define MAX_CHECKS 32
+
 typedef struct check_list {
-    vmctl_host_check *items;
+    vmctl_host_check *items; /* MAX_CHECKS entries */
     size_t n;
     bool oom;
 } check_list;
@@ -285,13 +288,11 @@ typedef struct check_list {
 static vmctl_host_check *check_add(check_list *l, const char *name, vmctl_check_status status,
                                    char *summary, const char *help)
 {
-    vmctl_host_check *ni = realloc(l->items, sizeof(*ni) * (l->n + 1));
-    if (!ni) {
+    if (!l->items || l->n >= MAX_CHECKS) {
         free(summary);
         l->oom = true;
         return NULL;
     }
-    l->items = ni;
     vmctl_host_check *c = &l->items[l->n++];
     *c = (vmctl_host_check){
         .name = strdup(name),
@@ -598,7 +599,9 @@ int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmct
     if (!ret || !n)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
                         "vmctl_host_check_all: invalid arguments");
-    check_list l = {0};
+    check_list l = {.items = calloc(MAX_CHECKS, sizeof(vmctl_host_check))};
+    if (!l.items)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     cleanup_free char *qemu = NULL;
     (void)qemu_find_binary(&qemu, NULL);
 

@@ -279,6 +279,8 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
     int errnum = 0;
     int w = send_all(q, wire, tl + 1, deadline, &errnum);
     if (w == 0) {
+        /* part of the request may be out: the stream can no longer be trusted */
+        q->broken = true;
         cleanup_free char *op = str_printf("qmp %s", command);
         return err_timeout(reterr, op ? op : "qmp", seconds_between(start, deadline),
                            "cannot send QMP command '%s' before the deadline", command);

@@ -1,7 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* Our own QMP client: greeting, capability negotiation, commands with deadlines, events
- * skipped. Errors: qemu::qmp_connect_failed, qemu::qmp_command_failed (QEMU's desc as a note),
- * timeout (operation "qmp"). */
+ * skipped. Deadlines are absolute CLOCK_MONOTONIC usec (util's now_usec()); a deadline already
+ * past still allows what is immediately possible.
+ *
+ * Errors (return value, and the error's code):
+ *   -errno of connect(), qemu::qmp_connect_failed (detail path): the socket cannot be reached
+ *       (qmp_connect retries while it is missing or refusing, until the deadline);
+ *   -ECONNRESET, qemu::qmp_connect_failed: QEMU closed the connection before its greeting;
+ *   -ECONNRESET, qemu::qmp_command_failed: QEMU closed it before replying (expected after
+ *       "quit"); the connection is then unusable (-ENOTCONN for further commands);
+ *   -EIO (-EOPNOTSUPP for CommandNotFound), qemu::qmp_command_failed: QEMU's error reply, with
+ *       QEMU's desc as a note and details command and class;
+ *   -EMSGSIZE, qemu::qmp_command_failed: a line longer than 16 MiB;
+ *   -ETIMEDOUT, timeout (details operation "qmp <command>" or "qmp greeting",
+ *       timeout_seconds): the deadline passed; a reply arriving later is skipped by id. */
 #pragma once
 
 #include <jansson.h>
