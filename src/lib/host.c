@@ -142,6 +142,8 @@ static char *probe_vcpu(int kvm, int vm)
         .memory_size = (uint64_t)page,
         .userspace_addr = (uint64_t)(uintptr_t)mem,
     };
+    /* as QEMU and kvmtool do: Intel hosts without unrestricted guest need it for real mode */
+    (void)ioctl_retry(vm, KVM_SET_TSS_ADDR, (void *)0xfffbd000UL);
     int run_size = ioctl_retry(kvm, KVM_GET_VCPU_MMAP_SIZE, (void *)0);
     struct kvm_run *run = MAP_FAILED;
     struct kvm_sregs sregs;
