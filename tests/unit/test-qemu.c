@@ -812,8 +812,9 @@ int main(void)
     }
     cleanup_free char *qemu = NULL;
     if (qemu_find_binary(&qemu, NULL) < 0 || !test_kernel) {
+        const char *env = getenv("VMCTL_QEMU");
         printf("skipping the launch tests: %s\n",
-               !qemu ? "qemu-system-x86_64 not found"
+               !qemu ? (env && *env ? "$VMCTL_QEMU not found" : "qemu-system-x86_64 not found")
                      : "no test kernel ($VMCTL_TEST_KERNEL, /tmp/kexp/vmlinux)");
         rm_rf(tmpdir);
         return 77;
