@@ -173,16 +173,23 @@ int cli_usage_error(cli *c, const char *fmt, ...)
     va_end(ap);
     vmctl_error_new(&e, VMCTL_E_CLI_USAGE, EINVAL, "%s", msg ? msg : "usage error");
     const char *path = cmd_path(c);
-    cleanup_free char *help = NULL;
-    if (path && asprintf(&help, "Run `vmctl %s --help` for the options and an example", path) < 0)
-        help = NULL;
-    else if (!path && asprintf(&help, "Run `vmctl --help` for the list of commands") < 0)
-        help = NULL;
-    if (help)
-        vmctl_error_set_help(e, help);
+    cleanup_free char *help =
+        path ? cli_printf("Run `vmctl %s --help` for the options and an example", path) : NULL;
+    vmctl_error_set_help(e, help ? help : "Run `vmctl --help` for the list of commands");
     if (path)
         vmctl_error_add_detail(e, "command", path);
     return render_error(c, e);
+}
+
+char *cli_printf(const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL; /* its contents are undefined on failure */
+    va_end(ap);
+    return s;
 }
 
 int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected)
@@ -193,11 +200,12 @@ int cli_invalid_value(cli *c, const char *option, const char *value, const char 
     vmctl_error_add_detail(e, "field", option[0] == '-' ? option + 2 : option);
     vmctl_error_add_detail(e, "value", value);
     vmctl_error_add_detail(e, "allowed", expected);
-    cleanup_free char *help = NULL;
     const char *path = cmd_path(c);
-    if (path && asprintf(&help, "Give %s %s; `vmctl %s --help` lists what is allowed", option,
-                         expected, path) >= 0)
-        vmctl_error_set_help(e, help);
+    cleanup_free char *help =
+        path ? cli_printf("Give %s %s; `vmctl %s --help` lists what is allowed", option, expected,
+                          path)
+             : NULL;
+    vmctl_error_set_help(e, help); /* NULL: keep the catalogue's */
     return render_error(c, e);
 }
 

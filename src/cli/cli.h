@@ -122,6 +122,9 @@ int cli_getopt(cli *c, int argc, char **argv, const char *shortopts, const struc
 int cli_getopt_subcommand(cli *c, int argc, char **argv, const struct option *longopts,
                           int *ret_index);
 
+/* malloc'd printf, NULL on failure. */
+char *cli_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Render a usage error (vm_manager::cli::usage) and return EXIT_USAGE. */
 int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A bad option value: config::invalid naming the option, exit 1. */

@@ -159,12 +159,11 @@ int cmd_create(cli *c, int argc, char **argv)
     if (start) {
         if (vmctl_vm_start(ctx, name, false, 0, &e) < 0) {
             /* Keep the VM (create worked) and say so: the user can fix and start it. */
-            cleanup_free char *note = NULL;
-            if (asprintf(&note,
-                         "VM '%s' was created and is left in place; start it with `vmctl "
-                         "start %s` or remove it with `vmctl destroy %s`",
-                         name, name, name) >= 0)
-                vmctl_error_add_note(e, note);
+            cleanup_free char *note =
+                cli_printf("VM '%s' was created and is left in place; start it with `vmctl "
+                           "start %s` or remove it with `vmctl destroy %s`",
+                           name, name, name);
+            vmctl_error_add_note(e, note);
             return render_error(c, e);
         }
         return cli_vm_done(c, name, "Created and started");

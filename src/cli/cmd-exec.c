@@ -119,6 +119,7 @@ int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
 int cmd_exec(cli *c, int argc, char **argv)
 {
     cleanup_free char **env = NULL;
+    cleanup_free char *input = NULL;
     size_t n_env = 0;
     vmctl_exec_opts opts = {};
     bool interactive = false;
@@ -165,7 +166,6 @@ int cmd_exec(cli *c, int argc, char **argv)
     if (!ctx)
         return EXIT_ERROR;
 
-    cleanup_free char *input = NULL;
     if (interactive) {
         size_t len = 0;
         int r = read_all(STDIN_FILENO, &input, &len);

@@ -136,10 +136,9 @@ static int remove_vm(cli *c, const char *name)
 {
     vmctl_error *e = NULL;
     if (vmctl_vm_destroy(c->ctx, name, true, &e) < 0) {
-        cleanup_free char *note = NULL;
-        if (asprintf(&note, "the VM was not removed; remove it with `vmctl destroy %s --force`",
-                     name) >= 0)
-            vmctl_error_add_note(e, note);
+        cleanup_free char *note =
+            cli_printf("the VM was not removed; remove it with `vmctl destroy %s --force`", name);
+        vmctl_error_add_note(e, note);
         return render_error(c, e);
     }
     return 0;
@@ -228,12 +227,10 @@ int cmd_run(cli *c, int argc, char **argv)
 
     if (!j.started) {
         if (!rm) {
-            cleanup_free char *note = NULL;
-            if (asprintf(&note,
-                         "VM '%s' is left in place: see `vmctl logs %s`, remove it with "
-                         "`vmctl destroy %s --force`",
-                         name, name, name) >= 0)
-                vmctl_error_add_note(j.err, note);
+            cleanup_free char *note = cli_printf("VM '%s' is left in place: see `vmctl logs %s`, "
+                                                 "remove it with `vmctl destroy %s --force`",
+                                                 name, name, name);
+            vmctl_error_add_note(j.err, note);
         }
         status = render_error(c, TAKE_PTR(j.err));
     } else if (cmd) {

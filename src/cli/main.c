@@ -116,13 +116,11 @@ void cli_print_help(cli *c)
 static int not_implemented(cli *c, const char *what)
 {
     vmctl_error *e = NULL;
-    cleanup_free char *help = NULL;
     vmctl_error_new(&e, VMCTL_E_CLI_USAGE, ENOSYS, "'%s' is not implemented yet", what);
-    if (asprintf(&help,
-                 "`vmctl %s` is planned for a later release; `vmctl --help` lists the commands "
-                 "available now",
-                 what) >= 0)
-        vmctl_error_set_help(e, help);
+    cleanup_free char *help = cli_printf("`vmctl %s` is planned for a later release; `vmctl "
+                                         "--help` lists the commands available now",
+                                         what);
+    vmctl_error_set_help(e, help);
     vmctl_error_add_detail(e, "command", what);
     vmctl_error_add_detail(e, "issue", "not implemented yet");
     return render_error(c, e);
@@ -165,12 +163,10 @@ static int unknown_command(cli *c, const char *name)
             best = commands[i].name;
         }
     }
-    cleanup_free char *help = NULL;
-    if (best &&
-        asprintf(&help, "Did you mean `vmctl %s`? `vmctl --help` lists the commands", best) >= 0)
-        vmctl_error_set_help(e, help);
-    else
-        vmctl_error_set_help(e, "Run `vmctl --help` for the list of commands");
+    cleanup_free char *help =
+        best ? cli_printf("Did you mean `vmctl %s`? `vmctl --help` lists the commands", best)
+             : NULL;
+    vmctl_error_set_help(e, help ? help : "Run `vmctl --help` for the list of commands");
     return render_error(c, e);
 }
 
