@@ -61,5 +61,9 @@ int cmd_start(cli *c, int argc, char **argv)
     vmctl_error *e = NULL;
     if (vmctl_vm_start(ctx, name, wait, timeout < 0 ? 0 : timeout, &e) < 0)
         return render_error(c, e);
-    return cli_vm_done(c, name, wait ? "Started (ready)" : "Started");
+    if (!c->json && wait) {
+        printf("Started VM '%s'; it is ready\n", name);
+        return fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
+    }
+    return cli_vm_done(c, name, "Started");
 }
