@@ -185,10 +185,17 @@ int render_json(json_t *doc)
         fprintf(stderr, "Error: out of memory\n");
         return EXIT_ERROR;
     }
-    int r = json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* One string, one write: json_dumpf writes token by token, which dominated `list --json`
+     * with 1,000 VMs. */
+    char *text = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(doc);
-    fputc('\n', stdout);
-    if (fflush(stdout) != 0 || r < 0)
+    if (!text)
+        return EXIT_ERROR;
+    size_t len = strlen(text);
+    text[len] = '\n';
+    bool ok = fwrite(text, 1, len + 1, stdout) == len + 1;
+    free(text);
+    if (fflush(stdout) != 0 || !ok)
         return EXIT_ERROR;
     return EXIT_OK;
 }
