@@ -6,6 +6,7 @@
 #include <vmctl/exec.h>
 #include <vmctl/host.h>
 #include <vmctl/image.h>
+#include <vmctl/kdl.h>
 #include <vmctl/vm.h>
 
 #define VMCTL_VERSION "0.1.0"

@@ -174,11 +174,13 @@ int cmd_console(cli *c, int argc, char **argv);
 int cmd_logs(cli *c, int argc, char **argv);
 int cmd_exec(cli *c, int argc, char **argv);
 int cmd_errors(cli *c, int argc, char **argv);
+int cmd_kdl(cli *c, int argc, char **argv);
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
     cmd_image_list_help[], cmd_create_help[], cmd_run_help[], cmd_start_help[], cmd_stop_help[],
     cmd_kill_help[], cmd_pause_help[], cmd_resume_help[], cmd_destroy_help[], cmd_list_help[],
     cmd_status_help[], cmd_console_help[], cmd_logs_help[], cmd_exec_help[], cmd_errors_help[];
+extern const char cmd_kdl_help[];
 
 /* --- create options, shared by create and run (cmd-create.c) --- */
 typedef struct create_args {

@@ -54,7 +54,8 @@ static const cli_command commands[] = {
     PLANNED("down", "stop the VMs of a VMFile.kdl"),
     PLANNED("reload", "restart and re-provision the VMs of a VMFile.kdl"),
     PLANNED("provision", "run the provisioners of a VMFile.kdl"),
-    PLANNED("kdl", "KDL tools (kdl fmt FILE)"),
+    {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
+     NULL},
 };
 
 const cli_command *cli_find_command(const char *name)

@@ -154,7 +154,7 @@ void err_detail_num(vmctl_error **reterr, const char *key, double value)
 {
     if (!reterr || !*reterr)
         return;
-    add_detail(*reterr, key, str_printf("%g", value), 1);
+    add_detail(*reterr, key, str_printf("%.15g", value), 1);
 }
 
 void vmctl_error_add_note(vmctl_error *e, const char *note)
