@@ -30,8 +30,11 @@
 #define OUT_HIGH_WATER    (256u * 1024u) /* stop reading the command's pipes above this */
 #define EXIT_GRACE_MS     100            /* wait this long for pipes held by background jobs */
 #define RECHECK_MS        1000           /* re-poll a disconnected port this often (SIGIO backup) */
-#define REOPEN_MS         20             /* retry finding/opening the port this often */
+#define REOPEN_MS         5              /* retry finding/opening the port this often */
 #define SHUTDOWN_FLUSH_MS 2000
+/* A partial frame that gets no new byte for this long is dropped: its sender died, and a quick
+ * reconnect hid the disconnect from us (QEMU's close and open reach the guest together). */
+#define STALL_MS 500
 
 struct exec_state {
     pid_t pid; /* 0: no command */
@@ -56,6 +59,7 @@ static struct {
     bool pid1;
     uint8_t *in; /* in_buf: kept out of this initialised struct so it stays in .bss */
     size_t in_len;
+    uint64_t in_last_ms; /* when the last byte arrived */
     uint8_t *out;
     size_t out_len, out_cap;
     struct exec_state ex;
@@ -524,6 +528,8 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
 {
     switch (h->type) {
     case AGENT_MSG_PING:
+        if (h->flags & AGENT_FLAG_NEW_SESSION)
+            exec_abandon(); /* a new client: what the earlier one started goes */
         send_simple(h->id, AGENT_MSG_PONG);
         break;
     case AGENT_MSG_EXEC: {
@@ -596,6 +602,7 @@ static void read_port(void)
             return;
         }
         A.in_len += (size_t)n;
+        A.in_last_ms = now_ms();
         process_input();
     }
 }
@@ -678,6 +685,9 @@ int main(int argc, char **argv)
         sleep(1); /* PID 1 must not exit */
     }
 
+    /* children that exited before SIGCHLD was blocked (the /init's background job) */
+    reap_children();
+
     uint64_t waiting_since = now_ms();
     bool warned = false;
     for (;;) {
@@ -728,6 +738,8 @@ int main(int argc, char **argv)
             next = exec_grace_end(&A.ex);
         if ((A.port < 0 || !A.connected) && A.recheck_ms < next)
             next = A.recheck_ms;
+        if (A.in_len && A.in_last_ms + STALL_MS < next)
+            next = A.in_last_ms + STALL_MS;
         int timeout = -1;
         if (next != UINT64_MAX)
             timeout = next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
@@ -760,6 +772,11 @@ int main(int argc, char **argv)
         if (i_in >= 0 && A.ex.pid && A.ex.in_fd >= 0 && pfd[i_in].revents)
             exec_write_stdin();
 
+        if (A.in_len && now >= A.in_last_ms + STALL_MS) {
+            logmsg("dropping a partial frame (%zu bytes) after %d ms without data", A.in_len,
+                   STALL_MS);
+            A.in_len = 0;
+        }
         if (A.ex.pid && A.ex.deadline_ms && !A.ex.exited_ms && !A.ex.timed_out &&
             now >= A.ex.deadline_ms) {
             kill(-A.ex.pid, SIGKILL);

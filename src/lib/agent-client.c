@@ -18,11 +18,12 @@
 #include "error.h"
 #include "util/util.h"
 
-/* A ping is resent this often while waiting for readiness. QEMU keeps bytes the guest has not
+/* A ping is resent this often while waiting for a pong. QEMU keeps bytes the guest has not
  * accepted yet in the socket (it reads only when the guest port is open), so the first ping is
- * answered as soon as the agent runs; resending only covers an agent that restarted or a stream
- * that needed resynchronising. */
-#define PING_RESEND_USEC (1000 * 1000)
+ * answered as soon as the agent runs; resending covers an agent that restarted, and a first ping
+ * swallowed by the partial frame of a client that died mid-frame (the agent drops such a frame
+ * after 500 ms without data, so the next ping gets through). */
+#define PING_RESEND_USEC (600 * 1000)
 /* alive() is polled this often. */
 #define ALIVE_POLL_USEC (50 * 1000)
 /* After the socket closes, how long to wait for QEMU to be seen dead before blaming the agent. */
@@ -35,8 +36,10 @@ struct agent_conn {
     uint32_t next_id;
     uint8_t *buf; /* AGENT_MAX_FRAME bytes */
     size_t len;
-    size_t pending; /* bytes of the frame last returned by next_frame, dropped on the next call */
-    bool have_pong;
+    size_t pending;   /* bytes of the frame last returned by next_frame, dropped on the next call */
+    bool have_pong;   /* the connection is in sync: a pong came back on it */
+    uint32_t ping_lo; /* first id of the pings that may still be answered */
+    uint64_t last_ping;
     uint8_t agent_version;
     uint64_t caps;
 };
@@ -239,6 +242,21 @@ static int connect_unix(int fd, const char *path)
     return 0;
 }
 
+/* Until the first pong, pings say "new session": the agent then drops what earlier clients
+ * left behind (their running command). */
+static int send_ping(agent_conn *c, uint32_t *id, uint64_t deadline, const char *operation,
+                     uint64_t start, vmctl_error **reterr)
+{
+    uint8_t frame[AGENT_HDR_SIZE];
+    *id = new_id(c);
+    c->last_ping = now_usec();
+    int n = agent_encode_ping(frame, sizeof(frame), *id, c->have_pong ? 0 : AGENT_FLAG_NEW_SESSION);
+    if (n < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding a ping: %s",
+                        agent_proto_strerror(n));
+    return send_all(c, frame, (size_t)n, deadline, operation, start, reterr);
+}
+
 int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
                   vmctl_error **reterr)
 {
@@ -287,32 +305,29 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
     }
     if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
         return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
+    /* the session ping: queued by QEMU until the agent runs, answered by agent_wait_ready and
+     * awaited by the first exec/shutdown */
+    r = send_ping(c, &c->ping_lo, deadline, "agent connect", start, reterr);
+    if (r < 0)
+        return r;
     *ret = TAKE_PTR(conn);
     return 0;
 }
 
-static int send_ping(agent_conn *c, uint32_t *id, uint64_t deadline, const char *operation,
-                     uint64_t start, vmctl_error **reterr)
-{
-    uint8_t frame[AGENT_HDR_SIZE];
-    *id = new_id(c);
-    int n = agent_encode_ping(frame, sizeof(frame), *id);
-    if (n < 0)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding a ping: %s",
-                        agent_proto_strerror(n));
-    return send_all(c, frame, (size_t)n, deadline, operation, start, reterr);
-}
-
-/* Wait for a PONG answering one of the pings sent since first_id. */
+/* Wait for a PONG answering one of the pings sent since c->ping_lo. On a connection not yet in
+ * sync, the session ping agent_connect sent is still outstanding; otherwise send a fresh one. */
 static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), void *userdata,
-                     bool resend, const char *operation, vmctl_error **reterr)
+                     const char *operation, vmctl_error **reterr)
 {
     uint64_t start = now_usec();
-    uint32_t first_id, id;
-    int r = send_ping(c, &first_id, deadline, operation, start, reterr);
-    if (r < 0)
-        return r;
-    uint64_t next_resend = resend ? start + PING_RESEND_USEC : UINT64_MAX;
+    uint32_t id;
+    int r;
+    if (c->have_pong) {
+        r = send_ping(c, &c->ping_lo, deadline, operation, start, reterr);
+        if (r < 0)
+            return r;
+    }
+    uint64_t next_resend = c->last_ping + PING_RESEND_USEC;
     for (;;) {
         uint64_t until = deadline;
         if (alive && now_usec() + ALIVE_POLL_USEC < until)
@@ -339,9 +354,9 @@ static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), vo
         if (r < 0)
             return r;
         if (r == 1) {
-            /* ids of the pings we sent: first_id .. next_id - 1 (modulo 2^32) */
+            /* ids of the pings we sent: ping_lo .. next_id - 1 (modulo 2^32) */
             if (h.type != AGENT_MSG_PONG ||
-                (uint32_t)(h.id - first_id) >= (uint32_t)(c->next_id - first_id))
+                (uint32_t)(h.id - c->ping_lo) >= (uint32_t)(c->next_id - c->ping_lo))
                 continue; /* stale: an earlier client's, or an older request */
             agent_pong p;
             if (agent_decode_pong(payload, h.len, &p) < 0)
@@ -368,15 +383,23 @@ static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), vo
     }
 }
 
+/* Requests that must not be lost or repeated (exec, shutdown) go out only on a connection known
+ * to be in sync: a pong came back after the session ping. One round trip per connection. */
+static int ensure_sync(agent_conn *c, uint64_t deadline, const char *operation,
+                       vmctl_error **reterr)
+{
+    return c->have_pong ? 0 : ping_loop(c, deadline, NULL, NULL, operation, reterr);
+}
+
 int agent_wait_ready(agent_conn *c, uint64_t deadline, bool (*alive)(void *), void *userdata,
                      vmctl_error **reterr)
 {
-    return ping_loop(c, deadline, alive, userdata, true, "agent ready", reterr);
+    return ping_loop(c, deadline, alive, userdata, "agent ready", reterr);
 }
 
 int agent_ping(agent_conn *c, uint64_t deadline, vmctl_error **reterr)
 {
-    return ping_loop(c, deadline, NULL, NULL, false, "agent ping", reterr);
+    return ping_loop(c, deadline, NULL, NULL, "agent ping", reterr);
 }
 
 /* Append to a NUL-terminated growing buffer. */
@@ -443,6 +466,9 @@ int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *re
     cleanup_free uint8_t *frame = malloc(size);
     if (!frame)
         return -ENOMEM;
+    int r = ensure_sync(c, deadline, "agent exec", reterr);
+    if (r < 0)
+        return r;
     uint32_t id = new_id(c);
     int n = agent_encode_exec(frame, size, id, timeout_ms, opts->argv, opts->env, opts->cwd,
                               opts->stdin_data, opts->stdin_len);
@@ -452,7 +478,7 @@ int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *re
     if (n < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding EXEC: %s",
                         agent_proto_strerror(n));
-    int r = send_all(c, frame, (size_t)n, deadline, "agent exec", start, reterr);
+    r = send_all(c, frame, (size_t)n, deadline, "agent exec", start, reterr);
     if (r < 0)
         return r;
 
@@ -508,6 +534,9 @@ int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **
     if (c->have_pong && !(c->caps & AGENT_CAP_SHUTDOWN))
         return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
                         "the guest agent does not support shutdown");
+    int r = ensure_sync(c, deadline, "agent shutdown", reterr);
+    if (r < 0)
+        return r;
     uint8_t frame[AGENT_HDR_SIZE + 4];
     uint32_t id = new_id(c);
     int n = agent_encode_shutdown(frame, sizeof(frame), id,
@@ -515,7 +544,7 @@ int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **
     if (n < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding SHUTDOWN: %s",
                         agent_proto_strerror(n));
-    int r = send_all(c, frame, (size_t)n, deadline, "agent shutdown", start, reterr);
+    r = send_all(c, frame, (size_t)n, deadline, "agent shutdown", start, reterr);
     if (r < 0)
         return r;
     for (;;) {

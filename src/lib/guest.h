@@ -15,11 +15,21 @@ typedef struct guest_paths {
 } guest_paths;
 
 void guest_paths_clear(guest_paths *p);
-/* config::invalid-free: host::missing_dependency with help "run `vmctl image build-default`"
- * when the default guest has not been built. */
+/* The default guest's files and kernel command line ("console=ttyS0 rdinit=/init panic=-1 quiet
+ * tsc_early_khz=<host TSC kHz>"). host::missing_dependency with help "Run `vmctl image
+ * build-default`." when it has not been built. Free with guest_paths_clear. */
 int guest_default_paths(const char *home, guest_paths *ret, vmctl_error **reterr);
+/* Run guest/build-default.sh (OUT=$home/images/default, the agent, the download cache
+ * $VMCTL_CACHE_DIR, else $XDG_CACHE_HOME/vmctl, else ~/.cache/vmctl, [--force]); its "STEP x"
+ * lines become progress(userdata, "x", 0, 0). A no-op when the inputs are unchanged unless force.
+ * Builds of one home are serialised ($home/images/.default.lock); bounded to 30 minutes.
+ * Errors: host::missing_dependency (a missing tool, naming its Debian package), io (with the
+ * script's stderr tail as a note), timeout. */
 int guest_build_default(const char *home, bool force, vmctl_progress_fn progress, void *userdata,
                         vmctl_error **reterr);
-/* Where vmctl's own helper files live (vmctl-agent, build-default.sh): $VMCTL_LIBEXEC_DIR, else
- * the running binary's directory when it holds vmctl-agent, else the install libexecdir. */
+/* Where vmctl's own helper files live (vmctl-agent, build-default.sh), first match of:
+ * $VMCTL_LIBEXEC_DIR/file (when set, whether or not it exists); the running binary's directory;
+ * for a binary inside the build tree, <build>/src/agent/ (meson builds vmctl-agent there and copies
+ * build-default.sh next to it); else the install libexecdir ($libexecdir/vmctl). Malloc'd; NULL
+ * only when out of memory. */
 char *resource_path(const char *file);

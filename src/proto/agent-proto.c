@@ -147,12 +147,13 @@ int agent_encode_header(void *buf, size_t cap, uint8_t type, uint32_t id, size_t
     return AGENT_HDR_SIZE;
 }
 
-int agent_encode_ping(void *buf, size_t cap, uint32_t id)
+int agent_encode_ping(void *buf, size_t cap, uint32_t id, uint8_t flags)
 {
     int r = frame_room(cap, 0);
     if (r < 0)
         return r;
     put_hdr(buf, AGENT_MSG_PING, id, 0);
+    ((uint8_t *)buf)[5] = flags;
     return r;
 }
 

@@ -35,6 +35,10 @@ enum agent_msg_type {
 #define AGENT_CAP_EXEC     (UINT64_C(1) << 0)
 #define AGENT_CAP_SHUTDOWN (UINT64_C(1) << 1)
 
+/* Header flags. PING: the sender is a new client; the agent abandons what earlier clients left
+ * (kills their running command) before answering. */
+#define AGENT_FLAG_NEW_SESSION 0x01u
+
 /* EXIT flags */
 #define AGENT_EXIT_TIMED_OUT (1u << 0)
 
@@ -118,7 +122,8 @@ int agent_encode_header(void *buf, size_t cap, uint8_t type, uint32_t id, size_t
 
 /* Encoders: return the frame size (> 0), AGENT_E_NOSPACE when cap is too small, AGENT_E_TOO_BIG
  * when the payload would exceed AGENT_MAX_PAYLOAD. */
-int agent_encode_ping(void *buf, size_t cap, uint32_t id);
+/* flags: 0 or AGENT_FLAG_NEW_SESSION */
+int agent_encode_ping(void *buf, size_t cap, uint32_t id, uint8_t flags);
 int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version);
 /* The message is truncated to AGENT_MAX_ERROR_MSG bytes. */
 int agent_encode_error(void *buf, size_t cap, uint32_t id, uint32_t errnum, const char *message);

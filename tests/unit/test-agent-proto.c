@@ -26,7 +26,7 @@ static agent_hdr frame_of(const uint8_t *b, size_t n)
 
 static void test_header_layout(void **state)
 {
-    int n = agent_encode_ping(buf, sizeof(buf), 0x01020304);
+    int n = agent_encode_ping(buf, sizeof(buf), 0x01020304, 0);
     assert_int_equal(n, AGENT_HDR_SIZE);
     const uint8_t want[AGENT_HDR_SIZE] = {'V',  'M',  'A',  1,    0x01, 0, 0, 0,
                                           0x04, 0x03, 0x02, 0x01, 0,    0, 0, 0};
@@ -35,6 +35,11 @@ static void test_header_layout(void **state)
     assert_int_equal(h.type, AGENT_MSG_PING);
     assert_int_equal(h.id, 0x01020304);
     assert_int_equal(h.version, AGENT_PROTO_VERSION);
+    assert_int_equal(h.flags, 0);
+
+    n = agent_encode_ping(buf, sizeof(buf), 5, AGENT_FLAG_NEW_SESSION);
+    h = frame_of(buf, (size_t)n);
+    assert_int_equal(h.flags, AGENT_FLAG_NEW_SESSION);
 }
 
 static void test_pong_roundtrip(void **state)
@@ -175,7 +180,7 @@ static void test_exec_encoder_rejects(void **state)
                      AGENT_E_INVALID);
     /* too small a buffer */
     assert_int_equal(agent_encode_exec(buf, 20, 1, 0, ok, NULL, NULL, NULL, 0), AGENT_E_NOSPACE);
-    assert_int_equal(agent_encode_ping(buf, AGENT_HDR_SIZE - 1, 1), AGENT_E_NOSPACE);
+    assert_int_equal(agent_encode_ping(buf, AGENT_HDR_SIZE - 1, 1, 0), AGENT_E_NOSPACE);
     /* stdin that cannot fit in one frame */
     assert_int_equal(
         agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, buf, AGENT_MAX_PAYLOAD),
@@ -229,7 +234,7 @@ static void test_bad_magic_resync(void **state)
     const char garbage[] = "xxVMxVMzVM";
     size_t gl = sizeof(garbage) - 1;
     memcpy(buf, garbage, gl);
-    int n = agent_encode_ping(buf + gl, sizeof(buf) - gl, 77);
+    int n = agent_encode_ping(buf + gl, sizeof(buf) - gl, 77, 0);
     size_t total = gl + (size_t)n, off = 0;
     agent_hdr h;
     size_t consumed;
@@ -275,7 +280,7 @@ static void test_bad_version(void **state)
 
 static void test_oversize_length(void **state)
 {
-    int n = agent_encode_ping(buf, sizeof(buf), 1);
+    int n = agent_encode_ping(buf, sizeof(buf), 1, 0);
     uint32_t big = AGENT_MAX_PAYLOAD + 1;
     memcpy(buf + 12, &big, 4); /* little-endian host assumed by this test only */
     agent_hdr h;
