@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl image build-default [--force] | list */
+/* vmctl image build-default [--force] | list | pull | import | inspect | rm | prune | convert */
 #include <sys/ioctl.h>
 #include <time.h>
 
@@ -14,7 +14,12 @@ const char cmd_image_help[] =
     "Subcommands:\n"
     "  build-default [--force]   build the default guest from Debian packages\n"
     "  list                      list the images\n"
-    "  pull, import, inspect, rm, convert: planned, not implemented yet\n"
+    "  pull URL [--name N] [--sha256 HEX]   download an image into the cache\n"
+    "  import PATH [--name N]    copy a local image into the cache\n"
+    "  inspect NAME|PATH         format, virtual size, backing file\n"
+    "  rm NAME [--force]         remove a cached image\n"
+    "  prune [--all]             remove leftovers of interrupted pulls (--all: unused images)\n"
+    "  convert SRC DST --format F   convert an image with qemu-img\n"
     "\n"
     "Options:\n"
     "  -h, --help    show this help (vmctl image SUBCOMMAND --help for a subcommand)\n"
@@ -55,23 +60,111 @@ const char cmd_image_list_help[] =
     "  vmctl image list\n"
     "  vmctl image list --json\n";
 
+const char cmd_image_pull_help[] =
+    "Usage: vmctl image pull URL [--name N] [--sha256 HEX]\n"
+    "\n"
+    "Download a disk image (http://, https:// or file://) into the cache. With --sha256 the\n"
+    "downloaded bytes must have that SHA-256 (vm_manager::image::checksum_mismatch otherwise).\n"
+    "Files compressed with zstd or xz are decompressed. The format is detected from the image's\n"
+    "header and confirmed with qemu-img. The image appears in the cache only once it is complete\n"
+    "and verified; pulling the same URL again is served from the cache. The name defaults to the\n"
+    "URL's file name without its extensions. On a terminal a progress bar shows on stderr.\n"
+    "\n"
+    "Options:\n"
+    "      --name N        name in the cache\n"
+    "      --sha256 HEX    expected SHA-256 of the downloaded file\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image pull https://example.org/debian-12.qcow2 --name debian12\n"
+    "  vmctl image pull file:///srv/images/alpine.raw.zst --sha256 3f1c...\n";
+
+const char cmd_image_import_help[] =
+    "Usage: vmctl image import PATH [--name N]\n"
+    "\n"
+    "Copy a local disk image into the cache (a reflink where the filesystem supports it). Its\n"
+    "format (qcow2, raw, vmdk, vhdx, vdi, vpc, iso) is detected from its header and confirmed\n"
+    "with qemu-img; its SHA-256 is recorded.\n"
+    "\n"
+    "Options:\n"
+    "      --name N    name in the cache (default: the file name without extensions)\n"
+    "  -h, --help      show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image import ./debian12.raw --name debian12\n";
+
+const char cmd_image_inspect_help[] =
+    "Usage: vmctl image inspect NAME|PATH\n"
+    "\n"
+    "Show an image's format, virtual size, size on disk and backing file. NAME is a cached\n"
+    "image; anything else is read as a path. With --json one object with at least format,\n"
+    "virtual_size and backing_file.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image inspect debian12\n"
+    "  vmctl image inspect ~/.local/share/vmctl/vms/web/disk.qcow2 --json\n";
+
+const char cmd_image_rm_help[] =
+    "Usage: vmctl image rm NAME [--force]\n"
+    "\n"
+    "Remove a cached image. An image that VMs were created from is refused unless --force\n"
+    "(their disks would lose their base).\n"
+    "\n"
+    "Options:\n"
+    "  -f, --force    remove it even when VMs use it\n"
+    "  -h, --help     show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image rm debian12\n";
+
+const char cmd_image_prune_help[] =
+    "Usage: vmctl image prune [--all]\n"
+    "\n"
+    "Remove what interrupted pulls and imports left in the cache; with --all also every cached\n"
+    "image no VM was created from (the default guest stays).\n"
+    "\n"
+    "Options:\n"
+    "      --all     also remove unused images\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image prune\n";
+
+const char cmd_image_convert_help[] =
+    "Usage: vmctl image convert SRC DST --format F\n"
+    "\n"
+    "Convert an image (a cached NAME or a path) to DST in format F (qcow2, raw, vmdk, vdi, vhdx,\n"
+    "vpc) with qemu-img convert. DST appears only once complete.\n"
+    "\n"
+    "Options:\n"
+    "  -O, --format F    the target format\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Examples:\n"
+    "  vmctl image convert debian12 /tmp/debian12.qcow2 --format qcow2\n";
+
 static int image_build_default(cli *c, int argc, char **argv);
 static int image_list(cli *c, int argc, char **argv);
-
-#define PLANNED_SUB(n)                                                                             \
-    {                                                                                              \
-        n, NULL, NULL, NULL, "not implemented yet"                                                 \
-    }
+static int image_pull(cli *c, int argc, char **argv);
+static int image_import(cli *c, int argc, char **argv);
+static int image_inspect(cli *c, int argc, char **argv);
+static int image_rm(cli *c, int argc, char **argv);
+static int image_prune(cli *c, int argc, char **argv);
+static int image_convert(cli *c, int argc, char **argv);
 
 static const cli_command subcommands[] = {
     {"build-default", image_build_default, "build the default guest from Debian packages",
      cmd_image_build_default_help, NULL},
     {"list", image_list, "list the images", cmd_image_list_help, NULL},
-    PLANNED_SUB("pull"),
-    PLANNED_SUB("import"),
-    PLANNED_SUB("inspect"),
-    PLANNED_SUB("rm"),
-    PLANNED_SUB("convert"),
+    {"pull", image_pull, "download an image into the cache", cmd_image_pull_help, NULL},
+    {"import", image_import, "copy a local image into the cache", cmd_image_import_help, NULL},
+    {"inspect", image_inspect, "show an image's format and sizes", cmd_image_inspect_help, NULL},
+    {"rm", image_rm, "remove a cached image", cmd_image_rm_help, NULL},
+    {"prune", image_prune, "remove leftovers and unused images", cmd_image_prune_help, NULL},
+    {"convert", image_convert, "convert an image with qemu-img", cmd_image_convert_help, NULL},
 };
 
 const cli_command *image_find_subcommand(const char *name)
@@ -88,7 +181,8 @@ int cmd_image(cli *c, int argc, char **argv)
     if (cli_getopt_subcommand(c, argc, argv, NULL, &idx) != -1)
         return c->exit_code;
     if (idx >= argc)
-        return cli_usage_error(c, "missing SUBCOMMAND (build-default or list)");
+        return cli_usage_error(c, "missing SUBCOMMAND (build-default, list, pull, import, "
+                                  "inspect, rm, prune or convert)");
 
     const cli_command *sub = image_find_subcommand(argv[idx]);
     if (!sub)
@@ -283,5 +377,255 @@ static int image_list(cli *c, int argc, char **argv)
     table_print(t, stdout);
     table_free(t);
     vmctl_image_info_list_free(list, n);
+    return EXIT_OK;
+}
+
+/* --- pull, import, inspect, rm, prune, convert --- */
+
+static json_t *info_json(const vmctl_image_info *i)
+{
+    json_t *o = json_pack("{s:s?, s:s, s:I, s:s, s:I, s:s?}", "name", i->name, "format",
+                          i->format ? i->format : "", "size", (json_int_t)i->size, "path",
+                          i->path ? i->path : "", "virtual_size", (json_int_t)i->virtual_size,
+                          "backing_file", i->backing_file);
+    if (o && i->sha256)
+        json_object_set_new(o, "sha256", json_string(i->sha256));
+    if (o && i->source)
+        json_object_set_new(o, "source", json_string(i->source));
+    return o;
+}
+
+static void print_info(const vmctl_image_info *i)
+{
+    char size[32], vsize[32];
+    if (i->name)
+        printf("name:          %s\n", i->name);
+    printf("format:        %s\n", i->format ? i->format : "-");
+    printf("virtual size:  %s (%llu bytes)\n", render_size(i->virtual_size, vsize, sizeof(vsize)),
+           (unsigned long long)i->virtual_size);
+    printf("size on disk:  %s\n", render_size(i->size, size, sizeof(size)));
+    printf("path:          %s\n", i->path ? i->path : "-");
+    printf("backing file:  %s\n", i->backing_file ? i->backing_file : "-");
+    if (i->sha256)
+        printf("sha256:        %s\n", i->sha256);
+    if (i->source)
+        printf("source:        %s\n", i->source);
+}
+
+enum { OPT_NAME = 0x100, OPT_SHA256, OPT_ALL, OPT_FORCE, OPT_FORMAT };
+
+static const struct option pull_options[] = {
+    {"name", required_argument, NULL, OPT_NAME},
+    {"sha256", required_argument, NULL, OPT_SHA256},
+    {},
+};
+
+static int image_pull(cli *c, int argc, char **argv)
+{
+    const char *name = NULL, *sha = NULL;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "", pull_options)) != -1) {
+        if (o == OPT_NAME)
+            name = optarg;
+        else if (o == OPT_SHA256)
+            sha = optarg;
+        else
+            return c->exit_code;
+    }
+    int r = cli_expect_args(c, 1, 1, "URL");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    struct progress p = {.c = c, .tty = !c->json && isatty(STDERR_FILENO), .percent = -2};
+    vmctl_error *e = NULL;
+    vmctl_image_info info = {};
+    bool cached = false;
+    r = vmctl_image_pull(ctx, c->args[0], name, sha, on_progress, &p, &info, &cached, &e);
+    render_clear_progress(c);
+    if (r < 0)
+        return render_error(c, e);
+    if (c->json) {
+        json_t *j = info_json(&info);
+        json_object_set_new(j, "cached", json_boolean(cached));
+        vmctl_image_info_clear(&info);
+        return render_json(j);
+    }
+    char size[32];
+    printf("%s image '%s' (%s, %s virtual)\n", cached ? "Cached" : "Pulled", info.name, info.format,
+           render_size(info.virtual_size, size, sizeof(size)));
+    vmctl_image_info_clear(&info);
+    return EXIT_OK;
+}
+
+static const struct option import_options[] = {
+    {"name", required_argument, NULL, OPT_NAME},
+    {},
+};
+
+static int image_import(cli *c, int argc, char **argv)
+{
+    const char *name = NULL;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "", import_options)) != -1) {
+        if (o != OPT_NAME)
+            return c->exit_code;
+        name = optarg;
+    }
+    int r = cli_expect_args(c, 1, 1, "PATH");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    vmctl_image_info info = {};
+    if (vmctl_image_import(ctx, c->args[0], name, &info, &e) < 0)
+        return render_error(c, e);
+    if (c->json) {
+        json_t *j = info_json(&info);
+        vmctl_image_info_clear(&info);
+        return render_json(j);
+    }
+    char size[32];
+    printf("Imported image '%s' (%s, %s virtual)\n", info.name, info.format,
+           render_size(info.virtual_size, size, sizeof(size)));
+    vmctl_image_info_clear(&info);
+    return EXIT_OK;
+}
+
+static int image_inspect(cli *c, int argc, char **argv)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1)
+        return c->exit_code;
+    int r = cli_expect_args(c, 1, 1, "NAME|PATH");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    vmctl_image_info info = {};
+    if (vmctl_image_inspect(ctx, c->args[0], &info, &e) < 0)
+        return render_error(c, e);
+    if (c->json) {
+        json_t *j = info_json(&info);
+        vmctl_image_info_clear(&info);
+        return render_json(j);
+    }
+    print_info(&info);
+    vmctl_image_info_clear(&info);
+    return EXIT_OK;
+}
+
+static const struct option rm_options[] = {
+    {"force", no_argument, NULL, 'f'},
+    {},
+};
+
+static int image_rm(cli *c, int argc, char **argv)
+{
+    bool force = false;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "f", rm_options)) != -1) {
+        if (o != 'f')
+            return c->exit_code;
+        force = true;
+    }
+    int r = cli_expect_args(c, 1, 1, "NAME");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    if (vmctl_image_remove(ctx, c->args[0], force, &e) < 0)
+        return render_error(c, e);
+    if (c->json)
+        return render_json(json_pack("{s:s, s:b}", "name", c->args[0], "removed", 1));
+    printf("Removed image '%s'\n", c->args[0]);
+    return EXIT_OK;
+}
+
+static const struct option prune_options[] = {
+    {"all", no_argument, NULL, OPT_ALL},
+    {},
+};
+
+static int image_prune(cli *c, int argc, char **argv)
+{
+    bool all = false;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "", prune_options)) != -1) {
+        if (o != OPT_ALL)
+            return c->exit_code;
+        all = true;
+    }
+    int r = cli_expect_args(c, 0, 0, "");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    char **removed = NULL;
+    if (vmctl_image_prune(ctx, all, &removed, &e) < 0)
+        return render_error(c, e);
+    if (c->json) {
+        json_t *a = json_array();
+        for (char **p = removed; p && *p; p++)
+            json_array_append_new(a, json_string(*p));
+        for (char **p = removed; p && *p; p++)
+            free(*p);
+        free(removed);
+        return render_json(json_pack("{s:o}", "removed", a));
+    }
+    size_t n = 0;
+    for (char **p = removed; p && *p; p++, n++) {
+        printf("Removed %s\n", *p);
+        free(*p);
+    }
+    free(removed);
+    if (!n)
+        printf("Nothing to prune\n");
+    return EXIT_OK;
+}
+
+static const struct option convert_options[] = {
+    {"format", required_argument, NULL, 'O'},
+    {},
+};
+
+static int image_convert(cli *c, int argc, char **argv)
+{
+    const char *format = NULL;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "O:", convert_options)) != -1) {
+        if (o != 'O')
+            return c->exit_code;
+        format = optarg;
+    }
+    int r = cli_expect_args(c, 2, 2, "SRC DST");
+    if (r)
+        return r;
+    if (!format)
+        return cli_usage_error(c, "missing --format (qcow2, raw, vmdk, vdi, vhdx or vpc)");
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    vmctl_image_info info = {};
+    if (vmctl_image_convert(ctx, c->args[0], c->args[1], format, &info, &e) < 0)
+        return render_error(c, e);
+    if (c->json) {
+        json_t *j = info_json(&info);
+        vmctl_image_info_clear(&info);
+        return render_json(j);
+    }
+    char size[32];
+    printf("Converted to %s (%s, %s virtual)\n", info.path, info.format,
+           render_size(info.virtual_size, size, sizeof(size)));
+    vmctl_image_info_clear(&info);
     return EXIT_OK;
 }

@@ -1,18 +1,39 @@
 /* SPDX-License-Identifier: MIT */
-/* The image cache ($VMCTL_HOME/images). For now it holds the default guest only; pulled and
- * imported disk images join it with the images issue. */
+/* The image cache ($VMCTL_HOME/images): the default guest (images/default, see guest.c) and
+ * imported or pulled disk images, one directory each:
+ *
+ *   images/<name>/disk        the image file, in its own format (never modified)
+ *   images/<name>/meta.json   {name, format, virtual_size, sha256, source, created_at,
+ *                              download_sha256}
+ *
+ * A new image is prepared in images/.tmp-<name>-<pid>/ and renamed into place once complete
+ * and verified, so a killed pull or import never leaves a directory that looks complete;
+ * `image prune` removes the leftovers of dead processes. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <vmctl/image.h>
 
 #include "ctx.h"
+#include "download.h"
 #include "error.h"
 #include "guest.h"
+#include "image-cache.h"
+#include "image-format.h"
+#include "qcow2.h"
+#include "store.h"
 #include "util/util.h"
+#include "vm-spec.h"
+
+#define TMP_PREFIX ".tmp-"
 
 int vmctl_image_build_default(vmctl_ctx *ctx, bool force, vmctl_progress_fn progress,
                               void *userdata, vmctl_error **reterr)
@@ -32,10 +53,130 @@ static uint64_t dir_size(const char *path)
     while ((de = readdir(d))) {
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
-            total += (uint64_t)st.st_size;
+            total += (uint64_t)st.st_blocks * 512;
     }
     closedir(d);
     return total;
+}
+
+static int oom(vmctl_error **reterr)
+{
+    return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+}
+
+static int invalid(vmctl_error **reterr, const char *field, const char *value, const char *help,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int invalid(vmctl_error **reterr, const char *field, const char *value, const char *help,
+                   const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "%s", msg ? msg : "invalid input");
+    free(msg);
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    if (help)
+        err_help(reterr, "%s", help);
+    return r;
+}
+
+/* ---------- metadata ---------- */
+
+static char *image_dir(const char *home, const char *name)
+{
+    return str_printf("%s/images/%s", home, name);
+}
+
+static int meta_read(const char *home, const char *name, vmctl_image_info *ret,
+                     char **ret_download_sha)
+{
+    cleanup_free char *dir = image_dir(home, name);
+    cleanup_free char *mp = str_printf("%s/meta.json", dir);
+    if (!dir || !mp)
+        return -ENOMEM;
+    json_t *j = json_load_file(mp, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return -ENOENT;
+    }
+    const char *fmt = json_string_value(json_object_get(j, "format"));
+    *ret = (vmctl_image_info){};
+    ret->name = strdup(name);
+    ret->format = strdup(fmt ? fmt : "raw");
+    ret->path = str_printf("%s/disk", dir);
+    ret->virtual_size = (uint64_t)json_integer_value(json_object_get(j, "virtual_size"));
+    const char *s = json_string_value(json_object_get(j, "sha256"));
+    ret->sha256 = s ? strdup(s) : NULL;
+    s = json_string_value(json_object_get(j, "source"));
+    ret->source = s ? strdup(s) : NULL;
+    ret->created_at = (int64_t)json_integer_value(json_object_get(j, "created_at"));
+    if (ret_download_sha) {
+        s = json_string_value(json_object_get(j, "download_sha256"));
+        *ret_download_sha = s ? strdup(s) : NULL;
+    }
+    json_decref(j);
+    struct stat st;
+    if (ret->path && stat(ret->path, &st) == 0)
+        ret->size = (uint64_t)st.st_blocks * 512;
+    if (!ret->name || !ret->format || !ret->path) {
+        vmctl_image_info_clear(ret);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int meta_write(const char *dir, const char *name, const image_probe *p, const char *sha,
+                      const char *source, const char *download_sha)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:I}", "name", name, "format", p->format,
+                          "virtual_size", (json_int_t)p->virtual_size, "sha256", sha, "source",
+                          source, "created_at", (json_int_t)(realtime_usec() / 1000000));
+    if (!j)
+        return -ENOMEM;
+    if (download_sha)
+        json_object_set_new(j, "download_sha256", json_string(download_sha));
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    cleanup_free char *path = str_printf("%s/meta.json", dir);
+    if (!text || !path) {
+        free(text);
+        return -ENOMEM;
+    }
+    int r = write_file_atomic(path, text, strlen(text), 0644);
+    free(text);
+    return r;
+}
+
+void vmctl_image_info_clear(vmctl_image_info *i)
+{
+    if (!i)
+        return;
+    free(i->name);
+    free(i->format);
+    free(i->path);
+    free(i->backing_file);
+    free(i->sha256);
+    free(i->source);
+    *i = (vmctl_image_info){};
+}
+
+void vmctl_image_info_list_free(vmctl_image_info *list, size_t n)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < n; i++)
+        vmctl_image_info_clear(&list[i]);
+    free(list);
+}
+
+static int cmp_info(const void *a, const void *b)
+{
+    return strcmp(((const vmctl_image_info *)a)->name, ((const vmctl_image_info *)b)->name);
 }
 
 int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_error **reterr)
@@ -44,38 +185,673 @@ int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_er
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_list: bad arguments");
     *ret = NULL;
     *n = 0;
+    vmctl_image_info *list = NULL;
+    size_t count = 0;
     guest_paths gp = {0};
-    if (guest_default_paths(ctx->home, &gp, NULL) < 0)
-        return 0; /* nothing built yet: an empty cache */
-    cleanup_free char *dir = str_printf("%s/images/default", ctx->home);
-    vmctl_image_info *list = calloc(1, sizeof(*list));
-    if (!dir || !list) {
-        free(list);
+    if (guest_default_paths(ctx->home, &gp, NULL) >= 0) {
         guest_paths_clear(&gp);
-        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        list = calloc(1, sizeof(*list));
+        if (!list)
+            return oom(reterr);
+        list[0].name = strdup("default");
+        list[0].format = strdup("kernel+initrd");
+        list[0].path = image_dir(ctx->home, "default");
+        list[0].size = list[0].path ? dir_size(list[0].path) : 0;
+        count = 1;
+        if (!list[0].name || !list[0].format || !list[0].path) {
+            vmctl_image_info_list_free(list, count);
+            return oom(reterr);
+        }
     }
-    list[0].name = strdup("default");
-    list[0].format = strdup("kernel+initrd");
-    list[0].size = dir_size(dir);
-    list[0].path = strdup(dir);
-    guest_paths_clear(&gp);
-    if (!list[0].name || !list[0].format || !list[0].path) {
-        vmctl_image_info_list_free(list, 1);
-        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    cleanup_free char *dir = str_printf("%s/images", ctx->home);
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || streq(de->d_name, "default"))
+            continue;
+        vmctl_image_info info;
+        if (meta_read(ctx->home, de->d_name, &info, NULL) < 0)
+            continue;
+        vmctl_image_info *nl = realloc(list, (count + 1) * sizeof(*list));
+        if (!nl) {
+            vmctl_image_info_clear(&info);
+            closedir(d);
+            vmctl_image_info_list_free(list, count);
+            return oom(reterr);
+        }
+        list = nl;
+        list[count++] = info;
     }
+    if (d)
+        closedir(d);
+    if (count > 1)
+        qsort(list, count, sizeof(*list), cmp_info);
     *ret = list;
-    *n = 1;
+    *n = count;
     return 0;
 }
 
-void vmctl_image_info_list_free(vmctl_image_info *list, size_t n)
+/* ---------- adding images ---------- */
+
+int image_clone_file(const char *src, const char *dst)
 {
-    if (!list)
-        return;
-    for (size_t i = 0; i < n; i++) {
-        free(list[i].name);
-        free(list[i].format);
-        free(list[i].path);
+    cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0)
+        return -errno;
+    if (ioctl(out, FICLONE, in) == 0)
+        return 1;
+    struct stat st;
+    if (fstat(in, &st) < 0)
+        return -errno;
+    off_t left = st.st_size;
+    while (left > 0) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? -errno : -EIO;
+            (void)unlink(dst);
+            return e;
+        }
+        left -= n;
     }
-    free(list);
+    if (fsync(out) < 0)
+        return -errno;
+    return 0;
+}
+
+/* A cache name from a file name or URL: its last component without compression and image
+ * extensions, reduced to the name alphabet. */
+static char *name_from(const char *s)
+{
+    const char *slash = strrchr(s, '/');
+    const char *base = slash ? slash + 1 : s;
+    char *n = strndup(base, strcspn(base, "?#"));
+    if (!n)
+        return NULL;
+    static const char *const exts[] = {".zst",  ".xz",   ".qcow2", ".img", ".raw",
+                                       ".vmdk", ".vhdx", ".vdi",   ".vhd", ".iso"};
+    for (bool again = true; again;) {
+        again = false;
+        for (size_t i = 0; i < ELEMENTSOF(exts); i++) {
+            size_t l = strlen(n), e = strlen(exts[i]);
+            if (l > e && streq(n + l - e, exts[i])) {
+                n[l - e] = 0;
+                again = true;
+            }
+        }
+    }
+    for (char *p = n; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            *p = '-';
+    if (strlen(n) > 63)
+        n[63] = 0;
+    return n;
+}
+
+static int check_new_name(const char *home, const char *name, vmctl_error **reterr)
+{
+    if (!name_is_valid(name))
+        return invalid(reterr, "name", name, "Pick a name with --name.",
+                       "invalid image name '%s': use 1-63 letters, digits, '-', '_' or '.', "
+                       "starting with a letter or digit",
+                       name);
+    if (streq(name, "default"))
+        return invalid(reterr, "name", name, "Pick another name with --name.",
+                       "the image name 'default' is reserved for the default guest");
+    cleanup_free char *dir = image_dir(home, name);
+    if (dir && file_exists(dir))
+        return invalid(reterr, "name", name,
+                       "Pick another name with --name, or remove it with `vmctl image rm`.",
+                       "an image named '%s' already exists", name);
+    return 0;
+}
+
+/* qcow2 images must also pass `qemu-img check` (a truncated download can keep a valid header). */
+static int validate(const char *path, image_probe *p, vmctl_error **reterr)
+{
+    int r = image_detect(path, p, reterr);
+    if (r < 0)
+        return r;
+    if (!streq(p->format, "qcow2"))
+        return 0;
+    cleanup_free char *qemu_img = find_in_path("qemu-img");
+    if (!qemu_img)
+        return 0;
+    char *argv[] = {qemu_img, "check", "-U", "-q", (char *)path, NULL};
+    cleanup_free char *errs = NULL;
+    int k = image_run(argv, NULL, &errs, 120);
+    if (k == 0 || k == 3) /* 3: leaked clusters only, harmless */
+        return 0;
+    r = err_make(reterr, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, EBADMSG,
+                 "'%s' is a damaged qcow2 image (qemu-img check failed)", path);
+    err_detail(reterr, "path", "%s", path);
+    err_detail(reterr, "reason", "qemu-img check exit status %d", k);
+    if (errs && *errs)
+        err_note(reterr, "%s", errs);
+    image_probe_clear(p);
+    return r;
+}
+
+/* Move a finished tmp dir into place and read it back. */
+static int commit_tmp(const char *home, const char *tmp, const char *name, vmctl_image_info *ret,
+                      vmctl_error **reterr)
+{
+    cleanup_free char *dir = image_dir(home, name);
+    if (!dir)
+        return oom(reterr);
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
+        int e = errno;
+        if (e == EEXIST || e == ENOTEMPTY)
+            return invalid(reterr, "name", name,
+                           "Pick another name with --name, or remove it with `vmctl image rm`.",
+                           "an image named '%s' already exists", name);
+        int r = err_make(reterr, VMCTL_E_IO, e, "cannot move the image into '%s'", dir);
+        err_detail(reterr, "path", "%s", dir);
+        return r;
+    }
+    if (ret) {
+        int r = meta_read(home, name, ret, NULL);
+        if (r < 0)
+            return err_make(reterr, VMCTL_E_IO, -r, "cannot read back image '%s'", name);
+    }
+    return 0;
+}
+
+static char *tmp_dir(const char *home, const char *name)
+{
+    return str_printf("%s/images/" TMP_PREFIX "%s-%d", home, name, (int)getpid());
+}
+
+int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name, vmctl_image_info *ret,
+                       vmctl_error **reterr)
+{
+    if (!ctx || !path)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_import: bad arguments");
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
+        return invalid(reterr, "path", path, "Name a readable image file.",
+                       "image file '%s' does not exist or is not readable", path);
+    cleanup_free char *n = name ? strdup(name) : name_from(path);
+    if (!n)
+        return oom(reterr);
+    int r = check_new_name(ctx->home, n, reterr);
+    if (r < 0)
+        return r;
+    image_probe p = {};
+    if ((r = image_detect(path, &p, reterr)) < 0)
+        return r;
+    if (p.backing_file) {
+        r = invalid(reterr, "path", path,
+                    "Flatten it first: `vmctl image convert SRC DST --format qcow2`.",
+                    "'%s' is an overlay on '%s': the cache holds self-contained images", path,
+                    p.backing_file);
+        image_probe_clear(&p);
+        return r;
+    }
+    cleanup_free char *tmp = tmp_dir(ctx->home, n);
+    cleanup_free char *disk = str_printf("%s/disk", tmp);
+    cleanup_free char *abs = realpath(path, NULL);
+    if (!tmp || !disk || !abs) {
+        image_probe_clear(&p);
+        return oom(reterr);
+    }
+    (void)rm_rf(tmp);
+    if ((r = mkdir_p(tmp, 0755)) < 0) {
+        image_probe_clear(&p);
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s'", tmp);
+        return r;
+    }
+    char sha[65];
+    if ((r = image_clone_file(abs, disk)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s' into the cache", path);
+        err_detail(reterr, "path", "%s", path);
+    } else if ((r = image_sha256_file(disk, sha, reterr)) >= 0 &&
+               (r = meta_write(tmp, n, &p, sha, abs, NULL)) < 0)
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write the image metadata");
+    image_probe_clear(&p);
+    if (r >= 0)
+        r = commit_tmp(ctx->home, tmp, n, ret, reterr);
+    if (r < 0)
+        (void)rm_rf(tmp);
+    return r;
+}
+
+static bool hex_ok(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
+            return false;
+    return true;
+}
+
+int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const char *sha256,
+                     vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
+                     bool *ret_cached, vmctl_error **reterr)
+{
+    if (!ctx || !url)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_pull: bad arguments");
+    if (ret_cached)
+        *ret_cached = false;
+    if (!str_startswith(url, "http://") && !str_startswith(url, "https://") &&
+        !str_startswith(url, "file://"))
+        return invalid(reterr, "url", url, "Use an http://, https:// or file:// URL.",
+                       "unsupported URL '%s'", url);
+    if (sha256 && !hex_ok(sha256))
+        return invalid(reterr, "sha256", sha256, "Give the 64 hex digits of the SHA-256.",
+                       "invalid SHA-256 '%s'", sha256);
+    char want[65] = "";
+    if (sha256)
+        for (int i = 0; i < 65; i++)
+            want[i] = (char)(sha256[i] >= 'A' && sha256[i] <= 'F' ? sha256[i] + 32 : sha256[i]);
+    cleanup_free char *n = name ? strdup(name) : name_from(url);
+    if (!n)
+        return oom(reterr);
+
+    /* served from the cache: same name, same URL, same checksum when one is given */
+    vmctl_image_info cached;
+    cleanup_free char *cached_dl = NULL;
+    if (name_is_valid(n) && meta_read(ctx->home, n, &cached, &cached_dl) == 0) {
+        bool same = cached.source && streq(cached.source, url) &&
+                    (!sha256 || (cached_dl && streq(cached_dl, want)));
+        if (same) {
+            if (ret_cached)
+                *ret_cached = true;
+            if (ret)
+                *ret = cached;
+            else
+                vmctl_image_info_clear(&cached);
+            return 0;
+        }
+        vmctl_image_info_clear(&cached);
+    }
+    int r = check_new_name(ctx->home, n, reterr);
+    if (r < 0)
+        return r;
+
+    cleanup_free char *tmp = tmp_dir(ctx->home, n);
+    cleanup_free char *dl = str_printf("%s/download", tmp);
+    cleanup_free char *disk = str_printf("%s/disk", tmp);
+    if (!tmp || !dl || !disk)
+        return oom(reterr);
+    (void)rm_rf(tmp);
+    if ((r = mkdir_p(tmp, 0755)) < 0)
+        return err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s'", tmp);
+
+    char got[65];
+    image_probe p = {};
+    const char *comp = NULL;
+    char disk_sha[65];
+    if ((r = download_file(url, dl, progress, userdata, reterr)) < 0)
+        goto fail;
+    if (progress)
+        progress(userdata, "verifying", 0, 0);
+    if ((r = image_sha256_file(dl, got, reterr)) < 0)
+        goto fail;
+    if (sha256 && !streq(got, want)) {
+        r = err_make(reterr, VMCTL_E_IMAGE_CHECKSUM_MISMATCH, EBADMSG,
+                     "the SHA-256 of '%s' does not match", url);
+        err_detail(reterr, "url", "%s", url);
+        err_detail(reterr, "expected", "%s", want);
+        err_detail(reterr, "actual", "%s", got);
+        goto fail;
+    }
+    comp = download_compression(dl);
+    if (comp) {
+        if ((r = download_decompress(dl, disk, comp, progress, userdata, reterr)) < 0) {
+            err_detail(reterr, "url", "%s", url);
+            goto fail;
+        }
+        (void)unlink(dl);
+    } else if (rename(dl, disk) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s'", dl);
+        goto fail;
+    }
+    if ((r = validate(disk, &p, reterr)) < 0) {
+        err_detail(reterr, "url", "%s", url);
+        goto fail;
+    }
+    if (comp) {
+        if ((r = image_sha256_file(disk, disk_sha, reterr)) < 0)
+            goto fail;
+    } else
+        memcpy(disk_sha, got, sizeof(got));
+    if ((r = meta_write(tmp, n, &p, disk_sha, url, got)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write the image metadata");
+        goto fail;
+    }
+    image_probe_clear(&p);
+    if ((r = commit_tmp(ctx->home, tmp, n, ret, reterr)) < 0)
+        goto fail;
+    return 0;
+fail:
+    image_probe_clear(&p);
+    (void)rm_rf(tmp);
+    return r;
+}
+
+/* ---------- inspect, rm, prune, convert ---------- */
+
+static bool is_cache_name(const vmctl_ctx *ctx, const char *s)
+{
+    if (!name_is_valid(s) || streq(s, "default"))
+        return false;
+    cleanup_free char *mp = str_printf("%s/images/%s/meta.json", ctx->home, s);
+    return mp && file_exists(mp);
+}
+
+int vmctl_image_inspect(vmctl_ctx *ctx, const char *x, vmctl_image_info *ret, vmctl_error **reterr)
+{
+    if (!ctx || !x || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_inspect: bad arguments");
+    vmctl_image_info info = {};
+    int r;
+    if (is_cache_name(ctx, x)) {
+        if ((r = meta_read(ctx->home, x, &info, NULL)) < 0)
+            return err_make(reterr, VMCTL_E_IO, -r, "cannot read image '%s'", x);
+    } else {
+        struct stat st;
+        if (stat(x, &st) < 0 || !S_ISREG(st.st_mode))
+            return invalid(reterr, "image", x,
+                           "Name a cached image (`vmctl image list`) or an image file.",
+                           "no image '%s' in the cache and no such file", x);
+        info.path = realpath(x, NULL);
+        info.size = (uint64_t)st.st_blocks * 512;
+        if (!info.path)
+            return oom(reterr);
+    }
+    image_probe p = {};
+    if ((r = image_detect(info.path, &p, reterr)) < 0) {
+        vmctl_image_info_clear(&info);
+        return r;
+    }
+    free(info.format);
+    info.format = strdup(p.format);
+    info.virtual_size = p.virtual_size;
+    info.backing_file = p.backing_file ? strdup(p.backing_file) : NULL;
+    image_probe_clear(&p);
+    if (!info.format) {
+        vmctl_image_info_clear(&info);
+        return oom(reterr);
+    }
+    *ret = info;
+    return 0;
+}
+
+/* Names of the VMs whose spec was made from image name (NULL-terminated, may be empty). */
+static int vms_using(vmctl_ctx *ctx, const char *name, char ***ret, vmctl_error **reterr)
+{
+    store_vm **rows = NULL;
+    size_t n = 0;
+    int r = store_vm_list(ctx->store, &rows, &n, reterr);
+    if (r < 0)
+        return r;
+    char **names = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        vm_spec *s = NULL;
+        if (vm_spec_from_json(rows[i]->config, &s, NULL) < 0)
+            continue;
+        if (s->image && streq(s->image, name) && strv_push(&names, &k, rows[i]->name) < 0)
+            r = -ENOMEM;
+        vm_spec_free(s);
+    }
+    store_vm_list_free(rows, n);
+    if (r < 0) {
+        strv_free(names);
+        return oom(reterr);
+    }
+    if (!names && !(names = calloc(1, sizeof(char *))))
+        return oom(reterr);
+    *ret = names;
+    return 0;
+}
+
+int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
+{
+    if (!ctx || !name)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_remove: bad arguments");
+    cleanup_free char *dir = name_is_valid(name) ? image_dir(ctx->home, name) : NULL;
+    if (!dir || !file_exists(dir))
+        return invalid(reterr, "image", name, "See the cached images with `vmctl image list`.",
+                       "no image '%s' in the cache", name);
+    cleanup_strv char **users = NULL;
+    int r = vms_using(ctx, name, &users, reterr);
+    if (r < 0)
+        return r;
+    if (users[0] && !force) {
+        size_t len = 0;
+        for (char **u = users; *u; u++)
+            len += strlen(*u) + 2;
+        cleanup_free char *list = calloc(1, len + 1);
+        for (char **u = users; list && *u; u++) {
+            if (u != users)
+                strcat(list, ", ");
+            strcat(list, *u);
+        }
+        r = invalid(reterr, "image", name,
+                    "Destroy those VMs first (`vmctl destroy NAME`), or use --force: their disks "
+                    "would then lose their base image.",
+                    "image '%s' is used by vm %s", name, list ? list : "?");
+        return r;
+    }
+    if ((r = rm_rf(dir)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove '%s'", dir);
+        err_detail(reterr, "path", "%s", dir);
+        return r;
+    }
+    return 0;
+}
+
+int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error **reterr)
+{
+    if (!ctx)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_prune: bad arguments");
+    cleanup_free char *dir = str_printf("%s/images", ctx->home);
+    if (!dir)
+        return oom(reterr);
+    cleanup_strv char **removed = NULL;
+    size_t k = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int r = 0;
+    while (d && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        if (streq(nm, ".") || streq(nm, ".."))
+            continue;
+        cleanup_free char *path = str_printf("%s/%s", dir, nm);
+        if (!path) {
+            r = -ENOMEM;
+            break;
+        }
+        if (str_startswith(nm, TMP_PREFIX)) {
+            /* .tmp-<name>-<pid>: only when that process is gone */
+            const char *dash = strrchr(nm, '-');
+            pid_t pid = dash ? (pid_t)strtol(dash + 1, NULL, 10) : 0;
+            if (pid > 0 && proc_alive(pid, 0))
+                continue;
+        } else if (!all || streq(nm, "default") || !is_cache_name(ctx, nm)) {
+            continue;
+        } else {
+            cleanup_strv char **users = NULL;
+            if ((r = vms_using(ctx, nm, &users, reterr)) < 0)
+                break;
+            if (users[0])
+                continue;
+        }
+        if (rm_rf(path) < 0)
+            continue;
+        if (strv_push(&removed, &k, nm) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+    }
+    if (d)
+        closedir(d);
+    if (r < 0)
+        return r == -ENOMEM ? oom(reterr) : r;
+    if (ret_removed) {
+        if (!removed && !(removed = calloc(1, sizeof(char *))))
+            return oom(reterr);
+        *ret_removed = TAKE_PTR(removed);
+    }
+    return 0;
+}
+
+int vmctl_image_convert(vmctl_ctx *ctx, const char *src, const char *dst, const char *format,
+                        vmctl_image_info *ret, vmctl_error **reterr)
+{
+    if (!ctx || !src || !dst || !format)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_convert: bad arguments");
+    static const char *const formats[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"};
+    bool ok = false;
+    for (size_t i = 0; i < ELEMENTSOF(formats); i++)
+        ok |= streq(format, formats[i]);
+    if (!ok)
+        return invalid(reterr, "format", format, "Use qcow2, raw, vmdk, vdi, vhdx or vpc.",
+                       "unknown target format '%s'", format);
+    vmctl_image_info in = {};
+    int r = vmctl_image_inspect(ctx, src, &in, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *qemu_img = find_in_path("qemu-img");
+    cleanup_free char *tmp = str_printf("%s.tmp-%d", dst, (int)getpid());
+    if (!qemu_img || !tmp) {
+        vmctl_image_info_clear(&in);
+        r = err_make(reterr, VMCTL_E_HOST_MISSING_DEPENDENCY, ENOENT, "qemu-img not found");
+        err_help(reterr, "Install the Debian package 'qemu-utils'.");
+        return r;
+    }
+    char *argv[] = {
+        qemu_img, "convert",      "-U",    "-f", (char *)image_format_qemu_name(in.format),
+        "-O",     (char *)format, in.path, tmp,  NULL};
+    cleanup_free char *errs = NULL;
+    int k = image_run(argv, NULL, &errs, 3600);
+    if (k != 0) {
+        r = err_make(reterr, VMCTL_E_IMAGE_CONVERSION_FAILED, k < 0 ? -k : EIO,
+                     "cannot convert '%s' to %s", src, format);
+        err_detail(reterr, "path", "%s", in.path);
+        err_detail(reterr, "format", "%s", format);
+        if (errs && *errs)
+            err_note(reterr, "%s", errs);
+        (void)unlink(tmp);
+    } else if (rename(tmp, dst) < 0) {
+        r = err_make(reterr, VMCTL_E_IMAGE_CONVERSION_FAILED, errno, "cannot rename '%s'", tmp);
+        (void)unlink(tmp);
+    }
+    vmctl_image_info_clear(&in);
+    if (r < 0)
+        return r;
+    if (ret)
+        return vmctl_image_inspect(ctx, dst, ret, reterr);
+    return 0;
+}
+
+/* ---------- VM disks ---------- */
+
+void image_ref_clear(image_ref *r)
+{
+    if (!r)
+        return;
+    free(r->name);
+    free(r->path);
+    free(r->format);
+    free(r->sha256);
+    *r = (image_ref){};
+}
+
+int image_resolve(const char *home, const char *image, image_ref *ret, vmctl_error **reterr)
+{
+    *ret = (image_ref){};
+    vmctl_image_info info = {};
+    bool cached = !strchr(image, '/') && name_is_valid(image) && !streq(image, "default") &&
+                  meta_read(home, image, &info, NULL) == 0;
+    int r;
+    if (cached) {
+        ret->name = strdup(image);
+        ret->path = TAKE_PTR(info.path);
+        ret->sha256 = TAKE_PTR(info.sha256);
+        vmctl_image_info_clear(&info);
+    } else {
+        ret->path = realpath(image, NULL);
+        if (!ret->path || access(ret->path, R_OK) < 0) {
+            int e = ret->path ? errno : errno ? errno : ENOENT;
+            image_ref_clear(ret);
+            r = err_make(reterr, VMCTL_E_IMAGE_OVERLAY_CREATION_FAILED, e,
+                         "base image '%s' is missing or unreadable", image);
+            err_detail(reterr, "image", "%s", image);
+            err_help(reterr, "Name a cached image (`vmctl image list`, `vmctl image import`) or a "
+                             "readable image file.");
+            return r;
+        }
+    }
+    image_probe p = {};
+    r = image_probe_file(ret->path, &p, reterr);
+    if (r < 0) {
+        err_detail(reterr, "image", "%s", image);
+        image_ref_clear(ret);
+        return r;
+    }
+    ret->format = strdup(p.format);
+    ret->virtual_size = p.virtual_size;
+    if (!p.virtual_size && streq(p.format, "vhdx")) {
+        cleanup_free char *qf = NULL;
+        (void)image_qemu_img_info(ret->path, &qf, &ret->virtual_size, NULL);
+    }
+    image_probe_clear(&p);
+    if (!ret->format || (cached && !ret->name)) {
+        image_ref_clear(ret);
+        return oom(reterr);
+    }
+    return 0;
+}
+
+int image_make_overlay(const char *path, const image_ref *base, uint64_t size, vmctl_error **reterr)
+{
+    if (access(base->path, R_OK) < 0) {
+        int r = err_make(reterr, VMCTL_E_IMAGE_OVERLAY_CREATION_FAILED, errno,
+                         "base image '%s' is missing or unreadable", base->path);
+        err_detail(reterr, "path", "%s", base->path);
+        return r;
+    }
+    uint64_t vsize = size > base->virtual_size ? size : base->virtual_size;
+    return qcow2_create_overlay(path, vsize, base->path, image_format_qemu_name(base->format),
+                                reterr);
+}
+
+int image_clone_rootfs(const char *path, const image_ref *base, uint64_t size, vmctl_error **reterr)
+{
+    char sha[65];
+    int r = image_sha256_file(base->path, sha, reterr);
+    if (r < 0)
+        return r;
+    if (base->sha256 && !streq(sha, base->sha256)) {
+        r = err_make(reterr, VMCTL_E_IMAGE_ROOTFS_FAILED, EBADMSG,
+                     "root filesystem template '%s' changed since it was cached", base->path);
+        err_detail(reterr, "path", "%s", base->path);
+        err_detail(reterr, "expected", "%s", base->sha256);
+        err_detail(reterr, "actual", "%s", sha);
+        err_help(reterr, "Remove the image (`vmctl image rm %s`) and import or pull it again.",
+                 base->name ? base->name : base->path);
+        return r;
+    }
+    r = image_clone_file(base->path, path);
+    if (r < 0) {
+        r = err_make(reterr, VMCTL_E_IMAGE_ROOTFS_FAILED, -r, "cannot clone root filesystem '%s'",
+                     base->path);
+        err_detail(reterr, "path", "%s", path);
+        return r;
+    }
+    if (size > base->virtual_size && truncate(path, (off_t)size) < 0) {
+        r = err_make(reterr, VMCTL_E_IMAGE_ROOTFS_FAILED, errno, "cannot grow '%s'", path);
+        err_detail(reterr, "path", "%s", path);
+        return r;
+    }
+    return 0;
 }

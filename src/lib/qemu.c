@@ -226,10 +226,20 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
         if (!disk)
             return oom(reterr);
         PUSH("-drive");
-        PUSHF("file=%s,format=qcow2,if=none,id=disk0,discard=unmap", disk);
+        PUSHF("file=%s,format=%s,if=none,id=disk0,discard=unmap", disk,
+              spec->disk_format && streq(spec->disk_format, "raw") ? "raw" : "qcow2");
         PUSH("-device");
         PUSHF("%s,drive=disk0%s", microvm ? "virtio-blk-device" : "virtio-blk-pci",
               spec->kernel ? "" : ",bootindex=0");
+    }
+    if (spec->seed) { /* cloud-init NoCloud seed (volume "cidata"), read-only */
+        cleanup_free char *seed = opt_escape(spec->seed);
+        if (!seed)
+            return oom(reterr);
+        PUSH("-drive");
+        PUSHF("file=%s,format=raw,if=none,id=seed,readonly=on", seed);
+        PUSH("-device");
+        PUSHF("%s,drive=seed", microvm ? "virtio-blk-device" : "virtio-blk-pci");
     }
 
     /* QMP */

@@ -32,6 +32,9 @@ void vm_spec_free(vm_spec *s)
     free(s->initrd);
     free(s->cmdline);
     free(s->disk);
+    free(s->disk_format);
+    free(s->base);
+    free(s->seed);
     free(s->net);
     free(s->ports);
     strv_free(s->env);
@@ -75,6 +78,11 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
         (r = set_str(o, "initrd", s->initrd, true)) < 0 ||
         (r = set_str(o, "cmdline", s->cmdline, true)) < 0 ||
         (r = set_str(o, "disk", s->disk, true)) < 0 || (r = set_str(o, "net", s->net, false)) < 0)
+        return r;
+    /* added with disk images: written only when set, absent means NULL */
+    if ((s->disk_format && (r = set_str(o, "disk_format", s->disk_format, true)) < 0) ||
+        (s->base && (r = set_str(o, "base", s->base, true)) < 0) ||
+        (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
         return r;
 
     json_t *ports = json_array();
@@ -248,6 +256,9 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "initrd", true, &s->initrd, reterr)) < 0 ||
         (r = get_str(o, "cmdline", true, &s->cmdline, reterr)) < 0 ||
         (r = get_str(o, "disk", true, &s->disk, reterr)) < 0 ||
+        (r = get_str(o, "disk_format", true, &s->disk_format, reterr)) < 0 ||
+        (r = get_str(o, "base", true, &s->base, reterr)) < 0 ||
+        (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
         (r = get_env(o, s, reterr)) < 0)
         return r;

@@ -16,12 +16,15 @@ typedef struct vm_spec {
     unsigned vcpus;
     unsigned memory_mib;
     unsigned disk_gib;
-    char *image;   /* "default" or the image name/path */
-    char *kernel;  /* absolute path or NULL */
-    char *initrd;  /* absolute path or NULL */
-    char *cmdline; /* full kernel command line or NULL */
-    char *disk;    /* absolute path of the VM's disk (overlay) or NULL */
-    char *net;     /* "user" | "tap" | "none" */
+    char *image;       /* "default" or the image name/path */
+    char *kernel;      /* absolute path or NULL */
+    char *initrd;      /* absolute path or NULL */
+    char *cmdline;     /* full kernel command line or NULL */
+    char *disk;        /* absolute path of the VM's disk (overlay) or NULL */
+    char *disk_format; /* format of disk: "qcow2" (overlay, also when NULL) or "raw" (rootfs) */
+    char *base;        /* absolute path of the image the disk was made from, or NULL */
+    char *seed;        /* absolute path of the cloud-init seed ISO, or NULL */
+    char *net;         /* "user" | "tap" | "none" */
     vmctl_port_forward *ports;
     size_t n_ports;
     char **env; /* K=V, NULL-terminated (may be NULL) */

@@ -16,9 +16,11 @@
 
 #include "agent-client.h"
 #include "backend.h"
+#include "cloudinit.h"
 #include "ctx.h"
 #include "error.h"
 #include "guest.h"
+#include "image-cache.h"
 #include "state.h"
 #include "store.h"
 #include "util/util.h"
@@ -248,28 +250,26 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
     if (c->env && !(s->env = strv_copy(c->env)))
         return -ENOMEM;
 
+    bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
     if (c->cloud_init) {
         int r = check_readable(reterr, "cloud-init", c->cloud_init);
         if (r < 0)
             return r;
-        return invalid_field(reterr, "cloud-init", c->cloud_init,
-                             "%s '%s' needs a disk image, which this build cannot boot yet",
-                             "unset until disk images are supported");
+        if (default_guest)
+            return invalid_field(reterr, "cloud-init", c->cloud_init,
+                                 "%s '%s' needs a disk image with cloud-init (--image)",
+                                 "unset for the default guest, which has no cloud-init");
     }
     if (c->ssh_key) {
         int r = check_readable(reterr, "ssh-key", c->ssh_key);
         if (r < 0)
             return r;
-        return invalid_field(reterr, "ssh-key", c->ssh_key,
-                             "%s '%s' needs the SSH channel, which this build does not have yet",
-                             "unset until SSH is supported");
+        if (default_guest)
+            return invalid_field(reterr, "ssh-key", c->ssh_key,
+                                 "%s '%s' needs a disk image with cloud-init (--image)",
+                                 "unset for the default guest, which has no cloud-init");
     }
 
-    bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
-    if (c->image && !default_guest)
-        return invalid_field(reterr, "image", c->image,
-                             "%s '%s': disk images are not supported yet",
-                             "'default' (the default guest) or --kernel");
     if (default_guest) {
         guest_paths gp = {0};
         int r = guest_default_paths(ctx->home, &gp, reterr);
@@ -283,25 +283,62 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
             free(gp.cmdline);
         s->agent = true;
     } else {
-        int r = check_readable(reterr, "kernel", c->kernel);
-        if (r < 0)
-            return r;
-        if (c->initrd && (r = check_readable(reterr, "initrd", c->initrd)) < 0)
-            return r;
-        s->kernel = realpath(c->kernel, NULL);
-        s->initrd = c->initrd ? realpath(c->initrd, NULL) : NULL;
-        s->image = strdup(s->kernel ? s->kernel : c->kernel);
-        s->cmdline = strdup(c->cmdline ? c->cmdline : "console=ttyS0 panic=-1");
-        /* The virtio-serial port is there; whether an agent answers depends on the initrd. */
+        bool rootfs = false;
+        if (c->image) {
+            /* A disk image: a qcow2 overlay on it, or (raw root filesystem booted with --kernel)
+             * a clone; created by vmctl_vm_create in the VM directory. */
+            image_ref ref = {};
+            int r = image_resolve(ctx->home, c->image, &ref, reterr);
+            if (r < 0)
+                return r;
+            rootfs = c->kernel && streq(ref.format, "raw");
+            if (c->disk_gib && (uint64_t)c->disk_gib << 30 < ref.virtual_size) {
+                char v[32];
+                snprintf(v, sizeof(v), "%u", c->disk_gib);
+                image_ref_clear(&ref);
+                return invalid_field(reterr, "disk", v, "%s %s GiB is smaller than the image",
+                                     "at least the image's virtual size (vmctl image inspect)");
+            }
+            cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
+            s->image = strdup(ref.name ? ref.name : ref.path);
+            s->base = TAKE_PTR(ref.path);
+            image_ref_clear(&ref);
+            if (!dir)
+                return -ENOMEM;
+            s->disk = str_printf("%s/%s", dir, rootfs ? "rootfs.raw" : "disk.qcow2");
+            s->disk_format = strdup(rootfs ? "raw" : "qcow2");
+            s->seed = str_printf("%s/seed.iso", dir);
+            if (!s->image || !s->disk || !s->disk_format || !s->seed)
+                return -ENOMEM;
+        }
+        if (c->kernel) {
+            int r = check_readable(reterr, "kernel", c->kernel);
+            if (r < 0)
+                return r;
+            if (c->initrd && (r = check_readable(reterr, "initrd", c->initrd)) < 0)
+                return r;
+            s->kernel = realpath(c->kernel, NULL);
+            s->initrd = c->initrd ? realpath(c->initrd, NULL) : NULL;
+            if (!s->image)
+                s->image = strdup(s->kernel ? s->kernel : c->kernel);
+            const char *dflt =
+                rootfs ? "console=ttyS0 panic=-1 root=/dev/vda rw" : "console=ttyS0 panic=-1";
+            s->cmdline = strdup(c->cmdline ? c->cmdline : dflt);
+        }
+        /* The virtio-serial port is there; whether an agent answers depends on the guest. */
         s->agent = true;
     }
 
-    const char *machine = c->machine ? c->machine : "microvm";
+    const char *machine = c->machine ? c->machine : (s->kernel ? "microvm" : "q35");
     if (!streq(machine, "microvm") && !streq(machine, "q35"))
         return invalid_field(reterr, "machine", machine, "invalid %s '%s'", "microvm or q35");
+    if (!s->kernel && streq(machine, "microvm"))
+        return invalid_field(reterr, "machine", machine,
+                             "%s '%s' boots a kernel directly: give --kernel with --image",
+                             "q35 for disk images booted by firmware");
     s->machine = strdup(machine);
 
-    const char *net = c->net ? c->net : (c->n_ports ? "user" : "none");
+    const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
     if (c->n_ports && !streq(net, "user")) {
@@ -335,9 +372,40 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
     if (notice)
         ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
 
-    if (!s->name || !s->backend || !s->image || !s->machine || !s->net || !s->cmdline)
+    if (!s->name || !s->backend || !s->image || !s->machine || !s->net ||
+        (s->kernel && !s->cmdline))
         return -ENOMEM;
     *ret = TAKE_PTR(s);
+    return 0;
+}
+
+/* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
+static int prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
+                        vmctl_error **reterr)
+{
+    image_ref ref = {};
+    int r = image_resolve(ctx->home, spec->image, &ref, reterr);
+    if (r < 0)
+        return r;
+    uint64_t size = (uint64_t)spec->disk_gib << 30;
+    if (spec->disk_format && streq(spec->disk_format, "raw"))
+        r = image_clone_rootfs(spec->disk, &ref, size, reterr);
+    else
+        r = image_make_overlay(spec->disk, &ref, size, reterr);
+    image_ref_clear(&ref);
+    if (r < 0)
+        return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    if (spec->seed) {
+        cloudinit_seed seed = {
+            .hostname = spec->name,
+            .user_data = c->cloud_init,
+            .ssh_key = c->ssh_key,
+            .network = !streq(spec->net, "none"),
+        };
+        r = cloudinit_write_seed(spec->seed, &seed, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while creating the seed of vm '%s'", spec->name);
+    }
     return 0;
 }
 
@@ -400,6 +468,8 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         err_detail(reterr, "path", "%s", dir);
         goto undo;
     }
+    if (spec->base && (r = prepare_disk(ctx, config, spec, reterr)) < 0)
+        goto undo;
     r = store_vm_set_complete(ctx->store, spec->name, reterr);
     if (r < 0)
         goto undo;

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* Fetching a URL to a file (libcurl: http, https, file) and decompressing .zst / .xz. */
+#pragma once
+
+#include <vmctl/error.h>
+#include <vmctl/image.h>
+
+/* Download url into dest (created/truncated, fsynced). image::download_failed on failure with
+ * details url and status_code (HTTP >= 400) or reason (curl's message: connection refused,
+ * transfer closed with bytes remaining, ...). A transfer that stalls (under 1 byte/s) for
+ * $VMCTL_DOWNLOAD_STALL_SECONDS (default 60) fails too. */
+int download_file(const char *url, const char *dest, vmctl_progress_fn progress, void *userdata,
+                  vmctl_error **reterr);
+
+/* "zst", "xz" or NULL: from the magic bytes of the file. */
+const char *download_compression(const char *path);
+
+/* Decompress src into dst. image::download_failed (reason) on corrupt or truncated input. */
+int download_decompress(const char *src, const char *dst, const char *kind,
+                        vmctl_progress_fn progress, void *userdata, vmctl_error **reterr);

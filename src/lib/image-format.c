@@ -1,0 +1,433 @@
+/* SPDX-License-Identifier: MIT */
+/* Image format detection from the file's own header (qcow2, vmdk, vhdx, vdi, vpc, ISO 9660,
+ * else raw), qemu-img info as the second opinion, SHA-256 of files, and a small bounded
+ * process runner for the qemu-img / genisoimage calls. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "image-format.h"
+#include "util/util.h"
+
+extern char **environ;
+
+#define PROBE_BYTES (64 * 1024)
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static uint64_t be64(const uint8_t *p)
+{
+    return (uint64_t)be32(p) << 32 | be32(p + 4);
+}
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+static uint64_t le64(const uint8_t *p)
+{
+    return (uint64_t)le32(p + 4) << 32 | le32(p);
+}
+static uint16_t le16(const uint8_t *p)
+{
+    return (uint16_t)(p[1] << 8 | p[0]);
+}
+
+void image_probe_clear(image_probe *p)
+{
+    if (!p)
+        return;
+    free(p->backing_file);
+    free(p->backing_format);
+    *p = (image_probe){};
+}
+
+static int probe_qcow2(const uint8_t *b, size_t len, uint64_t fsize, image_probe *p,
+                       const char **why)
+{
+    if (len < 72) {
+        *why = "qcow2 header is truncated";
+        return -EINVAL;
+    }
+    uint32_t version = be32(b + 4);
+    uint32_t cluster_bits = be32(b + 20);
+    if (version != 2 && version != 3) {
+        *why = "qcow2 header has an unknown version";
+        return -EINVAL;
+    }
+    if (cluster_bits < 9 || cluster_bits > 21) {
+        *why = "qcow2 header has an invalid cluster size";
+        return -EINVAL;
+    }
+    uint64_t size = be64(b + 24);
+    uint32_t l1_size = be32(b + 36);
+    uint64_t l1_off = be64(b + 40);
+    uint64_t rt_off = be64(b + 48);
+    uint32_t rt_clusters = be32(b + 56);
+    uint64_t cluster = 1ull << cluster_bits;
+    if (l1_off % cluster || rt_off % cluster || rt_off == 0) {
+        *why = "qcow2 header has misaligned table offsets";
+        return -EINVAL;
+    }
+    /* Truncated downloads: the tables must lie inside the file. */
+    if (rt_off + (uint64_t)rt_clusters * cluster > fsize ||
+        (l1_size && l1_off + (uint64_t)l1_size * 8 > fsize)) {
+        *why = "qcow2 tables lie past the end of the file (truncated?)";
+        return -EINVAL;
+    }
+    uint64_t bf_off = be64(b + 8);
+    uint32_t bf_len = be32(b + 16);
+    if (bf_off) {
+        if (bf_len == 0 || bf_len > 1023 || bf_off + bf_len > len) {
+            *why = "qcow2 backing file name is out of range";
+            return -EINVAL;
+        }
+        p->backing_file = strndup((const char *)b + bf_off, bf_len);
+        if (!p->backing_file)
+            return -ENOMEM;
+    }
+    /* header extensions: after the header (v2: 72 bytes, v3: header_length) */
+    size_t off = version >= 3 && len >= 104 ? be32(b + 100) : 72;
+    while (off + 8 <= len) {
+        uint32_t type = be32(b + off), elen = be32(b + off + 4);
+        if (type == 0 || off + 8 + elen > len)
+            break;
+        if (type == 0xE2792ACA && elen > 0 && elen < 32 && !p->backing_format) {
+            p->backing_format = strndup((const char *)b + off + 8, elen);
+            if (!p->backing_format)
+                return -ENOMEM;
+        }
+        off += 8 + ((elen + 7) & ~7u);
+    }
+    snprintf(p->format, sizeof(p->format), "qcow2");
+    p->virtual_size = size;
+    return 0;
+}
+
+int image_probe_buffer(const uint8_t *b, size_t len, uint64_t fsize, image_probe *p,
+                       const char **why)
+{
+    static const char *dummy;
+    if (!why)
+        why = &dummy;
+    *p = (image_probe){.file_size = fsize};
+    if (fsize == 0 || len == 0) {
+        *why = "the file is empty";
+        return -ENODATA;
+    }
+    if (len >= 4 && memcmp(b, "QFI\xfb", 4) == 0) {
+        int r = probe_qcow2(b, len, fsize, p, why);
+        if (r < 0)
+            image_probe_clear(p);
+        p->file_size = fsize;
+        return r;
+    }
+    if (len >= 4 && memcmp(b, "KDMV", 4) == 0) { /* VMDK sparse extent */
+        if (len < 20 || le32(b + 4) < 1 || le32(b + 4) > 3) {
+            *why = "vmdk header is truncated or has an unknown version";
+            return -EINVAL;
+        }
+        snprintf(p->format, sizeof(p->format), "vmdk");
+        p->virtual_size = le64(b + 12) * 512;
+        return 0;
+    }
+    if (len >= 21 && memcmp(b, "# Disk DescriptorFile", 21) == 0) { /* VMDK descriptor */
+        snprintf(p->format, sizeof(p->format), "vmdk");
+        return 0;
+    }
+    if (len >= 8 && memcmp(b, "vhdxfile", 8) == 0) {
+        snprintf(p->format, sizeof(p->format), "vhdx");
+        return 0; /* the size lives in the metadata region: qemu-img tells it */
+    }
+    if (len >= 0x178 && le32(b + 0x40) == 0xbeda107f) { /* VirtualBox VDI */
+        if (le32(b + 0x44) >> 16 != 1) {
+            *why = "vdi header has an unknown version";
+            return -EINVAL;
+        }
+        snprintf(p->format, sizeof(p->format), "vdi");
+        p->virtual_size = le64(b + 0x170);
+        return 0;
+    }
+    if (len >= 8 && memcmp(b, "conectix", 8) == 0) { /* VHD (vpc) with its footer copy first */
+        snprintf(p->format, sizeof(p->format), "vpc");
+        p->virtual_size = len >= 0x38 ? be64(b + 0x30) : 0;
+        return 0;
+    }
+    if (len >= 0x8000 + 130 && memcmp(b + 0x8001, "CD001", 5) == 0 && b[0x8000] == 1) {
+        snprintf(p->format, sizeof(p->format), "iso");
+        uint32_t blocks = le32(b + 0x8000 + 80);
+        uint16_t bs = le16(b + 0x8000 + 128);
+        p->virtual_size = (uint64_t)blocks * (bs ? bs : 2048);
+        if (p->virtual_size > fsize) {
+            *why = "ISO 9660 volume is larger than the file (truncated?)";
+            return -EINVAL;
+        }
+        return 0;
+    }
+    snprintf(p->format, sizeof(p->format), "raw");
+    p->virtual_size = fsize;
+    return 0;
+}
+
+static int detection_failed(vmctl_error **reterr, int errnum, const char *path, const char *why)
+{
+    int r = err_make(reterr, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, errnum,
+                     "cannot detect the format of '%s': %s", path, why);
+    err_detail(reterr, "path", "%s", path);
+    err_detail(reterr, "reason", "%s", why);
+    return r;
+}
+
+int image_probe_file(const char *path, image_probe *ret, vmctl_error **reterr)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return detection_failed(reterr, errno, path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return detection_failed(reterr, errno, path, strerror(errno));
+    if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+        return detection_failed(reterr, EINVAL, path, "not a regular file");
+    cleanup_free uint8_t *buf = calloc(1, PROBE_BYTES);
+    if (!buf)
+        return -ENOMEM;
+    size_t got = 0;
+    while (got < PROBE_BYTES) {
+        ssize_t n = pread(fd, buf + got, PROBE_BYTES - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return detection_failed(reterr, errno, path, strerror(errno));
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    const char *why = "unknown";
+    int r = image_probe_buffer(buf, got, (uint64_t)st.st_size, ret, &why);
+    if (r == -ENOMEM)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    if (r < 0)
+        return detection_failed(reterr, -r, path, why);
+    return 0;
+}
+
+const char *image_format_qemu_name(const char *format)
+{
+    return format && streq(format, "iso") ? "raw" : format;
+}
+
+/* ---------- processes ---------- */
+
+static int drain(int fd, char **buf, size_t *len)
+{
+    char tmp[4096];
+    ssize_t n = read(fd, tmp, sizeof(tmp));
+    if (n <= 0)
+        return n < 0 && (errno == EINTR || errno == EAGAIN) ? 1 : 0;
+    if (*len < 1024 * 1024) { /* keep at most 1 MiB */
+        char *nb = realloc(*buf, *len + (size_t)n + 1);
+        if (!nb)
+            return -ENOMEM;
+        memcpy(nb + *len, tmp, (size_t)n);
+        *len += (size_t)n;
+        nb[*len] = 0;
+        *buf = nb;
+    }
+    return 1;
+}
+
+int image_run(char *const argv[], char **ret_out, char **ret_err, double timeout_sec)
+{
+    int out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (pipe2(out, O_CLOEXEC) < 0)
+        return -errno;
+    if (pipe2(err, O_CLOEXEC) < 0) {
+        int e = -errno;
+        close(out[0]);
+        close(out[1]);
+        return e;
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+    pid_t pid;
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+    close(err[1]);
+    if (r != 0) {
+        close(out[0]);
+        close(err[0]);
+        return -r;
+    }
+    char *obuf = NULL, *ebuf = NULL;
+    size_t olen = 0, elen = 0;
+    uint64_t deadline = now_usec() + (uint64_t)(timeout_sec * 1e6);
+    struct pollfd pfd[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    bool timed_out = false;
+    while (pfd[0].fd >= 0 || pfd[1].fd >= 0) {
+        uint64_t now = now_usec();
+        if (now >= deadline) {
+            timed_out = true;
+            break;
+        }
+        int k = poll(pfd, 2, (int)((deadline - now) / 1000) + 1);
+        if (k < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 2 && k > 0; i++) {
+            if (pfd[i].fd < 0 || !pfd[i].revents)
+                continue;
+            int d = i == 0 ? drain(pfd[i].fd, &obuf, &olen) : drain(pfd[i].fd, &ebuf, &elen);
+            if (d <= 0) {
+                close(pfd[i].fd);
+                pfd[i].fd = -1;
+            }
+        }
+    }
+    if (pfd[0].fd >= 0)
+        close(pfd[0].fd);
+    if (pfd[1].fd >= 0)
+        close(pfd[1].fd);
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (ret_out)
+        *ret_out = obuf ? obuf : strdup("");
+    else
+        free(obuf);
+    if (ret_err)
+        *ret_err = ebuf ? ebuf : strdup("");
+    else
+        free(ebuf);
+    if (timed_out)
+        return -ETIMEDOUT;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+static void strip(char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = 0;
+}
+
+int image_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
+                        vmctl_error **reterr)
+{
+    cleanup_free char *qemu_img = find_in_path("qemu-img");
+    if (!qemu_img)
+        return -ENOENT;
+    char *argv[] = {qemu_img, "info", "-U", "--output=json", (char *)path, NULL};
+    cleanup_free char *out = NULL, *errs = NULL;
+    int r = image_run(argv, &out, &errs, 30);
+    if (r != 0) {
+        strip(errs);
+        r = detection_failed(reterr, r < 0 ? -r : EIO, path,
+                             r == -ETIMEDOUT ? "qemu-img info timed out" : "qemu-img info failed");
+        if (errs && *errs)
+            err_note(reterr, "%s", errs);
+        return r;
+    }
+    json_t *j = json_loads(out, 0, NULL);
+    const char *fmt = json_string_value(json_object_get(j, "format"));
+    if (!fmt) {
+        json_decref(j);
+        return detection_failed(reterr, EIO, path, "qemu-img info printed no format");
+    }
+    *ret_format = strdup(fmt);
+    *ret_virtual_size = (uint64_t)json_integer_value(json_object_get(j, "virtual-size"));
+    json_decref(j);
+    return *ret_format ? 0 : -ENOMEM;
+}
+
+int image_detect(const char *path, image_probe *ret, vmctl_error **reterr)
+{
+    image_probe p = {};
+    int r = image_probe_file(path, &p, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *qfmt = NULL;
+    uint64_t qsize = 0;
+    r = image_qemu_img_info(path, &qfmt, &qsize, reterr);
+    if (r == -ENOENT) { /* no qemu-img: our answer alone */
+        *ret = p;
+        return 0;
+    }
+    if (r < 0) {
+        image_probe_clear(&p);
+        return r;
+    }
+    if (!streq(qfmt, image_format_qemu_name(p.format))) {
+        r = err_make(reterr, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, EINVAL,
+                     "the format of '%s' is unclear: its header says %s, qemu-img says %s", path,
+                     p.format, qfmt);
+        err_detail(reterr, "path", "%s", path);
+        err_detail(reterr, "format", "%s", p.format);
+        err_detail(reterr, "qemu_img_format", "%s", qfmt);
+        image_probe_clear(&p);
+        return r;
+    }
+    if (!p.virtual_size)
+        p.virtual_size = qsize;
+    *ret = p;
+    return 0;
+}
+
+int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", path);
+        err_detail(reterr, "path", "%s", path);
+        return r;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise SHA-256");
+    }
+    cleanup_free uint8_t *buf = malloc(1 << 20);
+    if (!buf) {
+        EVP_MD_CTX_free(md);
+        return -ENOMEM;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, 1 << 20);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int r = err_make(reterr, VMCTL_E_IO, errno, "cannot read '%s'", path);
+            err_detail(reterr, "path", "%s", path);
+            EVP_MD_CTX_free(md);
+            return r;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+    }
+    unsigned char dig[32];
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(md, dig, &dl);
+    EVP_MD_CTX_free(md);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", dig[i]);
+    return 0;
+}
