@@ -131,6 +131,7 @@ static int send_all(agent_conn *c, const uint8_t *p, size_t n, uint64_t deadline
 static int next_frame(agent_conn *c, uint64_t until, agent_hdr *h, const uint8_t **payload,
                       vmctl_error **reterr)
 {
+    *payload = c->buf + AGENT_HDR_SIZE; /* where a frame's payload always is */
     if (c->pending) {
         memmove(c->buf, c->buf + c->pending, c->len - c->pending);
         c->len -= c->pending;
@@ -335,7 +336,7 @@ static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), vo
         if (next_resend < until)
             until = next_resend;
         agent_hdr h;
-        const uint8_t *payload;
+        const uint8_t *payload = NULL;
         r = next_frame(c, until, &h, &payload, reterr);
         if (r == -EPIPE && alive) {
             /* QEMU closed the socket: most likely it is exiting; say so if it is */
@@ -415,7 +416,8 @@ static int append(char **buf, size_t *len, size_t *cap, const uint8_t *data, siz
         *buf = p;
         *cap = nc;
     }
-    memcpy(*buf + *len, data, n);
+    if (n)
+        memcpy(*buf + *len, data, n);
     *len += n;
     (*buf)[*len] = 0;
     return 0;
@@ -483,12 +485,12 @@ int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *re
         return r;
 
     size_t out_cap = 0, err_cap = 0;
-    if (append(&result->out, &result->out_len, &out_cap, NULL, 0) < 0 ||
-        append(&result->err, &result->err_len, &err_cap, NULL, 0) < 0)
+    if (append(&result->out, &result->out_len, &out_cap, (const uint8_t *)"", 0) < 0 ||
+        append(&result->err, &result->err_len, &err_cap, (const uint8_t *)"", 0) < 0)
         return -ENOMEM;
     for (;;) {
         agent_hdr h;
-        const uint8_t *payload;
+        const uint8_t *payload = NULL;
         r = next_frame(c, deadline, &h, &payload, reterr);
         if (r < 0)
             return r;
@@ -549,7 +551,7 @@ int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **
         return r;
     for (;;) {
         agent_hdr h;
-        const uint8_t *payload;
+        const uint8_t *payload = NULL;
         r = next_frame(c, deadline, &h, &payload, reterr);
         if (r < 0)
             return r;

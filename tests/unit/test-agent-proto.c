@@ -12,6 +12,7 @@
 #include "agent-proto.h"
 
 static uint8_t buf[AGENT_MAX_FRAME + 64];
+static uint8_t input[AGENT_MAX_PAYLOAD + 64]; /* stdin data: must not overlap buf */
 
 /* Parse one whole frame from buf[0..n) and check it is exactly n bytes. */
 static agent_hdr frame_of(const uint8_t *b, size_t n)
@@ -183,20 +184,20 @@ static void test_exec_encoder_rejects(void **state)
     assert_int_equal(agent_encode_ping(buf, AGENT_HDR_SIZE - 1, 1, 0), AGENT_E_NOSPACE);
     /* stdin that cannot fit in one frame */
     assert_int_equal(
-        agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, buf, AGENT_MAX_PAYLOAD),
+        agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, input, AGENT_MAX_PAYLOAD),
         AGENT_E_TOO_BIG);
     assert_true(agent_exec_frame_size(ok, NULL, NULL, AGENT_MAX_PAYLOAD) > AGENT_MAX_FRAME);
     /* the largest stdin that fits */
     size_t over = agent_exec_frame_size(ok, NULL, NULL, 0);
     size_t max_in = AGENT_MAX_FRAME - over;
-    int n = agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, buf + 100, max_in);
+    int n = agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, input, max_in);
     assert_int_equal(n, AGENT_MAX_FRAME);
     agent_hdr h = frame_of(buf, (size_t)n);
     assert_int_equal(h.len, AGENT_MAX_PAYLOAD);
-    assert_int_equal(agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, buf, max_in + 1),
+    assert_int_equal(agent_encode_exec(buf, sizeof(buf), 1, 0, ok, NULL, NULL, input, max_in + 1),
                      AGENT_E_TOO_BIG);
     assert_int_equal(
-        agent_encode_data(buf, sizeof(buf), 1, AGENT_MSG_STDOUT, buf, AGENT_MAX_PAYLOAD + 1),
+        agent_encode_data(buf, sizeof(buf), 1, AGENT_MSG_STDOUT, input, AGENT_MAX_PAYLOAD + 1),
         AGENT_E_TOO_BIG);
 }
 
