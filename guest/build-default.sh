@@ -82,7 +82,7 @@ need gzip gzip
 # --- what would we build? ---
 step "resolving Debian packages"
 # the meta package depends on the real, versioned one (linux-image-6.1.0-56-cloud-amd64)
-kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !k { k = $2 } END { print k }')
+kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ && !k { k = $2 } END { print k }' || true)
 [ -n "$kpkg" ] || die "cannot resolve '$KERNEL_META' with apt-cache (run 'apt-get update' as root?)"
 
 # pkg -> "version filename sha256" of the candidate version

@@ -386,5 +386,8 @@ int guest_build_default(const char *home, bool force, vmctl_progress_fn progress
     err_detail(reterr, "path", "%s", script);
     if (tail[0])
         err_note(reterr, "%s", tail);
+    err_help(reterr, "The note holds the end of the build script's error output: fix what it names "
+                     "(for a package that cannot be found, `apt-get update`), then run `vmctl "
+                     "image build-default` again.");
     return r;
 }
