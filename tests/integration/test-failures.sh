@@ -22,6 +22,12 @@ rm -f /tmp/$$.err
 vm start nq --wait --timeout 120 || fail "start nq"
 pid=$(vm status --json nq | jq -r .pid)
 kill -9 "$pid"
+# SIGKILL is delivered asynchronously: wait (bounded) until the kernel has made it a zombie or reaped it
+for _ in $(seq 200); do
+  s=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)
+  [ -z "$s" ] || [ "$s" == Z ] && break
+  sleep 0.05
+done
 st=$(vm status --json nq)
 expect_eq "killed qemu -> crashed" "$(jq -r .state <<<"$st")" crashed
 expect_eq "crashed pid null" "$(jq -r .pid <<<"$st")" null
