@@ -57,24 +57,26 @@ typedef enum kdl_number_kind {
 } kdl_number_kind;
 
 typedef struct kdl_number {
-    kdl_number_kind kind;
     /* The canonical text, exact at any size: integers in decimal ("-42", hex/octal/binary
      * converted), decimals as written with underscores and a '+' sign dropped, leading zeros of
      * the integer part removed and the exponent as E, sign, digits ("1.0E+10"); "#inf", "#-inf",
      * "#nan" for the keywords. */
     kdl_str text;
-    double value;  /* nearest double (+-HUGE_VAL beyond its range) */
-    bool is_int64; /* an integer that fits int64_t: then i64 holds it */
-    int64_t i64;
+    double value; /* nearest double (+-HUGE_VAL beyond its range) */
+    int64_t i64;  /* the value when is_int64 */
+    kdl_number_kind kind;
+    bool is_int64; /* an integer that fits int64_t */
 } kdl_number;
 
 typedef struct kdl_value {
     kdl_value_type type;
     bool has_type; /* a type annotation, (type)value */
     kdl_str type_annotation;
-    kdl_str string; /* KDL_VALUE_STRING */
-    kdl_number number;
-    bool boolean;
+    union {
+        kdl_str string;    /* KDL_VALUE_STRING */
+        kdl_number number; /* KDL_VALUE_NUMBER */
+        bool boolean;      /* KDL_VALUE_BOOL */
+    };
     size_t offset; /* byte offset in the source of the value (of its annotation when present) */
 } kdl_value;
 
