@@ -870,8 +870,8 @@ static int parse_multiline(struct parser *p, size_t start, unsigned hashes, bool
     for (;;) {
         if (p->pos >= p->len)
             return fail(p, start, "string starts here",
-                        "unterminated multi-line string: no closing \"\"\"%.*s", (int)hashes,
-                        "################################");
+                        "unterminated multi-line string: no closing \"\"\"%.*s",
+                        (int)(hashes > 32 ? 32 : hashes), "################################");
         unsigned char c = s[p->pos];
         if (c == '"' && p->len - p->pos >= 3 + (size_t)hashes && s[p->pos + 1] == '"' &&
             s[p->pos + 2] == '"') {
@@ -1028,8 +1028,8 @@ static int parse_raw(struct parser *p, size_t start, kdl_str *out)
     for (;;) {
         if (p->pos >= p->len)
             return fail(p, start, "string starts here",
-                        "unterminated raw string: no closing '\"%.*s'", (int)(hashes % 33),
-                        "################################");
+                        "unterminated raw string: no closing '\"%.*s'",
+                        (int)(hashes > 32 ? 32 : hashes), "################################");
         unsigned char c = s[p->pos];
         if (c == '"') {
             size_t h = 0;
@@ -1056,7 +1056,7 @@ static int parse_raw(struct parser *p, size_t start, kdl_str *out)
             return fail(p, p->pos, "string not closed on this line",
                         "unterminated raw string: no closing '\"%.*s' before the end of the line "
                         "(a multi-line raw string is written #\"\"\" ... \"\"\"#)",
-                        (int)(hashes % 33), "################################");
+                        (int)(hashes > 32 ? 32 : hashes), "################################");
         }
         int32_t cp = peek(p, p->pos, &n);
         if (is_disallowed(p, cp))
