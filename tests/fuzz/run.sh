@@ -24,7 +24,7 @@ for src in tests/fuzz/fuzz-*.c; do
   corpus="tests/fuzz/corpus/$name"
   work=$(mktemp -d)
   [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null || true
-  if "$out/$name" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+  if "$out/$name" -artifact_prefix="$out/$name-" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
        -print_final_stats=0 "$work" >"$out/$name.log" 2>&1; then
     echo "fuzz: $name ok ($secs s, $(grep -c . <(ls "$work")) inputs)"
   else
