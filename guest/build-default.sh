@@ -272,7 +272,8 @@ printf 'root:x:0:\n' >"$root/etc/group"
 printf 'vmctl\n' >"$root/etc/hostname"
 cat >"$root/init" <<'EOF'
 #!/bin/sh
-# vmctl default guest: mount, load the modules the agent's port needs, start the agent as PID 1.
+# vmctl default guest: mount, load the modules the agent's port needs, run the agent (restarted
+# whenever it dies: a killed agent must not take the VM's exec channel with it).
 # Every fork costs ~10 ms under TCG: only what the agent needs runs before it.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
@@ -284,7 +285,11 @@ while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/early
 sh -c 'renice -n 19 $$; mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
     mount -t tmpfs -o mode=1777 tmpfs /dev/shm; ip link set lo up
     while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/late' >/dev/null 2>&1 &
-exec /sbin/vmctl-agent
+while :; do
+    /sbin/vmctl-agent --init
+    echo "vmctl-agent exited (status $?); restarting it" >&2
+    sleep 0.2
+done
 EOF
 chmod 0755 "$root/init"
 

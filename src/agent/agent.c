@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl-agent: the guest side of docs/agent-protocol.md. A single-threaded poll loop over the
- * virtio-serial port org.vmctl.agent, a signalfd (SIGCHLD, SIGIO, termination) and the pipes of
- * the running command. Static; may run as PID 1 (the default guest's /init execs it), and then
- * reaps every child and never exits. */
+/* vmctl-agent: the guest side of docs/agent-protocol.md (v2, answers v1 hosts too). A
+ * single-threaded poll loop over the host connection (the virtio-serial port org.vmctl.agent, or
+ * an AF_VSOCK connection), a signalfd (SIGCHLD, SIGIO, termination) and the fds of the running
+ * jobs: commands (EXEC, several at once), file uploads (FILE_PUT) and downloads (FILE_GET).
+ * Static; may run as PID 1, and then reaps every child and never exits. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -23,37 +25,60 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/vm_sockets.h>
+
 #include "agent-proto.h"
 #include "config.h"
 
 #define DEFAULT_PATH      "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define OUT_HIGH_WATER    (256u * 1024u) /* stop reading the command's pipes above this */
+#define OUT_HIGH_WATER    (512u * 1024u) /* stop reading the jobs' fds above this */
 #define EXIT_GRACE_MS     100            /* wait this long for pipes held by background jobs */
 #define RECHECK_MS        1000           /* re-poll a disconnected port this often (SIGIO backup) */
 #define REOPEN_MS         5              /* retry finding/opening the port this often */
 #define SHUTDOWN_FLUSH_MS 2000
+#define MAX_JOBS          64
+#define FILE_CHUNK        (256u * 1024u)            /* FILE_GET data frames */
+#define ACK_EVERY         (64u * 1024u)             /* STDIN_ACK at least this often */
+#define STDIN_QUEUE_MAX   (4u * AGENT_STDIN_WINDOW) /* a host ignoring the window is cut off */
+#define META_DIR          "/run/vmctl"
 /* A partial frame that gets no new byte for this long is dropped: its sender died, and a quick
  * reconnect hid the disconnect from us (QEMU's close and open reach the guest together). */
 #define STALL_MS 500
 
-struct exec_state {
-    pid_t pid; /* 0: no command */
+enum job_kind { JOB_EXEC, JOB_PUT, JOB_GET };
+
+struct job {
+    bool used;
+    enum job_kind kind;
     uint32_t id;
+    uint8_t version; /* frames about this job are sent in the version of its request */
+    pid_t pid;       /* EXEC: the command (0 once reaped and reported) */
     int out_fd, err_fd, in_fd;
-    uint8_t *in_data;
-    size_t in_len, in_off;
+    uint8_t *inq; /* stdin bytes not yet written */
+    size_t inq_len, inq_off, inq_cap;
+    bool in_eof;          /* no more input is coming */
+    bool stream;          /* stdin fed by STDIN frames (acknowledged) */
+    size_t unacked;       /* stdin bytes taken but not acknowledged yet */
     uint64_t deadline_ms; /* 0: none */
     uint64_t exited_ms;   /* 0: still running */
-    uint64_t activity_ms; /* last output read, or last time the send queue held the pipes back */
+    uint64_t activity_ms;
     int status;
     bool timed_out;
+    /* FILE_PUT */
+    char *path, *tmp_path;
+    uint32_t mode;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    int put_errno;
 };
 
 static struct {
     const char *port_path; /* --port, else found in sysfs */
     int port;
+    int listen_fd;       /* AF_VSOCK listener, -1 when the transport is virtio-serial */
     bool port_is_virtio; /* a disconnect keeps the fd open and waits for SIGIO */
     bool connected;      /* false after POLLHUP until SIGIO or the re-check */
+    bool no_vsock;
     uint64_t recheck_ms;
     int sigfd;
     bool pid1;
@@ -62,10 +87,11 @@ static struct {
     uint64_t in_last_ms; /* when the last byte arrived */
     uint8_t *out;
     size_t out_len, out_cap;
-    struct exec_state ex;
+    struct job jobs[MAX_JOBS];
     int shutdown_action; /* -1: none pending */
     unsigned long garbage;
-} A = {.port = -1, .sigfd = -1, .shutdown_action = -1};
+    uint32_t instance; /* in PONG: lets a host notice that the agent restarted */
+} A = {.port = -1, .listen_fd = -1, .sigfd = -1, .shutdown_action = -1};
 static uint8_t in_buf[AGENT_MAX_FRAME];
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -122,15 +148,18 @@ static uint8_t *out_reserve(size_t n)
     return A.out + A.out_len;
 }
 
-static void out_commit(int n)
+/* Commit an encoded frame at p (from out_reserve) in the given protocol version. */
+static void out_commit(uint8_t *p, int n, uint8_t version)
 {
-    if (n > 0)
+    if (n > 0) {
+        agent_frame_set_version(p, version);
         A.out_len += (size_t)n;
+    }
 }
 
-static void send_error(uint32_t id, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void send_error(uint32_t id, int errnum, const char *fmt, ...)
+static void send_error(uint32_t id, uint8_t version, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void send_error(uint32_t id, uint8_t version, int errnum, const char *fmt, ...)
 {
     char msg[AGENT_MAX_ERROR_MSG + 1];
     va_list ap;
@@ -140,19 +169,28 @@ static void send_error(uint32_t id, int errnum, const char *fmt, ...)
     size_t need = AGENT_HDR_SIZE + 8 + strlen(msg) + 1;
     uint8_t *p = out_reserve(need);
     if (p)
-        out_commit(agent_encode_error(p, need, id, (uint32_t)errnum, msg));
+        out_commit(p, agent_encode_error(p, need, id, (uint32_t)errnum, msg), version);
 }
 
-static void send_simple(uint32_t id, uint8_t type)
+static void send_simple(uint32_t id, uint8_t version, uint8_t type)
 {
     uint8_t *p = out_reserve(AGENT_HDR_SIZE + 64);
     if (!p)
         return;
     if (type == AGENT_MSG_PONG)
-        out_commit(agent_encode_pong(p, AGENT_HDR_SIZE + 64, id,
-                                     AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN, VMCTL_VERSION));
+        out_commit(p,
+                   agent_encode_pong2(p, AGENT_HDR_SIZE + 64, id, AGENT_CAPS_V2, VMCTL_VERSION,
+                                      A.instance),
+                   version);
     else
-        out_commit(agent_encode_ack(p, AGENT_HDR_SIZE + 64, id));
+        out_commit(p, agent_encode_ack(p, AGENT_HDR_SIZE + 64, id), version);
+}
+
+static void send_u32(uint32_t id, uint8_t version, uint8_t type, uint32_t v)
+{
+    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 4);
+    if (p)
+        out_commit(p, agent_encode_u32_msg(p, AGENT_HDR_SIZE + 4, type, id, v), version);
 }
 
 /* Write what the port takes now. Returns false when the host went away. */
@@ -210,6 +248,37 @@ static char *find_virtio_port(void)
     return found;
 }
 
+static void port_setup(int fd)
+{
+    /* Non-blocking: a virtio port blocks writes while the host is away. O_ASYNC: the port
+     * raises SIGIO when the host connects or disconnects (and when data arrives). */
+    fcntl(fd, F_SETOWN, getpid());
+    if (fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0)
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+    A.port = fd;
+    A.connected = true;
+}
+
+/* AF_VSOCK: listen on AGENT_VSOCK_PORT when the guest has a vsock transport and no virtio port. */
+static int listen_vsock(void)
+{
+    if (A.no_vsock || access("/dev/vsock", F_OK) < 0)
+        return -ENOENT;
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_vm sa = {
+        .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = AGENT_VSOCK_PORT};
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    A.listen_fd = fd;
+    logmsg("listening on vsock port %u", AGENT_VSOCK_PORT);
+    return 0;
+}
+
 static int open_port(void)
 {
     char *found = NULL;
@@ -217,7 +286,7 @@ static int open_port(void)
     if (!path) {
         found = find_virtio_port();
         if (!found)
-            return -ENOENT;
+            return listen_vsock() == 0 ? 0 : -ENOENT;
         path = found;
     }
     struct stat st;
@@ -238,59 +307,158 @@ static int open_port(void)
     }
     int r = fd < 0 ? -errno : 0;
     if (fd >= 0) {
-        /* Non-blocking: a virtio port blocks writes while the host is away. O_ASYNC: the port
-         * raises SIGIO when the host connects or disconnects (and when data arrives). */
-        fcntl(fd, F_SETOWN, getpid());
-        if (fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0)
-            fcntl(fd, F_SETFL, O_NONBLOCK);
-        A.port = fd;
-        A.connected = true;
+        port_setup(fd);
         logmsg("listening on %s", path);
     }
     free(found);
     return r;
 }
 
-static void exec_abandon(void);
+static void accept_vsock(void)
+{
+    int fd = accept4(A.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0)
+        return;
+    if (A.port >= 0) { /* one host at a time: the newest wins, as a NEW_SESSION would */
+        close_fd(&A.port);
+        A.in_len = 0;
+        A.out_len = 0;
+    }
+    A.port_is_virtio = false;
+    port_setup(fd);
+}
+
+static void jobs_abandon(void);
 
 /* The host went away: forget everything that belonged to it. */
 static void host_disconnected(void)
 {
-    if (A.connected && (A.in_len || A.out_len || A.ex.pid))
+    bool busy = A.in_len || A.out_len;
+    for (int i = 0; i < MAX_JOBS; i++)
+        busy |= A.jobs[i].used;
+    if (A.connected && busy)
         logmsg("host disconnected");
     A.connected = false;
     A.recheck_ms = now_ms() + RECHECK_MS;
     A.in_len = 0;
     A.out_len = 0;
-    exec_abandon();
+    jobs_abandon();
     if (!A.port_is_virtio) {
         close_fd(&A.port);
         A.recheck_ms = now_ms() + REOPEN_MS;
     }
 }
 
-/* --- exec --- */
+/* --- jobs --- */
 
-static void exec_close(struct exec_state *ex)
+static struct job *job_find(uint32_t id)
 {
-    close_fd(&ex->out_fd);
-    close_fd(&ex->err_fd);
-    close_fd(&ex->in_fd);
-    free(ex->in_data);
-    *ex = (struct exec_state){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+    for (int i = 0; i < MAX_JOBS; i++)
+        if (A.jobs[i].used && A.jobs[i].id == id)
+            return &A.jobs[i];
+    return NULL;
 }
 
-/* Kill the running command's process group; its zombie is reaped by the SIGCHLD handler. */
-static void exec_abandon(void)
+static struct job *job_new(uint32_t id, uint8_t version, enum job_kind kind)
 {
-    if (A.ex.pid > 0) {
-        if (!A.ex.exited_ms) {
-            kill(-A.ex.pid, SIGKILL);
-            kill(A.ex.pid, SIGKILL);
-        }
-        logmsg("abandoned command (pid %d)", (int)A.ex.pid);
+    if (job_find(id)) {
+        send_error(id, version, EEXIST, "request id %u is already in use", id);
+        return NULL;
     }
-    exec_close(&A.ex);
+    for (int i = 0; i < MAX_JOBS; i++) {
+        struct job *j = &A.jobs[i];
+        if (!j->used) {
+            *j = (struct job){.used = true,
+                              .kind = kind,
+                              .id = id,
+                              .version = version,
+                              .out_fd = -1,
+                              .err_fd = -1,
+                              .in_fd = -1};
+            return j;
+        }
+    }
+    send_error(id, version, EBUSY, "too many requests at once (at most %d)", MAX_JOBS);
+    return NULL;
+}
+
+static void job_free(struct job *j)
+{
+    close_fd(&j->out_fd);
+    close_fd(&j->err_fd);
+    close_fd(&j->in_fd);
+    free(j->inq);
+    if (j->tmp_path)
+        unlink(j->tmp_path);
+    free(j->tmp_path);
+    free(j->path);
+    *j = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+}
+
+static void job_kill(struct job *j, int sig)
+{
+    if (j->kind == JOB_EXEC && j->pid > 0 && !j->exited_ms) {
+        kill(-j->pid, sig);
+        kill(j->pid, sig);
+    }
+}
+
+/* Kill every command's process group; zombies are reaped by the SIGCHLD handler. */
+static void jobs_abandon(void)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        struct job *j = &A.jobs[i];
+        if (!j->used)
+            continue;
+        if (j->kind == JOB_EXEC)
+            logmsg("abandoned command (pid %d)", (int)j->pid);
+        job_kill(j, SIGKILL);
+        job_free(j);
+    }
+}
+
+static int running_jobs(void)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_JOBS; i++)
+        n += A.jobs[i].used;
+    return n;
+}
+
+static int inq_append(struct job *j, const uint8_t *data, size_t len)
+{
+    if (!len)
+        return 0;
+    if (j->inq_off && j->inq_off == j->inq_len)
+        j->inq_off = j->inq_len = 0;
+    if (j->inq_cap - j->inq_len < len) {
+        if (j->inq_off) {
+            memmove(j->inq, j->inq + j->inq_off, j->inq_len - j->inq_off);
+            j->inq_len -= j->inq_off;
+            j->inq_off = 0;
+        }
+        size_t cap = j->inq_cap ? j->inq_cap : 64 * 1024;
+        while (cap - j->inq_len < len)
+            cap *= 2;
+        if (cap != j->inq_cap) {
+            uint8_t *p = realloc(j->inq, cap);
+            if (!p)
+                return -ENOMEM;
+            j->inq = p;
+            j->inq_cap = cap;
+        }
+    }
+    memcpy(j->inq + j->inq_len, data, len);
+    j->inq_len += len;
+    return 0;
+}
+
+static void job_ack(struct job *j, bool force)
+{
+    if (j->stream && j->unacked && (force || j->unacked >= ACK_EVERY)) {
+        send_u32(j->id, j->version, AGENT_MSG_STDIN_ACK, (uint32_t)j->unacked);
+        j->unacked = 0;
+    }
 }
 
 struct exec_fail {
@@ -306,20 +474,25 @@ static void child_fail(int fd, int stage)
     _exit(127);
 }
 
-static void exec_start(uint32_t id, const agent_exec_req *req)
+static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
 {
-    if (A.ex.pid > 0) {
-        send_error(id, EBUSY, "another command is running");
+    if (version < 2 && req->flags) {
+        send_error(id, version, EINVAL, "malformed EXEC request");
         return;
     }
+    struct job *j = job_new(id, version, JOB_EXEC);
+    if (!j)
+        return;
+    bool stream = req->flags & AGENT_EXEC_STDIN_STREAM;
+    bool has_input = stream || req->stdin_len;
     size_t argc = req->argv.count, envc = req->env.count;
     char **argv = calloc(argc + 1, sizeof(char *));
     char **env = calloc(envc + 1, sizeof(char *));
-    uint8_t *in_data = req->stdin_len ? malloc(req->stdin_len) : NULL;
     int pout[2] = {-1, -1}, perr[2] = {-1, -1}, pin[2] = {-1, -1}, pst[2] = {-1, -1};
     int devnull = -1;
-    if (!argv || !env || (req->stdin_len && !in_data)) {
-        send_error(id, ENOMEM, "out of memory");
+    bool ok = false;
+    if (!argv || !env || inq_append(j, req->stdin_data, req->stdin_len) < 0) {
+        send_error(id, version, ENOMEM, "out of memory");
         goto out;
     }
     size_t i = 0;
@@ -328,18 +501,16 @@ static void exec_start(uint32_t id, const agent_exec_req *req)
     i = 0;
     for (const char *s = agent_strv_next(&req->env, NULL); s; s = agent_strv_next(&req->env, s))
         env[i++] = (char *)s;
-    if (in_data)
-        memcpy(in_data, req->stdin_data, req->stdin_len);
 
     if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 || pipe2(pst, O_CLOEXEC) < 0 ||
-        (req->stdin_len ? pipe2(pin, O_CLOEXEC)
-                        : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) < 0) {
-        send_error(id, errno, "cannot create pipes: %s", strerror(errno));
+        (has_input ? pipe2(pin, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) <
+            0) {
+        send_error(id, version, errno, "cannot create pipes: %s", strerror(errno));
         goto out;
     }
     pid_t pid = fork();
     if (pid < 0) {
-        send_error(id, errno, "cannot fork: %s", strerror(errno));
+        send_error(id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
     }
     if (pid == 0) {
@@ -348,7 +519,7 @@ static void exec_start(uint32_t id, const agent_exec_req *req)
         sigprocmask(SIG_UNBLOCK, &all, NULL);
         signal(SIGPIPE, SIG_DFL);
         setsid();
-        int in = req->stdin_len ? pin[0] : devnull;
+        int in = has_input ? pin[0] : devnull;
         if (dup2(in, 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
             child_fail(pst[1], 2);
         const char *cwd = req->cwd ? req->cwd : "/";
@@ -373,28 +544,25 @@ static void exec_start(uint32_t id, const agent_exec_req *req)
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
         if (f.stage == 1)
-            send_error(id, f.err, "cannot change directory to '%s': %s", req->cwd ? req->cwd : "/",
-                       strerror(f.err));
+            send_error(id, version, f.err, "cannot change directory to '%s': %s",
+                       req->cwd ? req->cwd : "/", strerror(f.err));
         else
-            send_error(id, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
+            send_error(id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
         goto out;
     }
-    A.ex = (struct exec_state){
-        .pid = pid,
-        .id = id,
-        .out_fd = pout[0],
-        .err_fd = perr[0],
-        .in_fd = pin[1],
-        .in_data = in_data,
-        .in_len = req->stdin_len,
-        .deadline_ms = req->timeout_ms ? now_ms() + req->timeout_ms : 0,
-    };
-    in_data = NULL;
+    j->pid = pid;
+    j->out_fd = pout[0];
+    j->err_fd = perr[0];
+    j->in_fd = pin[1];
+    j->stream = stream;
+    j->in_eof = !stream;
+    j->deadline_ms = req->timeout_ms ? now_ms() + req->timeout_ms : 0;
     pout[0] = perr[0] = pin[1] = -1;
-    fcntl(A.ex.out_fd, F_SETFL, O_NONBLOCK);
-    fcntl(A.ex.err_fd, F_SETFL, O_NONBLOCK);
-    if (A.ex.in_fd >= 0)
-        fcntl(A.ex.in_fd, F_SETFL, O_NONBLOCK);
+    fcntl(j->out_fd, F_SETFL, O_NONBLOCK);
+    fcntl(j->err_fd, F_SETFL, O_NONBLOCK);
+    if (j->in_fd >= 0)
+        fcntl(j->in_fd, F_SETFL, O_NONBLOCK);
+    ok = true;
 out:
     for (int k = 0; k < 2; k++) {
         close_fd(&pout[k]);
@@ -405,75 +573,380 @@ out:
     close_fd(&devnull);
     free(argv);
     free(env);
-    free(in_data);
+    if (!ok)
+        job_free(j);
 }
 
-/* Read one chunk of the command's output into a STDOUT/STDERR frame. */
-static void exec_read(int *fd, uint8_t type)
+/* Read one chunk of a job's output (command pipe or file) into a STDOUT/STDERR frame. */
+static void job_read(struct job *j, int *fd, uint8_t type)
 {
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + AGENT_CHUNK_SIZE);
+    size_t chunk = j->kind == JOB_GET ? FILE_CHUNK : AGENT_CHUNK_SIZE;
+    uint8_t *p = out_reserve(AGENT_HDR_SIZE + chunk);
     if (!p)
         return;
-    ssize_t n = read(*fd, p + AGENT_HDR_SIZE, AGENT_CHUNK_SIZE);
+    ssize_t n = read(*fd, p + AGENT_HDR_SIZE, chunk);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
+    if (n < 0 && j->kind == JOB_GET) {
+        send_error(j->id, j->version, errno, "cannot read '%s': %s", j->path, strerror(errno));
+        job_free(j);
+        return;
+    }
     if (n <= 0) {
         close_fd(fd);
         return;
     }
-    if (agent_encode_header(p, AGENT_HDR_SIZE, type, A.ex.id, (size_t)n) < 0)
-        return;
-    A.ex.activity_ms = now_ms();
-    out_commit(AGENT_HDR_SIZE + (int)n);
+    j->activity_ms = now_ms();
+    out_commit(p, agent_encode_header(p, AGENT_HDR_SIZE, type, j->id, (size_t)n) + (int)n,
+               j->version);
 }
 
-static void exec_write_stdin(void)
+static void job_write_stdin(struct job *j)
 {
-    struct exec_state *ex = &A.ex;
-    while (ex->in_off < ex->in_len) {
-        ssize_t w = write(ex->in_fd, ex->in_data + ex->in_off, ex->in_len - ex->in_off);
+    while (j->inq_off < j->inq_len) {
+        ssize_t w = write(j->in_fd, j->inq + j->inq_off, j->inq_len - j->inq_off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN)
-                return;
-            break; /* EPIPE: the command does not read its input */
+                break;
+            /* EPIPE: the command does not read its input: drop it (acknowledged all the same,
+             * so that the host never waits for window) */
+            j->unacked += j->inq_len - j->inq_off;
+            j->inq_off = j->inq_len;
+            close_fd(&j->in_fd);
+            break;
         }
-        ex->in_off += (size_t)w;
+        j->inq_off += (size_t)w;
+        j->unacked += (size_t)w;
     }
-    close_fd(&ex->in_fd);
+    bool drained = j->inq_off == j->inq_len;
+    job_ack(j, drained);
+    if (drained && j->in_eof)
+        close_fd(&j->in_fd);
+}
+
+/* --- files --- */
+
+static void put_start(uint32_t id, uint8_t version, const agent_file_put *fp)
+{
+    struct stat st;
+    if (stat(fp->path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        send_error(id, version, EISDIR, "'%s' is a directory", fp->path);
+        return;
+    }
+    struct job *j = job_new(id, version, JOB_PUT);
+    if (!j)
+        return;
+    const char *slash = strrchr(fp->path, '/');
+    int dl = (int)(slash - fp->path);
+    j->path = strdup(fp->path);
+    if (!j->path || asprintf(&j->tmp_path, "%.*s/.%s.vmctl-XXXXXX", dl, fp->path, slash + 1) < 0) {
+        j->tmp_path = NULL;
+        send_error(id, version, ENOMEM, "out of memory");
+        job_free(j);
+        return;
+    }
+    j->in_fd = mkostemp(j->tmp_path, O_CLOEXEC);
+    if (j->in_fd < 0) {
+        int e = errno;
+        free(j->tmp_path);
+        j->tmp_path = NULL;
+        send_error(id, version, e, "cannot create '%s': %s", fp->path, strerror(e));
+        job_free(j);
+        return;
+    }
+    j->stream = true;
+    j->mode = fp->mode;
+    j->mtime_sec = fp->mtime_sec;
+    j->mtime_nsec = fp->mtime_nsec;
+}
+
+/* STDIN data of a FILE_PUT: written at once (a regular file does not block). */
+static void put_data(struct job *j, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !j->put_errno) {
+        ssize_t w = write(j->in_fd, data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            j->put_errno = w < 0 ? errno : EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    j->unacked += len;
+    job_ack(j, true);
+}
+
+static void put_finish(struct job *j)
+{
+    int e = j->put_errno;
+    const char *what = "write";
+    if (!e && fchmod(j->in_fd, j->mode) < 0)
+        e = errno, what = "chmod";
+    if (!e && j->mtime_nsec != UINT32_MAX) {
+        struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT},
+                                 {.tv_sec = (time_t)j->mtime_sec, .tv_nsec = j->mtime_nsec}};
+        if (futimens(j->in_fd, ts) < 0)
+            e = errno, what = "set the time of";
+    }
+    if (!e && close(j->in_fd) < 0)
+        e = errno;
+    j->in_fd = -1;
+    if (!e && rename(j->tmp_path, j->path) < 0)
+        e = errno, what = "rename to";
+    if (e) {
+        send_error(j->id, j->version, e, "cannot %s '%s': %s", what, j->path, strerror(e));
+    } else {
+        free(j->tmp_path);
+        j->tmp_path = NULL;
+        agent_exit ex = {0};
+        uint8_t *p = out_reserve(AGENT_HDR_SIZE + 12);
+        if (p)
+            out_commit(p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &ex), j->version);
+    }
+    job_free(j);
+}
+
+static void get_start(uint32_t id, uint8_t version, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        send_error(id, version, e, "cannot open '%s': %s", path, strerror(e));
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        if (S_ISDIR(st.st_mode))
+            send_error(id, version, EISDIR, "'%s' is a directory", path);
+        else
+            send_error(id, version, EINVAL, "'%s' is not a regular file", path);
+        return;
+    }
+    struct job *j = job_new(id, version, JOB_GET);
+    if (!j) {
+        close(fd);
+        return;
+    }
+    j->out_fd = fd;
+    j->path = strdup(path);
+    agent_file_info fi = {.mode = st.st_mode,
+                          .size = (uint64_t)st.st_size,
+                          .mtime_sec = st.st_mtim.tv_sec,
+                          .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec};
+    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 24);
+    if (p)
+        out_commit(p, agent_encode_file_info(p, AGENT_HDR_SIZE + 24, id, &fi), version);
+}
+
+/* --- metadata and info --- */
+
+static int write_file_mode(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char tmp[512];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return -errno;
+    size_t off = 0;
+    int r = 0;
+    while (off < len) {
+        ssize_t w = write(fd, (const uint8_t *)data + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            r = w < 0 ? -errno : -EIO;
+            break;
+        }
+        off += (size_t)w;
+    }
+    if (r == 0 && fchmod(fd, mode) < 0)
+        r = -errno;
+    close(fd);
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0)
+        unlink(tmp);
+    return r;
+}
+
+/* Append n bytes of s to a growing buffer, shell-quoted as '...' when quote is set. */
+static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n, bool quote)
+{
+    size_t need = *len + 4 * n + 3;
+    if (need > *cap) {
+        size_t c = *cap ? *cap : 1024;
+        while (c < need)
+            c *= 2;
+        char *p = realloc(*buf, c);
+        if (!p)
+            return -ENOMEM;
+        *buf = p;
+        *cap = c;
+    }
+    if (quote)
+        (*buf)[(*len)++] = '\'';
+    for (size_t i = 0; i < n; i++) {
+        if (quote && s[i] == '\'') {
+            memcpy(*buf + *len, "'\\''", 4);
+            *len += 4;
+        } else {
+            (*buf)[(*len)++] = s[i];
+        }
+    }
+    if (quote)
+        (*buf)[(*len)++] = '\'';
+    return 0;
+}
+
+static void metadata_apply(uint32_t id, uint8_t version, const agent_metadata *m)
+{
+    mkdir(META_DIR, 0755);
+    if (m->hostname[0]) {
+        if (sethostname(m->hostname, strlen(m->hostname)) < 0) {
+            send_error(id, version, errno, "cannot set the hostname: %s", strerror(errno));
+            return;
+        }
+        char line[80];
+        int n = snprintf(line, sizeof(line), "%s\n", m->hostname);
+        write_file_mode("/etc/hostname", line, (size_t)n, 0644);
+    }
+    if (m->env.count) {
+        /* for later commands (inherited from the agent) and for login shells (/run/vmctl/env) */
+        char *buf = NULL;
+        size_t len = 0, cap = 0;
+        int r = 0;
+        for (const char *e = agent_strv_next(&m->env, NULL); e && r == 0;
+             e = agent_strv_next(&m->env, e)) {
+            const char *eq = strchr(e, '=');
+            char *copy = strdup(e);
+            if (!copy || putenv(copy) != 0) { /* putenv keeps the string */
+                free(copy);
+                r = -ENOMEM;
+                break;
+            }
+            if (append(&buf, &len, &cap, "export ", 7, false) < 0 ||
+                append(&buf, &len, &cap, e, (size_t)(eq - e) + 1, false) < 0 ||
+                append(&buf, &len, &cap, eq + 1, strlen(eq + 1), true) < 0 ||
+                append(&buf, &len, &cap, "\n", 1, false) < 0)
+                r = -ENOMEM;
+        }
+        if (r == 0)
+            r = write_file_mode(META_DIR "/env", buf ? buf : "", len, 0644);
+        free(buf);
+        if (r < 0) {
+            send_error(id, version, -r, "cannot write " META_DIR "/env: %s", strerror(-r));
+            return;
+        }
+    }
+    if (m->secret_names.count) {
+        if (mkdir(META_DIR "/secrets", 0700) < 0 && errno != EEXIST) {
+            send_error(id, version, errno, "cannot create " META_DIR "/secrets: %s",
+                       strerror(errno));
+            return;
+        }
+        chmod(META_DIR "/secrets", 0700);
+        size_t off = 0;
+        for (const char *s = agent_strv_next(&m->secret_names, NULL); s;
+             s = agent_strv_next(&m->secret_names, s)) {
+            const uint8_t *d = NULL;
+            uint32_t l = 0;
+            agent_metadata_next_value(m, &off, &d, &l);
+            char path[400];
+            snprintf(path, sizeof(path), META_DIR "/secrets/%s", s);
+            int r = write_file_mode(path, d, l, 0600);
+            if (r < 0) {
+                send_error(id, version, -r, "cannot write %s: %s", path, strerror(-r));
+                return;
+            }
+        }
+    }
+    send_simple(id, version, AGENT_MSG_ACK);
+}
+
+static uint64_t meminfo_kb(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+static void info_reply(uint32_t id, uint8_t version)
+{
+    agent_info in = {.running = (uint32_t)running_jobs()};
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    in.uptime_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    char text[4096];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+        close(fd);
+        if (n > 0) {
+            text[n] = 0;
+            in.mem_total = meminfo_kb(text, "MemTotal:") * 1024;
+            in.mem_available = meminfo_kb(text, "MemAvailable:") * 1024;
+        }
+    }
+    fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, text, sizeof(text) - 1);
+        close(fd);
+        if (n > 0) {
+            text[n] = 0;
+            char *p = text;
+            for (int i = 0; i < 3; i++)
+                in.load[i] = (uint32_t)(strtod(p, &p) * 100.0 + 0.5);
+        }
+    }
+    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 40);
+    if (p)
+        out_commit(p, agent_encode_info_reply(p, AGENT_HDR_SIZE + 40, id, &in), version);
 }
 
 /* Background jobs may hold the pipes open after the command exited: stop waiting for them once
  * the pipes were quiet for EXIT_GRACE_MS (never while the send queue holds them back). */
-static uint64_t exec_grace_end(const struct exec_state *ex)
+static uint64_t job_grace_end(const struct job *j)
 {
-    uint64_t t = ex->exited_ms > ex->activity_ms ? ex->exited_ms : ex->activity_ms;
+    uint64_t t = j->exited_ms > j->activity_ms ? j->exited_ms : j->activity_ms;
     return t + EXIT_GRACE_MS;
 }
 
-/* EXIT once the command is reaped and its pipes are closed (or the grace period is over). */
-static void exec_maybe_finish(uint64_t now)
+/* EXIT once the job is done: a command reaped with its pipes closed (or the grace period over),
+ * a download at the end of its file. */
+static void job_maybe_finish(struct job *j, uint64_t now)
 {
-    struct exec_state *ex = &A.ex;
-    if (!ex->pid || !ex->exited_ms)
-        return;
-    bool open_pipes = ex->out_fd >= 0 || ex->err_fd >= 0;
-    if (open_pipes && now < exec_grace_end(ex))
-        return;
     agent_exit e = {0};
-    if (WIFSIGNALED(ex->status)) {
-        e.signal = (uint32_t)WTERMSIG(ex->status);
-        e.exit_code = 128 + (int)e.signal;
+    if (j->kind == JOB_GET) {
+        if (j->out_fd >= 0)
+            return;
+    } else if (j->kind == JOB_EXEC) {
+        if (!j->exited_ms)
+            return;
+        bool open_pipes = j->out_fd >= 0 || j->err_fd >= 0;
+        if (open_pipes && now < job_grace_end(j))
+            return;
+        if (WIFSIGNALED(j->status)) {
+            e.signal = (uint32_t)WTERMSIG(j->status);
+            e.exit_code = 128 + (int)e.signal;
+        } else {
+            e.exit_code = WEXITSTATUS(j->status);
+        }
+        if (j->timed_out)
+            e.flags |= AGENT_EXIT_TIMED_OUT;
+        job_ack(j, true);
     } else {
-        e.exit_code = WEXITSTATUS(ex->status);
+        return;
     }
-    if (ex->timed_out)
-        e.flags |= AGENT_EXIT_TIMED_OUT;
     uint8_t *p = out_reserve(AGENT_HDR_SIZE + 12);
     if (p)
-        out_commit(agent_encode_exit(p, AGENT_HDR_SIZE + 12, ex->id, &e));
-    exec_close(ex);
+        out_commit(p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &e), j->version);
+    job_free(j);
 }
 
 static void reap_children(void)
@@ -481,11 +954,14 @@ static void reap_children(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == A.ex.pid && !A.ex.exited_ms) {
-            A.ex.status = status;
-            A.ex.exited_ms = now_ms();
-            if (!A.ex.exited_ms)
-                A.ex.exited_ms = 1;
+        for (int i = 0; i < MAX_JOBS; i++) {
+            struct job *j = &A.jobs[i];
+            if (j->used && j->kind == JOB_EXEC && j->pid == pid && !j->exited_ms) {
+                j->status = status;
+                j->exited_ms = now_ms();
+                if (!j->exited_ms)
+                    j->exited_ms = 1;
+            }
         }
     }
 }
@@ -503,7 +979,7 @@ static void do_shutdown(int action)
         if (p.revents & (POLLHUP | POLLERR))
             break;
     }
-    exec_abandon();
+    jobs_abandon();
     if (!A.pid1) {
         /* a service in a full system: let its init shut down cleanly */
         pid_t pid = fork();
@@ -526,29 +1002,106 @@ static void do_shutdown(int action)
 
 static void handle_frame(const agent_hdr *h, const uint8_t *payload)
 {
+    uint8_t v = h->version;
+    /* v2 message types are not part of v1 */
+    if (v < 2 && h->type > AGENT_MSG_EXIT && h->type != AGENT_MSG_SHUTDOWN) {
+        send_error(h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
+        return;
+    }
     switch (h->type) {
     case AGENT_MSG_PING:
         if (h->flags & AGENT_FLAG_NEW_SESSION)
-            exec_abandon(); /* a new client: what the earlier one started goes */
-        send_simple(h->id, AGENT_MSG_PONG);
+            jobs_abandon(); /* a new client: what earlier ones started goes */
+        send_simple(h->id, v, AGENT_MSG_PONG);
         break;
     case AGENT_MSG_EXEC: {
         agent_exec_req req;
         if (agent_decode_exec(payload, h->len, &req) < 0) {
-            send_error(h->id, EINVAL, "malformed EXEC request");
+            send_error(h->id, v, EINVAL, "malformed EXEC request");
             break;
         }
-        exec_start(h->id, &req);
+        exec_start(h->id, v, &req);
         break;
     }
+    case AGENT_MSG_STDIN: {
+        struct job *j = job_find(h->id);
+        if (!j || j->in_eof)
+            break; /* finished or failed meanwhile: the host learns it from EXIT/ERROR */
+        if (j->kind == JOB_PUT) {
+            if (h->len)
+                put_data(j, payload, h->len);
+            else
+                put_finish(j);
+            break;
+        }
+        if (j->kind != JOB_EXEC)
+            break;
+        if (h->len == 0) {
+            j->in_eof = true;
+        } else if (j->in_fd < 0) {
+            j->unacked += h->len; /* the command closed its input: dropped */
+            job_ack(j, false);
+        } else if (j->inq_len - j->inq_off + h->len > STDIN_QUEUE_MAX ||
+                   inq_append(j, payload, h->len) < 0) {
+            send_error(h->id, v, ENOBUFS, "standard input overrun (the host ignored the window)");
+            job_kill(j, SIGKILL);
+            j->stream = false;
+            close_fd(&j->in_fd);
+            break;
+        }
+        if (j->in_fd >= 0)
+            job_write_stdin(j);
+        break;
+    }
+    case AGENT_MSG_SIGNAL: {
+        uint32_t sig;
+        struct job *j = job_find(h->id);
+        if (agent_decode_u32_msg(payload, h->len, &sig) < 0 || sig == 0 || sig >= 65) {
+            send_error(h->id, v, EINVAL, "malformed SIGNAL request");
+            break;
+        }
+        if (j)
+            job_kill(j, (int)sig);
+        break;
+    }
+    case AGENT_MSG_FILE_PUT: {
+        agent_file_put fp;
+        if (agent_decode_file_put(payload, h->len, &fp) < 0) {
+            send_error(h->id, v, EINVAL, "malformed FILE_PUT request");
+            break;
+        }
+        put_start(h->id, v, &fp);
+        break;
+    }
+    case AGENT_MSG_FILE_GET: {
+        const char *path;
+        if (agent_decode_file_get(payload, h->len, &path) < 0) {
+            send_error(h->id, v, EINVAL, "malformed FILE_GET request");
+            break;
+        }
+        get_start(h->id, v, path);
+        break;
+    }
+    case AGENT_MSG_METADATA: {
+        agent_metadata m;
+        if (agent_decode_metadata(payload, h->len, &m) < 0) {
+            send_error(h->id, v, EINVAL, "malformed METADATA request");
+            break;
+        }
+        metadata_apply(h->id, v, &m);
+        break;
+    }
+    case AGENT_MSG_INFO:
+        info_reply(h->id, v);
+        break;
     case AGENT_MSG_SHUTDOWN: {
         uint32_t action;
         if (agent_decode_shutdown(payload, h->len, &action) < 0 ||
             (action != AGENT_SHUTDOWN_POWEROFF && action != AGENT_SHUTDOWN_REBOOT)) {
-            send_error(h->id, EINVAL, "malformed SHUTDOWN request");
+            send_error(h->id, v, EINVAL, "malformed SHUTDOWN request");
             break;
         }
-        send_simple(h->id, AGENT_MSG_ACK);
+        send_simple(h->id, v, AGENT_MSG_ACK);
         A.shutdown_action = (int)action;
         break;
     }
@@ -558,9 +1111,12 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
     case AGENT_MSG_STDOUT:
     case AGENT_MSG_STDERR:
     case AGENT_MSG_EXIT:
+    case AGENT_MSG_STDIN_ACK:
+    case AGENT_MSG_FILE_INFO:
+    case AGENT_MSG_INFO_REPLY:
         break; /* agent-to-host types: not for us */
     default:
-        send_error(h->id, ENOSYS, "unsupported message type 0x%02x", h->type);
+        send_error(h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
         break;
     }
 }
@@ -577,7 +1133,7 @@ static void process_input(void)
         if (r == AGENT_OK)
             handle_frame(&h, A.in + off + AGENT_HDR_SIZE);
         else if (r == AGENT_E_VERSION)
-            send_error(h.id, EPROTONOSUPPORT, "unsupported protocol version %u", h.version);
+            send_error(h.id, 1, EPROTONOSUPPORT, "unsupported protocol version %u", h.version);
         else if (A.garbage++ % 4096 == 0)
             logmsg("discarding garbage on the port (%s)", agent_proto_strerror(r));
         off += consumed;
@@ -604,6 +1160,8 @@ static void read_port(void)
         A.in_len += (size_t)n;
         A.in_last_ms = now_ms();
         process_input();
+        if (A.port < 0 || !A.connected)
+            return;
     }
 }
 
@@ -623,7 +1181,7 @@ static void handle_signals(void)
         default:
             if (!A.pid1) {
                 logmsg("exiting on signal %u", si.ssi_signo);
-                exec_abandon();
+                jobs_abandon();
                 exit(0);
             }
             break;
@@ -633,24 +1191,33 @@ static void handle_signals(void)
 
 static void usage(void)
 {
-    fprintf(stdout, "Usage: vmctl-agent [--port PATH]\n\n"
+    fprintf(stdout, "Usage: vmctl-agent [--port PATH] [--no-vsock] [--init]\n\n"
                     "The vmctl guest agent. Talks docs/agent-protocol.md on the virtio-serial "
-                    "port named " AGENT_PORT_NAME " (or PATH: a device or a unix socket).\n");
+                    "port named " AGENT_PORT_NAME " (or PATH: a device or a unix socket); "
+                    "without that port, on AF_VSOCK port 1024.\n");
 }
+
+enum { P_SIG, P_PORT, P_LISTEN, P_OUT, P_ERR, P_IN };
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {0},
+        {"port", required_argument, NULL, 'p'}, {"no-vsock", no_argument, NULL, 'n'},
+        {"init", no_argument, NULL, 'i'},       {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},    {0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "p:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'p':
             A.port_path = optarg;
+            break;
+        case 'n':
+            A.no_vsock = true;
+            break;
+        case 'i':
+            A.pid1 = true; /* started by a minimal /init: behave as PID 1 (never exit on
+                              SIGTERM, power off with reboot() itself) */
             break;
         case 'h':
             usage();
@@ -663,9 +1230,19 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    A.pid1 = getpid() == 1;
+    A.pid1 = A.pid1 || getpid() == 1;
+    /* orphans of commands come to us, not to an init that may not reap them */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        A.instance = (uint32_t)(ts.tv_nsec ^ ((uint32_t)getpid() << 20) ^ (uint32_t)ts.tv_sec);
+        if (!A.instance)
+            A.instance = 1;
+    }
     A.in = in_buf;
-    A.ex = (struct exec_state){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+    for (int i = 0; i < MAX_JOBS; i++)
+        A.jobs[i] = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1};
     if (!getenv("PATH"))
         setenv("PATH", DEFAULT_PATH, 1);
 
@@ -690,9 +1267,14 @@ int main(int argc, char **argv)
 
     uint64_t waiting_since = now_ms();
     bool warned = false;
+    static struct pollfd pfd[3 + 3 * MAX_JOBS];
+    static struct {
+        int kind;
+        int job;
+    } what[3 + 3 * MAX_JOBS];
     for (;;) {
         uint64_t now = now_ms();
-        if (A.port < 0 && now >= A.recheck_ms) {
+        if (A.port < 0 && A.listen_fd < 0 && now >= A.recheck_ms) {
             int r = open_port();
             if (r < 0) {
                 A.recheck_ms = now + REOPEN_MS;
@@ -706,37 +1288,51 @@ int main(int argc, char **argv)
         if (A.port >= 0 && !A.connected && now >= A.recheck_ms)
             A.connected = true; /* look again: SIGIO is the fast path, this the safety net */
 
-        struct pollfd pfd[5];
-        int np = 0, i_port = -1, i_out = -1, i_err = -1, i_in = -1;
-        pfd[np++] = (struct pollfd){.fd = A.sigfd, .events = POLLIN};
+        int np = 0;
+        pfd[np] = (struct pollfd){.fd = A.sigfd, .events = POLLIN};
+        what[np++].kind = P_SIG;
         if (A.port >= 0 && A.connected) {
-            i_port = np;
-            pfd[np++] = (struct pollfd){.fd = A.port,
-                                        .events = (short)(POLLIN | (A.out_len ? POLLOUT : 0))};
+            pfd[np] = (struct pollfd){.fd = A.port,
+                                      .events = (short)(POLLIN | (A.out_len ? POLLOUT : 0))};
+            what[np++].kind = P_PORT;
+        }
+        if (A.listen_fd >= 0) {
+            pfd[np] = (struct pollfd){.fd = A.listen_fd, .events = POLLIN};
+            what[np++].kind = P_LISTEN;
         }
         bool room = A.out_len < OUT_HIGH_WATER;
-        if (!room && A.ex.pid)
-            A.ex.activity_ms = now;
-        if (A.ex.pid && A.ex.out_fd >= 0 && room) {
-            i_out = np;
-            pfd[np++] = (struct pollfd){.fd = A.ex.out_fd, .events = POLLIN};
-        }
-        if (A.ex.pid && A.ex.err_fd >= 0 && room) {
-            i_err = np;
-            pfd[np++] = (struct pollfd){.fd = A.ex.err_fd, .events = POLLIN};
-        }
-        if (A.ex.pid && A.ex.in_fd >= 0) {
-            i_in = np;
-            pfd[np++] = (struct pollfd){.fd = A.ex.in_fd, .events = POLLOUT};
-        }
-
-        /* the next timer: command deadline, exit grace, port re-check */
         uint64_t next = UINT64_MAX;
-        if (A.ex.pid && A.ex.deadline_ms && !A.ex.exited_ms && !A.ex.timed_out)
-            next = A.ex.deadline_ms;
-        if (A.ex.pid && A.ex.exited_ms && exec_grace_end(&A.ex) < next)
-            next = exec_grace_end(&A.ex);
-        if ((A.port < 0 || !A.connected) && A.recheck_ms < next)
+        for (int i = 0; i < MAX_JOBS; i++) {
+            struct job *j = &A.jobs[i];
+            if (!j->used)
+                continue;
+            if (!room)
+                j->activity_ms = now;
+            if (j->out_fd >= 0 && room) {
+                pfd[np] = (struct pollfd){.fd = j->out_fd, .events = POLLIN};
+                what[np].kind = P_OUT;
+                what[np++].job = i;
+            }
+            if (j->err_fd >= 0 && room) {
+                pfd[np] = (struct pollfd){.fd = j->err_fd, .events = POLLIN};
+                what[np].kind = P_ERR;
+                what[np++].job = i;
+            }
+            if (j->kind == JOB_EXEC && j->in_fd >= 0 && (j->inq_off < j->inq_len || j->in_eof)) {
+                pfd[np] = (struct pollfd){.fd = j->in_fd, .events = POLLOUT};
+                what[np].kind = P_IN;
+                what[np++].job = i;
+            }
+            /* timers: command deadline, exit grace */
+            if (j->kind == JOB_EXEC && j->deadline_ms && !j->exited_ms && !j->timed_out &&
+                j->deadline_ms < next)
+                next = j->deadline_ms;
+            if (j->kind == JOB_EXEC && j->exited_ms && job_grace_end(j) < next)
+                next = job_grace_end(j);
+        }
+        if ((A.port < 0 || !A.connected) && A.listen_fd < 0 && A.recheck_ms < next)
+            next = A.recheck_ms;
+        if (A.port >= 0 && !A.connected && A.recheck_ms < next)
             next = A.recheck_ms;
         if (A.in_len && A.in_last_ms + STALL_MS < next)
             next = A.in_last_ms + STALL_MS;
@@ -751,39 +1347,61 @@ int main(int argc, char **argv)
             continue;
         }
         now = now_ms();
-        if (r > 0 && pfd[0].revents)
-            handle_signals();
-
-        if (i_port >= 0 && A.port >= 0 && A.connected) {
-            short rev = pfd[i_port].revents;
-            if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
-                host_disconnected();
-            } else {
-                if (rev & POLLIN)
-                    read_port();
-                if (A.connected && (rev & POLLOUT) && !out_flush())
+        for (int k = 0; r > 0 && k < np; k++) {
+            short rev = pfd[k].revents;
+            if (!rev)
+                continue;
+            struct job *j = what[k].kind >= P_OUT ? &A.jobs[what[k].job] : NULL;
+            switch (what[k].kind) {
+            case P_SIG:
+                handle_signals();
+                break;
+            case P_PORT:
+                if (A.port < 0 || !A.connected || pfd[k].fd != A.port)
+                    break;
+                if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
                     host_disconnected();
+                } else {
+                    if (rev & POLLIN)
+                        read_port();
+                    if (A.port >= 0 && A.connected && (rev & POLLOUT) && !out_flush())
+                        host_disconnected();
+                }
+                break;
+            case P_LISTEN:
+                accept_vsock();
+                break;
+            case P_OUT:
+                if (j->used && j->out_fd == pfd[k].fd)
+                    job_read(j, &j->out_fd, AGENT_MSG_STDOUT);
+                break;
+            case P_ERR:
+                if (j->used && j->err_fd == pfd[k].fd)
+                    job_read(j, &j->err_fd, AGENT_MSG_STDERR);
+                break;
+            case P_IN:
+                if (j->used && j->in_fd == pfd[k].fd)
+                    job_write_stdin(j);
+                break;
             }
         }
-        if (i_out >= 0 && A.ex.pid && (pfd[i_out].revents & (POLLIN | POLLHUP | POLLERR)))
-            exec_read(&A.ex.out_fd, AGENT_MSG_STDOUT);
-        if (i_err >= 0 && A.ex.pid && (pfd[i_err].revents & (POLLIN | POLLHUP | POLLERR)))
-            exec_read(&A.ex.err_fd, AGENT_MSG_STDERR);
-        if (i_in >= 0 && A.ex.pid && A.ex.in_fd >= 0 && pfd[i_in].revents)
-            exec_write_stdin();
 
         if (A.in_len && now >= A.in_last_ms + STALL_MS) {
             logmsg("dropping a partial frame (%zu bytes) after %d ms without data", A.in_len,
                    STALL_MS);
             A.in_len = 0;
         }
-        if (A.ex.pid && A.ex.deadline_ms && !A.ex.exited_ms && !A.ex.timed_out &&
-            now >= A.ex.deadline_ms) {
-            kill(-A.ex.pid, SIGKILL);
-            kill(A.ex.pid, SIGKILL);
-            A.ex.timed_out = true;
+        for (int i = 0; i < MAX_JOBS; i++) {
+            struct job *j = &A.jobs[i];
+            if (!j->used)
+                continue;
+            if (j->kind == JOB_EXEC && j->deadline_ms && !j->exited_ms && !j->timed_out &&
+                now >= j->deadline_ms) {
+                job_kill(j, SIGKILL);
+                j->timed_out = true;
+            }
+            job_maybe_finish(j, now);
         }
-        exec_maybe_finish(now);
 
         /* try to send right away rather than waiting for the next POLLOUT round */
         if (A.out_len && A.port >= 0 && A.connected && !out_flush())

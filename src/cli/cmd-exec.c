@@ -7,9 +7,9 @@ const char cmd_exec_help[] =
     "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD [ARGS...]\n"
     "\n"
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
-    "up in the guest's PATH. Its stdout and stderr are written byte for byte to vmctl's stdout\n"
-    "and stderr, and vmctl exits with its exit status (128+N when signal N ended it). Errors of\n"
-    "vmctl itself exit 1 and are rendered on stderr.\n"
+    "up in the guest's PATH. Its stdout and stderr are streamed byte for byte to vmctl's stdout\n"
+    "and stderr as they are produced, and vmctl exits with its exit status (128+N when signal N\n"
+    "ended it). Errors of vmctl itself exit 1 and are rendered on stderr.\n"
     "\n"
     "With --json, print one object {exit_code, signal, stdout, stderr}: exit_code is null when a\n"
     "signal ended the command, signal is null otherwise; output that is not UTF-8 has its invalid\n"
@@ -19,7 +19,8 @@ const char cmd_exec_help[] =
     "      --env K=V      set an environment variable for the command (repeatable)\n"
     "      --cwd DIR      working directory in the guest (default /)\n"
     "      --timeout S    kill the command after S seconds (vm_manager::timeout); default none\n"
-    "  -i, --interactive  pass vmctl's stdin to the command (read until end of file first)\n"
+    "  -i, --interactive  stream vmctl's stdin to the command until end of file (without -i\n"
+    "                     its stdin is /dev/null)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Examples:\n"
@@ -116,6 +117,31 @@ int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
     return cli_exec_report(c, &res);
 }
 
+static int write_out(const void *data, size_t len, void *userdata)
+{
+    (void)userdata;
+    return cli_write_all(STDOUT_FILENO, data, len) < 0 ? -EIO : 0;
+}
+
+static int write_err(const void *data, size_t len, void *userdata)
+{
+    (void)userdata;
+    return cli_write_all(STDERR_FILENO, data, len) < 0 ? -EIO : 0;
+}
+
+/* Output streamed as it comes, input streamed with -i. */
+static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
+{
+    vmctl_exec_io io = {.on_stdout = write_out, .on_stderr = write_err};
+    vmctl_exec_status st = {0};
+    vmctl_error *e = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    if (vmctl_exec_stream(c->ctx, name, opts, &io, interactive ? STDIN_FILENO : -1, &st, &e) < 0)
+        return render_error(c, e);
+    return st.signal ? 128 + st.signal : st.exit_code & 0xff;
+}
+
 int cmd_exec(cli *c, int argc, char **argv)
 {
     cleanup_free char **env = NULL;
@@ -166,6 +192,8 @@ int cmd_exec(cli *c, int argc, char **argv)
     if (!ctx)
         return EXIT_ERROR;
 
+    if (!c->json)
+        return exec_streamed(c, c->args[0], &opts, interactive);
     if (interactive) {
         size_t len = 0;
         int r = read_all(STDIN_FILENO, &input, &len);

@@ -45,7 +45,7 @@ static const cli_command commands[] = {
      cmd_exec_help, NULL},
     {"errors", cmd_errors, "list the error codes, or explain one", cmd_errors_help, NULL},
     {"help", cmd_help, "show help for a command", cmd_help_help, NULL},
-    PLANNED("cp", "copy files to or from a VM (NAME:/path)"),
+    {"cp", cmd_cp, "copy files or directories to or from a VM (NAME:/path)", cmd_cp_help, NULL},
     PLANNED("ssh", "open an SSH session to a VM"),
     PLANNED("snapshot", "create, restore, list and remove snapshots"),
     PLANNED("clone", "create a VM from another VM's snapshot"),

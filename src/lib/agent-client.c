@@ -42,6 +42,37 @@ struct agent_conn {
     uint64_t last_ping;
     uint8_t agent_version;
     uint64_t caps;
+    uint32_t instance; /* of the agent that answered the first pong */
+    struct agent_proc *procs;
+    uint64_t last_rx;      /* when a frame last arrived */
+    uint32_t keepalive_id; /* ping sent while requests are pending, 0 if none */
+    int broken;            /* < 0: the connection failed; every later call fails alike */
+};
+
+enum { PROC_EXEC, PROC_PUT, PROC_GET, PROC_SIMPLE };
+
+struct agent_proc {
+    agent_conn *c;
+    struct agent_proc *next;
+    uint32_t id;
+    int kind;
+    char *what; /* for messages */
+    agent_data_fn fn;
+    void *userdata;
+    bool done;
+    bool stdin_closed;
+    size_t in_flight;
+    double timeout_sec;
+    vmctl_exec_status st;
+    bool timed_out;
+    int rc; /* < 0: failed (err holds the error, unless a callback's code) */
+    vmctl_error *err;
+    int guest_errno;
+    bool have_info;
+    agent_file_info info;
+    uint8_t reply[64]; /* PROC_SIMPLE: the answer's payload */
+    uint32_t reply_len;
+    uint8_t reply_type;
 };
 
 void agent_close(agent_conn *c)
@@ -52,6 +83,8 @@ void agent_close(agent_conn *c)
         close(c->fd);
     if (c->lock_fd >= 0)
         close(c->lock_fd); /* releases the flock */
+    for (struct agent_proc *p = c->procs; p; p = p->next)
+        p->c = NULL; /* orphaned: agent_proc_free still works */
     free(c->path);
     free(c->buf);
     free(c);
@@ -255,6 +288,8 @@ static int send_ping(agent_conn *c, uint32_t *id, uint64_t deadline, const char 
     if (n < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding a ping: %s",
                         agent_proto_strerror(n));
+    /* PING goes in v1 frames: every agent answers it, and its PONG says what it speaks */
+    agent_frame_set_version(frame, 1);
     return send_all(c, frame, (size_t)n, deadline, operation, start, reterr);
 }
 
@@ -315,6 +350,8 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
     return 0;
 }
 
+static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload);
+
 /* Wait for a PONG answering one of the pings sent since c->ping_lo. On a connection not yet in
  * sync, the session ping agent_connect sent is still outstanding; otherwise send a fresh one. */
 static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), void *userdata,
@@ -357,15 +394,18 @@ static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), vo
         if (r == 1) {
             /* ids of the pings we sent: ping_lo .. next_id - 1 (modulo 2^32) */
             if (h.type != AGENT_MSG_PONG ||
-                (uint32_t)(h.id - c->ping_lo) >= (uint32_t)(c->next_id - c->ping_lo))
-                continue; /* stale: an earlier client's, or an older request */
+                (uint32_t)(h.id - c->ping_lo) >= (uint32_t)(c->next_id - c->ping_lo)) {
+                dispatch(c, &h, payload); /* other requests' frames, or stale */
+                continue;
+            }
             agent_pong p;
             if (agent_decode_pong(payload, h.len, &p) < 0)
                 return err_make(reterr, VMCTL_E_AGENT_FAILED, EBADMSG,
                                 "the agent sent a malformed PONG");
             c->have_pong = true;
             c->agent_version = p.version;
-            c->caps = p.caps;
+            c->caps = p.version >= 2 ? p.caps : p.caps & (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN);
+            c->instance = p.instance;
             return 0;
         }
         uint64_t now = now_usec();
@@ -423,111 +463,603 @@ static int append(char **buf, size_t *len, size_t *cap, const uint8_t *data, siz
     return 0;
 }
 
-static int agent_error(const uint8_t *payload, uint32_t len, const char *what, vmctl_error **reterr)
+static int agent_error(const uint8_t *payload, uint32_t len, const char *what, int *guest_errno,
+                       vmctl_error **reterr)
 {
     agent_error_msg em;
     if (agent_decode_error(payload, len, &em) < 0)
         return err_make(reterr, VMCTL_E_AGENT_FAILED, EBADMSG,
                         "the agent sent a malformed ERROR for %s", what);
+    if (guest_errno)
+        *guest_errno = (int)em.errnum;
     int r = err_make(reterr, VMCTL_E_AGENT_FAILED, em.errnum ? (int)em.errnum : EIO, "%s",
                      em.message[0] ? em.message : "the agent reported an error");
     err_note(reterr, "reported by the guest agent for %s", what);
     return r;
 }
 
-int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *result,
-               uint64_t deadline, vmctl_error **reterr)
+/* --- requests in flight (v2) --- */
+
+int agent_conn_fd(const agent_conn *c)
 {
-    uint64_t start = now_usec();
-    memset(result, 0, sizeof(*result));
-    if (!opts->argv || !opts->argv[0] || !opts->argv[0][0])
-        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command to run");
-    if (c->have_pong && !(c->caps & AGENT_CAP_EXEC))
-        return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
-                        "the guest agent does not support exec");
-    uint32_t timeout_ms = 0;
-    if (opts->timeout_sec > 0) {
-        double ms = opts->timeout_sec * 1000.0;
-        if (ms >= (double)UINT32_MAX)
-            timeout_ms = UINT32_MAX;
-        else {
-            timeout_ms = (uint32_t)ms;
-            if ((double)timeout_ms < ms)
-                timeout_ms++; /* round up: never kill earlier than asked */
+    return c->fd;
+}
+
+uint8_t agent_conn_version(const agent_conn *c)
+{
+    return c->agent_version;
+}
+
+uint64_t agent_conn_caps(const agent_conn *c)
+{
+    return c->caps;
+}
+
+/* Send a whole encoded frame in the version the agent speaks. */
+static int send_frame(agent_conn *c, uint8_t *frame, size_t n, uint64_t deadline,
+                      const char *operation, vmctl_error **reterr)
+{
+    if (c->broken)
+        return closed_error(c, reterr);
+    agent_frame_set_version(frame, c->agent_version >= 2 ? 2 : 1);
+    int r = send_all(c, frame, n, deadline, operation, now_usec(), reterr);
+    if (r < 0)
+        c->broken = r;
+    return r;
+}
+
+static struct agent_proc *proc_find(agent_conn *c, uint32_t id)
+{
+    for (struct agent_proc *p = c->procs; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+static agent_proc *proc_new(agent_conn *c, int kind, const char *what)
+{
+    agent_proc *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->what = strdup(what);
+    if (!p->what) {
+        free(p);
+        return NULL;
+    }
+    p->c = c;
+    p->kind = kind;
+    p->id = new_id(c);
+    while (proc_find(c, p->id) || p->id == c->keepalive_id)
+        p->id = new_id(c);
+    p->next = c->procs;
+    c->procs = p;
+    return p;
+}
+
+void agent_proc_free(agent_proc *p)
+{
+    if (!p)
+        return;
+    if (p->c) {
+        for (struct agent_proc **pp = &p->c->procs; *pp; pp = &(*pp)->next)
+            if (*pp == p) {
+                *pp = p->next;
+                break;
+            }
+    }
+    vmctl_error_free(p->err);
+    free(p->what);
+    free(p);
+}
+
+bool agent_proc_done(const agent_proc *p)
+{
+    return p->done;
+}
+
+int agent_proc_errno(const agent_proc *p)
+{
+    return p->guest_errno;
+}
+
+bool agent_proc_file_info(const agent_proc *p, uint32_t *mode, uint64_t *size, int64_t *mtime_sec,
+                          uint32_t *mtime_nsec)
+{
+    if (!p->have_info)
+        return false;
+    *mode = p->info.mode;
+    *size = p->info.size;
+    *mtime_sec = p->info.mtime_sec;
+    *mtime_nsec = p->info.mtime_nsec;
+    return true;
+}
+
+static void proc_fail(agent_proc *p, int rc, vmctl_error *err)
+{
+    if (!p->done) {
+        p->done = true;
+        p->rc = rc;
+        p->err = err;
+    } else {
+        vmctl_error_free(err);
+    }
+}
+
+/* The agent restarted or the connection broke: every pending request fails. */
+static void procs_fail_all(agent_conn *c, int rc, const char *why)
+{
+    for (struct agent_proc *p = c->procs; p; p = p->next) {
+        if (p->done)
+            continue;
+        vmctl_error *e = NULL;
+        int r = err_make(&e, VMCTL_E_AGENT_FAILED, -rc, "%s while '%s' was running", why, p->what);
+        proc_fail(p, r, e);
+    }
+}
+
+static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
+{
+    if (h->type == AGENT_MSG_PONG) {
+        if (c->keepalive_id && h->id == c->keepalive_id) {
+            c->keepalive_id = 0;
+            agent_pong pg;
+            if (agent_decode_pong(payload, h->len, &pg) == 0 && pg.instance != c->instance) {
+                /* a new agent process: what the old one ran is gone */
+                c->instance = pg.instance;
+                procs_fail_all(c, -ECONNRESET,
+                               "the guest agent restarted (it was killed or crashed)");
+            }
+        }
+        return;
+    }
+    agent_proc *p = proc_find(c, h->id);
+    if (!p || p->done)
+        return; /* stale: earlier requests, earlier clients */
+    vmctl_error *e = NULL;
+    switch (h->type) {
+    case AGENT_MSG_STDOUT:
+    case AGENT_MSG_STDERR:
+        if (p->fn && p->rc == 0 && h->len) {
+            int r = p->fn(p->userdata, h->type == AGENT_MSG_STDOUT ? 1 : 2, payload, h->len);
+            if (r < 0)
+                p->rc = r; /* remembered; the request still runs to its end */
+        }
+        break;
+    case AGENT_MSG_STDIN_ACK: {
+        uint32_t n;
+        if (agent_decode_u32_msg(payload, h->len, &n) == 0)
+            p->in_flight = n > p->in_flight ? 0 : p->in_flight - n;
+        break;
+    }
+    case AGENT_MSG_FILE_INFO:
+        if (agent_decode_file_info(payload, h->len, &p->info) == 0)
+            p->have_info = true;
+        break;
+    case AGENT_MSG_EXIT: {
+        agent_exit ex;
+        if (agent_decode_exit(payload, h->len, &ex) < 0) {
+            int r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG, "the agent sent a malformed EXIT");
+            proc_fail(p, r, e);
+            break;
+        }
+        p->st.exit_code = ex.exit_code;
+        p->st.signal = (int)ex.signal;
+        p->timed_out = ex.flags & AGENT_EXIT_TIMED_OUT;
+        p->done = true;
+        break;
+    }
+    case AGENT_MSG_ERROR: {
+        int r = agent_error(payload, h->len, p->what, &p->guest_errno, &e);
+        proc_fail(p, r, e);
+        break;
+    }
+    case AGENT_MSG_ACK:
+    case AGENT_MSG_INFO_REPLY:
+        if (p->kind == PROC_SIMPLE) {
+            p->reply_type = h->type;
+            p->reply_len = h->len < sizeof(p->reply) ? h->len : (uint32_t)sizeof(p->reply);
+            memcpy(p->reply, payload, p->reply_len);
+            p->done = true;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* While requests are pending and the agent is silent this long, ping it: a PONG from another
+ * agent instance means the agent restarted and the requests are lost. */
+#define KEEPALIVE_USEC (1000 * 1000)
+
+int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr)
+{
+    if (c->broken)
+        return closed_error(c, reterr);
+    for (;;) {
+        uint64_t now = now_usec();
+        uint64_t wake = until;
+        bool pending = false;
+        for (struct agent_proc *p = c->procs; p; p = p->next)
+            pending |= !p->done;
+        if (pending && c->agent_version >= 2 && c->last_rx + KEEPALIVE_USEC < wake)
+            wake = c->last_rx + KEEPALIVE_USEC > now ? c->last_rx + KEEPALIVE_USEC : now;
+        agent_hdr h;
+        const uint8_t *payload;
+        int r = next_frame(c, wake, &h, &payload, reterr);
+        if (r < 0) {
+            c->broken = r;
+            procs_fail_all(c, r, "the connection to the guest agent was lost");
+            return r;
+        }
+        if (r == 1) {
+            c->last_rx = now_usec();
+            dispatch(c, &h, payload);
+            return 1;
+        }
+        now = now_usec();
+        if (now >= until)
+            return 0;
+        if (pending && c->last_rx + KEEPALIVE_USEC <= now) {
+            uint32_t id;
+            if (c->keepalive_id) {
+                /* no answer to the last keepalive either: the agent is not running (yet) */
+            } else {
+                r = send_ping(c, &id, now + KEEPALIVE_USEC, "agent ping", now, reterr);
+                if (r < 0) {
+                    c->broken = r;
+                    return r;
+                }
+                c->keepalive_id = id;
+            }
+            c->last_rx = now; /* next check in KEEPALIVE_USEC */
         }
     }
+}
+
+static int need_v2(agent_conn *c, uint64_t cap, const char *what, vmctl_error **reterr)
+{
+    if (c->caps & cap)
+        return 0;
+    return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
+                    "the guest agent (protocol %u) does not support %s; update the agent in the "
+                    "guest",
+                    c->agent_version, what);
+}
+
+static uint32_t timeout_ms_of(double sec)
+{
+    if (sec <= 0)
+        return 0;
+    double ms = sec * 1000.0;
+    if (ms >= (double)UINT32_MAX)
+        return UINT32_MAX;
+    uint32_t t = (uint32_t)ms;
+    if ((double)t < ms)
+        t++; /* round up: never kill earlier than asked */
+    return t ? t : 1;
+}
+
+int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open, agent_data_fn fn,
+                    void *userdata, uint64_t deadline, agent_proc **ret, vmctl_error **reterr)
+{
+    if (!opts->argv || !opts->argv[0] || !opts->argv[0][0])
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command to run");
+    int r = ensure_sync(c, deadline, "agent exec", reterr);
+    if (r < 0)
+        return r;
+    if (!(c->caps & AGENT_CAP_EXEC))
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
+                        "the guest agent does not support exec");
+    if (stdin_open && (r = need_v2(c, AGENT_CAP_STDIN_STREAM, "streamed input", reterr)) < 0)
+        return r;
+    bool busy = false;
+    for (struct agent_proc *p = c->procs; p; p = p->next)
+        busy |= !p->done;
+    if (busy && (r = need_v2(c, AGENT_CAP_CONCURRENT, "several commands at once", reterr)) < 0)
+        return r;
     size_t size = agent_exec_frame_size(opts->argv, opts->env, opts->cwd, opts->stdin_len);
     if (size > AGENT_MAX_FRAME) {
-        int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, E2BIG,
-                         "the command line, environment and input are too large for one "
-                         "request (at most %u bytes)",
-                         AGENT_MAX_PAYLOAD);
-        err_help(reterr, "Pass large input as a file (`vmctl cp`) instead of on stdin.");
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, E2BIG,
+                     "the command line, environment and input are too large for one "
+                     "request (at most %u bytes)",
+                     AGENT_MAX_PAYLOAD);
+        err_help(reterr, "Stream large input (vmctl exec -i) or copy it with `vmctl cp`.");
         return r;
     }
     cleanup_free uint8_t *frame = malloc(size);
     if (!frame)
         return -ENOMEM;
-    int r = ensure_sync(c, deadline, "agent exec", reterr);
-    if (r < 0)
-        return r;
-    uint32_t id = new_id(c);
-    int n = agent_encode_exec(frame, size, id, timeout_ms, opts->argv, opts->env, opts->cwd,
-                              opts->stdin_data, opts->stdin_len);
-    if (n == AGENT_E_INVALID)
-        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
-                        "invalid exec request: environment entries must be K=V with K not empty");
-    if (n < 0)
+    agent_proc *p = proc_new(c, PROC_EXEC, opts->argv[0]);
+    if (!p)
+        return -ENOMEM;
+    p->fn = fn;
+    p->userdata = userdata;
+    p->timeout_sec = opts->timeout_sec;
+    p->stdin_closed = !stdin_open;
+    int n = agent_encode_exec2(frame, size, p->id, stdin_open ? AGENT_EXEC_STDIN_STREAM : 0,
+                               timeout_ms_of(opts->timeout_sec), opts->argv, opts->env, opts->cwd,
+                               opts->stdin_data, opts->stdin_len);
+    if (n < 0) {
+        agent_proc_free(p);
+        if (n == AGENT_E_INVALID)
+            return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                            "invalid exec request: environment entries must be K=V with K not "
+                            "empty");
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "encoding EXEC: %s",
                         agent_proto_strerror(n));
-    r = send_all(c, frame, (size_t)n, deadline, "agent exec", start, reterr);
-    if (r < 0)
+    }
+    c->last_rx = now_usec();
+    r = send_frame(c, frame, (size_t)n, deadline, "agent exec", reterr);
+    if (r < 0) {
+        agent_proc_free(p);
         return r;
+    }
+    *ret = p;
+    return 0;
+}
 
-    size_t out_cap = 0, err_cap = 0;
-    if (append(&result->out, &result->out_len, &out_cap, (const uint8_t *)"", 0) < 0 ||
-        append(&result->err, &result->err_len, &err_cap, (const uint8_t *)"", 0) < 0)
+int agent_proc_put(agent_conn *c, const char *path, uint32_t mode, int64_t mtime_sec,
+                   uint32_t mtime_nsec, uint64_t deadline, agent_proc **ret, vmctl_error **reterr)
+{
+    int r = ensure_sync(c, deadline, "agent put", reterr);
+    if (r < 0 || (r = need_v2(c, AGENT_CAP_FILES, "file copies", reterr)) < 0)
+        return r;
+    agent_proc *p = proc_new(c, PROC_PUT, path);
+    if (!p)
         return -ENOMEM;
-    for (;;) {
-        agent_hdr h;
-        const uint8_t *payload = NULL;
-        r = next_frame(c, deadline, &h, &payload, reterr);
+    uint8_t frame[AGENT_HDR_SIZE + 32 + 4096 + 8];
+    agent_file_put fp = {
+        .mode = mode & 07777, .mtime_sec = mtime_sec, .mtime_nsec = mtime_nsec, .path = path};
+    int n = agent_encode_file_put(frame, sizeof(frame), p->id, &fp);
+    if (n < 0) {
+        agent_proc_free(p);
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "cannot copy to '%s': the guest path must be absolute", path);
+    }
+    c->last_rx = now_usec();
+    r = send_frame(c, frame, (size_t)n, deadline, "agent put", reterr);
+    if (r < 0) {
+        agent_proc_free(p);
+        return r;
+    }
+    *ret = p;
+    return 0;
+}
+
+int agent_proc_get(agent_conn *c, const char *path, agent_data_fn fn, void *userdata,
+                   uint64_t deadline, agent_proc **ret, vmctl_error **reterr)
+{
+    int r = ensure_sync(c, deadline, "agent get", reterr);
+    if (r < 0 || (r = need_v2(c, AGENT_CAP_FILES, "file copies", reterr)) < 0)
+        return r;
+    agent_proc *p = proc_new(c, PROC_GET, path);
+    if (!p)
+        return -ENOMEM;
+    p->fn = fn;
+    p->userdata = userdata;
+    uint8_t frame[AGENT_HDR_SIZE + 8 + 4096 + 8];
+    int n = agent_encode_file_get(frame, sizeof(frame), p->id, path);
+    if (n < 0) {
+        agent_proc_free(p);
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "cannot copy from '%s': the guest path must be absolute", path);
+    }
+    c->last_rx = now_usec();
+    r = send_frame(c, frame, (size_t)n, deadline, "agent get", reterr);
+    if (r < 0) {
+        agent_proc_free(p);
+        return r;
+    }
+    *ret = p;
+    return 0;
+}
+
+static int pump_or_timeout(agent_conn *c, uint64_t deadline, const char *operation,
+                           vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    int r = agent_pump(c, deadline, reterr);
+    if (r == 0 && now_usec() >= deadline)
+        return err_timeout(reterr, operation, span_seconds(start, deadline),
+                           "no answer from the guest agent in time");
+    return r < 0 ? r : 0;
+}
+
+int agent_proc_write(agent_proc *p, const void *data, size_t len, uint64_t deadline,
+                     vmctl_error **reterr)
+{
+    const uint8_t *d = data;
+    static __thread uint8_t *frame;
+    if (!frame && !(frame = malloc(AGENT_HDR_SIZE + AGENT_STDIN_CHUNK)))
+        return -ENOMEM;
+    while (len > 0) {
+        if (!p->c)
+            return -EPIPE;
+        if (p->done || p->stdin_closed)
+            return -EPIPE;
+        size_t k = len < AGENT_STDIN_CHUNK ? len : AGENT_STDIN_CHUNK;
+        if (p->in_flight + k > AGENT_STDIN_WINDOW) {
+            int r = pump_or_timeout(p->c, deadline, "agent stdin", reterr);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        int n = agent_encode_raw(frame, AGENT_HDR_SIZE + AGENT_STDIN_CHUNK, AGENT_MSG_STDIN, p->id,
+                                 d, k);
+        if (n < 0)
+            return -EINVAL;
+        int r = send_frame(p->c, frame, (size_t)n, deadline, "agent stdin", reterr);
         if (r < 0)
             return r;
-        if (r == 0)
-            return err_timeout(reterr, "agent exec", span_seconds(start, deadline),
+        p->in_flight += k;
+        d += k;
+        len -= k;
+    }
+    return 0;
+}
+
+int agent_proc_close_stdin(agent_proc *p, uint64_t deadline, vmctl_error **reterr)
+{
+    if (!p->c || p->stdin_closed || p->done) {
+        p->stdin_closed = true;
+        return 0;
+    }
+    uint8_t frame[AGENT_HDR_SIZE];
+    int n = agent_encode_raw(frame, sizeof(frame), AGENT_MSG_STDIN, p->id, NULL, 0);
+    p->stdin_closed = true;
+    return send_frame(p->c, frame, (size_t)n, deadline, "agent stdin", reterr);
+}
+
+int agent_proc_signal(agent_proc *p, int sig, uint64_t deadline, vmctl_error **reterr)
+{
+    if (!p->c || p->done)
+        return 0;
+    int r = need_v2(p->c, AGENT_CAP_SIGNAL, "signals", reterr);
+    if (r < 0)
+        return r;
+    uint8_t frame[AGENT_HDR_SIZE + 4];
+    int n = agent_encode_u32_msg(frame, sizeof(frame), AGENT_MSG_SIGNAL, p->id, (uint32_t)sig);
+    return send_frame(p->c, frame, (size_t)n, deadline, "agent signal", reterr);
+}
+
+int agent_proc_wait(agent_proc *p, uint64_t deadline, vmctl_exec_status *status,
+                    vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    while (!p->done) {
+        if (!p->c)
+            return closed_error(p->c, reterr);
+        int r = agent_pump(p->c, deadline, reterr);
+        if (r < 0 && !p->done)
+            return r;
+        if (r < 0) {
+            if (reterr) {
+                vmctl_error_free(*reterr);
+                *reterr = NULL;
+            }
+            break;
+        }
+        if (r == 0 && !p->done)
+            return err_timeout(reterr, p->kind == PROC_EXEC ? "agent exec" : "agent copy",
+                               span_seconds(start, deadline),
                                "no answer from the guest agent within %.1f s",
                                span_seconds(start, deadline));
-        if (h.id != id)
-            continue; /* stale frames: earlier requests, earlier clients */
-        switch (h.type) {
-        case AGENT_MSG_STDOUT:
-            if (append(&result->out, &result->out_len, &out_cap, payload, h.len) < 0)
-                return -ENOMEM;
-            break;
-        case AGENT_MSG_STDERR:
-            if (append(&result->err, &result->err_len, &err_cap, payload, h.len) < 0)
-                return -ENOMEM;
-            break;
-        case AGENT_MSG_EXIT: {
-            agent_exit e;
-            if (agent_decode_exit(payload, h.len, &e) < 0)
-                return err_make(reterr, VMCTL_E_AGENT_FAILED, EBADMSG,
-                                "the agent sent a malformed EXIT");
-            result->exit_code = e.exit_code;
-            result->signal = (int)e.signal;
-            if (e.flags & AGENT_EXIT_TIMED_OUT)
-                return err_timeout(reterr, "exec", opts->timeout_sec,
-                                   "'%s' did not finish within %g s and was killed in the guest",
-                                   opts->argv[0], opts->timeout_sec);
-            return 0;
-        }
-        case AGENT_MSG_ERROR:
-            return agent_error(payload, h.len, "exec", reterr);
-        default:
-            break;
-        }
     }
+    if (status)
+        *status = p->st;
+    if (p->rc < 0) {
+        if (p->err) {
+            if (reterr) {
+                *reterr = p->err;
+                p->err = NULL;
+            }
+        }
+        return p->rc;
+    }
+    if (p->timed_out)
+        return err_timeout(reterr, "exec", p->timeout_sec,
+                           "'%s' did not finish within %g s and was killed in the guest", p->what,
+                           p->timeout_sec);
+    return 0;
+}
+
+/* --- the capture call (v1 and v2 agents) --- */
+
+struct capture {
+    vmctl_exec_result *res;
+    size_t out_cap, err_cap;
+};
+
+static int capture_fn(void *userdata, int stream, const void *data, size_t len)
+{
+    struct capture *cap = userdata;
+    if (stream == 1)
+        return append(&cap->res->out, &cap->res->out_len, &cap->out_cap, data, len);
+    return append(&cap->res->err, &cap->res->err_len, &cap->err_cap, data, len);
+}
+
+int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *result,
+               uint64_t deadline, vmctl_error **reterr)
+{
+    memset(result, 0, sizeof(*result));
+    struct capture cap = {.res = result};
+    if (append(&result->out, &result->out_len, &cap.out_cap, (const uint8_t *)"", 0) < 0 ||
+        append(&result->err, &result->err_len, &cap.err_cap, (const uint8_t *)"", 0) < 0)
+        return -ENOMEM;
+    agent_proc *p = NULL;
+    int r = agent_proc_exec(c, opts, false, capture_fn, &cap, deadline, &p, reterr);
+    if (r < 0)
+        return r;
+    vmctl_exec_status st = {0};
+    r = agent_proc_wait(p, deadline, &st, reterr);
+    result->exit_code = st.exit_code;
+    result->signal = st.signal;
+    agent_proc_free(p);
+    return r;
+}
+
+/* A request answered by one frame (ACK or INFO_REPLY). */
+static int simple_request(agent_conn *c, agent_proc *p, uint8_t *frame, int n, uint64_t deadline,
+                          const char *operation, vmctl_error **reterr)
+{
+    if (n < 0) {
+        agent_proc_free(p);
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid %s request: %s", operation,
+                        agent_proto_strerror(n));
+    }
+    c->last_rx = now_usec();
+    int r = send_frame(c, frame, (size_t)n, deadline, operation, reterr);
+    if (r >= 0)
+        r = agent_proc_wait(p, deadline, NULL, reterr);
+    return r;
+}
+
+int agent_get_info(agent_conn *c, uint64_t deadline, agent_guest_info *ret, vmctl_error **reterr)
+{
+    int r = ensure_sync(c, deadline, "agent info", reterr);
+    if (r < 0 || (r = need_v2(c, AGENT_CAP_INFO, "info", reterr)) < 0)
+        return r;
+    agent_proc *p = proc_new(c, PROC_SIMPLE, "info");
+    if (!p)
+        return -ENOMEM;
+    uint8_t frame[AGENT_HDR_SIZE];
+    int n = agent_encode_raw(frame, sizeof(frame), AGENT_MSG_INFO, p->id, NULL, 0);
+    r = simple_request(c, p, frame, n, deadline, "agent info", reterr);
+    agent_info in;
+    if (r >= 0 && (p->reply_type != AGENT_MSG_INFO_REPLY ||
+                   agent_decode_info_reply(p->reply, p->reply_len, &in) < 0))
+        r = err_make(reterr, VMCTL_E_AGENT_FAILED, EBADMSG, "the agent sent a malformed INFO");
+    if (r >= 0)
+        *ret =
+            (agent_guest_info){.uptime_ms = in.uptime_ms,
+                               .mem_total = in.mem_total,
+                               .mem_available = in.mem_available,
+                               .load = {in.load[0] / 100.0, in.load[1] / 100.0, in.load[2] / 100.0},
+                               .running = in.running};
+    agent_proc_free(p);
+    return r;
+}
+
+int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
+                        char *const *secret_names, const void *const *values,
+                        const size_t *value_lens, uint64_t deadline, vmctl_error **reterr)
+{
+    int r = ensure_sync(c, deadline, "agent metadata", reterr);
+    if (r < 0 || (r = need_v2(c, AGENT_CAP_METADATA, "metadata", reterr)) < 0)
+        return r;
+    agent_proc *p = proc_new(c, PROC_SIMPLE, "metadata");
+    if (!p)
+        return -ENOMEM;
+    cleanup_free uint8_t *frame = malloc(AGENT_MAX_FRAME);
+    if (!frame) {
+        agent_proc_free(p);
+        return -ENOMEM;
+    }
+    int n = agent_encode_metadata(frame, AGENT_MAX_FRAME, p->id, hostname, env, secret_names,
+                                  values, value_lens);
+    r = simple_request(c, p, frame, n, deadline, "agent metadata", reterr);
+    agent_proc_free(p);
+    return r;
 }
 
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr)
@@ -564,6 +1096,6 @@ int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **
         if (h.type == AGENT_MSG_ACK)
             return 0;
         if (h.type == AGENT_MSG_ERROR)
-            return agent_error(payload, h.len, "shutdown", reterr);
+            return agent_error(payload, h.len, "shutdown", NULL, reterr);
     }
 }

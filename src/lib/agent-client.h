@@ -44,5 +44,57 @@ int agent_ping(agent_conn *c, uint64_t deadline, vmctl_error **reterr);
  * timeout close the connection: the agent then kills what is left of the command. */
 int agent_exec(agent_conn *c, const vmctl_exec_opts *opts, vmctl_exec_result *result,
                uint64_t deadline, vmctl_error **reterr);
+/* --- v2: several requests at once on one connection, streamed in both directions --- */
+
+typedef struct agent_proc agent_proc;
+/* stream 1 = stdout (or file data), 2 = stderr. Return < 0 to fail the wait with that code. */
+typedef int (*agent_data_fn)(void *userdata, int stream, const void *data, size_t len);
+
+/* Start a command. stdin_open: its input stays open for agent_proc_write until
+ * agent_proc_close_stdin (needs a v2 agent). The proc belongs to the connection's table until
+ * agent_proc_free. */
+int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open, agent_data_fn fn,
+                    void *userdata, uint64_t deadline, agent_proc **ret, vmctl_error **reterr);
+/* Upload: FILE_PUT of path with mode/mtime (mtime_nsec UINT32_MAX: leave it); then feed the
+ * data with agent_proc_write and finish with agent_proc_close_stdin + agent_proc_wait. */
+int agent_proc_put(agent_conn *c, const char *path, uint32_t mode, int64_t mtime_sec,
+                   uint32_t mtime_nsec, uint64_t deadline, agent_proc **ret, vmctl_error **reterr);
+/* Download: data arrives through fn (stream 1); agent_proc_file_info once it is known. */
+int agent_proc_get(agent_conn *c, const char *path, agent_data_fn fn, void *userdata,
+                   uint64_t deadline, agent_proc **ret, vmctl_error **reterr);
+/* Send input, waiting for window (while delivering everyone's output). -EPIPE without an error
+ * object when the command already finished (its input is then dropped). */
+int agent_proc_write(agent_proc *p, const void *data, size_t len, uint64_t deadline,
+                     vmctl_error **reterr);
+int agent_proc_close_stdin(agent_proc *p, uint64_t deadline, vmctl_error **reterr);
+int agent_proc_signal(agent_proc *p, int sig, uint64_t deadline, vmctl_error **reterr);
+/* Until the proc is done: 0 with *exit filled, or the proc's error (agent::failed with the
+ * guest's message; timeout "exec" when the guest killed it at its timeout, *exit still filled). */
+int agent_proc_wait(agent_proc *p, uint64_t deadline, vmctl_exec_status *status,
+                    vmctl_error **reterr);
+bool agent_proc_done(const agent_proc *p);
+/* FILE_INFO of a download: false until it arrived. */
+bool agent_proc_file_info(const agent_proc *p, uint32_t *mode, uint64_t *size, int64_t *mtime_sec,
+                          uint32_t *mtime_nsec);
+/* The guest errno of a failed proc (EISDIR for a directory, ...), 0 otherwise. */
+int agent_proc_errno(const agent_proc *p);
+void agent_proc_free(agent_proc *p);
+/* Handle frames until `until` (or one batch of input): 1 something was handled, 0 timeout. */
+int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr);
+int agent_conn_fd(const agent_conn *c);
+uint8_t agent_conn_version(const agent_conn *c);
+uint64_t agent_conn_caps(const agent_conn *c);
+
+typedef struct agent_guest_info {
+    uint64_t uptime_ms, mem_total, mem_available;
+    double load[3];
+    unsigned running;
+} agent_guest_info;
+int agent_get_info(agent_conn *c, uint64_t deadline, agent_guest_info *ret, vmctl_error **reterr);
+/* METADATA: hostname (NULL: unchanged), env K=V, secrets (n names, values and lengths). */
+int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
+                        char *const *secret_names, const void *const *values,
+                        const size_t *value_lens, uint64_t deadline, vmctl_error **reterr);
+
 /* Ask the guest to power off (reboot = false) or reboot; returns once the agent acknowledged. */
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr);

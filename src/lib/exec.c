@@ -1,9 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent-client.h"
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "util/util.h"
@@ -25,12 +32,9 @@ static int unavailable(vmctl_error **reterr, const char *vm, int errnum, const c
     return r;
 }
 
-int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
-               vmctl_exec_result *result, vmctl_error **reterr)
+static int check_env(char *const *envv, vmctl_error **reterr)
 {
-    if (!opts || !opts->argv || !opts->argv[0] || !result)
-        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
-    for (char *const *e = opts->env; e && *e; e++) {
+    for (char *const *e = envv; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e))) {
             int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid env entry '%s'", *e);
@@ -40,7 +44,25 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
             return r;
         }
     }
-    memset(result, 0, sizeof(*result));
+    return 0;
+}
+
+struct vmctl_exec_session {
+    agent_conn *conn;
+    char *name;
+};
+
+struct vmctl_exec_proc {
+    vmctl_exec_session *s;
+    agent_proc *p;
+    vmctl_exec_io io;
+    uint64_t deadline;
+};
+
+/* Connect to the VM's agent and see it answer: exec::unavailable otherwise. */
+int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session **ret,
+                            vmctl_error **reterr)
+{
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -61,27 +83,259 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
     cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
     if (!sock)
         return -ENOMEM;
-    uint64_t connect_deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
+    uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
-    r = agent_connect(sock, connect_deadline, &conn, reterr);
+    r = agent_connect(sock, deadline, &conn, reterr);
+    if (r >= 0)
+        r = agent_ping(conn, deadline, reterr);
     if (r < 0) {
         cleanup_error vmctl_error *cause = reterr ? *reterr : NULL;
         if (reterr)
             *reterr = NULL;
-        r = unavailable(reterr, name, -r, "agent not answering",
+        r = unavailable(reterr, name, r == -ETIMEDOUT ? ETIMEDOUT : -r, "agent not answering",
                         "Wait for the VM with `vmctl start NAME --wait`, or look at `vmctl logs "
                         "NAME`.");
         if (cause)
             err_note(reterr, "%s", vmctl_error_get_message(cause));
         return r;
     }
-    uint64_t deadline = opts->timeout_sec > 0
-                            ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
-                            : UINT64_MAX;
-    r = agent_exec(conn, opts, result, deadline, reterr);
+    vmctl_exec_session *s = calloc(1, sizeof(*s));
+    if (!s || !(s->name = strdup(name))) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->conn = TAKE_PTR(conn);
+    *ret = s;
+    return 0;
+}
+
+void vmctl_exec_session_close(vmctl_exec_session *s)
+{
+    if (!s)
+        return;
+    agent_close(s->conn);
+    free(s->name);
+    free(s);
+}
+
+int vmctl_exec_session_fd(vmctl_exec_session *s)
+{
+    return agent_conn_fd(s->conn);
+}
+
+int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_error **reterr)
+{
+    uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_usec() + (uint64_t)timeout_ms * 1000;
+    int r = agent_pump(s->conn, until, reterr);
+    return r < 0 ? r : 0;
+}
+
+static int io_fn(void *userdata, int stream, const void *data, size_t len)
+{
+    vmctl_exec_proc *xp = userdata;
+    if (stream == 1)
+        return xp->io.on_stdout ? xp->io.on_stdout(data, len, xp->io.userdata) : 0;
+    return xp->io.on_stderr ? xp->io.on_stderr(data, len, xp->io.userdata) : 0;
+}
+
+static uint64_t exec_deadline(const vmctl_exec_opts *opts)
+{
+    return opts->timeout_sec > 0 ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
+                                 : UINT64_MAX;
+}
+
+int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,
+                     vmctl_exec_proc **ret, vmctl_error **reterr)
+{
+    if (!opts || !opts->argv || !opts->argv[0])
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
+    int r = check_env(opts->env, reterr);
+    if (r < 0)
+        return r;
+    vmctl_exec_proc *xp = calloc(1, sizeof(*xp));
+    if (!xp)
+        return -ENOMEM;
+    xp->s = s;
+    if (io)
+        xp->io = *io;
+    xp->deadline = exec_deadline(opts);
+    r = agent_proc_exec(s->conn, opts, xp->io.stdin_open, io_fn, xp, xp->deadline, &xp->p, reterr);
+    if (r < 0) {
+        free(xp);
+        return err_prefix(reterr, r, "while running '%s' in vm '%s'", opts->argv[0], s->name);
+    }
+    *ret = xp;
+    return 0;
+}
+
+int vmctl_exec_write(vmctl_exec_proc *p, const void *data, size_t len, vmctl_error **reterr)
+{
+    return agent_proc_write(p->p, data, len, p->deadline, reterr);
+}
+
+int vmctl_exec_close_stdin(vmctl_exec_proc *p, vmctl_error **reterr)
+{
+    return agent_proc_close_stdin(p->p, p->deadline, reterr);
+}
+
+int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr)
+{
+    return agent_proc_signal(p->p, sig, UINT64_MAX, reterr);
+}
+
+bool vmctl_exec_done(const vmctl_exec_proc *p)
+{
+    return agent_proc_done(p->p);
+}
+
+int vmctl_exec_wait(vmctl_exec_proc *p, vmctl_exec_status *status, vmctl_error **reterr)
+{
+    int r = agent_proc_wait(p->p, p->deadline, status, reterr);
+    return r < 0 ? err_prefix(reterr, r, "in vm '%s'", p->s->name) : 0;
+}
+
+void vmctl_exec_proc_free(vmctl_exec_proc *p)
+{
+    if (!p)
+        return;
+    agent_proc_free(p->p);
+    free(p);
+}
+
+static inline void exec_proc_freep(vmctl_exec_proc **p)
+{
+    vmctl_exec_proc_free(*p);
+}
+static inline void exec_session_closep(vmctl_exec_session **s)
+{
+    vmctl_exec_session_close(*s);
+}
+#define cleanup_exec_proc    __attribute__((cleanup(exec_proc_freep)))
+#define cleanup_exec_session __attribute__((cleanup(exec_session_closep)))
+
+/* Feed fd into the proc's stdin until end of file, delivering output meanwhile; then close it. */
+static int feed_fd(agent_conn *conn, agent_proc *p, int fd, uint64_t deadline, vmctl_error **reterr)
+{
+    cleanup_free uint8_t *buf = malloc(AGENT_STDIN_CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    while (!agent_proc_done(p)) {
+        struct pollfd pfd[2] = {{.fd = agent_conn_fd(conn), .events = POLLIN},
+                                {.fd = fd, .events = POLLIN}};
+        int k = poll(pfd, 2, 1000);
+        if (k < 0 && errno != EINTR)
+            return err_make(reterr, VMCTL_E_IO, errno, "poll: %s", strerror(errno));
+        if (k <= 0 || pfd[0].revents) {
+            int r = agent_pump(conn, now_usec(), reterr);
+            if (r < 0)
+                return r;
+        }
+        if (k > 0 && pfd[1].revents) {
+            ssize_t n = read(fd, buf, AGENT_STDIN_CHUNK);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (n < 0)
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input: %s",
+                                strerror(errno));
+            if (n == 0)
+                break;
+            int r = agent_proc_write(p, buf, (size_t)n, deadline, reterr);
+            if (r == -EPIPE)
+                return 0; /* the command is done: the rest of the input is not wanted */
+            if (r < 0)
+                return r;
+        }
+    }
+    return agent_proc_close_stdin(p, deadline, reterr);
+}
+
+int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
+                      const vmctl_exec_io *io, int stdin_fd, vmctl_exec_status *status,
+                      vmctl_error **reterr)
+{
+    if (!opts || !opts->argv || !opts->argv[0])
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
+    int r = check_env(opts->env, reterr);
+    if (r < 0)
+        return r;
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    vmctl_exec_io io2 = io ? *io : (vmctl_exec_io){0};
+    io2.stdin_open = stdin_fd >= 0;
+    cleanup_exec_proc vmctl_exec_proc *p = NULL;
+    r = vmctl_exec_start(s, opts, &io2, &p, reterr);
+    if (r < 0)
+        return r;
+    if (stdin_fd >= 0) {
+        r = feed_fd(s->conn, p->p, stdin_fd, p->deadline, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while running '%s' in vm '%s'", opts->argv[0], name);
+    }
+    vmctl_exec_status st = {0};
+    r = agent_proc_wait(p->p, p->deadline, &st, reterr);
+    if (status)
+        *status = st;
     if (r < 0)
         return err_prefix(reterr, r, "while running '%s' in vm '%s'", opts->argv[0], name);
     return 0;
+}
+
+int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
+               vmctl_exec_result *result, vmctl_error **reterr)
+{
+    if (!opts || !opts->argv || !opts->argv[0] || !result)
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
+    memset(result, 0, sizeof(*result));
+    int r = check_env(opts->env, reterr);
+    if (r < 0)
+        return r;
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    r = agent_exec(s->conn, opts, result, exec_deadline(opts), reterr);
+    if (r < 0)
+        return err_prefix(reterr, r, "while running '%s' in vm '%s'", opts->argv[0], name);
+    return 0;
+}
+
+/* --- info and metadata --- */
+
+int vmctl_guest_info_get(vmctl_ctx *ctx, const char *name, vmctl_guest_info *ret,
+                         vmctl_error **reterr)
+{
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    int r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    agent_guest_info in;
+    r = agent_get_info(s->conn, now_usec() + 10 * 1000000ull, &in, reterr);
+    if (r < 0)
+        return r;
+    *ret = (vmctl_guest_info){.uptime_sec = (double)in.uptime_ms / 1000.0,
+                              .mem_total = in.mem_total,
+                              .mem_available = in.mem_available,
+                              .load = {in.load[0], in.load[1], in.load[2]},
+                              .running = in.running};
+    return 0;
+}
+
+int vmctl_guest_push_metadata(vmctl_ctx *ctx, const char *name, const char *hostname,
+                              char *const *env, char *const *secret_names,
+                              const void *const *secret_values, const size_t *secret_lens,
+                              vmctl_error **reterr)
+{
+    int r = check_env(env, reterr);
+    if (r < 0)
+        return r;
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    return agent_push_metadata(s->conn, hostname, env, secret_names, secret_values, secret_lens,
+                               now_usec() + 30 * 1000000ull, reterr);
 }
 
 void vmctl_exec_result_clear(vmctl_exec_result *result)
@@ -91,4 +345,284 @@ void vmctl_exec_result_clear(vmctl_exec_result *result)
     free(result->out);
     free(result->err);
     memset(result, 0, sizeof(*result));
+}
+
+/* --- cp --- */
+
+extern char **environ;
+
+static int host_tar(const char *const *argv, int pipe_end, bool tar_reads, pid_t *pid,
+                    vmctl_error **reterr)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipe_end, tar_reads ? 0 : 1);
+    int r = posix_spawnp(pid, "tar", &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        return err_make(reterr, VMCTL_E_IO, r, "cannot run tar on the host: %s", strerror(r));
+    return 0;
+}
+
+static int host_tar_wait(pid_t pid, vmctl_error **reterr)
+{
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return err_make(reterr, VMCTL_E_IO, errno, "waitpid: %s", strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return err_make(reterr, VMCTL_E_IO, EIO, "tar on the host failed (status %d)",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    return 0;
+}
+
+static const char *base_name(const char *path)
+{
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    const char *s = path + n;
+    while (s > path && s[-1] != '/')
+        s--;
+    return s;
+}
+
+static int guest_status_error(const char *what, const vmctl_exec_status *st, vmctl_error **reterr)
+{
+    return err_make(reterr, VMCTL_E_AGENT_FAILED, EIO, "%s in the guest failed (status %d)", what,
+                    st->exit_code);
+}
+
+/* The start of a command's stderr, for messages. */
+struct errbuf {
+    char text[1024];
+    size_t len;
+};
+
+static int errbuf_fn(void *userdata, int stream, const void *data, size_t len)
+{
+    struct errbuf *eb = userdata;
+    if (stream == 2 && eb->len < sizeof(eb->text)) {
+        size_t k = len < sizeof(eb->text) - eb->len ? len : sizeof(eb->text) - eb->len;
+        memcpy(eb->text + eb->len, data, k);
+        eb->len += k;
+    }
+    return 0;
+}
+
+static int cp_file_to(agent_conn *conn, int fd, const struct stat *st, const char *guest,
+                      vmctl_error **reterr)
+{
+    agent_proc *p = NULL;
+    int r = agent_proc_put(conn, guest, st->st_mode & 07777, st->st_mtim.tv_sec,
+                           (uint32_t)st->st_mtim.tv_nsec, UINT64_MAX, &p, reterr);
+    if (r < 0)
+        return r;
+    r = feed_fd(conn, p, fd, UINT64_MAX, reterr);
+    if (r >= 0 || agent_proc_done(p))
+        r = agent_proc_wait(p, UINT64_MAX, NULL, reterr);
+    if (r < 0 && agent_proc_errno(p) == EISDIR)
+        r = -EISDIR;
+    agent_proc_free(p);
+    return r;
+}
+
+int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, const char *guest_path,
+                   vmctl_error **reterr)
+{
+    if (!guest_path || guest_path[0] != '/')
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "the guest path '%s' is not absolute", guest_path ? guest_path : "");
+    cleanup_close int fd = open(local_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
+                         strerror(errno));
+        err_detail(reterr, "path", "%s", local_path);
+        return r;
+    }
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    int r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    if (S_ISREG(st.st_mode)) {
+        vmctl_error *e = NULL;
+        r = cp_file_to(s->conn, fd, &st, guest_path, &e);
+        if (r == -EISDIR) { /* into an existing directory, under its own name */
+            vmctl_error_free(e);
+            e = NULL;
+            if (lseek(fd, 0, SEEK_SET) < 0)
+                return err_make(reterr, VMCTL_E_IO, errno, "lseek: %s", strerror(errno));
+            cleanup_free char *dest = str_printf(
+                "%s%s%s", guest_path, guest_path[strlen(guest_path) - 1] == '/' ? "" : "/",
+                base_name(local_path));
+            if (!dest)
+                return -ENOMEM;
+            r = cp_file_to(s->conn, fd, &st, dest, &e);
+        }
+        if (r < 0 && reterr)
+            *reterr = e;
+        else
+            vmctl_error_free(e);
+        return r < 0 ? err_prefix(reterr, r, "copying '%s' to %s:%s", local_path, name, guest_path)
+                     : 0;
+    }
+    if (!S_ISDIR(st.st_mode))
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "'%s' is neither a regular file nor a directory", local_path);
+    /* a directory: tar on both sides */
+    char *const guest_argv[] = {"sh",
+                                "-c",
+                                "d=$1; if [ -d \"$d\" ]; then d=\"$d/$2\"; fi; "
+                                "mkdir -p \"$d\" && cd \"$d\" && exec tar -xf -",
+                                "sh",
+                                (char *)guest_path,
+                                (char *)base_name(local_path),
+                                NULL};
+    vmctl_exec_opts opts = {.argv = guest_argv};
+    struct errbuf eb = {0};
+    agent_proc *p = NULL;
+    r = agent_proc_exec(s->conn, &opts, true, errbuf_fn, &eb, UINT64_MAX, &p, reterr);
+    if (r < 0)
+        return r;
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        agent_proc_free(p);
+        return -errno;
+    }
+    const char *tar_argv[] = {"tar", "-C", local_path, "-cf", "-", ".", NULL};
+    pid_t pid = 0;
+    r = host_tar(tar_argv, pfd[1], false, &pid, reterr);
+    close(pfd[1]);
+    if (r >= 0) {
+        r = feed_fd(s->conn, p, pfd[0], UINT64_MAX, reterr);
+        close(pfd[0]);
+        int r2 = host_tar_wait(pid, r < 0 ? NULL : reterr);
+        vmctl_exec_status gst = {0};
+        if (r >= 0)
+            r = agent_proc_wait(p, UINT64_MAX, &gst, reterr);
+        if (r >= 0 && r2 < 0)
+            r = r2;
+        if (r >= 0 && gst.exit_code != 0) {
+            r = guest_status_error("tar -x", &gst, reterr);
+            if (eb.len)
+                err_note(reterr, "%.*s", (int)eb.len, eb.text);
+        }
+    } else {
+        close(pfd[0]);
+    }
+    agent_proc_free(p);
+    return r;
+}
+
+struct get_sink {
+    int fd;
+};
+
+static int sink_fn(void *userdata, int stream, const void *data, size_t len)
+{
+    struct get_sink *g = userdata;
+    if (stream != 1)
+        return 0;
+    const uint8_t *d = data;
+    while (len > 0) {
+        ssize_t w = write(g->fd, d, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        d += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
+                     const char *local_path, vmctl_error **reterr)
+{
+    if (!guest_path || guest_path[0] != '/')
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "the guest path '%s' is not absolute", guest_path ? guest_path : "");
+    struct stat lst;
+    bool into_dir = stat(local_path, &lst) == 0 && S_ISDIR(lst.st_mode);
+    cleanup_free char *dest =
+        into_dir ? str_printf("%s/%s", local_path, base_name(guest_path)) : strdup(local_path);
+    if (!dest)
+        return -ENOMEM;
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    int r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+
+    /* a file: into a temporary next to the destination, renamed at the end */
+    cleanup_free char *tmp = str_printf("%s.vmctl-XXXXXX", dest);
+    if (!tmp)
+        return -ENOMEM;
+    cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
+        err_detail(reterr, "path", "%s", dest);
+        return r;
+    }
+    struct get_sink sink = {.fd = fd};
+    agent_proc *p = NULL;
+    vmctl_error *e = NULL;
+    r = agent_proc_get(s->conn, guest_path, sink_fn, &sink, UINT64_MAX, &p, &e);
+    if (r >= 0)
+        r = agent_proc_wait(p, UINT64_MAX, NULL, &e);
+    bool is_dir = r < 0 && p && agent_proc_errno(p) == EISDIR;
+    uint32_t mode = 0, nsec = 0;
+    uint64_t size = 0;
+    int64_t sec = 0;
+    bool have = p && agent_proc_file_info(p, &mode, &size, &sec, &nsec);
+    agent_proc_free(p);
+    if (r >= 0 && have) {
+        struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = sec, .tv_nsec = nsec}};
+        if (fchmod(fd, mode & 07777) < 0 || futimens(fd, ts) < 0 || rename(tmp, dest) < 0)
+            r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s': %s", dest, strerror(errno));
+    }
+    if (r >= 0 || !is_dir) {
+        if (r < 0) {
+            unlink(tmp);
+            if (reterr)
+                *reterr = e;
+            else
+                vmctl_error_free(e);
+            return err_prefix(reterr, r, "copying %s:%s to '%s'", name, guest_path, local_path);
+        }
+        return 0;
+    }
+    vmctl_error_free(e);
+    unlink(tmp);
+
+    /* a directory: tar on both sides */
+    if (mkdir(dest, 0755) < 0 && errno != EEXIST)
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return -errno;
+    const char *tar_argv[] = {"tar", "-C", dest, "-xf", "-", NULL};
+    pid_t pid = 0;
+    r = host_tar(tar_argv, pfd[0], true, &pid, reterr);
+    close(pfd[0]);
+    if (r < 0) {
+        close(pfd[1]);
+        return r;
+    }
+    char *const guest_argv[] = {"tar", "-cf", "-", "-C", (char *)guest_path, ".", NULL};
+    vmctl_exec_opts opts = {.argv = guest_argv};
+    struct get_sink tsink = {.fd = pfd[1]};
+    vmctl_exec_status gst = {0};
+    r = agent_proc_exec(s->conn, &opts, false, sink_fn, &tsink, UINT64_MAX, &p, reterr);
+    if (r >= 0) {
+        r = agent_proc_wait(p, UINT64_MAX, &gst, reterr);
+        agent_proc_free(p);
+    }
+    close(pfd[1]);
+    int r2 = host_tar_wait(pid, r < 0 ? NULL : reterr);
+    if (r >= 0 && gst.exit_code != 0)
+        r = guest_status_error("tar -c", &gst, reterr);
+    if (r >= 0 && r2 < 0)
+        r = r2;
+    return r;
 }

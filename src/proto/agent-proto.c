@@ -70,6 +70,11 @@ static void put_hdr(uint8_t *p, uint8_t type, uint32_t id, size_t len)
     put_u32(p + 12, (uint32_t)len);
 }
 
+void agent_frame_set_version(void *frame, uint8_t version)
+{
+    ((uint8_t *)frame)[3] = version;
+}
+
 int agent_hdr_decode(const void *buf, size_t n, agent_hdr *h)
 {
     const uint8_t *b = buf;
@@ -85,7 +90,7 @@ int agent_hdr_decode(const void *buf, size_t n, agent_hdr *h)
     h->len = get_u32(b + 12);
     if (h->len > AGENT_MAX_PAYLOAD)
         return AGENT_E_TOO_BIG;
-    if (h->version != AGENT_PROTO_VERSION)
+    if (h->version < AGENT_PROTO_MIN_VERSION || h->version > AGENT_PROTO_VERSION)
         return AGENT_E_VERSION;
     return AGENT_OK;
 }
@@ -186,6 +191,12 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t sl)
 
 int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version)
 {
+    return agent_encode_pong2(buf, cap, id, caps, agent_version, 0);
+}
+
+int agent_encode_pong2(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
+                       uint32_t instance)
+{
     size_t vl = agent_version ? strlen(agent_version) : 0;
     if (vl > AGENT_MAX_PAYLOAD)
         return AGENT_E_TOO_BIG;
@@ -198,6 +209,7 @@ int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const c
     p += AGENT_HDR_SIZE;
     memset(p, 0, 8);
     p[0] = AGENT_PROTO_VERSION;
+    put_u32(p + 4, instance);
     put_u64(p + 8, caps);
     put_str(p + 16, agent_version, vl);
     return r;
@@ -295,6 +307,15 @@ static uint8_t *put_strv(uint8_t *p, char *const *v)
 int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, char *const *argv,
                       char *const *env, const char *cwd, const void *stdin_data, size_t stdin_len)
 {
+    return agent_encode_exec2(buf, cap, id, 0, timeout_ms, argv, env, cwd, stdin_data, stdin_len);
+}
+
+int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
+                       char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
+                       size_t stdin_len)
+{
+    if (flags & ~AGENT_EXEC_FLAGS_V2)
+        return AGENT_E_INVALID;
     if (!argv || !argv[0] || !argv[0][0])
         return AGENT_E_INVALID;
     for (size_t i = 0; env && env[i]; i++) {
@@ -313,7 +334,7 @@ int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, c
     uint8_t *p = buf;
     put_hdr(p, AGENT_MSG_EXEC, id, total - AGENT_HDR_SIZE);
     p += AGENT_HDR_SIZE;
-    put_u32(p, 0);
+    put_u32(p, flags);
     put_u32(p + 4, timeout_ms);
     p = put_strv(p + 8, argv);
     p = put_strv(p, env);
@@ -400,6 +421,7 @@ int agent_decode_pong(const void *payload, size_t n, agent_pong *out)
     if (n < 16)
         return AGENT_E_MALFORMED;
     out->version = r.p[0];
+    out->instance = get_u32(r.p + 4);
     out->caps = get_u64(r.p + 8);
     r.off = 16;
     if (!rd_str(&r, &out->agent_version) || r.off != n)
@@ -441,7 +463,7 @@ int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
         !rd_strv(&r, &out->env) || !rd_str(&r, &cwd) ||
         !rd_bytes(&r, &out->stdin_data, &out->stdin_len) || r.off != n)
         return AGENT_E_MALFORMED;
-    if (out->flags != 0 || out->argv.count == 0 || out->argv.data[0] == 0)
+    if ((out->flags & ~AGENT_EXEC_FLAGS_V2) || out->argv.count == 0 || out->argv.data[0] == 0)
         return AGENT_E_MALFORMED;
     for (const char *e = agent_strv_next(&out->env, NULL); e; e = agent_strv_next(&out->env, e)) {
         const char *eq = strchr(e, '=');
@@ -449,5 +471,259 @@ int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
             return AGENT_E_MALFORMED;
     }
     out->cwd = cwd[0] ? cwd : NULL;
+    return AGENT_OK;
+}
+
+/* --- v2 messages --- */
+
+int agent_encode_raw(void *buf, size_t cap, uint8_t type, uint32_t id, const void *data, size_t len)
+{
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    put_hdr(buf, type, id, len);
+    if (len)
+        memcpy((uint8_t *)buf + AGENT_HDR_SIZE, data, len);
+    return r;
+}
+
+int agent_encode_u32_msg(void *buf, size_t cap, uint8_t type, uint32_t id, uint32_t v)
+{
+    uint8_t p[4];
+    put_u32(p, v);
+    return agent_encode_raw(buf, cap, type, id, p, 4);
+}
+
+int agent_decode_u32_msg(const void *payload, size_t n, uint32_t *v)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u32(&r, v) || r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+static bool rd_u64(reader *r, uint64_t *v)
+{
+    if (r->n - r->off < 8)
+        return false;
+    *v = get_u64(r->p + r->off);
+    r->off += 8;
+    return true;
+}
+
+static bool path_ok(const char *path)
+{
+    return path && path[0] == '/' && strlen(path) < 4096;
+}
+
+int agent_encode_file_put(void *buf, size_t cap, uint32_t id, const agent_file_put *fp)
+{
+    if (!path_ok(fp->path) || (fp->mode & ~07777u) || fp->flags ||
+        (fp->mtime_nsec >= 1000000000u && fp->mtime_nsec != UINT32_MAX))
+        return AGENT_E_INVALID;
+    size_t pl = strlen(fp->path);
+    size_t len = 4 + 4 + 8 + 4 + str_size(pl);
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_FILE_PUT, id, len);
+    p += AGENT_HDR_SIZE;
+    put_u32(p, fp->flags);
+    put_u32(p + 4, fp->mode);
+    put_u64(p + 8, (uint64_t)fp->mtime_sec);
+    put_u32(p + 16, fp->mtime_nsec);
+    put_str(p + 20, fp->path, pl);
+    return r;
+}
+
+int agent_decode_file_put(const void *payload, size_t n, agent_file_put *out)
+{
+    reader r = {payload, n, 0};
+    uint64_t t;
+    if (!rd_u32(&r, &out->flags) || !rd_u32(&r, &out->mode) || !rd_u64(&r, &t) ||
+        !rd_u32(&r, &out->mtime_nsec) || !rd_str(&r, &out->path) || r.off != n)
+        return AGENT_E_MALFORMED;
+    out->mtime_sec = (int64_t)t;
+    if (out->flags || (out->mode & ~07777u) || !path_ok(out->path) ||
+        (out->mtime_nsec >= 1000000000u && out->mtime_nsec != UINT32_MAX))
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_encode_file_get(void *buf, size_t cap, uint32_t id, const char *path)
+{
+    if (!path_ok(path))
+        return AGENT_E_INVALID;
+    size_t pl = strlen(path);
+    size_t len = 4 + str_size(pl);
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_FILE_GET, id, len);
+    put_u32(p + AGENT_HDR_SIZE, 0);
+    put_str(p + AGENT_HDR_SIZE + 4, path, pl);
+    return r;
+}
+
+int agent_decode_file_get(const void *payload, size_t n, const char **path)
+{
+    reader r = {payload, n, 0};
+    uint32_t flags;
+    if (!rd_u32(&r, &flags) || !rd_str(&r, path) || r.off != n || flags || !path_ok(*path))
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_encode_file_info(void *buf, size_t cap, uint32_t id, const agent_file_info *fi)
+{
+    int r = frame_room(cap, 24);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_FILE_INFO, id, 24);
+    p += AGENT_HDR_SIZE;
+    put_u32(p, fi->mode);
+    put_u64(p + 4, fi->size);
+    put_u64(p + 12, (uint64_t)fi->mtime_sec);
+    put_u32(p + 20, fi->mtime_nsec);
+    return r;
+}
+
+int agent_decode_file_info(const void *payload, size_t n, agent_file_info *out)
+{
+    reader r = {payload, n, 0};
+    uint64_t t;
+    if (!rd_u32(&r, &out->mode) || !rd_u64(&r, &out->size) || !rd_u64(&r, &t) ||
+        !rd_u32(&r, &out->mtime_nsec) || r.off != n || out->mtime_nsec >= 1000000000u)
+        return AGENT_E_MALFORMED;
+    out->mtime_sec = (int64_t)t;
+    return AGENT_OK;
+}
+
+int agent_encode_info_reply(void *buf, size_t cap, uint32_t id, const agent_info *in)
+{
+    int r = frame_room(cap, 40);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_INFO_REPLY, id, 40);
+    p += AGENT_HDR_SIZE;
+    put_u64(p, in->uptime_ms);
+    put_u64(p + 8, in->mem_total);
+    put_u64(p + 16, in->mem_available);
+    put_u32(p + 24, in->load[0]);
+    put_u32(p + 28, in->load[1]);
+    put_u32(p + 32, in->load[2]);
+    put_u32(p + 36, in->running);
+    return r;
+}
+
+int agent_decode_info_reply(const void *payload, size_t n, agent_info *out)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u64(&r, &out->uptime_ms) || !rd_u64(&r, &out->mem_total) ||
+        !rd_u64(&r, &out->mem_available) || !rd_u32(&r, &out->load[0]) ||
+        !rd_u32(&r, &out->load[1]) || !rd_u32(&r, &out->load[2]) || !rd_u32(&r, &out->running) ||
+        r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+static bool secret_name_ok(const char *s)
+{
+    return s[0] && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/') &&
+           strlen(s) < 256;
+}
+
+int agent_encode_metadata(void *buf, size_t cap, uint32_t id, const char *hostname,
+                          char *const *env, char *const *secret_names, const void *const *values,
+                          const size_t *value_lens)
+{
+    size_t hl = hostname ? strlen(hostname) : 0;
+    size_t ec = 0, sc = 0;
+    size_t eb = strv_bytes(env, &ec), sb = strv_bytes(secret_names, &sc);
+    if (eb == SIZE_MAX || sb == SIZE_MAX || hl > 64)
+        return hl > 64 ? AGENT_E_INVALID : AGENT_E_TOO_BIG;
+    for (size_t i = 0; env && env[i]; i++) {
+        const char *eq = strchr(env[i], '=');
+        if (!eq || eq == env[i])
+            return AGENT_E_INVALID;
+    }
+    size_t vb = 0;
+    for (size_t i = 0; i < sc; i++) {
+        if (!secret_name_ok(secret_names[i]) || (value_lens[i] && !values[i]))
+            return AGENT_E_INVALID;
+        if (value_lens[i] > AGENT_MAX_PAYLOAD)
+            return AGENT_E_TOO_BIG;
+        vb += 4 + value_lens[i];
+        if (vb > AGENT_MAX_PAYLOAD)
+            return AGENT_E_TOO_BIG;
+    }
+    size_t len = str_size(hl) + 8 + eb + 8 + sb + 4 + vb;
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_METADATA, id, len);
+    p += AGENT_HDR_SIZE;
+    p = put_str(p, hostname, hl);
+    p = put_strv(p, env);
+    p = put_strv(p, secret_names);
+    put_u32(p, (uint32_t)vb);
+    p += 4;
+    for (size_t i = 0; i < sc; i++) {
+        put_u32(p, (uint32_t)value_lens[i]);
+        if (value_lens[i])
+            memcpy(p + 4, values[i], value_lens[i]);
+        p += 4 + value_lens[i];
+    }
+    return r;
+}
+
+bool agent_metadata_next_value(const agent_metadata *m, size_t *off, const uint8_t **data,
+                               uint32_t *len)
+{
+    reader r = {m->values, m->values_len, *off};
+    if (*off >= m->values_len || !rd_bytes(&r, data, len))
+        return false;
+    *off = r.off;
+    return true;
+}
+
+int agent_decode_metadata(const void *payload, size_t n, agent_metadata *out)
+{
+    reader r = {payload, n, 0};
+    const uint8_t *vals;
+    uint32_t vl;
+    if (!rd_str(&r, &out->hostname) || !rd_strv(&r, &out->env) ||
+        !rd_strv(&r, &out->secret_names) || !rd_bytes(&r, &vals, &vl) || r.off != n)
+        return AGENT_E_MALFORMED;
+    if (strlen(out->hostname) > 64)
+        return AGENT_E_MALFORMED;
+    for (const char *e = agent_strv_next(&out->env, NULL); e; e = agent_strv_next(&out->env, e)) {
+        const char *eq = strchr(e, '=');
+        if (!eq || eq == e)
+            return AGENT_E_MALFORMED;
+    }
+    for (const char *s = agent_strv_next(&out->secret_names, NULL); s;
+         s = agent_strv_next(&out->secret_names, s))
+        if (!secret_name_ok(s))
+            return AGENT_E_MALFORMED;
+    out->values = vals;
+    out->values_len = vl;
+    out->n_values = 0;
+    /* exactly one value per name, and nothing else */
+    size_t off = 0;
+    const uint8_t *d;
+    uint32_t l;
+    while (off < vl) {
+        if (!agent_metadata_next_value(out, &off, &d, &l))
+            return AGENT_E_MALFORMED;
+        out->n_values++;
+    }
+    if (out->n_values != out->secret_names.count)
+        return AGENT_E_MALFORMED;
     return AGENT_OK;
 }

@@ -9,13 +9,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 1
-#define AGENT_PORT_NAME     "org.vmctl.agent"
-#define AGENT_HDR_SIZE      16
-#define AGENT_MAX_PAYLOAD   (1024u * 1024u)
-#define AGENT_MAX_FRAME     (AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD)
+/* Frames of versions AGENT_PROTO_MIN_VERSION..AGENT_PROTO_VERSION are understood; encoders write
+ * AGENT_PROTO_VERSION (agent_frame_set_version() rewrites it for a v1 peer). */
+#define AGENT_PROTO_VERSION     2
+#define AGENT_PROTO_MIN_VERSION 1
+#define AGENT_PORT_NAME         "org.vmctl.agent"
+#define AGENT_HDR_SIZE          16
+#define AGENT_MAX_PAYLOAD       (1024u * 1024u)
+#define AGENT_MAX_FRAME         (AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD)
 /* STDOUT/STDERR chunks the agent sends are at most this large. */
 #define AGENT_CHUNK_SIZE (32u * 1024u)
+/* A host has at most this many STDIN bytes per request not yet acknowledged by STDIN_ACK. */
+#define AGENT_STDIN_WINDOW (512u * 1024u)
+/* The host sends STDIN chunks of at most this size. */
+#define AGENT_STDIN_CHUNK (128u * 1024u)
+/* VSOCK port the agent listens on (AF_VSOCK transport, and Firecracker's hybrid vsock). */
+#define AGENT_VSOCK_PORT 1024u
 /* ERROR messages are truncated to this many bytes by the encoder. */
 #define AGENT_MAX_ERROR_MSG 4000u
 
@@ -28,12 +37,37 @@ enum agent_msg_type {
     AGENT_MSG_STDOUT = 0x11,
     AGENT_MSG_STDERR = 0x12,
     AGENT_MSG_EXIT = 0x13,
+    AGENT_MSG_STDIN = 0x14,     /* v2, host -> agent: raw bytes; an empty payload is end of file */
+    AGENT_MSG_STDIN_ACK = 0x15, /* v2, agent -> host: u32 bytes taken since the previous ack */
+    AGENT_MSG_SIGNAL = 0x16,    /* v2, host -> agent: u32 signal for the command's process group */
     AGENT_MSG_SHUTDOWN = 0x20,
+    AGENT_MSG_FILE_PUT = 0x30,  /* v2: u32 flags, u32 mode, i64 mtime_sec, u32 nsec, str path */
+    AGENT_MSG_FILE_GET = 0x31,  /* v2: u32 flags, str path */
+    AGENT_MSG_FILE_INFO = 0x32, /* v2, agent -> host: u32 mode, u64 size, i64 mtime_sec, u32 nsec */
+    AGENT_MSG_METADATA = 0x40,  /* v2: str hostname, strv env, strv secret names, u32 n, bytes[n] */
+    AGENT_MSG_INFO = 0x41,      /* v2, host -> agent: empty */
+    AGENT_MSG_INFO_REPLY = 0x42, /* v2: u64 uptime_ms, u64 mem_total, u64 mem_available (bytes),
+                                    u32 load1/5/15 (x100), u32 running execs */
 };
 
 /* Capability bits advertised in PONG. */
 #define AGENT_CAP_EXEC     (UINT64_C(1) << 0)
 #define AGENT_CAP_SHUTDOWN (UINT64_C(1) << 1)
+/* v2 */
+#define AGENT_CAP_CONCURRENT   (UINT64_C(1) << 2) /* several requests at once */
+#define AGENT_CAP_STDIN_STREAM (UINT64_C(1) << 3) /* EXEC flag AGENT_EXEC_STDIN_STREAM, STDIN */
+#define AGENT_CAP_FILES        (UINT64_C(1) << 4) /* FILE_PUT, FILE_GET */
+#define AGENT_CAP_METADATA     (UINT64_C(1) << 5)
+#define AGENT_CAP_INFO         (UINT64_C(1) << 6)
+#define AGENT_CAP_SIGNAL       (UINT64_C(1) << 7)
+#define AGENT_CAPS_V2                                                                              \
+    (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
+     AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL)
+
+/* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
+ * after the initial bytes and is fed by STDIN frames until an empty one. */
+#define AGENT_EXEC_STDIN_STREAM (1u << 0)
+#define AGENT_EXEC_FLAGS_V2     AGENT_EXEC_STDIN_STREAM
 
 /* Header flags. PING: the sender is a new client; the agent abandons what earlier clients left
  * (kills their running command) before answering. */
@@ -68,6 +102,9 @@ typedef struct agent_hdr {
     uint32_t len; /* payload length */
 } agent_hdr;
 
+/* Rewrite the version byte of an encoded frame (to answer a v1 peer in v1 frames). */
+void agent_frame_set_version(void *frame, uint8_t version);
+
 /* Decode and check a header (magic, version, length). AGENT_E_VERSION and AGENT_E_TOO_BIG still
  * fill *h. */
 int agent_hdr_decode(const void *buf, size_t n, agent_hdr *h);
@@ -91,6 +128,7 @@ const char *agent_strv_next(const agent_strv *v, const char *prev);
 typedef struct agent_pong {
     uint8_t version;
     uint64_t caps;
+    uint32_t instance;         /* v2: random per agent start (0 from v1 agents) */
     const char *agent_version; /* "" when empty */
 } agent_pong;
 
@@ -125,6 +163,9 @@ int agent_encode_header(void *buf, size_t cap, uint8_t type, uint32_t id, size_t
 /* flags: 0 or AGENT_FLAG_NEW_SESSION */
 int agent_encode_ping(void *buf, size_t cap, uint32_t id, uint8_t flags);
 int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version);
+/* instance: a random non-zero number chosen at agent start (payload bytes 4..7, zero in v1). */
+int agent_encode_pong2(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
+                       uint32_t instance);
 /* The message is truncated to AGENT_MAX_ERROR_MSG bytes. */
 int agent_encode_error(void *buf, size_t cap, uint32_t id, uint32_t errnum, const char *message);
 int agent_encode_ack(void *buf, size_t cap, uint32_t id);
@@ -142,7 +183,67 @@ int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, c
 size_t agent_exec_frame_size(char *const *argv, char *const *env, const char *cwd,
                              size_t stdin_len);
 
+/* EXEC with flags (v2). agent_encode_exec is this with flags 0. */
+int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
+                       char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
+                       size_t stdin_len);
+
+typedef struct agent_file_put {
+    uint32_t flags; /* 0 */
+    uint32_t mode;  /* permission bits (07777) */
+    int64_t mtime_sec;
+    uint32_t mtime_nsec; /* < 1e9; UINT32_MAX: leave the time as written */
+    const char *path;    /* absolute, not empty */
+} agent_file_put;
+
+typedef struct agent_file_info {
+    uint32_t mode; /* st_mode (type and permissions) */
+    uint64_t size;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+} agent_file_info;
+
+typedef struct agent_info {
+    uint64_t uptime_ms;
+    uint64_t mem_total;
+    uint64_t mem_available;
+    uint32_t load[3]; /* 1, 5, 15 minutes, times 100 */
+    uint32_t running;
+} agent_info;
+
+/* METADATA: secrets are name/value pairs; names are file names (no '/', not "." or ".."). */
+typedef struct agent_metadata {
+    const char *hostname; /* "" = unchanged */
+    agent_strv env;
+    agent_strv secret_names;
+    uint32_t n_values;
+    const uint8_t *values; /* n_values bytes: per secret u32 len then the bytes */
+    size_t values_len;
+} agent_metadata;
+
+int agent_encode_u32_msg(void *buf, size_t cap, uint8_t type, uint32_t id, uint32_t v);
+int agent_encode_file_put(void *buf, size_t cap, uint32_t id, const agent_file_put *fp);
+int agent_encode_file_get(void *buf, size_t cap, uint32_t id, const char *path);
+int agent_encode_file_info(void *buf, size_t cap, uint32_t id, const agent_file_info *fi);
+int agent_encode_info_reply(void *buf, size_t cap, uint32_t id, const agent_info *in);
+/* secrets: n names and n values (values[i] of value_lens[i] bytes). */
+int agent_encode_metadata(void *buf, size_t cap, uint32_t id, const char *hostname,
+                          char *const *env, char *const *secret_names, const void *const *values,
+                          const size_t *value_lens);
+/* Header + raw payload of any type (STDIN, empty requests). */
+int agent_encode_raw(void *buf, size_t cap, uint8_t type, uint32_t id, const void *data,
+                     size_t len);
+
 /* Payload decoders (payload = the len bytes after the header). */
+int agent_decode_u32_msg(const void *payload, size_t n, uint32_t *v);
+int agent_decode_file_put(const void *payload, size_t n, agent_file_put *out);
+int agent_decode_file_get(const void *payload, size_t n, const char **path);
+int agent_decode_file_info(const void *payload, size_t n, agent_file_info *out);
+int agent_decode_info_reply(const void *payload, size_t n, agent_info *out);
+int agent_decode_metadata(const void *payload, size_t n, agent_metadata *out);
+/* Iterate the secret values of a decoded METADATA: *off starts at 0. */
+bool agent_metadata_next_value(const agent_metadata *m, size_t *off, const uint8_t **data,
+                               uint32_t *len);
 int agent_decode_pong(const void *payload, size_t n, agent_pong *out);
 int agent_decode_error(const void *payload, size_t n, agent_error_msg *out);
 int agent_decode_exit(const void *payload, size_t n, agent_exit *out);

@@ -29,7 +29,7 @@ static void test_header_layout(void **state)
 {
     int n = agent_encode_ping(buf, sizeof(buf), 0x01020304, 0);
     assert_int_equal(n, AGENT_HDR_SIZE);
-    const uint8_t want[AGENT_HDR_SIZE] = {'V',  'M',  'A',  1,    0x01, 0, 0, 0,
+    const uint8_t want[AGENT_HDR_SIZE] = {'V',  'M',  'A',  2,    0x01, 0, 0, 0,
                                           0x04, 0x03, 0x02, 0x01, 0,    0, 0, 0};
     assert_memory_equal(buf, want, sizeof(want));
     agent_hdr h = frame_of(buf, (size_t)n);
@@ -52,7 +52,8 @@ static void test_pong_roundtrip(void **state)
     assert_int_equal(h.id, 7);
     agent_pong p;
     assert_int_equal(agent_decode_pong(buf + AGENT_HDR_SIZE, h.len, &p), AGENT_OK);
-    assert_int_equal(p.version, 1);
+    assert_int_equal(p.version, AGENT_PROTO_VERSION);
+    assert_int_equal(p.instance, 0);
     assert_int_equal(p.caps, AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN);
     assert_string_equal(p.agent_version, "0.1.0");
 
@@ -265,11 +266,17 @@ static void test_bad_magic_resync(void **state)
 static void test_bad_version(void **state)
 {
     int n = agent_encode_error(buf, sizeof(buf), 5, 1, "hello");
-    buf[3] = 2;
     agent_hdr h;
     size_t consumed;
+    /* v1 and v2 frames are understood */
+    agent_frame_set_version(buf, 1);
+    assert_int_equal(agent_hdr_decode(buf, (size_t)n, &h), AGENT_OK);
+    assert_int_equal(h.version, 1);
+    agent_frame_set_version(buf, 2);
+    assert_int_equal(agent_hdr_decode(buf, (size_t)n, &h), AGENT_OK);
+    buf[3] = 3;
     assert_int_equal(agent_hdr_decode(buf, (size_t)n, &h), AGENT_E_VERSION);
-    assert_int_equal(h.version, 2);
+    assert_int_equal(h.version, 3);
     /* incomplete: wait; complete: skip the whole frame */
     assert_int_equal(agent_frame_next(buf, (size_t)n - 1, &h, &consumed), AGENT_E_SHORT);
     assert_int_equal(agent_frame_next(buf, (size_t)n, &h, &consumed), AGENT_E_VERSION);
@@ -353,8 +360,11 @@ static void test_malformed_exec(void **state)
     n = exec_payload(p, 0, 1, "ls\0", 3, "/a", 2, 0);
     assert_int_equal(agent_decode_exec(p, n, &r), AGENT_E_MALFORMED);
     /* unknown flags, trailing bytes */
-    n = exec_payload(p, 1, 1, "ls\0", 3, "", 0, 0);
+    n = exec_payload(p, 2, 1, "ls\0", 3, "", 0, 0);
     assert_int_equal(agent_decode_exec(p, n, &r), AGENT_E_MALFORMED);
+    n = exec_payload(p, AGENT_EXEC_STDIN_STREAM, 1, "ls\0", 3, "", 0, 0);
+    assert_int_equal(agent_decode_exec(p, n, &r), AGENT_OK);
+    assert_int_equal(r.flags, AGENT_EXEC_STDIN_STREAM);
     n = exec_payload(p, 0, 1, "ls\0", 3, "", 0, 1);
     assert_int_equal(agent_decode_exec(p, n, &r), AGENT_E_MALFORMED);
     /* a length that points past the end */
@@ -422,6 +432,104 @@ static void test_strerror(void **state)
     assert_string_equal(agent_proto_strerror(-100), "unknown error");
 }
 
+static void test_v2_messages(void **state)
+{
+    agent_hdr h;
+    /* STDIN, STDIN_ACK, SIGNAL */
+    int n = agent_encode_raw(buf, sizeof(buf), AGENT_MSG_STDIN, 9, "abc", 3);
+    h = frame_of(buf, (size_t)n);
+    assert_int_equal(h.type, AGENT_MSG_STDIN);
+    assert_memory_equal(buf + AGENT_HDR_SIZE, "abc", 3);
+    n = agent_encode_u32_msg(buf, sizeof(buf), AGENT_MSG_STDIN_ACK, 9, 65536);
+    h = frame_of(buf, (size_t)n);
+    uint32_t v;
+    assert_int_equal(agent_decode_u32_msg(buf + AGENT_HDR_SIZE, h.len, &v), AGENT_OK);
+    assert_int_equal(v, 65536);
+    assert_int_equal(agent_decode_u32_msg(buf + AGENT_HDR_SIZE, 3, &v), AGENT_E_MALFORMED);
+
+    /* FILE_PUT */
+    agent_file_put fp = {.mode = 0640, .mtime_sec = -5, .mtime_nsec = 999999999, .path = "/a/b"};
+    n = agent_encode_file_put(buf, sizeof(buf), 10, &fp);
+    h = frame_of(buf, (size_t)n);
+    agent_file_put fp2;
+    assert_int_equal(agent_decode_file_put(buf + AGENT_HDR_SIZE, h.len, &fp2), AGENT_OK);
+    assert_int_equal(fp2.mode, 0640);
+    assert_int_equal(fp2.mtime_sec, -5);
+    assert_int_equal(fp2.mtime_nsec, 999999999);
+    assert_string_equal(fp2.path, "/a/b");
+    assert_int_equal(agent_decode_file_put(buf + AGENT_HDR_SIZE, h.len - 1, &fp2),
+                     AGENT_E_MALFORMED);
+    fp.path = "relative";
+    assert_int_equal(agent_encode_file_put(buf, sizeof(buf), 10, &fp), AGENT_E_INVALID);
+    fp.path = "/x";
+    fp.mode = 0170000;
+    assert_int_equal(agent_encode_file_put(buf, sizeof(buf), 10, &fp), AGENT_E_INVALID);
+
+    /* FILE_GET, FILE_INFO */
+    n = agent_encode_file_get(buf, sizeof(buf), 11, "/etc/hostname");
+    h = frame_of(buf, (size_t)n);
+    const char *path;
+    assert_int_equal(agent_decode_file_get(buf + AGENT_HDR_SIZE, h.len, &path), AGENT_OK);
+    assert_string_equal(path, "/etc/hostname");
+    agent_file_info fi = {
+        .mode = 0100755, .size = 1ull << 40, .mtime_sec = 1700000000, .mtime_nsec = 5};
+    n = agent_encode_file_info(buf, sizeof(buf), 11, &fi);
+    h = frame_of(buf, (size_t)n);
+    agent_file_info fi2;
+    assert_int_equal(agent_decode_file_info(buf + AGENT_HDR_SIZE, h.len, &fi2), AGENT_OK);
+    assert_int_equal(fi2.mode, 0100755);
+    assert_int_equal(fi2.size, 1ull << 40);
+    assert_int_equal(fi2.mtime_sec, 1700000000);
+    assert_int_equal(fi2.mtime_nsec, 5);
+
+    /* INFO_REPLY */
+    agent_info in = {.uptime_ms = 1234,
+                     .mem_total = 1 << 28,
+                     .mem_available = 1 << 27,
+                     .load = {1, 50, 300},
+                     .running = 3};
+    n = agent_encode_info_reply(buf, sizeof(buf), 12, &in);
+    h = frame_of(buf, (size_t)n);
+    agent_info in2;
+    assert_int_equal(agent_decode_info_reply(buf + AGENT_HDR_SIZE, h.len, &in2), AGENT_OK);
+    assert_memory_equal(&in, &in2, sizeof(in));
+
+    /* METADATA */
+    char *env[] = {"A=1", "B=x y", NULL};
+    char *names[] = {"token", "key", NULL};
+    const void *vals[] = {"s3cret", "\0\1\2"};
+    size_t lens[] = {6, 3};
+    n = agent_encode_metadata(buf, sizeof(buf), 13, "box", env, names, vals, lens);
+    h = frame_of(buf, (size_t)n);
+    agent_metadata m;
+    assert_int_equal(agent_decode_metadata(buf + AGENT_HDR_SIZE, h.len, &m), AGENT_OK);
+    assert_string_equal(m.hostname, "box");
+    assert_int_equal(m.env.count, 2);
+    assert_int_equal(m.n_values, 2);
+    size_t off = 0;
+    const uint8_t *d;
+    uint32_t l;
+    assert_true(agent_metadata_next_value(&m, &off, &d, &l));
+    assert_int_equal(l, 6);
+    assert_memory_equal(d, "s3cret", 6);
+    assert_true(agent_metadata_next_value(&m, &off, &d, &l));
+    assert_int_equal(l, 3);
+    assert_false(agent_metadata_next_value(&m, &off, &d, &l));
+    char *bad[] = {"../x", NULL};
+    assert_int_equal(agent_encode_metadata(buf, sizeof(buf), 13, NULL, NULL, bad, vals, lens),
+                     AGENT_E_INVALID);
+    /* one value short */
+    assert_int_equal(agent_decode_metadata(buf + AGENT_HDR_SIZE, h.len - 7, &m), AGENT_E_MALFORMED);
+
+    /* PONG instance */
+    n = agent_encode_pong2(buf, sizeof(buf), 14, AGENT_CAPS_V2, "v", 0xdeadbeef);
+    h = frame_of(buf, (size_t)n);
+    agent_pong p;
+    assert_int_equal(agent_decode_pong(buf + AGENT_HDR_SIZE, h.len, &p), AGENT_OK);
+    assert_int_equal(p.instance, 0xdeadbeef);
+    assert_int_equal(p.caps, AGENT_CAPS_V2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -431,7 +539,7 @@ int main(void)
         cmocka_unit_test(test_truncated_frames), cmocka_unit_test(test_bad_magic_resync),
         cmocka_unit_test(test_bad_version),      cmocka_unit_test(test_oversize_length),
         cmocka_unit_test(test_malformed_exec),   cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_v2_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
