@@ -20,3 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The default guest is built from packages fetched with `apt-get download`: the package lists must
+# know the cloud kernel even when every tool above was already installed.
+if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  apt-get update -qq
+fi
