@@ -8,5 +8,6 @@
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
 #include <vmctl/vm.h>
+#include <vmctl/vmfile.h>
 
 #define VMCTL_VERSION "0.1.0"

@@ -183,6 +183,9 @@ extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_h
     cmd_kill_help[], cmd_pause_help[], cmd_resume_help[], cmd_destroy_help[], cmd_list_help[],
     cmd_status_help[], cmd_console_help[], cmd_logs_help[], cmd_exec_help[], cmd_errors_help[];
 extern const char cmd_kdl_help[];
+int cmd_up(cli *c, int argc, char **argv), cmd_down(cli *c, int argc, char **argv),
+    cmd_reload(cli *c, int argc, char **argv), cmd_provision(cli *c, int argc, char **argv);
+extern const char cmd_up_help[], cmd_down_help[], cmd_reload_help[], cmd_provision_help[];
 
 /* --- create options, shared by create and run (cmd-create.c) --- */
 typedef struct create_args {

@@ -8,7 +8,7 @@
 #include "render.h"
 
 const char cmd_logs_help[] =
-    "Usage: vmctl logs NAME [--follow] [--tail N] [--qemu]\n"
+    "Usage: vmctl logs NAME [--follow] [--tail N] [--qemu | --provision]\n"
     "\n"
     "Print what the VM wrote to its serial console (kernel messages, init, the agent), or with\n"
     "--qemu what QEMU itself wrote to its stderr. A VM that never ran has an empty log.\n"
@@ -19,6 +19,7 @@ const char cmd_logs_help[] =
     "  -f, --follow    keep printing what is appended, until Ctrl-C or the VM stops running\n"
     "  -n, --tail N    start with the last N lines only\n"
     "      --qemu      QEMU's log instead of the console's\n"
+    "      --provision the output of the VMFile provisioners (vmctl up/provision)\n"
     "  -h, --help      show this help\n"
     "\n"
     "Examples:\n"
@@ -26,12 +27,13 @@ const char cmd_logs_help[] =
     "  vmctl logs web --tail 20 --follow\n"
     "  vmctl logs web --qemu\n";
 
-enum { OPT_QEMU = 0x100 };
+enum { OPT_QEMU = 0x100, OPT_PROVISION };
 
 static const struct option options[] = {
     {"follow", no_argument, NULL, 'f'},
     {"tail", required_argument, NULL, 'n'},
     {"qemu", no_argument, NULL, OPT_QEMU},
+    {"provision", no_argument, NULL, OPT_PROVISION},
     {},
 };
 
@@ -95,7 +97,7 @@ static bool vm_is_live(cli *c, const char *name)
 
 int cmd_logs(cli *c, int argc, char **argv)
 {
-    bool follow = false, qemu = false;
+    bool follow = false, qemu = false, provision = false;
     unsigned tail = 0;
     bool have_tail = false;
     int o;
@@ -113,6 +115,9 @@ int cmd_logs(cli *c, int argc, char **argv)
         case OPT_QEMU:
             qemu = true;
             break;
+        case OPT_PROVISION:
+            provision = true;
+            break;
         default:
             return c->exit_code;
         }
@@ -123,7 +128,7 @@ int cmd_logs(cli *c, int argc, char **argv)
     if (follow && c->json)
         return cli_usage_error(c, "--follow cannot be combined with --json");
     const char *name = c->args[0];
-    const char *which = qemu ? "qemu" : "console";
+    const char *which = provision ? "provision" : qemu ? "qemu" : "console";
 
     vmctl_ctx *ctx = cli_ctx(c);
     if (!ctx)
@@ -131,7 +136,8 @@ int cmd_logs(cli *c, int argc, char **argv)
 
     cleanup_free char *path = NULL;
     vmctl_error *e = NULL;
-    if (vmctl_vm_log_path(ctx, name, which, &path, &e) < 0)
+    if ((provision ? vmctl_provision_log_path(ctx, name, &path, &e)
+                   : vmctl_vm_log_path(ctx, name, which, &path, &e)) < 0)
         return render_error(c, e);
 
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+/* Provisioners and the up/down/reload/provision orchestration of a VMFile. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <vmctl/exec.h>
+#include <vmctl/image.h>
+#include <vmctl/vmfile.h>
+
+#include "ctx.h"
+#include "error.h"
+#include "provision.h"
+#include "util/util.h"
+
+/* --- output: whole lines to the callback and to provision.log --- */
+
+typedef struct line_buf {
+    char *data;
+    size_t len, cap;
+} line_buf;
+
+typedef struct step_out {
+    const provision_sink *sink;
+    const char *vm;
+    int log_fd;
+    line_buf buf[3]; /* by vmctl_provision_stream */
+} step_out;
+
+static void emit_line(step_out *o, vmctl_provision_stream stream, const char *data, size_t len)
+{
+    if (o->log_fd >= 0) {
+        /* provision.log: stderr lines marked, vmctl's own lines as they are. */
+        if (stream == VMCTL_PROVISION_STDERR)
+            (void)!write(o->log_fd, "! ", 2);
+        (void)!write(o->log_fd, data, len);
+    }
+    if (o->sink && o->sink->fn) {
+        if (o->sink->lock)
+            pthread_mutex_lock(o->sink->lock);
+        o->sink->fn(o->sink->userdata, o->vm, stream, data, len);
+        if (o->sink->lock)
+            pthread_mutex_unlock(o->sink->lock);
+    }
+}
+
+static void out_printf(step_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(step_out *o, const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    emit_line(o, VMCTL_PROVISION_INFO, s, (size_t)n);
+    free(s);
+}
+
+static int out_feed(step_out *o, vmctl_provision_stream stream, const char *data, size_t len)
+{
+    line_buf *b = &o->buf[stream];
+    while (len > 0) {
+        const char *nl = memchr(data, '\n', len);
+        size_t take = nl ? (size_t)(nl - data) + 1 : len;
+        if (b->len + take > b->cap) {
+            size_t cap = b->cap ? b->cap * 2 : 256;
+            while (cap < b->len + take)
+                cap *= 2;
+            char *nd = realloc(b->data, cap);
+            if (!nd)
+                return -ENOMEM;
+            b->data = nd;
+            b->cap = cap;
+        }
+        memcpy(b->data + b->len, data, take);
+        b->len += take;
+        data += take;
+        len -= take;
+        /* A whole line, or a very long one: pass it on. */
+        if (nl || b->len >= 65536) {
+            emit_line(o, stream, b->data, b->len);
+            b->len = 0;
+        }
+    }
+    return 0;
+}
+
+/* The unterminated rest of each stream, with a newline added. */
+static void out_flush(step_out *o)
+{
+    for (int s = 1; s <= 2; s++) {
+        line_buf *b = &o->buf[s];
+        if (b->len) {
+            if (out_feed(o, (vmctl_provision_stream)s, "\n", 1) < 0)
+                b->len = 0;
+        }
+    }
+}
+
+static void out_done(step_out *o)
+{
+    for (int s = 0; s < 3; s++)
+        free(o->buf[s].data);
+    if (o->log_fd >= 0)
+        close(o->log_fd);
+}
+
+static int on_stdout(const void *data, size_t len, void *userdata)
+{
+    return out_feed(userdata, VMCTL_PROVISION_STDOUT, data, len);
+}
+
+static int on_stderr(const void *data, size_t len, void *userdata)
+{
+    return out_feed(userdata, VMCTL_PROVISION_STDERR, data, len);
+}
+
+static char *step_label(const vmfile_step *s)
+{
+    if (s->kind == VMFILE_STEP_FILE)
+        return str_printf("file %s -> %s", s->source, s->destination);
+    if (s->script)
+        return str_printf("shell script %s", s->script);
+    const char *nl = strchr(s->inline_cmd, '\n');
+    size_t n = nl ? (size_t)(nl - s->inline_cmd) : strlen(s->inline_cmd);
+    return str_printf("shell inline '%.*s%s'", (int)(n > 60 ? 60 : n), s->inline_cmd,
+                      n > 60 || nl ? "…" : "");
+}
+
+/* Wrap the step's error (or a non-zero exit) as provision::failed. */
+static int step_failed(vmctl_error **reterr, const char *vm, size_t index, const vmfile_step *s,
+                       int exit_code, vmctl_error *cause)
+{
+    const char *kind = vmfile_step_kind_to_string(s->kind);
+    int r;
+    if (cause)
+        r = err_make(reterr, VMCTL_E_PROVISION_FAILED, EIO,
+                     "provisioner %zu (%s) of VM '%s' failed: %s", index + 1, kind, vm,
+                     vmctl_error_get_message(cause));
+    else
+        r = err_make(reterr, VMCTL_E_PROVISION_FAILED, EIO,
+                     "provisioner %zu (%s) of VM '%s' exited with status %d", index + 1, kind, vm,
+                     exit_code);
+    err_detail(reterr, "vm", "%s", vm);
+    err_detail_num(reterr, "step", (double)(index + 1));
+    err_detail(reterr, "kind", "%s", kind);
+    err_detail_num(reterr, "exit_code", exit_code);
+    err_detail_num(reterr, "line", s->line);
+    if (cause) {
+        err_note(reterr, "cause: %s", vmctl_error_get_code(cause));
+        for (size_t i = 0; i < vmctl_error_get_n_notes(cause); i++)
+            err_note(reterr, "%s", vmctl_error_get_note(cause, i));
+    }
+    err_help(reterr,
+             "Fix the step (line %u of the VMFile) and run `vmctl provision --name %s`; its "
+             "output is in `vmctl logs %s --provision`",
+             s->line, vm, vm);
+    return r;
+}
+
+/* The agent is not there: pass exec::unavailable on, saying that there is no SSH fallback yet. */
+static int step_unavailable(vmctl_error **reterr, vmctl_error **e, int r, const char *vm,
+                            size_t index, const vmfile_step *s)
+{
+    if (reterr) {
+        *reterr = TAKE_PTR(*e);
+        err_note(reterr, "provisioners run through the guest agent only: the SSH fallback for "
+                         "images without the agent is not implemented yet");
+    }
+    return err_prefix(reterr, r, "while running provisioner %zu (%s) of VM '%s'", index + 1,
+                      vmfile_step_kind_to_string(s->kind), vm);
+}
+
+static int run_step(vmctl_ctx *ctx, const vmfile_machine *m, size_t index, const vmfile_step *s,
+                    step_out *o, vmctl_error **reterr)
+{
+    cleanup_error vmctl_error *e = NULL;
+    int r;
+    if (s->kind == VMFILE_STEP_FILE) {
+        r = vmctl_cp_to_vm(ctx, m->name, s->source, s->destination, &e);
+        if (r < 0) {
+            if (vmctl_error_get_kind(e) == VMCTL_E_EXEC_UNAVAILABLE)
+                return step_unavailable(reterr, &e, r, m->name, index, s);
+            return step_failed(reterr, m->name, index, s, -1, e);
+        }
+        return 0;
+    }
+
+    char *argv_inline[] = {"sh", "-c", s->inline_cmd, NULL};
+    char *argv_script[] = {"sh", "-s", NULL};
+    vmctl_exec_opts opts = {
+        .argv = s->inline_cmd ? argv_inline : argv_script,
+        .env = m->env,
+        .timeout_sec = s->timeout_sec,
+    };
+    vmctl_exec_io io = {.on_stdout = on_stdout, .on_stderr = on_stderr, .userdata = o};
+    cleanup_close int fd = -1;
+    if (s->script) {
+        fd = open(s->script, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+            r = err_make(&e, VMCTL_E_IO, errno, "cannot open script '%s': %s", s->script,
+                         strerror(errno));
+            return step_failed(reterr, m->name, index, s, -1, e);
+        }
+    }
+    vmctl_exec_status st = {0};
+    r = vmctl_exec_stream(ctx, m->name, &opts, &io, fd, &st, &e);
+    out_flush(o);
+    if (r < 0) {
+        if (vmctl_error_get_kind(e) == VMCTL_E_EXEC_UNAVAILABLE)
+            return step_unavailable(reterr, &e, r, m->name, index, s);
+        return step_failed(reterr, m->name, index, s,
+                           vmctl_error_get_kind(e) == VMCTL_E_TIMEOUT ? st.exit_code : -1, e);
+    }
+    if (st.exit_code != 0)
+        return step_failed(reterr, m->name, index, s, st.exit_code, NULL);
+    return 0;
+}
+
+static int open_log(vmctl_ctx *ctx, const char *name)
+{
+    cleanup_free char *dir = ctx_vm_dir(ctx, name);
+    cleanup_free char *path = dir ? str_printf("%s/%s", dir, PROVISION_LOG) : NULL;
+    if (!path)
+        return -1;
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+}
+
+int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink *sink,
+                  size_t *ret_steps_run, vmctl_error **reterr)
+{
+    step_out o = {.sink = sink, .vm = m->name, .log_fd = open_log(ctx, m->name)};
+    size_t done = 0;
+    int r = 0;
+    if (o.log_fd >= 0) {
+        char ts[64];
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        dprintf(o.log_fd, "==> provisioning started %s (%zu steps)\n", ts, m->n_steps);
+    }
+    for (size_t i = 0; i < m->n_steps; i++) {
+        const vmfile_step *s = &m->steps[i];
+        cleanup_free char *label = step_label(s);
+        out_printf(&o, "==> step %zu/%zu: %s\n", i + 1, m->n_steps, label ? label : "?");
+        uint64_t t0 = now_usec();
+        r = run_step(ctx, m, i, s, &o, reterr);
+        if (r < 0) {
+            const char *code = reterr && *reterr ? vmctl_error_get_code(*reterr) : "?";
+            const char *ec =
+                reterr && *reterr ? vmctl_error_find_detail(*reterr, "exit_code") : NULL;
+            out_printf(&o, "==> step %zu/%zu failed%s%s (%s)\n", i + 1, m->n_steps,
+                       ec ? ": exit status " : "", ec ? ec : "", code);
+            break;
+        }
+        out_printf(&o, "==> step %zu/%zu done in %.2f s\n", i + 1, m->n_steps,
+                   (double)(now_usec() - t0) / 1e6);
+        done++;
+    }
+    out_done(&o);
+    if (ret_steps_run)
+        *ret_steps_run = done;
+    return r;
+}
+
+/* --- orchestration --- */
+
+typedef enum env_op {
+    OP_UP,
+    OP_DOWN,
+    OP_RELOAD,
+    OP_PROVISION,
+} env_op;
+
+const char *vmctl_env_action_to_string(vmctl_env_action a)
+{
+    static const char *const names[] = {
+        [VMCTL_ENV_UNCHANGED] = "unchanged",     [VMCTL_ENV_CREATED] = "created",
+        [VMCTL_ENV_STARTED] = "started",         [VMCTL_ENV_RESUMED] = "resumed",
+        [VMCTL_ENV_PROVISIONED] = "provisioned", [VMCTL_ENV_STOPPED] = "stopped",
+        [VMCTL_ENV_DESTROYED] = "destroyed",     [VMCTL_ENV_FAILED] = "failed",
+    };
+    return (unsigned)a < ELEMENTSOF(names) ? names[a] : "unknown";
+}
+
+void vmctl_env_results_free(vmctl_env_result *r, size_t n)
+{
+    for (size_t i = 0; r && i < n; i++) {
+        free(r[i].name);
+        vmctl_error_free(r[i].error);
+    }
+    free(r);
+}
+
+int vmctl_provision_log_path(vmctl_ctx *ctx, const char *name, char **ret, vmctl_error **reterr)
+{
+    vmctl_vm_info *info = NULL;
+    int r = vmctl_vm_get(ctx, name, &info, reterr);
+    if (r < 0)
+        return r;
+    *ret = str_printf("%s/%s", info->dir, PROVISION_LOG);
+    vmctl_vm_info_free(info);
+    return *ret ? 0 : -ENOMEM;
+}
+
+typedef struct job {
+    env_op op;
+    const vmfile_machine *m;
+    const vmctl_env_opts *opts;
+    const provision_sink *sink;
+    vmctl_ctx *ctx;   /* the caller's, when there is one job */
+    const char *home; /* else a context of its own on this home */
+    vmctl_log_fn log;
+    void *log_userdata;
+    vmctl_env_result *res;
+    int r;
+} job;
+
+/* VM state, or -ENOENT when the store does not know it. */
+static int vm_state(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
+{
+    vmctl_vm_info *info = NULL;
+    cleanup_error vmctl_error *e = NULL;
+    int r = vmctl_vm_get(ctx, name, &info, &e);
+    if (r < 0) {
+        if (vmctl_error_get_kind(e) == VMCTL_E_VM_NOT_FOUND)
+            return -ENOENT;
+        if (reterr)
+            *reterr = TAKE_PTR(e);
+        return r;
+    }
+    int st = (int)info->state;
+    vmctl_vm_info_free(info);
+    return st;
+}
+
+static int do_provision(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
+{
+    int r = provision_run(ctx, j->m, j->sink, &j->res->steps_run, reterr);
+    if (r >= 0)
+        j->res->provisioned = true;
+    return r;
+}
+
+static int do_up(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
+{
+    const vmfile_machine *m = j->m;
+    int st = vm_state(ctx, m->name, reterr);
+    if (st < 0 && st != -ENOENT)
+        return st;
+    int r;
+    if (st == -ENOENT) {
+        vmctl_vm_config cfg = m->config;
+        vmctl_image_info img = {};
+        if (m->image_url) {
+            bool cached = false;
+            r = vmctl_image_pull(ctx, m->image_url, m->image_name, m->image_sha256, NULL, NULL,
+                                 &img, &cached, reterr);
+            if (r < 0)
+                return err_prefix(reterr, r, "while pulling the image of VM '%s'", m->name);
+            cfg.image = img.name;
+        }
+        r = vmctl_vm_create(ctx, &cfg, reterr);
+        vmctl_image_info_clear(&img);
+        if (r < 0)
+            return r;
+        j->res->action = VMCTL_ENV_CREATED;
+    } else if (st == VMCTL_VM_RUNNING) {
+        j->res->action = VMCTL_ENV_UNCHANGED;
+        return 0;
+    } else if (st == VMCTL_VM_PAUSED) {
+        r = vmctl_vm_resume(ctx, m->name, reterr);
+        if (r >= 0)
+            j->res->action = VMCTL_ENV_RESUMED;
+        return r;
+    } else {
+        j->res->action = VMCTL_ENV_STARTED;
+    }
+    r = vmctl_vm_start(ctx, m->name, true, j->opts->boot_timeout_sec, reterr);
+    if (r < 0)
+        return r;
+    return do_provision(j, ctx, reterr);
+}
+
+static int do_down(job *j, vmctl_ctx *ctx, bool destroy, vmctl_error **reterr)
+{
+    const char *name = j->m->name;
+    int st = vm_state(ctx, name, reterr);
+    if (st == -ENOENT) {
+        j->res->action = VMCTL_ENV_UNCHANGED;
+        return 0;
+    }
+    if (st < 0)
+        return st;
+    int r;
+    if (destroy) {
+        r = vmctl_vm_destroy(ctx, name, true, reterr);
+        if (r >= 0)
+            j->res->action = VMCTL_ENV_DESTROYED;
+        return r;
+    }
+    if (st != VMCTL_VM_RUNNING && st != VMCTL_VM_PAUSED) {
+        j->res->action = VMCTL_ENV_UNCHANGED;
+        return 0;
+    }
+    r = vmctl_vm_stop(ctx, name, j->opts->stop_timeout_sec, false, reterr);
+    if (r >= 0)
+        j->res->action = VMCTL_ENV_STOPPED;
+    return r;
+}
+
+static int do_reprovision(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
+{
+    const char *name = j->m->name;
+    int st = vm_state(ctx, name, reterr);
+    if (st == -ENOENT) {
+        int r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT,
+                         "VM '%s' does not exist: run `vmctl up` first", name);
+        err_detail(reterr, "vm", "%s", name);
+        return r;
+    }
+    if (st < 0)
+        return st;
+    if (st != VMCTL_VM_RUNNING) {
+        int r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(st), "running");
+        err_help(reterr, "Provisioners run on running machines: run `vmctl up --name %s`", name);
+        return r;
+    }
+    int r = do_provision(j, ctx, reterr);
+    if (r >= 0)
+        j->res->action = VMCTL_ENV_PROVISIONED;
+    return r;
+}
+
+static int job_run(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
+{
+    switch (j->op) {
+    case OP_UP:
+        return do_up(j, ctx, reterr);
+    case OP_DOWN:
+        return do_down(j, ctx, j->opts->destroy, reterr);
+    case OP_RELOAD: {
+        int r = do_down(j, ctx, false, reterr);
+        if (r < 0)
+            return r;
+        return do_up(j, ctx, reterr);
+    }
+    case OP_PROVISION:
+        return do_reprovision(j, ctx, reterr);
+    }
+    return -EINVAL;
+}
+
+static void *job_thread(void *arg)
+{
+    job *j = arg;
+    uint64_t t0 = now_usec();
+    vmctl_ctx *own = NULL;
+    vmctl_ctx *ctx = j->ctx;
+    vmctl_error *e = NULL;
+    j->r = 0;
+    if (!ctx) {
+        j->r = vmctl_ctx_new(j->home, &own, &e);
+        if (j->r >= 0) {
+            vmctl_ctx_set_log(own, j->log, j->log_userdata);
+            ctx = own;
+        }
+    }
+    if (j->r >= 0)
+        j->r = job_run(j, ctx, &e);
+    if (j->r < 0) {
+        j->res->action = VMCTL_ENV_FAILED;
+        if (!e)
+            err_make(&e, VMCTL_E_INTERNAL, -j->r, "VM '%s': %s", j->m->name, strerror(-j->r));
+        j->res->error = e;
+    }
+    j->res->seconds = (double)(now_usec() - t0) / 1e6;
+    vmctl_ctx_free(own);
+    return NULL;
+}
+
+static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmctl_env_opts *opts,
+                   vmctl_env_result **ret, size_t *ret_n, vmctl_error **reterr)
+{
+    static const vmctl_env_opts no_opts = {};
+    if (!opts)
+        opts = &no_opts;
+    *ret = NULL;
+    *ret_n = 0;
+    const vmfile *f = pf->f;
+    if (opts->name && !vmfile_find(f, opts->name)) {
+        int r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "the VMFile '%s' has no vm \"%s\"",
+                         f->path, opts->name);
+        err_detail(reterr, "vm", "%s", opts->name);
+        err_help(reterr, "Pick one of the vm nodes of the VMFile, or drop --name");
+        return r;
+    }
+    size_t n = opts->name ? 1 : f->n_machines;
+    vmctl_env_result *res = calloc(n, sizeof(*res));
+    job *jobs = calloc(n, sizeof(*jobs));
+    pthread_t *tids = calloc(n, sizeof(*tids));
+    if (!res || !jobs || !tids) {
+        free(res);
+        free(jobs);
+        free(tids);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    provision_sink sink = {.fn = opts->output, .userdata = opts->userdata, .lock = &lock};
+    size_t k = 0;
+    for (size_t i = 0; i < f->n_machines; i++) {
+        const vmfile_machine *m = &f->machines[i];
+        if (opts->name && !streq(opts->name, m->name))
+            continue;
+        res[k].name = strdup(m->name);
+        jobs[k] = (job){.op = op,
+                        .m = m,
+                        .opts = opts,
+                        .sink = &sink,
+                        .ctx = n == 1 ? ctx : NULL,
+                        .home = vmctl_ctx_get_home(ctx),
+                        .log = ctx->log,
+                        .log_userdata = ctx->log_userdata,
+                        .res = &res[k]};
+        k++;
+    }
+    /* One machine: on the caller's thread and context. Several: a thread and context each. */
+    if (n == 1) {
+        job_thread(&jobs[0]);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (pthread_create(&tids[i], NULL, job_thread, &jobs[i]) != 0)
+                job_thread(&jobs[i]), tids[i] = 0;
+        for (size_t i = 0; i < n; i++)
+            if (tids[i])
+                pthread_join(tids[i], NULL);
+    }
+    free(tids);
+    free(jobs);
+
+    int r = 0;
+    vmctl_error *first = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].action != VMCTL_ENV_FAILED)
+            continue;
+        if (!first) {
+            first = TAKE_PTR(res[i].error);
+            r = -vmctl_error_get_errno(first);
+            if (r >= 0)
+                r = -EIO;
+        } else {
+            cleanup_free char *note = str_printf("VM '%s' failed too: %s: %s", res[i].name,
+                                                 vmctl_error_get_code(res[i].error),
+                                                 vmctl_error_get_message(res[i].error));
+            if (note)
+                vmctl_error_add_note(first, note);
+        }
+    }
+    if (reterr)
+        *reterr = first;
+    else
+        vmctl_error_free(first);
+    *ret = res;
+    *ret_n = n;
+    return r;
+}
+
+int vmctl_up(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
+             vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
+{
+    return env_run(OP_UP, ctx, f, opts, ret, n, reterr);
+}
+
+int vmctl_down(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
+               vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
+{
+    return env_run(OP_DOWN, ctx, f, opts, ret, n, reterr);
+}
+
+int vmctl_reload(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
+                 vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
+{
+    return env_run(OP_RELOAD, ctx, f, opts, ret, n, reterr);
+}
+
+int vmctl_provision(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
+                    vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
+{
+    return env_run(OP_PROVISION, ctx, f, opts, ret, n, reterr);
+}

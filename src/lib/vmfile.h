@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* VMFile.kdl: load a file and validate it into a list of machine specs (docs/vmfile.md).
+ * Errors: vmfile::not_found, vmfile::parse_failed (the KDL parser's), vmfile::validation
+ * (positioned with kdl_error_at, details node and field). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <vmctl/error.h>
+#include <vmctl/vm.h>
+#include <vmctl/vmfile.h>
+
+typedef enum vmfile_step_kind {
+    VMFILE_STEP_SHELL,
+    VMFILE_STEP_FILE,
+} vmfile_step_kind;
+
+typedef struct vmfile_step {
+    vmfile_step_kind kind;
+    char *inline_cmd;   /* shell: sh -c this, or NULL */
+    char *script;       /* shell: absolute path of a local script (sent to sh -s), or NULL */
+    char *source;       /* file: absolute local path */
+    char *destination;  /* file: guest path */
+    double timeout_sec; /* 0: none */
+    unsigned line;      /* of the provision node, for messages */
+} vmfile_step;
+
+typedef struct vmfile_machine {
+    /* What create gets; its strings point into the owned fields below. */
+    vmctl_vm_config config;
+    char *name;
+    char *image, *kernel, *initrd, *cmdline, *machine, *accel, *net;
+    char *image_url, *image_sha256, *image_name; /* image-url: pulled at up */
+    char *cloud_init, *ssh_key, *ssh_user;
+    vmctl_port_forward *ports;
+    char **env; /* K=V, NULL-terminated, may be NULL */
+    size_t n_env;
+    vmfile_step *steps;
+    size_t n_steps;
+} vmfile_machine;
+
+typedef struct vmfile {
+    char *path; /* absolute */
+    char *dir;  /* the directory relative paths resolve against */
+    vmfile_machine *machines;
+    size_t n_machines;
+} vmfile;
+
+/* The public handle (include/vmctl/vmfile.h). */
+struct vmctl_vmfile {
+    vmfile *f;
+};
+
+void vmfile_free(vmfile *f);
+static inline void vmfile_freep(vmfile **f)
+{
+    vmfile_free(*f);
+}
+#define cleanup_vmfile __attribute__((cleanup(vmfile_freep)))
+
+/* path NULL: VMFile.kdl in the current directory (vmfile::not_found when absent). */
+int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr);
+/* A document in memory; name stands for it in diagnostics, dir is where paths resolve. */
+int vmfile_parse(const char *name, const char *dir, const char *buf, size_t len, vmfile **ret,
+                 vmctl_error **reterr);
+/* The machine called name, or NULL. */
+const vmfile_machine *vmfile_find(const vmfile *f, const char *name);
+const char *vmfile_step_kind_to_string(vmfile_step_kind k);
