@@ -9,6 +9,7 @@ pkgs=(
   clang libclang-rt-14-dev                                                        # sanitizers, fuzz
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
+  libssh-dev openssh-server openssh-client                                       # ssh
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -20,8 +20,23 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  1
+#define STORE_SCHEMA_VERSION  2
 #define STORE_BUSY_TIMEOUT_MS 10000
+
+/* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
+ * racing for one port cannot both commit. A VM's reservations go with its row (the trigger). */
+#define PORTS_SQL                                                                                  \
+    "CREATE TABLE ports (\n"                                                                       \
+    "  host_port INTEGER NOT NULL,\n"                                                              \
+    "  proto TEXT NOT NULL,\n"                                                                     \
+    "  vm TEXT NOT NULL,\n"                                                                        \
+    "  guest_port INTEGER NOT NULL,\n"                                                             \
+    "  PRIMARY KEY (host_port, proto)\n"                                                           \
+    ");\n"                                                                                         \
+    "CREATE INDEX ports_vm ON ports (vm);\n"                                                       \
+    "CREATE TRIGGER vms_release_ports AFTER DELETE ON vms BEGIN\n"                                 \
+    "  DELETE FROM ports WHERE vm = old.name;\n"                                                   \
+    "END;\n"
 
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
@@ -35,8 +50,16 @@ static const char schema_sql[] =
     "  complete INTEGER NOT NULL DEFAULT 0,\n"
     "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0\n"
     ");\n"
-    "PRAGMA user_version = 1;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 1, "schema_sql sets user_version");
+    PORTS_SQL "PRAGMA user_version = 2;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 2, "schema_sql sets user_version");
+
+/* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
+static const char migrate_1_2_sql[] =
+    PORTS_SQL "INSERT OR IGNORE INTO ports (host_port, proto, vm, guest_port)\n"
+              "  SELECT json_extract(p.value, '$.host'), json_extract(p.value, '$.proto'), v.name,\n"
+              "         json_extract(p.value, '$.guest')\n"
+              "  FROM vms v, json_each(v.config, '$.ports') p WHERE json_valid(v.config);\n"
+              "PRAGMA user_version = 2;\n";
 
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
@@ -53,6 +76,8 @@ enum {
     ST_SET_COMPLETE,
     ST_CLAIM,
     ST_DELETE,
+    ST_PORT_INSERT,
+    ST_PORT_OWNER,
     _ST_MAX,
 };
 
@@ -70,6 +95,8 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_CLAIM] = "UPDATE vms SET owner_pid = ?1, owner_start = ?2, updated_at = ?3 "
                  "WHERE name = ?4 AND complete = 0 AND owner_pid = ?5 AND owner_start = ?6",
     [ST_DELETE] = "DELETE FROM vms WHERE name = ?1",
+    [ST_PORT_INSERT] = "INSERT INTO ports (host_port, proto, vm, guest_port) VALUES (?1, ?2, ?3, ?4)",
+    [ST_PORT_OWNER] = "SELECT vm FROM ports WHERE host_port = ?1 AND proto = ?2",
 };
 
 struct store {
@@ -226,6 +253,35 @@ static int ensure_schema(store *s, vmctl_error **reterr)
         return r;
     if (version == STORE_SCHEMA_VERSION)
         return 0;
+
+    if (version == 1) {
+        r = tx_begin(s, reterr);
+        if (r < 0)
+            return r;
+        r = query_int(s, "PRAGMA user_version", "reading the schema version", &version, reterr);
+        if (r >= 0 && version == 1) {
+            int rc = sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_ERROR) {
+                /* the version-1 tables are not what version 1 had */
+                r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
+                             "cannot upgrade the store '%s' to schema version %d: %s", s->path,
+                             STORE_SCHEMA_VERSION, sqlite3_errmsg(s->db));
+                err_detail(reterr, "path", "%s", s->path);
+                err_help(reterr, "Move '%s' aside to start an empty store, or restore it from a "
+                                 "backup", s->path);
+            } else if (rc != SQLITE_OK)
+                r = store_error(s, rc, "upgrading the schema", reterr);
+        }
+        if (r < 0) {
+            tx_rollback(s);
+            return r;
+        }
+        if (version == 1)
+            return tx_commit(s, reterr);
+        tx_rollback(s);
+        if (version == STORE_SCHEMA_VERSION)
+            return 0;
+    }
 
     if (version == 0) {
         r = tx_begin(s, reterr);
@@ -420,6 +476,40 @@ static int not_found(vmctl_error **reterr, const char *name)
 
 int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr)
 {
+    return store_vm_insert_ports(s, v, NULL, 0, reterr);
+}
+
+/* Reserve ports for v->name inside the open transaction. */
+static int insert_ports(store *s, const char *name, const vmctl_port_forward *ports, size_t n,
+                        vmctl_error **reterr)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *proto = ports[i].udp ? "udp" : "tcp";
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_PORT_INSERT];
+        sqlite3_bind_int(st, 1, ports[i].host_port);
+        sqlite3_bind_text(st, 2, proto, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, ports[i].guest_port);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            continue;
+        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+            int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                             "host port %u/%s is already reserved by another VM",
+                             ports[i].host_port, proto);
+            err_detail_num(reterr, "port", ports[i].host_port);
+            err_detail(reterr, "protocol", "%s", proto);
+            err_help(reterr, "Choose another host port, or `vmctl list` to see which VM holds it.");
+            return r;
+        }
+        return store_error(s, rc, "reserving a host port", reterr);
+    }
+    return 0;
+}
+
+int store_vm_insert_ports(store *s, const store_vm *v, const vmctl_port_forward *ports,
+                          size_t n_ports, vmctl_error **reterr)
+{
     if (!s || !v || !v->name || !v->config || !v->dir)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_insert: invalid argument");
     const char *state = vmctl_vm_state_to_string(v->state);
@@ -458,7 +548,29 @@ int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr)
         return r;
     }
     sqlite3_reset(st);
+    r = insert_ports(s, v->name, ports, n_ports, reterr);
+    if (r < 0) {
+        tx_rollback(s);
+        return r;
+    }
     return tx_commit(s, reterr);
+}
+
+int store_port_owner(store *s, uint16_t host_port, bool udp, char **ret_vm, vmctl_error **reterr)
+{
+    if (!s || !ret_vm)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_port_owner: invalid argument");
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_PORT_OWNER];
+    sqlite3_bind_int(st, 1, host_port);
+    sqlite3_bind_text(st, 2, udp ? "udp" : "tcp", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    *ret_vm = NULL;
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return store_error(s, rc, "reading port reservations", reterr);
+    *ret_vm = column_strdup(st, 0);
+    return *ret_vm ? 1 : err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 }
 
 /* Read one row with the prepared GET statement: 1 found, 0 absent, < 0 error. */

@@ -48,6 +48,13 @@ void store_vm_list_free(store_vm **list, size_t n);
 /* vm::already_exists when the name is taken (also by an incomplete create). created_at 0 means
  * now; updated_at is always set to now. */
 int store_vm_insert(store *s, const store_vm *v, vmctl_error **reterr);
+/* The same, reserving the VM's host ports (table `ports`, unique per port and protocol) in the
+ * same transaction: network::setup_failed with -EADDRINUSE (details port, protocol) when one is
+ * already reserved, and nothing is inserted. Deleting the row releases them. */
+int store_vm_insert_ports(store *s, const store_vm *v, const vmctl_port_forward *ports,
+                          size_t n_ports, vmctl_error **reterr);
+/* 1 and the VM's name in *ret_vm when host_port/proto is reserved, 0 (NULL) when free. */
+int store_port_owner(store *s, uint16_t host_port, bool udp, char **ret_vm, vmctl_error **reterr);
 /* vm::not_found when absent; store::corrupt (details vm, field) for a row we cannot read. */
 int store_vm_get(store *s, const char *name, store_vm **ret, vmctl_error **reterr);
 /* All rows ordered by name, incomplete ones included (the caller decides what to show). */

@@ -21,6 +21,8 @@
 #include "error.h"
 #include "guest.h"
 #include "image-cache.h"
+#include "net.h"
+#include "ssh.h"
 #include "state.h"
 #include "store.h"
 #include "util/util.h"
@@ -189,20 +191,6 @@ static int check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmc
 
 /* ---------- create ---------- */
 
-static int pick_free_port(uint16_t *ret)
-{
-    cleanup_close int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sa);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
-        return -errno;
-    *ret = ntohs(sa.sin_port);
-    return 0;
-}
-
 static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
                             vmctl_error **reterr)
 {
@@ -358,9 +346,7 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
             if (c->ports[i].guest_port == 0)
                 return invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
                                      "HOST:GUEST with GUEST in 1-65535");
-            if (s->ports[i].host_port == 0 && pick_free_port(&s->ports[i].host_port) < 0)
-                return err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, errno,
-                                "cannot find a free host port");
+            /* host port 0: chosen and reserved by net_prepare_ports() in create */
         }
         s->n_ports = c->n_ports;
     }
@@ -383,6 +369,10 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
 static int prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
                         vmctl_error **reterr)
 {
+    cleanup_free char *vm_dir = ctx_vm_dir(ctx, spec->name);
+    cleanup_free char *vm_pub = vm_dir ? str_printf("%s/" SSHC_PUBKEY_FILE, vm_dir) : NULL;
+    if (!vm_pub)
+        return -ENOMEM;
     image_ref ref = {};
     int r = image_resolve(ctx->home, spec->image, &ref, reterr);
     if (r < 0)
@@ -399,7 +389,7 @@ static int prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec 
         cloudinit_seed seed = {
             .hostname = spec->name,
             .user_data = c->cloud_init,
-            .ssh_key = c->ssh_key,
+            .ssh_key = c->ssh_key ? c->ssh_key : vm_pub, /* ssh.c: the VM's own key */
             .network = !streq(spec->net, "none"),
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);
@@ -415,6 +405,11 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_create: ctx is NULL");
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = spec_from_config(ctx, config, &spec, reterr);
+    if (r < 0)
+        return r;
+    /* net.c: the SSH forward, host ports chosen and checked (reserved with the row below) */
+    cleanup_free bool *auto_ports = NULL;
+    r = net_prepare_ports(ctx->store, spec, &auto_ports, reterr);
     if (r < 0)
         return r;
     cleanup_free char *json = NULL;
@@ -437,7 +432,21 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         .owner_pid = getpid(),
         .owner_start = proc_start_time(getpid()),
     };
-    r = store_vm_insert(ctx->store, &row, reterr);
+    r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
+    /* Another create reserved one of the ports we picked in the same instant: pick again. */
+    for (int tries = 0; r == -EADDRINUSE && auto_ports && tries < 8; tries++) {
+        vmctl_error_free(reterr ? *reterr : NULL);
+        if (reterr)
+            *reterr = NULL;
+        free(json);
+        json = NULL;
+        if ((r = net_repick(ctx->store, spec, auto_ports, reterr)) < 0)
+            return r;
+        if ((r = vm_spec_to_json(spec, &json)) < 0)
+            return err_make(reterr, VMCTL_E_INTERNAL, -r, "cannot serialise vm '%s'", spec->name);
+        row.config = json;
+        r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
+    }
     if (r == -EEXIST) {
         /* An abandoned create under this name is not a real VM: repair and retry once. */
         store_vm *old = NULL;
@@ -448,7 +457,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
                 vmctl_error_free(reterr ? *reterr : NULL);
                 if (reterr)
                     *reterr = NULL;
-                r = store_vm_insert(ctx->store, &row, reterr);
+                r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
             }
         }
     }
@@ -468,6 +477,8 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         err_detail(reterr, "path", "%s", dir);
         goto undo;
     }
+    if ((r = sshc_keygen(dir, spec->name, reterr)) < 0)
+        goto undo;
     if (spec->base && (r = prepare_disk(ctx, config, spec, reterr)) < 0)
         goto undo;
     r = store_vm_set_complete(ctx->store, spec->name, reterr);
