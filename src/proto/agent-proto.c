@@ -383,7 +383,8 @@ static bool rd_str(reader *r, const char **s)
         *s = "";
         return true;
     }
-    if (d[l - 1] != 0 || memchr(d, 0, l - 1))
+    /* the empty string is n = 0 only: one encoding per value */
+    if (l == 1 || d[l - 1] != 0 || memchr(d, 0, l - 1))
         return false;
     *s = (const char *)d;
     return true;

@@ -39,6 +39,43 @@ static void check_payload(const agent_hdr *h, const uint8_t *p)
         abort();
     (void)agent_decode_exit(p, h->len, &ex);
     (void)agent_decode_shutdown(p, h->len, &action);
+
+    /* v2 decoders, host side (FILE_INFO, INFO_REPLY, STDIN_ACK) and guest side (the rest) */
+    uint32_t v;
+    (void)agent_decode_u32_msg(p, h->len, &v);
+    agent_file_info fi;
+    if (agent_decode_file_info(p, h->len, &fi) == AGENT_OK && fi.mtime_nsec >= 1000000000u)
+        abort();
+    agent_info in;
+    (void)agent_decode_info_reply(p, h->len, &in);
+    const char *path;
+    if (agent_decode_file_get(p, h->len, &path) == AGENT_OK &&
+        (path[0] != '/' || strlen(path) >= h->len))
+        abort();
+    agent_file_put fp;
+    if (agent_decode_file_put(p, h->len, &fp) == AGENT_OK) {
+        /* re-encodes to the same payload */
+        uint8_t *out = malloc(AGENT_HDR_SIZE + h->len);
+        if (!out)
+            abort();
+        int n = agent_encode_file_put(out, AGENT_HDR_SIZE + h->len, h->id, &fp);
+        if (n != (int)(AGENT_HDR_SIZE + h->len) || memcmp(out + AGENT_HDR_SIZE, p, h->len) != 0)
+            abort();
+        free(out);
+    }
+    agent_metadata m;
+    if (agent_decode_metadata(p, h->len, &m) == AGENT_OK) {
+        size_t off = 0, count = 0;
+        const uint8_t *d;
+        uint32_t l;
+        while (agent_metadata_next_value(&m, &off, &d, &l)) {
+            if (d < p || d + l > p + h->len)
+                abort();
+            count++;
+        }
+        if (count != m.secret_names.count || off != m.values_len)
+            abort();
+    }
     if (agent_decode_exec(p, h->len, &req) != AGENT_OK)
         return;
 
@@ -61,8 +98,8 @@ static void check_payload(const agent_hdr *h, const uint8_t *p)
     uint8_t *out = malloc(need);
     if (!out)
         abort();
-    int n = agent_encode_exec(out, need, h->id, req.timeout_ms, argv, env, req.cwd, req.stdin_data,
-                              req.stdin_len);
+    int n = agent_encode_exec2(out, need, h->id, req.flags, req.timeout_ms, argv, env, req.cwd,
+                               req.stdin_data, req.stdin_len);
     if (n < 0 || (size_t)n != need || need != AGENT_HDR_SIZE + h->len ||
         memcmp(out + AGENT_HDR_SIZE, p, h->len) != 0)
         abort();
