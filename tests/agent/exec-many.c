@@ -89,7 +89,7 @@ int main(int argc, char **argv)
     if (strcmp(mode, "concurrent") == 0) {
         vmctl_exec_proc **p = calloc((size_t)n, sizeof(*p));
         struct out *o = calloc((size_t)n, sizeof(*o));
-        char (*envs)[32] = calloc((size_t)n, 32);
+        char(*envs)[32] = calloc((size_t)n, 32);
         double t0 = now();
         for (int i = 0; i < n; i++) {
             snprintf(envs[i], 32, "I=%d", i);
