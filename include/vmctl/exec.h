@@ -11,6 +11,13 @@
 extern "C" {
 #endif
 
+/* Which channel runs the command: auto = the agent when it answers, else SSH (vmctl/ssh.h). */
+typedef enum vmctl_exec_via {
+    VMCTL_EXEC_VIA_AUTO,
+    VMCTL_EXEC_VIA_AGENT,
+    VMCTL_EXEC_VIA_SSH,
+} vmctl_exec_via;
+
 typedef struct vmctl_exec_opts {
     char *const *argv;  /* NULL-terminated, argv[0] looked up in the guest's PATH */
     char *const *env;   /* "K=V" added to the guest environment, may be NULL */
@@ -18,6 +25,7 @@ typedef struct vmctl_exec_opts {
     double timeout_sec; /* 0: none */
     const void *stdin_data;
     size_t stdin_len;
+    vmctl_exec_via via; /* vmctl_exec, vmctl_exec_stream: 0 (auto) by default */
 } vmctl_exec_opts;
 
 typedef struct vmctl_exec_result {

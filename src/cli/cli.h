@@ -175,6 +175,8 @@ int cmd_logs(cli *c, int argc, char **argv);
 int cmd_exec(cli *c, int argc, char **argv);
 int cmd_cp(cli *c, int argc, char **argv);
 extern const char cmd_cp_help[];
+int cmd_ssh(cli *c, int argc, char **argv);
+extern const char cmd_ssh_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
 

@@ -21,6 +21,8 @@ const char cmd_exec_help[] =
     "      --timeout S    kill the command after S seconds (vm_manager::timeout); default none\n"
     "  -i, --interactive  stream vmctl's stdin to the command until end of file (without -i\n"
     "                     its stdin is /dev/null)\n"
+    "      --via CHANNEL  agent or ssh; default: the agent when it answers, else SSH (as user\n"
+    "                     vmctl, with the VM's key, over its forwarded SSH port)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Examples:\n"
@@ -29,13 +31,14 @@ const char cmd_exec_help[] =
     "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
     "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
 
-enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT };
+enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA };
 
 static const struct option options[] = {
     {"env", required_argument, NULL, OPT_ENV},
     {"cwd", required_argument, NULL, OPT_CWD},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"interactive", no_argument, NULL, 'i'},
+    {"via", required_argument, NULL, OPT_VIA},
     {},
 };
 
@@ -174,6 +177,14 @@ int cmd_exec(cli *c, int argc, char **argv)
             break;
         case 'i':
             interactive = true;
+            break;
+        case OPT_VIA:
+            if (streq(optarg, "ssh"))
+                opts.via = VMCTL_EXEC_VIA_SSH;
+            else if (streq(optarg, "agent"))
+                opts.via = VMCTL_EXEC_VIA_AGENT;
+            else
+                return cli_invalid_value(c, "--via", optarg, "ssh or agent");
             break;
         default:
             return c->exit_code;

@@ -13,6 +13,7 @@
 #include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
+#include "ssh.h"
 #include "util/util.h"
 #include "vm-internal.h"
 
@@ -259,7 +260,9 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
     if (r < 0)
         return r;
     cleanup_exec_session vmctl_exec_session *s = NULL;
-    r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+        return vmctl_ssh_exec_stream(ctx, name, opts, io, stdin_fd, status, reterr);
     if (r < 0)
         return r;
     vmctl_exec_io io2 = io ? *io : (vmctl_exec_io){0};
@@ -292,7 +295,9 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
     if (r < 0)
         return r;
     cleanup_exec_session vmctl_exec_session *s = NULL;
-    r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+        return vmctl_ssh_exec(ctx, name, opts, result, reterr);
     if (r < 0)
         return r;
     r = agent_exec(s->conn, opts, result, exec_deadline(opts), reterr);

@@ -59,3 +59,9 @@ int sshc_download(sshc_conn *c, const char *remote, const char *local, vmctl_err
 
 /* argv as one POSIX shell command line, every word single-quoted. */
 char *sshc_quote_argv(char *const *argv);
+
+/* exec's choice (exec.c): true for via ssh, and for auto when *reterr (the agent's failure) is
+ * exec::unavailable with the VM running and an SSH forward; then *reterr is cleared. */
+#include <vmctl/ssh.h>
+#include <vmctl/vm.h>
+bool ssh_exec_use_ssh(vmctl_ctx *ctx, const char *name, vmctl_exec_via via, vmctl_error **reterr);
