@@ -210,7 +210,8 @@ static int get_path(checker *c, const kdl_node *n, const char *field, const char
         return verr(c, n->args[0].offset, "not found", field, field, NULL,
                     "'%s' names '%s', which does not exist or is not readable (%s)", field, p,
                     strerror(errno));
-    *ret = TAKE_PTR(p);
+    char *real = realpath(p, NULL);
+    *ret = real ? real : TAKE_PTR(p);
     return 0;
 }
 
@@ -753,7 +754,9 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
         err_detail(reterr, "path", "%s", abs);
         return r;
     }
-    cleanup_free char *dir = strdup(abs);
+    /* Paths resolve against the directory of the file itself (symlinks and .. resolved). */
+    cleanup_free char *real = realpath(abs, NULL);
+    cleanup_free char *dir = strdup(real ? real : abs);
     if (!dir)
         return -ENOMEM;
     char *slash = strrchr(dir, '/');
