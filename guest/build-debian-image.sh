@@ -77,6 +77,8 @@ ln -sf /etc/systemd/system/vmctl-agent.service "$r/etc/systemd/system/multi-user
 mkdir -p "$r/etc/cloud/cloud.cfg.d"
 cat >"$r/etc/cloud/cloud.cfg.d/90-vmctl.cfg" <<'EOF'
 datasource_list: [ NoCloud, None ]
+# minbase has no `locales`: the default en_US.UTF-8 would make cc_locale fail
+locale: C.UTF-8
 EOF
 echo "debian" >"$r/etc/hostname"
 cat >"$r/etc/fstab" <<'EOF'

@@ -16,11 +16,14 @@
 #include "iso9660.h"
 #include "util/util.h"
 
+/* DHCP on the first NIC, matched by the MAC QEMU gives it by default (CLOUDINIT_NIC_MAC) and
+ * named eth0: cloud-init's ENI renderer (Debian) cannot match interface names by glob. */
 static const char network_config[] = "version: 2\n"
                                      "ethernets:\n"
-                                     "  nics:\n"
+                                     "  eth0:\n"
                                      "    match:\n"
-                                     "      name: \"e*\"\n"
+                                     "      macaddress: \"" CLOUDINIT_NIC_MAC "\"\n"
+                                     "    set-name: eth0\n"
                                      "    dhcp4: true\n";
 
 static int iso_failed(vmctl_error **reterr, int errnum, const char *path, const char *what)

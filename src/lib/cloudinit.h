@@ -7,6 +7,9 @@
 
 #include <vmctl/error.h>
 
+/* The MAC address QEMU gives the first NIC when none is set; network-config matches it. */
+#define CLOUDINIT_NIC_MAC "52:54:00:12:34:56"
+
 typedef struct cloudinit_seed {
     const char *hostname;    /* also the instance-id prefix */
     const char *instance_id; /* NULL: "<hostname>-<random hex>" */
