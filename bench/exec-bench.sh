@@ -15,7 +15,7 @@ export VMCTL_HOME=${VMCTL_HOME:-$(mktemp -d /tmp/exec-bench.XXXXXX)}
 tmp=$(mktemp -d /tmp/exec-bench-data.XXXXXX)
 trap '"$V" destroy --force eb >/dev/null 2>&1; rm -rf "$tmp"' EXIT
 "$V" image build-default >/dev/null
-"$V" run eb >/dev/null 2>&1
+"$V" run eb --memory 1024 >/dev/null 2>&1  # room for 256 MiB in the initramfs tmpfs
 gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "$tmp/exec-rtt" \
   bench/exec-rtt.c src/lib/agent-client.c src/lib/error.c src/lib/error-table.c \
   src/lib/util/util.c src/proto/agent-proto.c -lpthread
