@@ -147,8 +147,10 @@ int cloudinit_write_files(const char *dir, const cloudinit_seed *seed, vmctl_err
 {
     struct seed_files f = {};
     int r = make_files(seed, dir, &f, reterr);
-    if (r < 0)
+    if (r < 0) {
+        seed_files_clear(&f);
         return r;
+    }
     const char *names[] = {"user-data", "meta-data", "network-config"};
     const char *data[] = {f.user_data, f.meta_data, network_config};
     size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(network_config)};
@@ -233,8 +235,10 @@ int cloudinit_write_seed(const char *path, const cloudinit_seed *seed, vmctl_err
         return write_with_tool(path, seed, tool, reterr);
     struct seed_files f = {};
     int r = make_files(seed, path, &f, reterr);
-    if (r < 0)
+    if (r < 0) {
+        seed_files_clear(&f);
         return r;
+    }
     iso_file files[3] = {
         {"user-data", f.user_data, f.user_len},
         {"meta-data", f.meta_data, strlen(f.meta_data)},
