@@ -283,7 +283,9 @@ static int parse_memory(checker *c, const kdl_node *n, unsigned *ret)
                     what);
     if (mib < 32 || mib > UINT_MAX)
         return verr(c, v->offset, mib < 32 ? "too small" : "too large", "memory", "memory", NULL,
-                    "'memory' must be at least 32 MiB (%s)", what);
+                    mib < 32 ? "'memory' must be at least 32 MiB, not %llu MiB"
+                             : "'memory' of %llu MiB is too large",
+                    mib);
     *ret = (unsigned)mib;
     return 0;
 }
@@ -741,9 +743,11 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
     size_t len = 0;
     int r = read_file(abs, &data, &len);
     if (r == -ENOENT || r == -ENOTDIR) {
-        if (path)
+        if (path) {
             r = err_make(reterr, VMCTL_E_VMFILE_NOT_FOUND, -r, "VMFile '%s' does not exist", abs);
-        else
+            err_help(reterr, "Check the path given with --file, or run vmctl in the directory of "
+                             "your VMFile.kdl");
+        } else
             r = err_make(reterr, VMCTL_E_VMFILE_NOT_FOUND, -r,
                          "no " VMFILE_NAME " in the current directory '%s'", cwd);
         err_detail(reterr, "path", "%s", abs);
