@@ -25,7 +25,7 @@ count() {
 step_fail() { failed=$((failed + 1)); failures+=("$1"); }
 
 # 1. the normal build, unit + integration
-if { [ -d build-test ] || meson setup build-test >/dev/null; } && ninja -C build-test >/dev/null; then
+if { [ -d build-test ] || meson setup build-test; } && ninja -C build-test >/dev/null; then
   # The default guest, shared by all integration tests (downloads are cached in ~/.cache/vmctl).
   export VMCTL_TEST_IMAGES="$root/build-test/test-images"
   if build-test/src/cli/vmctl --home "$root/build-test/test-home" image build-default; then
@@ -45,7 +45,7 @@ fi
 # 2. ASan + UBSan build, unit tests only
 if [ -z "${SKIP_ASAN:-}" ]; then
   if { [ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined \
-         -Db_lundef=false >/dev/null; } && ninja -C build-asan >/dev/null; then
+         -Db_lundef=false; } && ninja -C build-asan >/dev/null; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       meson test -C build-asan --suite unit --print-errorlogs --no-rebuild
     count build-asan/meson-logs/testlog.json "asan:"
