@@ -31,6 +31,11 @@ for t in debootstrap mkfs.ext4 sfdisk grub-mkimage sha256sum; do
 done
 [ -x "$AGENT" ] || { echo "build-debian-image: agent '$AGENT' not executable" >&2; exit 2; }
 
+# One build at a time per cache (tests run in parallel, and several of them use this image).
+mkdir -p "$CACHE"
+exec 8>"$CACHE/.lock"
+flock 8
+
 want="script $(sha256sum <"$0" | cut -d' ' -f1)
 agent $(sha256sum <"$AGENT" | cut -d' ' -f1)
 packages $PKGS
