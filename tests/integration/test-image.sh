@@ -37,6 +37,7 @@ expect_code "name taken" vm_manager::config::invalid image import "$src/disk-raw
 
 out=$(vm --json image convert i-qcow2 "$src/conv.vmdk" --format vmdk)
 expect_eq "convert to vmdk" "$(jq -r .format <<<"$out")" vmdk
+expect_code "qemu-img convert failing" vm_manager::image::conversion_failed image convert i-qcow2 "$src/no/such/dir/x.raw" --format raw
 expect_code "convert to an unknown format" vm_manager::config::invalid image convert i-qcow2 "$src/x" --format nope
 printf 'QFI\xfb\0\0\0\3garbage-garbage-garbage-garbage-garbage-garbage-garbage-garbage-garbage' >"$src/bad.qcow2"
 expect_code "convert of a damaged image" vm_manager::image::format_detection_failed image convert "$src/bad.qcow2" "$src/y" --format raw
