@@ -11,6 +11,8 @@
 #include "vmfile.h"
 
 #define PROVISION_LOG "provision.log"
+/* A shell step without its own `timeout`. */
+#define PROVISION_DEFAULT_TIMEOUT_SEC 3600.0
 
 /* Where output goes: the callback (serialised by lock) and nothing else. */
 typedef struct provision_sink {

@@ -156,6 +156,20 @@ grep -q 'provision::failed' <<<"$out" && ok "text error rendered" || fail "no te
 vm logs vf-b --provision | grep -q '^==> step 2/3 failed: exit status 7' && ok "failure in provision.log" ||
   fail "provision.log lacks the failure"
 
+# A step past its timeout is killed and fails.
+cat >"$work/slow.kdl" <<'EOF'
+vm "vf-b" {
+    provision "shell" { inline "sleep 60"; timeout 1; }
+}
+EOF
+t0=$(date +%s)
+expect_code "step timeout" vm_manager::provision::failed provision --file "$work/slow.kdl"
+[ $(($(date +%s) - t0)) -lt 30 ] && ok "timed-out step ended early" || fail "timeout took $(($(date +%s) - t0)) s"
+jq -r '.error.notes[]' <<<"$LAST_JSON" | grep -q 'vm_manager::timeout' && ok "timeout is the cause" ||
+  fail "no timeout cause: $LAST_JSON"
+[ "$(jq -r .error.details.exit_code <<<"$LAST_JSON")" != 0 ] && ok "timed-out step has a non-zero status" ||
+  fail "timed-out status 0"
+
 vm pause vf-b >/dev/null
 expect_code "provision on a paused vm" vm_manager::vm::invalid_state provision --name vf-b
 out=$(vm --json up --name vf-b 2>/dev/null)
