@@ -13,6 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/vm_sockets.h>
+
 #include "agent-client.h"
 #include "agent-proto.h"
 #include "error.h"
@@ -293,35 +295,48 @@ static int send_ping(agent_conn *c, uint32_t *id, uint64_t deadline, const char 
     return send_all(c, frame, (size_t)n, deadline, operation, start, reterr);
 }
 
-int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
-                  vmctl_error **reterr)
+static int conn_new(const char *path, uint64_t deadline, uint64_t start, agent_conn **ret,
+                    vmctl_error **reterr)
 {
-    uint64_t start = now_usec();
     agent_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     cleanup_agent agent_conn *conn = c;
     c->fd = -1;
     c->lock_fd = -1;
-    c->path = strdup(socket_path);
+    c->path = strdup(path);
     c->buf = malloc(AGENT_MAX_FRAME);
     if (!c->path || !c->buf)
         return -ENOMEM;
     c->next_id = random_id();
-
-    int r = take_lock(socket_path, deadline, start, &c->lock_fd, reterr);
+    int r = take_lock(path, deadline, start, &c->lock_fd, reterr);
     if (r < 0)
         return r;
+    *ret = TAKE_PTR(conn);
+    return 0;
+}
 
-    /* QEMU creates the socket early, but the caller may be quicker: retry while it is missing
-     * or nobody listens yet. */
+/* The stream is connected: non-blocking, and the session ping goes out at once (queued by QEMU
+ * until the agent runs, answered by agent_wait_ready and awaited by the first exec/shutdown). */
+static int conn_start(agent_conn *c, uint64_t deadline, uint64_t start, vmctl_error **reterr)
+{
+    if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
+    return send_ping(c, &c->ping_lo, deadline, "agent connect", start, reterr);
+}
+
+/* connect() to a unix socket, retrying while it is missing or nobody listens yet (QEMU creates
+ * the socket early, but the caller may be quicker). */
+static int connect_unix_retry(agent_conn *c, const char *socket_path, uint64_t deadline,
+                              uint64_t start, vmctl_error **reterr)
+{
     for (;;) {
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
             return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "socket: %s", strerror(errno));
-        r = connect_unix(c->fd, socket_path);
+        int r = connect_unix(c->fd, socket_path);
         if (r == 0)
-            break;
+            return 0;
         close(c->fd);
         c->fd = -1;
         if (r != -ENOENT && r != -ECONNREFUSED) {
@@ -339,14 +354,159 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
         }
         sleep_usec(10 * 1000);
     }
-    if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
-        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
-    /* the session ping: queued by QEMU until the agent runs, answered by agent_wait_ready and
-     * awaited by the first exec/shutdown */
-    r = send_ping(c, &c->ping_lo, deadline, "agent connect", start, reterr);
+}
+
+int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
+                  vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    cleanup_agent agent_conn *c = NULL;
+    int r = conn_new(socket_path, deadline, start, &c, reterr);
+    if (r < 0 || (r = connect_unix_retry(c, socket_path, deadline, start, reterr)) < 0 ||
+        (r = conn_start(c, deadline, start, reterr)) < 0)
+        return r;
+    *ret = TAKE_PTR(c);
+    return 0;
+}
+
+/* --- other transports: AF_VSOCK and Firecracker's hybrid vsock --- */
+
+agent_transport agent_transport_pick(uint32_t cid, bool have_vhost_vsock)
+{
+    return have_vhost_vsock && cid >= AGENT_VSOCK_MIN_CID && cid != UINT32_MAX
+               ? AGENT_TRANSPORT_VSOCK
+               : AGENT_TRANSPORT_SERIAL;
+}
+
+bool agent_vhost_vsock_present(const char *dev)
+{
+    return access(dev ? dev : "/dev/vhost-vsock", R_OK | W_OK) == 0;
+}
+
+void agent_vsock_addr(uint32_t cid, uint32_t port, struct sockaddr_vm *sa)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->svm_family = AF_VSOCK;
+    sa->svm_cid = cid;
+    sa->svm_port = port;
+}
+
+int agent_connect_vsock(const char *lock_path, uint32_t cid, uint32_t port, uint64_t deadline,
+                        agent_conn **ret, vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    cleanup_agent agent_conn *c = NULL;
+    int r = conn_new(lock_path, deadline, start, &c, reterr);
     if (r < 0)
         return r;
-    *ret = TAKE_PTR(conn);
+    struct sockaddr_vm sa;
+    agent_vsock_addr(cid, port, &sa);
+    for (;;) {
+        c->fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "vsock socket: %s",
+                            strerror(errno));
+        if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+            break;
+        int e = errno;
+        close(c->fd);
+        c->fd = -1;
+        /* ECONNRESET/ECONNREFUSED: the guest is up but the agent does not listen (yet) */
+        if ((e != ECONNRESET && e != ECONNREFUSED && e != EINTR) || now_usec() >= deadline) {
+            r = err_make(reterr, VMCTL_E_AGENT_FAILED, e,
+                         "cannot connect to the agent on vsock %u:%u: %s", cid, port, strerror(e));
+            err_detail(reterr, "cid", "%u", cid);
+            return r;
+        }
+        sleep_usec(10 * 1000);
+    }
+    if ((r = conn_start(c, deadline, start, reterr)) < 0)
+        return r;
+    *ret = TAKE_PTR(c);
+    return 0;
+}
+
+int agent_hybrid_handshake(int fd, uint32_t port, uint64_t deadline, vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    char req[32];
+    int n = snprintf(req, sizeof(req), "CONNECT %u\n", port);
+    for (int off = 0; off < n;) {
+        ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            if (poll(&pfd, 1, ms_until(deadline)) == 0)
+                goto timeout;
+            continue;
+        }
+        if (w < 0)
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
+                            "hybrid vsock: cannot send CONNECT: %s", strerror(errno));
+        off += (int)w;
+    }
+    /* the answer, read a byte at a time so that no frame byte after it is consumed */
+    char line[64];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, ms_until(deadline));
+        if (pr == 0)
+            goto timeout;
+        if (pr < 0 && errno == EINTR)
+            continue;
+        char ch;
+        ssize_t k = recv(fd, &ch, 1, MSG_DONTWAIT);
+        if (k < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (k < 0)
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
+                            "hybrid vsock: cannot read the answer to CONNECT %u: %s", port,
+                            strerror(errno));
+        if (k == 0)
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, ECONNREFUSED,
+                            "hybrid vsock: the connection was closed after CONNECT %u (nothing "
+                            "listens on that port in the guest?)",
+                            port);
+        if (ch == '\n')
+            break;
+        if (len == sizeof(line) - 1)
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, EBADMSG,
+                            "hybrid vsock: garbled answer to CONNECT %u (no end of line in %zu "
+                            "bytes)",
+                            port, len);
+        line[len++] = ch;
+    }
+    line[len] = 0;
+    /* "OK <host port>" */
+    const char *p = line + 3;
+    bool ok = strncmp(line, "OK ", 3) == 0 && *p >= '0' && *p <= '9';
+    while (ok && *p >= '0' && *p <= '9')
+        p++;
+    if (!ok || *p)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, ECONNREFUSED,
+                        "hybrid vsock: CONNECT %u was not accepted: '%.40s'", port, line);
+    return 0;
+timeout:
+    return err_timeout(reterr, "agent connect", span_seconds(start, deadline),
+                       "hybrid vsock: no answer to CONNECT %u", port);
+}
+
+int agent_connect_hybrid(const char *uds_path, uint32_t port, uint64_t deadline, agent_conn **ret,
+                         vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    cleanup_agent agent_conn *c = NULL;
+    int r = conn_new(uds_path, deadline, start, &c, reterr);
+    if (r < 0 || (r = connect_unix_retry(c, uds_path, deadline, start, reterr)) < 0)
+        return r;
+    if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
+    if ((r = agent_hybrid_handshake(c->fd, port, deadline, reterr)) < 0 ||
+        (r = conn_start(c, deadline, start, reterr)) < 0)
+        return r;
+    *ret = TAKE_PTR(c);
     return 0;
 }
 

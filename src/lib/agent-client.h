@@ -23,6 +23,28 @@ typedef struct agent_conn agent_conn;
 int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
                   vmctl_error **reterr);
 void agent_close(agent_conn *c);
+
+/* --- transports (docs/agent-protocol.md): the same frames over another byte stream --- */
+struct sockaddr_vm;
+typedef enum { AGENT_TRANSPORT_SERIAL, AGENT_TRANSPORT_VSOCK } agent_transport;
+/* CIDs 0-2 are reserved (hypervisor, local, host). */
+#define AGENT_VSOCK_MIN_CID 3u
+/* AF_VSOCK when the VM has a guest CID (>= 3) and the host has vhost-vsock; else virtio-serial. */
+agent_transport agent_transport_pick(uint32_t cid, bool have_vhost_vsock);
+/* Whether dev (NULL: /dev/vhost-vsock) exists and can be opened read-write. */
+bool agent_vhost_vsock_present(const char *dev);
+void agent_vsock_addr(uint32_t cid, uint32_t port, struct sockaddr_vm *sa);
+/* AF_VSOCK to (cid, port), retrying while refused/reset until the deadline; the flock is taken
+ * on agent.lock next to lock_path (the VM's agent.sock), as for virtio-serial. */
+int agent_connect_vsock(const char *lock_path, uint32_t cid, uint32_t port, uint64_t deadline,
+                        agent_conn **ret, vmctl_error **reterr);
+/* Firecracker's hybrid vsock on a connected stream: send "CONNECT <port>\n", expect
+ * "OK <hostport>\n" (read byte by byte: nothing after the line is consumed). A refusal (closed
+ * connection) or any other answer is agent::failed; no answer by the deadline is timeout. */
+int agent_hybrid_handshake(int fd, uint32_t port, uint64_t deadline, vmctl_error **reterr);
+/* Connect to Firecracker's vsock unix socket uds_path, handshake, then the same session. */
+int agent_connect_hybrid(const char *uds_path, uint32_t port, uint64_t deadline, agent_conn **ret,
+                         vmctl_error **reterr);
 static inline void agent_closep(agent_conn **c)
 {
     agent_close(*c);

@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/* Agent transports without vhost-vsock: the AF_VSOCK selection and sockaddr_vm, and Firecracker's
+ * hybrid-vsock CONNECT handshake against a fake peer (socketpair, and a real unix socket with a
+ * whole session: handshake, session ping, pong, exec-ready). */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <linux/vm_sockets.h>
+
+#include <cmocka.h>
+
+#include "agent-client.h"
+#include "agent-proto.h"
+#include "error.h"
+#include "util/util.h"
+
+static void test_pick(void **state)
+{
+    (void)state;
+    assert_int_equal(agent_transport_pick(3, true), AGENT_TRANSPORT_VSOCK);
+    assert_int_equal(agent_transport_pick(1234, true), AGENT_TRANSPORT_VSOCK);
+    assert_int_equal(agent_transport_pick(3, false), AGENT_TRANSPORT_SERIAL);
+    /* no CID allocated, or a reserved one: virtio-serial */
+    assert_int_equal(agent_transport_pick(0, true), AGENT_TRANSPORT_SERIAL);
+    assert_int_equal(agent_transport_pick(1, true), AGENT_TRANSPORT_SERIAL);
+    assert_int_equal(agent_transport_pick(2, true), AGENT_TRANSPORT_SERIAL);
+    assert_int_equal(agent_transport_pick(UINT32_MAX, true), AGENT_TRANSPORT_SERIAL);
+}
+
+static void test_vhost_present(void **state)
+{
+    (void)state;
+    assert_false(agent_vhost_vsock_present("/nonexistent/vhost-vsock"));
+    char path[] = "/tmp/test-agent-transport.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_true(agent_vhost_vsock_present(path));
+    close(fd);
+    unlink(path);
+}
+
+static void test_vsock_addr(void **state)
+{
+    (void)state;
+    struct sockaddr_vm sa;
+    memset(&sa, 0xff, sizeof(sa));
+    agent_vsock_addr(42, AGENT_VSOCK_PORT, &sa);
+    assert_int_equal(sa.svm_family, AF_VSOCK);
+    assert_int_equal(sa.svm_cid, 42);
+    assert_int_equal(sa.svm_port, 1024);
+    assert_int_equal(sa.svm_reserved1, 0);
+    for (size_t i = 0; i < sizeof(sa.svm_zero); i++)
+        assert_int_equal(sa.svm_zero[i], 0);
+}
+
+/* --- the fake Firecracker peer --- */
+
+struct peer {
+    int fd;
+    const char *reply; /* written after the CONNECT line; NULL: close instead */
+    size_t reply_len;
+    bool session;       /* then read the session ping and answer a v2 PONG */
+    char got[64];       /* the line received */
+    uint8_t ping_flags; /* of the session ping */
+    bool got_ping;
+};
+
+static void read_line(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    char ch;
+    while (n + 1 < cap && read(fd, &ch, 1) == 1) {
+        buf[n++] = ch;
+        if (ch == '\n')
+            break;
+    }
+    buf[n] = 0;
+}
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    read_line(p->fd, p->got, sizeof(p->got));
+    if (!p->reply) {
+        close(p->fd);
+        return NULL;
+    }
+    if (write(p->fd, p->reply, p->reply_len) != (ssize_t)p->reply_len)
+        return NULL;
+    if (p->session) {
+        uint8_t b[AGENT_HDR_SIZE];
+        size_t n = 0;
+        while (n < sizeof(b)) {
+            ssize_t k = read(p->fd, b + n, sizeof(b) - n);
+            if (k <= 0)
+                return NULL;
+            n += (size_t)k;
+        }
+        agent_hdr h;
+        size_t used = 0;
+        if (agent_frame_next(b, n, &h, &used) == AGENT_OK && h.type == AGENT_MSG_PING) {
+            p->got_ping = true;
+            p->ping_flags = h.flags;
+            uint8_t pong[256];
+            int m = agent_encode_pong2(pong, sizeof(pong), h.id, AGENT_CAP_EXEC, "fake", 7);
+            if (m > 0 && write(p->fd, pong, (size_t)m) != m)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* Handshake on a socketpair against a peer answering `reply`; returns the handshake's result,
+ * the error in *e. */
+static int handshake_with(const char *reply, size_t reply_len, vmctl_error **e, struct peer *pr,
+                          int *our_fd)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    *pr = (struct peer){.fd = sv[1], .reply = reply, .reply_len = reply_len};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, peer_main, pr), 0);
+    int r = agent_hybrid_handshake(sv[0], AGENT_VSOCK_PORT, now_usec() + 2000000, e);
+    pthread_join(t, NULL);
+    if (pr->reply)
+        close(sv[1]);
+    *our_fd = sv[0];
+    return r;
+}
+
+static void test_handshake_ok(void **state)
+{
+    (void)state;
+    /* OK, then the first bytes of a frame in the same write: they must stay unread */
+    static const char reply[] = "OK 1073741824\nVMA";
+    vmctl_error *e = NULL;
+    struct peer pr;
+    int fd;
+    int r = handshake_with(reply, sizeof(reply) - 1, &e, &pr, &fd);
+    assert_int_equal(r, 0);
+    assert_null(e);
+    assert_string_equal(pr.got, "CONNECT 1024\n");
+    char rest[8] = {0};
+    assert_int_equal(read(fd, rest, sizeof(rest)), 3);
+    assert_string_equal(rest, "VMA");
+    close(fd);
+}
+
+static void expect_refused(const char *reply, const char *want_in_msg)
+{
+    vmctl_error *e = NULL;
+    struct peer pr;
+    int fd;
+    int r = handshake_with(reply, reply ? strlen(reply) : 0, &e, &pr, &fd);
+    close(fd);
+    assert_true(r < 0);
+    assert_non_null(e);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::agent::failed");
+    if (want_in_msg && !strstr(vmctl_error_get_message(e), want_in_msg))
+        fail_msg("message '%s' lacks '%s'", vmctl_error_get_message(e), want_in_msg);
+    vmctl_error_free(e);
+}
+
+static void test_handshake_refused(void **state)
+{
+    (void)state;
+    expect_refused(NULL, "closed after CONNECT 1024"); /* Firecracker closes: nobody listens */
+    expect_refused("FAILED\n", "not accepted: 'FAILED'");
+    expect_refused("OK\n", "not accepted");
+    expect_refused("OK abc\n", "not accepted: 'OK abc'");
+    expect_refused("OK 12x\n", "not accepted");
+    expect_refused("ok 1024\n", "not accepted");
+    expect_refused("VMA\x01\x02 a frame instead\n", "not accepted");
+    char longline[200];
+    memset(longline, 'O', sizeof(longline) - 1);
+    longline[sizeof(longline) - 1] = 0;
+    expect_refused(longline, "no end of line");
+}
+
+static void test_handshake_timeout(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    vmctl_error *e = NULL;
+    uint64_t t0 = now_usec();
+    int r = agent_hybrid_handshake(sv[0], 1024, now_usec() + 200000, &e); /* peer never answers */
+    assert_true(r < 0);
+    assert_true(now_usec() - t0 < 2000000);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::timeout");
+    vmctl_error_free(e);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+struct cargs {
+    const char *path;
+    agent_conn **c;
+    vmctl_error **e;
+    int r;
+};
+
+static void *connect_main(void *arg)
+{
+    struct cargs *x = arg;
+    x->r = agent_connect_hybrid(x->path, AGENT_VSOCK_PORT, now_usec() + 3000000, x->c, x->e);
+    return NULL;
+}
+
+/* A whole session over a real unix socket: connect, CONNECT/OK, session ping, pong. */
+static void test_connect_hybrid(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-agent-hybrid.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    cleanup_free char *path = str_printf("%s/v.sock", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 4), 0);
+
+    for (int round = 0; round < 2; round++) {
+        struct peer pr = {.reply = round == 0 ? "OK 5000\n" : NULL, .session = true};
+        pr.reply_len = pr.reply ? strlen(pr.reply) : 0;
+        vmctl_error *e = NULL;
+        agent_conn *c = NULL;
+        struct cargs ca = {path, &c, &e, 0};
+        pthread_t ct, t;
+        assert_int_equal(pthread_create(&ct, NULL, connect_main, &ca), 0);
+        pr.fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        assert_true(pr.fd >= 0);
+        assert_int_equal(pthread_create(&t, NULL, peer_main, &pr), 0);
+        pthread_join(ct, NULL);
+        int r = ca.r;
+        if (r == 0) /* the session: our ping is answered by the fake agent's pong */
+            r = agent_wait_ready(c, now_usec() + 3000000, NULL, NULL, &e);
+        pthread_join(t, NULL);
+        assert_string_equal(pr.got, "CONNECT 1024\n");
+        if (round == 0) {
+            if (r < 0)
+                fail_msg("hybrid session failed: %s", vmctl_error_get_message(e));
+            assert_true(pr.got_ping);
+            assert_int_equal(pr.ping_flags & AGENT_FLAG_NEW_SESSION, AGENT_FLAG_NEW_SESSION);
+            assert_int_equal(agent_conn_caps(c), AGENT_CAP_EXEC);
+            agent_close(c);
+            close(pr.fd);
+        } else {
+            assert_true(r < 0);
+            assert_null(c);
+            assert_string_equal(vmctl_error_get_code(e), "vm_manager::agent::failed");
+            vmctl_error_free(e);
+        }
+    }
+    close(l);
+    unlink(path);
+    cleanup_free char *lock = str_printf("%s/agent.lock", dir);
+    unlink(lock);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pick),
+        cmocka_unit_test(test_vhost_present),
+        cmocka_unit_test(test_vsock_addr),
+        cmocka_unit_test(test_handshake_ok),
+        cmocka_unit_test(test_handshake_refused),
+        cmocka_unit_test(test_handshake_timeout),
+        cmocka_unit_test(test_connect_hybrid),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
