@@ -58,10 +58,16 @@ out=$(cd "$work/parse" && "$VMCTL" --json up 2>/dev/null)
 expect_eq "parse error code" "$(jq -r .error.code <<<"$out")" vm_manager::vmfile::parse_failed
 jq -r .error.message <<<"$out" | grep -q '^VMFile.kdl:[0-9]*:[0-9]*: ' && ok "parse error positioned" ||
   fail "parse error not positioned: $out"
+# image-url is pulled before create; a failed pull creates nothing and says which VM it was for.
+mkdir -p "$work/url" && printf 'vm "u" {\n    image-url "file://%s/missing.qcow2"\n}\n' "$work" >"$work/url/VMFile.kdl"
+expect_code "image-url pull fails" vm_manager::image::download_failed up --file "$work/url/VMFile.kdl"
+jq -r '.error.context[]' <<<"$LAST_JSON" | grep -q "while pulling the image of VM 'u'" &&
+  ok "pull failure names the VM" || fail "pull failure context: $LAST_JSON"
 expect_eq "nothing created by invalid files" "$(vm list --json | jq length)" 0
 rm -rf "$VMCTL_HOME"
 
 # --- with VMs ---
+[ "$fails" -eq 0 ] || finish # a skip below must not hide failures above
 need_guest
 setup_home
 trap 'cleanup; rm -rf "$work"' EXIT
