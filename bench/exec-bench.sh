@@ -29,6 +29,7 @@ for i in $(seq "$runs"); do
   t0=$(date +%s%N); "$V" --version >/dev/null; echo $(( $(date +%s%N) - t0 ))
 done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI process alone (--version)", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'
 
+[ "${EXEC_BENCH_CP:-1}" = 0 ] && exit 0  # EXEC_BENCH_CP=0: the exec figures only
 echo "== 256 MiB through the channel"
 head -c $((256 << 20)) /dev/urandom >"$tmp/big"
 mibs() { awk -v ns="$1" 'BEGIN { printf "%7.1f MiB/s (%.2f s)", 256 / (ns / 1e9), ns / 1e9 }'; }

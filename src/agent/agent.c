@@ -461,16 +461,69 @@ static void job_ack(struct job *j, bool force)
     }
 }
 
+/* Filled by a vfork()ed child that failed before or at exec (it shares our memory). */
 struct exec_fail {
     int err;
     int stage; /* 1 chdir, 2 exec */
 };
 
-static void child_fail(int fd, int stage)
+/* environ with req's K=V entries replacing or added (a command's environment is the agent's plus
+ * the request's). The strings are borrowed. */
+static char **merge_env(char **add, size_t n_add)
 {
-    struct exec_fail f = {errno, stage};
-    ssize_t w = write(fd, &f, sizeof(f));
-    (void)w;
+    size_t n = 0;
+    while (environ && environ[n])
+        n++;
+    char **e = calloc(n + n_add + 1, sizeof(char *));
+    if (!e)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *eq = strchr(environ[i], '=');
+        size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
+        bool replaced = false;
+        for (size_t a = 0; a < n_add && !replaced; a++)
+            replaced = strncmp(add[a], environ[i], klen) == 0 && add[a][klen] == '=';
+        if (!replaced)
+            e[k++] = environ[i];
+    }
+    for (size_t a = 0; a < n_add; a++) {
+        const char *eq = strchr(add[a], '=');
+        bool dup = false; /* a later entry of the request wins, as with putenv */
+        for (size_t b = a + 1; b < n_add && !dup; b++)
+            dup = strncmp(add[a], add[b], (size_t)(eq - add[a]) + 1) == 0;
+        if (!dup)
+            e[k++] = add[a];
+    }
+    return e;
+}
+
+/* The child of vfork(): it runs on the agent's memory until execve, so it only makes system
+ * calls and reports a failure through *f (never returns, never touches the heap). vfork rather
+ * than fork: under TCG, copying the agent's page tables and taking the copy-on-write faults
+ * afterwards was the largest part of an exec of `true`. */
+static void __attribute__((noreturn)) child_run(char **argv, char **envp, const char *cwd, int in,
+                                                int out, int err, volatile struct exec_fail *f)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(SIGPIPE, &dfl, NULL); /* per process: not shared with the agent */
+    setsid();
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) {
+        f->err = errno;
+        f->stage = 2;
+        _exit(127);
+    }
+    if (chdir(cwd) < 0) {
+        f->err = errno;
+        f->stage = 1;
+        _exit(127);
+    }
+    execvpe(argv[0], argv, envp);
+    f->err = errno;
+    f->stage = 2;
     _exit(127);
 }
 
@@ -488,8 +541,9 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
     size_t argc = req->argv.count, envc = req->env.count;
     char **argv = calloc(argc + 1, sizeof(char *));
     char **env = calloc(envc + 1, sizeof(char *));
-    int pout[2] = {-1, -1}, perr[2] = {-1, -1}, pin[2] = {-1, -1}, pst[2] = {-1, -1};
+    int pout[2] = {-1, -1}, perr[2] = {-1, -1}, pin[2] = {-1, -1};
     int devnull = -1;
+    char **envp = NULL;
     bool ok = false;
     if (!argv || !env || inq_append(j, req->stdin_data, req->stdin_len) < 0) {
         send_error(id, version, ENOMEM, "out of memory");
@@ -502,50 +556,38 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
     for (const char *s = agent_strv_next(&req->env, NULL); s; s = agent_strv_next(&req->env, s))
         env[i++] = (char *)s;
 
-    if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 || pipe2(pst, O_CLOEXEC) < 0 ||
+    if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
         (has_input ? pipe2(pin, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) <
             0) {
         send_error(id, version, errno, "cannot create pipes: %s", strerror(errno));
         goto out;
     }
-    pid_t pid = fork();
+    envp = merge_env(env, envc);
+    if (!envp) {
+        send_error(id, version, ENOMEM, "out of memory");
+        goto out;
+    }
+    volatile struct exec_fail f = {0, 0};
+    const char *cwd = req->cwd ? req->cwd : "/";
+    int in = has_input ? pin[0] : devnull;
+    /* the parent resumes once the child called execve (or _exit): f is then final */
+    pid_t pid = vfork();
+    if (pid == 0)
+        child_run(argv, envp, cwd, in, pout[1], perr[1], &f);
     if (pid < 0) {
         send_error(id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
     }
-    if (pid == 0) {
-        sigset_t all;
-        sigfillset(&all);
-        sigprocmask(SIG_UNBLOCK, &all, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();
-        int in = has_input ? pin[0] : devnull;
-        if (dup2(in, 0) < 0 || dup2(pout[1], 1) < 0 || dup2(perr[1], 2) < 0)
-            child_fail(pst[1], 2);
-        const char *cwd = req->cwd ? req->cwd : "/";
-        if (chdir(cwd) < 0)
-            child_fail(pst[1], 1);
-        for (size_t k = 0; k < envc; k++)
-            putenv(env[k]);
-        execvp(argv[0], argv);
-        child_fail(pst[1], 2);
-    }
     close_fd(&pout[1]);
     close_fd(&perr[1]);
-    close_fd(&pst[1]);
     close_fd(&pin[0]);
-    struct exec_fail f;
-    ssize_t n;
-    do
-        n = read(pst[0], &f, sizeof(f));
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(f)) {
+    if (f.stage) {
         /* exec never happened: reap now, answer ERROR and no EXIT */
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
         if (f.stage == 1)
-            send_error(id, version, f.err, "cannot change directory to '%s': %s",
-                       req->cwd ? req->cwd : "/", strerror(f.err));
+            send_error(id, version, f.err, "cannot change directory to '%s': %s", cwd,
+                       strerror(f.err));
         else
             send_error(id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
         goto out;
@@ -568,11 +610,11 @@ out:
         close_fd(&pout[k]);
         close_fd(&perr[k]);
         close_fd(&pin[k]);
-        close_fd(&pst[k]);
     }
     close_fd(&devnull);
     free(argv);
     free(env);
+    free(envp);
     if (!ok)
         job_free(j);
 }
