@@ -24,6 +24,7 @@
 #include "iso9660.h"
 #include "qcow2.h"
 #include "util/util.h"
+#include "vm-spec.h"
 
 static char tmpdir[] = "/tmp/test-image-XXXXXX";
 
@@ -281,6 +282,44 @@ static void test_sha256(void **state)
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* The fields disk images added to the stored VM spec round-trip, and specs stored before them
+ * (without the keys) still load. */
+static void test_spec_image_fields(void **state)
+{
+    vm_spec s = {.name = "a",
+                 .backend = "qemu",
+                 .machine = "q35",
+                 .accel = "tcg",
+                 .net = "user",
+                 .image = "deb",
+                 .disk = "/h/vms/a/disk.qcow2",
+                 .disk_format = "qcow2",
+                 .vcpus = 1,
+                 .memory_mib = 256,
+                 .base = "/h/images/deb/disk",
+                 .seed = "/h/vms/a/seed.iso",
+                 .agent = true};
+    cleanup_free char *json = NULL;
+    assert_int_equal(vm_spec_to_json(&s, &json), 0);
+    vm_spec *back = NULL;
+    assert_int_equal(vm_spec_from_json(json, &back, NULL), 0);
+    assert_string_equal(back->disk_format, "qcow2");
+    assert_string_equal(back->base, "/h/images/deb/disk");
+    assert_string_equal(back->seed, "/h/vms/a/seed.iso");
+    vm_spec_free(back);
+    const char old[] = "{\"name\":\"a\",\"backend\":\"qemu\",\"machine\":\"microvm\","
+                       "\"accel\":\"tcg\",\"vcpus\":1,\"memory_mib\":256,\"disk_gib\":0,"
+                       "\"image\":\"default\",\"net\":\"none\",\"agent\":true}";
+    assert_int_equal(vm_spec_from_json(old, &back, NULL), 0);
+    assert_null(back->disk_format);
+    assert_null(back->base);
+    assert_null(back->seed);
+    cleanup_free char *again = NULL;
+    assert_int_equal(vm_spec_to_json(back, &again), 0);
+    assert_null(strstr(again, "\"seed\""));
+    vm_spec_free(back);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir))
@@ -292,6 +331,7 @@ int main(void)
         cmocka_unit_test(test_iso_read_back),
         cmocka_unit_test(test_cloudinit_seed),
         cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_spec_image_fields),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     (void)rm_rf(tmpdir);
