@@ -54,33 +54,28 @@ static int read_key(const char *path, char **ret)
     return *ret ? 0 : -ENOMEM;
 }
 
-int cloudinit_default_user_data(const char *user, const char *key, char **ret)
+int cloudinit_default_user_data(const char *user, const char *key, const char *vm_key, char **ret)
 {
     if (!user)
         user = "vmctl";
-    char *s;
-    if (key)
-        s = str_printf("#cloud-config\n"
-                       "users:\n"
-                       "  - default\n"
-                       "  - name: %s\n"
-                       "    shell: /bin/bash\n"
-                       "    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n"
-                       "    lock_passwd: true\n"
-                       "    ssh_authorized_keys:\n"
-                       "      - \"%s\"\n"
-                       "ssh_pwauth: false\n",
-                       user, key);
-    else
-        s = str_printf("#cloud-config\n"
-                       "users:\n"
-                       "  - default\n"
-                       "  - name: %s\n"
-                       "    shell: /bin/bash\n"
-                       "    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n"
-                       "    lock_passwd: true\n"
-                       "ssh_pwauth: false\n",
-                       user);
+    cleanup_free char *keys = NULL;
+    if (key || vm_key) {
+        keys = str_printf("    ssh_authorized_keys:\n%s%s%s%s%s%s", key ? "      - \"" : "",
+                          key ? key : "", key ? "\"\n" : "", vm_key ? "      - \"" : "",
+                          vm_key ? vm_key : "", vm_key ? "\"\n" : "");
+        if (!keys)
+            return -ENOMEM;
+    }
+    char *s = str_printf("#cloud-config\n"
+                         "users:\n"
+                         "  - default\n"
+                         "  - name: %s\n"
+                         "    shell: /bin/bash\n"
+                         "    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n"
+                         "    lock_passwd: true\n"
+                         "%s"
+                         "ssh_pwauth: false\n",
+                         user, keys ? keys : "");
     if (!s)
         return -ENOMEM;
     *ret = s;
@@ -113,16 +108,22 @@ static int make_files(const cloudinit_seed *seed, const char *path, struct seed_
             return r;
         }
     } else {
-        cleanup_free char *key = NULL;
-        if (seed->ssh_key && (r = read_key(seed->ssh_key, &key)) < 0) {
-            r = iso_failed(reterr, -r, path,
-                           r == -EINVAL ? "the SSH key file holds no public key"
-                                        : "cannot read the SSH key file");
-            err_detail(reterr, "ssh_key", "%s", seed->ssh_key);
-            err_help(reterr, "Pass an OpenSSH public key (a .pub file) to --ssh-key.");
-            return r;
+        cleanup_free char *key = NULL, *vm_key = NULL;
+        const char *paths[2] = {seed->ssh_key, seed->vm_ssh_key};
+        char **texts[2] = {&key, &vm_key};
+        for (int i = 0; i < 2; i++) {
+            if (!paths[i] || (i == 1 && seed->ssh_key && streq(paths[0], paths[1])))
+                continue;
+            if ((r = read_key(paths[i], texts[i])) < 0) {
+                r = iso_failed(reterr, -r, path,
+                               r == -EINVAL ? "the SSH key file holds no public key"
+                                            : "cannot read the SSH key file");
+                err_detail(reterr, "ssh_key", "%s", paths[i]);
+                err_help(reterr, "Pass an OpenSSH public key (a .pub file) to --ssh-key.");
+                return r;
+            }
         }
-        if ((r = cloudinit_default_user_data(seed->user, key, &f->user_data)) < 0)
+        if ((r = cloudinit_default_user_data(seed->user, key, vm_key, &f->user_data)) < 0)
             return iso_failed(reterr, -r, path, "out of memory");
         f->user_len = strlen(f->user_data);
     }

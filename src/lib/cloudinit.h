@@ -15,12 +15,14 @@ typedef struct cloudinit_seed {
     const char *instance_id; /* NULL: "<hostname>-<random hex>" */
     const char *user_data;   /* path of the user's own user-data, or NULL for the default */
     const char *ssh_key;     /* path of a public key for the default user, or NULL */
+    const char *vm_ssh_key;  /* path of the VM's own public key (also authorized), or NULL */
     const char *user;        /* default user's name (NULL: "vmctl") */
     bool network;            /* write a network-config enabling DHCP on the first NIC */
 } cloudinit_seed;
 
-/* The default user-data: a user with passwordless sudo and the key (when given). */
-int cloudinit_default_user_data(const char *user, const char *ssh_key_text, char **ret);
+/* The default user-data: a user with passwordless sudo and the keys (each may be NULL). */
+int cloudinit_default_user_data(const char *user, const char *ssh_key_text, const char *vm_key_text,
+                                char **ret);
 
 /* Write the seed ISO to path with our own ISO 9660 writer; with use_tool (or when
  * VMCTL_SEED_TOOL=genisoimage|xorriso is set) with genisoimage/xorriso instead (the fallback,

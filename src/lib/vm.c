@@ -389,7 +389,8 @@ static int prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec 
         cloudinit_seed seed = {
             .hostname = spec->name,
             .user_data = c->cloud_init,
-            .ssh_key = c->ssh_key ? c->ssh_key : vm_pub, /* ssh.c: the VM's own key */
+            .ssh_key = c->ssh_key, /* the user's key, and */
+            .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
             .network = !streq(spec->net, "none"),
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);

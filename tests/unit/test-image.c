@@ -240,6 +240,18 @@ static void test_cloudinit_seed(void **state)
     assert_true(str_startswith(md, "instance-id: web-1-"));
     assert_non_null(strstr(nc, "version: 2"));
 
+    /* the user's key and the VM's own key are both authorized */
+    cleanup_free char *vmkey = tmp("vm.pub");
+    const char k2[] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIVMKEY vm@vmctl\n";
+    assert_int_equal(write_file_atomic(vmkey, k2, strlen(k2), 0644), 0);
+    cloudinit_seed sb = {.hostname = "web-9", .ssh_key = key, .vm_ssh_key = vmkey};
+    cleanup_free char *seedb = tmp("cib.iso");
+    assert_int_equal(cloudinit_write_seed(seedb, &sb, &e), 0);
+    cleanup_free char *udb = NULL;
+    assert_int_equal(run(&udb, "isoinfo", "-i", seedb, "-J", "-x", "/user-data", NULL), 0);
+    assert_non_null(strstr(udb, "AAAAIBOGUS test@host"));
+    assert_non_null(strstr(udb, "AAAAIVMKEY vm@vmctl"));
+
     /* the user's own user-data is passed through byte for byte */
     cleanup_free char *own = tmp("own-user-data");
     const char u[] = "#cloud-config\nhostname: custom\n";
