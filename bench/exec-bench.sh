@@ -22,6 +22,13 @@ gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "
 sock=$("$V" status --json eb | jq -r .dir)/agent.sock
 echo "== warm exec, $runs runs (TCG, $(nproc) host cores)"
 "$tmp/exec-rtt" "$sock" "$runs"
+# the guest's own cost of starting a command: busybox sh running /bin/true 100 times (fork+exec+
+# wait, all inside the guest; /proc/uptime has 10 ms resolution, hence 100 runs)
+"$V" exec eb -- sh -c 'read a x </proc/uptime; i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done
+  read b x </proc/uptime; echo "$a $b"' |
+  awk '{ printf "%-28s     %7.3f ms per run (mean of 100)\n", "guest sh: /bin/true", ($2 - $1) * 10 }'
+gcc -std=gnu17 -O2 -static -o "$tmp/exec-spawn" bench/exec-spawn.c
+"$V" cp "$tmp/exec-spawn" eb:/tmp/exec-spawn && "$V" exec eb -- /tmp/exec-spawn 100
 for i in $(seq "$runs"); do
   t0=$(date +%s%N); "$V" exec eb -- true; echo $(( $(date +%s%N) - t0 ))
 done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI vmctl exec -- true", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'
