@@ -467,6 +467,21 @@ struct exec_fail {
     int stage; /* 1 chdir, 2 exec */
 };
 
+static void __attribute__((noreturn)) child_run(char **argv, char **envp, const char *cwd, int in,
+                                                int out, int err, volatile struct exec_fail *f);
+
+/* vfork in a frame of its own: nothing of the caller's is live across it, so the compiler need
+ * not assume the child clobbered the caller's registers (-Wclobbered). */
+static __attribute__((noinline)) pid_t spawn_child(char **argv, char **envp, const char *cwd,
+                                                   int in, int out, int err,
+                                                   volatile struct exec_fail *f)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        child_run(argv, envp, cwd, in, out, err, f);
+    return pid;
+}
+
 /* environ with req's K=V entries replacing or added (a command's environment is the agent's plus
  * the request's). The strings are borrowed. */
 static char **merge_env(char **add, size_t n_add)
@@ -571,9 +586,7 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
     const char *cwd = req->cwd ? req->cwd : "/";
     int in = has_input ? pin[0] : devnull;
     /* the parent resumes once the child called execve (or _exit): f is then final */
-    pid_t pid = vfork();
-    if (pid == 0)
-        child_run(argv, envp, cwd, in, pout[1], perr[1], &f);
+    pid_t pid = spawn_child(argv, envp, cwd, in, pout[1], perr[1], &f);
     if (pid < 0) {
         send_error(id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
