@@ -342,6 +342,23 @@ int cli_vm_done(cli *c, const char *name, const char *done)
     return r;
 }
 
+int cli_vm_action(cli *c, int argc, char **argv,
+                  int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1)
+        return c->exit_code;
+    int r = cli_expect_args(c, 1, 1, "NAME");
+    if (r)
+        return r;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        return EXIT_ERROR;
+    vmctl_error *e = NULL;
+    if (action(ctx, c->args[0], &e) < 0)
+        return render_error(c, e);
+    return cli_vm_done(c, c->args[0], done);
+}
+
 /* --- signals --- */
 
 volatile sig_atomic_t cli_interrupted = 0;

@@ -263,6 +263,11 @@ void create_args_done(create_args *a);
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */
 int cli_vm_done(cli *c, const char *name, const char *done);
 
+/* The whole of a command that takes NAME and no options and calls one library action on it
+ * (kill, pause, resume): parse, act, then cli_vm_done(). */
+int cli_vm_action(cli *c, int argc, char **argv,
+                  int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done);
+
 /* Run argv in the VM and pass its output on (byte-exact, or one JSON object with --json).
  * Returns the command's status (128+N for signal N), or EXIT_ERROR after rendering an error. */
 int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);

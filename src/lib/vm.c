@@ -62,6 +62,18 @@ __attribute__((format(printf, 4, 0))) static int invalid_field(vmctl_error **ret
     return r;
 }
 
+/* config::invalid unless min <= value <= max; unit ("", " MiB", " GiB") follows the bounds. */
+static int check_range(vmctl_error **reterr, const char *field, unsigned value, unsigned min,
+                       unsigned max, const char *unit)
+{
+    if (value >= min && value <= max)
+        return 0;
+    char v[32], allowed[96];
+    snprintf(v, sizeof(v), "%u", value);
+    snprintf(allowed, sizeof(allowed), "%u to %u%s", min, max, unit);
+    return invalid_field(reterr, field, v, "%s %s is out of range", allowed);
+}
+
 static int check_readable(vmctl_error **reterr, const char *field, const char *path)
 {
     struct stat st;
@@ -211,22 +223,11 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
     s->backend = strdup(c->backend ? c->backend : "qemu");
 
     s->vcpus = c->vcpus ? c->vcpus : DEFAULT_VCPUS;
-    if (s->vcpus > MAX_VCPUS) {
-        char v[32];
-        snprintf(v, sizeof(v), "%u", c->vcpus);
-        return invalid_field(reterr, "vcpus", v, "%s %s is out of range", "1 to 255");
-    }
     s->memory_mib = c->memory_mib ? c->memory_mib : DEFAULT_MEMORY_MIB;
-    if (s->memory_mib < MIN_MEMORY_MIB || s->memory_mib > MAX_MEMORY_MIB) {
-        char v[32];
-        snprintf(v, sizeof(v), "%u", c->memory_mib);
-        return invalid_field(reterr, "memory", v, "%s %s MiB is out of range", "32 to 1048576 MiB");
-    }
-    if (c->disk_gib > MAX_DISK_GIB) {
-        char v[32];
-        snprintf(v, sizeof(v), "%u", c->disk_gib);
-        return invalid_field(reterr, "disk", v, "%s %s GiB is out of range", "1 to 65536 GiB");
-    }
+    if (check_range(reterr, "vcpus", s->vcpus, 1, MAX_VCPUS, "") < 0 ||
+        check_range(reterr, "memory", s->memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB") < 0 ||
+        check_range(reterr, "disk", c->disk_gib, 0, MAX_DISK_GIB, " GiB") < 0)
+        return -EINVAL;
     s->disk_gib = c->disk_gib;
 
     for (char *const *e = c->env; e && *e; e++) {
