@@ -23,7 +23,8 @@ int main(int argc, char **argv)
     if (r >= 0)
         r = agent_wait_ready(c, deadline, NULL, NULL, &e);
     if (r < 0) {
-        fprintf(stderr, "agent-ping: %s: %s\n", vmctl_error_get_code(e), vmctl_error_get_message(e));
+        fprintf(stderr, "agent-ping: %s: %s\n", vmctl_error_get_code(e),
+                vmctl_error_get_message(e));
         return 1;
     }
     return 0;

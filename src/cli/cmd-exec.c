@@ -34,12 +34,9 @@ const char cmd_exec_help[] =
 enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA };
 
 static const struct option options[] = {
-    {"env", required_argument, NULL, OPT_ENV},
-    {"cwd", required_argument, NULL, OPT_CWD},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {"interactive", no_argument, NULL, 'i'},
-    {"via", required_argument, NULL, OPT_VIA},
-    {},
+    {"env", required_argument, NULL, OPT_ENV},         {"cwd", required_argument, NULL, OPT_CWD},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"interactive", no_argument, NULL, 'i'},
+    {"via", required_argument, NULL, OPT_VIA},         {},
 };
 
 char *const *cli_command_argv(cli *c, size_t first)

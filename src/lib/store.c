@@ -49,17 +49,16 @@ static const char schema_sql[] =
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,\n"
     "  complete INTEGER NOT NULL DEFAULT 0,\n"
     "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0\n"
-    ");\n"
-    PORTS_SQL "PRAGMA user_version = 2;\n";
+    ");\n" PORTS_SQL "PRAGMA user_version = 2;\n";
 _Static_assert(STORE_SCHEMA_VERSION == 2, "schema_sql sets user_version");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
-static const char migrate_1_2_sql[] =
-    PORTS_SQL "INSERT OR IGNORE INTO ports (host_port, proto, vm, guest_port)\n"
-              "  SELECT json_extract(p.value, '$.host'), json_extract(p.value, '$.proto'), v.name,\n"
-              "         json_extract(p.value, '$.guest')\n"
-              "  FROM vms v, json_each(v.config, '$.ports') p WHERE json_valid(v.config);\n"
-              "PRAGMA user_version = 2;\n";
+static const char migrate_1_2_sql[] = PORTS_SQL
+    "INSERT OR IGNORE INTO ports (host_port, proto, vm, guest_port)\n"
+    "  SELECT json_extract(p.value, '$.host'), json_extract(p.value, '$.proto'), v.name,\n"
+    "         json_extract(p.value, '$.guest')\n"
+    "  FROM vms v, json_each(v.config, '$.ports') p WHERE json_valid(v.config);\n"
+    "PRAGMA user_version = 2;\n";
 
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
@@ -95,7 +94,8 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_CLAIM] = "UPDATE vms SET owner_pid = ?1, owner_start = ?2, updated_at = ?3 "
                  "WHERE name = ?4 AND complete = 0 AND owner_pid = ?5 AND owner_start = ?6",
     [ST_DELETE] = "DELETE FROM vms WHERE name = ?1",
-    [ST_PORT_INSERT] = "INSERT INTO ports (host_port, proto, vm, guest_port) VALUES (?1, ?2, ?3, ?4)",
+    [ST_PORT_INSERT] =
+        "INSERT INTO ports (host_port, proto, vm, guest_port) VALUES (?1, ?2, ?3, ?4)",
     [ST_PORT_OWNER] = "SELECT vm FROM ports WHERE host_port = ?1 AND proto = ?2",
 };
 
@@ -267,8 +267,10 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                              "cannot upgrade the store '%s' to schema version %d: %s", s->path,
                              STORE_SCHEMA_VERSION, sqlite3_errmsg(s->db));
                 err_detail(reterr, "path", "%s", s->path);
-                err_help(reterr, "Move '%s' aside to start an empty store, or restore it from a "
-                                 "backup", s->path);
+                err_help(reterr,
+                         "Move '%s' aside to start an empty store, or restore it from a "
+                         "backup",
+                         s->path);
             } else if (rc != SQLITE_OK)
                 r = store_error(s, rc, "upgrading the schema", reterr);
         }

@@ -363,11 +363,10 @@ static void test_error_snippet(void **state)
     assert_string_equal(vmctl_error_get_message(e),
                         "t.kdl:1:6: unterminated string: a quoted string cannot contain a literal "
                         "newline (escape it as \\n, or use a multi-line \"\"\" string)");
-    assert_string_equal(vmctl_error_get_note(e, 0),
-                        "   ,-[t.kdl:1:6]\n"
-                        " 1 | 名前 \"a\n"
-                        "   |        ^ string not closed on this line\n"
-                        "   `----");
+    assert_string_equal(vmctl_error_get_note(e, 0), "   ,-[t.kdl:1:6]\n"
+                                                    " 1 | 名前 \"a\n"
+                                                    "   |        ^ string not closed on this line\n"
+                                                    "   `----");
     vmctl_error_free(e);
 
     /* a disallowed character is not printed raw */
