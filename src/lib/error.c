@@ -8,6 +8,13 @@
 #include "error.h"
 #include "util/util.h"
 
+/* vasprintf that returns the string, or NULL on failure. */
+__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
+}
+
 struct detail {
     char *key;
     char *value;
@@ -87,11 +94,9 @@ int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
     if (!reterr || !*reterr)
         return r;
     vmctl_error *e = *reterr;
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    char *msg = vformat(fmt, ap);
     va_end(ap);
     if (!msg)
         return r;
@@ -141,11 +146,9 @@ void err_detail(vmctl_error **reterr, const char *key, const char *fmt, ...)
 {
     if (!reterr || !*reterr)
         return;
-    char *v = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&v, fmt, ap) < 0)
-        v = NULL;
+    char *v = vformat(fmt, ap);
     va_end(ap);
     add_detail(*reterr, key, v, 0);
 }
@@ -177,11 +180,9 @@ void err_note(vmctl_error **reterr, const char *fmt, ...)
 {
     if (!reterr || !*reterr)
         return;
-    char *v = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&v, fmt, ap) < 0)
-        v = NULL;
+    char *v = vformat(fmt, ap);
     va_end(ap);
     if (v)
         vmctl_error_add_note(*reterr, v);
@@ -203,11 +204,9 @@ void err_help(vmctl_error **reterr, const char *fmt, ...)
 {
     if (!reterr || !*reterr)
         return;
-    char *v = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&v, fmt, ap) < 0)
-        v = NULL;
+    char *v = vformat(fmt, ap);
     va_end(ap);
     if (v) {
         free((*reterr)->help);
