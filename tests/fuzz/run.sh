@@ -13,7 +13,9 @@ status=0
 for src in tests/fuzz/fuzz-*.c; do
   [ -e "$src" ] || continue
   name=$(basename "$src" .c)
-  extra=$(sed -n 's|.*fuzz-sources:\(.*\)\*/.*|\1|p' "$src" | head -1)
+  # the comment may run over several lines: take everything up to its "*/"
+  extra=$(awk '/fuzz-sources:/ { f = 1; sub(/.*fuzz-sources:/, "") }
+               f { l = $0; e = sub(/\*\/.*/, "", l); sub(/^[ \t]*\*[ \t]/, " ", l); printf "%s ", l; if (e) exit }' "$src")
   deps=""
   pkg-config --exists jansson && deps="$deps $(pkg-config --cflags --libs jansson)"
   # shellcheck disable=SC2086
