@@ -83,6 +83,21 @@ static int check_readable(vmctl_error **reterr, const char *field, const char *p
     return 0;
 }
 
+/* A file for the cloud-init seed: readable, and only for disk images (the default guest has no
+ * cloud-init). */
+static int check_seed_file(vmctl_error **reterr, const char *field, const char *path,
+                           bool default_guest)
+{
+    int r = check_readable(reterr, field, path);
+    if (r < 0)
+        return r;
+    if (default_guest)
+        return invalid_field(reterr, field, path,
+                             "%s '%s' needs a disk image with cloud-init (--image)",
+                             "unset for the default guest, which has no cloud-init");
+    return 0;
+}
+
 int vm_lock(const char *dir, const char *name, int *ret_fd, vmctl_error **reterr)
 {
     cleanup_free char *path = str_printf("%s/vm.lock", dir);
@@ -240,24 +255,10 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
         return -ENOMEM;
 
     bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
-    if (c->cloud_init) {
-        int r = check_readable(reterr, "cloud-init", c->cloud_init);
-        if (r < 0)
-            return r;
-        if (default_guest)
-            return invalid_field(reterr, "cloud-init", c->cloud_init,
-                                 "%s '%s' needs a disk image with cloud-init (--image)",
-                                 "unset for the default guest, which has no cloud-init");
-    }
-    if (c->ssh_key) {
-        int r = check_readable(reterr, "ssh-key", c->ssh_key);
-        if (r < 0)
-            return r;
-        if (default_guest)
-            return invalid_field(reterr, "ssh-key", c->ssh_key,
-                                 "%s '%s' needs a disk image with cloud-init (--image)",
-                                 "unset for the default guest, which has no cloud-init");
-    }
+    if ((c->cloud_init &&
+         check_seed_file(reterr, "cloud-init", c->cloud_init, default_guest) < 0) ||
+        (c->ssh_key && check_seed_file(reterr, "ssh-key", c->ssh_key, default_guest) < 0))
+        return -EINVAL;
 
     if (default_guest) {
         guest_paths gp = {0};
