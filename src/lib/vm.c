@@ -590,26 +590,44 @@ int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vm
     return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
 }
 
+/* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile) and
+ * check that op is allowed (_VM_OP_MAX: no check). */
+static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v,
+                    vm_spec **ret_spec, vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr)
+{
+    cleanup_store_vm store_vm *peek = NULL;
+    int r = vm_load(ctx, name, &peek, NULL, reterr);
+    if (r < 0)
+        return r;
+    cleanup_close int lock = -1;
+    r = vm_lock(peek->dir, name, &lock, reterr);
+    if (r < 0)
+        return r;
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    r = vm_load(ctx, name, &v, &spec, reterr);
+    if (r < 0)
+        return r;
+    if (op != _VM_OP_MAX) {
+        r = check_transition(v, op, to, reterr);
+        if (r < 0)
+            return r;
+    }
+    *ret_v = TAKE_PTR(v);
+    *ret_spec = TAKE_PTR(spec);
+    *ret_lock = TAKE_FD(lock);
+    return 0;
+}
+
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     {
-        cleanup_store_vm store_vm *peek = NULL;
-        int r = vm_load(ctx, name, &peek, NULL, reterr);
-        if (r < 0)
-            return r;
         cleanup_close int lock = -1;
-        r = vm_lock(peek->dir, name, &lock, reterr);
-        if (r < 0)
-            return r;
-        /* Re-read under the lock: another vmctl may have acted meanwhile. */
-        r = vm_load(ctx, name, &v, &spec, reterr);
-        if (r < 0)
-            return r;
         vmctl_vm_state to;
-        r = check_transition(v, VM_OP_START, &to, reterr);
+        int r = begin_op(ctx, name, VM_OP_START, &v, &spec, &to, &lock, reterr);
         if (r < 0)
             return r;
         const backend_ops *be = backend_find(spec->backend, reterr);
@@ -630,7 +648,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         v->pid = pid;
         v->pid_start = pstart;
         ctx_log(ctx, VMCTL_LOG_INFO, "started vm '%s' (pid %d)", name, (int)pid);
-    }
+    } /* the lock is released here: waiting for the guest must not block stop or kill */
     if (!wait)
         return 0;
     return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
@@ -668,34 +686,6 @@ static int kill_and_wait(const store_vm *v, double timeout, vmctl_error **reterr
         err_detail_num(reterr, "timeout_seconds", timeout);
         return r;
     }
-    return 0;
-}
-
-/* Load and lock a VM, check that op is allowed. */
-static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v,
-                    vm_spec **ret_spec, vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr)
-{
-    cleanup_store_vm store_vm *peek = NULL;
-    int r = vm_load(ctx, name, &peek, NULL, reterr);
-    if (r < 0)
-        return r;
-    cleanup_close int lock = -1;
-    r = vm_lock(peek->dir, name, &lock, reterr);
-    if (r < 0)
-        return r;
-    cleanup_store_vm store_vm *v = NULL;
-    cleanup_vm_spec vm_spec *spec = NULL;
-    r = vm_load(ctx, name, &v, &spec, reterr);
-    if (r < 0)
-        return r;
-    if (op != _VM_OP_MAX) {
-        r = check_transition(v, op, to, reterr);
-        if (r < 0)
-            return r;
-    }
-    *ret_v = TAKE_PTR(v);
-    *ret_spec = TAKE_PTR(spec);
-    *ret_lock = TAKE_FD(lock);
     return 0;
 }
 
