@@ -121,13 +121,13 @@ int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
     return cli_exec_report(c, &res);
 }
 
-static int write_out(const void *data, size_t len, void *userdata)
+int cli_pass_stdout(const void *data, size_t len, void *userdata)
 {
     (void)userdata;
     return cli_write_all(STDOUT_FILENO, data, len) < 0 ? -EIO : 0;
 }
 
-static int write_err(const void *data, size_t len, void *userdata)
+int cli_pass_stderr(const void *data, size_t len, void *userdata)
 {
     (void)userdata;
     return cli_write_all(STDERR_FILENO, data, len) < 0 ? -EIO : 0;
@@ -155,8 +155,8 @@ static int forward_signal(int fd, void *userdata)
 static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
 {
     unsigned n_int = 0;
-    vmctl_exec_io io = {.on_stdout = write_out,
-                        .on_stderr = write_err,
+    vmctl_exec_io io = {.on_stdout = cli_pass_stdout,
+                        .on_stderr = cli_pass_stderr,
                         .signal_fd = -1,
                         .on_signal = forward_signal,
                         .userdata = &n_int};

@@ -94,4 +94,19 @@ for _ in $(seq 30); do
 done
 expect_eq "usable once the agent runs again" "$out" back
 
+# --- vmctl run --rm -- CMD: a one-shot sandbox; output streams while the command runs
+start=$(date +%s%N)
+first=$("$VMCTL" run oneshot --rm -- sh -c 'echo early; sleep 3; echo late; exit 3' 2>/dev/null |
+  { read -r l; echo "$l $(( ($(date +%s%N) - start) / 1000000 ))"; cat >/dev/null; })
+late=$(( ($(date +%s%N) - start) / 1000000 ))
+# the first line came before the end (by most of the command's 3 s sleep), so it was streamed
+ms=${first#early }
+[ "${first%% *}" = early ] && [ $((late - ms)) -ge 2000 ] && ok "run streams its output ($ms ms, end $late ms)" ||
+  fail "run did not stream: first line '$first', end at $late ms"
+"$VMCTL" run oneshot --rm -- sh -c 'echo out; echo err >&2; exit 3' >"$tmp/o" 2>"$tmp/e"
+expect_eq "run exit status" "$?" 3
+expect_eq "run stdout" "$(cat "$tmp/o")" out
+grep -qx err "$tmp/e" && ok "run stderr" || fail "run stderr: $(cat "$tmp/e")"
+expect_eq "run --rm removed the VM" "$("$VMCTL" list --json | jq '[.[] | select(.name == "oneshot")] | length')" 0
+
 finish
