@@ -3,7 +3,9 @@
 # `vmctl list --json` with 1,000 VMs in the store, for two builds (BEFORE and AFTER) against the
 # same store, with the sqlite3 CLI reading the same rows as the baseline (one process start plus
 # one query) and /bin/true as the floor of a process start. hyperfine, RUNS runs each after 10
-# warm-ups; prints median (p50) and mean, and p50 ratios to the sqlite3 baseline.
+# warm-ups; prints median (p50) and mean, and p50 ratios to the sqlite3 baseline. With valgrind
+# installed, also the instructions each vmctl command executes (callgrind Ir): unlike times on a
+# shared machine, those do not depend on the load.
 # Usage: bench/startup.sh BEFORE_BUILD_DIR AFTER_BUILD_DIR [RUNS]
 set -euo pipefail
 before=${1:?before build dir}/src/cli/vmctl
@@ -28,3 +30,17 @@ jq -r --arg b "$before" --arg a "$after" '
     (.results[] | "| `\(.command | sub($b; "BEFORE") | sub($a; "AFTER") | sub(" --home [^ ]+"; "")
       | sub("sqlite3 [^ ]+"; "sqlite3 vmctl.db"))` | \(.median * 1000 * 100 | round / 100) ms | \(.mean * 1000 * 100 | round / 100) ms | \(.median / $base * 100 | round / 100) |")' \
   "$home/h.json"
+
+command -v valgrind >/dev/null || exit 0
+echo
+echo "| command | instructions BEFORE | instructions AFTER | AFTER / BEFORE |"
+echo "|---|---|---|---|"
+for args in "--version" "status vm500" "list --json"; do
+  ir=()
+  for b in "$before" "$after"; do
+    # shellcheck disable=SC2086
+    ir+=("$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$b" --home "$home" $args 2>&1 >/dev/null |
+      sed -n 's/.*Collected : \([0-9]*\).*/\1/p')")
+  done
+  echo "| \`vmctl $args\` | ${ir[0]} | ${ir[1]} | $(awk -v a="${ir[0]}" -v b="${ir[1]}" 'BEGIN { printf "%.3f", b / a }') |"
+done
