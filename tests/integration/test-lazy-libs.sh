@@ -94,7 +94,13 @@ if $have_guest; then
   light "status NAME" status lz1
   light "status --json NAME" --json status lz1
   want=1 light "exec on a stopped VM (refused)" exec lz1 -- true
-  vm destroy lz1 >/dev/null || fail "destroy lz1"
+  # the command the issue's goal is about: exec through the agent of a running VM
+  light "start --wait" start lz1 --wait
+  light "exec through the agent" exec lz1 -- true
+  light "status of a running VM" --json status lz1
+  expect_eq "running" "$(jq -r .state <<<"$out")" running
+  light "stop" stop lz1
+  vm destroy --force lz1 >/dev/null || fail "destroy lz1"
 else
   echo "note: the default guest is not built: the checks with a VM in the store are left out"
 fi
