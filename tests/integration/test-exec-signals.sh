@@ -109,4 +109,23 @@ expect_eq "run stdout" "$(cat "$tmp/o")" out
 grep -qx err "$tmp/e" && ok "run stderr" || fail "run stderr: $(cat "$tmp/e")"
 expect_eq "run --rm removed the VM" "$("$VMCTL" list --json | jq '[.[] | select(.name == "oneshot")] | length')" 0
 
+# --- a guest that powers itself off is stopped, not crashed (QEMU's supervisor saw it exit 0)
+vm exec sg -- poweroff -f >/dev/null 2>&1
+for _ in $(seq 100); do
+  st=$(vm status --json sg | jq -r .state)
+  [ "$st" != running ] && break
+  sleep 0.1
+done
+expect_eq "guest poweroff -> stopped" "$st" stopped
+vm start sg --wait >/dev/null 2>&1 && expect_eq "starts again after its poweroff" \
+  "$(vm exec sg -- echo again)" again || fail "start after poweroff"
+pid=$(vm status --json sg | jq -r .pid)
+kill -9 "$pid"
+for _ in $(seq 100); do
+  st=$(vm status --json sg | jq -r .state)
+  [ "$st" != running ] && break
+  sleep 0.1
+done
+expect_eq "QEMU killed -> crashed" "$st" crashed
+
 finish
