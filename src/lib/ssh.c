@@ -10,12 +10,14 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libssh/callbacks.h>
 #include <libssh/libssh.h>
 #include <libssh/sftp.h>
 
@@ -46,6 +48,8 @@ static DLSYM_PROTOTYPE(ssh_channel_new);
 static DLSYM_PROTOTYPE(ssh_channel_open_session);
 static DLSYM_PROTOTYPE(ssh_channel_read_nonblocking);
 static DLSYM_PROTOTYPE(ssh_channel_request_exec);
+static DLSYM_PROTOTYPE(ssh_channel_request_send_signal);
+static DLSYM_PROTOTYPE(ssh_set_channel_callbacks);
 static DLSYM_PROTOTYPE(ssh_channel_send_eof);
 static DLSYM_PROTOTYPE(ssh_channel_write);
 static DLSYM_PROTOTYPE(ssh_clean_pubkey_hash);
@@ -89,6 +93,8 @@ static const dl_symbol ssh_symbols[] = {
     DL_SYMBOL(ssh_channel_open_session),
     DL_SYMBOL(ssh_channel_read_nonblocking),
     DL_SYMBOL(ssh_channel_request_exec),
+    DL_SYMBOL(ssh_channel_request_send_signal),
+    DL_SYMBOL(ssh_set_channel_callbacks),
     DL_SYMBOL(ssh_channel_send_eof),
     DL_SYMBOL(ssh_channel_write),
     DL_SYMBOL(ssh_clean_pubkey_hash),
@@ -472,6 +478,30 @@ static int deliver(const vmctl_exec_io *io, bool is_err, const void *buf, size_t
     return fn ? fn(buf, n, io->userdata) : 0;
 }
 
+/* The server's exit-signal message: "TERM", "KILL", ... (RFC 4254 6.10) as a signal number. */
+static void on_exit_signal(ssh_session session, ssh_channel channel, const char *signal, int core,
+                           const char *errmsg, const char *lang, void *userdata)
+{
+    (void)session, (void)channel, (void)core, (void)errmsg, (void)lang;
+    int *sig = userdata;
+    for (int k = 1; k < 32 && signal; k++) {
+        const char *abbrev = sigabbrev_np(k);
+        if (abbrev && streq(abbrev, signal)) {
+            *sig = k;
+            return;
+        }
+    }
+}
+
+/* A signal for the command, from io's signal fd: sent as a "signal" channel request. */
+static void forward_signal(ssh_channel ch, const vmctl_exec_io *io)
+{
+    int sig = io->on_signal(io->signal_fd, io->userdata);
+    const char *name = sig > 0 ? sigabbrev_np(sig) : NULL;
+    if (name)
+        (void)sym_ssh_channel_request_send_signal(ch, name);
+}
+
 int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t stdin_len,
               const vmctl_exec_io *io, uint64_t deadline, vmctl_exec_status *status,
               vmctl_error **reterr)
@@ -481,7 +511,11 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
     if (!ch)
         return ssh_failed(reterr, t, "channel", ENOMEM, "cannot create a channel: %s",
                           sym_ssh_get_error(c->session));
-    int r = 0;
+    int r = 0, exit_signal = 0;
+    struct ssh_channel_callbacks_struct cb = {.userdata = &exit_signal,
+                                              .channel_exit_signal_function = on_exit_signal};
+    ssh_callbacks_init(&cb);
+    (void)sym_ssh_set_channel_callbacks(ch, &cb);
     if (sym_ssh_channel_open_session(ch) != SSH_OK) {
         r = ssh_failed(reterr, t, "channel", EIO, "cannot open a session channel: %s",
                        sym_ssh_get_error(c->session));
@@ -542,19 +576,23 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
                 err_detail(reterr, "vm", "%s", t->vm);
             break;
         }
-        struct pollfd p = {.fd = sym_ssh_get_fd(c->session), .events = POLLIN};
-        if (poll(&p, 1, ms > 100 ? 100 : ms) < 0 && errno != EINTR) {
+        struct pollfd p[2] = {{.fd = sym_ssh_get_fd(c->session), .events = POLLIN},
+                              {.fd = io && io->on_signal ? io->signal_fd : -1, .events = POLLIN}};
+        if (poll(p, 2, ms > 100 ? 100 : ms) < 0 && errno != EINTR) {
             r = ssh_failed(reterr, t, "exec", errno, "poll failed");
             break;
         }
+        if (p[1].revents & POLLIN)
+            forward_signal(ch, io);
     }
     free(buf);
     if (r < 0)
         goto out;
     int code = sym_ssh_channel_get_exit_status(ch);
     if (status) {
-        status->exit_code = code >= 0 ? code : 255;
-        status->signal = 0;
+        /* a command killed by a signal has no exit status, but an exit-signal message */
+        status->exit_code = exit_signal ? 128 + exit_signal : code >= 0 ? code : 255;
+        status->signal = exit_signal;
     }
 out:
     sym_ssh_channel_close(ch);

@@ -37,6 +37,20 @@ expect_eq "stdout over ssh" "$out" out
 expect_eq "stderr over ssh" "$(cat "$VMCTL_HOME/err")" err
 expect_eq "user is vmctl" "$(vm exec sg --via ssh -- id -un)" vmctl
 expect_eq "stdin over ssh" "$(printf 'abc' | vm exec sg --via ssh -i -- tr a-z A-Z)" ABC
+vm exec sg --via ssh -- sh -c 'kill -TERM $$'; expect_eq "signal over ssh: 128+15" $? 143
+# SIGINT to vmctl reaches the command as an SSH "signal" request (sshd honours it for non-root
+# users only: the guest's user is vmctl)
+: >"$VMCTL_HOME/sig.out"
+"$VMCTL" exec sg --via ssh -- sh -c "trap 'echo got-int; exit 7' INT; echo ready; while :; do sleep 0.1; done" \
+  >"$VMCTL_HOME/sig.out" 2>&1 &
+spid=$!
+for _ in $(seq 300); do grep -q ready "$VMCTL_HOME/sig.out" && break; sleep 0.1; done
+kill -INT $spid
+for _ in $(seq 300); do kill -0 $spid 2>/dev/null || break; sleep 0.1; done
+kill -9 $spid 2>/dev/null
+wait $spid; expect_eq "SIGINT forwarded over ssh: exit status" $? 7
+grep -q got-int "$VMCTL_HOME/sig.out" && ok "SIGINT seen by the command over ssh" ||
+  fail "SIGINT over ssh: $(cat "$VMCTL_HOME/sig.out")"
 # 32 MiB from the guest: the checksum of what arrived equals the guest's own
 vm exec sg --via ssh -- sh -c 'head -c 33554432 /dev/urandom > /tmp/big' || fail "make big"
 got=$(vm exec sg --via ssh -- cat /tmp/big | sha256sum | cut -d' ' -f1)

@@ -266,6 +266,19 @@ static void test_exit_codes(void **state)
     assert_true(str_startswith(text, want));
 }
 
+/* A command killed by a signal: 128+N and the signal, from the server's exit-signal message. */
+static void test_exit_signal(void **state)
+{
+    (void)state;
+    struct out o = {};
+    vmctl_exec_status st = {-1, -1};
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(exec_cmd("kill -TERM $$", NULL, 0, &o, &st, &err), 0);
+    assert_int_equal(st.signal, SIGTERM);
+    assert_int_equal(st.exit_code, 128 + SIGTERM);
+    out_clear(&o);
+}
+
 static void test_stderr_and_stdin(void **state)
 {
     (void)state;
@@ -448,6 +461,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_exit_codes),
+        cmocka_unit_test(test_exit_signal),
         cmocka_unit_test(test_stderr_and_stdin),
         cmocka_unit_test(test_quote),
         cmocka_unit_test(test_large_output),
