@@ -489,11 +489,12 @@ static int session_jobs(int idx)
 static struct job *job_new(struct session *s, uint32_t id, uint8_t version, enum job_kind kind)
 {
     int idx = (int)(s - A.sess);
+    bool room = session_jobs(idx) < MAX_SESSION_JOBS;
     if (job_find(s, id)) {
         send_error(s, id, version, EEXIST, "request id %u is already in use", id);
         return NULL;
     }
-    for (int i = 0; i < MAX_JOBS && session_jobs(idx) < MAX_SESSION_JOBS; i++) {
+    for (int i = 0; i < MAX_JOBS && room; i++) {
         struct job *j = &A.jobs[i];
         if (!j->used) {
             *j = (struct job){.used = true,
