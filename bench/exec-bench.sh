@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 # Exec and cp benchmarks on one default-guest VM (TCG here):
 #   - warm exec of `true`, 500 runs: echo round trip (floor) and library exec on one connection
-#     (bench/exec-rtt.c), then the CLI (`vmctl exec VM -- true`, one process per run);
+#     (bench/exec-rtt.c), of busybox `true` and of the smallest static program (bench/exec-tiny.c),
+#     each beside the guest's own cost of starting it (bench/exec-spawn.c, run inside the guest);
+#     then the CLI (`vmctl exec VM -- true`, one process per run) and `vmctl --version`;
 #   - cp of a 256 MiB file in and out, beside `cat` through the same channel (exec -i / exec cat).
 #   bench/exec-bench.sh [BUILD_DIR] [RUNS]       (default build-agent, 500)
 set -euo pipefail
@@ -20,15 +22,17 @@ gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "
   bench/exec-rtt.c src/lib/agent-client.c src/lib/error.c src/lib/error-table.c \
   src/lib/util/util.c src/proto/agent-proto.c -lpthread
 sock=$("$V" status --json eb | jq -r .dir)/agent.sock
-echo "== warm exec, $runs runs (TCG, $(nproc) host cores)"
-"$tmp/exec-rtt" "$sock" "$runs"
-# the guest's own cost of starting a command: busybox sh running /bin/true 100 times (fork+exec+
-# wait, all inside the guest; /proc/uptime has 10 ms resolution, hence 100 runs)
-"$V" exec eb -- sh -c 'read a x </proc/uptime; i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done
-  read b x </proc/uptime; echo "$a $b"' |
-  awk '{ printf "%-28s     %7.3f ms per run (mean of 100)\n", "guest sh: /bin/true", ($2 - $1) * 10 }'
 gcc -std=gnu17 -O2 -static -o "$tmp/exec-spawn" bench/exec-spawn.c
-"$V" cp "$tmp/exec-spawn" eb:/tmp/exec-spawn && "$V" exec eb -- /tmp/exec-spawn 100
+gcc -std=gnu17 -O2 -static -nostdlib -o "$tmp/exec-tiny" bench/exec-tiny.c
+"$V" cp "$tmp/exec-spawn" eb:/tmp/exec-spawn
+"$V" cp "$tmp/exec-tiny" eb:/tmp/exec-tiny
+echo "== warm exec, $runs runs (TCG, $(nproc) host cores)"
+# the channel's floor (echo) and the library's exec, of `true` (busybox) and of the smallest
+# program (bench/exec-tiny.c); then the guest's own cost of starting each, measured inside it
+"$tmp/exec-rtt" "$sock" "$runs" true
+"$tmp/exec-rtt" "$sock" "$runs" /tmp/exec-tiny | grep library
+"$V" exec eb -- /tmp/exec-spawn 100 0 /bin/true | grep vfork
+"$V" exec eb -- /tmp/exec-spawn 100 0 /tmp/exec-tiny | grep vfork
 for i in $(seq "$runs"); do
   t0=$(date +%s%N); "$V" exec eb -- true; echo $(( $(date +%s%N) - t0 ))
 done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI vmctl exec -- true", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* bench/exec-rtt SOCKET N: on one agent connection, N echo round trips (PING/PONG: the floor of
- * the channel) and N execs of `true` through the library's exec path (agent_proc_exec + wait),
- * alternating so both see the same machine load. Prints p50/p99 in ms. Compiled by
- * bench/exec-bench.sh against the library sources. */
+/* bench/exec-rtt SOCKET N [CMD]: on one agent connection, N echo round trips (PING/PONG: the
+ * floor of the channel) and N execs of CMD (default `true`) through the library's exec path
+ * (agent_proc_exec + wait), alternating so both see the same machine load. Prints p50/p99 in ms.
+ * Compiled by bench/exec-bench.sh against the library sources. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "agent-client.h"
 #include "error.h"
@@ -36,7 +37,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", vmctl_error_get_message(e));
         return 1;
     }
-    char *cmd[] = {"true", NULL};
+    char *cmd[] = {argc > 3 ? argv[3] : "true", NULL};
     vmctl_exec_opts opts = {.argv = cmd};
     for (int i = 0; i < n; i++) {
         uint64_t t0 = now_usec();
@@ -55,6 +56,9 @@ int main(int argc, char **argv)
         ex[i] = now_usec() - t1;
     }
     report("echo round trip (floor)", ping, n);
-    report("library exec of true", ex, n);
+    char what[64];
+    snprintf(what, sizeof(what), "library exec of %s",
+             strrchr(cmd[0], '/') ? strrchr(cmd[0], '/') + 1 : cmd[0]);
+    report(what, ex, n);
     return 0;
 }

@@ -51,6 +51,12 @@ typedef struct vmctl_exec_io {
     /* Keep the command's stdin open after opts->stdin_data: feed it with vmctl_exec_write and
      * end it with vmctl_exec_close_stdin. Otherwise it ends after opts->stdin_data. */
     bool stdin_open;
+    /* vmctl_exec_stream only: when on_signal is set, signal_fd (e.g. a signalfd for SIGINT,
+     * SIGTERM, SIGHUP) is watched too; once it is readable on_signal(signal_fd, userdata) is
+     * called and returns the signal to send to the command's process group (0: none; < 0: stop
+     * waiting, the call fails with that code). */
+    int signal_fd;
+    int (*on_signal)(int fd, void *userdata);
 } vmctl_exec_io;
 
 /* A connection to a VM's guest agent; it can run several commands at once. One session per VM

@@ -273,6 +273,9 @@ int cli_vm_action(cli *c, int argc, char **argv,
 int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);
 /* The output part of it, for a result obtained elsewhere (clears res). */
 int cli_exec_report(cli *c, vmctl_exec_result *res);
+/* Output callbacks that pass a command's stdout/stderr through to vmctl's, byte for byte. */
+int cli_pass_stdout(const void *data, size_t len, void *userdata);
+int cli_pass_stderr(const void *data, size_t len, void *userdata);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
 

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD ARGS... */
+#include <signal.h>
+#include <sys/signalfd.h>
+
 #include "cli.h"
 #include "render.h"
 
@@ -9,7 +12,8 @@ const char cmd_exec_help[] =
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
     "up in the guest's PATH. Its stdout and stderr are streamed byte for byte to vmctl's stdout\n"
     "and stderr as they are produced, and vmctl exits with its exit status (128+N when signal N\n"
-    "ended it). Errors of vmctl itself exit 1 and are rendered on stderr.\n"
+    "ended it). Errors of vmctl itself exit 1 and are rendered on stderr. Ctrl-C (SIGINT),\n"
+    "SIGTERM, SIGHUP and SIGQUIT are forwarded to the command; the third Ctrl-C kills it.\n"
     "\n"
     "With --json, print one object {exit_code, signal, stdout, stderr}: exit_code is null when a\n"
     "signal ended the command, signal is null otherwise; output that is not UTF-8 has its invalid\n"
@@ -117,27 +121,61 @@ int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
     return cli_exec_report(c, &res);
 }
 
-static int write_out(const void *data, size_t len, void *userdata)
+int cli_pass_stdout(const void *data, size_t len, void *userdata)
 {
     (void)userdata;
     return cli_write_all(STDOUT_FILENO, data, len) < 0 ? -EIO : 0;
 }
 
-static int write_err(const void *data, size_t len, void *userdata)
+int cli_pass_stderr(const void *data, size_t len, void *userdata)
 {
     (void)userdata;
     return cli_write_all(STDERR_FILENO, data, len) < 0 ? -EIO : 0;
 }
 
-/* Output streamed as it comes, input streamed with -i. */
+/* SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the command, as if it ran here; after the third
+ * SIGINT the command gets SIGKILL (a command that ignores Ctrl-C can still be stopped). */
+static int forward_signal(int fd, void *userdata)
+{
+    unsigned *n_int = userdata;
+    struct signalfd_siginfo si;
+    ssize_t n = read(fd, &si, sizeof(si));
+    if (n != (ssize_t)sizeof(si))
+        return 0;
+    int sig = (int)si.ssi_signo;
+    if (sig == SIGINT && ++*n_int >= 3) {
+        if (*n_int == 3)
+            fprintf(stderr, "vmctl: third interrupt: killing the command (SIGKILL)\n");
+        sig = SIGKILL;
+    }
+    return sig;
+}
+
+/* Output streamed as it comes, input streamed with -i, signals forwarded. */
 static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
 {
-    vmctl_exec_io io = {.on_stdout = write_out, .on_stderr = write_err};
+    unsigned n_int = 0;
+    vmctl_exec_io io = {.on_stdout = cli_pass_stdout,
+                        .on_stderr = cli_pass_stderr,
+                        .signal_fd = -1,
+                        .on_signal = forward_signal,
+                        .userdata = &n_int};
     vmctl_exec_status st = {0};
     vmctl_error *e = NULL;
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    io.signal_fd = sfd;
     fflush(stdout);
     fflush(stderr);
-    if (vmctl_exec_stream(c->ctx, name, opts, &io, interactive ? STDIN_FILENO : -1, &st, &e) < 0)
+    int r = vmctl_exec_stream(c->ctx, name, opts, &io, interactive ? STDIN_FILENO : -1, &st, &e);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (r < 0)
         return render_error(c, e);
     return st.signal ? 128 + st.signal : st.exit_code & 0xff;
 }

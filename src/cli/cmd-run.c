@@ -11,8 +11,8 @@ const char cmd_run_help[] =
     "Usage: vmctl run NAME [VM options] [--rm] [--timeout S] [-- CMD [ARGS...]]\n"
     "\n"
     "Create a VM, start it and wait until its guest agent answers. Then:\n"
-    "  - with CMD, run it in the VM like `vmctl exec` (its output passes through byte for byte)\n"
-    "    and exit with its status;\n"
+    "  - with CMD, run it in the VM like `vmctl exec` (its output streams through byte for byte\n"
+    "    as it is produced) and exit with its status;\n"
     "  - with --rm, destroy the VM at the end, also when a step failed or was interrupted;\n"
     "  - without CMD and --rm, leave the VM running and print its status.\n"
     "With --json, print the exec object {exit_code, signal, stdout, stderr} when CMD is given,\n"
@@ -48,8 +48,10 @@ struct run_job {
     char *const *cmd;
     bool started;
     bool exec_ok;
+    bool streamed; /* the output went straight through (not --json): st holds the status */
     vmctl_error *err;
     vmctl_exec_result res;
+    vmctl_exec_status st;
     atomic_bool done;
 };
 
@@ -61,8 +63,16 @@ static void run_job(struct run_job *j, vmctl_ctx *ctx)
     if (!j->cmd)
         return;
     vmctl_exec_opts opts = {.argv = j->cmd};
-    if (vmctl_exec(ctx, j->name, &opts, &j->res, &j->err) < 0)
+    if (!j->c->json) {
+        /* streamed as the command produces it, as `vmctl exec` does */
+        vmctl_exec_io io = {.on_stdout = cli_pass_stdout, .on_stderr = cli_pass_stderr};
+        fflush(stdout);
+        j->streamed = true;
+        if (vmctl_exec_stream(ctx, j->name, &opts, &io, -1, &j->st, &j->err) < 0)
+            return;
+    } else if (vmctl_exec(ctx, j->name, &opts, &j->res, &j->err) < 0) {
         return;
+    }
     j->exec_ok = true;
 }
 
@@ -234,7 +244,9 @@ int cmd_run(cli *c, int argc, char **argv)
         }
         status = render_error(c, TAKE_PTR(j.err));
     } else if (cmd) {
-        if (j.exec_ok)
+        if (j.exec_ok && j.streamed)
+            status = j.st.signal ? 128 + j.st.signal : j.st.exit_code & 0xff;
+        else if (j.exec_ok)
             status = cli_exec_report(c, &j.res);
         else
             status = render_error(c, TAKE_PTR(j.err));

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "render.h"
@@ -210,6 +212,25 @@ void render_clear_progress(cli *c)
     }
 }
 
+/* Whether this notice was already printed by this process (remembers the first 32). */
+static bool notice_seen(const char *msg)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static uint64_t seen[32];
+    static size_t n_seen;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *p = msg; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    bool found = false;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < n_seen && !found; i++)
+        found = seen[i] == h;
+    if (!found && n_seen < sizeof(seen) / sizeof(seen[0]))
+        seen[n_seen++] = h;
+    pthread_mutex_unlock(&lock);
+    return found;
+}
+
 void render_log(void *userdata, vmctl_log_level level, const char *msg)
 {
     cli *c = userdata;
@@ -230,6 +251,8 @@ void render_log(void *userdata, vmctl_log_level level, const char *msg)
         color = ANSI_DIM;
         break;
     case VMCTL_LOG_NOTICE:
+        if (notice_seen(msg))
+            return; /* once per process: `up` creates several VMs, each would say it */
         prefix = "note";
         color = ANSI_CYAN;
         break;

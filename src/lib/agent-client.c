@@ -55,7 +55,12 @@ struct agent_conn {
     struct agent_proc *procs;
     uint64_t last_rx;      /* when a frame last arrived */
     uint32_t keepalive_id; /* ping sent while requests are pending, 0 if none */
-    int broken;            /* < 0: the connection failed; every later call fails alike */
+    uint64_t keepalive_at; /* when it was sent */
+    uint64_t silence_usec; /* no frame this long with a keepalive unanswered: the agent is gone */
+    bool (*silence_ok)(void *userdata); /* true: the silence is expected (the VM is paused) */
+    void *silence_userdata;
+    char *label; /* the VM's name, for errors */
+    int broken;  /* < 0: the connection failed; every later call fails alike */
 };
 
 enum { PROC_EXEC, PROC_PUT, PROC_GET, PROC_SIMPLE };
@@ -95,6 +100,7 @@ void agent_close(agent_conn *c)
     for (struct agent_proc *p = c->procs; p; p = p->next)
         p->c = NULL; /* orphaned: agent_proc_free still works */
     free(c->path);
+    free(c->label);
     free(c->buf);
     free(c);
 }
@@ -318,6 +324,7 @@ static int conn_new(const char *path, bool lock, uint64_t deadline, uint64_t sta
     if (!c->path || !c->buf)
         return -ENOMEM;
     c->next_id = random_id();
+    c->silence_usec = AGENT_SILENCE_USEC;
     if (lock) {
         int r = take_lock(path, deadline, start, &c->lock_fd, reterr);
         if (r < 0)
@@ -980,18 +987,109 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
  * agent instance means the agent restarted and the requests are lost. */
 #define KEEPALIVE_USEC (1000 * 1000)
 
+void agent_conn_set_silence(agent_conn *c, uint64_t usec, bool (*ok)(void *), void *userdata)
+{
+    c->silence_usec = usec;
+    c->silence_ok = ok;
+    c->silence_userdata = userdata;
+}
+
+int agent_conn_set_label(agent_conn *c, const char *label)
+{
+    char *l = strdup(label);
+    if (!l)
+        return -ENOMEM;
+    free(c->label);
+    c->label = l;
+    return 0;
+}
+
+/* The agent stopped answering: every pending request fails with exec::unavailable. */
+static int silence_error(agent_conn *c, double sec, vmctl_error **reterr)
+{
+    const char *vm = c->label ? c->label : "NAME";
+    cleanup_free char *fix = str_printf(
+        "The guest agent is stopped, hung or overloaded; `vmctl logs %s` shows the guest's "
+        "console. Restart the VM (`vmctl stop %s`, then `vmctl start %s --wait`) if it does not "
+        "recover.",
+        vm, vm, vm);
+    for (struct agent_proc *p = c->procs; p; p = p->next) {
+        if (p->done)
+            continue;
+        vmctl_error *e = NULL;
+        int r = err_make(&e, VMCTL_E_EXEC_UNAVAILABLE, ETIMEDOUT,
+                         "the guest agent stopped answering: nothing for %.0f s while '%s' was "
+                         "running",
+                         sec, p->what);
+        if (c->label)
+            err_detail(&e, "vm", "%s", c->label);
+        err_detail(&e, "reason", "agent not answering");
+        err_detail(&e, "remediation", "%s", fix ? fix : "Restart the VM.");
+        err_help(&e, "%s", fix ? fix : "Restart the VM.");
+        proc_fail(p, r, e);
+    }
+    c->broken = -ETIMEDOUT;
+    return err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, ETIMEDOUT,
+                    "the guest agent stopped answering: nothing for %.0f s", sec);
+}
+
+/* Keepalive while requests are pending: ping after KEEPALIVE_USEC without a frame; when nothing
+ * at all came for silence_usec since that ping, the agent is gone (unless silence_ok says the
+ * silence is expected). Returns when to look again. */
+static int keepalive(agent_conn *c, uint64_t now, uint64_t *next, vmctl_error **reterr)
+{
+    if (!c->keepalive_id) {
+        if (now >= c->last_rx + KEEPALIVE_USEC) {
+            uint32_t id;
+            int r = send_ping(c, &id, now + KEEPALIVE_USEC, "agent ping", now, reterr);
+            if (r < 0) {
+                c->broken = r;
+                return r;
+            }
+            c->keepalive_id = id;
+            c->keepalive_at = now;
+        } else {
+            *next = c->last_rx + KEEPALIVE_USEC;
+            return 0;
+        }
+    }
+    if (!c->silence_usec) {
+        *next = UINT64_MAX;
+        return 0;
+    }
+    uint64_t since = c->last_rx > c->keepalive_at ? c->last_rx : c->keepalive_at;
+    if (now >= since + c->silence_usec) {
+        if (c->silence_ok && c->silence_ok(c->silence_userdata)) {
+            c->keepalive_at = now; /* e.g. the VM is paused: wait on */
+            since = now;
+        } else {
+            return silence_error(c, (double)c->silence_usec / 1e6, reterr);
+        }
+    }
+    *next = since + c->silence_usec;
+    return 0;
+}
+
 int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr)
 {
     if (c->broken)
-        return closed_error(c, reterr);
+        return c->broken == -ETIMEDOUT ? err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, ETIMEDOUT,
+                                                  "the guest agent stopped answering")
+                                       : closed_error(c, reterr);
     for (;;) {
         uint64_t now = now_usec();
         uint64_t wake = until;
         bool pending = false;
         for (struct agent_proc *p = c->procs; p; p = p->next)
             pending |= !p->done;
-        if (pending && c->agent_version >= 2 && c->last_rx + KEEPALIVE_USEC < wake)
-            wake = c->last_rx + KEEPALIVE_USEC > now ? c->last_rx + KEEPALIVE_USEC : now;
+        if (pending && c->agent_version >= 2) {
+            uint64_t next = UINT64_MAX;
+            int r = keepalive(c, now, &next, reterr);
+            if (r < 0)
+                return r;
+            if (next < wake)
+                wake = next > now ? next : now;
+        }
         agent_hdr h;
         const uint8_t *payload;
         int r = next_frame(c, wake, &h, &payload, reterr);
@@ -1005,23 +1103,8 @@ int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr)
             dispatch(c, &h, payload);
             return 1;
         }
-        now = now_usec();
-        if (now >= until)
+        if (now_usec() >= until)
             return 0;
-        if (pending && c->last_rx + KEEPALIVE_USEC <= now) {
-            uint32_t id;
-            if (c->keepalive_id) {
-                /* no answer to the last keepalive either: the agent is not running (yet) */
-            } else {
-                r = send_ping(c, &id, now + KEEPALIVE_USEC, "agent ping", now, reterr);
-                if (r < 0) {
-                    c->broken = r;
-                    return r;
-                }
-                c->keepalive_id = id;
-            }
-            c->last_rx = now; /* next check in KEEPALIVE_USEC */
-        }
     }
 }
 

@@ -114,6 +114,14 @@ int agent_proc_errno(const agent_proc *p);
 void agent_proc_free(agent_proc *p);
 /* Handle frames until `until` (or one batch of input): 1 something was handled, 0 timeout. */
 int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr);
+/* While requests are pending, a silent agent is pinged every second; when nothing at all comes
+ * back for `usec` (default AGENT_SILENCE_USEC; 0: wait forever), every pending request fails with
+ * exec::unavailable (reason "agent not answering") and the connection is broken - unless
+ * ok(userdata) says the silence is expected (the VM is paused), which restarts the count. */
+#define AGENT_SILENCE_USEC (30ull * 1000 * 1000)
+void agent_conn_set_silence(agent_conn *c, uint64_t usec, bool (*ok)(void *), void *userdata);
+/* The VM's name, for the details of errors. */
+int agent_conn_set_label(agent_conn *c, const char *label);
 int agent_conn_fd(const agent_conn *c);
 uint8_t agent_conn_version(const agent_conn *c);
 uint64_t agent_conn_caps(const agent_conn *c);

@@ -31,15 +31,17 @@ static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, si
 #define VM_FILE_CONSOLE_LOG  "console.log"  /* everything the guest wrote to its console */
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stderr */
 #define VM_FILE_PID          "qemu.pid"
+#define VM_FILE_EXIT         "qemu.exit" /* how the hypervisor ended: "exit N" or "signal N" */
 
 typedef struct backend_ops {
     const char *name;
     /* Launch detached (the VM outlives vmctl and is not vmctl's child: wait for its death with
-     * proc_alive, not waitpid). Returns once the hypervisor answers on its control socket, with
-     * its pid and start time, within an internal bound (30 s, then vm_manager::timeout). On
-     * failure nothing is left running, stale sockets are removed, and the error
-     * (qemu::spawn_failed) carries the hypervisor's stderr tail from this launch as a note.
-     * Port forwards must have non-zero host ports (config::invalid otherwise). */
+     * proc_alive, not waitpid; once it is dead, VM_FILE_EXIT says how it ended, when known).
+     * Returns once the hypervisor answers on its control socket, with its pid and start time,
+     * within an internal bound (30 s, then vm_manager::timeout). On failure nothing is left
+     * running, stale sockets are removed, and the error (qemu::spawn_failed) carries the
+     * hypervisor's stderr tail from this launch as a note. Port forwards must have non-zero host
+     * ports (config::invalid otherwise). */
     int (*launch)(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
                   vmctl_error **reterr);
     int (*pause)(const char *dir, uint64_t deadline, vmctl_error **reterr);

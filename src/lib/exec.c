@@ -50,8 +50,30 @@ static int check_env(char *const *envv, vmctl_error **reterr)
 
 struct vmctl_exec_session {
     agent_conn *conn;
+    vmctl_ctx *ctx;
     char *name;
 };
+
+/* The agent is silent while the VM is paused: that is no reason to give up on it. */
+static bool silence_expected(void *userdata)
+{
+    vmctl_exec_session *s = userdata;
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_error vmctl_error *e = NULL;
+    return vm_load(s->ctx, s->name, &v, &spec, &e) >= 0 && v->state == VMCTL_VM_PAUSED;
+}
+
+/* VMCTL_AGENT_SILENCE_SECONDS: how long a silent agent is waited for (default 30, 0: forever). */
+static uint64_t silence_usec(void)
+{
+    const char *e = getenv("VMCTL_AGENT_SILENCE_SECONDS");
+    char *end = NULL;
+    double v = e && *e ? strtod(e, &end) : -1;
+    if (!e || !*e || *end || v < 0 || v > 86400.0 * 365)
+        return AGENT_SILENCE_USEC;
+    return (uint64_t)(v * 1e6);
+}
 
 struct vmctl_exec_proc {
     vmctl_exec_session *s;
@@ -103,6 +125,12 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
         return -ENOMEM;
     }
     s->conn = TAKE_PTR(conn);
+    s->ctx = ctx;
+    agent_conn_set_silence(s->conn, silence_usec(), silence_expected, s);
+    if (agent_conn_set_label(s->conn, name) < 0) {
+        vmctl_exec_session_close(s);
+        return -ENOMEM;
+    }
     *ret = s;
     return 0;
 }
@@ -211,40 +239,81 @@ static inline void exec_session_closep(vmctl_exec_session **s)
 #define cleanup_exec_proc    __attribute__((cleanup(exec_proc_freep)))
 #define cleanup_exec_session __attribute__((cleanup(exec_session_closep)))
 
-/* Feed fd into the proc's stdin until end of file, delivering output meanwhile; then close it. */
-static int feed_fd(agent_conn *conn, agent_proc *p, int fd, uint64_t deadline, vmctl_error **reterr)
+/* Deliver every frame already received or waiting in the socket, without blocking (poll() does
+ * not see frames the connection has buffered). */
+static int pump_ready(agent_conn *conn, agent_proc *p, vmctl_error **reterr)
 {
-    cleanup_free uint8_t *buf = malloc(AGENT_STDIN_CHUNK);
-    if (!buf)
+    int r;
+    while ((r = agent_pump(conn, 0, reterr)) > 0 && !agent_proc_done(p))
+        ;
+    return r < 0 ? r : 0;
+}
+
+/* Drive one command to its end: deliver its output as it arrives, feed fd (-1: none) into its
+ * stdin until end of file (then close it), and forward the signals io->on_signal reports. */
+static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec_io *io,
+                       uint64_t deadline, vmctl_error **reterr)
+{
+    cleanup_free uint8_t *buf = fd >= 0 ? malloc(AGENT_STDIN_CHUNK) : NULL;
+    if (fd >= 0 && !buf)
         return -ENOMEM;
-    while (!agent_proc_done(p)) {
-        struct pollfd pfd[2] = {{.fd = agent_conn_fd(conn), .events = POLLIN},
-                                {.fd = fd, .events = POLLIN}};
-        int k = poll(pfd, 2, 1000);
+    bool in_open = fd >= 0, signals = io && io->on_signal && io->signal_fd >= 0;
+    for (;;) {
+        int r = pump_ready(conn, p, reterr);
+        if (r < 0 && agent_proc_done(p) && reterr) {
+            vmctl_error_free(*reterr); /* agent_proc_wait reports the command's own error */
+            *reterr = NULL;
+            return 0;
+        }
+        if (r < 0)
+            return r;
+        uint64_t now = now_usec();
+        if (agent_proc_done(p) || now >= deadline)
+            return 0; /* agent_proc_wait reports the end (or the timeout) */
+        struct pollfd pfd[3] = {{.fd = agent_conn_fd(conn), .events = POLLIN}};
+        int n = 1, in_k = -1, sig_k = -1;
+        if (in_open) {
+            in_k = n;
+            pfd[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
+        }
+        if (signals) {
+            sig_k = n;
+            pfd[n++] = (struct pollfd){.fd = io->signal_fd, .events = POLLIN};
+        }
+        /* wake at least every second: the connection's keepalive runs from agent_pump */
+        uint64_t wake = deadline - now < 1000000 ? deadline - now : 1000000;
+        int k = poll(pfd, (nfds_t)n, (int)((wake + 999) / 1000));
         if (k < 0 && errno != EINTR)
             return err_make(reterr, VMCTL_E_IO, errno, "poll: %s", strerror(errno));
-        if (k <= 0 || pfd[0].revents) {
-            int r = agent_pump(conn, now_usec(), reterr);
-            if (r < 0)
+        if (k <= 0)
+            continue;
+        if (sig_k >= 0 && pfd[sig_k].revents) {
+            int sig = io->on_signal(io->signal_fd, io->userdata);
+            if (sig < 0)
+                return sig;
+            if (sig > 0 && (r = agent_proc_signal(p, sig, deadline, reterr)) < 0)
                 return r;
         }
-        if (k > 0 && pfd[1].revents) {
-            ssize_t n = read(fd, buf, AGENT_STDIN_CHUNK);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        if (in_k >= 0 && pfd[in_k].revents) {
+            ssize_t got = read(fd, buf, AGENT_STDIN_CHUNK);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
-            if (n < 0)
+            if (got < 0)
                 return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input: %s",
                                 strerror(errno));
-            if (n == 0)
-                break;
-            int r = agent_proc_write(p, buf, (size_t)n, deadline, reterr);
+            if (got == 0) {
+                in_open = false;
+                if ((r = agent_proc_close_stdin(p, deadline, reterr)) < 0)
+                    return r;
+                continue;
+            }
+            r = agent_proc_write(p, buf, (size_t)got, deadline, reterr);
             if (r == -EPIPE)
-                return 0; /* the command is done: the rest of the input is not wanted */
-            if (r < 0)
+                in_open = false; /* the command is done: the rest of the input is not wanted */
+            else if (r < 0)
                 return r;
         }
     }
-    return agent_proc_close_stdin(p, deadline, reterr);
 }
 
 int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
@@ -268,13 +337,10 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
     r = vmctl_exec_start(s, opts, &io2, &p, reterr);
     if (r < 0)
         return r;
-    if (stdin_fd >= 0) {
-        r = feed_fd(s->conn, p->p, stdin_fd, p->deadline, reterr);
-        if (r < 0)
-            return err_prefix(reterr, r, "while running '%s' in vm '%s'", opts->argv[0], name);
-    }
+    r = stream_loop(s->conn, p->p, stdin_fd, io, p->deadline, reterr);
     vmctl_exec_status st = {0};
-    r = agent_proc_wait(p->p, p->deadline, &st, reterr);
+    if (r >= 0)
+        r = agent_proc_wait(p->p, p->deadline, &st, reterr);
     if (status)
         *status = st;
     if (r < 0)
@@ -420,7 +486,7 @@ static int cp_file_to(agent_conn *conn, int fd, const struct stat *st, const cha
                            (uint32_t)st->st_mtim.tv_nsec, UINT64_MAX, &p, reterr);
     if (r < 0)
         return r;
-    r = feed_fd(conn, p, fd, UINT64_MAX, reterr);
+    r = stream_loop(conn, p, fd, NULL, UINT64_MAX, reterr);
     if (r >= 0 || agent_proc_done(p))
         r = agent_proc_wait(p, UINT64_MAX, NULL, reterr);
     if (r < 0 && agent_proc_errno(p) == EISDIR)
@@ -497,7 +563,7 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
     r = host_tar(tar_argv, pfd[1], false, &pid, reterr);
     close(pfd[1]);
     if (r >= 0) {
-        r = feed_fd(s->conn, p, pfd[0], UINT64_MAX, reterr);
+        r = stream_loop(s->conn, p, pfd[0], NULL, UINT64_MAX, reterr);
         close(pfd[0]);
         int r2 = host_tar_wait(pid, r < 0 ? NULL : reterr);
         vmctl_exec_status gst = {0};

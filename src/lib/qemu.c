@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* The QEMU backend: argv from a vm_spec, a detached launch, and the QMP actions.
  *
- * Launch double-forks: an intermediate child starts its own session, forks QEMU and exits, so
- * QEMU is reparented to init and is never vmctl's child (it outlives vmctl and never needs
- * reaping by it). QEMU's stdout and stderr are appended to DIR/qemu.log for its whole life, so
- * startup errors ("could not open kernel file") and runtime messages ("terminating on signal
- * 15") both land there. QEMU is up when it completes the QMP handshake: the reply to
- * qmp_capabilities comes from its main loop, which runs only once the machine is built and the
- * kernel loaded. A QEMU that dies first closes the socket, so failures are seen at once.
+ * Launch forks three times: an intermediate child starts its own session, forks the supervisor
+ * and exits, so the supervisor is reparented to init and is never vmctl's child. The supervisor
+ * closes everything of vmctl's, forks QEMU and waits for it; when QEMU ends it writes how
+ * (DIR/qemu.exit: "exit N" or "signal N") and exits. So QEMU outlives vmctl, is reaped at once
+ * (no zombie waiting for init) and its exit status is known: a guest that powered itself off
+ * (exit 0) is `stopped`, not `crashed` (docs/architecture.md). QEMU's stdout and stderr are
+ * appended to DIR/qemu.log for its whole life, so startup errors ("could not open kernel file") and
+ * runtime messages ("terminating on signal 15") both land there. QEMU is up when it completes the
+ * QMP handshake: the reply to qmp_capabilities comes from its main loop, which runs only once the
+ * machine is built and the kernel loaded. A QEMU that dies first closes the socket, so failures are
+ * seen at once.
  *
  * (QEMU's own -daemonize was tried and rejected: without -D it points stderr at /dev/null once
  * initialised, and with -D it truncates the log file and moves stderr onto it.) */
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -340,7 +345,8 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
 
 static void remove_runtime_files(const char *dir)
 {
-    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID};
+    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
+                                        VM_FILE_EXIT};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
         if (p)
@@ -446,24 +452,77 @@ static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int
     _exit(127);
 }
 
-/* Start binary detached: in its own session, reparented to init, stdin /dev/null, stdout and
- * stderr on logfd. *ret gets QEMU's pid once exec has succeeded. */
-static int spawn_detached(const char *binary, char **argv, int logfd_in, pid_t *ret,
+/* Async-signal-safe decimal. */
+static size_t fmt_uint(char *buf, unsigned v)
+{
+    char tmp[16];
+    size_t n = 0, k = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < sizeof(tmp));
+    while (n)
+        buf[k++] = tmp[--n];
+    return k;
+}
+
+/* The supervisor, after fork (async-signal-safe calls only): wait for QEMU, then record how it
+ * ended in dirfd/qemu.exit (written aside and renamed: never seen half-written). */
+static _Noreturn void supervise(pid_t qemu, int dirfd)
+{
+    int status = 0;
+    pid_t w;
+    do
+        w = waitpid(qemu, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (w != qemu)
+        _exit(1);
+    char line[32];
+    size_t n = 0;
+    const char *what = WIFSIGNALED(status) ? "signal " : "exit ";
+    for (const char *c = what; *c; c++)
+        line[n++] = *c;
+    n += fmt_uint(line + n,
+                  (unsigned)(WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
+    line[n++] = '\n';
+    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        bool ok = write(fd, line, n) == (ssize_t)n;
+        close(fd);
+        if (ok)
+            (void)renameat(dirfd, VM_FILE_EXIT ".tmp", dirfd, VM_FILE_EXIT);
+    }
+    _exit(0);
+}
+
+/* Close every descriptor from 3 up but keep. */
+static void close_all_but(int keep)
+{
+    if (keep > 3)
+        (void)syscall(SYS_close_range, 3U, (unsigned)keep - 1, 0U);
+    (void)syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+}
+
+/* Start binary detached: in its own session, under a supervisor reparented to init, stdin
+ * /dev/null, stdout and stderr on logfd; the supervisor records its exit in dirfd. *ret gets
+ * QEMU's pid once exec has succeeded. */
+static int spawn_detached(const char *binary, char **argv, int logfd_in, int dirfd_in, pid_t *ret,
                           vmctl_error **reterr)
 {
     /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
     cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
+    cleanup_close int dirfd = fcntl(dirfd_in, F_DUPFD_CLOEXEC, 3);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     cleanup_close int nullfd = devnull >= 0 ? fcntl(devnull, F_DUPFD_CLOEXEC, 3) : -1;
     if (devnull >= 0)
         close(devnull);
     int p[2] = {-1, -1};
-    if (logfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
+    if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
         return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, errno, "cannot start '%s': %s", binary,
                         strerror(errno));
     cleanup_close int rd = p[0];
 
-    /* block signals across fork: no handler of the caller's may run in the children */
+    /* block signals across fork: no handler of the caller's may run in the children (the
+     * supervisor keeps them all blocked: it only waits) */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -474,14 +533,29 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, pid_t *
             send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
             _exit(1);
         }
+        pid_t sup = _Fork();
+        if (sup < 0) {
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
+            _exit(1);
+        }
+        if (sup > 0)
+            _exit(0); /* the supervisor goes to init */
         pid_t q = _Fork();
         if (q == 0)
             exec_qemu(binary, argv, nullfd, logfd, p[1]);
-        if (q < 0)
+        if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
-        else
-            send_msg(p[1], MSG_PID, (int)q, 0);
-        _exit(0);
+            _exit(1);
+        }
+        send_msg(p[1], MSG_PID, (int)q, 0);
+        /* nothing of vmctl's (its locks above all, and the terminal or pipe on its stdio: a
+         * `$(vmctl start x)` would wait for it) may stay open in the long-lived supervisor */
+        (void)dup2(nullfd, 0);
+        (void)dup2(nullfd, 1);
+        (void)dup2(nullfd, 2);
+        close_all_but(dirfd);
+        (void)prctl(PR_SET_NAME, "vmctl-supervise");
+        supervise(q, dirfd);
     }
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -613,7 +687,14 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         log_offset = 0;
 
     pid_t pid = 0;
-    r = spawn_detached(binary, argv, logfd, &pid, reterr);
+    cleanup_close int dirfd = open(absdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open VM directory '%s': %s", absdir,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", absdir);
+        return r;
+    }
+    r = spawn_detached(binary, argv, logfd, dirfd, &pid, reterr);
     if (r < 0)
         return r;
     uint64_t start = proc_start_time(pid);

@@ -139,6 +139,16 @@ static char *crash_note(const char *dir)
                       ctail && *ctail ? ctail : "(empty)");
 }
 
+/* Whether the VM's hypervisor ended with exit status 0 (its supervisor's record says so). */
+static bool backend_exited_cleanly(const char *dir)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_EXIT, dir);
+    cleanup_free char *text = NULL;
+    if (!path || read_file_tail(path, 64, &text) < 0 || !text)
+        return false;
+    return streq(text, "exit 0\n");
+}
+
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
  * removed, 2 when it is being created by a live process (hidden), 0 otherwise. */
 static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
@@ -160,10 +170,13 @@ static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
     }
     if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
         !proc_alive(v->pid, v->pid_start)) {
-        if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, VMCTL_VM_CRASHED, 0, 0,
-                               NULL) >= 0) {
-            v->state = VMCTL_VM_CRASHED;
+        /* a hypervisor that exited 0 was told to: the guest powered itself off */
+        vmctl_vm_state to = backend_exited_cleanly(v->dir) ? VMCTL_VM_STOPPED : VMCTL_VM_CRASHED;
+        if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
+            v->state = to;
             v->pid = 0;
+            if (to == VMCTL_VM_STOPPED)
+                ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': the guest powered itself off", v->name);
         } else {
             /* someone else changed it meanwhile: take what the store says now */
             store_vm *fresh = NULL;

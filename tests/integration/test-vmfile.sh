@@ -107,6 +107,9 @@ grep -qx '\[vf-a\] hello-from-a' "$work/up1.err" && ok "streamed with [name] pre
   fail "no '[vf-a] hello-from-a' line: $(cat "$work/up1.err")"
 grep -qx '\[vf-a\] script-err' "$work/up1.err" && ok "script stderr streamed" || fail "script stderr missing"
 grep -qx '\[vf-b\] b-up' "$work/up1.err" && ok "second machine streamed" || fail "no [vf-b] b-up"
+n=$(grep -c 'KVM is not usable' "$work/up1.err")
+[ "$n" -le 1 ] && ok "a notice is printed once, not once per machine ($n)" ||
+  fail "the KVM notice was printed $n times"
 # Parallel: the whole run took less than the two machines' times added up.
 sum=$(jq '[.[].seconds] | add' "$work/up1.json")
 wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
