@@ -34,7 +34,7 @@
 /* After the socket closes, how long to wait for QEMU to be seen dead before blaming the agent. */
 #define EOF_GRACE_USEC (500 * 1000)
 /* How long agent_connect_vm gives AF_VSOCK before it uses virtio-serial instead. */
-#define VSOCK_TRY_USEC (500 * 1000)
+#define VSOCK_TRY_USEC (200 * 1000)
 /* Virtio-serial ports looked for in a VM directory (QEMU gives VM_AGENT_PORTS). */
 #define AGENT_MAX_SERIAL_PORTS 8
 

@@ -25,7 +25,7 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
 void agent_close(agent_conn *c);
 /* Connect to the agent of the VM whose directory is dir (several vmctl processes at once, each
  * its own agent session). AF_VSOCK when agent_transport_pick(cid, agent_vhost_vsock_present())
- * says so and the agent accepts within 0.5 s (no lock: each connection is a session). Otherwise
+ * says so and the agent accepts within 0.2 s (no lock: each connection is a session). Otherwise
  * the first free virtio-serial port: a non-blocking flock on agent.lock (port 0), agent.1.lock,
  * ... claims agent.sock, agent.1.sock, ... (ports whose socket exists; port 0 always); when all
  * are taken, wait for any until the deadline (then timeout "agent connect"). */

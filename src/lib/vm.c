@@ -568,7 +568,9 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     uint64_t deadline = deadline_after(timeout);
     struct liveness l = {v->pid, v->pid_start};
     cleanup_agent agent_conn *conn = NULL;
-    int r = agent_connect_vm(v->dir, v->cid, deadline, &conn, reterr);
+    /* virtio-serial: there from the first instant, while the guest may load vsock late (the
+     * default guest does), and a vsock connect to a booting guest would only time out */
+    int r = agent_connect_vm(v->dir, 0, deadline, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0) {
