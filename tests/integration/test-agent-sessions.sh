@@ -6,8 +6,13 @@
 #   common point; each client's NEW_SESSION ping leaves the others' commands alone);
 # - six processes on four ports all succeed, and never more than four commands run at once;
 # - a client killed mid-command loses its command in the guest, another client's command on
-#   another port finishes.
+#   another port finishes;
+# - AF_VSOCK sessions, without vhost-vsock on this host: with vsock_loopback loaded in the guest,
+#   tests/agent/vsock-sessions.c (static, copied in) talks to the agent over vsock (CID 1): four
+#   sessions with the same request id, NEW_SESSION and a close touching only their own session,
+#   16 sessions served and a 17th closed.
 . "$(dirname "$0")/lib.sh"
+src=$(cd "$(dirname "$0")/../.." && pwd)
 need_guest
 setup_home
 tmp=$VMCTL_HOME/t
@@ -82,5 +87,32 @@ expect_eq "the killed client's command was stopped in the guest" \
   "$(vm exec se -- sh -c 'test -e /tmp/k.end && echo ran-on || echo stopped')" stopped
 
 expect_eq "exec still works afterwards" "$(vm exec se -- echo fine)" fine
+
+# --- vsock sessions inside the guest (vsock_loopback from the guest kernel's own package)
+kv=$(vm exec se -- uname -r)
+deb=$(ls "${XDG_CACHE_HOME:-$HOME/.cache}"/vmctl/debs/linux-image-"$kv"_*.deb 2>/dev/null | head -1)
+if [ -z "$deb" ]; then
+  echo "note: no cached kernel package for $kv: vsock sessions not checked"
+else
+  mkdir -p "$tmp/k"
+  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/k" --wildcards '*/vsock_loopback.ko*'
+  ko=$(find "$tmp/k" -name 'vsock_loopback.ko*' | head -1)
+  case "$ko" in
+    *.xz) xz -dc "$ko" >"$tmp/vsock_loopback.ko" ;;
+    *.zst) zstd -qdc "$ko" >"$tmp/vsock_loopback.ko" ;;
+    *) cp "$ko" "$tmp/vsock_loopback.ko" ;;
+  esac
+  gcc -std=gnu17 -O2 -static -I"$src/src/proto" -o "$tmp/vsock-sessions" \
+    "$src/tests/agent/vsock-sessions.c" "$src/src/proto/agent-proto.c" || fail "compile vsock-sessions"
+  vm cp "$tmp/vsock_loopback.ko" se:/tmp/vsock_loopback.ko && vm cp "$tmp/vsock-sessions" se:/tmp/ ||
+    fail "copy to the guest"
+  vm exec se -- sh -c 'rm -f /tmp/vs-closed.*; test -e /dev/vsock && insmod /tmp/vsock_loopback.ko' ||
+    fail "vsock_loopback in the guest"
+  out=$(vm exec se -- /tmp/vsock-sessions 1 1024)
+  expect_eq "vsock sessions (same id on 4 sessions, NEW_SESSION, close, 16 + 1)" "$out" "vsock sessions ok"
+  sleep 2 # past the end the closed session's command would have reached
+  expect_eq "the closed vsock session's command was stopped" \
+    "$(vm exec se -- sh -c 'test -e /tmp/vs-closed.start && ! test -e /tmp/vs-closed.end && echo stopped')" stopped
+fi
 vm destroy --force se >/dev/null || fail "destroy"
 finish
