@@ -882,7 +882,13 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         if (r < 0)
             return err_prefix(reterr, r, "while destroying vm '%s'", name);
     }
+    /* QEMU's supervisor writes qemu.exit once it has reaped the QEMU we just saw die: it may
+     * land after rm_rf listed the directory (ENOTEMPTY); go again, bounded */
     r = rm_rf(v->dir);
+    for (int i = 0; r == -ENOTEMPTY && i < 100; i++) {
+        sleep_usec(10000);
+        r = rm_rf(v->dir);
+    }
     if (r < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s': %s", v->dir,
                      strerror(-r));
