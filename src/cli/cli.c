@@ -218,21 +218,95 @@ int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what)
     return 0;
 }
 
+bool cli_parse_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
+                          const char *what, int *ret_exit)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1) {
+        *ret_exit = c->exit_code;
+        return false;
+    }
+    *ret_exit = cli_expect_args(c, n_min, n_max, what);
+    return *ret_exit == 0;
+}
+
+vmctl_ctx *cli_open_with_args(cli *c, size_t n_min, size_t n_max, const char *what, int *ret_exit)
+{
+    *ret_exit = cli_expect_args(c, n_min, n_max, what);
+    if (*ret_exit)
+        return NULL;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx)
+        *ret_exit = EXIT_ERROR;
+    return ctx;
+}
+
+vmctl_ctx *cli_open_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
+                               const char *what, int *ret_exit)
+{
+    if (cli_getopt(c, argc, argv, "", NULL) != -1) {
+        *ret_exit = c->exit_code;
+        return NULL;
+    }
+    return cli_open_with_args(c, n_min, n_max, what, ret_exit);
+}
+
+vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag, bool *ret_flag,
+                                 double *ret_timeout, int *ret_exit)
+{
+    enum { OPT_FLAG = 0x100, OPT_TIMEOUT };
+    const struct option options[] = {
+        {flag, no_argument, NULL, OPT_FLAG},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {},
+    };
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
+        switch (o) {
+        case OPT_FLAG:
+            *ret_flag = true;
+            break;
+        case OPT_TIMEOUT:
+            if (cli_parse_seconds(c, "--timeout", optarg, ret_timeout) < 0) {
+                *ret_exit = EXIT_ERROR;
+                return NULL;
+            }
+            break;
+        default:
+            *ret_exit = c->exit_code;
+            return NULL;
+        }
+    }
+    return cli_open_with_args(c, 1, 1, "NAME", ret_exit);
+}
+
+int cli_expect_name_and_command(cli *c, char *const **ret_cmd)
+{
+    if (c->n_args == 0)
+        return cli_usage_error(c, "missing NAME");
+    if (c->dashdash && c->n_args > 1)
+        return cli_usage_error(c, "unexpected argument '%s' before `--`", c->args[1]);
+    *ret_cmd = cli_command_argv(c, 1);
+    return 0;
+}
+
+/* The failure of the cli_parse_*() functions: config::invalid rendered, -EINVAL. */
+static int invalid_number(cli *c, const char *option, const char *s, const char *expected)
+{
+    cli_invalid_value(c, option, s, expected);
+    return -EINVAL;
+}
+
 int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsigned *ret)
 {
     char *end = NULL;
     char expected[64];
     snprintf(expected, sizeof(expected), "a whole number of at least %u", min);
     errno = 0;
-    if (!isdigit((unsigned char)s[0])) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (!isdigit((unsigned char)s[0]))
+        return invalid_number(c, option, s, expected);
     unsigned long v = strtoul(s, &end, 10);
-    if (errno || *end || v > UINT32_MAX || v < min) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (errno || *end || v > UINT32_MAX || v < min)
+        return invalid_number(c, option, s, expected);
     *ret = (unsigned)v;
     return 0;
 }
@@ -242,28 +316,20 @@ int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret)
     static const char expected[] = "a size in MiB of at least 1 (e.g. 512, 512M or 2G)";
     char *end = NULL;
     errno = 0;
-    if (!isdigit((unsigned char)s[0])) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (!isdigit((unsigned char)s[0]))
+        return invalid_number(c, option, s, expected);
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (errno)
+        return invalid_number(c, option, s, expected);
     if (*end == '\0' || strcasecmp(end, "M") == 0 || strcasecmp(end, "MiB") == 0 ||
         strcasecmp(end, "MB") == 0)
         ;
     else if (strcasecmp(end, "G") == 0 || strcasecmp(end, "GiB") == 0 || strcasecmp(end, "GB") == 0)
         v *= 1024;
-    else {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
-    if (v == 0 || v > UINT32_MAX) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    else
+        return invalid_number(c, option, s, expected);
+    if (v == 0 || v > UINT32_MAX)
+        return invalid_number(c, option, s, expected);
     *ret = (unsigned)v;
     return 0;
 }
@@ -273,25 +339,19 @@ int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
     static const char expected[] = "a number of seconds (e.g. 30, 1.5 or 2m)";
     char *end = NULL;
     errno = 0;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.') {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
+        return invalid_number(c, option, s, expected);
     double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v) || v < 0) {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    if (errno || end == s || !isfinite(v) || v < 0)
+        return invalid_number(c, option, s, expected);
     if (*end == '\0' || streq(end, "s"))
         ;
     else if (streq(end, "m"))
         v *= 60;
     else if (streq(end, "h"))
         v *= 3600;
-    else {
-        cli_invalid_value(c, option, s, expected);
-        return -EINVAL;
-    }
+    else
+        return invalid_number(c, option, s, expected);
     *ret = v;
     return 0;
 }
@@ -345,14 +405,10 @@ int cli_vm_done(cli *c, const char *name, const char *done)
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, 1, "NAME", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     if (action(ctx, c->args[0], &e) < 0)
         return render_error(c, e);

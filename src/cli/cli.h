@@ -131,6 +131,25 @@ int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 
 int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected);
 /* Exactly n_min..n_max positional arguments, named for the message (e.g. "NAME"). */
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what);
+/* Where a command begins. Each returns what the command goes on with (true, the context), or
+ * false/NULL after printing help or rendering an error: the command returns *ret_exit then.
+ * cli_parse_no_options: a command without options of its own (only the global ones) and with
+ *   n_min..n_max positional arguments, named `what` in the message (cli_expect_args);
+ * cli_open_with_args: once a command has parsed its options: the positional arguments, then
+ *   the library context (cli_ctx);
+ * cli_open_no_options: both. */
+bool cli_parse_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
+                          const char *what, int *ret_exit);
+vmctl_ctx *cli_open_with_args(cli *c, size_t n_min, size_t n_max, const char *what, int *ret_exit);
+vmctl_ctx *cli_open_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
+                               const char *what, int *ret_exit);
+/* start and stop: NAME, --timeout S (*ret_timeout keeps its value when not given) and one flag
+ * option named `flag` (*ret_flag); then the context, as cli_open_with_args(). */
+vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag, bool *ret_flag,
+                                 double *ret_timeout, int *ret_exit);
+/* The positional arguments of exec and ssh: NAME, then the guest command after "--" or as
+ * further positionals (*ret_cmd, NULL when there is none). 0, or the exit code of a usage error. */
+int cli_expect_name_and_command(cli *c, char *const **ret_cmd);
 
 /* Number parsing; on failure they render config::invalid and return -EINVAL. */
 int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsigned *ret);
@@ -238,6 +257,9 @@ enum {
 /* Handle one create option: 1 handled, 0 not a create option, <0 error already rendered. */
 int create_args_option(cli *c, create_args *a, int opt, const char *arg);
 void create_args_done(create_args *a);
+/* The end of create and run: a.config named NAME, the context, vmctl_vm_create(); a is done
+ * with either way. The context, or NULL after rendering the error (return *ret_exit). */
+vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret_exit);
 /* The options part of the help, shared by create and run. */
 #define CREATE_OPTIONS_HELP                                                                        \
     "VM options:\n"                                                                                \

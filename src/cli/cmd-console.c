@@ -30,10 +30,8 @@ const char cmd_console_help[] =
 
 int cmd_console(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
+    int r;
+    if (!cli_parse_no_options(c, argc, argv, 1, 1, "NAME", &r))
         return r;
     if (c->json)
         return cli_usage_error(c, "console is interactive and has no --json output");

@@ -109,6 +109,25 @@ void create_args_done(create_args *a)
     *a = (create_args){};
 }
 
+vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret_exit)
+{
+    a->config.name = name;
+    vmctl_ctx *ctx = cli_ctx(c);
+    if (!ctx) {
+        create_args_done(a);
+        *ret_exit = EXIT_ERROR;
+        return NULL;
+    }
+    vmctl_error *e = NULL;
+    int r = vmctl_vm_create(ctx, &a->config, &e);
+    create_args_done(a);
+    if (r < 0) {
+        *ret_exit = render_error(c, e);
+        return NULL;
+    }
+    return ctx;
+}
+
 enum { OPT_START = 0x100 };
 
 static const struct option options[] = {
@@ -142,20 +161,11 @@ int cmd_create(cli *c, int argc, char **argv)
         return r;
     }
     const char *name = c->args[0];
-    a.config.name = name;
-
-    vmctl_ctx *ctx = cli_ctx(c);
-    if (!ctx) {
-        create_args_done(&a);
-        return EXIT_ERROR;
-    }
+    vmctl_ctx *ctx = create_args_create(c, &a, name, &r);
+    if (!ctx)
+        return r;
 
     vmctl_error *e = NULL;
-    r = vmctl_vm_create(ctx, &a.config, &e);
-    create_args_done(&a);
-    if (r < 0)
-        return render_error(c, e);
-
     if (start) {
         if (vmctl_vm_start(ctx, name, false, 0, &e) < 0) {
             /* Keep the VM (create worked) and say so: the user can fix and start it. */

@@ -42,13 +42,10 @@ int cmd_destroy(cli *c, int argc, char **argv)
             return c->exit_code;
         }
     }
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "NAME", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     if (vmctl_vm_destroy(ctx, c->args[0], force, &e) < 0)
         return render_error(c, e);

@@ -40,10 +40,8 @@ static const vmctl_error_info *lookup(const char *code)
 
 int cmd_errors(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 0, 1, "CODE");
-    if (r)
+    int r;
+    if (!cli_parse_no_options(c, argc, argv, 0, 1, "CODE", &r))
         return r;
 
     if (c->n_args == 1) {

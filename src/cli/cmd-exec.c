@@ -225,11 +225,9 @@ int cmd_exec(cli *c, int argc, char **argv)
             return c->exit_code;
         }
     }
-    if (c->n_args == 0)
-        return cli_usage_error(c, "missing NAME");
-    if (c->dashdash && c->n_args > 1)
-        return cli_usage_error(c, "unexpected argument '%s' before `--`", c->args[1]);
-    opts.argv = cli_command_argv(c, 1);
+    int r = cli_expect_name_and_command(c, &opts.argv);
+    if (r)
+        return r;
     if (!opts.argv)
         return cli_usage_error(c, "missing the command to run (give it after `--`)");
     opts.env = env;
@@ -242,7 +240,7 @@ int cmd_exec(cli *c, int argc, char **argv)
         return exec_streamed(c, c->args[0], &opts, interactive);
     if (interactive) {
         size_t len = 0;
-        int r = read_all(STDIN_FILENO, &input, &len);
+        r = read_all(STDIN_FILENO, &input, &len);
         if (r < 0) {
             vmctl_error *e = NULL;
             vmctl_error_new(&e, VMCTL_E_IO, -r, "cannot read standard input: %s", strerror(-r));

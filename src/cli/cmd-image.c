@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* vmctl image build-default [--force] | list | pull | import | inspect | rm | prune | convert */
+#include <stdarg.h>
 #include <sys/ioctl.h>
 #include <time.h>
 
@@ -265,6 +266,14 @@ static const struct option build_options[] = {
     {},
 };
 
+/* An image as one element of `image list --json` (and the result of build-default). */
+static json_t *list_json(const vmctl_image_info *i)
+{
+    return json_pack("{s:s, s:s, s:I, s:s}", "name", i->name ? i->name : "", "format",
+                     i->format ? i->format : "", "size", (json_int_t)i->size, "path",
+                     i->path ? i->path : "");
+}
+
 static bool find_default_image(vmctl_ctx *ctx, vmctl_image_info *ret)
 {
     vmctl_image_info *list = NULL;
@@ -291,13 +300,10 @@ static int image_build_default(cli *c, int argc, char **argv)
             return c->exit_code;
         force = true;
     }
-    int r = cli_expect_args(c, 0, 0, "");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 0, 0, "", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
 
     struct progress p = {.c = c, .tty = !c->json && isatty(STDERR_FILENO), .percent = -2};
     vmctl_error *e = NULL;
@@ -311,13 +317,8 @@ static int image_build_default(cli *c, int argc, char **argv)
     vmctl_image_info img = {};
     bool found = find_default_image(ctx, &img);
     if (c->json) {
-        json_t *o2 = found ? json_pack("{s:s, s:s, s:I, s:s}", "name", img.name, "format",
-                                       img.format ? img.format : "", "size", (json_int_t)img.size,
-                                       "path", img.path ? img.path : "")
-                           : json_pack("{s:s}", "name", "default");
-        free(img.name);
-        free(img.format);
-        free(img.path);
+        json_t *o2 = found ? list_json(&img) : json_pack("{s:s}", "name", "default");
+        vmctl_image_info_clear(&img);
         return render_json(o2);
     }
     if (found) {
@@ -327,9 +328,7 @@ static int image_build_default(cli *c, int argc, char **argv)
     } else {
         printf("Default guest ready in %.1f s\n", secs);
     }
-    free(img.name);
-    free(img.format);
-    free(img.path);
+    vmctl_image_info_clear(&img);
     return EXIT_OK;
 }
 
@@ -337,15 +336,10 @@ static int image_build_default(cli *c, int argc, char **argv)
 
 static int image_list(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 0, 0, "");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 0, 0, "", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
 
     vmctl_image_info *list = NULL;
     size_t n = 0;
@@ -356,10 +350,7 @@ static int image_list(cli *c, int argc, char **argv)
     if (c->json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(
-                a, json_pack("{s:s, s:s, s:I, s:s}", "name", list[i].name ? list[i].name : "",
-                             "format", list[i].format ? list[i].format : "", "size",
-                             (json_int_t)list[i].size, "path", list[i].path ? list[i].path : ""));
+            json_array_append_new(a, list_json(&list[i]));
         vmctl_image_info_list_free(list, n);
         return render_json(a);
     }
@@ -412,6 +403,35 @@ static void print_info(const vmctl_image_info *i)
         printf("source:        %s\n", i->source);
 }
 
+/* The result of pull, import, inspect and convert, then info cleared: with --json its object
+ * (plus "cached" for pull, when cached >= 0); else the line fmt... " (FORMAT, SIZE virtual)", or
+ * the inspect lines when fmt is NULL. */
+static int image_done(cli *c, vmctl_image_info *info, int cached, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int image_done(cli *c, vmctl_image_info *info, int cached, const char *fmt, ...)
+{
+    if (c->json) {
+        json_t *j = info_json(info);
+        if (cached >= 0)
+            json_object_set_new(j, "cached", json_boolean(cached));
+        vmctl_image_info_clear(info);
+        return render_json(j);
+    }
+    if (fmt) {
+        char size[32];
+        va_list ap;
+        va_start(ap, fmt);
+        vprintf(fmt, ap);
+        va_end(ap);
+        printf(" (%s, %s virtual)\n", info->format,
+               render_size(info->virtual_size, size, sizeof(size)));
+    } else {
+        print_info(info);
+    }
+    vmctl_image_info_clear(info);
+    return EXIT_OK;
+}
+
 enum { OPT_NAME = 0x100, OPT_SHA256, OPT_ALL, OPT_FORCE, OPT_FORMAT };
 
 static const struct option pull_options[] = {
@@ -432,12 +452,10 @@ static int image_pull(cli *c, int argc, char **argv)
         else
             return c->exit_code;
     }
-    int r = cli_expect_args(c, 1, 1, "URL");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "URL", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     struct progress p = {.c = c, .tty = !c->json && isatty(STDERR_FILENO), .percent = -2};
     vmctl_error *e = NULL;
     vmctl_image_info info = {};
@@ -446,17 +464,7 @@ static int image_pull(cli *c, int argc, char **argv)
     render_clear_progress(c);
     if (r < 0)
         return render_error(c, e);
-    if (c->json) {
-        json_t *j = info_json(&info);
-        json_object_set_new(j, "cached", json_boolean(cached));
-        vmctl_image_info_clear(&info);
-        return render_json(j);
-    }
-    char size[32];
-    printf("%s image '%s' (%s, %s virtual)\n", cached ? "Cached" : "Pulled", info.name, info.format,
-           render_size(info.virtual_size, size, sizeof(size)));
-    vmctl_image_info_clear(&info);
-    return EXIT_OK;
+    return image_done(c, &info, cached, "%s image '%s'", cached ? "Cached" : "Pulled", info.name);
 }
 
 static const struct option import_options[] = {
@@ -473,50 +481,28 @@ static int image_import(cli *c, int argc, char **argv)
             return c->exit_code;
         name = optarg;
     }
-    int r = cli_expect_args(c, 1, 1, "PATH");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "PATH", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     vmctl_image_info info = {};
     if (vmctl_image_import(ctx, c->args[0], name, &info, &e) < 0)
         return render_error(c, e);
-    if (c->json) {
-        json_t *j = info_json(&info);
-        vmctl_image_info_clear(&info);
-        return render_json(j);
-    }
-    char size[32];
-    printf("Imported image '%s' (%s, %s virtual)\n", info.name, info.format,
-           render_size(info.virtual_size, size, sizeof(size)));
-    vmctl_image_info_clear(&info);
-    return EXIT_OK;
+    return image_done(c, &info, -1, "Imported image '%s'", info.name);
 }
 
 static int image_inspect(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 1, 1, "NAME|PATH");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, 1, "NAME|PATH", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     vmctl_image_info info = {};
     if (vmctl_image_inspect(ctx, c->args[0], &info, &e) < 0)
         return render_error(c, e);
-    if (c->json) {
-        json_t *j = info_json(&info);
-        vmctl_image_info_clear(&info);
-        return render_json(j);
-    }
-    print_info(&info);
-    vmctl_image_info_clear(&info);
-    return EXIT_OK;
+    return image_done(c, &info, -1, NULL);
 }
 
 static const struct option rm_options[] = {
@@ -533,12 +519,10 @@ static int image_rm(cli *c, int argc, char **argv)
             return c->exit_code;
         force = true;
     }
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "NAME", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     if (vmctl_image_remove(ctx, c->args[0], force, &e) < 0)
         return render_error(c, e);
@@ -562,12 +546,10 @@ static int image_prune(cli *c, int argc, char **argv)
             return c->exit_code;
         all = true;
     }
-    int r = cli_expect_args(c, 0, 0, "");
-    if (r)
-        return r;
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_with_args(c, 0, 0, "", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     char **removed = NULL;
     if (vmctl_image_prune(ctx, all, &removed, &e) < 0)
@@ -618,14 +600,5 @@ static int image_convert(cli *c, int argc, char **argv)
     vmctl_image_info info = {};
     if (vmctl_image_convert(ctx, c->args[0], c->args[1], format, &info, &e) < 0)
         return render_error(c, e);
-    if (c->json) {
-        json_t *j = info_json(&info);
-        vmctl_image_info_clear(&info);
-        return render_json(j);
-    }
-    char size[32];
-    printf("Converted to %s (%s, %s virtual)\n", info.path, info.format,
-           render_size(info.virtual_size, size, sizeof(size)));
-    vmctl_image_info_clear(&info);
-    return EXIT_OK;
+    return image_done(c, &info, -1, "Converted to %s", info.path);
 }

@@ -20,15 +20,10 @@ const char cmd_list_help[] =
 
 int cmd_list(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 0, 0, "");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 0, 0, "", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
 
     vmctl_vm_info **vms = NULL;
     size_t n = 0;

@@ -192,19 +192,9 @@ int cmd_run(cli *c, int argc, char **argv)
         create_args_done(&a);
         return cli_usage_error(c, "missing the command to run after `--`");
     }
-    a.config.name = name;
-
-    vmctl_ctx *ctx = cli_ctx(c);
-    if (!ctx) {
-        create_args_done(&a);
-        return EXIT_ERROR;
-    }
-
-    vmctl_error *e = NULL;
-    r = vmctl_vm_create(ctx, &a.config, &e);
-    create_args_done(&a);
-    if (r < 0)
-        return render_error(c, e);
+    vmctl_ctx *ctx = create_args_create(c, &a, name, &r);
+    if (!ctx)
+        return r;
 
     struct run_job j = {
         .c = c,
@@ -220,6 +210,7 @@ int cmd_run(cli *c, int argc, char **argv)
         run_job(&j, ctx);
 
     int status = EXIT_OK;
+    vmctl_error *e = NULL;
     if (sig) {
         /* What failed after the signal is a consequence of the teardown, not news. */
         if (atomic_load(&j.done)) { /* else a worker we stopped waiting for still owns them */

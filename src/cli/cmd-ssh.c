@@ -52,11 +52,10 @@ int cmd_ssh(cli *c, int argc, char **argv)
             return c->exit_code;
         }
     }
-    if (c->n_args == 0)
-        return cli_usage_error(c, "missing NAME");
-    if (c->dashdash && c->n_args > 1)
-        return cli_usage_error(c, "unexpected argument '%s' before `--`", c->args[1]);
-    char *const *cmd = cli_command_argv(c, 1);
+    char *const *cmd = NULL;
+    int r = cli_expect_name_and_command(c, &cmd);
+    if (r)
+        return r;
 
     vmctl_ctx *ctx = cli_ctx(c);
     if (!ctx)

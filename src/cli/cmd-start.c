@@ -20,41 +20,15 @@ const char cmd_start_help[] =
     "  vmctl start web\n"
     "  vmctl start web --wait --timeout 300\n";
 
-enum { OPT_WAIT = 0x100, OPT_TIMEOUT };
-
-static const struct option options[] = {
-    {"wait", no_argument, NULL, OPT_WAIT},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {},
-};
-
 int cmd_start(cli *c, int argc, char **argv)
 {
     bool wait = false;
     double timeout = -1;
-    int o;
-
-    while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
-        switch (o) {
-        case OPT_WAIT:
-            wait = true;
-            break;
-        case OPT_TIMEOUT:
-            if (cli_parse_seconds(c, "--timeout", optarg, &timeout) < 0)
-                return EXIT_ERROR;
-            break;
-        default:
-            return c->exit_code;
-        }
-    }
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
+    int r;
+    vmctl_ctx *ctx = cli_open_name_timeout(c, argc, argv, "wait", &wait, &timeout, &r);
+    if (!ctx)
         return r;
     const char *name = c->args[0];
-
-    vmctl_ctx *ctx = cli_ctx(c);
-    if (!ctx)
-        return EXIT_ERROR;
     if (wait && timeout < 0)
         timeout = cli_default_wait_timeout(c, name);
 

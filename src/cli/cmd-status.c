@@ -22,15 +22,10 @@ const char cmd_status_help[] =
 
 int cmd_status(cli *c, int argc, char **argv)
 {
-    if (cli_getopt(c, argc, argv, "", NULL) != -1)
-        return c->exit_code;
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, 1, "NAME", &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
 
     cleanup_vm_info vmctl_vm_info *vm = NULL;
     vmctl_error *e = NULL;

@@ -20,40 +20,14 @@ const char cmd_stop_help[] =
     "  vmctl stop web --timeout 30\n"
     "  vmctl stop web --force\n";
 
-enum { OPT_FORCE = 0x100, OPT_TIMEOUT };
-
-static const struct option options[] = {
-    {"force", no_argument, NULL, OPT_FORCE},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {},
-};
-
 int cmd_stop(cli *c, int argc, char **argv)
 {
     bool force = false;
     double timeout = 0;
-    int o;
-
-    while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
-        switch (o) {
-        case OPT_FORCE:
-            force = true;
-            break;
-        case OPT_TIMEOUT:
-            if (cli_parse_seconds(c, "--timeout", optarg, &timeout) < 0)
-                return EXIT_ERROR;
-            break;
-        default:
-            return c->exit_code;
-        }
-    }
-    int r = cli_expect_args(c, 1, 1, "NAME");
-    if (r)
-        return r;
-
-    vmctl_ctx *ctx = cli_ctx(c);
+    int r;
+    vmctl_ctx *ctx = cli_open_name_timeout(c, argc, argv, "force", &force, &timeout, &r);
     if (!ctx)
-        return EXIT_ERROR;
+        return r;
     vmctl_error *e = NULL;
     if (vmctl_vm_stop(ctx, c->args[0], timeout, force, &e) < 0)
         return render_error(c, e);

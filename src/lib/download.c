@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* libcurl download into a file, and streaming .zst / .xz decompression. */
+/* libcurl download into a file, and streaming .zst / .xz decompression. The three libraries are
+ * loaded on first use (dl.h). */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,9 +12,49 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "dl.h"
 #include "download.h"
 #include "error.h"
 #include "util/util.h"
+
+/* libcurl, libzstd and liblzma are loaded when a download or a decompression starts (dl.h). */
+static DLSYM_PROTOTYPE(curl_global_init);
+static DLSYM_PROTOTYPE(curl_easy_init);
+static DLSYM_PROTOTYPE(curl_easy_setopt);
+static DLSYM_PROTOTYPE(curl_easy_perform);
+static DLSYM_PROTOTYPE(curl_easy_getinfo);
+static DLSYM_PROTOTYPE(curl_easy_cleanup);
+static DLSYM_PROTOTYPE(curl_easy_strerror);
+static const dl_symbol curl_symbols[] = {
+    DL_SYMBOL(curl_global_init),   DL_SYMBOL(curl_easy_init),    DL_SYMBOL(curl_easy_setopt),
+    DL_SYMBOL(curl_easy_perform),  DL_SYMBOL(curl_easy_getinfo), DL_SYMBOL(curl_easy_cleanup),
+    DL_SYMBOL(curl_easy_strerror),
+};
+static dl_library curl_lib =
+    DL_LIBRARY("libcurl.so.4", "libcurl4", "downloading images", curl_symbols);
+
+static DLSYM_PROTOTYPE(ZSTD_createDCtx);
+static DLSYM_PROTOTYPE(ZSTD_decompressStream);
+static DLSYM_PROTOTYPE(ZSTD_freeDCtx);
+static DLSYM_PROTOTYPE(ZSTD_getErrorName);
+static DLSYM_PROTOTYPE(ZSTD_isError);
+static const dl_symbol zstd_symbols[] = {
+    DL_SYMBOL(ZSTD_createDCtx),   DL_SYMBOL(ZSTD_decompressStream), DL_SYMBOL(ZSTD_freeDCtx),
+    DL_SYMBOL(ZSTD_getErrorName), DL_SYMBOL(ZSTD_isError),
+};
+static dl_library zstd_lib =
+    DL_LIBRARY("libzstd.so.1", "libzstd1", "decompressing .zst images", zstd_symbols);
+
+static DLSYM_PROTOTYPE(lzma_stream_decoder);
+static DLSYM_PROTOTYPE(lzma_code);
+static DLSYM_PROTOTYPE(lzma_end);
+static const dl_symbol lzma_symbols[] = {
+    DL_SYMBOL(lzma_stream_decoder),
+    DL_SYMBOL(lzma_code),
+    DL_SYMBOL(lzma_end),
+};
+static dl_library lzma_lib =
+    DL_LIBRARY("liblzma.so.5", "liblzma5", "decompressing .xz images", lzma_symbols);
 
 struct xfer {
     int fd;
@@ -50,7 +91,7 @@ static int on_progress(void *ud, curl_off_t total, curl_off_t now, curl_off_t ut
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    sym_curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 static int dl_failed(vmctl_error **reterr, int errnum, const char *url, const char *reason)
@@ -64,6 +105,9 @@ static int dl_failed(vmctl_error **reterr, int errnum, const char *url, const ch
 int download_file(const char *url, const char *dest, vmctl_progress_fn progress, void *userdata,
                   vmctl_error **reterr)
 {
+    int k = dl_open(&curl_lib, reterr);
+    if (k < 0)
+        return err_prefix(reterr, k, "while downloading '%s'", url);
     pthread_once(&curl_once, curl_init_once);
     cleanup_close int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -71,41 +115,41 @@ int download_file(const char *url, const char *dest, vmctl_progress_fn progress,
         err_detail(reterr, "path", "%s", dest);
         return r;
     }
-    CURL *h = curl_easy_init();
+    CURL *h = sym_curl_easy_init();
     if (!h)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise libcurl");
     struct xfer x = {.fd = fd, .progress = progress, .userdata = userdata};
     char errbuf[CURL_ERROR_SIZE] = "";
     const char *stall = getenv("VMCTL_DOWNLOAD_STALL_SECONDS");
     long stall_sec = stall ? strtol(stall, NULL, 10) : 60;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_sec > 0 ? stall_sec : 60L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT,
-                     "vmctl/"
-                     "0.1");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    CURLcode c = curl_easy_perform(h);
+    sym_curl_easy_setopt(h, CURLOPT_URL, url);
+    sym_curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
+    sym_curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    sym_curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    sym_curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+    sym_curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    sym_curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    sym_curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    sym_curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
+    sym_curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    sym_curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    sym_curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 30L);
+    sym_curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    sym_curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_sec > 0 ? stall_sec : 60L);
+    sym_curl_easy_setopt(h, CURLOPT_USERAGENT,
+                         "vmctl/"
+                         "0.1");
+    sym_curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    CURLcode c = sym_curl_easy_perform(h);
     long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
+    sym_curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    sym_curl_easy_cleanup(h);
     int r = 0;
     if (c == CURLE_WRITE_ERROR && x.werr) {
         r = err_make(reterr, VMCTL_E_IO, x.werr, "cannot write '%s'", dest);
         err_detail(reterr, "path", "%s", dest);
     } else if (c != CURLE_OK) {
-        const char *reason = *errbuf ? errbuf : curl_easy_strerror(c);
+        const char *reason = *errbuf ? errbuf : sym_curl_easy_strerror(c);
         r = dl_failed(reterr, EIO, url, reason);
         err_detail(reterr, "reason", "%s", reason);
         err_help(reterr, "Check the URL and the network, then run `vmctl image pull` again.");
@@ -174,10 +218,21 @@ int download_decompress(const char *src, const char *dst, const char *kind,
     if (!ibuf || !obuf)
         return -ENOMEM;
     bool zst = streq(kind, "zst");
-    ZSTD_DCtx *z = zst ? ZSTD_createDCtx() : NULL;
+    int k = dl_open(zst ? &zstd_lib : &lzma_lib, reterr);
+    if (k < 0) {
+        (void)unlink(dst);
+        return err_prefix(reterr, k, "while decompressing '%s'", src);
+    }
+    ZSTD_DCtx *z = zst ? sym_ZSTD_createDCtx() : NULL;
     lzma_stream xz = LZMA_STREAM_INIT;
-    if (!zst && lzma_stream_decoder(&xz, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK)
+    if (zst && !z) {
+        (void)unlink(dst);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise the zstd decoder");
+    }
+    if (!zst && sym_lzma_stream_decoder(&xz, UINT64_MAX, LZMA_CONCATENATED) != LZMA_OK) {
+        (void)unlink(dst);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise the xz decoder");
+    }
     const char *why = NULL;
     int r = 0;
     bool finished = false;
@@ -200,9 +255,9 @@ int download_decompress(const char *src, const char *dst, const char *kind,
             ZSTD_inBuffer ib = {ibuf, (size_t)n, 0};
             while (ib.pos < ib.size) {
                 ZSTD_outBuffer ob = {obuf, CHUNK, 0};
-                zlast = ZSTD_decompressStream(z, &ob, &ib);
-                if (ZSTD_isError(zlast)) {
-                    why = ZSTD_getErrorName(zlast);
+                zlast = sym_ZSTD_decompressStream(z, &ob, &ib);
+                if (sym_ZSTD_isError(zlast)) {
+                    why = sym_ZSTD_getErrorName(zlast);
                     r = -EBADMSG;
                     break;
                 }
@@ -220,7 +275,7 @@ int download_decompress(const char *src, const char *dst, const char *kind,
             for (;;) {
                 xz.next_out = obuf;
                 xz.avail_out = CHUNK;
-                lzma_ret lr = lzma_code(&xz, act);
+                lzma_ret lr = sym_lzma_code(&xz, act);
                 if ((r = write_all(out, obuf, CHUNK - xz.avail_out)) < 0) {
                     why = strerror(-r);
                     break;
@@ -249,16 +304,18 @@ int download_decompress(const char *src, const char *dst, const char *kind,
         why = "truncated xz stream";
         r = -EBADMSG;
     }
-    ZSTD_freeDCtx(z);
-    lzma_end(&xz);
+    if (zst)
+        sym_ZSTD_freeDCtx(z);
+    else
+        sym_lzma_end(&xz);
     if (r >= 0 && fsync(out) < 0) {
         r = -errno;
         why = strerror(errno);
     }
     if (r < 0) {
         (void)unlink(dst);
-        int k = err_make(reterr, VMCTL_E_IMAGE_DOWNLOAD_FAILED, -r, "cannot decompress '%s': %s",
-                         src, why ? why : "error");
+        k = err_make(reterr, VMCTL_E_IMAGE_DOWNLOAD_FAILED, -r, "cannot decompress '%s': %s", src,
+                     why ? why : "error");
         err_detail(reterr, "path", "%s", src);
         err_detail(reterr, "reason", "%s", why ? why : "error");
         return k;

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Fetching a URL to a file (libcurl: http, https, file) and decompressing .zst / .xz. */
+/* Fetching a URL to a file (libcurl: http, https, file) and decompressing .zst / .xz. libcurl,
+ * libzstd and liblzma are loaded on first use (dl.h): host::missing_dependency when one cannot be.
+ */
 #pragma once
 
 #include <vmctl/error.h>

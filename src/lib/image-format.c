@@ -15,9 +15,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dl.h"
 #include "error.h"
 #include "image-format.h"
 #include "util/util.h"
+
+/* libcrypto (SHA-256) is loaded when a checksum is first needed (dl.h). */
+static DLSYM_PROTOTYPE(EVP_MD_CTX_new);
+static DLSYM_PROTOTYPE(EVP_MD_CTX_free);
+static DLSYM_PROTOTYPE(EVP_sha256);
+static DLSYM_PROTOTYPE(EVP_DigestInit_ex);
+static DLSYM_PROTOTYPE(EVP_DigestUpdate);
+static DLSYM_PROTOTYPE(EVP_DigestFinal_ex);
+static const dl_symbol crypto_symbols[] = {
+    DL_SYMBOL(EVP_MD_CTX_new),    DL_SYMBOL(EVP_MD_CTX_free),  DL_SYMBOL(EVP_sha256),
+    DL_SYMBOL(EVP_DigestInit_ex), DL_SYMBOL(EVP_DigestUpdate), DL_SYMBOL(EVP_DigestFinal_ex),
+};
+static dl_library crypto_lib =
+    DL_LIBRARY("libcrypto.so.3", "libssl3", "SHA-256 checksums of images", crypto_symbols);
 
 extern char **environ;
 
@@ -242,14 +257,17 @@ int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr)
         err_detail(reterr, "path", "%s", path);
         return r;
     }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(md);
+    int k = dl_open(&crypto_lib, reterr);
+    if (k < 0)
+        return err_prefix(reterr, k, "while computing the SHA-256 of '%s'", path);
+    EVP_MD_CTX *md = sym_EVP_MD_CTX_new();
+    if (!md || sym_EVP_DigestInit_ex(md, sym_EVP_sha256(), NULL) != 1) {
+        sym_EVP_MD_CTX_free(md);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise SHA-256");
     }
     cleanup_free uint8_t *buf = malloc(1 << 20);
     if (!buf) {
-        EVP_MD_CTX_free(md);
+        sym_EVP_MD_CTX_free(md);
         return -ENOMEM;
     }
     for (;;) {
@@ -259,17 +277,17 @@ int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr)
         if (n < 0) {
             int r = err_make(reterr, VMCTL_E_IO, errno, "cannot read '%s'", path);
             err_detail(reterr, "path", "%s", path);
-            EVP_MD_CTX_free(md);
+            sym_EVP_MD_CTX_free(md);
             return r;
         }
         if (n == 0)
             break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
+        sym_EVP_DigestUpdate(md, buf, (size_t)n);
     }
     unsigned char dig[32];
     unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, dig, &dl);
-    EVP_MD_CTX_free(md);
+    sym_EVP_DigestFinal_ex(md, dig, &dl);
+    sym_EVP_MD_CTX_free(md);
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", dig[i]);
     return 0;

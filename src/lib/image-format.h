@@ -44,7 +44,8 @@ const char *image_format_qemu_name(const char *format);
  * where our header parser has none. */
 int image_detect(const char *path, image_probe *ret, vmctl_error **reterr);
 
-/* Lower-case hex SHA-256 of a file (65 bytes incl. NUL). progress may be NULL. */
+/* Lower-case hex SHA-256 of a file (65 bytes incl. NUL). libcrypto is loaded on the first call:
+ * host::missing_dependency when it cannot be. */
 int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr);
 
 /* Run argv (argv[0] looked up in $PATH), stdout to *ret_out when non-NULL, stderr captured into

@@ -4,9 +4,9 @@
  * Launch forks three times: an intermediate child starts its own session, forks the supervisor
  * and exits, so the supervisor is reparented to init and is never vmctl's child. The supervisor
  * closes everything of vmctl's, forks QEMU and waits for it; when QEMU ends it writes how
- * (DIR/qemu.exit: "exit N" or "signal N") and exits. So QEMU outlives vmctl, is reaped at once
- * (no zombie waiting for init) and its exit status is known: a guest that powered itself off
- * (exit 0) is `stopped`, not `crashed` (docs/architecture.md). QEMU's stdout and stderr are
+ * (DIR/qemu.exit: "pid P exit N" or "pid P signal N") and exits. So QEMU outlives vmctl, is reaped
+ * at once (no zombie waiting for init) and its exit status is known: a guest that powered itself
+ * off (exit 0) is `stopped`, not `crashed` (docs/architecture.md). QEMU's stdout and stderr are
  * appended to DIR/qemu.log for its whole life, so startup errors ("could not open kernel file") and
  * runtime messages ("terminating on signal 15") both land there. QEMU is up when it completes the
  * QMP handshake: the reply to qmp_capabilities comes from its main loop, which runs only once the
@@ -476,9 +476,10 @@ static _Noreturn void supervise(pid_t qemu, int dirfd)
     while (w < 0 && errno == EINTR);
     if (w != qemu)
         _exit(1);
-    char line[32];
-    size_t n = 0;
-    const char *what = WIFSIGNALED(status) ? "signal " : "exit ";
+    char line[48] = "pid ";
+    size_t n = 4;
+    n += fmt_uint(line + n, (unsigned)qemu);
+    const char *what = WIFSIGNALED(status) ? " signal " : " exit ";
     for (const char *c = what; *c; c++)
         line[n++] = *c;
     n += fmt_uint(line + n,

@@ -19,9 +19,100 @@
 #include <libssh/libssh.h>
 #include <libssh/sftp.h>
 
+#include "dl.h"
 #include "error.h"
 #include "ssh.h"
 #include "util/util.h"
+
+/* libssh is loaded by the first sshc_keygen or sshc_connect (dl.h); every other entry point takes
+ * a connection, which only exists once it is loaded. */
+static DLSYM_PROTOTYPE(sftp_attributes_free);
+static DLSYM_PROTOTYPE(sftp_chmod);
+static DLSYM_PROTOTYPE(sftp_close);
+static DLSYM_PROTOTYPE(sftp_free);
+static DLSYM_PROTOTYPE(sftp_fstat);
+static DLSYM_PROTOTYPE(sftp_get_error);
+static DLSYM_PROTOTYPE(sftp_init);
+static DLSYM_PROTOTYPE(sftp_new);
+static DLSYM_PROTOTYPE(sftp_open);
+static DLSYM_PROTOTYPE(sftp_read);
+static DLSYM_PROTOTYPE(sftp_write);
+static DLSYM_PROTOTYPE(ssh_channel_close);
+static DLSYM_PROTOTYPE(ssh_channel_free);
+static DLSYM_PROTOTYPE(ssh_channel_get_exit_status);
+static DLSYM_PROTOTYPE(ssh_channel_is_closed);
+static DLSYM_PROTOTYPE(ssh_channel_is_eof);
+static DLSYM_PROTOTYPE(ssh_channel_new);
+static DLSYM_PROTOTYPE(ssh_channel_open_session);
+static DLSYM_PROTOTYPE(ssh_channel_read_nonblocking);
+static DLSYM_PROTOTYPE(ssh_channel_request_exec);
+static DLSYM_PROTOTYPE(ssh_channel_send_eof);
+static DLSYM_PROTOTYPE(ssh_channel_write);
+static DLSYM_PROTOTYPE(ssh_clean_pubkey_hash);
+static DLSYM_PROTOTYPE(ssh_connect);
+static DLSYM_PROTOTYPE(ssh_disconnect);
+static DLSYM_PROTOTYPE(ssh_free);
+static DLSYM_PROTOTYPE(ssh_get_error);
+static DLSYM_PROTOTYPE(ssh_get_fd);
+static DLSYM_PROTOTYPE(ssh_get_fingerprint_hash);
+static DLSYM_PROTOTYPE(ssh_get_publickey_hash);
+static DLSYM_PROTOTYPE(ssh_get_server_publickey);
+static DLSYM_PROTOTYPE(ssh_key_free);
+static DLSYM_PROTOTYPE(ssh_new);
+static DLSYM_PROTOTYPE(ssh_options_set);
+static DLSYM_PROTOTYPE(ssh_pki_generate);
+static DLSYM_PROTOTYPE(ssh_pki_export_pubkey_base64);
+static DLSYM_PROTOTYPE(ssh_pki_export_privkey_base64);
+static DLSYM_PROTOTYPE(ssh_pki_import_privkey_file);
+static DLSYM_PROTOTYPE(ssh_session_is_known_server);
+static DLSYM_PROTOTYPE(ssh_session_update_known_hosts);
+static DLSYM_PROTOTYPE(ssh_string_free_char);
+static DLSYM_PROTOTYPE(ssh_userauth_publickey);
+static const dl_symbol ssh_symbols[] = {
+    DL_SYMBOL(sftp_attributes_free),
+    DL_SYMBOL(sftp_chmod),
+    DL_SYMBOL(sftp_close),
+    DL_SYMBOL(sftp_free),
+    DL_SYMBOL(sftp_fstat),
+    DL_SYMBOL(sftp_get_error),
+    DL_SYMBOL(sftp_init),
+    DL_SYMBOL(sftp_new),
+    DL_SYMBOL(sftp_open),
+    DL_SYMBOL(sftp_read),
+    DL_SYMBOL(sftp_write),
+    DL_SYMBOL(ssh_channel_close),
+    DL_SYMBOL(ssh_channel_free),
+    DL_SYMBOL(ssh_channel_get_exit_status),
+    DL_SYMBOL(ssh_channel_is_closed),
+    DL_SYMBOL(ssh_channel_is_eof),
+    DL_SYMBOL(ssh_channel_new),
+    DL_SYMBOL(ssh_channel_open_session),
+    DL_SYMBOL(ssh_channel_read_nonblocking),
+    DL_SYMBOL(ssh_channel_request_exec),
+    DL_SYMBOL(ssh_channel_send_eof),
+    DL_SYMBOL(ssh_channel_write),
+    DL_SYMBOL(ssh_clean_pubkey_hash),
+    DL_SYMBOL(ssh_connect),
+    DL_SYMBOL(ssh_disconnect),
+    DL_SYMBOL(ssh_free),
+    DL_SYMBOL(ssh_get_error),
+    DL_SYMBOL(ssh_get_fd),
+    DL_SYMBOL(ssh_get_fingerprint_hash),
+    DL_SYMBOL(ssh_get_publickey_hash),
+    DL_SYMBOL(ssh_get_server_publickey),
+    DL_SYMBOL(ssh_key_free),
+    DL_SYMBOL(ssh_new),
+    DL_SYMBOL(ssh_options_set),
+    DL_SYMBOL(ssh_pki_generate),
+    DL_SYMBOL(ssh_pki_export_pubkey_base64),
+    DL_SYMBOL(ssh_pki_export_privkey_base64),
+    DL_SYMBOL(ssh_pki_import_privkey_file),
+    DL_SYMBOL(ssh_session_is_known_server),
+    DL_SYMBOL(ssh_session_update_known_hosts),
+    DL_SYMBOL(ssh_string_free_char),
+    DL_SYMBOL(ssh_userauth_publickey),
+};
+static dl_library ssh_lib = DL_LIBRARY("libssh.so.4", "libssh-4", "the SSH channel", ssh_symbols);
 
 #define SSHC_STEP_TIMEOUT_SEC 10 /* bound for one libssh blocking call */
 #define SSHC_BACKOFF_MIN_USEC 50000
@@ -65,16 +156,18 @@ int sshc_keygen(const char *dir, const char *comment, vmctl_error **reterr)
     cleanup_free char *pub_path = str_printf("%s/" SSHC_PUBKEY_FILE, dir);
     if (!priv_path || !pub_path)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    int r = dl_open(&ssh_lib, reterr);
+    if (r < 0)
+        return err_prefix(reterr, r, "while generating the SSH key pair in '%s'", dir);
     ssh_key key = NULL;
     char *priv = NULL, *pub = NULL;
-    int r = 0;
-    if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) {
+    if (sym_ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) {
         r = err_make(reterr, VMCTL_E_SSH_KEYGEN_FAILED, EIO,
                      "cannot generate an Ed25519 key pair for '%s'", dir);
         goto out;
     }
-    if (ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &priv) != SSH_OK ||
-        ssh_pki_export_pubkey_base64(key, &pub) != SSH_OK) {
+    if (sym_ssh_pki_export_privkey_base64(key, NULL, NULL, NULL, &priv) != SSH_OK ||
+        sym_ssh_pki_export_pubkey_base64(key, &pub) != SSH_OK) {
         r = err_make(reterr, VMCTL_E_SSH_KEYGEN_FAILED, EIO, "cannot encode the key pair for '%s'",
                      dir);
         goto out;
@@ -109,10 +202,10 @@ out:
                  dir);
     if (priv) {
         explicit_bzero(priv, strlen(priv));
-        ssh_string_free_char(priv);
+        sym_ssh_string_free_char(priv);
     }
-    ssh_string_free_char(pub);
-    ssh_key_free(key);
+    sym_ssh_string_free_char(pub);
+    sym_ssh_key_free(key);
     return r;
 }
 
@@ -172,35 +265,35 @@ static int tcp_connect(const char *host, uint16_t port, uint64_t deadline)
 static char *hostkey_fingerprint(ssh_session s)
 {
     ssh_key key = NULL;
-    if (ssh_get_server_publickey(s, &key) != SSH_OK)
+    if (sym_ssh_get_server_publickey(s, &key) != SSH_OK)
         return NULL;
     unsigned char *hash = NULL;
     size_t hlen = 0;
     char *out = NULL;
-    if (ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == SSH_OK) {
-        char *fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
+    if (sym_ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == SSH_OK) {
+        char *fp = sym_ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
         if (fp)
             out = strdup(fp);
-        ssh_string_free_char(fp);
-        ssh_clean_pubkey_hash(&hash);
+        sym_ssh_string_free_char(fp);
+        sym_ssh_clean_pubkey_hash(&hash);
     }
-    ssh_key_free(key);
+    sym_ssh_key_free(key);
     return out;
 }
 
 /* Compare the server's key with the pinned one; pin it when the file has none for this host. */
 static int check_hostkey(ssh_session s, const sshc_target *t, vmctl_error **reterr)
 {
-    enum ssh_known_hosts_e k = ssh_session_is_known_server(s);
+    enum ssh_known_hosts_e k = sym_ssh_session_is_known_server(s);
     switch (k) {
     case SSH_KNOWN_HOSTS_OK:
         return 0;
     case SSH_KNOWN_HOSTS_UNKNOWN:
     case SSH_KNOWN_HOSTS_NOT_FOUND:
         /* first contact: pin it */
-        if (ssh_session_update_known_hosts(s) != SSH_OK)
+        if (sym_ssh_session_update_known_hosts(s) != SSH_OK)
             return ssh_failed(reterr, t, "hostkey", EIO, "cannot record the host key in '%s': %s",
-                              t->known_hosts, ssh_get_error(s));
+                              t->known_hosts, sym_ssh_get_error(s));
         return 0;
     case SSH_KNOWN_HOSTS_CHANGED:
     case SSH_KNOWN_HOSTS_OTHER: {
@@ -219,7 +312,7 @@ static int check_hostkey(ssh_session s, const sshc_target *t, vmctl_error **rete
     case SSH_KNOWN_HOSTS_ERROR:
     default:
         return ssh_failed(reterr, t, "hostkey", EIO, "cannot check the host key against '%s': %s",
-                          t->known_hosts, ssh_get_error(s));
+                          t->known_hosts, sym_ssh_get_error(s));
     }
 }
 
@@ -234,7 +327,7 @@ static int try_connect(const sshc_target *t, ssh_key priv, uint64_t deadline, ss
         *why = str_printf("%s", strerror(-fd));
         return -EAGAIN;
     }
-    ssh_session s = ssh_new();
+    ssh_session s = sym_ssh_new();
     if (!s) {
         close(fd);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
@@ -245,41 +338,41 @@ static int try_connect(const sshc_target *t, ssh_key priv, uint64_t deadline, ss
     int no = 0;
     socket_t sfd = fd;
     unsigned port = t->port;
-    if (ssh_options_set(s, SSH_OPTIONS_HOST, t->host) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_PORT, &port) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_USER, t->user) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, t->known_hosts) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null") < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout) < 0 ||
-        ssh_options_set(s, SSH_OPTIONS_FD, &sfd) < 0) {
+    if (sym_ssh_options_set(s, SSH_OPTIONS_HOST, t->host) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_PORT, &port) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_USER, t->user) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, t->known_hosts) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null") < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &timeout) < 0 ||
+        sym_ssh_options_set(s, SSH_OPTIONS_FD, &sfd) < 0) {
         int r = ssh_failed(reterr, t, "connect", EINVAL, "cannot set session options: %s",
-                           ssh_get_error(s));
-        ssh_free(s);
+                           sym_ssh_get_error(s));
+        sym_ssh_free(s);
         close(fd);
         return r;
     }
     /* from here the session owns fd (ssh_free/ssh_disconnect closes it) */
-    if (ssh_connect(s) != SSH_OK) {
+    if (sym_ssh_connect(s) != SSH_OK) {
         *step = "handshake";
-        *why = strdup(ssh_get_error(s));
-        ssh_free(s);
+        *why = strdup(sym_ssh_get_error(s));
+        sym_ssh_free(s);
         return -EAGAIN;
     }
     int r = check_hostkey(s, t, reterr);
     if (r < 0) {
-        ssh_disconnect(s);
-        ssh_free(s);
+        sym_ssh_disconnect(s);
+        sym_ssh_free(s);
         return r;
     }
-    int a = ssh_userauth_publickey(s, NULL, priv);
+    int a = sym_ssh_userauth_publickey(s, NULL, priv);
     if (a != SSH_AUTH_SUCCESS) {
         *step = "auth";
         *why = a == SSH_AUTH_DENIED
                    ? str_printf("the server refused the key for user '%s'", t->user)
-                   : strdup(ssh_get_error(s));
-        ssh_disconnect(s);
-        ssh_free(s);
+                   : strdup(sym_ssh_get_error(s));
+        sym_ssh_disconnect(s);
+        sym_ssh_free(s);
         return -EAGAIN;
     }
     *ret = s;
@@ -290,17 +383,21 @@ int sshc_connect(const sshc_target *t, uint64_t deadline, sshc_conn **ret, vmctl
 {
     if (!t || !t->host || !t->user || !t->key_path || !t->known_hosts || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "sshc_connect: invalid argument");
+    int r = dl_open(&ssh_lib, reterr);
+    if (r < 0) {
+        if (t->vm)
+            err_detail(reterr, "vm", "%s", t->vm);
+        return err_prefix(reterr, r, "while connecting over SSH to %s:%u", t->host, t->port);
+    }
     ssh_key priv = NULL;
-    if (ssh_pki_import_privkey_file(t->key_path, NULL, NULL, NULL, &priv) != SSH_OK) {
-        int r =
-            ssh_failed(reterr, t, "auth", EACCES, "cannot read the private key '%s'", t->key_path);
+    if (sym_ssh_pki_import_privkey_file(t->key_path, NULL, NULL, NULL, &priv) != SSH_OK) {
+        r = ssh_failed(reterr, t, "auth", EACCES, "cannot read the private key '%s'", t->key_path);
         err_detail(reterr, "path", "%s", t->key_path);
         return r;
     }
     uint64_t start = now_usec();
     uint64_t backoff = SSHC_BACKOFF_MIN_USEC;
     unsigned attempts = 0;
-    int r;
     for (;;) {
         const char *step = NULL;
         cleanup_free char *why = NULL;
@@ -310,8 +407,8 @@ int sshc_connect(const sshc_target *t, uint64_t deadline, sshc_conn **ret, vmctl
         if (r == 0) {
             sshc_conn *c = calloc(1, sizeof(*c));
             if (!c) {
-                ssh_disconnect(s);
-                ssh_free(s);
+                sym_ssh_disconnect(s);
+                sym_ssh_free(s);
                 r = err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
                 break;
             }
@@ -350,7 +447,7 @@ int sshc_connect(const sshc_target *t, uint64_t deadline, sshc_conn **ret, vmctl
         sleep_usec(backoff < left ? backoff : left);
         backoff = backoff * 2 > SSHC_BACKOFF_MAX_USEC ? SSHC_BACKOFF_MAX_USEC : backoff * 2;
     }
-    ssh_key_free(priv);
+    sym_ssh_key_free(priv);
     return r;
 }
 
@@ -359,8 +456,8 @@ void sshc_close(sshc_conn *c)
     if (!c)
         return;
     if (c->session) {
-        ssh_disconnect(c->session);
-        ssh_free(c->session);
+        sym_ssh_disconnect(c->session);
+        sym_ssh_free(c->session);
     }
     free(c);
 }
@@ -380,33 +477,34 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
               vmctl_error **reterr)
 {
     const sshc_target *t = &c->t;
-    ssh_channel ch = ssh_channel_new(c->session);
+    ssh_channel ch = sym_ssh_channel_new(c->session);
     if (!ch)
         return ssh_failed(reterr, t, "channel", ENOMEM, "cannot create a channel: %s",
-                          ssh_get_error(c->session));
+                          sym_ssh_get_error(c->session));
     int r = 0;
-    if (ssh_channel_open_session(ch) != SSH_OK) {
+    if (sym_ssh_channel_open_session(ch) != SSH_OK) {
         r = ssh_failed(reterr, t, "channel", EIO, "cannot open a session channel: %s",
-                       ssh_get_error(c->session));
+                       sym_ssh_get_error(c->session));
         goto out;
     }
-    if (ssh_channel_request_exec(ch, command) != SSH_OK) {
+    if (sym_ssh_channel_request_exec(ch, command) != SSH_OK) {
         r = ssh_failed(reterr, t, "exec", EIO, "the server refused to run the command: %s",
-                       ssh_get_error(c->session));
+                       sym_ssh_get_error(c->session));
         goto out;
     }
     const char *in = stdin_data;
     while (stdin_len > 0) {
-        int n = ssh_channel_write(ch, in, stdin_len > SSHC_IO_CHUNK ? SSHC_IO_CHUNK : stdin_len);
+        int n =
+            sym_ssh_channel_write(ch, in, stdin_len > SSHC_IO_CHUNK ? SSHC_IO_CHUNK : stdin_len);
         if (n < 0) {
             r = ssh_failed(reterr, t, "exec", EIO, "cannot send the command's input: %s",
-                           ssh_get_error(c->session));
+                           sym_ssh_get_error(c->session));
             goto out;
         }
         in += n;
         stdin_len -= (size_t)n;
     }
-    (void)ssh_channel_send_eof(ch);
+    (void)sym_ssh_channel_send_eof(ch);
 
     char *buf = malloc(SSHC_IO_CHUNK);
     if (!buf) {
@@ -416,10 +514,10 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
     for (;;) {
         bool got = false;
         for (int is_err = 0; is_err <= 1; is_err++) {
-            int n = ssh_channel_read_nonblocking(ch, buf, SSHC_IO_CHUNK, is_err);
+            int n = sym_ssh_channel_read_nonblocking(ch, buf, SSHC_IO_CHUNK, is_err);
             if (n == SSH_ERROR) {
                 r = ssh_failed(reterr, t, "exec", EIO, "lost the connection: %s",
-                               ssh_get_error(c->session));
+                               sym_ssh_get_error(c->session));
                 break;
             }
             if (n > 0) {
@@ -435,7 +533,7 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
             break;
         if (got)
             continue;
-        if (ssh_channel_is_eof(ch) || ssh_channel_is_closed(ch))
+        if (sym_ssh_channel_is_eof(ch) || sym_ssh_channel_is_closed(ch))
             break;
         int ms = remaining_ms(deadline);
         if (ms == 0) {
@@ -444,7 +542,7 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
                 err_detail(reterr, "vm", "%s", t->vm);
             break;
         }
-        struct pollfd p = {.fd = ssh_get_fd(c->session), .events = POLLIN};
+        struct pollfd p = {.fd = sym_ssh_get_fd(c->session), .events = POLLIN};
         if (poll(&p, 1, ms > 100 ? 100 : ms) < 0 && errno != EINTR) {
             r = ssh_failed(reterr, t, "exec", errno, "poll failed");
             break;
@@ -453,14 +551,14 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
     free(buf);
     if (r < 0)
         goto out;
-    int code = ssh_channel_get_exit_status(ch);
+    int code = sym_ssh_channel_get_exit_status(ch);
     if (status) {
         status->exit_code = code >= 0 ? code : 255;
         status->signal = 0;
     }
 out:
-    ssh_channel_close(ch);
-    ssh_channel_free(ch);
+    sym_ssh_channel_close(ch);
+    sym_ssh_channel_free(ch);
     return r;
 }
 
@@ -469,24 +567,24 @@ out:
 static int sftp_fail(sshc_conn *c, sftp_session sf, vmctl_error **reterr, const char *what,
                      const char *path)
 {
-    int code = sf ? sftp_get_error(sf) : -1;
+    int code = sf ? sym_sftp_get_error(sf) : -1;
     int r = ssh_failed(reterr, &c->t, "sftp", EIO, "%s '%s': %s (sftp error %d)", what, path,
-                       ssh_get_error(c->session), code);
+                       sym_ssh_get_error(c->session), code);
     err_detail(reterr, "path", "%s", path);
     return r;
 }
 
 static int sftp_open_session(sshc_conn *c, sftp_session *ret, vmctl_error **reterr)
 {
-    sftp_session sf = sftp_new(c->session);
+    sftp_session sf = sym_sftp_new(c->session);
     if (!sf)
         return ssh_failed(reterr, &c->t, "sftp", EIO, "cannot open an SFTP channel: %s",
-                          ssh_get_error(c->session));
-    if (sftp_init(sf) != SSH_OK) {
+                          sym_ssh_get_error(c->session));
+    if (sym_sftp_init(sf) != SSH_OK) {
         int r = ssh_failed(reterr, &c->t, "sftp", EIO,
                            "the server has no SFTP subsystem or refused it: %s",
-                           ssh_get_error(c->session));
-        sftp_free(sf);
+                           sym_ssh_get_error(c->session));
+        sym_sftp_free(sf);
         return r;
     }
     *ret = sf;
@@ -506,7 +604,7 @@ int sshc_upload(sshc_conn *c, const char *local, const char *remote, vmctl_error
     int r = sftp_open_session(c, &sf, reterr);
     if (r < 0)
         return r;
-    sftp_file f = sftp_open(sf, remote, O_WRONLY | O_CREAT | O_TRUNC, st.st_mode & 07777);
+    sftp_file f = sym_sftp_open(sf, remote, O_WRONLY | O_CREAT | O_TRUNC, st.st_mode & 07777);
     if (!f) {
         r = sftp_fail(c, sf, reterr, "cannot create", remote);
         goto out;
@@ -514,7 +612,7 @@ int sshc_upload(sshc_conn *c, const char *local, const char *remote, vmctl_error
     char *buf = malloc(SSHC_IO_CHUNK);
     if (!buf) {
         r = err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-        sftp_close(f);
+        sym_sftp_close(f);
         goto out;
     }
     for (;;) {
@@ -528,7 +626,7 @@ int sshc_upload(sshc_conn *c, const char *local, const char *remote, vmctl_error
         if (n == 0)
             break;
         for (ssize_t off = 0; off < n;) {
-            ssize_t w = sftp_write(f, buf + off, (size_t)(n - off));
+            ssize_t w = sym_sftp_write(f, buf + off, (size_t)(n - off));
             if (w <= 0) {
                 r = sftp_fail(c, sf, reterr, "cannot write", remote);
                 break;
@@ -539,12 +637,12 @@ int sshc_upload(sshc_conn *c, const char *local, const char *remote, vmctl_error
             break;
     }
     free(buf);
-    if (sftp_close(f) != SSH_OK && r >= 0)
+    if (sym_sftp_close(f) != SSH_OK && r >= 0)
         r = sftp_fail(c, sf, reterr, "cannot close", remote);
-    if (r >= 0 && sftp_chmod(sf, remote, st.st_mode & 07777) < 0)
+    if (r >= 0 && sym_sftp_chmod(sf, remote, st.st_mode & 07777) < 0)
         r = sftp_fail(c, sf, reterr, "cannot set the mode of", remote);
 out:
-    sftp_free(sf);
+    sym_sftp_free(sf);
     return r;
 }
 
@@ -558,12 +656,12 @@ int sshc_download(sshc_conn *c, const char *remote, const char *local, vmctl_err
     cleanup_close int fd = -1;
     char *buf = NULL;
     sftp_attributes attr = NULL;
-    sftp_file f = sftp_open(sf, remote, O_RDONLY, 0);
+    sftp_file f = sym_sftp_open(sf, remote, O_RDONLY, 0);
     if (!f) {
         r = sftp_fail(c, sf, reterr, "cannot open", remote);
         goto out;
     }
-    attr = sftp_fstat(f);
+    attr = sym_sftp_fstat(f);
     mode_t mode = attr && (attr->flags & SSH_FILEXFER_ATTR_PERMISSIONS)
                       ? (mode_t)(attr->permissions & 07777)
                       : 0644;
@@ -579,7 +677,7 @@ int sshc_download(sshc_conn *c, const char *remote, const char *local, vmctl_err
         goto out;
     }
     for (;;) {
-        ssize_t n = sftp_read(f, buf, SSHC_IO_CHUNK);
+        ssize_t n = sym_sftp_read(f, buf, SSHC_IO_CHUNK);
         if (n < 0) {
             r = sftp_fail(c, sf, reterr, "cannot read", remote);
             break;
@@ -606,10 +704,10 @@ out:
         (void)unlink(tmp);
     free(buf);
     if (attr)
-        sftp_attributes_free(attr);
+        sym_sftp_attributes_free(attr);
     if (f)
-        sftp_close(f);
-    sftp_free(sf);
+        sym_sftp_close(f);
+    sym_sftp_free(sf);
     return r;
 }
 

@@ -5,7 +5,8 @@
  *
  * Names use the prefix sshc_ because libssh owns ssh_*. Errors: ssh::keygen_failed,
  * ssh::failed (detail `step`: connect, handshake, hostkey, auth, channel, exec, sftp),
- * timeout (operation "ssh") when the deadline passes before the server answers. */
+ * timeout (operation "ssh") when the deadline passes before the server answers. libssh is loaded
+ * by the first sshc_keygen/sshc_connect (dl.h): host::missing_dependency when it cannot be. */
 #pragma once
 
 #include <stdbool.h>

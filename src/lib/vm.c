@@ -139,14 +139,29 @@ static char *crash_note(const char *dir)
                       ctail && *ctail ? ctail : "(empty)");
 }
 
-/* Whether the VM's hypervisor ended with exit status 0 (its supervisor's record says so). */
-static bool backend_exited_cleanly(const char *dir)
+/* How the VM's hypervisor `pid` ended, from its supervisor's record: 1 exit status 0, 0 another
+ * end, -ENOENT no record (yet) for that pid. */
+static int backend_exit_record(const char *dir, pid_t pid)
 {
     cleanup_free char *path = str_printf("%s/" VM_FILE_EXIT, dir);
     cleanup_free char *text = NULL;
     if (!path || read_file_tail(path, 64, &text) < 0 || !text)
-        return false;
-    return streq(text, "exit 0\n");
+        return -ENOENT;
+    unsigned long p = 0;
+    char what[16];
+    unsigned code = 0;
+    if (sscanf(text, "pid %lu %15s %u", &p, what, &code) != 3 || p != (unsigned long)pid)
+        return -ENOENT;
+    return streq(what, "exit") && code == 0;
+}
+
+/* After killing the hypervisor: give its supervisor a moment to write the record, so that it
+ * writes into a directory nobody is removing. */
+static void backend_wait_exit_record(const char *dir, pid_t pid)
+{
+    uint64_t deadline = now_usec() + 1000000;
+    while (backend_exit_record(dir, pid) == -ENOENT && now_usec() < deadline)
+        sleep_usec(5000);
 }
 
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
@@ -171,7 +186,8 @@ static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
     if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
         !proc_alive(v->pid, v->pid_start)) {
         /* a hypervisor that exited 0 was told to: the guest powered itself off */
-        vmctl_vm_state to = backend_exited_cleanly(v->dir) ? VMCTL_VM_STOPPED : VMCTL_VM_CRASHED;
+        vmctl_vm_state to =
+            backend_exit_record(v->dir, v->pid) == 1 ? VMCTL_VM_STOPPED : VMCTL_VM_CRASHED;
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
@@ -881,12 +897,11 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return err_prefix(reterr, r, "while destroying vm '%s'", name);
+        backend_wait_exit_record(v->dir, v->pid);
     }
-    /* QEMU's supervisor writes qemu.exit once it has reaped the QEMU we just saw die: it may
-     * land after rm_rf listed the directory (ENOTEMPTY); go again, bounded */
     r = rm_rf(v->dir);
-    for (int i = 0; r == -ENOTEMPTY && i < 100; i++) {
-        sleep_usec(10000);
+    for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
+        sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */
         r = rm_rf(v->dir);
     }
     if (r < 0) {
