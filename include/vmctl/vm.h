@@ -94,6 +94,7 @@ typedef struct vmctl_vm_info {
     char *dir;
     int64_t created_at; /* unix seconds */
     char *crash_note;   /* crashed only: tail of the QEMU log */
+    uint32_t cid;       /* guest CID for AF_VSOCK (3 or more), 0: none */
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);

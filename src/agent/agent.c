@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* vmctl-agent: the guest side of docs/agent-protocol.md (v2, answers v1 hosts too). A
- * single-threaded poll loop over the host connection (the virtio-serial port org.vmctl.agent, or
- * an AF_VSOCK connection), a signalfd (SIGCHLD, SIGIO, termination) and the fds of the running
- * jobs: commands (EXEC, several at once), file uploads (FILE_PUT) and downloads (FILE_GET).
+ * single-threaded poll loop over its host connections, a signalfd (SIGCHLD, SIGIO, termination)
+ * and the fds of the running jobs: commands (EXEC, several at once), file uploads (FILE_PUT) and
+ * downloads (FILE_GET).
+ *
+ * Sessions: every host connection is a session of its own, with its own input buffer, output
+ * queue and jobs: each virtio-serial port named org.vmctl.agent or org.vmctl.agent.<N>, and each
+ * accepted AF_VSOCK connection on port 1024 (up to MAX_VSOCK_SESSIONS at once). A job's frames go
+ * to its session; a session whose host disconnects or sends NEW_SESSION loses only its own jobs.
  * Static; may run as PID 1, and then reaps every child and never exits. */
 #include <dirent.h>
 #include <errno.h>
@@ -30,17 +35,25 @@
 #include "agent-proto.h"
 #include "config.h"
 
-#define DEFAULT_PATH      "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#define OUT_HIGH_WATER    (512u * 1024u) /* stop reading the jobs' fds above this */
-#define EXIT_GRACE_MS     100            /* wait this long for pipes held by background jobs */
-#define RECHECK_MS        1000           /* re-poll a disconnected port this often (SIGIO backup) */
-#define REOPEN_MS         5              /* retry finding/opening the port this often */
-#define SHUTDOWN_FLUSH_MS 2000
-#define MAX_JOBS          64
-#define FILE_CHUNK        (256u * 1024u)            /* FILE_GET data frames */
-#define ACK_EVERY         (64u * 1024u)             /* STDIN_ACK at least this often */
-#define STDIN_QUEUE_MAX   (4u * AGENT_STDIN_WINDOW) /* a host ignoring the window is cut off */
-#define META_DIR          "/run/vmctl"
+#define DEFAULT_PATH       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define OUT_HIGH_WATER     (512u * 1024u) /* stop reading a session's jobs' fds above this */
+#define EXIT_GRACE_MS      100            /* wait this long for pipes held by background jobs */
+#define RECHECK_MS         1000  /* re-poll a disconnected port this often (SIGIO backup) */
+#define REOPEN_MS          5     /* retry opening a --port path this often */
+#define SCAN_FIRST_MS      5     /* look for new ports this often at first ... */
+#define SCAN_MAX_MS        1000  /* ... backing off to this while the guest boots ... */
+#define SCAN_SLOW_MS       30000 /* ... and to this once SCAN_SETTLE_MS passed */
+#define SCAN_SETTLE_MS     60000
+#define SHUTDOWN_FLUSH_MS  2000
+#define MAX_SESSION_JOBS   64 /* requests at once per session (protocol: a 65th is EBUSY) */
+#define MAX_JOBS           128
+#define MAX_PORTS          8 /* virtio-serial ports: org.vmctl.agent, org.vmctl.agent.1, ... */
+#define MAX_VSOCK_SESSIONS 16
+#define MAX_SESSIONS       (MAX_PORTS + MAX_VSOCK_SESSIONS)
+#define FILE_CHUNK         (256u * 1024u)            /* FILE_GET data frames */
+#define ACK_EVERY          (64u * 1024u)             /* STDIN_ACK at least this often */
+#define STDIN_QUEUE_MAX    (4u * AGENT_STDIN_WINDOW) /* a host ignoring the window is cut off */
+#define META_DIR           "/run/vmctl"
 /* A partial frame that gets no new byte for this long is dropped: its sender died, and a quick
  * reconnect hid the disconnect from us (QEMU's close and open reach the guest together). */
 #define STALL_MS 500
@@ -50,6 +63,7 @@ enum job_kind { JOB_EXEC, JOB_PUT, JOB_GET };
 struct job {
     bool used;
     enum job_kind kind;
+    int sess; /* index in A.sess: where its frames go */
     uint32_t id;
     uint8_t version; /* frames about this job are sent in the version of its request */
     pid_t pid;       /* EXEC: the command (0 once reaped and reported) */
@@ -72,27 +86,44 @@ struct job {
     int put_errno;
 };
 
-static struct {
-    const char *port_path; /* --port, else found in sysfs */
-    int port;
-    int listen_fd;       /* AF_VSOCK listener, -1 when the transport is virtio-serial */
-    bool port_is_virtio; /* a disconnect keeps the fd open and waits for SIGIO */
-    bool connected;      /* false after POLLHUP until SIGIO or the re-check */
-    bool no_vsock;
+enum sess_kind {
+    SESS_VIRTIO, /* a virtio-serial port: stays open; a disconnect waits for SIGIO */
+    SESS_PATH,   /* --port PATH (a device or a unix socket): closed and reopened */
+    SESS_VSOCK,  /* an accepted AF_VSOCK connection: closed and forgotten on disconnect */
+};
+
+/* One host connection. The buffers are allocated when the session opens, never per frame. */
+struct session {
+    bool used;
+    enum sess_kind kind;
+    int fd;         /* -1: SESS_PATH waiting to reopen */
+    bool connected; /* false after POLLHUP until SIGIO or the re-check */
     uint64_t recheck_ms;
-    int sigfd;
-    bool pid1;
-    uint8_t *in; /* in_buf: kept out of this initialised struct so it stays in .bss */
+    char *path;  /* SESS_VIRTIO/SESS_PATH: the device or socket */
+    uint8_t *in; /* AGENT_MAX_FRAME bytes */
     size_t in_len;
     uint64_t in_last_ms; /* when the last byte arrived */
     uint8_t *out;
     size_t out_len, out_cap;
+};
+
+static struct {
+    const char *port_path; /* --port: the only session, no sysfs scan, no vsock */
+    int listen_fd;         /* AF_VSOCK listener, -1 when not listening */
+    bool no_vsock;
+    uint64_t scan_ms, scan_every; /* next look for ports (and /dev/vsock), and the interval */
+    uint64_t started_ms;
+    int sigfd;
+    int sig_port; /* the real-time signal the virtio ports raise (F_SETSIG), 0: plain SIGIO */
+    bool pid1;
+    struct session sess[MAX_SESSIONS];
     struct job jobs[MAX_JOBS];
     int shutdown_action; /* -1: none pending */
     unsigned long garbage;
     uint32_t instance; /* in PONG: lets a host notice that the agent restarted */
-} A = {.port = -1, .listen_fd = -1, .sigfd = -1, .shutdown_action = -1};
-static uint8_t in_buf[AGENT_MAX_FRAME];
+} A = {.listen_fd = -1, .sigfd = -1, .shutdown_action = -1};
+
+#define SESS(j) (&A.sess[(j)->sess])
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
@@ -131,35 +162,36 @@ static void close_fd(int *fd)
     }
 }
 
-/* --- output queue: whole frames, flushed to the port as it accepts them --- */
+/* --- output queue: whole frames per session, flushed as the host takes them --- */
 
-static uint8_t *out_reserve(size_t n)
+static uint8_t *out_reserve(struct session *s, size_t n)
 {
-    if (A.out_cap - A.out_len < n) {
-        size_t cap = A.out_cap ? A.out_cap : 64 * 1024;
-        while (cap - A.out_len < n)
+    if (s->out_cap - s->out_len < n) {
+        size_t cap = s->out_cap ? s->out_cap : 64 * 1024;
+        while (cap - s->out_len < n)
             cap *= 2;
-        uint8_t *p = realloc(A.out, cap);
+        uint8_t *p = realloc(s->out, cap);
         if (!p)
             return NULL;
-        A.out = p;
-        A.out_cap = cap;
+        s->out = p;
+        s->out_cap = cap;
     }
-    return A.out + A.out_len;
+    return s->out + s->out_len;
 }
 
 /* Commit an encoded frame at p (from out_reserve) in the given protocol version. */
-static void out_commit(uint8_t *p, int n, uint8_t version)
+static void out_commit(struct session *s, uint8_t *p, int n, uint8_t version)
 {
     if (n > 0) {
         agent_frame_set_version(p, version);
-        A.out_len += (size_t)n;
+        s->out_len += (size_t)n;
     }
 }
 
-static void send_error(uint32_t id, uint8_t version, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void send_error(uint32_t id, uint8_t version, int errnum, const char *fmt, ...)
+static void send_error(struct session *s, uint32_t id, uint8_t version, int errnum, const char *fmt,
+                       ...) __attribute__((format(printf, 5, 6)));
+static void send_error(struct session *s, uint32_t id, uint8_t version, int errnum, const char *fmt,
+                       ...)
 {
     char msg[AGENT_MAX_ERROR_MSG + 1];
     va_list ap;
@@ -167,65 +199,164 @@ static void send_error(uint32_t id, uint8_t version, int errnum, const char *fmt
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     size_t need = AGENT_HDR_SIZE + 8 + strlen(msg) + 1;
-    uint8_t *p = out_reserve(need);
+    uint8_t *p = out_reserve(s, need);
     if (p)
-        out_commit(p, agent_encode_error(p, need, id, (uint32_t)errnum, msg), version);
+        out_commit(s, p, agent_encode_error(p, need, id, (uint32_t)errnum, msg), version);
 }
 
-static void send_simple(uint32_t id, uint8_t version, uint8_t type)
+static void send_simple(struct session *s, uint32_t id, uint8_t version, uint8_t type)
 {
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 64);
+    uint8_t *p = out_reserve(s, AGENT_HDR_SIZE + 64);
     if (!p)
         return;
     if (type == AGENT_MSG_PONG)
-        out_commit(p,
+        out_commit(s, p,
                    agent_encode_pong2(p, AGENT_HDR_SIZE + 64, id, AGENT_CAPS_V2, VMCTL_VERSION,
                                       A.instance),
                    version);
     else
-        out_commit(p, agent_encode_ack(p, AGENT_HDR_SIZE + 64, id), version);
+        out_commit(s, p, agent_encode_ack(p, AGENT_HDR_SIZE + 64, id), version);
 }
 
-static void send_u32(uint32_t id, uint8_t version, uint8_t type, uint32_t v)
+static void send_u32(struct session *s, uint32_t id, uint8_t version, uint8_t type, uint32_t v)
 {
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 4);
+    uint8_t *p = out_reserve(s, AGENT_HDR_SIZE + 4);
     if (p)
-        out_commit(p, agent_encode_u32_msg(p, AGENT_HDR_SIZE + 4, type, id, v), version);
+        out_commit(s, p, agent_encode_u32_msg(p, AGENT_HDR_SIZE + 4, type, id, v), version);
 }
 
-/* Write what the port takes now. Returns false when the host went away. */
-static bool out_flush(void)
+/* Write what the host takes now. Returns false when the host went away. */
+static bool out_flush(struct session *s)
 {
     size_t off = 0;
-    while (off < A.out_len) {
-        ssize_t w = write(A.port, A.out + off, A.out_len - off);
+    bool ok = true;
+    while (off < s->out_len) {
+        ssize_t w = write(s->fd, s->out + off, s->out_len - off);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN)
-                break;
-            memmove(A.out, A.out + off, A.out_len - off);
-            A.out_len -= off;
-            return false;
+            ok = errno == EAGAIN;
+            break;
         }
         off += (size_t)w;
     }
-    memmove(A.out, A.out + off, A.out_len - off);
-    A.out_len -= off;
+    memmove(s->out, s->out + off, s->out_len - off);
+    s->out_len -= off;
+    return ok;
+}
+
+/* --- sessions: ports and vsock connections --- */
+
+static struct session *sess_new(enum sess_kind kind, const char *path)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        struct session *s = &A.sess[i];
+        if (s->used)
+            continue;
+        *s = (struct session){.used = true, .kind = kind, .fd = -1};
+        s->in = malloc(AGENT_MAX_FRAME);
+        s->path = path ? strdup(path) : NULL;
+        if (!s->in || (path && !s->path)) {
+            free(s->in);
+            free(s->path);
+            *s = (struct session){.fd = -1};
+            return NULL;
+        }
+        return s;
+    }
+    return NULL;
+}
+
+static void sess_free(struct session *s)
+{
+    close_fd(&s->fd);
+    free(s->in);
+    free(s->out);
+    free(s->path);
+    *s = (struct session){.fd = -1};
+}
+
+static int sess_count(enum sess_kind kind)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        n += A.sess[i].used && A.sess[i].kind == kind;
+    return n;
+}
+
+static void sess_attach(struct session *s, int fd)
+{
+    if (s->kind == SESS_VIRTIO) {
+        /* O_ASYNC: the port raises a signal when the host connects or disconnects (and when
+         * data arrives); with F_SETSIG a queued real-time one that names the port's fd. */
+        fcntl(fd, F_SETOWN, getpid());
+        if (A.sig_port)
+            fcntl(fd, F_SETSIG, A.sig_port);
+        if (fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0)
+            fcntl(fd, F_SETFL, O_NONBLOCK);
+    } else {
+        /* non-blocking: a virtio port blocks writes while the host is away */
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+    }
+    s->fd = fd;
+    s->connected = true;
+    s->in_len = 0;
+    s->out_len = 0;
+}
+
+/* Open a device or a unix socket (--port, for running the agent against a host socket in
+ * tests); -errno on failure. */
+static int open_path(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+            int e = errno;
+            close(fd);
+            return -e;
+        }
+        return fd < 0 ? -errno : fd;
+    }
+    int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/* org.vmctl.agent or org.vmctl.agent.<N> */
+static bool agent_port_name(const char *name)
+{
+    size_t n = strlen(AGENT_PORT_NAME);
+    if (strncmp(name, AGENT_PORT_NAME, n) != 0)
+        return false;
+    if (!name[n])
+        return true;
+    if (name[n] != '.' || !name[n + 1])
+        return false;
+    for (const char *p = name + n + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
     return true;
 }
 
-/* --- the port --- */
+static bool port_known(const char *dev)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (A.sess[i].used && A.sess[i].kind == SESS_VIRTIO && strcmp(A.sess[i].path, dev) == 0)
+            return true;
+    return false;
+}
 
-/* The /dev node of the virtio port named org.vmctl.agent, or NULL. */
-static char *find_virtio_port(void)
+/* Open every agent port in /sys/class/virtio-ports not open yet; the number opened. */
+static int scan_ports(void)
 {
     DIR *d = opendir("/sys/class/virtio-ports");
     if (!d)
-        return NULL;
-    char *found = NULL;
+        return 0;
+    int opened = 0;
     struct dirent *de;
-    while (!found && (de = readdir(d))) {
+    while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
         char path[512], name[128];
@@ -239,37 +370,38 @@ static char *find_virtio_port(void)
             continue;
         name[n] = 0;
         name[strcspn(name, "\n")] = 0;
-        if (strcmp(name, AGENT_PORT_NAME) == 0) {
-            snprintf(path, sizeof(path), "/dev/%s", de->d_name);
-            found = strdup(path);
+        if (!agent_port_name(name))
+            continue;
+        snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+        if (port_known(path) || sess_count(SESS_VIRTIO) >= MAX_PORTS)
+            continue;
+        int pfd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (pfd < 0)
+            continue; /* the /dev node may not be there yet: next scan */
+        struct session *s = sess_new(SESS_VIRTIO, path);
+        if (!s) {
+            close(pfd);
+            continue;
         }
+        sess_attach(s, pfd);
+        logmsg("listening on %s (%s)", path, name);
+        opened++;
     }
     closedir(d);
-    return found;
+    return opened;
 }
 
-static void port_setup(int fd)
-{
-    /* Non-blocking: a virtio port blocks writes while the host is away. O_ASYNC: the port
-     * raises SIGIO when the host connects or disconnects (and when data arrives). */
-    fcntl(fd, F_SETOWN, getpid());
-    if (fcntl(fd, F_SETFL, O_NONBLOCK | O_ASYNC) < 0)
-        fcntl(fd, F_SETFL, O_NONBLOCK);
-    A.port = fd;
-    A.connected = true;
-}
-
-/* AF_VSOCK: listen on AGENT_VSOCK_PORT when the guest has a vsock transport and no virtio port. */
+/* AF_VSOCK: listen on AGENT_VSOCK_PORT when the guest has a vsock transport. */
 static int listen_vsock(void)
 {
-    if (A.no_vsock || access("/dev/vsock", F_OK) < 0)
+    if (access("/dev/vsock", F_OK) < 0)
         return -ENOENT;
     int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     struct sockaddr_vm sa = {
         .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = AGENT_VSOCK_PORT};
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, MAX_VSOCK_SESSIONS) < 0) {
         int r = -errno;
         close(fd);
         return r;
@@ -279,97 +411,95 @@ static int listen_vsock(void)
     return 0;
 }
 
-static int open_port(void)
+/* Look for ports (and vsock) that appeared since the last look. */
+static void scan(uint64_t now)
 {
-    char *found = NULL;
-    const char *path = A.port_path;
-    if (!path) {
-        found = find_virtio_port();
-        if (!found)
-            return listen_vsock() == 0 ? 0 : -ENOENT;
-        path = found;
-    }
-    struct stat st;
-    int fd;
-    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-        /* for running the agent on a host against a unix socket (testing) */
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-            close(fd);
-            fd = -1;
-        }
-        A.port_is_virtio = false;
-    } else {
-        fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
-        A.port_is_virtio = S_ISCHR(st.st_mode) && strncmp(path, "/dev/vport", 10) == 0;
-    }
-    int r = fd < 0 ? -errno : 0;
-    if (fd >= 0) {
-        port_setup(fd);
-        logmsg("listening on %s", path);
-    }
-    free(found);
-    return r;
+    int found = scan_ports();
+    if (A.listen_fd < 0 && !A.no_vsock && listen_vsock() == 0)
+        found++;
+    if (found || !sess_count(SESS_VIRTIO))
+        A.scan_every = SCAN_FIRST_MS; /* more may follow at once (ports are named one by one) */
+    else if (now - A.started_ms > SCAN_SETTLE_MS)
+        A.scan_every = SCAN_SLOW_MS;
+    else if ((A.scan_every *= 2) > SCAN_MAX_MS)
+        A.scan_every = SCAN_MAX_MS;
+    A.scan_ms = now + A.scan_every;
 }
 
 static void accept_vsock(void)
 {
-    int fd = accept4(A.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0)
-        return;
-    if (A.port >= 0) { /* one host at a time: the newest wins, as a NEW_SESSION would */
-        close_fd(&A.port);
-        A.in_len = 0;
-        A.out_len = 0;
+    for (;;) {
+        int fd = accept4(A.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0)
+            return;
+        struct session *s =
+            sess_count(SESS_VSOCK) < MAX_VSOCK_SESSIONS ? sess_new(SESS_VSOCK, NULL) : NULL;
+        if (!s) {
+            logmsg("refusing a vsock connection: %d sessions already", MAX_VSOCK_SESSIONS);
+            close(fd);
+            continue;
+        }
+        sess_attach(s, fd);
     }
-    A.port_is_virtio = false;
-    port_setup(fd);
 }
 
-static void jobs_abandon(void);
+static void jobs_abandon(int sess);
 
-/* The host went away: forget everything that belonged to it. */
-static void host_disconnected(void)
+/* The host of session s went away: forget everything that belonged to it. */
+static void host_disconnected(struct session *s)
 {
-    bool busy = A.in_len || A.out_len;
+    int idx = (int)(s - A.sess);
+    bool busy = s->in_len || s->out_len;
     for (int i = 0; i < MAX_JOBS; i++)
-        busy |= A.jobs[i].used;
-    if (A.connected && busy)
-        logmsg("host disconnected");
-    A.connected = false;
-    A.recheck_ms = now_ms() + RECHECK_MS;
-    A.in_len = 0;
-    A.out_len = 0;
-    jobs_abandon();
-    if (!A.port_is_virtio) {
-        close_fd(&A.port);
-        A.recheck_ms = now_ms() + REOPEN_MS;
+        busy |= A.jobs[i].used && A.jobs[i].sess == idx;
+    if (s->connected && busy)
+        logmsg("host disconnected (%s)", s->path ? s->path : "vsock");
+    s->connected = false;
+    s->recheck_ms = now_ms() + RECHECK_MS;
+    s->in_len = 0;
+    s->out_len = 0;
+    jobs_abandon(idx);
+    if (s->kind == SESS_VSOCK) {
+        sess_free(s);
+    } else if (s->kind == SESS_PATH) {
+        close_fd(&s->fd);
+        s->recheck_ms = now_ms() + REOPEN_MS;
     }
 }
 
 /* --- jobs --- */
 
-static struct job *job_find(uint32_t id)
+static struct job *job_find(struct session *s, uint32_t id)
 {
+    int idx = (int)(s - A.sess);
     for (int i = 0; i < MAX_JOBS; i++)
-        if (A.jobs[i].used && A.jobs[i].id == id)
+        if (A.jobs[i].used && A.jobs[i].sess == idx && A.jobs[i].id == id)
             return &A.jobs[i];
     return NULL;
 }
 
-static struct job *job_new(uint32_t id, uint8_t version, enum job_kind kind)
+static int session_jobs(int idx)
 {
-    if (job_find(id)) {
-        send_error(id, version, EEXIST, "request id %u is already in use", id);
+    int n = 0;
+    for (int i = 0; i < MAX_JOBS; i++)
+        n += A.jobs[i].used && A.jobs[i].sess == idx;
+    return n;
+}
+
+static struct job *job_new(struct session *s, uint32_t id, uint8_t version, enum job_kind kind)
+{
+    int idx = (int)(s - A.sess);
+    bool room = session_jobs(idx) < MAX_SESSION_JOBS;
+    if (job_find(s, id)) {
+        send_error(s, id, version, EEXIST, "request id %u is already in use", id);
         return NULL;
     }
-    for (int i = 0; i < MAX_JOBS; i++) {
+    for (int i = 0; i < MAX_JOBS && room; i++) {
         struct job *j = &A.jobs[i];
         if (!j->used) {
             *j = (struct job){.used = true,
                               .kind = kind,
+                              .sess = idx,
                               .id = id,
                               .version = version,
                               .out_fd = -1,
@@ -378,7 +508,7 @@ static struct job *job_new(uint32_t id, uint8_t version, enum job_kind kind)
             return j;
         }
     }
-    send_error(id, version, EBUSY, "too many requests at once (at most %d)", MAX_JOBS);
+    send_error(s, id, version, EBUSY, "too many requests at once (at most %d)", MAX_SESSION_JOBS);
     return NULL;
 }
 
@@ -403,12 +533,13 @@ static void job_kill(struct job *j, int sig)
     }
 }
 
-/* Kill every command's process group; zombies are reaped by the SIGCHLD handler. */
-static void jobs_abandon(void)
+/* Kill the process group of every command of session sess (-1: of all sessions); zombies are
+ * reaped by the SIGCHLD handler. */
+static void jobs_abandon(int sess)
 {
     for (int i = 0; i < MAX_JOBS; i++) {
         struct job *j = &A.jobs[i];
-        if (!j->used)
+        if (!j->used || (sess >= 0 && j->sess != sess))
             continue;
         if (j->kind == JOB_EXEC)
             logmsg("abandoned command (pid %d)", (int)j->pid);
@@ -456,7 +587,7 @@ static int inq_append(struct job *j, const uint8_t *data, size_t len)
 static void job_ack(struct job *j, bool force)
 {
     if (j->stream && j->unacked && (force || j->unacked >= ACK_EVERY)) {
-        send_u32(j->id, j->version, AGENT_MSG_STDIN_ACK, (uint32_t)j->unacked);
+        send_u32(SESS(j), j->id, j->version, AGENT_MSG_STDIN_ACK, (uint32_t)j->unacked);
         j->unacked = 0;
     }
 }
@@ -542,13 +673,13 @@ static void __attribute__((noreturn)) child_run(char **argv, char **envp, const 
     _exit(127);
 }
 
-static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
+static void exec_start(struct session *s, uint32_t id, uint8_t version, const agent_exec_req *req)
 {
     if (version < 2 && req->flags) {
-        send_error(id, version, EINVAL, "malformed EXEC request");
+        send_error(s, id, version, EINVAL, "malformed EXEC request");
         return;
     }
-    struct job *j = job_new(id, version, JOB_EXEC);
+    struct job *j = job_new(s, id, version, JOB_EXEC);
     if (!j)
         return;
     bool stream = req->flags & AGENT_EXEC_STDIN_STREAM;
@@ -561,25 +692,25 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
     char **envp = NULL;
     bool ok = false;
     if (!argv || !env || inq_append(j, req->stdin_data, req->stdin_len) < 0) {
-        send_error(id, version, ENOMEM, "out of memory");
+        send_error(s, id, version, ENOMEM, "out of memory");
         goto out;
     }
     size_t i = 0;
-    for (const char *s = agent_strv_next(&req->argv, NULL); s; s = agent_strv_next(&req->argv, s))
-        argv[i++] = (char *)s;
+    for (const char *a = agent_strv_next(&req->argv, NULL); a; a = agent_strv_next(&req->argv, a))
+        argv[i++] = (char *)a;
     i = 0;
-    for (const char *s = agent_strv_next(&req->env, NULL); s; s = agent_strv_next(&req->env, s))
-        env[i++] = (char *)s;
+    for (const char *e = agent_strv_next(&req->env, NULL); e; e = agent_strv_next(&req->env, e))
+        env[i++] = (char *)e;
 
     if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
         (has_input ? pipe2(pin, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) <
             0) {
-        send_error(id, version, errno, "cannot create pipes: %s", strerror(errno));
+        send_error(s, id, version, errno, "cannot create pipes: %s", strerror(errno));
         goto out;
     }
     envp = merge_env(env, envc);
     if (!envp) {
-        send_error(id, version, ENOMEM, "out of memory");
+        send_error(s, id, version, ENOMEM, "out of memory");
         goto out;
     }
     volatile struct exec_fail f = {0, 0};
@@ -588,7 +719,7 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
     /* the parent resumes once the child called execve (or _exit): f is then final */
     pid_t pid = spawn_child(argv, envp, cwd, in, pout[1], perr[1], &f);
     if (pid < 0) {
-        send_error(id, version, errno, "cannot fork: %s", strerror(errno));
+        send_error(s, id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
     }
     close_fd(&pout[1]);
@@ -599,10 +730,10 @@ static void exec_start(uint32_t id, uint8_t version, const agent_exec_req *req)
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
         if (f.stage == 1)
-            send_error(id, version, f.err, "cannot change directory to '%s': %s", cwd,
+            send_error(s, id, version, f.err, "cannot change directory to '%s': %s", cwd,
                        strerror(f.err));
         else
-            send_error(id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
+            send_error(s, id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
         goto out;
     }
     j->pid = pid;
@@ -636,14 +767,15 @@ out:
 static void job_read(struct job *j, int *fd, uint8_t type)
 {
     size_t chunk = j->kind == JOB_GET ? FILE_CHUNK : AGENT_CHUNK_SIZE;
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + chunk);
+    uint8_t *p = out_reserve(SESS(j), AGENT_HDR_SIZE + chunk);
     if (!p)
         return;
     ssize_t n = read(*fd, p + AGENT_HDR_SIZE, chunk);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n < 0 && j->kind == JOB_GET) {
-        send_error(j->id, j->version, errno, "cannot read '%s': %s", j->path, strerror(errno));
+        send_error(SESS(j), j->id, j->version, errno, "cannot read '%s': %s", j->path,
+                   strerror(errno));
         job_free(j);
         return;
     }
@@ -652,7 +784,7 @@ static void job_read(struct job *j, int *fd, uint8_t type)
         return;
     }
     j->activity_ms = now_ms();
-    out_commit(p, agent_encode_header(p, AGENT_HDR_SIZE, type, j->id, (size_t)n) + (int)n,
+    out_commit(SESS(j), p, agent_encode_header(p, AGENT_HDR_SIZE, type, j->id, (size_t)n) + (int)n,
                j->version);
 }
 
@@ -683,14 +815,14 @@ static void job_write_stdin(struct job *j)
 
 /* --- files --- */
 
-static void put_start(uint32_t id, uint8_t version, const agent_file_put *fp)
+static void put_start(struct session *s, uint32_t id, uint8_t version, const agent_file_put *fp)
 {
     struct stat st;
     if (stat(fp->path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        send_error(id, version, EISDIR, "'%s' is a directory", fp->path);
+        send_error(s, id, version, EISDIR, "'%s' is a directory", fp->path);
         return;
     }
-    struct job *j = job_new(id, version, JOB_PUT);
+    struct job *j = job_new(s, id, version, JOB_PUT);
     if (!j)
         return;
     const char *slash = strrchr(fp->path, '/');
@@ -698,7 +830,7 @@ static void put_start(uint32_t id, uint8_t version, const agent_file_put *fp)
     j->path = strdup(fp->path);
     if (!j->path || asprintf(&j->tmp_path, "%.*s/.%s.vmctl-XXXXXX", dl, fp->path, slash + 1) < 0) {
         j->tmp_path = NULL;
-        send_error(id, version, ENOMEM, "out of memory");
+        send_error(s, id, version, ENOMEM, "out of memory");
         job_free(j);
         return;
     }
@@ -707,7 +839,7 @@ static void put_start(uint32_t id, uint8_t version, const agent_file_put *fp)
         int e = errno;
         free(j->tmp_path);
         j->tmp_path = NULL;
-        send_error(id, version, e, "cannot create '%s': %s", fp->path, strerror(e));
+        send_error(s, id, version, e, "cannot create '%s': %s", fp->path, strerror(e));
         job_free(j);
         return;
     }
@@ -753,19 +885,20 @@ static void put_finish(struct job *j)
     if (!e && rename(j->tmp_path, j->path) < 0)
         e = errno, what = "rename to";
     if (e) {
-        send_error(j->id, j->version, e, "cannot %s '%s': %s", what, j->path, strerror(e));
+        send_error(SESS(j), j->id, j->version, e, "cannot %s '%s': %s", what, j->path, strerror(e));
     } else {
         free(j->tmp_path);
         j->tmp_path = NULL;
         agent_exit ex = {0};
-        uint8_t *p = out_reserve(AGENT_HDR_SIZE + 12);
+        uint8_t *p = out_reserve(SESS(j), AGENT_HDR_SIZE + 12);
         if (p)
-            out_commit(p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &ex), j->version);
+            out_commit(SESS(j), p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &ex),
+                       j->version);
     }
     job_free(j);
 }
 
-static void get_start(uint32_t id, uint8_t version, const char *path)
+static void get_start(struct session *s, uint32_t id, uint8_t version, const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
@@ -773,18 +906,18 @@ static void get_start(uint32_t id, uint8_t version, const char *path)
         int e = errno;
         if (fd >= 0)
             close(fd);
-        send_error(id, version, e, "cannot open '%s': %s", path, strerror(e));
+        send_error(s, id, version, e, "cannot open '%s': %s", path, strerror(e));
         return;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         if (S_ISDIR(st.st_mode))
-            send_error(id, version, EISDIR, "'%s' is a directory", path);
+            send_error(s, id, version, EISDIR, "'%s' is a directory", path);
         else
-            send_error(id, version, EINVAL, "'%s' is not a regular file", path);
+            send_error(s, id, version, EINVAL, "'%s' is not a regular file", path);
         return;
     }
-    struct job *j = job_new(id, version, JOB_GET);
+    struct job *j = job_new(s, id, version, JOB_GET);
     if (!j) {
         close(fd);
         return;
@@ -795,9 +928,9 @@ static void get_start(uint32_t id, uint8_t version, const char *path)
                           .size = (uint64_t)st.st_size,
                           .mtime_sec = st.st_mtim.tv_sec,
                           .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec};
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 24);
+    uint8_t *p = out_reserve(s, AGENT_HDR_SIZE + 24);
     if (p)
-        out_commit(p, agent_encode_file_info(p, AGENT_HDR_SIZE + 24, id, &fi), version);
+        out_commit(s, p, agent_encode_file_info(p, AGENT_HDR_SIZE + 24, id, &fi), version);
 }
 
 /* --- metadata and info --- */
@@ -860,12 +993,12 @@ static int append(char **buf, size_t *len, size_t *cap, const char *s, size_t n,
     return 0;
 }
 
-static void metadata_apply(uint32_t id, uint8_t version, const agent_metadata *m)
+static void metadata_apply(struct session *s, uint32_t id, uint8_t version, const agent_metadata *m)
 {
     mkdir(META_DIR, 0755);
     if (m->hostname[0]) {
         if (sethostname(m->hostname, strlen(m->hostname)) < 0) {
-            send_error(id, version, errno, "cannot set the hostname: %s", strerror(errno));
+            send_error(s, id, version, errno, "cannot set the hostname: %s", strerror(errno));
             return;
         }
         char line[80];
@@ -896,33 +1029,33 @@ static void metadata_apply(uint32_t id, uint8_t version, const agent_metadata *m
             r = write_file_mode(META_DIR "/env", buf ? buf : "", len, 0644);
         free(buf);
         if (r < 0) {
-            send_error(id, version, -r, "cannot write " META_DIR "/env: %s", strerror(-r));
+            send_error(s, id, version, -r, "cannot write " META_DIR "/env: %s", strerror(-r));
             return;
         }
     }
     if (m->secret_names.count) {
         if (mkdir(META_DIR "/secrets", 0700) < 0 && errno != EEXIST) {
-            send_error(id, version, errno, "cannot create " META_DIR "/secrets: %s",
+            send_error(s, id, version, errno, "cannot create " META_DIR "/secrets: %s",
                        strerror(errno));
             return;
         }
         chmod(META_DIR "/secrets", 0700);
         size_t off = 0;
-        for (const char *s = agent_strv_next(&m->secret_names, NULL); s;
-             s = agent_strv_next(&m->secret_names, s)) {
+        for (const char *sn = agent_strv_next(&m->secret_names, NULL); sn;
+             sn = agent_strv_next(&m->secret_names, sn)) {
             const uint8_t *d = NULL;
             uint32_t l = 0;
             agent_metadata_next_value(m, &off, &d, &l);
             char path[400];
-            snprintf(path, sizeof(path), META_DIR "/secrets/%s", s);
+            snprintf(path, sizeof(path), META_DIR "/secrets/%s", sn);
             int r = write_file_mode(path, d, l, 0600);
             if (r < 0) {
-                send_error(id, version, -r, "cannot write %s: %s", path, strerror(-r));
+                send_error(s, id, version, -r, "cannot write %s: %s", path, strerror(-r));
                 return;
             }
         }
     }
-    send_simple(id, version, AGENT_MSG_ACK);
+    send_simple(s, id, version, AGENT_MSG_ACK);
 }
 
 static uint64_t meminfo_kb(const char *text, const char *key)
@@ -931,7 +1064,7 @@ static uint64_t meminfo_kb(const char *text, const char *key)
     return p ? strtoull(p + strlen(key), NULL, 10) : 0;
 }
 
-static void info_reply(uint32_t id, uint8_t version)
+static void info_reply(struct session *s, uint32_t id, uint8_t version)
 {
     agent_info in = {.running = (uint32_t)running_jobs()};
     struct timespec ts;
@@ -959,9 +1092,9 @@ static void info_reply(uint32_t id, uint8_t version)
                 in.load[i] = (uint32_t)(strtod(p, &p) * 100.0 + 0.5);
         }
     }
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 40);
+    uint8_t *p = out_reserve(s, AGENT_HDR_SIZE + 40);
     if (p)
-        out_commit(p, agent_encode_info_reply(p, AGENT_HDR_SIZE + 40, id, &in), version);
+        out_commit(s, p, agent_encode_info_reply(p, AGENT_HDR_SIZE + 40, id, &in), version);
 }
 
 /* Background jobs may hold the pipes open after the command exited: stop waiting for them once
@@ -998,9 +1131,9 @@ static void job_maybe_finish(struct job *j, uint64_t now)
     } else {
         return;
     }
-    uint8_t *p = out_reserve(AGENT_HDR_SIZE + 12);
+    uint8_t *p = out_reserve(SESS(j), AGENT_HDR_SIZE + 12);
     if (p)
-        out_commit(p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &e), j->version);
+        out_commit(SESS(j), p, agent_encode_exit(p, AGENT_HDR_SIZE + 12, j->id, &e), j->version);
     job_free(j);
 }
 
@@ -1025,16 +1158,19 @@ static void reap_children(void)
 
 static void do_shutdown(int action)
 {
-    /* flush the ACK first: the host waits for it */
+    /* flush the ACK first (and whatever else is queued): the host waits for it */
     uint64_t until = now_ms() + SHUTDOWN_FLUSH_MS;
-    while (A.out_len && A.connected && now_ms() < until) {
-        struct pollfd p = {.fd = A.port, .events = POLLOUT};
-        if (poll(&p, 1, 50) > 0 && (p.revents & POLLOUT) && !out_flush())
-            break;
-        if (p.revents & (POLLHUP | POLLERR))
-            break;
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        struct session *s = &A.sess[i];
+        while (s->used && s->fd >= 0 && s->out_len && s->connected && now_ms() < until) {
+            struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+            if (poll(&p, 1, 50) > 0 && (p.revents & POLLOUT) && !out_flush(s))
+                break;
+            if (p.revents & (POLLHUP | POLLERR))
+                break;
+        }
     }
-    jobs_abandon();
+    jobs_abandon(-1);
     if (!A.pid1) {
         /* a service in a full system: let its init shut down cleanly */
         pid_t pid = fork();
@@ -1055,31 +1191,31 @@ static void do_shutdown(int action)
 
 /* --- requests --- */
 
-static void handle_frame(const agent_hdr *h, const uint8_t *payload)
+static void handle_frame(struct session *s, const agent_hdr *h, const uint8_t *payload)
 {
     uint8_t v = h->version;
     /* v2 message types are not part of v1 */
     if (v < 2 && h->type > AGENT_MSG_EXIT && h->type != AGENT_MSG_SHUTDOWN) {
-        send_error(h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
+        send_error(s, h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
         return;
     }
     switch (h->type) {
     case AGENT_MSG_PING:
         if (h->flags & AGENT_FLAG_NEW_SESSION)
-            jobs_abandon(); /* a new client: what earlier ones started goes */
-        send_simple(h->id, v, AGENT_MSG_PONG);
+            jobs_abandon((int)(s - A.sess)); /* a new client: what earlier ones started goes */
+        send_simple(s, h->id, v, AGENT_MSG_PONG);
         break;
     case AGENT_MSG_EXEC: {
         agent_exec_req req;
         if (agent_decode_exec(payload, h->len, &req) < 0) {
-            send_error(h->id, v, EINVAL, "malformed EXEC request");
+            send_error(s, h->id, v, EINVAL, "malformed EXEC request");
             break;
         }
-        exec_start(h->id, v, &req);
+        exec_start(s, h->id, v, &req);
         break;
     }
     case AGENT_MSG_STDIN: {
-        struct job *j = job_find(h->id);
+        struct job *j = job_find(s, h->id);
         if (!j || j->in_eof)
             break; /* finished or failed meanwhile: the host learns it from EXIT/ERROR */
         if (j->kind == JOB_PUT) {
@@ -1098,7 +1234,8 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
             job_ack(j, false);
         } else if (j->inq_len - j->inq_off + h->len > STDIN_QUEUE_MAX ||
                    inq_append(j, payload, h->len) < 0) {
-            send_error(h->id, v, ENOBUFS, "standard input overrun (the host ignored the window)");
+            send_error(s, h->id, v, ENOBUFS,
+                       "standard input overrun (the host ignored the window)");
             job_kill(j, SIGKILL);
             j->stream = false;
             close_fd(&j->in_fd);
@@ -1110,9 +1247,9 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
     }
     case AGENT_MSG_SIGNAL: {
         uint32_t sig;
-        struct job *j = job_find(h->id);
+        struct job *j = job_find(s, h->id);
         if (agent_decode_u32_msg(payload, h->len, &sig) < 0 || sig == 0 || sig >= 65) {
-            send_error(h->id, v, EINVAL, "malformed SIGNAL request");
+            send_error(s, h->id, v, EINVAL, "malformed SIGNAL request");
             break;
         }
         if (j)
@@ -1122,41 +1259,41 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
     case AGENT_MSG_FILE_PUT: {
         agent_file_put fp;
         if (agent_decode_file_put(payload, h->len, &fp) < 0) {
-            send_error(h->id, v, EINVAL, "malformed FILE_PUT request");
+            send_error(s, h->id, v, EINVAL, "malformed FILE_PUT request");
             break;
         }
-        put_start(h->id, v, &fp);
+        put_start(s, h->id, v, &fp);
         break;
     }
     case AGENT_MSG_FILE_GET: {
         const char *path;
         if (agent_decode_file_get(payload, h->len, &path) < 0) {
-            send_error(h->id, v, EINVAL, "malformed FILE_GET request");
+            send_error(s, h->id, v, EINVAL, "malformed FILE_GET request");
             break;
         }
-        get_start(h->id, v, path);
+        get_start(s, h->id, v, path);
         break;
     }
     case AGENT_MSG_METADATA: {
         agent_metadata m;
         if (agent_decode_metadata(payload, h->len, &m) < 0) {
-            send_error(h->id, v, EINVAL, "malformed METADATA request");
+            send_error(s, h->id, v, EINVAL, "malformed METADATA request");
             break;
         }
-        metadata_apply(h->id, v, &m);
+        metadata_apply(s, h->id, v, &m);
         break;
     }
     case AGENT_MSG_INFO:
-        info_reply(h->id, v);
+        info_reply(s, h->id, v);
         break;
     case AGENT_MSG_SHUTDOWN: {
         uint32_t action;
         if (agent_decode_shutdown(payload, h->len, &action) < 0 ||
             (action != AGENT_SHUTDOWN_POWEROFF && action != AGENT_SHUTDOWN_REBOOT)) {
-            send_error(h->id, v, EINVAL, "malformed SHUTDOWN request");
+            send_error(s, h->id, v, EINVAL, "malformed SHUTDOWN request");
             break;
         }
-        send_simple(h->id, v, AGENT_MSG_ACK);
+        send_simple(s, h->id, v, AGENT_MSG_ACK);
         A.shutdown_action = (int)action;
         break;
     }
@@ -1171,75 +1308,85 @@ static void handle_frame(const agent_hdr *h, const uint8_t *payload)
     case AGENT_MSG_INFO_REPLY:
         break; /* agent-to-host types: not for us */
     default:
-        send_error(h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
+        send_error(s, h->id, v, ENOSYS, "unsupported message type 0x%02x", h->type);
         break;
     }
 }
 
-static void process_input(void)
+static void process_input(struct session *s)
 {
     size_t off = 0;
-    while (off < A.in_len) {
+    while (off < s->in_len && s->used && s->connected) {
         agent_hdr h;
         size_t consumed = 0;
-        int r = agent_frame_next(A.in + off, A.in_len - off, &h, &consumed);
+        int r = agent_frame_next(s->in + off, s->in_len - off, &h, &consumed);
         if (r == AGENT_E_SHORT)
             break;
         if (r == AGENT_OK)
-            handle_frame(&h, A.in + off + AGENT_HDR_SIZE);
+            handle_frame(s, &h, s->in + off + AGENT_HDR_SIZE);
         else if (r == AGENT_E_VERSION)
-            send_error(h.id, 1, EPROTONOSUPPORT, "unsupported protocol version %u", h.version);
+            send_error(s, h.id, 1, EPROTONOSUPPORT, "unsupported protocol version %u", h.version);
         else if (A.garbage++ % 4096 == 0)
             logmsg("discarding garbage on the port (%s)", agent_proto_strerror(r));
         off += consumed;
     }
-    memmove(A.in, A.in + off, A.in_len - off);
-    A.in_len -= off;
+    if (!s->used || !s->connected)
+        return; /* the buffer was dropped with the session */
+    memmove(s->in, s->in + off, s->in_len - off);
+    s->in_len -= off;
 }
 
-static void read_port(void)
+static void read_port(struct session *s)
 {
-    while (A.in_len < sizeof(in_buf)) { /* a full buffer always holds a frame or garbage */
-        ssize_t n = read(A.port, A.in + A.in_len, sizeof(in_buf) - A.in_len);
+    while (s->in_len < AGENT_MAX_FRAME) { /* a full buffer always holds a frame or garbage */
+        ssize_t n = read(s->fd, s->in + s->in_len, AGENT_MAX_FRAME - s->in_len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno != EAGAIN)
-                host_disconnected();
+                host_disconnected(s);
             return;
         }
         if (n == 0) {
-            host_disconnected(); /* a virtio port reads 0 when the host side is closed */
+            host_disconnected(s); /* a virtio port reads 0 when the host side is closed */
             return;
         }
-        A.in_len += (size_t)n;
-        A.in_last_ms = now_ms();
-        process_input();
-        if (A.port < 0 || !A.connected)
+        s->in_len += (size_t)n;
+        s->in_last_ms = now_ms();
+        process_input(s);
+        if (!s->used || s->fd < 0 || !s->connected)
             return;
+    }
+}
+
+/* A port raised SIGIO: its host connected (or sent data). fd -1: unknown port, look at all. */
+static void port_signalled(int fd)
+{
+    for (int i = 0; i < MAX_SESSIONS; i++) {
+        struct session *s = &A.sess[i];
+        if (s->used && s->kind == SESS_VIRTIO && s->fd >= 0 && (fd < 0 || s->fd == fd))
+            s->connected = true;
     }
 }
 
 static void handle_signals(void)
 {
-    struct signalfd_siginfo si;
-    while (read(A.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        switch (si.ssi_signo) {
-        case SIGCHLD:
-            reap_children();
-            break;
-        case SIGIO:
-            /* the host connected (or sent data): poll the port again */
-            if (A.port >= 0)
-                A.connected = true;
-            break;
-        default:
-            if (!A.pid1) {
-                logmsg("exiting on signal %u", si.ssi_signo);
-                jobs_abandon();
+    struct signalfd_siginfo si[16];
+    ssize_t n;
+    while ((n = read(A.sigfd, si, sizeof(si))) >= (ssize_t)sizeof(si[0])) {
+        for (size_t k = 0; k < (size_t)n / sizeof(si[0]); k++) {
+            int sig = (int)si[k].ssi_signo;
+            if (sig == SIGCHLD) {
+                reap_children();
+            } else if (A.sig_port && sig == A.sig_port) {
+                port_signalled(si[k].ssi_fd);
+            } else if (sig == SIGIO) {
+                port_signalled(-1); /* plain SIGIO (or the real-time queue overflowed) */
+            } else if (!A.pid1) {
+                logmsg("exiting on signal %d", sig);
+                jobs_abandon(-1);
                 exit(0);
             }
-            break;
         }
     }
 }
@@ -1247,12 +1394,36 @@ static void handle_signals(void)
 static void usage(void)
 {
     fprintf(stdout, "Usage: vmctl-agent [--port PATH] [--no-vsock] [--init]\n\n"
-                    "The vmctl guest agent. Talks docs/agent-protocol.md on the virtio-serial "
-                    "port named " AGENT_PORT_NAME " (or PATH: a device or a unix socket); "
-                    "without that port, on AF_VSOCK port 1024.\n");
+                    "The vmctl guest agent. Talks docs/agent-protocol.md on every virtio-serial "
+                    "port named " AGENT_PORT_NAME " or " AGENT_PORT_NAME ".<N>, and on AF_VSOCK "
+                    "port 1024 when the guest has /dev/vsock (one session per port or "
+                    "connection). --port PATH (a device or a unix socket) replaces both.\n");
 }
 
 enum { P_SIG, P_PORT, P_LISTEN, P_OUT, P_ERR, P_IN };
+
+/* (Re)open the --port path. */
+static void open_port_path(uint64_t now, bool *warned, uint64_t waiting_since)
+{
+    struct session *s = &A.sess[0];
+    int fd = open_path(A.port_path);
+    if (fd < 0) {
+        s->recheck_ms = now + REOPEN_MS;
+        if (!*warned && now - waiting_since > 5000) {
+            logmsg("still waiting for the port %s (%s)", A.port_path, strerror(-fd));
+            *warned = true;
+        }
+        return;
+    }
+    /* a virtio port stays open while its host is away (it signals the reconnect) */
+    struct stat st;
+    s->kind =
+        fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) && strncmp(A.port_path, "/dev/vport", 10) == 0
+            ? SESS_VIRTIO
+            : SESS_PATH;
+    sess_attach(s, fd);
+    logmsg("listening on %s", A.port_path);
+}
 
 int main(int argc, char **argv)
 {
@@ -1295,12 +1466,16 @@ int main(int argc, char **argv)
         if (!A.instance)
             A.instance = 1;
     }
-    A.in = in_buf;
     for (int i = 0; i < MAX_JOBS; i++)
         A.jobs[i] = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        A.sess[i] = (struct session){.fd = -1};
     if (!getenv("PATH"))
         setenv("PATH", DEFAULT_PATH, 1);
 
+    /* Ports raise a queued real-time signal naming their fd (so a connect on one port is not
+     * lost in another port's data signal); plain SIGIO covers an overflowing queue. */
+    A.sig_port = SIGRTMIN + 1 <= SIGRTMAX ? SIGRTMIN + 1 : 0;
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
@@ -1308,6 +1483,8 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    if (A.sig_port)
+        sigaddset(&mask, A.sig_port);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     while ((A.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
@@ -1321,62 +1498,79 @@ int main(int argc, char **argv)
     reap_children();
 
     uint64_t waiting_since = now_ms();
+    A.started_ms = waiting_since;
     bool warned = false;
-    static struct pollfd pfd[3 + 3 * MAX_JOBS];
+    if (A.port_path && !sess_new(SESS_PATH, A.port_path)) {
+        logmsg("out of memory");
+        return 1;
+    }
+    static struct pollfd pfd[2 + MAX_SESSIONS + 3 * MAX_JOBS];
     static struct {
         int kind;
-        int job;
-    } what[3 + 3 * MAX_JOBS];
+        int idx; /* session or job */
+    } what[2 + MAX_SESSIONS + 3 * MAX_JOBS];
     for (;;) {
         uint64_t now = now_ms();
-        if (A.port < 0 && A.listen_fd < 0 && now >= A.recheck_ms) {
-            int r = open_port();
-            if (r < 0) {
-                A.recheck_ms = now + REOPEN_MS;
-                if (!warned && now - waiting_since > 5000) {
-                    logmsg("still waiting for the port %s (%s)",
-                           A.port_path ? A.port_path : AGENT_PORT_NAME, strerror(-r));
-                    warned = true;
-                }
+        uint64_t next = UINT64_MAX;
+        if (A.port_path) {
+            if (A.sess[0].fd < 0 && now >= A.sess[0].recheck_ms)
+                open_port_path(now, &warned, waiting_since);
+        } else {
+            if (now >= A.scan_ms)
+                scan(now);
+            if (!warned && !sess_count(SESS_VIRTIO) && A.listen_fd < 0 &&
+                now - waiting_since > 5000) {
+                logmsg("still waiting for the port %s", AGENT_PORT_NAME);
+                warned = true;
             }
+            next = A.scan_ms;
         }
-        if (A.port >= 0 && !A.connected && now >= A.recheck_ms)
-            A.connected = true; /* look again: SIGIO is the fast path, this the safety net */
 
         int np = 0;
         pfd[np] = (struct pollfd){.fd = A.sigfd, .events = POLLIN};
         what[np++].kind = P_SIG;
-        if (A.port >= 0 && A.connected) {
-            pfd[np] = (struct pollfd){.fd = A.port,
-                                      .events = (short)(POLLIN | (A.out_len ? POLLOUT : 0))};
-            what[np++].kind = P_PORT;
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            struct session *s = &A.sess[i];
+            if (!s->used)
+                continue;
+            if (s->fd >= 0 && !s->connected && now >= s->recheck_ms)
+                s->connected = true; /* look again: SIGIO is the fast path, this the safety net */
+            if (s->fd >= 0 && s->connected) {
+                pfd[np] = (struct pollfd){.fd = s->fd,
+                                          .events = (short)(POLLIN | (s->out_len ? POLLOUT : 0))};
+                what[np].kind = P_PORT;
+                what[np++].idx = i;
+            } else if (s->recheck_ms < next) {
+                next = s->recheck_ms;
+            }
+            if (s->in_len && s->in_last_ms + STALL_MS < next)
+                next = s->in_last_ms + STALL_MS;
         }
         if (A.listen_fd >= 0) {
             pfd[np] = (struct pollfd){.fd = A.listen_fd, .events = POLLIN};
             what[np++].kind = P_LISTEN;
         }
-        bool room = A.out_len < OUT_HIGH_WATER;
-        uint64_t next = UINT64_MAX;
         for (int i = 0; i < MAX_JOBS; i++) {
             struct job *j = &A.jobs[i];
             if (!j->used)
                 continue;
+            bool room = SESS(j)->out_len < OUT_HIGH_WATER;
             if (!room)
                 j->activity_ms = now;
             if (j->out_fd >= 0 && room) {
                 pfd[np] = (struct pollfd){.fd = j->out_fd, .events = POLLIN};
                 what[np].kind = P_OUT;
-                what[np++].job = i;
+                what[np++].idx = i;
             }
             if (j->err_fd >= 0 && room) {
                 pfd[np] = (struct pollfd){.fd = j->err_fd, .events = POLLIN};
                 what[np].kind = P_ERR;
-                what[np++].job = i;
+                what[np++].idx = i;
             }
             if (j->kind == JOB_EXEC && j->in_fd >= 0 && (j->inq_off < j->inq_len || j->in_eof)) {
                 pfd[np] = (struct pollfd){.fd = j->in_fd, .events = POLLOUT};
                 what[np].kind = P_IN;
-                what[np++].job = i;
+                what[np++].idx = i;
             }
             /* timers: command deadline, exit grace */
             if (j->kind == JOB_EXEC && j->deadline_ms && !j->exited_ms && !j->timed_out &&
@@ -1385,12 +1579,6 @@ int main(int argc, char **argv)
             if (j->kind == JOB_EXEC && j->exited_ms && job_grace_end(j) < next)
                 next = job_grace_end(j);
         }
-        if ((A.port < 0 || !A.connected) && A.listen_fd < 0 && A.recheck_ms < next)
-            next = A.recheck_ms;
-        if (A.port >= 0 && !A.connected && A.recheck_ms < next)
-            next = A.recheck_ms;
-        if (A.in_len && A.in_last_ms + STALL_MS < next)
-            next = A.in_last_ms + STALL_MS;
         int timeout = -1;
         if (next != UINT64_MAX)
             timeout = next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
@@ -1406,21 +1594,22 @@ int main(int argc, char **argv)
             short rev = pfd[k].revents;
             if (!rev)
                 continue;
-            struct job *j = what[k].kind >= P_OUT ? &A.jobs[what[k].job] : NULL;
+            struct job *j = what[k].kind >= P_OUT ? &A.jobs[what[k].idx] : NULL;
+            struct session *s = what[k].kind == P_PORT ? &A.sess[what[k].idx] : NULL;
             switch (what[k].kind) {
             case P_SIG:
                 handle_signals();
                 break;
             case P_PORT:
-                if (A.port < 0 || !A.connected || pfd[k].fd != A.port)
+                if (!s->used || s->fd != pfd[k].fd || !s->connected)
                     break;
                 if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
-                    host_disconnected();
+                    host_disconnected(s);
                 } else {
                     if (rev & POLLIN)
-                        read_port();
-                    if (A.port >= 0 && A.connected && (rev & POLLOUT) && !out_flush())
-                        host_disconnected();
+                        read_port(s);
+                    if (s->used && s->fd >= 0 && s->connected && (rev & POLLOUT) && !out_flush(s))
+                        host_disconnected(s);
                 }
                 break;
             case P_LISTEN:
@@ -1441,10 +1630,13 @@ int main(int argc, char **argv)
             }
         }
 
-        if (A.in_len && now >= A.in_last_ms + STALL_MS) {
-            logmsg("dropping a partial frame (%zu bytes) after %d ms without data", A.in_len,
-                   STALL_MS);
-            A.in_len = 0;
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            struct session *s = &A.sess[i];
+            if (s->used && s->in_len && now >= s->in_last_ms + STALL_MS) {
+                logmsg("dropping a partial frame (%zu bytes) after %d ms without data", s->in_len,
+                       STALL_MS);
+                s->in_len = 0;
+            }
         }
         for (int i = 0; i < MAX_JOBS; i++) {
             struct job *j = &A.jobs[i];
@@ -1459,10 +1651,15 @@ int main(int argc, char **argv)
         }
 
         /* try to send right away rather than waiting for the next POLLOUT round */
-        if (A.out_len && A.port >= 0 && A.connected && !out_flush())
-            host_disconnected();
-        if (!A.connected)
-            A.out_len = 0;
+        for (int i = 0; i < MAX_SESSIONS; i++) {
+            struct session *s = &A.sess[i];
+            if (!s->used)
+                continue;
+            if (s->out_len && s->fd >= 0 && s->connected && !out_flush(s))
+                host_disconnected(s);
+            if (s->used && !s->connected)
+                s->out_len = 0;
+        }
 
         if (A.shutdown_action >= 0) {
             int action = A.shutdown_action;

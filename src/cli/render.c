@@ -390,6 +390,7 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
     json_object_set_new(o, "disk_gib", vm->disk_gib ? json_integer(vm->disk_gib) : json_null());
     json_object_set_new(o, "image", str_or_null(vm->image));
     json_object_set_new(o, "pid", vm_has_pid(vm) ? json_integer(vm->pid) : json_null());
+    json_object_set_new(o, "cid", vm->cid ? json_integer(vm->cid) : json_null());
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "dir", str_or_null(vm->dir));
     json_object_set_new(o, "net", str_or_null(vm->net));

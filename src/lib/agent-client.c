@@ -8,15 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/vhost.h>
 #include <linux/vm_sockets.h>
 
 #include "agent-client.h"
 #include "agent-proto.h"
+#include "backend.h"
 #include "error.h"
 #include "util/util.h"
 
@@ -30,6 +33,10 @@
 #define ALIVE_POLL_USEC (50 * 1000)
 /* After the socket closes, how long to wait for QEMU to be seen dead before blaming the agent. */
 #define EOF_GRACE_USEC (500 * 1000)
+/* How long agent_connect_vm gives AF_VSOCK before it uses virtio-serial instead. */
+#define VSOCK_TRY_USEC (200 * 1000)
+/* Virtio-serial ports looked for in a VM directory (QEMU gives VM_AGENT_PORTS). */
+#define AGENT_MAX_SERIAL_PORTS 8
 
 struct agent_conn {
     int fd;
@@ -301,8 +308,10 @@ static int send_ping(agent_conn *c, uint32_t *id, uint64_t deadline, const char 
     return send_all(c, frame, (size_t)n, deadline, operation, start, reterr);
 }
 
-static int conn_new(const char *path, uint64_t deadline, uint64_t start, agent_conn **ret,
-                    vmctl_error **reterr)
+/* A connection object for path, without a stream yet; with lock, holding agent.lock next to
+ * path (taken within the deadline). */
+static int conn_new(const char *path, bool lock, uint64_t deadline, uint64_t start,
+                    agent_conn **ret, vmctl_error **reterr)
 {
     agent_conn *c = calloc(1, sizeof(*c));
     if (!c)
@@ -316,9 +325,11 @@ static int conn_new(const char *path, uint64_t deadline, uint64_t start, agent_c
         return -ENOMEM;
     c->next_id = random_id();
     c->silence_usec = AGENT_SILENCE_USEC;
-    int r = take_lock(path, deadline, start, &c->lock_fd, reterr);
-    if (r < 0)
-        return r;
+    if (lock) {
+        int r = take_lock(path, deadline, start, &c->lock_fd, reterr);
+        if (r < 0)
+            return r;
+    }
     *ret = TAKE_PTR(conn);
     return 0;
 }
@@ -368,12 +379,137 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
 {
     uint64_t start = now_usec();
     cleanup_agent agent_conn *c = NULL;
-    int r = conn_new(socket_path, deadline, start, &c, reterr);
+    int r = conn_new(socket_path, true, deadline, start, &c, reterr);
     if (r < 0 || (r = connect_unix_retry(c, socket_path, deadline, start, reterr)) < 0 ||
         (r = conn_start(c, deadline, start, reterr)) < 0)
         return r;
     *ret = TAKE_PTR(c);
     return 0;
+}
+
+/* --- a VM's agent: vsock, or the first free of its virtio-serial ports --- */
+
+/* One AF_VSOCK attempt, bounded by `until`: 0 connected (c->fd set), < 0 -errno. */
+static int vsock_try(agent_conn *c, uint32_t cid, uint32_t port, uint64_t until)
+{
+    struct sockaddr_vm sa;
+    agent_vsock_addr(cid, port, &sa);
+    cleanup_close int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno != EINPROGRESS)
+            return -errno;
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int k;
+        while ((k = poll(&pfd, 1, ms_until(until))) < 0 && errno == EINTR)
+            ;
+        if (k <= 0)
+            return k < 0 ? -errno : -ETIMEDOUT;
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return -errno;
+        if (err)
+            return -err;
+    }
+    c->fd = TAKE_FD(fd);
+    return 0;
+}
+
+/* The virtio-serial ports of the VM in dir: port 0 always, the others when their socket exists
+ * (a VM started before it had several ports has agent.sock only). */
+static size_t serial_ports(const char *dir, char socks[][PATH_MAX], char locks[][PATH_MAX])
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < AGENT_MAX_SERIAL_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        snprintf(socks[n], PATH_MAX, "%s/%s", dir, name);
+        if (i > 0 && access(socks[n], F_OK) < 0)
+            continue;
+        vm_agent_port_file(i, "lock", name, sizeof(name));
+        snprintf(locks[n], PATH_MAX, "%s/%s", dir, name);
+        n++;
+    }
+    return n;
+}
+
+int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_conn **ret,
+                     vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    if (agent_transport_pick(cid, agent_vhost_vsock_present(NULL)) == AGENT_TRANSPORT_VSOCK) {
+        /* every vsock connection is a session of its own: no lock. An agent that does not
+         * listen (yet: the guest loads vsock late; or an older agent) leaves virtio-serial. */
+        cleanup_free char *what = str_printf("vsock %u:%u", cid, AGENT_VSOCK_PORT);
+        cleanup_agent agent_conn *c = NULL;
+        int r = what ? conn_new(what, false, deadline, start, &c, reterr) : -ENOMEM;
+        if (r < 0)
+            return r;
+        uint64_t until = start + VSOCK_TRY_USEC < deadline ? start + VSOCK_TRY_USEC : deadline;
+        if (vsock_try(c, cid, AGENT_VSOCK_PORT, until) == 0) {
+            if ((r = conn_start(c, deadline, start, reterr)) < 0)
+                return r;
+            *ret = TAKE_PTR(c);
+            return 0;
+        }
+    }
+
+    char socks[AGENT_MAX_SERIAL_PORTS][PATH_MAX], locks[AGENT_MAX_SERIAL_PORTS][PATH_MAX];
+    size_t n = serial_ports(dir, socks, locks);
+    int lock_fds[AGENT_MAX_SERIAL_PORTS];
+    for (size_t i = 0; i < n; i++)
+        lock_fds[i] = -1;
+    int r = 0;
+    size_t got = n;
+    for (;;) {
+        for (size_t i = 0; i < n && got == n; i++) {
+            if (lock_fds[i] < 0)
+                lock_fds[i] = open(locks[i], O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+            if (lock_fds[i] < 0) {
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s': %s", locks[i],
+                             strerror(errno));
+                err_detail(reterr, "path", "%s", locks[i]);
+                goto out;
+            }
+            if (flock(lock_fds[i], LOCK_EX | LOCK_NB) == 0)
+                got = i;
+            else if (errno != EWOULDBLOCK && errno != EINTR) {
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s': %s", locks[i],
+                             strerror(errno));
+                goto out;
+            }
+        }
+        if (got < n)
+            break;
+        if (now_usec() >= deadline) {
+            r = err_timeout(reterr, "agent connect", span_seconds(start, deadline),
+                            "all %zu agent ports of the VM are in use by other vmctl processes "
+                            "('%s' and the others are locked)",
+                            n, locks[0]);
+            err_detail(reterr, "path", "%s", locks[0]);
+            goto out;
+        }
+        sleep_usec(5000);
+    }
+    {
+        cleanup_agent agent_conn *c = NULL;
+        r = conn_new(socks[got], false, deadline, start, &c, reterr);
+        if (r < 0)
+            goto out;
+        c->lock_fd = lock_fds[got];
+        lock_fds[got] = -1;
+        if ((r = connect_unix_retry(c, socks[got], deadline, start, reterr)) < 0 ||
+            (r = conn_start(c, deadline, start, reterr)) < 0)
+            goto out;
+        *ret = TAKE_PTR(c);
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        if (lock_fds[i] >= 0)
+            close(lock_fds[i]);
+    return r;
 }
 
 /* --- other transports: AF_VSOCK and Firecracker's hybrid vsock --- */
@@ -390,6 +526,18 @@ bool agent_vhost_vsock_present(const char *dev)
     return access(dev ? dev : "/dev/vhost-vsock", R_OK | W_OK) == 0;
 }
 
+int agent_vsock_cid_busy(const char *dev, uint32_t cid)
+{
+    cleanup_close int fd = open(dev ? dev : "/dev/vhost-vsock", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    /* what QEMU's vhost-vsock does at start; the CID is ours until close */
+    uint64_t guest_cid = cid;
+    if (ioctl(fd, VHOST_VSOCK_SET_GUEST_CID, &guest_cid) == 0)
+        return 0;
+    return errno == EADDRINUSE ? 1 : -errno;
+}
+
 void agent_vsock_addr(uint32_t cid, uint32_t port, struct sockaddr_vm *sa)
 {
     memset(sa, 0, sizeof(*sa));
@@ -398,12 +546,13 @@ void agent_vsock_addr(uint32_t cid, uint32_t port, struct sockaddr_vm *sa)
     sa->svm_port = port;
 }
 
-int agent_connect_vsock(const char *lock_path, uint32_t cid, uint32_t port, uint64_t deadline,
-                        agent_conn **ret, vmctl_error **reterr)
+int agent_connect_vsock(uint32_t cid, uint32_t port, uint64_t deadline, agent_conn **ret,
+                        vmctl_error **reterr)
 {
     uint64_t start = now_usec();
     cleanup_agent agent_conn *c = NULL;
-    int r = conn_new(lock_path, deadline, start, &c, reterr);
+    cleanup_free char *what = str_printf("vsock %u:%u", cid, port);
+    int r = what ? conn_new(what, false, deadline, start, &c, reterr) : -ENOMEM;
     if (r < 0)
         return r;
     struct sockaddr_vm sa;
@@ -505,7 +654,7 @@ int agent_connect_hybrid(const char *uds_path, uint32_t port, uint64_t deadline,
 {
     uint64_t start = now_usec();
     cleanup_agent agent_conn *c = NULL;
-    int r = conn_new(uds_path, deadline, start, &c, reterr);
+    int r = conn_new(uds_path, true, deadline, start, &c, reterr);
     if (r < 0 || (r = connect_unix_retry(c, uds_path, deadline, start, reterr)) < 0)
         return r;
     if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)

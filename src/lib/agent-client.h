@@ -23,6 +23,14 @@ typedef struct agent_conn agent_conn;
 int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
                   vmctl_error **reterr);
 void agent_close(agent_conn *c);
+/* Connect to the agent of the VM whose directory is dir (several vmctl processes at once, each
+ * its own agent session). AF_VSOCK when agent_transport_pick(cid, agent_vhost_vsock_present())
+ * says so and the agent accepts within 0.2 s (no lock: each connection is a session). Otherwise
+ * the first free virtio-serial port: a non-blocking flock on agent.lock (port 0), agent.1.lock,
+ * ... claims agent.sock, agent.1.sock, ... (ports whose socket exists; port 0 always); when all
+ * are taken, wait for any until the deadline (then timeout "agent connect"). */
+int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_conn **ret,
+                     vmctl_error **reterr);
 
 /* --- transports (docs/agent-protocol.md): the same frames over another byte stream --- */
 struct sockaddr_vm;
@@ -33,11 +41,14 @@ typedef enum { AGENT_TRANSPORT_SERIAL, AGENT_TRANSPORT_VSOCK } agent_transport;
 agent_transport agent_transport_pick(uint32_t cid, bool have_vhost_vsock);
 /* Whether dev (NULL: /dev/vhost-vsock) exists and can be opened read-write. */
 bool agent_vhost_vsock_present(const char *dev);
+/* Whether another process on the host holds guest CID cid (dev NULL: /dev/vhost-vsock): 1 taken,
+ * 0 free, -errno when it cannot tell (no vhost-vsock). Racy by nature: QEMU may still lose it. */
+int agent_vsock_cid_busy(const char *dev, uint32_t cid);
 void agent_vsock_addr(uint32_t cid, uint32_t port, struct sockaddr_vm *sa);
-/* AF_VSOCK to (cid, port), retrying while refused/reset until the deadline; the flock is taken
- * on agent.lock next to lock_path (the VM's agent.sock), as for virtio-serial. */
-int agent_connect_vsock(const char *lock_path, uint32_t cid, uint32_t port, uint64_t deadline,
-                        agent_conn **ret, vmctl_error **reterr);
+/* AF_VSOCK to (cid, port), retrying while refused/reset until the deadline. No lock: every
+ * vsock connection is a session of its own in the agent. */
+int agent_connect_vsock(uint32_t cid, uint32_t port, uint64_t deadline, agent_conn **ret,
+                        vmctl_error **reterr);
 /* Firecracker's hybrid vsock on a connected stream: send "CONNECT <port>\n", expect
  * "OK <hostport>\n" (read byte by byte: nothing after the line is consumed). A refusal (closed
  * connection) or any other answer is agent::failed; no answer by the deadline is timeout. */

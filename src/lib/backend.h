@@ -4,7 +4,9 @@
  * logs and pid record (see docs/architecture.md). Deadlines are absolute CLOCK_MONOTONIC usec. */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include <vmctl/error.h>
@@ -12,7 +14,19 @@
 #include "vm-spec.h"
 
 /* Files in a VM directory that vm.c and the backends agree on. */
-#define VM_FILE_AGENT_SOCK   "agent.sock"   /* host end of the agent's virtio-serial port */
+#define VM_FILE_AGENT_SOCK "agent.sock" /* host end of the agent's virtio-serial port */
+/* The agent's virtio-serial ports (one session each, so this many clients at once): port 0 is
+ * org.vmctl.agent on agent.sock, port N org.vmctl.agent.N on agent.N.sock. */
+#define VM_AGENT_PORTS 4
+/* "agent.<ext>" for port 0, "agent.<i>.<ext>" for the others (ext: "sock", or "lock": the
+ * flock a host client holds while it uses the port). */
+static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, size_t size)
+{
+    if (i == 0)
+        snprintf(buf, size, "agent.%s", ext);
+    else
+        snprintf(buf, size, "agent.%u.%s", i, ext);
+}
 #define VM_FILE_CONSOLE_SOCK "console.sock" /* serial console, attachable */
 #define VM_FILE_CONSOLE_LOG  "console.log"  /* everything the guest wrote to its console */
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stderr */

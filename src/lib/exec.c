@@ -103,12 +103,9 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
         return unavailable(reterr, name, EOPNOTSUPP, "image without vmctl-agent",
                            "Use the default guest, or an image that runs vmctl-agent.");
 
-    cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
-    if (!sock)
-        return -ENOMEM;
     uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
-    r = agent_connect(sock, deadline, &conn, reterr);
+    r = agent_connect_vm(v->dir, v->cid, deadline, &conn, reterr);
     if (r >= 0)
         r = agent_ping(conn, deadline, reterr);
     if (r < 0) {

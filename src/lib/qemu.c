@@ -128,6 +128,12 @@ static int dir_file(const char *dir, const char *name, bool is_socket, char **re
     return *ret ? 0 : oom(reterr);
 }
 
+static void socks_free(char *(*socks)[VM_AGENT_PORTS])
+{
+    for (size_t i = 0; i < VM_AGENT_PORTS; i++)
+        free((*socks)[i]);
+}
+
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
@@ -165,13 +171,23 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
     if (spec->n_ports && !streq(net, "user"))
         return invalid(reterr, "port", "port forwards need user networking, not '%s'", net);
 
-    cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL, *agent_sock = NULL;
+    if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
+        return invalid(reterr, "cid", "guest CID %u is reserved: use 3 to 4294967294",
+                       spec->guest_cid);
+
+    cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
+    __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
     int r;
     if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
-        (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0 ||
-        (r = dir_file(dir, VM_FILE_AGENT_SOCK, true, &agent_sock, reterr)) < 0)
+        (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
+    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        if ((r = dir_file(dir, name, true, &agent_sock[i], reterr)) < 0)
+            return r;
+    }
 
     cleanup_strv char **argv = NULL;
     size_t n = 0;
@@ -261,12 +277,28 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
     PUSH("chardev:console");
 
     if (spec->agent) {
+        /* one port per concurrent host client (each is a session of its own in the agent);
+         * port 0 keeps the name and socket of the single port older VMs had */
         PUSH("-device");
         PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
-        PUSH("-chardev");
-        PUSHF("socket,id=agent,path=%s,server=on,wait=off", agent_sock);
+        for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+            char id[16], name[32];
+            snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
+            if (i)
+                snprintf(name, sizeof(name), "org.vmctl.agent.%u", i);
+            else
+                snprintf(name, sizeof(name), "org.vmctl.agent");
+            PUSH("-chardev");
+            PUSHF("socket,id=%s,path=%s,server=on,wait=off", id, agent_sock[i]);
+            PUSH("-device");
+            PUSHF("virtserialport,chardev=%s,name=%s", id, name);
+        }
+    }
+    if (spec->guest_cid) {
+        /* AF_VSOCK to the guest (the agent listens on port 1024 there) */
         PUSH("-device");
-        PUSH("virtserialport,chardev=agent,name=org.vmctl.agent");
+        PUSHF("%s,guest-cid=%u", microvm ? "vhost-vsock-device" : "vhost-vsock-pci",
+              spec->guest_cid);
     }
 
     if (streq(net, "user")) {
@@ -313,10 +345,17 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
 
 static void remove_runtime_files(const char *dir)
 {
-    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK,
-                                        VM_FILE_AGENT_SOCK, VM_FILE_PID, VM_FILE_EXIT};
+    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
+                                        VM_FILE_EXIT};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        if (p)
+            (void)unlink(p);
+    }
+    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        cleanup_free char *p = str_printf("%s/%s", dir, name);
         if (p)
             (void)unlink(p);
     }

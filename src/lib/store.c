@@ -20,7 +20,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  2
+#define STORE_SCHEMA_VERSION  3
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -38,6 +38,10 @@
     "  DELETE FROM ports WHERE vm = old.name;\n"                                                   \
     "END;\n"
 
+/* Guest CIDs (AF_VSOCK): NULL when the VM has none; unique among the store's VMs (NULLs do not
+ * collide), so two creates racing for one CID cannot both commit. It goes with the row. */
+#define CID_INDEX_SQL "CREATE UNIQUE INDEX vms_cid ON vms (cid);\n"
+
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
     "  name TEXT PRIMARY KEY,\n"
@@ -48,9 +52,10 @@ static const char schema_sql[] =
     "  dir TEXT NOT NULL,\n"
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,\n"
     "  complete INTEGER NOT NULL DEFAULT 0,\n"
-    "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0\n"
-    ");\n" PORTS_SQL "PRAGMA user_version = 2;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 2, "schema_sql sets user_version");
+    "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0,\n"
+    "  cid INTEGER\n"
+    ");\n" PORTS_SQL CID_INDEX_SQL "PRAGMA user_version = 3;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 3, "schema_sql sets user_version");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -60,9 +65,13 @@ static const char migrate_1_2_sql[] = PORTS_SQL
     "  FROM vms v, json_each(v.config, '$.ports') p WHERE json_valid(v.config);\n"
     "PRAGMA user_version = 2;\n";
 
+/* Version 2 -> 3: the cid column (every existing VM without one). */
+static const char migrate_2_3_sql[] =
+    "ALTER TABLE vms ADD COLUMN cid INTEGER;\n" CID_INDEX_SQL "PRAGMA user_version = 3;\n";
+
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
-    "owner_start"
+    "owner_start, cid"
 
 enum {
     ST_BEGIN,
@@ -77,6 +86,8 @@ enum {
     ST_DELETE,
     ST_PORT_INSERT,
     ST_PORT_OWNER,
+    ST_CID_FREE,
+    ST_CID_SET,
     _ST_MAX,
 };
 
@@ -85,7 +96,7 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT] = "INSERT INTO vms (" VM_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11)",
+                  "?10, ?11, ?12)",
     [ST_GET] = "SELECT " VM_COLUMNS " FROM vms WHERE name = ?1",
     [ST_LIST] = "SELECT " VM_COLUMNS " FROM vms ORDER BY name",
     [ST_SET_STATE] = "UPDATE vms SET state = ?1, pid = ?2, pid_start = ?3, updated_at = ?4 "
@@ -97,6 +108,11 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_PORT_INSERT] =
         "INSERT INTO ports (host_port, proto, vm, guest_port) VALUES (?1, ?2, ?3, ?4)",
     [ST_PORT_OWNER] = "SELECT vm FROM ports WHERE host_port = ?1 AND proto = ?2",
+    /* the smallest CID >= ?1 that no VM holds: ?1 itself, or one above a held one */
+    [ST_CID_FREE] = "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM vms WHERE cid = ?1) THEN ?1 "
+                    "ELSE (SELECT min(a.cid) + 1 FROM vms a WHERE a.cid >= ?1 AND NOT EXISTS "
+                    "(SELECT 1 FROM vms b WHERE b.cid = a.cid + 1)) END",
+    [ST_CID_SET] = "UPDATE vms SET cid = ?1, updated_at = ?2 WHERE name = ?3",
 };
 
 struct store {
@@ -254,15 +270,20 @@ static int ensure_schema(store *s, vmctl_error **reterr)
     if (version == STORE_SCHEMA_VERSION)
         return 0;
 
-    if (version == 1) {
+    if (version == 1 || version == 2) {
         r = tx_begin(s, reterr);
         if (r < 0)
             return r;
         r = query_int(s, "PRAGMA user_version", "reading the schema version", &version, reterr);
-        if (r >= 0 && version == 1) {
-            int rc = sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL);
+        int64_t from = version;
+        if (r >= 0 && (version == 1 || version == 2)) {
+            /* one step at a time, all in this transaction */
+            int rc =
+                version == 1 ? sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL) : SQLITE_OK;
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
-                /* the version-1 tables are not what version 1 had */
+                /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
                              "cannot upgrade the store '%s' to schema version %d: %s", s->path,
                              STORE_SCHEMA_VERSION, sqlite3_errmsg(s->db));
@@ -278,7 +299,7 @@ static int ensure_schema(store *s, vmctl_error **reterr)
             tx_rollback(s);
             return r;
         }
-        if (version == 1)
+        if (from == 1 || from == 2)
             return tx_commit(s, reterr);
         tx_rollback(s);
         if (version == STORE_SCHEMA_VERSION)
@@ -453,6 +474,7 @@ static int row_to_vm(store *s, sqlite3_stmt *st, store_vm **ret, vmctl_error **r
     v->complete = sqlite3_column_int64(st, 8) != 0;
     v->owner_pid = (pid_t)sqlite3_column_int64(st, 9);
     v->owner_start = (uint64_t)sqlite3_column_int64(st, 10);
+    v->cid = (uint32_t)sqlite3_column_int64(st, 11); /* NULL reads as 0: none */
     if (!v->name || !v->config || !v->dir)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     if (k < 0) {
@@ -473,6 +495,14 @@ static int not_found(vmctl_error **reterr, const char *name)
 {
     int r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "no VM named '%s'", name);
     err_detail(reterr, "vm", "%s", name);
+    return r;
+}
+
+static int cid_taken(vmctl_error **reterr, uint32_t cid)
+{
+    int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                     "guest CID %u is already held by another VM", cid);
+    err_detail_num(reterr, "cid", cid);
     return r;
 }
 
@@ -536,10 +566,16 @@ int store_vm_insert_ports(store *s, const store_vm *v, const vmctl_port_forward 
     sqlite3_bind_int(st, 9, v->complete ? 1 : 0);
     sqlite3_bind_int64(st, 10, v->owner_pid);
     sqlite3_bind_int64(st, 11, (sqlite3_int64)v->owner_start);
+    if (v->cid)
+        sqlite3_bind_int64(st, 12, v->cid);
+    else
+        sqlite3_bind_null(st, 12);
 
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) {
-        if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
+        if (rc == SQLITE_CONSTRAINT_UNIQUE && v->cid) {
+            r = cid_taken(reterr, v->cid);
+        } else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE) {
             r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
                          "a VM named '%s' already exists", v->name);
             err_detail(reterr, "vm", "%s", v->name);
@@ -764,4 +800,60 @@ int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_sta
     }
     r = tx_commit(s, reterr);
     return r < 0 ? r : 1;
+}
+
+int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
+                       vmctl_error **reterr)
+{
+    if (!s || !name || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_alloc_cid: invalid argument");
+    if (min < STORE_MIN_CID)
+        min = STORE_MIN_CID;
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    int64_t cid = 0;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_CID_FREE];
+        sqlite3_bind_int64(st, 1, min);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+            r = store_error(s, rc, "choosing a guest CID", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+        cid = sqlite3_column_int64(st, 0);
+    }
+    if (cid < STORE_MIN_CID || cid > STORE_MAX_CID) {
+        tx_rollback(s);
+        r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRNOTAVAIL,
+                     "no free guest CID at or above %u", min);
+        err_detail(reterr, "vm", "%s", name);
+        return r;
+    }
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_CID_SET];
+        sqlite3_bind_int64(st, 1, cid);
+        sqlite3_bind_int64(st, 2, now_sec());
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            /* the UNIQUE index: only if someone wrote without this transaction's lock */
+            r = rc == SQLITE_CONSTRAINT_UNIQUE ? cid_taken(reterr, (uint32_t)cid)
+                                               : store_error(s, rc, "setting a guest CID", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        tx_rollback(s);
+        return not_found(reterr, name);
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (uint32_t)cid;
+    return 0;
 }

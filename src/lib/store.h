@@ -23,7 +23,12 @@ typedef struct store_vm {
     bool complete;   /* false while create is still preparing the VM */
     pid_t owner_pid; /* the create that is preparing it */
     uint64_t owner_start;
+    uint32_t cid; /* guest CID for AF_VSOCK, 0: none (column NULL) */
 } store_vm;
+
+/* Guest CIDs: 0-2 are reserved (hypervisor, local, host), UINT32_MAX is "any". */
+#define STORE_MIN_CID 3u
+#define STORE_MAX_CID 0xfffffffeu
 
 /* Opens (creating home with mkdir_p and the database with its schema when absent)
  * $home/vmctl.db. A file that is not a SQLite database, or one of an unknown schema version:
@@ -77,3 +82,9 @@ int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_sta
                    uint64_t start, vmctl_error **reterr);
 /* vm::not_found when absent. */
 int store_vm_delete(store *s, const char *name, vmctl_error **reterr);
+/* Give the VM the smallest guest CID >= min (and >= 3) that no VM of the store holds, replacing
+ * the one it had, in one transaction (the UNIQUE index on cid backs it: racing callers get
+ * different CIDs). *ret gets it. vm::not_found when the row is gone; network::setup_failed when
+ * no CID is left. The CID goes with the row (store_vm_delete). */
+int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
+                       vmctl_error **reterr);

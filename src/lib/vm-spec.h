@@ -29,6 +29,9 @@ typedef struct vm_spec {
     size_t n_ports;
     char **env; /* K=V, NULL-terminated (may be NULL) */
     bool agent; /* the guest runs vmctl-agent on the virtio-serial port */
+    /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
+     * vsock device); else >= 3. */
+    uint32_t guest_cid;
 } vm_spec;
 
 void vm_spec_free(vm_spec *s);

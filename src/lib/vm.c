@@ -503,6 +503,11 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
 
     /* From here on, failure undoes the row and the directory. */
+    /* A guest CID for AF_VSOCK when the host can give one (start checks it again). */
+    uint32_t cid = 0;
+    if (agent_vhost_vsock_present(NULL) &&
+        (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
+        goto undo;
     (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
     if (mkdir(dir, 0755) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
@@ -529,10 +534,16 @@ undo:
 
 static void remove_runtime_files(const char *dir)
 {
-    static const char *const files[] = {"qmp.sock", VM_FILE_AGENT_SOCK, VM_FILE_CONSOLE_SOCK,
-                                        VM_FILE_PID};
+    static const char *const files[] = {"qmp.sock", VM_FILE_CONSOLE_SOCK, VM_FILE_PID};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        if (p)
+            (void)unlink(p);
+    }
+    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        cleanup_free char *p = str_printf("%s/%s", dir, name);
         if (p)
             (void)unlink(p);
     }
@@ -571,12 +582,11 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
         return r;
     }
     uint64_t deadline = deadline_after(timeout);
-    cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
-    if (!sock)
-        return -ENOMEM;
     struct liveness l = {v->pid, v->pid_start};
     cleanup_agent agent_conn *conn = NULL;
-    int r = agent_connect(sock, deadline, &conn, reterr);
+    /* virtio-serial: there from the first instant, while the guest may load vsock late (the
+     * default guest does), and a vsock connect to a booting guest would only time out */
+    int r = agent_connect_vm(v->dir, 0, deadline, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0) {
@@ -648,6 +658,38 @@ static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v
     return 0;
 }
 
+/* CID_TRIES: how many CIDs held by other processes on the host start steps over. */
+#define CID_TRIES 64
+
+/* v->cid: the VM's guest CID (allocated when it has none, or below min), free on the host too:
+ * a CID another process holds (another vmctl home, another hypervisor) is replaced by the next
+ * one free in the store. network::setup_failed when none is found. */
+static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **reterr)
+{
+    int r;
+    if ((!v->cid || v->cid < min) &&
+        (r = store_vm_alloc_cid(ctx->store, v->name, min, &v->cid, reterr)) < 0)
+        return r;
+    for (int i = 0; i < CID_TRIES; i++) {
+        int busy = agent_vsock_cid_busy(NULL, v->cid);
+        if (busy <= 0)
+            return 0; /* free (or cannot tell: QEMU will say) */
+        ctx_log(ctx, VMCTL_LOG_INFO, "guest CID %u is used by another process; trying the next",
+                v->cid);
+        if ((r = store_vm_alloc_cid(ctx->store, v->name, v->cid + 1, &v->cid, reterr)) < 0)
+            return r;
+    }
+    r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                 "no free guest CID for vm '%s': %d in a row are used by other processes on this "
+                 "host",
+                 v->name, CID_TRIES);
+    err_detail(reterr, "vm", "%s", v->name);
+    err_detail_num(reterr, "cid", v->cid);
+    err_help(reterr, "Stop the other VMs using vsock, or `rmmod vhost_vsock` to run without "
+                     "AF_VSOCK (the agent then uses virtio-serial).");
+    return r;
+}
+
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
@@ -663,9 +705,24 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         if (!be)
             return -EOPNOTSUPP;
         remove_runtime_files(v->dir);
+        bool vsock = agent_vhost_vsock_present(NULL);
+        if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
+        spec->guest_cid = vsock ? v->cid : 0;
         pid_t pid = 0;
         uint64_t pstart = 0;
         r = be->launch(spec, v->dir, &pid, &pstart, reterr);
+        if (r < 0 && spec->guest_cid && agent_vsock_cid_busy(NULL, spec->guest_cid) == 1) {
+            /* another process took the CID between our check and QEMU's start: next one */
+            vmctl_error_free(reterr ? *reterr : NULL);
+            if (reterr)
+                *reterr = NULL;
+            if ((r = choose_cid(ctx, v, v->cid + 1, reterr)) < 0)
+                return err_prefix(reterr, r, "while starting vm '%s'", name);
+            spec->guest_cid = v->cid;
+            remove_runtime_files(v->dir);
+            r = be->launch(spec, v->dir, &pid, &pstart, reterr);
+        }
         if (r < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
@@ -725,9 +782,8 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
     if (v->state == VMCTL_VM_PAUSED && be->resume(v->dir, deadline, NULL) < 0)
         return -EIO;
     if (spec->agent) {
-        cleanup_free char *sock = str_printf("%s/" VM_FILE_AGENT_SOCK, v->dir);
         cleanup_agent agent_conn *conn = NULL;
-        if (sock && agent_connect(sock, deadline, &conn, NULL) >= 0 &&
+        if (agent_connect_vm(v->dir, v->cid, deadline, &conn, NULL) >= 0 &&
             agent_shutdown(conn, false, deadline, NULL) >= 0)
             return 0;
     }
@@ -891,6 +947,7 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
     i->pid = (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) ? v->pid : 0;
     i->dir = strdup(v->dir);
     i->created_at = v->created_at;
+    i->cid = v->cid;
     if (v->state == VMCTL_VM_CRASHED)
         i->crash_note = crash_note(v->dir);
     if (!i->name || !i->backend || !i->machine || !i->accel || !i->image || !i->net || !i->dir) {

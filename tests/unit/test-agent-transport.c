@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Agent transports without vhost-vsock: the AF_VSOCK selection and sockaddr_vm, and Firecracker's
  * hybrid-vsock CONNECT handshake against a fake peer (socketpair, and a real unix socket with a
- * whole session: handshake, session ping, pong, exec-ready). */
+ * whole session: handshake, session ping, pong, exec-ready); the choice of a free virtio-serial
+ * port of a VM directory (agent_connect_vm) against listening unix sockets standing in for QEMU's
+ * chardevs, by several clients of one process and of another. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -11,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/vm_sockets.h>
@@ -269,6 +273,152 @@ static void test_connect_hybrid(void **state)
     rmdir(dir);
 }
 
+/* --- agent_connect_vm: the first free port --- */
+
+static int listen_unix(const char *path)
+{
+    int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(l, 8), 0);
+    return l;
+}
+
+/* The socket file the connection reached ("agent.1.sock"), from the peer's address. */
+static const char *peer_file(agent_conn *c, char *buf, size_t size)
+{
+    struct sockaddr_un sa;
+    socklen_t len = sizeof(sa);
+    assert_int_equal(getpeername(agent_conn_fd(c), (struct sockaddr *)&sa, &len), 0);
+    const char *slash = strrchr(sa.sun_path, '/');
+    snprintf(buf, size, "%s", slash ? slash + 1 : sa.sun_path);
+    return buf;
+}
+
+static agent_conn *connect_vm(const char *dir, uint32_t cid, double seconds, vmctl_error **e)
+{
+    agent_conn *c = NULL;
+    int r = agent_connect_vm(dir, cid, now_usec() + (uint64_t)(seconds * 1e6), &c, e);
+    assert_true((r == 0) == (c != NULL));
+    return c;
+}
+
+/* Several clients of one VM: each takes the first port whose lock is free; with every port taken
+ * the next one waits, and gets the port released first. */
+static void test_connect_vm_ports(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-agent-ports.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    static const char *const socks[] = {"agent.sock", "agent.1.sock", "agent.2.sock"};
+    int l[3];
+    for (int i = 0; i < 3; i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, socks[i]);
+        l[i] = listen_unix(p);
+    }
+    char buf[128];
+    vmctl_error *e = NULL;
+    /* a CID without /dev/vhost-vsock (this host, or a missing device): virtio-serial */
+    agent_conn *a = connect_vm(dir, agent_vhost_vsock_present(NULL) ? 0 : 42, 2, &e);
+    assert_non_null(a);
+    assert_string_equal(peer_file(a, buf, sizeof(buf)), "agent.sock");
+    agent_conn *b = connect_vm(dir, 0, 2, &e);
+    assert_non_null(b);
+    assert_string_equal(peer_file(b, buf, sizeof(buf)), "agent.1.sock");
+    agent_conn *c = connect_vm(dir, 0, 2, &e);
+    assert_non_null(c);
+    assert_string_equal(peer_file(c, buf, sizeof(buf)), "agent.2.sock");
+
+    /* all three taken: a fourth waits until its deadline */
+    uint64_t t0 = now_usec();
+    agent_conn *d = connect_vm(dir, 0, 0.3, &e);
+    assert_null(d);
+    assert_true(now_usec() - t0 >= 250000);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::timeout");
+    assert_string_equal(vmctl_error_find_detail(e, "operation"), "agent connect");
+    assert_non_null(strstr(vmctl_error_get_message(e), "all 3 agent ports"));
+    vmctl_error_free(e);
+    e = NULL;
+
+    /* the middle one goes: the next client gets its port */
+    agent_close(b);
+    d = connect_vm(dir, 0, 2, &e);
+    assert_non_null(d);
+    assert_string_equal(peer_file(d, buf, sizeof(buf)), "agent.1.sock");
+
+    /* another process waiting for a port gets the first one released */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* the copies of our lock descriptors would keep the locks (flock is per open file) */
+        agent_close(a);
+        agent_close(c);
+        agent_close(d);
+        vmctl_error *ce = NULL;
+        agent_conn *x = NULL;
+        int r = agent_connect_vm(dir, 0, now_usec() + 5000000, &x, &ce);
+        char pb[128];
+        _exit(r == 0 && streq(peer_file(x, pb, sizeof(pb)), "agent.2.sock") ? 0 : 1);
+    }
+    sleep_usec(200000); /* the child is waiting now (or soon): every port is taken */
+    agent_close(c);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    agent_close(a);
+    agent_close(d);
+    for (int i = 0; i < 3; i++) {
+        close(l[i]);
+        cleanup_free char *p = str_printf("%s/%s", dir, socks[i]);
+        unlink(p);
+        static const char *const locks[] = {"agent.lock", "agent.1.lock", "agent.2.lock"};
+        cleanup_free char *k = str_printf("%s/%s", dir, locks[i]);
+        unlink(k);
+    }
+    rmdir(dir);
+}
+
+/* A VM started before it had several ports: agent.sock only, so clients take turns on it and
+ * never try a port whose socket does not exist. */
+static void test_connect_vm_single_port(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-agent-port0.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    cleanup_free char *sock = str_printf("%s/agent.sock", dir);
+    int l = listen_unix(sock);
+    vmctl_error *e = NULL;
+    char buf[128];
+    agent_conn *a = connect_vm(dir, 0, 2, &e);
+    assert_non_null(a);
+    assert_string_equal(peer_file(a, buf, sizeof(buf)), "agent.sock");
+    agent_conn *b = connect_vm(dir, 0, 0.2, &e);
+    assert_null(b);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::timeout");
+    vmctl_error_free(e);
+    e = NULL;
+    cleanup_free char *lock1 = str_printf("%s/agent.1.lock", dir);
+    assert_int_equal(access(lock1, F_OK), -1); /* no other port was considered */
+    agent_close(a);
+    b = connect_vm(dir, 0, 2, &e);
+    assert_non_null(b);
+    agent_close(b);
+    close(l);
+    unlink(sock);
+    cleanup_free char *lock = str_printf("%s/agent.lock", dir);
+    unlink(lock);
+    rmdir(dir);
+}
+
+/* Without vhost-vsock, nobody's CID can be checked. */
+static void test_cid_busy_without_device(void **state)
+{
+    (void)state;
+    assert_int_equal(agent_vsock_cid_busy("/nonexistent/vhost-vsock", 3), -ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +429,9 @@ int main(void)
         cmocka_unit_test(test_handshake_refused),
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_connect_hybrid),
+        cmocka_unit_test(test_connect_vm_ports),
+        cmocka_unit_test(test_connect_vm_single_port),
+        cmocka_unit_test(test_cid_busy_without_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

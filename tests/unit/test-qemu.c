@@ -175,6 +175,130 @@ static void test_argv_q35_disk_kvm(void **state)
     assert_true(argv_has_pair(argv, "-device", "virtio-net-pci,netdev=n0"));
 }
 
+/* Index of the pair "opt value" in argv, or -1. */
+static int argv_pair_index(char **argv, const char *opt, const char *value)
+{
+    for (int i = 0; argv[i] && argv[i + 1]; i++)
+        if (streq(argv[i], opt) && streq(argv[i + 1], value))
+            return i;
+    return -1;
+}
+
+/* VM_AGENT_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
+ * the VM has a guest CID. */
+static void test_argv_agent_ports_vsock(void **state)
+{
+    assert_int_equal(VM_AGENT_PORTS, 4);
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        int bus = argv_pair_index(argv, "-device", "virtio-serial-device");
+        assert_true(bus > 0);
+        static const char *const ids[] = {"agent", "agent1", "agent2", "agent3"};
+        static const char *const socks[] = {"agent.sock", "agent.1.sock", "agent.2.sock",
+                                            "agent.3.sock"};
+        static const char *const names[] = {"org.vmctl.agent", "org.vmctl.agent.1",
+                                            "org.vmctl.agent.2", "org.vmctl.agent.3"};
+        int last = bus;
+        for (int i = 0; i < 4; i++) {
+            char chardev[128], port[128], file[32];
+            vm_agent_port_file((unsigned)i, "sock", file, sizeof(file));
+            assert_string_equal(file, socks[i]);
+            snprintf(chardev, sizeof(chardev), "socket,id=%s,path=/v/t1/%s,server=on,wait=off",
+                     ids[i], socks[i]);
+            snprintf(port, sizeof(port), "virtserialport,chardev=%s,name=%s", ids[i], names[i]);
+            int c = argv_pair_index(argv, "-chardev", chardev);
+            int p = argv_pair_index(argv, "-device", port);
+            if (c < 0 || p < 0) {
+                dump_argv(argv);
+                fail_msg("port %d: '%s' or '%s' missing", i, chardev, port);
+            }
+            /* after the bus, each chardev before its port, ports in order */
+            assert_true(c > last && p > c);
+            last = p;
+        }
+        assert_int_equal(argv_find(argv, "virtserialport,chardev=agent4,name=org.vmctl.agent.4"),
+                         -1);
+        /* no CID: no vsock device */
+        for (int i = 0; argv[i]; i++)
+            assert_null(strstr(argv[i], "vsock"));
+    }
+    /* a guest CID: vhost-vsock on the machine's bus */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->guest_cid = 42;
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        assert_true(argv_has_pair(argv, "-device", "vhost-vsock-device,guest-cid=42"));
+        assert_int_equal(argv_find(argv, "vhost-vsock-pci,guest-cid=42"), -1);
+    }
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("q35"));
+        s->guest_cid = 4294967294u;
+        s->agent = false; /* the device does not depend on the agent ports */
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        assert_true(argv_has_pair(argv, "-device", "vhost-vsock-pci,guest-cid=4294967294"));
+        assert_int_equal(argv_find(argv, "virtio-serial-pci"), -1);
+    }
+    /* reserved CIDs are refused */
+    static const uint32_t bad[] = {1, 2, UINT32_MAX};
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->guest_cid = bad[i];
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), -EINVAL);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+        assert_string_equal(vmctl_error_find_detail(err, "field"), "cid");
+        assert_null(argv);
+    }
+}
+
+/* The installed QEMU knows the vsock devices and their guest-cid property under the names the
+ * argv uses (this host has no /dev/vhost-vsock, so a VM with a CID cannot be started here). */
+static void test_qemu_knows_vsock_devices(void **state)
+{
+    cleanup_free char *qemu = find_in_path("qemu-system-x86_64");
+    if (!qemu) {
+        print_message("qemu-system-x86_64 not installed: not checked\n");
+        return;
+    }
+    static const char *const devs[][2] = {{"microvm", "vhost-vsock-device,help"},
+                                          {"q35", "vhost-vsock-pci,help"}};
+    for (size_t i = 0; i < ELEMENTSOF(devs); i++) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "%s -M %s -device %s", qemu, devs[i][0], devs[i][1]);
+        int p[2];
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            dup2(p[1], 1);
+            dup2(p[1], 2);
+            execl(qemu, qemu, "-M", devs[i][0], "-device", devs[i][1], (char *)NULL);
+            _exit(127);
+        }
+        close(p[1]);
+        char out[8192];
+        size_t len = 0;
+        ssize_t n;
+        while (len < sizeof(out) - 1 && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
+            len += (size_t)n;
+        out[len] = 0;
+        close(p[0]);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!strstr(out, "guest-cid="))
+            fail_msg("'%s' lists no guest-cid property:\n%s", cmd, out);
+    }
+}
+
 static void test_argv_options(void **state)
 {
     cleanup_error vmctl_error *err = NULL;
@@ -789,6 +913,8 @@ int main(void)
         cmocka_unit_test(test_argv_microvm),
         cmocka_unit_test(test_argv_q35_disk_kvm),
         cmocka_unit_test(test_argv_options),
+        cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_qemu_knows_vsock_devices),
         cmocka_unit_test(test_argv_errors),
         cmocka_unit_test(test_binary_override_missing),
         cmocka_unit_test(test_backend_find),

@@ -102,6 +102,14 @@ static void assert_code(const vmctl_error *e, const char *code)
                  vmctl_error_get_message(e));
 }
 
+static void make_sqlite(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* --- basic rows --- */
 
 static void test_insert_get_list_delete(void **state)
@@ -177,7 +185,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 2);
+    assert_int_equal(sqlite3_column_int(st, 0), 3);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -290,7 +298,7 @@ static void test_cas(void **state)
 
 enum { RACE_OK = 0, RACE_EXISTS = 10, RACE_LOCKED, RACE_CORRUPT, RACE_OPEN, RACE_OTHER };
 
-enum race_op { RACE_INSERT, RACE_CLAIM };
+enum race_op { RACE_INSERT, RACE_CLAIM, RACE_CID };
 
 /* The stale owner the claim race takes over from. */
 #define DEAD_PID   999999
@@ -313,7 +321,9 @@ static int race_child(const char *home, const char *name, int barrier, enum race
     } else {
         cleanup_free char *config = spec_json(name);
         store_vm v = {.name = (char *)name, .config = config, .dir = "/nonexistent"};
-        if (store_vm_insert(s, &v, &err) < 0)
+        uint32_t cid = 0;
+        if (store_vm_insert(s, &v, &err) < 0 ||
+            (op == RACE_CID && store_vm_alloc_cid(s, name, STORE_MIN_CID, &cid, &err) < 0))
             code = RACE_OTHER;
     }
     if (err) {
@@ -425,6 +435,158 @@ static void test_concurrent_same(void **state)
         assert_int_equal(ok, 1);
         assert_int_equal(exists, 7);
         assert_int_equal(count_rows(home), 1);
+    }
+}
+
+/* Eight creates allocating guest CIDs at once: all different, and the smallest free ones. */
+static void test_concurrent_cid(void **state)
+{
+    const char *const names[8] = {"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"};
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        cleanup_free char *home = str_printf("%s/cid%d", (const char *)*state, round);
+        int codes[8];
+        race(home, names, 8, codes, RACE_CID);
+        for (int i = 0; i < 8; i++)
+            if (codes[i] != RACE_OK)
+                fail_msg("round %d: process %d exited %d", round, i, codes[i]);
+        cleanup_error vmctl_error *err = NULL;
+        cleanup_store store *s = NULL;
+        assert_int_equal(store_open(home, &s, &err), 0);
+        store_vm **list = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(s, &list, &n, &err), 0);
+        assert_int_equal(n, 8);
+        unsigned seen = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t c = list[i]->cid;
+            if (c < 3 || c > 10 || (seen & (1u << c)))
+                fail_msg("round %d: %s got CID %u (seen mask %#x)", round, list[i]->name, c, seen);
+            seen |= 1u << c;
+        }
+        store_vm_list_free(list, n);
+    }
+}
+
+static uint32_t cid_of(store *s, const char *name)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store_vm store_vm *v = NULL;
+    assert_int_equal(store_vm_get(s, name, &v, &err), 0);
+    return v->cid;
+}
+
+static uint32_t alloc_cid(store *s, const char *name, uint32_t min)
+{
+    cleanup_error vmctl_error *err = NULL;
+    uint32_t cid = 0;
+    if (store_vm_alloc_cid(s, name, min, &cid, &err) != 0)
+        fail_msg("alloc for '%s': %s", name, vmctl_error_get_message(err));
+    assert_int_equal(cid_of(s, name), cid);
+    return cid;
+}
+
+static void test_cid(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    insert_vm(s, "a", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "b", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "c", VMCTL_VM_CREATED, &err, 0);
+    assert_int_equal(cid_of(s, "a"), 0);       /* none until allocated */
+    assert_int_equal(alloc_cid(s, "a", 0), 3); /* 0-2 are reserved */
+    assert_int_equal(alloc_cid(s, "b", 3), 4);
+    assert_int_equal(alloc_cid(s, "b", 10), 10); /* moved: 4 is free again */
+    assert_int_equal(alloc_cid(s, "c", 3), 4);
+    assert_int_equal(alloc_cid(s, "c", 9), 9);
+    assert_int_equal(alloc_cid(s, "c", 9), 11); /* b holds 10 */
+
+    /* the row's CID goes with the row */
+    assert_int_equal(store_vm_delete(s, "a", &err), 0);
+    insert_vm(s, "d", VMCTL_VM_CREATED, &err, 0);
+    assert_int_equal(alloc_cid(s, "d", 3), 3);
+
+    /* an insert with a CID another VM holds */
+    cleanup_free char *config = spec_json("e");
+    store_vm v = {.name = "e", .config = config, .dir = "/nonexistent", .cid = 10};
+    assert_int_equal(store_vm_insert(s, &v, &err), -EADDRINUSE);
+    assert_code(err, "vm_manager::network::setup_failed");
+    vmctl_error_free(err);
+    err = NULL;
+    v.cid = 12;
+    assert_int_equal(store_vm_insert(s, &v, &err), 0);
+    assert_int_equal(cid_of(s, "e"), 12);
+
+    /* the UNIQUE index holds also against writes that bypass the allocator */
+    cleanup_free char *path = db_path(*state);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE vms SET cid = 3 WHERE name = 'b'", NULL, NULL, NULL),
+                     SQLITE_CONSTRAINT);
+    sqlite3_close(db);
+
+    uint32_t cid = 0;
+    assert_int_equal(store_vm_alloc_cid(s, "nobody", 3, &cid, &err), -ENOENT);
+    assert_code(err, "vm_manager::vm::not_found");
+}
+
+/* Stores of schema version 2 (no cid column) and 1 (no ports table either) are upgraded in
+ * place: rows kept without a CID, ports kept or filled in, CIDs allocatable afterwards. */
+#define V2_VMS_SQL                                                                                 \
+    "CREATE TABLE vms (name TEXT PRIMARY KEY, state TEXT NOT NULL, config TEXT NOT NULL, "         \
+    "pid INTEGER NOT NULL DEFAULT 0, pid_start INTEGER NOT NULL DEFAULT 0, dir TEXT NOT NULL, "    \
+    "created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, complete INTEGER NOT NULL "         \
+    "DEFAULT 0, owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0);"
+#define V2_PORTS_SQL                                                                               \
+    "CREATE TABLE ports (host_port INTEGER NOT NULL, proto TEXT NOT NULL, vm TEXT NOT NULL, "      \
+    "guest_port INTEGER NOT NULL, PRIMARY KEY (host_port, proto));"                                \
+    "CREATE INDEX ports_vm ON ports (vm);"                                                         \
+    "CREATE TRIGGER vms_release_ports AFTER DELETE ON vms BEGIN "                                  \
+    "DELETE FROM ports WHERE vm = old.name; END;"
+
+static void test_migrate(void **state)
+{
+    for (int version = 1; version <= 2; version++) {
+        cleanup_free char *home = str_printf("%s/v%d", (const char *)*state, version);
+        assert_int_equal(mkdir_p(home, 0700), 0);
+        cleanup_free char *path = db_path(home);
+        cleanup_free char *config = spec_json("old"); /* forwards 2222->22/tcp, 0->53/udp */
+        cleanup_free char *sql = str_printf(
+            "%s%s INSERT INTO vms VALUES ('old', 'stopped', '%s', 0, 0, '/x/old', 1, 1, 1, 0, "
+            "0); %s PRAGMA user_version = %d;",
+            V2_VMS_SQL, version == 2 ? V2_PORTS_SQL : "", config,
+            version == 2 ? "INSERT INTO ports VALUES (2222, 'tcp', 'old', 22);" : "", version);
+        make_sqlite(path, sql);
+
+        cleanup_error vmctl_error *err = NULL;
+        cleanup_store store *s = NULL;
+        if (store_open(home, &s, &err) != 0)
+            fail_msg("v%d: %s", version, vmctl_error_get_message(err));
+        assert_int_equal(cid_of(s, "old"), 0);
+        char *owner = NULL;
+        assert_int_equal(store_port_owner(s, 2222, false, &owner, &err), 1);
+        assert_string_equal(owner, "old");
+        free(owner);
+        insert_vm(s, "new", VMCTL_VM_CREATED, &err, 0);
+        assert_int_equal(alloc_cid(s, "new", 3), 3);
+        assert_int_equal(alloc_cid(s, "old", 3), 4);
+
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 3);
+        sqlite3_finalize(st);
+        assert_int_equal(
+            sqlite3_exec(db, "UPDATE vms SET cid = 3 WHERE name = 'old'", NULL, NULL, NULL),
+            SQLITE_CONSTRAINT);
+        sqlite3_close(db);
+        /* opening it again changes nothing */
+        store_close(s);
+        s = NULL;
+        assert_int_equal(store_open(home, &s, &err), 0);
+        assert_int_equal(cid_of(s, "old"), 4);
     }
 }
 
@@ -568,14 +730,6 @@ static void test_garbage_db(void **state)
     assert_int_equal(read_file(path, &after, &len), 0);
     assert_int_equal(len, sizeof(junk));
     assert_memory_equal(after, junk, sizeof(junk));
-}
-
-static void make_sqlite(const char *path, const char *sql)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
 }
 
 static void test_unknown_schema(void **state)
@@ -881,6 +1035,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_distinct, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_same, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_claim, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_locked, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_garbage_db, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_unknown_schema, setup_home, teardown_home),
