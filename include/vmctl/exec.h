@@ -57,6 +57,9 @@ typedef struct vmctl_exec_io {
      * waiting, the call fails with that code). */
     int signal_fd;
     int (*on_signal)(int fd, void *userdata);
+    /* vmctl_exec_stream only, may be NULL: called once the command was handed to the guest (a
+     * CLI blocks the signals it forwards from then on; before, they may just end it). */
+    void (*on_started)(void *userdata);
 } vmctl_exec_io;
 
 /* A connection to a VM's guest agent; it can run several commands at once. One session per VM

@@ -134,47 +134,64 @@ int cli_pass_stderr(const void *data, size_t len, void *userdata)
 }
 
 /* SIGINT, SIGTERM, SIGHUP and SIGQUIT go to the command, as if it ran here; after the third
- * SIGINT the command gets SIGKILL (a command that ignores Ctrl-C can still be stopped). */
+ * SIGINT the command gets SIGKILL (a command that ignores Ctrl-C can still be stopped). Until the
+ * command started they are not blocked: they end vmctl, and with it the request. */
+struct fwd {
+    sigset_t mask;
+    unsigned n_int;
+    bool blocked;
+};
+
 static int forward_signal(int fd, void *userdata)
 {
-    unsigned *n_int = userdata;
+    struct fwd *f = userdata;
     struct signalfd_siginfo si;
     ssize_t n = read(fd, &si, sizeof(si));
     if (n != (ssize_t)sizeof(si))
         return 0;
     int sig = (int)si.ssi_signo;
-    if (sig == SIGINT && ++*n_int >= 3) {
-        if (*n_int == 3)
+    if (sig == SIGINT && ++f->n_int >= 3) {
+        if (f->n_int == 3)
             fprintf(stderr, "vmctl: third interrupt: killing the command (SIGKILL)\n");
         sig = SIGKILL;
     }
     return sig;
 }
 
+static void block_forwarded(void *userdata)
+{
+    struct fwd *f = userdata;
+    f->blocked = sigprocmask(SIG_BLOCK, &f->mask, NULL) == 0;
+}
+
 /* Output streamed as it comes, input streamed with -i, signals forwarded. */
 static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
 {
-    unsigned n_int = 0;
+    struct fwd f = {};
+    sigemptyset(&f.mask);
+    sigaddset(&f.mask, SIGINT);
+    sigaddset(&f.mask, SIGTERM);
+    sigaddset(&f.mask, SIGHUP);
+    sigaddset(&f.mask, SIGQUIT);
+    cleanup_close int sfd = signalfd(-1, &f.mask, SFD_CLOEXEC | SFD_NONBLOCK);
     vmctl_exec_io io = {.on_stdout = cli_pass_stdout,
                         .on_stderr = cli_pass_stderr,
-                        .signal_fd = -1,
-                        .on_signal = forward_signal,
-                        .userdata = &n_int};
+                        .signal_fd = sfd,
+                        .on_signal = sfd >= 0 ? forward_signal : NULL,
+                        .on_started = sfd >= 0 ? block_forwarded : NULL,
+                        .userdata = &f};
     vmctl_exec_status st = {0};
     vmctl_error *e = NULL;
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGQUIT);
-    sigprocmask(SIG_BLOCK, &mask, &old);
-    cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    io.signal_fd = sfd;
     fflush(stdout);
     fflush(stderr);
     int r = vmctl_exec_stream(c->ctx, name, opts, &io, interactive ? STDIN_FILENO : -1, &st, &e);
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (f.blocked) {
+        /* what came after the command's end is not for vmctl either */
+        struct signalfd_siginfo si;
+        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            ;
+        sigprocmask(SIG_UNBLOCK, &f.mask, NULL);
+    }
     if (r < 0)
         return render_error(c, e);
     return st.signal ? 128 + st.signal : st.exit_code & 0xff;

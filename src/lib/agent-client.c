@@ -435,8 +435,8 @@ static size_t serial_ports(const char *dir, char socks[][PATH_MAX], char locks[]
     return n;
 }
 
-int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_conn **ret,
-                     vmctl_error **reterr)
+int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
+                     agent_conn **ret, vmctl_error **reterr)
 {
     uint64_t start = now_usec();
     if (agent_transport_pick(cid, agent_vhost_vsock_present(NULL)) == AGENT_TRANSPORT_VSOCK) {
@@ -458,6 +458,11 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_con
 
     char socks[AGENT_MAX_SERIAL_PORTS][PATH_MAX], locks[AGENT_MAX_SERIAL_PORTS][PATH_MAX];
     size_t n = serial_ports(dir, socks, locks);
+    /* Ports busy with other vmctl processes' commands are waited for longer than an agent that
+     * does not answer: a queue, not a failure. The connect budget starts once a port is ours. */
+    uint64_t budget = deadline == UINT64_MAX ? UINT64_MAX : deadline - start;
+    uint64_t port_deadline =
+        deadline == UINT64_MAX || start + queue_usec <= deadline ? deadline : start + queue_usec;
     int lock_fds[AGENT_MAX_SERIAL_PORTS];
     for (size_t i = 0; i < n; i++)
         lock_fds[i] = -1;
@@ -483,7 +488,7 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_con
         }
         if (got < n)
             break;
-        if (now_usec() >= deadline) {
+        if (now_usec() >= port_deadline) {
             r = err_timeout(reterr, "agent connect", span_seconds(start, deadline),
                             "all %zu agent ports of the VM are in use by other vmctl processes "
                             "('%s' and the others are locked)",
@@ -492,6 +497,10 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_con
             goto out;
         }
         sleep_usec(5000);
+    }
+    if (budget != UINT64_MAX && now_usec() > start + budget / 2) {
+        start = now_usec(); /* waited in the queue: the connect gets its whole budget again */
+        deadline = start + budget;
     }
     {
         cleanup_agent agent_conn *c = NULL;

@@ -29,8 +29,12 @@ void agent_close(agent_conn *c);
  * the first free virtio-serial port: a non-blocking flock on agent.lock (port 0), agent.1.lock,
  * ... claims agent.sock, agent.1.sock, ... (ports whose socket exists; port 0 always); when all
  * are taken, wait for any until the deadline (then timeout "agent connect"). */
-int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, agent_conn **ret,
-                     vmctl_error **reterr);
+/* queue_usec: while other processes hold every port, wait for one until start + queue_usec when
+ * that is later than the deadline (the connect then gets its whole budget again): ports busy with
+ * other commands are a queue, not an agent that does not answer. 0: the deadline bounds it all. */
+#define AGENT_PORT_QUEUE_USEC (600ull * 1000 * 1000)
+int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
+                     agent_conn **ret, vmctl_error **reterr);
 
 /* --- transports (docs/agent-protocol.md): the same frames over another byte stream --- */
 struct sockaddr_vm;

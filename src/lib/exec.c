@@ -105,7 +105,7 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
 
     uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
-    r = agent_connect_vm(v->dir, v->cid, deadline, &conn, reterr);
+    r = agent_connect_vm(v->dir, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
     if (r >= 0)
         r = agent_ping(conn, deadline, reterr);
     if (r < 0) {
@@ -337,6 +337,8 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
     r = vmctl_exec_start(s, opts, &io2, &p, reterr);
     if (r < 0)
         return r;
+    if (io && io->on_started)
+        io->on_started(io->userdata);
     r = stream_loop(s->conn, p->p, stdin_fd, io, p->deadline, reterr);
     vmctl_exec_status st = {0};
     if (r >= 0)

@@ -526,6 +526,8 @@ int sshc_exec(sshc_conn *c, const char *command, const void *stdin_data, size_t 
                        sym_ssh_get_error(c->session));
         goto out;
     }
+    if (io && io->on_started)
+        io->on_started(io->userdata);
     const char *in = stdin_data;
     while (stdin_len > 0) {
         int n =

@@ -155,13 +155,15 @@ static int backend_exit_record(const char *dir, pid_t pid)
     return streq(what, "exit") && code == 0;
 }
 
-/* After killing the hypervisor: give its supervisor a moment to write the record, so that it
- * writes into a directory nobody is removing. */
-static void backend_wait_exit_record(const char *dir, pid_t pid)
+/* The hypervisor is gone: give its supervisor a moment to write the record (it does so right
+ * after reaping it, but a reader can see the process gone first). Returns the record's verdict. */
+static int backend_wait_exit_record(const char *dir, pid_t pid, uint64_t usec)
 {
-    uint64_t deadline = now_usec() + 1000000;
-    while (backend_exit_record(dir, pid) == -ENOENT && now_usec() < deadline)
-        sleep_usec(5000);
+    uint64_t deadline = now_usec() + usec;
+    int r;
+    while ((r = backend_exit_record(dir, pid)) == -ENOENT && now_usec() < deadline)
+        sleep_usec(2000);
+    return r;
 }
 
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
@@ -186,8 +188,9 @@ static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
     if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
         !proc_alive(v->pid, v->pid_start)) {
         /* a hypervisor that exited 0 was told to: the guest powered itself off */
-        vmctl_vm_state to =
-            backend_exit_record(v->dir, v->pid) == 1 ? VMCTL_VM_STOPPED : VMCTL_VM_CRASHED;
+        vmctl_vm_state to = backend_wait_exit_record(v->dir, v->pid, 300000) == 1
+                                ? VMCTL_VM_STOPPED
+                                : VMCTL_VM_CRASHED;
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
@@ -586,7 +589,7 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     cleanup_agent agent_conn *conn = NULL;
     /* virtio-serial: there from the first instant, while the guest may load vsock late (the
      * default guest does), and a vsock connect to a booting guest would only time out */
-    int r = agent_connect_vm(v->dir, 0, deadline, &conn, reterr);
+    int r = agent_connect_vm(v->dir, 0, deadline, 0, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0) {
@@ -783,7 +786,7 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
         return -EIO;
     if (spec->agent) {
         cleanup_agent agent_conn *conn = NULL;
-        if (agent_connect_vm(v->dir, v->cid, deadline, &conn, NULL) >= 0 &&
+        if (agent_connect_vm(v->dir, v->cid, deadline, 0, &conn, NULL) >= 0 &&
             agent_shutdown(conn, false, deadline, NULL) >= 0)
             return 0;
     }
@@ -897,7 +900,7 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return err_prefix(reterr, r, "while destroying vm '%s'", name);
-        backend_wait_exit_record(v->dir, v->pid);
+        (void)backend_wait_exit_record(v->dir, v->pid, 1000000); /* not into a removed dir */
     }
     r = rm_rf(v->dir);
     for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {

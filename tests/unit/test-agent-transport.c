@@ -299,7 +299,7 @@ static const char *peer_file(agent_conn *c, char *buf, size_t size)
 static agent_conn *connect_vm(const char *dir, uint32_t cid, double seconds, vmctl_error **e)
 {
     agent_conn *c = NULL;
-    int r = agent_connect_vm(dir, cid, now_usec() + (uint64_t)(seconds * 1e6), &c, e);
+    int r = agent_connect_vm(dir, cid, now_usec() + (uint64_t)(seconds * 1e6), 0, &c, e);
     assert_true((r == 0) == (c != NULL));
     return c;
 }
@@ -347,7 +347,7 @@ static void test_connect_vm_ports(void **state)
     assert_non_null(d);
     assert_string_equal(peer_file(d, buf, sizeof(buf)), "agent.1.sock");
 
-    /* another process waiting for a port gets the first one released */
+    /* another process waiting for a port (queued) gets the first one released */
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -357,7 +357,9 @@ static void test_connect_vm_ports(void **state)
         agent_close(d);
         vmctl_error *ce = NULL;
         agent_conn *x = NULL;
-        int r = agent_connect_vm(dir, 0, now_usec() + 5000000, &x, &ce);
+        /* a connect deadline shorter than the wait, but a queue of 5 s: ports held by others
+         * are waited for beyond the deadline */
+        int r = agent_connect_vm(dir, 0, now_usec() + 100000, 5000000, &x, &ce);
         char pb[128];
         _exit(r == 0 && streq(peer_file(x, pb, sizeof(pb)), "agent.2.sock") ? 0 : 1);
     }
