@@ -62,8 +62,8 @@ typedef struct vmctl_exec_io {
     void (*on_started)(void *userdata);
 } vmctl_exec_io;
 
-/* A connection to a VM's guest agent; it can run several commands at once. One session per VM
- * at a time: other vmctl processes wait for it to be closed. */
+/* A connection to a VM's guest agent; it can run several commands at once. A VM serves up to 4
+ * sessions at once over virtio-serial (any number over AF_VSOCK); further ones wait for a port. */
 typedef struct vmctl_exec_session vmctl_exec_session;
 /* A command started on a session. */
 typedef struct vmctl_exec_proc vmctl_exec_proc;
