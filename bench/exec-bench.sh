@@ -40,6 +40,16 @@ for i in $(seq "$runs"); do
   t0=$(date +%s%N); "$V" --version >/dev/null; echo $(( $(date +%s%N) - t0 ))
 done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI process alone (--version)", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'
 
+# several vmctl processes on one VM (4 agent ports): 4 x `sleep 1` at once against one after the
+# other, wall time
+t0=$(date +%s%N)
+for i in 1 2 3 4; do "$V" exec eb -- sleep 1; done
+seq_ns=$(( $(date +%s%N) - t0 ))
+t0=$(date +%s%N)
+for i in 1 2 3 4; do "$V" exec eb -- sleep 1 & done; wait
+par_ns=$(( $(date +%s%N) - t0 ))
+awk -v s="$seq_ns" -v p="$par_ns" 'BEGIN { printf "4 x exec sleep 1: one after the other %.2f s, 4 processes at once %.2f s (ratio %.2f)\n", s / 1e9, p / 1e9, p / s }'
+
 [ "${EXEC_BENCH_CP:-1}" = 0 ] && exit 0  # EXEC_BENCH_CP=0: the exec figures only
 echo "== 256 MiB through the channel"
 head -c $((256 << 20)) /dev/urandom >"$tmp/big"
