@@ -26,6 +26,9 @@ typedef struct vmctl_exec_opts {
     const void *stdin_data;
     size_t stdin_len;
     vmctl_exec_via via; /* vmctl_exec, vmctl_exec_stream: 0 (auto) by default */
+    /* Run as this guest user: "NAME" (from the guest's /etc/passwd, with its groups), "UID" or
+     * "UID:GID"; HOME, USER and LOGNAME follow it. NULL: root, as the agent runs. Agent only. */
+    const char *user;
 } vmctl_exec_opts;
 
 typedef struct vmctl_exec_result {

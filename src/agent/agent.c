@@ -25,6 +25,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -595,21 +596,135 @@ static void job_ack(struct job *j, bool force)
 /* Filled by a vfork()ed child that failed before or at exec (it shares our memory). */
 struct exec_fail {
     int err;
-    int stage; /* 1 chdir, 2 exec */
+    int stage; /* 1 chdir, 2 exec, 3 switching user */
 };
 
-static void __attribute__((noreturn)) child_run(char **argv, char **envp, const char *cwd, int in,
-                                                int out, int err, volatile struct exec_fail *f);
+/* EXEC with AGENT_EXEC_USER: who to become (resolved in the agent, applied in the child). */
+#define RUN_AS_MAX_GROUPS 64
+struct run_as {
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[RUN_AS_MAX_GROUPS];
+    size_t n_groups;
+    char name[64];
+    char home[256];
+    char env_home[8 + 256], env_user[8 + 64], env_logname[10 + 64];
+};
+
+/* Split a colon-separated line of /etc/passwd or /etc/group in place; returns the field count. */
+static size_t split_fields(char *line, char **f, size_t max)
+{
+    size_t n = 0;
+    line[strcspn(line, "\n")] = 0;
+    while (n < max) {
+        f[n++] = line;
+        char *c = strchr(line, ':');
+        if (!c)
+            break;
+        *c = 0;
+        line = c + 1;
+    }
+    return n;
+}
+
+static bool parse_id(const char *s, unsigned long *v)
+{
+    char *end = NULL;
+    if (!*s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    *v = strtoul(s, &end, 10);
+    return !errno && !*end && *v < 0xffffffffUL;
+}
+
+/* "NAME", "UID" or "UID:GID" against the guest's /etc/passwd and /etc/group (a static agent has
+ * no NSS). A number needs no passwd entry; a name does. 0, or -errno with *why set. */
+static int resolve_user(const char *spec, struct run_as *u, const char **why)
+{
+    memset(u, 0, sizeof(*u));
+    char idpart[32] = "";
+    unsigned long uid = 0, gid = 0;
+    bool by_id = false, have_gid = false;
+    const char *colon = strchr(spec, ':');
+    if (strlen(spec) < sizeof(idpart)) {
+        memcpy(idpart, spec, strlen(spec) + 1);
+        if (colon)
+            idpart[colon - spec] = 0;
+        by_id = parse_id(idpart, &uid);
+        have_gid = by_id && colon && parse_id(colon + 1, &gid);
+    }
+    if ((colon && !have_gid) || (!by_id && strlen(spec) >= sizeof(u->name))) {
+        *why = "expected NAME, UID or UID:GID";
+        return -EINVAL;
+    }
+    bool found = false;
+    FILE *pw = fopen("/etc/passwd", "re");
+    char *line = NULL;
+    size_t cap = 0;
+    while (pw && !found && getline(&line, &cap, pw) > 0) {
+        char *f[7];
+        unsigned long puid, pgid;
+        if (split_fields(line, f, 7) < 7 || !parse_id(f[2], &puid) || !parse_id(f[3], &pgid))
+            continue;
+        if (by_id ? puid == uid : strcmp(f[0], spec) == 0) {
+            found = true;
+            uid = puid;
+            if (!have_gid)
+                gid = pgid;
+            snprintf(u->name, sizeof(u->name), "%s", f[0]);
+            snprintf(u->home, sizeof(u->home), "%s", f[5][0] ? f[5] : "/");
+        }
+    }
+    if (pw)
+        fclose(pw);
+    if (!found && !by_id) {
+        free(line);
+        *why = "no such user in the guest's /etc/passwd";
+        return -ENOENT;
+    }
+    if (!found) { /* a bare number: its own group, home / */
+        if (!have_gid)
+            gid = uid;
+        snprintf(u->name, sizeof(u->name), "%lu", uid);
+        snprintf(u->home, sizeof(u->home), "/");
+    }
+    u->uid = (uid_t)uid;
+    u->gid = (gid_t)gid;
+    u->groups[u->n_groups++] = u->gid;
+    FILE *gr = found ? fopen("/etc/group", "re") : NULL;
+    while (gr && getline(&line, &cap, gr) > 0 && u->n_groups < RUN_AS_MAX_GROUPS) {
+        char *f[4];
+        unsigned long g;
+        if (split_fields(line, f, 4) < 4 || !parse_id(f[2], &g) || g == gid)
+            continue;
+        for (char *m = strtok(f[3], ","); m; m = strtok(NULL, ","))
+            if (strcmp(m, u->name) == 0) {
+                u->groups[u->n_groups++] = (gid_t)g;
+                break;
+            }
+    }
+    if (gr)
+        fclose(gr);
+    free(line);
+    snprintf(u->env_home, sizeof(u->env_home), "HOME=%s", u->home);
+    snprintf(u->env_user, sizeof(u->env_user), "USER=%s", u->name);
+    snprintf(u->env_logname, sizeof(u->env_logname), "LOGNAME=%s", u->name);
+    return 0;
+}
+
+static void __attribute__((noreturn))
+child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
+          const struct run_as *u, volatile struct exec_fail *f);
 
 /* vfork in a frame of its own: nothing of the caller's is live across it, so the compiler need
  * not assume the child clobbered the caller's registers (-Wclobbered). */
 static __attribute__((noinline)) pid_t spawn_child(char **argv, char **envp, const char *cwd,
-                                                   int in, int out, int err,
+                                                   int in, int out, int err, const struct run_as *u,
                                                    volatile struct exec_fail *f)
 {
     pid_t pid = vfork();
     if (pid == 0)
-        child_run(argv, envp, cwd, in, out, err, f);
+        child_run(argv, envp, cwd, in, out, err, u, f);
     return pid;
 }
 
@@ -648,8 +763,9 @@ static char **merge_env(char **add, size_t n_add)
  * calls and reports a failure through *f (never returns, never touches the heap). vfork rather
  * than fork: under TCG, copying the agent's page tables and taking the copy-on-write faults
  * afterwards was the largest part of an exec of `true`. */
-static void __attribute__((noreturn)) child_run(char **argv, char **envp, const char *cwd, int in,
-                                                int out, int err, volatile struct exec_fail *f)
+static void __attribute__((noreturn))
+child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
+          const struct run_as *u, volatile struct exec_fail *f)
 {
     sigset_t all;
     sigfillset(&all);
@@ -660,6 +776,14 @@ static void __attribute__((noreturn)) child_run(char **argv, char **envp, const 
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) {
         f->err = errno;
         f->stage = 2;
+        _exit(127);
+    }
+    /* raw system calls: they change this task only (glibc's wrappers would try to reach every
+     * thread of the process, whose memory we share until exec) */
+    if (u && (syscall(SYS_setgroups, u->n_groups, u->groups) < 0 ||
+              syscall(SYS_setgid, u->gid) < 0 || syscall(SYS_setuid, u->uid) < 0)) {
+        f->err = errno;
+        f->stage = 3;
         _exit(127);
     }
     if (chdir(cwd) < 0) {
@@ -685,8 +809,24 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     bool stream = req->flags & AGENT_EXEC_STDIN_STREAM;
     bool has_input = stream || req->stdin_len;
     size_t argc = req->argv.count, envc = req->env.count;
+    struct run_as *u = NULL;
+    if (req->user) {
+        const char *why = NULL;
+        int r;
+        if (!(u = malloc(sizeof(*u)))) {
+            send_error(s, id, version, ENOMEM, "out of memory");
+            job_free(j);
+            return;
+        }
+        if ((r = resolve_user(req->user, u, &why)) < 0) {
+            send_error(s, id, version, -r, "cannot run as user '%s': %s", req->user, why);
+            free(u);
+            job_free(j);
+            return;
+        }
+    }
     char **argv = calloc(argc + 1, sizeof(char *));
-    char **env = calloc(envc + 1, sizeof(char *));
+    char **env = calloc(envc + 4, sizeof(char *));
     int pout[2] = {-1, -1}, perr[2] = {-1, -1}, pin[2] = {-1, -1};
     int devnull = -1;
     char **envp = NULL;
@@ -699,8 +839,14 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     for (const char *a = agent_strv_next(&req->argv, NULL); a; a = agent_strv_next(&req->argv, a))
         argv[i++] = (char *)a;
     i = 0;
+    if (u) { /* the user's own first: the request's entries win */
+        env[i++] = u->env_home;
+        env[i++] = u->env_user;
+        env[i++] = u->env_logname;
+    }
     for (const char *e = agent_strv_next(&req->env, NULL); e; e = agent_strv_next(&req->env, e))
         env[i++] = (char *)e;
+    envc = i;
 
     if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
         (has_input ? pipe2(pin, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) <
@@ -717,7 +863,7 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     const char *cwd = req->cwd ? req->cwd : "/";
     int in = has_input ? pin[0] : devnull;
     /* the parent resumes once the child called execve (or _exit): f is then final */
-    pid_t pid = spawn_child(argv, envp, cwd, in, pout[1], perr[1], &f);
+    pid_t pid = spawn_child(argv, envp, cwd, in, pout[1], perr[1], u, &f);
     if (pid < 0) {
         send_error(s, id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
@@ -732,6 +878,9 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
         if (f.stage == 1)
             send_error(s, id, version, f.err, "cannot change directory to '%s': %s", cwd,
                        strerror(f.err));
+        else if (f.stage == 3)
+            send_error(s, id, version, f.err, "cannot switch to user '%s' (uid %u, gid %u): %s",
+                       req->user, (unsigned)u->uid, (unsigned)u->gid, strerror(f.err));
         else
             send_error(s, id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
         goto out;
@@ -759,6 +908,7 @@ out:
     free(argv);
     free(env);
     free(envp);
+    free(u);
     if (!ok)
         job_free(j);
 }

@@ -7,7 +7,8 @@
 #include "render.h"
 
 const char cmd_exec_help[] =
-    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD [ARGS...]\n"
+    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] -- CMD "
+    "[ARGS...]\n"
     "\n"
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
     "up in the guest's PATH. Its stdout and stderr are streamed byte for byte to vmctl's stdout\n"
@@ -23,6 +24,8 @@ const char cmd_exec_help[] =
     "      --env K=V      set an environment variable for the command (repeatable)\n"
     "      --cwd DIR      working directory in the guest (default /)\n"
     "      --timeout S    kill the command after S seconds (vm_manager::timeout); default none\n"
+    "  -u, --user U       run as guest user U: NAME (from the guest's /etc/passwd, with its\n"
+    "                     groups), UID or UID:GID; default root (agent only)\n"
     "  -i, --interactive  stream vmctl's stdin to the command until end of file (without -i\n"
     "                     its stdin is /dev/null)\n"
     "      --via CHANNEL  agent or ssh; default: the agent when it answers, else SSH (as user\n"
@@ -32,15 +35,20 @@ const char cmd_exec_help[] =
     "Examples:\n"
     "  vmctl exec web -- uname -a\n"
     "  vmctl exec web --env GREETING=hi -- sh -c 'echo $GREETING'\n"
+    "  vmctl exec web --user 1000 --cwd /tmp -- id\n"
     "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
     "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
 
 enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA };
 
 static const struct option options[] = {
-    {"env", required_argument, NULL, OPT_ENV},         {"cwd", required_argument, NULL, OPT_CWD},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"interactive", no_argument, NULL, 'i'},
-    {"via", required_argument, NULL, OPT_VIA},         {},
+    {"env", required_argument, NULL, OPT_ENV},
+    {"cwd", required_argument, NULL, OPT_CWD},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"interactive", no_argument, NULL, 'i'},
+    {"via", required_argument, NULL, OPT_VIA},
+    {"user", required_argument, NULL, 'u'},
+    {},
 };
 
 char *const *cli_command_argv(cli *c, size_t first)
@@ -206,7 +214,7 @@ int cmd_exec(cli *c, int argc, char **argv)
     bool interactive = false;
     int o;
 
-    while ((o = cli_getopt(c, argc, argv, "i", options)) != -1) {
+    while ((o = cli_getopt(c, argc, argv, "iu:", options)) != -1) {
         switch (o) {
         case OPT_ENV: {
             const char *eq = strchr(optarg, '=');
@@ -222,6 +230,11 @@ int cmd_exec(cli *c, int argc, char **argv)
         }
         case OPT_CWD:
             opts.cwd = optarg;
+            break;
+        case 'u':
+            if (!*optarg)
+                return cli_invalid_value(c, "--user", optarg, "NAME, UID or UID:GID");
+            opts.user = optarg;
             break;
         case OPT_TIMEOUT:
             if (cli_parse_seconds(c, "--timeout", optarg, &opts.timeout_sec) < 0)

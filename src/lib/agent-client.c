@@ -1158,7 +1158,10 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
         busy |= !p->done;
     if (busy && (r = need_v2(c, AGENT_CAP_CONCURRENT, "several commands at once", reterr)) < 0)
         return r;
-    size_t size = agent_exec_frame_size(opts->argv, opts->env, opts->cwd, opts->stdin_len);
+    const char *user = opts->user && *opts->user ? opts->user : NULL;
+    if (user && (r = need_v2(c, AGENT_CAP_USER, "running commands as another user", reterr)) < 0)
+        return r;
+    size_t size = agent_exec3_frame_size(opts->argv, opts->env, opts->cwd, opts->stdin_len, user);
     if (size > AGENT_MAX_FRAME) {
         r = err_make(reterr, VMCTL_E_CONFIG_INVALID, E2BIG,
                      "the command line, environment and input are too large for one "
@@ -1177,9 +1180,10 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
     p->userdata = userdata;
     p->timeout_sec = opts->timeout_sec;
     p->stdin_closed = !stdin_open;
-    int n = agent_encode_exec2(frame, size, p->id, stdin_open ? AGENT_EXEC_STDIN_STREAM : 0,
-                               timeout_ms_of(opts->timeout_sec), opts->argv, opts->env, opts->cwd,
-                               opts->stdin_data, opts->stdin_len);
+    uint32_t flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0);
+    int n =
+        agent_encode_exec3(frame, size, p->id, flags, timeout_ms_of(opts->timeout_sec), opts->argv,
+                           opts->env, opts->cwd, opts->stdin_data, opts->stdin_len, user);
     if (n < 0) {
         agent_proc_free(p);
         if (n == AGENT_E_INVALID)

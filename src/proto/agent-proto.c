@@ -310,11 +310,31 @@ int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, c
     return agent_encode_exec2(buf, cap, id, 0, timeout_ms, argv, env, cwd, stdin_data, stdin_len);
 }
 
+size_t agent_exec3_frame_size(char *const *argv, char *const *env, const char *cwd,
+                              size_t stdin_len, const char *user)
+{
+    size_t n = agent_exec_frame_size(argv, env, cwd, stdin_len);
+    size_t ul = user ? strlen(user) : 0;
+    if (n == SIZE_MAX || ul > AGENT_MAX_PAYLOAD)
+        return SIZE_MAX;
+    return user ? n + str_size(ul) : n;
+}
+
 int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
                        char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
                        size_t stdin_len)
 {
+    return agent_encode_exec3(buf, cap, id, flags, timeout_ms, argv, env, cwd, stdin_data,
+                              stdin_len, NULL);
+}
+
+int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
+                       char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
+                       size_t stdin_len, const char *user)
+{
     if (flags & ~AGENT_EXEC_FLAGS_V2)
+        return AGENT_E_INVALID;
+    if (!(flags & AGENT_EXEC_USER) != !(user && user[0]))
         return AGENT_E_INVALID;
     if (!argv || !argv[0] || !argv[0][0])
         return AGENT_E_INVALID;
@@ -325,7 +345,9 @@ int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
     }
     if (stdin_len && !stdin_data)
         return AGENT_E_INVALID;
-    size_t total = agent_exec_frame_size(argv, env, cwd, stdin_len);
+    if (!(flags & AGENT_EXEC_USER))
+        user = NULL;
+    size_t total = agent_exec3_frame_size(argv, env, cwd, stdin_len, user);
     if (total == SIZE_MAX)
         return AGENT_E_TOO_BIG;
     int r = frame_room(cap, total - AGENT_HDR_SIZE);
@@ -342,6 +364,8 @@ int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
     put_u32(p, (uint32_t)stdin_len);
     if (stdin_len)
         memcpy(p + 4, stdin_data, stdin_len);
+    if (user)
+        put_str(p + 4 + stdin_len, user, strlen(user));
     return r;
 }
 
@@ -460,10 +484,13 @@ int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
 {
     reader r = {payload, n, 0};
     const char *cwd;
+    const char *user = NULL;
     if (!rd_u32(&r, &out->flags) || !rd_u32(&r, &out->timeout_ms) || !rd_strv(&r, &out->argv) ||
         !rd_strv(&r, &out->env) || !rd_str(&r, &cwd) ||
-        !rd_bytes(&r, &out->stdin_data, &out->stdin_len) || r.off != n)
+        !rd_bytes(&r, &out->stdin_data, &out->stdin_len) ||
+        ((out->flags & AGENT_EXEC_USER) && (!rd_str(&r, &user) || !user[0])) || r.off != n)
         return AGENT_E_MALFORMED;
+    out->user = user;
     if ((out->flags & ~AGENT_EXEC_FLAGS_V2) || out->argv.count == 0 || out->argv.data[0] == 0)
         return AGENT_E_MALFORMED;
     for (const char *e = agent_strv_next(&out->env, NULL); e; e = agent_strv_next(&out->env, e)) {

@@ -60,14 +60,18 @@ enum agent_msg_type {
 #define AGENT_CAP_METADATA     (UINT64_C(1) << 5)
 #define AGENT_CAP_INFO         (UINT64_C(1) << 6)
 #define AGENT_CAP_SIGNAL       (UINT64_C(1) << 7)
+#define AGENT_CAP_USER         (UINT64_C(1) << 8) /* EXEC flag AGENT_EXEC_USER */
 #define AGENT_CAPS_V2                                                                              \
     (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
-     AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL)
+     AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER)
 
 /* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
  * after the initial bytes and is fed by STDIN frames until an empty one. */
 #define AGENT_EXEC_STDIN_STREAM (1u << 0)
-#define AGENT_EXEC_FLAGS_V2     AGENT_EXEC_STDIN_STREAM
+/* USER: the payload ends with `str user` ("NAME", "UID" or "UID:GID"): run the command as that
+ * user (its groups, HOME, USER, LOGNAME). */
+#define AGENT_EXEC_USER     (1u << 1)
+#define AGENT_EXEC_FLAGS_V2 (AGENT_EXEC_STDIN_STREAM | AGENT_EXEC_USER)
 
 /* Header flags. PING: the sender is a new client; the agent abandons what earlier clients left
  * (kills their running command) before answering. */
@@ -152,6 +156,7 @@ typedef struct agent_exec_req {
     const char *cwd; /* NULL when empty */
     const uint8_t *stdin_data;
     uint32_t stdin_len;
+    const char *user; /* AGENT_EXEC_USER: not empty; NULL otherwise */
 } agent_exec_req;
 
 /* Just a header, for a payload the caller places at buf + AGENT_HDR_SIZE itself (the agent reads
@@ -187,6 +192,13 @@ size_t agent_exec_frame_size(char *const *argv, char *const *env, const char *cw
 int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
                        char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
                        size_t stdin_len);
+/* EXEC as a user: user (not empty) iff flags has AGENT_EXEC_USER, else AGENT_E_INVALID. */
+int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
+                       char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
+                       size_t stdin_len, const char *user);
+/* Bytes agent_encode_exec3 needs. */
+size_t agent_exec3_frame_size(char *const *argv, char *const *env, const char *cwd,
+                              size_t stdin_len, const char *user);
 
 typedef struct agent_file_put {
     uint32_t flags; /* 0 */

@@ -94,12 +94,12 @@ static void check_payload(const agent_hdr *h, const uint8_t *p)
         env[i++] = (char *)s;
     if (i != req.env.count)
         abort();
-    size_t need = agent_exec_frame_size(argv, env, req.cwd, req.stdin_len);
+    size_t need = agent_exec3_frame_size(argv, env, req.cwd, req.stdin_len, req.user);
     uint8_t *out = malloc(need);
     if (!out)
         abort();
-    int n = agent_encode_exec2(out, need, h->id, req.flags, req.timeout_ms, argv, env, req.cwd,
-                               req.stdin_data, req.stdin_len);
+    int n = agent_encode_exec3(out, need, h->id, req.flags, req.timeout_ms, argv, env, req.cwd,
+                               req.stdin_data, req.stdin_len, req.user);
     if (n < 0 || (size_t)n != need || need != AGENT_HDR_SIZE + h->len ||
         memcmp(out + AGENT_HDR_SIZE, p, h->len) != 0)
         abort();

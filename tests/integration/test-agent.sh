@@ -27,6 +27,25 @@ expect_code "command not found" vm_manager::agent::failed exec ag -- /no/such/cm
 jq -r .error.message <<<"$LAST_JSON" | grep -q "No such file" && ok "guest message" ||
   fail "guest message missing: $LAST_JSON"
 
+# --- run as another user (--user): by number, number:group, and by name with its groups
+expect_eq "--user UID" "$(vm exec ag --user 65534 -- id -u)" 65534
+expect_eq "--user UID:GID" "$(vm exec ag --user 1000:1001 -- sh -c 'echo $(id -u) $(id -g) $HOME $USER')" \
+  "1000 1001 / 1000"
+vm exec ag -- sh -c 'echo "tester:x:1234:1234::/home/tester:/bin/sh" >>/etc/passwd &&
+  echo "tester:x:1234:" >>/etc/group && echo "extra:x:4321:root,tester" >>/etc/group &&
+  mkdir -p /home/tester' || fail "add a user"
+expect_eq "--user NAME: uid, groups, HOME, USER" \
+  "$(vm exec ag --user tester -- sh -c 'echo $(id -u) $(id -G) $HOME $USER $LOGNAME')" \
+  "1234 1234 4321 /home/tester tester tester"
+expect_eq "--env wins over the user's HOME" \
+  "$(vm exec ag --user tester --env HOME=/tmp -- sh -c 'echo $HOME')" /tmp
+vm exec ag --user 65534 -- sh -c 'echo x >/root/denied' 2>/dev/null
+[ $? -ne 0 ] && ok "an unprivileged user cannot write /root" || fail "uid 65534 wrote to /root"
+expect_code "--user unknown" vm_manager::agent::failed exec ag --user nosuchuser -- true
+jq -r .error.message <<<"$LAST_JSON" | grep -q "no such user" && ok "unknown user explained" ||
+  fail "unknown user: $LAST_JSON"
+expect_code "--user over ssh" vm_manager::config::invalid exec ag --via ssh --user 1000 -- true
+
 # --- stdout/stderr separation and order
 vm exec ag -- sh -c 'echo o1; echo e1 >&2; echo o2' >"$tmp/o" 2>"$tmp/e"
 expect_eq "stdout only" "$(cat "$tmp/o")" "o1

@@ -118,6 +118,56 @@ static void test_data_exit_shutdown_ack(void **state)
     assert_int_equal(h.len, 0);
 }
 
+/* EXEC as a user (v2 flag AGENT_EXEC_USER): the name travels after the input. */
+static void test_exec_user(void **state)
+{
+    (void)state;
+    char *argv[] = {"id", "-u", NULL};
+    size_t want = agent_exec3_frame_size(argv, NULL, NULL, 2, "1000:1000");
+    int n = agent_encode_exec3(buf, sizeof(buf), 5, AGENT_EXEC_USER, 0, argv, NULL, NULL, "in", 2,
+                               "1000:1000");
+    assert_int_equal((size_t)n, want);
+    agent_hdr h;
+    size_t consumed = 0;
+    assert_int_equal(agent_frame_next(buf, (size_t)n, &h, &consumed), AGENT_OK);
+    agent_exec_req req;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_OK);
+    assert_string_equal(req.user, "1000:1000");
+    assert_int_equal(req.stdin_len, 2);
+    assert_memory_equal(req.stdin_data, "in", 2);
+    /* without the flag: no user, and the same bytes as agent_encode_exec2 */
+    uint8_t b2[512];
+    n = agent_encode_exec3(buf, sizeof(buf), 5, 0, 0, argv, NULL, NULL, NULL, 0, NULL);
+    assert_int_equal(agent_encode_exec2(b2, sizeof(b2), 5, 0, 0, argv, NULL, NULL, NULL, 0), n);
+    assert_memory_equal(buf, b2, (size_t)n);
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, (size_t)n - AGENT_HDR_SIZE, &req),
+                     AGENT_OK);
+    assert_null(req.user);
+    /* the flag and the name go together */
+    assert_int_equal(agent_encode_exec3(buf, sizeof(buf), 5, AGENT_EXEC_USER, 0, argv, NULL, NULL,
+                                        NULL, 0, NULL),
+                     AGENT_E_INVALID);
+    assert_int_equal(
+        agent_encode_exec3(buf, sizeof(buf), 5, AGENT_EXEC_USER, 0, argv, NULL, NULL, NULL, 0, ""),
+        AGENT_E_INVALID);
+    assert_int_equal(
+        agent_encode_exec3(buf, sizeof(buf), 5, 0, 0, argv, NULL, NULL, NULL, 0, "root"),
+        AGENT_E_INVALID);
+    /* decoder: the flag without the name, an empty name, or trailing bytes are malformed */
+    n = agent_encode_exec3(buf, sizeof(buf), 5, AGENT_EXEC_USER, 0, argv, NULL, NULL, NULL, 0,
+                           "root");
+    assert_true(n > 0);
+    size_t len = (size_t)n - AGENT_HDR_SIZE;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, len - 9, &req), AGENT_E_MALFORMED);
+    uint8_t *flags = buf + AGENT_HDR_SIZE;
+    flags[0] &= (uint8_t)~AGENT_EXEC_USER;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, len, &req), AGENT_E_MALFORMED);
+    flags[0] |= AGENT_EXEC_USER;
+    uint8_t *tail = buf + n - 9; /* u32 5, "root\0" */
+    memset(tail, 0, 4);          /* n = 0: the empty string */
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, len - 5, &req), AGENT_E_MALFORMED);
+}
+
 static void test_exec_roundtrip(void **state)
 {
     char *argv[] = {"sh", "-c", "echo hi", "", NULL};
@@ -533,13 +583,21 @@ static void test_v2_messages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_layout),    cmocka_unit_test(test_pong_roundtrip),
-        cmocka_unit_test(test_error_roundtrip),  cmocka_unit_test(test_data_exit_shutdown_ack),
-        cmocka_unit_test(test_exec_roundtrip),   cmocka_unit_test(test_exec_encoder_rejects),
-        cmocka_unit_test(test_truncated_frames), cmocka_unit_test(test_bad_magic_resync),
-        cmocka_unit_test(test_bad_version),      cmocka_unit_test(test_oversize_length),
-        cmocka_unit_test(test_malformed_exec),   cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_v2_messages),
+        cmocka_unit_test(test_header_layout),
+        cmocka_unit_test(test_pong_roundtrip),
+        cmocka_unit_test(test_error_roundtrip),
+        cmocka_unit_test(test_data_exit_shutdown_ack),
+        cmocka_unit_test(test_exec_roundtrip),
+        cmocka_unit_test(test_exec_user),
+        cmocka_unit_test(test_exec_encoder_rejects),
+        cmocka_unit_test(test_truncated_frames),
+        cmocka_unit_test(test_bad_magic_resync),
+        cmocka_unit_test(test_bad_version),
+        cmocka_unit_test(test_oversize_length),
+        cmocka_unit_test(test_malformed_exec),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_v2_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
