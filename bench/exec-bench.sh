@@ -31,6 +31,9 @@ echo "== warm exec, $runs runs (TCG, $(nproc) host cores)"
 # program (bench/exec-tiny.c); then the guest's own cost of starting each, measured inside it
 "$tmp/exec-rtt" "$sock" "$runs" true
 "$tmp/exec-rtt" "$sock" "$runs" /tmp/exec-tiny | grep library
+# the CLI's cadence: a new session per exec, the guest idle meanwhile (4 ms: about what one vmctl
+# process spends on the host before its EXEC goes out)
+"$tmp/exec-rtt" "$sock" "$runs" true 4
 "$V" exec eb -- /tmp/exec-spawn 100 0 /bin/true | grep vfork
 "$V" exec eb -- /tmp/exec-spawn 100 0 /tmp/exec-tiny | grep vfork
 for i in $(seq "$runs"); do
