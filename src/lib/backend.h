@@ -50,6 +50,9 @@ typedef struct backend_ops {
     int (*powerdown)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     /* Ask the hypervisor to exit now; returns without waiting for the process to go. */
     int (*quit)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+    /* Remove what a run leaves in the directory of a VM that no longer runs: sockets, the pid
+     * file, the exit record. */
+    void (*cleanup)(const char *dir);
 } backend_ops;
 
 extern const backend_ops qemu_backend;

@@ -829,4 +829,5 @@ const backend_ops qemu_backend = {
     .resume = qemu_resume,
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
+    .cleanup = remove_runtime_files,
 };

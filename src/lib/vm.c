@@ -535,23 +535,6 @@ undo:
 
 /* ---------- start and readiness ---------- */
 
-static void remove_runtime_files(const char *dir)
-{
-    static const char *const files[] = {"qmp.sock", VM_FILE_CONSOLE_SOCK, VM_FILE_PID};
-    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
-        if (p)
-            (void)unlink(p);
-    }
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
-        char name[32];
-        vm_agent_port_file(i, "sock", name, sizeof(name));
-        cleanup_free char *p = str_printf("%s/%s", dir, name);
-        if (p)
-            (void)unlink(p);
-    }
-}
-
 struct liveness {
     pid_t pid;
     uint64_t start;
@@ -707,7 +690,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         const backend_ops *be = backend_find(spec->backend, reterr);
         if (!be)
             return -EOPNOTSUPP;
-        remove_runtime_files(v->dir);
+        be->cleanup(v->dir);
         bool vsock = agent_vhost_vsock_present(NULL);
         if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
@@ -723,7 +706,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             if ((r = choose_cid(ctx, v, v->cid + 1, reterr)) < 0)
                 return err_prefix(reterr, r, "while starting vm '%s'", name);
             spec->guest_cid = v->cid;
-            remove_runtime_files(v->dir);
+            be->cleanup(v->dir);
             r = be->launch(spec, v->dir, &pid, &pstart, reterr);
         }
         if (r < 0)
@@ -827,7 +810,7 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
                 return err_prefix(reterr, r, "while stopping vm '%s'", name);
         }
     }
-    remove_runtime_files(v->dir);
+    be->cleanup(v->dir);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -840,12 +823,15 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
     int r = begin_op(ctx, name, VM_OP_KILL, &v, &spec, &to, &lock, reterr);
     if (r < 0)
         return r;
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
     if (v->state != VMCTL_VM_CRASHED) {
         r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return r;
     }
-    remove_runtime_files(v->dir);
+    be->cleanup(v->dir);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 

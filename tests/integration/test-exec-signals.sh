@@ -110,22 +110,22 @@ grep -qx err "$tmp/e" && ok "run stderr" || fail "run stderr: $(cat "$tmp/e")"
 expect_eq "run --rm removed the VM" "$("$VMCTL" list --json | jq '[.[] | select(.name == "oneshot")] | length')" 0
 
 # --- a guest that powers itself off is stopped, not crashed (QEMU's supervisor saw it exit 0)
+# state_after_running NAME: the VM's state once it is no longer running (bounded: 10 s)
+state_after_running() {
+  local st
+  for _ in $(seq 100); do
+    st=$(vm status --json "$1" | jq -r .state)
+    [ "$st" != running ] && break
+    sleep 0.1
+  done
+  echo "$st"
+}
 vm exec sg -- poweroff -f >/dev/null 2>&1
-for _ in $(seq 100); do
-  st=$(vm status --json sg | jq -r .state)
-  [ "$st" != running ] && break
-  sleep 0.1
-done
-expect_eq "guest poweroff -> stopped" "$st" stopped
+expect_eq "guest poweroff -> stopped" "$(state_after_running sg)" stopped
 vm start sg --wait >/dev/null 2>&1 && expect_eq "starts again after its poweroff" \
   "$(vm exec sg -- echo again)" again || fail "start after poweroff"
 pid=$(vm status --json sg | jq -r .pid)
 kill -9 "$pid"
-for _ in $(seq 100); do
-  st=$(vm status --json sg | jq -r .state)
-  [ "$st" != running ] && break
-  sleep 0.1
-done
-expect_eq "QEMU killed -> crashed" "$st" crashed
+expect_eq "QEMU killed -> crashed" "$(state_after_running sg)" crashed
 
 finish
