@@ -59,3 +59,6 @@ typedef struct dl_library {
  * loaded is host::missing_dependency (details library, package; help names the package); the
  * pointers are left NULL and a later call tries again. */
 int dl_open(dl_library *lib, vmctl_error **reterr);
+
+/* The libraries loaded on first use (defined by the modules that use them), for `vmctl doctor`. */
+extern dl_library dl_lib_curl, dl_lib_zstd, dl_lib_lzma, dl_lib_crypto, dl_lib_ssh;

@@ -30,8 +30,7 @@ static const dl_symbol curl_symbols[] = {
     DL_SYMBOL(curl_easy_perform),  DL_SYMBOL(curl_easy_getinfo), DL_SYMBOL(curl_easy_cleanup),
     DL_SYMBOL(curl_easy_strerror),
 };
-static dl_library curl_lib =
-    DL_LIBRARY("libcurl.so.4", "libcurl4", "downloading images", curl_symbols);
+dl_library dl_lib_curl = DL_LIBRARY("libcurl.so.4", "libcurl4", "downloading images", curl_symbols);
 
 static DLSYM_PROTOTYPE(ZSTD_createDCtx);
 static DLSYM_PROTOTYPE(ZSTD_decompressStream);
@@ -42,7 +41,7 @@ static const dl_symbol zstd_symbols[] = {
     DL_SYMBOL(ZSTD_createDCtx),   DL_SYMBOL(ZSTD_decompressStream), DL_SYMBOL(ZSTD_freeDCtx),
     DL_SYMBOL(ZSTD_getErrorName), DL_SYMBOL(ZSTD_isError),
 };
-static dl_library zstd_lib =
+dl_library dl_lib_zstd =
     DL_LIBRARY("libzstd.so.1", "libzstd1", "decompressing .zst images", zstd_symbols);
 
 static DLSYM_PROTOTYPE(lzma_stream_decoder);
@@ -53,7 +52,7 @@ static const dl_symbol lzma_symbols[] = {
     DL_SYMBOL(lzma_code),
     DL_SYMBOL(lzma_end),
 };
-static dl_library lzma_lib =
+dl_library dl_lib_lzma =
     DL_LIBRARY("liblzma.so.5", "liblzma5", "decompressing .xz images", lzma_symbols);
 
 struct xfer {
@@ -105,7 +104,7 @@ static int dl_failed(vmctl_error **reterr, int errnum, const char *url, const ch
 int download_file(const char *url, const char *dest, vmctl_progress_fn progress, void *userdata,
                   vmctl_error **reterr)
 {
-    int k = dl_open(&curl_lib, reterr);
+    int k = dl_open(&dl_lib_curl, reterr);
     if (k < 0)
         return err_prefix(reterr, k, "while downloading '%s'", url);
     pthread_once(&curl_once, curl_init_once);
@@ -218,7 +217,7 @@ int download_decompress(const char *src, const char *dst, const char *kind,
     if (!ibuf || !obuf)
         return -ENOMEM;
     bool zst = streq(kind, "zst");
-    int k = dl_open(zst ? &zstd_lib : &lzma_lib, reterr);
+    int k = dl_open(zst ? &dl_lib_zstd : &dl_lib_lzma, reterr);
     if (k < 0) {
         (void)unlink(dst);
         return err_prefix(reterr, k, "while decompressing '%s'", src);

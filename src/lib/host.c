@@ -23,6 +23,7 @@
 #include <vmctl/host.h>
 
 #include "backend.h"
+#include "dl.h"
 #include "error.h"
 #include "qemu.h"
 #include "util/util.h"
@@ -278,7 +279,7 @@ void vmctl_host_check_list_free(vmctl_host_check *list, size_t n)
     free(list);
 }
 
-/* Room for every check below (qemu, qemu-img, kvm, tcg, store, vsock and the tools). */
+/* Room for every check below (qemu, qemu-img, kvm, tcg, store, vsock, the tools, the libraries). */
 #define MAX_CHECKS 32
 
 typedef struct check_list {
@@ -596,6 +597,24 @@ static void check_tools(check_list *l)
     }
 }
 
+/* The libraries loaded on first use: each must load, else the feature that needs it fails. */
+static void check_libraries(check_list *l)
+{
+    dl_library *libs[] = {&dl_lib_curl, &dl_lib_zstd, &dl_lib_lzma, &dl_lib_crypto, &dl_lib_ssh};
+    for (size_t i = 0; i < ELEMENTSOF(libs); i++) {
+        cleanup_error vmctl_error *e = NULL;
+        if (dl_open(libs[i], &e) >= 0) {
+            check_add(l, libs[i]->soname, VMCTL_CHECK_OK,
+                      str_printf("loads (for %s)", libs[i]->purpose), NULL);
+            continue;
+        }
+        cleanup_free char *help =
+            str_printf("Install it with `apt-get install %s`.", libs[i]->package);
+        check_add(l, libs[i]->soname, VMCTL_CHECK_WARN,
+                  str_printf("%s", vmctl_error_get_message(e)), help);
+    }
+}
+
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
 {
     if (!ret || !n)
@@ -613,6 +632,7 @@ int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmct
     check_store(&l, ctx);
     check_vsock(&l);
     check_tools(&l);
+    check_libraries(&l);
 
     if (l.oom) {
         vmctl_host_check_list_free(l.items, l.n);

@@ -31,7 +31,7 @@ static const dl_symbol crypto_symbols[] = {
     DL_SYMBOL(EVP_MD_CTX_new),    DL_SYMBOL(EVP_MD_CTX_free),  DL_SYMBOL(EVP_sha256),
     DL_SYMBOL(EVP_DigestInit_ex), DL_SYMBOL(EVP_DigestUpdate), DL_SYMBOL(EVP_DigestFinal_ex),
 };
-static dl_library crypto_lib =
+dl_library dl_lib_crypto =
     DL_LIBRARY("libcrypto.so.3", "libssl3", "SHA-256 checksums of images", crypto_symbols);
 
 extern char **environ;
@@ -257,7 +257,7 @@ int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr)
         err_detail(reterr, "path", "%s", path);
         return r;
     }
-    int k = dl_open(&crypto_lib, reterr);
+    int k = dl_open(&dl_lib_crypto, reterr);
     if (k < 0)
         return err_prefix(reterr, k, "while computing the SHA-256 of '%s'", path);
     EVP_MD_CTX *md = sym_EVP_MD_CTX_new();

@@ -118,7 +118,7 @@ static const dl_symbol ssh_symbols[] = {
     DL_SYMBOL(ssh_string_free_char),
     DL_SYMBOL(ssh_userauth_publickey),
 };
-static dl_library ssh_lib = DL_LIBRARY("libssh.so.4", "libssh-4", "the SSH channel", ssh_symbols);
+dl_library dl_lib_ssh = DL_LIBRARY("libssh.so.4", "libssh-4", "the SSH channel", ssh_symbols);
 
 #define SSHC_STEP_TIMEOUT_SEC 10 /* bound for one libssh blocking call */
 #define SSHC_BACKOFF_MIN_USEC 50000
@@ -162,7 +162,7 @@ int sshc_keygen(const char *dir, const char *comment, vmctl_error **reterr)
     cleanup_free char *pub_path = str_printf("%s/" SSHC_PUBKEY_FILE, dir);
     if (!priv_path || !pub_path)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    int r = dl_open(&ssh_lib, reterr);
+    int r = dl_open(&dl_lib_ssh, reterr);
     if (r < 0)
         return err_prefix(reterr, r, "while generating the SSH key pair in '%s'", dir);
     ssh_key key = NULL;
@@ -389,7 +389,7 @@ int sshc_connect(const sshc_target *t, uint64_t deadline, sshc_conn **ret, vmctl
 {
     if (!t || !t->host || !t->user || !t->key_path || !t->known_hosts || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "sshc_connect: invalid argument");
-    int r = dl_open(&ssh_lib, reterr);
+    int r = dl_open(&dl_lib_ssh, reterr);
     if (r < 0) {
         if (t->vm)
             err_detail(reterr, "vm", "%s", t->vm);

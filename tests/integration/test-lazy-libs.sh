@@ -142,6 +142,13 @@ if unshare --mount --propagation private true 2>/dev/null; then
     expect_eq "create without libssh left no VM" "$(vm --json list | jq length)" 0
     [ -e "$VMCTL_HOME/vms/lzgone" ] && fail "create left its VM directory" || ok "create left no VM directory"
   fi
+  # doctor names the library that does not load and the package that brings it
+  hidden libzstd.so.1 doctor
+  st=$(jq -r '.[] | select(.name == "libzstd.so.1") | .status' <<<"$out" 2>/dev/null)
+  [ "$st" = warn ] && ok "doctor: libzstd.so.1 does not load (warn)" ||
+    fail "doctor without libzstd: $(head -c 600 <<<"$out")"
+  grep -q "apt-get install libzstd1" <<<"$out" && ok "doctor: help names libzstd1" ||
+    fail "doctor: no help for libzstd1"
   # the libraries are all there again outside the namespace
   loads "pull after the hidden runs" '^libcurl\.so' --json image pull "file://$www/plain.raw" --name p4
 else
