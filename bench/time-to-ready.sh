@@ -20,7 +20,7 @@ raw=() mgr=()
 for i in $(seq "$n"); do
   d=$home/raw$i; mkdir -p "$d"
   t0=$(ms)
-  qemu-system-x86_64 -M microvm -accel tcg -m 256 -smp 1 -nodefaults -no-user-config -display none \
+  qemu-system-x86_64 -M microvm -accel tcg -cpu qemu64,+arat -m 256 -smp 1 -nodefaults -no-user-config -display none \
     -kernel "$img/vmlinux" -initrd "$img/initrd.img" -append "$cmdline" \
     -chardev socket,id=con,path="$d/console.sock",server=on,wait=off,logfile="$d/console.log" \
     -serial chardev:con \

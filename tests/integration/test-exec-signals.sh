@@ -36,6 +36,13 @@ wait_exit() {
   kill -9 "$1"; wait "$1"; return 255
 }
 
+# --- the guest CPU has ARAT, so an idle guest stops its tick (not 250 timer interrupts a second)
+expect_eq "guest CPU has arat" "$(vm exec sg -- sh -c 'grep -c -w arat /proc/cpuinfo')" 1
+rate=$(vm exec sg -- sh -c 'a=$(grep LOC: /proc/interrupts | awk "{print \$2}"); sleep 4
+  b=$(grep LOC: /proc/interrupts | awk "{print \$2}"); echo $(( (b - a) / 4 ))')
+[ -n "$rate" ] && [ "$rate" -lt 125 ] && ok "idle guest: $rate timer interrupts/s (tick stopped)" ||
+  fail "idle guest takes $rate timer interrupts/s (periodic tick)"
+
 # --- signals sent to vmctl reach the command
 for sig in INT TERM HUP; do
   if start_exec sh -c "trap 'echo got-$sig; exit 7' $sig; echo ready; while :; do sleep 0.1; done"; then
