@@ -198,6 +198,7 @@ static int run_step(vmctl_ctx *ctx, const vmfile_machine *m, size_t index, const
     vmctl_exec_opts opts = {
         .argv = s->inline_cmd ? argv_inline : argv_script,
         .env = m->env,
+        .user = s->user,
         /* Every wait has a deadline: also a step without its own timeout, against a hung agent. */
         .timeout_sec = s->timeout_sec > 0 ? s->timeout_sec : PROVISION_DEFAULT_TIMEOUT_SEC,
     };

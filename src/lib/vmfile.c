@@ -18,6 +18,7 @@ static void step_clear(vmfile_step *s)
 {
     free(s->inline_cmd);
     free(s->script);
+    free(s->user);
     free(s->source);
     free(s->destination);
 }
@@ -486,8 +487,8 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
     kdl_position(c->doc->source, c->doc->source_len, n->offset, &s.line, &col);
     cleanup_free char *nodename = str_printf("provision \"%s\"", kind);
     const char *nn = nodename ? nodename : "provision";
-    const char *allowed =
-        s.kind == VMFILE_STEP_SHELL ? "inline, script, timeout" : "source, destination, timeout";
+    const char *allowed = s.kind == VMFILE_STEP_SHELL ? "inline, script, user, timeout"
+                                                      : "source, destination, timeout";
     for (size_t i = 0; i < n->n_children && r >= 0; i++) {
         const kdl_node *ch = &n->children[i];
         const char *f = ch->name.data;
@@ -499,7 +500,10 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
         }
         char **slot = NULL;
         if (s.kind == VMFILE_STEP_SHELL)
-            slot = streq(f, "inline") ? &s.inline_cmd : streq(f, "script") ? &s.script : NULL;
+            slot = streq(f, "inline")   ? &s.inline_cmd
+                   : streq(f, "script") ? &s.script
+                   : streq(f, "user")   ? &s.user
+                                        : NULL;
         else
             slot = streq(f, "source") ? &s.source : streq(f, "destination") ? &s.destination : NULL;
         if (!slot) {
@@ -514,6 +518,8 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
         }
         if (slot == &s.inline_cmd)
             r = get_string(c, ch, f, "the commands to run with sh -c", NULL, slot);
+        else if (slot == &s.user)
+            r = get_string(c, ch, f, "a guest user: NAME, UID or UID:GID", NULL, slot);
         else if (slot == &s.destination)
             r = get_string(c, ch, f, "a path in the guest", NULL, slot);
         else

@@ -20,6 +20,7 @@ typedef struct vmfile_step {
     vmfile_step_kind kind;
     char *inline_cmd;   /* shell: sh -c this, or NULL */
     char *script;       /* shell: absolute path of a local script (sent to sh -s), or NULL */
+    char *user;         /* shell: guest user to run as (NAME, UID or UID:GID), or NULL: root */
     char *source;       /* file: absolute local path */
     char *destination;  /* file: guest path */
     double timeout_sec; /* 0: none */

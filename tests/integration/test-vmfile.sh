@@ -147,6 +147,15 @@ expect_eq "vf-b untouched by reload --name vf-a" "$(vm exec vf-b -- cat /tmp/cou
 
 expect_code "--name not in the file" vm_manager::vm::not_found up --name nosuch
 
+# A shell step as another guest user (`user`): uid, gid and HOME are the user's.
+cat >"$work/user.kdl" <<'EOF'
+vm "vf-b" {
+    provision "shell" { inline "echo $(id -u):$(id -g):$HOME > /tmp/who-$(id -u)"; user "1000:1001"; }
+}
+EOF
+vm provision --file "$work/user.kdl" >/dev/null 2>&1 || fail "provision with user"
+expect_eq "provision step as user 1000:1001" "$(vm exec vf-b -- cat /tmp/who-1000)" "1000:1001:/"
+
 # A failing provisioner: step 2 of 3 exits 7; step 3 must not run.
 cat >"$work/fail.kdl" <<'EOF'
 vm "vf-b" {

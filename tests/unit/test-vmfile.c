@@ -94,31 +94,32 @@ static void parse_bad(const char *doc, vmctl_error_kind kind, const char *line, 
 static void test_full_mapping(void **state)
 {
     (void)state;
-    vmfile *f = parse_ok("vm \"web\" {\n"
-                         "    vcpus 2\n"
-                         "    memory \"2G\"\n"
-                         "    disk 10\n"
-                         "    machine \"q35\"\n"
-                         "    accel \"tcg\"\n"
-                         "    network \"user\"\n"
-                         "    image \"debian-12\"\n"
-                         "    port \"8080:80\"\n"
-                         "    port host=5353 guest=53 udp=#true\n"
-                         "    env \"A=1\" B=\"two\" C=3\n"
-                         "    cloud-init { user-data \"ci/user-data.yaml\"; }\n"
-                         "    ssh { key \"~/.ssh/id.pub\"; user \"debian\"; }\n"
-                         "    provision \"shell\" { inline \"echo hi\"; timeout 30; }\n"
-                         "    provision \"file\" { source \"./files/app.conf\"; destination "
-                         "\"/etc/app.conf\"; }\n"
-                         "    provision \"shell\" { script \"scripts/setup.sh\"; }\n"
-                         "}\n"
-                         "vm \"db\" {\n"
-                         "    kernel \"boot/vmlinux\"\n"
-                         "    initrd \"boot/initrd.img\"\n"
-                         "    cmdline \"quiet\"\n"
-                         "    memory 512\n"
-                         "}\n"
-                         "vm \"plain\"\n");
+    vmfile *f =
+        parse_ok("vm \"web\" {\n"
+                 "    vcpus 2\n"
+                 "    memory \"2G\"\n"
+                 "    disk 10\n"
+                 "    machine \"q35\"\n"
+                 "    accel \"tcg\"\n"
+                 "    network \"user\"\n"
+                 "    image \"debian-12\"\n"
+                 "    port \"8080:80\"\n"
+                 "    port host=5353 guest=53 udp=#true\n"
+                 "    env \"A=1\" B=\"two\" C=3\n"
+                 "    cloud-init { user-data \"ci/user-data.yaml\"; }\n"
+                 "    ssh { key \"~/.ssh/id.pub\"; user \"debian\"; }\n"
+                 "    provision \"shell\" { inline \"echo hi\"; timeout 30; }\n"
+                 "    provision \"file\" { source \"./files/app.conf\"; destination "
+                 "\"/etc/app.conf\"; }\n"
+                 "    provision \"shell\" { script \"scripts/setup.sh\"; user \"1000:1000\"; }\n"
+                 "}\n"
+                 "vm \"db\" {\n"
+                 "    kernel \"boot/vmlinux\"\n"
+                 "    initrd \"boot/initrd.img\"\n"
+                 "    cmdline \"quiet\"\n"
+                 "    memory 512\n"
+                 "}\n"
+                 "vm \"plain\"\n");
     assert_int_equal(f->n_machines, 3);
     const vmctl_vm_config *c = &f->machines[0].config;
     assert_string_equal(c->name, "web");
@@ -162,6 +163,8 @@ static void test_full_mapping(void **state)
     cleanup_free char *script = str_printf("%s/scripts/setup.sh", tmpdir);
     assert_string_equal(m->steps[2].script, script);
     assert_null(m->steps[2].inline_cmd);
+    assert_string_equal(m->steps[2].user, "1000:1000");
+    assert_null(m->steps[0].user);
 
     c = &f->machines[1].config;
     assert_string_equal(c->name, "db");
@@ -250,7 +253,9 @@ static void test_validation(void **state)
     parse_bad("vm \"x\" {\n    provision \"shell\" { inline \"a\"; inline \"b\"; }\n}", V, "2",
               "37", "inline", "only once");
     parse_bad("vm \"x\" {\n    provision \"shell\" { source \"a\"; }\n}", V, "2", "25", "source",
-              "inline, script, timeout");
+              "inline, script, user, timeout");
+    parse_bad("vm \"x\" {\n    provision \"shell\" { inline \"a\"; user 1000; }\n}", V, "2", "42",
+              "user", "guest user");
     parse_bad("vm \"x\" {\n    provision \"shell\" { inline \"a\"; timeout -1; }\n}", V, "2", "45",
               "timeout", "positive");
     parse_bad("vm \"x\" {\n    provision \"file\" { source \"files/app.conf\"; destination "
