@@ -11,7 +11,9 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/vhost.h>
@@ -435,11 +437,41 @@ static size_t serial_ports(const char *dir, char socks[][PATH_MAX], char locks[]
     return n;
 }
 
+/* A guest without a vsock listener (no driver, or not loaded yet) would cost every client the
+ * vsock try: the first miss is written down in the VM directory and vsock is skipped for
+ * AGENT_VSOCK_MISS_USEC after it (the file's mtime); a new launch removes the mark. */
+bool agent_vsock_missed_recently(const char *dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (snprintf(path, sizeof(path), "%s/" VM_FILE_VSOCK_MISS, dir) >= (int)sizeof(path) ||
+        stat(path, &st) < 0)
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t age_usec = ((int64_t)now.tv_sec - (int64_t)st.st_mtim.tv_sec) * 1000000 +
+                       ((int64_t)now.tv_nsec - (int64_t)st.st_mtim.tv_nsec) / 1000;
+    return age_usec >= 0 && (uint64_t)age_usec < AGENT_VSOCK_MISS_USEC;
+}
+
+void agent_vsock_mark_missed(const char *dir)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof(path), "%s/" VM_FILE_VSOCK_MISS, dir) >= (int)sizeof(path))
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        (void)futimens(fd, NULL); /* now, also when it existed */
+        close(fd);
+    }
+}
+
 int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
                      agent_conn **ret, vmctl_error **reterr)
 {
     uint64_t start = now_usec();
-    if (agent_transport_pick(cid, agent_vhost_vsock_present(NULL)) == AGENT_TRANSPORT_VSOCK) {
+    if (agent_transport_pick(cid, agent_vhost_vsock_present(NULL)) == AGENT_TRANSPORT_VSOCK &&
+        !agent_vsock_missed_recently(dir)) {
         /* every vsock connection is a session of its own: no lock. An agent that does not
          * listen (yet: the guest loads vsock late; or an older agent) leaves virtio-serial. */
         cleanup_free char *what = str_printf("vsock %u:%u", cid, AGENT_VSOCK_PORT);
@@ -454,6 +486,7 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t 
             *ret = TAKE_PTR(c);
             return 0;
         }
+        agent_vsock_mark_missed(dir); /* the next clients go to the ports at once for a while */
     }
 
     char socks[AGENT_MAX_SERIAL_PORTS][PATH_MAX], locks[AGENT_MAX_SERIAL_PORTS][PATH_MAX];

@@ -33,6 +33,11 @@ void agent_close(agent_conn *c);
  * that is later than the deadline (the connect then gets its whole budget again): ports busy with
  * other commands are a queue, not an agent that does not answer. 0: the deadline bounds it all. */
 #define AGENT_PORT_QUEUE_USEC (600ull * 1000 * 1000)
+/* vsock is skipped this long after a client found no agent listening on it (agent_connect_vm
+ * marks the miss in the VM directory; a launch clears it). */
+#define AGENT_VSOCK_MISS_USEC (60ull * 1000 * 1000)
+bool agent_vsock_missed_recently(const char *dir);
+void agent_vsock_mark_missed(const char *dir);
 int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
                      agent_conn **ret, vmctl_error **reterr);
 

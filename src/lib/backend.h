@@ -31,6 +31,7 @@ static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, si
 #define VM_FILE_CONSOLE_LOG  "console.log"  /* everything the guest wrote to its console */
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stderr */
 #define VM_FILE_PID          "qemu.pid"
+#define VM_FILE_VSOCK_MISS   "agent.vsock-miss" /* a client found no agent on vsock (when) */
 #define VM_FILE_EXIT         "qemu.exit" /* how it ended: "pid P exit N" or "pid P signal N" */
 
 typedef struct backend_ops {

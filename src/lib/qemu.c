@@ -348,7 +348,7 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
 static void remove_runtime_files(const char *dir)
 {
     static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
-                                        VM_FILE_EXIT};
+                                        VM_FILE_EXIT, VM_FILE_VSOCK_MISS};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
         if (p)

@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -382,6 +385,27 @@ static void test_connect_vm_ports(void **state)
     rmdir(dir);
 }
 
+/* A vsock miss is remembered for a while in the VM directory, then forgotten. */
+static void test_vsock_miss_mark(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-agent-miss.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_false(agent_vsock_missed_recently(dir));
+    agent_vsock_mark_missed(dir);
+    assert_true(agent_vsock_missed_recently(dir));
+    /* older than AGENT_VSOCK_MISS_USEC: vsock is tried again */
+    cleanup_free char *mark = str_printf("%s/agent.vsock-miss", dir);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 61}, {.tv_sec = time(NULL) - 61}};
+    assert_int_equal(utimensat(AT_FDCWD, mark, old, 0), 0);
+    assert_false(agent_vsock_missed_recently(dir));
+    /* a new miss renews it */
+    agent_vsock_mark_missed(dir);
+    assert_true(agent_vsock_missed_recently(dir));
+    unlink(mark);
+    rmdir(dir);
+}
+
 /* A VM started before it had several ports: agent.sock only, so clients take turns on it and
  * never try a port whose socket does not exist. */
 static void test_connect_vm_single_port(void **state)
@@ -433,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_connect_hybrid),
         cmocka_unit_test(test_connect_vm_ports),
         cmocka_unit_test(test_connect_vm_single_port),
+        cmocka_unit_test(test_vsock_miss_mark),
         cmocka_unit_test(test_cid_busy_without_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
