@@ -4,7 +4,8 @@
 #   - warm exec of `true`, 500 runs: echo round trip (floor) and library exec on one connection
 #     (bench/exec-rtt.c), of busybox `true` and of the smallest static program (bench/exec-tiny.c),
 #     each beside the guest's own cost of starting it (bench/exec-spawn.c, run inside the guest);
-#     then the CLI (`vmctl exec VM -- true`, one process per run) and `vmctl --version`;
+#     then the CLI (`vmctl exec VM -- true`, one process per run) and `vmctl --version` against
+#     the library doing what one vmctl process does (bench/exec-cli.c, interleaved);
 #   - cp of a 256 MiB file in and out, beside `cat` through the same channel (exec -i / exec cat).
 #   bench/exec-bench.sh [BUILD_DIR] [RUNS]       (default build-agent, 500)
 set -euo pipefail
@@ -18,9 +19,11 @@ tmp=$(mktemp -d /tmp/exec-bench-data.XXXXXX)
 trap '"$V" destroy --force eb >/dev/null 2>&1; rm -rf "$tmp"' EXIT
 "$V" image build-default >/dev/null
 "$V" run eb --memory 1024 >/dev/null 2>&1  # room for 256 MiB in the initramfs tmpfs
-gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "$tmp/exec-rtt" \
-  bench/exec-rtt.c src/lib/agent-client.c src/lib/error.c src/lib/error-table.c \
-  src/lib/util/util.c src/proto/agent-proto.c -lpthread
+for b in exec-rtt exec-cli; do
+  gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "$tmp/$b" \
+    "bench/$b.c" src/lib/agent-client.c src/lib/error.c src/lib/error-table.c \
+    src/lib/util/util.c src/proto/agent-proto.c -lpthread
+done
 sock=$("$V" status --json eb | jq -r .dir)/agent.sock
 gcc -std=gnu17 -O2 -static -o "$tmp/exec-spawn" bench/exec-spawn.c
 gcc -std=gnu17 -O2 -static -nostdlib -o "$tmp/exec-tiny" bench/exec-tiny.c
@@ -36,13 +39,8 @@ echo "== warm exec, $runs runs (TCG, $(nproc) host cores)"
 "$tmp/exec-rtt" "$sock" "$runs" true 4
 "$V" exec eb -- /tmp/exec-spawn 100 0 /bin/true | grep vfork
 "$V" exec eb -- /tmp/exec-spawn 100 0 /tmp/exec-tiny | grep vfork
-for i in $(seq "$runs"); do
-  t0=$(date +%s%N); "$V" exec eb -- true; echo $(( $(date +%s%N) - t0 ))
-done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI vmctl exec -- true", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'
-for i in $(seq "$runs"); do
-  t0=$(date +%s%N); "$V" --version >/dev/null; echo $(( $(date +%s%N) - t0 ))
-done | sort -n | awk '{ v[NR] = $1 } END { printf "%-28s p50 %7.3f ms   p99 %7.3f ms\n", "CLI process alone (--version)", v[int(NR/2)+1]/1e6, v[int(NR*0.99)]/1e6 }'
-
+# the CLI against the library doing what one vmctl process does (interleaved, timed in C)
+"$tmp/exec-cli" "$V" eb "$sock" "$runs"
 # several vmctl processes on one VM (4 agent ports): 4 x `sleep 1` at once against one after the
 # other, wall time
 t0=$(date +%s%N)
