@@ -25,7 +25,10 @@ extern char **environ;
 #define STDERR_TAIL       4096
 /* cryptomgr.notests: the crypto self-tests cost ~0.5 s of boot under TCG (crypto_algapi_init,
  * measured with initcall_debug) and guard against miscompiled ciphers, not against attackers. */
-#define BASE_CMDLINE "console=ttyS0 rdinit=/init panic=-1 quiet cryptomgr.notests"
+/* tsc=reliable: under TCG on a loaded host the clocksource watchdog finds the TSC skewed against
+ * jiffies at boot, marks it unstable and falls back to refined-jiffies - no high-resolution timers,
+ * a periodic tick and coarse time. QEMU's TSC follows the host clock, so it is reliable. */
+#define BASE_CMDLINE "console=ttyS0 rdinit=/init panic=-1 quiet cryptomgr.notests tsc=reliable"
 
 void guest_paths_clear(guest_paths *p)
 {
