@@ -463,3 +463,12 @@ int cli_write_all(int fd, const void *buf, size_t len)
     }
     return 0;
 }
+
+void cli_interrupt_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGQUIT);
+}

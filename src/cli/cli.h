@@ -298,6 +298,9 @@ int cli_exec_report(cli *c, vmctl_exec_result *res);
 /* Output callbacks that pass a command's stdout/stderr through to vmctl's, byte for byte. */
 int cli_pass_stdout(const void *data, size_t len, void *userdata);
 int cli_pass_stderr(const void *data, size_t len, void *userdata);
+/* The signals that end or interrupt a command run in a VM (exec forwards them, run --rm tears the
+ * VM down on them): SIGINT, SIGTERM, SIGHUP, SIGQUIT. */
+void cli_interrupt_signals(sigset_t *set);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
 

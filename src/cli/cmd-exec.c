@@ -176,11 +176,7 @@ static void block_forwarded(void *userdata)
 static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
 {
     struct fwd f = {};
-    sigemptyset(&f.mask);
-    sigaddset(&f.mask, SIGINT);
-    sigaddset(&f.mask, SIGTERM);
-    sigaddset(&f.mask, SIGHUP);
-    sigaddset(&f.mask, SIGQUIT);
+    cli_interrupt_signals(&f.mask);
     cleanup_close int sfd = signalfd(-1, &f.mask, SFD_CLOEXEC | SFD_NONBLOCK);
     vmctl_exec_io io = {.on_stdout = cli_pass_stdout,
                         .on_stderr = cli_pass_stderr,

@@ -93,11 +93,7 @@ static void *run_job_thread(void *userdata)
 static int run_job_interruptible(cli *c, struct run_job *j)
 {
     sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
+    cli_interrupt_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, &old);
 
     pthread_t t;

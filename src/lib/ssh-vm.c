@@ -97,6 +97,16 @@ static int ssh_open(vmctl_ctx *ctx, const char *name, double timeout, sshc_conn 
     return r;
 }
 
+/* Connect for one operation (exec, upload, download): the connection details are not kept. */
+static int ssh_connect_vm(vmctl_ctx *ctx, const char *name, sshc_conn **ret, vmctl_error **reterr)
+{
+    vmctl_ssh_info info = {};
+    int r = ssh_open(ctx, name, SSH_EXEC_CONNECT, ret, &info, reterr);
+    if (r >= 0)
+        vmctl_ssh_info_clear(&info);
+    return r;
+}
+
 int vmctl_ssh_prepare(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_ssh_info *ret,
                       vmctl_error **reterr)
 {
@@ -169,12 +179,10 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
     cleanup_free char *cmd = command_line(opts);
     if (!cmd)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    vmctl_ssh_info info = {};
     cleanup_sshc sshc_conn *c = NULL;
-    int r = ssh_open(ctx, name, SSH_EXEC_CONNECT, &c, &info, reterr);
+    int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
         return r;
-    vmctl_ssh_info_clear(&info);
     uint64_t deadline =
         opts->timeout_sec > 0 ? now_usec() + (uint64_t)(opts->timeout_sec * 1e6) : UINT64_MAX / 2;
     r = sshc_exec(c, cmd, in, in_len, io, deadline, status, reterr);
@@ -247,24 +255,20 @@ int vmctl_ssh_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts
 int vmctl_ssh_upload(vmctl_ctx *ctx, const char *name, const char *local_path,
                      const char *guest_path, vmctl_error **reterr)
 {
-    vmctl_ssh_info info = {};
     cleanup_sshc sshc_conn *c = NULL;
-    int r = ssh_open(ctx, name, SSH_EXEC_CONNECT, &c, &info, reterr);
+    int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
         return r;
-    vmctl_ssh_info_clear(&info);
     return sshc_upload(c, local_path, guest_path, reterr);
 }
 
 int vmctl_ssh_download(vmctl_ctx *ctx, const char *name, const char *guest_path,
                        const char *local_path, vmctl_error **reterr)
 {
-    vmctl_ssh_info info = {};
     cleanup_sshc sshc_conn *c = NULL;
-    int r = ssh_open(ctx, name, SSH_EXEC_CONNECT, &c, &info, reterr);
+    int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
         return r;
-    vmctl_ssh_info_clear(&info);
     return sshc_download(c, guest_path, local_path, reterr);
 }
 
