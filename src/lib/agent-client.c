@@ -522,7 +522,7 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t 
         if (got < n)
             break;
         if (now_usec() >= port_deadline) {
-            r = err_timeout(reterr, "agent connect", span_seconds(start, deadline),
+            r = err_timeout(reterr, "agent connect", span_seconds(start, port_deadline),
                             "all %zu agent ports of the VM are in use by other vmctl processes "
                             "('%s' and the others are locked)",
                             n, locks[0]);
