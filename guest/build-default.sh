@@ -252,9 +252,11 @@ chmod 1777 "$root/tmp"
 install -m 0755 "$work/busybox/bin/busybox" "$root/bin/busybox"
 # applet links made here rather than by `busybox --install` at every boot
 while IFS= read -r applet; do
-    [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+    [ -e "$root/$applet" ] || [ -L "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done < <("$root/bin/busybox" --list-full)
-[ -e "$root/bin/sh" ] || die "busybox has no sh applet"
+# test the link itself: -e would follow it to the host's /bin/busybox, which a machine without
+# Debian's busybox package does not have
+[ -L "$root/bin/sh" ] || [ -f "$root/bin/sh" ] || die "busybox has no sh applet"
 install -m 0755 "$agent" "$root/sbin/vmctl-agent"
 for m in "${early[@]}" "${late[@]}"; do
     f=${modpath[$m]}
