@@ -5,7 +5,13 @@
  * the ratios to the floor. Best of --runs runs each.
  *
  * Usage: kdl-throughput [--mib N] [--runs N] [--write FILE]
- *   --write FILE   also save the generated document (for end-to-end runs of `vmctl kdl fmt`) */
+ *   --write FILE   also save the generated document (for end-to-end runs of `vmctl kdl fmt`)
+ *
+ * The VMFile case (issue 16: validation was quadratic in the number of steps):
+ *        kdl-throughput --vmfile STEPS [--runs N] [--write FILE]
+ * generates a VMFile of STEPS shell steps, 40 per machine (so it stays within the caps of
+ * src/lib/vmfile.h up to 40,960 steps), and times vmfile_parse (KDL parse + validation) on it,
+ * then on a quarter and a half of it: the ratios show whether the time grows linearly. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +21,7 @@
 
 #include "error.h"
 #include "kdl.h"
+#include "vmfile.h"
 
 static double now(void)
 {
@@ -64,9 +71,80 @@ static char *generate(size_t target, size_t *ret_len)
     return buf;
 }
 
+/* A valid VMFile of `steps` shell steps, 40 per machine. */
+static char *generate_vmfile(size_t steps, size_t *ret_len)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f)
+        return NULL;
+    for (size_t i = 0; i < steps; i++) {
+        if (i % 40 == 0)
+            fprintf(f, "%svm \"m%zu\" {\n    vcpus 1\n    memory 256\n", i ? "}\n" : "", i / 40);
+        fprintf(f, "    provision \"shell\" {\n        inline \"echo step %zu\"\n    }\n", i);
+    }
+    fputs("}\n", f);
+    fclose(f);
+    *ret_len = size;
+    return buf;
+}
+
+/* Best time of vmfile_parse on a generated VMFile of `steps` steps. */
+static double time_vmfile(size_t steps, int runs, size_t *ret_len, const char *write_to)
+{
+    size_t len = 0;
+    char *doc = generate_vmfile(steps, &len);
+    if (!doc)
+        return -1;
+    if (write_to) {
+        FILE *f = fopen(write_to, "we");
+        if (!f || fwrite(doc, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, "cannot write '%s': %s\n", write_to, strerror(errno));
+            return -1;
+        }
+    }
+    double best = 1e9;
+    for (int r = 0; r < runs; r++) {
+        vmfile *vf = NULL;
+        vmctl_error *e = NULL;
+        double t0 = now();
+        if (vmfile_parse("bench.kdl", "/", doc, len, &vf, &e) < 0) {
+            fprintf(stderr, "vmfile_parse failed: %s\n", vmctl_error_get_message(e));
+            return -1;
+        }
+        double t = now() - t0;
+        vmfile_free(vf);
+        if (t < best)
+            best = t;
+    }
+    free(doc);
+    *ret_len = len;
+    return best;
+}
+
+static int bench_vmfile(size_t steps, int runs, const char *write_to)
+{
+    printf("vmfile_parse, best of %d runs (40 steps per machine):\n", runs);
+    double base = 0;
+    size_t base_steps = steps / 4 ? steps / 4 : 1;
+    for (size_t n = base_steps, k = 0; k < 3; k++, n = k == 2 ? steps : base_steps * 2) {
+        size_t len = 0;
+        double t = time_vmfile(n, runs, &len, k == 2 ? write_to : NULL);
+        if (t < 0)
+            return 1;
+        if (k == 0)
+            base = t;
+        printf("  %7zu steps  %6.2f MiB  %9.3f ms  %6.2f us/step  (%.1fx the time of %zu steps)\n",
+               n, (double)len / (1024.0 * 1024.0), t * 1e3, t * 1e6 / (double)n, t / base,
+               base_steps);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    size_t mib = 10;
+    size_t mib = 10, vmfile_steps = 0;
     int runs = 5;
     const char *write_to = NULL;
     for (int i = 1; i < argc; i++) {
@@ -76,13 +154,18 @@ int main(int argc, char **argv)
             runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--write") == 0 && i + 1 < argc)
             write_to = argv[++i];
+        else if (strcmp(argv[i], "--vmfile") == 0 && i + 1 < argc)
+            vmfile_steps = strtoul(argv[++i], NULL, 10);
         else {
-            fprintf(stderr, "usage: %s [--mib N] [--runs N] [--write FILE]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--mib N | --vmfile STEPS] [--runs N] [--write FILE]\n",
+                    argv[0]);
             return 2;
         }
     }
     if (mib == 0 || runs < 1)
         return 2;
+    if (vmfile_steps)
+        return bench_vmfile(vmfile_steps, runs, write_to);
 
     size_t len = 0;
     char *doc = generate(mib * 1024 * 1024, &len);

@@ -71,7 +71,19 @@ typedef struct vmctl_vm_config {
     const char *cloud_init; /* user-data file */
     const char *ssh_key;    /* public key file */
     char *const *env;       /* "K=V", NULL-terminated, may be NULL */
+    /* The canonical path of the VMFile that makes this VM (vmctl up); NULL: made by hand. */
+    const char *project;
 } vmctl_vm_config;
+
+/* How a VM's last provisioning went (VMFile steps, docs/vmfile.md). */
+typedef enum vmctl_provision_state {
+    VMCTL_PROVISION_NONE,    /* never provisioned (made by hand, or no steps yet) */
+    VMCTL_PROVISION_PENDING, /* started and not finished (or interrupted) */
+    VMCTL_PROVISION_OK,
+    VMCTL_PROVISION_FAILED,
+} vmctl_provision_state;
+
+const char *vmctl_provision_state_to_string(vmctl_provision_state s);
 
 typedef struct vmctl_vm_info {
     char *name;
@@ -95,6 +107,11 @@ typedef struct vmctl_vm_info {
     int64_t created_at; /* unix seconds */
     char *crash_note;   /* crashed only: tail of the QEMU log */
     uint32_t cid;       /* guest CID for AF_VSOCK (3 or more), 0: none */
+    char *project;      /* the VMFile that made it (canonical path), NULL: made by hand */
+    vmctl_provision_state provision_state;
+    unsigned provision_step; /* failed: the step that failed (1-based) */
+    char *provision_error;   /* failed: what went wrong */
+    int64_t provisioned_at;  /* unix seconds of the last successful provisioning, 0: never */
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);

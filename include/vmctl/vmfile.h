@@ -60,6 +60,7 @@ typedef struct vmctl_env_opts {
     double stop_timeout_sec; /* down/reload: per stop step (0: the library's default) */
     vmctl_provision_output_fn output;
     void *userdata;
+    bool adopt; /* up: take over machines of these names made by hand (never another VMFile's) */
 } vmctl_env_opts;
 
 typedef struct vmctl_env_result {
@@ -73,9 +74,13 @@ typedef struct vmctl_env_result {
 
 void vmctl_env_results_free(vmctl_env_result *r, size_t n);
 
-/* Each does every selected machine in parallel (one thread and vmctl_ctx each) and fills one
- * result per machine in file order. Returns 0 when all succeeded; otherwise the first failure's
- * code, with *reterr a copy of it (the other failures as notes). *ret is filled in both cases. */
+/* Each works on the selected machines in parallel (up to 16 at once, a thread and vmctl_ctx
+ * each) and fills one result per machine in file order. Only the machines this VMFile made are
+ * touched (vmctl_vm_info.project): one of the same name made by another VMFile or by hand is
+ * vm::already_exists (details vm, owner, project, this_project) and left alone. up provisions
+ * a running machine again while its last provisioning is not ok (failed, interrupted). Returns 0
+ * when all succeeded; otherwise the first failure's code, with *reterr a copy of it (the other
+ * failures as notes). *ret is filled in both cases. */
 int vmctl_up(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
              vmctl_env_result **ret, size_t *n, vmctl_error **reterr);
 int vmctl_down(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,

@@ -46,11 +46,11 @@ int cmd_list(cli *c, int argc, char **argv)
         return EXIT_OK;
     }
 
-    table *t = table_new(9, "NAME", "STATE", "VCPUS", "MEMORY", "ACCEL", "MACHINE", "PID", "PORTS",
-                         "CREATED");
+    table *t = table_new(10, "NAME", "STATE", "VCPUS", "MEMORY", "ACCEL", "MACHINE", "PID", "PORTS",
+                         "CREATED", "PROVISION");
     for (size_t i = 0; i < n; i++) {
         const vmctl_vm_info *vm = vms[i];
-        char vcpus[16], mem[32], pid[24], age[32];
+        char vcpus[16], mem[32], pid[24], age[32], prov[64];
         snprintf(vcpus, sizeof(vcpus), "%u", vm->vcpus);
         snprintf(mem, sizeof(mem), "%u MiB", vm->memory_mib);
         bool has_pid =
@@ -59,7 +59,8 @@ int cmd_list(cli *c, int argc, char **argv)
         cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
         table_add_row(t, vm->name, vmctl_vm_state_to_string(vm->state), vcpus, mem, vm->accel,
                       vm->machine, pid, ports && *ports ? ports : "-",
-                      render_age(vm->created_at, age, sizeof(age)));
+                      render_age(vm->created_at, age, sizeof(age)),
+                      render_provision(vm, prov, sizeof(prov)));
     }
     table_print(t, stdout);
     table_free(t);

@@ -9,12 +9,17 @@
     "  -n, --name N       only the machine N of the file\n"
 
 const char cmd_up_help[] =
-    "Usage: vmctl up [--file F] [--name N] [--timeout S]\n"
+    "Usage: vmctl up [--file F] [--name N] [--timeout S] [--adopt]\n"
     "\n"
     "Bring up the machines a VMFile.kdl describes (docs/vmfile.md), in parallel: a missing one\n"
     "is created, started and provisioned; a created, stopped or crashed one is started and\n"
-    "provisioned; a paused one is resumed; a running one is left alone. Running it twice does\n"
-    "nothing the second time.\n"
+    "provisioned; a paused one is resumed; a running one is left alone once its provisioning\n"
+    "succeeded, and provisioned again while it has not (the last `up` failed on a step: exit\n"
+    "status 1 until it passes). Running it twice does nothing the second time.\n"
+    "\n"
+    "Machines belong to the VMFile that made them (its canonical path): a VM of the same name\n"
+    "made by another VMFile or by hand is refused with vm_manager::vm::already_exists and left\n"
+    "alone; --adopt takes over one made by hand. down, reload and provision refuse them too.\n"
     "\n"
     "Provisioner output is printed as it comes, each line prefixed with the machine's name\n"
     "(\"[web] ...\"), and appended to the VM's provision.log (`vmctl logs NAME --provision`).\n"
@@ -23,6 +28,7 @@ const char cmd_up_help[] =
     "created, started, resumed or unchanged) and the provisioner output goes to stderr.\n"
     "\n" ENV_COMMON_HELP
     "      --timeout S    how long to wait for each machine to boot (default 120 s)\n"
+    "      --adopt        take over machines of these names made by hand (`vmctl create`)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Examples:\n"
@@ -70,14 +76,12 @@ const char cmd_provision_help[] =
     "  vmctl provision\n"
     "  vmctl provision --name web\n";
 
-enum { OPT_DESTROY = 0x100, OPT_TIMEOUT };
+enum { OPT_DESTROY = 0x100, OPT_TIMEOUT, OPT_ADOPT };
 
 static const struct option options[] = {
-    {"file", required_argument, NULL, 'f'},
-    {"name", required_argument, NULL, 'n'},
-    {"destroy", no_argument, NULL, OPT_DESTROY},
-    {"timeout", required_argument, NULL, OPT_TIMEOUT},
-    {},
+    {"file", required_argument, NULL, 'f'},      {"name", required_argument, NULL, 'n'},
+    {"destroy", no_argument, NULL, OPT_DESTROY}, {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"adopt", no_argument, NULL, OPT_ADOPT},     {},
 };
 
 typedef int (*env_fn)(vmctl_ctx *, const vmctl_vmfile *, const vmctl_env_opts *,
@@ -127,6 +131,11 @@ static int env_command(cli *c, int argc, char **argv, env_fn fn, bool is_down)
             if (!is_down)
                 return cli_usage_error(c, "--destroy is an option of `vmctl down` only");
             opts.destroy = true;
+            break;
+        case OPT_ADOPT:
+            if (fn != vmctl_up)
+                return cli_usage_error(c, "--adopt is an option of `vmctl up` only");
+            opts.adopt = true;
             break;
         case OPT_TIMEOUT:
             if (fn == vmctl_provision)

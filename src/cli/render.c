@@ -370,6 +370,32 @@ static bool vm_has_pid(const vmctl_vm_info *vm)
     return vm->pid > 0 && (vm->state == VMCTL_VM_RUNNING || vm->state == VMCTL_VM_PAUSED);
 }
 
+json_t *render_provision_json(const vmctl_vm_info *vm)
+{
+    json_t *p = json_object();
+    json_object_set_new(p, "state",
+                        json_string(vmctl_provision_state_to_string(vm->provision_state)));
+    json_object_set_new(p, "step",
+                        vm->provision_state == VMCTL_PROVISION_FAILED
+                            ? json_integer(vm->provision_step)
+                            : json_null());
+    json_object_set_new(p, "error", str_or_null(vm->provision_error));
+    json_object_set_new(p, "at",
+                        vm->provisioned_at > 0 ? json_integer(vm->provisioned_at) : json_null());
+    return p;
+}
+
+const char *render_provision(const vmctl_vm_info *vm, char *buf, size_t len)
+{
+    if (vm->provision_state == VMCTL_PROVISION_FAILED)
+        snprintf(buf, len, "failed (step %u)", vm->provision_step);
+    else if (vm->provision_state == VMCTL_PROVISION_NONE)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%s", vmctl_provision_state_to_string(vm->provision_state));
+    return buf;
+}
+
 json_t *render_vm_json(const vmctl_vm_info *vm)
 {
     json_t *o = json_object();
@@ -411,6 +437,8 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
     if (vm->crash_note)
         json_object_set_new(o, "crash_note",
                             render_json_bytes(vm->crash_note, strlen(vm->crash_note)));
+    json_object_set_new(o, "project", str_or_null(vm->project));
+    json_object_set_new(o, "provision", render_provision_json(vm));
     return o;
 }
 
@@ -419,7 +447,7 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     char buf[64], age[32];
     cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
     const char *keys[24], *vals[24];
-    char vcpus[16], mem[32], disk[32], pid[24], created[80];
+    char vcpus[16], mem[32], disk[32], pid[24], created[80], prov[64];
     size_t n = 0;
 
 #define KV(k, v)                                                                                   \
@@ -469,6 +497,10 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     KV("pid", pid);
     KV("dir", vm->dir);
     KV("created", created);
+    KV("project", vm->project ? vm->project : "- (made by hand)");
+    KV("provision", render_provision(vm, prov, sizeof(prov)));
+    if (vm->provision_error)
+        KV("provision error", vm->provision_error);
 #undef KV
 
     size_t w = 0;

@@ -35,6 +35,10 @@ void render_clear_progress(cli *c);
 
 /* A VM as the JSON object of `status --json` (and one element of `list --json`). */
 json_t *render_vm_json(const vmctl_vm_info *vm);
+/* {state: none|pending|ok|failed, step (failed only, else null), error, at (unix s or null)} */
+json_t *render_provision_json(const vmctl_vm_info *vm);
+/* "-", "pending", "ok" or "failed (step N)" */
+const char *render_provision(const vmctl_vm_info *vm, char *buf, size_t len);
 /* `status` without --json: aligned "key: value" lines. */
 void render_vm_status(cli *c, const vmctl_vm_info *vm);
 /* "8080->80/tcp, 5353->53/udp" (caller frees). */

@@ -1994,6 +1994,31 @@ char *kdl_snippet(const char *path, const char *src, size_t len, size_t offset, 
     return out.data;
 }
 
+unsigned kdl_line_at(const char *src, size_t len, kdl_line_cursor *cur, size_t offset)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    if (offset > len)
+        offset = len;
+    if (cur->line == 0 || offset < cur->offset) {
+        cur->offset = len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+        cur->line = 1;
+    }
+    size_t i = cur->offset;
+    unsigned line = cur->line;
+    while (i < offset) {
+        unsigned nl = newline_at(s, len, i);
+        if (nl && i + nl <= offset) {
+            i += nl;
+            line++;
+            continue;
+        }
+        i++;
+    }
+    cur->offset = i;
+    cur->line = line;
+    return line;
+}
+
 static int position_error(vmctl_error **reterr, vmctl_error_kind kind, const char *path,
                           const char *src, size_t len, size_t offset, const char *label,
                           const char *msg)

@@ -138,6 +138,15 @@ bool kdl_is_bare_identifier(const char *s, size_t len);
 /* 1-based line and column (in code points) of a byte offset into src. */
 void kdl_position(const char *src, size_t len, size_t offset, unsigned *ret_line,
                   unsigned *ret_column);
+/* Line numbers of many offsets in one pass (kdl_position is linear in the offset, so calling it
+ * for every node of a large document is quadratic). Start with a zeroed cursor; offsets must be
+ * code-point starts (node and value offsets are) and are fastest in increasing order (a smaller
+ * one restarts from the beginning). Same numbering as kdl_position. */
+typedef struct kdl_line_cursor {
+    size_t offset;
+    unsigned line; /* 0: not started */
+} kdl_line_cursor;
+unsigned kdl_line_at(const char *src, size_t len, kdl_line_cursor *cur, size_t offset);
 /* The miette-like snippet of a position: the source line, a caret under the column and label.
  * malloc'd, NULL when out of memory. */
 char *kdl_snippet(const char *path, const char *src, size_t len, size_t offset, const char *label);

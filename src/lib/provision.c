@@ -274,12 +274,22 @@ int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink 
 
 /* --- orchestration --- */
 
+static void vm_info_freep(vmctl_vm_info **i)
+{
+    vmctl_vm_info_free(*i);
+}
+#define cleanup_vm_info __attribute__((cleanup(vm_info_freep)))
+
 typedef enum env_op {
     OP_UP,
     OP_DOWN,
     OP_RELOAD,
     OP_PROVISION,
 } env_op;
+
+/* At most this many machines are worked on at once (a thread and a context, so a store
+ * connection, each): a VMFile of a thousand machines must not end in EMFILE. */
+#define ENV_MAX_WORKERS 16
 
 const char *vmctl_env_action_to_string(vmctl_env_action a)
 {
@@ -290,6 +300,12 @@ const char *vmctl_env_action_to_string(vmctl_env_action a)
         [VMCTL_ENV_DESTROYED] = "destroyed",     [VMCTL_ENV_FAILED] = "failed",
     };
     return (unsigned)a < ELEMENTSOF(names) ? names[a] : "unknown";
+}
+
+const char *vmctl_provision_state_to_string(vmctl_provision_state s)
+{
+    const char *n = store_provision_state_name(s);
+    return n ? n : "unknown";
 }
 
 void vmctl_env_results_free(vmctl_env_result *r, size_t n)
@@ -312,25 +328,48 @@ int vmctl_provision_log_path(vmctl_ctx *ctx, const char *name, char **ret, vmctl
     return *ret ? 0 : -ENOMEM;
 }
 
+/* A fingerprint of a machine's steps (what they run, as written), to tell when they changed
+ * since the machine was provisioned: FNV-1a 64 as 16 hex digits. */
+static void hash_str(uint64_t *h, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++)
+        *h = (*h ^ *p) * 1099511628211ULL;
+    *h = (*h ^ (s ? 0xff : 0xfe)) * 1099511628211ULL; /* field end; NULL differs from "" */
+}
+
+static void steps_hash(const vmfile_machine *m, char out[17])
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < m->n_steps; i++) {
+        const vmfile_step *s = &m->steps[i];
+        char t[32];
+        snprintf(t, sizeof(t), "%d %.17g", (int)s->kind, s->timeout_sec);
+        hash_str(&h, t);
+        hash_str(&h, s->inline_cmd);
+        hash_str(&h, s->script);
+        hash_str(&h, s->user);
+        hash_str(&h, s->source);
+        hash_str(&h, s->destination);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
 typedef struct job {
     env_op op;
     const vmfile_machine *m;
+    const char *project; /* the VMFile's canonical path */
     const vmctl_env_opts *opts;
     const provision_sink *sink;
-    vmctl_ctx *ctx;   /* the caller's, when there is one job */
-    const char *home; /* else a context of its own on this home */
-    vmctl_log_fn log;
-    void *log_userdata;
     vmctl_env_result *res;
     int r;
 } job;
 
-/* VM state, or -ENOENT when the store does not know it. */
-static int vm_state(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
+/* The machine's row, or -ENOENT (*ret NULL) when the store does not know it. */
+static int vm_info(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
 {
-    vmctl_vm_info *info = NULL;
     cleanup_error vmctl_error *e = NULL;
-    int r = vmctl_vm_get(ctx, name, &info, &e);
+    *ret = NULL;
+    int r = vmctl_vm_get(ctx, name, ret, &e);
     if (r < 0) {
         if (vmctl_error_get_kind(e) == VMCTL_E_VM_NOT_FOUND)
             return -ENOENT;
@@ -338,28 +377,126 @@ static int vm_state(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             *reterr = TAKE_PTR(e);
         return r;
     }
-    int st = (int)info->state;
-    vmctl_vm_info_free(info);
-    return st;
+    return 0;
 }
 
+/* A machine of this VMFile is ours only when this VMFile made it: one made by another VMFile
+ * or by hand is refused (vm::already_exists, details vm, owner, project), never taken over,
+ * provisioned, stopped or destroyed, unless up --adopt takes over one made by hand. */
+static int check_owner(job *j, vmctl_ctx *ctx, const vmctl_vm_info *info, vmctl_error **reterr)
+{
+    const char *name = j->m->name;
+    if (info->project && streq(info->project, j->project))
+        return 0;
+    if (!info->project && j->op == OP_UP && j->opts->adopt) {
+        int r = store_vm_set_project(ctx->store, name, j->project, reterr);
+        if (r >= 0)
+            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' made by hand now belongs to '%s'", name,
+                    j->project);
+        return r;
+    }
+    int r;
+    if (info->project) {
+        r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
+                     "VM '%s' belongs to another project: it was made by the VMFile '%s', not by "
+                     "'%s'",
+                     name, info->project, j->project);
+        err_detail(reterr, "owner", "vmfile");
+        err_detail(reterr, "project", "%s", info->project);
+        err_help(reterr,
+                 "Rename the vm in this VMFile, or manage '%s' from its own project "
+                 "(`vmctl up --file %s`); `vmctl destroy %s --force` removes it",
+                 name, info->project, name);
+    } else {
+        r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
+                     "VM '%s' was not made by a VMFile (vmctl create, or a vmctl older than store "
+                     "schema 4), so the VMFile '%s' leaves it alone",
+                     name, j->project);
+        err_detail(reterr, "owner", "none");
+        err_help(reterr,
+                 "Rename the vm in this VMFile, run `vmctl up --adopt` to take the VM over (it is "
+                 "then provisioned by this VMFile), or `vmctl destroy %s --force` first",
+                 name);
+    }
+    err_detail(reterr, "vm", "%s", name);
+    err_detail(reterr, "this_project", "%s", j->project);
+    return r;
+}
+
+/* The row and its ownership: 0 ours, -ENOENT absent, < 0 refused or an error. */
+static int own_vm(job *j, vmctl_ctx *ctx, vmctl_vm_info **ret, vmctl_error **reterr)
+{
+    int r = vm_info(ctx, j->m->name, ret, reterr);
+    if (r < 0)
+        return r;
+    r = check_owner(j, ctx, *ret, reterr);
+    if (r < 0) {
+        vmctl_vm_info_free(*ret);
+        *ret = NULL;
+    }
+    return r;
+}
+
+/* Run the steps and record how it went in the store (pending, then ok or failed). */
 static int do_provision(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
 {
-    int r = provision_run(ctx, j->m, j->sink, &j->res->steps_run, reterr);
-    if (r >= 0)
+    const char *name = j->m->name;
+    char hash[17];
+    steps_hash(j->m, hash);
+    int r =
+        store_vm_set_provision(ctx->store, name, VMCTL_PROVISION_PENDING, 0, NULL, hash, reterr);
+    if (r < 0)
+        return r;
+    r = provision_run(ctx, j->m, j->sink, &j->res->steps_run, reterr);
+    if (r >= 0) {
         j->res->provisioned = true;
+        return store_vm_set_provision(ctx->store, name, VMCTL_PROVISION_OK, 0, NULL, NULL, reterr);
+    }
+    const char *msg = reterr && *reterr ? vmctl_error_get_message(*reterr) : strerror(-r);
+    /* the step's error is what the caller needs: a store failure here is only logged */
+    cleanup_error vmctl_error *e = NULL;
+    if (store_vm_set_provision(ctx->store, name, VMCTL_PROVISION_FAILED,
+                               (unsigned)j->res->steps_run + 1, msg, NULL, &e) < 0)
+        ctx_log(ctx, VMCTL_LOG_WARNING, "cannot record the failed provisioning of vm '%s': %s",
+                name, vmctl_error_get_message(e));
     return r;
+}
+
+/* A running machine of ours: provision it again unless its last provisioning succeeded. */
+static int up_running(job *j, vmctl_ctx *ctx, const vmctl_vm_info *info, vmctl_env_action done,
+                      vmctl_error **reterr)
+{
+    if (info->provision_state == VMCTL_PROVISION_OK) {
+        char hash[17];
+        steps_hash(j->m, hash);
+        cleanup_store_vm store_vm *row = NULL;
+        if (store_vm_get(ctx->store, j->m->name, &row, NULL) >= 0 && row->provision_hash &&
+            !streq(row->provision_hash, hash))
+            ctx_log(ctx, VMCTL_LOG_NOTICE,
+                    "the provisioning steps of vm '%s' changed since it was provisioned: run "
+                    "`vmctl provision --name %s` to run them",
+                    j->m->name, j->m->name);
+        j->res->action = done;
+        return 0;
+    }
+    if (info->provision_state == VMCTL_PROVISION_FAILED)
+        ctx_log(ctx, VMCTL_LOG_NOTICE,
+                "the last provisioning of vm '%s' failed at step %u: provisioning it again",
+                j->m->name, info->provision_step);
+    j->res->action = done == VMCTL_ENV_UNCHANGED ? VMCTL_ENV_PROVISIONED : done;
+    return do_provision(j, ctx, reterr);
 }
 
 static int do_up(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
 {
     const vmfile_machine *m = j->m;
-    int st = vm_state(ctx, m->name, reterr);
-    if (st < 0 && st != -ENOENT)
-        return st;
-    int r;
-    if (st == -ENOENT) {
+    cleanup_vm_info vmctl_vm_info *info = NULL;
+    int r = own_vm(j, ctx, &info, reterr);
+    if (r < 0 && r != -ENOENT)
+        return r;
+    if (r == -ENOENT) {
         vmctl_vm_config cfg = m->config;
+        cfg.project = j->project;
         vmctl_image_info img = {};
         if (m->image_url) {
             bool cached = false;
@@ -371,17 +508,29 @@ static int do_up(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
         }
         r = vmctl_vm_create(ctx, &cfg, reterr);
         vmctl_image_info_clear(&img);
+        if (r == -EEXIST && vm_info(ctx, m->name, &info, NULL) >= 0) {
+            /* made meanwhile (another up, a create): whose it is decides */
+            vmctl_error_free(reterr ? *reterr : NULL);
+            if (reterr)
+                *reterr = NULL;
+            r = check_owner(j, ctx, info, reterr);
+            if (r < 0)
+                return r;
+            return err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
+                            "VM '%s' was created by another `vmctl up` of this VMFile at the "
+                            "same time",
+                            m->name);
+        }
         if (r < 0)
             return r;
         j->res->action = VMCTL_ENV_CREATED;
-    } else if (st == VMCTL_VM_RUNNING) {
-        j->res->action = VMCTL_ENV_UNCHANGED;
-        return 0;
-    } else if (st == VMCTL_VM_PAUSED) {
+    } else if (info->state == VMCTL_VM_RUNNING) {
+        return up_running(j, ctx, info, VMCTL_ENV_UNCHANGED, reterr);
+    } else if (info->state == VMCTL_VM_PAUSED) {
         r = vmctl_vm_resume(ctx, m->name, reterr);
-        if (r >= 0)
-            j->res->action = VMCTL_ENV_RESUMED;
-        return r;
+        if (r < 0)
+            return r;
+        return up_running(j, ctx, info, VMCTL_ENV_RESUMED, reterr);
     } else {
         j->res->action = VMCTL_ENV_STARTED;
     }
@@ -394,21 +543,21 @@ static int do_up(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
 static int do_down(job *j, vmctl_ctx *ctx, bool destroy, vmctl_error **reterr)
 {
     const char *name = j->m->name;
-    int st = vm_state(ctx, name, reterr);
-    if (st == -ENOENT) {
+    cleanup_vm_info vmctl_vm_info *info = NULL;
+    int r = own_vm(j, ctx, &info, reterr);
+    if (r == -ENOENT) {
         j->res->action = VMCTL_ENV_UNCHANGED;
         return 0;
     }
-    if (st < 0)
-        return st;
-    int r;
+    if (r < 0)
+        return r;
     if (destroy) {
         r = vmctl_vm_destroy(ctx, name, true, reterr);
         if (r >= 0)
             j->res->action = VMCTL_ENV_DESTROYED;
         return r;
     }
-    if (st != VMCTL_VM_RUNNING && st != VMCTL_VM_PAUSED) {
+    if (info->state != VMCTL_VM_RUNNING && info->state != VMCTL_VM_PAUSED) {
         j->res->action = VMCTL_ENV_UNCHANGED;
         return 0;
     }
@@ -421,24 +570,23 @@ static int do_down(job *j, vmctl_ctx *ctx, bool destroy, vmctl_error **reterr)
 static int do_reprovision(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
 {
     const char *name = j->m->name;
-    int st = vm_state(ctx, name, reterr);
-    if (st == -ENOENT) {
-        int r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT,
-                         "VM '%s' does not exist: run `vmctl up` first", name);
+    cleanup_vm_info vmctl_vm_info *info = NULL;
+    int r = own_vm(j, ctx, &info, reterr);
+    if (r == -ENOENT) {
+        r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT,
+                     "VM '%s' does not exist: run `vmctl up` first", name);
         err_detail(reterr, "vm", "%s", name);
         return r;
     }
-    if (st < 0)
-        return st;
-    if (st != VMCTL_VM_RUNNING) {
-        int r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(st), "running");
+    if (r < 0)
+        return r;
+    if (info->state != VMCTL_VM_RUNNING) {
+        r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(info->state), "running");
         err_help(reterr, "Provisioners run on running machines: run `vmctl up --name %s`", name);
         return r;
     }
-    int r = do_provision(j, ctx, reterr);
-    if (r >= 0)
-        j->res->action = VMCTL_ENV_PROVISIONED;
-    return r;
+    j->res->action = VMCTL_ENV_PROVISIONED;
+    return do_provision(j, ctx, reterr);
 }
 
 static int job_run(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
@@ -460,22 +608,14 @@ static int job_run(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
     return -EINVAL;
 }
 
-static void *job_thread(void *arg)
+static void job_do(job *j, vmctl_ctx *ctx, int ctx_r, vmctl_error *ctx_err)
 {
-    job *j = arg;
     uint64_t t0 = now_usec();
-    vmctl_ctx *own = NULL;
-    vmctl_ctx *ctx = j->ctx;
     vmctl_error *e = NULL;
-    j->r = 0;
-    if (!ctx) {
-        j->r = vmctl_ctx_new(j->home, &own, &e);
-        if (j->r >= 0) {
-            vmctl_ctx_set_log(own, j->log, j->log_userdata);
-            ctx = own;
-        }
-    }
-    if (j->r >= 0)
+    j->r = ctx_r;
+    if (ctx_r < 0 && ctx_err)
+        err_make(&e, vmctl_error_get_kind(ctx_err), -ctx_r, "%s", vmctl_error_get_message(ctx_err));
+    else if (ctx_r >= 0)
         j->r = job_run(j, ctx, &e);
     if (j->r < 0) {
         j->res->action = VMCTL_ENV_FAILED;
@@ -484,7 +624,37 @@ static void *job_thread(void *arg)
         j->res->error = e;
     }
     j->res->seconds = (double)(now_usec() - t0) / 1e6;
-    vmctl_ctx_free(own);
+}
+
+/* A worker: one context of its own, the next job until none is left. */
+typedef struct pool {
+    job *jobs;
+    size_t n;
+    size_t next; /* under lock */
+    pthread_mutex_t lock;
+    const char *home;
+    vmctl_log_fn log;
+    void *log_userdata;
+} pool;
+
+static void *worker(void *arg)
+{
+    pool *p = arg;
+    vmctl_ctx *ctx = NULL;
+    vmctl_error *e = NULL;
+    int r = vmctl_ctx_new(p->home, &ctx, &e);
+    if (r >= 0)
+        vmctl_ctx_set_log(ctx, p->log, p->log_userdata);
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        size_t i = p->next < p->n ? p->next++ : p->n;
+        pthread_mutex_unlock(&p->lock);
+        if (i == p->n)
+            break;
+        job_do(&p->jobs[i], ctx, r, e);
+    }
+    vmctl_error_free(e);
+    vmctl_ctx_free(ctx);
     return NULL;
 }
 
@@ -505,46 +675,55 @@ static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmct
         return r;
     }
     size_t n = opts->name ? 1 : f->n_machines;
+    size_t n_workers = n < ENV_MAX_WORKERS ? n : ENV_MAX_WORKERS;
     vmctl_env_result *res = calloc(n, sizeof(*res));
     job *jobs = calloc(n, sizeof(*jobs));
-    pthread_t *tids = calloc(n, sizeof(*tids));
-    if (!res || !jobs || !tids) {
+    pthread_t *tids = calloc(n_workers, sizeof(*tids));
+    bool *started = calloc(n_workers, sizeof(*started));
+    if (!res || !jobs || !tids || !started) {
         free(res);
         free(jobs);
         free(tids);
+        free(started);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
     pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
     provision_sink sink = {.fn = opts->output, .userdata = opts->userdata, .lock = &lock};
+    const char *project = f->project ? f->project : f->path;
     size_t k = 0;
     for (size_t i = 0; i < f->n_machines; i++) {
         const vmfile_machine *m = &f->machines[i];
         if (opts->name && !streq(opts->name, m->name))
             continue;
         res[k].name = strdup(m->name);
-        jobs[k] = (job){.op = op,
-                        .m = m,
-                        .opts = opts,
-                        .sink = &sink,
-                        .ctx = n == 1 ? ctx : NULL,
-                        .home = vmctl_ctx_get_home(ctx),
-                        .log = ctx->log,
-                        .log_userdata = ctx->log_userdata,
-                        .res = &res[k]};
+        jobs[k] = (job){
+            .op = op, .m = m, .project = project, .opts = opts, .sink = &sink, .res = &res[k]};
         k++;
     }
-    /* One machine: on the caller's thread and context. Several: a thread and context each. */
+    /* One machine: on the caller's thread and context. Several: a pool of workers, each with
+     * a context of its own. */
     if (n == 1) {
-        job_thread(&jobs[0]);
+        job_do(&jobs[0], ctx, 0, NULL);
     } else {
-        for (size_t i = 0; i < n; i++)
-            if (pthread_create(&tids[i], NULL, job_thread, &jobs[i]) != 0)
-                job_thread(&jobs[i]), tids[i] = 0;
-        for (size_t i = 0; i < n; i++)
-            if (tids[i])
+        pool p = {.jobs = jobs,
+                  .n = n,
+                  .lock = PTHREAD_MUTEX_INITIALIZER,
+                  .home = vmctl_ctx_get_home(ctx),
+                  .log = ctx->log,
+                  .log_userdata = ctx->log_userdata};
+        size_t n_started = 0;
+        for (size_t i = 0; i < n_workers; i++)
+            if (pthread_create(&tids[i], NULL, worker, &p) == 0)
+                started[i] = true, n_started++;
+        if (n_started == 0)
+            worker(&p); /* no thread at all: do them here, one after the other */
+        for (size_t i = 0; i < n_workers; i++)
+            if (started[i])
                 pthread_join(tids[i], NULL);
+        pthread_mutex_destroy(&p.lock);
     }
     free(tids);
+    free(started);
     free(jobs);
 
     int r = 0;

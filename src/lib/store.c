@@ -20,7 +20,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  3
+#define STORE_SCHEMA_VERSION  4
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -42,6 +42,10 @@
  * collide), so two creates racing for one CID cannot both commit. It goes with the row. */
 #define CID_INDEX_SQL "CREATE UNIQUE INDEX vms_cid ON vms (cid);\n"
 
+/* Which VMFile made the VM (its canonical path; NULL: made by hand, or before version 4) and how
+ * its last provisioning went (docs/vmfile.md "Projects", "Provisioning state"). */
+#define PROJECT_INDEX_SQL "CREATE INDEX vms_project ON vms (project);\n"
+
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
     "  name TEXT PRIMARY KEY,\n"
@@ -53,9 +57,15 @@ static const char schema_sql[] =
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,\n"
     "  complete INTEGER NOT NULL DEFAULT 0,\n"
     "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0,\n"
-    "  cid INTEGER\n"
-    ");\n" PORTS_SQL CID_INDEX_SQL "PRAGMA user_version = 3;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 3, "schema_sql sets user_version");
+    "  cid INTEGER,\n"
+    "  project TEXT,\n"
+    "  provision_state TEXT NOT NULL DEFAULT 'none',\n"
+    "  provision_step INTEGER NOT NULL DEFAULT 0,\n"
+    "  provision_error TEXT,\n"
+    "  provisioned_at INTEGER,\n"
+    "  provision_hash TEXT\n"
+    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL "PRAGMA user_version = 4;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 4, "schema_sql sets user_version");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -69,9 +79,23 @@ static const char migrate_1_2_sql[] = PORTS_SQL
 static const char migrate_2_3_sql[] =
     "ALTER TABLE vms ADD COLUMN cid INTEGER;\n" CID_INDEX_SQL "PRAGMA user_version = 3;\n";
 
+/* Version 3 -> 4: the project and provisioning columns. Existing VMs get no project (they are
+ * treated as made by hand: `vmctl up` does not take them over) and provision_state 'none'. */
+static const char migrate_3_4_sql[] =
+    "ALTER TABLE vms ADD COLUMN project TEXT;\n"
+    "ALTER TABLE vms ADD COLUMN provision_state TEXT NOT NULL "
+    "DEFAULT 'none';\n"
+    "ALTER TABLE vms ADD COLUMN provision_step INTEGER NOT NULL "
+    "DEFAULT 0;\n"
+    "ALTER TABLE vms ADD COLUMN provision_error TEXT;\n"
+    "ALTER TABLE vms ADD COLUMN provisioned_at INTEGER;\n"
+    "ALTER TABLE vms ADD COLUMN provision_hash TEXT;\n" PROJECT_INDEX_SQL
+    "PRAGMA user_version = 4;\n";
+
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
-    "owner_start, cid"
+    "owner_start, cid, project, provision_state, provision_step, provision_error, "                \
+    "provisioned_at, provision_hash"
 
 enum {
     ST_BEGIN,
@@ -88,6 +112,8 @@ enum {
     ST_PORT_OWNER,
     ST_CID_FREE,
     ST_CID_SET,
+    ST_SET_PROVISION,
+    ST_SET_PROJECT,
     _ST_MAX,
 };
 
@@ -96,7 +122,7 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_INSERT] = "INSERT INTO vms (" VM_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-                  "?10, ?11, ?12)",
+                  "?10, ?11, ?12, ?13, 'none', 0, NULL, NULL, NULL)",
     [ST_GET] = "SELECT " VM_COLUMNS " FROM vms WHERE name = ?1",
     [ST_LIST] = "SELECT " VM_COLUMNS " FROM vms ORDER BY name",
     [ST_SET_STATE] = "UPDATE vms SET state = ?1, pid = ?2, pid_start = ?3, updated_at = ?4 "
@@ -113,7 +139,25 @@ static const char *const stmt_sql[_ST_MAX] = {
                     "ELSE (SELECT min(a.cid) + 1 FROM vms a WHERE a.cid >= ?1 AND NOT EXISTS "
                     "(SELECT 1 FROM vms b WHERE b.cid = a.cid + 1)) END",
     [ST_CID_SET] = "UPDATE vms SET cid = ?1, updated_at = ?2 WHERE name = ?3",
+    [ST_SET_PROVISION] = "UPDATE vms SET provision_state = ?1, provision_step = ?2, "
+                         "provision_error = ?3, provision_hash = coalesce(?4, provision_hash), "
+                         "provisioned_at = CASE WHEN ?1 = 'ok' THEN ?5 ELSE provisioned_at END, "
+                         "updated_at = ?5 WHERE name = ?6",
+    [ST_SET_PROJECT] = "UPDATE vms SET project = ?1, updated_at = ?2 WHERE name = ?3 AND "
+                       "(project IS NULL OR project = ?1)",
 };
+
+static const char *const provision_names[] = {
+    [VMCTL_PROVISION_NONE] = "none",
+    [VMCTL_PROVISION_PENDING] = "pending",
+    [VMCTL_PROVISION_OK] = "ok",
+    [VMCTL_PROVISION_FAILED] = "failed",
+};
+
+const char *store_provision_state_name(vmctl_provision_state st)
+{
+    return (unsigned)st < ELEMENTSOF(provision_names) ? provision_names[st] : NULL;
+}
 
 struct store {
     sqlite3 *db;
@@ -270,18 +314,20 @@ static int ensure_schema(store *s, vmctl_error **reterr)
     if (version == STORE_SCHEMA_VERSION)
         return 0;
 
-    if (version == 1 || version == 2) {
+    if (version >= 1 && version < STORE_SCHEMA_VERSION) {
         r = tx_begin(s, reterr);
         if (r < 0)
             return r;
         r = query_int(s, "PRAGMA user_version", "reading the schema version", &version, reterr);
         int64_t from = version;
-        if (r >= 0 && (version == 1 || version == 2)) {
+        if (r >= 0 && version >= 1 && version < STORE_SCHEMA_VERSION) {
             /* one step at a time, all in this transaction */
             int rc =
                 version == 1 ? sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL) : SQLITE_OK;
-            if (rc == SQLITE_OK)
+            if (rc == SQLITE_OK && version <= 2)
                 rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, migrate_3_4_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -299,7 +345,7 @@ static int ensure_schema(store *s, vmctl_error **reterr)
             tx_rollback(s);
             return r;
         }
-        if (from == 1 || from == 2)
+        if (from >= 1 && from < STORE_SCHEMA_VERSION)
             return tx_commit(s, reterr);
         tx_rollback(s);
         if (version == STORE_SCHEMA_VERSION)
@@ -437,6 +483,9 @@ void store_vm_free(store_vm *v)
     free(v->name);
     free(v->config);
     free(v->dir);
+    free(v->project);
+    free(v->provision_error);
+    free(v->provision_hash);
     free(v);
 }
 
@@ -475,6 +524,16 @@ static int row_to_vm(store *s, sqlite3_stmt *st, store_vm **ret, vmctl_error **r
     v->owner_pid = (pid_t)sqlite3_column_int64(st, 9);
     v->owner_start = (uint64_t)sqlite3_column_int64(st, 10);
     v->cid = (uint32_t)sqlite3_column_int64(st, 11); /* NULL reads as 0: none */
+    v->project = column_strdup(st, 12);
+    const char *prov = (const char *)sqlite3_column_text(st, 13);
+    v->provision_state = VMCTL_PROVISION_NONE;
+    for (size_t i = 0; prov && i < ELEMENTSOF(provision_names); i++)
+        if (streq(prov, provision_names[i]))
+            v->provision_state = (vmctl_provision_state)i;
+    v->provision_step = (unsigned)sqlite3_column_int64(st, 14);
+    v->provision_error = column_strdup(st, 15);
+    v->provisioned_at = sqlite3_column_int64(st, 16);
+    v->provision_hash = column_strdup(st, 17);
     if (!v->name || !v->config || !v->dir)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     if (k < 0) {
@@ -570,6 +629,10 @@ int store_vm_insert_ports(store *s, const store_vm *v, const vmctl_port_forward 
         sqlite3_bind_int64(st, 12, v->cid);
     else
         sqlite3_bind_null(st, 12);
+    if (v->project)
+        sqlite3_bind_text(st, 13, v->project, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 13);
 
     int rc = sqlite3_step(st);
     if (rc != SQLITE_DONE) {
@@ -856,4 +919,80 @@ int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
         return r;
     *ret = (uint32_t)cid;
     return 0;
+}
+
+int store_vm_set_provision(store *s, const char *name, vmctl_provision_state state, unsigned step,
+                           const char *error, const char *hash, vmctl_error **reterr)
+{
+    const char *st_s = store_provision_state_name(state);
+    if (!s || !name || !st_s)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
+                        "store_vm_set_provision: invalid argument");
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROVISION];
+        sqlite3_bind_text(st, 1, st_s, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, step);
+        if (error)
+            sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 3);
+        if (hash)
+            sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 4);
+        sqlite3_bind_int64(st, 5, now_sec());
+        sqlite3_bind_text(st, 6, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            r = store_error(s, rc, "recording a VM's provisioning", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        tx_rollback(s);
+        return not_found(reterr, name);
+    }
+    return tx_commit(s, reterr);
+}
+
+int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr)
+{
+    if (!s || !name || !project)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_set_project: invalid argument");
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROJECT];
+        sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now_sec());
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            r = store_error(s, rc, "recording a VM's project", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (sqlite3_changes(s->db) > 0)
+        return tx_commit(s, reterr);
+    /* absent, or another project's (compare-and-set: a racing adopt cannot steal it) */
+    cleanup_store_vm store_vm *cur = NULL;
+    r = get_row(s, name, &cur, reterr);
+    tx_rollback(s);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return not_found(reterr, name);
+    r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST, "VM '%s' belongs to the VMFile '%s'",
+                 name, cur->project);
+    err_detail(reterr, "vm", "%s", name);
+    err_detail(reterr, "project", "%s", cur->project);
+    return r;
 }

@@ -24,6 +24,15 @@ typedef struct store_vm {
     pid_t owner_pid; /* the create that is preparing it */
     uint64_t owner_start;
     uint32_t cid; /* guest CID for AF_VSOCK, 0: none (column NULL) */
+    /* Schema 4: the canonical path of the VMFile that made it, NULL: made by hand. */
+    char *project;
+    /* Its last provisioning (written by `up`/`provision`, provision.c). step: the failed step
+     * (1-based) when failed, the steps done so far when pending. */
+    vmctl_provision_state provision_state;
+    unsigned provision_step;
+    char *provision_error;  /* failed: the error's message, else NULL */
+    int64_t provisioned_at; /* unix seconds of the last success, 0: never */
+    char *provision_hash;   /* of the steps last run (provision.c), NULL: never */
 } store_vm;
 
 /* Guest CIDs: 0-2 are reserved (hypervisor, local, host), UINT32_MAX is "any". */
@@ -49,6 +58,8 @@ static inline void store_vm_freep(store_vm **v)
 }
 #define cleanup_store_vm __attribute__((cleanup(store_vm_freep)))
 void store_vm_list_free(store_vm **list, size_t n);
+
+const char *store_provision_state_name(vmctl_provision_state st);
 
 /* vm::already_exists when the name is taken (also by an incomplete create). created_at 0 means
  * now; updated_at is always set to now. */
@@ -88,3 +99,10 @@ int store_vm_delete(store *s, const char *name, vmctl_error **reterr);
  * no CID is left. The CID goes with the row (store_vm_delete). */
 int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
                        vmctl_error **reterr);
+/* Record a provisioning result: state, step, error (NULL clears it), hash (NULL keeps the one
+ * recorded); provisioned_at becomes now when state is ok. vm::not_found when absent. */
+int store_vm_set_provision(store *s, const char *name, vmctl_provision_state state, unsigned step,
+                           const char *error, const char *hash, vmctl_error **reterr);
+/* Give a VM made by hand (project NULL) to project; no-op when it has it already.
+ * vm::already_exists (details vm, project) when another project owns it, vm::not_found. */
+int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr);

@@ -466,6 +466,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         .complete = false,
         .owner_pid = getpid(),
         .owner_start = proc_start_time(getpid()),
+        .project = (char *)config->project,
     };
     r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
     /* Another create reserved one of the ports we picked in the same instant: pick again. */
@@ -937,6 +938,11 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
     i->dir = strdup(v->dir);
     i->created_at = v->created_at;
     i->cid = v->cid;
+    i->project = v->project ? strdup(v->project) : NULL;
+    i->provision_state = v->provision_state;
+    i->provision_step = v->provision_step;
+    i->provision_error = v->provision_error ? strdup(v->provision_error) : NULL;
+    i->provisioned_at = v->provisioned_at;
     if (v->state == VMCTL_VM_CRASHED)
         i->crash_note = crash_note(v->dir);
     if (!i->name || !i->backend || !i->machine || !i->accel || !i->image || !i->net || !i->dir) {
@@ -1011,6 +1017,8 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     strv_free(i->env);
     free(i->dir);
     free(i->crash_note);
+    free(i->project);
+    free(i->provision_error);
     free(i);
 }
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -54,6 +55,7 @@ void vmfile_free(vmfile *f)
         machine_clear(&f->machines[i]);
     free(f->machines);
     free(f->path);
+    free(f->project);
     free(f->dir);
     free(f);
 }
@@ -78,6 +80,7 @@ typedef struct checker {
     const char *dir;
     const char *vm; /* the vm node's name, for messages (NULL at the top level) */
     vmctl_error **reterr;
+    kdl_line_cursor lines; /* steps' line numbers in one pass over the source */
 } checker;
 
 /* A positioned validation error: "vm "web": <message>", details node and field. */
@@ -105,6 +108,19 @@ static int verr(checker *c, size_t offset, const char *label, const char *node, 
     if (field)
         err_detail(c->reterr, "field", "%s", field);
     err_help(c->reterr, "%s", help ? help : "See docs/vmfile.md for the VMFile.kdl schema");
+    return r;
+}
+
+/* Past one of the caps of vmfile.h: at the first node over it, details limit and count. */
+static int cap_err(checker *c, size_t offset, const char *node, const char *what, size_t count,
+                   unsigned limit, const char *per)
+{
+    int r = verr(c, offset, "over the limit", node, NULL,
+                 "Split the machines over several VMFiles, or fold steps into scripts "
+                 "(docs/vmfile.md, Limits)",
+                 "too many %s: %zu (at most %u %s)", what, count, limit, per);
+    err_detail_num(c->reterr, "limit", limit);
+    err_detail_num(c->reterr, "count", (double)count);
     return r;
 }
 
@@ -345,10 +361,7 @@ static int parse_port(checker *c, const kdl_node *n, vmfile_machine *m, size_t *
     } else {
         return verr(c, n->offset, "invalid port", "port", "port", NULL, "'port' must be %s", what);
     }
-    vmctl_port_forward *np = realloc(m->ports, (*n_ports + 1) * sizeof(*np));
-    if (!np)
-        return -ENOMEM;
-    m->ports = np;
+    /* m->ports has room for every port node of the vm (parse_vm) */
     m->ports[(*n_ports)++] = p;
     return 0;
 }
@@ -368,6 +381,11 @@ static int parse_env(checker *c, const kdl_node *n, vmfile_machine *m)
     static const char what[] = "properties K=\"V\" or arguments \"K=V\"";
     if (n->n_children || (n->n_args == 0 && n->n_props == 0))
         return verr(c, n->offset, "invalid env", "env", "env", NULL, "'env' takes %s", what);
+    if (n->n_args + n->n_props > VMFILE_MAX_ENV)
+        return cap_err(c,
+                       n->n_args > VMFILE_MAX_ENV ? n->args[VMFILE_MAX_ENV].offset
+                                                  : n->props[VMFILE_MAX_ENV - n->n_args].offset,
+                       "env", "env variables", n->n_args + n->n_props, VMFILE_MAX_ENV, "per vm");
     for (size_t i = 0; i < n->n_args; i++) {
         const kdl_value *v = &n->args[i];
         const char *eq = v->type == KDL_VALUE_STRING ? strchr(v->string.data, '=') : NULL;
@@ -483,8 +501,7 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
         return -ENOMEM;
 
     vmfile_step s = {.kind = streq(kind, "file") ? VMFILE_STEP_FILE : VMFILE_STEP_SHELL};
-    unsigned col;
-    kdl_position(c->doc->source, c->doc->source_len, n->offset, &s.line, &col);
+    s.line = kdl_line_at(c->doc->source, c->doc->source_len, &c->lines, n->offset);
     cleanup_free char *nodename = str_printf("provision \"%s\"", kind);
     const char *nn = nodename ? nodename : "provision";
     const char *allowed = s.kind == VMFILE_STEP_SHELL ? "inline, script, user, timeout"
@@ -542,12 +559,7 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
         step_clear(&s);
         return r;
     }
-    vmfile_step *ns = realloc(m->steps, (m->n_steps + 1) * sizeof(*ns));
-    if (!ns) {
-        step_clear(&s);
-        return -ENOMEM;
-    }
-    m->steps = ns;
+    /* m->steps has room for every provision node of the vm (parse_vm) */
     m->steps[m->n_steps++] = s;
     return 0;
 }
@@ -573,6 +585,30 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     if (!m->name)
         return -ENOMEM;
     c->vm = m->name;
+
+    /* Room for every step and port up front (the caps bound it): no realloc per node. */
+    size_t want_steps = 0, want_ports = 0;
+    for (size_t i = 0; i < vn->n_children; i++) {
+        const kdl_node *n = &vn->children[i];
+        if (streq(n->name.data, "provision") && ++want_steps > VMFILE_MAX_STEPS) {
+            size_t total = want_steps;
+            for (size_t j = i + 1; j < vn->n_children; j++)
+                total += streq(vn->children[j].name.data, "provision");
+            return cap_err(c, n->offset, "provision", "provisioning steps", total, VMFILE_MAX_STEPS,
+                           "per vm");
+        }
+        if (streq(n->name.data, "port") && ++want_ports > VMFILE_MAX_PORTS) {
+            size_t total = want_ports;
+            for (size_t j = i + 1; j < vn->n_children; j++)
+                total += streq(vn->children[j].name.data, "port");
+            return cap_err(c, n->offset, "port", "port forwards", total, VMFILE_MAX_PORTS,
+                           "per vm");
+        }
+    }
+    if (want_steps && !(m->steps = calloc(want_steps, sizeof(*m->steps))))
+        return -ENOMEM;
+    if (want_ports && !(m->ports = calloc(want_ports, sizeof(*m->ports))))
+        return -ENOMEM;
 
     const kdl_node *seen[16] = {};
     static const char *const once[] = {"image",   "image-url",  "kernel", "initrd",  "cmdline",
@@ -690,9 +726,50 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     return 0;
 }
 
+/* Machine names seen so far: an open-addressing set (the duplicate check is linear overall). */
+typedef struct name_set {
+    const char **slot;
+    size_t mask;
+} name_set;
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* 1 when name was already there, 0 when added. The set never fills: it has 2x the room. */
+static int name_set_add(name_set *set, const char *name)
+{
+    for (size_t i = name_hash(name) & set->mask;; i = (i + 1) & set->mask) {
+        if (!set->slot[i]) {
+            set->slot[i] = name;
+            return 0;
+        }
+        if (streq(set->slot[i], name))
+            return 1;
+    }
+}
+
+static int too_big(vmctl_error **reterr, const char *name, uint64_t len)
+{
+    int r = err_make(reterr, VMCTL_E_VMFILE_PARSE_FAILED, EFBIG,
+                     "%s: the VMFile is %llu bytes, more than a VMFile may hold (%u bytes)", name,
+                     (unsigned long long)len, VMFILE_MAX_BYTES);
+    err_detail(reterr, "path", "%s", name);
+    err_detail_num(reterr, "limit", VMFILE_MAX_BYTES);
+    err_detail_num(reterr, "count", (double)len);
+    err_help(reterr, "Split the machines over several VMFiles (docs/vmfile.md, Limits)");
+    return r;
+}
+
 int vmfile_parse(const char *name, const char *dir, const char *buf, size_t len, vmfile **ret,
                  vmctl_error **reterr)
 {
+    if (len > VMFILE_MAX_BYTES)
+        return too_big(reterr, name, len);
     cleanup_kdl_document kdl_document *doc = NULL;
     int r = kdl_parse(name, buf, len, KDL_VERSION_FALLBACK, &doc, reterr);
     if (r < 0)
@@ -707,6 +784,17 @@ int vmfile_parse(const char *name, const char *dir, const char *buf, size_t len,
         return -ENOMEM;
 
     checker c = {.doc = doc, .dir = dir, .reterr = reterr};
+    if (doc->n_nodes > VMFILE_MAX_MACHINES)
+        return cap_err(&c, doc->nodes[VMFILE_MAX_MACHINES].offset, "vm", "vm nodes", doc->n_nodes,
+                       VMFILE_MAX_MACHINES, "per VMFile");
+    size_t room = 16;
+    while (room < 2 * doc->n_nodes)
+        room *= 2;
+    cleanup_free const char **slots = calloc(room, sizeof(*slots));
+    f->machines = calloc(doc->n_nodes ? doc->n_nodes : 1, sizeof(*f->machines));
+    if (!slots || !f->machines)
+        return -ENOMEM;
+    name_set names = {.slot = slots, .mask = room - 1};
     for (size_t i = 0; i < doc->n_nodes; i++) {
         const kdl_node *n = &doc->nodes[i];
         if (!streq(n->name.data, "vm"))
@@ -714,20 +802,14 @@ int vmfile_parse(const char *name, const char *dir, const char *buf, size_t len,
                         "unknown top-level node '%s': a VMFile holds only vm \"NAME\" { ... } "
                         "nodes",
                         n->name.data);
-        vmfile_machine *nm = realloc(f->machines, (f->n_machines + 1) * sizeof(*nm));
-        if (!nm)
-            return -ENOMEM;
-        f->machines = nm;
         vmfile_machine *m = &f->machines[f->n_machines++];
-        *m = (vmfile_machine){};
         r = parse_vm(&c, n, m);
         if (r < 0)
             return r;
-        for (size_t j = 0; j + 1 < f->n_machines; j++)
-            if (streq(f->machines[j].name, m->name))
-                return verr(&c, n->args[0].offset, "duplicate name", "vm", "name", NULL,
-                            "vm \"%s\" is defined twice: machine names are unique in a VMFile",
-                            m->name);
+        if (name_set_add(&names, m->name))
+            return verr(&c, n->args[0].offset, "duplicate name", "vm", "name", NULL,
+                        "vm \"%s\" is defined twice: machine names are unique in a VMFile",
+                        m->name);
     }
     if (f->n_machines == 0)
         return verr(&c, 0, "no vm here", "vm", NULL, NULL,
@@ -747,6 +829,10 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
         return -ENOMEM;
     cleanup_free char *data = NULL;
     size_t len = 0;
+    /* Refuse a huge file before reading it (vmfile_parse checks the length again). */
+    struct stat st;
+    if (stat(abs, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size > VMFILE_MAX_BYTES)
+        return too_big(reterr, path ? path : VMFILE_NAME, (uint64_t)st.st_size);
     int r = read_file(abs, &data, &len);
     if (r == -ENOENT || r == -ENOTDIR) {
         if (path) {
@@ -775,7 +861,15 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
     else if (slash)
         *slash = '\0';
     /* Diagnostics name the file as the user gave it. */
-    return vmfile_parse(path ? path : VMFILE_NAME, dir, data, len, ret, reterr);
+    cleanup_vmfile vmfile *f = NULL;
+    r = vmfile_parse(path ? path : VMFILE_NAME, dir, data, len, &f, reterr);
+    if (r < 0)
+        return r;
+    f->project = strdup(real ? real : abs);
+    if (!f->project)
+        return -ENOMEM;
+    *ret = TAKE_PTR(f);
+    return 0;
 }
 
 /* --- the public handle --- */

@@ -11,6 +11,15 @@
 #include <vmctl/vm.h>
 #include <vmctl/vmfile.h>
 
+/* What one VMFile may hold (docs/vmfile.md "Limits"): past a cap, vmfile::parse_failed (bytes)
+ * or vmfile::validation (the others), naming the cap and the count, at the line of the first
+ * node over it. Validation is linear in the size of the file. */
+#define VMFILE_MAX_BYTES    (16u << 20) /* of the file */
+#define VMFILE_MAX_MACHINES 1024u       /* vm nodes per file */
+#define VMFILE_MAX_STEPS    4096u       /* provision steps per vm */
+#define VMFILE_MAX_PORTS    256u        /* port forwards per vm */
+#define VMFILE_MAX_ENV      1024u       /* env variables per vm */
+
 typedef enum vmfile_step_kind {
     VMFILE_STEP_SHELL,
     VMFILE_STEP_FILE,
@@ -42,8 +51,11 @@ typedef struct vmfile_machine {
 } vmfile_machine;
 
 typedef struct vmfile {
-    char *path; /* absolute */
-    char *dir;  /* the directory relative paths resolve against */
+    char *path; /* as the user named it (diagnostics) */
+    /* The canonical absolute path of the file (symlinks resolved): the project that owns the
+     * machines up makes (docs/vmfile.md "Projects"). NULL for a document parsed from memory. */
+    char *project;
+    char *dir; /* the directory relative paths resolve against */
     vmfile_machine *machines;
     size_t n_machines;
 } vmfile;

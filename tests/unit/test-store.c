@@ -185,7 +185,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3);
+    assert_int_equal(sqlite3_column_int(st, 0), 4);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -530,8 +530,9 @@ static void test_cid(void **state)
     assert_code(err, "vm_manager::vm::not_found");
 }
 
-/* Stores of schema version 2 (no cid column) and 1 (no ports table either) are upgraded in
- * place: rows kept without a CID, ports kept or filled in, CIDs allocatable afterwards. */
+/* Stores of schema version 3 (no project and provisioning columns), 2 (no cid column either) and
+ * 1 (no ports table either) are upgraded in place: rows kept without a CID and without a
+ * project, ports kept or filled in, CIDs allocatable afterwards. */
 #define V2_VMS_SQL                                                                                 \
     "CREATE TABLE vms (name TEXT PRIMARY KEY, state TEXT NOT NULL, config TEXT NOT NULL, "         \
     "pid INTEGER NOT NULL DEFAULT 0, pid_start INTEGER NOT NULL DEFAULT 0, dir TEXT NOT NULL, "    \
@@ -543,19 +544,22 @@ static void test_cid(void **state)
     "CREATE INDEX ports_vm ON ports (vm);"                                                         \
     "CREATE TRIGGER vms_release_ports AFTER DELETE ON vms BEGIN "                                  \
     "DELETE FROM ports WHERE vm = old.name; END;"
+/* What schema 3 added to 2. */
+#define V3_SQL "ALTER TABLE vms ADD COLUMN cid INTEGER; CREATE UNIQUE INDEX vms_cid ON vms (cid);"
 
 static void test_migrate(void **state)
 {
-    for (int version = 1; version <= 2; version++) {
+    for (int version = 1; version <= 3; version++) {
         cleanup_free char *home = str_printf("%s/v%d", (const char *)*state, version);
         assert_int_equal(mkdir_p(home, 0700), 0);
         cleanup_free char *path = db_path(home);
         cleanup_free char *config = spec_json("old"); /* forwards 2222->22/tcp, 0->53/udp */
         cleanup_free char *sql = str_printf(
-            "%s%s INSERT INTO vms VALUES ('old', 'stopped', '%s', 0, 0, '/x/old', 1, 1, 1, 0, "
-            "0); %s PRAGMA user_version = %d;",
-            V2_VMS_SQL, version == 2 ? V2_PORTS_SQL : "", config,
-            version == 2 ? "INSERT INTO ports VALUES (2222, 'tcp', 'old', 22);" : "", version);
+            "%s%s%s INSERT INTO vms (name, state, config, pid, pid_start, dir, created_at, "
+            "updated_at, complete, owner_pid, owner_start) VALUES ('old', 'stopped', '%s', 0, 0, "
+            "'/x/old', 1, 1, 1, 0, 0); %s PRAGMA user_version = %d;",
+            V2_VMS_SQL, version >= 2 ? V2_PORTS_SQL : "", version == 3 ? V3_SQL : "", config,
+            version >= 2 ? "INSERT INTO ports VALUES (2222, 'tcp', 'old', 22);" : "", version);
         make_sqlite(path, sql);
 
         cleanup_error vmctl_error *err = NULL;
@@ -576,18 +580,94 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 3);
+        assert_int_equal(sqlite3_column_int(st, 0), 4);
         sqlite3_finalize(st);
         assert_int_equal(
             sqlite3_exec(db, "UPDATE vms SET cid = 3 WHERE name = 'old'", NULL, NULL, NULL),
             SQLITE_CONSTRAINT);
         sqlite3_close(db);
+
+        /* Schema 4: the old VM has no project (made by hand, as far as up is concerned) and
+         * was never provisioned; both can be recorded now. */
+        {
+            cleanup_store_vm store_vm *v = NULL;
+            assert_int_equal(store_vm_get(s, "old", &v, &err), 0);
+            assert_null(v->project);
+            assert_int_equal(v->provision_state, VMCTL_PROVISION_NONE);
+            assert_int_equal(v->provision_step, 0);
+            assert_null(v->provision_error);
+            assert_int_equal(v->provisioned_at, 0);
+            assert_null(v->provision_hash);
+        }
+        assert_int_equal(store_vm_set_project(s, "old", "/p/VMFile.kdl", &err), 0);
+        assert_int_equal(
+            store_vm_set_provision(s, "old", VMCTL_PROVISION_FAILED, 2, "boom", "abcd", &err), 0);
         /* opening it again changes nothing */
         store_close(s);
         s = NULL;
         assert_int_equal(store_open(home, &s, &err), 0);
         assert_int_equal(cid_of(s, "old"), 4);
+        cleanup_store_vm store_vm *v = NULL;
+        assert_int_equal(store_vm_get(s, "old", &v, &err), 0);
+        assert_string_equal(v->project, "/p/VMFile.kdl");
+        assert_int_equal(v->provision_state, VMCTL_PROVISION_FAILED);
+        assert_int_equal(v->provision_step, 2);
+        assert_string_equal(v->provision_error, "boom");
+        assert_string_equal(v->provision_hash, "abcd");
     }
+}
+
+/* Schema 4: the project goes in with the row; provisioning results are recorded and read back;
+ * a VM is given to a project only while it has none (compare-and-set). */
+static void test_project_provision(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    cleanup_free char *config = spec_json("p");
+    store_vm row = {.name = "p", .config = config, .dir = "/d/p", .project = "/a/VMFile.kdl"};
+    assert_int_equal(store_vm_insert(s, &row, &err), 0);
+    insert_vm(s, "hand", VMCTL_VM_CREATED, &err, 0);
+
+    cleanup_store_vm store_vm *v = NULL;
+    assert_int_equal(store_vm_get(s, "p", &v, &err), 0);
+    assert_string_equal(v->project, "/a/VMFile.kdl");
+    assert_int_equal(v->provision_state, VMCTL_PROVISION_NONE);
+
+    assert_int_equal(store_vm_set_provision(s, "p", VMCTL_PROVISION_PENDING, 0, NULL, "h1", &err),
+                     0);
+    assert_int_equal(
+        store_vm_set_provision(s, "p", VMCTL_PROVISION_FAILED, 3, "step 3 failed", NULL, &err), 0);
+    store_vm_free(TAKE_PTR(v));
+    assert_int_equal(store_vm_get(s, "p", &v, &err), 0);
+    assert_int_equal(v->provision_state, VMCTL_PROVISION_FAILED);
+    assert_int_equal(v->provision_step, 3);
+    assert_string_equal(v->provision_error, "step 3 failed");
+    assert_string_equal(v->provision_hash, "h1"); /* NULL keeps it */
+    assert_int_equal(v->provisioned_at, 0);
+
+    assert_int_equal(store_vm_set_provision(s, "p", VMCTL_PROVISION_OK, 0, NULL, NULL, &err), 0);
+    store_vm_free(TAKE_PTR(v));
+    assert_int_equal(store_vm_get(s, "p", &v, &err), 0);
+    assert_int_equal(v->provision_state, VMCTL_PROVISION_OK);
+    assert_null(v->provision_error);
+    assert_true(v->provisioned_at > 0);
+    assert_int_equal(store_vm_set_provision(s, "ghost", VMCTL_PROVISION_OK, 0, NULL, NULL, &err),
+                     -ENOENT);
+    assert_code(err, "vm_manager::vm::not_found");
+    vmctl_error_free(TAKE_PTR(err));
+
+    /* adopt: only a VM without a project; its own project again is a no-op */
+    assert_int_equal(store_vm_set_project(s, "p", "/b/VMFile.kdl", &err), -EEXIST);
+    assert_code(err, "vm_manager::vm::already_exists");
+    assert_string_equal(vmctl_error_find_detail(err, "project"), "/a/VMFile.kdl");
+    vmctl_error_free(TAKE_PTR(err));
+    assert_int_equal(store_vm_set_project(s, "p", "/a/VMFile.kdl", &err), 0);
+    assert_int_equal(store_vm_set_project(s, "hand", "/b/VMFile.kdl", &err), 0);
+    store_vm_free(TAKE_PTR(v));
+    assert_int_equal(store_vm_get(s, "hand", &v, &err), 0);
+    assert_string_equal(v->project, "/b/VMFile.kdl");
+    assert_int_equal(store_vm_set_project(s, "ghost", "/b/VMFile.kdl", &err), -ENOENT);
 }
 
 /* Cleaning up after a killed create: exactly one process takes the leftover row over. */
@@ -1038,6 +1118,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_project_provision, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_locked, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_garbage_db, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_unknown_schema, setup_home, teardown_home),
