@@ -147,47 +147,51 @@ expect_eq "vf-b untouched by reload --name vf-a" "$(vm exec vf-b -- cat /tmp/cou
 
 expect_code "--name not in the file" vm_manager::vm::not_found up --name nosuch
 
+# Machines belong to the VMFile that made them (its path): the variants below replace the
+# content of the same file and pick vf-b with --name.
+cp "$env_dir/VMFile.kdl" "$work/orig.kdl"
 # A shell step as another guest user (`user`): uid, gid and HOME are the user's.
-cat >"$work/user.kdl" <<'EOF'
+cat >"$env_dir/VMFile.kdl" <<'EOF'
 vm "vf-b" {
     provision "shell" { inline "echo $(id -u):$(id -g):$HOME > /tmp/who-$(id -u)"; user "1000:1001"; }
 }
 EOF
-vm provision --file "$work/user.kdl" >/dev/null 2>&1 || fail "provision with user"
+vm provision --name vf-b >/dev/null 2>&1 || fail "provision with user"
 expect_eq "provision step as user 1000:1001" "$(vm exec vf-b -- cat /tmp/who-1000)" "1000:1001:/"
 
 # A failing provisioner: step 2 of 3 exits 7; step 3 must not run.
-cat >"$work/fail.kdl" <<'EOF'
+cat >"$env_dir/VMFile.kdl" <<'EOF'
 vm "vf-b" {
     provision "shell" { inline "echo first"; }
     provision "shell" { inline "echo about-to-fail; exit 7"; }
     provision "shell" { inline "touch /tmp/never"; }
 }
 EOF
-expect_code "failing provisioner" vm_manager::provision::failed provision --file "$work/fail.kdl"
+expect_code "failing provisioner" vm_manager::provision::failed provision --name vf-b
 expect_eq "failure details" "$(jq -r '.error.details | [.vm, .step, .kind, .exit_code] | map(tostring) | join(",")' <<<"$LAST_JSON")" "vf-b,2,shell,7"
 jq -r .error.message <<<"$LAST_JSON" | grep -q "provisioner 2 (shell) of VM 'vf-b' exited with status 7" &&
   ok "failure message names step and status" || fail "message: $(jq -r .error.message <<<"$LAST_JSON")"
 vm exec vf-b -- test -e /tmp/never; expect_eq "later step did not run" "$?" 1
-out=$(vm provision --file "$work/fail.kdl" 2>&1 >/dev/null)
+out=$(vm provision --name vf-b 2>&1 >/dev/null)
 grep -q 'provision::failed' <<<"$out" && ok "text error rendered" || fail "no text error: $out"
 vm logs vf-b --provision | grep -q '^==> step 2/3 failed: exit status 7' && ok "failure in provision.log" ||
   fail "provision.log lacks the failure"
 
 # A step past its timeout is killed and fails.
-cat >"$work/slow.kdl" <<'EOF'
+cat >"$env_dir/VMFile.kdl" <<'EOF'
 vm "vf-b" {
     provision "shell" { inline "sleep 60"; timeout 1; }
 }
 EOF
 t0=$(date +%s)
-expect_code "step timeout" vm_manager::provision::failed provision --file "$work/slow.kdl"
+expect_code "step timeout" vm_manager::provision::failed provision --name vf-b
 [ $(($(date +%s) - t0)) -lt 30 ] && ok "timed-out step ended early" || fail "timeout took $(($(date +%s) - t0)) s"
 jq -r '.error.notes[]' <<<"$LAST_JSON" | grep -q 'vm_manager::timeout' && ok "timeout is the cause" ||
   fail "no timeout cause: $LAST_JSON"
 [ "$(jq -r .error.details.exit_code <<<"$LAST_JSON")" != 0 ] && ok "timed-out step has a non-zero status" ||
   fail "timed-out status 0"
 
+cp "$work/orig.kdl" "$env_dir/VMFile.kdl"
 vm pause vf-b >/dev/null
 expect_code "provision on a paused vm" vm_manager::vm::invalid_state provision --name vf-b
 out=$(vm --json up --name vf-b 2>/dev/null)
