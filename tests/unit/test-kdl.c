@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -557,6 +558,154 @@ static void test_depth_limit(void **state)
     free(buf);
 }
 
+/* --- scaling: no input shape may make the parser quadratic (issue 16) --- */
+
+typedef void (*shape_fn)(FILE *f, size_t n);
+
+static void shape_nodes(FILE *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "n%zu %zu\n", i, i);
+}
+static void shape_children(FILE *f, size_t n)
+{
+    fputs("parent {\n", f);
+    shape_nodes(f, n);
+    fputs("}\n", f);
+}
+static void shape_args(FILE *f, size_t n)
+{
+    fputs("node", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, " %zu", i);
+    fputc('\n', f);
+}
+static void shape_props(FILE *f, size_t n)
+{
+    fputs("node", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, " k%zu=%zu", i, i);
+    fputc('\n', f);
+}
+static void shape_same_prop(FILE *f, size_t n)
+{
+    fputs("node", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, " k=%zu", i);
+    fputc('\n', f);
+}
+static void shape_string(FILE *f, size_t n)
+{
+    fputs("node \"", f);
+    for (size_t i = 0; i < n; i++)
+        fputs("abc\\n\\t\\u{e9}x", f);
+    fputs("\"\n", f);
+}
+static void shape_raw(FILE *f, size_t n)
+{
+    fputs("node #\"", f);
+    for (size_t i = 0; i < n; i++)
+        fputs("raw \\ text \" ", f);
+    fputs("\"#\n", f);
+}
+static void shape_multiline(FILE *f, size_t n)
+{
+    fputs("node \"\"\"\n", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "    line %zu\n", i);
+    fputs("    \"\"\"\n", f);
+}
+static void shape_comments(FILE *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "/* c%zu */ // line\n/- gone %zu\n", i, i);
+    fputs("n\n", f);
+}
+static void shape_deep(FILE *f, size_t n)
+{
+    /* many subtrees at the depth limit */
+    for (size_t i = 0; i < n / KDL_MAX_DEPTH + 1; i++) {
+        for (size_t d = 0; d < KDL_MAX_DEPTH; d++)
+            fputs("a{", f);
+        for (size_t d = 0; d < KDL_MAX_DEPTH; d++)
+            fputc('}', f);
+        fputc('\n', f);
+    }
+}
+
+/* CPU time: other processes on the host do not count. */
+static double cpu_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* Best CPU time of `runs` parses (and canonical prints) of the shape at size n. */
+static double shape_time(shape_fn g, size_t n, int runs)
+{
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    assert_non_null(f);
+    g(f, n);
+    fclose(f);
+    double best = 1e9;
+    for (int r = 0; r < runs; r++) {
+        kdl_document *doc = NULL;
+        vmctl_error *e = NULL;
+        double t0 = cpu_usec();
+        if (kdl_parse("s.kdl", buf, size, KDL_VERSION_MARKER, &doc, &e) < 0)
+            fail_msg("shape parse failed: %s", vmctl_error_get_message(e));
+        char *out = NULL;
+        assert_int_equal(kdl_format(doc, &out, NULL), 0);
+        double t = cpu_usec() - t0;
+        free(out);
+        kdl_document_free(doc);
+        if (t < best)
+            best = t;
+    }
+    free(buf);
+    return best;
+}
+
+/* Ten times the input takes less than 30 times the CPU time (linear is 10x; quadratic 100x).
+ * The small size is a few hundred KiB to a MiB, past the CPU caches (smaller ones fit and make
+ * the first step look worse than linear); never an absolute bound. */
+static void test_scaling(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        shape_fn g;
+        size_t n;
+    } shapes[] = {
+        {"many nodes", shape_nodes, 40000},
+        {"many children", shape_children, 40000},
+        {"many arguments", shape_args, 50000},
+        {"many properties", shape_props, 30000},
+        {"one property repeated", shape_same_prop, 40000},
+        {"long escaped string", shape_string, 50000},
+        {"long raw string", shape_raw, 60000},
+        {"multi-line string", shape_multiline, 60000},
+        {"comments and slashdash", shape_comments, 30000},
+        {"subtrees at the depth limit", shape_deep, 30000},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(shapes); i++) {
+        double ratio = 0;
+        /* a second measurement before failing: one run can be disturbed */
+        for (int attempt = 0; attempt < 2 && !(ratio > 0 && ratio < 30); attempt++) {
+            double small = shape_time(shapes[i].g, shapes[i].n, 3);
+            double large = shape_time(shapes[i].g, shapes[i].n * 10, 2);
+            ratio = large / (small > 1 ? small : 1);
+            print_message("scaling: %-28s %8.0f us -> %9.0f us (x%.1f)\n", shapes[i].name, small,
+                          large, ratio);
+        }
+        if (ratio >= 30)
+            fail_msg("%s: 10x the input took %.1fx the time", shapes[i].name, ratio);
+    }
+}
+
 static void test_large_document(void **state)
 {
     (void)state;
@@ -689,7 +838,7 @@ int main(void)
         cmocka_unit_test(test_error_snippet),   cmocka_unit_test(test_error_at),
         cmocka_unit_test(test_versions),        cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_large_document),  cmocka_unit_test(test_buffer_not_terminated),
-        cmocka_unit_test(test_public_api),
+        cmocka_unit_test(test_scaling),         cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

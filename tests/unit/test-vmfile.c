@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -335,6 +336,159 @@ static void test_load(void **state)
     assert_int_equal(chdir(cwd), 0);
 }
 
+/* --- limits and scaling (issue 16) --- */
+
+static char *gen(size_t *len, const char *fmt_head, size_t n, const char *fmt_item,
+                 const char *tail)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    assert_non_null(f);
+    fputs(fmt_head, f);
+    for (size_t i = 0; i < n; i++)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+        fprintf(f, fmt_item, i, i); /* the tests' own literals, each with two %zu */
+#pragma GCC diagnostic pop
+    fputs(tail, f);
+    fclose(f);
+    return buf;
+}
+
+/* A cap: validation at line:1 of the first node over it, details limit and count. */
+static void expect_cap(const char *doc, size_t len, vmctl_error_kind kind, const char *line,
+                       const char *limit, const char *count, const char *part)
+{
+    vmfile *f = NULL;
+    vmctl_error *e = NULL;
+    assert_true(vmfile_parse("VMFile.kdl", tmpdir, doc, len, &f, &e) < 0);
+    assert_null(f);
+    if (vmctl_error_get_kind(e) != kind)
+        fail_msg("got %s: %s", vmctl_error_get_code(e), vmctl_error_get_message(e));
+    if (line) {
+        assert_string_equal(vmctl_error_find_detail(e, "line"), line);
+        cleanup_free char *prefix = str_printf("VMFile.kdl:%s:", line);
+        assert_true(str_startswith(vmctl_error_get_message(e), prefix));
+    }
+    assert_string_equal(vmctl_error_find_detail(e, "limit"), limit);
+    assert_string_equal(vmctl_error_find_detail(e, "count"), count);
+    if (!strstr(vmctl_error_get_message(e), part))
+        fail_msg("message '%s' lacks '%s'", vmctl_error_get_message(e), part);
+    assert_non_null(strstr(vmctl_error_get_help(e), "Limits"));
+    vmctl_error_free(e);
+}
+
+static void test_caps(void **state)
+{
+    (void)state;
+    size_t len;
+    /* 1025 machines: the 1025th vm node (line 1025) is over */
+    cleanup_free char *m = gen(&len, "", 1025, "vm \"m%zu\" // %zu\n", "");
+    expect_cap(m, len, VMCTL_E_VMFILE_VALIDATION, "1025", "1024", "1025",
+               "too many vm nodes: 1025 (at most 1024 per VMFile)");
+    /* 1024 are fine */
+    cleanup_free char *m_ok = gen(&len, "", 1024, "vm \"m%zu\" // %zu\n", "");
+    vmfile *f = parse_ok(m_ok);
+    assert_int_equal(f->n_machines, 1024);
+    vmfile_free(f);
+
+    /* 4097 steps in one vm: the step at line 4098 is over; the count is all of them */
+    cleanup_free char *st = gen(&len, "vm \"s\" {\n", 4100,
+                                "    provision \"shell\" { inline \"echo %zu %zu\"; }\n", "}\n");
+    expect_cap(st, len, VMCTL_E_VMFILE_VALIDATION, "4098", "4096", "4100",
+               "too many provisioning steps: 4100 (at most 4096 per vm)");
+    cleanup_free char *ports =
+        gen(&len, "vm \"p\" {\n", 257, "    port host=%zu guest=%zu\n", "}\n");
+    expect_cap(ports, len, VMCTL_E_VMFILE_VALIDATION, "258", "256", "257",
+               "too many port forwards");
+    cleanup_free char *env = gen(&len, "vm \"e\" {\n    env", 1025, " V%zu=%zu", "\n}\n");
+    expect_cap(env, len, VMCTL_E_VMFILE_VALIDATION, "2", "1024", "1025", "too many env variables");
+
+    /* more bytes than a VMFile may hold: refused before parsing */
+    size_t big = VMFILE_MAX_BYTES + 1;
+    char *huge = malloc(big);
+    assert_non_null(huge);
+    memset(huge, '\n', big);
+    cleanup_free char *limit = str_printf("%u", VMFILE_MAX_BYTES);
+    cleanup_free char *count = str_printf("%zu", big);
+    expect_cap(huge, big, VMCTL_E_VMFILE_PARSE_FAILED, NULL, limit, count,
+               "more than a VMFile may hold");
+    free(huge);
+    /* and by vmfile_load without reading it (a sparse file) */
+    cleanup_free char *path = str_printf("%s/huge.kdl", tmpdir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)VMFILE_MAX_BYTES * 4), 0);
+    close(fd);
+    vmctl_error *e = NULL;
+    f = NULL;
+    assert_true(vmfile_load(path, &f, &e) < 0);
+    assert_int_equal(vmctl_error_get_kind(e), VMCTL_E_VMFILE_PARSE_FAILED);
+    assert_non_null(strstr(vmctl_error_get_message(e), "67108864 bytes"));
+    vmctl_error_free(e);
+    unlink(path);
+
+    /* the duplicate check in a large file still names the second definition */
+    cleanup_free char *dup = gen(&len, "", 1000, "vm \"d%zu\" // %zu\n", "vm \"d7\"\n");
+    parse_bad(dup, VMCTL_E_VMFILE_VALIDATION, "1001", "4", "name", "defined twice");
+}
+
+/* CPU time of vmfile_parse on `steps` steps, 40 per machine (best of runs). */
+static double cpu_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static double vmfile_time(size_t steps, int runs)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    assert_non_null(fp);
+    for (size_t i = 0; i < steps; i++) {
+        if (i % 40 == 0)
+            fprintf(fp, "%svm \"m%zu\" {\n", i ? "}\n" : "", i / 40);
+        fprintf(fp, "    provision \"shell\" { inline \"echo step %zu\"; }\n", i);
+    }
+    fputs("}\n", fp);
+    fclose(fp);
+    double best = 1e12;
+    for (int r = 0; r < runs; r++) {
+        vmfile *f = NULL;
+        vmctl_error *e = NULL;
+        double t0 = cpu_usec();
+        if (vmfile_parse("VMFile.kdl", tmpdir, buf, len, &f, &e) < 0)
+            fail_msg("%s", vmctl_error_get_message(e));
+        double t = cpu_usec() - t0;
+        assert_int_equal(f->n_machines, (steps + 39) / 40);
+        /* line numbers from the one-pass cursor: machine k starts at line 1 + 42k */
+        assert_int_equal(f->machines[f->n_machines - 1].steps[0].line, 2 + 42 * ((steps - 1) / 40));
+        vmfile_free(f);
+        if (t < best)
+            best = t;
+    }
+    free(buf);
+    return best;
+}
+
+/* Validation is linear: 10x the steps take less than 30x the CPU time (it was quadratic: every
+ * step's line number was counted from the top of the file; 10x took 100x). */
+static void test_scaling(void **state)
+{
+    (void)state;
+    double ratio = 0;
+    for (int attempt = 0; attempt < 2 && !(ratio > 0 && ratio < 30); attempt++) {
+        double small = vmfile_time(3000, 3), large = vmfile_time(30000, 2);
+        ratio = large / (small > 1 ? small : 1);
+        print_message("vmfile_parse: 3000 steps %.0f us, 30000 steps %.0f us (x%.1f)\n", small,
+                      large, ratio);
+    }
+    if (ratio >= 30)
+        fail_msg("10x the steps took %.1fx the time", ratio);
+}
+
 static void test_actions(void **state)
 {
     (void)state;
@@ -350,7 +504,8 @@ int main(void)
         cmocka_unit_test(test_full_mapping), cmocka_unit_test(test_image_forms),
         cmocka_unit_test(test_v1_document),  cmocka_unit_test(test_validation),
         cmocka_unit_test(test_parse_failed), cmocka_unit_test(test_load),
-        cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_actions),      cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_scaling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
