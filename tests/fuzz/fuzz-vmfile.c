@@ -41,6 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
         }
         CHECK(k == VMCTL_E_VMFILE_PARSE_FAILED || k == VMCTL_E_VMFILE_VALIDATION);
+        if (size > VMFILE_MAX_BYTES) { /* refused before parsing: no position */
+            CHECK(k == VMCTL_E_VMFILE_PARSE_FAILED && vmctl_error_find_detail(e, "limit"));
+            vmctl_error_free(e);
+            return 0;
+        }
         const char *line = vmctl_error_find_detail(e, "line");
         const char *col = vmctl_error_find_detail(e, "column");
         CHECK(line && col);
@@ -53,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         vmctl_error_free(e);
         return 0;
     }
-    CHECK(f && !e && f->n_machines > 0);
+    CHECK(f && !e && f->n_machines > 0 && f->n_machines <= VMFILE_MAX_MACHINES);
     for (size_t i = 0; i < f->n_machines; i++) {
         const vmfile_machine *m = &f->machines[i];
         CHECK(name_is_valid(m->config.name));
@@ -62,10 +67,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(!(m->config.image && m->config.kernel));
         CHECK(!m->config.initrd || m->config.kernel);
         CHECK((m->config.env == NULL) == (m->n_env == 0));
+        CHECK(m->n_steps <= VMFILE_MAX_STEPS && m->config.n_ports <= VMFILE_MAX_PORTS &&
+              m->n_env <= VMFILE_MAX_ENV);
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(f->machines[j].name, m->name) != 0);
         for (size_t j = 0; j < m->n_steps; j++) {
             const vmfile_step *s = &m->steps[j];
+            CHECK(s->line >= 1 && (j == 0 || s->line >= m->steps[j - 1].line));
             if (s->kind == VMFILE_STEP_SHELL)
                 CHECK(!s->inline_cmd != !s->script);
             else
