@@ -13,3 +13,11 @@ if command -v hyperfine >/dev/null; then
   hyperfine -N --warmup 2 --runs 10 "wc -l $tmp/doc.kdl" "$vmctl kdl fmt $tmp/doc.kdl" \
     --output=null
 fi
+# The VMFile case (issue 16): vmfile_parse (parse + validation) of 10,000, 20,000 and 40,000 steps
+# in process, then end to end `vmctl up --file F --name none` (validates, then fails with
+# vm::not_found: creates nothing) on the 40,000-step file.
+"$build/bench/kdl-throughput" --vmfile 40000 --runs 5 --write "$tmp/vmfile.kdl"
+if command -v hyperfine >/dev/null; then
+  hyperfine -N -i --warmup 1 --runs 10 \
+    "$vmctl --home $tmp/home up --file $tmp/vmfile.kdl --name none" --output=null
+fi
