@@ -55,6 +55,15 @@ expect_eq "no step ran the fourth time" "$(vm exec sc-1 -- cat /tmp/a-runs | wc 
 out=$(vm --json up --file "$work/a-link/VMFile.kdl" 2>/dev/null); rc=$?
 expect_eq "same project through a symlink" "$rc $(jq -r '.[0].action' <<<"$out")" "0 unchanged"
 
+# Changed steps: the machine stays as it is, with a notice to run `vmctl provision`.
+sed -i 's/echo a >> /echo a2 >> /' "$work/a/VMFile.kdl"
+out=$(vm --json up --file "$work/a/VMFile.kdl" 2>"$work/changed.err"); rc=$?
+expect_eq "changed steps: unchanged" "$rc $(jq -r '.[0].action' <<<"$out")" "0 unchanged"
+grep -q "steps of vm 'sc-1' changed since it was provisioned" "$work/changed.err" &&
+  ok "changed steps: notice" || fail "no notice: $(cat "$work/changed.err")"
+vm down --adopt --file "$work/a/VMFile.kdl" >/dev/null 2>&1
+expect_eq "--adopt is for up only (usage error)" "$? $(state_of sc-1)" "2 running"
+
 # --- another project naming the same VM is refused ---
 pid=$(vm status --json sc-1 | jq -r .pid)
 for cmd in "up" "provision" "reload" "down" "down --destroy"; do
