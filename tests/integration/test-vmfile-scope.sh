@@ -2,12 +2,28 @@
 # VMFile machines belong to the VMFile that made them (issue 17): a second project naming the same
 # VM, and a VM made by hand, are refused by up/provision/reload/down and left untouched; up
 # --adopt takes over a hand-made one. A failed provisioning is recorded (status/list show it) and
-# the next `up` provisions again, exiting 1 while it still fails. Two VMs boot.
+# the next `up` provisions again, exiting 1 while it still fails; a file of 300 machines does not
+# run out of descriptors. Two VMs boot.
 . "$(dirname "$0")/lib.sh"
+
+work=$(mktemp -d /tmp/vmctl-vmfile-scope.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# --- without a guest: many machines at once stay within the descriptor limit ---
+# 300 directly booted machines whose QEMU cannot be spawned, under `ulimit -n 128`, each create
+# held open 200 ms (VMCTL_TEST_CREATE_DELAY_MS): every machine reports its own spawn failure,
+# none EMFILE (it was a thread and a store connection per machine, all at once).
+for i in $(seq 300); do echo "vm \"mm$i\" { kernel \"/etc/hostname\"; }"; done >"$work/many.kdl"
+out=$(ulimit -n 128; VMCTL_TEST_CREATE_DELAY_MS=200 VMCTL_QEMU=/nonexistent/qemu \
+  "$VMCTL" --home "$work/many-home" --json up --file "$work/many.kdl" 2>/dev/null)
+expect_eq "300 machines: the first error is spawn_failed" "$(jq -r .error.code <<<"$out")" vm_manager::qemu::spawn_failed
+expect_eq "300 machines: the 299 others too, none EMFILE" \
+  "$(jq -r '[.error.notes[] | select(test("spawn_failed"))] | length' <<<"$out") $(jq -r '[.error.notes[] | select(test("Too many open files"))] | length' <<<"$out")" "299 0"
+rm -rf "$work/many-home" # no QEMU was started
+[ "$fails" -eq 0 ] || finish # a skip below must not hide a failure above
 
 need_guest
 setup_home
-work=$(mktemp -d /tmp/vmctl-vmfile-scope.XXXXXX)
 trap 'cleanup; rm -rf "$work"' EXIT
 mkdir -p "$work/a" "$work/b" "$work/c"
 ln -s "$work/a" "$work/a-link"
