@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -706,6 +707,53 @@ static void test_scaling(void **state)
     }
 }
 
+/* However deep the input, a parse fits in a small thread stack: the depth cap stops the
+ * recursion (at 100,000 levels, without it, the parser would need tens of MiB). */
+static void *deep_parse(void *arg)
+{
+    size_t levels = *(size_t *)arg;
+    char *buf = calloc(levels * 3 + 1, 1);
+    if (!buf)
+        return (void *)1;
+    size_t k = 0;
+    for (size_t i = 0; i < levels; i++)
+        buf[k++] = 'a', buf[k++] = '{';
+    for (size_t i = 0; i < levels; i++)
+        buf[k++] = '}';
+    kdl_document *doc = NULL;
+    vmctl_error *e = NULL;
+    int r = kdl_parse("deep.kdl", buf, k, KDL_VERSION_FALLBACK, &doc, &e);
+    intptr_t bad = 0;
+    if (levels > KDL_MAX_DEPTH)
+        bad = r != -EINVAL || !strstr(vmctl_error_get_message(e), "nested more than");
+    else {
+        char *out = NULL;
+        bad = r != 0 || kdl_format(doc, &out, NULL) != 0; /* the printer recurses too */
+        free(out);
+    }
+    vmctl_error_free(e);
+    kdl_document_free(doc);
+    free(buf);
+    return (void *)bad;
+}
+
+static void test_depth_small_stack(void **state)
+{
+    (void)state;
+    size_t levels[] = {KDL_MAX_DEPTH, 100000};
+    for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
+        pthread_attr_t attr;
+        pthread_t t;
+        void *res = NULL;
+        assert_int_equal(pthread_attr_init(&attr), 0);
+        assert_int_equal(pthread_attr_setstacksize(&attr, 1 << 20), 0);
+        assert_int_equal(pthread_create(&t, &attr, deep_parse, &levels[i]), 0);
+        assert_int_equal(pthread_join(t, &res), 0);
+        pthread_attr_destroy(&attr);
+        assert_null(res);
+    }
+}
+
 static void test_large_document(void **state)
 {
     (void)state;
@@ -838,7 +886,8 @@ int main(void)
         cmocka_unit_test(test_error_snippet),   cmocka_unit_test(test_error_at),
         cmocka_unit_test(test_versions),        cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_large_document),  cmocka_unit_test(test_buffer_not_terminated),
-        cmocka_unit_test(test_scaling),         cmocka_unit_test(test_public_api),
+        cmocka_unit_test(test_scaling),         cmocka_unit_test(test_depth_small_stack),
+        cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
