@@ -415,6 +415,28 @@ int cli_vm_action(cli *c, int argc, char **argv,
     return cli_vm_done(c, c->args[0], done);
 }
 
+int cli_finish_stdout(cli *c, int r)
+{
+    /* A full disk, a closed pipe without SIGPIPE, /dev/full: output that never arrived is a
+     * failure, not a success that printed nothing. */
+    errno = 0;
+    bool bad = fflush(stdout) != 0 || ferror(stdout);
+    int err = errno ? errno : render_stdout_errno;
+    if (fclose(stdout) != 0 && !bad) {
+        bad = true;
+        err = errno;
+    }
+    if (!bad)
+        return r;
+    vmctl_error *e = NULL;
+    vmctl_error_new(&e, VMCTL_E_IO, err ? err : EIO, "cannot write to standard output");
+    vmctl_error_set_help(e, "Check where standard output goes: the disk may be full, or the "
+                            "reader gone; run the command again with its output elsewhere");
+    c->json = false; /* stdout is what failed: the error goes to stderr */
+    render_error(c, e);
+    return r == EXIT_OK ? EXIT_ERROR : r;
+}
+
 /* --- signals --- */
 
 volatile sig_atomic_t cli_interrupted = 0;

@@ -173,6 +173,10 @@ extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_signals(bool reset_after_first);
 void cli_restore_signals(void);
 
+/* At exit: flush and close stdout; when that fails, render vm_manager::io on stderr and return
+ * EXIT_ERROR (or r when it is already a failure). */
+int cli_finish_stdout(cli *c, int r);
+
 /* Write all of buf to fd (EINTR-safe). */
 int cli_write_all(int fd, const void *buf, size_t len);
 

@@ -108,7 +108,7 @@ void cli_print_main_help(FILE *f)
 void cli_print_help(cli *c)
 {
     if (c->cmd && c->cmd->help) {
-        fputs(c->cmd->help, stdout);
+        render_fputs(c->cmd->help, stdout);
         fputs("\nGlobal options: --home DIR, --json, -v (before or after the command; see `vmctl "
               "--help`)\n",
               stdout);
@@ -261,7 +261,7 @@ int main(int argc, char **argv)
     r = cmd->fn(&c, argc - idx, argv + idx);
 
 out:
-    fflush(stdout);
+    r = cli_finish_stdout(&c, r);
     if (c.ctx)
         vmctl_ctx_free(c.ctx);
     free(c.opt_long);
