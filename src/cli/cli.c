@@ -74,6 +74,19 @@ static int getopt_error(cli *c, int o, int argc, char **argv)
     return CLI_OPT_EXIT;
 }
 
+/* exec, run, ssh: once the positionals before the guest command are there (NAME), the next
+ * positional starts the command, and everything from it on is the command's, options included
+ * (as after "--"): `vmctl exec web grep -i root /etc/passwd` runs exactly that. */
+static bool command_starts(cli *c, int argc, char **argv)
+{
+    if (c->opt_command_at == 0 || c->n_args < c->opt_command_at)
+        return false;
+    c->dashdash = true;
+    c->rest = argv + optind;
+    c->n_rest = (size_t)(argc - optind);
+    return true;
+}
+
 static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
                          const struct option *longopts, int *subcommand)
 {
@@ -90,6 +103,8 @@ static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
         if (!subcommand && !c->opt_mid_cluster && optind < argc && argv[optind][0] == '-' &&
             argv[optind][1] && argv[optind][1] != '-' &&
             !strchr(c->opt_short + 2, argv[optind][1])) {
+            if (command_starts(c, argc, argv))
+                break;
             c->args[c->n_args++] = argv[optind++];
             continue;
         }
@@ -115,6 +130,8 @@ static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
                 *subcommand = optind;
                 return -1;
             }
+            if (command_starts(c, argc, argv))
+                break;
             c->args[c->n_args++] = argv[optind++];
             continue;
         }
@@ -336,13 +353,21 @@ int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret)
 
 int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
 {
-    static const char expected[] = "a number of seconds (e.g. 30, 1.5 or 2m)";
+    char expected[128];
+    snprintf(expected, sizeof(expected),
+             "a positive number of seconds of at most %u (%u days), e.g. 30, 1.5, 2m or 1h",
+             CLI_MAX_SECONDS, CLI_MAX_SECONDS / 86400);
     char *end = NULL;
     errno = 0;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
+    /* Digits and one dot only: no sign, no "inf"/"nan", no hex, no exponent (1e308). */
+    size_t n = strspn(s, "0123456789.");
+    size_t dots = 0;
+    for (size_t i = 0; i < n; i++)
+        dots += s[i] == '.';
+    if (n == 0 || dots > 1)
         return invalid_number(c, option, s, expected);
     double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v) || v < 0)
+    if (errno || end != s + n || !isfinite(v))
         return invalid_number(c, option, s, expected);
     if (*end == '\0' || streq(end, "s"))
         ;
@@ -351,6 +376,8 @@ int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
     else if (streq(end, "h"))
         v *= 3600;
     else
+        return invalid_number(c, option, s, expected);
+    if (!(v > 0) || v > CLI_MAX_SECONDS)
         return invalid_number(c, option, s, expected);
     *ret = v;
     return 0;

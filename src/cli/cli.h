@@ -102,7 +102,14 @@ struct cli {
     char **rest; /* everything after "--" */
     size_t n_rest;
     bool dashdash;
+    /* Set by exec, run and ssh before parsing: once this many positionals are there, the next
+     * one starts the guest command (taken as if after "--"). 0: off. */
+    size_t opt_command_at;
 };
+
+/* The longest duration an option takes (7 days): beyond it the millisecond arithmetic of
+ * deadlines overflows. */
+#define CLI_MAX_SECONDS 604800u
 
 /* Values for the global options; command options use values >= 0x100 or short letters. */
 enum {

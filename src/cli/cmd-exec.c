@@ -7,11 +7,12 @@
 #include "render.h"
 
 const char cmd_exec_help[] =
-    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] -- CMD "
+    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] [--] CMD "
     "[ARGS...]\n"
     "\n"
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
-    "up in the guest's PATH. Its stdout and stderr are streamed byte for byte to vmctl's stdout\n"
+    "up in the guest's PATH. vmctl's options go before CMD: from CMD's first word on, every\n"
+    "argument is the command's, options included (`vmctl exec web grep -i root /etc/passwd`). Its stdout and stderr are streamed byte for byte to vmctl's stdout\n"
     "and stderr as they are produced, and vmctl exits with its exit status (128+N when signal N\n"
     "ended it). Errors of vmctl itself exit 1 and are rendered on stderr. Ctrl-C (SIGINT),\n"
     "SIGTERM, SIGHUP and SIGQUIT are forwarded to the command; the third Ctrl-C kills it.\n"
@@ -210,6 +211,7 @@ int cmd_exec(cli *c, int argc, char **argv)
     bool interactive = false;
     int o;
 
+    c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "iu:", options)) != -1) {
         switch (o) {
         case OPT_ENV: {

@@ -166,8 +166,10 @@ static int io_fn(void *userdata, int stream, const void *data, size_t len)
 
 static uint64_t exec_deadline(const vmctl_exec_opts *opts)
 {
-    return opts->timeout_sec > 0 ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
-                                 : UINT64_MAX;
+    /* Past 10^9 s (or not finite) the microseconds overflow: no deadline then. */
+    return opts->timeout_sec > 0 && opts->timeout_sec < 1e9
+               ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
+               : UINT64_MAX;
 }
 
 int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,

@@ -42,6 +42,9 @@
 
 static uint64_t deadline_after(double seconds)
 {
+    /* Past 10^9 s (or not finite) the microseconds overflow: as good as never. */
+    if (!(seconds < 1e9))
+        return UINT64_MAX / 2;
     return now_usec() + (uint64_t)(seconds * 1e6);
 }
 
