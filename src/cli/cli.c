@@ -388,7 +388,9 @@ vmctl_ctx *cli_ctx(cli *c)
     if (c->ctx)
         return c->ctx;
     vmctl_error *e = NULL;
-    if (vmctl_ctx_new(c->home, &c->ctx, &e) < 0) {
+    /* Only the commands that make something (create, run, up, image build-default, ...) create
+     * the home: a mistyped --home with `list` must not leave a new home behind. */
+    if (vmctl_ctx_open(c->home, c->home_create ? 0 : VMCTL_CTX_NO_CREATE, &c->ctx, &e) < 0) {
         c->ctx = NULL;
         if (!e)
             vmctl_error_new(&e, VMCTL_E_INTERNAL, EIO, "cannot open the vmctl home");
@@ -396,6 +398,12 @@ vmctl_ctx *cli_ctx(cli *c)
         return NULL;
     }
     vmctl_ctx_set_log(c->ctx, render_log, c);
+    if (!vmctl_ctx_has_store(c->ctx) && !c->json) {
+        cleanup_free char *msg = cli_printf("there is no vmctl home at '%s' yet (nothing was "
+                                            "created there)",
+                                            vmctl_ctx_get_home(c->ctx));
+        render_log(c, VMCTL_LOG_NOTICE, msg ? msg : "there is no vmctl home here yet");
+    }
     return c->ctx;
 }
 

@@ -89,6 +89,7 @@ struct cli {
     const cli_command *cmd; /* the command being run (NULL: vmctl itself) */
     const char *cmd_path;   /* "create", "image list", ... for messages */
     vmctl_ctx *ctx;         /* opened on demand by cli_ctx() */
+    bool home_create;       /* set by commands that make things: cli_ctx() may create the home */
     bool progress_active;   /* a progress line is on stderr, clear it before printing */
 
     /* option parser state, see cli_getopt() */
@@ -163,7 +164,9 @@ int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsi
 int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret);
 int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret);
 
-/* The library context for c->home, opened once (renders the error and returns NULL on failure). */
+/* The library context for c->home, opened once (renders the error and returns NULL on failure).
+ * It creates nothing unless the command set c->home_create first (a home without a store reads
+ * as empty, with a note on stderr). */
 vmctl_ctx *cli_ctx(cli *c);
 
 /* Help text of the current command (or vmctl's own) on stdout. */

@@ -382,6 +382,8 @@ void store_close(store *s)
     free(s);
 }
 
+static int store_open_path(const char *path, store **ret, vmctl_error **reterr);
+
 int store_open(const char *home, store **ret, vmctl_error **reterr)
 {
     if (!home || !ret)
@@ -394,11 +396,24 @@ int store_open(const char *home, store **ret, vmctl_error **reterr)
         err_detail(reterr, "path", "%s", home);
         return r;
     }
+    cleanup_free char *path = str_printf("%s/vmctl.db", home);
+    if (!path)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    return store_open_path(path, ret, reterr);
+}
 
+int store_open_empty(store **ret, vmctl_error **reterr)
+{
+    return store_open_path(":memory:", ret, reterr);
+}
+
+static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
+{
+    int r;
     cleanup_store store *s = calloc(1, sizeof(*s));
     if (!s)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    s->path = str_printf("%s/vmctl.db", home);
+    s->path = strdup(path);
     if (!s->path)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 
