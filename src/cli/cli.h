@@ -286,8 +286,8 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --disk GiB           disk size in GiB (default: the image's size)\n"                    \
     "      --machine M          microvm or q35 (default: microvm for kernels, q35 for images)\n"   \
     "      --accel A            auto, kvm or tcg (default auto: KVM only where it really works)\n" \
-    "      --net N              user, tap or none (default none for the default guest, else "      \
-    "user)\n"                                                                                      \
+    "      --net N              user or none (default none for the default guest, else user;\n"    \
+    "                           tap is not supported yet)\n"                                       \
     "      --port HOST:GUEST[/udp]\n"                                                              \
     "                           forward a host port to the guest (repeatable; HOST 0 picks one)\n" \
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \

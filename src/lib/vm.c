@@ -366,6 +366,17 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
     const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
+    if (streq(net, "tap")) {
+        /* Refused here, not at start: a VM that can never start is not created. */
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
+                         "tap networking is not supported yet");
+        err_detail(reterr, "field", "net");
+        err_detail(reterr, "value", "%s", net);
+        err_detail(reterr, "allowed", "user or none");
+        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
+                         "`--net none`.");
+        return r;
+    }
     if (c->n_ports && !streq(net, "user")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
                          "port forwards need user-mode networking, not '%s'", net);
