@@ -90,6 +90,7 @@ struct cli {
     const char *cmd_path;   /* "create", "image list", ... for messages */
     vmctl_ctx *ctx;         /* opened on demand by cli_ctx() */
     bool home_create;       /* set by commands that make things: cli_ctx() may create the home */
+    size_t exec_max_output; /* exec --max-output in bytes (0: CLI_EXEC_MAX_OUTPUT_DEFAULT) */
     bool progress_active;   /* a progress line is on stderr, clear it before printing */
 
     /* option parser state, see cli_getopt() */
@@ -304,9 +305,14 @@ int cli_vm_done(cli *c, const char *name, const char *done);
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done);
 
-/* Run argv in the VM and pass its output on (byte-exact, or one JSON object with --json).
+/* Run argv in the VM (its stdin from stdin_fd, -1: none) and report it as one JSON object.
  * Returns the command's status (128+N for signal N), or EXIT_ERROR after rendering an error. */
-int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);
+int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts, int stdin_fd);
+/* Like vmctl_exec, but each of stdout and stderr is collected up to c->exec_max_output (0: the
+ * default, 64 MiB); past it the command is stopped and the call fails with vm_manager::io. */
+#define CLI_EXEC_MAX_OUTPUT_DEFAULT ((size_t)64 << 20)
+int cli_exec_collect(cli *c, vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
+                     int stdin_fd, vmctl_exec_result *res, vmctl_error **reterr);
 /* The output part of it, for a result obtained elsewhere (clears res). */
 int cli_exec_report(cli *c, vmctl_exec_result *res);
 /* Output callbacks that pass a command's stdout/stderr through to vmctl's, byte for byte. */

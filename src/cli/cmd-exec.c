@@ -32,6 +32,9 @@ const char cmd_exec_help[] =
     "                     its stdin is /dev/null)\n"
     "      --via CHANNEL  agent or ssh; default: the agent when it answers, else SSH (as user\n"
     "                     vmctl, with the VM's key, over its forwarded SSH port)\n"
+    "      --max-output MiB  with --json: collect at most this much of each of stdout and\n"
+    "                     stderr (default 64; 1G also works); past it the command is stopped\n"
+    "                     and vmctl fails with vm_manager::io\n"
     "  -h, --help         show this help\n"
     "\n"
     "Examples:\n"
@@ -41,7 +44,7 @@ const char cmd_exec_help[] =
     "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
     "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
 
-enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA };
+enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA, OPT_MAX_OUTPUT };
 
 static const struct option options[] = {
     {"env", required_argument, NULL, OPT_ENV},
@@ -49,6 +52,7 @@ static const struct option options[] = {
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"interactive", no_argument, NULL, 'i'},
     {"via", required_argument, NULL, OPT_VIA},
+    {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
     {"user", required_argument, NULL, 'u'},
     {},
 };
@@ -58,39 +62,6 @@ char *const *cli_command_argv(cli *c, size_t first)
     if (c->dashdash)
         return c->n_rest > 0 ? c->rest : NULL;
     return c->n_args > first ? c->args + first : NULL;
-}
-
-static int read_all(int fd, char **ret, size_t *ret_len)
-{
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return -ENOMEM;
-    for (;;) {
-        if (len == cap) {
-            char *n = realloc(buf, cap * 2);
-            if (!n) {
-                free(buf);
-                return -ENOMEM;
-            }
-            buf = n;
-            cap *= 2;
-        }
-        ssize_t k = read(fd, buf + len, cap - len);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            int r = -errno;
-            free(buf);
-            return r;
-        }
-        if (k == 0)
-            break;
-        len += (size_t)k;
-    }
-    *ret = buf;
-    *ret_len = len;
-    return 0;
 }
 
 int cli_exec_report(cli *c, vmctl_exec_result *res)
@@ -119,15 +90,88 @@ int cli_exec_report(cli *c, vmctl_exec_result *res)
     return status;
 }
 
-int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts)
+/* --json collects the output, each stream up to a bound: past it the command is stopped (the
+ * session closes, the agent kills its process group) and the call fails with io (EFBIG). */
+struct collect {
+    vmctl_exec_result *res;
+    size_t max;
+    int over; /* 1: stdout, 2: stderr passed the bound */
+    size_t cap[2];
+};
+
+static int collect_add(struct collect *k, int which, const void *data, size_t len)
+{
+    char **buf = which == 0 ? &k->res->out : &k->res->err;
+    size_t *n = which == 0 ? &k->res->out_len : &k->res->err_len;
+    if (len > k->max - *n) {
+        k->over = which + 1;
+        return -EFBIG;
+    }
+    if (*n + len + 1 > k->cap[which]) {
+        size_t cap = k->cap[which] ? k->cap[which] : 65536;
+        while (cap < *n + len + 1)
+            cap *= 2;
+        char *nb = realloc(*buf, cap);
+        if (!nb)
+            return -ENOMEM;
+        *buf = nb;
+        k->cap[which] = cap;
+    }
+    memcpy(*buf + *n, data, len);
+    *n += len;
+    (*buf)[*n] = '\0';
+    return 0;
+}
+
+static int collect_stdout(const void *data, size_t len, void *userdata)
+{
+    return collect_add(userdata, 0, data, len);
+}
+
+static int collect_stderr(const void *data, size_t len, void *userdata)
+{
+    return collect_add(userdata, 1, data, len);
+}
+
+int cli_exec_collect(cli *c, vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
+                     int stdin_fd, vmctl_exec_result *res, vmctl_error **reterr)
+{
+    struct collect k = {
+        .res = res, .max = c->exec_max_output ? c->exec_max_output : CLI_EXEC_MAX_OUTPUT_DEFAULT};
+    vmctl_exec_io io = {.on_stdout = collect_stdout, .on_stderr = collect_stderr, .userdata = &k};
+    vmctl_exec_status st = {0};
+    *res = (vmctl_exec_result){};
+    int r = vmctl_exec_stream(ctx, name, opts, &io, stdin_fd, &st, reterr);
+    if (r < 0 && k.over) {
+        vmctl_error_free(*reterr);
+        *reterr = NULL;
+        char size[32];
+        vmctl_error_new(reterr, VMCTL_E_IO, EFBIG,
+                        "the command's %s passed %s, the most --json collects; the command was "
+                        "stopped",
+                        k.over == 1 ? "stdout" : "stderr", render_size(k.max, size, sizeof(size)));
+        vmctl_error_add_detail(*reterr, "vm", name);
+        vmctl_error_add_detail(*reterr, "stream", k.over == 1 ? "stdout" : "stderr");
+        vmctl_error_set_help(*reterr, "Run it without --json to stream the output (byte for "
+                                      "byte, any size), or raise the bound with `vmctl exec "
+                                      "--max-output MiB`");
+    }
+    if (r < 0) {
+        vmctl_exec_result_clear(res);
+        return r;
+    }
+    res->signal = st.signal;
+    res->exit_code = st.signal ? 128 + st.signal : st.exit_code;
+    return 0;
+}
+
+int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts, int stdin_fd)
 {
     vmctl_exec_result res = {};
     vmctl_error *e = NULL;
 
-    if (vmctl_exec(c->ctx, name, opts, &res, &e) < 0) {
-        vmctl_exec_result_clear(&res);
+    if (cli_exec_collect(c, c->ctx, name, opts, stdin_fd, &res, &e) < 0)
         return render_error(c, e);
-    }
     return cli_exec_report(c, &res);
 }
 
@@ -206,7 +250,6 @@ static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, 
 int cmd_exec(cli *c, int argc, char **argv)
 {
     cleanup_free char **env = NULL;
-    cleanup_free char *input = NULL;
     size_t n_env = 0;
     vmctl_exec_opts opts = {};
     bool interactive = false;
@@ -242,6 +285,13 @@ int cmd_exec(cli *c, int argc, char **argv)
         case 'i':
             interactive = true;
             break;
+        case OPT_MAX_OUTPUT: {
+            unsigned mib = 0;
+            if (cli_parse_mib(c, "--max-output", optarg, &mib) < 0)
+                return EXIT_ERROR;
+            c->exec_max_output = (size_t)mib << 20;
+            break;
+        }
         case OPT_VIA:
             if (streq(optarg, "ssh"))
                 opts.via = VMCTL_EXEC_VIA_SSH;
@@ -267,16 +317,5 @@ int cmd_exec(cli *c, int argc, char **argv)
 
     if (!c->json)
         return exec_streamed(c, c->args[0], &opts, interactive);
-    if (interactive) {
-        size_t len = 0;
-        r = read_all(STDIN_FILENO, &input, &len);
-        if (r < 0) {
-            vmctl_error *e = NULL;
-            vmctl_error_new(&e, VMCTL_E_IO, -r, "cannot read standard input: %s", strerror(-r));
-            return render_error(c, e);
-        }
-        opts.stdin_data = input;
-        opts.stdin_len = len;
-    }
-    return cli_exec_and_report(c, c->args[0], &opts);
+    return cli_exec_and_report(c, c->args[0], &opts, interactive ? STDIN_FILENO : -1);
 }

@@ -71,7 +71,7 @@ static void run_job(struct run_job *j, vmctl_ctx *ctx)
         j->streamed = true;
         if (vmctl_exec_stream(ctx, j->name, &opts, &io, -1, &j->st, &j->err) < 0)
             return;
-    } else if (vmctl_exec(ctx, j->name, &opts, &j->res, &j->err) < 0) {
+    } else if (cli_exec_collect(j->c, ctx, j->name, &opts, -1, &j->res, &j->err) < 0) {
         return;
     }
     j->exec_ok = true;
