@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "cli.h"
 #include "render.h"
@@ -293,7 +294,7 @@ vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag
             return NULL;
         }
     }
-    return cli_open_with_args(c, 1, 1, "NAME", ret_exit);
+    return cli_open_with_args(c, 1, SIZE_MAX, "NAME", ret_exit);
 }
 
 int cli_expect_name_and_command(cli *c, char *const **ret_cmd)
@@ -437,17 +438,78 @@ int cli_vm_done(cli *c, const char *name, const char *done)
     return r;
 }
 
+/* The result object of one VM in --json: its status object (or just its name when it cannot be
+ * read back), or {"name", "destroyed": true}. */
+static json_t *vm_result_json(cli *c, const char *name, bool destroyed)
+{
+    if (destroyed)
+        return json_pack("{s:s, s:b}", "name", name, "destroyed", 1);
+    vmctl_vm_info *vm = NULL;
+    if (vmctl_vm_get(c->ctx, name, &vm, NULL) < 0 || !vm)
+        return json_pack("{s:s}", "name", name);
+    json_t *o = render_vm_json(vm);
+    vmctl_vm_info_free(vm);
+    return o;
+}
+
+int cli_vm_each(cli *c, int (*act)(cli *c, const char *name, void *userdata, vmctl_error **reterr),
+                void *userdata, const char *done, bool destroys)
+{
+    size_t n = c->n_args, n_failed = 0;
+    int last = EXIT_OK;
+    json_t *results = n > 1 && c->json ? json_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = c->args[i];
+        vmctl_error *e = NULL;
+        if (act(c, name, userdata, &e) < 0) {
+            n_failed++;
+            if (!e)
+                vmctl_error_new(&e, VMCTL_E_INTERNAL, EIO, "VM '%s': failed", name);
+            if (results) {
+                json_t *doc = render_error_json(e);
+                json_object_set_new(doc, "name", json_string(name));
+                json_array_append_new(results, doc);
+                vmctl_error_free(e);
+            } else {
+                last = render_error(c, e);
+            }
+            continue;
+        }
+        if (results)
+            json_array_append_new(results, vm_result_json(c, name, destroys));
+        else if (c->json)
+            last = render_json(vm_result_json(c, name, destroys));
+        else if (printf("%s VM '%s'\n", done, name) < 0 || fflush(stdout) != 0)
+            last = EXIT_ERROR;
+    }
+    if (results && render_json(results) != EXIT_OK)
+        return EXIT_ERROR;
+    if (n > 1 && n_failed && !c->json) {
+        render_clear_progress(c);
+        fprintf(stderr, "%zu of %zu VMs failed\n", n_failed, n);
+    }
+    return n_failed ? EXIT_ERROR : last;
+}
+
+struct simple_action {
+    int (*action)(vmctl_ctx *, const char *, vmctl_error **);
+};
+
+static int simple_act(cli *c, const char *name, void *userdata, vmctl_error **reterr)
+{
+    struct simple_action *a = userdata;
+    return a->action(c->ctx, name, reterr);
+}
+
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done)
 {
     int r;
-    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, 1, "NAME", &r);
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, SIZE_MAX, "NAME", &r);
     if (!ctx)
         return r;
-    vmctl_error *e = NULL;
-    if (action(ctx, c->args[0], &e) < 0)
-        return render_error(c, e);
-    return cli_vm_done(c, c->args[0], done);
+    struct simple_action a = {action};
+    return cli_vm_each(c, simple_act, &a, done, false);
 }
 
 int cli_finish_stdout(cli *c, int r)

@@ -152,7 +152,7 @@ bool cli_parse_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_
 vmctl_ctx *cli_open_with_args(cli *c, size_t n_min, size_t n_max, const char *what, int *ret_exit);
 vmctl_ctx *cli_open_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
                                const char *what, int *ret_exit);
-/* start and stop: NAME, --timeout S (*ret_timeout keeps its value when not given) and one flag
+/* start and stop: NAME..., --timeout S (*ret_timeout keeps its value when not given) and one flag
  * option named `flag` (*ret_flag); then the context, as cli_open_with_args(). */
 vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag, bool *ret_flag,
                                  double *ret_timeout, int *ret_exit);
@@ -300,8 +300,16 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */
 int cli_vm_done(cli *c, const char *name, const char *done);
 
-/* The whole of a command that takes NAME and no options and calls one library action on it
- * (kill, pause, resume): parse, act, then cli_vm_done(). */
+/* Act on every VM named in c->args (NAME...), one after the other, each reported on its own:
+ * "<done> VM 'NAME'" on stdout or its error on stderr. --json: one name gives its status object
+ * ({"name", "destroyed": true} when `destroys`) or the error document, as before; several give
+ * an array with one such object per name, an error as {"error": {...}, "name": NAME}. Returns
+ * EXIT_ERROR when any failed. */
+int cli_vm_each(cli *c, int (*act)(cli *c, const char *name, void *userdata, vmctl_error **reterr),
+                void *userdata, const char *done, bool destroys);
+
+/* The whole of a command that takes NAME... and no options and calls one library action on each
+ * (kill, pause, resume): parse, then cli_vm_each(). */
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done);
 
