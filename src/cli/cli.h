@@ -73,6 +73,8 @@ typedef struct cli_command {
     const char *summary;
     const char *help;  /* full help: usage, description, options, examples */
     const char *issue; /* for planned commands: where it stands */
+    /* commands with subcommands (image, kdl): the i-th one, NULL past the end */
+    const struct cli_command *(*sub_at)(size_t i);
 } cli_command;
 
 struct cli {
@@ -176,6 +178,10 @@ void cli_print_main_help(FILE *f);
 const cli_command *cli_find_command(const char *name);
 /* `image` subcommands (cmd-image.c); NULL when unknown. */
 const cli_command *image_find_subcommand(const char *name);
+/* The i-th command of vmctl's table, the i-th subcommand of image and kdl; NULL past the end. */
+const cli_command *cli_command_at(size_t i);
+const cli_command *image_subcommand_at(size_t i);
+const cli_command *kdl_subcommand_at(size_t i);
 /* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
 int cli_not_implemented(cli *c, const char *what);
 
@@ -213,6 +219,8 @@ int cmd_ssh(cli *c, int argc, char **argv);
 extern const char cmd_ssh_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
+int cmd_completion(cli *c, int argc, char **argv);
+extern const char cmd_completion_help[];
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
     cmd_image_list_help[], cmd_create_help[], cmd_run_help[], cmd_start_help[], cmd_stop_help[],

@@ -168,6 +168,11 @@ static const cli_command subcommands[] = {
     {"convert", image_convert, "convert an image with qemu-img", cmd_image_convert_help, NULL},
 };
 
+const cli_command *image_subcommand_at(size_t i)
+{
+    return i < ELEMENTSOF(subcommands) ? &subcommands[i] : NULL;
+}
+
 const cli_command *image_find_subcommand(const char *name)
 {
     for (size_t i = 0; i < ELEMENTSOF(subcommands); i++)

@@ -17,13 +17,14 @@ static const char cmd_help_help[] =
 
 #define PLANNED(n, s)                                                                              \
     {                                                                                              \
-        n, NULL, s, NULL, "not implemented yet"                                                    \
+        n, NULL, s, NULL, "not implemented yet", NULL                                              \
     }
 
 static const cli_command commands[] = {
     {"doctor", cmd_doctor, "check the host: QEMU, qemu-img, KVM (usable or not, and why), TCG",
      cmd_doctor_help, NULL},
-    {"image", cmd_image, "build the default guest, list images", cmd_image_help, NULL},
+    {"image", cmd_image, "build the default guest, list images", cmd_image_help, NULL,
+     image_subcommand_at},
     {"create", cmd_create, "create a VM (overlay, seed, keys, store row) without starting it",
      cmd_create_help, NULL},
     {"run", cmd_run, "create + start + wait until ready (+ run a command, + destroy with --rm)",
@@ -58,8 +59,15 @@ static const cli_command commands[] = {
     {"provision", cmd_provision, "run the provisioners of a VMFile.kdl again", cmd_provision_help,
      NULL},
     {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
-     NULL},
+     NULL, kdl_subcommand_at},
+    {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
+     cmd_completion_help, NULL},
 };
+
+const cli_command *cli_command_at(size_t i)
+{
+    return i < ELEMENTSOF(commands) ? &commands[i] : NULL;
+}
 
 const cli_command *cli_find_command(const char *name)
 {
