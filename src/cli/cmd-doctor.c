@@ -24,15 +24,30 @@ const char cmd_doctor_help[] =
 int cmd_doctor(cli *c, int argc, char **argv)
 {
     int r;
-    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 0, 0, "", &r);
-    if (!ctx)
+    if (!cli_parse_no_options(c, argc, argv, 0, 0, "", &r))
         return r;
+    /* A store that cannot be opened (corrupt, unreadable) is a finding, not the end of doctor. */
+    cleanup_error vmctl_error *store_err = NULL;
+    if (vmctl_ctx_open(c->home, VMCTL_CTX_NO_CREATE, &c->ctx, &store_err) < 0)
+        c->ctx = NULL;
+    else
+        vmctl_ctx_set_log(c->ctx, render_log, c);
 
     vmctl_host_check *checks = NULL;
     size_t n = 0;
     vmctl_error *e = NULL;
-    if (vmctl_host_check_all(ctx, &checks, &n, &e) < 0)
+    if (vmctl_host_check_all(c->ctx, &checks, &n, &e) < 0)
         return render_error(c, e);
+    for (size_t i = 0; i < n && store_err; i++)
+        if (checks[i].name && streq(checks[i].name, "store")) {
+            free(checks[i].summary);
+            free(checks[i].help);
+            checks[i].status = VMCTL_CHECK_FAIL;
+            checks[i].summary = cli_printf("%s (%s)", vmctl_error_get_message(store_err),
+                                           vmctl_error_get_code(store_err));
+            const char *h = vmctl_error_get_help(store_err);
+            checks[i].help = h ? strdup(h) : NULL;
+        }
 
     bool failed = false;
     for (size_t i = 0; i < n; i++)
@@ -56,6 +71,7 @@ int cmd_doctor(cli *c, int argc, char **argv)
         if (checks[i].name && strlen(checks[i].name) > w)
             w = strlen(checks[i].name);
     size_t n_warn = 0, n_fail = 0;
+    bool no_guest = false;
     for (size_t i = 0; i < n; i++) {
         const vmctl_host_check *ch = &checks[i];
         const char *mark, *col;
@@ -77,17 +93,25 @@ int cmd_doctor(cli *c, int argc, char **argv)
             break;
         }
         int mw = c->unicode ? 1 : 2;
+        cleanup_free char *summary = render_sanitize(ch->summary ? ch->summary : "");
+        cleanup_free char *help = render_sanitize(ch->help ? ch->help : "");
         printf("%s%-*s%s %-*s  %s\n", c->color_out ? col : "", mw, mark,
                c->color_out ? ANSI_RESET : "", (int)w, ch->name ? ch->name : "",
-               ch->summary ? ch->summary : "");
-        if (ch->status != VMCTL_CHECK_OK && ch->help && *ch->help)
+               summary ? summary : "");
+        if (ch->status != VMCTL_CHECK_OK && help && *help)
             printf("%*s  %shelp:%s %s\n", mw + 1 + (int)w, "", c->color_out ? ANSI_CYAN : "",
-                   c->color_out ? ANSI_RESET : "", ch->help);
+                   c->color_out ? ANSI_RESET : "", help);
+        if (ch->status != VMCTL_CHECK_OK && ch->name && streq(ch->name, "default-guest"))
+            no_guest = true;
     }
     vmctl_host_check_list_free(checks, n);
 
     if (n_fail)
         printf("\n%zu check(s) failed: vmctl cannot run VMs until they are fixed.\n", n_fail);
+    else if (no_guest)
+        printf("\nThe host can run VMs, but there is no default guest to boot yet: run `vmctl "
+               "image build-default`%s.\n",
+               n_warn > 1 ? " (other limitations are shown above)" : "");
     else if (n_warn)
         printf("\nvmctl can run VMs here, with %zu limitation(s) shown above.\n", n_warn);
     else
