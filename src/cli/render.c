@@ -264,6 +264,9 @@ static bool cause_worth_showing(const vmctl_error *e, int err)
     default:
         break;
     }
+    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
+    if (err == EIO && vmctl_error_get_kind(e) != VMCTL_E_IO)
+        return false;
     const char *msg = vmctl_error_get_message(e);
     return !msg || !strstr(msg, strerror(err));
 }
