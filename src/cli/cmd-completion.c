@@ -370,6 +370,8 @@ int cmd_completion(cli *c, int argc, char **argv)
     if (!cli_parse_no_options(c, argc, argv, 1, 1, "SHELL (bash, zsh or fish)", &r))
         return r;
     const char *sh = c->args[0];
+    if (!streq(sh, "bash") && !streq(sh, "zsh") && !streq(sh, "fish"))
+        return cli_invalid_value(c, "SHELL", sh, "bash, zsh or fish");
     if (c->json)
         return cli_usage_error(c, "`vmctl completion` prints a script; --json does not apply");
     target t[128];
@@ -378,9 +380,7 @@ int cmd_completion(cli *c, int argc, char **argv)
         print_bash(stdout, t, n);
     else if (streq(sh, "zsh"))
         print_zsh(stdout, t, n);
-    else if (streq(sh, "fish"))
-        print_fish(stdout, t, n);
     else
-        return cli_invalid_value(c, "SHELL", sh, "bash, zsh or fish");
+        print_fish(stdout, t, n);
     return EXIT_OK; /* a failed write is reported at exit */
 }
