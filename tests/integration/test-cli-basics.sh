@@ -5,7 +5,7 @@
 set -uo pipefail
 
 : "${VMCTL:?VMCTL must name the vmctl binary}"
-command -v jq >/dev/null || { echo "SKIP: jq is not installed"; exit 77; }
+command -v jq >/dev/null || { . "$(dirname "$0")/lib.sh"; skip "jq is not installed"; }
 
 fails=0
 ok() { echo "ok: $*"; }
