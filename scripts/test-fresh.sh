@@ -17,8 +17,9 @@
 # Everything runs in a private mount and PID namespace (unshare): the mounts and every process
 # started inside (QEMU included) go away with it on any exit, ^C and SIGKILL of this script
 # included; the trap then checks that no process is left in the tree and removes the tree.
-# Output: the log of the run in $VMCTL_FRESH_LOG (default /tmp/vmctl-test-fresh.log), then
-# "test-fresh: PASS ..." or "test-fresh: FAIL ..."; exit status 0 or 1.
+# Output: the uname line and "test-fresh: PASS ...", or the end of setup.sh's stderr and
+# "test-fresh: FAIL ..."; exit status 0 or 1. The whole run is logged in $VMCTL_FRESH_LOG (default
+# /tmp/vmctl-test-fresh.log).
 set -euo pipefail
 export LC_ALL=C
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -164,14 +165,14 @@ say "checkout $(git -C "$src" rev-parse --short HEAD) copied in; running scripts
 # --- the README's first command, in its own mount and PID namespace ---
 t1=$(date +%s)
 set +e
-unshare --mount --pid --fork --kill-child bash "$0" --inner "$root" </dev/null >"$work/out" 2>>"$log" &
+unshare --mount --pid --fork --kill-child bash "$0" --inner "$root" </dev/null >"$work/out" 2>"$work/err" &
 inner_pid=$!
 wait "$inner_pid"
 rc=$?
 inner_pid=
 set -e
 t_setup=$(($(date +%s) - t1))
-cat "$work/out" >>"$log"
+{ echo "--- setup.sh: stderr"; cat "$work/err"; echo "--- setup.sh: stdout"; cat "$work/out"; } >>"$log"
 total=$(($(date +%s) - t0))
 # the main job's output, its last line: the guest's `uname -a`, naming the kernel the default
 # guest was built with (not the host's)
@@ -183,6 +184,7 @@ if [ $rc -eq 0 ] && [ -n "$release" ] && [[ $line == "Linux "*" $release "*" x86
   say "PASS: setup.sh on a fresh $suite printed the guest's uname -a (setup ${t_setup} s, total ${total} s)"
   exit 0
 fi
-tail -30 "$log" >&2
+echo "--- the end of setup.sh's stderr:" >&2
+tail -25 "$work/err" >&2
 say "FAIL: setup.sh exited $rc; its last line was '$line', not the guest's uname -a (log: $log)"
 exit 1
