@@ -6,7 +6,7 @@ set -uo pipefail
 
 : "${VMCTL:?VMCTL must name the vmctl binary}"
 export LC_ALL=C.UTF-8 # the glyphs checked below (×) are those of a UTF-8 locale
-command -v jq >/dev/null || { echo "SKIP: jq is not installed"; exit 77; }
+command -v jq >/dev/null || { . "$(dirname "$0")/lib.sh"; skip "jq is not installed"; }
 
 fails=0
 ok() { echo "ok: $*"; }

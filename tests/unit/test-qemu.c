@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The QEMU backend and the host: argv building, backend and accelerator choice and the doctor
- * checks (no guest needed), then real launches under TCG with a real kernel:
- * $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, else /tmp/kexp/{vmlinux,initrd.gz}. Without a kernel or
- * QEMU the launch tests are skipped (exit 77 once the quick tests have passed). The test initrd
- * prints READY-MARK on the serial console and powers off. */
+ * checks (no guest needed), then real launches under TCG with a real kernel: the default guest's
+ * ($VMCTL_TEST_IMAGES/default, which scripts/test.sh builds and passes), its initrd with a second
+ * archive appended whose /init prints READY-MARK on the serial console and powers off; or
+ * $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, an initrd that does the same. Without a kernel or QEMU
+ * the launch tests are skipped, saying so (exit 77 once the quick tests have passed; under
+ * CI=true that is a failure, see skip.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +32,7 @@
 #include "error.h"
 #include "qemu.h"
 #include "qmp.h"
+#include "skip.h"
 #include "util/util.h"
 
 static char tmpdir[] = "/tmp/test-qemu-XXXXXX";
@@ -599,6 +602,44 @@ static char *host_tsc_khz(void)
     return str_printf(" tsc_early_khz=%.0f", mhz * 1000.0);
 }
 
+/* One newc cpio member (data may be NULL for a directory) appended to buf at *len. */
+static void cpio_add(char *buf, size_t *len, const char *name, unsigned mode, const char *data)
+{
+    size_t dlen = data ? strlen(data) : 0, nlen = strlen(name) + 1;
+    *len +=
+        (size_t)sprintf(buf + *len, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X",
+                        0u, mode, 0u, 0u, 1u, 0u, dlen, 0u, 0u, 0u, 0u, nlen, 0u);
+    memcpy(buf + *len, name, nlen);
+    *len += nlen;
+    while (*len % 4)
+        buf[(*len)++] = 0;
+    memcpy(buf + *len, data ? data : "", dlen);
+    *len += dlen;
+    while (*len % 4)
+        buf[(*len)++] = 0;
+}
+
+/* The default guest's initrd with an archive appended that replaces its /init (the kernel unpacks
+ * both, the later file wins): print READY-MARK on the console, power off. */
+static char *make_test_initrd(const char *default_initrd)
+{
+    cleanup_free char *img = NULL;
+    size_t len = 0;
+    if (read_file(default_initrd, &img, &len) < 0)
+        return NULL;
+    char *buf = malloc(len + 4096);
+    assert_non_null(buf);
+    memcpy(buf, img, len);
+    while (len % 4) /* zeros between archives are skipped */
+        buf[len++] = 0;
+    cpio_add(buf, &len, "init", 0100755, "#!/bin/sh\necho READY-MARK\npoweroff -f\n");
+    cpio_add(buf, &len, "TRAILER!!!", 0, NULL);
+    char *path = str_printf("%s/test-initrd.img", tmpdir);
+    assert_int_equal(write_file_atomic(path, buf, len, 0644), 0);
+    free(buf);
+    return path;
+}
+
 static char *new_vm_dir(const char *name)
 {
     char *d = str_printf("%s/%s", tmpdir, name);
@@ -930,21 +971,38 @@ int main(void)
 
     const char *k = getenv("VMCTL_TEST_KERNEL");
     const char *i = getenv("VMCTL_TEST_INITRD");
+    const char *images = getenv("VMCTL_TEST_IMAGES");
+    cleanup_free char *dk = images && *images ? str_printf("%s/default/vmlinux", images) : NULL;
+    cleanup_free char *di = images && *images ? str_printf("%s/default/initrd.img", images) : NULL;
+    cleanup_free char *initrd = NULL;
     if (k && *k) {
         test_kernel = k;
         test_initrd = i && *i ? i : NULL;
-    } else if (file_exists("/tmp/kexp/vmlinux") && file_exists("/tmp/kexp/initrd.gz")) {
-        test_kernel = "/tmp/kexp/vmlinux";
-        test_initrd = "/tmp/kexp/initrd.gz";
+    } else if (dk && file_exists(dk) && file_exists(di)) {
+        test_kernel = dk;
+        test_initrd = initrd = make_test_initrd(di);
+        if (!initrd) {
+            printf("cannot read '%s'\n", di);
+            rm_rf(tmpdir);
+            return 1;
+        }
     }
     cleanup_free char *qemu = NULL;
     if (qemu_find_binary(&qemu, NULL) < 0 || !test_kernel) {
         const char *env = getenv("VMCTL_QEMU");
-        printf("skipping the launch tests: %s\n",
-               !qemu ? (env && *env ? "$VMCTL_QEMU not found" : "qemu-system-x86_64 not found")
-                     : "no test kernel ($VMCTL_TEST_KERNEL, /tmp/kexp/vmlinux)");
         rm_rf(tmpdir);
-        return 77;
+        if (!qemu)
+            return skip_exit(NULL, "the launch tests: %s",
+                             env && *env ? "$VMCTL_QEMU not found"
+                                         : "qemu-system-x86_64 not found (apt-get install "
+                                           "qemu-system-x86)");
+        if (!images || !*images)
+            return skip_exit(NULL, "the launch tests: no test kernel: $VMCTL_TEST_IMAGES is unset "
+                                   "(scripts/test.sh builds the default guest and sets it)");
+        return skip_exit(NULL,
+                         "the launch tests: no test kernel: the default guest was not built "
+                         "('%s' is missing; scripts/test.sh builds it)",
+                         dk);
     }
     tsc_khz_arg = host_tsc_khz();
     const struct CMUnitTest launch_tests[] = {
