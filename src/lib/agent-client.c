@@ -87,7 +87,7 @@ struct agent_proc {
     int guest_errno;
     bool have_info;
     agent_file_info info;
-    uint64_t got; /* PROC_GET: data bytes received, checked against info.size */
+    uint64_t got;      /* PROC_GET: data bytes received, checked against info.size */
     uint8_t reply[64]; /* PROC_SIMPLE: the answer's payload */
     uint32_t reply_len;
     uint8_t reply_type;

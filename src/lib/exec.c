@@ -635,7 +635,7 @@ static bool plain_name(const char *s)
 /* A directory: `tar -c` in the guest, extracted here by tar.c beneath the destination's fd. The
  * destination is DST itself, or DST/<name> when DST is a directory; a symbolic link in its
  * place is replaced by a directory. */
-static int cp_dir_from(vmctl_exec_session *s, const char *name, const char *guest_path,
+static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_path,
                        const char *local_path, bool into_dir, const char *dest,
                        vmctl_error **reterr)
 {
@@ -687,7 +687,7 @@ static int cp_dir_from(vmctl_exec_session *s, const char *name, const char *gues
     struct tar_sink ts = {.t = t};
     vmctl_exec_status gst = {0};
     agent_proc *p = NULL;
-    r = agent_proc_exec(s->conn, &opts, false, tar_sink_fn, &ts, UINT64_MAX, &p, reterr);
+    r = agent_proc_exec(conn, &opts, false, tar_sink_fn, &ts, UINT64_MAX, &p, reterr);
     if (r < 0)
         return r;
     vmctl_error *werr = NULL;
@@ -697,7 +697,7 @@ static int cp_dir_from(vmctl_exec_session *s, const char *name, const char *gues
             killed = true;
             (void)agent_proc_signal(p, SIGKILL, now_usec() + 5000000ull, NULL);
         }
-        if (agent_pump(s->conn, UINT64_MAX, NULL) < 0)
+        if (agent_pump(conn, UINT64_MAX, NULL) < 0)
             break;
     }
     r = agent_proc_wait(p, UINT64_MAX, &gst, &werr);
@@ -736,8 +736,24 @@ static int cp_dir_from(vmctl_exec_session *s, const char *name, const char *gues
     return 0;
 }
 
+static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_path,
+                         const char *local_path, vmctl_error **reterr);
+
 int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
                      const char *local_path, vmctl_error **reterr)
+{
+    if (!guest_path || guest_path[0] != '/')
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "the guest path '%s' is not absolute", guest_path ? guest_path : "");
+    cleanup_exec_session vmctl_exec_session *s = NULL;
+    int r = vmctl_exec_session_open(ctx, name, &s, reterr);
+    if (r < 0)
+        return r;
+    return cp_from_agent(s->conn, name, guest_path, local_path, reterr);
+}
+
+static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_path,
+                         const char *local_path, vmctl_error **reterr)
 {
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
@@ -745,18 +761,14 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     struct stat lst;
     bool into_dir = stat(local_path, &lst) == 0 && S_ISDIR(lst.st_mode);
     const char *gbase = base_name(guest_path);
-    cleanup_free char *dest = into_dir && plain_name(gbase)
-                                  ? str_printf("%s/%s", local_path, gbase)
-                                  : strdup(local_path);
+    cleanup_free char *dest =
+        into_dir && plain_name(gbase) ? str_printf("%s/%s", local_path, gbase) : strdup(local_path);
     if (!dest)
         return -ENOMEM;
     size_t dl = strlen(dest);
     while (dl > 1 && dest[dl - 1] == '/')
         dest[--dl] = 0;
-    cleanup_exec_session vmctl_exec_session *s = NULL;
-    int r = vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0)
-        return r;
+    int r;
 
     /* a file: into a temporary next to the destination, renamed at the end (over whatever is
      * there: a symbolic link is replaced, never written through) */
@@ -768,7 +780,7 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
         if (errno == EISDIR || errno == ENOTDIR || errno == ENOENT) {
             /* no place for a file (e.g. `cp vm:/ DIR`): only a directory can go there */
             vmctl_error *e = NULL;
-            r = cp_dir_from(s, name, guest_path, local_path, into_dir, dest, &e);
+            r = cp_dir_from(conn, name, guest_path, local_path, into_dir, dest, &e);
             if (r < 0 && reterr)
                 *reterr = e;
             else
@@ -782,7 +794,7 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     struct get_sink sink = {.fd = fd};
     agent_proc *p = NULL;
     vmctl_error *e = NULL;
-    r = agent_proc_get(s->conn, guest_path, sink_fn, &sink, UINT64_MAX, &p, &e);
+    r = agent_proc_get(conn, guest_path, sink_fn, &sink, UINT64_MAX, &p, &e);
     if (r >= 0)
         r = agent_proc_wait(p, UINT64_MAX, NULL, &e);
     bool is_dir = r < 0 && p && agent_proc_errno(p) == EISDIR;
@@ -816,7 +828,7 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     vmctl_error_free(e);
     unlink(tmp);
     e = NULL;
-    r = cp_dir_from(s, name, guest_path, local_path, into_dir, dest, &e);
+    r = cp_dir_from(conn, name, guest_path, local_path, into_dir, dest, &e);
     if (r < 0 && reterr)
         *reterr = e;
     else

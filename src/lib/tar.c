@@ -448,9 +448,10 @@ int tar_parser_finish(tar_parser *p, const char **why)
                                !p->have_link && !p->have_size && !p->have_mtime))
         return 0;
     p->rc = -EBADMSG;
-    p->why = p->state == ST_HEADER && p->hdr_len == 0 ? "the archive ends after a long-name or pax header"
-             : p->state == ST_HEADER                  ? "the archive ends inside a header"
-                                                      : "the archive ends inside an entry";
+    p->why = p->state == ST_HEADER && p->hdr_len == 0
+                 ? "the archive ends after a long-name or pax header"
+             : p->state == ST_HEADER ? "the archive ends inside a header"
+                                     : "the archive ends inside an entry";
     if (why)
         *why = p->why;
     return p->rc;
@@ -519,8 +520,9 @@ static int open_beneath(int dfd, const char *path, int flags)
             return -ENAMETOOLONG;
         memcpy(comp, s, len);
         comp[len] = 0;
-        int fd = openat(cur, comp, e ? (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                                     : (flags | O_NOFOLLOW | O_CLOEXEC));
+        int fd = openat(cur, comp,
+                        e ? (O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                          : (flags | O_NOFOLLOW | O_CLOEXEC));
         if (fd < 0)
             return errno == ENOTDIR && e ? -ELOOP : -errno;
         close(cur);
@@ -659,8 +661,8 @@ uint64_t tar_extract_skipped(const tar_extract *t)
 static int host_fail(tar_extract *t, int errnum, const char *what)
 {
     if (!t->err) {
-        err_make(&t->err, VMCTL_E_IO, errnum, "cannot %s '%s' in '%s': %s", what, t->path,
-                 t->label, strerror(errnum));
+        err_make(&t->err, VMCTL_E_IO, errnum, "cannot %s '%s' in '%s': %s", what, t->path, t->label,
+                 strerror(errnum));
         err_detail(&t->err, "path", "%s", t->label);
     }
     return t->rc = -errnum;
@@ -775,11 +777,7 @@ static int parent_dir(tar_extract *t, const char *rel, bool create, const char *
                 if (nfd == -ENOENT) {
                     if (mkdirat(cur, s, 0700) < 0 && errno != EEXIST)
                         return -errno;
-                    if (e)
-                        *e = '/';
-                    int rr = rec_dir(t, parent, 0777, 0, false);
-                    if (e)
-                        *e = 0;
+                    int rr = rec_dir(t, parent, 0777, 0, false); /* parent ends at s here */
                     if (rr < 0)
                         return rr;
                     nfd = open_beneath(cur, s, O_PATH | O_DIRECTORY);
@@ -1155,8 +1153,7 @@ int tar_extract_finish(tar_extract *t, vmctl_error **reterr)
     return 0;
 }
 
-int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret,
-                 vmctl_error **reterr)
+int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret, vmctl_error **reterr)
 {
     bool made = mkdirat(parentfd, name, 0777) == 0;
     if (!made && errno != EEXIST)

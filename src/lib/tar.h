@@ -26,9 +26,9 @@
 
 #include <vmctl/error.h>
 
-#define TAR_BLOCK 512
-#define TAR_PATH_MAX 4096      /* longer names are refused */
-#define TAR_PAX_MAX (64 * 1024) /* a larger pax header is an error */
+#define TAR_BLOCK    512
+#define TAR_PATH_MAX 4096        /* longer names are refused */
+#define TAR_PAX_MAX  (64 * 1024) /* a larger pax header is an error */
 
 typedef struct tar_entry {
     char type;        /* the ustar typeflag ('0' for '\0' and '7') */
@@ -86,8 +86,7 @@ uint64_t tar_extract_skipped(const tar_extract *t);
 /* Open (creating it) the directory name in parentfd for an extraction: a symbolic link there is
  * replaced by a new directory, never followed; anything else that is not a directory is an
  * error (io). */
-int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret,
-                 vmctl_error **reterr);
+int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret, vmctl_error **reterr);
 
 static inline void tar_extract_freep(tar_extract **t)
 {
