@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Host side of the guest agent protocol (docs/agent-protocol.md) over QEMU's unix socket. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -86,6 +87,7 @@ struct agent_proc {
     int guest_errno;
     bool have_info;
     agent_file_info info;
+    uint64_t got;      /* PROC_GET: data bytes received, checked against info.size */
     uint8_t reply[64]; /* PROC_SIMPLE: the answer's payload */
     uint32_t reply_len;
     uint8_t reply_type;
@@ -955,6 +957,31 @@ static void procs_fail_all(agent_conn *c, int rc, const char *why)
     }
 }
 
+/* A download's data: only after its FILE_INFO, never more than the size that announced. What
+ * the agent says is checked, not trusted (a guest may run an agent of its own). */
+static int get_data_check(agent_proc *p, const agent_hdr *h, vmctl_error **e)
+{
+    int r = 0;
+    if (h->type != AGENT_MSG_STDOUT)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent error output for the download of '%s'", p->what);
+    else if (!p->have_info)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent data of '%s' before its FILE_INFO", p->what);
+    else if (h->len > p->info.size - p->got)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent more than the %" PRIu64 " bytes it announced for '%s' (the "
+                     "file grew while it was copied, or the agent lies)",
+                     p->info.size, p->what);
+    if (r < 0) {
+        proc_fail(p, r, *e);
+        *e = NULL;
+        return r;
+    }
+    p->got += h->len;
+    return 0;
+}
+
 static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
 {
     if (h->type == AGENT_MSG_PONG) {
@@ -977,6 +1004,8 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
     switch (h->type) {
     case AGENT_MSG_STDOUT:
     case AGENT_MSG_STDERR:
+        if (p->kind == PROC_GET && get_data_check(p, h, &e) < 0)
+            break;
         if (p->fn && p->rc == 0 && h->len) {
             int r = p->fn(p->userdata, h->type == AGENT_MSG_STDOUT ? 1 : 2, payload, h->len);
             if (r < 0)
@@ -990,13 +1019,33 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
         break;
     }
     case AGENT_MSG_FILE_INFO:
-        if (agent_decode_file_info(payload, h->len, &p->info) == 0)
-            p->have_info = true;
+        if (p->kind != PROC_GET)
+            break;
+        if (p->have_info || agent_decode_file_info(payload, h->len, &p->info) < 0) {
+            int r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                             "the agent sent a %s FILE_INFO for '%s'",
+                             p->have_info ? "second" : "malformed", p->what);
+            proc_fail(p, r, e);
+            break;
+        }
+        p->have_info = true;
         break;
     case AGENT_MSG_EXIT: {
         agent_exit ex;
         if (agent_decode_exit(payload, h->len, &ex) < 0) {
             int r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG, "the agent sent a malformed EXIT");
+            proc_fail(p, r, e);
+            break;
+        }
+        if (p->kind == PROC_GET && (!p->have_info || p->got != p->info.size)) {
+            int r = !p->have_info
+                        ? err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                                   "the agent ended the download of '%s' without its FILE_INFO",
+                                   p->what)
+                        : err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                                   "the agent sent %" PRIu64 " bytes of '%s' but announced %" PRIu64
+                                   " (the file changed while it was copied, or the agent lies)",
+                                   p->got, p->what, p->info.size);
             proc_fail(p, r, e);
             break;
         }

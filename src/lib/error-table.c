@@ -126,6 +126,11 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Run `vmctl COMMAND --help` for the options and an example"),
     ROW(VMCTL_E_INTERNAL, "vm_manager::internal", "A bug in vmctl",
         "Please report it with the output of `vmctl -v` and the command that failed"),
+    ROW(VMCTL_E_CP_UNSAFE_ENTRY, "vm_manager::cp::unsafe_entry",
+        "A copy out of a guest left out entries the host does not take from a guest",
+        "Everything else was copied; the notes name what was left out (devices, FIFOs, links "
+        "out of the tree). Fetch such things with `vmctl exec NAME -- tar -c PATH` if you need "
+        "them"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)
