@@ -117,6 +117,7 @@ check() {
 destroyable() {
   local out
   out=$("$VMCTL" --json destroy --force "$1" 2>/dev/null) && return
+  out=$(jq -c .error <<<"$out" 2>/dev/null || echo "$out")
   if [ -n "$(sqlite3 "$DB" "select name from vms where name='$1'")" ]; then
     note "$2: row of '$1' cannot be destroyed: $out"; undestroyable=$((undestroyable + 1))
     sqlite3 "$DB" "delete from vms where name='$1'" # so that later trials can use the name
