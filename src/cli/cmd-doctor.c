@@ -4,27 +4,51 @@
 #include "render.h"
 
 const char cmd_doctor_help[] =
-    "Usage: vmctl doctor\n"
+    "Usage: vmctl doctor [--fix]\n"
     "\n"
     "Check what vmctl needs on this host and say what to do about anything missing: QEMU and\n"
     "qemu-img, whether KVM is usable (a /dev/kvm that cannot run a stock guest, such as a nested\n"
     "paravirtual one, is detected and reported), TCG, the helper tools and the store. One line\n"
     "per check: ok (\u2713), works with a limitation (!), or failed (\u2717).\n"
     "\n"
+    "Then the store against the host: VM directories without a store row (\"vm directories\":\n"
+    "after vmctl.db was moved aside, say), rows whose directory is gone (\"vm rows\") and QEMU\n"
+    "processes that no row records as running (\"vm processes\"). --fix repairs them: a\n"
+    "directory with its vm.json is adopted back into the store (running if its QEMU still runs,\n"
+    "else stopped; disk kept), a half-made one (an interrupted create) is removed, a row without\n"
+    "a directory is removed with its ports, an unrecorded QEMU is killed. A directory that\n"
+    "cannot be adopted is only reported.\n"
+    "\n"
     "Exits 1 only when a check failed (vmctl cannot run VMs until it is fixed); warnings exit 0.\n"
     "With --json, print an array of {name, status (ok|warn|fail), summary, help}.\n"
     "\n"
     "Options:\n"
+    "      --fix     adopt, remove or kill what the store checks found (see above)\n"
     "  -h, --help    show this help\n"
     "\n"
     "Examples:\n"
     "  vmctl doctor\n"
+    "  vmctl doctor --fix\n"
     "  vmctl doctor --json | jq -r '.[] | select(.status != \"ok\") | .name'\n";
+
+enum { OPT_FIX = 0x100 };
+
+static const struct option options[] = {
+    {"fix", no_argument, NULL, OPT_FIX},
+    {},
+};
 
 int cmd_doctor(cli *c, int argc, char **argv)
 {
+    bool fix = false;
+    int o;
+    while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
+        if (o != OPT_FIX)
+            return c->exit_code;
+        fix = true;
+    }
     int r;
-    if (!cli_parse_no_options(c, argc, argv, 0, 0, "", &r))
+    if ((r = cli_expect_args(c, 0, 0, "")) != 0)
         return r;
     /* A store that cannot be opened (corrupt, unreadable) is a finding, not the end of doctor. */
     cleanup_error vmctl_error *store_err = NULL;
@@ -33,8 +57,8 @@ int cmd_doctor(cli *c, int argc, char **argv)
     else
         vmctl_ctx_set_log(c->ctx, render_log, c);
 
-    vmctl_host_check *checks = NULL;
-    size_t n = 0;
+    vmctl_host_check *checks = NULL, *vchecks = NULL;
+    size_t n = 0, vn = 0;
     vmctl_error *e = NULL;
     if (vmctl_host_check_all(c->ctx, &checks, &n, &e) < 0)
         return render_error(c, e);
@@ -48,6 +72,21 @@ int cmd_doctor(cli *c, int argc, char **argv)
             const char *h = vmctl_error_get_help(store_err);
             checks[i].help = h ? strdup(h) : NULL;
         }
+    if (c->ctx && vmctl_vm_check_all(c->ctx, fix, &vchecks, &vn, &e) < 0) {
+        vmctl_host_check_list_free(checks, n);
+        return render_error(c, e);
+    }
+    vmctl_host_check *all = realloc(checks, (n + vn) * sizeof(*all));
+    if (!all) {
+        vmctl_host_check_list_free(checks, n);
+        vmctl_host_check_list_free(vchecks, vn);
+        fprintf(stderr, "vmctl: out of memory\n");
+        return EXIT_ERROR;
+    }
+    checks = all;
+    memcpy(checks + n, vchecks, vn * sizeof(*vchecks));
+    n += vn;
+    free(vchecks); /* its strings now belong to checks */
 
     bool failed = false;
     for (size_t i = 0; i < n; i++)

@@ -77,7 +77,9 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Another vmctl holds the store; retry, or look for a stuck vmctl process"),
     ROW(VMCTL_E_STORE_CORRUPT, "vm_manager::store::corrupt",
         "Store database or VM directory inconsistent or unreadable",
-        "Run `vmctl doctor`; if the database itself is damaged, move $VMCTL_HOME/vmctl.db aside"),
+        "Run `vmctl doctor`; if the database itself is damaged, restore $VMCTL_HOME/vmctl.db from "
+        "a backup, or move it aside and run `vmctl doctor --fix` to adopt the VMs under vms/ into "
+        "a new store"),
     ROW(VMCTL_E_METRICS_FAILED, "vm_manager::metrics::failed", "Reading VM statistics failed",
         "Check that the VM is running with `vmctl status NAME`"),
     ROW(VMCTL_E_VM_SHUTDOWN_FAILED, "vm_manager::vm::shutdown_failed",

@@ -415,7 +415,8 @@ static void test_binary_override_missing(void **state)
     vmctl_error_free(TAKE_PTR(err));
     pid_t pid = 0;
     uint64_t start = 0;
-    assert_int_equal(qemu_backend.launch(s, tmpdir, &pid, &start, &err), -ENOENT);
+    int hold = -1;
+    assert_int_equal(qemu_backend.launch(s, tmpdir, &pid, &start, &hold, &err), -ENOENT);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_non_null(strstr(vmctl_error_get_message(err), "/nonexistent/qemu-system-x86_64"));
     assert_int_equal(pid, 0);
@@ -766,11 +767,13 @@ static void test_launch_pause_resume_console(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-a", "microvm");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    int r = qemu_backend.launch(s, dir, &pid, &start, &hold, &err);
     if (r < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    backend_launch_commit(hold);
     assert_true(pid > 0);
     assert_true(start > 0);
     assert_true(proc_alive(pid, start));
@@ -820,9 +823,11 @@ static void test_launch_powerdown_quit(void **state)
     s->agent = false;
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
     assert_true(proc_alive(pid, start));
     assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
     assert_int_equal(qemu_backend.powerdown(dir, now_usec() + 10000000, &err), 0);
@@ -847,9 +852,11 @@ static void test_launch_runtime_stderr_logged(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-t", "microvm");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
     assert_int_equal(kill(pid, SIGTERM), 0);
     if (!wait_gone(pid, start, 20000000)) {
         kill(pid, SIGKILL);
@@ -866,10 +873,12 @@ static void test_launch_q35_kernel(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-q", "q35");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    backend_launch_commit(hold);
     cleanup_free char *log = str_printf("%s/console.log", dir);
     uint64_t deadline = now_usec() + 90000000;
     while (!file_contains(log, "READY-MARK") && now_usec() < deadline && proc_alive(pid, start))
@@ -889,8 +898,9 @@ static void test_launch_bad_kernel(void **state)
     s->kernel = str_printf("%s/no-such-vmlinux", dir);
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    int r = qemu_backend.launch(s, dir, &pid, &start, &hold, &err);
     assert_true(r < 0);
     assert_int_equal(pid, 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
@@ -908,7 +918,7 @@ static void test_launch_bad_kernel(void **state)
     vmctl_error_free(TAKE_PTR(err));
     free(s->kernel);
     s->kernel = str_printf("%s/other-missing-vmlinux", dir);
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_true(has_note_containing(err, "other-missing-vmlinux"));
     assert_false(has_note_containing(err, "no-such-vmlinux"));
 }
@@ -922,8 +932,9 @@ static void test_launch_bad_disk(void **state)
     s->disk = str_printf("%s/missing.qcow2", dir);
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_true(has_note_containing(err, "missing.qcow2"));
     assert_int_equal(procs_mentioning(dir), 0);
@@ -937,11 +948,67 @@ static void test_launch_bad_option(void **state)
     s->vcpus = 5000;
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_true(has_note_containing(err, "Invalid SMP CPUs 5000"));
     assert_int_equal(procs_mentioning(dir), 0);
+}
+
+struct scan_hit {
+    pid_t pid;
+    int n;
+    char name[64];
+};
+
+static int on_scan(const char *name, pid_t pid, uint64_t start, void *userdata)
+{
+    struct scan_hit *h = userdata;
+    h->n++;
+    h->pid = pid;
+    snprintf(h->name, sizeof(h->name), "%s", name);
+    return 0;
+}
+
+/* The launch handshake: the scan finds the new QEMU by its directory; closing the hold without
+ * backend_launch_commit() (the caller failed to record it, or was killed) makes the supervisor
+ * kill it; a committed QEMU is kept. */
+static void test_launch_hold_and_scan(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-h");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-h", "microvm");
+    pid_t pid = 0;
+    uint64_t start = 0;
+    int hold = -1;
+    cleanup_error vmctl_error *err = NULL;
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    assert_true(hold >= 0);
+    struct scan_hit h = {0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-h", on_scan, &h), 1);
+    assert_int_equal(h.pid, pid);
+    assert_string_equal(h.name, "vm-h");
+    h = (struct scan_hit){0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-other", on_scan, &h), 0);
+    assert_true(qemu_backend.scan(tmpdir, NULL, on_scan, &h) >= 1);
+    close(hold); /* not recorded */
+    if (!wait_gone(pid, start, 10000000)) {
+        kill(pid, SIGKILL);
+        fail_msg("QEMU survived its unrecorded launch");
+    }
+    h = (struct scan_hit){0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-h", on_scan, &h), 0);
+
+    /* committed: it stays */
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
+    sleep_usec(300000);
+    bool alive = proc_alive(pid, start);
+    kill(pid, SIGKILL);
+    assert_true(alive);
+    assert_true(wait_gone(pid, start, 10000000));
 }
 
 int main(void)
@@ -1013,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_launch_bad_kernel),
         cmocka_unit_test(test_launch_bad_disk),
         cmocka_unit_test(test_launch_bad_option),
+        cmocka_unit_test(test_launch_hold_and_scan),
     };
     failed = cmocka_run_group_tests_name("launch", launch_tests, NULL, NULL);
     free(tsc_khz_arg);
