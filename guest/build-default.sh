@@ -293,8 +293,8 @@ sh -c 'renice -n 19 $$; mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/
     mount -t tmpfs -o mode=1777 tmpfs /dev/shm; ip link set lo up
     while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/late' >/dev/null 2>&1 &
 # a shell on the serial console (ttyS0, `vmctl console NAME`), its controlling terminal, again
-# whenever it exits
-(while :; do setsid cttyhack sh -l; sleep 0.5; done) </dev/null >/dev/null 2>&1 &
+# whenever it exits; a second after the agent's start, so as not to compete with it
+(sleep 1; while :; do setsid cttyhack sh -l; sleep 0.5; done) </dev/null >/dev/null 2>&1 &
 while :; do
     /sbin/vmctl-agent --init
     echo "vmctl-agent exited (status $?); restarting it" >&2
