@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD ARGS... */
+/* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] [-t] -- CMD ARGS... */
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
@@ -9,7 +9,7 @@
 #include "render.h"
 
 const char cmd_exec_help[] =
-    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] -- CMD "
+    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] [-t] -- CMD "
     "[ARGS...]\n"
     "\n"
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
