@@ -217,6 +217,8 @@ int cmd_cp(cli *c, int argc, char **argv);
 extern const char cmd_cp_help[];
 int cmd_ssh(cli *c, int argc, char **argv);
 extern const char cmd_ssh_help[];
+int cmd_shell(cli *c, int argc, char **argv);
+extern const char cmd_shell_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
 int cmd_completion(cli *c, int argc, char **argv);
@@ -337,6 +339,11 @@ int cli_pass_stderr(const void *data, size_t len, void *userdata);
 /* The signals that end or interrupt a command run in a VM (exec forwards them, run --rm tears the
  * VM down on them): SIGINT, SIGTERM, SIGHUP, SIGQUIT. */
 void cli_interrupt_signals(sigset_t *set);
+/* exec -t and shell: opts->argv in vm `name` on a guest terminal (opts->env has n_env entries;
+ * TERM is added), the host terminal raw meanwhile. Stdin must be a terminal, else config::invalid
+ * (pipe_ok: then the command runs without a terminal, its input piped). Returns the command's
+ * status, or an exit code after rendering an error. */
+int cli_exec_tty(cli *c, const char *name, vmctl_exec_opts *opts, size_t n_env, bool pipe_ok);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
 

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] -- CMD ARGS... */
+/* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] [-t] -- CMD ARGS... */
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <termios.h>
 
 #include "cli.h"
 #include "render.h"
 
 const char cmd_exec_help[] =
-    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] [--] CMD "
+    "Usage: vmctl exec NAME [--env K=V]... [--cwd DIR] [--user U] [--timeout S] [-i] [-t] [--] CMD "
     "[ARGS...]\n"
     "\n"
     "Run CMD in a running VM through its guest agent (no SSH, no network needed). CMD is looked\n"
@@ -30,6 +32,11 @@ const char cmd_exec_help[] =
     "                     groups), UID or UID:GID; default root (agent only)\n"
     "  -i, --interactive  stream vmctl's stdin to the command until end of file (without -i\n"
     "                     its stdin is /dev/null)\n"
+    "  -t, --tty          run the command on a terminal in the guest (implies -i): vmctl's\n"
+    "                     terminal is put in raw mode (restored on exit), keys such as Ctrl-C\n"
+    "                     go to the guest as bytes, the window size follows vmctl's, TERM is\n"
+    "                     passed on; stdout and stderr come merged on stdout. stdin must be a\n"
+    "                     terminal (config::invalid otherwise); agent only, no --json\n"
     "      --via CHANNEL  agent or ssh; default: the agent when it answers, else SSH (as user\n"
     "                     vmctl, with the VM's key, over its forwarded SSH port)\n"
     "      --max-output MiB  with --json: collect at most this much of each of stdout and\n"
@@ -41,6 +48,7 @@ const char cmd_exec_help[] =
     "  vmctl exec web -- uname -a\n"
     "  vmctl exec web --env GREETING=hi -- sh -c 'echo $GREETING'\n"
     "  vmctl exec web --user 1000 --cwd /tmp -- id\n"
+    "  vmctl exec -t web -- top\n"
     "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
     "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
 
@@ -54,6 +62,7 @@ static const struct option options[] = {
     {"via", required_argument, NULL, OPT_VIA},
     {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
     {"user", required_argument, NULL, 'u'},
+    {"tty", no_argument, NULL, 't'},
     {},
 };
 
@@ -194,6 +203,10 @@ struct fwd {
     sigset_t mask;
     unsigned n_int;
     bool blocked;
+    /* exec -t: the host terminal, raw while the command runs */
+    bool tty;
+    bool raw;
+    struct termios saved;
 };
 
 static int forward_signal(int fd, void *userdata)
@@ -216,25 +229,84 @@ static void block_forwarded(void *userdata)
 {
     struct fwd *f = userdata;
     f->blocked = sigprocmask(SIG_BLOCK, &f->mask, NULL) == 0;
+    if (f->tty) {
+        /* raw only once the command runs: until then Ctrl-C still ends vmctl */
+        struct termios raw = f->saved;
+        cfmakeraw(&raw);
+        f->raw = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
 }
 
-/* Output streamed as it comes, input streamed with -i, signals forwarded. */
+static void tty_restore(struct fwd *f)
+{
+    if (f->raw)
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &f->saved);
+    f->raw = false;
+}
+
+/* The host terminal's size: stdin's, else stdout's (0 x 0: unknown). */
+static void tty_size(unsigned *rows, unsigned *cols)
+{
+    struct winsize ws = {0};
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0 && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0)
+        ws = (struct winsize){0};
+    *rows = ws.ws_row;
+    *cols = ws.ws_col;
+}
+
+/* SIGWINCH: the new size goes to the guest's terminal. */
+static int on_winch(int fd, unsigned *rows, unsigned *cols, void *userdata)
+{
+    (void)userdata;
+    struct signalfd_siginfo si;
+    bool got = false;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        got = true; /* several changes: the last size counts */
+    if (!got)
+        return 0;
+    tty_size(rows, cols);
+    return *rows && *cols ? 1 : 0;
+}
+
+/* Output streamed as it comes, input streamed with -i, signals forwarded. With opts->tty: the
+ * host terminal raw while the command runs (restored on every way out), its size sent at the
+ * start and on every SIGWINCH. */
 static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, bool interactive)
 {
-    struct fwd f = {};
+    struct fwd f = {.tty = opts->tty};
     cli_interrupt_signals(&f.mask);
     cleanup_close int sfd = signalfd(-1, &f.mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    cleanup_close int wfd = -1;
+    sigset_t winch;
+    sigemptyset(&winch);
+    sigaddset(&winch, SIGWINCH);
+    if (f.tty) {
+        if (tcgetattr(STDIN_FILENO, &f.saved) < 0) {
+            vmctl_error *e = NULL;
+            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read the terminal's settings: %s",
+                            strerror(errno));
+            return render_error(c, e);
+        }
+        /* SIGWINCH is ignored by default: blocking it from now on loses none */
+        sigprocmask(SIG_BLOCK, &winch, NULL);
+        wfd = signalfd(-1, &winch, SFD_CLOEXEC | SFD_NONBLOCK);
+    }
     vmctl_exec_io io = {.on_stdout = cli_pass_stdout,
                         .on_stderr = cli_pass_stderr,
                         .signal_fd = sfd,
                         .on_signal = sfd >= 0 ? forward_signal : NULL,
-                        .on_started = sfd >= 0 ? block_forwarded : NULL,
+                        .on_started = sfd >= 0 || f.tty ? block_forwarded : NULL,
+                        .resize_fd = wfd,
+                        .on_resize = wfd >= 0 ? on_winch : NULL,
                         .userdata = &f};
     vmctl_exec_status st = {0};
     vmctl_error *e = NULL;
     fflush(stdout);
     fflush(stderr);
     int r = vmctl_exec_stream(c->ctx, name, opts, &io, interactive ? STDIN_FILENO : -1, &st, &e);
+    tty_restore(&f);
+    if (f.tty)
+        sigprocmask(SIG_UNBLOCK, &winch, NULL);
     if (f.blocked) {
         /* what came after the command's end is not for vmctl either */
         struct signalfd_siginfo si;
@@ -247,16 +319,58 @@ static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, 
     return st.signal ? 128 + st.signal : st.exit_code & 0xff;
 }
 
+/* TERM for the guest: the host's (a --env TERM=... given by the user comes later and wins). */
+static char **env_with_term(char **env, size_t n_env, char **term)
+{
+    const char *t = getenv("TERM");
+    *term = t && *t ? cli_printf("TERM=%s", t) : NULL;
+    if (!*term)
+        return NULL;
+    char **e = calloc(n_env + 2, sizeof(char *));
+    if (!e)
+        return NULL;
+    e[0] = *term;
+    for (size_t i = 0; i < n_env; i++)
+        e[i + 1] = env[i];
+    return e;
+}
+
+int cli_exec_tty(cli *c, const char *name, vmctl_exec_opts *opts, size_t n_env, bool pipe_ok)
+{
+    if (c->json)
+        return cli_usage_error(c, "%s is interactive and has no --json output",
+                               c->cmd_path ? c->cmd_path : "exec -t");
+    bool tty = isatty(STDIN_FILENO);
+    if (!tty && pipe_ok)
+        return exec_streamed(c, name, opts, true); /* as ssh does: no terminal, input piped */
+    if (!tty) {
+        vmctl_error *e = NULL;
+        vmctl_error_new(&e, VMCTL_E_CONFIG_INVALID, ENOTTY,
+                        "the input device is not a TTY: -t needs vmctl's stdin to be a terminal");
+        vmctl_error_add_detail(e, "field", "tty");
+        vmctl_error_set_help(e, "Run it from a terminal, or without -t (`vmctl exec NAME -i -- "
+                                "CMD` streams a pipe to the command).");
+        return render_error(c, e);
+    }
+    cleanup_free char *term = NULL;
+    cleanup_free char **env = env_with_term((char **)opts->env, n_env, &term);
+    if (env)
+        opts->env = env;
+    opts->tty = true;
+    tty_size(&opts->tty_rows, &opts->tty_cols);
+    return exec_streamed(c, name, opts, true);
+}
+
 int cmd_exec(cli *c, int argc, char **argv)
 {
     cleanup_free char **env = NULL;
     size_t n_env = 0;
     vmctl_exec_opts opts = {};
-    bool interactive = false;
+    bool interactive = false, tty = false;
     int o;
 
     c->opt_command_at = 1; /* NAME, then the command: its options are its own */
-    while ((o = cli_getopt(c, argc, argv, "iu:", options)) != -1) {
+    while ((o = cli_getopt(c, argc, argv, "itu:", options)) != -1) {
         switch (o) {
         case OPT_ENV: {
             const char *eq = strchr(optarg, '=');
@@ -292,6 +406,9 @@ int cmd_exec(cli *c, int argc, char **argv)
             c->exec_max_output = (size_t)mib << 20;
             break;
         }
+        case 't':
+            tty = true;
+            break;
         case OPT_VIA:
             if (streq(optarg, "ssh"))
                 opts.via = VMCTL_EXEC_VIA_SSH;
@@ -315,6 +432,8 @@ int cmd_exec(cli *c, int argc, char **argv)
     if (!ctx)
         return EXIT_ERROR;
 
+    if (tty)
+        return cli_exec_tty(c, c->args[0], &opts, n_env, false);
     if (!c->json)
         return exec_streamed(c, c->args[0], &opts, interactive);
     return cli_exec_and_report(c, c->args[0], &opts, interactive ? STDIN_FILENO : -1);

@@ -49,6 +49,8 @@ static const cli_command commands[] = {
     {"cp", cmd_cp, "copy files or directories to or from a VM (NAME:/path)", cmd_cp_help, NULL},
     {"ssh", cmd_ssh, "open an SSH session to a VM (its own key and pinned host key)", cmd_ssh_help,
      NULL},
+    {"shell", cmd_shell, "an interactive login shell in a VM, on a terminal, through its agent",
+     cmd_shell_help, NULL},
     PLANNED("snapshot", "create, restore, list and remove snapshots"),
     PLANNED("clone", "create a VM from another VM's snapshot"),
     PLANNED("stats", "CPU, memory and I/O statistics of a VM"),

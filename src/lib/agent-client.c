@@ -1209,6 +1209,30 @@ static int need_v2(agent_conn *c, uint64_t cap, const char *what, vmctl_error **
                     c->agent_version, what);
 }
 
+/* An agent without AGENT_CAP_TTY (older than exec -t): exec::unavailable, saying what to do. */
+static int no_tty_error(agent_conn *c, vmctl_error **reterr)
+{
+    const char *vm = c->label ? c->label : "NAME";
+    static const char reason[] = "the guest agent has no terminal support";
+    cleanup_free char *fix = str_printf(
+        "The VM's vmctl-agent is older than terminal support (protocol %u, capabilities 0x%llx): "
+        "rebuild the default guest with `vmctl image build-default` (or update vmctl-agent in the "
+        "image) and recreate the VM, or run the command without -t (`vmctl exec %s -i -- CMD`).",
+        c->agent_version, (unsigned long long)c->caps, vm);
+    int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
+                     "cannot give the command a terminal in vm '%s': %s", vm, reason);
+    err_detail(reterr, "vm", "%s", vm);
+    err_detail(reterr, "reason", "%s", reason);
+    err_detail(reterr, "remediation", "%s", fix ? fix : "Update vmctl-agent in the guest.");
+    err_help(reterr, "%s", fix ? fix : "Update vmctl-agent in the guest.");
+    return r;
+}
+
+static uint32_t clamp_tty(unsigned v)
+{
+    return v > AGENT_TTY_MAX ? AGENT_TTY_MAX : v;
+}
+
 static uint32_t timeout_ms_of(double sec)
 {
     if (sec <= 0)
@@ -1243,7 +1267,22 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
     const char *user = opts->user && *opts->user ? opts->user : NULL;
     if (user && (r = need_v2(c, AGENT_CAP_USER, "running commands as another user", reterr)) < 0)
         return r;
-    size_t size = agent_exec3_frame_size(opts->argv, opts->env, opts->cwd, opts->stdin_len, user);
+    if (opts->tty && !(c->caps & AGENT_CAP_TTY))
+        return no_tty_error(c, reterr);
+    agent_exec_args a = {
+        .flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0) |
+                 (opts->tty ? AGENT_EXEC_TTY : 0),
+        .timeout_ms = timeout_ms_of(opts->timeout_sec),
+        .argv = opts->argv,
+        .env = opts->env,
+        .cwd = opts->cwd,
+        .stdin_data = opts->stdin_data,
+        .stdin_len = opts->stdin_len,
+        .user = user,
+        .tty_rows = opts->tty ? clamp_tty(opts->tty_rows) : 0,
+        .tty_cols = opts->tty ? clamp_tty(opts->tty_cols) : 0,
+    };
+    size_t size = agent_exec_args_frame_size(&a);
     if (size > AGENT_MAX_FRAME) {
         r = err_make(reterr, VMCTL_E_CONFIG_INVALID, E2BIG,
                      "the command line, environment and input are too large for one "
@@ -1262,10 +1301,7 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
     p->userdata = userdata;
     p->timeout_sec = opts->timeout_sec;
     p->stdin_closed = !stdin_open;
-    uint32_t flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0);
-    int n =
-        agent_encode_exec3(frame, size, p->id, flags, timeout_ms_of(opts->timeout_sec), opts->argv,
-                           opts->env, opts->cwd, opts->stdin_data, opts->stdin_len, user);
+    int n = agent_encode_exec_args(frame, size, p->id, &a);
     if (n < 0) {
         agent_proc_free(p);
         if (n == AGENT_E_INVALID)
@@ -1407,6 +1443,18 @@ int agent_proc_signal(agent_proc *p, int sig, uint64_t deadline, vmctl_error **r
     uint8_t frame[AGENT_HDR_SIZE + 4];
     int n = agent_encode_u32_msg(frame, sizeof(frame), AGENT_MSG_SIGNAL, p->id, (uint32_t)sig);
     return send_frame(p->c, frame, (size_t)n, deadline, "agent signal", reterr);
+}
+
+int agent_proc_resize(agent_proc *p, unsigned rows, unsigned cols, uint64_t deadline,
+                      vmctl_error **reterr)
+{
+    if (!p->c || p->done)
+        return 0;
+    if (!(p->c->caps & AGENT_CAP_TTY))
+        return no_tty_error(p->c, reterr);
+    uint8_t frame[AGENT_HDR_SIZE + 8];
+    int n = agent_encode_resize(frame, sizeof(frame), p->id, clamp_tty(rows), clamp_tty(cols));
+    return send_frame(p->c, frame, (size_t)n, deadline, "agent resize", reterr);
 }
 
 int agent_proc_wait(agent_proc *p, uint64_t deadline, vmctl_exec_status *status,

@@ -50,6 +50,19 @@ static int check_env(char *const *envv, vmctl_error **reterr)
     return 0;
 }
 
+/* A terminal comes from the agent only (`vmctl ssh NAME` is the SSH way to one). */
+static int tty_over_ssh(const char *name, vmctl_error **reterr)
+{
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                     "a command for vm '%s' cannot get a terminal over SSH here", name);
+    err_detail(reterr, "field", "tty");
+    err_help(reterr,
+             "Use the guest agent (`vmctl exec --via agent -t`), or `vmctl ssh %s` for an "
+             "SSH terminal.",
+             name);
+    return r;
+}
+
 struct vmctl_exec_session {
     agent_conn *conn;
     vmctl_ctx *ctx;
@@ -213,6 +226,11 @@ int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr)
     return agent_proc_signal(p->p, sig, UINT64_MAX, reterr);
 }
 
+int vmctl_exec_resize(vmctl_exec_proc *p, unsigned rows, unsigned cols, vmctl_error **reterr)
+{
+    return agent_proc_resize(p->p, rows, cols, UINT64_MAX, reterr);
+}
+
 bool vmctl_exec_done(const vmctl_exec_proc *p)
 {
     return agent_proc_done(p->p);
@@ -262,6 +280,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
     if (fd >= 0 && !buf)
         return -ENOMEM;
     bool in_open = fd >= 0, signals = io && io->on_signal && io->signal_fd >= 0;
+    bool resizes = io && io->on_resize && io->resize_fd >= 0;
     for (;;) {
         int r = pump_ready(conn, p, reterr);
         if (r < 0 && agent_proc_done(p) && reterr) {
@@ -274,8 +293,8 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         uint64_t now = now_usec();
         if (agent_proc_done(p) || now >= deadline)
             return 0; /* agent_proc_wait reports the end (or the timeout) */
-        struct pollfd pfd[3] = {{.fd = agent_conn_fd(conn), .events = POLLIN}};
-        int n = 1, in_k = -1, sig_k = -1;
+        struct pollfd pfd[4] = {{.fd = agent_conn_fd(conn), .events = POLLIN}};
+        int n = 1, in_k = -1, sig_k = -1, rs_k = -1;
         if (in_open) {
             in_k = n;
             pfd[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
@@ -283,6 +302,10 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         if (signals) {
             sig_k = n;
             pfd[n++] = (struct pollfd){.fd = io->signal_fd, .events = POLLIN};
+        }
+        if (resizes) {
+            rs_k = n;
+            pfd[n++] = (struct pollfd){.fd = io->resize_fd, .events = POLLIN};
         }
         /* wake at least every second: the connection's keepalive runs from agent_pump */
         uint64_t wake = deadline - now < 1000000 ? deadline - now : 1000000;
@@ -296,6 +319,14 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
             if (sig < 0)
                 return sig;
             if (sig > 0 && (r = agent_proc_signal(p, sig, deadline, reterr)) < 0)
+                return r;
+        }
+        if (rs_k >= 0 && pfd[rs_k].revents) {
+            unsigned rows = 0, cols = 0;
+            int k2 = io->on_resize(io->resize_fd, &rows, &cols, io->userdata);
+            if (k2 < 0)
+                return k2;
+            if (k2 > 0 && (r = agent_proc_resize(p, rows, cols, deadline, reterr)) < 0)
                 return r;
         }
         if (in_k >= 0 && pfd[in_k].revents) {
@@ -329,9 +360,11 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
     int r = check_env(opts->env, reterr);
     if (r < 0)
         return r;
+    if (opts->tty && opts->via == VMCTL_EXEC_VIA_SSH)
+        return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec_stream(ctx, name, opts, io, stdin_fd, status, reterr);
     if (r < 0)
         return r;
@@ -363,9 +396,11 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
     int r = check_env(opts->env, reterr);
     if (r < 0)
         return r;
+    if (opts->tty && opts->via == VMCTL_EXEC_VIA_SSH)
+        return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec(ctx, name, opts, result, reterr);
     if (r < 0)
         return r;
