@@ -16,7 +16,7 @@ import re
 import sys
 
 PAGES = ["doctor", "image", "create", "run", "start", "stop", "kill", "pause", "resume", "destroy",
-         "list", "status", "console", "logs", "exec", "cp", "ssh", "up", "errors", "kdl", "help",
+         "list", "status", "console", "logs", "exec", "cp", "shell", "ssh", "up", "errors", "kdl", "help",
          "completion"]
 LINKS = {"down": "up", "reload": "up", "provision": "up"}
 
