@@ -272,6 +272,11 @@ printf '%s\n' "${late[@]}" >"$root/lib/modules/late"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 printf 'vmctl\n' >"$root/etc/hostname"
+# login shells (`vmctl shell`, the console): the metadata env the agent wrote, a prompt
+cat >"$root/etc/profile" <<'EOF'
+[ -r /run/vmctl/env ] && . /run/vmctl/env
+PS1='\u@\h:\w\$ '
+EOF
 cat >"$root/init" <<'EOF'
 #!/bin/sh
 # vmctl default guest: mount, load the modules the agent's port needs, run the agent (restarted
@@ -287,6 +292,9 @@ while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/early
 sh -c 'renice -n 19 $$; mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
     mount -t tmpfs -o mode=1777 tmpfs /dev/shm; ip link set lo up
     while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/late' >/dev/null 2>&1 &
+# a shell on the serial console (ttyS0, `vmctl console NAME`), its controlling terminal, again
+# whenever it exits; a second after the agent's start, so as not to compete with it
+(sleep 1; while :; do setsid cttyhack sh -l; sleep 0.5; done) </dev/null >/dev/null 2>&1 &
 while :; do
     /sbin/vmctl-agent --init
     echo "vmctl-agent exited (status $?); restarting it" >&2

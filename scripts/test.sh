@@ -1,25 +1,33 @@
 #!/bin/bash
 # Runs the whole test suite: unit tests, integration tests against real QEMU (TCG), the unit
 # tests again under ASan+UBSan, and bounded fuzzing. Ends with "N passed, N failed, N skipped".
+# A skip is a test that exited 77, and also every "SKIP: reason" line a passing test printed for a
+# part of it it could not run (tests/integration/lib.sh's skip_section, tests/unit/skip.h): each is
+# listed with its reason. Under CI=true the tests themselves fail a skip the host could avoid.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 bash scripts/install-deps.sh || { echo "dependency install failed"; echo "0 passed, 1 failed"; exit 1; }
 
 passed=0 failed=0 skipped=0
-failures=()
+failures=() skips=()
 
-# count results from a meson testlog.json
+# count results from a meson testlog.json: one row per test, then one per SKIP line it printed
 count() {
   local log=$1 prefix=$2
   [ -f "$log" ] || return 0
-  while IFS=$'\t' read -r name result; do
+  while IFS=$'\t' read -r name result reason; do
     case "$result" in
       OK|EXPECTEDFAIL) passed=$((passed + 1)) ;;
-      SKIP) skipped=$((skipped + 1)) ;;
+      SKIP) skipped=$((skipped + 1)); skips+=("$prefix$name: ${reason:-no reason given}") ;;
+      SKIP-PART) skipped=$((skipped + 1)); skips+=("$prefix$name (part): $reason") ;;
       *) failed=$((failed + 1)); failures+=("$prefix$name ($result)") ;;
     esac
-  done < <(jq -r '[.name, .result] | @tsv' "$log")
+  done < <(jq -r '((.stdout // "") + "\n" + (.stderr // "")) as $out
+    | [$out | splits("\n") | select(startswith("SKIP: ")) | .[6:]] as $s
+    | if .result == "SKIP" then [.name, .result, ($s[0] // "")]
+      else [.name, .result, ""], (if .result == "OK" then $s[] as $r | [.name, "SKIP-PART", $r]
+                                  else empty end) end | @tsv' "$log")
 }
 
 step_fail() { failed=$((failed + 1)); failures+=("$1"); }
@@ -60,6 +68,7 @@ if [ -z "${SKIP_FUZZ:-}" ] && [ -x tests/fuzz/run.sh ]; then
   if bash tests/fuzz/run.sh 30; then passed=$((passed + 1)); else step_fail "fuzz"; fi
 fi
 
+for s in "${skips[@]}"; do echo "SKIPPED: $s"; done
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

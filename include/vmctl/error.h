@@ -61,6 +61,7 @@ typedef enum vmctl_error_kind {
     /* our own */
     VMCTL_E_CLI_USAGE,
     VMCTL_E_INTERNAL,
+    VMCTL_E_CP_UNSAFE_ENTRY,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

@@ -29,6 +29,13 @@ typedef struct vmctl_exec_opts {
     /* Run as this guest user: "NAME" (from the guest's /etc/passwd, with its groups), "UID" or
      * "UID:GID"; HOME, USER and LOGNAME follow it. NULL: root, as the agent runs. Agent only. */
     const char *user;
+    /* Run the command on a new pseudo-terminal in the guest (agent only): its controlling
+     * terminal, its stdin, stdout and stderr (so its output all comes as stdout, with the
+     * terminal's \r\n), in a session of its own (job control, Ctrl-C as a byte). tty_rows and
+     * tty_cols are the terminal's size (0: unknown); vmctl_exec_resize changes it. An agent
+     * without terminal support fails the call with exec::unavailable. */
+    bool tty;
+    unsigned tty_rows, tty_cols;
 } vmctl_exec_opts;
 
 typedef struct vmctl_exec_result {
@@ -63,6 +70,11 @@ typedef struct vmctl_exec_io {
     /* vmctl_exec_stream only, may be NULL: called once the command was handed to the guest (a
      * CLI blocks the signals it forwards from then on; before, they may just end it). */
     void (*on_started)(void *userdata);
+    /* vmctl_exec_stream with opts->tty only, may be NULL: when resize_fd (e.g. a signalfd for
+     * SIGWINCH) is readable, on_resize(resize_fd, &rows, &cols, userdata) is called; returning
+     * > 0 sends that size to the guest's terminal (0: nothing; < 0: stop, the call fails). */
+    int resize_fd;
+    int (*on_resize)(int fd, unsigned *rows, unsigned *cols, void *userdata);
 } vmctl_exec_io;
 
 /* A connection to a VM's guest agent; it can run several commands at once. A VM serves up to 4
@@ -89,6 +101,9 @@ int vmctl_exec_write(vmctl_exec_proc *p, const void *data, size_t len, vmctl_err
 int vmctl_exec_close_stdin(vmctl_exec_proc *p, vmctl_error **reterr);
 /* Send a signal to the command's process group. */
 int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr);
+/* New size of the terminal of a command started with opts->tty (the guest's kernel sends its
+ * foreground process group SIGWINCH). */
+int vmctl_exec_resize(vmctl_exec_proc *p, unsigned rows, unsigned cols, vmctl_error **reterr);
 bool vmctl_exec_done(const vmctl_exec_proc *p);
 /* Wait for the command's end. Errors: agent::failed (cannot start: the guest's message),
  * timeout (opts->timeout_sec expired: the guest killed its process group; status still filled). */

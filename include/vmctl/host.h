@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <vmctl/error.h>
@@ -25,6 +26,13 @@ typedef struct vmctl_host_check {
 
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr);
 void vmctl_host_check_list_free(vmctl_host_check *list, size_t n);
+/* The store against the host: "vm directories" (a directory under vms/ without a row),
+ * "vm rows" (a row whose directory is gone), "vm processes" (a hypervisor no row records as
+ * running). With fix: adopt directories that have vm.json (running when their QEMU runs), remove
+ * half-made ones and rows without a directory, kill unrecorded hypervisors; each summary then
+ * says what was done. Never removes a directory that could hold a VM's disk. */
+int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t *n,
+                       vmctl_error **reterr);
 const char *vmctl_check_status_to_string(vmctl_check_status s);
 
 #ifdef __cplusplus

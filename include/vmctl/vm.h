@@ -26,6 +26,14 @@ typedef void (*vmctl_log_fn)(void *userdata, vmctl_log_level level, const char *
 
 /* home == NULL: $VMCTL_HOME, else $XDG_DATA_HOME/vmctl, else ~/.local/share/vmctl. */
 int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr);
+/* Flags of vmctl_ctx_open. VMCTL_CTX_NO_CREATE: create nothing (for commands that only read):
+ * a home without a store (vmctl.db), or no home at all, opens as an empty one kept in memory. */
+enum {
+    VMCTL_CTX_NO_CREATE = 1u << 0,
+};
+int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_error **reterr);
+/* False for a context opened with VMCTL_CTX_NO_CREATE on a home that has no store yet. */
+bool vmctl_ctx_has_store(const vmctl_ctx *ctx);
 void vmctl_ctx_free(vmctl_ctx *ctx);
 const char *vmctl_ctx_get_home(const vmctl_ctx *ctx);
 void vmctl_ctx_set_log(vmctl_ctx *ctx, vmctl_log_fn fn, void *userdata);

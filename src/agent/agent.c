@@ -20,14 +20,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +77,7 @@ struct job {
     size_t inq_len, inq_off, inq_cap;
     bool in_eof;          /* no more input is coming */
     bool stream;          /* stdin fed by STDIN frames (acknowledged) */
+    int pty_fd;           /* AGENT_EXEC_TTY: the terminal's master (RESIZE), else -1 */
     size_t unacked;       /* stdin bytes taken but not acknowledged yet */
     uint64_t deadline_ms; /* 0: none */
     uint64_t exited_ms;   /* 0: still running */
@@ -505,7 +510,8 @@ static struct job *job_new(struct session *s, uint32_t id, uint8_t version, enum
                               .version = version,
                               .out_fd = -1,
                               .err_fd = -1,
-                              .in_fd = -1};
+                              .in_fd = -1,
+                              .pty_fd = -1};
             return j;
         }
     }
@@ -518,12 +524,13 @@ static void job_free(struct job *j)
     close_fd(&j->out_fd);
     close_fd(&j->err_fd);
     close_fd(&j->in_fd);
+    close_fd(&j->pty_fd);
     free(j->inq);
     if (j->tmp_path)
         unlink(j->tmp_path);
     free(j->tmp_path);
     free(j->path);
-    *j = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+    *j = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1, .pty_fd = -1};
 }
 
 static void job_kill(struct job *j, int sig)
@@ -713,18 +720,19 @@ static int resolve_user(const char *spec, struct run_as *u, const char **why)
 }
 
 static void __attribute__((noreturn))
-child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
+child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, bool tty,
           const struct run_as *u, volatile struct exec_fail *f);
 
 /* vfork in a frame of its own: nothing of the caller's is live across it, so the compiler need
  * not assume the child clobbered the caller's registers (-Wclobbered). */
 static __attribute__((noinline)) pid_t spawn_child(char **argv, char **envp, const char *cwd,
-                                                   int in, int out, int err, const struct run_as *u,
+                                                   int in, int out, int err, bool tty,
+                                                   const struct run_as *u,
                                                    volatile struct exec_fail *f)
 {
     pid_t pid = vfork();
     if (pid == 0)
-        child_run(argv, envp, cwd, in, out, err, u, f);
+        child_run(argv, envp, cwd, in, out, err, tty, u, f);
     return pid;
 }
 
@@ -764,7 +772,7 @@ static char **merge_env(char **add, size_t n_add)
  * than fork: under TCG, copying the agent's page tables and taking the copy-on-write faults
  * afterwards was the largest part of an exec of `true`. */
 static void __attribute__((noreturn))
-child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
+child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, bool tty,
           const struct run_as *u, volatile struct exec_fail *f)
 {
     sigset_t all;
@@ -776,6 +784,12 @@ child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) {
         f->err = errno;
         f->stage = 2;
+        _exit(127);
+    }
+    /* a terminal: the new session's controlling terminal (job control, Ctrl-C as SIGINT) */
+    if (tty && ioctl(0, TIOCSCTTY, 0) < 0) {
+        f->err = errno;
+        f->stage = 4;
         _exit(127);
     }
     /* raw system calls: they change this task only (glibc's wrappers would try to reach every
@@ -797,6 +811,49 @@ child_run(char **argv, char **envp, const char *cwd, int in, int out, int err,
     _exit(127);
 }
 
+#define DEVPTS_MAGIC 0x1cd1
+
+/* A new pseudo-terminal of rows x cols (0: left as the kernel makes it): its master and its
+ * slave (both O_CLOEXEC), or -errno. Mounts /dev/pts when nothing is there yet (the default
+ * guest's /init mounts it in the background while the agent starts). */
+static int pty_open(uint32_t rows, uint32_t cols, int *master, int *slave)
+{
+    struct statfs sf;
+    if (statfs("/dev/pts", &sf) < 0 || sf.f_type != DEVPTS_MAGIC) {
+        mkdir("/dev/pts", 0755);
+        if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+                  "mode=0620,ptmxmode=0666") < 0 &&
+            errno != EBUSY)
+            logmsg("cannot mount /dev/pts: %s", strerror(errno));
+    }
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        return -errno;
+    if (unlockpt(m) < 0) {
+        int e = errno;
+        close(m);
+        return -e;
+    }
+    /* the peer by fd (no path lookup), else by its name */
+    int sl = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (sl < 0) {
+        char name[64];
+        if (ptsname_r(m, name, sizeof(name)) != 0 ||
+            (sl = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+            int e = errno;
+            close(m);
+            return -e;
+        }
+    }
+    if (rows && cols) {
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        ioctl(m, TIOCSWINSZ, &ws);
+    }
+    *master = m;
+    *slave = sl;
+    return 0;
+}
+
 static void exec_start(struct session *s, uint32_t id, uint8_t version, const agent_exec_req *req)
 {
     if (version < 2 && req->flags) {
@@ -807,7 +864,8 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     if (!j)
         return;
     bool stream = req->flags & AGENT_EXEC_STDIN_STREAM;
-    bool has_input = stream || req->stdin_len;
+    bool tty = req->flags & AGENT_EXEC_TTY;
+    bool has_input = !tty && (stream || req->stdin_len);
     size_t argc = req->argv.count, envc = req->env.count;
     struct run_as *u = NULL;
     if (req->user) {
@@ -828,7 +886,7 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     char **argv = calloc(argc + 1, sizeof(char *));
     char **env = calloc(envc + 4, sizeof(char *));
     int pout[2] = {-1, -1}, perr[2] = {-1, -1}, pin[2] = {-1, -1};
-    int devnull = -1;
+    int devnull = -1, master = -1, slave = -1, pty_dup = -1;
     char **envp = NULL;
     bool ok = false;
     if (!argv || !env || inq_append(j, req->stdin_data, req->stdin_len) < 0) {
@@ -848,9 +906,28 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
         env[i++] = (char *)e;
     envc = i;
 
-    if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
-        (has_input ? pipe2(pin, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) <
-            0) {
+    if (tty) {
+        /* one terminal for stdin, stdout and stderr; the master is read (out), written (in)
+         * and resized (pty) through three descriptors, each closed on its own */
+        int r = pty_open(req->tty_rows, req->tty_cols, &master, &slave);
+        if (r < 0) {
+            send_error(s, id, version, -r, "cannot create a terminal: %s", strerror(-r));
+            goto out;
+        }
+        if (u) { /* the user owns its terminal, as after a login */
+            if (fchown(slave, u->uid, u->gid) < 0)
+                logmsg("cannot chown the terminal: %s", strerror(errno));
+        }
+        pout[0] = master;
+        master = -1;
+        if ((pin[1] = fcntl(pout[0], F_DUPFD_CLOEXEC, 3)) < 0 ||
+            (pty_dup = fcntl(pout[0], F_DUPFD_CLOEXEC, 3)) < 0) {
+            send_error(s, id, version, errno, "cannot create a terminal: %s", strerror(errno));
+            goto out;
+        }
+    } else if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 ||
+               (has_input ? pipe2(pin, O_CLOEXEC)
+                          : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) < 0) {
         send_error(s, id, version, errno, "cannot create pipes: %s", strerror(errno));
         goto out;
     }
@@ -861,9 +938,10 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     }
     volatile struct exec_fail f = {0, 0};
     const char *cwd = req->cwd ? req->cwd : "/";
-    int in = has_input ? pin[0] : devnull;
+    int in = tty ? slave : has_input ? pin[0] : devnull;
     /* the parent resumes once the child called execve (or _exit): f is then final */
-    pid_t pid = spawn_child(argv, envp, cwd, in, pout[1], perr[1], u, &f);
+    pid_t pid = tty ? spawn_child(argv, envp, cwd, slave, slave, slave, true, u, &f)
+                    : spawn_child(argv, envp, cwd, in, pout[1], perr[1], false, u, &f);
     if (pid < 0) {
         send_error(s, id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
@@ -871,6 +949,7 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     close_fd(&pout[1]);
     close_fd(&perr[1]);
     close_fd(&pin[0]);
+    close_fd(&slave); /* the command holds it now: its end (EIO on the master) is the end */
     if (f.stage) {
         /* exec never happened: reap now, answer ERROR and no EXIT */
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
@@ -881,6 +960,9 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
         else if (f.stage == 3)
             send_error(s, id, version, f.err, "cannot switch to user '%s' (uid %u, gid %u): %s",
                        req->user, (unsigned)u->uid, (unsigned)u->gid, strerror(f.err));
+        else if (f.stage == 4)
+            send_error(s, id, version, f.err, "cannot make the terminal controlling: %s",
+                       strerror(f.err));
         else
             send_error(s, id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));
         goto out;
@@ -889,12 +971,15 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     j->out_fd = pout[0];
     j->err_fd = perr[0];
     j->in_fd = pin[1];
+    j->pty_fd = pty_dup;
+    pty_dup = -1;
     j->stream = stream;
     j->in_eof = !stream;
     j->deadline_ms = req->timeout_ms ? now_ms() + req->timeout_ms : 0;
     pout[0] = perr[0] = pin[1] = -1;
     fcntl(j->out_fd, F_SETFL, O_NONBLOCK);
-    fcntl(j->err_fd, F_SETFL, O_NONBLOCK);
+    if (j->err_fd >= 0)
+        fcntl(j->err_fd, F_SETFL, O_NONBLOCK);
     if (j->in_fd >= 0)
         fcntl(j->in_fd, F_SETFL, O_NONBLOCK);
     ok = true;
@@ -905,6 +990,9 @@ out:
         close_fd(&pin[k]);
     }
     close_fd(&devnull);
+    close_fd(&master);
+    close_fd(&slave);
+    close_fd(&pty_dup);
     free(argv);
     free(env);
     free(envp);
@@ -1377,6 +1465,15 @@ static void handle_frame(struct session *s, const agent_hdr *h, const uint8_t *p
         }
         if (j->kind != JOB_EXEC)
             break;
+        if (h->len == 0 && j->pty_fd >= 0) {
+            /* a terminal has no end of its input: the host's end of file is the terminal's
+             * end-of-file character (Ctrl-D), once; the command may go on reading */
+            struct termios t;
+            uint8_t veof = tcgetattr(j->pty_fd, &t) == 0 && t.c_cc[VEOF] ? t.c_cc[VEOF] : 4;
+            if (j->in_fd >= 0 && inq_append(j, &veof, 1) == 0)
+                job_write_stdin(j);
+            break;
+        }
         if (h->len == 0) {
             j->in_eof = true;
         } else if (j->in_fd < 0) {
@@ -1405,6 +1502,19 @@ static void handle_frame(struct session *s, const agent_hdr *h, const uint8_t *p
         if (j)
             job_kill(j, (int)sig);
         break;
+    }
+    case AGENT_MSG_RESIZE: {
+        uint32_t rows, cols;
+        struct job *j = job_find(s, h->id);
+        if (agent_decode_resize(payload, h->len, &rows, &cols) < 0) {
+            send_error(s, h->id, v, EINVAL, "malformed RESIZE request");
+            break;
+        }
+        /* the kernel sends SIGWINCH to the terminal's foreground process group */
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        if (j && j->pty_fd >= 0 && ioctl(j->pty_fd, TIOCSWINSZ, &ws) < 0)
+            logmsg("cannot resize the terminal: %s", strerror(errno));
+        break; /* unknown ids and requests without a terminal: ignored */
     }
     case AGENT_MSG_FILE_PUT: {
         agent_file_put fp;
@@ -1617,7 +1727,7 @@ int main(int argc, char **argv)
             A.instance = 1;
     }
     for (int i = 0; i < MAX_JOBS; i++)
-        A.jobs[i] = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1};
+        A.jobs[i] = (struct job){.out_fd = -1, .err_fd = -1, .in_fd = -1, .pty_fd = -1};
     for (int i = 0; i < MAX_SESSIONS; i++)
         A.sess[i] = (struct session){.fd = -1};
     if (!getenv("PATH"))

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "cli.h"
 #include "render.h"
@@ -74,6 +75,19 @@ static int getopt_error(cli *c, int o, int argc, char **argv)
     return CLI_OPT_EXIT;
 }
 
+/* exec, run, ssh: once the positionals before the guest command are there (NAME), the next
+ * positional starts the command, and everything from it on is the command's, options included
+ * (as after "--"): `vmctl exec web grep -i root /etc/passwd` runs exactly that. */
+static bool command_starts(cli *c, int argc, char **argv)
+{
+    if (c->opt_command_at == 0 || c->n_args < c->opt_command_at)
+        return false;
+    c->dashdash = true;
+    c->rest = argv + optind;
+    c->n_rest = (size_t)(argc - optind);
+    return true;
+}
+
 static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
                          const struct option *longopts, int *subcommand)
 {
@@ -90,6 +104,8 @@ static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
         if (!subcommand && !c->opt_mid_cluster && optind < argc && argv[optind][0] == '-' &&
             argv[optind][1] && argv[optind][1] != '-' &&
             !strchr(c->opt_short + 2, argv[optind][1])) {
+            if (command_starts(c, argc, argv))
+                break;
             c->args[c->n_args++] = argv[optind++];
             continue;
         }
@@ -115,6 +131,8 @@ static int getopt_common(cli *c, int argc, char **argv, const char *shortopts,
                 *subcommand = optind;
                 return -1;
             }
+            if (command_starts(c, argc, argv))
+                break;
             c->args[c->n_args++] = argv[optind++];
             continue;
         }
@@ -276,7 +294,7 @@ vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag
             return NULL;
         }
     }
-    return cli_open_with_args(c, 1, 1, "NAME", ret_exit);
+    return cli_open_with_args(c, 1, SIZE_MAX, "NAME", ret_exit);
 }
 
 int cli_expect_name_and_command(cli *c, char *const **ret_cmd)
@@ -336,13 +354,21 @@ int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret)
 
 int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
 {
-    static const char expected[] = "a number of seconds (e.g. 30, 1.5 or 2m)";
+    char expected[128];
+    snprintf(expected, sizeof(expected),
+             "a positive number of seconds of at most %u (%u days), e.g. 30, 1.5, 2m or 1h",
+             CLI_MAX_SECONDS, CLI_MAX_SECONDS / 86400);
     char *end = NULL;
     errno = 0;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
+    /* Digits and one dot only: no sign, no "inf"/"nan", no hex, no exponent (1e308). */
+    size_t n = strspn(s, "0123456789.");
+    size_t dots = 0;
+    for (size_t i = 0; i < n; i++)
+        dots += s[i] == '.';
+    if (n == 0 || dots > 1)
         return invalid_number(c, option, s, expected);
     double v = strtod(s, &end);
-    if (errno || end == s || !isfinite(v) || v < 0)
+    if (errno || end != s + n || !isfinite(v))
         return invalid_number(c, option, s, expected);
     if (*end == '\0' || streq(end, "s"))
         ;
@@ -351,6 +377,8 @@ int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret)
     else if (streq(end, "h"))
         v *= 3600;
     else
+        return invalid_number(c, option, s, expected);
+    if (!(v > 0) || v > CLI_MAX_SECONDS)
         return invalid_number(c, option, s, expected);
     *ret = v;
     return 0;
@@ -361,7 +389,9 @@ vmctl_ctx *cli_ctx(cli *c)
     if (c->ctx)
         return c->ctx;
     vmctl_error *e = NULL;
-    if (vmctl_ctx_new(c->home, &c->ctx, &e) < 0) {
+    /* Only the commands that make something (create, run, up, image build-default, ...) create
+     * the home: a mistyped --home with `list` must not leave a new home behind. */
+    if (vmctl_ctx_open(c->home, c->home_create ? 0 : VMCTL_CTX_NO_CREATE, &c->ctx, &e) < 0) {
         c->ctx = NULL;
         if (!e)
             vmctl_error_new(&e, VMCTL_E_INTERNAL, EIO, "cannot open the vmctl home");
@@ -369,6 +399,12 @@ vmctl_ctx *cli_ctx(cli *c)
         return NULL;
     }
     vmctl_ctx_set_log(c->ctx, render_log, c);
+    if (!vmctl_ctx_has_store(c->ctx) && !c->json) {
+        cleanup_free char *msg = cli_printf("there is no vmctl home at '%s' yet (nothing was "
+                                            "created there)",
+                                            vmctl_ctx_get_home(c->ctx));
+        render_log(c, VMCTL_LOG_NOTICE, msg ? msg : "there is no vmctl home here yet");
+    }
     return c->ctx;
 }
 
@@ -402,17 +438,100 @@ int cli_vm_done(cli *c, const char *name, const char *done)
     return r;
 }
 
+/* The result object of one VM in --json: its status object (or just its name when it cannot be
+ * read back), or {"name", "destroyed": true}. */
+static json_t *vm_result_json(cli *c, const char *name, bool destroyed)
+{
+    if (destroyed)
+        return json_pack("{s:s, s:b}", "name", name, "destroyed", 1);
+    vmctl_vm_info *vm = NULL;
+    if (vmctl_vm_get(c->ctx, name, &vm, NULL) < 0 || !vm)
+        return json_pack("{s:s}", "name", name);
+    json_t *o = render_vm_json(vm);
+    vmctl_vm_info_free(vm);
+    return o;
+}
+
+int cli_vm_each(cli *c, int (*act)(cli *c, const char *name, void *userdata, vmctl_error **reterr),
+                void *userdata, const char *done, bool destroys)
+{
+    size_t n = c->n_args, n_failed = 0;
+    int last = EXIT_OK;
+    json_t *results = n > 1 && c->json ? json_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = c->args[i];
+        vmctl_error *e = NULL;
+        if (act(c, name, userdata, &e) < 0) {
+            n_failed++;
+            if (!e)
+                vmctl_error_new(&e, VMCTL_E_INTERNAL, EIO, "VM '%s': failed", name);
+            if (results) {
+                json_t *doc = render_error_json(e);
+                json_object_set_new(doc, "name", json_string(name));
+                json_array_append_new(results, doc);
+                vmctl_error_free(e);
+            } else {
+                last = render_error(c, e);
+            }
+            continue;
+        }
+        if (results)
+            json_array_append_new(results, vm_result_json(c, name, destroys));
+        else if (c->json)
+            last = render_json(vm_result_json(c, name, destroys));
+        else if (printf("%s VM '%s'\n", done, name) < 0 || fflush(stdout) != 0)
+            last = EXIT_ERROR;
+    }
+    if (results && render_json(results) != EXIT_OK)
+        return EXIT_ERROR;
+    if (n > 1 && n_failed && !c->json) {
+        render_clear_progress(c);
+        fprintf(stderr, "%zu of %zu VMs failed\n", n_failed, n);
+    }
+    return n_failed ? EXIT_ERROR : last;
+}
+
+struct simple_action {
+    int (*action)(vmctl_ctx *, const char *, vmctl_error **);
+};
+
+static int simple_act(cli *c, const char *name, void *userdata, vmctl_error **reterr)
+{
+    struct simple_action *a = userdata;
+    return a->action(c->ctx, name, reterr);
+}
+
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done)
 {
     int r;
-    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, 1, "NAME", &r);
+    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 1, SIZE_MAX, "NAME", &r);
     if (!ctx)
         return r;
+    struct simple_action a = {action};
+    return cli_vm_each(c, simple_act, &a, done, false);
+}
+
+int cli_finish_stdout(cli *c, int r)
+{
+    /* A full disk, a closed pipe without SIGPIPE, /dev/full: output that never arrived is a
+     * failure, not a success that printed nothing. */
+    errno = 0;
+    bool bad = fflush(stdout) != 0 || ferror(stdout);
+    int err = errno ? errno : render_stdout_errno;
+    if (fclose(stdout) != 0 && !bad) {
+        bad = true;
+        err = errno;
+    }
+    if (!bad)
+        return r;
     vmctl_error *e = NULL;
-    if (action(ctx, c->args[0], &e) < 0)
-        return render_error(c, e);
-    return cli_vm_done(c, c->args[0], done);
+    vmctl_error_new(&e, VMCTL_E_IO, err ? err : EIO, "cannot write to standard output");
+    vmctl_error_set_help(e, "Check where standard output goes: the disk may be full, or the "
+                            "reader gone; run the command again with its output elsewhere");
+    c->json = false; /* stdout is what failed: the error goes to stderr */
+    render_error(c, e);
+    return r == EXIT_OK ? EXIT_ERROR : r;
 }
 
 /* --- signals --- */

@@ -73,6 +73,8 @@ typedef struct cli_command {
     const char *summary;
     const char *help;  /* full help: usage, description, options, examples */
     const char *issue; /* for planned commands: where it stands */
+    /* commands with subcommands (image, kdl): the i-th one, NULL past the end */
+    const struct cli_command *(*sub_at)(size_t i);
 } cli_command;
 
 struct cli {
@@ -89,6 +91,8 @@ struct cli {
     const cli_command *cmd; /* the command being run (NULL: vmctl itself) */
     const char *cmd_path;   /* "create", "image list", ... for messages */
     vmctl_ctx *ctx;         /* opened on demand by cli_ctx() */
+    bool home_create;       /* set by commands that make things: cli_ctx() may create the home */
+    size_t exec_max_output; /* exec --max-output in bytes (0: CLI_EXEC_MAX_OUTPUT_DEFAULT) */
     bool progress_active;   /* a progress line is on stderr, clear it before printing */
 
     /* option parser state, see cli_getopt() */
@@ -102,7 +106,14 @@ struct cli {
     char **rest; /* everything after "--" */
     size_t n_rest;
     bool dashdash;
+    /* Set by exec, run and ssh before parsing: once this many positionals are there, the next
+     * one starts the guest command (taken as if after "--"). 0: off. */
+    size_t opt_command_at;
 };
+
+/* The longest duration an option takes (7 days): beyond it the millisecond arithmetic of
+ * deadlines overflows. */
+#define CLI_MAX_SECONDS 604800u
 
 /* Values for the global options; command options use values >= 0x100 or short letters. */
 enum {
@@ -143,7 +154,7 @@ bool cli_parse_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_
 vmctl_ctx *cli_open_with_args(cli *c, size_t n_min, size_t n_max, const char *what, int *ret_exit);
 vmctl_ctx *cli_open_no_options(cli *c, int argc, char **argv, size_t n_min, size_t n_max,
                                const char *what, int *ret_exit);
-/* start and stop: NAME, --timeout S (*ret_timeout keeps its value when not given) and one flag
+/* start and stop: NAME..., --timeout S (*ret_timeout keeps its value when not given) and one flag
  * option named `flag` (*ret_flag); then the context, as cli_open_with_args(). */
 vmctl_ctx *cli_open_name_timeout(cli *c, int argc, char **argv, const char *flag, bool *ret_flag,
                                  double *ret_timeout, int *ret_exit);
@@ -156,7 +167,9 @@ int cli_parse_uint(cli *c, const char *option, const char *s, unsigned min, unsi
 int cli_parse_mib(cli *c, const char *option, const char *s, unsigned *ret);
 int cli_parse_seconds(cli *c, const char *option, const char *s, double *ret);
 
-/* The library context for c->home, opened once (renders the error and returns NULL on failure). */
+/* The library context for c->home, opened once (renders the error and returns NULL on failure).
+ * It creates nothing unless the command set c->home_create first (a home without a store reads
+ * as empty, with a note on stderr). */
 vmctl_ctx *cli_ctx(cli *c);
 
 /* Help text of the current command (or vmctl's own) on stdout. */
@@ -165,6 +178,10 @@ void cli_print_main_help(FILE *f);
 const cli_command *cli_find_command(const char *name);
 /* `image` subcommands (cmd-image.c); NULL when unknown. */
 const cli_command *image_find_subcommand(const char *name);
+/* The i-th command of vmctl's table, the i-th subcommand of image and kdl; NULL past the end. */
+const cli_command *cli_command_at(size_t i);
+const cli_command *image_subcommand_at(size_t i);
+const cli_command *kdl_subcommand_at(size_t i);
 /* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
 int cli_not_implemented(cli *c, const char *what);
 
@@ -172,6 +189,10 @@ int cli_not_implemented(cli *c, const char *what);
 extern volatile sig_atomic_t cli_interrupted;
 void cli_catch_signals(bool reset_after_first);
 void cli_restore_signals(void);
+
+/* At exit: flush and close stdout; when that fails, render vm_manager::io on stderr and return
+ * EXIT_ERROR (or r when it is already a failure). */
+int cli_finish_stdout(cli *c, int r);
 
 /* Write all of buf to fd (EINTR-safe). */
 int cli_write_all(int fd, const void *buf, size_t len);
@@ -196,8 +217,12 @@ int cmd_cp(cli *c, int argc, char **argv);
 extern const char cmd_cp_help[];
 int cmd_ssh(cli *c, int argc, char **argv);
 extern const char cmd_ssh_help[];
+int cmd_shell(cli *c, int argc, char **argv);
+extern const char cmd_shell_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
+int cmd_completion(cli *c, int argc, char **argv);
+extern const char cmd_completion_help[];
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
     cmd_image_list_help[], cmd_create_help[], cmd_run_help[], cmd_start_help[], cmd_stop_help[],
@@ -272,8 +297,8 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --disk GiB           disk size in GiB (default: the image's size)\n"                    \
     "      --machine M          microvm or q35 (default: microvm for kernels, q35 for images)\n"   \
     "      --accel A            auto, kvm or tcg (default auto: KVM only where it really works)\n" \
-    "      --net N              user, tap or none (default none for the default guest, else "      \
-    "user)\n"                                                                                      \
+    "      --net N              user or none (default none for the default guest, else user;\n"    \
+    "                           tap is not supported yet)\n"                                       \
     "      --port HOST:GUEST[/udp]\n"                                                              \
     "                           forward a host port to the guest (repeatable; HOST 0 picks one)\n" \
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
@@ -285,14 +310,27 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */
 int cli_vm_done(cli *c, const char *name, const char *done);
 
-/* The whole of a command that takes NAME and no options and calls one library action on it
- * (kill, pause, resume): parse, act, then cli_vm_done(). */
+/* Act on every VM named in c->args (NAME...), one after the other, each reported on its own:
+ * "<done> VM 'NAME'" on stdout or its error on stderr. --json: one name gives its status object
+ * ({"name", "destroyed": true} when `destroys`) or the error document, as before; several give
+ * an array with one such object per name, an error as {"error": {...}, "name": NAME}. Returns
+ * EXIT_ERROR when any failed. */
+int cli_vm_each(cli *c, int (*act)(cli *c, const char *name, void *userdata, vmctl_error **reterr),
+                void *userdata, const char *done, bool destroys);
+
+/* The whole of a command that takes NAME... and no options and calls one library action on each
+ * (kill, pause, resume): parse, then cli_vm_each(). */
 int cli_vm_action(cli *c, int argc, char **argv,
                   int (*action)(vmctl_ctx *, const char *, vmctl_error **), const char *done);
 
-/* Run argv in the VM and pass its output on (byte-exact, or one JSON object with --json).
+/* Run argv in the VM (its stdin from stdin_fd, -1: none) and report it as one JSON object.
  * Returns the command's status (128+N for signal N), or EXIT_ERROR after rendering an error. */
-int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts);
+int cli_exec_and_report(cli *c, const char *name, const vmctl_exec_opts *opts, int stdin_fd);
+/* Like vmctl_exec, but each of stdout and stderr is collected up to c->exec_max_output (0: the
+ * default, 64 MiB); past it the command is stopped and the call fails with vm_manager::io. */
+#define CLI_EXEC_MAX_OUTPUT_DEFAULT ((size_t)64 << 20)
+int cli_exec_collect(cli *c, vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
+                     int stdin_fd, vmctl_exec_result *res, vmctl_error **reterr);
 /* The output part of it, for a result obtained elsewhere (clears res). */
 int cli_exec_report(cli *c, vmctl_exec_result *res);
 /* Output callbacks that pass a command's stdout/stderr through to vmctl's, byte for byte. */
@@ -301,6 +339,11 @@ int cli_pass_stderr(const void *data, size_t len, void *userdata);
 /* The signals that end or interrupt a command run in a VM (exec forwards them, run --rm tears the
  * VM down on them): SIGINT, SIGTERM, SIGHUP, SIGQUIT. */
 void cli_interrupt_signals(sigset_t *set);
+/* exec -t and shell: opts->argv in vm `name` on a guest terminal (opts->env has n_env entries;
+ * TERM is added), the host terminal raw meanwhile. Stdin must be a terminal, else config::invalid
+ * (pipe_ok: then the command runs without a terminal, its input piped). Returns the command's
+ * status, or an exit code after rendering an error. */
+int cli_exec_tty(cli *c, const char *name, vmctl_exec_opts *opts, size_t n_env, bool pipe_ok);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
 

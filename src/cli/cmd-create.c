@@ -112,6 +112,7 @@ void create_args_done(create_args *a)
 vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret_exit)
 {
     a->config.name = name;
+    c->home_create = true;
     vmctl_ctx *ctx = cli_ctx(c);
     if (!ctx) {
         create_args_done(a);

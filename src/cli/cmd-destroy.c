@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl destroy NAME [--force] */
+/* vmctl destroy NAME... [--force] */
 #include "cli.h"
 #include "render.h"
 
+#include <stdint.h>
+
 const char cmd_destroy_help[] =
-    "Usage: vmctl destroy NAME [--force]\n"
+    "Usage: vmctl destroy NAME... [--force]\n"
     "\n"
-    "Remove a VM: its directory (disk overlay, seed ISO, keys, logs, sockets) and its store row.\n"
+    "Remove VMs, one after the other, each reported on its own: its directory (disk overlay, seed "
+    "ISO, keys, logs, sockets) and its store row.\n"
     "A running or paused VM is refused with vm_manager::vm::invalid_state unless --force, which\n"
     "kills it first.\n"
     "\n"
-    "With --json, print {\"name\": NAME, \"destroyed\": true}.\n"
+    "With --json, print {\"name\": NAME, \"destroyed\": true}; for several names, an array of\n"
+    "those (or {\"name\", \"error\"} for one that failed). Exits 1 when any failed.\n"
     "\n"
     "Options:\n"
     "      --force    kill the VM first if it is running or paused\n"
@@ -18,7 +22,8 @@ const char cmd_destroy_help[] =
     "\n"
     "Examples:\n"
     "  vmctl destroy web\n"
-    "  vmctl destroy web --force\n";
+    "  vmctl destroy web --force\n"
+    "  vmctl destroy a b c\n";
 
 enum { OPT_FORCE = 0x100 };
 
@@ -26,6 +31,11 @@ static const struct option options[] = {
     {"force", no_argument, NULL, OPT_FORCE},
     {},
 };
+
+static int destroy_one(cli *c, const char *name, void *userdata, vmctl_error **reterr)
+{
+    return vmctl_vm_destroy(c->ctx, name, *(bool *)userdata, reterr);
+}
 
 int cmd_destroy(cli *c, int argc, char **argv)
 {
@@ -43,14 +53,8 @@ int cmd_destroy(cli *c, int argc, char **argv)
         }
     }
     int r;
-    vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "NAME", &r);
+    vmctl_ctx *ctx = cli_open_with_args(c, 1, SIZE_MAX, "NAME", &r);
     if (!ctx)
         return r;
-    vmctl_error *e = NULL;
-    if (vmctl_vm_destroy(ctx, c->args[0], force, &e) < 0)
-        return render_error(c, e);
-    if (c->json)
-        return render_json(json_pack("{s:s, s:b}", "name", c->args[0], "destroyed", 1));
-    printf("Destroyed VM '%s'\n", c->args[0]);
-    return EXIT_OK;
+    return cli_vm_each(c, destroy_one, &force, "Destroyed", true);
 }

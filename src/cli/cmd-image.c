@@ -168,6 +168,11 @@ static const cli_command subcommands[] = {
     {"convert", image_convert, "convert an image with qemu-img", cmd_image_convert_help, NULL},
 };
 
+const cli_command *image_subcommand_at(size_t i)
+{
+    return i < ELEMENTSOF(subcommands) ? &subcommands[i] : NULL;
+}
+
 const cli_command *image_find_subcommand(const char *name)
 {
     for (size_t i = 0; i < ELEMENTSOF(subcommands); i++)
@@ -301,6 +306,7 @@ static int image_build_default(cli *c, int argc, char **argv)
         force = true;
     }
     int r;
+    c->home_create = true;
     vmctl_ctx *ctx = cli_open_with_args(c, 0, 0, "", &r);
     if (!ctx)
         return r;
@@ -453,6 +459,7 @@ static int image_pull(cli *c, int argc, char **argv)
             return c->exit_code;
     }
     int r;
+    c->home_create = true;
     vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "URL", &r);
     if (!ctx)
         return r;
@@ -482,6 +489,7 @@ static int image_import(cli *c, int argc, char **argv)
         name = optarg;
     }
     int r;
+    c->home_create = true;
     vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "PATH", &r);
     if (!ctx)
         return r;
@@ -593,6 +601,7 @@ static int image_convert(cli *c, int argc, char **argv)
         return r;
     if (!format)
         return cli_usage_error(c, "missing --format (qcow2, raw, vmdk, vdi, vhdx or vpc)");
+    c->home_create = true;
     vmctl_ctx *ctx = cli_ctx(c);
     if (!ctx)
         return EXIT_ERROR;

@@ -51,6 +51,11 @@ static const cli_command subcommands[] = {
     {"fmt", kdl_fmt, "print a KDL document in canonical form", cmd_kdl_fmt_help, NULL},
 };
 
+const cli_command *kdl_subcommand_at(size_t i)
+{
+    return i < ELEMENTSOF(subcommands) ? &subcommands[i] : NULL;
+}
+
 int cmd_kdl(cli *c, int argc, char **argv)
 {
     int idx = argc;

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl list: every VM in the store, as a table or a JSON array. */
+/* vmctl list [-q]: every VM in the store, as a table (or names) or a JSON array. */
 #include "cli.h"
 #include "render.h"
 
 const char cmd_list_help[] =
-    "Usage: vmctl list\n"
+    "Usage: vmctl list [-q]\n"
     "\n"
     "List the VMs of this vmctl home with their state and size. The state is checked, not\n"
     "trusted: a VM recorded as running whose QEMU has gone is shown as crashed.\n"
@@ -12,16 +12,28 @@ const char cmd_list_help[] =
     "With --json, print an array of the objects `vmctl status NAME --json` prints.\n"
     "\n"
     "Options:\n"
+    "  -q, --quiet   print only the names, one per line (with --json: an array of names)\n"
     "  -h, --help    show this help\n"
     "\n"
     "Examples:\n"
     "  vmctl list\n"
-    "  vmctl list --json | jq -r '.[] | select(.state == \"running\") | .name'\n";
+    "  vmctl list --json | jq -r '.[] | select(.state == \"running\") | .name'\n"
+    "  vmctl destroy --force $(vmctl list -q)\n";
 
 int cmd_list(cli *c, int argc, char **argv)
 {
-    int r;
-    vmctl_ctx *ctx = cli_open_no_options(c, argc, argv, 0, 0, "", &r);
+    static const struct option options[] = {
+        {"quiet", no_argument, NULL, 'q'},
+        {},
+    };
+    bool quiet = false;
+    int o, r;
+    while ((o = cli_getopt(c, argc, argv, "q", options)) != -1) {
+        if (o != 'q')
+            return c->exit_code;
+        quiet = true;
+    }
+    vmctl_ctx *ctx = cli_open_with_args(c, 0, 0, "", &r);
     if (!ctx)
         return r;
 
@@ -31,10 +43,16 @@ int cmd_list(cli *c, int argc, char **argv)
     if (vmctl_vm_list(ctx, &vms, &n, &e) < 0)
         return render_error(c, e);
 
+    if (quiet && !c->json) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s\n", vms[i]->name);
+        vmctl_vm_info_list_free(vms, n);
+        return EXIT_OK; /* a write error is reported at exit */
+    }
     if (c->json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(a, render_vm_json(vms[i]));
+            json_array_append_new(a, quiet ? json_string(vms[i]->name) : render_vm_json(vms[i]));
         vmctl_vm_info_list_free(vms, n);
         return render_json(a);
     }

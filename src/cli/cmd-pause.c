@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl pause NAME */
+/* vmctl pause NAME... */
 #include "cli.h"
 #include "render.h"
 
 const char cmd_pause_help[] =
-    "Usage: vmctl pause NAME\n"
+    "Usage: vmctl pause NAME...\n"
     "\n"
     "Freeze a running VM's vCPUs. Its memory stays allocated and its QEMU keeps running; resume\n"
     "it with `vmctl resume NAME`.\n"
@@ -13,7 +13,8 @@ const char cmd_pause_help[] =
     "  -h, --help    show this help\n"
     "\n"
     "Examples:\n"
-    "  vmctl pause web\n";
+    "  vmctl pause web\n"
+    "  vmctl pause web db\n";
 
 int cmd_pause(cli *c, int argc, char **argv)
 {

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl resume NAME */
+/* vmctl resume NAME... */
 #include "cli.h"
 #include "render.h"
 
-const char cmd_resume_help[] = "Usage: vmctl resume NAME\n"
+const char cmd_resume_help[] = "Usage: vmctl resume NAME...\n"
                                "\n"
                                "Let a paused VM's vCPUs run again.\n"
                                "\n"
@@ -11,7 +11,8 @@ const char cmd_resume_help[] = "Usage: vmctl resume NAME\n"
                                "  -h, --help    show this help\n"
                                "\n"
                                "Examples:\n"
-                               "  vmctl resume web\n";
+                               "  vmctl resume web\n"
+                               "  vmctl resume web db\n";
 
 int cmd_resume(cli *c, int argc, char **argv)
 {

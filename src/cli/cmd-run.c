@@ -8,9 +8,10 @@
 #include "render.h"
 
 const char cmd_run_help[] =
-    "Usage: vmctl run NAME [VM options] [--rm] [--timeout S] [-- CMD [ARGS...]]\n"
+    "Usage: vmctl run NAME [VM options] [--rm] [--timeout S] [[--] CMD [ARGS...]]\n"
     "\n"
     "Create a VM, start it and wait until its guest agent answers. Then:\n"
+    "vmctl's options go before CMD: from CMD's first word on, every argument is the command's.\n"
     "  - with CMD, run it in the VM like `vmctl exec` (its output streams through byte for byte\n"
     "    as it is produced) and exit with its status;\n"
     "  - with --rm, destroy the VM at the end, also when a step failed or was interrupted;\n"
@@ -70,7 +71,7 @@ static void run_job(struct run_job *j, vmctl_ctx *ctx)
         j->streamed = true;
         if (vmctl_exec_stream(ctx, j->name, &opts, &io, -1, &j->st, &j->err) < 0)
             return;
-    } else if (vmctl_exec(ctx, j->name, &opts, &j->res, &j->err) < 0) {
+    } else if (cli_exec_collect(j->c, ctx, j->name, &opts, -1, &j->res, &j->err) < 0) {
         return;
     }
     j->exec_ok = true;
@@ -157,6 +158,7 @@ int cmd_run(cli *c, int argc, char **argv)
     double timeout = -1;
     int o, r;
 
+    c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
         switch (o) {
         case OPT_RM:
@@ -179,8 +181,7 @@ int cmd_run(cli *c, int argc, char **argv)
         create_args_done(&a);
         if (c->n_args == 0)
             return cli_usage_error(c, "missing NAME");
-        return cli_usage_error(c, "unexpected argument '%s' (give the command after `--`)",
-                               c->args[1]);
+        return cli_usage_error(c, "unexpected argument '%s'", c->args[1]);
     }
     const char *name = c->args[0];
     char *const *cmd = cli_command_argv(c, 1);

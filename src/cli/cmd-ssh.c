@@ -8,14 +8,15 @@
 #include "render.h"
 
 const char cmd_ssh_help[] =
-    "Usage: vmctl ssh NAME [--timeout S] [--print] [-- CMD [ARGS...]]\n"
+    "Usage: vmctl ssh NAME [--timeout S] [--print] [[--] CMD [ARGS...]]\n"
     "\n"
     "Open an SSH session to a running VM as the user 'vmctl' (a shell, or CMD), through the\n"
     "system `ssh` with the VM's own key (made by `vmctl create`, given to the guest through\n"
     "cloud-init) and the VM's own known_hosts file. vmctl waits until the guest's sshd answers\n"
     "and pins its host key on first contact; a host key that changed later is refused\n"
     "(vm_manager::ssh::failed, step hostkey). The VM needs user-mode networking (its SSH\n"
-    "forward is shown in `vmctl status`).\n"
+    "forward is shown in `vmctl status`). vmctl's options go before CMD: from CMD's first word\n"
+    "on, every argument is the command's.\n"
     "\n"
     "Options:\n"
     "      --timeout S   wait at most S seconds for sshd (default 120)\n"
@@ -39,6 +40,7 @@ int cmd_ssh(cli *c, int argc, char **argv)
     double timeout = 0;
     bool print = false;
     int o;
+    c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
         switch (o) {
         case OPT_TIMEOUT:

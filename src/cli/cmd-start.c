@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* vmctl start NAME [--wait] [--timeout S] */
+/* vmctl start NAME... [--wait] [--timeout S] */
 #include "cli.h"
 #include "render.h"
 
 const char cmd_start_help[] =
-    "Usage: vmctl start NAME [--wait] [--timeout S]\n"
+    "Usage: vmctl start NAME... [--wait] [--timeout S]\n"
     "\n"
-    "Launch a created or stopped VM. QEMU runs detached: the VM keeps running after vmctl exits.\n"
+    "Launch created or stopped VMs, one after the other. QEMU runs detached: the VM keeps running "
+    "after vmctl exits.\n"
     "With --wait, return only when the guest agent answers (the VM is ready), or fail with\n"
     "vm_manager::timeout after S seconds.\n"
     "\n"
@@ -18,26 +19,29 @@ const char cmd_start_help[] =
     "\n"
     "Examples:\n"
     "  vmctl start web\n"
-    "  vmctl start web --wait --timeout 300\n";
+    "  vmctl start web --wait --timeout 300\n"
+    "  vmctl start web db --wait\n";
+
+struct start_args {
+    double timeout;
+    bool wait;
+};
+
+static int start_one(cli *c, const char *name, void *userdata, vmctl_error **reterr)
+{
+    struct start_args *a = userdata;
+    double timeout = a->timeout;
+    if (a->wait && timeout < 0)
+        timeout = cli_default_wait_timeout(c, name);
+    return vmctl_vm_start(c->ctx, name, a->wait, timeout < 0 ? 0 : timeout, reterr);
+}
 
 int cmd_start(cli *c, int argc, char **argv)
 {
-    bool wait = false;
-    double timeout = -1;
+    struct start_args a = {.timeout = -1};
     int r;
-    vmctl_ctx *ctx = cli_open_name_timeout(c, argc, argv, "wait", &wait, &timeout, &r);
+    vmctl_ctx *ctx = cli_open_name_timeout(c, argc, argv, "wait", &a.wait, &a.timeout, &r);
     if (!ctx)
         return r;
-    const char *name = c->args[0];
-    if (wait && timeout < 0)
-        timeout = cli_default_wait_timeout(c, name);
-
-    vmctl_error *e = NULL;
-    if (vmctl_vm_start(ctx, name, wait, timeout < 0 ? 0 : timeout, &e) < 0)
-        return render_error(c, e);
-    if (!c->json && wait) {
-        printf("Started VM '%s'; it is ready\n", name);
-        return fflush(stdout) == 0 ? EXIT_OK : EXIT_ERROR;
-    }
-    return cli_vm_done(c, name, "Started");
+    return cli_vm_each(c, start_one, &a, "Started", false);
 }

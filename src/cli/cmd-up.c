@@ -156,6 +156,7 @@ static int env_command(cli *c, int argc, char **argv, env_fn fn, bool is_down)
     if (vmctl_vmfile_load(file, &vf, &e) < 0)
         return render_error(c, e);
 
+    c->home_create = !is_down && fn != vmctl_provision; /* up and reload create VMs */
     vmctl_ctx *ctx = cli_ctx(c);
     if (!ctx) {
         vmctl_vmfile_free(vf);

@@ -17,13 +17,14 @@ static const char cmd_help_help[] =
 
 #define PLANNED(n, s)                                                                              \
     {                                                                                              \
-        n, NULL, s, NULL, "not implemented yet"                                                    \
+        n, NULL, s, NULL, "not implemented yet", NULL                                              \
     }
 
 static const cli_command commands[] = {
     {"doctor", cmd_doctor, "check the host: QEMU, qemu-img, KVM (usable or not, and why), TCG",
      cmd_doctor_help, NULL},
-    {"image", cmd_image, "build the default guest, list images", cmd_image_help, NULL},
+    {"image", cmd_image, "build the default guest, list images", cmd_image_help, NULL,
+     image_subcommand_at},
     {"create", cmd_create, "create a VM (overlay, seed, keys, store row) without starting it",
      cmd_create_help, NULL},
     {"run", cmd_run, "create + start + wait until ready (+ run a command, + destroy with --rm)",
@@ -48,6 +49,8 @@ static const cli_command commands[] = {
     {"cp", cmd_cp, "copy files or directories to or from a VM (NAME:/path)", cmd_cp_help, NULL},
     {"ssh", cmd_ssh, "open an SSH session to a VM (its own key and pinned host key)", cmd_ssh_help,
      NULL},
+    {"shell", cmd_shell, "an interactive login shell in a VM, on a terminal, through its agent",
+     cmd_shell_help, NULL},
     PLANNED("snapshot", "create, restore, list and remove snapshots"),
     PLANNED("clone", "create a VM from another VM's snapshot"),
     PLANNED("stats", "CPU, memory and I/O statistics of a VM"),
@@ -58,8 +61,15 @@ static const cli_command commands[] = {
     {"provision", cmd_provision, "run the provisioners of a VMFile.kdl again", cmd_provision_help,
      NULL},
     {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
-     NULL},
+     NULL, kdl_subcommand_at},
+    {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
+     cmd_completion_help, NULL},
 };
+
+const cli_command *cli_command_at(size_t i)
+{
+    return i < ELEMENTSOF(commands) ? &commands[i] : NULL;
+}
 
 const cli_command *cli_find_command(const char *name)
 {
@@ -108,7 +118,7 @@ void cli_print_main_help(FILE *f)
 void cli_print_help(cli *c)
 {
     if (c->cmd && c->cmd->help) {
-        fputs(c->cmd->help, stdout);
+        render_fputs(c->cmd->help, stdout);
         fputs("\nGlobal options: --home DIR, --json, -v (before or after the command; see `vmctl "
               "--help`)\n",
               stdout);
@@ -261,7 +271,7 @@ int main(int argc, char **argv)
     r = cmd->fn(&c, argc - idx, argv + idx);
 
 out:
-    fflush(stdout);
+    r = cli_finish_stdout(&c, r);
     if (c.ctx)
         vmctl_ctx_free(c.ctx);
     free(c.opt_long);

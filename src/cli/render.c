@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <inttypes.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -13,6 +15,10 @@ static bool env_nonempty(const char *name)
     return v && *v;
 }
 
+/* Whether the locale's character set is UTF-8: the glyphs (cross, box drawing) need it, and off
+ * it every byte above 0x7f is written as an escape. The locale is asked (setlocale +
+ * nl_langinfo), then put back to "C" so nothing else in vmctl depends on it; a locale that is not
+ * installed is judged by its name. No locale at all is "C": ASCII. */
 static bool locale_is_utf8(void)
 {
     const char *v = NULL;
@@ -20,12 +26,15 @@ static bool locale_is_utf8(void)
     for (size_t i = 0; i < ELEMENTSOF(names) && !v; i++)
         if (env_nonempty(names[i]))
             v = getenv(names[i]);
-    /* No locale, or C/POSIX: assume a UTF-8 terminal (the common case today); an explicit
-     * non-UTF-8 locale gets ASCII. */
-    if (!v || streq(v, "C") || streq(v, "POSIX"))
-        return true;
-    return strcasestr(v, "utf-8") || strcasestr(v, "utf8");
+    if (setlocale(LC_CTYPE, "")) {
+        bool utf8 = streq(nl_langinfo(CODESET), "UTF-8");
+        setlocale(LC_CTYPE, "C");
+        return utf8;
+    }
+    return v && (strcasestr(v, "utf-8") || strcasestr(v, "utf8"));
 }
+
+static bool ascii_only;
 
 void render_init(cli *c)
 {
@@ -35,11 +44,128 @@ void render_init(cli *c)
     c->color_err = !no_color && !dumb && isatty(STDERR_FILENO);
     c->color_out = !no_color && !dumb && isatty(STDOUT_FILENO);
     c->unicode = locale_is_utf8();
+    ascii_only = !c->unicode;
+}
+
+/* --- text from elsewhere (the guest, the library, the user) --- */
+
+/* Length of the valid UTF-8 sequence at p (at most len bytes), or 0. */
+static size_t utf8_len(const unsigned char *p, size_t len, uint32_t *ret_cp)
+{
+    size_t n = p[0] < 0x80         ? 1
+               : (p[0] >> 5) == 6  ? 2
+               : (p[0] >> 4) == 14 ? 3
+               : (p[0] >> 3) == 30 ? 4
+                                   : 0;
+    if (n == 0 || n > len)
+        return 0;
+    uint32_t cp = n == 1 ? p[0] : n == 2 ? p[0] & 0x1f : n == 3 ? p[0] & 0x0f : p[0] & 0x07;
+    for (size_t k = 1; k < n; k++) {
+        if ((p[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[k] & 0x3f);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    *ret_cp = cp;
+    return n;
+}
+
+/* Code points that change what a terminal shows beyond their own glyph: C0 and C1 controls,
+ * DEL, and the bidirectional overrides and isolates ("Trojan Source"). */
+static bool cp_is_control(uint32_t cp)
+{
+    return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f) ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+char *render_sanitize(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t len = strlen(s);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&buf, &size);
+    if (!f)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp = 0;
+        size_t n = utf8_len(p + i, len - i, &cp);
+        if (n == 1 && (cp == '\n' || cp == '\t')) {
+            fputc((int)cp, f);
+        } else if (n == 1 && cp == '\r' && p[i + 1] == '\n') {
+            ; /* serial console logs end lines with CR LF */
+        } else if (n == 0) {
+            fprintf(f, "\\x%02x", p[i]);
+            n = 1;
+        } else if (cp_is_control(cp)) {
+            if (cp == 0x1b)
+                fputs("\\e", f);
+            else if (cp == '\r')
+                fputs("\\r", f);
+            else if (cp < 0x80)
+                fprintf(f, "\\x%02x", (unsigned)cp);
+            else
+                fprintf(f, "\\u{%04x}", (unsigned)cp);
+        } else if (n > 1 && ascii_only) {
+            for (size_t k = 0; k < n; k++)
+                fprintf(f, "\\x%02x", p[i + k]);
+        } else {
+            fwrite(p + i, 1, n, f);
+        }
+        i += n;
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Glyphs of vmctl's own texts (help, summaries) and what they become off UTF-8. */
+static const struct {
+    const char *utf8, *ascii;
+} glyphs[] = {
+    {"\u2713", "ok"}, {"\u2717", "x"},  {"\u00d7", "x"},   {"\u2014", "-"},  {"\u2013", "-"},
+    {"\u2192", "->"}, {"\u2190", "<-"}, {"\u2026", "..."}, {"\u2019", "'"},  {"\u2018", "'"},
+    {"\u201c", "\""}, {"\u201d", "\""}, {"\u2502", "|"},   {"\u251c", "|"},  {"\u2570", "`"},
+    {"\u2500", "-"},  {"\u25b6", ">"},  {"\u00a0", " "},   {"\u2265", ">="}, {"\u2264", "<="},
+};
+
+void render_fputs(const char *s, FILE *f)
+{
+    if (!ascii_only) {
+        fputs(s, f);
+        return;
+    }
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        if (*p < 0x80) {
+            fputc(*p++, f);
+            continue;
+        }
+        size_t i = 0;
+        while (i < ELEMENTSOF(glyphs) &&
+               strncmp((const char *)p, glyphs[i].utf8, strlen(glyphs[i].utf8)) != 0)
+            i++;
+        if (i < ELEMENTSOF(glyphs)) {
+            fputs(glyphs[i].ascii, f);
+            p += strlen(glyphs[i].utf8);
+        } else {
+            fputc('?', f);
+            p++;
+            while ((*p & 0xc0) == 0x80)
+                p++;
+        }
+    }
 }
 
 /* --- errors --- */
 
 static bool json_printed;
+int render_stdout_errno;
 
 static json_t *detail_value_json(const char *value, int is_number)
 {
@@ -63,6 +189,15 @@ static json_t *str_or_null(const char *s)
     return j ? j : json_null();
 }
 
+/* "Permission denied (EACCES)" (caller frees), NULL when the error carries no errno. */
+static char *cause_text(int err)
+{
+    if (err <= 0)
+        return NULL;
+    const char *name = strerrorname_np(err);
+    return name ? cli_printf("%s (%s)", strerror(err), name) : cli_printf("%s", strerror(err));
+}
+
 json_t *render_error_json(const vmctl_error *e)
 {
     json_t *details = json_object();
@@ -83,23 +218,57 @@ json_t *render_error_json(const vmctl_error *e)
         json_array_append_new(context, render_json_bytes(n, strlen(n)));
     }
     const char *msg = vmctl_error_get_message(e);
-    json_t *err =
-        json_pack("{s:s, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
-                  render_json_bytes(msg, strlen(msg)), "help", str_or_null(vmctl_error_get_help(e)),
-                  "details", details, "notes", notes, "context", context);
+    int errnum = vmctl_error_get_errno(e);
+    cleanup_free char *cause = cause_text(errnum);
+    json_t *err = json_pack(
+        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
+        render_json_bytes(msg, strlen(msg)), "help", str_or_null(vmctl_error_get_help(e)),
+        "details", details, "notes", notes, "context", context, "errno",
+        errnum > 0 ? json_integer(errnum) : json_null(), "cause", str_or_null(cause));
     return json_pack("{s:o}", "error", err);
 }
 
-/* Print s with every line after the first indented by indent spaces. */
+/* Print s, sanitized (render_sanitize), with every line after the first indented by indent
+ * spaces. */
 static void print_indented(FILE *f, const char *s, int indent)
 {
-    for (const char *p = s; *p; p++) {
-        if (*p == '\r' && p[1] == '\n')
-            continue; /* serial console logs end lines with CR LF */
+    cleanup_free char *clean = render_sanitize(s);
+    for (const char *p = clean ? clean : "?"; *p; p++) {
         fputc(*p, f);
         if (*p == '\n' && p[1])
             fprintf(f, "%*s", indent, "");
     }
+}
+
+/* Whether the errno of an error says something its code does not: not for usage and input
+ * errors (EINVAL), lookups (ENOENT), states and timeouts, nor when the message already ends
+ * with it. */
+static bool cause_worth_showing(const vmctl_error *e, int err)
+{
+    if (err <= 0)
+        return false;
+    switch (vmctl_error_get_kind(e)) {
+    case VMCTL_E_CLI_USAGE:
+    case VMCTL_E_CONFIG_INVALID:
+    case VMCTL_E_VM_NOT_FOUND:
+    case VMCTL_E_VM_INVALID_STATE:
+    case VMCTL_E_VM_ALREADY_EXISTS:
+    case VMCTL_E_SNAPSHOT_NOT_FOUND:
+    case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
+    case VMCTL_E_VMFILE_NOT_FOUND:
+    case VMCTL_E_VMFILE_PARSE_FAILED:
+    case VMCTL_E_VMFILE_VALIDATION:
+    case VMCTL_E_NETWORK_CONFIG_INVALID:
+    case VMCTL_E_TIMEOUT:
+        return false;
+    default:
+        break;
+    }
+    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
+    if (err == EIO && vmctl_error_get_kind(e) != VMCTL_E_IO)
+        return false;
+    const char *msg = vmctl_error_get_message(e);
+    return !msg || !strstr(msg, strerror(err));
 }
 
 int render_error(cli *c, vmctl_error *e)
@@ -147,9 +316,10 @@ int render_error(cli *c, vmctl_error *e)
             const char *k = NULL, *v = NULL;
             if (vmctl_error_get_detail(e, i, &k, &v, NULL) < 0)
                 continue;
-            fprintf(stderr, "%s%s%s=%s", i ? ", " : "", col ? ANSI_DIM : "", k,
-                    col ? ANSI_RESET : "");
-            fputs(v, stderr);
+            fprintf(stderr, "%s%s", i ? ", " : "", col ? ANSI_DIM : "");
+            print_indented(stderr, k, 4);
+            fprintf(stderr, "=%s", col ? ANSI_RESET : "");
+            print_indented(stderr, v, 4);
         }
         fputc('\n', stderr);
     }
@@ -164,9 +334,16 @@ int render_error(cli *c, vmctl_error *e)
             if (note[strlen(note) - 1] == '\n')
                 continue;
         } else {
-            fputs(note, stderr);
+            print_indented(stderr, note, 4);
         }
         fputc('\n', stderr);
+    }
+
+    int errnum = vmctl_error_get_errno(e);
+    if (cause_worth_showing(e, errnum)) {
+        cleanup_free char *cause = cause_text(errnum);
+        fprintf(stderr, "\n  %scaused by:%s %s\n", col ? ANSI_BOLD : "", col ? ANSI_RESET : "",
+                cause ? cause : "?");
     }
 
     const char *help = vmctl_error_get_help(e);
@@ -197,8 +374,10 @@ int render_json(json_t *doc)
     text[len] = '\n';
     bool ok = fwrite(text, 1, len + 1, stdout) == len + 1;
     free(text);
-    if (fflush(stdout) != 0 || !ok)
+    if (fflush(stdout) != 0 || !ok) {
+        render_stdout_errno = errno;
         return EXIT_ERROR;
+    }
     return EXIT_OK;
 }
 
@@ -267,8 +446,10 @@ void render_log(void *userdata, vmctl_log_level level, const char *msg)
     size_t len = strlen(msg);
     while (len > 0 && msg[len - 1] == '\n')
         len--;
-    fprintf(stderr, "%s%s:%s %.*s\n", c->color_err ? color : "", prefix,
-            c->color_err ? ANSI_RESET : "", (int)len, msg);
+    cleanup_free char *line = strndup(msg, len);
+    fprintf(stderr, "%s%s:%s ", c->color_err ? color : "", prefix, c->color_err ? ANSI_RESET : "");
+    print_indented(stderr, line ? line : msg, 0);
+    fputc('\n', stderr);
     fflush(stderr);
 }
 
@@ -508,7 +689,8 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
         if (strlen(keys[i]) > w)
             w = strlen(keys[i]);
     for (size_t i = 0; i < n; i++) {
-        const char *v = vals[i] ? vals[i] : "-";
+        cleanup_free char *clean = render_sanitize(vals[i] ? vals[i] : "-");
+        const char *v = clean ? clean : "?";
         if (c->color_out && streq(keys[i], "state")) {
             const char *col = vm->state == VMCTL_VM_RUNNING   ? ANSI_GREEN
                               : vm->state == VMCTL_VM_CRASHED ? ANSI_RED
@@ -550,7 +732,7 @@ static void table_push(table *t, const char *s)
     if (!n)
         return;
     t->cells = n;
-    t->cells[t->n_cells] = strdup(s ? s : "-");
+    t->cells[t->n_cells] = render_sanitize(s ? s : "-");
     if (t->cells[t->n_cells])
         t->n_cells++;
 }

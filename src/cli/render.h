@@ -25,7 +25,9 @@ int render_error(cli *c, vmctl_error *e);
 /* The {"error": {...}} document of an error. */
 json_t *render_error_json(const vmctl_error *e);
 
-/* Print one JSON document on stdout (steals the reference). Returns 0 or EXIT_ERROR. */
+/* Print one JSON document on stdout (steals the reference). Returns 0 or EXIT_ERROR (then
+ * render_stdout_errno says why; main reports it at exit). */
+extern int render_stdout_errno;
 int render_json(json_t *doc);
 
 /* Library log messages: notices and warnings always, debug/info with -v. */
@@ -47,6 +49,16 @@ char *render_ports(const vmctl_port_forward *ports, size_t n);
 /* Human sizes and ages: "1.5 GiB", "3m ago". buf of at least 32 bytes. */
 const char *render_size(uint64_t bytes, char *buf, size_t len);
 const char *render_age(int64_t unix_seconds, char *buf, size_t len);
+
+/* Text from elsewhere (the guest, the library, the user) made safe for a terminal (caller frees):
+ * control characters become escapes (ESC "\e", CR "\r", others "\xNN", C1 and bidirectional
+ * overrides "\u{NNNN}"), newlines and tabs stay, CR LF becomes LF; invalid UTF-8, and off a
+ * UTF-8 locale every non-ASCII byte, becomes "\xNN". Everything rendered for a human passes
+ * through it (errors, notes, log messages, table cells, status values); a command's own output
+ * (exec, logs, console) does not. */
+char *render_sanitize(const char *s);
+/* vmctl's own text (help, summaries): as is on UTF-8, its glyphs spelled in ASCII elsewhere. */
+void render_fputs(const char *s, FILE *f);
 
 /* A string as valid UTF-8 for JSON (invalid bytes become U+FFFD). */
 json_t *render_json_bytes(const char *data, size_t len);

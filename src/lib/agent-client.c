@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Host side of the guest agent protocol (docs/agent-protocol.md) over QEMU's unix socket. */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -86,6 +87,7 @@ struct agent_proc {
     int guest_errno;
     bool have_info;
     agent_file_info info;
+    uint64_t got;      /* PROC_GET: data bytes received, checked against info.size */
     uint8_t reply[64]; /* PROC_SIMPLE: the answer's payload */
     uint32_t reply_len;
     uint8_t reply_type;
@@ -955,6 +957,31 @@ static void procs_fail_all(agent_conn *c, int rc, const char *why)
     }
 }
 
+/* A download's data: only after its FILE_INFO, never more than the size that announced. What
+ * the agent says is checked, not trusted (a guest may run an agent of its own). */
+static int get_data_check(agent_proc *p, const agent_hdr *h, vmctl_error **e)
+{
+    int r = 0;
+    if (h->type != AGENT_MSG_STDOUT)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent error output for the download of '%s'", p->what);
+    else if (!p->have_info)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent data of '%s' before its FILE_INFO", p->what);
+    else if (h->len > p->info.size - p->got)
+        r = err_make(e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                     "the agent sent more than the %" PRIu64 " bytes it announced for '%s' (the "
+                     "file grew while it was copied, or the agent lies)",
+                     p->info.size, p->what);
+    if (r < 0) {
+        proc_fail(p, r, *e);
+        *e = NULL;
+        return r;
+    }
+    p->got += h->len;
+    return 0;
+}
+
 static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
 {
     if (h->type == AGENT_MSG_PONG) {
@@ -977,6 +1004,8 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
     switch (h->type) {
     case AGENT_MSG_STDOUT:
     case AGENT_MSG_STDERR:
+        if (p->kind == PROC_GET && get_data_check(p, h, &e) < 0)
+            break;
         if (p->fn && p->rc == 0 && h->len) {
             int r = p->fn(p->userdata, h->type == AGENT_MSG_STDOUT ? 1 : 2, payload, h->len);
             if (r < 0)
@@ -990,13 +1019,33 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
         break;
     }
     case AGENT_MSG_FILE_INFO:
-        if (agent_decode_file_info(payload, h->len, &p->info) == 0)
-            p->have_info = true;
+        if (p->kind != PROC_GET)
+            break;
+        if (p->have_info || agent_decode_file_info(payload, h->len, &p->info) < 0) {
+            int r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                             "the agent sent a %s FILE_INFO for '%s'",
+                             p->have_info ? "second" : "malformed", p->what);
+            proc_fail(p, r, e);
+            break;
+        }
+        p->have_info = true;
         break;
     case AGENT_MSG_EXIT: {
         agent_exit ex;
         if (agent_decode_exit(payload, h->len, &ex) < 0) {
             int r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG, "the agent sent a malformed EXIT");
+            proc_fail(p, r, e);
+            break;
+        }
+        if (p->kind == PROC_GET && (!p->have_info || p->got != p->info.size)) {
+            int r = !p->have_info
+                        ? err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                                   "the agent ended the download of '%s' without its FILE_INFO",
+                                   p->what)
+                        : err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG,
+                                   "the agent sent %" PRIu64 " bytes of '%s' but announced %" PRIu64
+                                   " (the file changed while it was copied, or the agent lies)",
+                                   p->got, p->what, p->info.size);
             proc_fail(p, r, e);
             break;
         }
@@ -1160,6 +1209,30 @@ static int need_v2(agent_conn *c, uint64_t cap, const char *what, vmctl_error **
                     c->agent_version, what);
 }
 
+/* An agent without AGENT_CAP_TTY (older than exec -t): exec::unavailable, saying what to do. */
+static int no_tty_error(agent_conn *c, vmctl_error **reterr)
+{
+    const char *vm = c->label ? c->label : "NAME";
+    static const char reason[] = "the guest agent has no terminal support";
+    cleanup_free char *fix = str_printf(
+        "The VM's vmctl-agent is older than terminal support (protocol %u, capabilities 0x%llx): "
+        "rebuild the default guest with `vmctl image build-default` (or update vmctl-agent in the "
+        "image) and recreate the VM, or run the command without -t (`vmctl exec %s -i -- CMD`).",
+        c->agent_version, (unsigned long long)c->caps, vm);
+    int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
+                     "cannot give the command a terminal in vm '%s': %s", vm, reason);
+    err_detail(reterr, "vm", "%s", vm);
+    err_detail(reterr, "reason", "%s", reason);
+    err_detail(reterr, "remediation", "%s", fix ? fix : "Update vmctl-agent in the guest.");
+    err_help(reterr, "%s", fix ? fix : "Update vmctl-agent in the guest.");
+    return r;
+}
+
+static uint32_t clamp_tty(unsigned v)
+{
+    return v > AGENT_TTY_MAX ? AGENT_TTY_MAX : v;
+}
+
 static uint32_t timeout_ms_of(double sec)
 {
     if (sec <= 0)
@@ -1194,7 +1267,22 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
     const char *user = opts->user && *opts->user ? opts->user : NULL;
     if (user && (r = need_v2(c, AGENT_CAP_USER, "running commands as another user", reterr)) < 0)
         return r;
-    size_t size = agent_exec3_frame_size(opts->argv, opts->env, opts->cwd, opts->stdin_len, user);
+    if (opts->tty && !(c->caps & AGENT_CAP_TTY))
+        return no_tty_error(c, reterr);
+    agent_exec_args a = {
+        .flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0) |
+                 (opts->tty ? AGENT_EXEC_TTY : 0),
+        .timeout_ms = timeout_ms_of(opts->timeout_sec),
+        .argv = opts->argv,
+        .env = opts->env,
+        .cwd = opts->cwd,
+        .stdin_data = opts->stdin_data,
+        .stdin_len = opts->stdin_len,
+        .user = user,
+        .tty_rows = opts->tty ? clamp_tty(opts->tty_rows) : 0,
+        .tty_cols = opts->tty ? clamp_tty(opts->tty_cols) : 0,
+    };
+    size_t size = agent_exec_args_frame_size(&a);
     if (size > AGENT_MAX_FRAME) {
         r = err_make(reterr, VMCTL_E_CONFIG_INVALID, E2BIG,
                      "the command line, environment and input are too large for one "
@@ -1213,10 +1301,7 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
     p->userdata = userdata;
     p->timeout_sec = opts->timeout_sec;
     p->stdin_closed = !stdin_open;
-    uint32_t flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0);
-    int n =
-        agent_encode_exec3(frame, size, p->id, flags, timeout_ms_of(opts->timeout_sec), opts->argv,
-                           opts->env, opts->cwd, opts->stdin_data, opts->stdin_len, user);
+    int n = agent_encode_exec_args(frame, size, p->id, &a);
     if (n < 0) {
         agent_proc_free(p);
         if (n == AGENT_E_INVALID)
@@ -1358,6 +1443,18 @@ int agent_proc_signal(agent_proc *p, int sig, uint64_t deadline, vmctl_error **r
     uint8_t frame[AGENT_HDR_SIZE + 4];
     int n = agent_encode_u32_msg(frame, sizeof(frame), AGENT_MSG_SIGNAL, p->id, (uint32_t)sig);
     return send_frame(p->c, frame, (size_t)n, deadline, "agent signal", reterr);
+}
+
+int agent_proc_resize(agent_proc *p, unsigned rows, unsigned cols, uint64_t deadline,
+                      vmctl_error **reterr)
+{
+    if (!p->c || p->done)
+        return 0;
+    if (!(p->c->caps & AGENT_CAP_TTY))
+        return no_tty_error(p->c, reterr);
+    uint8_t frame[AGENT_HDR_SIZE + 8];
+    int n = agent_encode_resize(frame, sizeof(frame), p->id, clamp_tty(rows), clamp_tty(cols));
+    return send_frame(p->c, frame, (size_t)n, deadline, "agent resize", reterr);
 }
 
 int agent_proc_wait(agent_proc *p, uint64_t deadline, vmctl_exec_status *status,

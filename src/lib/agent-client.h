@@ -110,6 +110,10 @@ int agent_proc_write(agent_proc *p, const void *data, size_t len, uint64_t deadl
                      vmctl_error **reterr);
 int agent_proc_close_stdin(agent_proc *p, uint64_t deadline, vmctl_error **reterr);
 int agent_proc_signal(agent_proc *p, int sig, uint64_t deadline, vmctl_error **reterr);
+/* RESIZE the terminal of a command started with opts->tty (rows, cols above 65535 are clamped).
+ * An agent without terminal support: exec::unavailable (as agent_proc_exec with opts->tty). */
+int agent_proc_resize(agent_proc *p, unsigned rows, unsigned cols, uint64_t deadline,
+                      vmctl_error **reterr);
 /* Until the proc is done: 0 with *exit filled, or the proc's error (agent::failed with the
  * guest's message; timeout "exec" when the guest killed it at its timeout, *exit still filled). */
 int agent_proc_wait(agent_proc *p, uint64_t deadline, vmctl_exec_status *status,

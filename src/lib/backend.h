@@ -4,10 +4,13 @@
  * logs and pid record (see docs/architecture.md). Deadlines are absolute CLOCK_MONOTONIC usec. */
 #pragma once
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <vmctl/error.h>
 
@@ -34,6 +37,9 @@ static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, si
 #define VM_FILE_VSOCK_MISS   "agent.vsock-miss" /* a client found no agent on vsock (when) */
 #define VM_FILE_EXIT         "qemu.exit" /* how it ended: "pid P exit N" or "pid P signal N" */
 
+/* For backend_ops.scan: one hypervisor process of VM `name`; < 0 stops the scan. */
+typedef int (*backend_proc_fn)(const char *name, pid_t pid, uint64_t start, void *userdata);
+
 typedef struct backend_ops {
     const char *name;
     /* Launch detached (the VM outlives vmctl and is not vmctl's child: wait for its death with
@@ -42,9 +48,12 @@ typedef struct backend_ops {
      * within an internal bound (30 s, then vm_manager::timeout). On failure nothing is left
      * running, stale sockets are removed, and the error (qemu::spawn_failed) carries the
      * hypervisor's stderr tail from this launch as a note. Port forwards must have non-zero host
-     * ports (config::invalid otherwise). */
+     * ports (config::invalid otherwise).
+     * *ret_hold is the launch handshake: the hypervisor is killed by its supervisor when that
+     * descriptor is closed before backend_launch_commit() (the caller failed to record it, or was
+     * killed), so that it can never outlive a caller that did not record it in the store. */
     int (*launch)(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
-                  vmctl_error **reterr);
+                  int *ret_hold, vmctl_error **reterr);
     int (*pause)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     int (*resume)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     /* Ask the guest to power off (ACPI); returns without waiting for it. */
@@ -54,7 +63,25 @@ typedef struct backend_ops {
     /* Remove what a run leaves in the directory of a VM that no longer runs: sockets, the pid
      * file, the exit record. */
     void (*cleanup)(const char *dir);
+    /* The hypervisor processes on this host of VM directories in vms (the absolute parent of the
+     * VM directories; of VM `only` alone, or of all when NULL), found by their command lines,
+     * zombies excluded: cb for each. Returns how many were found, or < 0. vm.c stops the ones
+     * the store does not record as running (strays: an older vmctl's, a store moved away). */
+    int (*scan)(const char *vms, const char *only, backend_proc_fn cb, void *userdata);
 } backend_ops;
+
+/* The launch is recorded: the supervisor keeps the hypervisor from now on. Closes hold. */
+static inline void backend_launch_commit(int hold)
+{
+    if (hold < 0)
+        return;
+    char go = 1;
+    ssize_t n;
+    do
+        n = send(hold, &go, 1, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    close(hold);
+}
 
 extern const backend_ops qemu_backend;
 

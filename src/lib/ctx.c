@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctx.h"
 #include "error.h"
@@ -25,13 +26,57 @@ static char *default_home(void)
 
 int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
 {
+    return vmctl_ctx_open(home, 0, ret, reterr);
+}
+
+/* A home opened without creating anything, that has no store: an empty store in memory. */
+static int open_absent(const char *h, vmctl_ctx **ret, vmctl_error **reterr)
+{
+    char abs[PATH_MAX];
+    cleanup_free char *joined = NULL;
+    if (realpath(h, abs))
+        h = abs;
+    else if (h[0] != '/') {
+        if (!getcwd(abs, sizeof(abs)) || !(joined = str_printf("%s/%s", abs, h)))
+            return err_make(reterr, VMCTL_E_IO, errno ? errno : ENOMEM,
+                            "cannot resolve home directory '%s'", h);
+        h = joined;
+    }
+    vmctl_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx || !(ctx->home = strdup(h))) {
+        free(ctx);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    ctx->no_store = true;
+    int r = store_open_empty(&ctx->store, reterr);
+    if (r < 0) {
+        vmctl_ctx_free(ctx);
+        return r;
+    }
+    *ret = ctx;
+    return 0;
+}
+
+int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_error **reterr)
+{
     if (!ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_new: ret is NULL");
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: ret is NULL");
+    if (flags & ~(unsigned)VMCTL_CTX_NO_CREATE)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: unknown flags %#x",
+                        flags);
     cleanup_free char *h = home ? strdup(home) : default_home();
     if (!h)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "cannot tell where the store lives: neither VMCTL_HOME nor HOME is set");
-    int r = mkdir_p(h, 0755);
+    bool create = !(flags & VMCTL_CTX_NO_CREATE);
+    if (!create) {
+        cleanup_free char *db = str_printf("%s/vmctl.db", h);
+        if (!db)
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        if (access(db, F_OK) < 0 && errno == ENOENT)
+            return open_absent(h, ret, reterr);
+    }
+    int r = create ? mkdir_p(h, 0755) : 0;
     if (r < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
                      strerror(-r));
@@ -47,8 +92,9 @@ int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
     cleanup_free char *vms = str_printf("%s/vms", ctx->home);
-    if (!vms || mkdir_p(vms, 0755) < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s/vms'", ctx->home);
+    if (!vms || (create && (r = mkdir_p(vms, 0755)) < 0)) {
+        r = err_make(reterr, VMCTL_E_IO, vms ? -r : ENOMEM, "cannot create '%s'",
+                     vms ? vms : ctx->home);
         vmctl_ctx_free(ctx);
         return r;
     }
@@ -59,6 +105,11 @@ int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
     }
     *ret = ctx;
     return 0;
+}
+
+bool vmctl_ctx_has_store(const vmctl_ctx *ctx)
+{
+    return ctx && !ctx->no_store;
 }
 
 void vmctl_ctx_free(vmctl_ctx *ctx)

@@ -10,6 +10,7 @@ struct vmctl_ctx {
     store *store;
     vmctl_log_fn log;
     void *log_userdata;
+    bool no_store; /* opened with VMCTL_CTX_NO_CREATE where there was no store: in memory */
 };
 
 void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)

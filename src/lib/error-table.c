@@ -13,7 +13,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Ensure `qemu-system-x86_64` is installed, in PATH, and KVM is available (`/dev/kvm`)"),
     ROW(VMCTL_E_QEMU_QMP_CONNECT_FAILED, "vm_manager::qemu::qmp_connect_failed",
         "Can't connect to QMP socket",
-        "QEMU may have crashed before QMP socket ready; check work directory logs"),
+        "QEMU may have exited before its QMP socket was ready; `vmctl logs NAME --qemu` shows "
+        "QEMU's own error"),
     ROW(VMCTL_E_QEMU_QMP_COMMAND_FAILED, "vm_manager::qemu::qmp_command_failed",
         "QMP command returned an error",
         "QEMU refused the command; the note carries QEMU's own description of why"),
@@ -21,13 +22,16 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "QCOW2 overlay creation failed",
         "Ensure `qemu-img` is installed and base image exists and is readable"),
     ROW(VMCTL_E_NETWORK_IP_DISCOVERY_TIMEOUT, "vm_manager::network::ip_discovery_timeout",
-        "Guest IP not found", "Guest may not have DHCP lease; check network config and cloud-init"),
+        "Guest IP not found",
+        "The VM has no address vmctl can reach: create it with `--net user` (SSH then goes through "
+        "its forwarded port), or use the agent with `vmctl exec`"),
     ROW(VMCTL_E_PROPOLIS_UNREACHABLE, "vm_manager::propolis::unreachable",
         "Can't reach propolis-server",
         "Ensure propolis-server is running and listening on expected address"),
     ROW(VMCTL_E_CLOUDINIT_ISO_FAILED, "vm_manager::cloudinit::iso_failed",
         "Seed ISO generation failed",
-        "Ensure `genisoimage` or `mkisofs` installed, or enable `pure-iso` feature"),
+        "Check that the VM directory named in the message is writable and its disk has free "
+        "space; vmctl writes the seed ISO itself (no genisoimage needed)"),
     ROW(VMCTL_E_SSH_FAILED, "vm_manager::ssh::failed", "SSH connection or command failed",
         "Check SSH key, guest reachability, and sshd running"),
     ROW(VMCTL_E_SSH_KEYGEN_FAILED, "vm_manager::ssh::keygen_failed",
@@ -45,7 +49,9 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Run `vmctl status NAME` to see the VM's state; the details name the state it is in and "
         "the one that was asked for"),
     ROW(VMCTL_E_BACKEND_NOT_AVAILABLE, "vm_manager::backend::not_available",
-        "Backend not supported on platform", "Backend not supported on current platform"),
+        "Backend not supported on platform",
+        "Use the QEMU backend (`--backend qemu`, the default); `vmctl doctor` shows what this host "
+        "has"),
     ROW(VMCTL_E_VMFILE_NOT_FOUND, "vm_manager::vmfile::not_found", "VMFile.kdl not found",
         "Create VMFile.kdl in current directory or specify path with `--file`"),
     ROW(VMCTL_E_VMFILE_PARSE_FAILED, "vm_manager::vmfile::parse_failed", "KDL syntax error",
@@ -53,7 +59,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
     ROW(VMCTL_E_VMFILE_VALIDATION, "vm_manager::vmfile::validation", "VMFile validation error",
         "Fix the node and field named in the message; docs/vmfile.md lists what is allowed"),
     ROW(VMCTL_E_PROVISION_FAILED, "vm_manager::provision::failed", "Provisioner step failed",
-        "Check provisioner config and VM SSH reachability"),
+        "Read the step's output with `vmctl logs NAME --provision`, fix the step in VMFile.kdl "
+        "and run `vmctl provision` again"),
     ROW(VMCTL_E_IO, "vm_manager::io", "General I/O error",
         "Check the path named in the message: it must exist, be readable, and its disk must have "
         "free space"),
@@ -62,15 +69,17 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Choose another name, or remove the old VM first with `vmctl destroy NAME`"),
     ROW(VMCTL_E_SNAPSHOT_ALREADY_EXISTS, "vm_manager::snapshot::already_exists",
         "Snapshot name already used for this VM",
-        "Choose another snapshot name, or remove the old one with `vmctl snapshot rm NAME SNAP`"),
+        "Choose another snapshot name (`vmctl snapshot` is planned, not available yet)"),
     ROW(VMCTL_E_SNAPSHOT_NOT_FOUND, "vm_manager::snapshot::not_found",
         "Snapshot does not exist for this VM",
-        "Run `vmctl snapshot list NAME` to see the VM's snapshots"),
+        "Check the snapshot's name (`vmctl snapshot` is planned, not available yet)"),
     ROW(VMCTL_E_STORE_LOCKED, "vm_manager::store::locked", "Store busy beyond the lock timeout",
         "Another vmctl holds the store; retry, or look for a stuck vmctl process"),
     ROW(VMCTL_E_STORE_CORRUPT, "vm_manager::store::corrupt",
         "Store database or VM directory inconsistent or unreadable",
-        "Run `vmctl doctor`; if the database itself is damaged, move $VMCTL_HOME/vmctl.db aside"),
+        "Run `vmctl doctor`; if the database itself is damaged, restore $VMCTL_HOME/vmctl.db from "
+        "a backup, or move it aside and run `vmctl doctor --fix` to adopt the VMs under vms/ into "
+        "a new store"),
     ROW(VMCTL_E_METRICS_FAILED, "vm_manager::metrics::failed", "Reading VM statistics failed",
         "Check that the VM is running with `vmctl status NAME`"),
     ROW(VMCTL_E_VM_SHUTDOWN_FAILED, "vm_manager::vm::shutdown_failed",
@@ -87,7 +96,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Ensure vmctl runs with CAP_NET_ADMIN and /dev/net/tun exists, or use `--net user`"),
     ROW(VMCTL_E_JAILER_FAILED, "vm_manager::jailer::failed",
         "Jail (chroot, namespaces, cgroup) preparation or teardown failed",
-        "Check that the jail directory is on a writable filesystem and vmctl runs as root"),
+        "The jailer belongs to the planned Firecracker backend; run the VM with the QEMU backend "
+        "(`--backend qemu`)"),
     ROW(VMCTL_E_IMAGE_ROOTFS_FAILED, "vm_manager::image::rootfs_failed",
         "Root filesystem template missing, clone failed or stamp mismatch",
         "Re-import the image with `vmctl image import PATH` or rebuild it"),
@@ -118,6 +128,11 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Run `vmctl COMMAND --help` for the options and an example"),
     ROW(VMCTL_E_INTERNAL, "vm_manager::internal", "A bug in vmctl",
         "Please report it with the output of `vmctl -v` and the command that failed"),
+    ROW(VMCTL_E_CP_UNSAFE_ENTRY, "vm_manager::cp::unsafe_entry",
+        "A copy out of a guest left out entries the host does not take from a guest",
+        "Everything else was copied; the notes name what was left out (devices, FIFOs, links "
+        "out of the tree). Fetch such things with `vmctl exec NAME -- tar -c PATH` if you need "
+        "them"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "backend.h"
 #include "error.h"
 #include "ssh.h"
+#include "tar.h"
 #include "util/util.h"
 #include "vm-internal.h"
 
@@ -46,6 +48,19 @@ static int check_env(char *const *envv, vmctl_error **reterr)
         }
     }
     return 0;
+}
+
+/* A terminal comes from the agent only (`vmctl ssh NAME` is the SSH way to one). */
+static int tty_over_ssh(const char *name, vmctl_error **reterr)
+{
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                     "a command for vm '%s' cannot get a terminal over SSH here", name);
+    err_detail(reterr, "field", "tty");
+    err_help(reterr,
+             "Use the guest agent (`vmctl exec --via agent -t`), or `vmctl ssh %s` for an "
+             "SSH terminal.",
+             name);
+    return r;
 }
 
 struct vmctl_exec_session {
@@ -166,8 +181,10 @@ static int io_fn(void *userdata, int stream, const void *data, size_t len)
 
 static uint64_t exec_deadline(const vmctl_exec_opts *opts)
 {
-    return opts->timeout_sec > 0 ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
-                                 : UINT64_MAX;
+    /* Past 10^9 s (or not finite) the microseconds overflow: no deadline then. */
+    return opts->timeout_sec > 0 && opts->timeout_sec < 1e9
+               ? now_usec() + (uint64_t)((opts->timeout_sec + EXEC_GRACE) * 1e6)
+               : UINT64_MAX;
 }
 
 int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,
@@ -207,6 +224,11 @@ int vmctl_exec_close_stdin(vmctl_exec_proc *p, vmctl_error **reterr)
 int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr)
 {
     return agent_proc_signal(p->p, sig, UINT64_MAX, reterr);
+}
+
+int vmctl_exec_resize(vmctl_exec_proc *p, unsigned rows, unsigned cols, vmctl_error **reterr)
+{
+    return agent_proc_resize(p->p, rows, cols, UINT64_MAX, reterr);
 }
 
 bool vmctl_exec_done(const vmctl_exec_proc *p)
@@ -258,6 +280,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
     if (fd >= 0 && !buf)
         return -ENOMEM;
     bool in_open = fd >= 0, signals = io && io->on_signal && io->signal_fd >= 0;
+    bool resizes = io && io->on_resize && io->resize_fd >= 0;
     for (;;) {
         int r = pump_ready(conn, p, reterr);
         if (r < 0 && agent_proc_done(p) && reterr) {
@@ -270,8 +293,8 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         uint64_t now = now_usec();
         if (agent_proc_done(p) || now >= deadline)
             return 0; /* agent_proc_wait reports the end (or the timeout) */
-        struct pollfd pfd[3] = {{.fd = agent_conn_fd(conn), .events = POLLIN}};
-        int n = 1, in_k = -1, sig_k = -1;
+        struct pollfd pfd[4] = {{.fd = agent_conn_fd(conn), .events = POLLIN}};
+        int n = 1, in_k = -1, sig_k = -1, rs_k = -1;
         if (in_open) {
             in_k = n;
             pfd[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
@@ -279,6 +302,10 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         if (signals) {
             sig_k = n;
             pfd[n++] = (struct pollfd){.fd = io->signal_fd, .events = POLLIN};
+        }
+        if (resizes) {
+            rs_k = n;
+            pfd[n++] = (struct pollfd){.fd = io->resize_fd, .events = POLLIN};
         }
         /* wake at least every second: the connection's keepalive runs from agent_pump */
         uint64_t wake = deadline - now < 1000000 ? deadline - now : 1000000;
@@ -292,6 +319,14 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
             if (sig < 0)
                 return sig;
             if (sig > 0 && (r = agent_proc_signal(p, sig, deadline, reterr)) < 0)
+                return r;
+        }
+        if (rs_k >= 0 && pfd[rs_k].revents) {
+            unsigned rows = 0, cols = 0;
+            int k2 = io->on_resize(io->resize_fd, &rows, &cols, io->userdata);
+            if (k2 < 0)
+                return k2;
+            if (k2 > 0 && (r = agent_proc_resize(p, rows, cols, deadline, reterr)) < 0)
                 return r;
         }
         if (in_k >= 0 && pfd[in_k].revents) {
@@ -325,9 +360,11 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
     int r = check_env(opts->env, reterr);
     if (r < 0)
         return r;
+    if (opts->tty && opts->via == VMCTL_EXEC_VIA_SSH)
+        return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec_stream(ctx, name, opts, io, stdin_fd, status, reterr);
     if (r < 0)
         return r;
@@ -359,9 +396,11 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
     int r = check_env(opts->env, reterr);
     if (r < 0)
         return r;
+    if (opts->tty && opts->via == VMCTL_EXEC_VIA_SSH)
+        return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec(ctx, name, opts, result, reterr);
     if (r < 0)
         return r;
@@ -503,7 +542,8 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");
-    cleanup_close int fd = open(local_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO or a device named by mistake must not hang the open */
+    cleanup_close int fd = open(local_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
         int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
@@ -607,29 +647,183 @@ static int sink_fn(void *userdata, int stream, const void *data, size_t len)
     return 0;
 }
 
+/* The guest's tar stream, extracted in-process (tar.c): nothing the guest sends is followed. */
+struct tar_sink {
+    tar_extract *t;
+    vmctl_error *err;
+    int rc;
+};
+
+static int tar_sink_fn(void *userdata, int stream, const void *data, size_t len)
+{
+    struct tar_sink *ts = userdata;
+    if (stream != 1 || ts->rc < 0)
+        return 0;
+    ts->rc = tar_extract_feed(ts->t, data, len, &ts->err);
+    return ts->rc < 0 ? ts->rc : 0;
+}
+
+/* "", "." and "..": no name to copy under (the guest path is "/" or ends in a dot). */
+static bool plain_name(const char *s)
+{
+    return *s && !streq(s, ".") && !streq(s, "..") && !strchr(s, '/');
+}
+
+/* A directory: `tar -c` in the guest, extracted here by tar.c beneath the destination's fd. The
+ * destination is DST itself, or DST/<name> when DST is a directory; a symbolic link in its
+ * place is replaced by a directory. */
+static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_path,
+                       const char *local_path, bool into_dir, const char *dest,
+                       vmctl_error **reterr)
+{
+    cleanup_close int parent = -1, dfd = -1;
+    const char *base = base_name(guest_path);
+    if (into_dir && !plain_name(base)) {
+        /* `cp vm:/ DIR`: into DIR itself */
+        dfd = open(local_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
+                            strerror(errno));
+    } else {
+        /* DST's own path is the user's and followed; below it nothing is */
+        cleanup_free char *pdir = NULL;
+        const char *leaf;
+        if (into_dir) {
+            pdir = strdup(local_path);
+            leaf = base;
+        } else {
+            const char *b = base_name(local_path);
+            if (!plain_name(b))
+                return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                                "cannot copy a directory to '%s': name a directory", local_path);
+            pdir = b == local_path ? strdup(".") : strndup(local_path, (size_t)(b - local_path));
+            leaf = b;
+        }
+        if (!pdir)
+            return -ENOMEM;
+        parent = open(pdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (parent < 0)
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", pdir,
+                            strerror(errno));
+        cleanup_free char *leafdup = strdup(leaf);
+        if (!leafdup)
+            return -ENOMEM;
+        size_t n = strlen(leafdup);
+        while (n > 1 && leafdup[n - 1] == '/')
+            leafdup[--n] = 0;
+        int r = tar_dest_dir(parent, leafdup, dest, &dfd, reterr);
+        if (r < 0)
+            return r;
+    }
+    cleanup_tar_extract tar_extract *t = NULL;
+    int r = tar_extract_new(dfd, dest, &t, reterr);
+    if (r < 0)
+        return r;
+    char *const guest_argv[] = {"tar", "-cf", "-", "-C", (char *)guest_path, ".", NULL};
+    vmctl_exec_opts opts = {.argv = guest_argv};
+    struct tar_sink ts = {.t = t};
+    vmctl_exec_status gst = {0};
+    agent_proc *p = NULL;
+    r = agent_proc_exec(conn, &opts, false, tar_sink_fn, &ts, UINT64_MAX, &p, reterr);
+    if (r < 0)
+        return r;
+    vmctl_error *werr = NULL;
+    bool killed = false;
+    while (!agent_proc_done(p)) {
+        if (ts.rc < 0 && !killed) { /* the extraction failed: stop the guest's tar */
+            killed = true;
+            (void)agent_proc_signal(p, SIGKILL, now_usec() + 5000000ull, NULL);
+        }
+        if (agent_pump(conn, UINT64_MAX, NULL) < 0)
+            break;
+    }
+    r = agent_proc_wait(p, UINT64_MAX, &gst, &werr);
+    agent_proc_free(p);
+    /* the directories' modes are set, and a truncated archive is found, even after a failure */
+    vmctl_error *ferr = NULL;
+    int rf = ts.rc < 0 ? ts.rc : tar_extract_finish(t, &ferr);
+    if (ts.rc < 0) {
+        (void)tar_extract_finish(t, NULL);
+        vmctl_error_free(werr);
+        if (reterr)
+            *reterr = ts.err;
+        else
+            vmctl_error_free(ts.err);
+        return ts.rc;
+    }
+    if (r < 0) {
+        vmctl_error_free(ferr);
+        if (reterr)
+            *reterr = werr;
+        else
+            vmctl_error_free(werr);
+        return r;
+    }
+    if (gst.exit_code != 0) {
+        vmctl_error_free(ferr);
+        return guest_status_error("tar -c", &gst, reterr);
+    }
+    if (rf < 0) {
+        if (reterr)
+            *reterr = ferr;
+        else
+            vmctl_error_free(ferr);
+        return err_prefix(reterr, rf, "copying %s:%s to '%s'", name, guest_path, local_path);
+    }
+    return 0;
+}
+
+static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_path,
+                         const char *local_path, vmctl_error **reterr);
+
 int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
                      const char *local_path, vmctl_error **reterr)
 {
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");
-    struct stat lst;
-    bool into_dir = stat(local_path, &lst) == 0 && S_ISDIR(lst.st_mode);
-    cleanup_free char *dest =
-        into_dir ? str_printf("%s/%s", local_path, base_name(guest_path)) : strdup(local_path);
-    if (!dest)
-        return -ENOMEM;
     cleanup_exec_session vmctl_exec_session *s = NULL;
     int r = vmctl_exec_session_open(ctx, name, &s, reterr);
     if (r < 0)
         return r;
+    return cp_from_agent(s->conn, name, guest_path, local_path, reterr);
+}
 
-    /* a file: into a temporary next to the destination, renamed at the end */
+static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_path,
+                         const char *local_path, vmctl_error **reterr)
+{
+    if (!guest_path || guest_path[0] != '/')
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "the guest path '%s' is not absolute", guest_path ? guest_path : "");
+    struct stat lst;
+    bool into_dir = stat(local_path, &lst) == 0 && S_ISDIR(lst.st_mode);
+    const char *gbase = base_name(guest_path);
+    cleanup_free char *dest =
+        into_dir && plain_name(gbase) ? str_printf("%s/%s", local_path, gbase) : strdup(local_path);
+    if (!dest)
+        return -ENOMEM;
+    size_t dl = strlen(dest);
+    while (dl > 1 && dest[dl - 1] == '/')
+        dest[--dl] = 0;
+    int r;
+
+    /* a file: into a temporary next to the destination, renamed at the end (over whatever is
+     * there: a symbolic link is replaced, never written through) */
     cleanup_free char *tmp = str_printf("%s.vmctl-XXXXXX", dest);
     if (!tmp)
         return -ENOMEM;
     cleanup_close int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
+        if (errno == EISDIR || errno == ENOTDIR || errno == ENOENT) {
+            /* no place for a file (e.g. `cp vm:/ DIR`): only a directory can go there */
+            vmctl_error *e = NULL;
+            r = cp_dir_from(conn, name, guest_path, local_path, into_dir, dest, &e);
+            if (r < 0 && reterr)
+                *reterr = e;
+            else
+                vmctl_error_free(e);
+            return r;
+        }
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
         err_detail(reterr, "path", "%s", dest);
         return r;
@@ -637,7 +831,7 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     struct get_sink sink = {.fd = fd};
     agent_proc *p = NULL;
     vmctl_error *e = NULL;
-    r = agent_proc_get(s->conn, guest_path, sink_fn, &sink, UINT64_MAX, &p, &e);
+    r = agent_proc_get(conn, guest_path, sink_fn, &sink, UINT64_MAX, &p, &e);
     if (r >= 0)
         r = agent_proc_wait(p, UINT64_MAX, NULL, &e);
     bool is_dir = r < 0 && p && agent_proc_errno(p) == EISDIR;
@@ -646,9 +840,15 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     int64_t sec = 0;
     bool have = p && agent_proc_file_info(p, &mode, &size, &sec, &nsec);
     agent_proc_free(p);
-    if (r >= 0 && have) {
-        struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = sec, .tv_nsec = nsec}};
-        if (fchmod(fd, mode & 07777) < 0 || futimens(fd, ts) < 0 || rename(tmp, dest) < 0)
+    if (r >= 0 && !have)
+        r = err_make(&e, VMCTL_E_AGENT_FAILED, EBADMSG, "the agent sent no FILE_INFO");
+    if (r >= 0) {
+        /* the permission bits only, less the umask: no setuid, setgid or sticky bit, and the
+         * file belongs to the caller (no chown) */
+        struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT},
+                                 {.tv_sec = sec, .tv_nsec = nsec < 1000000000u ? nsec : 0}};
+        if (fchmod(fd, (mode & 0777) & ~tar_umask()) < 0 || futimens(fd, ts) < 0 ||
+            rename(tmp, dest) < 0)
             r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s': %s", dest, strerror(errno));
     }
     if (r >= 0 || !is_dir) {
@@ -664,35 +864,11 @@ int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
     }
     vmctl_error_free(e);
     unlink(tmp);
-
-    /* a directory: tar on both sides */
-    if (mkdir(dest, 0755) < 0 && errno != EEXIST)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) < 0)
-        return -errno;
-    const char *tar_argv[] = {"tar", "-C", dest, "-xf", "-", NULL};
-    pid_t pid = 0;
-    r = host_tar(tar_argv, pfd[0], true, &pid, reterr);
-    close(pfd[0]);
-    if (r < 0) {
-        close(pfd[1]);
-        return r;
-    }
-    char *const guest_argv[] = {"tar", "-cf", "-", "-C", (char *)guest_path, ".", NULL};
-    vmctl_exec_opts opts = {.argv = guest_argv};
-    struct get_sink tsink = {.fd = pfd[1]};
-    vmctl_exec_status gst = {0};
-    r = agent_proc_exec(s->conn, &opts, false, sink_fn, &tsink, UINT64_MAX, &p, reterr);
-    if (r >= 0) {
-        r = agent_proc_wait(p, UINT64_MAX, &gst, reterr);
-        agent_proc_free(p);
-    }
-    close(pfd[1]);
-    int r2 = host_tar_wait(pid, r < 0 ? NULL : reterr);
-    if (r >= 0 && gst.exit_code != 0)
-        r = guest_status_error("tar -c", &gst, reterr);
-    if (r >= 0 && r2 < 0)
-        r = r2;
+    e = NULL;
+    r = cp_dir_from(conn, name, guest_path, local_path, into_dir, dest, &e);
+    if (r < 0 && reterr)
+        *reterr = e;
+    else
+        vmctl_error_free(e);
     return r;
 }

@@ -25,6 +25,7 @@
 #include "backend.h"
 #include "dl.h"
 #include "error.h"
+#include "guest.h"
 #include "qemu.h"
 #include "util/util.h"
 
@@ -560,6 +561,25 @@ static void check_store(check_list *l, vmctl_ctx *ctx)
     check_add(l, "store", VMCTL_CHECK_OK, str_printf("'%s' is writable", home), NULL);
 }
 
+/* VMs created without --image or --kernel boot the default guest: a host without it has nothing
+ * to boot yet, which doctor must say rather than "can run VMs". */
+static void check_default_guest(check_list *l, vmctl_ctx *ctx)
+{
+    const char *home = ctx ? vmctl_ctx_get_home(ctx) : NULL;
+    if (!home)
+        return;
+    guest_paths p = {0};
+    cleanup_error vmctl_error *e = NULL;
+    if (guest_default_paths(home, &p, &e) < 0) {
+        check_add(l, "default-guest", VMCTL_CHECK_WARN,
+                  str_printf("%s", e ? vmctl_error_get_message(e) : "cannot be read"),
+                  "Run `vmctl image build-default` (VMs without --image or --kernel boot it).");
+        return;
+    }
+    check_add(l, "default-guest", VMCTL_CHECK_OK, str_printf("%s", p.kernel), NULL);
+    guest_paths_clear(&p);
+}
+
 static void check_vsock(check_list *l)
 {
     if (access("/dev/vhost-vsock", F_OK) == 0)
@@ -630,6 +650,7 @@ int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmct
     check_qemu_img(&l);
     check_accel(&l, qemu);
     check_store(&l, ctx);
+    check_default_guest(&l, ctx);
     check_vsock(&l);
     check_tools(&l);
     check_libraries(&l);

@@ -15,6 +15,7 @@
  *
  * (QEMU's own -daemonize was tried and rejected: without -D it points stderr at /dev/null once
  * initialised, and with -D it truncates the log file and moves stderr onto it.) */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
@@ -467,10 +468,21 @@ static size_t fmt_uint(char *buf, unsigned v)
     return k;
 }
 
-/* The supervisor, after fork (async-signal-safe calls only): wait for QEMU, then record how it
- * ended in dirfd/qemu.exit (written aside and renamed: never seen half-written). */
-static _Noreturn void supervise(pid_t qemu, int dirfd)
+/* The supervisor, after fork (async-signal-safe calls only). First the launch handshake: until
+ * vmctl has recorded QEMU in the store it holds the write end of gofd; it writes one byte once
+ * the record is made. EOF without that byte (vmctl failed, or was killed, before recording it)
+ * and QEMU is killed: a QEMU never outlives a vmctl that did not record it. Then wait for QEMU and
+ * record how it ended in dirfd/qemu.exit (written aside and renamed: never seen half-written). */
+static _Noreturn void supervise(pid_t qemu, int dirfd, int gofd)
 {
+    char go = 0;
+    ssize_t k;
+    do
+        k = read(gofd, &go, 1);
+    while (k < 0 && errno == EINTR);
+    if (k != 1)
+        (void)kill(qemu, SIGKILL);
+    close(gofd);
     int status = 0;
     pid_t w;
     do
@@ -497,19 +509,22 @@ static _Noreturn void supervise(pid_t qemu, int dirfd)
     _exit(0);
 }
 
-/* Close every descriptor from 3 up but keep. */
-static void close_all_but(int keep)
+/* Close every descriptor from 3 up but a and b (a < b). */
+static void close_all_but(int a, int b)
 {
-    if (keep > 3)
-        (void)syscall(SYS_close_range, 3U, (unsigned)keep - 1, 0U);
-    (void)syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U);
+    if (a > 3)
+        (void)syscall(SYS_close_range, 3U, (unsigned)a - 1, 0U);
+    if (b > a + 1)
+        (void)syscall(SYS_close_range, (unsigned)a + 1, (unsigned)b - 1, 0U);
+    (void)syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U);
 }
 
 /* Start binary detached: in its own session, under a supervisor reparented to init, stdin
  * /dev/null, stdout and stderr on logfd; the supervisor records its exit in dirfd. *ret gets
- * QEMU's pid once exec has succeeded. */
+ * QEMU's pid once exec has succeeded, *ret_go the write end of the launch handshake (see
+ * supervise(): closing it without writing kills QEMU). */
 static int spawn_detached(const char *binary, char **argv, int logfd_in, int dirfd_in, pid_t *ret,
-                          vmctl_error **reterr)
+                          int *ret_go, vmctl_error **reterr)
 {
     /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
     cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
@@ -518,11 +533,29 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
     cleanup_close int nullfd = devnull >= 0 ? fcntl(devnull, F_DUPFD_CLOEXEC, 3) : -1;
     if (devnull >= 0)
         close(devnull);
-    int p[2] = {-1, -1};
+    int p[2] = {-1, -1}, g[2] = {-1, -1};
     if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
         return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, errno, "cannot start '%s': %s", binary,
                         strerror(errno));
     cleanup_close int rd = p[0];
+    /* a socket, not a pipe: the commit's send() must not raise SIGPIPE in the caller when the
+     * supervisor is gone */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g) < 0) {
+        int e = errno;
+        close(p[1]);
+        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, e, "cannot start '%s': %s", binary,
+                        strerror(e));
+    }
+    /* the supervisor's end above the others, so that close_all_but() gets them in order */
+    cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
+    close(g[0]);
+    cleanup_close int gowr = g[1];
+    if (gofd < 0) {
+        int e = errno;
+        close(p[1]);
+        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, e, "cannot start '%s': %s", binary,
+                        strerror(e));
+    }
 
     /* block signals across fork: no handler of the caller's may run in the children (the
      * supervisor keeps them all blocked: it only waits) */
@@ -532,6 +565,7 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
     pid_t mid = fork();
     if (mid == 0) {
         close(p[0]);
+        close(gowr);
         if (setsid() < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
             _exit(1);
@@ -556,13 +590,14 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
         (void)dup2(nullfd, 0);
         (void)dup2(nullfd, 1);
         (void)dup2(nullfd, 2);
-        close_all_but(dirfd);
+        close_all_but(dirfd, gofd);
         (void)prctl(PR_SET_NAME, "vmctl-supervise");
-        supervise(q, dirfd);
+        supervise(q, dirfd, gofd);
     }
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(p[1]);
+    close(TAKE_FD(gofd)); /* the supervisor's */
     if (mid < 0)
         return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, fork_errno, "cannot start '%s': %s",
                         binary, strerror(fork_errno));
@@ -609,6 +644,7 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
         return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, EIO,
                         "cannot start '%s': the launcher reported no process", binary);
     *ret = pid;
+    *ret_go = TAKE_FD(gowr);
     return 0;
 }
 
@@ -635,9 +671,9 @@ static int startup_failed(vmctl_error **reterr, const char *binary, const char *
 }
 
 static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
-                       vmctl_error **reterr)
+                       int *ret_hold, vmctl_error **reterr)
 {
-    if (!spec || !dir || !ret_pid || !ret_start)
+    if (!spec || !dir || !ret_pid || !ret_start || !ret_hold)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu launch: invalid arguments");
 
     cleanup_free char *binary = NULL;
@@ -697,7 +733,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
-    r = spawn_detached(binary, argv, logfd, dirfd, &pid, reterr);
+    cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
+    r = spawn_detached(binary, argv, logfd, dirfd, &pid, &hold, reterr);
     if (r < 0)
         return r;
     uint64_t start = proc_start_time(pid);
@@ -749,6 +786,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             vmctl_error_free(qerr);
             *ret_pid = pid;
             *ret_start = start;
+            *ret_hold = TAKE_FD(hold);
             return 0;
         }
         /* a QEMU that failed after creating the socket closes it: it is exiting */
@@ -770,6 +808,86 @@ fail:
     remove_runtime_files(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
+}
+
+/* ---------- finding a VM's processes ---------- */
+
+/* The VM name when the NUL-separated argv (len bytes) has `-pidfile VMS/NAME/qemu.pid`, with
+ * vms = "VMS/" (n bytes); NULL otherwise. Points into argv. */
+static const char *argv_vm_name(char *argv, size_t len, const char *vms, size_t n, size_t *ret_len)
+{
+    static const char suffix[] = "/" VM_FILE_PID;
+    const size_t sn = sizeof(suffix) - 1;
+    bool after_pidfile = false;
+    for (char *a = argv; a < argv + len; a += strlen(a) + 1) {
+        if (after_pidfile) {
+            size_t al = strlen(a);
+            if (al > n + sn && strncmp(a, vms, n) == 0 && streq(a + al - sn, suffix) &&
+                !memchr(a + n, '/', al - n - sn)) {
+                *ret_len = al - n - sn;
+                return a + n;
+            }
+            return NULL;
+        }
+        after_pidfile = streq(a, "-pidfile");
+    }
+    return NULL;
+}
+
+static int qemu_scan(const char *vms, const char *only, backend_proc_fn cb, void *userdata)
+{
+    if (!vms || !cb)
+        return -EINVAL;
+    cleanup_free char *prefix = str_printf("%s/", vms);
+    enum { MAX_CMDLINE = 256 * 1024 };
+    cleanup_free char *buf = malloc(MAX_CMDLINE + 1);
+    if (!prefix || !buf)
+        return -ENOMEM;
+    size_t n = strlen(prefix);
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -errno;
+    pid_t self = getpid();
+    int found = 0, r = 0;
+    struct dirent *de;
+    while (r >= 0 && (de = readdir(d))) {
+        char *end = NULL;
+        long pid = strtol(de->d_name, &end, 10);
+        if (pid <= 0 || *end || pid == self)
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        size_t len = 0;
+        ssize_t k;
+        while (len < MAX_CMDLINE && (k = read(fd, buf + len, MAX_CMDLINE - len)) != 0) {
+            if (k < 0) {
+                if (errno == EINTR)
+                    continue;
+                break;
+            }
+            len += (size_t)k;
+        }
+        close(fd);
+        if (len == 0)
+            continue; /* a kernel thread or a zombie */
+        buf[len] = 0;
+        size_t nl = 0;
+        const char *name = argv_vm_name(buf, len, prefix, n, &nl);
+        if (!name || (only && (strlen(only) != nl || strncmp(name, only, nl) != 0)))
+            continue;
+        uint64_t start = proc_start_time((pid_t)pid);
+        if (!start || !proc_alive((pid_t)pid, start))
+            continue;
+        char vm[256];
+        snprintf(vm, sizeof(vm), "%.*s", (int)(nl < sizeof(vm) ? nl : sizeof(vm) - 1), name);
+        found++;
+        r = cb(vm, (pid_t)pid, start, userdata);
+    }
+    closedir(d);
+    return r < 0 ? r : found;
 }
 
 /* ---------- QMP actions ---------- */
@@ -832,4 +950,5 @@ const backend_ops qemu_backend = {
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
     .cleanup = remove_runtime_files,
+    .scan = qemu_scan,
 };

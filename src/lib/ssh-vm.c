@@ -183,8 +183,9 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
     int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
         return r;
-    uint64_t deadline =
-        opts->timeout_sec > 0 ? now_usec() + (uint64_t)(opts->timeout_sec * 1e6) : UINT64_MAX / 2;
+    uint64_t deadline = opts->timeout_sec > 0 && opts->timeout_sec < 1e9
+                            ? now_usec() + (uint64_t)(opts->timeout_sec * 1e6)
+                            : UINT64_MAX / 2;
     r = sshc_exec(c, cmd, in, in_len, io, deadline, status, reterr);
     if (r < 0)
         return err_prefix(reterr, r, "while running '%s' in vm '%s' over SSH", opts->argv[0], name);

@@ -201,8 +201,9 @@ static int store_error(store *s, int rc, const char *what, vmctl_error **reterr)
         r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
                      "the store '%s' is damaged or not a vmctl database (%s)", s->path, msg);
         err_help(reterr,
-                 "Move '%s' aside (vmctl then starts an empty store) or restore it from a "
-                 "backup; the VM directories under vms/ are not touched",
+                 "Restore '%s' from a backup; or move it aside (with its -wal and -shm files) "
+                 "and run `vmctl doctor --fix`, which adopts the VMs under vms/ into the new "
+                 "store (disks kept, running VMs stay running). Never remove vms/ for this",
                  s->path);
         break;
     case SQLITE_FULL:
@@ -335,8 +336,8 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                              STORE_SCHEMA_VERSION, sqlite3_errmsg(s->db));
                 err_detail(reterr, "path", "%s", s->path);
                 err_help(reterr,
-                         "Move '%s' aside to start an empty store, or restore it from a "
-                         "backup",
+                         "Restore '%s' from a backup, or move it aside and run `vmctl "
+                         "doctor --fix` to adopt the VMs under vms/ into a new store",
                          s->path);
             } else if (rc != SQLITE_OK)
                 r = store_error(s, rc, "upgrading the schema", reterr);
@@ -388,7 +389,8 @@ static int ensure_schema(store *s, vmctl_error **reterr)
     err_detail_num(reterr, "schema_version", (double)version);
     err_help(reterr,
              "Use the vmctl that wrote this store (a newer one if the version is higher), or move "
-             "'%s' aside to start an empty store",
+             "'%s' aside and run `vmctl doctor --fix` to adopt the VMs under vms/ into a new "
+             "store",
              s->path);
     return r;
 }
@@ -407,7 +409,8 @@ static int prepare_stmts(store *s, size_t first, size_t last, vmctl_error **rete
                                  sqlite3_errmsg(s->db));
                 err_detail(reterr, "path", "%s", s->path);
                 err_help(reterr,
-                         "Move '%s' aside to start an empty store, or restore it from a backup",
+                         "Restore '%s' from a backup, or move it aside and run `vmctl doctor "
+                         "--fix` to adopt the VMs under vms/ into a new store",
                          s->path);
                 return r;
             }
@@ -428,6 +431,8 @@ void store_close(store *s)
     free(s);
 }
 
+static int store_open_path(const char *path, store **ret, vmctl_error **reterr);
+
 int store_open(const char *home, store **ret, vmctl_error **reterr)
 {
     if (!home || !ret)
@@ -440,11 +445,24 @@ int store_open(const char *home, store **ret, vmctl_error **reterr)
         err_detail(reterr, "path", "%s", home);
         return r;
     }
+    cleanup_free char *path = str_printf("%s/vmctl.db", home);
+    if (!path)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    return store_open_path(path, ret, reterr);
+}
 
+int store_open_empty(store **ret, vmctl_error **reterr)
+{
+    return store_open_path(":memory:", ret, reterr);
+}
+
+static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
+{
+    int r;
     cleanup_store store *s = calloc(1, sizeof(*s));
     if (!s)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    s->path = str_printf("%s/vmctl.db", home);
+    s->path = strdup(path);
     if (!s->path)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 

@@ -44,6 +44,8 @@ typedef struct store_vm {
  * store::corrupt (details: path). One store per thread (SQLITE_OPEN_NOMUTEX); never carry an open
  * store across fork(). */
 int store_open(const char *home, store **ret, vmctl_error **reterr);
+/* An empty store in memory (a home opened without creating anything, that has no store yet). */
+int store_open_empty(store **ret, vmctl_error **reterr);
 void store_close(store *s);
 static inline void store_closep(store **s)
 {

@@ -10,5 +10,20 @@
  * (ret_spec may be NULL). vm::not_found when absent. */
 int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
             vmctl_error **reterr);
-/* Take the VM's lock file (dir/vm.lock), bounded; store::locked past the bound. */
-int vm_lock(const char *dir, const char *name, int *ret_fd, vmctl_error **reterr);
+/* Where VM locks live: $VMCTL_HOME/locks/NAME.lock, beside vms/ (never in the VM directory,
+ * which destroy removes: a lock there excluded nobody once create made the directory again). */
+#define VM_LOCK_DIR "locks"
+/* Files of a VM directory that only vm.c writes. */
+#define VM_FILE_CONFIG       "vm.json"      /* the vm_spec JSON, to adopt a directory (doctor) */
+#define VM_FILE_CREATE_OWNER "create.owner" /* "pid P start S" of the create making it */
+/* Take the VM's lock (flock on $VMCTL_HOME/locks/NAME.lock), waiting up to timeout seconds:
+ * store::locked past it; timeout 0: one try, -EWOULDBLOCK (no error object) when it is held.
+ * Held by every state change, by create until the row is complete, and by repairs. */
+int vm_lock(vmctl_ctx *ctx, const char *name, double timeout, int *ret_fd, vmctl_error **reterr);
+/* Release a lock taken by vm_lock and remove its file: only when the VM's row is gone. */
+void vm_unlock_remove(vmctl_ctx *ctx, const char *name, int fd);
+/* The create mark in dir: 0 and the owner, -ENOENT without one. */
+int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start);
+/* Kill every hypervisor process of v (found by the backend's scan) that v does not record as
+ * running; under the VM's lock. */
+int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v);

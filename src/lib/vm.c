@@ -42,6 +42,9 @@
 
 static uint64_t deadline_after(double seconds)
 {
+    /* Past 10^9 s (or not finite) the microseconds overflow: as good as never. */
+    if (!(seconds < 1e9))
+        return UINT64_MAX / 2;
     return now_usec() + (uint64_t)(seconds * 1e6);
 }
 
@@ -98,33 +101,136 @@ static int check_seed_file(vmctl_error **reterr, const char *field, const char *
     return 0;
 }
 
-int vm_lock(const char *dir, const char *name, int *ret_fd, vmctl_error **reterr)
+static char *lock_path(const vmctl_ctx *ctx, const char *name)
 {
-    cleanup_free char *path = str_printf("%s/vm.lock", dir);
+    return str_printf("%s/" VM_LOCK_DIR "/%s.lock", ctx->home, name);
+}
+
+int vm_lock(vmctl_ctx *ctx, const char *name, double timeout, int *ret_fd, vmctl_error **reterr)
+{
+    cleanup_free char *path = lock_path(ctx, name);
     if (!path)
         return -ENOMEM;
-    cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found", name);
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot open lock file '%s'", path);
-    }
-    uint64_t deadline = deadline_after(LOCK_TIMEOUT);
-    while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        if (errno != EWOULDBLOCK && errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot lock '%s'", path);
-        if (now_usec() > deadline) {
-            int r = err_make(reterr, VMCTL_E_STORE_LOCKED, EBUSY,
-                             "another vmctl has been working on vm '%s' for over %g s", name,
-                             LOCK_TIMEOUT);
-            err_detail(reterr, "vm", "%s", name);
-            return r;
+    uint64_t deadline = deadline_after(timeout);
+    for (bool made_dir = false;;) {
+        cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0 && errno == ENOENT && !made_dir) {
+            cleanup_free char *dir = str_printf("%s/" VM_LOCK_DIR, ctx->home);
+            if (!dir)
+                return -ENOMEM;
+            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", dir);
+            made_dir = true;
+            continue;
         }
-        sleep_usec(5000);
+        if (fd < 0)
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open lock file '%s'", path);
+        while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            if (errno != EWOULDBLOCK && errno != EINTR)
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot lock '%s'", path);
+            if (timeout <= 0)
+                return -EWOULDBLOCK;
+            if (now_usec() > deadline) {
+                int r = err_make(reterr, VMCTL_E_STORE_LOCKED, EBUSY,
+                                 "another vmctl has been working on vm '%s' for over %g s", name,
+                                 timeout);
+                err_detail(reterr, "vm", "%s", name);
+                return r;
+            }
+            sleep_usec(5000);
+        }
+        /* The holder before us may have removed the file (the VM is gone) and a newcomer made a
+         * new one: this lock then excludes nobody. Take the file that is there now. */
+        struct stat held, now;
+        if (fstat(fd, &held) < 0)
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot stat lock file '%s'", path);
+        if (stat(path, &now) == 0 && now.st_dev == held.st_dev && now.st_ino == held.st_ino) {
+            *ret_fd = TAKE_FD(fd);
+            return 0;
+        }
     }
-    *ret_fd = TAKE_FD(fd);
+}
+
+void vm_unlock_remove(vmctl_ctx *ctx, const char *name, int fd)
+{
+    if (fd < 0)
+        return;
+    cleanup_free char *path = lock_path(ctx, name);
+    if (path)
+        (void)unlink(path);
+    close(fd);
+}
+
+static bool wait_dead(pid_t pid, uint64_t start, uint64_t deadline)
+{
+    for (;;) {
+        if (!proc_alive(pid, start))
+            return true;
+        if (now_usec() > deadline)
+            return false;
+        sleep_usec(10000);
+    }
+}
+
+/* "pid P start S": which vmctl made a VM directory (create.owner, until create is complete). */
+static int owner_mark(const char *dir)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+    if (!path)
+        return -ENOMEM;
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    char line[64];
+    int n = snprintf(line, sizeof(line), "pid %d start %llu\n", (int)getpid(),
+                     (unsigned long long)proc_start_time(getpid()));
+    if (write(fd, line, (size_t)n) != n)
+        return errno ? -errno : -EIO;
     return 0;
 }
+
+int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+    cleanup_free char *text = NULL;
+    if (!path)
+        return -ENOMEM;
+    int r = read_file_tail(path, 64, &text);
+    if (r < 0)
+        return r;
+    int pid = 0;
+    unsigned long long start = 0;
+    if (!text || sscanf(text, "pid %d start %llu", &pid, &start) != 2)
+        return -EBADMSG;
+    *ret_pid = pid;
+    *ret_start = start;
+    return 0;
+}
+
+/* Remove the directory of an abandoned create, but only when that create made it: its owner
+ * mark names the dead owner, or it is empty (killed between mkdir and the mark). A directory
+ * that was there before (a VM whose store row was lost) is never touched. */
+static void remove_abandoned_dir(vmctl_ctx *ctx, const store_vm *v)
+{
+    pid_t pid = 0;
+    uint64_t start = 0;
+    if (vm_owner_mark_read(v->dir, &pid, &start) >= 0 && pid == v->owner_pid &&
+        start == v->owner_start) {
+        (void)rm_rf(v->dir);
+        return;
+    }
+    if (rmdir(v->dir) == 0 || errno == ENOENT)
+        return;
+    ctx_log(ctx, VMCTL_LOG_NOTICE,
+            "left directory '%s' alone: the interrupted create of vm '%s' did not make it "
+            "(`vmctl doctor` reports it, `vmctl doctor --fix` adopts it)",
+            v->dir, v->name);
+}
+
+/* Kill every hypervisor process of VM v that the store does not record (a running or paused
+ * row's pid): one left by an older vmctl, or running from a directory whose row was lost. Under
+ * the VM's lock. */
+static void stop_strays(vmctl_ctx *ctx, const store_vm *v, const backend_ops *be);
 
 static char *crash_note(const char *dir)
 {
@@ -167,19 +273,27 @@ static int backend_wait_exit_record(const char *dir, pid_t pid, uint64_t usec)
 }
 
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
- * removed, 2 when it is being created by a live process (hidden), 0 otherwise. */
-static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
+ * removed, 2 when it is being created by a live process (hidden), 0 otherwise. locked: the
+ * caller holds the VM's lock. */
+static int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
 {
     if (!v->complete) {
         if (proc_alive(v->owner_pid, v->owner_start))
             return 2;
-        /* Claim the row first so that two repairers (or a repairer and a new create of the same
-         * name) never remove each other's directory. */
+        /* A create holds the VM's lock until the row is complete: a lock we cannot have is a
+         * create (or a repair) still at work. */
+        cleanup_close int lock = -1;
+        if (!locked && vm_lock(ctx, v->name, 0, &lock, NULL) < 0)
+            return 2;
+        /* Claim the row as well (a vmctl before the lock directory did not take the lock). */
         if (store_vm_claim(ctx->store, v->name, v->owner_pid, v->owner_start, getpid(),
                            proc_start_time(getpid()), NULL) != 1)
             return 2;
-        (void)rm_rf(v->dir);
+        /* claimed: the owner recorded in the row is now this process; the mark names the dead
+         * one */
+        remove_abandoned_dir(ctx, v);
         (void)store_vm_delete(ctx->store, v->name, NULL);
+        vm_unlock_remove(ctx, v->name, TAKE_FD(lock));
         ctx_log(ctx, VMCTL_LOG_NOTICE,
                 "removed vm '%s': its create was interrupted (vmctl pid %d is gone)", v->name,
                 (int)v->owner_pid);
@@ -210,17 +324,32 @@ static int vm_reconcile(vmctl_ctx *ctx, store_vm *v)
     return 0;
 }
 
-int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
-            vmctl_error **reterr)
+/* To a vm::not_found for `name`: a directory without a row is worth a word (a lost row). */
+static int note_orphan_dir(vmctl_ctx *ctx, const char *name, int r, vmctl_error **reterr)
+{
+    cleanup_free char *dir = ctx_vm_dir(ctx, name);
+    struct stat st;
+    if (dir && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
+        err_note(reterr, "directory '%s' exists, but the store has no row for it", dir);
+        err_help(reterr, "Run `vmctl doctor` to see what it holds and `vmctl doctor --fix` to "
+                         "adopt it back into the store.");
+    }
+    return r;
+}
+
+static int vm_load_locked(vmctl_ctx *ctx, const char *name, bool locked, store_vm **ret_row,
+                          vm_spec **ret_spec, vmctl_error **reterr)
 {
     if (!name_is_valid(name))
         return err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found",
                         name ? name : "");
     cleanup_store_vm store_vm *v = NULL;
     int r = store_vm_get(ctx->store, name, &v, reterr);
+    if (r == -ENOENT)
+        return note_orphan_dir(ctx, name, r, reterr);
     if (r < 0)
         return r;
-    r = vm_reconcile(ctx, v);
+    r = vm_reconcile(ctx, v, locked);
     if (r > 0) {
         r = err_make(reterr, VMCTL_E_VM_NOT_FOUND, ENOENT, "vm '%s' not found", name);
         err_detail(reterr, "vm", "%s", name);
@@ -235,6 +364,12 @@ int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_
     }
     *ret_row = TAKE_PTR(v);
     return 0;
+}
+
+int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
+            vmctl_error **reterr)
+{
+    return vm_load_locked(ctx, name, false, ret_row, ret_spec, reterr);
 }
 
 static int check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr)
@@ -363,6 +498,17 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
     const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
+    if (streq(net, "tap")) {
+        /* Refused here, not at start: a VM that can never start is not created. */
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
+                         "tap networking is not supported yet");
+        err_detail(reterr, "field", "net");
+        err_detail(reterr, "value", "%s", net);
+        err_detail(reterr, "allowed", "user or none");
+        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
+                         "`--net none`.");
+        return r;
+    }
     if (c->n_ports && !streq(net, "user")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
                          "port forwards need user-mode networking, not '%s'", net);
@@ -455,6 +601,13 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (!dir)
         return -ENOMEM;
 
+    /* The VM's lock, until the row is complete (or gone again): no start, destroy or repair of
+     * this name runs meanwhile. */
+    cleanup_close int lock = -1;
+    r = vm_lock(ctx, spec->name, LOCK_TIMEOUT, &lock, reterr);
+    if (r < 0)
+        return r;
+
     int64_t now = (int64_t)(realtime_usec() / 1000000);
     store_vm row = {
         .name = spec->name,
@@ -487,18 +640,28 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         /* An abandoned create under this name is not a real VM: repair and retry once. */
         store_vm *old = NULL;
         if (store_vm_get(ctx->store, spec->name, &old, NULL) >= 0) {
-            int k = vm_reconcile(ctx, old);
-            store_vm_free(old);
+            int k = vm_reconcile(ctx, old, true);
             if (k == 1) {
                 vmctl_error_free(reterr ? *reterr : NULL);
                 if (reterr)
                     *reterr = NULL;
                 r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
+            } else if (old->complete && access(old->dir, F_OK) < 0 && errno == ENOENT) {
+                err_note(reterr, "the directory of vm '%s' ('%s') is gone", spec->name, old->dir);
+                err_help(reterr,
+                         "Remove what is left of it with `vmctl destroy %s`, then create "
+                         "it again.",
+                         spec->name);
             }
+            store_vm_free(old);
         }
     }
-    if (r < 0)
+    if (r < 0) {
+        bool row_exists = r == -EEXIST;
+        if (!row_exists)
+            vm_unlock_remove(ctx, spec->name, TAKE_FD(lock));
         return r;
+    }
 
     /* Test hook: widens the window in which a killed vmctl leaves an incomplete row, so the
      * integration tests can kill it there deterministically. */
@@ -506,31 +669,70 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (delay)
         sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
 
-    /* From here on, failure undoes the row and the directory. */
+    /* From here on, failure undoes the row, and the directory when this create made it. */
+    bool made_dir = false;
     /* A guest CID for AF_VSOCK when the host can give one (start checks it again). */
     uint32_t cid = 0;
     if (agent_vhost_vsock_present(NULL) &&
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
-    (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
+    /* Never into a directory that is there already: without a row it is most likely a VM whose
+     * row was lost (a vmctl.db moved aside), its disk included. */
     if (mkdir(dir, 0755) < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
-        err_detail(reterr, "path", "%s", dir);
+        if (errno == EEXIST) {
+            r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
+                         "vm directory '%s' already exists, but the store has no vm '%s'", dir,
+                         spec->name);
+            err_detail(reterr, "vm", "%s", spec->name);
+            err_detail(reterr, "path", "%s", dir);
+            err_help(reterr,
+                     "It may hold a VM whose store row was lost: `vmctl doctor` shows it and "
+                     "`vmctl doctor --fix` adopts it back; or choose another name.");
+        } else {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
+            err_detail(reterr, "path", "%s", dir);
+        }
+        goto undo;
+    }
+    made_dir = true;
+    /* what a repair after a killed create may remove: a directory with our mark */
+    if ((r = owner_mark(dir)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s/" VM_FILE_CREATE_OWNER "'", dir);
         goto undo;
     }
     if ((r = sshc_keygen(dir, spec->name, reterr)) < 0)
         goto undo;
     if (spec->base && (r = prepare_disk(ctx, config, spec, reterr)) < 0)
         goto undo;
+    /* the configuration beside the disk, so that `vmctl doctor --fix` can adopt the directory
+     * should the store lose its row */
+    {
+        cleanup_free char *cfg = str_printf("%s/" VM_FILE_CONFIG, dir);
+        if (!cfg) {
+            r = -ENOMEM;
+            goto undo;
+        }
+        if ((r = write_file_atomic(cfg, json, strlen(json), 0644)) < 0) {
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s': %s", cfg, strerror(-r));
+            goto undo;
+        }
+    }
     r = store_vm_set_complete(ctx->store, spec->name, reterr);
     if (r < 0)
         goto undo;
+    {
+        cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+        if (mark)
+            (void)unlink(mark);
+    }
     ctx_log(ctx, VMCTL_LOG_INFO, "created vm '%s' in %s", spec->name, dir);
     return 0;
 
 undo:
-    (void)rm_rf(dir);
+    if (made_dir)
+        (void)rm_rf(dir);
     (void)store_vm_delete(ctx->store, spec->name, NULL);
+    vm_unlock_remove(ctx, spec->name, TAKE_FD(lock));
     return r;
 }
 
@@ -616,8 +818,61 @@ int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vm
     return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
 }
 
-/* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile) and
- * check that op is allowed (_VM_OP_MAX: no check). */
+struct strays {
+    vmctl_ctx *ctx;
+    const store_vm *v;
+    pid_t pids[16];
+    uint64_t starts[16];
+    size_t n;
+};
+
+static int stray_found(const char *name, pid_t pid, uint64_t start, void *userdata)
+{
+    struct strays *s = userdata;
+    const store_vm *v = s->v;
+    if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) && pid == v->pid &&
+        start == v->pid_start)
+        return 0; /* the recorded one */
+    if (kill(pid, SIGKILL) < 0)
+        return 0;
+    ctx_log(s->ctx, VMCTL_LOG_NOTICE,
+            "stopped a hypervisor of vm '%s' (pid %d) that the store does not record as running",
+            name, (int)pid);
+    if (s->n < ELEMENTSOF(s->pids)) {
+        s->pids[s->n] = pid;
+        s->starts[s->n++] = start;
+    }
+    return 0;
+}
+
+static void stop_strays(vmctl_ctx *ctx, const store_vm *v, const backend_ops *be)
+{
+    if (!be->scan)
+        return;
+    cleanup_free char *vms = str_printf("%s/vms", ctx->home);
+    cleanup_free char *real = vms ? realpath(vms, NULL) : NULL;
+    if (!real)
+        return;
+    struct strays s = {.ctx = ctx, .v = v};
+    (void)be->scan(real, v->name, stray_found, &s);
+    uint64_t deadline = deadline_after(DEFAULT_STOP_TIMEOUT);
+    for (size_t i = 0; i < s.n; i++)
+        (void)wait_dead(s.pids[i], s.starts[i], deadline);
+}
+
+int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v)
+{
+    cleanup_vm_spec vm_spec *spec = NULL;
+    const backend_ops *be = NULL;
+    if (vm_spec_from_json(v->config, &spec, NULL) < 0 || !(be = backend_find(spec->backend, NULL)))
+        be = &qemu_backend;
+    stop_strays(ctx, v, be);
+    return 0;
+}
+
+/* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile), stop
+ * any hypervisor of it the row does not record, and check that op is allowed (_VM_OP_MAX: no
+ * check). */
 static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v,
                     vm_spec **ret_spec, vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr)
 {
@@ -626,14 +881,24 @@ static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v
     if (r < 0)
         return r;
     cleanup_close int lock = -1;
-    r = vm_lock(peek->dir, name, &lock, reterr);
+    r = vm_lock(ctx, name, LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
-    r = vm_load(ctx, name, &v, &spec, reterr);
+    r = vm_load_locked(ctx, name, true, &v, &spec, reterr);
+    if (r == -ENOENT) {
+        /* destroyed meanwhile: the lock file goes with it (if the row is really gone) */
+        store_vm *gone = NULL;
+        if (store_vm_get(ctx->store, name, &gone, NULL) == -ENOENT)
+            vm_unlock_remove(ctx, name, TAKE_FD(lock));
+        store_vm_free(gone);
+    }
     if (r < 0)
         return r;
+    const backend_ops *be = backend_find(spec->backend, NULL);
+    if (be)
+        stop_strays(ctx, v, be);
     if (op != _VM_OP_MAX) {
         r = check_transition(v, op, to, reterr);
         if (r < 0)
@@ -698,7 +963,8 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         spec->guest_cid = vsock ? v->cid : 0;
         pid_t pid = 0;
         uint64_t pstart = 0;
-        r = be->launch(spec, v->dir, &pid, &pstart, reterr);
+        cleanup_close int hold = -1; /* closing it unrecorded makes the supervisor kill QEMU */
+        r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         if (r < 0 && spec->guest_cid && agent_vsock_cid_busy(NULL, spec->guest_cid) == 1) {
             /* another process took the CID between our check and QEMU's start: next one */
             vmctl_error_free(reterr ? *reterr : NULL);
@@ -708,15 +974,21 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
                 return err_prefix(reterr, r, "while starting vm '%s'", name);
             spec->guest_cid = v->cid;
             be->cleanup(v->dir);
-            r = be->launch(spec, v->dir, &pid, &pstart, reterr);
+            r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         }
         if (r < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
+        /* Test hook: widens the window between the launch and its record, so that the
+         * integration tests can kill vmctl there deterministically. */
+        const char *delay = getenv("VMCTL_TEST_START_DELAY_MS");
+        if (delay)
+            sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
         if (r < 0) {
             (void)kill(pid, SIGKILL);
             return r;
         }
+        backend_launch_commit(TAKE_FD(hold));
         v->state = to;
         v->pid = pid;
         v->pid_start = pstart;
@@ -728,17 +1000,6 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
 }
 
 /* ---------- stop, kill, pause, resume, destroy ---------- */
-
-static bool wait_dead(pid_t pid, uint64_t start, uint64_t deadline)
-{
-    for (;;) {
-        if (!proc_alive(pid, start))
-            return true;
-        if (now_usec() > deadline)
-            return false;
-        sleep_usec(10000);
-    }
-}
 
 static int kill_and_wait(const store_vm *v, double timeout, vmctl_error **reterr)
 {
@@ -901,9 +1162,11 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         return r;
     }
     r = store_vm_delete(ctx->store, name, reterr);
-    if (r >= 0)
-        ctx_log(ctx, VMCTL_LOG_INFO, "destroyed vm '%s'", name);
-    return r;
+    if (r < 0)
+        return r;
+    vm_unlock_remove(ctx, name, TAKE_FD(lock));
+    ctx_log(ctx, VMCTL_LOG_INFO, "destroyed vm '%s'", name);
+    return 0;
 }
 
 /* ---------- queries ---------- */
@@ -980,7 +1243,7 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < nrows; i++) {
-        if (vm_reconcile(ctx, rows[i]) != 0)
+        if (vm_reconcile(ctx, rows[i], false) != 0)
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);

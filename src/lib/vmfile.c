@@ -677,6 +677,11 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
         } else if (streq(f, "network")) {
             static const char *const a[] = {"user", "tap", "none", NULL};
             r = one_of(c, n, f, a, &m->net);
+            if (r >= 0 && streq(m->net, "tap"))
+                r = verr(c, n->args[0].offset, "not supported yet", f, f,
+                         "Use network \"user\" (with port nodes for inbound connections) or "
+                         "network \"none\"",
+                         "tap networking is not supported yet");
         } else if (streq(f, "port")) {
             r = parse_port(c, n, m, &n_ports);
         } else if (streq(f, "cloud-init")) {

@@ -313,11 +313,26 @@ int agent_encode_exec(void *buf, size_t cap, uint32_t id, uint32_t timeout_ms, c
 size_t agent_exec3_frame_size(char *const *argv, char *const *env, const char *cwd,
                               size_t stdin_len, const char *user)
 {
-    size_t n = agent_exec_frame_size(argv, env, cwd, stdin_len);
-    size_t ul = user ? strlen(user) : 0;
+    agent_exec_args a = {.flags = user ? AGENT_EXEC_USER : 0,
+                         .argv = argv,
+                         .env = env,
+                         .cwd = cwd,
+                         .stdin_len = stdin_len,
+                         .user = user};
+    return agent_exec_args_frame_size(&a);
+}
+
+size_t agent_exec_args_frame_size(const agent_exec_args *a)
+{
+    size_t n = agent_exec_frame_size(a->argv, a->env, a->cwd, a->stdin_len);
+    size_t ul = a->user ? strlen(a->user) : 0;
     if (n == SIZE_MAX || ul > AGENT_MAX_PAYLOAD)
         return SIZE_MAX;
-    return user ? n + str_size(ul) : n;
+    if (a->user && (a->flags & AGENT_EXEC_USER))
+        n += str_size(ul);
+    if (a->flags & AGENT_EXEC_TTY)
+        n += 8;
+    return n;
 }
 
 int agent_encode_exec2(void *buf, size_t cap, uint32_t id, uint32_t flags, uint32_t timeout_ms,
@@ -332,10 +347,30 @@ int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
                        char *const *argv, char *const *env, const char *cwd, const void *stdin_data,
                        size_t stdin_len, const char *user)
 {
+    if (flags & AGENT_EXEC_TTY)
+        return AGENT_E_INVALID; /* a TTY needs its size: agent_encode_exec_args */
+    agent_exec_args a = {.flags = flags,
+                         .timeout_ms = timeout_ms,
+                         .argv = argv,
+                         .env = env,
+                         .cwd = cwd,
+                         .stdin_data = stdin_data,
+                         .stdin_len = stdin_len,
+                         .user = user};
+    return agent_encode_exec_args(buf, cap, id, &a);
+}
+
+int agent_encode_exec_args(void *buf, size_t cap, uint32_t id, const agent_exec_args *a)
+{
+    uint32_t flags = a->flags;
+    const char *user = a->user;
     if (flags & ~AGENT_EXEC_FLAGS_V2)
         return AGENT_E_INVALID;
     if (!(flags & AGENT_EXEC_USER) != !(user && user[0]))
         return AGENT_E_INVALID;
+    if ((flags & AGENT_EXEC_TTY) && (a->tty_rows > AGENT_TTY_MAX || a->tty_cols > AGENT_TTY_MAX))
+        return AGENT_E_INVALID;
+    char *const *argv = a->argv, *const *env = a->env;
     if (!argv || !argv[0] || !argv[0][0])
         return AGENT_E_INVALID;
     for (size_t i = 0; env && env[i]; i++) {
@@ -343,11 +378,11 @@ int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
         if (!eq || eq == env[i])
             return AGENT_E_INVALID;
     }
-    if (stdin_len && !stdin_data)
+    if (a->stdin_len && !a->stdin_data)
         return AGENT_E_INVALID;
     if (!(flags & AGENT_EXEC_USER))
         user = NULL;
-    size_t total = agent_exec3_frame_size(argv, env, cwd, stdin_len, user);
+    size_t total = agent_exec_args_frame_size(a);
     if (total == SIZE_MAX)
         return AGENT_E_TOO_BIG;
     int r = frame_room(cap, total - AGENT_HDR_SIZE);
@@ -357,16 +392,31 @@ int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
     put_hdr(p, AGENT_MSG_EXEC, id, total - AGENT_HDR_SIZE);
     p += AGENT_HDR_SIZE;
     put_u32(p, flags);
-    put_u32(p + 4, timeout_ms);
+    put_u32(p + 4, a->timeout_ms);
     p = put_strv(p + 8, argv);
     p = put_strv(p, env);
-    p = put_str(p, cwd, cwd ? strlen(cwd) : 0);
-    put_u32(p, (uint32_t)stdin_len);
-    if (stdin_len)
-        memcpy(p + 4, stdin_data, stdin_len);
+    p = put_str(p, a->cwd, a->cwd ? strlen(a->cwd) : 0);
+    put_u32(p, (uint32_t)a->stdin_len);
+    if (a->stdin_len)
+        memcpy(p + 4, a->stdin_data, a->stdin_len);
+    p += 4 + a->stdin_len;
     if (user)
-        put_str(p + 4 + stdin_len, user, strlen(user));
+        p = put_str(p, user, strlen(user));
+    if (flags & AGENT_EXEC_TTY) {
+        put_u32(p, a->tty_rows);
+        put_u32(p + 4, a->tty_cols);
+    }
     return r;
+}
+
+int agent_encode_resize(void *buf, size_t cap, uint32_t id, uint32_t rows, uint32_t cols)
+{
+    if (rows > AGENT_TTY_MAX || cols > AGENT_TTY_MAX)
+        return AGENT_E_INVALID;
+    uint8_t p[8];
+    put_u32(p, rows);
+    put_u32(p + 4, cols);
+    return agent_encode_raw(buf, cap, AGENT_MSG_RESIZE, id, p, sizeof(p));
 }
 
 /* --- decoders --- */
@@ -488,7 +538,14 @@ int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
     if (!rd_u32(&r, &out->flags) || !rd_u32(&r, &out->timeout_ms) || !rd_strv(&r, &out->argv) ||
         !rd_strv(&r, &out->env) || !rd_str(&r, &cwd) ||
         !rd_bytes(&r, &out->stdin_data, &out->stdin_len) ||
-        ((out->flags & AGENT_EXEC_USER) && (!rd_str(&r, &user) || !user[0])) || r.off != n)
+        ((out->flags & AGENT_EXEC_USER) && (!rd_str(&r, &user) || !user[0])))
+        return AGENT_E_MALFORMED;
+    out->tty_rows = out->tty_cols = 0;
+    if ((out->flags & AGENT_EXEC_TTY) &&
+        (!rd_u32(&r, &out->tty_rows) || !rd_u32(&r, &out->tty_cols) ||
+         out->tty_rows > AGENT_TTY_MAX || out->tty_cols > AGENT_TTY_MAX))
+        return AGENT_E_MALFORMED;
+    if (r.off != n)
         return AGENT_E_MALFORMED;
     out->user = user;
     if ((out->flags & ~AGENT_EXEC_FLAGS_V2) || out->argv.count == 0 || out->argv.data[0] == 0)
@@ -526,6 +583,15 @@ int agent_decode_u32_msg(const void *payload, size_t n, uint32_t *v)
 {
     reader r = {payload, n, 0};
     if (!rd_u32(&r, v) || r.off != n)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}
+
+int agent_decode_resize(const void *payload, size_t n, uint32_t *rows, uint32_t *cols)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u32(&r, rows) || !rd_u32(&r, cols) || r.off != n || *rows > AGENT_TTY_MAX ||
+        *cols > AGENT_TTY_MAX)
         return AGENT_E_MALFORMED;
     return AGENT_OK;
 }

@@ -40,6 +40,7 @@ enum agent_msg_type {
     AGENT_MSG_STDIN = 0x14,     /* v2, host -> agent: raw bytes; an empty payload is end of file */
     AGENT_MSG_STDIN_ACK = 0x15, /* v2, agent -> host: u32 bytes taken since the previous ack */
     AGENT_MSG_SIGNAL = 0x16,    /* v2, host -> agent: u32 signal for the command's process group */
+    AGENT_MSG_RESIZE = 0x17,    /* v2, host -> agent: u32 rows, u32 cols of a TTY request */
     AGENT_MSG_SHUTDOWN = 0x20,
     AGENT_MSG_FILE_PUT = 0x30,  /* v2: u32 flags, u32 mode, i64 mtime_sec, u32 nsec, str path */
     AGENT_MSG_FILE_GET = 0x31,  /* v2: u32 flags, str path */
@@ -61,17 +62,25 @@ enum agent_msg_type {
 #define AGENT_CAP_INFO         (UINT64_C(1) << 6)
 #define AGENT_CAP_SIGNAL       (UINT64_C(1) << 7)
 #define AGENT_CAP_USER         (UINT64_C(1) << 8) /* EXEC flag AGENT_EXEC_USER */
+#define AGENT_CAP_TTY          (UINT64_C(1) << 9) /* EXEC flag AGENT_EXEC_TTY, RESIZE */
 #define AGENT_CAPS_V2                                                                              \
     (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
-     AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER)
+     AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER |   \
+     AGENT_CAP_TTY)
 
 /* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
  * after the initial bytes and is fed by STDIN frames until an empty one. */
 #define AGENT_EXEC_STDIN_STREAM (1u << 0)
 /* USER: the payload ends with `str user` ("NAME", "UID" or "UID:GID"): run the command as that
  * user (its groups, HOME, USER, LOGNAME). */
-#define AGENT_EXEC_USER     (1u << 1)
-#define AGENT_EXEC_FLAGS_V2 (AGENT_EXEC_STDIN_STREAM | AGENT_EXEC_USER)
+#define AGENT_EXEC_USER (1u << 1)
+/* TTY: the payload ends (after the user, if any) with `u32 rows, u32 cols` (each at most 65535;
+ * 0: unknown): the command runs on a new pseudo-terminal, as its controlling terminal; stdin,
+ * stdout and stderr are that terminal (output comes as STDOUT only). RESIZE changes its size. */
+#define AGENT_EXEC_TTY      (1u << 2)
+#define AGENT_EXEC_FLAGS_V2 (AGENT_EXEC_STDIN_STREAM | AGENT_EXEC_USER | AGENT_EXEC_TTY)
+/* Largest row or column count of a terminal (struct winsize holds unsigned short). */
+#define AGENT_TTY_MAX 65535u
 
 /* Header flags. PING: the sender is a new client; the agent abandons what earlier clients left
  * (kills their running command) before answering. */
@@ -156,8 +165,22 @@ typedef struct agent_exec_req {
     const char *cwd; /* NULL when empty */
     const uint8_t *stdin_data;
     uint32_t stdin_len;
-    const char *user; /* AGENT_EXEC_USER: not empty; NULL otherwise */
+    const char *user;            /* AGENT_EXEC_USER: not empty; NULL otherwise */
+    uint32_t tty_rows, tty_cols; /* AGENT_EXEC_TTY: the terminal's size (0: unknown) */
 } agent_exec_req;
+
+/* Everything an EXEC can carry, for agent_encode_exec_args. */
+typedef struct agent_exec_args {
+    uint32_t flags; /* AGENT_EXEC_*: USER iff user, the others as given */
+    uint32_t timeout_ms;
+    char *const *argv; /* NULL-terminated, argv[0] not empty */
+    char *const *env;  /* NULL-terminated K=V, may be NULL */
+    const char *cwd;   /* NULL or "": / */
+    const void *stdin_data;
+    size_t stdin_len;
+    const char *user;            /* AGENT_EXEC_USER */
+    uint32_t tty_rows, tty_cols; /* AGENT_EXEC_TTY, each <= AGENT_TTY_MAX */
+} agent_exec_args;
 
 /* Just a header, for a payload the caller places at buf + AGENT_HDR_SIZE itself (the agent reads
  * command output straight into its send queue). Returns AGENT_HDR_SIZE or an error. */
@@ -199,6 +222,14 @@ int agent_encode_exec3(void *buf, size_t cap, uint32_t id, uint32_t flags, uint3
 /* Bytes agent_encode_exec3 needs. */
 size_t agent_exec3_frame_size(char *const *argv, char *const *env, const char *cwd,
                               size_t stdin_len, const char *user);
+/* EXEC with every field (agent_encode_exec3 is this without a TTY); AGENT_E_INVALID also for a
+ * TTY size above AGENT_TTY_MAX. */
+int agent_encode_exec_args(void *buf, size_t cap, uint32_t id, const agent_exec_args *a);
+/* Bytes agent_encode_exec_args needs (SIZE_MAX: too large to encode). */
+size_t agent_exec_args_frame_size(const agent_exec_args *a);
+/* RESIZE: the new size of a TTY request's terminal (each at most AGENT_TTY_MAX). */
+int agent_encode_resize(void *buf, size_t cap, uint32_t id, uint32_t rows, uint32_t cols);
+int agent_decode_resize(const void *payload, size_t n, uint32_t *rows, uint32_t *cols);
 
 typedef struct agent_file_put {
     uint32_t flags; /* 0 */

@@ -43,6 +43,10 @@ static void check_payload(const agent_hdr *h, const uint8_t *p)
     /* v2 decoders, host side (FILE_INFO, INFO_REPLY, STDIN_ACK) and guest side (the rest) */
     uint32_t v;
     (void)agent_decode_u32_msg(p, h->len, &v);
+    uint32_t rows, cols;
+    if (agent_decode_resize(p, h->len, &rows, &cols) == AGENT_OK &&
+        (rows > AGENT_TTY_MAX || cols > AGENT_TTY_MAX))
+        abort();
     agent_file_info fi;
     if (agent_decode_file_info(p, h->len, &fi) == AGENT_OK && fi.mtime_nsec >= 1000000000u)
         abort();
@@ -94,12 +98,21 @@ static void check_payload(const agent_hdr *h, const uint8_t *p)
         env[i++] = (char *)s;
     if (i != req.env.count)
         abort();
-    size_t need = agent_exec3_frame_size(argv, env, req.cwd, req.stdin_len, req.user);
+    agent_exec_args a = {.flags = req.flags,
+                         .timeout_ms = req.timeout_ms,
+                         .argv = argv,
+                         .env = env,
+                         .cwd = req.cwd,
+                         .stdin_data = req.stdin_data,
+                         .stdin_len = req.stdin_len,
+                         .user = req.user,
+                         .tty_rows = req.tty_rows,
+                         .tty_cols = req.tty_cols};
+    size_t need = agent_exec_args_frame_size(&a);
     uint8_t *out = malloc(need);
     if (!out)
         abort();
-    int n = agent_encode_exec3(out, need, h->id, req.flags, req.timeout_ms, argv, env, req.cwd,
-                               req.stdin_data, req.stdin_len, req.user);
+    int n = agent_encode_exec_args(out, need, h->id, &a);
     if (n < 0 || (size_t)n != need || need != AGENT_HDR_SIZE + h->len ||
         memcmp(out + AGENT_HDR_SIZE, p, h->len) != 0)
         abort();

@@ -7,7 +7,8 @@
 set -uo pipefail
 
 : "${VMCTL:?VMCTL must name the vmctl binary}"
-command -v jq >/dev/null || { echo "SKIP: jq is not installed"; exit 77; }
+export LC_ALL=C.UTF-8 # the glyphs checked below (×) are those of a UTF-8 locale
+command -v jq >/dev/null || { . "$(dirname "$0")/lib.sh"; skip "jq is not installed"; }
 suite=$(cd "$(dirname "$0")/../kdl" && pwd)
 [ -d "$suite/input" ] || { echo "FAIL: no $suite/input"; exit 1; }
 

@@ -105,7 +105,7 @@ if $have_guest; then
   light "stop" stop lz1
   vm destroy --force lz1 >/dev/null || fail "destroy lz1"
 else
-  echo "note: the default guest is not built: the checks with a VM in the store are left out"
+  skip_section "the checks with a VM in the store: the default guest was not built (run scripts/test.sh, which builds it first)"
 fi
 
 # A library that cannot be loaded: bind /dev/null over it in a private mount namespace.
@@ -155,7 +155,7 @@ if unshare --mount --propagation private true 2>/dev/null; then
   # the libraries are all there again outside the namespace
   loads "pull after the hidden runs" '^libcurl\.so' --json image pull "file://$www/plain.raw" --name p4
 else
-  echo "note: cannot make a private mount namespace (not root?): the missing-library checks are left out"
+  skip_section "the missing-library checks: cannot make a private mount namespace (they need root)"
 fi
 
 finish

@@ -580,6 +580,101 @@ static void test_v2_messages(void **state)
     assert_int_equal(p.caps, AGENT_CAPS_V2);
 }
 
+/* EXEC with a terminal (AGENT_EXEC_TTY): rows and cols after the user, if any. */
+static void test_exec_tty(void **state)
+{
+    (void)state;
+    char *argv[] = {"sh", "-l", NULL};
+    char *env[] = {"TERM=xterm-256color", NULL};
+    agent_exec_args a = {.flags = AGENT_EXEC_TTY | AGENT_EXEC_STDIN_STREAM,
+                         .argv = argv,
+                         .env = env,
+                         .tty_rows = 24,
+                         .tty_cols = 80};
+    size_t want = agent_exec_args_frame_size(&a);
+    assert_int_equal(want, agent_exec_frame_size(argv, env, NULL, 0) + 8);
+    int n = agent_encode_exec_args(buf, sizeof(buf), 3, &a);
+    assert_int_equal(n, (int)want);
+    agent_hdr h = frame_of(buf, (size_t)n);
+    agent_exec_req req;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_OK);
+    assert_int_equal(req.flags, AGENT_EXEC_TTY | AGENT_EXEC_STDIN_STREAM);
+    assert_int_equal(req.tty_rows, 24);
+    assert_int_equal(req.tty_cols, 80);
+    assert_null(req.user);
+    /* the size is the last 8 bytes: cols at the very end */
+    assert_int_equal(buf[n - 4], 80);
+    assert_int_equal(buf[n - 8], 24);
+
+    /* with a user too: user first, then the size */
+    a.flags |= AGENT_EXEC_USER;
+    a.user = "vmctl";
+    a.tty_rows = 65535;
+    a.tty_cols = 1;
+    n = agent_encode_exec_args(buf, sizeof(buf), 4, &a);
+    assert_true(n > 0);
+    h = frame_of(buf, (size_t)n);
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_OK);
+    assert_string_equal(req.user, "vmctl");
+    assert_int_equal(req.tty_rows, 65535);
+    assert_int_equal(req.tty_cols, 1);
+    /* truncated size, trailing bytes, flag without the size */
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len - 4, &req), AGENT_E_MALFORMED);
+    uint8_t *flags = buf + AGENT_HDR_SIZE;
+    flags[0] &= (uint8_t)~AGENT_EXEC_TTY;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_E_MALFORMED);
+    flags[0] |= AGENT_EXEC_TTY;
+    /* a size beyond a struct winsize */
+    buf[n - 2] = 1; /* cols = 65536 + 1 */
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_E_MALFORMED);
+
+    /* encoder: sizes too large; exec3 refuses TTY (it has no size) */
+    a.tty_cols = 65536;
+    assert_int_equal(agent_encode_exec_args(buf, sizeof(buf), 4, &a), AGENT_E_INVALID);
+    assert_int_equal(
+        agent_encode_exec3(buf, sizeof(buf), 5, AGENT_EXEC_TTY, 0, argv, NULL, NULL, NULL, 0, NULL),
+        AGENT_E_INVALID);
+    /* unknown flag bits are still refused */
+    a.tty_cols = 80;
+    a.flags |= 1u << 3;
+    assert_int_equal(agent_encode_exec_args(buf, sizeof(buf), 4, &a), AGENT_E_INVALID);
+    /* without TTY: the same bytes as agent_encode_exec3 */
+    agent_exec_args b = {.flags = AGENT_EXEC_USER, .argv = argv, .user = "root"};
+    static uint8_t b2[256];
+    n = agent_encode_exec_args(buf, sizeof(buf), 6, &b);
+    assert_int_equal(agent_encode_exec3(b2, sizeof(b2), 6, AGENT_EXEC_USER, 0, argv, NULL, NULL,
+                                        NULL, 0, "root"),
+                     n);
+    assert_memory_equal(buf, b2, (size_t)n);
+}
+
+/* RESIZE: u32 rows, u32 cols, each at most 65535. */
+static void test_resize(void **state)
+{
+    (void)state;
+    int n = agent_encode_resize(buf, sizeof(buf), 9, 50, 132);
+    assert_int_equal(n, AGENT_HDR_SIZE + 8);
+    agent_hdr h = frame_of(buf, (size_t)n);
+    assert_int_equal(h.type, AGENT_MSG_RESIZE);
+    assert_int_equal(h.type, 0x17);
+    assert_int_equal(h.id, 9);
+    uint32_t rows = 0, cols = 0;
+    assert_int_equal(agent_decode_resize(buf + AGENT_HDR_SIZE, h.len, &rows, &cols), AGENT_OK);
+    assert_int_equal(rows, 50);
+    assert_int_equal(cols, 132);
+    assert_int_equal(agent_decode_resize(buf + AGENT_HDR_SIZE, 7, &rows, &cols), AGENT_E_MALFORMED);
+    assert_int_equal(agent_decode_resize(buf + AGENT_HDR_SIZE, 4, &rows, &cols), AGENT_E_MALFORMED);
+    buf[AGENT_HDR_SIZE + 2] = 1; /* rows 65536 + 50 */
+    assert_int_equal(agent_decode_resize(buf + AGENT_HDR_SIZE, 8, &rows, &cols), AGENT_E_MALFORMED);
+    uint8_t nine[9] = {0};
+    assert_int_equal(agent_decode_resize(nine, 9, &rows, &cols), AGENT_E_MALFORMED);
+    assert_int_equal(agent_encode_resize(buf, sizeof(buf), 9, 65536, 1), AGENT_E_INVALID);
+    assert_int_equal(agent_encode_resize(buf, 20, 9, 1, 1), AGENT_E_NOSPACE);
+    /* the agent advertises it */
+    assert_true(AGENT_CAPS_V2 & AGENT_CAP_TTY);
+    assert_int_equal(AGENT_CAP_TTY, UINT64_C(1) << 9);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +684,8 @@ int main(void)
         cmocka_unit_test(test_data_exit_shutdown_ack),
         cmocka_unit_test(test_exec_roundtrip),
         cmocka_unit_test(test_exec_user),
+        cmocka_unit_test(test_exec_tty),
+        cmocka_unit_test(test_resize),
         cmocka_unit_test(test_exec_encoder_rejects),
         cmocka_unit_test(test_truncated_frames),
         cmocka_unit_test(test_bad_magic_resync),

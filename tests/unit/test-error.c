@@ -21,23 +21,23 @@
 
 /* The seed table (shared/seeds/vm-manager-error-handling.md), verbatim: code and trigger, and the
  * help where the seed gives one (NULL where it says "(varies)", "(custom hint per error)" or
- * "(transparent)": ours then writes its own). */
+ * "(transparent)": ours then writes its own). NULL too where the seed's help names what this
+ * project does not have (a cargo feature, SSH for provisioners that run over the agent, a work
+ * directory, DHCP for a VM that has no network, an unactionable restatement): ours says what to
+ * do here instead (docs/errors.md lists the seed's text). */
 static const struct {
     const char *code, *trigger, *help;
 } seed[] = {
     {"vm_manager::qemu::spawn_failed", "QEMU process failed to start",
      "Ensure `qemu-system-x86_64` is installed, in PATH, and KVM is available (`/dev/kvm`)"},
-    {"vm_manager::qemu::qmp_connect_failed", "Can't connect to QMP socket",
-     "QEMU may have crashed before QMP socket ready; check work directory logs"},
+    {"vm_manager::qemu::qmp_connect_failed", "Can't connect to QMP socket", NULL},
     {"vm_manager::qemu::qmp_command_failed", "QMP command returned an error", NULL},
     {"vm_manager::image::overlay_creation_failed", "QCOW2 overlay creation failed",
      "Ensure `qemu-img` is installed and base image exists and is readable"},
-    {"vm_manager::network::ip_discovery_timeout", "Guest IP not found",
-     "Guest may not have DHCP lease; check network config and cloud-init"},
+    {"vm_manager::network::ip_discovery_timeout", "Guest IP not found", NULL},
     {"vm_manager::propolis::unreachable", "Can't reach propolis-server",
      "Ensure propolis-server is running and listening on expected address"},
-    {"vm_manager::cloudinit::iso_failed", "Seed ISO generation failed",
-     "Ensure `genisoimage` or `mkisofs` installed, or enable `pure-iso` feature"},
+    {"vm_manager::cloudinit::iso_failed", "Seed ISO generation failed", NULL},
     {"vm_manager::ssh::failed", "SSH connection or command failed",
      "Check SSH key, guest reachability, and sshd running"},
     {"vm_manager::ssh::keygen_failed", "Ed25519 key generation failed",
@@ -50,15 +50,13 @@ static const struct {
      "Ensure `qemu-img` installed and sufficient disk space"},
     {"vm_manager::vm::not_found", "VM not in store", "Run `vmctl list` to see available VMs"},
     {"vm_manager::vm::invalid_state", "Operation invalid for current state", NULL},
-    {"vm_manager::backend::not_available", "Backend not supported on platform",
-     "Backend not supported on current platform"},
+    {"vm_manager::backend::not_available", "Backend not supported on platform", NULL},
     {"vm_manager::vmfile::not_found", "VMFile.kdl not found",
      "Create VMFile.kdl in current directory or specify path with `--file`"},
     {"vm_manager::vmfile::parse_failed", "KDL syntax error",
      "Check VMFile.kdl syntax; see https://kdl.dev"},
     {"vm_manager::vmfile::validation", "VMFile validation error", NULL},
-    {"vm_manager::provision::failed", "Provisioner step failed",
-     "Check provisioner config and VM SSH reachability"},
+    {"vm_manager::provision::failed", "Provisioner step failed", NULL},
     {"vm_manager::io", "General I/O error", NULL},
 };
 

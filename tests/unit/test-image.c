@@ -3,7 +3,7 @@
  * write: every format is detected from a real file made by `qemu-img create -f FMT`, our
  * overlays pass `qemu-img check` and `qemu-img info` reads their backing file, and our seed
  * ISOs are read back by `isoinfo` (genisoimage) and `blkid`. Tests needing a missing tool skip
- * themselves. */
+ * themselves, saying so (skip.h: a failure under CI=true). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -23,6 +23,7 @@
 #include "image-format.h"
 #include "iso9660.h"
 #include "qcow2.h"
+#include "skip.h"
 #include "util/util.h"
 #include "vm-spec.h"
 
@@ -62,7 +63,7 @@ static int run(char **out, const char *first, ...)
 static void test_detect_qemu_img_formats(void **state)
 {
     if (!have("qemu-img"))
-        skip();
+        skip_test(NULL, "qemu-img is not installed (apt-get install qemu-utils)");
     static const char *const fmts[] = {"qcow2", "raw", "vmdk", "vhdx", "vdi", "vpc"};
     for (size_t i = 0; i < ELEMENTSOF(fmts); i++) {
         cleanup_free char *p = tmp(fmts[i]);
@@ -96,6 +97,9 @@ static void test_detect_iso_and_errors(void **state)
         assert_int_equal(image_detect(iso, &pr, &e), 0);
         assert_string_equal(pr.format, "iso");
         image_probe_clear(&pr);
+    } else {
+        skip_part(NULL,
+                  "the ISO detected by qemu-img: it is not installed (apt-get install qemu-utils)");
     }
 
     /* empty file */
@@ -132,7 +136,7 @@ static void test_detect_iso_and_errors(void **state)
 static void test_overlay_passes_qemu_img_check(void **state)
 {
     if (!have("qemu-img"))
-        skip();
+        skip_test(NULL, "qemu-img is not installed (apt-get install qemu-utils)");
     cleanup_free char *base = tmp("base.qcow2");
     cleanup_free char *ov = tmp("overlay.qcow2");
     cleanup_free char *big = tmp("big.qcow2");
@@ -169,7 +173,7 @@ static void test_overlay_passes_qemu_img_check(void **state)
 static void test_iso_read_back(void **state)
 {
     if (!have("isoinfo"))
-        skip();
+        skip_test(NULL, "isoinfo is not installed (apt-get install genisoimage)");
     cleanup_free char *iso = tmp("seed.iso");
     char big[5000];
     memset(big, 'x', sizeof(big));
@@ -202,12 +206,18 @@ static void test_iso_read_back(void **state)
         cleanup_free char *label = NULL;
         assert_int_equal(run(&label, "blkid", "-p", "-s", "LABEL", "-o", "value", iso, NULL), 0);
         assert_string_equal(label, "cidata\n");
+    } else {
+        skip_part(NULL,
+                  "the ISO label read back: blkid is not installed (apt-get install util-linux)");
     }
     if (have("xorriso")) {
         cleanup_free char *x = NULL;
         assert_int_equal(
             run(&x, "xorriso", "-indev", iso, "-find", "/", "-name", "user-data", NULL), 0);
         assert_non_null(strstr(x, "user-data"));
+    } else {
+        skip_part(NULL,
+                  "the ISO read back by xorriso: it is not installed (apt-get install xorriso)");
     }
     /* bad names */
     uint8_t *img = NULL;
@@ -221,7 +231,7 @@ static void test_iso_read_back(void **state)
 static void test_cloudinit_seed(void **state)
 {
     if (!have("isoinfo"))
-        skip();
+        skip_test(NULL, "isoinfo is not installed (apt-get install genisoimage)");
     cleanup_free char *key = tmp("key.pub");
     const char k[] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBOGUS test@host\n";
     assert_int_equal(write_file_atomic(key, k, strlen(k), 0644), 0);
@@ -282,6 +292,9 @@ static void test_cloudinit_seed(void **state)
         cleanup_free char *md4 = NULL;
         assert_int_equal(run(&md4, "isoinfo", "-i", seed4, "-J", "-x", "/meta-data", NULL), 0);
         assert_non_null(strstr(md4, "local-hostname: web-1\n"));
+    } else {
+        skip_part(NULL,
+                  "the genisoimage fallback: it is not installed (apt-get install genisoimage)");
     }
 }
 

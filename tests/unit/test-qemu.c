@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The QEMU backend and the host: argv building, backend and accelerator choice and the doctor
- * checks (no guest needed), then real launches under TCG with a real kernel:
- * $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, else /tmp/kexp/{vmlinux,initrd.gz}. Without a kernel or
- * QEMU the launch tests are skipped (exit 77 once the quick tests have passed). The test initrd
- * prints READY-MARK on the serial console and powers off. */
+ * checks (no guest needed), then real launches under TCG with a real kernel: the default guest's
+ * ($VMCTL_TEST_IMAGES/default, which scripts/test.sh builds and passes), its initrd with a second
+ * archive appended whose /init prints READY-MARK on the serial console and powers off; or
+ * $VMCTL_TEST_KERNEL/$VMCTL_TEST_INITRD, an initrd that does the same. Without a kernel or QEMU
+ * the launch tests are skipped, saying so (exit 77 once the quick tests have passed; under
+ * CI=true that is a failure, see skip.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +32,7 @@
 #include "error.h"
 #include "qemu.h"
 #include "qmp.h"
+#include "skip.h"
 #include "util/util.h"
 
 static char tmpdir[] = "/tmp/test-qemu-XXXXXX";
@@ -412,7 +415,8 @@ static void test_binary_override_missing(void **state)
     vmctl_error_free(TAKE_PTR(err));
     pid_t pid = 0;
     uint64_t start = 0;
-    assert_int_equal(qemu_backend.launch(s, tmpdir, &pid, &start, &err), -ENOENT);
+    int hold = -1;
+    assert_int_equal(qemu_backend.launch(s, tmpdir, &pid, &start, &hold, &err), -ENOENT);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_non_null(strstr(vmctl_error_get_message(err), "/nonexistent/qemu-system-x86_64"));
     assert_int_equal(pid, 0);
@@ -599,6 +603,44 @@ static char *host_tsc_khz(void)
     return str_printf(" tsc_early_khz=%.0f", mhz * 1000.0);
 }
 
+/* One newc cpio member (data may be NULL for a directory) appended to buf at *len. */
+static void cpio_add(char *buf, size_t *len, const char *name, unsigned mode, const char *data)
+{
+    size_t dlen = data ? strlen(data) : 0, nlen = strlen(name) + 1;
+    *len +=
+        (size_t)sprintf(buf + *len, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X",
+                        0u, mode, 0u, 0u, 1u, 0u, dlen, 0u, 0u, 0u, 0u, nlen, 0u);
+    memcpy(buf + *len, name, nlen);
+    *len += nlen;
+    while (*len % 4)
+        buf[(*len)++] = 0;
+    memcpy(buf + *len, data ? data : "", dlen);
+    *len += dlen;
+    while (*len % 4)
+        buf[(*len)++] = 0;
+}
+
+/* The default guest's initrd with an archive appended that replaces its /init (the kernel unpacks
+ * both, the later file wins): print READY-MARK on the console, power off. */
+static char *make_test_initrd(const char *default_initrd)
+{
+    cleanup_free char *img = NULL;
+    size_t len = 0;
+    if (read_file(default_initrd, &img, &len) < 0)
+        return NULL;
+    char *buf = malloc(len + 4096);
+    assert_non_null(buf);
+    memcpy(buf, img, len);
+    while (len % 4) /* zeros between archives are skipped */
+        buf[len++] = 0;
+    cpio_add(buf, &len, "init", 0100755, "#!/bin/sh\necho READY-MARK\npoweroff -f\n");
+    cpio_add(buf, &len, "TRAILER!!!", 0, NULL);
+    char *path = str_printf("%s/test-initrd.img", tmpdir);
+    assert_int_equal(write_file_atomic(path, buf, len, 0644), 0);
+    free(buf);
+    return path;
+}
+
 static char *new_vm_dir(const char *name)
 {
     char *d = str_printf("%s/%s", tmpdir, name);
@@ -725,11 +767,13 @@ static void test_launch_pause_resume_console(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-a", "microvm");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    int r = qemu_backend.launch(s, dir, &pid, &start, &hold, &err);
     if (r < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    backend_launch_commit(hold);
     assert_true(pid > 0);
     assert_true(start > 0);
     assert_true(proc_alive(pid, start));
@@ -779,9 +823,11 @@ static void test_launch_powerdown_quit(void **state)
     s->agent = false;
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
     assert_true(proc_alive(pid, start));
     assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
     assert_int_equal(qemu_backend.powerdown(dir, now_usec() + 10000000, &err), 0);
@@ -806,9 +852,11 @@ static void test_launch_runtime_stderr_logged(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-t", "microvm");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
     assert_int_equal(kill(pid, SIGTERM), 0);
     if (!wait_gone(pid, start, 20000000)) {
         kill(pid, SIGKILL);
@@ -825,10 +873,12 @@ static void test_launch_q35_kernel(void **state)
     cleanup_vm_spec vm_spec *s = spec_real("vm-q", "q35");
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    if (qemu_backend.launch(s, dir, &pid, &start, &err) < 0)
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
+    backend_launch_commit(hold);
     cleanup_free char *log = str_printf("%s/console.log", dir);
     uint64_t deadline = now_usec() + 90000000;
     while (!file_contains(log, "READY-MARK") && now_usec() < deadline && proc_alive(pid, start))
@@ -848,8 +898,9 @@ static void test_launch_bad_kernel(void **state)
     s->kernel = str_printf("%s/no-such-vmlinux", dir);
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    int r = qemu_backend.launch(s, dir, &pid, &start, &err);
+    int r = qemu_backend.launch(s, dir, &pid, &start, &hold, &err);
     assert_true(r < 0);
     assert_int_equal(pid, 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
@@ -867,7 +918,7 @@ static void test_launch_bad_kernel(void **state)
     vmctl_error_free(TAKE_PTR(err));
     free(s->kernel);
     s->kernel = str_printf("%s/other-missing-vmlinux", dir);
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_true(has_note_containing(err, "other-missing-vmlinux"));
     assert_false(has_note_containing(err, "no-such-vmlinux"));
 }
@@ -881,8 +932,9 @@ static void test_launch_bad_disk(void **state)
     s->disk = str_printf("%s/missing.qcow2", dir);
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_true(has_note_containing(err, "missing.qcow2"));
     assert_int_equal(procs_mentioning(dir), 0);
@@ -896,11 +948,67 @@ static void test_launch_bad_option(void **state)
     s->vcpus = 5000;
     pid_t pid = 0;
     uint64_t start = 0;
+    int hold = -1;
     cleanup_error vmctl_error *err = NULL;
-    assert_true(qemu_backend.launch(s, dir, &pid, &start, &err) < 0);
+    assert_true(qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0);
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::qemu::spawn_failed");
     assert_true(has_note_containing(err, "Invalid SMP CPUs 5000"));
     assert_int_equal(procs_mentioning(dir), 0);
+}
+
+struct scan_hit {
+    pid_t pid;
+    int n;
+    char name[64];
+};
+
+static int on_scan(const char *name, pid_t pid, uint64_t start, void *userdata)
+{
+    struct scan_hit *h = userdata;
+    h->n++;
+    h->pid = pid;
+    snprintf(h->name, sizeof(h->name), "%s", name);
+    return 0;
+}
+
+/* The launch handshake: the scan finds the new QEMU by its directory; closing the hold without
+ * backend_launch_commit() (the caller failed to record it, or was killed) makes the supervisor
+ * kill it; a committed QEMU is kept. */
+static void test_launch_hold_and_scan(void **state)
+{
+    cleanup_free char *dir = new_vm_dir("vm-h");
+    cleanup_vm_spec vm_spec *s = spec_real("vm-h", "microvm");
+    pid_t pid = 0;
+    uint64_t start = 0;
+    int hold = -1;
+    cleanup_error vmctl_error *err = NULL;
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    assert_true(hold >= 0);
+    struct scan_hit h = {0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-h", on_scan, &h), 1);
+    assert_int_equal(h.pid, pid);
+    assert_string_equal(h.name, "vm-h");
+    h = (struct scan_hit){0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-other", on_scan, &h), 0);
+    assert_true(qemu_backend.scan(tmpdir, NULL, on_scan, &h) >= 1);
+    close(hold); /* not recorded */
+    if (!wait_gone(pid, start, 10000000)) {
+        kill(pid, SIGKILL);
+        fail_msg("QEMU survived its unrecorded launch");
+    }
+    h = (struct scan_hit){0};
+    assert_int_equal(qemu_backend.scan(tmpdir, "vm-h", on_scan, &h), 0);
+
+    /* committed: it stays */
+    if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
+        fail_msg("launch: %s", vmctl_error_get_message(err));
+    backend_launch_commit(hold);
+    sleep_usec(300000);
+    bool alive = proc_alive(pid, start);
+    kill(pid, SIGKILL);
+    assert_true(alive);
+    assert_true(wait_gone(pid, start, 10000000));
 }
 
 int main(void)
@@ -930,21 +1038,38 @@ int main(void)
 
     const char *k = getenv("VMCTL_TEST_KERNEL");
     const char *i = getenv("VMCTL_TEST_INITRD");
+    const char *images = getenv("VMCTL_TEST_IMAGES");
+    cleanup_free char *dk = images && *images ? str_printf("%s/default/vmlinux", images) : NULL;
+    cleanup_free char *di = images && *images ? str_printf("%s/default/initrd.img", images) : NULL;
+    cleanup_free char *initrd = NULL;
     if (k && *k) {
         test_kernel = k;
         test_initrd = i && *i ? i : NULL;
-    } else if (file_exists("/tmp/kexp/vmlinux") && file_exists("/tmp/kexp/initrd.gz")) {
-        test_kernel = "/tmp/kexp/vmlinux";
-        test_initrd = "/tmp/kexp/initrd.gz";
+    } else if (dk && file_exists(dk) && file_exists(di)) {
+        test_kernel = dk;
+        test_initrd = initrd = make_test_initrd(di);
+        if (!initrd) {
+            printf("cannot read '%s'\n", di);
+            rm_rf(tmpdir);
+            return 1;
+        }
     }
     cleanup_free char *qemu = NULL;
     if (qemu_find_binary(&qemu, NULL) < 0 || !test_kernel) {
         const char *env = getenv("VMCTL_QEMU");
-        printf("skipping the launch tests: %s\n",
-               !qemu ? (env && *env ? "$VMCTL_QEMU not found" : "qemu-system-x86_64 not found")
-                     : "no test kernel ($VMCTL_TEST_KERNEL, /tmp/kexp/vmlinux)");
         rm_rf(tmpdir);
-        return 77;
+        if (!qemu)
+            return skip_exit(NULL, "the launch tests: %s",
+                             env && *env ? "$VMCTL_QEMU not found"
+                                         : "qemu-system-x86_64 not found (apt-get install "
+                                           "qemu-system-x86)");
+        if (!images || !*images)
+            return skip_exit(NULL, "the launch tests: no test kernel: $VMCTL_TEST_IMAGES is unset "
+                                   "(scripts/test.sh builds the default guest and sets it)");
+        return skip_exit(NULL,
+                         "the launch tests: no test kernel: the default guest was not built "
+                         "('%s' is missing; scripts/test.sh builds it)",
+                         dk);
     }
     tsc_khz_arg = host_tsc_khz();
     const struct CMUnitTest launch_tests[] = {
@@ -955,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_launch_bad_kernel),
         cmocka_unit_test(test_launch_bad_disk),
         cmocka_unit_test(test_launch_bad_option),
+        cmocka_unit_test(test_launch_hold_and_scan),
     };
     failed = cmocka_run_group_tests_name("launch", launch_tests, NULL, NULL);
     free(tsc_khz_arg);

@@ -22,6 +22,7 @@
 
 #include "error.h"
 #include "qmp.h"
+#include "skip.h"
 #include "util/util.h"
 
 extern char **environ;
@@ -658,8 +659,7 @@ static void test_real_qemu(void **state)
 {
     cleanup_free char *bin = find_in_path(qemu_binary());
     if (!bin) {
-        print_message("skipped: %s not found in PATH\n", qemu_binary());
-        skip();
+        skip_test(NULL, "%s not found in PATH (apt-get install qemu-system-x86)", qemu_binary());
     }
     cleanup_free char *sock = str_printf("%s/qmp.sock", tmpdir);
     cleanup_free char *qmparg = str_printf("unix:%s,server=on,wait=off", sock);

@@ -23,6 +23,7 @@
 #include "error.h"
 #include "net.h"
 #include "ssh.h"
+#include "skip.h"
 #include "util/util.h"
 
 #define SSHD        "/usr/sbin/sshd"
@@ -116,8 +117,7 @@ static void host_key_new(void)
 static int group_setup(void **state)
 {
     if (geteuid() != 0 || access(SSHD, X_OK) < 0 || access(SFTP_SERVER, X_OK) < 0) {
-        fprintf(stderr, "SKIP: needs root and OpenSSH's sshd (apt-get install openssh-server)\n");
-        exit(77);
+        exit(skip_exit(NULL, "needs root and OpenSSH's sshd (apt-get install openssh-server)"));
     }
     char tmpl[] = "/tmp/vmctl-test-ssh.XXXXXX";
     assert_non_null(mkdtemp(tmpl));
