@@ -670,9 +670,10 @@ static double shape_time(shape_fn g, size_t n, int runs)
     return best;
 }
 
-/* Ten times the input takes less than 30 times the CPU time (linear is 10x; quadratic 100x).
- * The small size is a few hundred KiB to a MiB, past the CPU caches (smaller ones fit and make
- * the first step look worse than linear); never an absolute bound. */
+/* Ten times the input takes less than 50 times the CPU time (linear is 10x; quadratic 100x).
+ * Measured here: 8-25x, the larger inputs no longer fitting the CPU caches and costing page
+ * faults; on a host loaded by other work single runs reached 55-86x, hence best of 3 and up to
+ * 3 attempts. Never an absolute bound. */
 static void test_scaling(void **state)
 {
     (void)state;
@@ -694,15 +695,15 @@ static void test_scaling(void **state)
     };
     for (size_t i = 0; i < ELEMENTSOF(shapes); i++) {
         double ratio = 0;
-        /* a second measurement before failing: one run can be disturbed */
-        for (int attempt = 0; attempt < 2 && !(ratio > 0 && ratio < 30); attempt++) {
+        /* measure again before failing: one run can be disturbed */
+        for (int attempt = 0; attempt < 3 && !(ratio > 0 && ratio < 50); attempt++) {
             double small = shape_time(shapes[i].g, shapes[i].n, 3);
-            double large = shape_time(shapes[i].g, shapes[i].n * 10, 1);
+            double large = shape_time(shapes[i].g, shapes[i].n * 10, 3);
             ratio = large / (small > 1 ? small : 1);
             print_message("scaling: %-28s %8.0f us -> %9.0f us (x%.1f)\n", shapes[i].name, small,
                           large, ratio);
         }
-        if (ratio >= 30)
+        if (ratio >= 50)
             fail_msg("%s: 10x the input took %.1fx the time", shapes[i].name, ratio);
     }
 }
