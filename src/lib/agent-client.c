@@ -62,8 +62,9 @@ struct agent_conn {
     uint64_t silence_usec; /* no frame this long with a keepalive unanswered: the agent is gone */
     bool (*silence_ok)(void *userdata); /* true: the silence is expected (the VM is paused) */
     void *silence_userdata;
-    char *label; /* the VM's name, for errors */
-    int broken;  /* < 0: the connection failed; every later call fails alike */
+    char *label;                         /* the VM's name, for errors */
+    char *silence_reason, *silence_help; /* why the agent is silent, when the caller knows */
+    int broken; /* < 0: the connection failed; every later call fails alike */
 };
 
 enum { PROC_EXEC, PROC_PUT, PROC_GET, PROC_SIMPLE };
@@ -105,6 +106,8 @@ void agent_close(agent_conn *c)
         p->c = NULL; /* orphaned: agent_proc_free still works */
     free(c->path);
     free(c->label);
+    free(c->silence_reason);
+    free(c->silence_help);
     free(c->buf);
     free(c);
 }
@@ -1095,9 +1098,41 @@ int agent_conn_set_label(agent_conn *c, const char *label)
     return 0;
 }
 
+void agent_conn_set_silence_reason(agent_conn *c, const char *reason, const char *help)
+{
+    free(c->silence_reason);
+    free(c->silence_help);
+    c->silence_reason = reason ? strdup(reason) : NULL;
+    c->silence_help = help ? strdup(help) : NULL;
+}
+
+/* The caller knows why the agent is silent (the VM was paused by an I/O error): say that. */
+static int silence_reason_error(agent_conn *c, vmctl_error **reterr)
+{
+    for (struct agent_proc *p = c->procs; p; p = p->next) {
+        if (p->done)
+            continue;
+        vmctl_error *e = NULL;
+        int r = err_make(&e, VMCTL_E_EXEC_UNAVAILABLE, EIO, "the %s while '%s' was running",
+                         c->silence_reason, p->what);
+        if (c->label)
+            err_detail(&e, "vm", "%s", c->label);
+        err_detail(&e, "reason", "%s", c->silence_reason);
+        if (c->silence_help) {
+            err_detail(&e, "remediation", "%s", c->silence_help);
+            err_help(&e, "%s", c->silence_help);
+        }
+        proc_fail(p, r, e);
+    }
+    c->broken = -ETIMEDOUT;
+    return err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EIO, "the %s", c->silence_reason);
+}
+
 /* The agent stopped answering: every pending request fails with exec::unavailable. */
 static int silence_error(agent_conn *c, double sec, vmctl_error **reterr)
 {
+    if (c->silence_reason)
+        return silence_reason_error(c, reterr);
     const char *vm = c->label ? c->label : "NAME";
     cleanup_free char *fix = str_printf(
         "The guest agent is stopped, hung or overloaded; `vmctl logs %s` shows the guest's "
