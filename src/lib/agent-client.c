@@ -64,6 +64,7 @@ struct agent_conn {
     void *silence_userdata;
     char *label;                         /* the VM's name, for errors */
     char *silence_reason, *silence_help; /* why the agent is silent, when the caller knows */
+    uint64_t probed_at;                  /* when the silence callback was last asked early */
     int broken; /* < 0: the connection failed; every later call fails alike */
 };
 
@@ -1080,6 +1081,8 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
 /* While requests are pending and the agent is silent this long, ping it: a PONG from another
  * agent instance means the agent restarted and the requests are lost. */
 #define KEEPALIVE_USEC (1000 * 1000)
+/* Silence this long (since the keepalive ping) asks the silence callback once before the limit. */
+#define SILENCE_PROBE_USEC (3000 * 1000)
 
 void agent_conn_set_silence(agent_conn *c, uint64_t usec, bool (*ok)(void *), void *userdata)
 {
@@ -1190,6 +1193,19 @@ static int keepalive(agent_conn *c, uint64_t now, uint64_t *next, vmctl_error **
             since = now;
         } else {
             return silence_error(c, (double)c->silence_usec / 1e6, reterr);
+        }
+    }
+    /* once per silence, early: the callback may know the cause already (a VM QEMU paused after
+     * a disk I/O error will not answer before someone frees space and resumes it) */
+    uint64_t probe = since + SILENCE_PROBE_USEC;
+    if (c->silence_ok && c->probed_at < since && probe < since + c->silence_usec) {
+        if (now >= probe) {
+            c->probed_at = now;
+            if (!c->silence_ok(c->silence_userdata) && c->silence_reason)
+                return silence_error(c, (double)(now - since) / 1e6, reterr);
+        } else {
+            *next = probe;
+            return 0;
         }
     }
     *next = since + c->silence_usec;
