@@ -103,6 +103,8 @@ typedef struct vmctl_vm_info {
     int64_t created_at; /* unix seconds */
     char *crash_note;   /* crashed only: tail of the QEMU log */
     uint32_t cid;       /* guest CID for AF_VSOCK (3 or more), 0: none */
+    char *paused_by;    /* state paused by the hypervisor itself: "io-error"; NULL otherwise */
+    char *pause_cause;  /* with paused_by: the devices and their error, "disk0: nospace" */
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);

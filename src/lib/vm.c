@@ -26,6 +26,7 @@
 #include "state.h"
 #include "store.h"
 #include "util/util.h"
+#include "io-pause.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -1124,6 +1125,9 @@ int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    int r = vm_io_pause_resume(ctx, name, reterr); /* paused by QEMU, running in the store */
+    if (r != 0)
+        return r < 0 ? r : 0;
     return pause_resume(ctx, name, VM_OP_RESUME, reterr);
 }
 
@@ -1220,6 +1224,7 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
     r = info_from_row(v, spec, ret);
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
+    vm_info_io_pause(v, spec, *ret);
     return 0;
 }
 
@@ -1241,8 +1246,8 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);
-        if (r >= 0)
-            r = info_from_row(rows[i], spec, &out[k]);
+        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0)
+            vm_info_io_pause(rows[i], spec, out[k]);
         if (r < 0) {
             err_prefix(reterr, r, "while reading vm '%s'", rows[i]->name);
             vmctl_vm_info_list_free(out, k);
@@ -1274,6 +1279,8 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     strv_free(i->env);
     free(i->dir);
     free(i->crash_note);
+    free(i->paused_by);
+    free(i->pause_cause);
     free(i);
 }
 
