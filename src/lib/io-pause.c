@@ -59,7 +59,7 @@ int vm_io_pause_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
     if (vm_io_paused(v, spec, &cause) <= 0)
         return 0;
     cleanup_close int lock = -1;
-    r = vm_lock(v->dir, name, &lock, reterr);
+    r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
     const backend_ops *be = backend_find(spec->backend, reterr);

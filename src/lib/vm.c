@@ -38,7 +38,6 @@
 #define MAX_DISK_GIB          65536
 #define DEFAULT_STOP_TIMEOUT  10.0
 #define DEFAULT_READY_TIMEOUT 60.0
-#define LOCK_TIMEOUT          120.0
 #define QMP_TIMEOUT           10.0
 
 static uint64_t deadline_after(double seconds)
@@ -605,7 +604,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     /* The VM's lock, until the row is complete (or gone again): no start, destroy or repair of
      * this name runs meanwhile. */
     cleanup_close int lock = -1;
-    r = vm_lock(ctx, spec->name, LOCK_TIMEOUT, &lock, reterr);
+    r = vm_lock(ctx, spec->name, VM_LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
 
@@ -881,7 +880,7 @@ static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v
     if (r < 0)
         return r;
     cleanup_close int lock = -1;
-    r = vm_lock(ctx, name, LOCK_TIMEOUT, &lock, reterr);
+    r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
     cleanup_store_vm store_vm *v = NULL;
