@@ -615,6 +615,10 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
             json_array_append_new(env, json_string(*e));
         json_object_set_new(o, "env", env);
     }
+    if (vm->paused_by) {
+        json_object_set_new(o, "paused_by", json_string(vm->paused_by));
+        json_object_set_new(o, "pause_cause", str_or_null(vm->pause_cause));
+    }
     if (vm->crash_note)
         json_object_set_new(o, "crash_note",
                             render_json_bytes(vm->crash_note, strlen(vm->crash_note)));
@@ -660,6 +664,12 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
 
     KV("name", vm->name);
     KV("state", vmctl_vm_state_to_string(vm->state));
+    char paused[256];
+    if (vm->paused_by) {
+        snprintf(paused, sizeof(paused), "%s (%s)", vm->paused_by,
+                 vm->pause_cause ? vm->pause_cause : "?");
+        KV("paused by", paused);
+    }
     KV("backend", vm->backend);
     KV("machine", vm->machine);
     KV("accel", vm->accel);

@@ -62,8 +62,10 @@ struct agent_conn {
     uint64_t silence_usec; /* no frame this long with a keepalive unanswered: the agent is gone */
     bool (*silence_ok)(void *userdata); /* true: the silence is expected (the VM is paused) */
     void *silence_userdata;
-    char *label; /* the VM's name, for errors */
-    int broken;  /* < 0: the connection failed; every later call fails alike */
+    char *label;                         /* the VM's name, for errors */
+    char *silence_reason, *silence_help; /* why the agent is silent, when the caller knows */
+    uint64_t probed_at;                  /* when the silence callback was last asked early */
+    int broken; /* < 0: the connection failed; every later call fails alike */
 };
 
 enum { PROC_EXEC, PROC_PUT, PROC_GET, PROC_SIMPLE };
@@ -105,6 +107,8 @@ void agent_close(agent_conn *c)
         p->c = NULL; /* orphaned: agent_proc_free still works */
     free(c->path);
     free(c->label);
+    free(c->silence_reason);
+    free(c->silence_help);
     free(c->buf);
     free(c);
 }
@@ -1077,6 +1081,8 @@ static void dispatch(agent_conn *c, const agent_hdr *h, const uint8_t *payload)
 /* While requests are pending and the agent is silent this long, ping it: a PONG from another
  * agent instance means the agent restarted and the requests are lost. */
 #define KEEPALIVE_USEC (1000 * 1000)
+/* Silence this long (since the keepalive ping) asks the silence callback once before the limit. */
+#define SILENCE_PROBE_USEC (3000 * 1000)
 
 void agent_conn_set_silence(agent_conn *c, uint64_t usec, bool (*ok)(void *), void *userdata)
 {
@@ -1095,9 +1101,41 @@ int agent_conn_set_label(agent_conn *c, const char *label)
     return 0;
 }
 
+void agent_conn_set_silence_reason(agent_conn *c, const char *reason, const char *help)
+{
+    free(c->silence_reason);
+    free(c->silence_help);
+    c->silence_reason = reason ? strdup(reason) : NULL;
+    c->silence_help = help ? strdup(help) : NULL;
+}
+
+/* The caller knows why the agent is silent (the VM was paused by an I/O error): say that. */
+static int silence_reason_error(agent_conn *c, vmctl_error **reterr)
+{
+    for (struct agent_proc *p = c->procs; p; p = p->next) {
+        if (p->done)
+            continue;
+        vmctl_error *e = NULL;
+        int r = err_make(&e, VMCTL_E_EXEC_UNAVAILABLE, EIO, "the %s while '%s' was running",
+                         c->silence_reason, p->what);
+        if (c->label)
+            err_detail(&e, "vm", "%s", c->label);
+        err_detail(&e, "reason", "%s", c->silence_reason);
+        if (c->silence_help) {
+            err_detail(&e, "remediation", "%s", c->silence_help);
+            err_help(&e, "%s", c->silence_help);
+        }
+        proc_fail(p, r, e);
+    }
+    c->broken = -ETIMEDOUT;
+    return err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EIO, "the %s", c->silence_reason);
+}
+
 /* The agent stopped answering: every pending request fails with exec::unavailable. */
 static int silence_error(agent_conn *c, double sec, vmctl_error **reterr)
 {
+    if (c->silence_reason)
+        return silence_reason_error(c, reterr);
     const char *vm = c->label ? c->label : "NAME";
     cleanup_free char *fix = str_printf(
         "The guest agent is stopped, hung or overloaded; `vmctl logs %s` shows the guest's "
@@ -1155,6 +1193,19 @@ static int keepalive(agent_conn *c, uint64_t now, uint64_t *next, vmctl_error **
             since = now;
         } else {
             return silence_error(c, (double)c->silence_usec / 1e6, reterr);
+        }
+    }
+    /* once per silence, early: the callback may know the cause already (a VM QEMU paused after
+     * a disk I/O error will not answer before someone frees space and resumes it) */
+    uint64_t probe = since + SILENCE_PROBE_USEC;
+    if (c->silence_ok && c->probed_at < since && probe < since + c->silence_usec) {
+        if (now >= probe) {
+            c->probed_at = now;
+            if (!c->silence_ok(c->silence_userdata) && c->silence_reason)
+                return silence_error(c, (double)(now - since) / 1e6, reterr);
+        } else {
+            *next = probe;
+            return 0;
         }
     }
     *next = since + c->silence_usec;

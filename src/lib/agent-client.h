@@ -134,6 +134,9 @@ int agent_pump(agent_conn *c, uint64_t until, vmctl_error **reterr);
 #define AGENT_SILENCE_USEC (30ull * 1000 * 1000)
 void agent_conn_set_silence(agent_conn *c, uint64_t usec, bool (*ok)(void *), void *userdata);
 /* The VM's name, for the details of errors. */
+/* Set by the silence callback when it knows why the agent is silent ("vm was paused by ..."):
+ * the requests then fail with exec::unavailable saying so, help as the help line. */
+void agent_conn_set_silence_reason(agent_conn *c, const char *reason, const char *help);
 int agent_conn_set_label(agent_conn *c, const char *label);
 int agent_conn_fd(const agent_conn *c);
 uint8_t agent_conn_version(const agent_conn *c);

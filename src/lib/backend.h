@@ -60,6 +60,10 @@ typedef struct backend_ops {
     int (*powerdown)(const char *dir, uint64_t deadline, vmctl_error **reterr);
     /* Ask the hypervisor to exit now; returns without waiting for the process to go. */
     int (*quit)(const char *dir, uint64_t deadline, vmctl_error **reterr);
+    /* Whether the hypervisor stopped the guest by itself after a disk I/O error (QEMU's
+     * werror=enospc default: runstate io-error) though the store has it running: 1 with *cause
+     * (malloc'd, e.g. "disk0: nospace"), 0 when it runs or is paused by request. May be NULL. */
+    int (*io_paused)(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr);
     /* Remove what a run leaves in the directory of a VM that no longer runs: sockets, the pid
      * file, the exit record. */
     void (*cleanup)(const char *dir);

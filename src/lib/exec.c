@@ -16,12 +16,15 @@
 #include "error.h"
 #include "ssh.h"
 #include "tar.h"
+#include "io-pause.h"
 #include "util/util.h"
 #include "vm-internal.h"
 
 #define AGENT_CONNECT_TIMEOUT 10.0
 /* Time allowed beyond the command's own timeout for the agent to report it. */
 #define EXEC_GRACE 10.0
+/* A ping unanswered this long makes a session ask QEMU about an I/O-error pause. */
+#define IO_PAUSE_PING_USEC (1500 * 1000ull)
 
 static int unavailable(vmctl_error **reterr, const char *vm, int errnum, const char *reason,
                        const char *remediation)
@@ -76,7 +79,30 @@ static bool silence_expected(void *userdata)
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_error vmctl_error *e = NULL;
-    return vm_load(s->ctx, s->name, &v, &spec, &e) >= 0 && v->state == VMCTL_VM_PAUSED;
+    if (vm_load(s->ctx, s->name, &v, &spec, &e) < 0)
+        return false;
+    if (v->state == VMCTL_VM_PAUSED)
+        return true;
+    /* paused by QEMU itself (a full host disk): not expected to end by itself, and the error
+     * should say so rather than blame the agent */
+    cleanup_free char *cause = NULL;
+    if (vm_io_paused(v, spec, &cause) > 0) {
+        cleanup_free char *reason =
+            str_printf("vm was paused by QEMU after a disk I/O error (%s)", cause);
+        cleanup_free char *help = vm_io_pause_help(s->name, v->dir, cause);
+        agent_conn_set_silence_reason(s->conn, reason, help);
+    }
+    return false;
+}
+
+/* exec::unavailable for a VM that QEMU paused after a disk I/O error. */
+static int io_paused_error(vmctl_error **reterr, const char *name, const store_vm *v,
+                           const char *cause)
+{
+    cleanup_free char *reason = str_printf("paused by QEMU after a disk I/O error (%s)", cause);
+    cleanup_free char *help = vm_io_pause_help(name, v->dir, cause);
+    return unavailable(reterr, name, EIO, reason ? reason : "paused after a disk I/O error",
+                       help ? help : "Free space on the host, then `vmctl resume NAME`.");
 }
 
 /* VMCTL_AGENT_SILENCE_SECONDS: how long a silent agent is waited for (default 30, 0: forever). */
@@ -121,8 +147,27 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
     uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
     r = agent_connect_vm(v->dir, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
-    if (r >= 0)
-        r = agent_ping(conn, deadline, reterr);
+    if (r >= 0) {
+        /* no pong soon: ask QEMU whether it paused the VM after a disk I/O error (then the agent
+         * cannot answer and waiting the whole deadline is pointless) */
+        uint64_t soon = now_usec() + IO_PAUSE_PING_USEC;
+        r = agent_ping(conn, soon < deadline ? soon : deadline, reterr);
+        cleanup_free char *cause = NULL;
+        if (r == -ETIMEDOUT && vm_io_paused(v, spec, &cause) > 0) {
+            if (reterr) {
+                vmctl_error_free(*reterr);
+                *reterr = NULL;
+            }
+            return io_paused_error(reterr, name, v, cause);
+        }
+        if (r == -ETIMEDOUT && now_usec() < deadline) {
+            if (reterr) {
+                vmctl_error_free(*reterr);
+                *reterr = NULL;
+            }
+            r = agent_ping(conn, deadline, reterr);
+        }
+    }
     if (r < 0) {
         cleanup_error vmctl_error *cause = reterr ? *reterr : NULL;
         if (reterr)

@@ -942,6 +942,48 @@ static int qemu_quit(const char *dir, uint64_t deadline, vmctl_error **reterr)
     return qmp_simple(dir, "quit", deadline, true, reterr);
 }
 
+/* query-status says "io-error" when QEMU stopped the guest after a failed write (a full host
+ * disk: werror=enospc is QEMU's default); query-block names the devices and their io-status. */
+static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr)
+{
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    cleanup_qmp qmp *q = NULL;
+    int r = qmp_connect(path, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    json_t *st = NULL;
+    r = qmp_execute(q, "query-status", NULL, &st, deadline, reterr);
+    if (r < 0)
+        return r;
+    const char *status = json_string_value(json_object_get(st, "status"));
+    bool io_error = status && streq(status, "io-error");
+    json_decref(st);
+    if (!io_error)
+        return 0;
+    json_t *blocks = NULL;
+    cleanup_free char *text = NULL;
+    if (qmp_execute(q, "query-block", NULL, &blocks, deadline, NULL) >= 0) {
+        size_t i;
+        json_t *b;
+        json_array_foreach(blocks, i, b)
+        {
+            const char *dev = json_string_value(json_object_get(b, "device"));
+            const char *ios = json_string_value(json_object_get(b, "io-status"));
+            if (!ios || streq(ios, "ok"))
+                continue;
+            char *t =
+                str_printf("%s%s%s: %s", text ? text : "", text ? ", " : "", dev ? dev : "?", ios);
+            free(text);
+            text = t;
+        }
+        json_decref(blocks);
+    }
+    *cause = text ? TAKE_PTR(text) : strdup("a disk");
+    return *cause ? 1 : oom(reterr);
+}
+
 const backend_ops qemu_backend = {
     .name = "qemu",
     .launch = qemu_launch,
@@ -949,6 +991,7 @@ const backend_ops qemu_backend = {
     .resume = qemu_resume,
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
+    .io_paused = qemu_io_paused,
     .cleanup = remove_runtime_files,
     .scan = qemu_scan,
 };

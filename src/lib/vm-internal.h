@@ -19,6 +19,8 @@ int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_
 /* Take the VM's lock (flock on $VMCTL_HOME/locks/NAME.lock), waiting up to timeout seconds:
  * store::locked past it; timeout 0: one try, -EWOULDBLOCK (no error object) when it is held.
  * Held by every state change, by create until the row is complete, and by repairs. */
+/* how long a command waits for another holding a VM's lock */
+#define VM_LOCK_TIMEOUT 120.0
 int vm_lock(vmctl_ctx *ctx, const char *name, double timeout, int *ret_fd, vmctl_error **reterr);
 /* Release a lock taken by vm_lock and remove its file: only when the VM's row is gone. */
 void vm_unlock_remove(vmctl_ctx *ctx, const char *name, int fd);

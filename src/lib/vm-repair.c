@@ -325,6 +325,14 @@ static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
         cleanup_close int lock = -1;
         if (vm_lock(ctx, l->name[i], fix ? REPAIR_LOCK_TIMEOUT : 0, &lock, NULL) < 0)
             continue;
+        bool has_row = false;
+        {
+            store_vm *v = NULL;
+            has_row = store_vm_get(ctx->store, l->name[i], &v, NULL) >= 0;
+            store_vm_free(v);
+        }
+        if (!has_row) /* no lock file for a VM the store does not know */
+            vm_unlock_remove(ctx, l->name[i], TAKE_FD(lock));
         if (recorded(ctx, l->name[i], l->pid[i], l->start[i]) ||
             !proc_alive(l->pid[i], l->start[i]))
             continue;

@@ -26,6 +26,7 @@
 #include "state.h"
 #include "store.h"
 #include "util/util.h"
+#include "io-pause.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -37,7 +38,6 @@
 #define MAX_DISK_GIB          65536
 #define DEFAULT_STOP_TIMEOUT  10.0
 #define DEFAULT_READY_TIMEOUT 60.0
-#define LOCK_TIMEOUT          120.0
 #define QMP_TIMEOUT           10.0
 
 static uint64_t deadline_after(double seconds)
@@ -604,7 +604,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     /* The VM's lock, until the row is complete (or gone again): no start, destroy or repair of
      * this name runs meanwhile. */
     cleanup_close int lock = -1;
-    r = vm_lock(ctx, spec->name, LOCK_TIMEOUT, &lock, reterr);
+    r = vm_lock(ctx, spec->name, VM_LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
 
@@ -881,7 +881,7 @@ static int begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v
     if (r < 0)
         return r;
     cleanup_close int lock = -1;
-    r = vm_lock(ctx, name, LOCK_TIMEOUT, &lock, reterr);
+    r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr);
     if (r < 0)
         return r;
     cleanup_store_vm store_vm *v = NULL;
@@ -1125,6 +1125,9 @@ int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    int r = vm_io_pause_resume(ctx, name, reterr); /* paused by QEMU, running in the store */
+    if (r != 0)
+        return r < 0 ? r : 0;
     return pause_resume(ctx, name, VM_OP_RESUME, reterr);
 }
 
@@ -1226,6 +1229,7 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
     r = info_from_row(v, spec, ret);
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
+    vm_info_io_pause(v, spec, *ret);
     return 0;
 }
 
@@ -1247,8 +1251,8 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);
-        if (r >= 0)
-            r = info_from_row(rows[i], spec, &out[k]);
+        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0)
+            vm_info_io_pause(rows[i], spec, out[k]);
         if (r < 0) {
             err_prefix(reterr, r, "while reading vm '%s'", rows[i]->name);
             vmctl_vm_info_list_free(out, k);
@@ -1282,6 +1286,8 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     free(i->crash_note);
     free(i->project);
     free(i->provision_error);
+    free(i->paused_by);
+    free(i->pause_cause);
     free(i);
 }
 

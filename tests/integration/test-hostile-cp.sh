@@ -103,6 +103,7 @@ dir=$(vm status --json liar | jq -r .dir)
 fake_pid=
 start_liar() {
   [ -n "$fake_pid" ] && { kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null; }
+  rm -f "$dir/agent.sock"
   python3 "$src/tests/integration/fake-agent.py" "$dir/agent.sock" "$1" "$victim" &
   fake_pid=$!
   for _ in $(seq 100); do [ -S "$dir/agent.sock" ] && break; sleep 0.05; done

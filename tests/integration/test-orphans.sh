@@ -104,8 +104,23 @@ vm doctor --fix >/dev/null
 [ -f "$VMCTL_HOME/vms/keep/disk.qcow2" ] && ok "--fix leaves a directory it cannot adopt" || fail "--fix removed keep"
 rm -rf "$VMCTL_HOME/vms/keep"
 
-# --- the lock is not in the VM directory: start waits for a create's lock, destroy removes it
+# --- the lock is not in the VM directory: start waits for whoever holds it, destroy removes it
 vm create lk >/dev/null
+if command -v flock >/dev/null; then
+  flock "$VMCTL_HOME/locks/lk.lock" sleep 2 &
+  fpid=$!
+  sleep 0.3
+  "$VMCTL" start lk >/dev/null 2>&1 &
+  spid=$!
+  sleep 1
+  expect_eq "start waits for the lock" "$(qemu_of lk | wc -l)" 0
+  wait $fpid
+  wait $spid && ok "start runs once the lock is free" || fail "start lk"
+  expect_eq "then one QEMU" "$(qemu_of lk | wc -l)" 1
+  vm stop lk --force >/dev/null
+else
+  fail "flock (package util-linux) is not installed"
+fi
 [ -e "$VMCTL_HOME/vms/lk/vm.lock" ] && fail "lock in the VM directory" || ok "no lock in the VM directory"
 vm destroy lk >/dev/null
 [ -e "$VMCTL_HOME/locks/lk.lock" ] && fail "lock file left by destroy" || ok "destroy removes the lock file"
