@@ -31,7 +31,7 @@ int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
     if (!h)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "cannot tell where the store lives: neither VMCTL_HOME nor HOME is set");
-    int r = mkdir_p(h, 0755);
+    int r = mkdir_p(h, 0700); /* an existing home is the user's: its mode stays */
     if (r < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
                      strerror(-r));
@@ -47,7 +47,7 @@ int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
     cleanup_free char *vms = str_printf("%s/vms", ctx->home);
-    if (!vms || mkdir_p(vms, 0755) < 0) {
+    if (!vms || mkdir_private(vms) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s/vms'", ctx->home);
         vmctl_ctx_free(ctx);
         return r;
@@ -68,6 +68,12 @@ void vmctl_ctx_free(vmctl_ctx *ctx)
     store_close(ctx->store);
     free(ctx->home);
     free(ctx);
+}
+
+void vmctl_ctx_set_cancel(vmctl_ctx *ctx, const volatile sig_atomic_t *flag)
+{
+    if (ctx)
+        ctx->cancel = flag;
 }
 
 const char *vmctl_ctx_get_home(const vmctl_ctx *ctx)

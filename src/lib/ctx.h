@@ -10,7 +10,13 @@ struct vmctl_ctx {
     store *store;
     vmctl_log_fn log;
     void *log_userdata;
+    const volatile sig_atomic_t *cancel; /* vmctl_ctx_set_cancel, may be NULL */
 };
+
+static inline bool ctx_cancelled(const vmctl_ctx *ctx)
+{
+    return ctx && ctx->cancel && *ctx->cancel;
+}
 
 void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
