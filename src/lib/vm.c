@@ -324,13 +324,14 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
             cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
             s->image = strdup(ref.name ? ref.name : ref.path);
             s->base = TAKE_PTR(ref.path);
+            s->base_format = TAKE_PTR(ref.format);
             image_ref_clear(&ref);
             if (!dir)
                 return -ENOMEM;
             s->disk = str_printf("%s/%s", dir, rootfs ? "rootfs.raw" : "disk.qcow2");
             s->disk_format = strdup(rootfs ? "raw" : "qcow2");
             s->seed = str_printf("%s/seed.iso", dir);
-            if (!s->image || !s->disk || !s->disk_format || !s->seed)
+            if (!s->image || !s->disk || !s->disk_format || !s->seed || !s->base_format)
                 return -ENOMEM;
         }
         if (c->kernel) {
@@ -512,7 +513,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
     (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
-    if (mkdir(dir, 0755) < 0) {
+    if (mkdir(dir, 0700) < 0) { /* its sockets (QMP, agent, console) are the VM's keys */
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
         err_detail(reterr, "path", "%s", dir);
         goto undo;
