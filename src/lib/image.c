@@ -966,7 +966,9 @@ int image_resolve(const char *home, const char *image, image_ref *ret, vmctl_err
         }
     }
     image_probe p = {};
-    r = image_probe_file(ret->path, &p, reterr);
+    /* a path: qemu-img must agree on its format too (a qed or other format our header parser
+     * does not know would otherwise pass as raw) */
+    r = cached ? image_probe_file(ret->path, &p, reterr) : image_detect(ret->path, &p, reterr);
     if (r < 0) {
         err_detail(reterr, "image", "%s", image);
         image_ref_clear(ret);
