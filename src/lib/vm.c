@@ -513,7 +513,8 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
     (void)rm_rf(dir); /* a stray directory without a row is ours to replace */
-    if (mkdir(dir, 0700) < 0) { /* its sockets (QMP, agent, console) are the VM's keys */
+    /* 0700: its sockets (QMP, agent, console) are the keys to the VM */
+    if (mkdir(dir, 0700) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s'", dir);
         err_detail(reterr, "path", "%s", dir);
         goto undo;
