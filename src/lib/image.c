@@ -393,16 +393,30 @@ static int check_new_name(const char *home, const char *name, vmctl_error **rete
     return 0;
 }
 
+/* The format of a file that is to become a disk, and that it names no other file: our header
+ * parser first, so that no tool opens what a hostile header names (qemu-img info would open a
+ * data file, or connect to a json: network block device), then qemu-img's opinion of the format
+ * (image_detect) and of what the image names, with the format given. */
+static int detect_self_contained(const char *path, image_probe *ret, vmctl_error **reterr)
+{
+    image_probe p = {};
+    int r = image_probe_file(path, &p, reterr);
+    if (r >= 0)
+        r = image_check_self_contained(path, &p, false, reterr);
+    image_probe_clear(&p);
+    if (r >= 0)
+        r = image_detect(path, ret, reterr);
+    if (r >= 0 && (r = image_check_self_contained(path, ret, true, reterr)) < 0)
+        image_probe_clear(ret);
+    return r;
+}
+
 /* qcow2 images must also pass `qemu-img check` (a truncated download can keep a valid header). */
 static int validate(const char *path, image_probe *p, vmctl_error **reterr)
 {
-    int r = image_detect(path, p, reterr);
+    int r = detect_self_contained(path, p, reterr);
     if (r < 0)
         return r;
-    if ((r = image_check_self_contained(path, p, true, reterr)) < 0) {
-        image_probe_clear(p);
-        return r;
-    }
     if (!streq(p->format, "qcow2"))
         return 0;
     cleanup_free char *qemu_img = find_in_path("qemu-img");
@@ -530,13 +544,9 @@ int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name,
     if (!abs)
         return oom(reterr);
     image_probe p = {};
-    if ((r = image_detect(abs, &p, reterr)) < 0)
-        return r;
     /* a backing file, external data file or vmdk extent would hand the guest that host file */
-    if ((r = image_check_self_contained(abs, &p, true, reterr)) < 0) {
-        image_probe_clear(&p);
+    if ((r = detect_self_contained(abs, &p, reterr)) < 0)
         return r;
-    }
     cleanup_free char *tmp = tmp_dir(ctx->home, n);
     cleanup_free char *disk = str_printf("%s/disk", tmp);
     if (!tmp || !disk) {
@@ -965,22 +975,20 @@ int image_resolve(const char *home, const char *image, image_ref *ret, vmctl_err
             return r;
         }
     }
-    image_probe p = {};
-    /* a path: qemu-img must agree on its format too (a qed or other format our header parser
-     * does not know would otherwise pass as raw) */
-    r = cached ? image_probe_file(ret->path, &p, reterr) : image_detect(ret->path, &p, reterr);
-    if (r < 0) {
-        err_detail(reterr, "image", "%s", image);
-        image_ref_clear(ret);
-        return r;
-    }
     /* A path is anyone's file: a backing file, an external data file or vmdk extents would give
-     * the guest the host files they name, and qemu-img confirms with the format given. A cached
-     * image was checked when it came in (its directory is vmctl's, 0700): the header again. */
-    r = image_check_self_contained(ret->path, &p, !cached, reterr);
+     * the guest the host files they name, and qemu-img must agree on its format (a qed or other
+     * format our parser does not know would pass as raw) and on what it names. A cached image
+     * was checked when it came in (its directory is vmctl's, 0700): its header again. */
+    image_probe p = {};
+    if (cached) {
+        r = image_probe_file(ret->path, &p, reterr);
+        if (r >= 0 && (r = image_check_self_contained(ret->path, &p, false, reterr)) < 0)
+            image_probe_clear(&p);
+    } else {
+        r = detect_self_contained(ret->path, &p, reterr);
+    }
     if (r < 0) {
         err_detail(reterr, "image", "%s", image);
-        image_probe_clear(&p);
         image_ref_clear(ret);
         return r;
     }
