@@ -222,6 +222,10 @@ int image_detect(const char *path, image_probe *ret, vmctl_error **reterr)
     int r = image_probe_file(path, &p, reterr);
     if (r < 0)
         return r;
+    if (p.data_file) { /* qemu-img info would open that file (or connect to a json: device) */
+        *ret = p;
+        return 0;
+    }
     cleanup_free char *qfmt = NULL;
     uint64_t qsize = 0;
     r = image_qemu_img_info(path, &qfmt, &qsize, reterr);

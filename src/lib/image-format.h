@@ -45,7 +45,8 @@ const char *image_format_qemu_name(const char *format);
 
 /* Probe with our parser, then check qemu-img agrees (when installed): disagreement is
  * format_detection_failed with both answers in the details. Fills virtual_size from qemu-img
- * where our header parser has none. */
+ * where our header parser has none. An image our parser finds a data file in is not shown to
+ * qemu-img (it would open that file): our answer alone. */
 int image_detect(const char *path, image_probe *ret, vmctl_error **reterr);
 
 /* Is the image at path, of the format p says, self-contained? A backing file or data in
