@@ -62,6 +62,10 @@ typedef enum vmctl_error_kind {
     VMCTL_E_CLI_USAGE,
     VMCTL_E_INTERNAL,
     VMCTL_E_CP_UNSAFE_ENTRY,
+    VMCTL_E_IMAGE_NOT_FOUND,
+    VMCTL_E_IMAGE_ALREADY_EXISTS,
+    VMCTL_E_IMAGE_IN_USE,
+    VMCTL_E_IMAGE_UNSAFE,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

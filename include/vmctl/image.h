@@ -37,10 +37,14 @@ int vmctl_image_build_default(vmctl_ctx *ctx, bool force, vmctl_progress_fn prog
                               void *userdata, vmctl_error **reterr);
 int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_error **reterr);
 
-/* Copy (reflink where the filesystem can) a local image into the cache as name (NULL: from the
- * file name). Its format is detected from its header, with qemu-img info as second opinion
- * (image::format_detection_failed); a name in use is config::invalid. */
-int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name, vmctl_image_info *ret,
+/* Copy a local image into the cache as name (NULL: from the file name): a reflink where the
+ * filesystem can, else its data only (holes stay holes), reporting "copying" progress (done and
+ * total bytes) and "checksumming" to progress (may be NULL). Its format is detected from its
+ * header, with qemu-img info as second opinion (image::format_detection_failed); an image that
+ * names other files (backing file, external data file, vmdk extents) is image::unsafe; a name
+ * in use is image::already_exists. Cancelled by vmctl_ctx_set_cancel's flag (nothing left). */
+int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name,
+                       vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                        vmctl_error **reterr);
 
 /* Download url (http, https, file) into the cache as name (NULL: from the URL). sha256 (hex,
@@ -56,11 +60,12 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
 int vmctl_image_inspect(vmctl_ctx *ctx, const char *name_or_path, vmctl_image_info *ret,
                         vmctl_error **reterr);
 
-/* Remove a cached image; one that VMs were created from is refused (config::invalid naming
- * them) unless force. */
+/* Remove a cached image (image::not_found when there is none); one that VMs were created from
+ * is refused (image::in_use, details image and vms) unless force. */
 int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr);
 
-/* Remove what interrupted pulls and imports left behind; with all, also every cached image no
+/* Remove what interrupted pulls and imports left behind (list, pull, import and rm do that
+ * too); with all, also every cached image no
  * VM was created from. *ret_removed (may be NULL): the names removed, NULL-terminated. */
 int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error **reterr);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +38,10 @@ bool vmctl_ctx_has_store(const vmctl_ctx *ctx);
 void vmctl_ctx_free(vmctl_ctx *ctx);
 const char *vmctl_ctx_get_home(const vmctl_ctx *ctx);
 void vmctl_ctx_set_log(vmctl_ctx *ctx, vmctl_log_fn fn, void *userdata);
+/* Long operations (image pull and import) stop, undo what they did and fail with -ECANCELED
+ * (vm_manager::io) once *flag becomes non-zero: point it at the flag a SIGINT/SIGTERM handler
+ * sets. NULL: never cancelled. */
+void vmctl_ctx_set_cancel(vmctl_ctx *ctx, const volatile sig_atomic_t *flag);
 
 typedef enum vmctl_vm_state {
     VMCTL_VM_CREATED,

@@ -83,9 +83,12 @@ const char cmd_image_pull_help[] =
 const char cmd_image_import_help[] =
     "Usage: vmctl image import PATH [--name N]\n"
     "\n"
-    "Copy a local disk image into the cache (a reflink where the filesystem supports it). Its\n"
-    "format (qcow2, raw, vmdk, vhdx, vdi, vpc, iso) is detected from its header and confirmed\n"
-    "with qemu-img; its SHA-256 is recorded.\n"
+    "Copy a local disk image into the cache (a reflink where the filesystem supports it, else\n"
+    "its data only: holes stay holes). Its format (qcow2, raw, vmdk, vhdx, vdi, vpc, iso) is\n"
+    "detected from its header and confirmed with qemu-img; its SHA-256 is recorded. An image\n"
+    "that names other files (a backing file, an external data file, vmdk extents) is refused\n"
+    "(vm_manager::image::unsafe). On a terminal a progress bar shows on stderr; Ctrl-C leaves\n"
+    "nothing behind.\n"
     "\n"
     "Options:\n"
     "      --name N    name in the cache (default: the file name without extensions)\n"
@@ -438,6 +441,22 @@ static int image_done(cli *c, vmctl_image_info *info, int cached, const char *fm
     return EXIT_OK;
 }
 
+/* SIGINT/SIGTERM/SIGHUP/SIGQUIT during a pull or import cancel it: the library removes its
+ * temporary directory and returns; the command then exits 128+N as the signal would have. */
+static void begin_cancellable(vmctl_ctx *ctx)
+{
+    cli_interrupted = 0;
+    cli_catch_signals(true);
+    vmctl_ctx_set_cancel(ctx, &cli_interrupted);
+}
+
+static int end_cancellable(vmctl_ctx *ctx, int status)
+{
+    vmctl_ctx_set_cancel(ctx, NULL);
+    cli_restore_signals();
+    return cli_interrupted ? 128 + cli_interrupted : status;
+}
+
 enum { OPT_NAME = 0x100, OPT_SHA256, OPT_ALL, OPT_FORCE, OPT_FORMAT };
 
 static const struct option pull_options[] = {
@@ -467,10 +486,12 @@ static int image_pull(cli *c, int argc, char **argv)
     vmctl_error *e = NULL;
     vmctl_image_info info = {};
     bool cached = false;
+    begin_cancellable(ctx);
     r = vmctl_image_pull(ctx, c->args[0], name, sha, on_progress, &p, &info, &cached, &e);
     render_clear_progress(c);
     if (r < 0)
-        return render_error(c, e);
+        return end_cancellable(ctx, render_error(c, e));
+    end_cancellable(ctx, 0);
     return image_done(c, &info, cached, "%s image '%s'", cached ? "Cached" : "Pulled", info.name);
 }
 
@@ -493,10 +514,15 @@ static int image_import(cli *c, int argc, char **argv)
     vmctl_ctx *ctx = cli_open_with_args(c, 1, 1, "PATH", &r);
     if (!ctx)
         return r;
+    struct progress p = {.c = c, .tty = !c->json && isatty(STDERR_FILENO), .percent = -2};
     vmctl_error *e = NULL;
     vmctl_image_info info = {};
-    if (vmctl_image_import(ctx, c->args[0], name, &info, &e) < 0)
-        return render_error(c, e);
+    begin_cancellable(ctx);
+    r = vmctl_image_import(ctx, c->args[0], name, on_progress, &p, &info, &e);
+    render_clear_progress(c);
+    if (r < 0)
+        return end_cancellable(ctx, render_error(c, e));
+    end_cancellable(ctx, 0);
     return image_done(c, &info, -1, "Imported image '%s'", info.name);
 }
 

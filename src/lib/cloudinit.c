@@ -157,7 +157,7 @@ int cloudinit_write_files(const char *dir, const cloudinit_seed *seed, vmctl_err
     size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(network_config)};
     for (int i = 0; i < (seed->network ? 3 : 2) && r >= 0; i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, names[i]);
-        r = p ? write_file_atomic(p, data[i], lens[i], 0644) : -ENOMEM;
+        r = p ? write_file_atomic(p, data[i], lens[i], 0600) : -ENOMEM;
         if (r < 0)
             r = iso_failed(reterr, -r, dir, "cannot write the seed files");
     }
@@ -221,8 +221,9 @@ static int write_with_tool(const char *path, const cloudinit_seed *seed, const c
             if (errs && *errs)
                 err_note(reterr, "%s", errs);
             (void)unlink(tmp);
-        } else if (rename(tmp, path) < 0) {
-            r = iso_failed(reterr, errno, path, strerror(errno));
+        } else if (chmod(tmp, 0600) < 0 || rename(tmp, path) < 0) {
+            r = iso_failed(reterr, errno, path, strerror(errno)); /* the tool obeys the umask */
+            (void)unlink(tmp);
         }
     }
     (void)rm_rf(dir);

@@ -76,7 +76,7 @@ int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_erro
         if (access(db, F_OK) < 0 && errno == ENOENT)
             return open_absent(h, ret, reterr);
     }
-    int r = create ? mkdir_p(h, 0755) : 0;
+    int r = create ? mkdir_p(h, 0700) : 0; /* an existing home is the user's: its mode stays */
     if (r < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
                      strerror(-r));
@@ -92,9 +92,8 @@ int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_erro
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
     cleanup_free char *vms = str_printf("%s/vms", ctx->home);
-    if (!vms || (create && (r = mkdir_p(vms, 0755)) < 0)) {
-        r = err_make(reterr, VMCTL_E_IO, vms ? -r : ENOMEM, "cannot create '%s'",
-                     vms ? vms : ctx->home);
+    if (!vms || (create && mkdir_private(vms) < 0)) {
+        r = err_make(reterr, VMCTL_E_IO, vms ? errno : ENOMEM, "cannot create '%s/vms'", ctx->home);
         vmctl_ctx_free(ctx);
         return r;
     }
@@ -119,6 +118,12 @@ void vmctl_ctx_free(vmctl_ctx *ctx)
     store_close(ctx->store);
     free(ctx->home);
     free(ctx);
+}
+
+void vmctl_ctx_set_cancel(vmctl_ctx *ctx, const volatile sig_atomic_t *flag)
+{
+    if (ctx)
+        ctx->cancel = flag;
 }
 
 const char *vmctl_ctx_get_home(const vmctl_ctx *ctx)

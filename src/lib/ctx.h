@@ -11,7 +11,13 @@ struct vmctl_ctx {
     vmctl_log_fn log;
     void *log_userdata;
     bool no_store; /* opened with VMCTL_CTX_NO_CREATE where there was no store: in memory */
+    const volatile sig_atomic_t *cancel; /* vmctl_ctx_set_cancel, may be NULL */
 };
+
+static inline bool ctx_cancelled(const vmctl_ctx *ctx)
+{
+    return ctx && ctx->cancel && *ctx->cancel;
+}
 
 void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

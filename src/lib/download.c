@@ -60,6 +60,7 @@ struct xfer {
     int werr;
     vmctl_progress_fn progress;
     void *userdata;
+    const volatile sig_atomic_t *cancel;
 };
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -82,6 +83,8 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 static int on_progress(void *ud, curl_off_t total, curl_off_t now, curl_off_t ut, curl_off_t un)
 {
     struct xfer *x = ud;
+    if (x->cancel && *x->cancel)
+        return 1; /* aborts the transfer */
     if (x->progress)
         x->progress(x->userdata, "downloading", (uint64_t)now, (uint64_t)total);
     return 0;
@@ -102,13 +105,13 @@ static int dl_failed(vmctl_error **reterr, int errnum, const char *url, const ch
 }
 
 int download_file(const char *url, const char *dest, vmctl_progress_fn progress, void *userdata,
-                  vmctl_error **reterr)
+                  const volatile sig_atomic_t *cancel, vmctl_error **reterr)
 {
     int k = dl_open(&dl_lib_curl, reterr);
     if (k < 0)
         return err_prefix(reterr, k, "while downloading '%s'", url);
     pthread_once(&curl_once, curl_init_once);
-    cleanup_close int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cleanup_close int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         int r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", dest);
         err_detail(reterr, "path", "%s", dest);
@@ -117,7 +120,7 @@ int download_file(const char *url, const char *dest, vmctl_progress_fn progress,
     CURL *h = sym_curl_easy_init();
     if (!h)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot initialise libcurl");
-    struct xfer x = {.fd = fd, .progress = progress, .userdata = userdata};
+    struct xfer x = {.fd = fd, .progress = progress, .userdata = userdata, .cancel = cancel};
     char errbuf[CURL_ERROR_SIZE] = "";
     const char *stall = getenv("VMCTL_DOWNLOAD_STALL_SECONDS");
     long stall_sec = stall ? strtol(stall, NULL, 10) : 60;
@@ -144,7 +147,10 @@ int download_file(const char *url, const char *dest, vmctl_progress_fn progress,
     sym_curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     sym_curl_easy_cleanup(h);
     int r = 0;
-    if (c == CURLE_WRITE_ERROR && x.werr) {
+    if (c == CURLE_ABORTED_BY_CALLBACK && cancel && *cancel) {
+        r = err_make(reterr, VMCTL_E_IO, ECANCELED, "download of '%s' interrupted", url);
+        err_detail(reterr, "url", "%s", url);
+    } else if (c == CURLE_WRITE_ERROR && x.werr) {
         r = err_make(reterr, VMCTL_E_IO, x.werr, "cannot write '%s'", dest);
         err_detail(reterr, "path", "%s", dest);
     } else if (c != CURLE_OK) {
@@ -201,10 +207,11 @@ static int write_all(int fd, const void *buf, size_t len)
 #define CHUNK (1 << 20)
 
 int download_decompress(const char *src, const char *dst, const char *kind,
-                        vmctl_progress_fn progress, void *userdata, vmctl_error **reterr)
+                        vmctl_progress_fn progress, void *userdata,
+                        const volatile sig_atomic_t *cancel, vmctl_error **reterr)
 {
     cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
-    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (in < 0 || out < 0) {
         int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", in < 0 ? src : dst);
         err_detail(reterr, "path", "%s", in < 0 ? src : dst);
@@ -237,6 +244,11 @@ int download_decompress(const char *src, const char *dst, const char *kind,
     bool finished = false;
     size_t zlast = 0;
     for (;;) {
+        if (cancel && *cancel) {
+            r = -ECANCELED;
+            why = "interrupted";
+            break;
+        }
         ssize_t n = read(in, ibuf, CHUNK);
         if (n < 0 && errno == EINTR)
             continue;
@@ -313,6 +325,9 @@ int download_decompress(const char *src, const char *dst, const char *kind,
     }
     if (r < 0) {
         (void)unlink(dst);
+        if (r == -ECANCELED)
+            return err_make(reterr, VMCTL_E_IO, ECANCELED, "decompression of '%s' interrupted",
+                            src);
         k = err_make(reterr, VMCTL_E_IMAGE_DOWNLOAD_FAILED, -r, "cannot decompress '%s': %s", src,
                      why ? why : "error");
         err_detail(reterr, "path", "%s", src);

@@ -133,6 +133,20 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Everything else was copied; the notes name what was left out (devices, FIFOs, links "
         "out of the tree). Fetch such things with `vmctl exec NAME -- tar -c PATH` if you need "
         "them"),
+    ROW(VMCTL_E_IMAGE_NOT_FOUND, "vm_manager::image::not_found",
+        "No image of that name in the cache", "Run `vmctl image list` to see the cached images"),
+    ROW(VMCTL_E_IMAGE_ALREADY_EXISTS, "vm_manager::image::already_exists",
+        "Import or pull under a name the cache already holds",
+        "Pick another name with `--name`, or remove the old image first with `vmctl image rm "
+        "NAME`"),
+    ROW(VMCTL_E_IMAGE_IN_USE, "vm_manager::image::in_use",
+        "Removing an image that VMs were created from",
+        "Destroy those VMs first with `vmctl destroy NAME`, or remove it anyway with `vmctl image "
+        "rm NAME --force`"),
+    ROW(VMCTL_E_IMAGE_UNSAFE, "vm_manager::image::unsafe",
+        "Image names other host files (backing file, external data file, vmdk extents)",
+        "Use a self-contained image; see what it names with `vmctl image inspect PATH` and flatten "
+        "it with `qemu-img convert` only if you trust those files"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)

@@ -256,7 +256,7 @@ int guest_build_default(const char *home, bool force, vmctl_progress_fn progress
         err_help(reterr, "Install the Debian package 'bash' (`apt-get install bash`).");
         return r;
     }
-    int r = mkdir_p(images, 0755);
+    int r = mkdir_private(images); /* images/ is 0700: cached disks are private */
     if (r < 0)
         return err_make(reterr, VMCTL_E_IO, r, "cannot create '%s': %s", images, strerror(-r));
     r = mkdir_p(cache, 0755);

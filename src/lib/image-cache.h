@@ -4,7 +4,10 @@
 
 #include <stdint.h>
 
+#include <signal.h>
+
 #include <vmctl/error.h>
+#include <vmctl/image.h>
 
 typedef struct image_ref {
     char *name;   /* cache name, NULL for a path */
@@ -29,6 +32,22 @@ int image_make_overlay(const char *path, const image_ref *base, uint64_t size,
 int image_clone_rootfs(const char *path, const image_ref *base, uint64_t size,
                        vmctl_error **reterr);
 
-/* Clone src to dst: FICLONE where the filesystem supports it, else copy_file_range. 1 when
- * reflinked, 0 when copied. */
+/* Clone src to dst (created 0600): FICLONE where the filesystem supports it, else the data
+ * segments only (SEEK_DATA/SEEK_HOLE, copy_file_range or read/write), so holes stay holes.
+ * 1 when reflinked, 0 when copied, -errno (dst removed). */
 int image_clone_file(const char *src, const char *dst);
+
+/* image_clone_file with progress (step, bytes done of the file size) and cancellation: stops
+ * with -ECANCELED once *cancel is set. delay_usec: a pause after each piece (test hook). */
+typedef struct image_copy {
+    vmctl_progress_fn progress;
+    void *userdata;
+    const volatile sig_atomic_t *cancel;
+    const char *step;
+    unsigned delay_usec;
+} image_copy;
+int image_copy_file(const char *src, const char *dst, const image_copy *c);
+
+/* Remove images/.tmp-<name>-<pid>/ directories whose process is gone (an import or pull that
+ * was killed); their names appended to *ret_removed when non-NULL. */
+void image_prune_stale(const char *home, char ***ret_removed);

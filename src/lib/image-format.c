@@ -222,6 +222,10 @@ int image_detect(const char *path, image_probe *ret, vmctl_error **reterr)
     int r = image_probe_file(path, &p, reterr);
     if (r < 0)
         return r;
+    if (p.data_file) { /* qemu-img info would open that file (or connect to a json: device) */
+        *ret = p;
+        return 0;
+    }
     cleanup_free char *qfmt = NULL;
     uint64_t qsize = 0;
     r = image_qemu_img_info(path, &qfmt, &qsize, reterr);
@@ -247,6 +251,79 @@ int image_detect(const char *path, image_probe *ret, vmctl_error **reterr)
         p.virtual_size = qsize;
     *ret = p;
     return 0;
+}
+
+static int unsafe(vmctl_error **reterr, const char *path, const char *key, const char *file,
+                  const char *what)
+{
+    int r = err_make(reterr, VMCTL_E_IMAGE_UNSAFE, EPERM, "'%s' %s '%s': refused", path, what,
+                     file && *file ? file : "(unnamed)");
+    err_detail(reterr, "path", "%s", path);
+    err_detail(reterr, key, "%s", file ? file : "");
+    err_note(reterr, "a disk that names another file would give the guest that host file");
+    return r;
+}
+
+/* Does name (relative names are relative to the image's directory) name path itself? */
+static bool same_file(const char *path, const char *name)
+{
+    cleanup_free char *dir = strdup(path);
+    if (!dir)
+        return false;
+    char *slash = strrchr(dir, '/');
+    cleanup_free char *full = name[0] == '/' ? strdup(name)
+                              : slash        ? (slash[1] = 0, str_printf("%s%s", dir, name))
+                                             : strdup(name);
+    struct stat a, b;
+    return full && stat(path, &a) == 0 && stat(full, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+int image_check_self_contained(const char *path, const image_probe *p, bool ask_qemu_img,
+                               vmctl_error **reterr)
+{
+    if (p->backing_file)
+        return unsafe(reterr, path, "backing_file", p->backing_file,
+                      "is an overlay: its backing file is");
+    if (p->data_file)
+        return unsafe(reterr, path, "data_file", p->data_file, "keeps its data in another file,");
+    /* the second opinion, with the format given: what would QEMU open besides path? */
+    cleanup_free char *qemu_img = ask_qemu_img ? find_in_path("qemu-img") : NULL;
+    if (!qemu_img)
+        return 0;
+    char *argv[] = {
+        qemu_img,        "info",       "-U", "-f", (char *)image_format_qemu_name(p->format),
+        "--output=json", (char *)path, NULL};
+    cleanup_free char *out = NULL, *errs = NULL;
+    int r = image_run(argv, &out, &errs, 30);
+    if (r != 0) {
+        strip(errs);
+        r = detection_failed(reterr, r < 0 ? -r : EIO, path,
+                             r == -ETIMEDOUT ? "qemu-img info timed out" : "qemu-img info failed");
+        if (errs && *errs)
+            err_note(reterr, "%s", errs);
+        return r;
+    }
+    json_t *j = json_loads(out, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return detection_failed(reterr, EIO, path, "qemu-img info printed no JSON");
+    }
+    const char *bf = json_string_value(json_object_get(j, "backing-filename"));
+    json_t *data = json_object_get(json_object_get(j, "format-specific"), "data");
+    const char *df = json_string_value(json_object_get(data, "data-file"));
+    json_t *extents = json_object_get(data, "extents");
+    if (bf)
+        r = unsafe(reterr, path, "backing_file", bf, "is an overlay: its backing file is");
+    else if (df)
+        r = unsafe(reterr, path, "data_file", df, "keeps its data in another file,");
+    for (size_t i = 0; r >= 0 && json_is_array(extents) && i < json_array_size(extents); i++) {
+        const char *ef = json_string_value(json_object_get(json_array_get(extents, i), "filename"));
+        if (ef && !same_file(path, ef))
+            r = unsafe(reterr, path, "data_file", ef, "keeps its data in another file,");
+    }
+    json_decref(j);
+    return r;
 }
 
 int image_sha256_file(const char *path, char hex[65], vmctl_error **reterr)

@@ -15,6 +15,10 @@ typedef struct image_probe {
     uint64_t file_size;    /* bytes on disk (st_size) */
     char *backing_file;    /* qcow2 only, NULL when none */
     char *backing_format;  /* qcow2 header extension, NULL when absent */
+    /* Data kept in another file: a qcow2 external data file (its name, "" when the header sets
+     * the feature bit but names none) or a vmdk descriptor's extent ("" when it names none).
+     * NULL when the image is self-contained. */
+    char *data_file;
 } image_probe;
 
 void image_probe_clear(image_probe *p);
@@ -41,8 +45,19 @@ const char *image_format_qemu_name(const char *format);
 
 /* Probe with our parser, then check qemu-img agrees (when installed): disagreement is
  * format_detection_failed with both answers in the details. Fills virtual_size from qemu-img
- * where our header parser has none. */
+ * where our header parser has none. An image our parser finds a data file in is not shown to
+ * qemu-img (it would open that file): our answer alone. */
 int image_detect(const char *path, image_probe *ret, vmctl_error **reterr);
+
+/* Is the image at path, of the format p says, self-contained? A backing file or data in
+ * another file (qcow2 backing file or external data file, vmdk parent or descriptor extents)
+ * would hand the guest whatever host file it names: image::unsafe (details: path, and
+ * backing_file or data_file). With ask_qemu_img, when qemu-img is installed it is asked too, with
+ * the format given
+ * (-f, never probed): a backing file, data file or extent it reports that is not path itself is
+ * refused the same way. */
+int image_check_self_contained(const char *path, const image_probe *p, bool ask_qemu_img,
+                               vmctl_error **reterr);
 
 /* Lower-case hex SHA-256 of a file (65 bytes incl. NUL). libcrypto is loaded on the first call:
  * host::missing_dependency when it cannot be. */

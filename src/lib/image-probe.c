@@ -36,7 +36,57 @@ void image_probe_clear(image_probe *p)
         return;
     free(p->backing_file);
     free(p->backing_format);
+    free(p->data_file);
     *p = (image_probe){};
+}
+
+/* The value of key="value" in a vmdk descriptor (text of len bytes), NULL when absent or empty. */
+static char *vmdk_desc_value(const char *t, size_t len, const char *key)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i + kl < len; i++) {
+        if ((i && t[i - 1] != '\n') || memcmp(t + i, key, kl) != 0)
+            continue;
+        size_t j = i + kl;
+        while (j < len && t[j] == ' ')
+            j++;
+        if (j >= len || t[j] != '=')
+            continue;
+        j++;
+        while (j < len && t[j] == ' ')
+            j++;
+        if (j < len && t[j] == '"')
+            j++;
+        size_t k = j;
+        while (k < len && t[k] != '"' && t[k] != '\n' && t[k] != 0)
+            k++;
+        return k > j ? strndup(t + j, k - j) : NULL;
+    }
+    return NULL;
+}
+
+/* The file of the first extent line (RW|RDONLY|NOACCESS N TYPE "file" ...) of a vmdk
+ * descriptor: "" when there is none with a file (a descriptor has no data of its own). */
+static char *vmdk_desc_extent(const char *t, size_t len)
+{
+    static const char *const access[] = {"RW ", "RDONLY ", "NOACCESS "};
+    for (size_t i = 0; i < len; i++) {
+        if (i && t[i - 1] != '\n')
+            continue;
+        for (size_t a = 0; a < sizeof(access) / sizeof(access[0]); a++) {
+            size_t al = strlen(access[a]);
+            if (len - i < al || memcmp(t + i, access[a], al) != 0)
+                continue;
+            const char *q = memchr(t + i, '"', len - i);
+            const char *nl = memchr(t + i, '\n', len - i);
+            if (!q || (nl && q > nl))
+                continue;
+            const char *e = memchr(q + 1, '"', len - (size_t)(q + 1 - t));
+            if (e && (!nl || e < nl) && e > q + 1)
+                return strndup(q + 1, (size_t)(e - q - 1));
+        }
+    }
+    return strdup("");
 }
 
 static int probe_qcow2(const uint8_t *b, size_t len, uint64_t fsize, image_probe *p,
@@ -85,6 +135,8 @@ static int probe_qcow2(const uint8_t *b, size_t len, uint64_t fsize, image_probe
     }
     /* header extensions: after the header (v2: 72 bytes, v3: header_length) */
     size_t off = version >= 3 && len >= 104 ? be32(b + 100) : 72;
+    if (off < 72)
+        off = 72;
     while (off + 8 <= len) {
         uint32_t type = be32(b + off), elen = be32(b + off + 4);
         if (type == 0 || elen > len - off - 8)
@@ -94,8 +146,18 @@ static int probe_qcow2(const uint8_t *b, size_t len, uint64_t fsize, image_probe
             if (!p->backing_format)
                 return -ENOMEM;
         }
+        if (type == 0x44415441 && !p->data_file) { /* external data file name */
+            p->data_file = strndup((const char *)b + off + 8, elen);
+            if (!p->data_file)
+                return -ENOMEM;
+        }
         off += 8 + (((size_t)elen + 7) & ~(size_t)7);
     }
+    /* incompatible feature bit 2: the guest's data lives in an external data file (QEMU opens
+     * it, named or not: a name can also come from the command line) */
+    if (version >= 3 && len >= 80 && (be64(b + 72) & 4) && !p->data_file &&
+        !(p->data_file = strdup("")))
+        return -ENOMEM;
     snprintf(p->format, sizeof(p->format), "qcow2");
     p->virtual_size = size;
     return 0;
@@ -126,10 +188,24 @@ int image_probe_buffer(const uint8_t *b, size_t len, uint64_t fsize, image_probe
         }
         snprintf(p->format, sizeof(p->format), "vmdk");
         p->virtual_size = le64(b + 12) * 512;
+        /* the embedded descriptor (sector desc_offset): a parent is a backing file */
+        uint64_t doff = len >= 44 ? le64(b + 28) : 0, dsize = len >= 44 ? le64(b + 36) : 0;
+        if (doff && dsize && doff < len / 512) {
+            size_t dl = (size_t)(dsize < (len / 512 - doff) ? dsize : len / 512 - doff) * 512;
+            p->backing_file =
+                vmdk_desc_value((const char *)b + doff * 512, dl, "parentFileNameHint");
+        }
         return 0;
     }
     if (len >= 21 && memcmp(b, "# Disk DescriptorFile", 21) == 0) { /* VMDK descriptor */
         snprintf(p->format, sizeof(p->format), "vmdk");
+        /* every extent is another file, and a parent is a backing file */
+        p->backing_file = vmdk_desc_value((const char *)b, len, "parentFileNameHint");
+        p->data_file = vmdk_desc_extent((const char *)b, len);
+        if (!p->data_file) {
+            image_probe_clear(p);
+            return -ENOMEM;
+        }
         return 0;
     }
     if (len >= 8 && memcmp(b, "vhdxfile", 8) == 0) {

@@ -34,6 +34,8 @@
 #include "vm-spec.h"
 
 #define TMP_PREFIX ".tmp-"
+/* Sparse copies move data in pieces of this size: progress and cancellation between them. */
+#define COPY_CHUNK (8 << 20)
 
 int vmctl_image_build_default(vmctl_ctx *ctx, bool force, vmctl_progress_fn progress,
                               void *userdata, vmctl_error **reterr)
@@ -82,6 +84,22 @@ static int invalid(vmctl_error **reterr, const char *field, const char *value, c
         err_detail(reterr, "value", "%s", value);
     if (help)
         err_help(reterr, "%s", help);
+    return r;
+}
+
+static int not_found(vmctl_error **reterr, const char *name)
+{
+    int r = err_make(reterr, VMCTL_E_IMAGE_NOT_FOUND, ENOENT, "no image '%s' in the cache", name);
+    err_detail(reterr, "image", "%s", name);
+    return r;
+}
+
+static int already_exists(vmctl_error **reterr, const char *name)
+{
+    int r = err_make(reterr, VMCTL_E_IMAGE_ALREADY_EXISTS, EEXIST,
+                     "an image named '%s' already exists", name);
+    err_detail(reterr, "image", "%s", name);
+    err_help(reterr, "Pick another name with --name, or remove it with `vmctl image rm %s`.", name);
     return r;
 }
 
@@ -147,7 +165,7 @@ static int meta_write(const char *dir, const char *name, const image_probe *p, c
         free(text);
         return -ENOMEM;
     }
-    int r = write_file_atomic(path, text, strlen(text), 0644);
+    int r = write_file_atomic(path, text, strlen(text), 0600);
     free(text);
     return r;
 }
@@ -185,6 +203,7 @@ int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_er
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_list: bad arguments");
     *ret = NULL;
     *n = 0;
+    image_prune_stale(ctx->home, NULL);
     vmctl_image_info *list = NULL;
     size_t count = 0;
     guest_paths gp = {0};
@@ -233,12 +252,60 @@ int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_er
 
 /* ---------- adding images ---------- */
 
-int image_clone_file(const char *src, const char *dst)
+/* Copy [from, to) of in to the same offsets of out: copy_file_range, else read/write. */
+static int copy_range(int in, int out, off_t from, off_t to, const image_copy *c, off_t size)
+{
+    static const volatile sig_atomic_t never = 0;
+    const volatile sig_atomic_t *cancel = c && c->cancel ? c->cancel : &never;
+    bool plain = false;
+    cleanup_free char *buf = NULL;
+    while (from < to) {
+        if (*cancel)
+            return -ECANCELED;
+        size_t want = (size_t)(to - from < COPY_CHUNK ? to - from : COPY_CHUNK);
+        ssize_t n;
+        if (!plain) {
+            loff_t io = from, oo = from;
+            n = copy_file_range(in, &io, out, &oo, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                          errno == EOPNOTSUPP || errno == EBADF)) {
+                plain = true;
+                continue;
+            }
+        } else {
+            if (!buf && !(buf = malloc(COPY_CHUNK)))
+                return -ENOMEM;
+            n = pread(in, buf, want, from);
+            for (ssize_t done = 0; n > 0 && done < n;) {
+                ssize_t w = pwrite(out, buf + done, (size_t)(n - done), from + done);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0)
+                    return w < 0 ? -errno : -EIO;
+                done += w;
+            }
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* the source shrank under us */
+        from += n;
+        if (c && c->progress)
+            c->progress(c->userdata, c->step ? c->step : "copying", (uint64_t)from, (uint64_t)size);
+        if (c && c->delay_usec)
+            sleep_usec(c->delay_usec); /* test hook: VMCTL_TEST_IMAGE_COPY_DELAY_MS */
+    }
+    return 0;
+}
+
+int image_copy_file(const char *src, const char *dst, const image_copy *c)
 {
     cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
         return -errno;
-    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (out < 0)
         return -errno;
     if (ioctl(out, FICLONE, in) == 0)
@@ -246,21 +313,38 @@ int image_clone_file(const char *src, const char *dst)
     struct stat st;
     if (fstat(in, &st) < 0)
         return -errno;
-    off_t left = st.st_size;
-    while (left > 0) {
-        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            int e = n < 0 ? -errno : -EIO;
-            (void)unlink(dst);
-            return e;
-        }
-        left -= n;
+    off_t size = st.st_size, pos = 0;
+    int r = 0;
+    /* the data segments only: holes stay holes (SEEK_DATA/SEEK_HOLE; a filesystem without them
+     * reports the whole file as data) */
+    while (pos < size && r >= 0) {
+        off_t data = lseek(in, pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            break; /* only a hole is left */
+        if (data < 0)
+            data = pos;
+        off_t hole = lseek(in, data, SEEK_HOLE);
+        if (hole < 0 || hole > size)
+            hole = size;
+        r = copy_range(in, out, data, hole, c, size);
+        pos = hole;
     }
-    if (fsync(out) < 0)
-        return -errno;
+    if (r >= 0 && ftruncate(out, size) < 0)
+        r = -errno;
+    if (r >= 0 && fsync(out) < 0)
+        r = -errno;
+    if (r < 0) {
+        (void)unlink(dst);
+        return r;
+    }
+    if (c && c->progress)
+        c->progress(c->userdata, c->step ? c->step : "copying", (uint64_t)size, (uint64_t)size);
     return 0;
+}
+
+int image_clone_file(const char *src, const char *dst)
+{
+    return image_copy_file(src, dst, NULL);
 }
 
 /* A cache name from a file name or URL: its last component without compression and image
@@ -305,16 +389,32 @@ static int check_new_name(const char *home, const char *name, vmctl_error **rete
                        "the image name 'default' is reserved for the default guest");
     cleanup_free char *dir = image_dir(home, name);
     if (dir && file_exists(dir))
-        return invalid(reterr, "name", name,
-                       "Pick another name with --name, or remove it with `vmctl image rm`.",
-                       "an image named '%s' already exists", name);
+        return already_exists(reterr, name);
     return 0;
+}
+
+/* The format of a file that is to become a disk, and that it names no other file: our header
+ * parser first, so that no tool opens what a hostile header names (qemu-img info would open a
+ * data file, or connect to a json: network block device), then qemu-img's opinion of the format
+ * (image_detect) and of what the image names, with the format given. */
+static int detect_self_contained(const char *path, image_probe *ret, vmctl_error **reterr)
+{
+    image_probe p = {};
+    int r = image_probe_file(path, &p, reterr);
+    if (r >= 0)
+        r = image_check_self_contained(path, &p, false, reterr);
+    image_probe_clear(&p);
+    if (r >= 0)
+        r = image_detect(path, ret, reterr);
+    if (r >= 0 && (r = image_check_self_contained(path, ret, true, reterr)) < 0)
+        image_probe_clear(ret);
+    return r;
 }
 
 /* qcow2 images must also pass `qemu-img check` (a truncated download can keep a valid header). */
 static int validate(const char *path, image_probe *p, vmctl_error **reterr)
 {
-    int r = image_detect(path, p, reterr);
+    int r = detect_self_contained(path, p, reterr);
     if (r < 0)
         return r;
     if (!streq(p->format, "qcow2"))
@@ -347,9 +447,7 @@ static int commit_tmp(const char *home, const char *tmp, const char *name, vmctl
     if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
         int e = errno;
         if (e == EEXIST || e == ENOTEMPTY)
-            return invalid(reterr, "name", name,
-                           "Pick another name with --name, or remove it with `vmctl image rm`.",
-                           "an image named '%s' already exists", name);
+            return already_exists(reterr, name);
         int r = err_make(reterr, VMCTL_E_IO, e, "cannot move the image into '%s'", dir);
         err_detail(reterr, "path", "%s", dir);
         return r;
@@ -367,11 +465,71 @@ static char *tmp_dir(const char *home, const char *name)
     return str_printf("%s/images/" TMP_PREFIX "%s-%d", home, name, (int)getpid());
 }
 
-int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name, vmctl_image_info *ret,
+/* The pid of a .tmp-<name>-<pid> directory, 0 when the name has none. */
+static pid_t tmp_pid(const char *nm)
+{
+    const char *dash = strrchr(nm, '-');
+    char *end = NULL;
+    long pid = dash ? strtol(dash + 1, &end, 10) : 0;
+    return pid > 0 && end && !*end ? (pid_t)pid : 0;
+}
+
+void image_prune_stale(const char *home, char ***ret_removed)
+{
+    cleanup_free char *dir = str_printf("%s/images", home);
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    size_t k = 0;
+    while (d && (de = readdir(d))) {
+        if (!str_startswith(de->d_name, TMP_PREFIX))
+            continue;
+        pid_t pid = tmp_pid(de->d_name);
+        if (pid > 0 && proc_alive(pid, 0))
+            continue;
+        cleanup_free char *path = str_printf("%s/%s", dir, de->d_name);
+        if (path && rm_rf(path) >= 0 && ret_removed)
+            (void)strv_push(ret_removed, &k, de->d_name);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* images/ (0700) and a fresh images/.tmp-<name>-<pid>/ (0700) in it. */
+static int make_tmp(const char *home, const char *tmp, vmctl_error **reterr)
+{
+    cleanup_free char *images = str_printf("%s/images", home);
+    if (!images)
+        return oom(reterr);
+    int r = mkdir_private(images);
+    if (r >= 0) {
+        (void)rm_rf(tmp);
+        r = mkdir(tmp, 0700) < 0 ? -errno : 0;
+    }
+    if (r < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s'", tmp);
+        err_detail(reterr, "path", "%s", tmp);
+    }
+    return r;
+}
+
+static int interrupted(vmctl_error **reterr, const char *what)
+{
+    return err_make(reterr, VMCTL_E_IO, ECANCELED, "%s interrupted", what);
+}
+
+static unsigned test_copy_delay_usec(void)
+{
+    const char *e = getenv("VMCTL_TEST_IMAGE_COPY_DELAY_MS");
+    return e ? (unsigned)strtoul(e, NULL, 10) * 1000 : 0;
+}
+
+int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name,
+                       vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                        vmctl_error **reterr)
 {
     if (!ctx || !path)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_import: bad arguments");
+    image_prune_stale(ctx->home, NULL);
     struct stat st;
     if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
         return invalid(reterr, "path", path, "Name a readable image file.",
@@ -382,37 +540,45 @@ int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name, vmctl
     int r = check_new_name(ctx->home, n, reterr);
     if (r < 0)
         return r;
+    cleanup_free char *abs = realpath(path, NULL);
+    if (!abs)
+        return oom(reterr);
     image_probe p = {};
-    if ((r = image_detect(path, &p, reterr)) < 0)
+    /* a backing file, external data file or vmdk extent would hand the guest that host file */
+    if ((r = detect_self_contained(abs, &p, reterr)) < 0)
         return r;
-    if (p.backing_file) {
-        r = invalid(reterr, "path", path,
-                    "Flatten it first: `vmctl image convert SRC DST --format qcow2`.",
-                    "'%s' is an overlay on '%s': the cache holds self-contained images", path,
-                    p.backing_file);
-        image_probe_clear(&p);
-        return r;
-    }
     cleanup_free char *tmp = tmp_dir(ctx->home, n);
     cleanup_free char *disk = str_printf("%s/disk", tmp);
-    cleanup_free char *abs = realpath(path, NULL);
-    if (!tmp || !disk || !abs) {
+    if (!tmp || !disk) {
         image_probe_clear(&p);
         return oom(reterr);
     }
-    (void)rm_rf(tmp);
-    if ((r = mkdir_p(tmp, 0755)) < 0) {
+    if ((r = make_tmp(ctx->home, tmp, reterr)) < 0) {
         image_probe_clear(&p);
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s'", tmp);
         return r;
     }
+    image_copy copy = {.progress = progress,
+                       .userdata = userdata,
+                       .cancel = ctx->cancel,
+                       .step = "copying",
+                       .delay_usec = test_copy_delay_usec()};
     char sha[65];
-    if ((r = image_clone_file(abs, disk)) < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s' into the cache", path);
+    r = image_copy_file(abs, disk, &copy);
+    if (r < 0) {
+        if (r == -ECANCELED)
+            r = interrupted(reterr, "image import");
+        else
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s' into the cache", path);
         err_detail(reterr, "path", "%s", path);
-    } else if ((r = image_sha256_file(disk, sha, reterr)) >= 0 &&
-               (r = meta_write(tmp, n, &p, sha, abs, NULL)) < 0)
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write the image metadata");
+    } else {
+        if (progress)
+            progress(userdata, "checksumming", 0, 0);
+        r = image_sha256_file(disk, sha, reterr);
+        if (r >= 0 && ctx_cancelled(ctx))
+            r = interrupted(reterr, "image import");
+        if (r >= 0 && (r = meta_write(tmp, n, &p, sha, abs, NULL)) < 0)
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write the image metadata");
+    }
     image_probe_clear(&p);
     if (r >= 0)
         r = commit_tmp(ctx->home, tmp, n, ret, reterr);
@@ -471,6 +637,7 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
         }
         vmctl_image_info_clear(&cached);
     }
+    image_prune_stale(ctx->home, NULL);
     int r = check_new_name(ctx->home, n, reterr);
     if (r < 0)
         return r;
@@ -480,15 +647,14 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
     cleanup_free char *disk = str_printf("%s/disk", tmp);
     if (!tmp || !dl || !disk)
         return oom(reterr);
-    (void)rm_rf(tmp);
-    if ((r = mkdir_p(tmp, 0755)) < 0)
-        return err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s'", tmp);
+    if ((r = make_tmp(ctx->home, tmp, reterr)) < 0)
+        return r;
 
     char got[65];
     image_probe p = {};
     const char *comp = NULL;
     char disk_sha[65];
-    if ((r = download_file(url, dl, progress, userdata, reterr)) < 0)
+    if ((r = download_file(url, dl, progress, userdata, ctx->cancel, reterr)) < 0)
         goto fail;
     if (progress)
         progress(userdata, "verifying", 0, 0);
@@ -504,13 +670,18 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
     }
     comp = download_compression(dl);
     if (comp) {
-        if ((r = download_decompress(dl, disk, comp, progress, userdata, reterr)) < 0) {
+        if ((r = download_decompress(dl, disk, comp, progress, userdata, ctx->cancel, reterr)) <
+            0) {
             err_detail(reterr, "url", "%s", url);
             goto fail;
         }
         (void)unlink(dl);
     } else if (rename(dl, disk) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s'", dl);
+        goto fail;
+    }
+    if (ctx_cancelled(ctx)) {
+        r = interrupted(reterr, "image pull");
         goto fail;
     }
     if ((r = validate(disk, &p, reterr)) < 0) {
@@ -557,10 +728,13 @@ int vmctl_image_inspect(vmctl_ctx *ctx, const char *x, vmctl_image_info *ret, vm
             return err_make(reterr, VMCTL_E_IO, -r, "cannot read image '%s'", x);
     } else {
         struct stat st;
-        if (stat(x, &st) < 0 || !S_ISREG(st.st_mode))
-            return invalid(reterr, "image", x,
-                           "Name a cached image (`vmctl image list`) or an image file.",
-                           "no image '%s' in the cache and no such file", x);
+        if (stat(x, &st) < 0 || !S_ISREG(st.st_mode)) {
+            int k = err_make(reterr, VMCTL_E_IMAGE_NOT_FOUND, ENOENT,
+                             "no image '%s' in the cache and no such file", x);
+            err_detail(reterr, "image", "%s", x);
+            err_help(reterr, "Name a cached image (`vmctl image list`) or an image file.");
+            return k;
+        }
         info.path = realpath(x, NULL);
         info.size = (uint64_t)st.st_blocks * 512;
         if (!info.path)
@@ -619,8 +793,8 @@ int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_remove: bad arguments");
     cleanup_free char *dir = name_is_valid(name) ? image_dir(ctx->home, name) : NULL;
     if (!dir || !file_exists(dir))
-        return invalid(reterr, "image", name, "See the cached images with `vmctl image list`.",
-                       "no image '%s' in the cache", name);
+        return not_found(reterr, name);
+    image_prune_stale(ctx->home, NULL);
     cleanup_strv char **users = NULL;
     int r = vms_using(ctx, name, &users, reterr);
     if (r < 0)
@@ -635,10 +809,12 @@ int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error
                 strcat(list, ", ");
             strcat(list, *u);
         }
-        r = invalid(reterr, "image", name,
-                    "Destroy those VMs first (`vmctl destroy NAME`), or use --force: their disks "
-                    "would then lose their base image.",
-                    "image '%s' is used by vm %s", name, list ? list : "?");
+        r = err_make(reterr, VMCTL_E_IMAGE_IN_USE, EBUSY, "image '%s' is used by vm %s", name,
+                     list ? list : "?");
+        err_detail(reterr, "image", "%s", name);
+        err_detail(reterr, "vms", "%s", list ? list : "");
+        err_help(reterr, "Destroy those VMs first (`vmctl destroy NAME`), or use --force: their "
+                         "disks would then lose their base image.");
         return r;
     }
     if ((r = rm_rf(dir)) < 0) {
@@ -672,8 +848,7 @@ int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error
         }
         if (str_startswith(nm, TMP_PREFIX)) {
             /* .tmp-<name>-<pid>: only when that process is gone */
-            const char *dash = strrchr(nm, '-');
-            pid_t pid = dash ? (pid_t)strtol(dash + 1, NULL, 10) : 0;
+            pid_t pid = tmp_pid(nm);
             if (pid > 0 && proc_alive(pid, 0))
                 continue;
         } else if (!all || streq(nm, "default") || !is_cache_name(ctx, nm)) {
@@ -720,6 +895,15 @@ int vmctl_image_convert(vmctl_ctx *ctx, const char *src, const char *dst, const 
     int r = vmctl_image_inspect(ctx, src, &in, reterr);
     if (r < 0)
         return r;
+    /* qemu-img convert would copy what a backing or data file names into dst */
+    image_probe cp = {};
+    if ((r = image_probe_file(in.path, &cp, reterr)) >= 0)
+        r = image_check_self_contained(in.path, &cp, true, reterr);
+    image_probe_clear(&cp);
+    if (r < 0) {
+        vmctl_image_info_clear(&in);
+        return r;
+    }
     cleanup_free char *qemu_img = find_in_path("qemu-img");
     cleanup_free char *tmp = str_printf("%s.tmp-%d", dst, (int)getpid());
     if (!qemu_img || !tmp) {
@@ -791,8 +975,18 @@ int image_resolve(const char *home, const char *image, image_ref *ret, vmctl_err
             return r;
         }
     }
+    /* A path is anyone's file: a backing file, an external data file or vmdk extents would give
+     * the guest the host files they name, and qemu-img must agree on its format (a qed or other
+     * format our parser does not know would pass as raw) and on what it names. A cached image
+     * was checked when it came in (its directory is vmctl's, 0700): its header again. */
     image_probe p = {};
-    r = image_probe_file(ret->path, &p, reterr);
+    if (cached) {
+        r = image_probe_file(ret->path, &p, reterr);
+        if (r >= 0 && (r = image_check_self_contained(ret->path, &p, false, reterr)) < 0)
+            image_probe_clear(&p);
+    } else {
+        r = detect_self_contained(ret->path, &p, reterr);
+    }
     if (r < 0) {
         err_detail(reterr, "image", "%s", image);
         image_ref_clear(ret);

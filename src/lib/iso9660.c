@@ -325,5 +325,5 @@ int iso9660_write(const char *path, const char *volume_id, const iso_file *files
     int r = iso9660_build(volume_id, files, n, mtime, &img, &len);
     if (r < 0)
         return r;
-    return write_file_atomic(path, img, len, 0644);
+    return write_file_atomic(path, img, len, 0600); /* a seed can hold passwords */
 }

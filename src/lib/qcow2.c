@@ -95,7 +95,7 @@ int qcow2_create_overlay(const char *path, uint64_t virtual_size, const char *ba
     for (uint64_t i = 0; i < n_clusters; i++)
         put16(img + 2 * CLUSTER + 2 * i, 1);
 
-    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return failed(reterr, errno, path, strerror(errno));
     size_t done = 0;

@@ -6,7 +6,7 @@
 
 #include <vmctl/error.h>
 
-/* Create path (O_EXCL, mode 0644) as an empty qcow2 v3 image of virtual_size bytes (64 KiB
+/* Create path (O_EXCL, mode 0600) as an empty qcow2 v3 image of virtual_size bytes (64 KiB
  * clusters, 16-bit refcounts) whose backing file is backing (absolute path, may be NULL) of
  * format backing_format (recorded in the header extension). The file is written in full,
  * fsynced, and removed again on failure. overlay_creation_failed on errors (details: path). */

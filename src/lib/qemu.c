@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <linux/close_range.h>
 #include <poll.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "image-format.h"
 #include "qemu.h"
 #include "qmp.h"
 #include "util/util.h"
@@ -135,8 +137,70 @@ static void socks_free(char *(*socks)[VM_AGENT_PORTS])
         free((*socks)[i]);
 }
 
+/* A protocol node for a file: {"driver":"file","filename":path} (read-only when asked). */
+static json_t *file_node(const char *path, bool read_only, bool discard)
+{
+    json_t *f = json_pack("{s:s, s:s}", "driver", "file", "filename", path);
+    if (f && read_only)
+        json_object_set_new(f, "read-only", json_true());
+    if (f && discard)
+        json_object_set_new(f, "discard", json_string("unmap"));
+    return f;
+}
+
+/* Formats whose images can name a backing file: their nodes get "backing": null or ours. */
+static bool format_has_backing(const char *format)
+{
+    return streq(format, "qcow2") || streq(format, "vmdk") || streq(format, "qed") ||
+           streq(format, "qcow");
+}
+
+/* The -blockdev JSON of the VM's disk: every node's driver named (QEMU never probes), and every
+ * backing file given (the base, as a node of its own format, read-only, itself without one) or
+ * none ("backing": null), so what an image's header names is never opened. */
+static char *disk_blockdev(const vm_spec *spec, const char *base_format)
+{
+    bool raw = spec->disk_format && streq(spec->disk_format, "raw");
+    json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
+                          "disk0", "discard", "unmap", "file", file_node(spec->disk, false, true));
+    if (!d)
+        return NULL;
+    if (!raw) {
+        json_t *backing = json_null();
+        if (spec->base && base_format) {
+            const char *bf = image_format_qemu_name(base_format);
+            backing = json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0",
+                                "read-only", 1, "file", file_node(spec->base, true, false));
+            if (backing && format_has_backing(bf))
+                json_object_set_new(backing, "backing", json_null());
+        }
+        json_object_set_new(d, "backing", backing);
+    }
+    char *text = json_dumps(d, JSON_COMPACT);
+    json_decref(d);
+    return text;
+}
+
+static char *seed_blockdev(const char *seed)
+{
+    json_t *d = json_pack("{s:s, s:s, s:b, s:o}", "driver", "raw", "node-name", "seed", "read-only",
+                          1, "file", file_node(seed, true, false));
+    char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    return text;
+}
+
+static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
+                      const char *base_format, char ***ret, vmctl_error **reterr);
+
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
+{
+    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, ret, reterr);
+}
+
+static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
+                      const char *base_format, char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -246,22 +310,24 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
         }
     }
     if (spec->disk) {
-        cleanup_free char *disk = opt_escape(spec->disk);
+        if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
+            return invalid(reterr, "image", "the format of base image '%s' is not known",
+                           spec->base);
+        cleanup_free char *disk = disk_blockdev(spec, base_format);
         if (!disk)
             return oom(reterr);
-        PUSH("-drive");
-        PUSHF("file=%s,format=%s,if=none,id=disk0,discard=unmap", disk,
-              spec->disk_format && streq(spec->disk_format, "raw") ? "raw" : "qcow2");
+        PUSH("-blockdev");
+        PUSH(disk);
         PUSH("-device");
         PUSHF("%s,drive=disk0%s", microvm ? "virtio-blk-device" : "virtio-blk-pci",
               spec->kernel ? "" : ",bootindex=0");
     }
     if (spec->seed) { /* cloud-init NoCloud seed (volume "cidata"), read-only */
-        cleanup_free char *seed = opt_escape(spec->seed);
+        cleanup_free char *seed = seed_blockdev(spec->seed);
         if (!seed)
             return oom(reterr);
-        PUSH("-drive");
-        PUSHF("file=%s,format=raw,if=none,id=seed,readonly=on", seed);
+        PUSH("-blockdev");
+        PUSH(seed);
         PUSH("-device");
         PUSHF("%s,drive=seed", microvm ? "virtio-blk-device" : "virtio-blk-pci");
     }
@@ -499,7 +565,7 @@ static _Noreturn void supervise(pid_t qemu, int dirfd, int gofd)
     n += fmt_uint(line + n,
                   (unsigned)(WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
     line[n++] = '\n';
-    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
         bool ok = write(fd, line, n) == (ssize_t)n;
         close(fd);
@@ -566,6 +632,9 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
     if (mid == 0) {
         close(p[0]);
         close(gowr);
+        /* QEMU creates the sockets (QMP, agent, console), console.log and the pid file: 0600
+         * whatever the caller's umask (a QMP socket is root in the guest and on the host) */
+        umask(0177);
         if (setsid() < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
             _exit(1);
@@ -670,6 +739,70 @@ static int startup_failed(vmctl_error **reterr, const char *binary, const char *
     return r;
 }
 
+static int disk_unsafe(vmctl_error **reterr, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int disk_unsafe(vmctl_error **reterr, const char *path, const char *fmt, ...)
+{
+    char *msg = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    int r = err_make(reterr, VMCTL_E_IMAGE_UNSAFE, EPERM, "%s", msg ? msg : "unsafe disk");
+    free(msg);
+    err_detail(reterr, "path", "%s", path);
+    return r;
+}
+
+/* Each start checks again what QEMU will open (a base given by path is anyone's file, and may
+ * have changed since create): the overlay is ours (qcow2, backing file the recorded base, no
+ * data file); the base, unless raw, is of its recorded format and names no other file. The
+ * format QEMU is told for the base: *ret_base_format (spec's, or the overlay header's copied into
+ * buf; NULL without a base). */
+static int check_disks(const vm_spec *spec, char buf[static 32], const char **ret_base_format,
+                       vmctl_error **reterr)
+{
+    *ret_base_format = spec->base_format;
+    if (!spec->disk || (spec->disk_format && streq(spec->disk_format, "raw")))
+        return 0; /* a raw disk is raw: QEMU is told so */
+    image_probe ov = {};
+    vmctl_error *e = NULL;
+    if (image_probe_file(spec->disk, &ov, &e) < 0) {
+        vmctl_error_free(e); /* a missing overlay: QEMU says so in its own words */
+        return 0;
+    }
+    int r = 0;
+    if (!streq(ov.format, "qcow2") || ov.data_file)
+        r = disk_unsafe(reterr, spec->disk, "the vm disk '%s' is no longer a plain qcow2 overlay",
+                        spec->disk);
+    else if (spec->base && (!ov.backing_file || !streq(ov.backing_file, spec->base)))
+        r = disk_unsafe(reterr, spec->disk, "the backing file of vm disk '%s' changed to '%s'",
+                        spec->disk, ov.backing_file ? ov.backing_file : "(none)");
+    else if (spec->base && !spec->base_format && ov.backing_format) {
+        snprintf(buf, 32, "%s", ov.backing_format);
+        *ret_base_format = buf;
+    }
+    image_probe_clear(&ov);
+    const char *bf = *ret_base_format ? image_format_qemu_name(*ret_base_format) : NULL;
+    if (r < 0 || !spec->base || !bf || streq(bf, "raw"))
+        return r;
+    image_probe base = {};
+    if ((r = image_probe_file(spec->base, &base, reterr)) < 0)
+        return err_prefix(reterr, r, "while checking base image '%s'", spec->base);
+    if (!streq(image_format_qemu_name(base.format), bf))
+        r = disk_unsafe(reterr, spec->base, "base image '%s' is %s now, not %s", spec->base,
+                        base.format, bf);
+    else
+        r = image_check_self_contained(spec->base, &base, false, reterr);
+    image_probe_clear(&base);
+    if (r < 0)
+        err_help(reterr, "The base image changed since the VM was created: restore it, or "
+                         "destroy the VM (`vmctl destroy NAME`) and create it from a "
+                         "self-contained image.");
+    return r;
+}
+
 static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
                        int *ret_hold, vmctl_error **reterr)
 {
@@ -687,8 +820,12 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         err_detail(reterr, "path", "%s", dir);
         return r;
     }
+    const char *base_format = NULL;
+    char fmtbuf[32];
+    if ((r = check_disks(spec, fmtbuf, &base_format, reterr)) < 0)
+        return r;
     cleanup_strv char **argv = NULL;
-    r = qemu_build_argv(spec, binary, absdir, &argv, reterr);
+    r = build_argv(spec, binary, absdir, base_format, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -699,7 +836,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     remove_runtime_files(absdir);
 
     cleanup_close int logfd =
-        open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0640);
+        open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
     if (logfd < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s': %s", logpath,
                      strerror(errno));
@@ -969,7 +1106,13 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
         json_t *b;
         json_array_foreach(blocks, i, b)
         {
+            /* -blockdev disks have no "device": name them by their node (disk0, seed) */
             const char *dev = json_string_value(json_object_get(b, "device"));
+            if (!dev || !*dev)
+                dev =
+                    json_string_value(json_object_get(json_object_get(b, "inserted"), "node-name"));
+            if (!dev || !*dev)
+                dev = json_string_value(json_object_get(b, "qdev"));
             const char *ios = json_string_value(json_object_get(b, "io-status"));
             if (!ios || streq(ios, "ok"))
                 continue;

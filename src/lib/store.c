@@ -10,8 +10,11 @@
  *   for the lock are bounded by the busy timeout; past it: store::locked.
  * - State changes are compare-and-set on (name, state[, pid]). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -432,6 +435,20 @@ void store_close(store *s)
 }
 
 static int store_open_path(const char *path, store **ret, vmctl_error **reterr);
+/* path as a 0600 file: created when create (else left absent), narrowed when it is ours. */
+static int make_private(const char *path, bool create)
+{
+    cleanup_close int fd =
+        open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | (create ? O_CREAT : 0), 0600);
+    if (fd < 0)
+        return errno == ENOENT && !create ? 0 : -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) && fchmod(fd, 0600) < 0)
+        return -errno;
+    return 0;
+}
 
 int store_open(const char *home, store **ret, vmctl_error **reterr)
 {
@@ -465,6 +482,20 @@ static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
     s->path = strdup(path);
     if (!s->path)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+
+    /* The store holds --env values: 0600 whatever the umask, also for a store made before
+     * (SQLite gives -wal and -shm the database's mode when it creates them). */
+    r = make_private(s->path, true);
+    for (size_t i = 0; r >= 0 && i < 2; i++) {
+        cleanup_free char *aux = str_printf("%s%s", s->path, i ? "-shm" : "-wal");
+        r = aux ? make_private(aux, false) : -ENOMEM;
+    }
+    if (r < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s': %s", s->path,
+                     strerror(-r));
+        err_detail(reterr, "path", "%s", s->path);
+        return r;
+    }
 
     int rc = sqlite3_open_v2(
         s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

@@ -34,6 +34,7 @@ void vm_spec_free(vm_spec *s)
     free(s->disk);
     free(s->disk_format);
     free(s->base);
+    free(s->base_format);
     free(s->seed);
     free(s->net);
     free(s->ports);
@@ -82,6 +83,7 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
     /* added with disk images: written only when set, absent means NULL */
     if ((s->disk_format && (r = set_str(o, "disk_format", s->disk_format, true)) < 0) ||
         (s->base && (r = set_str(o, "base", s->base, true)) < 0) ||
+        (s->base_format && (r = set_str(o, "base_format", s->base_format, true)) < 0) ||
         (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
         return r;
 
@@ -258,6 +260,7 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "disk", true, &s->disk, reterr)) < 0 ||
         (r = get_str(o, "disk_format", true, &s->disk_format, reterr)) < 0 ||
         (r = get_str(o, "base", true, &s->base, reterr)) < 0 ||
+        (r = get_str(o, "base_format", true, &s->base_format, reterr)) < 0 ||
         (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
         (r = get_env(o, s, reterr)) < 0)

@@ -23,6 +23,8 @@ typedef struct vm_spec {
     char *disk;        /* absolute path of the VM's disk (overlay) or NULL */
     char *disk_format; /* format of disk: "qcow2" (overlay, also when NULL) or "raw" (rootfs) */
     char *base;        /* absolute path of the image the disk was made from, or NULL */
+    char *base_format; /* its format (qcow2, raw, vmdk, ...; QEMU is told, never probes), or NULL
+                          (VMs made before it was recorded: the overlay's header says) */
     char *seed;        /* absolute path of the cloud-init seed ISO, or NULL */
     char *net;         /* "user" | "tap" | "none" */
     vmctl_port_forward *ports;

@@ -459,13 +459,14 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
             cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
             s->image = strdup(ref.name ? ref.name : ref.path);
             s->base = TAKE_PTR(ref.path);
+            s->base_format = TAKE_PTR(ref.format);
             image_ref_clear(&ref);
             if (!dir)
                 return -ENOMEM;
             s->disk = str_printf("%s/%s", dir, rootfs ? "rootfs.raw" : "disk.qcow2");
             s->disk_format = strdup(rootfs ? "raw" : "qcow2");
             s->seed = str_printf("%s/seed.iso", dir);
-            if (!s->image || !s->disk || !s->disk_format || !s->seed)
+            if (!s->image || !s->disk || !s->disk_format || !s->seed || !s->base_format)
                 return -ENOMEM;
         }
         if (c->kernel) {
@@ -678,7 +679,8 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
         goto undo;
     /* Never into a directory that is there already: without a row it is most likely a VM whose
      * row was lost (a vmctl.db moved aside), its disk included. */
-    if (mkdir(dir, 0755) < 0) {
+    /* 0700: its sockets (QMP, agent, console) are the keys to the VM */
+    if (mkdir(dir, 0700) < 0) {
         if (errno == EEXIST) {
             r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
                          "vm directory '%s' already exists, but the store has no vm '%s'", dir,

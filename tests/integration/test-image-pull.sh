@@ -80,8 +80,19 @@ for _ in $(seq 50); do [ -n "$(find "$VMCTL_HOME/images" -maxdepth 1 -name '.tmp
 sleep 0.5
 kill -9 $pull_pid; wait $pull_pid 2>/dev/null
 expect_eq "killed pull: not listed" "$(vm --json image list | jq -r '[.[].name] | index("killed")')" null
+# the next image command (that list) removed the leftovers of the killed pull; prune has none left
+expect_eq "the next image command removes the killed pull's leftovers" "$(find "$VMCTL_HOME/images" -maxdepth 1 -name '.tmp-killed-*' | wc -l)" 0
 out=$(vm --json image prune)
-expect_eq "prune removes the killed pull's leftovers" "$(jq -r '.removed | length' <<<"$out")" 1
+expect_eq "prune finds nothing left" "$(jq -r '.removed | length' <<<"$out")" 0
 expect_eq "nothing left" "$(find "$VMCTL_HOME/images" -maxdepth 1 -name '.tmp-*' | wc -l)" 0
+
+# Ctrl-C (SIGINT) mid-transfer: the pull is cancelled, exits 130 and leaves nothing
+VMCTL_DOWNLOAD_STALL_SECONDS=60 "$VMCTL" image pull "$base/slow/small.qcow2" --name interrupted >/dev/null 2>&1 &
+pull_pid=$!
+for _ in $(seq 50); do [ -n "$(find "$VMCTL_HOME/images" -maxdepth 1 -name '.tmp-interrupted-*')" ] && break; sleep 0.1; done
+sleep 0.5
+kill -INT $pull_pid; wait $pull_pid; rc=$?
+expect_eq "SIGINT: pull exits 130" "$rc" 130
+expect_eq "SIGINT: pull left no .tmp dir" "$(find "$VMCTL_HOME/images" -maxdepth 1 -name '.tmp-*' | wc -l)" 0
 
 finish

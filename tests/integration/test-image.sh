@@ -30,10 +30,13 @@ expect_eq "list shows the imported images" "$(vm --json image list | jq -r '[.[]
 : >"$src/empty.img"
 expect_code "empty file" vm_manager::image::format_detection_failed image import "$src/empty.img"
 qemu-img create -q -f qcow2 -b "$src/disk-qcow2.img" -F qcow2 "$src/overlay.qcow2"
-expect_code "an overlay is not a cache image" vm_manager::config::invalid image import "$src/overlay.qcow2"
+expect_code "an overlay is not a cache image" vm_manager::image::unsafe image import "$src/overlay.qcow2"
 out=$(vm --json image inspect "$src/overlay.qcow2")
 expect_eq "inspect path: backing file" "$(jq -r .backing_file <<<"$out")" "$src/disk-qcow2.img"
-expect_code "name taken" vm_manager::config::invalid image import "$src/disk-raw.img" --name i-raw
+expect_code "name taken" vm_manager::image::already_exists image import "$src/disk-raw.img" --name i-raw
+expect_code "bad name is still bad input" vm_manager::config::invalid image import "$src/disk-raw.img" --name "-bad"
+expect_code "inspect of nothing" vm_manager::image::not_found image inspect no-such-image
+expect_code "rm of nothing" vm_manager::image::not_found image rm no-such-image
 
 out=$(vm --json image convert i-qcow2 "$src/conv.vmdk" --format vmdk)
 expect_eq "convert to vmdk" "$(jq -r .format <<<"$out")" vmdk
@@ -71,7 +74,8 @@ expect_code "missing base image" vm_manager::image::overlay_creation_failed crea
 expect_code "--cloud-init with the default guest" vm_manager::config::invalid create ov7 --cloud-init "$src/user-data"
 
 # rm refuses an image in use; prune --all keeps used images
-expect_code "rm of an image in use" vm_manager::config::invalid image rm i-qcow2
+expect_code "rm of an image in use" vm_manager::image::in_use image rm i-qcow2
+expect_eq "in_use names the vms" "$(jq -r .error.details.vms <<<"$LAST_JSON")" ov
 vm image rm i-vdi >/dev/null && ok "rm unused" || fail "rm unused"
 out=$(vm --json image prune --all)
 expect_eq "prune --all removes unused images" "$(jq -r '.removed | sort | join(",")' <<<"$out")" "i-vhdx,i-vpc"
@@ -89,6 +93,36 @@ elif have mkfs.ext4 e2fsprogs "the rootfs checks"; then
   printf 'X' | dd of="$VMCTL_HOME/images/rootfs/disk" bs=1 seek=5000 conv=notrunc status=none
   expect_code "tampered rootfs template" vm_manager::image::rootfs_failed create rf2 --image rootfs --kernel "$kernel"
 fi
+
+# sparse import: holes stay holes (blocks on disk far below the apparent size)
+truncate -s 1G "$src/sparse.raw"
+printf 'head' | dd of="$src/sparse.raw" conv=notrunc status=none
+printf 'tail' | dd of="$src/sparse.raw" bs=1M seek=1000 conv=notrunc status=none
+vm image import "$src/sparse.raw" --name sparse >/dev/null && ok "sparse import" || fail "sparse import"
+f=$VMCTL_HOME/images/sparse/disk
+expect_eq "sparse import: apparent size kept" "$(stat -c %s "$f")" 1073741824
+used=$(du -k "$f" | cut -f1)
+[ "$used" -lt 10240 ] && ok "sparse import: holes kept ($used KiB on disk)" || fail "sparse import wrote the holes: $used KiB on disk"
+cmp -s "$src/sparse.raw" "$f" && ok "sparse import: same bytes" || fail "sparse import: content differs"
+
+# Ctrl-C (SIGINT) during import: no temporary directory left; a killed import's is removed by the
+# next image command
+dd if=/dev/zero of="$src/big.raw" bs=1M count=64 status=none
+VMCTL_TEST_IMAGE_COPY_DELAY_MS=400 "$VMCTL" image import "$src/big.raw" --name big >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do compgen -G "$VMCTL_HOME/images/.tmp-big-*" >/dev/null && break; sleep 0.05; done
+compgen -G "$VMCTL_HOME/images/.tmp-big-*" >/dev/null && ok "import in progress" || fail "no .tmp dir seen during import"
+kill -INT $pid; wait $pid; rc=$?
+expect_eq "SIGINT: import exits 130" "$rc" 130
+compgen -G "$VMCTL_HOME/images/.tmp-*" >/dev/null && fail "SIGINT left $(ls -d "$VMCTL_HOME"/images/.tmp-*)" || ok "SIGINT: no .tmp dir left"
+[ ! -e "$VMCTL_HOME/images/big" ] && ok "SIGINT: no image" || fail "SIGINT: image 'big' exists"
+VMCTL_TEST_IMAGE_COPY_DELAY_MS=400 "$VMCTL" image import "$src/big.raw" --name big >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do compgen -G "$VMCTL_HOME/images/.tmp-big-*" >/dev/null && break; sleep 0.05; done
+kill -KILL $pid; wait $pid 2>/dev/null
+compgen -G "$VMCTL_HOME/images/.tmp-big-*" >/dev/null && ok "SIGKILL leaves a .tmp dir" || fail "no .tmp dir after SIGKILL"
+vm image list >/dev/null
+compgen -G "$VMCTL_HOME/images/.tmp-*" >/dev/null && fail "stale .tmp dir not removed by the next command" || ok "next image command removed the stale .tmp dir"
 
 # q35 boot of an imported image's overlay (+ seed) with the default guest's kernel: the agent answers
 if [ ! -f "$kernel" ]; then

@@ -322,6 +322,7 @@ static void test_spec_image_fields(void **state)
                  .vcpus = 1,
                  .memory_mib = 256,
                  .base = "/h/images/deb/disk",
+                 .base_format = "vmdk",
                  .seed = "/h/vms/a/seed.iso",
                  .agent = true};
     cleanup_free char *json = NULL;
@@ -330,6 +331,7 @@ static void test_spec_image_fields(void **state)
     assert_int_equal(vm_spec_from_json(json, &back, NULL), 0);
     assert_string_equal(back->disk_format, "qcow2");
     assert_string_equal(back->base, "/h/images/deb/disk");
+    assert_string_equal(back->base_format, "vmdk");
     assert_string_equal(back->seed, "/h/vms/a/seed.iso");
     vm_spec_free(back);
     const char old[] = "{\"name\":\"a\",\"backend\":\"qemu\",\"machine\":\"microvm\","
@@ -345,6 +347,63 @@ static void test_spec_image_fields(void **state)
     vm_spec_free(back);
 }
 
+/* Images that name other files are told from self-contained ones, by our header parser alone
+ * and with qemu-img's opinion. */
+static void check_unsafe(const char *path, const char *key, const char *value, bool qemu_img)
+{
+    image_probe p = {};
+    cleanup_error vmctl_error *e = NULL;
+    assert_int_equal(image_probe_file(path, &p, &e), 0);
+    assert_int_equal(image_check_self_contained(path, &p, qemu_img, &e), -EPERM);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::image::unsafe");
+    if (value)
+        assert_string_equal(vmctl_error_find_detail(e, key), value);
+    image_probe_clear(&p);
+}
+
+static void test_self_contained(void **state)
+{
+    cleanup_free char *secret = tmp("secret"), *plain = tmp("plain.qcow2");
+    cleanup_free char *bq = tmp("b.qcow2"), *df = tmp("df.qcow2"), *dfd = tmp("df.data");
+    cleanup_free char *desc = tmp("d.vmdk"), *par = tmp("p.vmdk"), *child = tmp("c.vmdk");
+    assert_int_equal(write_file_atomic(secret, "secret\n", 7, 0600), 0);
+    /* ours: an overlay names its base */
+    cleanup_error vmctl_error *e = NULL;
+    assert_int_equal(qcow2_create_overlay(bq, 1 << 20, secret, "raw", &e), 0);
+    check_unsafe(bq, "backing_file", secret, false);
+    /* a vmdk descriptor has no data of its own */
+    char text[512];
+    int n = snprintf(text, sizeof(text),
+                     "# Disk DescriptorFile\nversion=1\ncreateType=\"monolithicFlat\"\n"
+                     "RW 2048 FLAT \"%s\" 0\n",
+                     secret);
+    assert_int_equal(write_file_atomic(desc, text, (size_t)n, 0600), 0);
+    check_unsafe(desc, "data_file", secret, false);
+    if (!have("qemu-img")) {
+        print_message("qemu-img is not installed: its images are not checked\n");
+        return;
+    }
+    assert_int_equal(run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", plain, "1M", NULL), 0);
+    image_probe p = {};
+    assert_int_equal(image_probe_file(plain, &p, &e), 0);
+    assert_int_equal(image_check_self_contained(plain, &p, true, &e), 0);
+    image_probe_clear(&p);
+    cleanup_free char *opt = str_printf("data_file=%s", dfd);
+    assert_int_equal(
+        run(NULL, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opt, df, "1M", NULL), 0);
+    check_unsafe(df, "data_file", dfd, false);
+    assert_int_equal(
+        run(NULL, "qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", secret, par, NULL), 0);
+    assert_int_equal(
+        run(NULL, "qemu-img", "create", "-q", "-f", "vmdk", "-F", "vmdk", "-b", par, child, NULL),
+        0);
+    check_unsafe(child, "backing_file", par, false);
+    /* a monolithic sparse vmdk names only itself */
+    assert_int_equal(image_probe_file(par, &p, &e), 0);
+    assert_int_equal(image_check_self_contained(par, &p, true, &e), 0);
+    image_probe_clear(&p);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir))
@@ -357,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_cloudinit_seed),
         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_spec_image_fields),
+        cmocka_unit_test(test_self_contained),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     (void)rm_rf(tmpdir);

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -171,12 +172,116 @@ static void test_argv_q35_disk_kvm(void **state)
     assert_true(argv_has_pair(argv, "-cpu", "host"));
     assert_int_equal(argv_find(argv, "-kernel"), -1);
     assert_int_equal(argv_find(argv, "-no-reboot"), -1);
-    assert_true(argv_has_pair(argv, "-drive",
-                              "file=/v/t1/disk.qcow2,format=qcow2,if=none,id=disk0,discard=unmap"));
+    assert_true(argv_has_pair(
+        argv, "-blockdev",
+        "{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"discard\":\"unmap\",\"file\":{"
+        "\"driver\":\"file\",\"filename\":\"/v/t1/disk.qcow2\",\"discard\":\"unmap\"},"
+        "\"backing\":null}"));
     assert_true(argv_has_pair(argv, "-device", "virtio-blk-pci,drive=disk0,bootindex=0"));
     assert_true(argv_has_pair(argv, "-device", "virtio-serial-pci"));
     assert_true(argv_has_pair(argv, "-netdev", "user,id=n0"));
     assert_true(argv_has_pair(argv, "-device", "virtio-net-pci,netdev=n0"));
+}
+
+/* A block node (and its children) names its driver; a node of a format that can name a backing
+ * file has "backing" (null, or a node given here): QEMU never probes a format and never opens a
+ * file an image's header names. *n_files counts the file nodes. */
+static void check_node(json_t *node, int *n_files)
+{
+    assert_true(json_is_object(node));
+    const char *driver = json_string_value(json_object_get(node, "driver"));
+    assert_non_null(driver);
+    if (streq(driver, "file")) {
+        assert_true(json_is_string(json_object_get(node, "filename")));
+        ++*n_files;
+        return;
+    }
+    assert_true(streq(driver, "qcow2") || streq(driver, "raw") || streq(driver, "vmdk") ||
+                streq(driver, "vdi") || streq(driver, "vhdx") || streq(driver, "vpc"));
+    check_node(json_object_get(node, "file"), n_files);
+    if (streq(driver, "qcow2") || streq(driver, "vmdk")) {
+        json_t *b = json_object_get(node, "backing");
+        assert_non_null(b);
+        if (!json_is_null(b))
+            check_node(b, n_files);
+    } else {
+        assert_null(json_object_get(node, "backing"));
+    }
+}
+
+/* Every disk in argv: -blockdev JSON checked by check_node; no -drive (its format could be left
+ * to probing, and its backing file to the image header). Returns the number of files opened. */
+static int check_disks_argv(char **argv)
+{
+    int files = 0;
+    for (int i = 0; argv[i]; i++) {
+        assert_false(streq(argv[i], "-drive") || streq(argv[i], "-hda") ||
+                     streq(argv[i], "-cdrom") || streq(argv[i], "-snapshot"));
+        if (!streq(argv[i], "-blockdev"))
+            continue;
+        assert_non_null(argv[i + 1]);
+        json_t *j = json_loads(argv[i + 1], 0, NULL);
+        assert_non_null(j);
+        check_node(j, &files);
+        json_decref(j);
+    }
+    return files;
+}
+
+/* The formats of every disk are named: overlay, base of each format, raw root filesystem, seed. */
+static void test_argv_disk_formats(void **state)
+{
+    static const char *const bases[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc", "iso"};
+    for (size_t k = 0; k < ELEMENTSOF(bases); k++) {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("q35"));
+        free(s->kernel), free(s->initrd), free(s->cmdline);
+        s->kernel = s->initrd = s->cmdline = NULL;
+        s->disk = strdup("/v/t1/disk.qcow2");
+        s->disk_format = strdup("qcow2");
+        s->base = strdup("/images/x,y/disk"); /* a comma: JSON needs no QEMU escaping */
+        s->base_format = strdup(bases[k]);
+        s->seed = strdup("/v/t1/seed.iso");
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        assert_int_equal(check_disks_argv(argv), 3); /* overlay, base, seed */
+        int i = argv_find(argv, "-blockdev");
+        assert_true(i > 0);
+        json_t *j = json_loads(argv[i + 1], 0, NULL);
+        json_t *b = json_object_get(j, "backing");
+        assert_string_equal(json_string_value(json_object_get(b, "driver")),
+                            streq(bases[k], "iso") ? "raw" : bases[k]);
+        assert_true(json_is_true(json_object_get(b, "read-only")));
+        assert_string_equal(
+            json_string_value(json_object_get(json_object_get(b, "file"), "filename")),
+            "/images/x,y/disk");
+        json_decref(j);
+        assert_true(argv_has_pair(argv, "-device", "virtio-blk-pci,drive=seed"));
+    }
+    /* a raw root filesystem: raw, whatever its first bytes look like */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->disk = strdup("/v/t1/rootfs.raw");
+        s->disk_format = strdup("raw");
+        s->base = strdup("/images/r/disk");
+        s->base_format = strdup("raw");
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        assert_int_equal(check_disks_argv(argv), 1); /* the clone only, never the template */
+        assert_true(argv_has_pair_prefix(argv, "-blockdev", "{\"driver\":\"raw\""));
+    }
+    /* an overlay whose base format is unknown is not launched on a guess */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->disk = strdup("/v/t1/disk.qcow2");
+        s->base = strdup("/images/x/disk");
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_true(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err) < 0);
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+    }
 }
 
 /* Index of the pair "opt value" in argv, or -1. */
@@ -1021,6 +1126,7 @@ int main(void)
     const struct CMUnitTest quick_tests[] = {
         cmocka_unit_test(test_argv_microvm),
         cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_disk_formats),
         cmocka_unit_test(test_argv_options),
         cmocka_unit_test(test_argv_agent_ports_vsock),
         cmocka_unit_test(test_qemu_knows_vsock_devices),

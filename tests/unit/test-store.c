@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -206,6 +207,38 @@ static void test_duplicate(void **state)
     assert_int_equal(store_vm_get(s, "dup", &v, &err), 0);
     assert_int_equal(v->state, VMCTL_VM_RUNNING);
     insert_vm(s, "other", VMCTL_VM_CREATED, &err, 0);
+}
+
+/* The store holds --env values: 0600 under any umask, its WAL and shared memory too, and a
+ * store made world-readable before is narrowed. */
+static void test_file_modes(void **state)
+{
+    mode_t old = umask(0);
+    cleanup_free char *db = str_printf("%s/vmctl.db", (char *)*state);
+    cleanup_free char *wal = str_printf("%s/vmctl.db-wal", (char *)*state);
+    cleanup_free char *shm = str_printf("%s/vmctl.db-shm", (char *)*state);
+    struct stat st;
+    {
+        cleanup_error vmctl_error *err = NULL;
+        cleanup_store store *s = NULL;
+        assert_int_equal(store_open(*state, &s, &err), 0);
+        insert_vm(s, "m", VMCTL_VM_CREATED, &err, 0);
+        assert_int_equal(stat(db, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(stat(wal, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(stat(shm, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    assert_int_equal(chmod(db, 0644), 0);
+    {
+        cleanup_error vmctl_error *err = NULL;
+        cleanup_store store *s = NULL;
+        assert_int_equal(store_open(*state, &s, &err), 0);
+        assert_int_equal(stat(db, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    umask(old);
 }
 
 static void test_not_found(void **state)
@@ -1110,6 +1143,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_insert_get_list_delete, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_duplicate, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_file_modes, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_not_found, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_cas, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_distinct, setup_home, teardown_home),

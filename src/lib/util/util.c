@@ -112,6 +112,20 @@ int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
+int mkdir_private(const char *path)
+{
+    int r = mkdir_p(path, 0700);
+    if (r < 0)
+        return r;
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return -errno;
+    if (S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) &&
+        chmod(path, 0700) < 0)
+        return -errno;
+    return 0;
+}
+
 static int rm_rf_at(int parent, const char *name)
 {
     if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)

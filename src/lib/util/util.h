@@ -25,6 +25,10 @@ static inline void strv_freep(char ***p)
 
 /* --- files and paths --- */
 int mkdir_p(const char *path, mode_t mode);
+/* mkdir_p(path, 0700), and an existing directory of ours (not a symlink) that group or others
+ * may enter is narrowed to 0700: vmctl's own directories (vms/, images/, a VM's) whatever the
+ * umask was when they were made. */
+int mkdir_private(const char *path);
 int rm_rf(const char *path);
 /* Write atomically: temp file in the same directory, fsync, rename. */
 int write_file_atomic(const char *path, const void *data, size_t len, mode_t mode);
