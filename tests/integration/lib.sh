@@ -21,7 +21,7 @@ skip_allowed() { # [--lacks THING] REASON...: prints the SKIP line or, when not 
     for t in "${CI_MAY_LACK[@]}"; do
       [ -n "$thing" ] && [ "$thing" = "$t" ] && { echo "SKIP: $* (the host lacks $thing)"; return 0; }
     done
-    echo "FAIL: skipped under CI=true: $* (only a missing ${CI_MAY_LACK[*]} may skip in CI)"
+    echo "FAIL: skipped under CI=true: $* (only a missing $(printf '%s\n' "${CI_MAY_LACK[@]}" | paste -sd'|' | sed 's/|/ or /g') may skip in CI)"
     return 1
   fi
   echo "SKIP: $*${thing:+ (the host lacks $thing)}"
