@@ -52,7 +52,9 @@ int cmd_doctor(cli *c, int argc, char **argv)
         return r;
     /* A store that cannot be opened (corrupt, unreadable) is a finding, not the end of doctor. */
     cleanup_error vmctl_error *store_err = NULL;
-    if (vmctl_ctx_open(c->home, VMCTL_CTX_NO_CREATE, &c->ctx, &store_err) < 0)
+    /* --fix writes what it adopts: it makes the store when there is none (vmctl.db moved away);
+     * a plain doctor creates nothing */
+    if (vmctl_ctx_open(c->home, fix ? 0 : VMCTL_CTX_NO_CREATE, &c->ctx, &store_err) < 0)
         c->ctx = NULL;
     else
         vmctl_ctx_set_log(c->ctx, render_log, c);
