@@ -232,7 +232,7 @@ static int open_log(vmctl_ctx *ctx, const char *name)
     cleanup_free char *path = dir ? str_printf("%s/%s", dir, PROVISION_LOG) : NULL;
     if (!path)
         return -1;
-    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
 }
 
 int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink *sink,

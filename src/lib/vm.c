@@ -113,13 +113,15 @@ int vm_lock(vmctl_ctx *ctx, const char *name, double timeout, int *ret_fd, vmctl
         return -ENOMEM;
     uint64_t deadline = deadline_after(timeout);
     for (bool made_dir = false;;) {
-        cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+        cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno == ENOENT && !made_dir) {
             cleanup_free char *dir = str_printf("%s/" VM_LOCK_DIR, ctx->home);
             if (!dir)
                 return -ENOMEM;
-            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", dir);
+            /* 0700 whatever the umask: nobody else may hold (or plant) a VM's lock */
+            int k = mkdir_private(dir);
+            if (k < 0)
+                return err_make(reterr, VMCTL_E_IO, -k, "cannot create '%s'", dir);
             made_dir = true;
             continue;
         }
@@ -178,7 +180,7 @@ static int owner_mark(const char *dir)
     cleanup_free char *path = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
     if (!path)
         return -ENOMEM;
-    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
     char line[64];
@@ -714,7 +716,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
             r = -ENOMEM;
             goto undo;
         }
-        if ((r = write_file_atomic(cfg, json, strlen(json), 0644)) < 0) {
+        if ((r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
             r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s': %s", cfg, strerror(-r));
             goto undo;
         }
