@@ -207,6 +207,11 @@ run --json exec ux --max-output 1 -- sh -c 'head -c 3000000 /dev/zero'
 expect_eq "exec --json past --max-output: exit" "$rc" 1
 expect_eq "exec --json past --max-output: io" "$(jq -r .error.code <"$out")" vm_manager::io
 expect_eq "exec --json past --max-output: stream" "$(jq -r .error.details.stream <"$out")" stdout
+# ... and the command is stopped then, not waited for
+vm exec ux --json --max-output 1 -- sh -c 'head -c 2000000 /dev/zero; sleep 3; touch /tmp/ux-marker' >/dev/null
+sleep 5
+vm exec ux test -e /tmp/ux-marker
+expect_eq "exec --json past --max-output: the command was stopped" "$?" 1
 run --json exec ux --max-output 1 -- sh -c 'head -c 1000000 /dev/zero | tr "\0" a'
 expect_eq "exec --json under --max-output" "$(jq -r '.stdout | length' <"$out")" 1000000
 run --json exec -i ux -- wc -c <<<"hello"
