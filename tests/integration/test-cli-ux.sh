@@ -129,6 +129,26 @@ for c in doctor image create run start stop kill pause resume destroy list statu
 done
 ok "every --help has examples"
 
+# man pages (built from docs/cli.md next to the vmctl being tested)
+mandir=$(dirname "$VMCTL")/../../docs
+if [ -f "$mandir/vmctl.1" ]; then
+  [ "$(ls "$mandir"/vmctl-*.1 | wc -l)" -ge 20 ] && ok "one man page per command" ||
+    fail "man pages: $(ls "$mandir")"
+  if command -v groff >/dev/null; then
+    bad=0
+    for m in "$mandir"/vmctl*.1; do
+      grep -q '^\.so ' "$m" && continue
+      w=$(groff -man -Tutf8 -ww -z "$m" 2>&1)
+      [ -z "$w" ] || { fail "groff warns about $(basename "$m"): $w"; bad=1; }
+    done
+    [ "$bad" -eq 0 ] && ok "groff renders the man pages without warnings"
+  else
+    echo "note: groff is not installed: the man pages are not rendered here"
+  fi
+else
+  echo "note: no man pages next to $VMCTL (python3 missing at build time?)"
+fi
+
 # doctor: a damaged store is a finding, and the other checks still run
 bad=$tmp/bad-home
 mkdir -p "$bad" && echo "not a database" >"$bad/vmctl.db"
