@@ -2,6 +2,8 @@
 /* vmctl exec NAME [--env K=V]... [--cwd DIR] [--timeout S] [-i] [-t] -- CMD ARGS... */
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <termios.h>
 
@@ -106,6 +108,7 @@ struct collect {
     size_t max;
     int over; /* 1: stdout, 2: stderr passed the bound */
     size_t cap[2];
+    int stop_fd; /* an eventfd the exec waits on: written once over the bound, so it stops */
 };
 
 static int collect_add(struct collect *k, int which, const void *data, size_t len)
@@ -113,6 +116,10 @@ static int collect_add(struct collect *k, int which, const void *data, size_t le
     char **buf = which == 0 ? &k->res->out : &k->res->err;
     size_t *n = which == 0 ? &k->res->out_len : &k->res->err_len;
     if (len > k->max - *n) {
+        if (!k->over && k->stop_fd >= 0) {
+            uint64_t one = 1;
+            (void)!write(k->stop_fd, &one, sizeof(one));
+        }
         k->over = which + 1;
         return -EFBIG;
     }
@@ -142,12 +149,29 @@ static int collect_stderr(const void *data, size_t len, void *userdata)
     return collect_add(userdata, 1, data, len);
 }
 
+/* Past the bound the output callback only marks the request failed, and the library would wait
+ * for the command's end: the eventfd makes it stop waiting (the session closes, the agent kills
+ * the command's process group). */
+static int collect_stop(int fd, void *userdata)
+{
+    uint64_t v;
+    (void)!read(fd, &v, sizeof(v));
+    return -EFBIG;
+}
+
 int cli_exec_collect(cli *c, vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
                      int stdin_fd, vmctl_exec_result *res, vmctl_error **reterr)
 {
-    struct collect k = {
-        .res = res, .max = c->exec_max_output ? c->exec_max_output : CLI_EXEC_MAX_OUTPUT_DEFAULT};
-    vmctl_exec_io io = {.on_stdout = collect_stdout, .on_stderr = collect_stderr, .userdata = &k};
+    cleanup_close int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct collect k = {.res = res,
+                        .max =
+                            c->exec_max_output ? c->exec_max_output : CLI_EXEC_MAX_OUTPUT_DEFAULT,
+                        .stop_fd = efd};
+    vmctl_exec_io io = {.on_stdout = collect_stdout,
+                        .on_stderr = collect_stderr,
+                        .userdata = &k,
+                        .signal_fd = efd,
+                        .on_signal = efd >= 0 ? collect_stop : NULL};
     vmctl_exec_status st = {0};
     *res = (vmctl_exec_result){};
     int r = vmctl_exec_stream(ctx, name, opts, &io, stdin_fd, &st, reterr);

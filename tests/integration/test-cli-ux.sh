@@ -129,6 +129,26 @@ for c in doctor image create run start stop kill pause resume destroy list statu
 done
 ok "every --help has examples"
 
+# man pages (built from docs/cli.md next to the vmctl being tested)
+mandir=$(dirname "$VMCTL")/../../docs
+if [ -f "$mandir/vmctl.1" ]; then
+  [ "$(ls "$mandir"/vmctl-*.1 | wc -l)" -ge 20 ] && ok "one man page per command" ||
+    fail "man pages: $(ls "$mandir")"
+  if command -v groff >/dev/null; then
+    bad=0
+    for m in "$mandir"/vmctl*.1; do
+      grep -q '^\.so ' "$m" && continue
+      w=$(groff -man -Tutf8 -ww -z "$m" 2>&1)
+      [ -z "$w" ] || { fail "groff warns about $(basename "$m"): $w"; bad=1; }
+    done
+    [ "$bad" -eq 0 ] && ok "groff renders the man pages without warnings"
+  else
+    echo "note: groff is not installed: the man pages are not rendered here"
+  fi
+else
+  echo "note: no man pages next to $VMCTL (python3 missing at build time?)"
+fi
+
 # doctor: a damaged store is a finding, and the other checks still run
 bad=$tmp/bad-home
 mkdir -p "$bad" && echo "not a database" >"$bad/vmctl.db"
@@ -207,6 +227,11 @@ run --json exec ux --max-output 1 -- sh -c 'head -c 3000000 /dev/zero'
 expect_eq "exec --json past --max-output: exit" "$rc" 1
 expect_eq "exec --json past --max-output: io" "$(jq -r .error.code <"$out")" vm_manager::io
 expect_eq "exec --json past --max-output: stream" "$(jq -r .error.details.stream <"$out")" stdout
+# ... and the command is stopped then, not waited for
+vm exec ux --json --max-output 1 -- sh -c 'head -c 2000000 /dev/zero; sleep 3; touch /tmp/ux-marker' >/dev/null
+sleep 5
+vm exec ux test -e /tmp/ux-marker
+expect_eq "exec --json past --max-output: the command was stopped" "$?" 1
 run --json exec ux --max-output 1 -- sh -c 'head -c 1000000 /dev/zero | tr "\0" a'
 expect_eq "exec --json under --max-output" "$(jq -r '.stdout | length' <"$out")" 1000000
 run --json exec -i ux -- wc -c <<<"hello"
