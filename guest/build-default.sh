@@ -281,12 +281,22 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-read -r h </etc/hostname && echo "$h" >/proc/sys/kernel/hostname
+# the VM's name as hostname: vmctl.hostname=NAME on the kernel command line (builtins only)
+h= && read -r cmdline </proc/cmdline && set -f && for w in $cmdline; do
+    case $w in vmctl.hostname=?*) h=${w#vmctl.hostname=} ;; esac
+done && set +f
+[ -n "$h" ] && echo "$h" >/etc/hostname || read -r h </etc/hostname
+echo "$h" >/proc/sys/kernel/hostname
 while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/early
 # the rest (ptys, loopback, disk/network/vsock modules) at low priority while the agent starts
 sh -c 'renice -n 19 $$; mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
     mount -t tmpfs -o mode=1777 tmpfs /dev/shm; ip link set lo up
-    while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/late' >/dev/null 2>&1 &
+    while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/late
+    # a NIC is there only with --net user: give it the fixed addresses of QEMU user networking
+    if [ -e /sys/class/net/eth0 ]; then
+        ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up
+        ip route add default via 10.0.2.2; echo "nameserver 10.0.2.3" >/etc/resolv.conf
+    fi' >/dev/null 2>&1 &
 while :; do
     /sbin/vmctl-agent --init
     echo "vmctl-agent exited (status $?); restarting it" >&2

@@ -48,6 +48,24 @@ static int check_env(char *const *envv, vmctl_error **reterr)
     return 0;
 }
 
+/* The VM's own metadata (its name as the guest's hostname, its create --env for every later
+ * command) for an agent that does not have it yet: pushed when the VM becomes ready (at_ready),
+ * and before the first request of a session when the agent's pong says it never got it (a VM
+ * started without --wait, an agent that restarted). An agent too old to tell gets it at ready
+ * only. */
+int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
+                        vmctl_error **reterr)
+{
+    uint64_t caps = agent_conn_caps(c);
+    if (!(caps & AGENT_CAP_METADATA) || agent_conn_metadata_applied(c) ||
+        (!at_ready && !(caps & AGENT_CAP_META_STATE)))
+        return 0;
+    int r = agent_push_metadata(c, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr);
+    return r < 0 ? err_prefix(reterr, r, "cannot give vm '%s' its hostname and environment",
+                              spec->name)
+                 : 0;
+}
+
 struct vmctl_exec_session {
     agent_conn *conn;
     vmctl_ctx *ctx;
@@ -108,6 +126,8 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
     r = agent_connect_vm(v->dir, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
     if (r >= 0)
         r = agent_ping(conn, deadline, reterr);
+    if (r >= 0 && (r = guest_sync_metadata(conn, spec, false, deadline, reterr)) < 0)
+        return r;
     if (r < 0) {
         cleanup_error vmctl_error *cause = reterr ? *reterr : NULL;
         if (reterr)
