@@ -52,7 +52,8 @@ static int check_env(char *const *envv, vmctl_error **reterr)
  * command) for an agent that does not have it yet: pushed when the VM becomes ready (at_ready),
  * and before the first request of a session when the agent's pong says it never got it (a VM
  * started without --wait, an agent that restarted). An agent too old to tell gets it at ready
- * only. */
+ * only. A VM with a cloud-init seed has its hostname from there (local-hostname, or the user's
+ * own user-data): only the env is pushed. */
 int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
                         vmctl_error **reterr)
 {
@@ -60,7 +61,8 @@ int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint6
     if (!(caps & AGENT_CAP_METADATA) || agent_conn_metadata_applied(c) ||
         (!at_ready && !(caps & AGENT_CAP_META_STATE)))
         return 0;
-    int r = agent_push_metadata(c, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr);
+    int r = agent_push_metadata(c, spec->seed ? NULL : spec->name, spec->env, NULL, NULL, NULL,
+                                deadline, reterr);
     return r < 0 ? err_prefix(reterr, r, "cannot give vm '%s' its hostname and environment",
                               spec->name)
                  : 0;
