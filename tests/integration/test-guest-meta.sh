@@ -31,8 +31,13 @@ expect_eq "/etc/hostname" "$(vm exec e1 -- cat /etc/hostname)" e1
 apid=$(vm exec e1 -- pidof vmctl-agent)
 vm exec e1 -- sh -c 'setsid sh -c "sleep 0.3; kill -9 \$(pidof vmctl-agent)" >/dev/null 2>&1 &' ||
   fail "schedule the agent's death"
-sleep 2
-[ "$(vm exec e1 -- pidof vmctl-agent)" != "$apid" ] && ok "the agent restarted" ||
+deadline=$((SECONDS + 60)) npid=$apid
+while [ $SECONDS -lt $deadline ]; do
+  sleep 0.5
+  npid=$(vm exec e1 -- pidof vmctl-agent 2>/dev/null) && [ -n "$npid" ] && [ "$npid" != "$apid" ] &&
+    break
+done
+[ -n "$npid" ] && [ "$npid" != "$apid" ] && ok "the agent restarted" ||
   fail "the agent (pid $apid) did not restart"
 expect_eq "env after the agent restarted" "$(vm exec e1 -- sh -c 'echo $A')" 1
 
@@ -76,7 +81,11 @@ vm destroy --force e2 >/dev/null
 
 # --- --net none: nothing configured
 vm run quiet --net none >/dev/null 2>&1 || fail "run quiet"
-sleep 1 # the background part of /init has loaded its modules by now
+# wait for the background part of /init to load its last module (vsock's, after virtio_net)
+deadline=$((SECONDS + 60))
+until vm exec quiet -- test -e /sys/module/vmw_vsock_virtio_transport || [ $SECONDS -ge $deadline ]; do
+  sleep 0.3
+done
 expect_eq "--net none: only lo" "$(vm exec quiet -- ls /sys/class/net)" lo
 vm exec quiet -- test -e /etc/resolv.conf; expect_eq "--net none: no resolv.conf" "$?" 1
 vm destroy --force quiet >/dev/null
