@@ -3,8 +3,16 @@
 # hand-written qemu-system-x86_64 command line with the same kernel, initrd and devices, timed
 # until the same answer (bench/agent-ping). N runs each, interleaved; medians and their ratio.
 # Usage: bench/time-to-ready.sh BUILD_DIR [N]
+# VMCTL_BENCH_NET=user: both with user networking and one port forward (the default guest's /init
+# then configures eth0 in its background part); default none.
 set -euo pipefail
 build=${1:?build dir}; n=${2:-10}
+net=${VMCTL_BENCH_NET:-none}
+raw_net=() run_net=()
+if [ "$net" = user ]; then
+  raw_net=(-netdev user,id=n0,hostfwd=tcp:127.0.0.1:0-:80 -device virtio-net-device,netdev=n0)
+  run_net=(--net user --port 0:80)
+fi
 vmctl=$build/src/cli/vmctl; ping=$build/bench/agent-ping
 home=$(mktemp -d /tmp/vmctl-bench.XXXXXX)
 trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" ; rm -rf "$home"' EXIT
@@ -27,14 +35,14 @@ for i in $(seq "$n"); do
     -device virtio-serial-device \
     -chardev socket,id=agent,path="$d/agent.sock",server=on,wait=off \
     -device virtserialport,chardev=agent,name=org.vmctl.agent \
-    -qmp unix:"$d/qmp.sock",server=on,wait=off -daemonize -pidfile "$d/pid"
+    -qmp unix:"$d/qmp.sock",server=on,wait=off "${raw_net[@]}" -daemonize -pidfile "$d/pid"
   "$ping" "$d/agent.sock" 60
   t1=$(ms)
   kill -9 "$(cat "$d/pid")"
   raw+=($(( (t1 - t0) / 1000000 )))
 
   t0=$(ms)
-  "$vmctl" --home "$home" run "m$i" --timeout 60 >/dev/null
+  "$vmctl" --home "$home" run "m$i" --timeout 60 "${run_net[@]}" >/dev/null
   t1=$(ms)
   "$vmctl" --home "$home" destroy --force "m$i" >/dev/null
   mgr+=($(( (t1 - t0) / 1000000 )))

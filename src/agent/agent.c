@@ -126,7 +126,8 @@ static struct {
     struct job jobs[MAX_JOBS];
     int shutdown_action; /* -1: none pending */
     unsigned long garbage;
-    uint32_t instance; /* in PONG: lets a host notice that the agent restarted */
+    uint32_t instance;     /* in PONG: lets a host notice that the agent restarted */
+    bool metadata_applied; /* in PONG (AGENT_STATE_METADATA): the host need not push it again */
 } A = {.listen_fd = -1, .sigfd = -1, .shutdown_action = -1};
 
 #define SESS(j) (&A.sess[(j)->sess])
@@ -217,8 +218,8 @@ static void send_simple(struct session *s, uint32_t id, uint8_t version, uint8_t
         return;
     if (type == AGENT_MSG_PONG)
         out_commit(s, p,
-                   agent_encode_pong2(p, AGENT_HDR_SIZE + 64, id, AGENT_CAPS_V2, VMCTL_VERSION,
-                                      A.instance),
+                   agent_encode_pong3(p, AGENT_HDR_SIZE + 64, id, AGENT_CAPS_V2, VMCTL_VERSION,
+                                      A.instance, A.metadata_applied ? AGENT_STATE_METADATA : 0),
                    version);
     else
         out_commit(s, p, agent_encode_ack(p, AGENT_HDR_SIZE + 64, id), version);
@@ -808,7 +809,8 @@ child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, b
     execvpe(argv[0], argv, envp);
     f->err = errno;
     f->stage = 2;
-    _exit(127);
+    /* as a shell: 127 when there is no such command, 126 when it cannot be executed */
+    _exit(errno == ENOENT ? 127 : 126);
 }
 
 #define DEVPTS_MAGIC 0x1cd1
@@ -950,7 +952,22 @@ static void exec_start(struct session *s, uint32_t id, uint8_t version, const ag
     close_fd(&perr[1]);
     close_fd(&pin[0]);
     close_fd(&slave); /* the command holds it now: its end (EIO on the master) is the end */
-    if (f.stage) {
+    if (f.stage == 2) {
+        /* no such command, or not executable: like a shell, a message on the command's stderr
+         * and an exit status of 127 or 126 (the child's), reported by the usual EXIT */
+        char msg[AGENT_MAX_ERROR_MSG];
+        int n = f.err == ENOENT && !strchr(argv[0], '/')
+                    ? snprintf(msg, sizeof(msg), "vmctl-agent: %s: command not found\n", argv[0])
+                    : snprintf(msg, sizeof(msg), "vmctl-agent: %s: %s\n", argv[0], strerror(f.err));
+        size_t len = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+        uint8_t *p = out_reserve(s, AGENT_HDR_SIZE + len);
+        if (p && len) {
+            memcpy(p + AGENT_HDR_SIZE, msg, len);
+            out_commit(s, p,
+                       agent_encode_header(p, AGENT_HDR_SIZE, AGENT_MSG_STDERR, id, len) + (int)len,
+                       version);
+        }
+    } else if (f.stage) {
         /* exec never happened: reap now, answer ERROR and no EXIT */
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
             ;
@@ -1293,6 +1310,7 @@ static void metadata_apply(struct session *s, uint32_t id, uint8_t version, cons
             }
         }
     }
+    A.metadata_applied = true;
     send_simple(s, id, version, AGENT_MSG_ACK);
 }
 

@@ -55,6 +55,7 @@ struct agent_conn {
     uint8_t agent_version;
     uint64_t caps;
     uint32_t instance; /* of the agent that answered the first pong */
+    uint8_t state;     /* AGENT_STATE_* bits of the last pong (and of our own pushes) */
     struct agent_proc *procs;
     uint64_t last_rx;      /* when a frame last arrived */
     uint32_t keepalive_id; /* ping sent while requests are pending, 0 if none */
@@ -770,6 +771,7 @@ static int ping_loop(agent_conn *c, uint64_t deadline, bool (*alive)(void *), vo
             c->agent_version = p.version;
             c->caps = p.version >= 2 ? p.caps : p.caps & (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN);
             c->instance = p.instance;
+            c->state = p.version >= 2 ? p.state : 0;
             return 0;
         }
         uint64_t now = now_usec();
@@ -857,6 +859,11 @@ uint8_t agent_conn_version(const agent_conn *c)
 uint64_t agent_conn_caps(const agent_conn *c)
 {
     return c->caps;
+}
+
+bool agent_conn_metadata_applied(const agent_conn *c)
+{
+    return (c->caps & AGENT_CAP_META_STATE) && (c->state & AGENT_STATE_METADATA);
 }
 
 /* Send a whole encoded frame in the version the agent speaks. */
@@ -1645,6 +1652,8 @@ int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
                                   values, value_lens);
     r = simple_request(c, p, frame, n, deadline, "agent metadata", reterr);
     agent_proc_free(p);
+    if (r >= 0)
+        c->state |= AGENT_STATE_METADATA;
     return r;
 }
 

@@ -141,6 +141,9 @@ int agent_conn_set_label(agent_conn *c, const char *label);
 int agent_conn_fd(const agent_conn *c);
 uint8_t agent_conn_version(const agent_conn *c);
 uint64_t agent_conn_caps(const agent_conn *c);
+/* The agent said (in its last pong) that a METADATA push reached it since it started, or one
+ * was pushed on this connection. False for agents without AGENT_CAP_META_STATE. */
+bool agent_conn_metadata_applied(const agent_conn *c);
 
 typedef struct agent_guest_info {
     uint64_t uptime_ms, mem_total, mem_available;

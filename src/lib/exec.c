@@ -66,6 +66,26 @@ static int tty_over_ssh(const char *name, vmctl_error **reterr)
     return r;
 }
 
+/* The VM's own metadata (its name as the guest's hostname, its create --env for every later
+ * command) for an agent that does not have it yet: pushed when the VM becomes ready (at_ready),
+ * and before the first request of a session when the agent's pong says it never got it (a VM
+ * started without --wait, an agent that restarted). An agent too old to tell gets it at ready
+ * only. A VM with a cloud-init seed has its hostname from there (local-hostname, or the user's
+ * own user-data): only the env is pushed. */
+int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
+                        vmctl_error **reterr)
+{
+    uint64_t caps = agent_conn_caps(c);
+    if (!(caps & AGENT_CAP_METADATA) || agent_conn_metadata_applied(c) ||
+        (!at_ready && !(caps & AGENT_CAP_META_STATE)))
+        return 0;
+    int r = agent_push_metadata(c, spec->seed ? NULL : spec->name, spec->env, NULL, NULL, NULL,
+                                deadline, reterr);
+    return r < 0 ? err_prefix(reterr, r, "cannot give vm '%s' its hostname and environment",
+                              spec->name)
+                 : 0;
+}
+
 struct vmctl_exec_session {
     agent_conn *conn;
     vmctl_ctx *ctx;
@@ -168,6 +188,8 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
             r = agent_ping(conn, deadline, reterr);
         }
     }
+    if (r >= 0 && (r = guest_sync_metadata(conn, spec, false, deadline, reterr)) < 0)
+        return r;
     if (r < 0) {
         cleanup_error vmctl_error *cause = reterr ? *reterr : NULL;
         if (reterr)

@@ -176,11 +176,25 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
                          "(see `vmctl exec --via agent`).");
         return r;
     }
-    cleanup_free char *cmd = command_line(opts);
+    /* the VM's create --env as with the agent: first, so that the command's own entries win */
+    cleanup_strv char **env = NULL;
+    size_t n_env = 0;
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    int r = vm_load(ctx, name, &v, &spec, reterr);
+    if (r < 0)
+        return r;
+    for (int k = 0; k < 2; k++)
+        for (char *const *e = k ? opts->env : spec->env; e && *e; e++)
+            if (strv_push(&env, &n_env, *e) < 0)
+                return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    vmctl_exec_opts o = *opts;
+    o.env = env;
+    cleanup_free char *cmd = command_line(&o);
     if (!cmd)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     cleanup_sshc sshc_conn *c = NULL;
-    int r = ssh_connect_vm(ctx, name, &c, reterr);
+    r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
         return r;
     uint64_t deadline = opts->timeout_sec > 0 && opts->timeout_sec < 1e9

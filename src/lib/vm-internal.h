@@ -6,6 +6,8 @@
 #include "store.h"
 #include "vm-spec.h"
 
+typedef struct agent_conn agent_conn;
+
 /* Read a VM's row (repairing an abandoned create, marking a dead QEMU crashed) and its spec
  * (ret_spec may be NULL). vm::not_found when absent. */
 int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
@@ -29,3 +31,6 @@ int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start);
 /* Kill every hypervisor process of v (found by the backend's scan) that v does not record as
  * running; under the VM's lock. */
 int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v);
+/* Push the VM's hostname and env to an agent that lacks them (exec.c). */
+int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
+                        vmctl_error **reterr);

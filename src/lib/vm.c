@@ -437,9 +437,10 @@ static int spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **
         s->image = strdup("default");
         s->kernel = gp.kernel;
         s->initrd = gp.initrd;
-        s->cmdline = c->cmdline ? str_printf("%s %s", gp.cmdline, c->cmdline) : gp.cmdline;
-        if (c->cmdline)
-            free(gp.cmdline);
+        /* vmctl.hostname: /init sets it before anything runs (the agent pushes it again) */
+        s->cmdline = str_printf("%s vmctl.hostname=%s%s%s", gp.cmdline, c->name,
+                                c->cmdline ? " " : "", c->cmdline ? c->cmdline : "");
+        free(gp.cmdline);
         s->agent = true;
     } else {
         bool rootfs = false;
@@ -782,6 +783,8 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     int r = agent_connect_vm(v->dir, 0, deadline, 0, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
+    if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
+        return r;
     if (r >= 0) {
         ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' is ready", v->name);
         return 0;

@@ -197,6 +197,12 @@ int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const c
 int agent_encode_pong2(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
                        uint32_t instance)
 {
+    return agent_encode_pong3(buf, cap, id, caps, agent_version, instance, 0);
+}
+
+int agent_encode_pong3(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
+                       uint32_t instance, uint8_t state)
+{
     size_t vl = agent_version ? strlen(agent_version) : 0;
     if (vl > AGENT_MAX_PAYLOAD)
         return AGENT_E_TOO_BIG;
@@ -209,6 +215,7 @@ int agent_encode_pong2(void *buf, size_t cap, uint32_t id, uint64_t caps, const 
     p += AGENT_HDR_SIZE;
     memset(p, 0, 8);
     p[0] = AGENT_PROTO_VERSION;
+    p[1] = state;
     put_u32(p + 4, instance);
     put_u64(p + 8, caps);
     put_str(p + 16, agent_version, vl);
@@ -496,6 +503,7 @@ int agent_decode_pong(const void *payload, size_t n, agent_pong *out)
     if (n < 16)
         return AGENT_E_MALFORMED;
     out->version = r.p[0];
+    out->state = r.p[1];
     out->instance = get_u32(r.p + 4);
     out->caps = get_u64(r.p + 8);
     r.off = 16;

@@ -63,10 +63,14 @@ enum agent_msg_type {
 #define AGENT_CAP_SIGNAL       (UINT64_C(1) << 7)
 #define AGENT_CAP_USER         (UINT64_C(1) << 8) /* EXEC flag AGENT_EXEC_USER */
 #define AGENT_CAP_TTY          (UINT64_C(1) << 9) /* EXEC flag AGENT_EXEC_TTY, RESIZE */
+/* PONG state byte 1 is meaningful (AGENT_STATE_METADATA) */
+#define AGENT_CAP_META_STATE (UINT64_C(1) << 10)
+/* PONG state bits: a METADATA request was applied since this agent started */
+#define AGENT_STATE_METADATA 0x01
 #define AGENT_CAPS_V2                                                                              \
     (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
      AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER |   \
-     AGENT_CAP_TTY)
+     AGENT_CAP_TTY | AGENT_CAP_META_STATE)
 
 /* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
  * after the initial bytes and is fed by STDIN frames until an empty one. */
@@ -142,6 +146,7 @@ typedef struct agent_pong {
     uint8_t version;
     uint64_t caps;
     uint32_t instance;         /* v2: random per agent start (0 from v1 agents) */
+    uint8_t state;             /* v2: AGENT_STATE_* bits (payload byte 1; 0 from older agents) */
     const char *agent_version; /* "" when empty */
 } agent_pong;
 
@@ -194,6 +199,9 @@ int agent_encode_pong(void *buf, size_t cap, uint32_t id, uint64_t caps, const c
 /* instance: a random non-zero number chosen at agent start (payload bytes 4..7, zero in v1). */
 int agent_encode_pong2(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
                        uint32_t instance);
+/* state: AGENT_STATE_* bits (payload byte 1, zero in v1 and from older agents). */
+int agent_encode_pong3(void *buf, size_t cap, uint32_t id, uint64_t caps, const char *agent_version,
+                       uint32_t instance, uint8_t state);
 /* The message is truncated to AGENT_MAX_ERROR_MSG bytes. */
 int agent_encode_error(void *buf, size_t cap, uint32_t id, uint32_t errnum, const char *message);
 int agent_encode_ack(void *buf, size_t cap, uint32_t id);

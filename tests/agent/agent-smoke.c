@@ -329,10 +329,9 @@ static void functional_checks(struct vm *vm)
     result_clear(&res);
 
     r = exec_simple(c, (char *[]){"no-such-command", "x", NULL}, NULL, NULL, NULL, 0, &res, &err);
-    CHECK(r < 0 && err && vmctl_error_get_kind(err) == VMCTL_E_AGENT_FAILED &&
-              streq(vmctl_error_get_message(err),
-                    "cannot execute 'no-such-command': No such file or directory"),
-          "missing binary: %s: %s", code_of(err), err ? vmctl_error_get_message(err) : "");
+    CHECK(r == 0 && res.exit_code == 127 && res.signal == 0 && res.err &&
+              streq(res.err, "vmctl-agent: no-such-command: command not found\n"),
+          "missing binary: exit %d, stderr '%s'", res.exit_code, res.err ? res.err : "");
     result_clear(&res);
 
     r = exec_simple(c, (char *[]){"ls", NULL}, NULL, "/nonexistent", NULL, 0, &res, &err);

@@ -24,7 +24,8 @@ VMCTL_HOME=$(mktemp -d /tmp/vmctl-ssh-guest.XXXXXX)
 trap '"$VMCTL" destroy --force sg >/dev/null 2>&1; rm -rf "$VMCTL_HOME"' EXIT
 
 vm image import "$out/debian12.raw" --name debian12 >/dev/null || fail "import"
-vm create sg --image debian12 --memory 1024 >/dev/null && ok "create (no --ssh-key: the VM's own key)" || fail "create"
+vm create sg --image debian12 --memory 1024 --env SG_ENV=from-create >/dev/null &&
+  ok "create (no --ssh-key: the VM's own key)" || fail "create"
 vm start sg --wait --timeout 600 >/dev/null || { fail "boot"; finish; }
 sshp=$(vm status --json sg | jq -r '.ports[] | select(.guest == 22) | .host')
 [ -n "$sshp" ] && ok "SSH forward on 127.0.0.1:$sshp" || fail "no SSH forward"
@@ -38,6 +39,14 @@ expect_eq "stderr over ssh" "$(cat "$VMCTL_HOME/err")" err
 expect_eq "user is vmctl" "$(vm exec sg --via ssh -- id -un)" vmctl
 expect_eq "stdin over ssh" "$(printf 'abc' | vm exec sg --via ssh -i -- tr a-z A-Z)" ABC
 vm exec sg --via ssh -- sh -c 'kill -TERM $$'; expect_eq "signal over ssh: 128+15" $? 143
+# create --env and the statuses of commands that cannot run, as through the agent (issue 17)
+expect_eq "create --env over ssh" "$(vm exec sg --via ssh -- sh -c 'echo $SG_ENV')" from-create
+expect_eq "exec --env wins over ssh" \
+  "$(vm exec sg --via ssh --env SG_ENV=mine -- sh -c 'echo $SG_ENV')" mine
+expect_eq "create --env through the agent" "$(vm exec sg --via agent -- sh -c 'echo $SG_ENV')" \
+  from-create
+vm exec sg --via ssh -- no-such-command 2>/dev/null; expect_eq "missing command over ssh: 127" $? 127
+vm exec sg --via ssh -- /etc/hostname 2>/dev/null; expect_eq "not executable over ssh: 126" $? 126
 # SIGINT to vmctl reaches the command as an SSH "signal" request (sshd honours it for non-root
 # users only: the guest's user is vmctl)
 : >"$VMCTL_HOME/sig.out"

@@ -578,6 +578,16 @@ static void test_v2_messages(void **state)
     assert_int_equal(agent_decode_pong(buf + AGENT_HDR_SIZE, h.len, &p), AGENT_OK);
     assert_int_equal(p.instance, 0xdeadbeef);
     assert_int_equal(p.caps, AGENT_CAPS_V2);
+    assert_int_equal(p.state, 0);
+
+    /* PONG state byte (payload byte 1): metadata applied */
+    n = agent_encode_pong3(buf, sizeof(buf), 15, AGENT_CAPS_V2, "v", 7, AGENT_STATE_METADATA);
+    h = frame_of(buf, (size_t)n);
+    assert_int_equal(buf[AGENT_HDR_SIZE + 1], AGENT_STATE_METADATA);
+    assert_int_equal(agent_decode_pong(buf + AGENT_HDR_SIZE, h.len, &p), AGENT_OK);
+    assert_int_equal(p.state, AGENT_STATE_METADATA);
+    assert_int_equal(p.instance, 7);
+    assert_true(p.caps & AGENT_CAP_META_STATE);
 }
 
 /* EXEC with a terminal (AGENT_EXEC_TTY): rows and cols after the user, if any. */
