@@ -213,13 +213,14 @@ expect_eq "exec ux grep -i ROOT /etc/passwd: exit" "$rc" 0
 grep -q '^root:' "$out" && ok "grep -i reached the guest" || fail "grep -i: $(cat "$out" "$err")"
 run exec ux --json -- echo hi
 expect_eq "exec --json before the command" "$(jq -r .stdout <"$out")" "hi"
-# a guest-controlled message with terminal escapes is escaped
-run exec ux $'\e]0;pwned\a\e[31mx'
-expect_eq "exec of a command named with ESC: exit" "$rc" 1
+# a guest-controlled message with terminal escapes is escaped (a missing --cwd is the agent's
+# error; a missing command is the command's own stderr, 127, passed through as it is)
+run exec ux --cwd $'/\e]0;pwned\a\e[31mx' -- true
+expect_eq "exec in a directory named with ESC: exit" "$rc" 1
 grep -q $'\e' "$err" && fail "the guest's ESC reached the terminal: $(cat -v "$err")"
-grep -qF "cannot execute '\\e]0;pwned\\x07\\e[31mx'" "$err" && ok "the guest's message is escaped" ||
+grep -qF "cannot change directory to '/\\e]0;pwned\\x07\\e[31mx'" "$err" && ok "the guest's message is escaped" ||
   fail "guest message: $(cat -v "$err")"
-run --json exec ux $'\e]0;x\a'
+run --json exec ux --cwd $'/\e]0;x\a' -- true
 jq -e '.error.message | contains("\u001b]0;x\u0007")' <"$out" >/dev/null &&
   ok "--json keeps the message as it is (JSON escapes it)" || fail "json: $(cat "$out")"
 # exec --json holds at most --max-output per stream
