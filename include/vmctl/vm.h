@@ -125,8 +125,8 @@ typedef struct vmctl_vm_info {
     unsigned provision_step; /* failed: the step that failed (1-based) */
     char *provision_error;   /* failed: what went wrong */
     int64_t provisioned_at;  /* unix seconds of the last successful provisioning, 0: never */
-    char *paused_by;    /* state paused by the hypervisor itself: "io-error"; NULL otherwise */
-    char *pause_cause;  /* with paused_by: the devices and their error, "disk0: nospace" */
+    char *paused_by;         /* state paused by the hypervisor itself: "io-error"; NULL otherwise */
+    char *pause_cause;       /* with paused_by: the devices and their error, "disk0: nospace" */
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);
