@@ -89,6 +89,11 @@ int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char
     return r;
 }
 
+int err_makev(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, va_list ap)
+{
+    return err_setv(reterr, kind, errnum, fmt, ap);
+}
+
 int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
 {
     if (!reterr || !*reterr)

@@ -5,10 +5,15 @@
  * reterr == NULL and do nothing then (beyond the return value). */
 #pragma once
 
+#include <stdarg.h>
+
 #include <vmctl/error.h>
 
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* err_make for helpers that take a format of their own (invalid(), disk_unsafe(), ...). */
+int err_makev(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 /* Add an outer context line ("while starting VM 'x'") to an existing error; returns r. */
 int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -71,14 +71,10 @@ static int invalid(vmctl_error **reterr, const char *field, const char *value, c
 static int invalid(vmctl_error **reterr, const char *field, const char *value, const char *help,
                    const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
     va_end(ap);
-    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "%s", msg ? msg : "invalid input");
-    free(msg);
     err_detail(reterr, "field", "%s", field);
     if (value)
         err_detail(reterr, "value", "%s", value);

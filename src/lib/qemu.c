@@ -99,14 +99,10 @@ static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...
     __attribute__((format(printf, 3, 4)));
 static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
     va_end(ap);
-    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "%s", msg ? msg : "invalid input");
-    free(msg);
     err_detail(reterr, "field", "%s", field);
     return r;
 }
@@ -743,14 +739,10 @@ static int disk_unsafe(vmctl_error **reterr, const char *path, const char *fmt, 
     __attribute__((format(printf, 3, 4)));
 static int disk_unsafe(vmctl_error **reterr, const char *path, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    int r = err_makev(reterr, VMCTL_E_IMAGE_UNSAFE, EPERM, fmt, ap);
     va_end(ap);
-    int r = err_make(reterr, VMCTL_E_IMAGE_UNSAFE, EPERM, "%s", msg ? msg : "unsafe disk");
-    free(msg);
     err_detail(reterr, "path", "%s", path);
     return r;
 }
