@@ -220,14 +220,8 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
 {
     if (timeout <= 0)
         timeout = DEFAULT_READY_TIMEOUT;
-    if (v->state != VMCTL_VM_RUNNING) {
-        int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running",
-                         v->name, vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "vm", "%s", v->name);
-        err_detail(reterr, "reason", "vm is %s", vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "remediation", "vmctl start %s --wait", v->name);
-        return r;
-    }
+    if (v->state != VMCTL_VM_RUNNING)
+        return vm_not_running(reterr, v->name, v->state);
     if (!spec->agent) {
         int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
                          "vm '%s' has no guest agent to wait for", v->name);
