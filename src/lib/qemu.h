@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* Internals of the QEMU backend (qemu.c), exposed for host.c and the unit tests. Everything
- * else goes through qemu_backend (backend.h). */
+/* Internals of the QEMU backend (qemu.c), exposed for backend.c's registry, host.c's doctor
+ * checks and the unit tests. Everything else goes through backend_find() (backend.h). */
 #pragma once
 
 #include <vmctl/error.h>
 
+#include "backend.h"
 #include "vm-spec.h"
 
-/* The QMP socket in a VM directory (QEMU is the server). */
-#define QEMU_FILE_QMP_SOCK "qmp.sock"
+/* The backend's table (backend.c's registry has it as the first row, the default). QMP is on
+ * VM_FILE_CONTROL_SOCK (QEMU is the server). */
+extern const backend_ops qemu_backend;
 
 /* Name of the environment variable that overrides the QEMU binary (a path, or a name looked up
  * in $PATH). */
