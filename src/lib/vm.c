@@ -29,7 +29,7 @@
 #include "vm-spec.h"
 
 #define DEFAULT_READY_TIMEOUT 60.0
-#define QMP_TIMEOUT           10.0
+#define CONTROL_TIMEOUT       10.0 /* a request on the hypervisor's control socket */
 
 /* The tails of the hypervisor's log and of the console, for a VM whose hypervisor died. */
 static char *crash_note(const char *dir, const vm_spec *spec)
@@ -506,7 +506,7 @@ static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error 
     const backend_ops *be = backend_find(spec->backend, reterr);
     if (!be)
         return -EOPNOTSUPP;
-    uint64_t deadline = vm_deadline_after(QMP_TIMEOUT);
+    uint64_t deadline = vm_deadline_after(CONTROL_TIMEOUT);
     r = op == VM_OP_PAUSE ? be->pause(v->dir, deadline, reterr)
                           : be->resume(v->dir, deadline, reterr);
     if (r < 0)
