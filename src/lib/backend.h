@@ -12,8 +12,10 @@
 
 #include <vmctl/error.h>
 
-#include "vm-dir.h"
 #include "vm-spec.h"
+
+/* The files of the VM directory every call takes. */
+#include "vm-dir.h"
 
 /* For backend_ops.scan: one hypervisor process of VM `name`; < 0 stops the scan. */
 typedef int (*backend_proc_fn)(const char *name, pid_t pid, uint64_t start, void *userdata);

@@ -28,7 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent-client.h"
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
@@ -36,6 +35,7 @@
 #include "qmp.h"
 #include "supervise.h"
 #include "util/util.h"
+#include "agent-client.h" /* agent_vhost_vsock_present */
 
 /* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
 #define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
@@ -233,7 +233,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
     __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
     int r;
-    if ((r = dir_file(dir, VM_FILE_CONTROL_SOCK, true, &qmp_sock, reterr)) < 0 ||
+    if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
@@ -404,7 +404,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
 
 static void remove_runtime_files(const char *dir)
 {
-    static const char *const files[] = {VM_FILE_CONTROL_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
+    static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
                                         VM_FILE_EXIT, VM_FILE_VSOCK_MISS};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
@@ -577,7 +577,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
 
     cleanup_free char *logpath = str_printf("%s/" VM_FILE_BACKEND_LOG, absdir);
-    cleanup_free char *qmppath = str_printf("%s/" VM_FILE_CONTROL_SOCK, absdir);
+    cleanup_free char *qmppath = str_printf("%s/" QEMU_FILE_QMP_SOCK, absdir);
     if (!logpath || !qmppath)
         return oom(reterr);
     remove_runtime_files(absdir);
@@ -788,7 +788,7 @@ static int qmp_simple(const char *dir, const char *command, uint64_t deadline, b
 {
     if (!dir)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu %s: invalid arguments", command);
-    cleanup_free char *path = str_printf("%s/" VM_FILE_CONTROL_SOCK, dir);
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
     if (!path)
         return oom(reterr);
     cleanup_qmp qmp *q = NULL;
@@ -837,7 +837,7 @@ static int qemu_quit(const char *dir, uint64_t deadline, vmctl_error **reterr)
  * disk: werror=enospc is QEMU's default); query-block names the devices and their io-status. */
 static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr)
 {
-    cleanup_free char *path = str_printf("%s/" VM_FILE_CONTROL_SOCK, dir);
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
     if (!path)
         return oom(reterr);
     cleanup_qmp qmp *q = NULL;

@@ -5,12 +5,14 @@
 
 #include <vmctl/error.h>
 
-#include "backend.h"
 #include "vm-spec.h"
 
-/* The backend's table (backend.c's registry has it as the first row, the default). QMP is on
- * VM_FILE_CONTROL_SOCK (QEMU is the server). */
-extern const backend_ops qemu_backend;
+/* The QMP socket in a VM directory (QEMU is the server). */
+#define QEMU_FILE_QMP_SOCK VM_FILE_CONTROL_SOCK
+
+/* The backend's table (backend.h): backend.c's registry has it as its first row, the default. */
+struct backend_ops;
+extern const struct backend_ops qemu_backend;
 
 /* Name of the environment variable that overrides the QEMU binary (a path, or a name looked up
  * in $PATH). */
