@@ -2,7 +2,8 @@
 /* A hypervisor backend as an operation table. vm.c talks only to this; nothing here assumes
  * QEMU (no QMP types). Every call takes the VM directory, which holds the backend's sockets,
  * logs and pid record (vm-dir.h). Deadlines are absolute CLOCK_MONOTONIC usec. A new backend is
- * one file defining its table plus one row in backend.c's registry. */
+ * one file defining its table plus one row in backend.c's registry. Every op is required but
+ * quit, io_paused and scan (NULL: the backend cannot; vm.c then does without). */
 #pragma once
 
 #include <stdbool.h>
