@@ -59,10 +59,26 @@ expect_code "exec while stopped" vm_manager::exec::unavailable exec life -- true
 vm start life --wait --timeout 120 || fail "start again"
 expect_eq "exec after restart" "$(vm exec life -- echo again)" again
 pid=$(vm status --json life | jq -r .pid)
-vm kill life || fail "kill"
+# kill asks QEMU to quit first (backend_ops.quit) and needs no SIGKILL when it does
+vm -v kill life 2>/tmp/$$.kill || fail "kill"
+grep -q "QEMU quit when asked" /tmp/$$.kill && ok "kill: QEMU quit when asked" ||
+  fail "kill did not ask QEMU to quit: $(cat /tmp/$$.kill)"
+grep -q SIGKILL /tmp/$$.kill && fail "kill sent SIGKILL to a QEMU that quit" || ok "kill: no SIGKILL needed"
 expect_eq "killed -> stopped" "$(state_of life)" stopped
 [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == "" ] || [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == Z ] &&
   ok "QEMU gone after kill" || fail "QEMU $pid alive after kill"
+
+# a QEMU that cannot answer (stopped) gets SIGKILL after the short quit deadline
+vm start life || fail "start for a stopped QEMU"
+pid=$(vm status --json life | jq -r .pid)
+kill -STOP "$pid"
+vm kill life 2>/tmp/$$.kill || fail "kill a stopped QEMU"
+grep -q "did not quit within .*SIGKILL" /tmp/$$.kill && ok "kill: SIGKILL after the quit deadline" ||
+  fail "kill of a stopped QEMU: $(cat /tmp/$$.kill)"
+expect_eq "stopped QEMU killed -> stopped" "$(state_of life)" stopped
+[ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == "" ] || [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == Z ] &&
+  ok "stopped QEMU gone after kill" || { kill -9 "$pid"; fail "stopped QEMU $pid alive after kill"; }
+rm -f /tmp/$$.kill
 
 dir=$(vm status --json life | jq -r .dir)
 vm destroy life || fail "destroy"
