@@ -28,8 +28,8 @@
 
 /* How long agent_connect_vm gives AF_VSOCK before it uses virtio-serial instead. */
 #define VSOCK_TRY_USEC (200 * 1000)
-/* Virtio-serial ports looked for in a VM directory (QEMU gives VM_AGENT_PORTS). */
-#define AGENT_MAX_SERIAL_PORTS 8
+/* Virtio-serial ports looked for in a VM directory (QEMU gives AGENT_SERIAL_PORTS). */
+#define AGENT_MAX_SERIAL_PORTS AGENT_SERIAL_PORTS
 
 static uint32_t random_id(void)
 {
