@@ -14,6 +14,7 @@
 
 #include <vmctl/error.h>
 
+#include "agent-endpoint.h"
 #include "vm-spec.h"
 
 /* Files in a VM directory that vm.c and the backends agree on. */
@@ -72,6 +73,11 @@ typedef struct backend_ops {
      * zombies excluded: cb for each. Returns how many were found, or < 0. vm.c stops the ones
      * the store does not record as running (strays: an older vmctl's, a store moved away). */
     int (*scan)(const char *vms, const char *only, backend_proc_fn cb, void *userdata);
+    /* Where the agent of the VM in dir is reached (agent-endpoint.h), for agent_connect_endpoint:
+     * the hypervisor's agent sockets and their locks, vsock first when cid (the store's; 0: the
+     * ports only, as readiness wants) is a guest CID this host can reach. */
+    int (*agent_endpoint)(const vm_spec *spec, const char *dir, uint32_t cid, agent_endpoint *ret,
+                          vmctl_error **reterr);
 } backend_ops;
 
 /* The launch is recorded: the supervisor keeps the hypervisor from now on. Closes hold. */
