@@ -31,6 +31,7 @@
 #include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
+#include "qemu.h"
 #include "util/util.h"
 
 static void test_pick(void **state)
