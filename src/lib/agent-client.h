@@ -5,7 +5,9 @@
  * directory"), timeout (details operation "agent connect" | "agent ready" | "agent ping" |
  * "agent exec" | "agent shutdown" | "exec", and timeout_seconds), config::invalid (a request
  * that cannot be encoded). Frames answering other requests (earlier pings, an earlier client's
- * command) are discarded by request id. */
+ * command) are discarded by request id. Implemented in three files: agent-transport.c (the
+ * connects), agent-session.c (ping, pump, the connection's settings, the proc table) and
+ * agent-client.c (the requests). */
 #pragma once
 
 #include <stdbool.h>
