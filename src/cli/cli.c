@@ -183,13 +183,10 @@ static const char *cmd_path(cli *c)
 int cli_usage_error(cli *c, const char *fmt, ...)
 {
     vmctl_error *e = NULL;
-    cleanup_free char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    vmctl_error_newv(&e, VMCTL_E_CLI_USAGE, EINVAL, fmt, ap);
     va_end(ap);
-    vmctl_error_new(&e, VMCTL_E_CLI_USAGE, EINVAL, "%s", msg ? msg : "usage error");
     const char *path = cmd_path(c);
     cleanup_free char *help =
         path ? cli_printf("Run `vmctl %s --help` for the options and an example", path) : NULL;

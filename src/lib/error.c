@@ -80,6 +80,12 @@ int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
     return r;
 }
 
+int vmctl_error_newv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
+                     va_list ap)
+{
+    return err_setv(reterr, kind, errnum, fmt, ap);
+}
+
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
 {
     va_list ap;
@@ -240,6 +246,30 @@ int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, co
     return r;
 }
 
+int err_invalid_field(vmctl_error **reterr, const char *field, const char *value,
+                      const char *allowed, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
+    va_end(ap);
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    if (allowed) {
+        err_detail(reterr, "allowed", "%s", allowed);
+        err_help(reterr, "Set %s to %s.", field, allowed);
+    }
+    return r;
+}
+
+char *err_describe(const vmctl_error *e)
+{
+    int errnum = vmctl_error_get_cause_errno(e);
+    const char *msg = vmctl_error_get_message(e);
+    return errnum ? str_printf("%s: %s", msg, strerror(errnum)) : strdup(msg);
+}
+
 vmctl_error_kind vmctl_error_get_kind(const vmctl_error *e)
 {
     return e ? e->kind : VMCTL_E_INTERNAL;
@@ -265,6 +295,36 @@ const char *vmctl_error_get_help(const vmctl_error *e)
 int vmctl_error_get_errno(const vmctl_error *e)
 {
     return e ? e->errnum : EIO;
+}
+
+int vmctl_error_get_cause_errno(const vmctl_error *e)
+{
+    if (!e || e->errnum <= 0)
+        return 0;
+    switch (e->kind) {
+    case VMCTL_E_CLI_USAGE:
+    case VMCTL_E_CONFIG_INVALID:
+    case VMCTL_E_VM_NOT_FOUND:
+    case VMCTL_E_VM_INVALID_STATE:
+    case VMCTL_E_VM_ALREADY_EXISTS:
+    case VMCTL_E_SNAPSHOT_NOT_FOUND:
+    case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
+    case VMCTL_E_VMFILE_NOT_FOUND:
+    case VMCTL_E_VMFILE_PARSE_FAILED:
+    case VMCTL_E_VMFILE_VALIDATION:
+    case VMCTL_E_NETWORK_CONFIG_INVALID:
+    case VMCTL_E_TIMEOUT:
+        return 0;
+    default:
+        break;
+    }
+    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
+    if (e->errnum == EIO && e->kind != VMCTL_E_IO)
+        return 0;
+    /* a message that says it already (a guest's, QEMU's text) is not told twice */
+    if (e->message && strcasestr(e->message, strerror(e->errnum)))
+        return 0;
+    return e->errnum;
 }
 
 size_t vmctl_error_get_n_details(const vmctl_error *e)

@@ -100,6 +100,7 @@ static void test_error_json_cause(void **state)
     assert_int_equal(json_integer_value(json_object_get(err, "errno")), EACCES);
     assert_string_equal(json_string_value(json_object_get(err, "cause")),
                         "Permission denied (EACCES)");
+    assert_string_equal(json_string_value(json_object_get(err, "errno_name")), "EACCES");
     assert_string_equal(json_string_value(json_object_get(err, "code")), "vm_manager::io");
     json_decref(doc);
     vmctl_error_free(e);
@@ -110,6 +111,7 @@ static void test_error_json_cause(void **state)
     err = json_object_get(doc, "error");
     assert_true(json_is_null(json_object_get(err, "errno")));
     assert_true(json_is_null(json_object_get(err, "cause")));
+    assert_true(json_is_null(json_object_get(err, "errno_name")));
     json_decref(doc);
     vmctl_error_free(e);
 }
