@@ -308,8 +308,7 @@ static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, 
     if (f.tty) {
         if (tcgetattr(STDIN_FILENO, &f.saved) < 0) {
             vmctl_error *e = NULL;
-            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read the terminal's settings: %s",
-                            strerror(errno));
+            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read the terminal's settings");
             return render_error(c, e);
         }
         /* SIGWINCH is ignored by default: blocking it from now on loses none */

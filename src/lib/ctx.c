@@ -78,8 +78,7 @@ int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_erro
     }
     int r = create ? mkdir_p(h, 0700) : 0; /* an existing home is the user's: its mode stays */
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s'", h);
         err_detail(reterr, "path", "%s", h);
         return r;
     }

@@ -2349,7 +2349,7 @@ int vmctl_kdl_format(const char *path, vmctl_kdl_version version, char **ret, vm
     int r = read_file(path, &data, &len);
     if (r < 0) {
         r = err_make(reterr, r == -ENOENT ? VMCTL_E_VMFILE_NOT_FOUND : VMCTL_E_IO, -r,
-                     "cannot read '%s': %s", path, strerror(-r));
+                     "cannot read '%s'", path);
         err_detail(reterr, "path", "%s", path);
         if (r == -ENOENT)
             err_help(reterr, "Check the file name; `vmctl kdl fmt -` reads standard input");

@@ -301,8 +301,9 @@ bool ssh_exec_use_ssh(vmctl_ctx *ctx, const char *name, vmctl_exec_via via, vmct
     cleanup_vm_spec vm_spec *spec = NULL;
     if (vm_load(ctx, name, &v, &spec, NULL) < 0 || !net_ssh_port(spec))
         return false;
+    cleanup_free char *why = err_describe(*reterr);
     ctx_log(ctx, VMCTL_LOG_INFO, "the agent of vm '%s' does not answer (%s); using SSH", name,
-            vmctl_error_get_message(*reterr));
+            why ? why : "?");
     vmctl_error_free(*reterr);
     *reterr = NULL;
     return true;

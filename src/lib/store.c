@@ -221,8 +221,7 @@ static int store_error(store *s, int rc, const char *what, vmctl_error **reterr)
     case SQLITE_PERM:
     case SQLITE_AUTH:
         r = err_make(reterr, VMCTL_E_IO, sys > 0 ? sys : EIO,
-                     "cannot access the store '%s' while %s: %s%s%s", s->path, what, msg,
-                     sys > 0 ? ": " : "", sys > 0 ? strerror(sys) : "");
+                     "cannot access the store '%s' while %s: %s", s->path, what, msg);
         break;
     default:
         r = err_make(reterr, VMCTL_E_INTERNAL, EIO, "store '%s': %s failed: %s (sqlite code %d)",
@@ -457,8 +456,7 @@ int store_open(const char *home, store **ret, vmctl_error **reterr)
 
     int r = mkdir_p(home, 0700);
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s': %s", home,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s'", home);
         err_detail(reterr, "path", "%s", home);
         return r;
     }
@@ -491,8 +489,7 @@ static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
         r = aux ? make_private(aux, false) : -ENOMEM;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s': %s", s->path,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s'", s->path);
         err_detail(reterr, "path", "%s", s->path);
         return r;
     }

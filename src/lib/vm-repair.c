@@ -139,7 +139,8 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
     }
     int r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, &e);
     if (r < 0) {
-        text_add(left, "'%s': cannot be adopted: %s", name, vmctl_error_get_message(e));
+        cleanup_free char *why = err_describe(e);
+        text_add(left, "'%s': cannot be adopted: %s", name, why ? why : "out of memory");
         return r;
     }
     cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);

@@ -827,8 +827,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
 {
     cleanup_free char *cwd = getcwd(NULL, 0);
     if (!cwd)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory: %s",
-                        strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory");
     cleanup_free char *abs = path ? expand_path(cwd, path) : str_printf("%s/%s", cwd, VMFILE_NAME);
     if (!abs)
         return -ENOMEM;
@@ -851,7 +850,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
         return r;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s': %s", abs, strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s'", abs);
         err_detail(reterr, "path", "%s", abs);
         return r;
     }
