@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ struct detail {
 struct vmctl_error {
     vmctl_error_kind kind;
     int errnum;
+    bool errnum_is_cause; /* err_cause: shown whatever the kind */
     char *message;
     char *help; /* NULL: the catalogue's */
     struct detail *details;
@@ -263,6 +265,17 @@ int err_invalid_field(vmctl_error **reterr, const char *field, const char *value
     return r;
 }
 
+int err_cause(vmctl_error **reterr, int errnum)
+{
+    if (errnum < 0)
+        errnum = -errnum;
+    if (reterr && *reterr && errnum > 0) {
+        (*reterr)->errnum = errnum;
+        (*reterr)->errnum_is_cause = true;
+    }
+    return errnum_ret(errnum);
+}
+
 char *err_describe(const vmctl_error *e)
 {
     int errnum = vmctl_error_get_cause_errno(e);
@@ -301,6 +314,11 @@ int vmctl_error_get_cause_errno(const vmctl_error *e)
 {
     if (!e || e->errnum <= 0)
         return 0;
+    /* a message that says it already (a guest's, QEMU's text) is not told twice */
+    if (e->message && strcasestr(e->message, strerror(e->errnum)))
+        return 0;
+    if (e->errnum_is_cause)
+        return e->errnum;
     switch (e->kind) {
     case VMCTL_E_CLI_USAGE:
     case VMCTL_E_CONFIG_INVALID:
@@ -320,9 +338,6 @@ int vmctl_error_get_cause_errno(const vmctl_error *e)
     }
     /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
     if (e->errnum == EIO && e->kind != VMCTL_E_IO)
-        return 0;
-    /* a message that says it already (a guest's, QEMU's text) is not told twice */
-    if (e->message && strcasestr(e->message, strerror(e->errnum)))
         return 0;
     return e->errnum;
 }

@@ -36,6 +36,11 @@ int err_invalid_field(vmctl_error **reterr, const char *field, const char *value
                       const char *allowed, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* The system error behind an error whose code is about the input (config::invalid for a file
+ * the input names that cannot be read, a VMFile's path that does not exist): stored as its
+ * errno, and then shown as its cause whatever the code. Returns -errnum. */
+int err_cause(vmctl_error **reterr, int errnum);
+
 /* An error told inside another text (a note of an outer error, a stored provision error, a
  * doctor line): its message with its cause appended once, crun's way: "cannot create '/x':
  * Permission denied". Messages themselves never paste strerror(): pass the errno to err_make and

@@ -466,6 +466,15 @@ static void test_cause(void **state)
     err_make(&e, VMCTL_E_IO, 0, "no errno");
     assert_int_equal(vmctl_error_get_cause_errno(e), 0);
     assert_int_equal(vmctl_error_get_cause_errno(NULL), 0);
+
+    /* an input error with a system error behind it: err_cause makes it shown */
+    err_invalid_field(&e, "path", "/tmp", NULL, "image file '/tmp' is not readable");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    assert_int_equal(err_cause(&e, -EISDIR), -EISDIR);
+    assert_int_equal(vmctl_error_get_errno(e), EISDIR);
+    assert_int_equal(vmctl_error_get_cause_errno(e), EISDIR);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::config::invalid");
+    assert_int_equal(err_cause(NULL, ENOENT), -ENOENT);
 }
 
 static void test_null_object(void **state)
