@@ -91,9 +91,9 @@ const char *vmctl_error_get_message(const vmctl_error *e);
 const char *vmctl_error_get_help(const vmctl_error *e);
 int vmctl_error_get_errno(const vmctl_error *e);
 /* The errno worth telling a person as the error's cause ("caused by: ..."): 0 when there is none,
- * when it is a placeholder (the EINVAL of a usage or input error, the ENOENT of a lookup, a
- * state's or a timeout's errno, an EIO that stands for "no errno"), or when the message already
- * says it. vmctl_error_get_errno() gives the errno itself. */
+ * when it is a placeholder (the errno of a usage or input error, the ENOENT of a lookup, a
+ * state's or a timeout's errno, an EINVAL, EBADMSG or EIO that stands for "no errno"), or when
+ * the message already says it. vmctl_error_get_errno() gives the errno itself. */
 int vmctl_error_get_cause_errno(const vmctl_error *e);
 
 /* Details are ordered key/value pairs; is_number tells JSON renderers not to quote the value. */

@@ -336,8 +336,9 @@ int vmctl_error_get_cause_errno(const vmctl_error *e)
     default:
         break;
     }
-    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
-    if (e->errnum == EIO && e->kind != VMCTL_E_IO)
+    /* EIO, EINVAL and EBADMSG are what call sites pass when there is no errno to tell (a tool's
+     * exit status, bad input, a corrupt file): only io's EIO is news */
+    if ((e->errnum == EIO && e->kind != VMCTL_E_IO) || e->errnum == EINVAL || e->errnum == EBADMSG)
         return 0;
     return e->errnum;
 }

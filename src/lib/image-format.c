@@ -56,6 +56,8 @@ int image_probe_file(const char *path, image_probe *ret, vmctl_error **reterr)
     struct stat st;
     if (fstat(fd, &st) < 0)
         return detection_failed(reterr, errno, path, NULL);
+    if (S_ISDIR(st.st_mode))
+        return detection_failed(reterr, EISDIR, path, NULL);
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
         return detection_failed(reterr, EINVAL, path, "not a regular file");
     cleanup_free uint8_t *buf = calloc(1, PROBE_BYTES);

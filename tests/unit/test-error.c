@@ -463,6 +463,10 @@ static void test_cause(void **state)
     assert_int_equal(vmctl_error_get_cause_errno(e), 0);
     err_make(&e, VMCTL_E_IO, EIO, "cannot write");
     assert_int_equal(vmctl_error_get_cause_errno(e), EIO);
+    err_make(&e, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, EINVAL, "not a regular file");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_STORE_CORRUPT, EBADMSG, "bad row");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
     err_make(&e, VMCTL_E_IO, 0, "no errno");
     assert_int_equal(vmctl_error_get_cause_errno(e), 0);
     assert_int_equal(vmctl_error_get_cause_errno(NULL), 0);
