@@ -43,11 +43,9 @@ static int check_env(char *const *envv, vmctl_error **reterr)
     for (char *const *e = envv; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e))) {
-            int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid env entry '%s'", *e);
-            err_detail(reterr, "field", "env");
-            err_detail(reterr, "value", "%s", *e);
-            err_help(reterr, "Pass K=V with K matching [A-Za-z_][A-Za-z0-9_]*.");
-            return r;
+            return err_invalid_field(reterr, "env", *e,
+                                     "K=V with K matching [A-Za-z_][A-Za-z0-9_]*",
+                                     "invalid env entry '%s'", *e);
         }
     }
     return 0;

@@ -223,10 +223,12 @@ static int get_path(checker *c, const kdl_node *n, const char *field, const char
     cleanup_free char *p = expand_path(c->dir, s);
     if (!p)
         return -ENOMEM;
-    if (access(p, R_OK) < 0)
-        return verr(c, n->args[0].offset, "not found", field, field, NULL,
-                    "'%s' names '%s', which does not exist or is not readable (%s)", field, p,
-                    strerror(errno));
+    if (access(p, R_OK) < 0) {
+        int e = errno;
+        verr(c, n->args[0].offset, "not found", field, field, NULL,
+             "'%s' names '%s', which does not exist or is not readable", field, p);
+        return err_cause(c->reterr, e);
+    }
     char *real = realpath(p, NULL);
     *ret = real ? real : TAKE_PTR(p);
     return 0;
@@ -635,10 +637,12 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
                 m->image = expand_path(c->dir, s);
                 if (!m->image)
                     return -ENOMEM;
-                if (access(m->image, R_OK) < 0)
-                    return verr(c, n->args[0].offset, "not found", f, f, NULL,
-                                "'image' names '%s', which does not exist or is not readable (%s)",
-                                m->image, strerror(errno));
+                if (access(m->image, R_OK) < 0) {
+                    int e = errno;
+                    verr(c, n->args[0].offset, "not found", f, f, NULL,
+                         "'image' names '%s', which does not exist or is not readable", m->image);
+                    return err_cause(c->reterr, e);
+                }
             } else if (r >= 0) {
                 m->image = TAKE_PTR(s);
             }
