@@ -224,6 +224,22 @@ int cli_invalid_value(cli *c, const char *option, const char *value, const char 
     return render_error(c, e);
 }
 
+int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        cli_invalid_value(c, "--env", arg, "K=V with a non-empty name K");
+        return -EINVAL;
+    }
+    char **n = realloc(*env, sizeof(char *) * (*n_env + 2));
+    if (!n)
+        return -ENOMEM;
+    *env = n;
+    n[(*n_env)++] = (char *)arg;
+    n[*n_env] = NULL;
+    return 0;
+}
+
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what)
 {
     if (c->n_args < n_min)

@@ -140,6 +140,10 @@ char *cli_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A bad option value: config::invalid naming the option, exit 1. */
 int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected);
+/* One --env K=V: appended to the NULL-terminated *env of *n_env entries (it points into arg, not
+ * copied). 0; -EINVAL after rendering config::invalid for an entry without '=' or name; -ENOMEM.
+ */
+int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env);
 /* Exactly n_min..n_max positional arguments, named for the message (e.g. "NAME"). */
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what);
 /* Where a command begins. Each returns what the command goes on with (true, the context), or

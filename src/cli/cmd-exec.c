@@ -396,18 +396,10 @@ int cmd_exec(cli *c, int argc, char **argv)
     c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "itu:", options)) != -1) {
         switch (o) {
-        case OPT_ENV: {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg)
-                return cli_invalid_value(c, "--env", optarg, "K=V with a non-empty name K");
-            char **n = realloc(env, sizeof(char *) * (n_env + 2));
-            if (!n)
+        case OPT_ENV:
+            if (cli_add_env(c, optarg, &env, &n_env) < 0)
                 return EXIT_ERROR;
-            env = n;
-            env[n_env++] = optarg;
-            env[n_env] = NULL;
             break;
-        }
         case OPT_CWD:
             opts.cwd = optarg;
             break;

@@ -60,18 +60,10 @@ int cmd_shell(cli *c, int argc, char **argv)
     int o;
     while ((o = cli_getopt(c, argc, argv, "u:", options)) != -1) {
         switch (o) {
-        case OPT_ENV: {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg)
-                return cli_invalid_value(c, "--env", optarg, "K=V with a non-empty name K");
-            char **n = realloc(env, sizeof(char *) * (n_env + 2));
-            if (!n)
+        case OPT_ENV:
+            if (cli_add_env(c, optarg, &env, &n_env) < 0)
                 return EXIT_ERROR;
-            env = n;
-            env[n_env++] = optarg;
-            env[n_env] = NULL;
             break;
-        }
         case OPT_CWD:
             cwd = optarg;
             break;
