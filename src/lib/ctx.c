@@ -142,15 +142,12 @@ void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
 {
     if (!ctx || !ctx->log)
         return;
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int r = vasprintf(&msg, fmt, ap);
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    if (r < 0)
-        return;
-    ctx->log(ctx->log_userdata, level, msg);
-    free(msg);
+    if (msg)
+        ctx->log(ctx->log_userdata, level, msg);
 }
 
 char *ctx_vm_dir(const vmctl_ctx *ctx, const char *name)

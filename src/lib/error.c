@@ -9,13 +9,6 @@
 #include "error.h"
 #include "util/util.h"
 
-/* vasprintf that returns the string, or NULL on failure. */
-__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list ap)
-{
-    char *s = NULL;
-    return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
-}
-
 struct detail {
     char *key;
     char *value;
@@ -64,9 +57,7 @@ static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
                     va_list ap)
 {
     if (reterr) {
-        char *msg = NULL;
-        if (vasprintf(&msg, fmt, ap) < 0)
-            msg = NULL;
+        char *msg = str_vprintf(fmt, ap);
         vmctl_error_free(*reterr);
         *reterr = error_alloc(kind, errnum, msg);
     }
@@ -109,7 +100,7 @@ int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
     vmctl_error *e = *reterr;
     va_list ap;
     va_start(ap, fmt);
-    char *msg = vformat(fmt, ap);
+    char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     if (!msg)
         return r;
@@ -161,7 +152,7 @@ void err_detail(vmctl_error **reterr, const char *key, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     add_detail(*reterr, key, v, 0);
 }
@@ -195,7 +186,7 @@ void err_note(vmctl_error **reterr, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     if (v)
         vmctl_error_add_note(*reterr, v);
@@ -219,7 +210,7 @@ void err_help(vmctl_error **reterr, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     if (v) {
         free((*reterr)->help);

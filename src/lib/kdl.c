@@ -2039,16 +2039,12 @@ static int position_error(vmctl_error **reterr, vmctl_error_kind kind, const cha
 int kdl_error_at(const kdl_document *doc, vmctl_error **reterr, vmctl_error_kind kind,
                  size_t offset, const char *label, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    int r = position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
-                           msg ? msg : "out of memory");
-    free(msg);
-    return r;
+    return position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
+                          msg ? msg : "out of memory");
 }
 
 /* --- documents --- */

@@ -52,15 +52,12 @@ static void emit_line(step_out *o, vmctl_provision_stream stream, const char *da
 static void out_printf(step_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out_printf(step_out *o, const char *fmt, ...)
 {
-    char *s = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
+    cleanup_free char *s = str_vprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    emit_line(o, VMCTL_PROVISION_INFO, s, (size_t)n);
-    free(s);
+    if (s)
+        emit_line(o, VMCTL_PROVISION_INFO, s, strlen(s));
 }
 
 static int out_feed(step_out *o, vmctl_provision_stream stream, const char *data, size_t len)

@@ -38,15 +38,13 @@ typedef struct text {
 
 __attribute__((format(printf, 2, 3))) static void text_add(text *t, const char *fmt, ...)
 {
-    char *item = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int k = vasprintf(&item, fmt, ap);
+    cleanup_free char *item = str_vprintf(fmt, ap);
     va_end(ap);
-    if (k < 0)
+    if (!item)
         return;
     char *joined = t->s ? str_printf("%s; %s", t->s, item) : strdup(item);
-    free(item);
     if (!joined)
         return;
     free(t->s);

@@ -89,11 +89,9 @@ static int verr(checker *c, size_t offset, const char *label, const char *node, 
 static int verr(checker *c, size_t offset, const char *label, const char *node, const char *field,
                 const char *help, const char *fmt, ...)
 {
-    cleanup_free char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     int r;
     if (c->vm)
