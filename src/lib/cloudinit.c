@@ -33,6 +33,8 @@ static int iso_failed(vmctl_error **reterr, int errnum, const char *path, const 
                      "cannot write the cloud-init seed '%s'%s%s", path, what ? ": " : "",
                      what ? what : "");
     err_detail(reterr, "path", "%s", path);
+    if (!what)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 

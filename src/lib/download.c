@@ -326,6 +326,8 @@ int download_decompress(const char *src, const char *dst, const char *kind,
                      why ? ": " : "", why ? why : "");
         err_detail(reterr, "path", "%s", src);
         err_detail(reterr, "reason", "%s", why ? why : strerror(-r));
+        if (!why)
+            err_cause(reterr, r); /* a system call's: shown even if it is EIO */
         return k;
     }
     return 0;

@@ -45,6 +45,8 @@ static int detection_failed(vmctl_error **reterr, int errnum, const char *path, 
                      "cannot detect the format of '%s'%s%s", path, why ? ": " : "", why ? why : "");
     err_detail(reterr, "path", "%s", path);
     err_detail(reterr, "reason", "%s", why ? why : strerror(errnum));
+    if (!why)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 

@@ -41,6 +41,8 @@ static int failed(vmctl_error **reterr, int errnum, const char *path, const char
     int r = err_make(reterr, VMCTL_E_IMAGE_OVERLAY_CREATION_FAILED, errnum,
                      "cannot create overlay '%s'%s%s", path, what ? ": " : "", what ? what : "");
     err_detail(reterr, "path", "%s", path);
+    if (!what)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 

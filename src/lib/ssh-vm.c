@@ -167,11 +167,9 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     if (opts->user && *opts->user) {
-        int r =
-            err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
-                     "a command for vm '%s' cannot run as user '%s' over SSH", name, opts->user);
-        err_detail(reterr, "field", "user");
-        err_detail(reterr, "value", "%s", opts->user);
+        int r = err_invalid_field(reterr, "user", opts->user, NULL,
+                                  "a command for vm '%s' cannot run as user '%s' over SSH", name,
+                                  opts->user);
         err_help(reterr, "Over SSH commands run as user vmctl; --user needs the guest agent "
                          "(see `vmctl exec --via agent`).");
         return r;
