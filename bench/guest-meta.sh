@@ -15,7 +15,7 @@ build=$(cd "${1:?build dir}" && pwd); n=${2:-5}; image=${3:-}
 src=$(cd "$(dirname "$0")/.." && pwd)
 vmctl=$build/src/cli/vmctl
 home=$(mktemp -d /tmp/vmctl-bench-meta.XXXXXX)
-trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" ; rm -rf "$home"' EXIT
+trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" || true; rm -rf "$home"' EXIT
 if [ -n "$image" ]; then
   mkdir -p "$home/images" && cp -a "$image" "$home/images/default"
 else

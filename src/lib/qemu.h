@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Internals of the QEMU backend (qemu.c), exposed for host.c and the unit tests. Everything
- * else goes through qemu_backend (backend.h). */
+/* Internals of the QEMU backend (qemu.c), exposed for backend.c's registry, host.c's doctor
+ * checks and the unit tests. Everything else goes through backend_find() (backend.h). */
 #pragma once
 
 #include <vmctl/error.h>
@@ -8,7 +8,11 @@
 #include "vm-spec.h"
 
 /* The QMP socket in a VM directory (QEMU is the server). */
-#define QEMU_FILE_QMP_SOCK "qmp.sock"
+#define QEMU_FILE_QMP_SOCK VM_FILE_CONTROL_SOCK
+
+/* The backend's table (backend.h): backend.c's registry has it as its first row, the default. */
+struct backend_ops;
+extern const struct backend_ops qemu_backend;
 
 /* Name of the environment variable that overrides the QEMU binary (a path, or a name looked up
  * in $PATH). */

@@ -34,6 +34,7 @@
 #include "qemu.h"
 #include "qmp.h"
 #include "skip.h"
+#include "supervise.h"
 #include "util/util.h"
 
 static char tmpdir[] = "/tmp/test-qemu-XXXXXX";
@@ -547,6 +548,80 @@ static void test_backend_find(void **state)
     assert_non_null(strstr(vmctl_error_get_message(err), "illumos"));
     assert_null(backend_find("xen", &err));
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+    assert_string_equal(vmctl_error_get_message(err),
+                        "unknown backend 'xen': use qemu, firecracker or propolis");
+    /* the registry: QEMU is the first row (the default), and the only one */
+    assert_ptr_equal(backend_at(0), &qemu_backend);
+    assert_null(backend_at(1));
+    cleanup_error vmctl_error *fc = NULL;
+    assert_null(backend_find("firecracker", &fc));
+    assert_string_equal(vmctl_error_get_help(fc),
+                        "Use the QEMU backend (`--backend qemu`, the default).");
+}
+
+/* What vm.c used to decide itself: QEMU's machines and networks, checked and defaulted by the
+ * backend's validate op. */
+static void test_validate(void **state)
+{
+    struct {
+        const char *kernel, *base, *machine, *net;
+        size_t n_ports;
+        const char *want_machine, *want_net; /* NULL: fails with want_code */
+        const char *want_code, *want_field;
+    } cases[] = {
+        {"/k", NULL, NULL, NULL, 0, "microvm", "none", NULL, NULL},
+        {"/k", NULL, NULL, NULL, 1, "microvm", "user", NULL, NULL},
+        {NULL, "/img", NULL, NULL, 0, "q35", "user", NULL, NULL},
+        {"/k", "/img", "q35", "none", 0, "q35", "none", NULL, NULL},
+        {"/k", NULL, "pc", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
+        {NULL, "/img", "microvm", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
+        {"/k", NULL, NULL, "bridge", 0, NULL, NULL, "vm_manager::config::invalid", "net"},
+        {"/k", NULL, NULL, "tap", 0, NULL, NULL, "vm_manager::network::config_invalid", "net"},
+        {"/k", NULL, NULL, "none", 1, NULL, NULL, "vm_manager::network::config_invalid", "port"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        vmctl_port_forward port = {.host_port = 8080, .guest_port = 80};
+        vm_spec s = {
+            .kernel = (char *)cases[i].kernel,
+            .base = (char *)cases[i].base,
+            .machine = cases[i].machine ? strdup(cases[i].machine) : NULL,
+            .net = cases[i].net ? strdup(cases[i].net) : NULL,
+            .ports = cases[i].n_ports ? &port : NULL,
+            .n_ports = cases[i].n_ports,
+        };
+        cleanup_error vmctl_error *err = NULL;
+        int r = qemu_backend.validate(&s, &err);
+        if (cases[i].want_machine) {
+            assert_int_equal(r, 0);
+            assert_null(err);
+            assert_string_equal(s.machine, cases[i].want_machine);
+            assert_string_equal(s.net, cases[i].want_net);
+        } else {
+            assert_true(r < 0);
+            assert_non_null(err);
+            assert_string_equal(vmctl_error_get_code(err), cases[i].want_code);
+            assert_string_equal(vmctl_error_find_detail(err, "field"), cases[i].want_field);
+        }
+        free(s.machine);
+        free(s.net);
+    }
+    cleanup_error vmctl_error *err = NULL;
+    vm_spec s = {.kernel = "/k", .machine = strdup("pc")};
+    assert_int_equal(qemu_backend.validate(&s, &err), -EINVAL);
+    assert_string_equal(vmctl_error_get_message(err), "invalid machine 'pc'");
+    assert_string_equal(vmctl_error_find_detail(err, "value"), "pc");
+    assert_string_equal(vmctl_error_find_detail(err, "allowed"), "microvm or q35");
+    assert_string_equal(vmctl_error_get_help(err), "Set machine to microvm or q35.");
+    free(s.machine);
+
+    /* vhost-vsock needs a CID unique on the host, when the host has the device */
+    assert_int_equal(qemu_backend.needs_host_cid(&s), access("/dev/vhost-vsock", R_OK | W_OK) == 0);
+
+    cleanup_error vmctl_error *boot = NULL;
+    assert_int_equal(qemu_backend.exited_while_booting("web", &boot), -ECHILD);
+    assert_string_equal(vmctl_error_get_code(boot), "vm_manager::qemu::spawn_failed");
+    assert_string_equal(vmctl_error_get_message(boot), "QEMU exited while vm 'web' was booting");
+    assert_non_null(strstr(vmctl_error_get_help(boot), "`vmctl logs web --qemu`"));
 }
 
 static void test_accel_resolve(void **state)
@@ -878,7 +953,7 @@ static void test_launch_pause_resume_console(void **state)
     if (r < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_true(pid > 0);
     assert_true(start > 0);
     assert_true(proc_alive(pid, start));
@@ -932,7 +1007,7 @@ static void test_launch_powerdown_quit(void **state)
     cleanup_error vmctl_error *err = NULL;
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_true(proc_alive(pid, start));
     assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
     assert_int_equal(qemu_backend.powerdown(dir, now_usec() + 10000000, &err), 0);
@@ -961,7 +1036,7 @@ static void test_launch_runtime_stderr_logged(void **state)
     cleanup_error vmctl_error *err = NULL;
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_int_equal(kill(pid, SIGTERM), 0);
     if (!wait_gone(pid, start, 20000000)) {
         kill(pid, SIGKILL);
@@ -983,7 +1058,7 @@ static void test_launch_q35_kernel(void **state)
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     cleanup_free char *log = str_printf("%s/console.log", dir);
     uint64_t deadline = now_usec() + 90000000;
     while (!file_contains(log, "READY-MARK") && now_usec() < deadline && proc_alive(pid, start))
@@ -1108,7 +1183,7 @@ static void test_launch_hold_and_scan(void **state)
     /* committed: it stays */
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     sleep_usec(300000);
     bool alive = proc_alive(pid, start);
     kill(pid, SIGKILL);
@@ -1133,6 +1208,7 @@ int main(void)
         cmocka_unit_test(test_argv_errors),
         cmocka_unit_test(test_binary_override_missing),
         cmocka_unit_test(test_backend_find),
+        cmocka_unit_test(test_validate),
         cmocka_unit_test(test_accel_resolve),
         cmocka_unit_test(test_host_checks),
     };
