@@ -240,6 +240,27 @@ int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env)
     return 0;
 }
 
+int cli_guest_option(cli *c, int o, const char *arg, char ***env, size_t *n_env,
+                     vmctl_exec_opts *opts)
+{
+    switch (o) {
+    case CLI_OPT_ENV:
+        return cli_add_env(c, arg, env, n_env) < 0 ? -1 : 1;
+    case CLI_OPT_CWD:
+        opts->cwd = arg;
+        return 1;
+    case 'u':
+        if (!*arg) {
+            cli_invalid_value(c, "--user", arg, "NAME, UID or UID:GID");
+            return -1;
+        }
+        opts->user = arg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what)
 {
     if (c->n_args < n_min)
