@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
@@ -127,9 +128,9 @@ static int dir_file(const char *dir, const char *name, bool is_socket, char **re
     return *ret ? 0 : oom(reterr);
 }
 
-static void socks_free(char *(*socks)[VM_AGENT_PORTS])
+static void socks_free(char *(*socks)[AGENT_SERIAL_PORTS])
 {
-    for (size_t i = 0; i < VM_AGENT_PORTS; i++)
+    for (size_t i = 0; i < AGENT_SERIAL_PORTS; i++)
         free((*socks)[i]);
 }
 
@@ -237,13 +238,13 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
                        spec->guest_cid);
 
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
-    __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
+    __attribute__((cleanup(socks_free))) char *agent_sock[AGENT_SERIAL_PORTS] = {NULL};
     int r;
     if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         if ((r = dir_file(dir, name, true, &agent_sock[i], reterr)) < 0)
@@ -346,7 +347,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
          * port 0 keeps the name and socket of the single port older VMs had */
         PUSH("-device");
         PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
-        for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
             char id[16], name[32];
             snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
             if (i)
@@ -417,7 +418,7 @@ static void remove_runtime_files(const char *dir)
         if (p)
             (void)unlink(p);
     }
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         cleanup_free char *p = str_printf("%s/%s", dir, name);

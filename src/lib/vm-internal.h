@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared between vm.c and exec.c. */
+/* Shared between vm.c, vm-config.c, vm-load.c and exec.c. */
 #pragma once
 
 #include "ctx.h"
+#include "state.h"
 #include "store.h"
 #include "vm-spec.h"
 
@@ -34,3 +35,46 @@ int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v);
 /* Push the VM's hostname and env to an agent that lacks them (exec.c). */
 int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
                         vmctl_error **reterr);
+
+/* ---------- vm-load.c ---------- */
+
+/* how long a stop waits for the hypervisor to go, at each step */
+#define DEFAULT_STOP_TIMEOUT 10.0
+/* now + seconds in microseconds; past 10^9 s (or not finite): as good as never */
+uint64_t vm_deadline_after(double seconds);
+/* Wait until pid (started at start) is gone: false when still alive at deadline. */
+bool vm_wait_dead(pid_t pid, uint64_t start, uint64_t deadline);
+/* Write the create mark (VM_FILE_CREATE_OWNER) naming this process into dir: -EEXIST if there. */
+int vm_owner_mark(const char *dir);
+/* How the hypervisor pid ended, waiting up to usec for its supervisor's record: 1 exit status 0,
+ * 0 another end, -ENOENT no record. */
+int backend_wait_exit_record(const char *dir, pid_t pid, uint64_t usec);
+/* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
+ * removed, 2 when it is being created by a live process (hidden), 0 otherwise. locked: the
+ * caller holds the VM's lock. */
+int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked);
+/* vm_load, for a caller holding the VM's lock when locked. */
+int vm_load_locked(vmctl_ctx *ctx, const char *name, bool locked, store_vm **ret_row,
+                   vm_spec **ret_spec, vmctl_error **reterr);
+/* vm::invalid_state unless op is allowed from v's state; *to: the state it leads to. */
+int vm_check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr);
+/* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile), stop
+ * any hypervisor of it the row does not record, and check that op is allowed (_VM_OP_MAX: no
+ * check). */
+int vm_begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v, vm_spec **ret_spec,
+                vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr);
+
+/* ---------- vm-config.c ---------- */
+
+/* config::invalid for field = value (value may be NULL); fmt takes the field name and the value,
+ * in that order; allowed: what would be accepted (the help says to set it). */
+__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
+                                                           const char *value, const char *fmt,
+                                                           const char *allowed);
+/* Check a vmctl_vm_config and resolve it (defaults, image, default guest, accelerator) into the
+ * spec create records. */
+int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
+                        vmctl_error **reterr);
+/* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
+int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
+                    vmctl_error **reterr);

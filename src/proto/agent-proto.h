@@ -14,6 +14,10 @@
 #define AGENT_PROTO_VERSION     2
 #define AGENT_PROTO_MIN_VERSION 1
 #define AGENT_PORT_NAME         "org.vmctl.agent"
+/* The virtio-serial ports a VM has for its agent, one session each (so this many host clients at
+ * once): AGENT_PORT_NAME is port 0, AGENT_PORT_NAME ".<N>" port N, N = 1 .. AGENT_SERIAL_PORTS - 1.
+ * The host creates this many; the agent opens at most this many. */
+#define AGENT_SERIAL_PORTS 4
 #define AGENT_HDR_SIZE          16
 #define AGENT_MAX_PAYLOAD       (1024u * 1024u)
 #define AGENT_MAX_FRAME         (AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD)

@@ -29,6 +29,7 @@
 #include <vmctl/host.h>
 #include <vmctl/vm.h>
 
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "qemu.h"
@@ -293,11 +294,11 @@ static int argv_pair_index(char **argv, const char *opt, const char *value)
     return -1;
 }
 
-/* VM_AGENT_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
+/* AGENT_SERIAL_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
  * the VM has a guest CID. */
 static void test_argv_agent_ports_vsock(void **state)
 {
-    assert_int_equal(VM_AGENT_PORTS, 4);
+    assert_int_equal(AGENT_SERIAL_PORTS, 4);
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         cleanup_strv char **argv = NULL;

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/* Config resolution: a vmctl_vm_config checked and turned into the vm_spec that create records,
+ * and the VM's disk and cloud-init seed made from it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cloudinit.h"
+#include "ctx.h"
+#include "error.h"
+#include "guest.h"
+#include "image-cache.h"
+#include "ssh.h"
+#include "util/util.h"
+#include "vm-internal.h"
+#include "vm-spec.h"
+
+#define DEFAULT_VCPUS      1
+#define DEFAULT_MEMORY_MIB 256
+#define MAX_VCPUS          255
+#define MIN_MEMORY_MIB     32
+#define MAX_MEMORY_MIB     (1024u * 1024u)
+#define MAX_DISK_GIB       65536
+
+/* fmt takes the field name and the value, in that order. */
+__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
+                                                           const char *value, const char *fmt,
+                                                           const char *allowed)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, field, value ? value : "");
+#pragma GCC diagnostic pop
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    err_detail(reterr, "allowed", "%s", allowed);
+    err_help(reterr, "Set %s to %s.", field, allowed);
+    return r;
+}
+
+/* config::invalid unless min <= value <= max; unit ("", " MiB", " GiB") follows the bounds. */
+static int check_range(vmctl_error **reterr, const char *field, unsigned value, unsigned min,
+                       unsigned max, const char *unit)
+{
+    if (value >= min && value <= max)
+        return 0;
+    char v[32], allowed[96];
+    snprintf(v, sizeof(v), "%u", value);
+    snprintf(allowed, sizeof(allowed), "%u to %u%s", min, max, unit);
+    return vm_invalid_field(reterr, field, v, "%s %s is out of range", allowed);
+}
+
+static int check_readable(vmctl_error **reterr, const char *field, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
+        return vm_invalid_field(reterr, field, path, "%s '%s' does not exist or is not readable",
+                                "a readable regular file");
+    return 0;
+}
+
+/* A file for the cloud-init seed: readable, and only for disk images (the default guest has no
+ * cloud-init). */
+static int check_seed_file(vmctl_error **reterr, const char *field, const char *path,
+                           bool default_guest)
+{
+    int r = check_readable(reterr, field, path);
+    if (r < 0)
+        return r;
+    if (default_guest)
+        return vm_invalid_field(reterr, field, path,
+                                "%s '%s' needs a disk image with cloud-init (--image)",
+                                "unset for the default guest, which has no cloud-init");
+    return 0;
+}
+
+int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
+                        vmctl_error **reterr)
+{
+    if (!c || !c->name)
+        return vm_invalid_field(reterr, "name", NULL, "%s is required%s",
+                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                "digit");
+    if (!name_is_valid(c->name))
+        return vm_invalid_field(reterr, "name", c->name, "invalid %s '%s'",
+                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                "digit");
+    if (!backend_find(c->backend, reterr))
+        return -EOPNOTSUPP;
+    cleanup_vm_spec vm_spec *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->name = strdup(c->name);
+    s->backend = strdup(c->backend ? c->backend : "qemu");
+
+    s->vcpus = c->vcpus ? c->vcpus : DEFAULT_VCPUS;
+    s->memory_mib = c->memory_mib ? c->memory_mib : DEFAULT_MEMORY_MIB;
+    if (check_range(reterr, "vcpus", s->vcpus, 1, MAX_VCPUS, "") < 0 ||
+        check_range(reterr, "memory", s->memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB") < 0 ||
+        check_range(reterr, "disk", c->disk_gib, 0, MAX_DISK_GIB, " GiB") < 0)
+        return -EINVAL;
+    s->disk_gib = c->disk_gib;
+
+    for (char *const *e = c->env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e)))
+            return vm_invalid_field(reterr, "env", *e, "invalid %s entry '%s'",
+                                    "K=V with K matching [A-Za-z_][A-Za-z0-9_]*");
+    }
+    if (c->env && !(s->env = strv_copy(c->env)))
+        return -ENOMEM;
+
+    bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
+    if ((c->cloud_init &&
+         check_seed_file(reterr, "cloud-init", c->cloud_init, default_guest) < 0) ||
+        (c->ssh_key && check_seed_file(reterr, "ssh-key", c->ssh_key, default_guest) < 0))
+        return -EINVAL;
+
+    if (default_guest) {
+        guest_paths gp = {0};
+        int r = guest_default_paths(ctx->home, &gp, reterr);
+        if (r < 0)
+            return r;
+        s->image = strdup("default");
+        s->kernel = gp.kernel;
+        s->initrd = gp.initrd;
+        /* vmctl.hostname: /init sets it before anything runs (the agent pushes it again) */
+        s->cmdline = str_printf("%s vmctl.hostname=%s%s%s", gp.cmdline, c->name,
+                                c->cmdline ? " " : "", c->cmdline ? c->cmdline : "");
+        free(gp.cmdline);
+        s->agent = true;
+    } else {
+        bool rootfs = false;
+        if (c->image) {
+            /* A disk image: a qcow2 overlay on it, or (raw root filesystem booted with --kernel)
+             * a clone; created by vmctl_vm_create in the VM directory. */
+            image_ref ref = {};
+            int r = image_resolve(ctx->home, c->image, &ref, reterr);
+            if (r < 0)
+                return r;
+            rootfs = c->kernel && streq(ref.format, "raw");
+            if (c->disk_gib && (uint64_t)c->disk_gib << 30 < ref.virtual_size) {
+                char v[32];
+                snprintf(v, sizeof(v), "%u", c->disk_gib);
+                image_ref_clear(&ref);
+                return vm_invalid_field(reterr, "disk", v, "%s %s GiB is smaller than the image",
+                                        "at least the image's virtual size (vmctl image inspect)");
+            }
+            cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
+            s->image = strdup(ref.name ? ref.name : ref.path);
+            s->base = TAKE_PTR(ref.path);
+            s->base_format = TAKE_PTR(ref.format);
+            image_ref_clear(&ref);
+            if (!dir)
+                return -ENOMEM;
+            s->disk = str_printf("%s/%s", dir, rootfs ? "rootfs.raw" : "disk.qcow2");
+            s->disk_format = strdup(rootfs ? "raw" : "qcow2");
+            s->seed = str_printf("%s/seed.iso", dir);
+            if (!s->image || !s->disk || !s->disk_format || !s->seed || !s->base_format)
+                return -ENOMEM;
+        }
+        if (c->kernel) {
+            int r = check_readable(reterr, "kernel", c->kernel);
+            if (r < 0)
+                return r;
+            if (c->initrd && (r = check_readable(reterr, "initrd", c->initrd)) < 0)
+                return r;
+            s->kernel = realpath(c->kernel, NULL);
+            s->initrd = c->initrd ? realpath(c->initrd, NULL) : NULL;
+            if (!s->image)
+                s->image = strdup(s->kernel ? s->kernel : c->kernel);
+            const char *dflt =
+                rootfs ? "console=ttyS0 panic=-1 root=/dev/vda rw" : "console=ttyS0 panic=-1";
+            s->cmdline = strdup(c->cmdline ? c->cmdline : dflt);
+        }
+        /* The virtio-serial port is there; whether an agent answers depends on the guest. */
+        s->agent = true;
+    }
+
+    const char *machine = c->machine ? c->machine : (s->kernel ? "microvm" : "q35");
+    if (!streq(machine, "microvm") && !streq(machine, "q35"))
+        return vm_invalid_field(reterr, "machine", machine, "invalid %s '%s'", "microvm or q35");
+    if (!s->kernel && streq(machine, "microvm"))
+        return vm_invalid_field(reterr, "machine", machine,
+                                "%s '%s' boots a kernel directly: give --kernel with --image",
+                                "q35 for disk images booted by firmware");
+    s->machine = strdup(machine);
+
+    const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
+    if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
+        return vm_invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
+    if (streq(net, "tap")) {
+        /* Refused here, not at start: a VM that can never start is not created. */
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
+                         "tap networking is not supported yet");
+        err_detail(reterr, "field", "net");
+        err_detail(reterr, "value", "%s", net);
+        err_detail(reterr, "allowed", "user or none");
+        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
+                         "`--net none`.");
+        return r;
+    }
+    if (c->n_ports && !streq(net, "user")) {
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
+                         "port forwards need user-mode networking, not '%s'", net);
+        err_detail(reterr, "field", "port");
+        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        return r;
+    }
+    s->net = strdup(net);
+    if (c->n_ports) {
+        s->ports = calloc(c->n_ports, sizeof(*s->ports));
+        if (!s->ports)
+            return -ENOMEM;
+        for (size_t i = 0; i < c->n_ports; i++) {
+            s->ports[i] = c->ports[i];
+            if (c->ports[i].guest_port == 0)
+                return vm_invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
+                                        "HOST:GUEST with GUEST in 1-65535");
+            /* host port 0: chosen and reserved by net_prepare_ports() in create */
+        }
+        s->n_ports = c->n_ports;
+    }
+
+    cleanup_free char *notice = NULL;
+    int r = accel_resolve(c->accel ? c->accel : "auto", &s->accel, &notice, reterr);
+    if (r < 0)
+        return r;
+    if (notice)
+        ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
+
+    if (!s->name || !s->backend || !s->image || !s->machine || !s->net ||
+        (s->kernel && !s->cmdline))
+        return -ENOMEM;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+/* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
+int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
+                    vmctl_error **reterr)
+{
+    cleanup_free char *vm_dir = ctx_vm_dir(ctx, spec->name);
+    cleanup_free char *vm_pub = vm_dir ? str_printf("%s/" SSHC_PUBKEY_FILE, vm_dir) : NULL;
+    if (!vm_pub)
+        return -ENOMEM;
+    image_ref ref = {};
+    int r = image_resolve(ctx->home, spec->image, &ref, reterr);
+    if (r < 0)
+        return r;
+    uint64_t size = (uint64_t)spec->disk_gib << 30;
+    if (spec->disk_format && streq(spec->disk_format, "raw"))
+        r = image_clone_rootfs(spec->disk, &ref, size, reterr);
+    else
+        r = image_make_overlay(spec->disk, &ref, size, reterr);
+    image_ref_clear(&ref);
+    if (r < 0)
+        return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    if (spec->seed) {
+        cloudinit_seed seed = {
+            .hostname = spec->name,
+            .user_data = c->cloud_init,
+            .ssh_key = c->ssh_key, /* the user's key, and */
+            .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
+            .network = !streq(spec->net, "none"),
+        };
+        r = cloudinit_write_seed(spec->seed, &seed, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while creating the seed of vm '%s'", spec->name);
+    }
+    return 0;
+}
