@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* stats.c's pure parts, for tests/unit/test-stats.c. */
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <vmctl/stats.h>
+
+/* /proc/PID/stat: utime, stime, starttime (clock ticks); -EINVAL when malformed. */
+int stats_parse_proc_stat(const char *text, uint64_t *utime, uint64_t *stime, uint64_t *start);
+/* /proc/PID/smaps_rollup: Rss and Pss in bytes; -EINVAL without both. */
+int stats_parse_smaps_rollup(const char *text, uint64_t *rss, uint64_t *pss);
+/* A Prometheus label value, escaped (backslash, double quote, newline). */
+void stats_prom_label_value(FILE *f, const char *v);
+/* The text exposition format of n samples (vmctl_vm_stats_prometheus). */
+int stats_prometheus_write(FILE *f, vmctl_vm_stats *const *stats, size_t n);
