@@ -71,7 +71,9 @@ __attribute__((format(printf, 5, 6))) static int add_error(vmctl_vm_stats *s, co
     va_end(ap);
     if (!what)
         return -ENOMEM;
-    const char *because = cause ? vmctl_error_get_message(cause) : strerror(errnum);
+    const char *because = cause                      ? vmctl_error_get_message(cause)
+                          : streq(source, "process") ? "it is not running"
+                                                     : strerror(errnum);
     if (cause && vmctl_error_get_errno(cause) > 0)
         errnum = vmctl_error_get_errno(cause);
     vmctl_error *e = NULL;
@@ -192,7 +194,7 @@ static int read_uptime(vmctl_vm_stats *s, const store_vm *v)
         return add_error(s, "uptime", NULL, -r, "the uptime ('/proc/uptime', '/proc/%d/stat')",
                          (int)v->pid);
     double u = boot - (double)start / (double)(tck > 0 ? tck : 100);
-    s->uptime_seconds = u > 0 ? u : 0;
+    s->uptime_seconds = u > 0 ? (double)(uint64_t)(u * 100 + 0.5) / 100 : 0; /* ticks: 10 ms */
     s->available[VMCTL_STATS_UPTIME] = true;
     return 0;
 }
@@ -407,7 +409,7 @@ int vmctl_vm_stats_get(vmctl_ctx *ctx, const char *name, unsigned flags, vmctl_v
     s->sampled_us = now_usec();
     bool live = (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) && v->pid > 0;
     if (!live) {
-        r = add_error(s, "process", NULL, ESRCH, "statistics (it is %s)",
+        r = add_error(s, "process", NULL, ESRCH, "the statistics (the vm is %s)",
                       vmctl_vm_state_to_string(v->state));
     } else {
         s->pid = v->pid;
