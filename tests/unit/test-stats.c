@@ -12,6 +12,17 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "skip.h"
 #include "stats-internal.h"
 
 static char *render(vmctl_vm_stats *const *s, size_t n)
@@ -180,6 +191,64 @@ static void test_cpu_percent(void **state)
     assert_true(vmctl_vm_stats_cpu_percent(&a, &b) < 0);
 }
 
+/* The child of test_taps, in a network and mount namespace of its own (with its own /sys): a TAP
+ * held open, up, with two frames written into it (the host receives them: the guest sent them).
+ * Exit 0 when stats_read_taps finds it with those counters; 77 when the host cannot make one. */
+static int taps_child(void)
+{
+    if (unshare(CLONE_NEWNET | CLONE_NEWNS) < 0)
+        return 77;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("sysfs", "/sys", "sysfs", 0, NULL) < 0)
+        return 77;
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 77;
+    struct ifreq ifr = {.ifr_flags = IFF_TAP | IFF_NO_PI};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "vmst0");
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+        return 77;
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq up = {.ifr_flags = IFF_UP};
+    snprintf(up.ifr_name, sizeof(up.ifr_name), "vmst0");
+    if (sock < 0 || ioctl(sock, SIOCSIFFLAGS, &up) < 0)
+        return 10;
+    unsigned char frame[60] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52,
+        0x54, 0,    0,    0,    1,    0x88, 0xb5}; /* broadcast, local experimental ethertype */
+    for (int i = 0; i < 2; i++)
+        if (write(fd, frame, sizeof(frame)) != (ssize_t)sizeof(frame))
+            return 11;
+    vmctl_vm_stats s = {.name = "t"};
+    if (stats_read_taps(&s, getpid()) < 0 || !s.available[VMCTL_STATS_NETWORK] || s.n_errors)
+        return 12;
+    if (s.n_nets != 1 || strcmp(s.nets[0].interface, "vmst0") != 0)
+        return 13;
+    /* the host received them: the guest transmitted them */
+    if (s.nets[0].tx_packets != 2 || s.nets[0].tx_bytes != 120 || s.nets[0].rx_packets != 0)
+        return 14;
+    return 0;
+}
+
+static void test_taps(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip_test(NULL, "a TAP in a network namespace of its own needs root");
+    if (access("/dev/net/tun", R_OK | W_OK) < 0)
+        skip_test(NULL, "/dev/net/tun is missing (modprobe tun)");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(taps_child());
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77)
+        skip_test(NULL, "cannot make a TAP in a network namespace here");
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -189,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_proc_stat),
         cmocka_unit_test(test_smaps_rollup),
         cmocka_unit_test(test_cpu_percent),
+        cmocka_unit_test(test_taps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
