@@ -9,6 +9,7 @@
 #   counters ending in _total, label values escaped, no duplicate series);
 # - a VM that is not running, and a VM whose QMP socket is gone (query-blockstats fails), give
 #   vm_manager::metrics::failed naming the source while the other values are still printed;
+# - a paused VM: no guest values and no error;
 # - no NAME: the running VMs only; --watch redraws (a table per interval, ANSI on a terminal).
 . "$(dirname "$0")/lib.sh"
 need_guest
@@ -176,6 +177,15 @@ expect_eq "off: metrics::failed, source process" \
 err=$(vm stats io off 2>&1 >/dev/null)
 grep -q "vm_manager::metrics::failed" <<<"$err" && grep -q "vm 'off'" <<<"$err" &&
   ok "the table's stderr names off" || fail "stderr: $err"
+
+# --- a paused VM: no guest values (its agent cannot answer), not an error; the rest is there
+vm pause io >/dev/null || fail "pause io"
+out=$(js io); rc=$?
+expect_eq "paused: exit 0, no errors" "$rc/$(jq -r '.[0].errors | length' <<<"$out")" "0/0"
+expect_eq "paused: guest unavailable with its reason, cpu and disk there" \
+  "$(jq -r '.[0] | [.state, .guest.available, .guest.reason, .cpu.available, .disk.available] | join(" ")' <<<"$out")" \
+  "paused false the vm is paused true true"
+vm resume io >/dev/null || fail "resume io"
 
 # --- a source that cannot be read: query-blockstats without a QMP socket
 mv "$VMCTL_HOME/vms/io/qmp.sock" "$VMCTL_HOME/vms/io/qmp.sock.away"
