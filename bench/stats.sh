@@ -2,7 +2,7 @@
 # The cost of `vmctl stats`: one `vmctl stats NAME --json` against `vmctl status NAME --json` on
 # the same running VM (the baseline: the same store read and process check, without /proc, QMP
 # or the agent), interleaved; then `stats --json`, `stats --prometheus` and `status --json` of
-# every VM with 10 VMs running. Medians of RUNS runs each.
+# every VM with 10 VMs running; --no-guest shows what the agent's share is. Medians of RUNS runs each.
 # Usage: bench/stats.sh BUILD_DIR [RUNS] (the default guest in $VMCTL_TEST_IMAGES, default
 # /work/images)
 set -euo pipefail
@@ -40,11 +40,14 @@ for _ in $(seq "$runs"); do
   bench "$d/status1" v status b1 --json
   bench "$d/stats1" v stats b1 --json
   bench "$d/prom1" v stats b1 --prometheus
+  bench "$d/nog1" v stats b1 --json --no-guest
   bench "$d/status10" sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do '$vmctl' --home '$home' status b\$i --json; done"
   bench "$d/stats10" v stats --json
   bench "$d/prom10" v stats --prometheus
+  bench "$d/nog10" v stats --prometheus --no-guest
 done
 s1=$(median <"$d/status1"); t1=$(median <"$d/stats1"); p1=$(median <"$d/prom1")
+g1=$(median <"$d/nog1"); g10=$(median <"$d/nog10")
 s10=$(median <"$d/status10"); t10=$(median <"$d/stats10"); p10=$(median <"$d/prom10")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo "| command | median | ratio to \`status NAME --json\` |"
@@ -52,7 +55,9 @@ echo "|---|---|---|"
 echo "| \`vmctl status b1 --json\` | $s1 ms | 1.00 |"
 echo "| \`vmctl stats b1 --json\` | $t1 ms | $(ratio "$t1" "$s1") |"
 echo "| \`vmctl stats b1 --prometheus\` | $p1 ms | $(ratio "$p1" "$s1") |"
+echo "| \`vmctl stats b1 --json --no-guest\` | $g1 ms | $(ratio "$g1" "$s1") |"
 echo "| 10 × \`vmctl status bN --json\` | $s10 ms | $(ratio "$s10" "$s1") |"
 echo "| \`vmctl stats --json\` (10 VMs) | $t10 ms | $(ratio "$t10" "$s1") (per VM: $(ratio "$t10" "$s10") of a status) |"
 echo "| \`vmctl stats --prometheus\` (10 VMs) | $p10 ms | $(ratio "$p10" "$s1") |"
+echo "| \`vmctl stats --prometheus --no-guest\` (10 VMs) | $g10 ms | $(ratio "$g10" "$s1") |"
 rm -rf "$d"

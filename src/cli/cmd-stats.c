@@ -7,7 +7,7 @@
 #include "render.h"
 
 const char cmd_stats_help[] =
-    "Usage: vmctl stats [NAME...] [--json | --prometheus] [--watch] [--interval S]\n"
+    "Usage: vmctl stats [NAME...] [--json | --prometheus] [--watch] [--interval S] [--no-guest]\n"
     "\n"
     "Show the statistics of VMs (all running and paused ones when no NAME is given): the host\n"
     "CPU share and time of each VM's QEMU process, its memory (RSS, and PSS, which counts the\n"
@@ -24,6 +24,7 @@ const char cmd_stats_help[] =
     "Options:\n"
     "  -w, --watch          redraw the table every interval until Ctrl-C\n"
     "      --interval S     the interval of --watch and of CPU% (default 2 s with --watch)\n"
+    "      --no-guest       do not ask the guest agents (no GUEST MEM and LOAD): cheaper\n"
     "      --prometheus     the Prometheus text format (vmctl_vm_* metrics, counters and\n"
     "                       gauges in seconds and bytes), for node_exporter's textfile collector\n"
     "  -h, --help           show this help\n"
@@ -38,7 +39,11 @@ const char cmd_stats_help[] =
 enum {
     OPT_INTERVAL = 0x100,
     OPT_PROMETHEUS,
+    OPT_NO_GUEST,
 };
+
+/* vmctl_vm_stats_get flags of every full sample (--no-guest) */
+static unsigned sample_flags;
 
 /* One VM of a sample: its statistics, or the error that kept it from being looked up. */
 typedef struct row {
@@ -160,7 +165,7 @@ static int take_sample_with_rate(vmctl_ctx *ctx, char **names, size_t n, double 
     int r = take_sample(ctx, names, n, VMCTL_STATS_CPU_ONLY, &first);
     if (r >= 0) {
         sleep_until(t0 + interval);
-        r = take_sample(ctx, names, n, 0, ret);
+        r = take_sample(ctx, names, n, sample_flags, ret);
     }
     if (r >= 0)
         rates(&first, ret);
@@ -407,7 +412,7 @@ static int watch(cli *c, vmctl_ctx *ctx, double interval)
         double t0 = mono_now();
         sample cur = {0};
         r = first ? take_sample_with_rate(ctx, names, n, interval < 1 ? interval : 1, &cur)
-                  : take_sample(ctx, names, n, 0, &cur);
+                  : take_sample(ctx, names, n, sample_flags, &cur);
         names_free(names, n);
         if (r < 0) {
             sample_clear(&cur);
@@ -438,6 +443,7 @@ int cmd_stats(cli *c, int argc, char **argv)
         {"watch", no_argument, NULL, 'w'},
         {"interval", required_argument, NULL, OPT_INTERVAL},
         {"prometheus", no_argument, NULL, OPT_PROMETHEUS},
+        {"no-guest", no_argument, NULL, OPT_NO_GUEST},
         {},
     };
     bool watch_mode = false, prometheus = false;
@@ -454,6 +460,9 @@ int cmd_stats(cli *c, int argc, char **argv)
             break;
         case OPT_PROMETHEUS:
             prometheus = true;
+            break;
+        case OPT_NO_GUEST:
+            sample_flags |= VMCTL_STATS_NO_GUEST;
             break;
         default:
             return c->exit_code;
@@ -477,7 +486,7 @@ int cmd_stats(cli *c, int argc, char **argv)
     sample s = {0};
     bool rate = !prometheus && (!c->json || interval > 0);
     r = rate ? take_sample_with_rate(ctx, names, n, interval > 0 ? interval : 1, &s)
-             : take_sample(ctx, names, n, 0, &s);
+             : take_sample(ctx, names, n, sample_flags, &s);
     names_free(names, n);
     if (r < 0) {
         sample_clear(&s);
