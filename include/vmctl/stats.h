@@ -41,6 +41,8 @@ typedef enum vmctl_stats_source {
     VMCTL_STATS_DISK,    /* the hypervisor's block statistics (QMP query-blockstats) */
     VMCTL_STATS_NETWORK, /* /sys/class/net/IF/statistics of the VM's TAP devices */
     VMCTL_STATS_GUEST,   /* the guest agent's info request */
+    /* the guest's /proc/net/dev through the agent: on user-mode networking only */
+    VMCTL_STATS_GUEST_NETWORK,
     _VMCTL_STATS_SOURCE_MAX,
 } vmctl_stats_source;
 
@@ -76,11 +78,17 @@ typedef struct vmctl_vm_stats {
     uint64_t guest_mem_total_bytes, guest_mem_available_bytes;
     double guest_load[3];
     double guest_uptime_seconds;
+    /* The guest's own interface counters (its /proc/net/dev but lo, through the agent), read for
+     * a VM on user-mode networking, where the host has none (available[GUEST_NETWORK]). They
+     * are the guest's word, as the rest of the guest source; rx is what the guest received. */
+    vmctl_vm_stats_net *guest_nets;
+    size_t n_guest_nets;
 
     /* Why a source is unavailable though nothing failed (static text, NULL otherwise): network
      * on user-mode networking (QEMU's slirp has no host device, and QEMU 7.2 keeps no
      * per-netdev counters), guest for an image without vmctl-agent, a paused VM or a sample
-     * that did not ask for it. Such a source is neither a number nor an error. */
+     * that did not ask for it, guest_network for a VM not on user-mode networking. Such a source is
+     * neither a number nor an error. */
     const char *why_unavailable[_VMCTL_STATS_SOURCE_MAX];
 
     /* One metrics::failed error per source that could not be read (details vm, source), in

@@ -12,8 +12,9 @@ const char cmd_stats_help[] =
     "Show the statistics of VMs (all running and paused ones when no NAME is given): the host\n"
     "CPU share and time of each VM's QEMU process, its memory (RSS, and PSS, which counts the\n"
     "pages it shares with other processes by share), disk bytes read and written, network bytes\n"
-    "received and sent (TAP devices only: user-mode networking has no counters), the guest's\n"
-    "own memory use and load (from its agent) and the uptime.\n"
+    "received and sent (of its TAP devices; user-mode networking has none on the host, so\n"
+    "there the guest's own counts are shown, marked \"(guest)\"), the guest's own memory use\n"
+    "and load (from its agent) and the uptime.\n"
     "\n"
     "CPU% is the share of one host CPU over an interval: the table samples twice, 1 s apart (or\n"
     "--interval); --json samples once and leaves cpu.percent null unless --interval is given.\n"
@@ -191,6 +192,18 @@ static json_t *why_or_null(const vmctl_vm_stats *s, vmctl_stats_source src)
     return w ? json_string(w) : json_null();
 }
 
+static json_t *nets_json(const vmctl_vm_stats_net *n, size_t count)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < count; i++)
+        json_array_append_new(a, json_pack("{s:s, s:I, s:I, s:I, s:I}", "interface", n[i].interface,
+                                           "rx_bytes", (json_int_t)n[i].rx_bytes, "tx_bytes",
+                                           (json_int_t)n[i].tx_bytes, "rx_packets",
+                                           (json_int_t)n[i].rx_packets, "tx_packets",
+                                           (json_int_t)n[i].tx_packets));
+    return a;
+}
+
 static json_t *row_json(const row *r)
 {
     json_t *errors = json_array();
@@ -216,14 +229,8 @@ static json_t *row_json(const row *r)
                                         "write_bytes", (json_int_t)s->disks[i].write_bytes,
                                         "read_ops", (json_int_t)s->disks[i].read_ops, "write_ops",
                                         (json_int_t)s->disks[i].write_ops));
-    json_t *nets = json_array();
-    for (size_t i = 0; i < s->n_nets; i++)
-        json_array_append_new(nets, json_pack("{s:s, s:I, s:I, s:I, s:I}", "interface",
-                                              s->nets[i].interface, "rx_bytes",
-                                              (json_int_t)s->nets[i].rx_bytes, "tx_bytes",
-                                              (json_int_t)s->nets[i].tx_bytes, "rx_packets",
-                                              (json_int_t)s->nets[i].rx_packets, "tx_packets",
-                                              (json_int_t)s->nets[i].tx_packets));
+    json_t *nets = nets_json(s->nets, s->n_nets);
+    json_t *gnets = nets_json(s->guest_nets, s->n_guest_nets);
     bool g = a[VMCTL_STATS_GUEST];
     json_t *load = g ? json_pack("[f, f, f]", s->guest_load[0], s->guest_load[1], s->guest_load[2])
                      : json_null();
@@ -234,6 +241,7 @@ static json_t *row_json(const row *r)
                      " s:{s:b, s:o},"
                      " s:{s:b, s:o, s:o},"
                      " s:{s:b, s:o, s:o, s:o, s:o, s:o},"
+                     " s:{s:b, s:o, s:o},"
                      " s:o}",
                      "name", s->name, "state", vmctl_vm_state_to_string(s->state), "pid",
                      s->pid > 0 ? json_integer(s->pid) : json_null(), "vcpus", (int)s->vcpus,
@@ -261,6 +269,9 @@ static json_t *row_json(const row *r)
                      "mem_total_bytes", int_or_null(g, s->guest_mem_total_bytes),
                      "mem_available_bytes", int_or_null(g, s->guest_mem_available_bytes), "load",
                      load, "uptime_seconds", num_or_null(g, s->guest_uptime_seconds),
+                     /* guest_network */
+                     "guest_network", "available", a[VMCTL_STATS_GUEST_NETWORK], "reason",
+                     why_or_null(s, VMCTL_STATS_GUEST_NETWORK), "interfaces", gnets,
                      /* errors */
                      "errors", errors);
 }
@@ -311,13 +322,25 @@ static table *make_table(const sample *s)
             rx += st->nets[j].rx_bytes;
             tx += st->nets[j].tx_bytes;
         }
+        /* user-mode networking: the guest's own counters, marked as such */
+        bool guest_net = !a[VMCTL_STATS_NETWORK] && a[VMCTL_STATS_GUEST_NETWORK];
+        for (size_t j = 0; guest_net && j < st->n_guest_nets; j++) {
+            rx += st->guest_nets[j].rx_bytes;
+            tx += st->guest_nets[j].tx_bytes;
+        }
+        bool have_net = a[VMCTL_STATS_NETWORK] ? st->n_nets > 0 : guest_net && st->n_guest_nets;
+        if (have_net) {
+            pair(rx, tx, net, sizeof(net));
+            if (guest_net)
+                strncat(net, " (guest)", sizeof(net) - strlen(net) - 1);
+        }
         snprintf(load, sizeof(load), "%.2f", st->guest_load[0]);
         table_add_row(
             t, st->name, r->cpu_percent >= 0 ? cpu : NULL,
             a[VMCTL_STATS_MEMORY] ? render_size(st->rss_bytes, rss, sizeof(rss)) : NULL,
             a[VMCTL_STATS_MEMORY] ? render_size(st->pss_bytes, pss, sizeof(pss)) : NULL,
             a[VMCTL_STATS_DISK] && st->n_disks ? pair(rb, wb, disk, sizeof(disk)) : NULL,
-            a[VMCTL_STATS_NETWORK] && st->n_nets ? pair(rx, tx, net, sizeof(net)) : NULL,
+            have_net ? net : NULL,
             a[VMCTL_STATS_GUEST] ? pair(st->guest_mem_total_bytes - st->guest_mem_available_bytes,
                                         st->guest_mem_total_bytes, gmem, sizeof(gmem))
                                  : NULL,

@@ -17,6 +17,8 @@ int stats_parse_smaps_rollup(const char *text, uint64_t *rss, uint64_t *pss);
  * (the host's rx is the guest's tx); available[NETWORK] set, or a metrics::failed in s->errors.
  * -ENOMEM only. */
 int stats_read_taps(vmctl_vm_stats *s, pid_t pid);
+/* A guest's /proc/net/dev: its interfaces but lo (malloc'd array); -EINVAL when malformed. */
+int stats_parse_net_dev(const char *text, vmctl_vm_stats_net **ret, size_t *ret_n);
 /* A Prometheus label value, escaped (backslash, double quote, newline). */
 void stats_prom_label_value(FILE *f, const char *v);
 /* The text exposition format of n samples (vmctl_vm_stats_prometheus). */

@@ -24,9 +24,16 @@
 #define STATS_AGENT_USEC (3 * 1000 * 1000ull)
 
 static const char *const source_names[_VMCTL_STATS_SOURCE_MAX] = {
-    [VMCTL_STATS_CPU] = "cpu",   [VMCTL_STATS_MEMORY] = "memory",   [VMCTL_STATS_UPTIME] = "uptime",
-    [VMCTL_STATS_DISK] = "disk", [VMCTL_STATS_NETWORK] = "network", [VMCTL_STATS_GUEST] = "guest",
+    [VMCTL_STATS_CPU] = "cpu",
+    [VMCTL_STATS_MEMORY] = "memory",
+    [VMCTL_STATS_UPTIME] = "uptime",
+    [VMCTL_STATS_DISK] = "disk",
+    [VMCTL_STATS_NETWORK] = "network",
+    [VMCTL_STATS_GUEST] = "guest",
+    [VMCTL_STATS_GUEST_NETWORK] = "guest_network",
 };
+_Static_assert(sizeof(source_names) / sizeof(source_names[0]) == _VMCTL_STATS_SOURCE_MAX,
+               "a name for every source");
 
 const char *vmctl_stats_source_to_string(vmctl_stats_source s)
 {
@@ -44,6 +51,9 @@ void vmctl_vm_stats_free(vmctl_vm_stats *s)
     for (size_t i = 0; i < s->n_nets; i++)
         free(s->nets[i].interface);
     free(s->nets);
+    for (size_t i = 0; i < s->n_guest_nets; i++)
+        free(s->guest_nets[i].interface);
+    free(s->guest_nets);
     for (size_t i = 0; i < s->n_errors; i++)
         vmctl_error_free(s->errors[i]);
     free(s->errors);
@@ -319,7 +329,8 @@ static int read_network(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spe
 {
     if (spec->net && streq(spec->net, "user")) {
         s->why_unavailable[VMCTL_STATS_NETWORK] =
-            "user-mode networking has no host interface, and QEMU keeps no per-netdev counters";
+            "user-mode networking has no host interface, and QEMU keeps no per-netdev counters "
+            "(the guest's own are in the guest_network source)";
         return 0;
     }
     if (spec->net && streq(spec->net, "none")) {
@@ -369,14 +380,99 @@ int stats_read_taps(vmctl_vm_stats *s, pid_t pid)
 
 /* --- the guest agent --- */
 
+int stats_parse_net_dev(const char *text, vmctl_vm_stats_net **ret, size_t *ret_n)
+{
+    vmctl_vm_stats_net *a = NULL;
+    size_t n = 0;
+    int r = 0;
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *colon = strchr(l, ':'), *eol = strchr(l, '\n');
+        if (!colon || (eol && colon > eol))
+            continue; /* the two header lines */
+        const char *name = l;
+        while (*name == ' ')
+            name++;
+        size_t len = (size_t)(colon - name);
+        if (len == 0 || len >= 16 || (len == 2 && strncmp(name, "lo", 2) == 0))
+            continue;
+        /* rx: bytes packets errs drop fifo frame compressed multicast, then tx: bytes packets */
+        unsigned long long v[10];
+        const char *p = colon + 1;
+        int k = 0;
+        for (; k < 10; k++) {
+            char *end = NULL;
+            errno = 0;
+            v[k] = strtoull(p, &end, 10);
+            if (end == p || errno)
+                break;
+            p = end;
+        }
+        if (k < 10) {
+            r = -EINVAL;
+            break;
+        }
+        vmctl_vm_stats_net *b = realloc(a, (n + 1) * sizeof(*b));
+        if (!b) {
+            r = -ENOMEM;
+            break;
+        }
+        a = b;
+        a[n] = (vmctl_vm_stats_net){.interface = strndup(name, len),
+                                    .rx_bytes = v[0],
+                                    .rx_packets = v[1],
+                                    .tx_bytes = v[8],
+                                    .tx_packets = v[9]};
+        if (!a[n++].interface) {
+            r = -ENOMEM;
+            break;
+        }
+    }
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++)
+            free(a[i].interface);
+        free(a);
+        return r;
+    }
+    *ret = a;
+    *ret_n = n;
+    return 0;
+}
+
+/* On user-mode networking: the guest's /proc/net/dev, by `cat` through the agent. */
+static int read_guest_net(vmctl_vm_stats *s, agent_conn *conn, uint64_t deadline)
+{
+    char *argv[] = {"cat", "/proc/net/dev", NULL};
+    vmctl_exec_opts opts = {.argv = argv, .timeout_sec = 2};
+    vmctl_exec_result res = {0};
+    cleanup_error vmctl_error *e = NULL;
+    int r = agent_exec(conn, &opts, &res, deadline, &e);
+    if (r >= 0 && (res.signal || res.exit_code != 0))
+        r = -EIO;
+    if (r >= 0)
+        r = stats_parse_net_dev(res.out, &s->guest_nets, &s->n_guest_nets);
+    vmctl_exec_result_clear(&res);
+    if (r == -ENOMEM)
+        return r;
+    if (r < 0)
+        return add_error(s, "guest_network", e, -r,
+                         "the guest's network counters ('/proc/net/dev', agent)");
+    s->available[VMCTL_STATS_GUEST_NETWORK] = true;
+    return 0;
+}
+
 static int read_guest(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
 {
-    if (!spec->agent) {
-        s->why_unavailable[VMCTL_STATS_GUEST] = "the image runs no vmctl-agent";
-        return 0;
-    }
-    if (v->state != VMCTL_VM_RUNNING) {
-        s->why_unavailable[VMCTL_STATS_GUEST] = "the vm is paused";
+    bool user_net = spec->net && streq(spec->net, "user");
+    if (!user_net)
+        s->why_unavailable[VMCTL_STATS_GUEST_NETWORK] =
+            "read on user-mode networking only (the host's counters are in the network source)";
+    const char *why = !spec->agent                   ? "the image runs no vmctl-agent"
+                      : v->state != VMCTL_VM_RUNNING ? "the vm is paused"
+                                                     : NULL;
+    if (why) {
+        s->why_unavailable[VMCTL_STATS_GUEST] = why;
+        if (user_net)
+            s->why_unavailable[VMCTL_STATS_GUEST_NETWORK] = why;
         return 0;
     }
     uint64_t deadline = now_usec() + STATS_AGENT_USEC;
@@ -388,15 +484,19 @@ static int read_guest(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
         r = agent_get_info(conn, deadline, &in, &e);
     if (r == -ENOMEM)
         return r;
-    if (r < 0)
+    if (r < 0) {
+        if (user_net && (r = add_error(s, "guest_network", NULL, EAGAIN,
+                                       "the guest's network counters (the agent failed)")) < 0)
+            return r;
         return add_error(s, "guest", e, -r, "the guest's memory and load (agent)");
+    }
     s->guest_mem_total_bytes = in.mem_total;
     s->guest_mem_available_bytes = in.mem_available;
     for (int i = 0; i < 3; i++)
         s->guest_load[i] = in.load[i];
     s->guest_uptime_seconds = (double)in.uptime_ms / 1000.0;
     s->available[VMCTL_STATS_GUEST] = true;
-    return 0;
+    return user_net ? read_guest_net(s, conn, deadline) : 0;
 }
 
 int vmctl_vm_stats_get(vmctl_ctx *ctx, const char *name, unsigned flags, vmctl_vm_stats **ret,
@@ -432,7 +532,8 @@ int vmctl_vm_stats_get(vmctl_ctx *ctx, const char *name, unsigned flags, vmctl_v
             if ((r = read_memory(s, v)) >= 0 && (r = read_disks(s, v, spec)) >= 0 &&
                 (r = read_network(s, v, spec)) >= 0) {
                 if (flags & VMCTL_STATS_NO_GUEST)
-                    s->why_unavailable[VMCTL_STATS_GUEST] = "not asked for";
+                    s->why_unavailable[VMCTL_STATS_GUEST] =
+                        s->why_unavailable[VMCTL_STATS_GUEST_NETWORK] = "not asked for";
                 else
                     r = read_guest(s, v, spec);
             }
@@ -583,6 +684,20 @@ int stats_prometheus_write(FILE *f, vmctl_vm_stats *const *stats, size_t n)
            sample_f, guest_load[1]);
     SCALAR("vmctl_vm_guest_load15", "gauge", "The guest's 15-minute load average.",
            VMCTL_STATS_GUEST, sample_f, guest_load[2]);
+    PER_ITEM("vmctl_vm_guest_network_receive_bytes_total",
+             "Bytes received on the interface, as the guest counts them (user-mode networking).",
+             VMCTL_STATS_GUEST_NETWORK, guest_nets, n_guest_nets, interface, "interface", rx_bytes);
+    PER_ITEM("vmctl_vm_guest_network_transmit_bytes_total",
+             "Bytes sent on the interface, as the guest counts them (user-mode networking).",
+             VMCTL_STATS_GUEST_NETWORK, guest_nets, n_guest_nets, interface, "interface", tx_bytes);
+    PER_ITEM("vmctl_vm_guest_network_receive_packets_total",
+             "Packets received on the interface, as the guest counts them (user-mode networking).",
+             VMCTL_STATS_GUEST_NETWORK, guest_nets, n_guest_nets, interface, "interface",
+             rx_packets);
+    PER_ITEM("vmctl_vm_guest_network_transmit_packets_total",
+             "Packets sent on the interface, as the guest counts them (user-mode networking).",
+             VMCTL_STATS_GUEST_NETWORK, guest_nets, n_guest_nets, interface, "interface",
+             tx_packets);
     SCALAR("vmctl_vm_guest_uptime_seconds", "gauge", "Time since the guest's kernel booted.",
            VMCTL_STATS_GUEST, sample_f, guest_uptime_seconds);
 

@@ -1,6 +1,8 @@
 #!/bin/bash
 # vmctl stats (issue 12, metrics): one booted VM (the default guest's kernel and initrd with a
-# 1 GiB qcow2 disk, as test-disk-full makes it) shared by every case.
+# 1 GiB qcow2 disk, as test-disk-full makes it, on user-mode networking) shared by every case.
+# - user-mode networking: no host counters (a reason, no made-up numbers), the guest's own
+#   eth0 counters move after pings of the slirp gateway;
 # - counters move: a 4 MiB O_DIRECT write to /dev/vda in the guest raises disk0's write bytes by
 #   at least 4 MiB and its write requests; a busy loop of 1-2 s raises the QEMU process's CPU time;
 # - --json: every source's fields present and numeric, the available flags, cpu.percent with
@@ -31,7 +33,7 @@ qemu-img create -q -f qcow2 "$VMCTL_HOME/blank.qcow2" 1G || fail "qemu-img creat
 vm image import "$VMCTL_HOME/blank.qcow2" --name blank >/dev/null 2>&1 || fail "import blank"
 rm -f "$VMCTL_HOME/blank.qcow2"
 vm create io --kernel "$def/vmlinux" --initrd "$def/initrd.img" --image blank \
-  --cmdline "$cmdline" --net none >/dev/null 2>&1 || { fail "create io"; finish; }
+  --cmdline "$cmdline" --net user >/dev/null 2>&1 || { fail "create io"; finish; }
 vm start io --wait --timeout 120 >/dev/null 2>&1 || { fail "start io"; finish; }
 vm create off --net none >/dev/null 2>&1 || fail "create off"
 for _ in $(seq 100); do vm exec io -- test -b /dev/vda && break; sleep 0.2; done
@@ -42,16 +44,18 @@ js() { vm stats --json "$@" 2>/dev/null; }
 out=$(js io); rc=$?
 expect_eq "stats io --json exits 0" "$rc" 0
 expect_eq "an array of one" "$(jq -r 'length' <<<"$out")" 1
-expect_eq "every source available, no errors" \
-  "$(jq -c '.[0] | [.cpu.available, .memory.available, .uptime.available, .disk.available, .network.available, .guest.available, (.errors | length)]' <<<"$out")" \
-  "[true,true,true,true,true,true,0]"
+expect_eq "every source available but the host's network (user-mode), no errors" \
+  "$(jq -c '.[0] | [.cpu.available, .memory.available, .uptime.available, .disk.available, .network.available, .guest.available, .guest_network.available, (.errors | length)]' <<<"$out")" \
+  "[true,true,true,true,false,true,true,0]"
 expect_eq "numeric fields" "$(jq -r '.[0] | [.pid, .vcpus, .memory_bytes, .cpu.seconds, .cpu.user_seconds,
   .cpu.system_seconds, .memory.rss_bytes, .memory.pss_bytes, .uptime.seconds,
   .guest.mem_total_bytes, .guest.mem_available_bytes, .guest.load[0], .guest.load[2],
   .guest.uptime_seconds, (.disk.devices[] | .read_bytes, .write_bytes, .read_ops, .write_ops)]
   | map(type) | unique | join(",")' <<<"$out")" number
 expect_eq "disks: disk0 and seed" "$(jq -r '[.[0].disk.devices[].device] | sort | join(",")' <<<"$out")" disk0,seed
-expect_eq "no network device (--net none): an empty list" "$(jq -c '.[0].network.interfaces' <<<"$out")" "[]"
+grep -q "^user-mode networking has no host interface" <<<"$(jq -r '.[0].network.reason' <<<"$out")" &&
+  ok "network: the reason user-mode networking has no counters" || fail "network: $(jq -c '.[0].network' <<<"$out")"
+expect_eq "network: no made-up interfaces" "$(jq -c '.[0].network.interfaces' <<<"$out")" "[]"
 expect_eq "cpu.percent null without --interval" "$(jq -r '.[0].cpu.percent' <<<"$out")" null
 rss=$(jq -r '.[0].memory.rss_bytes' <<<"$out"); pss=$(jq -r '.[0].memory.pss_bytes' <<<"$out")
 [ "$pss" -gt 0 ] && [ "$pss" -le "$rss" ] && ok "0 < PSS ($pss) <= RSS ($rss)" || fail "PSS $pss, RSS $rss"
@@ -81,6 +85,17 @@ c1=$(js io | jq -r '.[0].cpu.seconds')
 awk -v a="$c0" -v b="$c1" 'BEGIN { exit !(b > a) }' &&
   ok "cpu seconds $c0 -> $c1 after the busy loop" || fail "cpu seconds $c0 -> $c1"
 awk -v a="$c0" -v b="$c1" 'BEGIN { printf "info: the busy loop cost QEMU %.2f s of host CPU (reported, not asserted)\n", b - a }'
+
+# --- counters move: the guest's own network counters (user-mode networking)
+n0=$(jq -r '[.[0].guest_network.interfaces[] | select(.interface == "eth0") | .tx_packets] | add // 0' <<<"$after")
+vm exec io -- sh -c 'ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 2>/dev/null;
+  ping -c 3 -W 2 10.0.2.2' >/dev/null 2>&1 || echo "info: ping of the slirp gateway failed (counters still move)"
+out=$(js io)
+n1=$(jq -r '[.[0].guest_network.interfaces[] | select(.interface == "eth0") | .tx_packets] | add // 0' <<<"$out")
+[ "$n1" -ge $((n0 + 3)) ] && ok "guest eth0 transmit packets $n0 -> $n1 after 3 pings" ||
+  fail "guest eth0 transmit packets $n0 -> $n1: $(jq -c '.[0].guest_network' <<<"$out")"
+grep -Eq '^io .* [0-9.]+ [KMG]?i?B / [0-9.]+ [KMG]?i?B \(guest\)' <<<"$(vm stats io 2>/dev/null)" &&
+  ok "table: NET RX/TX from the guest, marked (guest)" || fail "table: $(vm stats io 2>&1)"
 
 # --- the table
 tab=$(vm stats io 2>&1); rc=$?
@@ -156,6 +171,10 @@ grep -q '^vmctl_vm_cpu_seconds_total{vm="io",mode="user"} [0-9]' <<<"$prom" &&
   ok "cpu counter" || fail "no cpu counter"
 grep -q '^vmctl_vm_source_up{vm="io",source="disk"} 1$' <<<"$prom" && ok "source_up 1 for disk" ||
   fail "no source_up for disk"
+grep -q '^vmctl_vm_network_\|source="network"' <<<"$prom" &&
+  fail "host network samples on user-mode networking" || ok "no host network samples (user-mode)"
+grep -q '^vmctl_vm_guest_network_transmit_packets_total{vm="io",interface="eth0"} [0-9]' <<<"$prom" &&
+  ok "the guest's eth0 counters" || fail "no guest eth0 counter"
 # the checker itself rejects what it must
 printf '# HELP vmctl_vm_x_bytes x\n# TYPE vmctl_vm_x_bytes counter\nvmctl_vm_x_bytes{vm="a"} 1\n' |
   python3 "$VMCTL_HOME/promcheck.py" >/dev/null && fail "checker took a counter without _total" ||

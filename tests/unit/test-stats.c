@@ -175,6 +175,37 @@ static void test_smaps_rollup(void **state)
     assert_int_equal(stats_parse_smaps_rollup("Rss: 1 kB\n", &rss, &pss), -EINVAL);
 }
 
+static void test_net_dev(void **state)
+{
+    (void)state;
+    const char *text =
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs "
+        "drop fifo colls carrier compressed\n"
+        "    lo:     120       2    0    0    0     0          0         0      120       2    0 "
+        "   0    0     0       0          0\n"
+        "  eth0:     468       5    0    0    0     0          0         0      938      11    0 "
+        "   0    0     0       0          0\n"
+        "eth1:1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n";
+    vmctl_vm_stats_net *n = NULL;
+    size_t count = 0;
+    assert_int_equal(stats_parse_net_dev(text, &n, &count), 0);
+    assert_int_equal(count, 2); /* lo left out */
+    assert_string_equal(n[0].interface, "eth0");
+    assert_int_equal(n[0].rx_bytes, 468);
+    assert_int_equal(n[0].rx_packets, 5);
+    assert_int_equal(n[0].tx_bytes, 938);
+    assert_int_equal(n[0].tx_packets, 11);
+    assert_string_equal(n[1].interface, "eth1"); /* no space after the colon */
+    assert_int_equal(n[1].rx_bytes, 1);
+    assert_int_equal(n[1].tx_bytes, 9);
+    assert_int_equal(n[1].tx_packets, 10);
+    for (size_t i = 0; i < count; i++)
+        free(n[i].interface);
+    free(n);
+    assert_int_equal(stats_parse_net_dev("  eth0: 1 2 3\n", &n, &count), -EINVAL);
+}
+
 static void test_cpu_percent(void **state)
 {
     (void)state;
@@ -257,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_prometheus_several_vms_grouped),
         cmocka_unit_test(test_proc_stat),
         cmocka_unit_test(test_smaps_rollup),
+        cmocka_unit_test(test_net_dev),
         cmocka_unit_test(test_cpu_percent),
         cmocka_unit_test(test_taps),
     };
