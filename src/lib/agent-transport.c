@@ -22,14 +22,11 @@
 #include <linux/vm_sockets.h>
 
 #include "agent-conn.h"
-#include "backend.h"
 #include "error.h"
 #include "util/util.h"
 
-/* How long agent_connect_vm gives AF_VSOCK before it uses virtio-serial instead. */
+/* How long agent_connect_endpoint gives AF_VSOCK before it uses virtio-serial instead. */
 #define VSOCK_TRY_USEC (200 * 1000)
-/* Virtio-serial ports looked for in a VM directory (QEMU gives AGENT_SERIAL_PORTS). */
-#define AGENT_MAX_SERIAL_PORTS AGENT_SERIAL_PORTS
 
 static uint32_t random_id(void)
 {
@@ -183,7 +180,7 @@ int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
     return 0;
 }
 
-/* --- a VM's agent: vsock, or the first free of its virtio-serial ports --- */
+/* --- an endpoint: vsock, or the first free of its virtio-serial ports --- */
 
 /* One AF_VSOCK attempt, bounded by `until`: 0 connected (c->fd set), < 0 -errno. */
 static int vsock_try(agent_conn *c, uint32_t cid, uint32_t port, uint64_t until)
@@ -213,33 +210,13 @@ static int vsock_try(agent_conn *c, uint32_t cid, uint32_t port, uint64_t until)
     return 0;
 }
 
-/* The virtio-serial ports of the VM in dir: port 0 always, the others when their socket exists
- * (a VM started before it had several ports has agent.sock only). */
-static size_t serial_ports(const char *dir, char socks[][PATH_MAX], char locks[][PATH_MAX])
-{
-    size_t n = 0;
-    for (unsigned i = 0; i < AGENT_MAX_SERIAL_PORTS; i++) {
-        char name[32];
-        vm_agent_port_file(i, "sock", name, sizeof(name));
-        snprintf(socks[n], PATH_MAX, "%s/%s", dir, name);
-        if (i > 0 && access(socks[n], F_OK) < 0)
-            continue;
-        vm_agent_port_file(i, "lock", name, sizeof(name));
-        snprintf(locks[n], PATH_MAX, "%s/%s", dir, name);
-        n++;
-    }
-    return n;
-}
-
 /* A guest without a vsock listener (no driver, or not loaded yet) would cost every client the
- * vsock try: the first miss is written down in the VM directory and vsock is skipped for
- * AGENT_VSOCK_MISS_USEC after it (the file's mtime); a new launch removes the mark. */
-bool agent_vsock_missed_recently(const char *dir)
+ * vsock try: the first miss is written down (the endpoint's vsock_miss file, which the backend
+ * removes at a new launch) and vsock is skipped for AGENT_VSOCK_MISS_USEC after its mtime. */
+bool agent_vsock_missed_recently(const char *mark)
 {
-    char path[PATH_MAX];
     struct stat st;
-    if (snprintf(path, sizeof(path), "%s/" VM_FILE_VSOCK_MISS, dir) >= (int)sizeof(path) ||
-        stat(path, &st) < 0)
+    if (!mark || !*mark || stat(mark, &st) < 0)
         return false;
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
@@ -248,67 +225,50 @@ bool agent_vsock_missed_recently(const char *dir)
     return age_usec >= 0 && (uint64_t)age_usec < AGENT_VSOCK_MISS_USEC;
 }
 
-void agent_vsock_mark_missed(const char *dir)
+void agent_vsock_mark_missed(const char *mark)
 {
-    char path[PATH_MAX];
-    if (snprintf(path, sizeof(path), "%s/" VM_FILE_VSOCK_MISS, dir) >= (int)sizeof(path))
+    if (!mark || !*mark)
         return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
         (void)futimens(fd, NULL); /* now, also when it existed */
         close(fd);
     }
 }
 
-int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
-                     agent_conn **ret, vmctl_error **reterr)
+/* The first free of the endpoint's virtio-serial ports (a flock on its lock file), waiting for
+ * one while all are taken. */
+static int connect_serial(const agent_endpoint *ep, uint64_t start, uint64_t deadline,
+                          uint64_t queue_usec, agent_conn **ret, vmctl_error **reterr)
 {
-    uint64_t start = now_usec();
-    if (agent_transport_pick(cid, agent_vhost_vsock_present(NULL)) == AGENT_TRANSPORT_VSOCK &&
-        !agent_vsock_missed_recently(dir)) {
-        /* every vsock connection is a session of its own: no lock. An agent that does not
-         * listen (yet: the guest loads vsock late; or an older agent) leaves virtio-serial. */
-        cleanup_free char *what = str_printf("vsock %u:%u", cid, AGENT_VSOCK_PORT);
-        cleanup_agent agent_conn *c = NULL;
-        int r = what ? conn_new(what, false, deadline, start, &c, reterr) : -ENOMEM;
-        if (r < 0)
-            return r;
-        uint64_t until = start + VSOCK_TRY_USEC < deadline ? start + VSOCK_TRY_USEC : deadline;
-        if (vsock_try(c, cid, AGENT_VSOCK_PORT, until) == 0) {
-            if ((r = conn_start(c, deadline, start, reterr)) < 0)
-                return r;
-            *ret = TAKE_PTR(c);
-            return 0;
-        }
-        agent_vsock_mark_missed(dir); /* the next clients go to the ports at once for a while */
-    }
-
-    char socks[AGENT_MAX_SERIAL_PORTS][PATH_MAX], locks[AGENT_MAX_SERIAL_PORTS][PATH_MAX];
-    size_t n = serial_ports(dir, socks, locks);
+    size_t n = ep->n_ports < AGENT_SERIAL_PORTS ? ep->n_ports : AGENT_SERIAL_PORTS;
+    if (n == 0)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, ENOENT, "the vm has no agent port");
     /* Ports busy with other vmctl processes' commands are waited for longer than an agent that
      * does not answer: a queue, not a failure. The connect budget starts once a port is ours. */
     uint64_t budget = deadline == UINT64_MAX ? UINT64_MAX : deadline - start;
     uint64_t port_deadline =
         deadline == UINT64_MAX || start + queue_usec <= deadline ? deadline : start + queue_usec;
-    int lock_fds[AGENT_MAX_SERIAL_PORTS];
+    int lock_fds[AGENT_SERIAL_PORTS];
     for (size_t i = 0; i < n; i++)
         lock_fds[i] = -1;
     int r = 0;
     size_t got = n;
     for (;;) {
         for (size_t i = 0; i < n && got == n; i++) {
+            const char *lock = ep->ports[i].lock;
             if (lock_fds[i] < 0)
-                lock_fds[i] = open(locks[i], O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+                lock_fds[i] = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
             if (lock_fds[i] < 0) {
-                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s': %s", locks[i],
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s': %s", lock,
                              strerror(errno));
-                err_detail(reterr, "path", "%s", locks[i]);
+                err_detail(reterr, "path", "%s", lock);
                 goto out;
             }
             if (flock(lock_fds[i], LOCK_EX | LOCK_NB) == 0)
                 got = i;
             else if (errno != EWOULDBLOCK && errno != EINTR) {
-                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s': %s", locks[i],
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s': %s", lock,
                              strerror(errno));
                 goto out;
             }
@@ -319,8 +279,8 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t 
             r = err_timeout(reterr, "agent connect", span_seconds(start, port_deadline),
                             "all %zu agent ports of the VM are in use by other vmctl processes "
                             "('%s' and the others are locked)",
-                            n, locks[0]);
-            err_detail(reterr, "path", "%s", locks[0]);
+                            n, ep->ports[0].lock);
+            err_detail(reterr, "path", "%s", ep->ports[0].lock);
             goto out;
         }
         sleep_usec(5000);
@@ -330,13 +290,14 @@ int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t 
         deadline = start + budget;
     }
     {
+        const char *sock = ep->ports[got].sock;
         cleanup_agent agent_conn *c = NULL;
-        r = conn_new(socks[got], false, deadline, start, &c, reterr);
+        r = conn_new(sock, false, deadline, start, &c, reterr);
         if (r < 0)
             goto out;
         c->lock_fd = lock_fds[got];
         lock_fds[got] = -1;
-        if ((r = connect_unix_retry(c, socks[got], deadline, start, reterr)) < 0 ||
+        if ((r = connect_unix_retry(c, sock, deadline, start, reterr)) < 0 ||
             (r = conn_start(c, deadline, start, reterr)) < 0)
             goto out;
         *ret = TAKE_PTR(c);
@@ -346,6 +307,41 @@ out:
         if (lock_fds[i] >= 0)
             close(lock_fds[i]);
     return r;
+}
+
+int agent_connect_endpoint(const agent_endpoint *ep, uint64_t deadline, uint64_t queue_usec,
+                           agent_conn **ret, vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    switch (ep->kind) {
+    case AGENT_ENDPOINT_HYBRID_VSOCK:
+        return agent_connect_hybrid(ep->path, ep->port, deadline, ret, reterr);
+    case AGENT_ENDPOINT_VSOCK:
+        if (ep->n_ports == 0) /* vsock alone: its whole budget */
+            return agent_connect_vsock(ep->cid, ep->port, deadline, ret, reterr);
+        if (!agent_vsock_missed_recently(ep->vsock_miss)) {
+            /* every vsock connection is a session of its own: no lock. An agent that does not
+             * listen (yet: the guest loads vsock late; or an older agent) leaves virtio-serial. */
+            cleanup_free char *what = str_printf("vsock %u:%u", ep->cid, ep->port);
+            cleanup_agent agent_conn *c = NULL;
+            int r = what ? conn_new(what, false, deadline, start, &c, reterr) : -ENOMEM;
+            if (r < 0)
+                return r;
+            uint64_t until = start + VSOCK_TRY_USEC < deadline ? start + VSOCK_TRY_USEC : deadline;
+            if (vsock_try(c, ep->cid, ep->port, until) == 0) {
+                if ((r = conn_start(c, deadline, start, reterr)) < 0)
+                    return r;
+                *ret = TAKE_PTR(c);
+                return 0;
+            }
+            /* the next clients go to the ports at once for a while */
+            agent_vsock_mark_missed(ep->vsock_miss);
+        }
+        break;
+    case AGENT_ENDPOINT_SERIAL:
+        break;
+    }
+    return connect_serial(ep, start, deadline, queue_usec, ret, reterr);
 }
 
 /* --- other transports: AF_VSOCK and Firecracker's hybrid vsock --- */

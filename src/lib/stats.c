@@ -479,7 +479,7 @@ static int read_guest(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
     cleanup_error vmctl_error *e = NULL;
     cleanup_agent agent_conn *conn = NULL;
     agent_guest_info in = {0};
-    int r = agent_connect_vm(v->dir, v->cid, deadline, STATS_AGENT_USEC, &conn, &e);
+    int r = vm_agent_connect(v, spec, v->cid, deadline, STATS_AGENT_USEC, &conn, &e);
     if (r >= 0)
         r = agent_get_info(conn, deadline, &in, &e);
     if (r == -ENOMEM)

@@ -15,6 +15,7 @@
 #include "image-cache.h"
 #include "ssh.h"
 #include "util/util.h"
+#include "vm-dir.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -89,13 +90,14 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         return vm_invalid_field(reterr, "name", c->name, "invalid %s '%s'",
                                 "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
                                 "digit");
-    if (!backend_find(c->backend, reterr))
+    const backend_ops *be = backend_find(c->backend, reterr);
+    if (!be)
         return -EOPNOTSUPP;
     cleanup_vm_spec vm_spec *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     s->name = strdup(c->name);
-    s->backend = strdup(c->backend ? c->backend : "qemu");
+    s->backend = strdup(be->name);
 
     s->vcpus = c->vcpus ? c->vcpus : DEFAULT_VCPUS;
     s->memory_mib = c->memory_mib ? c->memory_mib : DEFAULT_MEMORY_MIB;
@@ -157,9 +159,9 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
             image_ref_clear(&ref);
             if (!dir)
                 return -ENOMEM;
-            s->disk = str_printf("%s/%s", dir, rootfs ? "rootfs.raw" : "disk.qcow2");
+            s->disk = str_printf("%s/%s", dir, rootfs ? VM_FILE_ROOTFS : VM_FILE_DISK);
             s->disk_format = strdup(rootfs ? "raw" : "qcow2");
-            s->seed = str_printf("%s/seed.iso", dir);
+            s->seed = str_printf("%s/" VM_FILE_SEED, dir);
             if (!s->image || !s->disk || !s->disk_format || !s->seed || !s->base_format)
                 return -ENOMEM;
         }
@@ -181,53 +183,28 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         s->agent = true;
     }
 
-    const char *machine = c->machine ? c->machine : (s->kernel ? "microvm" : "q35");
-    if (!streq(machine, "microvm") && !streq(machine, "q35"))
-        return vm_invalid_field(reterr, "machine", machine, "invalid %s '%s'", "microvm or q35");
-    if (!s->kernel && streq(machine, "microvm"))
-        return vm_invalid_field(reterr, "machine", machine,
-                                "%s '%s' boots a kernel directly: give --kernel with --image",
-                                "q35 for disk images booted by firmware");
-    s->machine = strdup(machine);
-
-    const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
-    if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
-        return vm_invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
-    if (streq(net, "tap")) {
-        /* Refused here, not at start: a VM that can never start is not created. */
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_detail(reterr, "field", "net");
-        err_detail(reterr, "value", "%s", net);
-        err_detail(reterr, "allowed", "user or none");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
-                         "`--net none`.");
-        return r;
-    }
-    if (c->n_ports && !streq(net, "user")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
-                         "port forwards need user-mode networking, not '%s'", net);
-        err_detail(reterr, "field", "port");
-        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
-        return r;
-    }
-    s->net = strdup(net);
     if (c->n_ports) {
         s->ports = calloc(c->n_ports, sizeof(*s->ports));
         if (!s->ports)
             return -ENOMEM;
-        for (size_t i = 0; i < c->n_ports; i++) {
-            s->ports[i] = c->ports[i];
-            if (c->ports[i].guest_port == 0)
-                return vm_invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
-                                        "HOST:GUEST with GUEST in 1-65535");
-            /* host port 0: chosen and reserved by net_prepare_ports() in create */
-        }
+        memcpy(s->ports, c->ports, c->n_ports * sizeof(*s->ports));
         s->n_ports = c->n_ports;
     }
+    /* the machine and the network: what the backend has (it fills in its defaults) */
+    if ((c->machine && !(s->machine = strdup(c->machine))) ||
+        (c->net && !(s->net = strdup(c->net))))
+        return -ENOMEM;
+    int r = be->validate(s, reterr);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < s->n_ports; i++)
+        if (s->ports[i].guest_port == 0)
+            return vm_invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
+                                    "HOST:GUEST with GUEST in 1-65535");
+    /* host port 0: chosen and reserved by net_prepare_ports() in create */
 
     cleanup_free char *notice = NULL;
-    int r = accel_resolve(c->accel ? c->accel : "auto", &s->accel, &notice, reterr);
+    r = accel_resolve(c->accel ? c->accel : "auto", &s->accel, &notice, reterr);
     if (r < 0)
         return r;
     if (notice)

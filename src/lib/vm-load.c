@@ -17,7 +17,9 @@
 #include "error.h"
 #include "state.h"
 #include "store.h"
+#include "supervise.h"
 #include "util/util.h"
+#include "vm-dir.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -157,33 +159,6 @@ static void remove_abandoned_dir(vmctl_ctx *ctx, const store_vm *v)
             v->dir, v->name);
 }
 
-/* How the VM's hypervisor `pid` ended, from its supervisor's record: 1 exit status 0, 0 another
- * end, -ENOENT no record (yet) for that pid. */
-static int backend_exit_record(const char *dir, pid_t pid)
-{
-    cleanup_free char *path = str_printf("%s/" VM_FILE_EXIT, dir);
-    cleanup_free char *text = NULL;
-    if (!path || read_file_tail(path, 64, &text) < 0 || !text)
-        return -ENOENT;
-    unsigned long p = 0;
-    char what[16];
-    unsigned code = 0;
-    if (sscanf(text, "pid %lu %15s %u", &p, what, &code) != 3 || p != (unsigned long)pid)
-        return -ENOENT;
-    return streq(what, "exit") && code == 0;
-}
-
-/* The hypervisor is gone: give its supervisor a moment to write the record (it does so right
- * after reaping it, but a reader can see the process gone first). Returns the record's verdict. */
-int backend_wait_exit_record(const char *dir, pid_t pid, uint64_t usec)
-{
-    uint64_t deadline = now_usec() + usec;
-    int r;
-    while ((r = backend_exit_record(dir, pid)) == -ENOENT && now_usec() < deadline)
-        sleep_usec(2000);
-    return r;
-}
-
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
  * removed, 2 when it is being created by a live process (hidden), 0 otherwise. locked: the
  * caller holds the VM's lock. */
@@ -214,9 +189,11 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
     if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
         !proc_alive(v->pid, v->pid_start)) {
         /* a hypervisor that exited 0 was told to: the guest powered itself off */
-        vmctl_vm_state to = backend_wait_exit_record(v->dir, v->pid, 300000) == 1
-                                ? VMCTL_VM_STOPPED
-                                : VMCTL_VM_CRASHED;
+        supervise_exit ex;
+        vmctl_vm_state to =
+            supervise_exit_wait(v->dir, v->pid, 300000, &ex) == 0 && supervise_exit_clean(&ex)
+                ? VMCTL_VM_STOPPED
+                : VMCTL_VM_CRASHED;
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
@@ -284,6 +261,22 @@ int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_
     return vm_load_locked(ctx, name, false, ret_row, ret_spec, reterr);
 }
 
+int vm_not_running(vmctl_error **reterr, const char *name, vmctl_vm_state state)
+{
+    const char *st = vmctl_vm_state_to_string(state);
+    bool paused = state == VMCTL_VM_PAUSED;
+    int r =
+        err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running", name, st);
+    err_detail(reterr, "vm", "%s", name);
+    err_detail(reterr, "reason", "vm is %s", st);
+    err_detail(reterr, "remediation", "vmctl %s %s", paused ? "resume" : "start", name);
+    if (paused)
+        err_help(reterr, "Resume it with `vmctl resume %s`.", name);
+    else
+        err_help(reterr, "Start it with `vmctl start %s`.", name);
+    return r;
+}
+
 int vm_check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr)
 {
     if (vm_transition(v->state, op, to) < 0) {
@@ -345,7 +338,7 @@ int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v)
     cleanup_vm_spec vm_spec *spec = NULL;
     const backend_ops *be = NULL;
     if (vm_spec_from_json(v->config, &spec, NULL) < 0 || !(be = backend_find(spec->backend, NULL)))
-        be = &qemu_backend;
+        be = backend_find(NULL, NULL); /* the default */
     stop_strays(ctx, v, be);
     return 0;
 }

@@ -2,8 +2,8 @@
 /* What `vmctl doctor` checks between the store and the host, and `vmctl doctor --fix` repairs:
  *   - "vm directories": a directory under vms/ without a store row (the store was moved aside,
  *     or its row was lost). With vm.json it is adopted (its row made again: running when its
- *     QEMU still runs, else stopped); one holding only a create mark (an interrupted create of
- *     a vmctl whose row went too) is removed; anything else is reported, never touched;
+ *     hypervisor still runs, else stopped); one holding only a create mark (an interrupted create
+ * of a vmctl whose row went too) is removed; anything else is reported, never touched;
  *   - "vm rows": a row whose directory is gone: removed with its ports, as destroy does;
  *   - "vm processes": a hypervisor process of a VM directory that no row records as running:
  *     killed.
@@ -24,6 +24,7 @@
 #include "error.h"
 #include "store.h"
 #include "util/util.h"
+#include "vm-dir.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -38,15 +39,13 @@ typedef struct text {
 
 __attribute__((format(printf, 2, 3))) static void text_add(text *t, const char *fmt, ...)
 {
-    char *item = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int k = vasprintf(&item, fmt, ap);
+    cleanup_free char *item = str_vprintf(fmt, ap);
     va_end(ap);
-    if (k < 0)
+    if (!item)
         return;
     char *joined = t->s ? str_printf("%s; %s", t->s, item) : strdup(item);
-    free(item);
     if (!joined)
         return;
     free(t->s);
@@ -75,18 +74,21 @@ static bool kill_dead(pid_t pid, uint64_t start)
 
 /* ---------- hypervisor processes of a VM ---------- */
 
-typedef struct found {
-    pid_t pid[8];
-    uint64_t start[8];
+/* What a backend's scan found: the first 64 processes, each with its VM's name. */
+typedef struct proc_list {
+    char name[64][64];
+    pid_t pid[64];
+    uint64_t start[64];
     size_t n;
-} found;
+} proc_list;
 
-static int on_found(const char *name, pid_t pid, uint64_t start, void *userdata)
+static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
 {
-    found *f = userdata;
-    if (f->n < ELEMENTSOF(f->pid)) {
-        f->pid[f->n] = pid;
-        f->start[f->n++] = start;
+    proc_list *l = userdata;
+    if (l->n < ELEMENTSOF(l->pid)) {
+        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name ? name : "");
+        l->pid[l->n] = pid;
+        l->start[l->n++] = start;
     }
     return 0;
 }
@@ -113,10 +115,10 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
         return -EBADMSG;
     }
     const backend_ops *be = backend_find(spec->backend, NULL);
-    found f = {0};
+    proc_list f = {0};
     cleanup_free char *vms = vms_real(ctx);
     if (be && be->scan && vms)
-        (void)be->scan(vms, name, on_found, &f);
+        (void)be->scan(vms, name, on_proc, &f);
     store_vm row = {
         .name = (char *)name,
         .state = VMCTL_VM_STOPPED,
@@ -139,7 +141,8 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
     }
     int r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, &e);
     if (r < 0) {
-        text_add(left, "'%s': cannot be adopted: %s", name, vmctl_error_get_message(e));
+        cleanup_free char *why = err_describe(e);
+        text_add(left, "'%s': cannot be adopted: %s", name, why ? why : "out of memory");
         return r;
     }
     cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
@@ -285,24 +288,6 @@ static void check_rows(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 
 /* ---------- hypervisor processes nobody recorded ---------- */
 
-typedef struct proc_list {
-    char name[64][64];
-    pid_t pid[64];
-    uint64_t start[64];
-    size_t n;
-} proc_list;
-
-static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
-{
-    proc_list *l = userdata;
-    if (l->n < ELEMENTSOF(l->pid)) {
-        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name);
-        l->pid[l->n] = pid;
-        l->start[l->n++] = start;
-    }
-    return 0;
-}
-
 static bool recorded(vmctl_ctx *ctx, const char *name, pid_t pid, uint64_t start)
 {
     cleanup_store_vm store_vm *v = NULL;
@@ -316,12 +301,14 @@ static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
     text done = {0}, left = {0};
     cleanup_free char *vms = vms_real(ctx);
     cleanup_free proc_list *l = calloc(1, sizeof(*l));
-    if (vms && l)
-        (void)qemu_backend.scan(vms, NULL, on_proc, l);
+    const backend_ops *be;
+    for (size_t i = 0; vms && l && (be = backend_at(i)); i++)
+        if (be->scan)
+            (void)be->scan(vms, NULL, on_proc, l);
     for (size_t i = 0; l && i < l->n; i++) {
         if (recorded(ctx, l->name[i], l->pid[i], l->start[i]))
             continue;
-        /* a start at work holds the lock and records its QEMU before letting go */
+        /* a start at work holds the lock and records its hypervisor before letting go */
         cleanup_close int lock = -1;
         if (vm_lock(ctx, l->name[i], fix ? REPAIR_LOCK_TIMEOUT : 0, &lock, NULL) < 0)
             continue;
@@ -368,7 +355,7 @@ int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t 
     vmctl_host_check *c = calloc(3, sizeof(*c));
     if (!c)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    /* adopting first: a directory's running QEMU becomes recorded instead of killed */
+    /* adopting first: a directory's running hypervisor becomes recorded instead of killed */
     check_dirs(ctx, fix, &c[0]);
     check_rows(ctx, fix, &c[1]);
     check_procs(ctx, fix, &c[2]);

@@ -22,16 +22,18 @@
 #include "ssh.h"
 #include "state.h"
 #include "store.h"
+#include "supervise.h"
 #include "util/util.h"
 #include "io-pause.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
-#define DEFAULT_READY_TIMEOUT 60.0
-#define QMP_TIMEOUT           10.0
+#define CONTROL_TIMEOUT 10.0 /* a request on the hypervisor's control socket */
 
-static char *crash_note(const char *dir)
+/* The tails of the hypervisor's log and of the console, for a VM whose hypervisor died. */
+static char *crash_note(const char *dir, const vm_spec *spec)
 {
+    const backend_ops *be = backend_find(spec->backend, NULL);
     cleanup_free char *qlog = str_printf("%s/" VM_FILE_BACKEND_LOG, dir);
     cleanup_free char *clog = str_printf("%s/" VM_FILE_CONSOLE_LOG, dir);
     cleanup_free char *qtail = NULL, *ctail = NULL;
@@ -39,8 +41,8 @@ static char *crash_note(const char *dir)
         (void)read_file_tail(qlog, 1024, &qtail);
     if (clog)
         (void)read_file_tail(clog, 1024, &ctail);
-    return str_printf("QEMU log tail:\n%s\nconsole tail:\n%s", qtail && *qtail ? qtail : "(empty)",
-                      ctail && *ctail ? ctail : "(empty)");
+    return str_printf("%s log tail:\n%s\nconsole tail:\n%s", be ? be->title : "hypervisor",
+                      qtail && *qtail ? qtail : "(empty)", ctail && *ctail ? ctail : "(empty)");
 }
 
 /* ---------- create ---------- */
@@ -136,14 +138,15 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
 
     /* From here on, failure undoes the row, and the directory when this create made it. */
     bool made_dir = false;
-    /* A guest CID for AF_VSOCK when the host can give one (start checks it again). */
+    /* A guest CID for AF_VSOCK when the backend needs one (start checks it again). */
     uint32_t cid = 0;
-    if (agent_vhost_vsock_present(NULL) &&
+    const backend_ops *be = backend_find(spec->backend, NULL);
+    if (be && be->needs_host_cid(spec) &&
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
     /* Never into a directory that is there already: without a row it is most likely a VM whose
      * row was lost (a vmctl.db moved aside), its disk included. */
-    /* 0700: its sockets (QMP, agent, console) are the keys to the VM */
+    /* 0700: its sockets (control, agent, console) are the keys to the VM */
     if (mkdir(dir, 0700) < 0) {
         if (errno == EEXIST) {
             r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST,
@@ -215,19 +218,20 @@ static bool still_alive(void *userdata)
     return proc_alive(l->pid, l->start);
 }
 
+/* The default boot timeout (include/vmctl/vm.h): decided here only. */
+static double vm_boot_timeout(const vm_spec *spec)
+{
+    return spec->accel && streq(spec->accel, "tcg") ? VMCTL_BOOT_TIMEOUT_TCG_SEC
+                                                    : VMCTL_BOOT_TIMEOUT_SEC;
+}
+
 static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec, double timeout,
                           vmctl_error **reterr)
 {
     if (timeout <= 0)
-        timeout = DEFAULT_READY_TIMEOUT;
-    if (v->state != VMCTL_VM_RUNNING) {
-        int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running",
-                         v->name, vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "vm", "%s", v->name);
-        err_detail(reterr, "reason", "vm is %s", vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "remediation", "vmctl start %s --wait", v->name);
-        return r;
-    }
+        timeout = vm_boot_timeout(spec);
+    if (v->state != VMCTL_VM_RUNNING)
+        return vm_not_running(reterr, v->name, v->state);
     if (!spec->agent) {
         int r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
                          "vm '%s' has no guest agent to wait for", v->name);
@@ -241,7 +245,7 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     cleanup_agent agent_conn *conn = NULL;
     /* virtio-serial: there from the first instant, while the guest may load vsock late (the
      * default guest does), and a vsock connect to a booting guest would only time out */
-    int r = agent_connect_vm(v->dir, 0, deadline, 0, &conn, reterr);
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
@@ -253,14 +257,14 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     if (!proc_alive(v->pid, v->pid_start)) {
         (void)store_vm_set_state(ctx->store, v->name, VMCTL_VM_RUNNING, v->pid, VMCTL_VM_CRASHED, 0,
                                  0, NULL);
-        r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, ECHILD,
-                     "QEMU exited while vm '%s' was booting", v->name);
+        const backend_ops *be = backend_find(spec->backend, reterr);
+        if (!be)
+            return -EOPNOTSUPP;
+        r = be->exited_while_booting(v->name, reterr);
         err_detail(reterr, "vm", "%s", v->name);
-        cleanup_free char *note = crash_note(v->dir);
+        cleanup_free char *note = crash_note(v->dir, spec);
         if (note)
             err_note(reterr, "%s", note);
-        err_help(reterr, "Look at `vmctl logs %s` and `vmctl logs %s --qemu` for why it stopped.",
-                 v->name, v->name);
         return r;
     }
     if (r == -ETIMEDOUT) {
@@ -301,7 +305,7 @@ static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **r
     for (int i = 0; i < CID_TRIES; i++) {
         int busy = agent_vsock_cid_busy(NULL, v->cid);
         if (busy <= 0)
-            return 0; /* free (or cannot tell: QEMU will say) */
+            return 0; /* free (or cannot tell: the hypervisor will say) */
         ctx_log(ctx, VMCTL_LOG_INFO, "guest CID %u is used by another process; trying the next",
                 v->cid);
         if ((r = store_vm_alloc_cid(ctx->store, v->name, v->cid + 1, &v->cid, reterr)) < 0)
@@ -333,16 +337,17 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         if (!be)
             return -EOPNOTSUPP;
         be->cleanup(v->dir);
-        bool vsock = agent_vhost_vsock_present(NULL);
+        bool vsock = be->needs_host_cid(spec);
         if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         spec->guest_cid = vsock ? v->cid : 0;
         pid_t pid = 0;
         uint64_t pstart = 0;
-        cleanup_close int hold = -1; /* closing it unrecorded makes the supervisor kill QEMU */
+        /* closing it unrecorded makes the supervisor kill the hypervisor */
+        cleanup_close int hold = -1;
         r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         if (r < 0 && spec->guest_cid && agent_vsock_cid_busy(NULL, spec->guest_cid) == 1) {
-            /* another process took the CID between our check and QEMU's start: next one */
+            /* another process took the CID between our check and the launch: next one */
             vmctl_error_free(reterr ? *reterr : NULL);
             if (reterr)
                 *reterr = NULL;
@@ -364,7 +369,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             (void)kill(pid, SIGKILL);
             return r;
         }
-        backend_launch_commit(TAKE_FD(hold));
+        supervise_commit(TAKE_FD(hold));
         v->state = to;
         v->pid = pid;
         v->pid_start = pstart;
@@ -377,10 +382,26 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
 
 /* ---------- stop, kill, pause, resume, destroy ---------- */
 
-static int kill_and_wait(const store_vm *v, double timeout, vmctl_error **reterr)
+/* How long the hard stop lets the hypervisor quit by itself before SIGKILL. */
+#define QUIT_TIMEOUT 2.0
+
+/* The hard stop (kill, destroy --force, and stop's last step): ask the hypervisor to quit (it
+ * exits at once, its own buffers flushed; the guest is not asked), then SIGKILL when it has not
+ * gone within QUIT_TIMEOUT (a wedged or SIGSTOPped one does not answer) and wait up to timeout. */
+static int kill_and_wait(vmctl_ctx *ctx, const store_vm *v, const backend_ops *be, double timeout,
+                         vmctl_error **reterr)
 {
     if (!proc_alive(v->pid, v->pid_start))
         return 0;
+    if (be && be->quit) {
+        uint64_t deadline = vm_deadline_after(QUIT_TIMEOUT);
+        if (be->quit(v->dir, deadline, NULL) >= 0 && vm_wait_dead(v->pid, v->pid_start, deadline)) {
+            ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': %s quit when asked", v->name, be->title);
+            return 0;
+        }
+        ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s': %s did not quit within %g s; sending SIGKILL",
+                v->name, be->title, QUIT_TIMEOUT);
+    }
     if (kill(v->pid, SIGKILL) < 0 && errno != ESRCH) {
         int r = err_make(reterr, VMCTL_E_VM_SHUTDOWN_FAILED, errno,
                          "cannot send SIGKILL to vm '%s' (pid %d)", v->name, (int)v->pid);
@@ -407,7 +428,7 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
         return -EIO;
     if (spec->agent) {
         cleanup_agent agent_conn *conn = NULL;
-        if (agent_connect_vm(v->dir, v->cid, deadline, 0, &conn, NULL) >= 0 &&
+        if (vm_agent_connect(v, spec, v->cid, deadline, 0, &conn, NULL) >= 0 &&
             agent_shutdown(conn, false, deadline, NULL) >= 0)
             return 0;
     }
@@ -441,9 +462,9 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
             dead = vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(timeout));
         }
         if (!dead) {
-            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' ignored SIGTERM for %g s; sending SIGKILL",
+            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' ignored SIGTERM for %g s; stopping it hard",
                     name, timeout);
-            r = kill_and_wait(v, timeout, reterr);
+            r = kill_and_wait(ctx, v, be, timeout, reterr);
             if (r < 0)
                 return err_prefix(reterr, r, "while stopping vm '%s'", name);
         }
@@ -465,7 +486,7 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
     if (!be)
         return -EOPNOTSUPP;
     if (v->state != VMCTL_VM_CRASHED) {
-        r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
+        r = kill_and_wait(ctx, v, be, DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return r;
     }
@@ -485,7 +506,7 @@ static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error 
     const backend_ops *be = backend_find(spec->backend, reterr);
     if (!be)
         return -EOPNOTSUPP;
-    uint64_t deadline = vm_deadline_after(QMP_TIMEOUT);
+    uint64_t deadline = vm_deadline_after(CONTROL_TIMEOUT);
     r = op == VM_OP_PAUSE ? be->pause(v->dir, deadline, reterr)
                           : be->resume(v->dir, deadline, reterr);
     if (r < 0)
@@ -501,7 +522,8 @@ int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
-    int r = vm_io_pause_resume(ctx, name, reterr); /* paused by QEMU, running in the store */
+    /* paused by the hypervisor, running in the store */
+    int r = vm_io_pause_resume(ctx, name, reterr);
     if (r != 0)
         return r < 0 ? r : 0;
     return pause_resume(ctx, name, VM_OP_RESUME, reterr);
@@ -524,10 +546,11 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
             return r;
         }
     } else if (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) {
-        r = kill_and_wait(v, DEFAULT_STOP_TIMEOUT, reterr);
+        r = kill_and_wait(ctx, v, backend_find(spec->backend, NULL), DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return err_prefix(reterr, r, "while destroying vm '%s'", name);
-        (void)backend_wait_exit_record(v->dir, v->pid, 1000000); /* not into a removed dir */
+        supervise_exit ex; /* the supervisor's record: not into a removed directory */
+        (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
     }
     r = rm_rf(v->dir);
     for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
@@ -586,7 +609,7 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
     i->provision_error = v->provision_error ? strdup(v->provision_error) : NULL;
     i->provisioned_at = v->provisioned_at;
     if (v->state == VMCTL_VM_CRASHED)
-        i->crash_note = crash_note(v->dir);
+        i->crash_note = crash_note(v->dir, s);
     if (!i->name || !i->backend || !i->machine || !i->accel || !i->image || !i->net || !i->dir) {
         vmctl_vm_info_free(i);
         return -ENOMEM;
@@ -679,13 +702,18 @@ void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n)
 int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
                       vmctl_error **reterr)
 {
-    const char *file;
+    /* the hypervisor's log by that word or by a backend's name (what `vmctl logs --NAME` asks) */
+    const char *file = NULL;
     if (!which || streq(which, "console"))
         file = VM_FILE_CONSOLE_LOG;
-    else if (streq(which, "qemu"))
+    else if (streq(which, "hypervisor"))
         file = VM_FILE_BACKEND_LOG;
-    else
-        return vm_invalid_field(reterr, "log", which, "unknown %s '%s'", "console or qemu");
+    for (size_t i = 0; !file && backend_at(i); i++)
+        if (streq(which, backend_at(i)->name))
+            file = VM_FILE_BACKEND_LOG;
+    if (!file)
+        return vm_invalid_field(reterr, "log", which, "unknown %s '%s'",
+                                "console, hypervisor or the backend's name");
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)
