@@ -493,6 +493,9 @@ int cmd_stats(cli *c, int argc, char **argv)
     }
     if (prometheus && c->json)
         return cli_usage_error(c, "--prometheus and --json are two output formats: pick one");
+    if (prometheus && interval > 0)
+        return cli_usage_error(c, "--interval does not go with --prometheus, which has counters "
+                                  "only (rate() them in Prometheus)");
     if (watch_mode && (prometheus || c->json))
         return cli_usage_error(c, "--watch redraws a table: it does not go with %s",
                                prometheus ? "--prometheus" : "--json");

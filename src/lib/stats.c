@@ -643,6 +643,8 @@ int stats_prometheus_write(FILE *f, vmctl_vm_stats *const *stats, size_t n)
             fprintf(f, ",mode=\"system\"} %.15g\n", stats[i]->cpu_system_seconds);
         }
     }
+    if (n == 0)
+        return ferror(f) ? -EIO : 0; /* no families without samples */
     family(f, "vmctl_vm_vcpus", "gauge", "Virtual CPUs the VM was created with.");
     for (size_t i = 0; i < n; i++)
         sample_u64(f, "vmctl_vm_vcpus", stats[i], stats[i]->vcpus);

@@ -265,6 +265,8 @@ sys.exit(0 if ok else 1)
 EOF
 out=$(vm --json stats --watch 2>/dev/null); rc=$?
 expect_eq "--watch --json is a usage error" "$rc/$(jq -r .error.code <<<"$out")" "2/vm_manager::cli::usage"
+err=$(vm stats --prometheus --interval 1 2>&1 >/dev/null); rc=$?
+expect_eq "--prometheus --interval is a usage error" "$rc/$(grep -c 'interval does not go with --prometheus' <<<"$err")" "2/1"
 out=$(vm --json stats --prometheus 2>/dev/null); rc=$?
 expect_eq "--prometheus --json is a usage error" "$rc/$(jq -r .error.code <<<"$out")" "2/vm_manager::cli::usage"
 finish

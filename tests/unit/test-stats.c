@@ -145,6 +145,14 @@ static void test_prometheus_several_vms_grouped(void **state)
     free(text);
 }
 
+static void test_prometheus_no_vms(void **state)
+{
+    (void)state;
+    char *text = render(NULL, 0);
+    assert_string_equal(text, ""); /* no family without samples */
+    free(text);
+}
+
 static void test_proc_stat(void **state)
 {
     (void)state;
@@ -286,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_label_escaping),
         cmocka_unit_test(test_prometheus_labels_and_families),
         cmocka_unit_test(test_prometheus_several_vms_grouped),
+        cmocka_unit_test(test_prometheus_no_vms),
         cmocka_unit_test(test_proc_stat),
         cmocka_unit_test(test_smaps_rollup),
         cmocka_unit_test(test_net_dev),
