@@ -8,6 +8,7 @@
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
 #include <vmctl/ssh.h>
+#include <vmctl/stats.h>
 #include <vmctl/vm.h>
 #include <vmctl/vmfile.h>
 

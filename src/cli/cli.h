@@ -238,6 +238,8 @@ extern const char cmd_shell_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
 int cmd_completion(cli *c, int argc, char **argv);
+int cmd_stats(cli *c, int argc, char **argv);
+extern const char cmd_stats_help[];
 extern const char cmd_completion_help[];
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],

@@ -77,12 +77,15 @@ static size_t help_options(const char *help, copt *out, size_t max)
     return n;
 }
 
-/* Whether the command's first argument is an existing VM's name: 0 no, 1 one NAME, 2 NAME...
- * (from its usage line; create and run name a new VM). */
+/* Whether the command's first argument is an existing VM's name: 0 no, 1 one NAME, 2 NAME... or
+ * [NAME...] (from its usage line; create and run name a new VM). */
 static int takes_vm_name(const cli_command *cmd, const char *path)
 {
     if (!cmd->help || strchr(path, ' ') || streq(path, "create") || streq(path, "run"))
         return 0;
+    cleanup_free char *optional = cli_printf("Usage: vmctl %s [NAME...]", path);
+    if (optional && strncmp(cmd->help, optional, strlen(optional)) == 0)
+        return 2; /* stats: NAME... or none */
     cleanup_free char *usage = cli_printf("Usage: vmctl %s NAME", path);
     if (!usage || strncmp(cmd->help, usage, strlen(usage)) != 0)
         return 0;

@@ -59,6 +59,13 @@ typedef struct backend_ops {
      * werror=enospc default: runstate io-error) though the store has it running: 1 with *cause
      * (malloc'd, e.g. "disk0: nospace"), 0 when it runs or is paused by request. May be NULL. */
     int (*io_paused)(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr);
+    /* I/O counters of each of the VM's disks since the hypervisor started (stats.c): cb for
+     * each, device naming the disk ("disk0", "seed"); cb returning < 0 stops with that. May be
+     * NULL (no block statistics: metrics::failed names the disk source). */
+    int (*blockstats)(const char *dir, uint64_t deadline,
+                      int (*cb)(const char *device, uint64_t read_bytes, uint64_t write_bytes,
+                                uint64_t read_ops, uint64_t write_ops, void *userdata),
+                      void *userdata, vmctl_error **reterr);
     /* Remove what a run leaves in the directory of a VM that no longer runs: sockets, the pid
      * file, the exit record. */
     void (*cleanup)(const char *dir);

@@ -924,6 +924,46 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
     return *cause ? 1 : oom(reterr);
 }
 
+/* query-blockstats: one entry per disk device; -blockdev disks have no "device" and are named by
+ * their node (disk0, seed). */
+static int qemu_blockstats(const char *dir, uint64_t deadline,
+                           int (*cb)(const char *device, uint64_t read_bytes, uint64_t write_bytes,
+                                     uint64_t read_ops, uint64_t write_ops, void *userdata),
+                           void *userdata, vmctl_error **reterr)
+{
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    cleanup_qmp qmp *q = NULL;
+    int r = qmp_connect(path, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    json_t *list = NULL;
+    r = qmp_execute(q, "query-blockstats", NULL, &list, deadline, reterr);
+    if (r < 0)
+        return r;
+    size_t i;
+    json_t *b;
+    json_array_foreach(list, i, b)
+    {
+        const char *dev = json_string_value(json_object_get(b, "device"));
+        if (!dev || !*dev)
+            dev = json_string_value(json_object_get(b, "node-name"));
+        if (!dev || !*dev)
+            dev = json_string_value(json_object_get(b, "qdev"));
+        json_t *st = json_object_get(b, "stats");
+        if (!dev || !*dev || !json_is_object(st))
+            continue;
+#define N(k) ((uint64_t)json_integer_value(json_object_get(st, k)))
+        r = cb(dev, N("rd_bytes"), N("wr_bytes"), N("rd_operations"), N("wr_operations"), userdata);
+#undef N
+        if (r < 0)
+            break;
+    }
+    json_decref(list);
+    return r < 0 ? r : 0;
+}
+
 /* ---------- what vm.c asks the backend ---------- */
 
 /* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
@@ -997,6 +1037,7 @@ const backend_ops qemu_backend = {
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
     .io_paused = qemu_io_paused,
+    .blockstats = qemu_blockstats,
     .cleanup = remove_runtime_files,
     .scan = qemu_scan,
     .agent_endpoint = qemu_agent_endpoint,
