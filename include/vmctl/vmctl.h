@@ -8,7 +8,17 @@
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
 #include <vmctl/ssh.h>
+#include <vmctl/version.h>
 #include <vmctl/vm.h>
 #include <vmctl/vmfile.h>
 
-#define VMCTL_VERSION "0.1.0"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of the library loaded ("0.1.0"); VMCTL_VERSION is the one of the headers. */
+const char *vmctl_version(void);
+
+#ifdef __cplusplus
+}
+#endif

@@ -6,9 +6,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmctl/vmctl.h>
+
 #include "ctx.h"
 #include "error.h"
 #include "util/util.h"
+
+const char *vmctl_version(void)
+{
+    return VMCTL_VERSION;
+}
 
 static char *default_home(void)
 {
