@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "arg-check.h"
 #include "agent-client.h"
 #include "backend.h"
 #include "cloudinit.h"
@@ -586,8 +587,8 @@ static int prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec 
 
 int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_create: ctx is NULL");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(config, reterr);
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = spec_from_config(ctx, config, &spec, reterr);
     if (r < 0)
@@ -817,6 +818,8 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
 
 int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -952,6 +955,8 @@ static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **r
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     {
@@ -1048,6 +1053,8 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
 int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool force,
                   vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -1085,6 +1092,8 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
 
 int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -1127,11 +1136,15 @@ static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error 
 
 int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     return pause_resume(ctx, name, VM_OP_PAUSE, reterr);
 }
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     int r = vm_io_pause_resume(ctx, name, reterr); /* paused by QEMU, running in the store */
     if (r != 0)
         return r < 0 ? r : 0;
@@ -1140,6 +1153,8 @@ int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -1228,6 +1243,9 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
 
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -1242,6 +1260,9 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
 
 int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     store_vm **rows = NULL;
     size_t nrows = 0;
     int r = store_vm_list(ctx->store, &rows, &nrows, reterr);
@@ -1310,6 +1331,9 @@ void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n)
 int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     const char *file;
     if (!which || streq(which, "console"))
         file = VM_FILE_CONSOLE_LOG;
@@ -1327,6 +1351,9 @@ int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char 
 
 int vmctl_vm_console_open(vmctl_ctx *ctx, const char *name, int *ret_fd, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret_fd, reterr);
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)

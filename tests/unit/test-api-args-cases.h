@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/* The rows of test-api-args.c, included twice: once for the table (names, expectations), once for
+ * the calls. Each is X(function, argument, expectation, value, call); the call may use ctx (a
+ * context on a temporary home) and e (the vmctl_error ** to pass). */
+#define EINVAL_CASE(fn, what, expr)         X(fn, what, EINVAL_ERR, -EINVAL, expr)
+#define CASE(fn, what, expect, value, expr) X(fn, what, expect, value, expr)
+#define VOID_CASE(fn, what, expr)           X(fn, what, VALUE, 0, ((expr), 0))
+
+/* ctx.h (in vm.h) */
+EINVAL_CASE(vmctl_ctx_new, "ret", vmctl_ctx_new("/nonexistent", NULL, e))
+EINVAL_CASE(vmctl_ctx_open, "ret", vmctl_ctx_open("/nonexistent", 0, NULL, e))
+EINVAL_CASE(vmctl_ctx_open, "flags", vmctl_ctx_open("/nonexistent", 0x100, &new_ctx, e))
+CASE(vmctl_ctx_has_store, "ctx", VALUE, false, vmctl_ctx_has_store(NULL))
+VOID_CASE(vmctl_ctx_free, "ctx", vmctl_ctx_free(NULL))
+CASE(vmctl_ctx_get_home, "ctx", VALUE, NULL, vmctl_ctx_get_home(NULL))
+VOID_CASE(vmctl_ctx_set_log, "ctx", vmctl_ctx_set_log(NULL, NULL, NULL))
+VOID_CASE(vmctl_ctx_set_cancel, "ctx", vmctl_ctx_set_cancel(NULL, NULL))
+/* error.h */
+CASE(vmctl_error_catalogue, "index", VALUE, NULL, vmctl_error_catalogue(SIZE_MAX))
+CASE(vmctl_error_lookup, "code", VALUE, NULL, vmctl_error_lookup(NULL))
+CASE(vmctl_error_get_kind, "e", VALUE, VMCTL_E_INTERNAL, vmctl_error_get_kind(NULL))
+CASE(vmctl_error_get_errno, "e", VALUE, EIO, vmctl_error_get_errno(NULL))
+CASE(vmctl_error_get_n_details, "e", VALUE, 0, vmctl_error_get_n_details(NULL))
+CASE(vmctl_error_get_detail, "e", VALUE, -ERANGE, vmctl_error_get_detail(NULL, 0, NULL, NULL, NULL))
+CASE(vmctl_error_find_detail, "e", VALUE, NULL, vmctl_error_find_detail(NULL, "k"))
+CASE(vmctl_error_get_n_context, "e", VALUE, 0, vmctl_error_get_n_context(NULL))
+CASE(vmctl_error_get_context, "e", VALUE, NULL, vmctl_error_get_context(NULL, 0))
+CASE(vmctl_error_get_n_notes, "e", VALUE, 0, vmctl_error_get_n_notes(NULL))
+CASE(vmctl_error_get_note, "e", VALUE, NULL, vmctl_error_get_note(NULL, 0))
+VOID_CASE(vmctl_error_free, "e", vmctl_error_free(NULL))
+EINVAL_CASE(vmctl_error_new, "kind", error_new_p(e, _VMCTL_E_MAX, EIO, "x"))
+EINVAL_CASE(vmctl_error_new, "fmt", error_new_p(e, VMCTL_E_IO, EIO, NULL))
+VOID_CASE(vmctl_error_set_help, "e", vmctl_error_set_help(NULL, "x"))
+VOID_CASE(vmctl_error_add_detail, "e", vmctl_error_add_detail(NULL, "k", "v"))
+VOID_CASE(vmctl_error_add_note, "e", vmctl_error_add_note(NULL, "x"))
+/* get_code, get_message, get_help of NULL: a text, checked in test_error_getters */
+CASE(vmctl_error_get_code, "e", VALUE, 1, vmctl_error_get_code(NULL) != NULL)
+CASE(vmctl_error_get_message, "e", VALUE, 1, vmctl_error_get_message(NULL) != NULL)
+CASE(vmctl_error_get_help, "e", VALUE, 1, vmctl_error_get_help(NULL) != NULL)
+/* vm.h */
+CASE(vmctl_vm_state_to_string, "s", VALUE, NULL, vmctl_vm_state_to_string(-1))
+CASE(vmctl_vm_state_from_string, "s", EINVAL_NOERR, -EINVAL, vmctl_vm_state_from_string(NULL))
+CASE(vmctl_provision_state_to_string, "s", VALUE, 1, vmctl_provision_state_to_string(1000) != NULL)
+EINVAL_CASE(vmctl_port_forward_parse, "s", vmctl_port_forward_parse(NULL, &port_forward, e))
+CASE(vmctl_port_forward_parse, "ret (NULL: only checks)", VALUE, 0,
+     vmctl_port_forward_parse("8080:80", NULL, e))
+VOID_CASE(vmctl_vm_info_free, "info", vmctl_vm_info_free(NULL))
+VOID_CASE(vmctl_vm_info_list_free, "list", vmctl_vm_info_list_free(NULL, 3))
+EINVAL_CASE(vmctl_vm_create, "ctx", vmctl_vm_create(NULL, &vm_config, e))
+EINVAL_CASE(vmctl_vm_create, "config", vmctl_vm_create(ctx, NULL, e))
+EINVAL_CASE(vmctl_vm_start, "ctx", vmctl_vm_start(NULL, "x", false, 0, e))
+EINVAL_CASE(vmctl_vm_start, "name", vmctl_vm_start(ctx, NULL, true, 0, e))
+EINVAL_CASE(vmctl_vm_wait_ready, "ctx", vmctl_vm_wait_ready(NULL, "x", 0, e))
+EINVAL_CASE(vmctl_vm_wait_ready, "name", vmctl_vm_wait_ready(ctx, NULL, 0, e))
+EINVAL_CASE(vmctl_vm_stop, "ctx", vmctl_vm_stop(NULL, "x", 0, false, e))
+EINVAL_CASE(vmctl_vm_stop, "name", vmctl_vm_stop(ctx, NULL, 0, true, e))
+EINVAL_CASE(vmctl_vm_kill, "ctx", vmctl_vm_kill(NULL, "x", e))
+EINVAL_CASE(vmctl_vm_kill, "name", vmctl_vm_kill(ctx, NULL, e))
+EINVAL_CASE(vmctl_vm_pause, "ctx", vmctl_vm_pause(NULL, "x", e))
+EINVAL_CASE(vmctl_vm_pause, "name", vmctl_vm_pause(ctx, NULL, e))
+EINVAL_CASE(vmctl_vm_resume, "ctx", vmctl_vm_resume(NULL, "x", e))
+EINVAL_CASE(vmctl_vm_resume, "name", vmctl_vm_resume(ctx, NULL, e))
+EINVAL_CASE(vmctl_vm_destroy, "ctx", vmctl_vm_destroy(NULL, "x", true, e))
+EINVAL_CASE(vmctl_vm_destroy, "name", vmctl_vm_destroy(ctx, NULL, true, e))
+EINVAL_CASE(vmctl_vm_get, "ctx", vmctl_vm_get(NULL, "x", &vm_info, e))
+EINVAL_CASE(vmctl_vm_get, "name", vmctl_vm_get(ctx, NULL, &vm_info, e))
+EINVAL_CASE(vmctl_vm_get, "ret", vmctl_vm_get(ctx, "x", NULL, e))
+EINVAL_CASE(vmctl_vm_list, "ctx", vmctl_vm_list(NULL, &vm_infos, &count, e))
+EINVAL_CASE(vmctl_vm_list, "ret", vmctl_vm_list(ctx, NULL, &count, e))
+EINVAL_CASE(vmctl_vm_list, "n", vmctl_vm_list(ctx, &vm_infos, NULL, e))
+EINVAL_CASE(vmctl_vm_log_path, "ctx", vmctl_vm_log_path(NULL, "x", "qemu", &str, e))
+EINVAL_CASE(vmctl_vm_log_path, "name", vmctl_vm_log_path(ctx, NULL, NULL, &str, e))
+EINVAL_CASE(vmctl_vm_log_path, "ret", vmctl_vm_log_path(ctx, "x", NULL, NULL, e))
+EINVAL_CASE(vmctl_vm_console_open, "ctx", vmctl_vm_console_open(NULL, "x", &fd, e))
+EINVAL_CASE(vmctl_vm_console_open, "name", vmctl_vm_console_open(ctx, NULL, &fd, e))
+EINVAL_CASE(vmctl_vm_console_open, "ret_fd", vmctl_vm_console_open(ctx, "x", NULL, e))
+/* exec.h */
+EINVAL_CASE(vmctl_exec_session_open, "ctx", vmctl_exec_session_open(NULL, "x", &session, e))
+EINVAL_CASE(vmctl_exec_session_open, "name", vmctl_exec_session_open(ctx, NULL, &session, e))
+EINVAL_CASE(vmctl_exec_session_open, "ret", vmctl_exec_session_open(ctx, "x", NULL, e))
+VOID_CASE(vmctl_exec_session_close, "s", vmctl_exec_session_close(NULL))
+CASE(vmctl_exec_session_fd, "s", EINVAL_NOERR, -EINVAL, vmctl_exec_session_fd(NULL))
+EINVAL_CASE(vmctl_exec_session_dispatch, "s", vmctl_exec_session_dispatch(NULL, 0, e))
+EINVAL_CASE(vmctl_exec_start, "s", vmctl_exec_start(NULL, &opts, NULL, &proc, e))
+EINVAL_CASE(vmctl_exec_start, "opts",
+            vmctl_exec_start(BOGUS(vmctl_exec_session), NULL, NULL, &proc, e))
+EINVAL_CASE(vmctl_exec_start, "ret",
+            vmctl_exec_start(BOGUS(vmctl_exec_session), &opts, NULL, NULL, e))
+EINVAL_CASE(vmctl_exec_write, "p", vmctl_exec_write(NULL, "x", 1, e))
+EINVAL_CASE(vmctl_exec_write, "data", vmctl_exec_write(BOGUS(vmctl_exec_proc), NULL, 1, e))
+EINVAL_CASE(vmctl_exec_close_stdin, "p", vmctl_exec_close_stdin(NULL, e))
+EINVAL_CASE(vmctl_exec_signal, "p", vmctl_exec_signal(NULL, 15, e))
+EINVAL_CASE(vmctl_exec_resize, "p", vmctl_exec_resize(NULL, 24, 80, e))
+CASE(vmctl_exec_done, "p", VALUE, true, vmctl_exec_done(NULL))
+EINVAL_CASE(vmctl_exec_wait, "p", vmctl_exec_wait(NULL, &exec_status, e))
+VOID_CASE(vmctl_exec_proc_free, "p", vmctl_exec_proc_free(NULL))
+EINVAL_CASE(vmctl_exec_stream, "ctx",
+            vmctl_exec_stream(NULL, "x", &opts, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_exec_stream, "name",
+            vmctl_exec_stream(ctx, NULL, &opts, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_exec_stream, "opts", vmctl_exec_stream(ctx, "x", NULL, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_exec, "ctx", vmctl_exec(NULL, "x", &opts, &exec_result, e))
+EINVAL_CASE(vmctl_exec, "name", vmctl_exec(ctx, NULL, &opts, &exec_result, e))
+EINVAL_CASE(vmctl_exec, "opts", vmctl_exec(ctx, "x", NULL, &exec_result, e))
+EINVAL_CASE(vmctl_exec, "result", vmctl_exec(ctx, "x", &opts, NULL, e))
+VOID_CASE(vmctl_exec_result_clear, "result", vmctl_exec_result_clear(NULL))
+EINVAL_CASE(vmctl_cp_to_vm, "ctx", vmctl_cp_to_vm(NULL, "x", "/etc/hostname", "/tmp", e))
+EINVAL_CASE(vmctl_cp_to_vm, "name", vmctl_cp_to_vm(ctx, NULL, "/etc/hostname", "/tmp", e))
+EINVAL_CASE(vmctl_cp_to_vm, "local_path", vmctl_cp_to_vm(ctx, "x", NULL, "/tmp", e))
+EINVAL_CASE(vmctl_cp_to_vm, "guest_path", vmctl_cp_to_vm(ctx, "x", "/etc/hostname", NULL, e))
+EINVAL_CASE(vmctl_cp_from_vm, "ctx", vmctl_cp_from_vm(NULL, "x", "/etc", "/tmp/x", e))
+EINVAL_CASE(vmctl_cp_from_vm, "name", vmctl_cp_from_vm(ctx, NULL, "/etc", "/tmp/x", e))
+EINVAL_CASE(vmctl_cp_from_vm, "guest_path", vmctl_cp_from_vm(ctx, "x", NULL, "/tmp/x", e))
+EINVAL_CASE(vmctl_cp_from_vm, "local_path", vmctl_cp_from_vm(ctx, "x", "/etc", NULL, e))
+EINVAL_CASE(vmctl_guest_info_get, "ctx", vmctl_guest_info_get(NULL, "x", &guest_info, e))
+EINVAL_CASE(vmctl_guest_info_get, "name", vmctl_guest_info_get(ctx, NULL, &guest_info, e))
+EINVAL_CASE(vmctl_guest_info_get, "ret", vmctl_guest_info_get(ctx, "x", NULL, e))
+EINVAL_CASE(vmctl_guest_push_metadata, "ctx",
+            vmctl_guest_push_metadata(NULL, "x", "h", NULL, NULL, NULL, NULL, e))
+EINVAL_CASE(vmctl_guest_push_metadata, "name",
+            vmctl_guest_push_metadata(ctx, NULL, "h", NULL, NULL, NULL, NULL, e))
+EINVAL_CASE(vmctl_guest_push_metadata, "secret_values",
+            vmctl_guest_push_metadata(ctx, "x", NULL, NULL, secret_names, NULL, NULL, e))
+/* host.h */
+EINVAL_CASE(vmctl_host_check_all, "ret", vmctl_host_check_all(ctx, NULL, &count, e))
+EINVAL_CASE(vmctl_host_check_all, "n", vmctl_host_check_all(ctx, &checks, NULL, e))
+VOID_CASE(vmctl_host_check_list_free, "list", vmctl_host_check_list_free(NULL, 3))
+EINVAL_CASE(vmctl_vm_check_all, "ctx", vmctl_vm_check_all(NULL, false, &checks, &count, e))
+EINVAL_CASE(vmctl_vm_check_all, "ret", vmctl_vm_check_all(ctx, false, NULL, &count, e))
+EINVAL_CASE(vmctl_vm_check_all, "n", vmctl_vm_check_all(ctx, true, &checks, NULL, e))
+CASE(vmctl_check_status_to_string, "s", VALUE, 1, vmctl_check_status_to_string(1000) != NULL)
+/* image.h */
+VOID_CASE(vmctl_image_info_clear, "info", vmctl_image_info_clear(NULL))
+VOID_CASE(vmctl_image_info_list_free, "list", vmctl_image_info_list_free(NULL, 3))
+EINVAL_CASE(vmctl_image_build_default, "ctx", vmctl_image_build_default(NULL, false, NULL, NULL, e))
+EINVAL_CASE(vmctl_image_list, "ctx", vmctl_image_list(NULL, &image_infos, &count, e))
+EINVAL_CASE(vmctl_image_list, "ret", vmctl_image_list(ctx, NULL, &count, e))
+EINVAL_CASE(vmctl_image_list, "n", vmctl_image_list(ctx, &image_infos, NULL, e))
+EINVAL_CASE(vmctl_image_import, "ctx",
+            vmctl_image_import(NULL, "/x.img", NULL, NULL, NULL, &image_info, e))
+EINVAL_CASE(vmctl_image_import, "path",
+            vmctl_image_import(ctx, NULL, "x", NULL, NULL, &image_info, e))
+EINVAL_CASE(vmctl_image_pull, "ctx",
+            vmctl_image_pull(NULL, "http://127.0.0.1:9/x", NULL, NULL, NULL, NULL, NULL, NULL, e))
+EINVAL_CASE(vmctl_image_pull, "url",
+            vmctl_image_pull(ctx, NULL, "x", NULL, NULL, NULL, NULL, NULL, e))
+EINVAL_CASE(vmctl_image_inspect, "ctx", vmctl_image_inspect(NULL, "x", &image_info, e))
+EINVAL_CASE(vmctl_image_inspect, "name_or_path", vmctl_image_inspect(ctx, NULL, &image_info, e))
+EINVAL_CASE(vmctl_image_inspect, "ret", vmctl_image_inspect(ctx, "x", NULL, e))
+EINVAL_CASE(vmctl_image_remove, "ctx", vmctl_image_remove(NULL, "x", false, e))
+EINVAL_CASE(vmctl_image_remove, "name", vmctl_image_remove(ctx, NULL, true, e))
+EINVAL_CASE(vmctl_image_prune, "ctx", vmctl_image_prune(NULL, false, &strv, e))
+EINVAL_CASE(vmctl_image_convert, "ctx", vmctl_image_convert(NULL, "a", "/tmp/b", "raw", NULL, e))
+EINVAL_CASE(vmctl_image_convert, "src", vmctl_image_convert(ctx, NULL, "/tmp/b", "raw", NULL, e))
+EINVAL_CASE(vmctl_image_convert, "dst", vmctl_image_convert(ctx, "a", NULL, "raw", NULL, e))
+EINVAL_CASE(vmctl_image_convert, "format", vmctl_image_convert(ctx, "a", "/tmp/b", NULL, NULL, e))
+/* kdl.h */
+EINVAL_CASE(vmctl_kdl_format, "path", vmctl_kdl_format(NULL, VMCTL_KDL_VERSION_2, &str, e))
+EINVAL_CASE(vmctl_kdl_format, "ret", vmctl_kdl_format("/nonexistent", VMCTL_KDL_VERSION_2, NULL, e))
+EINVAL_CASE(vmctl_kdl_format_buffer, "ret",
+            vmctl_kdl_format_buffer("x", "a", 1, VMCTL_KDL_VERSION_2, NULL, e))
+EINVAL_CASE(vmctl_kdl_format_buffer, "data",
+            vmctl_kdl_format_buffer("x", NULL, 5, VMCTL_KDL_VERSION_2, &str, e))
+/* ssh.h */
+VOID_CASE(vmctl_ssh_info_clear, "info", vmctl_ssh_info_clear(NULL))
+EINVAL_CASE(vmctl_ssh_prepare, "ctx", vmctl_ssh_prepare(NULL, "x", 1, &ssh_info, e))
+EINVAL_CASE(vmctl_ssh_prepare, "name", vmctl_ssh_prepare(ctx, NULL, 1, &ssh_info, e))
+EINVAL_CASE(vmctl_ssh_prepare, "ret", vmctl_ssh_prepare(ctx, "x", 1, NULL, e))
+EINVAL_CASE(vmctl_ssh_exec_stream, "ctx",
+            vmctl_ssh_exec_stream(NULL, "x", &opts, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_ssh_exec_stream, "name",
+            vmctl_ssh_exec_stream(ctx, NULL, &opts, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_ssh_exec_stream, "opts",
+            vmctl_ssh_exec_stream(ctx, "x", NULL, NULL, -1, &exec_status, e))
+EINVAL_CASE(vmctl_ssh_exec, "ctx", vmctl_ssh_exec(NULL, "x", &opts, &exec_result, e))
+EINVAL_CASE(vmctl_ssh_exec, "name", vmctl_ssh_exec(ctx, NULL, &opts, &exec_result, e))
+EINVAL_CASE(vmctl_ssh_exec, "opts", vmctl_ssh_exec(ctx, "x", NULL, &exec_result, e))
+EINVAL_CASE(vmctl_ssh_exec, "result", vmctl_ssh_exec(ctx, "x", &opts, NULL, e))
+EINVAL_CASE(vmctl_ssh_upload, "ctx", vmctl_ssh_upload(NULL, "x", "/a", "/b", e))
+EINVAL_CASE(vmctl_ssh_upload, "name", vmctl_ssh_upload(ctx, NULL, "/a", "/b", e))
+EINVAL_CASE(vmctl_ssh_upload, "local_path", vmctl_ssh_upload(ctx, "x", NULL, "/b", e))
+EINVAL_CASE(vmctl_ssh_upload, "guest_path", vmctl_ssh_upload(ctx, "x", "/a", NULL, e))
+EINVAL_CASE(vmctl_ssh_download, "ctx", vmctl_ssh_download(NULL, "x", "/a", "/b", e))
+EINVAL_CASE(vmctl_ssh_download, "name", vmctl_ssh_download(ctx, NULL, "/a", "/b", e))
+EINVAL_CASE(vmctl_ssh_download, "guest_path", vmctl_ssh_download(ctx, "x", NULL, "/b", e))
+EINVAL_CASE(vmctl_ssh_download, "local_path", vmctl_ssh_download(ctx, "x", "/a", NULL, e))
+/* vmfile.h */
+EINVAL_CASE(vmctl_vmfile_load, "ret", vmctl_vmfile_load("/nonexistent", NULL, e))
+VOID_CASE(vmctl_vmfile_free, "f", vmctl_vmfile_free(NULL))
+CASE(vmctl_vmfile_n_machines, "f", VALUE, 0, vmctl_vmfile_n_machines(NULL))
+CASE(vmctl_vmfile_machine_name, "f", VALUE, NULL, vmctl_vmfile_machine_name(NULL, 0))
+CASE(vmctl_vmfile_machine_config, "f", VALUE, NULL, vmctl_vmfile_machine_config(NULL, 0))
+CASE(vmctl_vmfile_machine_n_steps, "f", VALUE, 0, vmctl_vmfile_machine_n_steps(NULL, 0))
+CASE(vmctl_env_action_to_string, "a", VALUE, 1, vmctl_env_action_to_string(1000) != NULL)
+VOID_CASE(vmctl_env_results_free, "r", vmctl_env_results_free(NULL, 3))
+#define ENV_CASES(fn)                                                                              \
+    EINVAL_CASE(fn, "ctx", fn(NULL, BOGUS(vmctl_vmfile), NULL, &env_results, &count, e))           \
+    EINVAL_CASE(fn, "f", fn(ctx, NULL, NULL, &env_results, &count, e))                             \
+    EINVAL_CASE(fn, "ret", fn(ctx, BOGUS(vmctl_vmfile), NULL, NULL, &count, e))                    \
+    EINVAL_CASE(fn, "n", fn(ctx, BOGUS(vmctl_vmfile), NULL, &env_results, NULL, e))
+ENV_CASES(vmctl_up)
+ENV_CASES(vmctl_down)
+ENV_CASES(vmctl_reload)
+ENV_CASES(vmctl_provision)
+EINVAL_CASE(vmctl_provision_log_path, "ctx", vmctl_provision_log_path(NULL, "x", &str, e))
+EINVAL_CASE(vmctl_provision_log_path, "name", vmctl_provision_log_path(ctx, NULL, &str, e))
+EINVAL_CASE(vmctl_provision_log_path, "ret", vmctl_provision_log_path(ctx, "x", NULL, e))
+/* vmctl.h */
+CASE(vmctl_version, "(none)", VALUE, 1, vmctl_version() != NULL)
+#undef ENV_CASES
+#undef EINVAL_CASE
+#undef CASE
+#undef VOID_CASE
