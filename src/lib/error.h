@@ -9,6 +9,8 @@
 
 #include <vmctl/error.h>
 
+#include "vmctl-cleanup.h" /* cleanup_error */
+
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* err_make for helpers that take a format of their own (invalid(), disk_unsafe(), ...). */
@@ -27,9 +29,3 @@ int err_timeout(vmctl_error **reterr, const char *operation, double seconds, con
     __attribute__((format(printf, 4, 5)));
 /* invalid_state with details vm, from, to. */
 int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, const char *to);
-
-static inline void vmctl_error_freep(vmctl_error **e)
-{
-    vmctl_error_free(*e);
-}
-#define cleanup_error __attribute__((cleanup(vmctl_error_freep)))

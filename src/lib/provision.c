@@ -275,12 +275,6 @@ int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink 
 
 /* --- orchestration --- */
 
-static void vm_info_freep(vmctl_vm_info **i)
-{
-    vmctl_vm_info_free(*i);
-}
-#define cleanup_vm_info __attribute__((cleanup(vm_info_freep)))
-
 typedef enum env_op {
     OP_UP,
     OP_DOWN,
