@@ -55,6 +55,7 @@ int main(void)
     CHECK(fd >= 0 && fcntl(fd, F_GETFD) >= 0);
     {
         cleanup_close int c = fd;
+        CHECK(c == fd);
     }
     CHECK(fcntl(fd, F_GETFD) < 0);
     errno = 0;
