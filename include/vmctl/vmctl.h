@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* The version of the library loaded ("0.1.0"); VMCTL_VERSION is the one of the headers. */
+/* The version of the library loaded; VMCTL_VERSION (<vmctl/version.h>) is the headers' one. */
 const char *vmctl_version(void);
 
 #ifdef __cplusplus
