@@ -15,7 +15,7 @@ build=$(cd "${1:?build dir}" && pwd); n=${2:-5}; image=${3:-}
 src=$(cd "$(dirname "$0")/.." && pwd)
 vmctl=$build/src/cli/vmctl
 home=$(mktemp -d /tmp/vmctl-bench-meta.XXXXXX)
-trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" ; rm -rf "$home"' EXIT
+trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" || true; rm -rf "$home"' EXIT
 if [ -n "$image" ]; then
   mkdir -p "$home/images" && cp -a "$image" "$home/images/default"
 else
@@ -53,7 +53,7 @@ parse=$(v exec h -- sh -c 'cmdline=$(cat /proc/cmdline); read t0 x </proc/uptime
   read t1 x </proc/uptime; awk -v a="$t0" -v b="$t1" "BEGIN { printf \"%.2f\", (b - a) }"')
 echo "/init's cmdline parsing in the guest: $parse ms per boot (1000 runs took $parse s)"
 tmp=$home/t; mkdir -p "$tmp"
-gcc -std=gnu17 -O2 -I"$src/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
+gcc -std=gnu17 -O2 -I"$src/include" -I"$build/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
   -L"$build/src/lib" -lvmctl -Wl,-rpath,"$build/src/lib"
 push=() info=()
 for i in $(seq 20); do

@@ -15,7 +15,7 @@ if [ "$net" = user ]; then
 fi
 vmctl=$build/src/cli/vmctl; ping=$build/bench/agent-ping
 home=$(mktemp -d /tmp/vmctl-bench.XXXXXX)
-trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" ; rm -rf "$home"' EXIT
+trap 'for v in $("$vmctl" --home "$home" list --json | jq -r ".[].name"); do "$vmctl" --home "$home" destroy --force "$v" >/dev/null; done; pkill -9 -f "$home/" || true; rm -rf "$home"' EXIT
 "$vmctl" --home "$home" image build-default >/dev/null
 img=$home/images/default
 # the kernel command line vmctl uses, taken from a created VM

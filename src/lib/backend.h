@@ -1,56 +1,51 @@
 /* SPDX-License-Identifier: MIT */
 /* A hypervisor backend as an operation table. vm.c talks only to this; nothing here assumes
  * QEMU (no QMP types). Every call takes the VM directory, which holds the backend's sockets,
- * logs and pid record (see docs/architecture.md). Deadlines are absolute CLOCK_MONOTONIC usec. */
+ * logs and pid record (vm-dir.h). Deadlines are absolute CLOCK_MONOTONIC usec. A new backend is
+ * one file defining its table plus one row in backend.c's registry. Every op is required but
+ * quit, io_paused and scan (NULL: the backend cannot; vm.c then does without). */
 #pragma once
 
-#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <sys/socket.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <vmctl/error.h>
 
+#include "agent-endpoint.h"
 #include "vm-spec.h"
 
-/* Files in a VM directory that vm.c and the backends agree on. */
-#define VM_FILE_AGENT_SOCK "agent.sock" /* host end of the agent's virtio-serial port */
-/* The agent's virtio-serial ports (one session each, so this many clients at once): port 0 is
- * org.vmctl.agent on agent.sock, port N org.vmctl.agent.N on agent.N.sock. */
-#define VM_AGENT_PORTS 4
-/* "agent.<ext>" for port 0, "agent.<i>.<ext>" for the others (ext: "sock", or "lock": the
- * flock a host client holds while it uses the port). */
-static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, size_t size)
-{
-    if (i == 0)
-        snprintf(buf, size, "agent.%s", ext);
-    else
-        snprintf(buf, size, "agent.%u.%s", i, ext);
-}
-#define VM_FILE_CONSOLE_SOCK "console.sock" /* serial console, attachable */
-#define VM_FILE_CONSOLE_LOG  "console.log"  /* everything the guest wrote to its console */
-#define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stderr */
-#define VM_FILE_PID          "qemu.pid"
-#define VM_FILE_VSOCK_MISS   "agent.vsock-miss" /* a client found no agent on vsock (when) */
-#define VM_FILE_EXIT         "qemu.exit" /* how it ended: "pid P exit N" or "pid P signal N" */
+/* The files of the VM directory every call takes. */
+#include "vm-dir.h"
 
 /* For backend_ops.scan: one hypervisor process of VM `name`; < 0 stops the scan. */
 typedef int (*backend_proc_fn)(const char *name, pid_t pid, uint64_t start, void *userdata);
 
 typedef struct backend_ops {
-    const char *name;
+    const char *name;  /* as in --backend and vm_spec.backend ("qemu") */
+    const char *title; /* in messages ("QEMU") */
+    /* Check a spec for this backend at create, before anything is made, and fill in what the
+     * backend decides when the spec leaves it NULL (machine, net). Knows the backend's machine
+     * types and network modes: config::invalid (field, value, allowed) or
+     * network::config_invalid. */
+    int (*validate)(vm_spec *spec, vmctl_error **reterr);
+    /* Whether a guest of spec needs a guest CID unique on the host (vhost-vsock): vm.c then
+     * allocates one (vms.cid) and passes it to launch in spec->guest_cid. */
+    bool (*needs_host_cid)(const vm_spec *spec);
+    /* The error for a hypervisor that exited while its guest was booting: the backend's spawn
+     * error code with a help line saying where to look (vm.c adds the logs' tails as a note). */
+    int (*exited_while_booting)(const char *vm, vmctl_error **reterr);
     /* Launch detached (the VM outlives vmctl and is not vmctl's child: wait for its death with
-     * proc_alive, not waitpid; once it is dead, VM_FILE_EXIT says how it ended, when known).
+     * proc_alive, not waitpid; once it is dead, supervise_exit_read() says how it ended, when
+     * known).
      * Returns once the hypervisor answers on its control socket, with its pid and start time,
      * within an internal bound (30 s, then vm_manager::timeout). On failure nothing is left
      * running, stale sockets are removed, and the error (qemu::spawn_failed) carries the
      * hypervisor's stderr tail from this launch as a note. Port forwards must have non-zero host
      * ports (config::invalid otherwise).
      * *ret_hold is the launch handshake: the hypervisor is killed by its supervisor when that
-     * descriptor is closed before backend_launch_commit() (the caller failed to record it, or was
+     * descriptor is closed before supervise_commit() (the caller failed to record it, or was
      * killed), so that it can never outlive a caller that did not record it in the store. */
     int (*launch)(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
                   int *ret_hold, vmctl_error **reterr);
@@ -72,25 +67,21 @@ typedef struct backend_ops {
      * zombies excluded: cb for each. Returns how many were found, or < 0. vm.c stops the ones
      * the store does not record as running (strays: an older vmctl's, a store moved away). */
     int (*scan)(const char *vms, const char *only, backend_proc_fn cb, void *userdata);
+    /* Where the agent of the VM in dir is reached (agent-endpoint.h), for agent_connect_endpoint:
+     * the hypervisor's agent sockets and their locks, vsock first when cid (the store's; 0: the
+     * ports only, as readiness wants) is a guest CID this host can reach. */
+    int (*agent_endpoint)(const vm_spec *spec, const char *dir, uint32_t cid, agent_endpoint *ret,
+                          vmctl_error **reterr);
 } backend_ops;
 
-/* The launch is recorded: the supervisor keeps the hypervisor from now on. Closes hold. */
-static inline void backend_launch_commit(int hold)
-{
-    if (hold < 0)
-        return;
-    char go = 1;
-    ssize_t n;
-    do
-        n = send(hold, &go, 1, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    close(hold);
-}
+/* ---------- backend.c: the registry and the accelerator ---------- */
 
-extern const backend_ops qemu_backend;
-
-/* NULL (and backend::not_available) for firecracker/propolis or an unknown name. */
+/* The backend called name (NULL: the default, the registry's first row). NULL with
+ * backend::not_available for a planned one (firecracker, propolis), config::invalid for an
+ * unknown name. */
 const backend_ops *backend_find(const char *name, vmctl_error **reterr);
+/* The i-th backend of the registry (0: the default), NULL past the last. */
+const backend_ops *backend_at(size_t i);
 
 /* Accel resolution: "auto" -> "kvm" only when KVM really works here, else "tcg" with a notice
  * (*notice malloc'd, may be NULL). "kvm" when KVM cannot work -> host::kvm_unavailable. */

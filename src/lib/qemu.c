@@ -1,13 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The QEMU backend: argv from a vm_spec, a detached launch, and the QMP actions.
  *
- * Launch forks three times: an intermediate child starts its own session, forks the supervisor
- * and exits, so the supervisor is reparented to init and is never vmctl's child. The supervisor
- * closes everything of vmctl's, forks QEMU and waits for it; when QEMU ends it writes how
- * (DIR/qemu.exit: "pid P exit N" or "pid P signal N") and exits. So QEMU outlives vmctl, is reaped
- * at once (no zombie waiting for init) and its exit status is known: a guest that powered itself
- * off (exit 0) is `stopped`, not `crashed` (docs/architecture.md). QEMU's stdout and stderr are
- * appended to DIR/qemu.log for its whole life, so startup errors ("could not open kernel file") and
+ * The launch goes through supervise.c: QEMU runs under a supervisor of its own that records how
+ * it ended, so QEMU outlives vmctl, is reaped at once (no zombie waiting for init) and its exit
+ * status is known: a guest that powered itself off (exit 0) is `stopped`, not `crashed`
+ * (docs/architecture.md). QEMU's stdout and stderr are appended to DIR/qemu.log
+ * (VM_FILE_BACKEND_LOG) for its whole life, so startup errors ("could not open kernel file") and
  * runtime messages ("terminating on signal 15") both land there. QEMU is up when it completes the
  * QMP handshake: the reply to qmp_capabilities comes from its main loop, which runs only once the
  * machine is built and the kernel loaded. A QEMU that dies first closes the socket, so failures are
@@ -19,29 +17,27 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <linux/close_range.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-client.h"
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
 #include "qemu.h"
 #include "qmp.h"
+#include "supervise.h"
 #include "util/util.h"
+#include "agent-client.h" /* agent_vhost_vsock_present */
 
 /* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
 #define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
@@ -127,9 +123,9 @@ static int dir_file(const char *dir, const char *name, bool is_socket, char **re
     return *ret ? 0 : oom(reterr);
 }
 
-static void socks_free(char *(*socks)[VM_AGENT_PORTS])
+static void socks_free(char *(*socks)[AGENT_SERIAL_PORTS])
 {
-    for (size_t i = 0; i < VM_AGENT_PORTS; i++)
+    for (size_t i = 0; i < AGENT_SERIAL_PORTS; i++)
         free((*socks)[i]);
 }
 
@@ -237,13 +233,13 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
                        spec->guest_cid);
 
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
-    __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
+    __attribute__((cleanup(socks_free))) char *agent_sock[AGENT_SERIAL_PORTS] = {NULL};
     int r;
     if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         if ((r = dir_file(dir, name, true, &agent_sock[i], reterr)) < 0)
@@ -346,7 +342,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
          * port 0 keeps the name and socket of the single port older VMs had */
         PUSH("-device");
         PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
-        for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
             char id[16], name[32];
             snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
             if (i)
@@ -417,7 +413,7 @@ static void remove_runtime_files(const char *dir)
         if (p)
             (void)unlink(p);
     }
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         cleanup_free char *p = str_printf("%s/%s", dir, name);
@@ -472,245 +468,6 @@ static void kill_leftover(pid_t pid)
     uint64_t deadline = now_usec() + QEMU_REAP_USEC;
     while (proc_alive(pid, start) && now_usec() < deadline)
         sleep_usec(2000);
-}
-
-/* What the intermediate child and QEMU's process (before exec) report on a CLOEXEC pipe. The
- * pipe reaches EOF once the intermediate has exited and the exec has succeeded. */
-enum { MSG_PID = 1, MSG_ERRNO = 2 };
-struct spawn_msg {
-    int kind;
-    int value;
-    int stage; /* for MSG_ERRNO: what failed */
-};
-enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC };
-static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec"};
-
-static void send_msg(int fd, int kind, int value, int stage)
-{
-    struct spawn_msg m = {kind, value, stage};
-    ssize_t n;
-    do
-        n = write(fd, &m, sizeof(m));
-    while (n < 0 && errno == EINTR);
-}
-
-/* Child side, after fork: only async-signal-safe calls from here on. */
-static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
-{
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (int sig = 1; sig < NSIG; sig++)
-        (void)sigaction(sig, &dfl, NULL);
-    if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
-        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
-        _exit(127);
-    }
-    /* nothing of vmctl's (locks, the store, sockets) may leak into the long-lived QEMU */
-    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-        for (int fd = 3; fd < 65536; fd++)
-            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    execv(binary, argv);
-    send_msg(msgfd, MSG_ERRNO, errno, STAGE_EXEC);
-    _exit(127);
-}
-
-/* Async-signal-safe decimal. */
-static size_t fmt_uint(char *buf, unsigned v)
-{
-    char tmp[16];
-    size_t n = 0, k = 0;
-    do
-        tmp[n++] = (char)('0' + v % 10);
-    while ((v /= 10) && n < sizeof(tmp));
-    while (n)
-        buf[k++] = tmp[--n];
-    return k;
-}
-
-/* The supervisor, after fork (async-signal-safe calls only). First the launch handshake: until
- * vmctl has recorded QEMU in the store it holds the write end of gofd; it writes one byte once
- * the record is made. EOF without that byte (vmctl failed, or was killed, before recording it)
- * and QEMU is killed: a QEMU never outlives a vmctl that did not record it. Then wait for QEMU and
- * record how it ended in dirfd/qemu.exit (written aside and renamed: never seen half-written). */
-static _Noreturn void supervise(pid_t qemu, int dirfd, int gofd)
-{
-    char go = 0;
-    ssize_t k;
-    do
-        k = read(gofd, &go, 1);
-    while (k < 0 && errno == EINTR);
-    if (k != 1)
-        (void)kill(qemu, SIGKILL);
-    close(gofd);
-    int status = 0;
-    pid_t w;
-    do
-        w = waitpid(qemu, &status, 0);
-    while (w < 0 && errno == EINTR);
-    if (w != qemu)
-        _exit(1);
-    char line[48] = "pid ";
-    size_t n = 4;
-    n += fmt_uint(line + n, (unsigned)qemu);
-    const char *what = WIFSIGNALED(status) ? " signal " : " exit ";
-    for (const char *c = what; *c; c++)
-        line[n++] = *c;
-    n += fmt_uint(line + n,
-                  (unsigned)(WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
-    line[n++] = '\n';
-    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        bool ok = write(fd, line, n) == (ssize_t)n;
-        close(fd);
-        if (ok)
-            (void)renameat(dirfd, VM_FILE_EXIT ".tmp", dirfd, VM_FILE_EXIT);
-    }
-    _exit(0);
-}
-
-/* Close every descriptor from 3 up but a and b (a < b). */
-static void close_all_but(int a, int b)
-{
-    if (a > 3)
-        (void)syscall(SYS_close_range, 3U, (unsigned)a - 1, 0U);
-    if (b > a + 1)
-        (void)syscall(SYS_close_range, (unsigned)a + 1, (unsigned)b - 1, 0U);
-    (void)syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U);
-}
-
-/* Start binary detached: in its own session, under a supervisor reparented to init, stdin
- * /dev/null, stdout and stderr on logfd; the supervisor records its exit in dirfd. *ret gets
- * QEMU's pid once exec has succeeded, *ret_go the write end of the launch handshake (see
- * supervise(): closing it without writing kills QEMU). */
-static int spawn_detached(const char *binary, char **argv, int logfd_in, int dirfd_in, pid_t *ret,
-                          int *ret_go, vmctl_error **reterr)
-{
-    /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
-    cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
-    cleanup_close int dirfd = fcntl(dirfd_in, F_DUPFD_CLOEXEC, 3);
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    cleanup_close int nullfd = devnull >= 0 ? fcntl(devnull, F_DUPFD_CLOEXEC, 3) : -1;
-    if (devnull >= 0)
-        close(devnull);
-    int p[2] = {-1, -1}, g[2] = {-1, -1};
-    if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
-        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, errno, "cannot start '%s': %s", binary,
-                        strerror(errno));
-    cleanup_close int rd = p[0];
-    /* a socket, not a pipe: the commit's send() must not raise SIGPIPE in the caller when the
-     * supervisor is gone */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g) < 0) {
-        int e = errno;
-        close(p[1]);
-        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, e, "cannot start '%s': %s", binary,
-                        strerror(e));
-    }
-    /* the supervisor's end above the others, so that close_all_but() gets them in order */
-    cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
-    close(g[0]);
-    cleanup_close int gowr = g[1];
-    if (gofd < 0) {
-        int e = errno;
-        close(p[1]);
-        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, e, "cannot start '%s': %s", binary,
-                        strerror(e));
-    }
-
-    /* block signals across fork: no handler of the caller's may run in the children (the
-     * supervisor keeps them all blocked: it only waits) */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t mid = fork();
-    if (mid == 0) {
-        close(p[0]);
-        close(gowr);
-        /* QEMU creates the sockets (QMP, agent, console), console.log and the pid file: 0600
-         * whatever the caller's umask (a QMP socket is root in the guest and on the host) */
-        umask(0177);
-        if (setsid() < 0) {
-            send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
-            _exit(1);
-        }
-        pid_t sup = _Fork();
-        if (sup < 0) {
-            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
-            _exit(1);
-        }
-        if (sup > 0)
-            _exit(0); /* the supervisor goes to init */
-        pid_t q = _Fork();
-        if (q == 0)
-            exec_qemu(binary, argv, nullfd, logfd, p[1]);
-        if (q < 0) {
-            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
-            _exit(1);
-        }
-        send_msg(p[1], MSG_PID, (int)q, 0);
-        /* nothing of vmctl's (its locks above all, and the terminal or pipe on its stdio: a
-         * `$(vmctl start x)` would wait for it) may stay open in the long-lived supervisor */
-        (void)dup2(nullfd, 0);
-        (void)dup2(nullfd, 1);
-        (void)dup2(nullfd, 2);
-        close_all_but(dirfd, gofd);
-        (void)prctl(PR_SET_NAME, "vmctl-supervise");
-        supervise(q, dirfd, gofd);
-    }
-    int fork_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(p[1]);
-    close(TAKE_FD(gofd)); /* the supervisor's */
-    if (mid < 0)
-        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, fork_errno, "cannot start '%s': %s",
-                        binary, strerror(fork_errno));
-    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-        ;
-
-    /* read the reports until EOF (bounded: both writers exit or exec at once) */
-    pid_t pid = 0;
-    int failed_errno = 0, failed_stage = 0;
-    uint64_t deadline = now_usec() + QEMU_REAP_USEC;
-    for (;;) {
-        struct pollfd pfd = {.fd = rd, .events = POLLIN};
-        uint64_t now = now_usec();
-        if (now >= deadline)
-            break;
-        int k = poll(&pfd, 1, (int)((deadline - now) / 1000 + 1));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            break;
-        struct spawn_msg m;
-        ssize_t n = read(rd, &m, sizeof(m));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n != (ssize_t)sizeof(m))
-            break; /* EOF */
-        if (m.kind == MSG_PID)
-            pid = (pid_t)m.value;
-        else if (m.kind == MSG_ERRNO && !failed_errno) {
-            failed_errno = m.value;
-            failed_stage = m.stage;
-        }
-    }
-    if (failed_errno) {
-        int r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, failed_errno,
-                         "cannot start '%s': %s failed: %s", binary,
-                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_EXEC ? failed_stage
-                                                                                     : STAGE_EXEC],
-                         strerror(failed_errno));
-        err_detail(reterr, "binary", "%s", binary);
-        return r;
-    }
-    if (pid <= 0)
-        return err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, EIO,
-                        "cannot start '%s': the launcher reported no process", binary);
-    *ret = pid;
-    *ret_go = TAKE_FD(gowr);
-    return 0;
 }
 
 /* Wait (bounded) for pid to be gone; true when it is. */
@@ -863,7 +620,14 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
-    r = spawn_detached(binary, argv, logfd, dirfd, &pid, &hold, reterr);
+    supervise_spawn_args sa_spawn = {
+        .binary = binary,
+        .argv = argv,
+        .logfd = logfd,
+        .dirfd = dirfd,
+        .error_kind = VMCTL_E_QEMU_SPAWN_FAILED,
+    };
+    r = supervise_spawn(&sa_spawn, &pid, &hold, reterr);
     if (r < 0)
         return r;
     uint64_t start = proc_start_time(pid);
@@ -937,6 +701,56 @@ fail:
     remove_runtime_files(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
+}
+
+/* ---------- the agent endpoint ---------- */
+
+static int endpoint_file(char buf[static PATH_MAX], const char *dir, const char *name,
+                         vmctl_error **reterr)
+{
+    int n = snprintf(buf, PATH_MAX, "%s/%s", dir, name);
+    if (n < 0 || n >= PATH_MAX)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, ENAMETOOLONG,
+                        "the vm directory '%s' is too long for its agent sockets", dir);
+    return 0;
+}
+
+int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
+                           agent_endpoint *ret, vmctl_error **reterr)
+{
+    int r;
+    ret->kind = agent_transport_pick(cid, have_vhost_vsock) == AGENT_TRANSPORT_VSOCK
+                    ? AGENT_ENDPOINT_VSOCK
+                    : AGENT_ENDPOINT_SERIAL;
+    ret->cid = ret->kind == AGENT_ENDPOINT_VSOCK ? cid : 0;
+    ret->port = ret->kind == AGENT_ENDPOINT_VSOCK ? AGENT_VSOCK_PORT : 0;
+    ret->path[0] = 0;
+    ret->vsock_miss[0] = 0;
+    if (ret->kind == AGENT_ENDPOINT_VSOCK &&
+        (r = endpoint_file(ret->vsock_miss, dir, VM_FILE_VSOCK_MISS, reterr)) < 0)
+        return r;
+    /* port 0 always; the others when their socket exists (a VM started before it had several
+     * ports has agent.sock only) */
+    ret->n_ports = 0;
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].sock, dir, name, reterr)) < 0)
+            return r;
+        if (i > 0 && access(ret->ports[ret->n_ports].sock, F_OK) < 0)
+            continue;
+        vm_agent_port_file(i, "lock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].lock, dir, name, reterr)) < 0)
+            return r;
+        ret->n_ports++;
+    }
+    return 0;
+}
+
+static int qemu_agent_endpoint(const vm_spec *spec, const char *dir, uint32_t cid,
+                               agent_endpoint *ret, vmctl_error **reterr)
+{
+    return qemu_agent_endpoint_at(dir, cid, agent_vhost_vsock_present(NULL), ret, reterr);
 }
 
 /* ---------- finding a VM's processes ---------- */
@@ -1119,8 +933,92 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
     return *cause ? 1 : oom(reterr);
 }
 
+/* ---------- what vm.c asks the backend ---------- */
+
+/* config::invalid for spec field `field` = value, with what is allowed (and a help line saying
+ * so). */
+static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
+                        const char *allowed, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
+                        const char *allowed, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
+    va_end(ap);
+    err_detail(reterr, "field", "%s", field);
+    err_detail(reterr, "value", "%s", value);
+    err_detail(reterr, "allowed", "%s", allowed);
+    err_help(reterr, "Set %s to %s.", field, allowed);
+    return r;
+}
+
+/* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
+ * by firmware. Networks: user-mode (slirp, the default with port forwards or a disk image, whose
+ * cloud-init expects a network) or none; tap is refused here, not at start: a VM that can never
+ * start is not created. */
+static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
+{
+    if (!spec)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu validate: invalid arguments");
+    const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
+    if (!streq(machine, "microvm") && !streq(machine, "q35"))
+        return spec_invalid(reterr, "machine", machine, "microvm or q35", "invalid machine '%s'",
+                            machine);
+    if (!spec->kernel && streq(machine, "microvm"))
+        return spec_invalid(reterr, "machine", machine, "q35 for disk images booted by firmware",
+                            "machine '%s' boots a kernel directly: give --kernel with --image",
+                            machine);
+    const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
+    if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
+        return spec_invalid(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
+    if (streq(net, "tap")) {
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
+                         "tap networking is not supported yet");
+        err_detail(reterr, "field", "net");
+        err_detail(reterr, "value", "%s", net);
+        err_detail(reterr, "allowed", "user or none");
+        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
+                         "`--net none`.");
+        return r;
+    }
+    if (spec->n_ports && !streq(net, "user")) {
+        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
+                         "port forwards need user-mode networking, not '%s'", net);
+        err_detail(reterr, "field", "port");
+        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        return r;
+    }
+    if (!spec->machine && !(spec->machine = strdup(machine)))
+        return oom(reterr);
+    if (!spec->net && !(spec->net = strdup(net)))
+        return oom(reterr);
+    return 0;
+}
+
+/* The agent's vsock: QEMU's vhost-vsock device takes a CID unique on the host. */
+static bool qemu_needs_host_cid(const vm_spec *spec)
+{
+    (void)spec;
+    return agent_vhost_vsock_present(NULL);
+}
+
+static int qemu_exited_while_booting(const char *vm, vmctl_error **reterr)
+{
+    int r = err_make(reterr, VMCTL_E_QEMU_SPAWN_FAILED, ECHILD,
+                     "QEMU exited while vm '%s' was booting", vm);
+    err_help(reterr, "Look at `vmctl logs %s` and `vmctl logs %s --qemu` for why it stopped.", vm,
+             vm);
+    return r;
+}
+
 const backend_ops qemu_backend = {
     .name = "qemu",
+    .title = "QEMU",
+    .validate = qemu_validate,
+    .needs_host_cid = qemu_needs_host_cid,
+    .exited_while_booting = qemu_exited_while_booting,
     .launch = qemu_launch,
     .pause = qemu_pause,
     .resume = qemu_resume,
@@ -1129,4 +1027,5 @@ const backend_ops qemu_backend = {
     .io_paused = qemu_io_paused,
     .cleanup = remove_runtime_files,
     .scan = qemu_scan,
+    .agent_endpoint = qemu_agent_endpoint,
 };

@@ -16,9 +16,11 @@
 #include <vmctl/error.h>
 #include <vmctl/exec.h>
 
-#define SSHC_KEY_FILE         "id_ed25519"
-#define SSHC_PUBKEY_FILE      "id_ed25519.pub"
-#define SSHC_KNOWN_HOSTS_FILE "known_hosts"
+#include "vm-dir.h"
+
+#define SSHC_KEY_FILE         VM_FILE_SSH_KEY
+#define SSHC_PUBKEY_FILE      VM_FILE_SSH_PUBKEY
+#define SSHC_KNOWN_HOSTS_FILE VM_FILE_KNOWN_HOSTS
 #define SSHC_DEFAULT_USER     "vmctl"
 
 /* Write dir/id_ed25519 (OpenSSH format, mode 0600) and dir/id_ed25519.pub ("ssh-ed25519 ...

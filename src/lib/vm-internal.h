@@ -1,23 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared between vm.c and exec.c. */
+/* Shared between vm.c, vm-config.c, vm-load.c and exec.c. */
 #pragma once
 
 #include "ctx.h"
+#include "state.h"
 #include "store.h"
+#include "vm-dir.h"
 #include "vm-spec.h"
 
 typedef struct agent_conn agent_conn;
 
-/* Read a VM's row (repairing an abandoned create, marking a dead QEMU crashed) and its spec
+/* Read a VM's row (repairing an abandoned create, marking a dead hypervisor crashed) and its spec
  * (ret_spec may be NULL). vm::not_found when absent. */
 int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_spec,
             vmctl_error **reterr);
-/* Where VM locks live: $VMCTL_HOME/locks/NAME.lock, beside vms/ (never in the VM directory,
- * which destroy removes: a lock there excluded nobody once create made the directory again). */
-#define VM_LOCK_DIR "locks"
-/* Files of a VM directory that only vm.c writes. */
-#define VM_FILE_CONFIG       "vm.json"      /* the vm_spec JSON, to adopt a directory (doctor) */
-#define VM_FILE_CREATE_OWNER "create.owner" /* "pid P start S" of the create making it */
 /* Take the VM's lock (flock on $VMCTL_HOME/locks/NAME.lock), waiting up to timeout seconds:
  * store::locked past it; timeout 0: one try, -EWOULDBLOCK (no error object) when it is held.
  * Held by every state change, by create until the row is complete, and by repairs. */
@@ -31,6 +27,54 @@ int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start);
 /* Kill every hypervisor process of v (found by the backend's scan) that v does not record as
  * running; under the VM's lock. */
 int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v);
+/* Connect to the agent of v at the endpoint its backend gives for cid (v->cid, or 0: the
+ * virtio-serial ports only); see agent_connect_endpoint (exec.c). */
+int vm_agent_connect(const store_vm *v, const vm_spec *spec, uint32_t cid, uint64_t deadline,
+                     uint64_t queue_usec, agent_conn **ret, vmctl_error **reterr);
 /* Push the VM's hostname and env to an agent that lacks them (exec.c). */
 int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
                         vmctl_error **reterr);
+
+/* ---------- vm-load.c ---------- */
+
+/* how long a stop waits for the hypervisor to go, at each step */
+#define DEFAULT_STOP_TIMEOUT 10.0
+/* now + seconds in microseconds; past 10^9 s (or not finite): as good as never */
+uint64_t vm_deadline_after(double seconds);
+/* Wait until pid (started at start) is gone: false when still alive at deadline. */
+bool vm_wait_dead(pid_t pid, uint64_t start, uint64_t deadline);
+/* Write the create mark (VM_FILE_CREATE_OWNER) naming this process into dir: -EEXIST if there. */
+int vm_owner_mark(const char *dir);
+/* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been
+ * removed, 2 when it is being created by a live process (hidden), 0 otherwise. locked: the
+ * caller holds the VM's lock. */
+int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked);
+/* vm_load, for a caller holding the VM's lock when locked. */
+int vm_load_locked(vmctl_ctx *ctx, const char *name, bool locked, store_vm **ret_row,
+                   vm_spec **ret_spec, vmctl_error **reterr);
+/* exec::unavailable (EAGAIN) "vm 'NAME' is STATE, not running", for what needs a running VM (the
+ * agent, SSH, readiness): details vm, reason, remediation; the help names `vmctl start NAME`
+ * (`vmctl resume NAME` when paused). */
+int vm_not_running(vmctl_error **reterr, const char *name, vmctl_vm_state state);
+/* vm::invalid_state unless op is allowed from v's state; *to: the state it leads to. */
+int vm_check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr);
+/* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile), stop
+ * any hypervisor of it the row does not record, and check that op is allowed (_VM_OP_MAX: no
+ * check). */
+int vm_begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v, vm_spec **ret_spec,
+                vmctl_vm_state *to, int *ret_lock, vmctl_error **reterr);
+
+/* ---------- vm-config.c ---------- */
+
+/* config::invalid for field = value (value may be NULL); fmt takes the field name and the value,
+ * in that order; allowed: what would be accepted (the help says to set it). */
+__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
+                                                           const char *value, const char *fmt,
+                                                           const char *allowed);
+/* Check a vmctl_vm_config and resolve it (defaults, image, default guest, accelerator) into the
+ * spec create records. */
+int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
+                        vmctl_error **reterr);
+/* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
+int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
+                    vmctl_error **reterr);

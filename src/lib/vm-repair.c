@@ -2,8 +2,8 @@
 /* What `vmctl doctor` checks between the store and the host, and `vmctl doctor --fix` repairs:
  *   - "vm directories": a directory under vms/ without a store row (the store was moved aside,
  *     or its row was lost). With vm.json it is adopted (its row made again: running when its
- *     QEMU still runs, else stopped); one holding only a create mark (an interrupted create of
- *     a vmctl whose row went too) is removed; anything else is reported, never touched;
+ *     hypervisor still runs, else stopped); one holding only a create mark (an interrupted create
+ * of a vmctl whose row went too) is removed; anything else is reported, never touched;
  *   - "vm rows": a row whose directory is gone: removed with its ports, as destroy does;
  *   - "vm processes": a hypervisor process of a VM directory that no row records as running:
  *     killed.
@@ -25,6 +25,7 @@
 #include "error.h"
 #include "store.h"
 #include "util/util.h"
+#include "vm-dir.h"
 #include "vm-internal.h"
 #include "vm-spec.h"
 
@@ -317,12 +318,14 @@ static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
     text done = {0}, left = {0};
     cleanup_free char *vms = vms_real(ctx);
     cleanup_free proc_list *l = calloc(1, sizeof(*l));
-    if (vms && l)
-        (void)qemu_backend.scan(vms, NULL, on_proc, l);
+    const backend_ops *be;
+    for (size_t i = 0; vms && l && (be = backend_at(i)); i++)
+        if (be->scan)
+            (void)be->scan(vms, NULL, on_proc, l);
     for (size_t i = 0; l && i < l->n; i++) {
         if (recorded(ctx, l->name[i], l->pid[i], l->start[i]))
             continue;
-        /* a start at work holds the lock and records its QEMU before letting go */
+        /* a start at work holds the lock and records its hypervisor before letting go */
         cleanup_close int lock = -1;
         if (vm_lock(ctx, l->name[i], fix ? REPAIR_LOCK_TIMEOUT : 0, &lock, NULL) < 0)
             continue;
@@ -370,7 +373,7 @@ int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t 
     vmctl_host_check *c = calloc(3, sizeof(*c));
     if (!c)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-    /* adopting first: a directory's running QEMU becomes recorded instead of killed */
+    /* adopting first: a directory's running hypervisor becomes recorded instead of killed */
     check_dirs(ctx, fix, &c[0]);
     check_rows(ctx, fix, &c[1]);
     check_procs(ctx, fix, &c[2]);

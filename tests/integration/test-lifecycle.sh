@@ -10,6 +10,13 @@ expect_code "duplicate create" vm_manager::vm::already_exists create life
 expect_code "pause a created vm" vm_manager::vm::invalid_state pause life
 expect_eq "invalid_state from" "$(jq -r .error.details.from <<<"$LAST_JSON")" created
 expect_eq "invalid_state to" "$(jq -r .error.details.to <<<"$LAST_JSON")" paused
+# "not running" is one error wherever a running VM is needed (agent, SSH): same message, same help
+nr='{"message":"vm '"'life'"' is created, not running","help":"Start it with `vmctl start life`.","remediation":"vmctl start life"}'
+for cmd in exec ssh; do
+  expect_code "$cmd on a created vm" vm_manager::exec::unavailable $cmd life -- true
+  expect_eq "$cmd on a created vm: message and help" \
+    "$(jq -c '.error | {message, help, remediation: .details.remediation}' <<<"$LAST_JSON")" "$nr"
+done
 expect_code "unknown vm" vm_manager::vm::not_found status nosuchvm
 expect_eq "not_found names the vm" "$(jq -r .error.details.vm <<<"$LAST_JSON")" nosuchvm
 
@@ -36,6 +43,7 @@ vm pause life || fail "pause"
 expect_eq "paused" "$(state_of life)" paused
 expect_code "exec while paused" vm_manager::exec::unavailable exec life -- true
 expect_eq "exec unavailable details" "$(jq -r '.error.details | has("reason") and has("remediation") and has("vm")' <<<"$LAST_JSON")" true
+expect_eq "exec while paused: help" "$(jq -r .error.help <<<"$LAST_JSON")" 'Resume it with `vmctl resume life`.'
 vm resume life || fail "resume"
 expect_eq "resumed" "$(state_of life)" running
 expect_eq "exec after resume" "$(vm exec life -- echo hi)" hi
@@ -51,10 +59,26 @@ expect_code "exec while stopped" vm_manager::exec::unavailable exec life -- true
 vm start life --wait --timeout 120 || fail "start again"
 expect_eq "exec after restart" "$(vm exec life -- echo again)" again
 pid=$(vm status --json life | jq -r .pid)
-vm kill life || fail "kill"
+# kill asks QEMU to quit first (backend_ops.quit) and needs no SIGKILL when it does
+vm -v kill life 2>/tmp/$$.kill || fail "kill"
+grep -q "QEMU quit when asked" /tmp/$$.kill && ok "kill: QEMU quit when asked" ||
+  fail "kill did not ask QEMU to quit: $(cat /tmp/$$.kill)"
+grep -q SIGKILL /tmp/$$.kill && fail "kill sent SIGKILL to a QEMU that quit" || ok "kill: no SIGKILL needed"
 expect_eq "killed -> stopped" "$(state_of life)" stopped
 [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == "" ] || [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == Z ] &&
   ok "QEMU gone after kill" || fail "QEMU $pid alive after kill"
+
+# a QEMU that cannot answer (stopped) gets SIGKILL after the short quit deadline
+vm start life || fail "start for a stopped QEMU"
+pid=$(vm status --json life | jq -r .pid)
+kill -STOP "$pid"
+vm kill life 2>/tmp/$$.kill || fail "kill a stopped QEMU"
+grep -q "did not quit within .*SIGKILL" /tmp/$$.kill && ok "kill: SIGKILL after the quit deadline" ||
+  fail "kill of a stopped QEMU: $(cat /tmp/$$.kill)"
+expect_eq "stopped QEMU killed -> stopped" "$(state_of life)" stopped
+[ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == "" ] || [ "$(awk '{print $3}' /proc/$pid/stat 2>/dev/null)" == Z ] &&
+  ok "stopped QEMU gone after kill" || { kill -9 "$pid"; fail "stopped QEMU $pid alive after kill"; }
+rm -f /tmp/$$.kill
 
 dir=$(vm status --json life | jq -r .dir)
 vm destroy life || fail "destroy"

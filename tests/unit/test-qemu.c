@@ -29,11 +29,13 @@
 #include <vmctl/host.h>
 #include <vmctl/vm.h>
 
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "qemu.h"
 #include "qmp.h"
 #include "skip.h"
+#include "supervise.h"
 #include "util/util.h"
 
 static char tmpdir[] = "/tmp/test-qemu-XXXXXX";
@@ -293,11 +295,11 @@ static int argv_pair_index(char **argv, const char *opt, const char *value)
     return -1;
 }
 
-/* VM_AGENT_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
+/* AGENT_SERIAL_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
  * the VM has a guest CID. */
 static void test_argv_agent_ports_vsock(void **state)
 {
-    assert_int_equal(VM_AGENT_PORTS, 4);
+    assert_int_equal(AGENT_SERIAL_PORTS, 4);
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         cleanup_strv char **argv = NULL;
@@ -367,6 +369,104 @@ static void test_argv_agent_ports_vsock(void **state)
         assert_string_equal(vmctl_error_find_detail(err, "field"), "cid");
         assert_null(argv);
     }
+}
+
+static void touch(const char *dir, const char *name)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* The agent endpoint of the QEMU backend: port 0 always, the other ports whose socket exists
+ * (each with its lock beside it), vsock first only with a guest CID and vhost-vsock; and the
+ * sockets it names are the ones the argv gives QEMU. */
+static void test_agent_endpoint(void **state)
+{
+    (void)state;
+    cleanup_free char *dir = str_printf("%s/endpoint", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    cleanup_free char *sock0 = str_printf("%s/agent.sock", dir);
+    cleanup_free char *lock0 = str_printf("%s/agent.lock", dir);
+    cleanup_free char *miss = str_printf("%s/agent.vsock-miss", dir);
+    agent_endpoint ep;
+    cleanup_error vmctl_error *err = NULL;
+    /* a VM without a CID, or a host without vhost-vsock: the ports only */
+    static const struct {
+        uint32_t cid;
+        bool vhost;
+    } serial[] = {{0, true}, {0, false}, {42, false}, {2, true}, {UINT32_MAX, true}};
+    for (size_t i = 0; i < ELEMENTSOF(serial); i++) {
+        memset(&ep, 0xa5, sizeof(ep));
+        assert_int_equal(qemu_agent_endpoint_at(dir, serial[i].cid, serial[i].vhost, &ep, &err), 0);
+        assert_int_equal(ep.kind, AGENT_ENDPOINT_SERIAL);
+        assert_int_equal(ep.cid, 0);
+        assert_string_equal(ep.vsock_miss, "");
+        assert_string_equal(ep.path, "");
+        /* no socket yet (QEMU not started, or a VM older than the extra ports): port 0 only */
+        assert_int_equal(ep.n_ports, 1);
+        assert_string_equal(ep.ports[0].sock, sock0);
+        assert_string_equal(ep.ports[0].lock, lock0);
+    }
+    /* a guest CID and vhost-vsock: vsock first, the ports after it */
+    assert_int_equal(qemu_agent_endpoint_at(dir, 42, true, &ep, &err), 0);
+    assert_int_equal(ep.kind, AGENT_ENDPOINT_VSOCK);
+    assert_int_equal(ep.cid, 42);
+    assert_int_equal(ep.port, AGENT_VSOCK_PORT);
+    assert_string_equal(ep.vsock_miss, miss);
+    assert_int_equal(ep.n_ports, 1);
+    assert_string_equal(ep.ports[0].sock, sock0);
+    /* the op itself, for readiness (cid 0): the ports, whatever this host has */
+    assert_int_equal(qemu_backend.agent_endpoint(NULL, dir, 0, &ep, &err), 0);
+    assert_int_equal(ep.kind, AGENT_ENDPOINT_SERIAL);
+
+    /* the ports whose socket exists, in order, with their locks */
+    touch(dir, "agent.1.sock");
+    touch(dir, "agent.3.sock");
+    touch(dir, "agent.4.sock"); /* beyond AGENT_SERIAL_PORTS: not a port */
+    assert_int_equal(qemu_agent_endpoint_at(dir, 0, false, &ep, &err), 0);
+    assert_int_equal(ep.n_ports, 3);
+    static const char *const want[][2] = {{"agent.sock", "agent.lock"},
+                                          {"agent.1.sock", "agent.1.lock"},
+                                          {"agent.3.sock", "agent.3.lock"}};
+    for (unsigned i = 0; i < 3; i++) {
+        cleanup_free char *s = str_printf("%s/%s", dir, want[i][0]);
+        cleanup_free char *l = str_printf("%s/%s", dir, want[i][1]);
+        assert_string_equal(ep.ports[i].sock, s);
+        assert_string_equal(ep.ports[i].lock, l);
+    }
+
+    /* every port QEMU gets is in the endpoint, and nothing else */
+    touch(dir, "agent.2.sock");
+    assert_int_equal(qemu_agent_endpoint_at(dir, 0, false, &ep, &err), 0);
+    assert_int_equal(ep.n_ports, AGENT_SERIAL_PORTS);
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    cleanup_strv char **argv = NULL;
+    assert_int_equal(qemu_build_argv(s, "qemu", dir, &argv, &err), 0);
+    size_t chardevs = 0;
+    for (int i = 0; argv[i]; i++)
+        if (strstr(argv[i], "socket,id=agent") == argv[i])
+            chardevs++;
+    assert_int_equal(chardevs, AGENT_SERIAL_PORTS);
+    for (unsigned i = 0; i < ep.n_ports; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
+        cleanup_free char *chardev =
+            str_printf("socket,id=%s,path=%s,server=on,wait=off", id, ep.ports[i].sock);
+        if (argv_pair_index(argv, "-chardev", chardev) < 0) {
+            dump_argv(argv);
+            fail_msg("the endpoint's port %u ('%s') is not a chardev of the argv", i,
+                     ep.ports[i].sock);
+        }
+    }
+    static const char *const files[] = {"agent.1.sock", "agent.2.sock", "agent.3.sock",
+                                        "agent.4.sock"};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    assert_int_equal(rmdir(dir), 0);
 }
 
 /* The installed QEMU knows the vsock devices and their guest-cid property under the names the
@@ -547,6 +647,80 @@ static void test_backend_find(void **state)
     assert_non_null(strstr(vmctl_error_get_message(err), "illumos"));
     assert_null(backend_find("xen", &err));
     assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+    assert_string_equal(vmctl_error_get_message(err),
+                        "unknown backend 'xen': use qemu, firecracker or propolis");
+    /* the registry: QEMU is the first row (the default), and the only one */
+    assert_ptr_equal(backend_at(0), &qemu_backend);
+    assert_null(backend_at(1));
+    cleanup_error vmctl_error *fc = NULL;
+    assert_null(backend_find("firecracker", &fc));
+    assert_string_equal(vmctl_error_get_help(fc),
+                        "Use the QEMU backend (`--backend qemu`, the default).");
+}
+
+/* What vm.c used to decide itself: QEMU's machines and networks, checked and defaulted by the
+ * backend's validate op. */
+static void test_validate(void **state)
+{
+    struct {
+        const char *kernel, *base, *machine, *net;
+        size_t n_ports;
+        const char *want_machine, *want_net; /* NULL: fails with want_code */
+        const char *want_code, *want_field;
+    } cases[] = {
+        {"/k", NULL, NULL, NULL, 0, "microvm", "none", NULL, NULL},
+        {"/k", NULL, NULL, NULL, 1, "microvm", "user", NULL, NULL},
+        {NULL, "/img", NULL, NULL, 0, "q35", "user", NULL, NULL},
+        {"/k", "/img", "q35", "none", 0, "q35", "none", NULL, NULL},
+        {"/k", NULL, "pc", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
+        {NULL, "/img", "microvm", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
+        {"/k", NULL, NULL, "bridge", 0, NULL, NULL, "vm_manager::config::invalid", "net"},
+        {"/k", NULL, NULL, "tap", 0, NULL, NULL, "vm_manager::network::config_invalid", "net"},
+        {"/k", NULL, NULL, "none", 1, NULL, NULL, "vm_manager::network::config_invalid", "port"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        vmctl_port_forward port = {.host_port = 8080, .guest_port = 80};
+        vm_spec s = {
+            .kernel = (char *)cases[i].kernel,
+            .base = (char *)cases[i].base,
+            .machine = cases[i].machine ? strdup(cases[i].machine) : NULL,
+            .net = cases[i].net ? strdup(cases[i].net) : NULL,
+            .ports = cases[i].n_ports ? &port : NULL,
+            .n_ports = cases[i].n_ports,
+        };
+        cleanup_error vmctl_error *err = NULL;
+        int r = qemu_backend.validate(&s, &err);
+        if (cases[i].want_machine) {
+            assert_int_equal(r, 0);
+            assert_null(err);
+            assert_string_equal(s.machine, cases[i].want_machine);
+            assert_string_equal(s.net, cases[i].want_net);
+        } else {
+            assert_true(r < 0);
+            assert_non_null(err);
+            assert_string_equal(vmctl_error_get_code(err), cases[i].want_code);
+            assert_string_equal(vmctl_error_find_detail(err, "field"), cases[i].want_field);
+        }
+        free(s.machine);
+        free(s.net);
+    }
+    cleanup_error vmctl_error *err = NULL;
+    vm_spec s = {.kernel = "/k", .machine = strdup("pc")};
+    assert_int_equal(qemu_backend.validate(&s, &err), -EINVAL);
+    assert_string_equal(vmctl_error_get_message(err), "invalid machine 'pc'");
+    assert_string_equal(vmctl_error_find_detail(err, "value"), "pc");
+    assert_string_equal(vmctl_error_find_detail(err, "allowed"), "microvm or q35");
+    assert_string_equal(vmctl_error_get_help(err), "Set machine to microvm or q35.");
+    free(s.machine);
+
+    /* vhost-vsock needs a CID unique on the host, when the host has the device */
+    assert_int_equal(qemu_backend.needs_host_cid(&s), access("/dev/vhost-vsock", R_OK | W_OK) == 0);
+
+    cleanup_error vmctl_error *boot = NULL;
+    assert_int_equal(qemu_backend.exited_while_booting("web", &boot), -ECHILD);
+    assert_string_equal(vmctl_error_get_code(boot), "vm_manager::qemu::spawn_failed");
+    assert_string_equal(vmctl_error_get_message(boot), "QEMU exited while vm 'web' was booting");
+    assert_non_null(strstr(vmctl_error_get_help(boot), "`vmctl logs web --qemu`"));
 }
 
 static void test_accel_resolve(void **state)
@@ -878,7 +1052,7 @@ static void test_launch_pause_resume_console(void **state)
     if (r < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_true(pid > 0);
     assert_true(start > 0);
     assert_true(proc_alive(pid, start));
@@ -932,7 +1106,7 @@ static void test_launch_powerdown_quit(void **state)
     cleanup_error vmctl_error *err = NULL;
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_true(proc_alive(pid, start));
     assert_int_equal(qemu_backend.pause(dir, now_usec() + 10000000, &err), 0);
     assert_int_equal(qemu_backend.powerdown(dir, now_usec() + 10000000, &err), 0);
@@ -961,7 +1135,7 @@ static void test_launch_runtime_stderr_logged(void **state)
     cleanup_error vmctl_error *err = NULL;
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     assert_int_equal(kill(pid, SIGTERM), 0);
     if (!wait_gone(pid, start, 20000000)) {
         kill(pid, SIGKILL);
@@ -983,7 +1157,7 @@ static void test_launch_q35_kernel(void **state)
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s (%s)", vmctl_error_get_message(err),
                  vmctl_error_get_n_notes(err) ? vmctl_error_get_note(err, 0) : "");
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     cleanup_free char *log = str_printf("%s/console.log", dir);
     uint64_t deadline = now_usec() + 90000000;
     while (!file_contains(log, "READY-MARK") && now_usec() < deadline && proc_alive(pid, start))
@@ -1108,7 +1282,7 @@ static void test_launch_hold_and_scan(void **state)
     /* committed: it stays */
     if (qemu_backend.launch(s, dir, &pid, &start, &hold, &err) < 0)
         fail_msg("launch: %s", vmctl_error_get_message(err));
-    backend_launch_commit(hold);
+    supervise_commit(hold);
     sleep_usec(300000);
     bool alive = proc_alive(pid, start);
     kill(pid, SIGKILL);
@@ -1129,10 +1303,12 @@ int main(void)
         cmocka_unit_test(test_argv_disk_formats),
         cmocka_unit_test(test_argv_options),
         cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_agent_endpoint),
         cmocka_unit_test(test_qemu_knows_vsock_devices),
         cmocka_unit_test(test_argv_errors),
         cmocka_unit_test(test_binary_override_missing),
         cmocka_unit_test(test_backend_find),
+        cmocka_unit_test(test_validate),
         cmocka_unit_test(test_accel_resolve),
         cmocka_unit_test(test_host_checks),
     };

@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: MIT */
+/* The detached spawn, the supervisor and its exit record (supervise.h). Nothing here knows which
+ * hypervisor it runs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "supervise.h"
+#include "util/util.h"
+#include "vm-dir.h"
+
+/* How long to wait for the launcher's reports (both writers exit or exec at once). */
+#define SUPERVISE_REPORT_USEC (5ULL * 1000000ULL)
+
+/* What the intermediate child and the hypervisor's process (before exec) report on a CLOEXEC pipe.
+ * The pipe reaches EOF once the intermediate has exited and the exec has succeeded. */
+enum { MSG_PID = 1, MSG_ERRNO = 2 };
+struct spawn_msg {
+    int kind;
+    int value;
+    int stage; /* for MSG_ERRNO: what failed */
+};
+enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC };
+static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec"};
+
+static void send_msg(int fd, int kind, int value, int stage)
+{
+    struct spawn_msg m = {kind, value, stage};
+    ssize_t n;
+    do
+        n = write(fd, &m, sizeof(m));
+    while (n < 0 && errno == EINTR);
+}
+
+/* Child side, after fork: only async-signal-safe calls from here on. */
+static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    for (int sig = 1; sig < NSIG; sig++)
+        (void)sigaction(sig, &dfl, NULL);
+    if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0 || chdir("/") < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
+    }
+    /* nothing of vmctl's (locks, the store, sockets) may leak into the long-lived hypervisor */
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        for (int fd = 3; fd < 65536; fd++)
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execv(binary, argv);
+    send_msg(msgfd, MSG_ERRNO, errno, STAGE_EXEC);
+    _exit(127);
+}
+
+/* Async-signal-safe decimal. */
+static size_t fmt_uint(char *buf, unsigned v)
+{
+    char tmp[16];
+    size_t n = 0, k = 0;
+    do
+        tmp[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < sizeof(tmp));
+    while (n)
+        buf[k++] = tmp[--n];
+    return k;
+}
+
+/* The supervisor, after fork (async-signal-safe calls only). First the launch handshake: until
+ * vmctl has recorded the process in the store it holds the write end of gofd; it writes one byte
+ * once the record is made. EOF without that byte (vmctl failed, or was killed, before recording
+ * it) and the process is killed: it never outlives a vmctl that did not record it. Then wait for
+ * it and record how it ended in dirfd/VM_FILE_EXIT (written aside and renamed: never seen
+ * half-written). The record: "pid P exit N" or "pid P signal N" (supervise_exit_parse). */
+static _Noreturn void supervise(pid_t child, int dirfd, int gofd)
+{
+    char go = 0;
+    ssize_t k;
+    do
+        k = read(gofd, &go, 1);
+    while (k < 0 && errno == EINTR);
+    if (k != 1)
+        (void)kill(child, SIGKILL);
+    close(gofd);
+    int status = 0;
+    pid_t w;
+    do
+        w = waitpid(child, &status, 0);
+    while (w < 0 && errno == EINTR);
+    if (w != child)
+        _exit(1);
+    char line[48] = "pid ";
+    size_t n = 4;
+    n += fmt_uint(line + n, (unsigned)child);
+    const char *what = WIFSIGNALED(status) ? " signal " : " exit ";
+    for (const char *c = what; *c; c++)
+        line[n++] = *c;
+    n += fmt_uint(line + n,
+                  (unsigned)(WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
+    line[n++] = '\n';
+    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        bool ok = write(fd, line, n) == (ssize_t)n;
+        close(fd);
+        if (ok)
+            (void)renameat(dirfd, VM_FILE_EXIT ".tmp", dirfd, VM_FILE_EXIT);
+    }
+    _exit(0);
+}
+
+/* Close every descriptor from 3 up but a and b (a < b). */
+static void close_all_but(int a, int b)
+{
+    if (a > 3)
+        (void)syscall(SYS_close_range, 3U, (unsigned)a - 1, 0U);
+    if (b > a + 1)
+        (void)syscall(SYS_close_range, (unsigned)a + 1, (unsigned)b - 1, 0U);
+    (void)syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U);
+}
+
+int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmctl_error **reterr)
+{
+    if (!a || !a->binary || !a->argv || !ret || !ret_go)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "supervise_spawn: invalid arguments");
+    const char *binary = a->binary;
+    char **argv = a->argv;
+    int logfd_in = a->logfd, dirfd_in = a->dirfd;
+    vmctl_error_kind kind = a->error_kind;
+    /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
+    cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
+    cleanup_close int dirfd = fcntl(dirfd_in, F_DUPFD_CLOEXEC, 3);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    cleanup_close int nullfd = devnull >= 0 ? fcntl(devnull, F_DUPFD_CLOEXEC, 3) : -1;
+    if (devnull >= 0)
+        close(devnull);
+    int p[2] = {-1, -1}, g[2] = {-1, -1};
+    if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
+        return err_make(reterr, kind, errno, "cannot start '%s': %s", binary, strerror(errno));
+    cleanup_close int rd = p[0];
+    /* a socket, not a pipe: the commit's send() must not raise SIGPIPE in the caller when the
+     * supervisor is gone */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g) < 0) {
+        int e = errno;
+        close(p[1]);
+        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+    }
+    /* the supervisor's end above the others, so that close_all_but() gets them in order */
+    cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
+    close(g[0]);
+    cleanup_close int gowr = g[1];
+    if (gofd < 0) {
+        int e = errno;
+        close(p[1]);
+        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+    }
+
+    /* block signals across fork: no handler of the caller's may run in the children (the
+     * supervisor keeps them all blocked: it only waits) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t mid = fork();
+    if (mid == 0) {
+        close(p[0]);
+        close(gowr);
+        /* the hypervisor creates the sockets (control, agent, console), console.log and the
+         * pid file: 0600 whatever the caller's umask (a control socket is root in the guest and
+         * on the host) */
+        umask(0177);
+        if (setsid() < 0) {
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_SETSID);
+            _exit(1);
+        }
+        pid_t sup = _Fork();
+        if (sup < 0) {
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
+            _exit(1);
+        }
+        if (sup > 0)
+            _exit(0); /* the supervisor goes to init */
+        pid_t q = _Fork();
+        if (q == 0)
+            exec_child(binary, argv, nullfd, logfd, p[1]);
+        if (q < 0) {
+            send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
+            _exit(1);
+        }
+        send_msg(p[1], MSG_PID, (int)q, 0);
+        /* nothing of vmctl's (its locks above all, and the terminal or pipe on its stdio: a
+         * `$(vmctl start x)` would wait for it) may stay open in the long-lived supervisor */
+        (void)dup2(nullfd, 0);
+        (void)dup2(nullfd, 1);
+        (void)dup2(nullfd, 2);
+        close_all_but(dirfd, gofd);
+        (void)prctl(PR_SET_NAME, "vmctl-supervise");
+        supervise(q, dirfd, gofd);
+    }
+    int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(p[1]);
+    close(TAKE_FD(gofd)); /* the supervisor's */
+    if (mid < 0)
+        return err_make(reterr, kind, fork_errno, "cannot start '%s': %s", binary,
+                        strerror(fork_errno));
+    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+        ;
+
+    /* read the reports until EOF (bounded: both writers exit or exec at once) */
+    pid_t pid = 0;
+    int failed_errno = 0, failed_stage = 0;
+    uint64_t deadline = now_usec() + SUPERVISE_REPORT_USEC;
+    for (;;) {
+        struct pollfd pfd = {.fd = rd, .events = POLLIN};
+        uint64_t now = now_usec();
+        if (now >= deadline)
+            break;
+        int k = poll(&pfd, 1, (int)((deadline - now) / 1000 + 1));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        struct spawn_msg m;
+        ssize_t n = read(rd, &m, sizeof(m));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n != (ssize_t)sizeof(m))
+            break; /* EOF */
+        if (m.kind == MSG_PID)
+            pid = (pid_t)m.value;
+        else if (m.kind == MSG_ERRNO && !failed_errno) {
+            failed_errno = m.value;
+            failed_stage = m.stage;
+        }
+    }
+    if (failed_errno) {
+        int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed: %s", binary,
+                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_EXEC ? failed_stage
+                                                                                     : STAGE_EXEC],
+                         strerror(failed_errno));
+        err_detail(reterr, "binary", "%s", binary);
+        return r;
+    }
+    if (pid <= 0)
+        return err_make(reterr, kind, EIO, "cannot start '%s': the launcher reported no process",
+                        binary);
+    *ret = pid;
+    *ret_go = TAKE_FD(gowr);
+    return 0;
+}
+
+void supervise_commit(int hold)
+{
+    if (hold < 0)
+        return;
+    char go = 1;
+    ssize_t n;
+    do
+        n = send(hold, &go, 1, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    close(hold);
+}
+
+/* ---------- the exit record ---------- */
+
+int supervise_exit_parse(const char *text, pid_t pid, supervise_exit *ret)
+{
+    if (!text || !ret)
+        return -EINVAL;
+    unsigned long p = 0;
+    char what[16];
+    unsigned code = 0;
+    if (sscanf(text, "pid %lu %15s %u", &p, what, &code) != 3 ||
+        (!streq(what, "exit") && !streq(what, "signal")) || code > 255)
+        return -EBADMSG;
+    if (p != (unsigned long)pid)
+        return -ENOENT;
+    *ret = (supervise_exit){.signaled = streq(what, "signal"), .code = (int)code};
+    return 0;
+}
+
+int supervise_exit_read(const char *dir, pid_t pid, supervise_exit *ret)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_EXIT, dir);
+    cleanup_free char *text = NULL;
+    if (!path || read_file_tail(path, 64, &text) < 0 || !text)
+        return -ENOENT;
+    return supervise_exit_parse(text, pid, ret) < 0 ? -ENOENT : 0;
+}
+
+int supervise_exit_wait(const char *dir, pid_t pid, uint64_t usec, supervise_exit *ret)
+{
+    uint64_t deadline = now_usec() + usec;
+    int r;
+    while ((r = supervise_exit_read(dir, pid, ret)) == -ENOENT && now_usec() < deadline)
+        sleep_usec(2000);
+    return r;
+}

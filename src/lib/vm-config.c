@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* Config resolution: a vmctl_vm_config checked and turned into the vm_spec that create records,
+ * and the VM's disk and cloud-init seed made from it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cloudinit.h"
+#include "ctx.h"
+#include "error.h"
+#include "guest.h"
+#include "image-cache.h"
+#include "ssh.h"
+#include "util/util.h"
+#include "vm-dir.h"
+#include "vm-internal.h"
+#include "vm-spec.h"
+
+#define DEFAULT_VCPUS      1
+#define DEFAULT_MEMORY_MIB 256
+#define MAX_VCPUS          255
+#define MIN_MEMORY_MIB     32
+#define MAX_MEMORY_MIB     (1024u * 1024u)
+#define MAX_DISK_GIB       65536
+
+/* fmt takes the field name and the value, in that order. */
+__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
+                                                           const char *value, const char *fmt,
+                                                           const char *allowed)
+{
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, field, value ? value : "");
+#pragma GCC diagnostic pop
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    err_detail(reterr, "allowed", "%s", allowed);
+    err_help(reterr, "Set %s to %s.", field, allowed);
+    return r;
+}
+
+/* config::invalid unless min <= value <= max; unit ("", " MiB", " GiB") follows the bounds. */
+static int check_range(vmctl_error **reterr, const char *field, unsigned value, unsigned min,
+                       unsigned max, const char *unit)
+{
+    if (value >= min && value <= max)
+        return 0;
+    char v[32], allowed[96];
+    snprintf(v, sizeof(v), "%u", value);
+    snprintf(allowed, sizeof(allowed), "%u to %u%s", min, max, unit);
+    return vm_invalid_field(reterr, field, v, "%s %s is out of range", allowed);
+}
+
+static int check_readable(vmctl_error **reterr, const char *field, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
+        return vm_invalid_field(reterr, field, path, "%s '%s' does not exist or is not readable",
+                                "a readable regular file");
+    return 0;
+}
+
+/* A file for the cloud-init seed: readable, and only for disk images (the default guest has no
+ * cloud-init). */
+static int check_seed_file(vmctl_error **reterr, const char *field, const char *path,
+                           bool default_guest)
+{
+    int r = check_readable(reterr, field, path);
+    if (r < 0)
+        return r;
+    if (default_guest)
+        return vm_invalid_field(reterr, field, path,
+                                "%s '%s' needs a disk image with cloud-init (--image)",
+                                "unset for the default guest, which has no cloud-init");
+    return 0;
+}
+
+int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
+                        vmctl_error **reterr)
+{
+    if (!c || !c->name)
+        return vm_invalid_field(reterr, "name", NULL, "%s is required%s",
+                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                "digit");
+    if (!name_is_valid(c->name))
+        return vm_invalid_field(reterr, "name", c->name, "invalid %s '%s'",
+                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                "digit");
+    const backend_ops *be = backend_find(c->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    cleanup_vm_spec vm_spec *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->name = strdup(c->name);
+    s->backend = strdup(be->name);
+
+    s->vcpus = c->vcpus ? c->vcpus : DEFAULT_VCPUS;
+    s->memory_mib = c->memory_mib ? c->memory_mib : DEFAULT_MEMORY_MIB;
+    if (check_range(reterr, "vcpus", s->vcpus, 1, MAX_VCPUS, "") < 0 ||
+        check_range(reterr, "memory", s->memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, " MiB") < 0 ||
+        check_range(reterr, "disk", c->disk_gib, 0, MAX_DISK_GIB, " GiB") < 0)
+        return -EINVAL;
+    s->disk_gib = c->disk_gib;
+
+    for (char *const *e = c->env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e)))
+            return vm_invalid_field(reterr, "env", *e, "invalid %s entry '%s'",
+                                    "K=V with K matching [A-Za-z_][A-Za-z0-9_]*");
+    }
+    if (c->env && !(s->env = strv_copy(c->env)))
+        return -ENOMEM;
+
+    bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
+    if ((c->cloud_init &&
+         check_seed_file(reterr, "cloud-init", c->cloud_init, default_guest) < 0) ||
+        (c->ssh_key && check_seed_file(reterr, "ssh-key", c->ssh_key, default_guest) < 0))
+        return -EINVAL;
+
+    if (default_guest) {
+        guest_paths gp = {0};
+        int r = guest_default_paths(ctx->home, &gp, reterr);
+        if (r < 0)
+            return r;
+        s->image = strdup("default");
+        s->kernel = gp.kernel;
+        s->initrd = gp.initrd;
+        /* vmctl.hostname: /init sets it before anything runs (the agent pushes it again) */
+        s->cmdline = str_printf("%s vmctl.hostname=%s%s%s", gp.cmdline, c->name,
+                                c->cmdline ? " " : "", c->cmdline ? c->cmdline : "");
+        free(gp.cmdline);
+        s->agent = true;
+    } else {
+        bool rootfs = false;
+        if (c->image) {
+            /* A disk image: a qcow2 overlay on it, or (raw root filesystem booted with --kernel)
+             * a clone; created by vmctl_vm_create in the VM directory. */
+            image_ref ref = {};
+            int r = image_resolve(ctx->home, c->image, &ref, reterr);
+            if (r < 0)
+                return r;
+            rootfs = c->kernel && streq(ref.format, "raw");
+            if (c->disk_gib && (uint64_t)c->disk_gib << 30 < ref.virtual_size) {
+                char v[32];
+                snprintf(v, sizeof(v), "%u", c->disk_gib);
+                image_ref_clear(&ref);
+                return vm_invalid_field(reterr, "disk", v, "%s %s GiB is smaller than the image",
+                                        "at least the image's virtual size (vmctl image inspect)");
+            }
+            cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
+            s->image = strdup(ref.name ? ref.name : ref.path);
+            s->base = TAKE_PTR(ref.path);
+            s->base_format = TAKE_PTR(ref.format);
+            image_ref_clear(&ref);
+            if (!dir)
+                return -ENOMEM;
+            s->disk = str_printf("%s/%s", dir, rootfs ? VM_FILE_ROOTFS : VM_FILE_DISK);
+            s->disk_format = strdup(rootfs ? "raw" : "qcow2");
+            s->seed = str_printf("%s/" VM_FILE_SEED, dir);
+            if (!s->image || !s->disk || !s->disk_format || !s->seed || !s->base_format)
+                return -ENOMEM;
+        }
+        if (c->kernel) {
+            int r = check_readable(reterr, "kernel", c->kernel);
+            if (r < 0)
+                return r;
+            if (c->initrd && (r = check_readable(reterr, "initrd", c->initrd)) < 0)
+                return r;
+            s->kernel = realpath(c->kernel, NULL);
+            s->initrd = c->initrd ? realpath(c->initrd, NULL) : NULL;
+            if (!s->image)
+                s->image = strdup(s->kernel ? s->kernel : c->kernel);
+            const char *dflt =
+                rootfs ? "console=ttyS0 panic=-1 root=/dev/vda rw" : "console=ttyS0 panic=-1";
+            s->cmdline = strdup(c->cmdline ? c->cmdline : dflt);
+        }
+        /* The virtio-serial port is there; whether an agent answers depends on the guest. */
+        s->agent = true;
+    }
+
+    if (c->n_ports) {
+        s->ports = calloc(c->n_ports, sizeof(*s->ports));
+        if (!s->ports)
+            return -ENOMEM;
+        memcpy(s->ports, c->ports, c->n_ports * sizeof(*s->ports));
+        s->n_ports = c->n_ports;
+    }
+    /* the machine and the network: what the backend has (it fills in its defaults) */
+    if ((c->machine && !(s->machine = strdup(c->machine))) ||
+        (c->net && !(s->net = strdup(c->net))))
+        return -ENOMEM;
+    int r = be->validate(s, reterr);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < s->n_ports; i++)
+        if (s->ports[i].guest_port == 0)
+            return vm_invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
+                                    "HOST:GUEST with GUEST in 1-65535");
+    /* host port 0: chosen and reserved by net_prepare_ports() in create */
+
+    cleanup_free char *notice = NULL;
+    r = accel_resolve(c->accel ? c->accel : "auto", &s->accel, &notice, reterr);
+    if (r < 0)
+        return r;
+    if (notice)
+        ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
+
+    if (!s->name || !s->backend || !s->image || !s->machine || !s->net ||
+        (s->kernel && !s->cmdline))
+        return -ENOMEM;
+    *ret = TAKE_PTR(s);
+    return 0;
+}
+
+/* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
+int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
+                    vmctl_error **reterr)
+{
+    cleanup_free char *vm_dir = ctx_vm_dir(ctx, spec->name);
+    cleanup_free char *vm_pub = vm_dir ? str_printf("%s/" SSHC_PUBKEY_FILE, vm_dir) : NULL;
+    if (!vm_pub)
+        return -ENOMEM;
+    image_ref ref = {};
+    int r = image_resolve(ctx->home, spec->image, &ref, reterr);
+    if (r < 0)
+        return r;
+    uint64_t size = (uint64_t)spec->disk_gib << 30;
+    if (spec->disk_format && streq(spec->disk_format, "raw"))
+        r = image_clone_rootfs(spec->disk, &ref, size, reterr);
+    else
+        r = image_make_overlay(spec->disk, &ref, size, reterr);
+    image_ref_clear(&ref);
+    if (r < 0)
+        return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    if (spec->seed) {
+        cloudinit_seed seed = {
+            .hostname = spec->name,
+            .user_data = c->cloud_init,
+            .ssh_key = c->ssh_key, /* the user's key, and */
+            .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
+            .network = !streq(spec->net, "none"),
+        };
+        r = cloudinit_write_seed(spec->seed, &seed, reterr);
+        if (r < 0)
+            return err_prefix(reterr, r, "while creating the seed of vm '%s'", spec->name);
+    }
+    return 0;
+}
