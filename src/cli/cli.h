@@ -109,6 +109,22 @@ char *cli_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A bad option value: config::invalid naming the option, exit 1. */
 int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected);
+/* The options exec and shell share: --env K=V (repeatable), --cwd DIR, -u/--user U. */
+enum { CLI_OPT_ENV = 0x800, CLI_OPT_CWD };
+// clang-format off
+#define CLI_GUEST_OPTIONS                                                                          \
+    {"env", required_argument, NULL, CLI_OPT_ENV},                                                 \
+    {"cwd", required_argument, NULL, CLI_OPT_CWD},                                                 \
+    {"user", required_argument, NULL, 'u'}
+// clang-format on
+/* Option o (from cli_getopt) if it is one of those: 1, its value in *env (cli_add_env) or
+ * opts->cwd, opts->user; 0 when o is another option; -1 after rendering its error. */
+int cli_guest_option(cli *c, int o, const char *arg, char ***env, size_t *n_env,
+                     vmctl_exec_opts *opts);
+/* One --env K=V: appended to the NULL-terminated *env of *n_env entries (it points into arg, not
+ * copied). 0; -EINVAL after rendering config::invalid for an entry without '=' or name; -ENOMEM.
+ */
+int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env);
 /* Exactly n_min..n_max positional arguments, named for the message (e.g. "NAME"). */
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what);
 /* Where a command begins. Each returns what the command goes on with (true, the context), or

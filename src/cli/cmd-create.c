@@ -83,17 +83,9 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         return 1;
     }
     case OPT_CREATE_ENV: {
-        const char *eq = strchr(arg, '=');
-        if (!eq || eq == arg) {
-            cli_invalid_value(c, "--env", arg, "K=V with a non-empty name K");
-            return -EINVAL;
-        }
-        char **n = realloc(a->env, sizeof(char *) * (a->n_env + 2));
-        if (!n)
-            return -ENOMEM;
-        a->env = n;
-        a->env[a->n_env++] = (char *)arg;
-        a->env[a->n_env] = NULL;
+        int r = cli_add_env(c, arg, &a->env, &a->n_env);
+        if (r < 0)
+            return r;
         cfg->env = a->env;
         return 1;
     }

@@ -221,10 +221,11 @@ json_t *render_error_json(const vmctl_error *e)
     int errnum = vmctl_error_get_errno(e);
     cleanup_free char *cause = cause_text(errnum);
     json_t *err = json_pack(
-        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
+        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
         render_json_bytes(msg, strlen(msg)), "help", str_or_null(vmctl_error_get_help(e)),
         "details", details, "notes", notes, "context", context, "errno",
-        errnum > 0 ? json_integer(errnum) : json_null(), "cause", str_or_null(cause));
+        errnum > 0 ? json_integer(errnum) : json_null(), "errno_name",
+        str_or_null(errnum > 0 ? strerrorname_np(errnum) : NULL), "cause", str_or_null(cause));
     return json_pack("{s:o}", "error", err);
 }
 
@@ -238,37 +239,6 @@ static void print_indented(FILE *f, const char *s, int indent)
         if (*p == '\n' && p[1])
             fprintf(f, "%*s", indent, "");
     }
-}
-
-/* Whether the errno of an error says something its code does not: not for usage and input
- * errors (EINVAL), lookups (ENOENT), states and timeouts, nor when the message already ends
- * with it. */
-static bool cause_worth_showing(const vmctl_error *e, int err)
-{
-    if (err <= 0)
-        return false;
-    switch (vmctl_error_get_kind(e)) {
-    case VMCTL_E_CLI_USAGE:
-    case VMCTL_E_CONFIG_INVALID:
-    case VMCTL_E_VM_NOT_FOUND:
-    case VMCTL_E_VM_INVALID_STATE:
-    case VMCTL_E_VM_ALREADY_EXISTS:
-    case VMCTL_E_SNAPSHOT_NOT_FOUND:
-    case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
-    case VMCTL_E_VMFILE_NOT_FOUND:
-    case VMCTL_E_VMFILE_PARSE_FAILED:
-    case VMCTL_E_VMFILE_VALIDATION:
-    case VMCTL_E_NETWORK_CONFIG_INVALID:
-    case VMCTL_E_TIMEOUT:
-        return false;
-    default:
-        break;
-    }
-    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
-    if (err == EIO && vmctl_error_get_kind(e) != VMCTL_E_IO)
-        return false;
-    const char *msg = vmctl_error_get_message(e);
-    return !msg || !strstr(msg, strerror(err));
 }
 
 int render_error(cli *c, vmctl_error *e)
@@ -339,8 +309,9 @@ int render_error(cli *c, vmctl_error *e)
         fputc('\n', stderr);
     }
 
-    int errnum = vmctl_error_get_errno(e);
-    if (cause_worth_showing(e, errnum)) {
+    /* the cause last but for the help, once: not when the message says it already */
+    int errnum = vmctl_error_get_cause_errno(e);
+    if (errnum > 0) {
         cleanup_free char *cause = cause_text(errnum);
         fprintf(stderr, "\n  %scaused by:%s %s\n", col ? ANSI_BOLD : "", col ? ANSI_RESET : "",
                 cause ? cause : "?");

@@ -76,11 +76,12 @@ int agent_send_all(agent_conn *c, const uint8_t *p, size_t n, uint64_t deadline,
             return agent_closed_error(c, reterr);
         if (errno != EAGAIN)
             return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
-                            "cannot write to the agent socket '%s': %s", c->path, strerror(errno));
+                            "cannot write to the agent socket '%s'", c->path);
         struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
         int r = poll(&pfd, 1, ms_until(deadline));
         if (r < 0 && errno != EINTR)
-            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "poll: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
+                            "cannot wait for the agent socket");
         if (r == 0)
             return err_timeout(reterr, operation, span_seconds(start, deadline),
                                "the agent did not take the request within %.1f s",
@@ -122,7 +123,8 @@ int agent_next_frame(agent_conn *c, uint64_t until, agent_hdr *h, const uint8_t 
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "poll: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
+                            "cannot wait for the agent socket");
         }
         if (k == 0)
             return 0;
@@ -133,7 +135,7 @@ int agent_next_frame(agent_conn *c, uint64_t until, agent_hdr *h, const uint8_t 
             if (errno == ECONNRESET)
                 return agent_closed_error(c, reterr);
             return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
-                            "cannot read from the agent socket '%s': %s", c->path, strerror(errno));
+                            "cannot read from the agent socket '%s'", c->path);
         }
         if (n == 0)
             return agent_closed_error(c, reterr);

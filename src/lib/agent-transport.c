@@ -51,8 +51,7 @@ static int take_lock(const char *socket_path, uint64_t deadline, uint64_t start,
         return -ENOMEM;
     cleanup_close int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        int r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s': %s", lock_path,
-                         strerror(errno));
+        int r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s'", lock_path);
         err_detail(reterr, "path", "%s", lock_path);
         return r;
     }
@@ -60,8 +59,7 @@ static int take_lock(const char *socket_path, uint64_t deadline, uint64_t start,
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             break;
         if (errno != EWOULDBLOCK && errno != EINTR)
-            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s': %s", lock_path,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s'", lock_path);
         if (now_usec() >= deadline) {
             int r = err_timeout(reterr, "agent connect", span_seconds(start, deadline),
                                 "another vmctl process is talking to the agent ('%s' is locked)",
@@ -132,7 +130,7 @@ static int conn_new(const char *path, bool lock, uint64_t deadline, uint64_t sta
 static int conn_start(agent_conn *c, uint64_t deadline, uint64_t start, vmctl_error **reterr)
 {
     if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
-        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot set up the agent socket");
     return agent_send_ping(c, &c->ping_lo, deadline, "agent connect", start, reterr);
 }
 
@@ -144,15 +142,16 @@ static int connect_unix_retry(agent_conn *c, const char *socket_path, uint64_t d
     for (;;) {
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
-            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "socket: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
+                            "cannot create a socket for the agent");
         int r = connect_unix(c->fd, socket_path);
         if (r == 0)
             return 0;
         close(c->fd);
         c->fd = -1;
         if (r != -ENOENT && r != -ECONNREFUSED) {
-            r = err_make(reterr, VMCTL_E_AGENT_FAILED, r,
-                         "cannot connect to the agent socket '%s': %s", socket_path, strerror(-r));
+            r = err_make(reterr, VMCTL_E_AGENT_FAILED, r, "cannot connect to the agent socket '%s'",
+                         socket_path);
             err_detail(reterr, "path", "%s", socket_path);
             return r;
         }
@@ -260,16 +259,14 @@ static int connect_serial(const agent_endpoint *ep, uint64_t start, uint64_t dea
             if (lock_fds[i] < 0)
                 lock_fds[i] = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
             if (lock_fds[i] < 0) {
-                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s': %s", lock,
-                             strerror(errno));
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot open '%s'", lock);
                 err_detail(reterr, "path", "%s", lock);
                 goto out;
             }
             if (flock(lock_fds[i], LOCK_EX | LOCK_NB) == 0)
                 got = i;
             else if (errno != EWOULDBLOCK && errno != EINTR) {
-                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s': %s", lock,
-                             strerror(errno));
+                r = err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot lock '%s'", lock);
                 goto out;
             }
         }
@@ -392,8 +389,7 @@ int agent_connect_vsock(uint32_t cid, uint32_t port, uint64_t deadline, agent_co
     for (;;) {
         c->fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
-            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "vsock socket: %s",
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot create a vsock socket");
         if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
             break;
         int e = errno;
@@ -402,7 +398,7 @@ int agent_connect_vsock(uint32_t cid, uint32_t port, uint64_t deadline, agent_co
         /* ECONNRESET/ECONNREFUSED: the guest is up but the agent does not listen (yet) */
         if ((e != ECONNRESET && e != ECONNREFUSED && e != EINTR) || now_usec() >= deadline) {
             r = err_make(reterr, VMCTL_E_AGENT_FAILED, e,
-                         "cannot connect to the agent on vsock %u:%u: %s", cid, port, strerror(e));
+                         "cannot connect to the agent on vsock %u:%u", cid, port);
             err_detail(reterr, "cid", "%u", cid);
             return r;
         }
@@ -431,7 +427,7 @@ int agent_hybrid_handshake(int fd, uint32_t port, uint64_t deadline, vmctl_error
         }
         if (w < 0)
             return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
-                            "hybrid vsock: cannot send CONNECT: %s", strerror(errno));
+                            "hybrid vsock: cannot send CONNECT");
         off += (int)w;
     }
     /* the answer, read a byte at a time so that no frame byte after it is consumed */
@@ -450,8 +446,7 @@ int agent_hybrid_handshake(int fd, uint32_t port, uint64_t deadline, vmctl_error
             continue;
         if (k < 0)
             return err_make(reterr, VMCTL_E_AGENT_FAILED, errno,
-                            "hybrid vsock: cannot read the answer to CONNECT %u: %s", port,
-                            strerror(errno));
+                            "hybrid vsock: cannot read the answer to CONNECT %u", port);
         if (k == 0)
             return err_make(reterr, VMCTL_E_AGENT_FAILED, ECONNREFUSED,
                             "hybrid vsock: the connection was closed after CONNECT %u (nothing "
@@ -490,7 +485,7 @@ int agent_connect_hybrid(const char *uds_path, uint32_t port, uint64_t deadline,
     if (r < 0 || (r = connect_unix_retry(c, uds_path, deadline, start, reterr)) < 0)
         return r;
     if (fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0)
-        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "fcntl: %s", strerror(errno));
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, errno, "cannot set up the agent socket");
     if ((r = agent_hybrid_handshake(c->fd, port, deadline, reterr)) < 0 ||
         (r = conn_start(c, deadline, start, reterr)) < 0)
         return r;

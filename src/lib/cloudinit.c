@@ -26,11 +26,15 @@ static const char network_config[] = "version: 2\n"
                                      "    set-name: eth0\n"
                                      "    dhcp4: true\n";
 
+/* what: why, where errnum does not say it all (NULL: errnum is the cause) */
 static int iso_failed(vmctl_error **reterr, int errnum, const char *path, const char *what)
 {
     int r = err_make(reterr, VMCTL_E_CLOUDINIT_ISO_FAILED, errnum,
-                     "cannot write the cloud-init seed '%s': %s", path, what);
+                     "cannot write the cloud-init seed '%s'%s%s", path, what ? ": " : "",
+                     what ? what : "");
     err_detail(reterr, "path", "%s", path);
+    if (!what)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 
@@ -222,7 +226,7 @@ static int write_with_tool(const char *path, const cloudinit_seed *seed, const c
                 err_note(reterr, "%s", errs);
             (void)unlink(tmp);
         } else if (chmod(tmp, 0600) < 0 || rename(tmp, path) < 0) {
-            r = iso_failed(reterr, errno, path, strerror(errno)); /* the tool obeys the umask */
+            r = iso_failed(reterr, errno, path, NULL); /* the tool obeys the umask */
             (void)unlink(tmp);
         }
     }
@@ -256,6 +260,6 @@ int cloudinit_write_seed(const char *path, const cloudinit_seed *seed, vmctl_err
         return write_with_tool(path, seed, fallback, reterr);
     }
     if (r < 0)
-        return iso_failed(reterr, -r, path, strerror(-r));
+        return iso_failed(reterr, -r, path, NULL);
     return 0;
 }

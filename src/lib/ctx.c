@@ -84,8 +84,7 @@ int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_erro
     }
     int r = create ? mkdir_p(h, 0700) : 0; /* an existing home is the user's: its mode stays */
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s'", h);
         err_detail(reterr, "path", "%s", h);
         return r;
     }
@@ -149,15 +148,12 @@ void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
 {
     if (!ctx || !ctx->log)
         return;
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int r = vasprintf(&msg, fmt, ap);
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    if (r < 0)
-        return;
-    ctx->log(ctx->log_userdata, level, msg);
-    free(msg);
+    if (msg)
+        ctx->log(ctx->log_userdata, level, msg);
 }
 
 char *ctx_vm_dir(const vmctl_ctx *ctx, const char *name)

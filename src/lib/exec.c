@@ -44,11 +44,9 @@ static int check_env(char *const *envv, vmctl_error **reterr)
     for (char *const *e = envv; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e))) {
-            int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid env entry '%s'", *e);
-            err_detail(reterr, "field", "env");
-            err_detail(reterr, "value", "%s", *e);
-            err_help(reterr, "Pass K=V with K matching [A-Za-z_][A-Za-z0-9_]*.");
-            return r;
+            return err_invalid_field(reterr, "env", *e,
+                                     "K=V with K matching [A-Za-z_][A-Za-z0-9_]*",
+                                     "invalid env entry '%s'", *e);
         }
     }
     return 0;
@@ -209,8 +207,9 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
         r = unavailable(reterr, name, r == -ETIMEDOUT ? ETIMEDOUT : -r, "agent not answering",
                         "Wait for the VM with `vmctl start NAME --wait`, or look at `vmctl logs "
                         "NAME`.");
-        if (cause)
-            err_note(reterr, "%s", vmctl_error_get_message(cause));
+        cleanup_free char *why = cause ? err_describe(cause) : NULL;
+        if (why)
+            err_note(reterr, "%s", why);
         return r;
     }
     vmctl_exec_session *s = calloc(1, sizeof(*s));
@@ -402,7 +401,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         uint64_t wake = deadline - now < 1000000 ? deadline - now : 1000000;
         int k = poll(pfd, (nfds_t)n, (int)((wake + 999) / 1000));
         if (k < 0 && errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "poll: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot wait for the command's output");
         if (k <= 0)
             continue;
         if (sig_k >= 0 && pfd[sig_k].revents) {
@@ -425,8 +424,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
             if (got < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
             if (got < 0)
-                return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input: %s",
-                                strerror(errno));
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input");
             if (got == 0) {
                 in_open = false;
                 if ((r = agent_proc_close_stdin(p, deadline, reterr)) < 0)
@@ -573,7 +571,7 @@ static int host_tar(const char *const *argv, int pipe_end, bool tar_reads, pid_t
     int r = posix_spawnp(pid, "tar", &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (r != 0)
-        return err_make(reterr, VMCTL_E_IO, r, "cannot run tar on the host: %s", strerror(r));
+        return err_make(reterr, VMCTL_E_IO, r, "cannot run tar on the host");
     return 0;
 }
 
@@ -582,7 +580,7 @@ static int host_tar_wait(pid_t pid, vmctl_error **reterr)
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "waitpid: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot wait for tar on the host");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return err_make(reterr, VMCTL_E_IO, EIO, "tar on the host failed (status %d)",
                         WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
@@ -654,8 +652,7 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
     cleanup_close int fd = open(local_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
-                         strerror(errno));
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", local_path);
         err_detail(reterr, "path", "%s", local_path);
         return r;
     }
@@ -670,7 +667,7 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
             vmctl_error_free(e);
             e = NULL;
             if (lseek(fd, 0, SEEK_SET) < 0)
-                return err_make(reterr, VMCTL_E_IO, errno, "lseek: %s", strerror(errno));
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot rewind '%s'", local_path);
             cleanup_free char *dest = str_printf(
                 "%s%s%s", guest_path, guest_path[strlen(guest_path) - 1] == '/' ? "" : "/",
                 base_name(local_path));
@@ -790,8 +787,7 @@ static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_pat
         /* `cp vm:/ DIR`: into DIR itself */
         dfd = open(local_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", local_path);
     } else {
         /* DST's own path is the user's and followed; below it nothing is */
         cleanup_free char *pdir = NULL;
@@ -811,8 +807,7 @@ static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_pat
             return -ENOMEM;
         parent = open(pdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (parent < 0)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", pdir,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", pdir);
         cleanup_free char *leafdup = strdup(leaf);
         if (!leafdup)
             return -ENOMEM;
@@ -936,7 +931,7 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
                 vmctl_error_free(e);
             return r;
         }
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", dest);
         err_detail(reterr, "path", "%s", dest);
         return r;
     }
@@ -961,7 +956,7 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
                                  {.tv_sec = sec, .tv_nsec = nsec < 1000000000u ? nsec : 0}};
         if (fchmod(fd, (mode & 0777) & ~tar_umask()) < 0 || futimens(fd, ts) < 0 ||
             rename(tmp, dest) < 0)
-            r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s': %s", dest, strerror(errno));
+            r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s'", dest);
     }
     if (r >= 0 || !is_dir) {
         if (r < 0) {

@@ -162,16 +162,12 @@ int kdl_position_error(vmctl_error **reterr, vmctl_error_kind kind, const char *
 int kdl_error_at(const kdl_document *doc, vmctl_error **reterr, vmctl_error_kind kind,
                  size_t offset, const char *label, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    int r = kdl_position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
-                               msg ? msg : "out of memory");
-    free(msg);
-    return r;
+    return kdl_position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
+                              msg ? msg : "out of memory");
 }
 
 /* --- the canonical printer --- */
@@ -379,7 +375,7 @@ int vmctl_kdl_format(const char *path, vmctl_kdl_version version, char **ret, vm
     int r = read_file(path, &data, &len);
     if (r < 0) {
         r = err_make(reterr, r == -ENOENT ? VMCTL_E_VMFILE_NOT_FOUND : VMCTL_E_IO, -r,
-                     "cannot read '%s': %s", path, strerror(-r));
+                     "cannot read '%s'", path);
         err_detail(reterr, "path", "%s", path);
         if (r == -ENOENT)
             err_help(reterr, "Check the file name; `vmctl kdl fmt -` reads standard input");

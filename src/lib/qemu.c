@@ -91,18 +91,6 @@ static int oom(vmctl_error **reterr)
     return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 }
 
-static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    return r;
-}
-
 /* dir/name, escaped for a QEMU option value; checks the unix socket length when is_socket. */
 static int dir_file(const char *dir, const char *name, bool is_socket, char **ret,
                     vmctl_error **reterr)
@@ -203,18 +191,22 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     bool microvm = streq(machine, "microvm");
     if (!microvm && !streq(machine, "q35"))
-        return invalid(reterr, "machine", "unknown machine '%s': use microvm or q35", machine);
+        return err_invalid_field(reterr, "machine", NULL, NULL,
+                                 "unknown machine '%s': use microvm or q35", machine);
     const char *accel = spec->accel ? spec->accel : "tcg";
     if (!streq(accel, "tcg") && !streq(accel, "kvm"))
-        return invalid(reterr, "accel",
-                       "unknown accelerator '%s' for QEMU: resolve it to kvm or tcg first", accel);
+        return err_invalid_field(
+            reterr, "accel", NULL, NULL,
+            "unknown accelerator '%s' for QEMU: resolve it to kvm or tcg first", accel);
     if (microvm && !spec->kernel)
-        return invalid(reterr, "kernel",
-                       "machine microvm boots a kernel directly, and no kernel is given");
+        return err_invalid_field(reterr, "kernel", NULL, NULL,
+                                 "machine microvm boots a kernel directly, and no kernel is given");
     if (!spec->kernel && !spec->disk)
-        return invalid(reterr, "image", "nothing to boot: no kernel and no disk");
+        return err_invalid_field(reterr, "image", NULL, NULL,
+                                 "nothing to boot: no kernel and no disk");
     if (spec->initrd && !spec->kernel)
-        return invalid(reterr, "initrd", "an initrd ('%s') needs a kernel", spec->initrd);
+        return err_invalid_field(reterr, "initrd", NULL, NULL, "an initrd ('%s') needs a kernel",
+                                 spec->initrd);
     const char *net = spec->net ? spec->net : "none";
     if (streq(net, "tap")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
@@ -224,13 +216,15 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         return r;
     }
     if (!streq(net, "user") && !streq(net, "none"))
-        return invalid(reterr, "net", "unknown network mode '%s': use user, tap or none", net);
+        return err_invalid_field(reterr, "net", NULL, NULL,
+                                 "unknown network mode '%s': use user, tap or none", net);
     if (spec->n_ports && !streq(net, "user"))
-        return invalid(reterr, "port", "port forwards need user networking, not '%s'", net);
+        return err_invalid_field(reterr, "port", NULL, NULL,
+                                 "port forwards need user networking, not '%s'", net);
 
     if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
-        return invalid(reterr, "cid", "guest CID %u is reserved: use 3 to 4294967294",
-                       spec->guest_cid);
+        return err_invalid_field(reterr, "cid", NULL, NULL,
+                                 "guest CID %u is reserved: use 3 to 4294967294", spec->guest_cid);
 
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
     __attribute__((cleanup(socks_free))) char *agent_sock[AGENT_SERIAL_PORTS] = {NULL};
@@ -303,8 +297,8 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     }
     if (spec->disk) {
         if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
-            return invalid(reterr, "image", "the format of base image '%s' is not known",
-                           spec->base);
+            return err_invalid_field(reterr, "image", NULL, NULL,
+                                     "the format of base image '%s' is not known", spec->base);
         cleanup_free char *disk = disk_blockdev(spec, base_format);
         if (!disk)
             return oom(reterr);
@@ -564,8 +558,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     cleanup_free char *absdir = realpath(dir, NULL);
     if (!absdir) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot resolve VM directory '%s': %s", dir,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot resolve VM directory '%s'", dir);
         err_detail(reterr, "path", "%s", dir);
         return r;
     }
@@ -587,8 +580,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     cleanup_close int logfd =
         open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
     if (logfd < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s': %s", logpath,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s'", logpath);
         err_detail(reterr, "path", "%s", logpath);
         return r;
     }
@@ -614,8 +606,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     pid_t pid = 0;
     cleanup_close int dirfd = open(absdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open VM directory '%s': %s", absdir,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open VM directory '%s'", absdir);
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
@@ -645,7 +636,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, errno,
-                         "cannot create a socket for QMP: %s", strerror(errno));
+                         "cannot create a socket for QMP");
             goto fail;
         }
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
@@ -659,7 +650,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
             r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, e,
-                         "cannot connect to QMP socket '%s': %s", qmppath, strerror(e));
+                         "cannot connect to QMP socket '%s'", qmppath);
             err_detail(reterr, "path", "%s", qmppath);
             goto fail;
         }
@@ -935,25 +926,6 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
 
 /* ---------- what vm.c asks the backend ---------- */
 
-/* config::invalid for spec field `field` = value, with what is allowed (and a help line saying
- * so). */
-static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
-                        const char *allowed, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
-                        const char *allowed, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    err_detail(reterr, "value", "%s", value);
-    err_detail(reterr, "allowed", "%s", allowed);
-    err_help(reterr, "Set %s to %s.", field, allowed);
-    return r;
-}
-
 /* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
  * by firmware. Networks: user-mode (slirp, the default with port forwards or a disk image, whose
  * cloud-init expects a network) or none; tap is refused here, not at start: a VM that can never
@@ -964,15 +936,15 @@ static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu validate: invalid arguments");
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if (!streq(machine, "microvm") && !streq(machine, "q35"))
-        return spec_invalid(reterr, "machine", machine, "microvm or q35", "invalid machine '%s'",
-                            machine);
+        return err_invalid_field(reterr, "machine", machine, "microvm or q35",
+                                 "invalid machine '%s'", machine);
     if (!spec->kernel && streq(machine, "microvm"))
-        return spec_invalid(reterr, "machine", machine, "q35 for disk images booted by firmware",
-                            "machine '%s' boots a kernel directly: give --kernel with --image",
-                            machine);
+        return err_invalid_field(
+            reterr, "machine", machine, "q35 for disk images booted by firmware",
+            "machine '%s' boots a kernel directly: give --kernel with --image", machine);
     const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
-        return spec_invalid(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
+        return err_invalid_field(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
     if (streq(net, "tap")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
                          "tap networking is not supported yet");

@@ -214,7 +214,7 @@ static int fail_stream(qmp *q, read_status st, int errnum, const char *what, uin
     default:
         q->broken = true;
         r = err_make(reterr, VMCTL_E_QEMU_QMP_COMMAND_FAILED, errnum,
-                     "reading the QMP reply to '%s' failed: %s", what, strerror(errnum));
+                     "reading the QMP reply to '%s' failed", what);
         err_detail(reterr, "command", "%s", what);
         return r;
     }
@@ -322,7 +322,7 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
         q->broken = true;
         int r =
             err_make(reterr, VMCTL_E_QEMU_QMP_COMMAND_FAILED, errnum == EPIPE ? ECONNRESET : errnum,
-                     "cannot send QMP command '%s': %s", command, strerror(errnum));
+                     "cannot send QMP command '%s'", command);
         err_detail(reterr, "command", "%s", command);
         return r;
     }
@@ -392,7 +392,7 @@ int qmp_connect_fd(int fd, uint64_t deadline, qmp **ret, vmctl_error **reterr)
         int e = errno;
         close(fd);
         return err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, e,
-                        "cannot configure the QMP socket: %s", strerror(e));
+                        "cannot configure the QMP socket");
     }
     qmp *q = calloc(1, sizeof(*q));
     if (!q) {
@@ -431,7 +431,7 @@ int qmp_connect(const char *socket_path, uint64_t deadline, qmp **ret, vmctl_err
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
             return err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, errno,
-                            "cannot create a socket for QMP: %s", strerror(errno));
+                            "cannot create a socket for QMP");
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
             return qmp_connect_fd(fd, deadline, ret, reterr);
         /* unix sockets connect at once, or fail with EAGAIN when the backlog is full */
@@ -445,7 +445,7 @@ int qmp_connect(const char *socket_path, uint64_t deadline, qmp **ret, vmctl_err
         sleep_usec(left < QMP_CONNECT_RETRY_USEC ? left : QMP_CONNECT_RETRY_USEC);
     }
     int r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, last,
-                     "cannot connect to QMP socket '%s': %s", socket_path, strerror(last));
+                     "cannot connect to QMP socket '%s'", socket_path);
     err_detail(reterr, "path", "%s", socket_path);
     return r;
 }

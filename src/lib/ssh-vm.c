@@ -165,11 +165,9 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     if (opts->user && *opts->user) {
-        int r =
-            err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
-                     "a command for vm '%s' cannot run as user '%s' over SSH", name, opts->user);
-        err_detail(reterr, "field", "user");
-        err_detail(reterr, "value", "%s", opts->user);
+        int r = err_invalid_field(reterr, "user", opts->user, NULL,
+                                  "a command for vm '%s' cannot run as user '%s' over SSH", name,
+                                  opts->user);
         err_help(reterr, "Over SSH commands run as user vmctl; --user needs the guest agent "
                          "(see `vmctl exec --via agent`).");
         return r;
@@ -312,8 +310,9 @@ bool ssh_exec_use_ssh(vmctl_ctx *ctx, const char *name, vmctl_exec_via via, vmct
     cleanup_vm_spec vm_spec *spec = NULL;
     if (vm_load(ctx, name, &v, &spec, NULL) < 0 || !net_ssh_port(spec))
         return false;
+    cleanup_free char *why = err_describe(*reterr);
     ctx_log(ctx, VMCTL_LOG_INFO, "the agent of vm '%s' does not answer (%s); using SSH", name,
-            vmctl_error_get_message(*reterr));
+            why ? why : "?");
     vmctl_error_free(*reterr);
     *reterr = NULL;
     return true;

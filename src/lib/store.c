@@ -221,8 +221,7 @@ static int store_error(store *s, int rc, const char *what, vmctl_error **reterr)
     case SQLITE_PERM:
     case SQLITE_AUTH:
         r = err_make(reterr, VMCTL_E_IO, sys > 0 ? sys : EIO,
-                     "cannot access the store '%s' while %s: %s%s%s", s->path, what, msg,
-                     sys > 0 ? ": " : "", sys > 0 ? strerror(sys) : "");
+                     "cannot access the store '%s' while %s: %s", s->path, what, msg);
         break;
     default:
         r = err_make(reterr, VMCTL_E_INTERNAL, EIO, "store '%s': %s failed: %s (sqlite code %d)",
@@ -457,8 +456,7 @@ int store_open(const char *home, store **ret, vmctl_error **reterr)
 
     int r = mkdir_p(home, 0700);
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s': %s", home,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s'", home);
         err_detail(reterr, "path", "%s", home);
         return r;
     }
@@ -491,8 +489,7 @@ static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
         r = aux ? make_private(aux, false) : -ENOMEM;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s': %s", s->path,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s'", s->path);
         err_detail(reterr, "path", "%s", s->path);
         return r;
     }
@@ -790,6 +787,39 @@ int store_vm_list(store *s, store_vm ***ret, size_t *n, vmctl_error **reterr)
     return 0;
 }
 
+/* Step st, a bound write of the open transaction, and reset it. Returns how many rows it
+ * changed, or its error (the transaction rolled back). */
+static int tx_write(store *s, sqlite3_stmt *st, const char *what, vmctl_error **reterr)
+{
+    int rc = sqlite3_step(st);
+    int r = rc == SQLITE_DONE ? sqlite3_changes(s->db) : store_error(s, rc, what, reterr);
+    stmt_resetp(&st);
+    if (r < 0)
+        tx_rollback(s);
+    return r;
+}
+
+/* A compare-and-set of the row `name` (st bound, in the open transaction): 1 when it changed the
+ * row (committed); 0 when it missed (rolled back), with *ret_cur the row as it is now, read still
+ * under the write lock, so it is the row that made the update miss; not_found when there is no
+ * row; or the error. */
+static int tx_compare_and_set(store *s, sqlite3_stmt *st, const char *name, const char *what,
+                              store_vm **ret_cur, vmctl_error **reterr)
+{
+    int r = tx_write(s, st, what, reterr);
+    if (r < 0)
+        return r;
+    if (r > 0) {
+        r = tx_commit(s, reterr);
+        return r < 0 ? r : 1;
+    }
+    r = get_row(s, name, ret_cur, reterr);
+    tx_rollback(s);
+    if (r < 0)
+        return r;
+    return r == 0 ? not_found(reterr, name) : 0;
+}
+
 int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t from_pid,
                        vmctl_vm_state to, pid_t pid, uint64_t pid_start, vmctl_error **reterr)
 {
@@ -802,40 +832,38 @@ int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t fr
     if (r < 0)
         return r;
 
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_STATE];
-        sqlite3_bind_text(st, 1, to_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, pid);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)pid_start);
-        sqlite3_bind_int64(st, 4, now_sec());
-        sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, from_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 7, from_pid);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "changing a VM's state", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) > 0)
-        return tx_commit(s, reterr);
-
-    /* Lost the race (or asked from the wrong state): say what the row holds now. Still under
-     * the write lock, so this is the state that made the update miss. */
+    sqlite3_stmt *st = s->stmt[ST_SET_STATE];
+    sqlite3_bind_text(st, 1, to_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, pid);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)pid_start);
+    sqlite3_bind_int64(st, 4, now_sec());
+    sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, from_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, from_pid);
+    /* a miss: lost the race, or asked from the wrong state: say what the row holds now */
     cleanup_store_vm store_vm *cur = NULL;
-    r = get_row(s, name, &cur, reterr);
-    tx_rollback(s);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return not_found(reterr, name);
+    r = tx_compare_and_set(s, st, name, "changing a VM's state", &cur, reterr);
+    if (r != 0)
+        return r < 0 ? r : 0;
     r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(cur->state), to_s);
     if (cur->state == from && from_pid >= 0 && cur->pid != from_pid)
         err_note(reterr, "the VM's QEMU process changed: expected pid %d, found pid %d",
                  (int)from_pid, (int)cur->pid);
     return r;
+}
+
+/* tx_write of a change to the row `name`, then commit; not_found when it matched no row. */
+static int tx_write_one(store *s, sqlite3_stmt *st, const char *name, const char *what,
+                        vmctl_error **reterr)
+{
+    int r = tx_write(s, st, what, reterr);
+    if (r < 0)
+        return r;
+    if (r == 0) {
+        tx_rollback(s);
+        return not_found(reterr, name);
+    }
+    return tx_commit(s, reterr);
 }
 
 /* UPDATE/DELETE of one row by name in its own transaction; not_found when no row matched. */
@@ -845,25 +873,12 @@ static int write_by_name(store *s, int which, const char *name, bool bind_now, c
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[which];
-        int i = 1;
-        if (bind_now)
-            sqlite3_bind_int64(st, i++, now_sec());
-        sqlite3_bind_text(st, i, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, what, reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
-        tx_rollback(s);
-        return not_found(reterr, name);
-    }
-    return tx_commit(s, reterr);
+    sqlite3_stmt *st = s->stmt[which];
+    int i = 1;
+    if (bind_now)
+        sqlite3_bind_int64(st, i++, now_sec());
+    sqlite3_bind_text(st, i, name, -1, SQLITE_STATIC);
+    return tx_write_one(s, st, name, what, reterr);
 }
 
 int store_vm_set_complete(store *s, const char *name, vmctl_error **reterr)
@@ -890,23 +905,17 @@ int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_sta
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_CLAIM];
-        sqlite3_bind_int64(st, 1, pid);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
-        sqlite3_bind_int64(st, 3, now_sec());
-        sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, dead_pid);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)dead_start);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "taking over an abandoned VM", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
+    sqlite3_stmt *st = s->stmt[ST_CLAIM];
+    sqlite3_bind_int64(st, 1, pid);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 3, now_sec());
+    sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, dead_pid);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)dead_start);
+    r = tx_write(s, st, "taking over an abandoned VM", reterr);
+    if (r < 0)
+        return r;
+    if (r == 0) {
         tx_rollback(s);
         return 0; /* gone, completed, or already taken over by someone else */
     }
@@ -980,33 +989,20 @@ int store_vm_set_provision(store *s, const char *name, vmctl_provision_state sta
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROVISION];
-        sqlite3_bind_text(st, 1, st_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, step);
-        if (error)
-            sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 3);
-        if (hash)
-            sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 4);
-        sqlite3_bind_int64(st, 5, now_sec());
-        sqlite3_bind_text(st, 6, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "recording a VM's provisioning", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
-        tx_rollback(s);
-        return not_found(reterr, name);
-    }
-    return tx_commit(s, reterr);
+    sqlite3_stmt *st = s->stmt[ST_SET_PROVISION];
+    sqlite3_bind_text(st, 1, st_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, step);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    if (hash)
+        sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_int64(st, 5, now_sec());
+    sqlite3_bind_text(st, 6, name, -1, SQLITE_STATIC);
+    return tx_write_one(s, st, name, "recording a VM's provisioning", reterr);
 }
 
 int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr)
@@ -1016,29 +1012,15 @@ int store_vm_set_project(store *s, const char *name, const char *project, vmctl_
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROJECT];
-        sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, now_sec());
-        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "recording a VM's project", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) > 0)
-        return tx_commit(s, reterr);
-    /* absent, or another project's (compare-and-set: a racing adopt cannot steal it) */
+    sqlite3_stmt *st = s->stmt[ST_SET_PROJECT];
+    sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_sec());
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    /* a miss: another project's (compare-and-set: a racing adopt cannot steal it) */
     cleanup_store_vm store_vm *cur = NULL;
-    r = get_row(s, name, &cur, reterr);
-    tx_rollback(s);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return not_found(reterr, name);
+    r = tx_compare_and_set(s, st, name, "recording a VM's project", &cur, reterr);
+    if (r != 0)
+        return r < 0 ? r : 0;
     r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST, "VM '%s' belongs to the VMFile '%s'",
                  name, cur->project);
     err_detail(reterr, "vm", "%s", name);

@@ -150,14 +150,14 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         close(devnull);
     int p[2] = {-1, -1}, g[2] = {-1, -1};
     if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
-        return err_make(reterr, kind, errno, "cannot start '%s': %s", binary, strerror(errno));
+        return err_make(reterr, kind, errno, "cannot start '%s'", binary);
     cleanup_close int rd = p[0];
     /* a socket, not a pipe: the commit's send() must not raise SIGPIPE in the caller when the
      * supervisor is gone */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g) < 0) {
         int e = errno;
         close(p[1]);
-        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+        return err_make(reterr, kind, e, "cannot start '%s'", binary);
     }
     /* the supervisor's end above the others, so that close_all_but() gets them in order */
     cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
@@ -166,7 +166,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     if (gofd < 0) {
         int e = errno;
         close(p[1]);
-        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+        return err_make(reterr, kind, e, "cannot start '%s'", binary);
     }
 
     /* block signals across fork: no handler of the caller's may run in the children (the
@@ -215,8 +215,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     close(p[1]);
     close(TAKE_FD(gofd)); /* the supervisor's */
     if (mid < 0)
-        return err_make(reterr, kind, fork_errno, "cannot start '%s': %s", binary,
-                        strerror(fork_errno));
+        return err_make(reterr, kind, fork_errno, "cannot start '%s'", binary);
     while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
         ;
 
@@ -248,10 +247,9 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         }
     }
     if (failed_errno) {
-        int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed: %s", binary,
+        int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed", binary,
                          stage_names[failed_stage >= 0 && failed_stage <= STAGE_EXEC ? failed_stage
-                                                                                     : STAGE_EXEC],
-                         strerror(failed_errno));
+                                                                                     : STAGE_EXEC]);
         err_detail(reterr, "binary", "%s", binary);
         return r;
     }

@@ -66,11 +66,6 @@ int vm_begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v, vm
 
 /* ---------- vm-config.c ---------- */
 
-/* config::invalid for field = value (value may be NULL); fmt takes the field name and the value,
- * in that order; allowed: what would be accepted (the help says to set it). */
-__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
-                                                           const char *value, const char *fmt,
-                                                           const char *allowed);
 /* Check a vmctl_vm_config and resolve it (defaults, image, default guest, accelerator) into the
  * spec create records. */
 int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,

@@ -40,15 +40,13 @@ typedef struct text {
 
 __attribute__((format(printf, 2, 3))) static void text_add(text *t, const char *fmt, ...)
 {
-    char *item = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int k = vasprintf(&item, fmt, ap);
+    cleanup_free char *item = str_vprintf(fmt, ap);
     va_end(ap);
-    if (k < 0)
+    if (!item)
         return;
     char *joined = t->s ? str_printf("%s; %s", t->s, item) : strdup(item);
-    free(item);
     if (!joined)
         return;
     free(t->s);
@@ -77,18 +75,21 @@ static bool kill_dead(pid_t pid, uint64_t start)
 
 /* ---------- hypervisor processes of a VM ---------- */
 
-typedef struct found {
-    pid_t pid[8];
-    uint64_t start[8];
+/* What a backend's scan found: the first 64 processes, each with its VM's name. */
+typedef struct proc_list {
+    char name[64][64];
+    pid_t pid[64];
+    uint64_t start[64];
     size_t n;
-} found;
+} proc_list;
 
-static int on_found(const char *name, pid_t pid, uint64_t start, void *userdata)
+static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
 {
-    found *f = userdata;
-    if (f->n < ELEMENTSOF(f->pid)) {
-        f->pid[f->n] = pid;
-        f->start[f->n++] = start;
+    proc_list *l = userdata;
+    if (l->n < ELEMENTSOF(l->pid)) {
+        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name ? name : "");
+        l->pid[l->n] = pid;
+        l->start[l->n++] = start;
     }
     return 0;
 }
@@ -115,10 +116,10 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
         return -EBADMSG;
     }
     const backend_ops *be = backend_find(spec->backend, NULL);
-    found f = {0};
+    proc_list f = {0};
     cleanup_free char *vms = vms_real(ctx);
     if (be && be->scan && vms)
-        (void)be->scan(vms, name, on_found, &f);
+        (void)be->scan(vms, name, on_proc, &f);
     store_vm row = {
         .name = (char *)name,
         .state = VMCTL_VM_STOPPED,
@@ -141,7 +142,8 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
     }
     int r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, &e);
     if (r < 0) {
-        text_add(left, "'%s': cannot be adopted: %s", name, vmctl_error_get_message(e));
+        cleanup_free char *why = err_describe(e);
+        text_add(left, "'%s': cannot be adopted: %s", name, why ? why : "out of memory");
         return r;
     }
     cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
@@ -286,24 +288,6 @@ static void check_rows(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 }
 
 /* ---------- hypervisor processes nobody recorded ---------- */
-
-typedef struct proc_list {
-    char name[64][64];
-    pid_t pid[64];
-    uint64_t start[64];
-    size_t n;
-} proc_list;
-
-static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
-{
-    proc_list *l = userdata;
-    if (l->n < ELEMENTSOF(l->pid)) {
-        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name);
-        l->pid[l->n] = pid;
-        l->start[l->n++] = start;
-    }
-    return 0;
-}
 
 static bool recorded(vmctl_ctx *ctx, const char *name, pid_t pid, uint64_t start)
 {

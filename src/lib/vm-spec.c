@@ -294,13 +294,10 @@ static long parse_port(const char *s, size_t len)
 
 static int port_invalid(vmctl_error **reterr, const char *s, const char *why)
 {
-    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid port forward '%s': %s",
-                     s ? s : "", why);
-    err_detail(reterr, "field", "port");
-    err_detail(reterr, "value", "%s", s ? s : "");
-    err_detail(reterr, "allowed",
-               "HOST:GUEST[/tcp|/udp] with GUEST 1-65535 and HOST 0-65535 (0 picks a free port)");
-    return r;
+    return err_invalid_field(
+        reterr, "port", s ? s : "",
+        "HOST:GUEST[/tcp|/udp] with GUEST 1-65535 and HOST 0-65535 (0 picks a free port)",
+        "invalid port forward '%s': %s", s ? s : "", why);
 }
 
 int vmctl_port_forward_parse(const char *s, vmctl_port_forward *ret, vmctl_error **reterr)

@@ -183,7 +183,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
             goto undo;
         }
         if ((r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
-            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s': %s", cfg, strerror(-r));
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s'", cfg);
             goto undo;
         }
     }
@@ -573,8 +573,7 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         r = rm_rf(v->dir);
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s': %s", v->dir,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s'", v->dir);
         err_detail(reterr, "path", "%s", v->dir);
         return r;
     }
@@ -736,8 +735,8 @@ int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char 
         if (streq(which, backend_at(i)->name))
             file = VM_FILE_BACKEND_LOG;
     if (!file)
-        return vm_invalid_field(reterr, "log", which, "unknown %s '%s'",
-                                "console, hypervisor or the backend's name");
+        return err_invalid_field(reterr, "log", which, "console, hypervisor or the backend's name",
+                                 "unknown log '%s'", which);
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)

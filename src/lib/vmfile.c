@@ -90,11 +90,9 @@ static int verr(checker *c, size_t offset, const char *label, const char *node, 
 static int verr(checker *c, size_t offset, const char *label, const char *node, const char *field,
                 const char *help, const char *fmt, ...)
 {
-    cleanup_free char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     int r;
     if (c->vm)
@@ -224,10 +222,12 @@ static int get_path(checker *c, const kdl_node *n, const char *field, const char
     cleanup_free char *p = expand_path(c->dir, s);
     if (!p)
         return -ENOMEM;
-    if (access(p, R_OK) < 0)
-        return verr(c, n->args[0].offset, "not found", field, field, NULL,
-                    "'%s' names '%s', which does not exist or is not readable (%s)", field, p,
-                    strerror(errno));
+    if (access(p, R_OK) < 0) {
+        int e = errno;
+        verr(c, n->args[0].offset, "not found", field, field, NULL,
+             "'%s' names '%s', which does not exist or is not readable", field, p);
+        return err_cause(c->reterr, e);
+    }
     char *real = realpath(p, NULL);
     *ret = real ? real : TAKE_PTR(p);
     return 0;
@@ -636,10 +636,12 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
                 m->image = expand_path(c->dir, s);
                 if (!m->image)
                     return -ENOMEM;
-                if (access(m->image, R_OK) < 0)
-                    return verr(c, n->args[0].offset, "not found", f, f, NULL,
-                                "'image' names '%s', which does not exist or is not readable (%s)",
-                                m->image, strerror(errno));
+                if (access(m->image, R_OK) < 0) {
+                    int e = errno;
+                    verr(c, n->args[0].offset, "not found", f, f, NULL,
+                         "'image' names '%s', which does not exist or is not readable", m->image);
+                    return err_cause(c->reterr, e);
+                }
             } else if (r >= 0) {
                 m->image = TAKE_PTR(s);
             }
@@ -828,8 +830,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
 {
     cleanup_free char *cwd = getcwd(NULL, 0);
     if (!cwd)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory: %s",
-                        strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory");
     cleanup_free char *abs = path ? expand_path(cwd, path) : str_printf("%s/%s", cwd, VMFILE_NAME);
     if (!abs)
         return -ENOMEM;
@@ -852,7 +853,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
         return r;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s': %s", abs, strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s'", abs);
         err_detail(reterr, "path", "%s", abs);
         return r;
     }

@@ -47,6 +47,15 @@ typedef struct api_case {
 
 /* vmctl_error_new called through a pointer: a NULL format is what is tested */
 static int (*error_new_p)(vmctl_error **, vmctl_error_kind, int, const char *, ...);
+static int (*error_newv_p)(vmctl_error **, vmctl_error_kind, int, const char *, va_list);
+static int error_newv(vmctl_error **e, vmctl_error_kind kind, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = error_newv_p(e, kind, EIO, fmt, ap);
+    va_end(ap);
+    return r;
+}
 
 static vmctl_vm_info *vm_info;
 static vmctl_vm_info **vm_infos;
@@ -94,6 +103,7 @@ static int setup(void **state)
     vmctl_error *e = NULL;
     assert_int_equal(vmctl_ctx_open(tmpl, 0, &ctx, &e), 0);
     error_new_p = vmctl_error_new;
+    error_newv_p = vmctl_error_newv;
     return 0;
 }
 
