@@ -7,6 +7,7 @@ pkgs=(
   cpio lz4 kmod gzip zstd xz-utils apt                                            # build-default
   sqlite3 jq procps util-linux                                                    # tests
   clang libclang-rt-14-dev                                                        # sanitizers, fuzz
+  clang-format                                                                    # scripts/check-format.sh
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh

@@ -67,6 +67,7 @@ typedef enum vmctl_error_kind {
     VMCTL_E_IMAGE_ALREADY_EXISTS,
     VMCTL_E_IMAGE_IN_USE,
     VMCTL_E_IMAGE_UNSAFE,
+    VMCTL_E_INVALID_ARGUMENT,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

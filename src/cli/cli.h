@@ -15,47 +15,16 @@
 #include <jansson.h>
 #include <vmctl/vmctl.h>
 
-/* --- small helpers (the library's util/ is internal, so the CLI keeps its own few) --- */
-#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
-#define streq(a, b)   (strcmp((a), (b)) == 0)
+/* cleanup_free, cleanup_close, TAKE_PTR, ELEMENTSOF, streq, ...: the set the library, the agent
+ * and the codec use too (src/shared/macros.h); cleanup_error, cleanup_vm_info: vmctl-cleanup.h */
+#include "macros.h"
+#include "vmctl-cleanup.h"
 
-static inline void cli_freep(void *p)
-{
-    free(*(void **)p);
-}
-static inline void cli_closep(int *fd)
-{
-    if (*fd >= 0) {
-        int saved = errno;
-        close(*fd);
-        errno = saved;
-    }
-}
 static inline void cli_json_decrefp(json_t **j)
 {
     json_decref(*j);
 }
-static inline void cli_error_freep(vmctl_error **e)
-{
-    vmctl_error_free(*e);
-}
-static inline void cli_vm_info_freep(vmctl_vm_info **i)
-{
-    vmctl_vm_info_free(*i);
-}
-
-#define cleanup_free    __attribute__((cleanup(cli_freep)))
-#define cleanup_close   __attribute__((cleanup(cli_closep)))
-#define cleanup_json    __attribute__((cleanup(cli_json_decrefp)))
-#define cleanup_error   __attribute__((cleanup(cli_error_freep)))
-#define cleanup_vm_info __attribute__((cleanup(cli_vm_info_freep)))
-
-#define TAKE_PTR(p)                                                                                \
-    ({                                                                                             \
-        __typeof__(p) _tp = (p);                                                                   \
-        (p) = NULL;                                                                                \
-        _tp;                                                                                       \
-    })
+#define cleanup_json __attribute__((cleanup(cli_json_decrefp)))
 
 /* Exit codes of the contract. */
 enum {

@@ -83,7 +83,7 @@ const cli_command *cli_find_command(const char *name)
 
 void cli_print_main_help(FILE *f)
 {
-    fprintf(f, "vmctl %s: virtual machines on QEMU, with a guest agent\n\n", VMCTL_VERSION);
+    fprintf(f, "vmctl %s: virtual machines on QEMU, with a guest agent\n\n", vmctl_version());
     fputs("Usage: vmctl [--home DIR] [--json] [-v] COMMAND [ARGS...]\n\nCommands:\n", f);
     size_t w = 0;
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
@@ -234,9 +234,9 @@ int main(int argc, char **argv)
         switch (o) {
         case CLI_OPT_VERSION:
             if (c.json)
-                r = render_json(json_pack("{s:s}", "version", VMCTL_VERSION));
+                r = render_json(json_pack("{s:s}", "version", vmctl_version()));
             else
-                r = printf("vmctl %s\n", VMCTL_VERSION) < 0 ? EXIT_ERROR : EXIT_OK;
+                r = printf("vmctl %s\n", vmctl_version()) < 0 ? EXIT_ERROR : EXIT_OK;
             goto out;
         default:
             r = c.exit_code;

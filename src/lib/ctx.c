@@ -6,9 +6,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmctl/vmctl.h>
+
+#include "arg-check.h"
 #include "ctx.h"
 #include "error.h"
 #include "util/util.h"
+
+const char *vmctl_version(void)
+{
+    return VMCTL_VERSION;
+}
 
 static char *default_home(void)
 {
@@ -26,6 +34,7 @@ static char *default_home(void)
 
 int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ret, reterr);
     return vmctl_ctx_open(home, 0, ret, reterr);
 }
 
@@ -59,11 +68,8 @@ static int open_absent(const char *h, vmctl_ctx **ret, vmctl_error **reterr)
 
 int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_error **reterr)
 {
-    if (!ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: ret is NULL");
-    if (flags & ~(unsigned)VMCTL_CTX_NO_CREATE)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: unknown flags %#x",
-                        flags);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(!(flags & ~(unsigned)VMCTL_CTX_NO_CREATE), reterr);
     cleanup_free char *h = home ? strdup(home) : default_home();
     if (!h)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,

@@ -23,7 +23,7 @@
 
 #include <vmctl/error.h>
 
-#include "util/macros.h"
+#include "macros.h"
 
 /* The pointer through which a module calls symbol once its library is loaded. */
 #define DLSYM_PROTOTYPE(symbol) __typeof__(symbol) *sym_##symbol

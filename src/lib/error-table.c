@@ -147,6 +147,11 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Image names other host files (backing file, external data file, vmdk extents)",
         "Use a self-contained image; see what it names with `vmctl image inspect PATH` and flatten "
         "it with `qemu-img convert` only if you trust those files"),
+    ROW(VMCTL_E_INVALID_ARGUMENT, "vm_manager::invalid_argument",
+        "A libvmctl function called with an argument it does not take (NULL context, name or "
+        "result pointer, unknown flags)",
+        "A bug in the program calling libvmctl: the details name the function and the check that "
+        "failed; include/vmctl/*.h say what each function takes"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "util/util.h"
 
@@ -66,6 +67,8 @@ static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
 
 int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
 {
+    VMCTL_ARG_CHECK((unsigned)kind < _VMCTL_E_MAX, reterr);
+    VMCTL_ARG_CHECK(fmt, reterr);
     va_list ap;
     va_start(ap, fmt);
     int r = err_setv(reterr, kind, errnum, fmt, ap);
@@ -76,6 +79,8 @@ int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
 int vmctl_error_newv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
                      va_list ap)
 {
+    VMCTL_ARG_CHECK((unsigned)kind < _VMCTL_E_MAX, reterr);
+    VMCTL_ARG_CHECK(fmt, reterr);
     return err_setv(reterr, kind, errnum, fmt, ap);
 }
 
@@ -355,6 +360,7 @@ int vmctl_error_get_detail(const vmctl_error *e, size_t i, const char **key, con
 
 const char *vmctl_error_find_detail(const vmctl_error *e, const char *key)
 {
+    VMCTL_ARG_CHECK_RET(key, NULL);
     for (size_t i = 0; e && i < e->n_details; i++)
         if (streq(e->details[i].key, key))
             return e->details[i].value;

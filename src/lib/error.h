@@ -9,6 +9,8 @@
 
 #include <vmctl/error.h>
 
+#include "vmctl-cleanup.h" /* cleanup_error */
+
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* err_make for helpers that take a format of their own (invalid(), disk_unsafe(), ...). */
@@ -46,9 +48,3 @@ int err_cause(vmctl_error **reterr, int errnum);
  * Permission denied". Messages themselves never paste strerror(): pass the errno to err_make and
  * the CLI prints it as "caused by:". Caller frees; NULL only when out of memory. */
 char *err_describe(const vmctl_error *e);
-
-static inline void vmctl_error_freep(vmctl_error **e)
-{
-    vmctl_error_free(*e);
-}
-#define cleanup_error __attribute__((cleanup(vmctl_error_freep)))

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arg-check.h"
 #include "agent-client.h"
 #include "agent-proto.h"
 #include "backend.h"
@@ -159,6 +160,9 @@ int vm_agent_connect(const store_vm *v, const vm_spec *spec, uint32_t cid, uint6
 int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session **ret,
                             vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -235,11 +239,13 @@ void vmctl_exec_session_close(vmctl_exec_session *s)
 
 int vmctl_exec_session_fd(vmctl_exec_session *s)
 {
+    VMCTL_ARG_CHECK_RET(s, -EINVAL);
     return agent_conn_fd(s->conn);
 }
 
 int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr);
     uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_usec() + (uint64_t)timeout_ms * 1000;
     int r = agent_pump(s->conn, until, reterr);
     return r < 0 ? r : 0;
@@ -264,6 +270,9 @@ static uint64_t exec_deadline(const vmctl_exec_opts *opts)
 int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,
                      vmctl_exec_proc **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     int r = check_env(opts->env, reterr);
@@ -287,31 +296,38 @@ int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const v
 
 int vmctl_exec_write(vmctl_exec_proc *p, const void *data, size_t len, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
+    VMCTL_ARG_CHECK(data || !len, reterr);
     return agent_proc_write(p->p, data, len, p->deadline, reterr);
 }
 
 int vmctl_exec_close_stdin(vmctl_exec_proc *p, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_close_stdin(p->p, p->deadline, reterr);
 }
 
 int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_signal(p->p, sig, UINT64_MAX, reterr);
 }
 
 int vmctl_exec_resize(vmctl_exec_proc *p, unsigned rows, unsigned cols, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_resize(p->p, rows, cols, UINT64_MAX, reterr);
 }
 
 bool vmctl_exec_done(const vmctl_exec_proc *p)
 {
+    VMCTL_ARG_CHECK_RET(p, true);
     return agent_proc_done(p->p);
 }
 
 int vmctl_exec_wait(vmctl_exec_proc *p, vmctl_exec_status *status, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     int r = agent_proc_wait(p->p, p->deadline, status, reterr);
     return r < 0 ? err_prefix(reterr, r, "in vm '%s'", p->s->name) : 0;
 }
@@ -428,6 +444,9 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
                       const vmctl_exec_io *io, int stdin_fd, vmctl_exec_status *status,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     int r = check_env(opts->env, reterr);
@@ -463,6 +482,10 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
 int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
                vmctl_exec_result *result, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
+    VMCTL_ARG_CHECK(result, reterr);
     if (!opts || !opts->argv || !opts->argv[0] || !result)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     memset(result, 0, sizeof(*result));
@@ -488,6 +511,9 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
 int vmctl_guest_info_get(vmctl_ctx *ctx, const char *name, vmctl_guest_info *ret,
                          vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     int r = vmctl_exec_session_open(ctx, name, &s, reterr);
     if (r < 0)
@@ -509,6 +535,9 @@ int vmctl_guest_push_metadata(vmctl_ctx *ctx, const char *name, const char *host
                               const void *const *secret_values, const size_t *secret_lens,
                               vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(!secret_names || (secret_values && secret_lens), reterr);
     int r = check_env(env, reterr);
     if (r < 0)
         return r;
@@ -612,6 +641,10 @@ static int cp_file_to(agent_conn *conn, int fd, const struct stat *st, const cha
 int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, const char *guest_path,
                    vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");
@@ -849,6 +882,10 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
 int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
                      const char *local_path, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");

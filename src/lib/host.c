@@ -17,6 +17,7 @@
 
 #include <vmctl/host.h>
 
+#include "arg-check.h"
 #include "backend.h"
 #include "dl.h"
 #include "error.h"
@@ -414,9 +415,8 @@ static void check_libraries(check_list *l)
 
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
 {
-    if (!ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
-                        "vmctl_host_check_all: invalid arguments");
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     check_list l = {.items = calloc(MAX_CHECKS, sizeof(vmctl_host_check))};
     if (!l.items)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");

@@ -22,6 +22,7 @@
 
 #include <vmctl/image.h>
 
+#include "arg-check.h"
 #include "ctx.h"
 #include "download.h"
 #include "error.h"
@@ -40,8 +41,7 @@
 int vmctl_image_build_default(vmctl_ctx *ctx, bool force, vmctl_progress_fn progress,
                               void *userdata, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_build_default: no ctx");
+    VMCTL_ARG_CHECK(ctx, reterr);
     return guest_build_default(ctx->home, force, progress, userdata, reterr);
 }
 
@@ -178,8 +178,9 @@ static int cmp_info(const void *a, const void *b)
 
 int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_error **reterr)
 {
-    if (!ctx || !ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_list: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     *ret = NULL;
     *n = 0;
     image_prune_stale(ctx->home, NULL);
@@ -508,8 +509,8 @@ int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name,
                        vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                        vmctl_error **reterr)
 {
-    if (!ctx || !path)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_import: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(path, reterr);
     image_prune_stale(ctx->home, NULL);
     struct stat st;
     int e = stat(path, &st) < 0      ? errno
@@ -592,8 +593,8 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
                      vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                      bool *ret_cached, vmctl_error **reterr)
 {
-    if (!ctx || !url)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_pull: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(url, reterr);
     if (ret_cached)
         *ret_cached = false;
     if (!str_startswith(url, "http://") && !str_startswith(url, "https://") &&
@@ -710,8 +711,9 @@ static bool is_cache_name(const vmctl_ctx *ctx, const char *s)
 
 int vmctl_image_inspect(vmctl_ctx *ctx, const char *x, vmctl_image_info *ret, vmctl_error **reterr)
 {
-    if (!ctx || !x || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_inspect: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(x, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     vmctl_image_info info = {};
     int r;
     if (is_cache_name(ctx, x)) {
@@ -780,8 +782,8 @@ static int vms_using(vmctl_ctx *ctx, const char *name, char ***ret, vmctl_error 
 
 int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
 {
-    if (!ctx || !name)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_remove: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_free char *dir = name_is_valid(name) ? image_dir(ctx->home, name) : NULL;
     if (!dir || !file_exists(dir))
         return not_found(reterr, name);
@@ -818,8 +820,7 @@ int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error
 
 int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_prune: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
     cleanup_free char *dir = str_printf("%s/images", ctx->home);
     if (!dir)
         return oom(reterr);
@@ -873,8 +874,10 @@ int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error
 int vmctl_image_convert(vmctl_ctx *ctx, const char *src, const char *dst, const char *format,
                         vmctl_image_info *ret, vmctl_error **reterr)
 {
-    if (!ctx || !src || !dst || !format)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_convert: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(src, reterr);
+    VMCTL_ARG_CHECK(dst, reterr);
+    VMCTL_ARG_CHECK(format, reterr);
     static const char *const formats[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"};
     bool ok = false;
     for (size_t i = 0; i < ELEMENTSOF(formats); i++)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* KDL: diagnostics (positions, snippets), the canonical printer and the public API. */
+#include "arg-check.h"
 #include "kdl-internal.h"
 
 /* --- diagnostics --- */
@@ -353,10 +354,8 @@ int kdl_format(const kdl_document *doc, char **ret, size_t *ret_len)
 int vmctl_kdl_format_buffer(const char *name, const char *data, size_t len,
                             vmctl_kdl_version version, char **ret, vmctl_error **reterr)
 {
-    if (!ret || (!data && len))
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
-                        "vmctl_kdl_format_buffer: invalid "
-                        "arguments");
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(data || !len, reterr);
     cleanup_kdl_document kdl_document *doc = NULL;
     int r = kdl_parse(name, data, len, (int)version, &doc, reterr);
     if (r < 0)
@@ -369,8 +368,8 @@ int vmctl_kdl_format_buffer(const char *name, const char *data, size_t len,
 
 int vmctl_kdl_format(const char *path, vmctl_kdl_version version, char **ret, vmctl_error **reterr)
 {
-    if (!path || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_kdl_format: invalid arguments");
+    VMCTL_ARG_CHECK(path, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_free char *data = NULL;
     size_t len = 0;
     int r = read_file(path, &data, &len);

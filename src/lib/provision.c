@@ -13,6 +13,7 @@
 #include <vmctl/image.h>
 #include <vmctl/vmfile.h>
 
+#include "arg-check.h"
 #include "ctx.h"
 #include "error.h"
 #include "provision.h"
@@ -271,12 +272,6 @@ int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink 
 
 /* --- orchestration --- */
 
-static void vm_info_freep(vmctl_vm_info **i)
-{
-    vmctl_vm_info_free(*i);
-}
-#define cleanup_vm_info __attribute__((cleanup(vm_info_freep)))
-
 typedef enum env_op {
     OP_UP,
     OP_DOWN,
@@ -316,6 +311,9 @@ void vmctl_env_results_free(vmctl_env_result *r, size_t n)
 
 int vmctl_provision_log_path(vmctl_ctx *ctx, const char *name, char **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     vmctl_vm_info *info = NULL;
     int r = vmctl_vm_get(ctx, name, &info, reterr);
     if (r < 0)
@@ -757,23 +755,39 @@ static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmct
 int vmctl_up(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
              vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_UP, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_down(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_DOWN, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_reload(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                  vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_RELOAD, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_provision(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                     vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_PROVISION, ctx, f, opts, ret, n, reterr);
 }

@@ -245,6 +245,39 @@ static int handle_error_reply(json_t *err, const char *command, vmctl_error **re
     return r;
 }
 
+int qmp_parse_reply(const char *line, uint64_t id, const char *command, json_t **ret,
+                    vmctl_error **reterr)
+{
+    json_t *msg = json_loads(line, 0, NULL);
+    if (!json_is_object(msg)) {
+        json_decref(msg); /* not QMP: skip it */
+        return QMP_REPLY_SKIP;
+    }
+    json_t *retv = json_object_get(msg, "return");
+    json_t *errv = json_object_get(msg, "error");
+    if ((!retv && !json_is_object(errv)) || !reply_matches(msg, id)) {
+        json_decref(msg); /* an event, a greeting, or a stale reply */
+        return QMP_REPLY_SKIP;
+    }
+    if (json_is_object(errv)) {
+        int r = handle_error_reply(errv, command, reterr);
+        json_decref(msg);
+        return r;
+    }
+    if (ret)
+        *ret = json_incref(retv);
+    json_decref(msg);
+    return 0;
+}
+
+bool qmp_parse_greeting(const char *line)
+{
+    json_t *msg = json_loads(line, 0, NULL);
+    bool greeting = json_is_object(json_object_get(msg, "QMP"));
+    json_decref(msg);
+    return greeting;
+}
+
 static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, uint64_t deadline,
                        vmctl_error **reterr)
 {
@@ -299,27 +332,10 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
         read_status st = read_line(q, deadline, &line, &errnum);
         if (st != READ_OK)
             return fail_stream(q, st, errnum, command, start, deadline, reterr);
-        json_t *msg = json_loads(line, 0, NULL);
+        int r = qmp_parse_reply(line, id, command, ret, reterr);
         free(line);
-        if (!json_is_object(msg)) {
-            json_decref(msg); /* not QMP: skip it */
-            continue;
-        }
-        json_t *retv = json_object_get(msg, "return");
-        json_t *errv = json_object_get(msg, "error");
-        if ((!retv && !json_is_object(errv)) || !reply_matches(msg, id)) {
-            json_decref(msg); /* an event, a greeting, or a stale reply */
-            continue;
-        }
-        if (json_is_object(errv)) {
-            int r = handle_error_reply(errv, command, reterr);
-            json_decref(msg);
+        if (r != QMP_REPLY_SKIP)
             return r;
-        }
-        if (ret)
-            *ret = json_incref(retv);
-        json_decref(msg);
-        return 0;
     }
 }
 
@@ -355,10 +371,8 @@ static int handshake(qmp *q, uint64_t deadline, vmctl_error **reterr)
                 reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, st == READ_TOO_LONG ? EMSGSIZE : errnum,
                 "reading the QMP greeting failed%s", st == READ_TOO_LONG ? ": line too long" : "");
         }
-        json_t *msg = json_loads(line, 0, NULL);
+        bool greeting = qmp_parse_greeting(line);
         free(line);
-        bool greeting = json_is_object(json_object_get(msg, "QMP"));
-        json_decref(msg);
         if (greeting)
             break;
         /* anything before the greeting (garbage, events) is skipped */

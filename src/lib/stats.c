@@ -14,6 +14,7 @@
 
 #include "agent-client.h"
 #include "backend.h"
+#include "arg-check.h"
 #include "error.h"
 #include "stats-internal.h"
 #include "util/util.h"
@@ -502,8 +503,10 @@ static int read_guest(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
 int vmctl_vm_stats_get(vmctl_ctx *ctx, const char *name, unsigned flags, vmctl_vm_stats **ret,
                        vmctl_error **reterr)
 {
-    if (!ctx || !name || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_stats_get: invalid arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(!(flags & ~(unsigned)(VMCTL_STATS_NO_GUEST | VMCTL_STATS_CPU_ONLY)), reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -719,9 +722,8 @@ int stats_prometheus_write(FILE *f, vmctl_vm_stats *const *stats, size_t n)
 int vmctl_vm_stats_prometheus(vmctl_vm_stats *const *stats, size_t n, char **ret,
                               vmctl_error **reterr)
 {
-    if ((!stats && n) || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
-                        "vmctl_vm_stats_prometheus: invalid arguments");
+    VMCTL_ARG_CHECK(stats || !n, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);

@@ -19,6 +19,7 @@
 
 #include <vmctl/host.h>
 
+#include "arg-check.h"
 #include "backend.h"
 #include "ctx.h"
 #include "error.h"
@@ -350,8 +351,9 @@ static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t *n,
                        vmctl_error **reterr)
 {
-    if (!ctx || !ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_check_all: invalid argument");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     vmctl_host_check *c = calloc(3, sizeof(*c));
     if (!c)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");

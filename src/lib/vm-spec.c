@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "util/util.h"
 #include "vm-spec.h"
@@ -301,6 +302,7 @@ static int port_invalid(vmctl_error **reterr, const char *s, const char *why)
 
 int vmctl_port_forward_parse(const char *s, vmctl_port_forward *ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr); /* ret NULL: only check s */
     if (!s || !*s)
         return port_invalid(reterr, s, "empty");
 

@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "arg-check.h"
 #include "agent-client.h"
 #include "backend.h"
 #include "ctx.h"
@@ -49,8 +50,8 @@ static char *crash_note(const char *dir, const vm_spec *spec)
 
 int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_create: ctx is NULL");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(config, reterr);
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_config(ctx, config, &spec, reterr);
     if (r < 0)
@@ -282,6 +283,8 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
 
 int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -325,6 +328,8 @@ static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **r
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     {
@@ -438,6 +443,8 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
 int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool force,
                   vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -475,6 +482,8 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
 
 int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -517,11 +526,15 @@ static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error 
 
 int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     return pause_resume(ctx, name, VM_OP_PAUSE, reterr);
 }
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     /* paused by the hypervisor, running in the store */
     int r = vm_io_pause_resume(ctx, name, reterr);
     if (r != 0)
@@ -531,6 +544,8 @@ int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -619,6 +634,9 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
 
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -633,6 +651,9 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
 
 int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     store_vm **rows = NULL;
     size_t nrows = 0;
     int r = store_vm_list(ctx->store, &rows, &nrows, reterr);
@@ -701,6 +722,9 @@ void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n)
 int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     /* the hypervisor's log by that word or by a backend's name (what `vmctl logs --NAME` asks) */
     const char *file = NULL;
     if (!which || streq(which, "console"))
@@ -723,6 +747,9 @@ int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char 
 
 int vmctl_vm_console_open(vmctl_ctx *ctx, const char *name, int *ret_fd, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret_fd, reterr);
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "kdl.h"
 #include "util/util.h"
@@ -882,8 +883,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
 
 int vmctl_vmfile_load(const char *path, vmctl_vmfile **ret, vmctl_error **reterr)
 {
-    if (!ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "no place for the result");
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_vmfile vmfile *f = NULL;
     int r = vmfile_load(path, &f, reterr);
     if (r < 0)
