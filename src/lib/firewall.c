@@ -2,6 +2,7 @@
 /* The host firewall of TAP VMs (firewall.h): allow-list parsing and validation, and the nftables
  * table `inet vmctl` through libnftables, loaded on first use (dl.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <nftables/libnftables.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dl.h"
 #include "error.h"
@@ -507,6 +509,71 @@ static void emit_removal(FILE *f, json_t *j, const char *name, const bool *keep,
     }
 }
 
+/* Another VM already holding the TAP, the address or a forwarded host port of vm: the kernel would
+ * refuse the transaction with "File exists" and no word of what or whose. */
+static int check_conflicts(json_t *j, const fw_vm *vm, vmctl_error **reterr)
+{
+    char guest[16];
+    format_ipv4(vm->guest_ip, guest, sizeof(guest));
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(j, "nftables"), i, o)
+    {
+        json_t *m = json_object_get(o, "map");
+        const char *mname = json_string_value(json_object_get(m, "name"));
+        if (!mname)
+            continue;
+        size_t e;
+        json_t *el;
+        json_array_foreach(json_object_get(m, "elem"), e, el)
+        {
+            const char *target = json_string_value(
+                json_object_get(json_object_get(json_array_get(el, 1), "jump"), "target"));
+            const char *owner = target ? chain_vm(target, NULL) : NULL;
+            if (!owner || streq(owner, vm->name))
+                continue;
+            json_t *key = json_array_get(el, 0);
+            const char *ks = json_string_value(key);
+            if (streq(mname, "from_vm") && ks && streq(ks, vm->ifname)) {
+                int r =
+                    err_make(reterr, VMCTL_E_NETWORK_FIREWALL_FAILED, EEXIST,
+                             "cannot install the firewall of VM '%s': TAP '%s' belongs to VM '%s'",
+                             vm->name, vm->ifname, owner);
+                err_detail(reterr, "holder", "%s", owner);
+                return r;
+            }
+            if (streq(mname, "nat_src") && ks && streq(ks, guest)) {
+                int r = err_make(reterr, VMCTL_E_NETWORK_FIREWALL_FAILED, EEXIST,
+                                 "cannot install the firewall of VM '%s': address %s belongs to "
+                                 "VM '%s'",
+                                 vm->name, guest, owner);
+                err_detail(reterr, "holder", "%s", owner);
+                return r;
+            }
+            json_t *concat = json_object_get(key, "concat");
+            if (streq(mname, "fwd_ports") && json_array_size(concat) == 2) {
+                json_t *p = json_array_get(concat, 0);
+                long long port = json_integer_value(json_array_get(concat, 1));
+                int proto = json_is_string(p) ? (streq(json_string_value(p), "tcp")   ? IPPROTO_TCP
+                                                 : streq(json_string_value(p), "udp") ? IPPROTO_UDP
+                                                                                      : -1)
+                                              : (int)json_integer_value(p);
+                for (size_t k = 0; k < vm->n_fwd; k++)
+                    if (vm->fwd[k].host_port == port && vm->fwd[k].proto == proto) {
+                        int r =
+                            err_make(reterr, VMCTL_E_NETWORK_FIREWALL_FAILED, EEXIST,
+                                     "cannot install the firewall of VM '%s': host port "
+                                     "%lld/%s is forwarded to VM '%s'",
+                                     vm->name, port, proto == IPPROTO_TCP ? "tcp" : "udp", owner);
+                        err_detail(reterr, "holder", "%s", owner);
+                        return r;
+                    }
+            }
+        }
+    }
+    return 0;
+}
+
 static void ip_text(uint32_t a, char *buf, size_t size)
 {
     format_ipv4(a, buf, size);
@@ -700,7 +767,12 @@ static void emit_vm(FILE *f, const fw_vm *vm, bool need[_CH_MAX])
 
     /* the host's own addresses, from the VM's TAP */
     const char *h = ch[CH_HOST];
-    fprintf(f, "add rule " TABLE " %s ct state established,related accept\n", h);
+    /* after established: the replies of a forward reached as 127.0.0.1 are un-NATed to it */
+    fprintf(f,
+            "add rule " TABLE " %s ct state established,related accept\n"
+            "add rule " TABLE " %s ip daddr 127.0.0.0/8 drop comment \"vm %s: not the host's "
+            "loopback (route_localnet is on for forwards)\"\n",
+            h, h, n);
     emit_dns(f, h, vm);
     fprintf(f, "add rule " TABLE " %s counter drop comment \"vm %s: not the host\"\n", h, n);
 
@@ -737,6 +809,21 @@ static void emit_vm(FILE *f, const fw_vm *vm, bool need[_CH_MAX])
     }
 }
 
+/* A forward reached from the host as 127.0.0.1:PORT is DNATed in the output hook to the guest
+ * with source 127.0.0.1; the kernel routes such a packet out of the TAP only with route_localnet
+ * on it (postrouting then masquerades the source to the TAP's address). Only the TAP: the host
+ * chain of the VM drops 127.0.0.0/8 from it, so the guest does not reach the host's loopback
+ * services through it. Best effort: a TAP that does not exist yet has no switch. */
+static void set_route_localnet(const char *ifname)
+{
+    cleanup_free char *path = str_printf("/proc/sys/net/ipv4/conf/%s/route_localnet", ifname);
+    if (!path)
+        return;
+    cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0)
+        (void)!write(fd, "1", 1);
+}
+
 int fw_vm_apply(const fw_vm *vm, vmctl_error **reterr)
 {
     int r = fw_vm_validate(vm, reterr);
@@ -749,6 +836,10 @@ int fw_vm_apply(const fw_vm *vm, vmctl_error **reterr)
     if ((r = fw_load(c, &j, reterr)) < 0)
         return err_prefix(reterr, r, "while installing the firewall of VM '%s'", vm->name);
 
+    if (j && (r = check_conflicts(j, vm, reterr)) < 0) {
+        json_decref(j);
+        return r;
+    }
     bool need[_CH_MAX] = {true, true, true, true, vm->n_fwd > 0};
     char *cmds = NULL;
     size_t size = 0, n = 0;
@@ -769,11 +860,8 @@ int fw_vm_apply(const fw_vm *vm, vmctl_error **reterr)
     }
     r = fw_run(c, cmds, reterr, "cannot install the firewall of VM '%s'", vm->name);
     free(cmds);
-    if (r == -EEXIST)
-        err_help(reterr,
-                 "Another VM holds TAP '%s', address or a forwarded host port of VM '%s'; "
-                 "`vmctl network show` lists them.",
-                 vm->ifname, vm->name);
+    if (r >= 0 && vm->n_fwd)
+        set_route_localnet(vm->ifname);
     return r;
 }
 
