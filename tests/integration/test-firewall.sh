@@ -15,6 +15,7 @@
 #   - apply replaces, twice is the same; remove leaves nothing of the VM and is idempotent;
 #     list names the VMs
 #   - invalid input is refused before any netfilter call: no table is created
+#   - 16 concurrent applies and then removes of different VMs all land
 source "$(dirname "$0")/lib.sh"
 FW_DRIVER=${FW_DRIVER:-$(dirname "$VMCTL")/../../tests/integration/fw-driver}
 [ -x "$FW_DRIVER" ] || { fail "no fw-driver at $FW_DRIVER (build with ninja)"; finish; }
@@ -183,5 +184,19 @@ expect_eq "nothing of any VM is left" "$(fwd list)" ""
 expect_eq "only the base rules are left" "$(fwd stats)" "rules 7 elements 6"
 fwd table-remove && expect_eq "table-remove deletes the table" "$(inh nft list tables)" ""
 fwd remove vm-a && ok "remove with no table is fine" || fail "remove with no table failed"
+# --- concurrent applies and removes of different VMs (racing creates) all land ---
+jobs_=()
+for i in $(seq 0 15); do
+  ip netns exec "$N" "$FW_DRIVER" apply "c$i" "vc$i" "10.99.0.$((i + 2))" 10.99.1.1 \
+    --allow 1.2.3.0/24:443/tcp --fwd "$((4000 + i)):22" &
+  jobs_+=($!)
+done
+wait "${jobs_[@]}" # not the servers
+expect_eq "16 concurrent applies: 16 VMs have rules" "$(ip netns exec "$N" "$FW_DRIVER" list | wc -l)" 16
+jobs_=()
+for i in $(seq 0 15); do ip netns exec "$N" "$FW_DRIVER" remove "c$i" & jobs_+=($!); done
+wait "${jobs_[@]}"
+expect_eq "16 concurrent removes: none left" "$(ip netns exec "$N" "$FW_DRIVER" list | wc -l)" 0
+expect_eq "16 concurrent removes: only the base rules" "$(ip netns exec "$N" "$FW_DRIVER" stats)" "rules 7 elements 6"
 rm -rf "$www"
 finish
