@@ -16,6 +16,7 @@
 #     list names the VMs
 #   - invalid input is refused before any netfilter call: no table is created
 #   - 16 concurrent applies and then removes of different VMs all land
+#   - without libnftables.so.1: host::missing_dependency, nothing created
 source "$(dirname "$0")/lib.sh"
 FW_DRIVER=${FW_DRIVER:-$(dirname "$VMCTL")/../../tests/integration/fw-driver}
 [ -x "$FW_DRIVER" ] || { fail "no fw-driver at $FW_DRIVER (build with ninja)"; finish; }
@@ -198,5 +199,21 @@ for i in $(seq 0 15); do ip netns exec "$N" "$FW_DRIVER" remove "c$i" & jobs_+=(
 wait "${jobs_[@]}"
 expect_eq "16 concurrent removes: none left" "$(ip netns exec "$N" "$FW_DRIVER" list | wc -l)" 0
 expect_eq "16 concurrent removes: only the base rules" "$(ip netns exec "$N" "$FW_DRIVER" stats)" "rules 7 elements 6"
+# --- without libnftables: host::missing_dependency naming the package, nothing created ---
+lib=$(ldconfig -p | awk '$1 == "libnftables.so.1" { print $NF; exit }')
+if [ -n "$lib" ] && unshare --mount --propagation private true 2>/dev/null; then
+  ip netns exec "$N" "$FW_DRIVER" table-remove
+  err=$(ip netns exec "$N" unshare --mount --propagation private bash -c \
+    'mount --bind /dev/null "$1" && shift && exec "$@"' _ "$(readlink -f "$lib")" \
+    "$FW_DRIVER" apply vm-a vt-a 10.77.0.2 10.77.0.1 2>&1)
+  if grep -q '^vm_manager::host::missing_dependency: cannot load libnftables.so.1' <<<"$err"; then
+    ok "without libnftables.so.1: host::missing_dependency"
+  else
+    fail "without libnftables.so.1: $err"
+  fi
+  expect_eq "without libnftables: no table" "$(ip netns exec "$N" nft list tables)" ""
+else
+  skip_section "the missing-library check: libnftables.so.1 not in ldconfig or no private mount namespace"
+fi
 rm -rf "$www"
 finish
