@@ -847,7 +847,7 @@ int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t fr
         return r < 0 ? r : 0;
     r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(cur->state), to_s);
     if (cur->state == from && from_pid >= 0 && cur->pid != from_pid)
-        err_note(reterr, "the VM's QEMU process changed: expected pid %d, found pid %d",
+        err_note(reterr, "the VM's hypervisor process changed: expected pid %d, found pid %d",
                  (int)from_pid, (int)cur->pid);
     return r;
 }
