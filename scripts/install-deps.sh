@@ -10,6 +10,7 @@ pkgs=(
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
+  libnftables-dev libnftables1                                                    # TAP firewall
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -87,7 +87,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Retry with `vmctl stop NAME --force` or `vmctl kill NAME`"),
     ROW(VMCTL_E_NETWORK_FIREWALL_FAILED, "vm_manager::network::firewall_failed",
         "Host firewall rule setup or teardown failed",
-        "Ensure nftables or iptables is installed and vmctl runs with CAP_NET_ADMIN"),
+        "Ensure libnftables1 is installed and vmctl runs as root or with CAP_NET_ADMIN; the note "
+        "carries netfilter's own message"),
     ROW(VMCTL_E_NETWORK_CONFIG_INVALID, "vm_manager::network::config_invalid",
         "Network configuration malformed (CIDR, port, mode)",
         "Fix the network option named in the message; see `vmctl create --help`"),
