@@ -172,6 +172,14 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format)
         }
         json_object_set_new(d, "backing", backing);
     }
+    if (spec->disk_iops) {
+        /* the device's node (disk0) a throttle filter in group tg0 over the format node */
+        json_object_set_new(d, "node-name", json_string("disk0-fmt"));
+        d = json_pack("{s:s, s:s, s:s, s:o}", "driver", "throttle", "node-name", "disk0",
+                      "throttle-group", "tg0", "file", d);
+        if (!d)
+            return NULL;
+    }
     char *text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     return text;
@@ -220,17 +228,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     if (spec->initrd && !spec->kernel)
         return invalid(reterr, "initrd", "an initrd ('%s') needs a kernel", spec->initrd);
     const char *net = spec->net ? spec->net : "none";
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) "
-                         "or `--net none`.");
-        return r;
-    }
-    if (!streq(net, "user") && !streq(net, "none"))
+    if (streq(net, "tap") && (!spec->mac || spec->tap_fd < 3))
+        return invalid(reterr, "net", "tap networking needs the TAP's descriptor and a MAC");
+    if (!streq(net, "user") && !streq(net, "none") && !streq(net, "tap"))
         return invalid(reterr, "net", "unknown network mode '%s': use user, tap or none", net);
-    if (spec->n_ports && !streq(net, "user"))
-        return invalid(reterr, "port", "port forwards need user networking, not '%s'", net);
+    if (spec->n_ports && streq(net, "none"))
+        return invalid(reterr, "port", "port forwards need user or tap networking, not '%s'", net);
 
     if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
         return invalid(reterr, "cid", "guest CID %u is reserved: use 3 to 4294967294",
@@ -312,6 +315,10 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         cleanup_free char *disk = disk_blockdev(spec, base_format);
         if (!disk)
             return oom(reterr);
+        if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */
+            PUSH("-object");
+            PUSHF("throttle-group,id=tg0,x-iops-total=%u", spec->disk_iops);
+        }
         PUSH("-blockdev");
         PUSH(disk);
         PUSH("-device");
@@ -392,6 +399,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH(netdev);
         PUSH("-device");
         PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+    } else if (streq(net, "tap")) {
+        /* the TAP vmctl made (vm-net.c), inherited as this descriptor; forwards are DNAT rules */
+        PUSH("-netdev");
+        PUSHF("tap,id=n0,fd=%d", spec->tap_fd);
+        PUSH("-device");
+        PUSHF("%s,netdev=n0,mac=%s", microvm ? "virtio-net-device" : "virtio-net-pci", spec->mac);
     }
 
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
@@ -495,7 +508,8 @@ static void send_msg(int fd, int kind, int value, int stage)
 }
 
 /* Child side, after fork: only async-signal-safe calls from here on. */
-static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
+static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int logfd, int msgfd,
+                                int keep_fd)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
@@ -508,6 +522,11 @@ static _Noreturn void exec_qemu(const char *binary, char **argv, int nullfd, int
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
         for (int fd = 3; fd < 65536; fd++)
             (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    /* but the one QEMU is told to use (-netdev tap,fd=N) */
+    if (keep_fd >= 3 && fcntl(keep_fd, F_SETFD, 0) < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -585,8 +604,8 @@ static void close_all_but(int a, int b)
  * /dev/null, stdout and stderr on logfd; the supervisor records its exit in dirfd. *ret gets
  * QEMU's pid once exec has succeeded, *ret_go the write end of the launch handshake (see
  * supervise(): closing it without writing kills QEMU). */
-static int spawn_detached(const char *binary, char **argv, int logfd_in, int dirfd_in, pid_t *ret,
-                          int *ret_go, vmctl_error **reterr)
+static int spawn_detached(const char *binary, char **argv, int logfd_in, int dirfd_in, int keep_fd,
+                          pid_t *ret, int *ret_go, vmctl_error **reterr)
 {
     /* descriptors >= 3, so that the dup2s onto 0-2 cannot clobber each other */
     cleanup_close int logfd = fcntl(logfd_in, F_DUPFD_CLOEXEC, 3);
@@ -644,7 +663,7 @@ static int spawn_detached(const char *binary, char **argv, int logfd_in, int dir
             _exit(0); /* the supervisor goes to init */
         pid_t q = _Fork();
         if (q == 0)
-            exec_qemu(binary, argv, nullfd, logfd, p[1]);
+            exec_qemu(binary, argv, nullfd, logfd, p[1], keep_fd);
         if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
             _exit(1);
@@ -863,7 +882,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
-    r = spawn_detached(binary, argv, logfd, dirfd, &pid, &hold, reterr);
+    r = spawn_detached(binary, argv, logfd, dirfd, spec->mac ? spec->tap_fd : -1, &pid, &hold,
+                       reterr);
     if (r < 0)
         return r;
     uint64_t start = proc_start_time(pid);

@@ -16,6 +16,7 @@
 #include "ssh.h"
 #include "util/util.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define DEFAULT_VCPUS      1
@@ -193,25 +194,21 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     const char *net = c->net ? c->net : (c->n_ports || s->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return vm_invalid_field(reterr, "net", net, "invalid %s '%s'", "user, tap or none");
-    if (streq(net, "tap")) {
-        /* Refused here, not at start: a VM that can never start is not created. */
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_detail(reterr, "field", "net");
-        err_detail(reterr, "value", "%s", net);
-        err_detail(reterr, "allowed", "user or none");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
-                         "`--net none`.");
-        return r;
-    }
-    if (c->n_ports && !streq(net, "user")) {
+    if (c->n_ports && streq(net, "none")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
-                         "port forwards need user-mode networking, not '%s'", net);
+                         "port forwards need user-mode or tap networking, not '%s'", net);
         err_detail(reterr, "field", "port");
-        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        err_help(reterr, "Use `--net user` (the default when --port is given) or `--net tap`, or "
+                         "drop --port.");
         return r;
     }
     s->net = strdup(net);
+    if (!s->net)
+        return -ENOMEM;
+    /* vm-net.c: allow-list, limits (validated before anything exists) */
+    int nr = vmnet_check_config(c, s, reterr);
+    if (nr < 0)
+        return nr;
     if (c->n_ports) {
         s->ports = calloc(c->n_ports, sizeof(*s->ports));
         if (!s->ports)
@@ -260,6 +257,18 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
     image_ref_clear(&ref);
     if (r < 0)
         return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    cleanup_free char *nc = NULL; /* --net tap: the address leased at create (vm-net.c) */
+    if (spec->seed && streq(spec->net, "tap")) {
+        store_lease l = {};
+        r = store_lease_get(ctx->store, spec->name, &l, reterr);
+        if (r < 0)
+            return r;
+        nc = r > 0 ? vmnet_cloudinit_config(&l) : NULL;
+        store_lease_clear(&l);
+        if (!nc)
+            return err_make(reterr, VMCTL_E_INTERNAL, r > 0 ? ENOMEM : ENOENT,
+                            "no network configuration for vm '%s'", spec->name);
+    }
     if (spec->seed) {
         cloudinit_seed seed = {
             .hostname = spec->name,
@@ -267,6 +276,7 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
             .ssh_key = c->ssh_key, /* the user's key, and */
             .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
             .network = !streq(spec->net, "none"),
+            .network_config = nc,
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);
         if (r < 0)
