@@ -182,6 +182,9 @@ const cli_command *image_find_subcommand(const char *name);
 const cli_command *cli_command_at(size_t i);
 const cli_command *image_subcommand_at(size_t i);
 const cli_command *kdl_subcommand_at(size_t i);
+const cli_command *network_subcommand_at(size_t i);
+int cmd_network(cli *c, int argc, char **argv);
+extern const char cmd_network_help[];
 /* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
 int cli_not_implemented(cli *c, const char *what);
 

@@ -578,7 +578,7 @@ const char *render_provision(const vmctl_vm_info *vm, char *buf, size_t len)
 }
 
 /* --net tap: "all" or "deny, allow A, B, dns"; user: "unfiltered"; none: NULL (malloc'd). */
-static char *render_egress(const vmctl_vm_info *vm)
+char *render_egress(const vmctl_vm_info *vm)
 {
     if (streq(vm->net, "user"))
         return strdup("unfiltered (user-mode NAT)");
