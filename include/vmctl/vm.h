@@ -152,9 +152,16 @@ void vmctl_vm_info_free(vmctl_vm_info *info);
 void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n);
 
 int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr);
-/* Start; with wait, block until the guest agent answers or timeout_sec passes (0: 60 s). */
+/* How long a boot is waited for (readiness: the guest agent answers) when the caller passes a
+ * timeout of 0 or less: the library's default, VMCTL_BOOT_TIMEOUT_TCG_SEC for a VM under TCG
+ * (emulated: slower boots), VMCTL_BOOT_TIMEOUT_SEC otherwise. */
+#define VMCTL_BOOT_TIMEOUT_SEC     60.0
+#define VMCTL_BOOT_TIMEOUT_TCG_SEC 120.0
+/* Start; with wait, block until the guest agent answers or timeout_sec passes (0 or less: the
+ * default boot timeout above). */
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr);
+/* Wait for a running VM to be ready, as vmctl_vm_start with wait (timeout_sec as there). */
 int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr);
 /* Graceful: agent shutdown or ACPI power-down, then SIGTERM, then SIGKILL, each bounded by
  * timeout_sec (0: 10 s). force skips the graceful step. */

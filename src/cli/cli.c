@@ -408,18 +408,6 @@ vmctl_ctx *cli_ctx(cli *c)
     return c->ctx;
 }
 
-double cli_default_wait_timeout(cli *c, const char *name)
-{
-    vmctl_vm_info *vm = NULL;
-    double t = 0; /* the library's default */
-    if (c->ctx && vmctl_vm_get(c->ctx, name, &vm, NULL) >= 0 && vm) {
-        if (vm->accel && streq(vm->accel, "tcg"))
-            t = 120;
-        vmctl_vm_info_free(vm);
-    }
-    return t;
-}
-
 int cli_vm_done(cli *c, const char *name, const char *done)
 {
     if (!c->json) {

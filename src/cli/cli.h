@@ -368,6 +368,3 @@ void cli_interrupt_signals(sigset_t *set);
 int cli_exec_tty(cli *c, const char *name, vmctl_exec_opts *opts, size_t n_env, bool pipe_ok);
 /* The guest command of exec/run: what follows "--", or the extra positionals after NAME. */
 char *const *cli_command_argv(cli *c, size_t first_positional);
-
-/* Boot timeout when the user gave none: 120 s under TCG, the library's default otherwise. */
-double cli_default_wait_timeout(cli *c, const char *name);

@@ -197,7 +197,7 @@ int cmd_run(cli *c, int argc, char **argv)
         .c = c,
         .home = vmctl_ctx_get_home(ctx),
         .name = name,
-        .timeout = timeout >= 0 ? timeout : cli_default_wait_timeout(c, name),
+        .timeout = timeout >= 0 ? timeout : 0, /* 0: the library's default boot timeout */
         .cmd = cmd,
     };
     int sig = 0;

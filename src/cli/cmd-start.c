@@ -30,10 +30,8 @@ struct start_args {
 static int start_one(cli *c, const char *name, void *userdata, vmctl_error **reterr)
 {
     struct start_args *a = userdata;
-    double timeout = a->timeout;
-    if (a->wait && timeout < 0)
-        timeout = cli_default_wait_timeout(c, name);
-    return vmctl_vm_start(c->ctx, name, a->wait, timeout < 0 ? 0 : timeout, reterr);
+    /* not given: 0, the library's default boot timeout */
+    return vmctl_vm_start(c->ctx, name, a->wait, a->timeout < 0 ? 0 : a->timeout, reterr);
 }
 
 int cmd_start(cli *c, int argc, char **argv)

@@ -27,7 +27,8 @@ const char cmd_up_help[] =
     "With --json, stdout carries [{name, action, provisioned, steps, seconds}, ...] (action:\n"
     "created, started, resumed or unchanged) and the provisioner output goes to stderr.\n"
     "\n" ENV_COMMON_HELP
-    "      --timeout S    how long to wait for each machine to boot (default 120 s)\n"
+    "      --timeout S    how long to wait for each machine to boot (default 120 s under\n"
+    "                     TCG, 60 s with KVM)\n"
     "      --adopt        take over machines of these names made by hand (`vmctl create`)\n"
     "  -h, --help         show this help\n"
     "\n"
@@ -57,7 +58,8 @@ const char cmd_reload_help[] =
     "Stop the machines of a VMFile.kdl that are running, then bring them up again: started and\n"
     "provisioned (missing ones are created). With --json: [{name, action, ...}].\n"
     "\n" ENV_COMMON_HELP "      --timeout S    how long to wait for each machine to boot (default "
-    "120 s)\n"
+    "120 s under\n"
+    "                     TCG, 60 s with KVM)\n"
     "  -h, --help         show this help\n"
     "\n"
     "Examples:\n"
@@ -165,7 +167,7 @@ static int env_command(cli *c, int argc, char **argv, env_fn fn, bool is_down)
     if (is_down)
         opts.stop_timeout_sec = timeout < 0 ? 0 : timeout;
     else
-        opts.boot_timeout_sec = timeout < 0 ? 120 : timeout;
+        opts.boot_timeout_sec = timeout < 0 ? 0 : timeout; /* 0: the library's default */
     out_state os = {.c = c};
     opts.output = on_output;
     opts.userdata = &os;

@@ -152,14 +152,8 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
     int r = vm_load(ctx, name, &v, &spec, reterr);
     if (r < 0)
         return r;
-    if (v->state != VMCTL_VM_RUNNING) {
-        cleanup_free char *reason = str_printf("vm is %s", vmctl_vm_state_to_string(v->state));
-        cleanup_free char *fix = v->state == VMCTL_VM_PAUSED
-                                     ? str_printf("Resume it with `vmctl resume %s`.", name)
-                                     : str_printf("Start it with `vmctl start %s --wait`.", name);
-        return unavailable(reterr, name, EAGAIN, reason ? reason : "vm is not running",
-                           fix ? fix : "Start the VM.");
-    }
+    if (v->state != VMCTL_VM_RUNNING)
+        return vm_not_running(reterr, name, v->state);
     if (!spec->agent)
         return unavailable(reterr, name, EOPNOTSUPP, "image without vmctl-agent",
                            "Use the default guest, or an image that runs vmctl-agent.");

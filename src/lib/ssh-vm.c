@@ -37,14 +37,8 @@ static int ssh_info_load(vmctl_ctx *ctx, const char *name, vmctl_ssh_info *ret,
     int r = vm_load(ctx, name, &v, &spec, reterr);
     if (r < 0)
         return r;
-    if (v->state != VMCTL_VM_RUNNING) {
-        r = err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running", name,
-                     vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "vm", "%s", name);
-        err_detail(reterr, "reason", "vm is %s", vmctl_vm_state_to_string(v->state));
-        err_detail(reterr, "remediation", "vmctl start %s", name);
-        return r;
-    }
+    if (v->state != VMCTL_VM_RUNNING)
+        return vm_not_running(reterr, name, v->state);
     uint16_t port = net_ssh_port(spec);
     if (!port) {
         r = err_make(reterr, VMCTL_E_NETWORK_IP_DISCOVERY_TIMEOUT, ENETUNREACH,

@@ -56,6 +56,10 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked);
 /* vm_load, for a caller holding the VM's lock when locked. */
 int vm_load_locked(vmctl_ctx *ctx, const char *name, bool locked, store_vm **ret_row,
                    vm_spec **ret_spec, vmctl_error **reterr);
+/* exec::unavailable (EAGAIN) "vm 'NAME' is STATE, not running", for what needs a running VM (the
+ * agent, SSH, readiness): details vm, reason, remediation; the help names `vmctl start NAME`
+ * (`vmctl resume NAME` when paused). */
+int vm_not_running(vmctl_error **reterr, const char *name, vmctl_vm_state state);
 /* vm::invalid_state unless op is allowed from v's state; *to: the state it leads to. */
 int vm_check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr);
 /* Load and lock a VM, re-read it under the lock (another vmctl may have acted meanwhile), stop

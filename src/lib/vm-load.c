@@ -286,6 +286,22 @@ int vm_load(vmctl_ctx *ctx, const char *name, store_vm **ret_row, vm_spec **ret_
     return vm_load_locked(ctx, name, false, ret_row, ret_spec, reterr);
 }
 
+int vm_not_running(vmctl_error **reterr, const char *name, vmctl_vm_state state)
+{
+    const char *st = vmctl_vm_state_to_string(state);
+    bool paused = state == VMCTL_VM_PAUSED;
+    int r =
+        err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EAGAIN, "vm '%s' is %s, not running", name, st);
+    err_detail(reterr, "vm", "%s", name);
+    err_detail(reterr, "reason", "vm is %s", st);
+    err_detail(reterr, "remediation", "vmctl %s %s", paused ? "resume" : "start", name);
+    if (paused)
+        err_help(reterr, "Resume it with `vmctl resume %s`.", name);
+    else
+        err_help(reterr, "Start it with `vmctl start %s`.", name);
+    return r;
+}
+
 int vm_check_transition(const store_vm *v, vm_op op, vmctl_vm_state *to, vmctl_error **reterr)
 {
     if (vm_transition(v->state, op, to) < 0) {

@@ -10,6 +10,13 @@ expect_code "duplicate create" vm_manager::vm::already_exists create life
 expect_code "pause a created vm" vm_manager::vm::invalid_state pause life
 expect_eq "invalid_state from" "$(jq -r .error.details.from <<<"$LAST_JSON")" created
 expect_eq "invalid_state to" "$(jq -r .error.details.to <<<"$LAST_JSON")" paused
+# "not running" is one error wherever a running VM is needed (agent, SSH): same message, same help
+nr='{"message":"vm '"'life'"' is created, not running","help":"Start it with `vmctl start life`.","remediation":"vmctl start life"}'
+for cmd in exec ssh; do
+  expect_code "$cmd on a created vm" vm_manager::exec::unavailable $cmd life -- true
+  expect_eq "$cmd on a created vm: message and help" \
+    "$(jq -c '.error | {message, help, remediation: .details.remediation}' <<<"$LAST_JSON")" "$nr"
+done
 expect_code "unknown vm" vm_manager::vm::not_found status nosuchvm
 expect_eq "not_found names the vm" "$(jq -r .error.details.vm <<<"$LAST_JSON")" nosuchvm
 
@@ -36,6 +43,7 @@ vm pause life || fail "pause"
 expect_eq "paused" "$(state_of life)" paused
 expect_code "exec while paused" vm_manager::exec::unavailable exec life -- true
 expect_eq "exec unavailable details" "$(jq -r '.error.details | has("reason") and has("remediation") and has("vm")' <<<"$LAST_JSON")" true
+expect_eq "exec while paused: help" "$(jq -r .error.help <<<"$LAST_JSON")" 'Resume it with `vmctl resume life`.'
 vm resume life || fail "resume"
 expect_eq "resumed" "$(state_of life)" running
 expect_eq "exec after resume" "$(vm exec life -- echo hi)" hi
