@@ -743,8 +743,12 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     if (egress)
         KV("egress", egress);
     if (vm->rate_limit_mbps || vm->disk_iops) {
-        snprintf(limits, sizeof(limits), "%u Mbit/s in, %u disk IOPS", vm->rate_limit_mbps,
-                 vm->disk_iops);
+        char a[32] = "", b[32] = "";
+        if (vm->rate_limit_mbps)
+            snprintf(a, sizeof(a), "%u Mbit/s to the guest", vm->rate_limit_mbps);
+        if (vm->disk_iops)
+            snprintf(b, sizeof(b), "%u disk IOPS", vm->disk_iops);
+        snprintf(limits, sizeof(limits), "%s%s%s", a, *a && *b ? ", " : "", b);
         KV("limits", limits);
     }
     KV("ports", ports && *ports ? ports : "-");

@@ -177,6 +177,14 @@ expect_eq "no TAP is left" "$(taps | wc -l)" 0
 expect_eq "no route is left" "$(routes)" 0
 expect_eq "no VM chain is left" "$(inns nft list ruleset 2>/dev/null | grep -c '^\s*chain .*-')" 0
 
+# --- a guest that never configures its address ---
+vm create noaddr --net tap >/dev/null 2>&1 || fail "create noaddr"
+VMCTL_TEST_NO_GUEST_ADDRESS=1 expect_code "a guest without its address" \
+  vm_manager::network::ip_discovery_timeout start --wait --timeout 20 noaddr
+expect_eq "the error names the address" "$(jq -r .error.details.ip <<<"$LAST_JSON")" \
+  "$(ip_of noaddr | cut -d/ -f1)"
+vm destroy --force noaddr >/dev/null || fail "destroy noaddr"
+
 # --- the pool: 32 racing creates, exhaustion ---
 pids=()
 for i in $(seq 32); do
