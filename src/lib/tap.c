@@ -260,6 +260,8 @@ int tap_enable_forwarding(vmctl_error **reterr)
         int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, errno ? errno : EIO,
                          "cannot enable IPv4 forwarding ('%s')", path);
         err_detail(reterr, "path", "%s", path);
+        err_help(reterr, "TAP networking needs root (CAP_NET_ADMIN): run vmctl as root, or set "
+                         "net.ipv4.ip_forward=1 yourself, or use `--net user`.");
         return r;
     }
     return 0;

@@ -360,6 +360,19 @@ static void list_add(char **list, const char *what, const char *a)
     }
 }
 
+/* A name lease_names() makes: "vm-", 1-6 characters, "-", 5 hex digits; and a TAP. */
+static bool is_vmctl_tap(const char *ifname)
+{
+    size_t n = strlen(ifname);
+    if (n < strlen(TAP_PREFIX) + 7 || n > 15 || ifname[n - 6] != '-')
+        return false;
+    for (size_t i = n - 5; i < n; i++)
+        if (!strchr("0123456789abcdef", ifname[i]))
+            return false;
+    cleanup_free char *flags = str_printf("/sys/class/net/%s/tun_flags", ifname);
+    return flags && access(flags, F_OK) == 0;
+}
+
 void vmnet_check(store *st, bool fix, vmctl_host_check *c)
 {
     cleanup_free char *done = NULL, *left = NULL;
@@ -374,6 +387,8 @@ void vmnet_check(store *st, bool fix, vmctl_host_check *c)
     size_t n_taps = 0;
     (void)tap_list(&taps, &n_taps);
     for (size_t i = 0; i < n_taps; i++) {
+        if (!is_vmctl_tap(taps[i]))
+            continue; /* someone else's "vm-..." device: not ours to judge */
         bool owned = false;
         for (size_t k = 0; k < n_leases && !owned; k++)
             owned = streq(leases[k].ifname, taps[i]) &&

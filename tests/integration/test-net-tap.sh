@@ -127,6 +127,8 @@ expect_eq "deny cannot reach web" "$(fetch_in deny "${WEB_IP%/*}" 80 /)" ""
 expect_eq "web cannot reach deny" "$(fetch_in web "${DENY_IP%/*}" 80 /)" ""
 expect_eq "a forward from the host reaches the guest's server" \
   "$(inns curl -s -m 5 http://10.99.0.1:18080/)" page-from-web
+expect_eq "the forward reaches it on 127.0.0.1 too" \
+  "$(inns curl -s -m 5 http://127.0.0.1:18080/)" page-from-web
 expect_eq "the forward reaches it from the uplink too" \
   "$(ip netns exec "$UP" curl -s -m 5 http://10.99.0.1:18080/)" page-from-web
 
