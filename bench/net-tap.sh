@@ -2,7 +2,8 @@
 # What --net tap costs a VM's life: create + start (no wait) + destroy --force of the default
 # guest, N times with --net none and N times with --net tap (TAP, address, route, nftables rules,
 # lease), alternating, in a network namespace of its own; prints the mean of each and the
-# difference (the network's setup and teardown). Then, with THROUGHPUT=1, a guest's download
+# difference (the network's setup and teardown). Then, with THROUGHPUT=1, a guest's download and
+# ping round trip
 # through the TAP with its firewall against the same download with vmctl's table removed (a bare
 # TAP): their ratio. Root; VMCTL and VMCTL_TEST_IMAGES as for the integration tests.
 #   VMCTL=$PWD/build/src/cli/vmctl VMCTL_TEST_IMAGES=/work/images bash bench/net-tap.sh [N]
@@ -45,24 +46,31 @@ mkdir -p "$HOME_DIR/www" && head -c 20000000 /dev/zero >"$HOME_DIR/www/big.bin"
   >/dev/null 2>&1 &
 SRV=$!
 sleep 1
-v create tp --net tap --allow 10.99.0.2:8000/tcp >/dev/null 2>&1 &&
+v create tp --net tap --allow 10.99.0.2 >/dev/null 2>&1 &&
   v start tp --wait >/dev/null 2>&1 || { echo "failed: start tp"; exit 1; }
 xfer() {
   v exec tp -- sh -c 'a=$(cut -d" " -f1 /proc/uptime); printf "GET /big.bin HTTP/1.0\r\n\r\n" |
     nc -w 20 10.99.0.2 8000 | wc -c >/dev/null; b=$(cut -d" " -f1 /proc/uptime)
     echo "$a $b" | awk "{printf \"%d\", (\$2 - \$1) * 1000}"'
 }
-fw=0 bare=0
+rtt() { # mean ping round trip in microseconds
+  v exec tp -- ping -q -c 20 -i 0.05 10.99.0.2 | awk -F/ '/avg/ {printf "%d", $4 * 1000}'
+}
+fw=0 bare=0 rfw=0 rbare=0
 for i in 1 2 3; do
   fw=$((fw + $(xfer)))
+  rfw=$((rfw + $(rtt)))
   rules=$(ip netns exec "$NS" nft list table inet vmctl)
   ip netns exec "$NS" nft delete table inet vmctl
   ip netns exec "$NS" nft add table ip benchnat
   ip netns exec "$NS" nft add chain ip benchnat post '{ type nat hook postrouting priority 100; }'
   ip netns exec "$NS" nft add rule ip benchnat post oifname up0 masquerade
   bare=$((bare + $(xfer)))
+  rbare=$((rbare + $(rtt)))
   ip netns exec "$NS" nft delete table ip benchnat
   ip netns exec "$NS" nft -f - <<<"$rules"
 done
 echo "20 MB download, 3 runs: with the firewall ${fw} ms, bare TAP (masquerade only) ${bare} ms," \
   "throughput ratio $(awk "BEGIN {printf \"%.2f\", $bare / $fw}")"
+echo "ping round trip, 3 x 20: with the firewall $((rfw / 3)) us, bare TAP $((rbare / 3)) us," \
+  "ratio $(awk "BEGIN {printf \"%.2f\", $rbare / $rfw}")"
