@@ -941,11 +941,19 @@ int fw_vm_remove(const char *name, vmctl_error **reterr)
             free(cmds);
             return 0;
         }
-        r = fw_run(c, cmds, attempt < 2 ? NULL : reterr, "cannot remove the firewall of VM '%s'",
-                   name);
+        vmctl_error *e = NULL;
+        r = fw_run(c, cmds, &e, "cannot remove the firewall of VM '%s'", name);
         free(cmds);
-        if (r != -ENOENT || attempt >= 2)
-            return r < 0 ? r : 0;
+        if (r == -ENOENT && attempt < 2) {
+            vmctl_error_free(e);
+            continue;
+        }
+        if (r < 0 && reterr) {
+            vmctl_error_free(*reterr);
+            *reterr = e;
+        } else
+            vmctl_error_free(e);
+        return r < 0 ? r : 0;
     }
 }
 

@@ -15,6 +15,8 @@
 #   - apply replaces, twice is the same; remove leaves nothing of the VM and is idempotent;
 #     list names the VMs
 #   - invalid input is refused before any netfilter call: no table is created
+#   - 16 concurrent applies and then removes of different VMs all land
+#   - without libnftables.so.1: host::missing_dependency, nothing created
 source "$(dirname "$0")/lib.sh"
 FW_DRIVER=${FW_DRIVER:-$(dirname "$VMCTL")/../../tests/integration/fw-driver}
 [ -x "$FW_DRIVER" ] || { fail "no fw-driver at $FW_DRIVER (build with ninja)"; finish; }
@@ -183,5 +185,35 @@ expect_eq "nothing of any VM is left" "$(fwd list)" ""
 expect_eq "only the base rules are left" "$(fwd stats)" "rules 7 elements 6"
 fwd table-remove && expect_eq "table-remove deletes the table" "$(inh nft list tables)" ""
 fwd remove vm-a && ok "remove with no table is fine" || fail "remove with no table failed"
+# --- concurrent applies and removes of different VMs (racing creates) all land ---
+jobs_=()
+for i in $(seq 0 15); do
+  ip netns exec "$N" "$FW_DRIVER" apply "c$i" "vc$i" "10.99.0.$((i + 2))" 10.99.1.1 \
+    --allow 1.2.3.0/24:443/tcp --fwd "$((4000 + i)):22" &
+  jobs_+=($!)
+done
+wait "${jobs_[@]}" # not the servers
+expect_eq "16 concurrent applies: 16 VMs have rules" "$(ip netns exec "$N" "$FW_DRIVER" list | wc -l)" 16
+jobs_=()
+for i in $(seq 0 15); do ip netns exec "$N" "$FW_DRIVER" remove "c$i" & jobs_+=($!); done
+wait "${jobs_[@]}"
+expect_eq "16 concurrent removes: none left" "$(ip netns exec "$N" "$FW_DRIVER" list | wc -l)" 0
+expect_eq "16 concurrent removes: only the base rules" "$(ip netns exec "$N" "$FW_DRIVER" stats)" "rules 7 elements 6"
+# --- without libnftables: host::missing_dependency naming the package, nothing created ---
+lib=$(ldconfig -p | awk '$1 == "libnftables.so.1" { print $NF; exit }')
+if [ -n "$lib" ] && unshare --mount --propagation private true 2>/dev/null; then
+  ip netns exec "$N" "$FW_DRIVER" table-remove
+  err=$(ip netns exec "$N" unshare --mount --propagation private bash -c \
+    'mount --bind /dev/null "$1" && shift && exec "$@"' _ "$(readlink -f "$lib")" \
+    "$FW_DRIVER" apply vm-a vt-a 10.77.0.2 10.77.0.1 2>&1)
+  if grep -q '^vm_manager::host::missing_dependency: cannot load libnftables.so.1' <<<"$err"; then
+    ok "without libnftables.so.1: host::missing_dependency"
+  else
+    fail "without libnftables.so.1: $err"
+  fi
+  expect_eq "without libnftables: no table" "$(ip netns exec "$N" nft list tables)" ""
+else
+  skip_section "the missing-library check: libnftables.so.1 not in ldconfig or no private mount namespace"
+fi
 rm -rf "$www"
 finish
