@@ -315,12 +315,12 @@ void vmnet_release(store *st, const char *name)
 
 int vmnet_info(store *st, const vm_spec *s, vmctl_vm_info *i)
 {
+    i->disk_iops = s->disk_iops; /* any VM with a disk */
     if (!streq(s->net, "tap"))
         return 0;
     i->allow_dns = s->allow_dns;
     i->allow_all = s->allow_all;
     i->rate_limit_mbps = s->rate_limit_mbps;
-    i->disk_iops = s->disk_iops;
     if (s->allow && !(i->allow = strv_copy(s->allow)))
         return -ENOMEM;
     store_lease l = {};

@@ -187,6 +187,19 @@ expect_eq "the error names the address" "$(jq -r .error.details.ip <<<"$LAST_JSO
   "$(ip_of noaddr | cut -d/ -f1)"
 vm destroy --force noaddr >/dev/null || fail "destroy noaddr"
 
+# --- disk IOPS: QEMU takes the throttle group and node (a blank disk: firmware, no OS) ---
+if have qemu-img qemu-utils "disk IOPS"; then
+  qemu-img create -q -f qcow2 "$WORK/blank.qcow2" 64M
+  vm create io --image "$WORK/blank.qcow2" --net none --disk-iops 100 >/dev/null 2>&1 &&
+    vm start io >/dev/null 2>&1 || fail "create/start io with --disk-iops"
+  expect_eq "a VM with --disk-iops runs" "$(state_of io)" running
+  pid=$("$VMCTL" status --json io | jq -r .pid)
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'throttle-group,id=tg0,x-iops-total=100' &&
+    ok "QEMU has the throttle group" || fail "no throttle group on QEMU's command line"
+  expect_eq "status has disk_iops" "$("$VMCTL" status --json io | jq .disk_iops)" 100
+  vm destroy --force io >/dev/null || fail "destroy io"
+fi
+
 # --- the pool: 32 racing creates, exhaustion ---
 pids=()
 for i in $(seq 32); do
