@@ -167,6 +167,9 @@ const cli_command *image_find_subcommand(const char *name);
 const cli_command *cli_command_at(size_t i);
 const cli_command *image_subcommand_at(size_t i);
 const cli_command *kdl_subcommand_at(size_t i);
+const cli_command *network_subcommand_at(size_t i);
+int cmd_network(cli *c, int argc, char **argv);
+extern const char cmd_network_help[];
 /* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
 int cli_not_implemented(cli *c, const char *what);
 
@@ -227,6 +230,8 @@ typedef struct create_args {
     size_t n_ports;
     char **env; /* NULL-terminated, borrowed strings */
     size_t n_env;
+    const char **allow; /* --allow texts, borrowed */
+    size_t n_allow;
 } create_args;
 
 enum {
@@ -245,6 +250,11 @@ enum {
     OPT_CREATE_SSH_KEY,
     OPT_CREATE_ENV,
     OPT_CREATE_BACKEND,
+    OPT_CREATE_ALLOW,
+    OPT_CREATE_ALLOW_DNS,
+    OPT_CREATE_ALLOW_ALL,
+    OPT_CREATE_RATE_LIMIT,
+    OPT_CREATE_DISK_IOPS,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -262,6 +272,11 @@ enum {
         {"cloud-init", required_argument, NULL, OPT_CREATE_CLOUD_INIT},                            \
         {"ssh-key", required_argument, NULL, OPT_CREATE_SSH_KEY},                                  \
         {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
+        {"allow", required_argument, NULL, OPT_CREATE_ALLOW},                                      \
+        {"allow-dns", no_argument, NULL, OPT_CREATE_ALLOW_DNS},                                    \
+        {"allow-all", no_argument, NULL, OPT_CREATE_ALLOW_ALL},                                    \
+        {"rate-limit-mbps", required_argument, NULL, OPT_CREATE_RATE_LIMIT},                       \
+        {"disk-iops", required_argument, NULL, OPT_CREATE_DISK_IOPS},                              \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -284,10 +299,17 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --disk GiB           disk size in GiB (default: the image's size)\n"                    \
     "      --machine M          microvm or q35 (default: microvm for kernels, q35 for images)\n"   \
     "      --accel A            auto, kvm or tcg (default auto: KVM only where it really works)\n" \
-    "      --net N              user or none (default none for the default guest, else user;\n"    \
-    "                           tap is not supported yet)\n"                                       \
+    "      --net N              user, tap or none (default none for the default guest, else\n"     \
+    "                           user); tap: a routed TAP with an address from the pool, egress\n"  \
+    "                           denied but for --allow (docs/networking.md)\n"                     \
     "      --port HOST:GUEST[/udp]\n"                                                              \
     "                           forward a host port to the guest (repeatable; HOST 0 picks one)\n" \
+    "      --allow CIDR[:PORT[-PORT]][/tcp|udp]\n"                                                 \
+    "                           tap: let the guest reach this (repeatable)\n"                      \
+    "      --allow-dns          tap: let the guest reach the host's resolvers on port 53\n"        \
+    "      --allow-all          tap: let the guest reach everything but the host and other VMs\n"  \
+    "      --rate-limit-mbps N  tap: cap what the guest receives at N megabit/s\n"                 \
+    "      --disk-iops N        cap the disk at N read+write operations per second\n"              \
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \

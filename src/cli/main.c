@@ -64,6 +64,8 @@ static const cli_command commands[] = {
      NULL},
     {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
      NULL, kdl_subcommand_at},
+    {"network", cmd_network, "host networking of --net tap VMs: the pool, addresses, rules",
+     cmd_network_help, NULL, network_subcommand_at},
     {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
      cmd_completion_help, NULL},
 };

@@ -156,6 +156,14 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format)
         }
         json_object_set_new(d, "backing", backing);
     }
+    if (spec->disk_iops) {
+        /* the device's node (disk0) a throttle filter in group tg0 over the format node */
+        json_object_set_new(d, "node-name", json_string("disk0-fmt"));
+        d = json_pack("{s:s, s:s, s:s, s:o}", "driver", "throttle", "node-name", "disk0",
+                      "throttle-group", "tg0", "file", d);
+        if (!d)
+            return NULL;
+    }
     char *text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     return text;
@@ -208,19 +216,15 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         return err_invalid_field(reterr, "initrd", NULL, NULL, "an initrd ('%s') needs a kernel",
                                  spec->initrd);
     const char *net = spec->net ? spec->net : "none";
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) "
-                         "or `--net none`.");
-        return r;
-    }
-    if (!streq(net, "user") && !streq(net, "none"))
+    if (streq(net, "tap") && (!spec->mac || spec->tap_fd < 3))
+        return err_invalid_field(reterr, "net", NULL, NULL,
+                                 "tap networking needs the TAP's descriptor and a MAC");
+    if (!streq(net, "user") && !streq(net, "none") && !streq(net, "tap"))
         return err_invalid_field(reterr, "net", NULL, NULL,
                                  "unknown network mode '%s': use user, tap or none", net);
-    if (spec->n_ports && !streq(net, "user"))
+    if (spec->n_ports && streq(net, "none"))
         return err_invalid_field(reterr, "port", NULL, NULL,
-                                 "port forwards need user networking, not '%s'", net);
+                                 "port forwards need user or tap networking, not '%s'", net);
 
     if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
         return err_invalid_field(reterr, "cid", NULL, NULL,
@@ -302,6 +306,10 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         cleanup_free char *disk = disk_blockdev(spec, base_format);
         if (!disk)
             return oom(reterr);
+        if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */
+            PUSH("-object");
+            PUSHF("throttle-group,id=tg0,x-iops-total=%u", spec->disk_iops);
+        }
         PUSH("-blockdev");
         PUSH(disk);
         PUSH("-device");
@@ -382,6 +390,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH(netdev);
         PUSH("-device");
         PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+    } else if (streq(net, "tap")) {
+        /* the TAP vmctl made (vm-net.c), inherited as this descriptor; forwards are DNAT rules */
+        PUSH("-netdev");
+        PUSHF("tap,id=n0,fd=%d", spec->tap_fd);
+        PUSH("-device");
+        PUSHF("%s,netdev=n0,mac=%s", microvm ? "virtio-net-device" : "virtio-net-pci", spec->mac);
     }
 
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
@@ -616,6 +630,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         .argv = argv,
         .logfd = logfd,
         .dirfd = dirfd,
+        .keep_fd = spec->mac ? spec->tap_fd : -1,
         .error_kind = VMCTL_E_QEMU_SPAWN_FAILED,
     };
     r = supervise_spawn(&sa_spawn, &pid, &hold, reterr);
@@ -968,8 +983,7 @@ static int qemu_blockstats(const char *dir, uint64_t deadline,
 
 /* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
  * by firmware. Networks: user-mode (slirp, the default with port forwards or a disk image, whose
- * cloud-init expects a network) or none; tap is refused here, not at start: a VM that can never
- * start is not created. */
+ * cloud-init expects a network), tap (a TAP vmctl makes and passes as a descriptor) or none. */
 static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
 {
     if (!spec)
@@ -985,21 +999,12 @@ static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
     const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return err_invalid_field(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_detail(reterr, "field", "net");
-        err_detail(reterr, "value", "%s", net);
-        err_detail(reterr, "allowed", "user or none");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
-                         "`--net none`.");
-        return r;
-    }
-    if (spec->n_ports && !streq(net, "user")) {
+    if (spec->n_ports && streq(net, "none")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
-                         "port forwards need user-mode networking, not '%s'", net);
+                         "port forwards need user or tap networking, not '%s'", net);
         err_detail(reterr, "field", "port");
-        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        err_help(reterr, "Use `--net user` (the default when --port is given), `--net tap`, or "
+                         "drop --port.");
         return r;
     }
     if (!spec->machine && !(spec->machine = strdup(machine)))

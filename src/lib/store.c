@@ -23,7 +23,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  4
+#define STORE_SCHEMA_VERSION  5
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -49,6 +49,21 @@
  * its last provisioning went (docs/vmfile.md "Projects", "Provisioning state"). */
 #define PROJECT_INDEX_SQL "CREATE INDEX vms_project ON vms (project);\n"
 
+/* The IP pool of `--net tap` (docs/networking.md): one link (a /30 of the pool) per VM, unique
+ * by its network address, device name and MAC, so two creates racing for one link cannot both
+ * commit. It goes with the row (the trigger). */
+#define LEASES_SQL                                                                                 \
+    "CREATE TABLE leases (\n"                                                                      \
+    "  vm TEXT PRIMARY KEY,\n"                                                                     \
+    "  subnet INTEGER NOT NULL UNIQUE,\n"                                                          \
+    "  prefix INTEGER NOT NULL,\n"                                                                 \
+    "  ifname TEXT NOT NULL UNIQUE,\n"                                                             \
+    "  mac TEXT NOT NULL UNIQUE\n"                                                                 \
+    ");\n"                                                                                         \
+    "CREATE TRIGGER vms_release_lease AFTER DELETE ON vms BEGIN\n"                                 \
+    "  DELETE FROM leases WHERE vm = old.name;\n"                                                  \
+    "END;\n"
+
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
     "  name TEXT PRIMARY KEY,\n"
@@ -67,8 +82,8 @@ static const char schema_sql[] =
     "  provision_error TEXT,\n"
     "  provisioned_at INTEGER,\n"
     "  provision_hash TEXT\n"
-    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL "PRAGMA user_version = 4;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 4, "schema_sql sets user_version");
+    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 5, "schema_sql sets user_version");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -95,6 +110,9 @@ static const char migrate_3_4_sql[] =
     "ALTER TABLE vms ADD COLUMN provision_hash TEXT;\n" PROJECT_INDEX_SQL
     "PRAGMA user_version = 4;\n";
 
+/* Version 4 -> 5: the IP pool's leases (no VM had tap networking before). */
+static const char migrate_4_5_sql[] = LEASES_SQL "PRAGMA user_version = 5;\n";
+
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
     "owner_start, cid, project, provision_state, provision_step, provision_error, "                \
@@ -117,6 +135,10 @@ enum {
     ST_CID_SET,
     ST_SET_PROVISION,
     ST_SET_PROJECT,
+    ST_LEASE_GET,
+    ST_LEASE_LIST,
+    ST_LEASE_RANGE,
+    ST_LEASE_INSERT,
     _ST_MAX,
 };
 
@@ -148,6 +170,12 @@ static const char *const stmt_sql[_ST_MAX] = {
                          "updated_at = ?5 WHERE name = ?6",
     [ST_SET_PROJECT] = "UPDATE vms SET project = ?1, updated_at = ?2 WHERE name = ?3 AND "
                        "(project IS NULL OR project = ?1)",
+    [ST_LEASE_GET] = "SELECT vm, subnet, prefix, ifname, mac FROM leases WHERE vm = ?1",
+    [ST_LEASE_LIST] = "SELECT vm, subnet, prefix, ifname, mac FROM leases ORDER BY subnet",
+    [ST_LEASE_RANGE] = "SELECT subnet FROM leases WHERE subnet >= ?1 AND subnet <= ?2 "
+                       "ORDER BY subnet",
+    [ST_LEASE_INSERT] =
+        "INSERT INTO leases (vm, subnet, prefix, ifname, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 static const char *const provision_names[] = {
@@ -329,8 +357,10 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 version == 1 ? sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL) : SQLITE_OK;
             if (rc == SQLITE_OK && version <= 2)
                 rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
-            if (rc == SQLITE_OK)
+            if (rc == SQLITE_OK && version <= 3)
                 rc = sqlite3_exec(s->db, migrate_3_4_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, migrate_4_5_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -1026,4 +1056,179 @@ int store_vm_set_project(store *s, const char *name, const char *project, vmctl_
     err_detail(reterr, "vm", "%s", name);
     err_detail(reterr, "project", "%s", cur->project);
     return r;
+}
+
+/* --- the IP pool (leases) --- */
+
+void store_lease_clear(store_lease *l)
+{
+    if (!l)
+        return;
+    free(l->vm);
+    free(l->ifname);
+    free(l->mac);
+    *l = (store_lease){};
+}
+
+void store_lease_list_free(store_lease *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++)
+        store_lease_clear(&l[i]);
+    free(l);
+}
+
+static int row_to_lease(sqlite3_stmt *st, store_lease *l)
+{
+    *l = (store_lease){
+        .vm = column_strdup(st, 0),
+        .subnet = (uint32_t)sqlite3_column_int64(st, 1),
+        .prefix = (unsigned)sqlite3_column_int64(st, 2),
+        .ifname = column_strdup(st, 3),
+        .mac = column_strdup(st, 4),
+    };
+    if (!l->vm || !l->ifname || !l->mac) {
+        store_lease_clear(l);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int store_lease_get(store *s, const char *vm, store_lease *ret, vmctl_error **reterr)
+{
+    if (!s || !vm || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_get: invalid argument");
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_GET];
+    sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return store_error(s, rc, "reading a VM's network lease", reterr);
+    if (row_to_lease(st, ret) < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    return 1;
+}
+
+int store_lease_list(store *s, store_lease **ret, size_t *n, vmctl_error **reterr)
+{
+    if (!s || !ret || !n)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_list: invalid argument");
+    *ret = NULL;
+    *n = 0;
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_LIST];
+    store_lease *list = NULL;
+    size_t k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_lease *nl = realloc(list, (k + 1) * sizeof(*nl));
+        if (!nl) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        list = nl;
+        if (row_to_lease(st, &list[k]) < 0) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        k++;
+    }
+    if (rc != SQLITE_DONE) {
+        store_lease_list_free(list, k);
+        return store_error(s, rc, "listing network leases", reterr);
+    }
+    *ret = list;
+    *n = k;
+    return 0;
+}
+
+int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_prefix,
+                      unsigned link_prefix, store_lease_name_fn name_fn, store_lease *ret,
+                      vmctl_error **reterr)
+{
+    if (!s || !vm || !ret || !name_fn || pool_prefix > link_prefix || link_prefix > 30)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_alloc: invalid argument");
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    /* under the write lock: the VM's lease if it has one, else the lowest free link */
+    r = store_lease_get(s, vm, ret, reterr);
+    if (r != 0) {
+        tx_rollback(s);
+        return r < 0 ? r : 0;
+    }
+    uint64_t step = 1ull << (32 - link_prefix);
+    uint64_t first = pool, last = (uint64_t)pool + (1ull << (32 - pool_prefix)) - step;
+    uint64_t cand = first;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_RANGE];
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)first);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)last);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            uint64_t used = (uint64_t)sqlite3_column_int64(st, 0);
+            if (used > cand)
+                break; /* a gap: cand is free */
+            if (used + step > cand)
+                cand = used + step;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            r = store_error(s, rc, "choosing an address from the pool", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (cand > last) {
+        tx_rollback(s);
+        char a[16];
+        snprintf(a, sizeof(a), "%u.%u.%u.%u", pool >> 24, (pool >> 16) & 0xff, (pool >> 8) & 0xff,
+                 pool & 0xff);
+        r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRNOTAVAIL,
+                     "the address pool %s/%u is exhausted (%llu links of /%u, all leased)", a,
+                     pool_prefix, (unsigned long long)((last - first) / step + 1), link_prefix);
+        err_detail(reterr, "pool", "%s/%u", a, pool_prefix);
+        err_detail(reterr, "vm", "%s", vm);
+        err_help(reterr,
+                 "Destroy VMs you no longer need (`vmctl network show` lists the leases), or "
+                 "give a larger pool in $VMCTL_NET_POOL.");
+        return r;
+    }
+    char ifname[16], mac[18];
+    name_fn(vm, (uint32_t)cand, ifname, mac);
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_INSERT];
+        sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)cand);
+        sqlite3_bind_int64(st, 3, link_prefix);
+        sqlite3_bind_text(st, 4, ifname, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, mac, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+                r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                             "the link, device name '%s' or MAC %s chosen for vm '%s' is "
+                             "already leased",
+                             ifname, mac, vm);
+                err_detail(reterr, "vm", "%s", vm);
+                err_detail(reterr, "device", "%s", ifname);
+            } else
+                r = store_error(s, rc, "leasing an address", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (store_lease){.vm = strdup(vm),
+                         .subnet = (uint32_t)cand,
+                         .prefix = link_prefix,
+                         .ifname = strdup(ifname),
+                         .mac = strdup(mac)};
+    if (!ret->vm || !ret->ifname || !ret->mac) {
+        store_lease_clear(ret);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    return 0;
 }

@@ -46,7 +46,8 @@ static void send_msg(int fd, int kind, int value, int stage)
 }
 
 /* Child side, after fork: only async-signal-safe calls from here on. */
-static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
+static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd,
+                                 int keep_fd)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
@@ -59,6 +60,11 @@ static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, in
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
         for (int fd = 3; fd < 65536; fd++)
             (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    /* but the one it is told to use (QEMU's -netdev tap,fd=N) */
+    if (keep_fd >= 3 && fcntl(keep_fd, F_SETFD, 0) < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -195,7 +201,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
             _exit(0); /* the supervisor goes to init */
         pid_t q = _Fork();
         if (q == 0)
-            exec_child(binary, argv, nullfd, logfd, p[1]);
+            exec_child(binary, argv, nullfd, logfd, p[1], a->keep_fd);
         if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
             _exit(1);

@@ -17,6 +17,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define DEFAULT_VCPUS      1
@@ -191,6 +192,10 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     int r = be->validate(s, reterr);
     if (r < 0)
         return r;
+    /* vm-net.c: allow-list, limits (validated before anything exists) */
+    r = vmnet_check_config(c, s, reterr);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < s->n_ports; i++)
         if (s->ports[i].guest_port == 0)
             return err_invalid_field(reterr, "port", "0", "HOST:GUEST with GUEST in 1-65535",
@@ -231,6 +236,18 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
     image_ref_clear(&ref);
     if (r < 0)
         return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    cleanup_free char *nc = NULL; /* --net tap: the address leased at create (vm-net.c) */
+    if (spec->seed && streq(spec->net, "tap")) {
+        store_lease l = {};
+        r = store_lease_get(ctx->store, spec->name, &l, reterr);
+        if (r < 0)
+            return r;
+        nc = r > 0 ? vmnet_cloudinit_config(&l) : NULL;
+        store_lease_clear(&l);
+        if (!nc)
+            return err_make(reterr, VMCTL_E_INTERNAL, r > 0 ? ENOMEM : ENOENT,
+                            "no network configuration for vm '%s'", spec->name);
+    }
     if (spec->seed) {
         cloudinit_seed seed = {
             .hostname = spec->name,
@@ -238,6 +255,7 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
             .ssh_key = c->ssh_key, /* the user's key, and */
             .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
             .network = !streq(spec->net, "none"),
+            .network_config = nc,
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);
         if (r < 0)

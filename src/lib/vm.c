@@ -27,6 +27,7 @@
 #include "util/util.h"
 #include "io-pause.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define CONTROL_TIMEOUT 10.0 /* a request on the hypervisor's control socket */
@@ -145,6 +146,13 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (be && be->needs_host_cid(spec) &&
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
+    /* --net tap: its link from the IP pool (vm-net.c), released with the row */
+    if (streq(spec->net, "tap")) {
+        store_lease l = {};
+        if ((r = vmnet_lease(ctx->store, spec->name, &l, reterr)) < 0)
+            goto undo;
+        store_lease_clear(&l);
+    }
     /* Never into a directory that is there already: without a row it is most likely a VM whose
      * row was lost (a vmctl.db moved aside), its disk included. */
     /* 0700: its sockets (control, agent, console) are the keys to the VM */
@@ -251,6 +259,9 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
         return r;
+    if (r >= 0 && streq(spec->net, "tap") &&
+        (r = vmnet_wait_ip(ctx->store, v->name, deadline, still_alive, &l, reterr)) < 0)
+        return r;
     if (r >= 0) {
         ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' is ready", v->name);
         return 0;
@@ -346,6 +357,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         spec->guest_cid = vsock ? v->cid : 0;
+        /* --net tap: TAP, address, limits, firewall (vm-net.c); QEMU inherits the TAP */
+        if (streq(spec->net, "tap") && (r = vmnet_up(ctx->store, spec, reterr)) < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
+        cleanup_close int tapfd = spec->mac ? spec->tap_fd : -1;
         pid_t pid = 0;
         uint64_t pstart = 0;
         /* closing it unrecorded makes the supervisor kill the hypervisor */
@@ -362,8 +377,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             be->cleanup(v->dir);
             r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         }
-        if (r < 0)
+        if (r < 0) {
+            vmnet_release(ctx->store, name);
             return err_prefix(reterr, r, "while starting vm '%s'", name);
+        }
         /* Test hook: widens the window between the launch and its record, so that the
          * integration tests can kill vmctl there deterministically. */
         const char *delay = getenv("VMCTL_TEST_START_DELAY_MS");
@@ -372,6 +389,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
         if (r < 0) {
             (void)kill(pid, SIGKILL);
+            vmnet_release(ctx->store, name);
             return r;
         }
         supervise_commit(TAKE_FD(hold));
@@ -477,6 +495,7 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
         }
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -500,6 +519,7 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             return r;
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -577,6 +597,7 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         err_detail(reterr, "path", "%s", v->dir);
         return r;
     }
+    vmnet_release(ctx->store, name);
     r = store_vm_delete(ctx->store, name, reterr);
     if (r < 0)
         return r;
@@ -643,6 +664,8 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
     if (r < 0)
         return r;
     r = info_from_row(v, spec, ret);
+    if (r >= 0)
+        r = vmnet_info(ctx->store, spec, *ret);
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
     vm_info_io_pause(v, spec, *ret);
@@ -670,7 +693,8 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);
-        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0)
+        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0 &&
+            (r = vmnet_info(ctx->store, spec, out[k])) >= 0)
             vm_info_io_pause(rows[i], spec, out[k]);
         if (r < 0) {
             err_prefix(reterr, r, "while reading vm '%s'", rows[i]->name);
@@ -707,6 +731,11 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     free(i->provision_error);
     free(i->paused_by);
     free(i->pause_cause);
+    free(i->ip);
+    free(i->gateway);
+    free(i->mac);
+    free(i->ifname);
+    strv_free(i->allow);
     free(i);
 }
 

@@ -218,6 +218,9 @@ VOID_CASE(vmctl_vm_stats_free, "s", vmctl_vm_stats_free(NULL))
 CASE(vmctl_vm_stats_cpu_percent, "before", VALUE, 1, vmctl_vm_stats_cpu_percent(NULL, NULL) < 0)
 EINVAL_CASE(vmctl_vm_stats_prometheus, "stats", vmctl_vm_stats_prometheus(NULL, 1, &text, e))
 EINVAL_CASE(vmctl_vm_stats_prometheus, "ret", vmctl_vm_stats_prometheus(NULL, 0, NULL, e))
+EINVAL_CASE(vmctl_network_get, "ctx", vmctl_network_get(NULL, &net_info, e))
+EINVAL_CASE(vmctl_network_get, "ret", vmctl_network_get(ctx, NULL, e))
+VOID_CASE(vmctl_network_info_free, "info", vmctl_network_info_free(NULL))
 CASE(vmctl_version, "(none)", VALUE, 1, vmctl_version() != NULL)
 #undef ENV_CASES
 #undef EINVAL_CASE
