@@ -47,7 +47,7 @@
 #define SHUTDOWN_FLUSH_MS  2000
 #define MAX_SESSION_JOBS   64 /* requests at once per session (protocol: a 65th is EBUSY) */
 #define MAX_JOBS           128
-#define MAX_PORTS          8 /* virtio-serial ports: org.vmctl.agent, org.vmctl.agent.1, ... */
+#define MAX_PORTS          AGENT_SERIAL_PORTS /* virtio-serial ports org.vmctl.agent[.N] */
 #define MAX_VSOCK_SESSIONS 16
 #define MAX_SESSIONS       (MAX_PORTS + MAX_VSOCK_SESSIONS)
 #define FILE_CHUNK         (256u * 1024u)            /* FILE_GET data frames */

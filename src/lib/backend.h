@@ -13,6 +13,7 @@
 
 #include <vmctl/error.h>
 
+#include "agent-endpoint.h"
 #include "vm-spec.h"
 
 /* The files of the VM directory every call takes. */
@@ -66,6 +67,11 @@ typedef struct backend_ops {
      * zombies excluded: cb for each. Returns how many were found, or < 0. vm.c stops the ones
      * the store does not record as running (strays: an older vmctl's, a store moved away). */
     int (*scan)(const char *vms, const char *only, backend_proc_fn cb, void *userdata);
+    /* Where the agent of the VM in dir is reached (agent-endpoint.h), for agent_connect_endpoint:
+     * the hypervisor's agent sockets and their locks, vsock first when cid (the store's; 0: the
+     * ports only, as readiness wants) is a guest CID this host can reach. */
+    int (*agent_endpoint)(const vm_spec *spec, const char *dir, uint32_t cid, agent_endpoint *ret,
+                          vmctl_error **reterr);
 } backend_ops;
 
 /* ---------- backend.c: the registry and the accelerator ---------- */

@@ -143,6 +143,20 @@ struct vmctl_exec_proc {
     uint64_t deadline;
 };
 
+int vm_agent_connect(const store_vm *v, const vm_spec *spec, uint32_t cid, uint64_t deadline,
+                     uint64_t queue_usec, agent_conn **ret, vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    if (!be->agent_endpoint)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
+                        "the %s backend has no guest agent transport", be->name);
+    agent_endpoint ep;
+    int r = be->agent_endpoint(spec, v->dir, cid, &ep, reterr);
+    return r < 0 ? r : agent_connect_endpoint(&ep, deadline, queue_usec, ret, reterr);
+}
+
 /* Connect to the VM's agent and see it answer: exec::unavailable otherwise. */
 int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session **ret,
                             vmctl_error **reterr)
@@ -160,7 +174,7 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
 
     uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
-    r = agent_connect_vm(v->dir, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
+    r = vm_agent_connect(v, spec, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
     if (r >= 0) {
         /* no pong soon: ask QEMU whether it paused the VM after a disk I/O error (then the agent
          * cannot answer and waiting the whole deadline is pointless) */

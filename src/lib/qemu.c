@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-client.h"
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
@@ -121,9 +123,9 @@ static int dir_file(const char *dir, const char *name, bool is_socket, char **re
     return *ret ? 0 : oom(reterr);
 }
 
-static void socks_free(char *(*socks)[VM_AGENT_PORTS])
+static void socks_free(char *(*socks)[AGENT_SERIAL_PORTS])
 {
-    for (size_t i = 0; i < VM_AGENT_PORTS; i++)
+    for (size_t i = 0; i < AGENT_SERIAL_PORTS; i++)
         free((*socks)[i]);
 }
 
@@ -231,13 +233,13 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
                        spec->guest_cid);
 
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
-    __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
+    __attribute__((cleanup(socks_free))) char *agent_sock[AGENT_SERIAL_PORTS] = {NULL};
     int r;
     if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         if ((r = dir_file(dir, name, true, &agent_sock[i], reterr)) < 0)
@@ -340,7 +342,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
          * port 0 keeps the name and socket of the single port older VMs had */
         PUSH("-device");
         PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
-        for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
             char id[16], name[32];
             snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
             if (i)
@@ -411,7 +413,7 @@ static void remove_runtime_files(const char *dir)
         if (p)
             (void)unlink(p);
     }
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         cleanup_free char *p = str_printf("%s/%s", dir, name);
@@ -701,6 +703,56 @@ fail:
     return r;
 }
 
+/* ---------- the agent endpoint ---------- */
+
+static int endpoint_file(char buf[static PATH_MAX], const char *dir, const char *name,
+                         vmctl_error **reterr)
+{
+    int n = snprintf(buf, PATH_MAX, "%s/%s", dir, name);
+    if (n < 0 || n >= PATH_MAX)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, ENAMETOOLONG,
+                        "the vm directory '%s' is too long for its agent sockets", dir);
+    return 0;
+}
+
+int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
+                           agent_endpoint *ret, vmctl_error **reterr)
+{
+    int r;
+    ret->kind = agent_transport_pick(cid, have_vhost_vsock) == AGENT_TRANSPORT_VSOCK
+                    ? AGENT_ENDPOINT_VSOCK
+                    : AGENT_ENDPOINT_SERIAL;
+    ret->cid = ret->kind == AGENT_ENDPOINT_VSOCK ? cid : 0;
+    ret->port = ret->kind == AGENT_ENDPOINT_VSOCK ? AGENT_VSOCK_PORT : 0;
+    ret->path[0] = 0;
+    ret->vsock_miss[0] = 0;
+    if (ret->kind == AGENT_ENDPOINT_VSOCK &&
+        (r = endpoint_file(ret->vsock_miss, dir, VM_FILE_VSOCK_MISS, reterr)) < 0)
+        return r;
+    /* port 0 always; the others when their socket exists (a VM started before it had several
+     * ports has agent.sock only) */
+    ret->n_ports = 0;
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].sock, dir, name, reterr)) < 0)
+            return r;
+        if (i > 0 && access(ret->ports[ret->n_ports].sock, F_OK) < 0)
+            continue;
+        vm_agent_port_file(i, "lock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].lock, dir, name, reterr)) < 0)
+            return r;
+        ret->n_ports++;
+    }
+    return 0;
+}
+
+static int qemu_agent_endpoint(const vm_spec *spec, const char *dir, uint32_t cid,
+                               agent_endpoint *ret, vmctl_error **reterr)
+{
+    return qemu_agent_endpoint_at(dir, cid, agent_vhost_vsock_present(NULL), ret, reterr);
+}
+
 /* ---------- finding a VM's processes ---------- */
 
 /* The VM name when the NUL-separated argv (len bytes) has `-pidfile VMS/NAME/qemu.pid`, with
@@ -975,4 +1027,5 @@ const backend_ops qemu_backend = {
     .io_paused = qemu_io_paused,
     .cleanup = remove_runtime_files,
     .scan = qemu_scan,
+    .agent_endpoint = qemu_agent_endpoint,
 };

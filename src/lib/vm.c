@@ -245,7 +245,7 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     cleanup_agent agent_conn *conn = NULL;
     /* virtio-serial: there from the first instant, while the guest may load vsock late (the
      * default guest does), and a vsock connect to a booting guest would only time out */
-    int r = agent_connect_vm(v->dir, 0, deadline, 0, &conn, reterr);
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
@@ -428,7 +428,7 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
         return -EIO;
     if (spec->agent) {
         cleanup_agent agent_conn *conn = NULL;
-        if (agent_connect_vm(v->dir, v->cid, deadline, 0, &conn, NULL) >= 0 &&
+        if (vm_agent_connect(v, spec, v->cid, deadline, 0, &conn, NULL) >= 0 &&
             agent_shutdown(conn, false, deadline, NULL) >= 0)
             return 0;
     }
