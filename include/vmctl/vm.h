@@ -86,6 +86,9 @@ typedef struct vmctl_vm_config {
     char *const *env;       /* "K=V", NULL-terminated, may be NULL */
     /* The canonical path of the VMFile that makes this VM (vmctl up); NULL: made by hand. */
     const char *project;
+    /* The guest's RAM in a file on tmpfs (/dev/shm), so that template snapshots leave it out of
+     * the stream (include/vmctl/snapshot.h). */
+    bool snapshottable;
 } vmctl_vm_config;
 
 /* How a VM's last provisioning went (VMFile steps, docs/vmfile.md). */

@@ -7,6 +7,7 @@
 #include <vmctl/host.h>
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
+#include <vmctl/snapshot.h>
 #include <vmctl/ssh.h>
 #include <vmctl/vm.h>
 #include <vmctl/vmfile.h>

@@ -206,6 +206,10 @@ int cmd_start(cli *c, int argc, char **argv);
 int cmd_stop(cli *c, int argc, char **argv);
 int cmd_kill(cli *c, int argc, char **argv);
 int cmd_pause(cli *c, int argc, char **argv);
+int cmd_snapshot(cli *c, int argc, char **argv);
+int cmd_clone(cli *c, int argc, char **argv);
+extern const char cmd_snapshot_help[], cmd_clone_help[];
+const struct cli_command *snapshot_subcommand_at(size_t i);
 int cmd_resume(cli *c, int argc, char **argv);
 int cmd_destroy(cli *c, int argc, char **argv);
 int cmd_list(cli *c, int argc, char **argv);
@@ -258,6 +262,7 @@ enum {
     OPT_CREATE_SSH_KEY,
     OPT_CREATE_ENV,
     OPT_CREATE_BACKEND,
+    OPT_CREATE_SNAPSHOTTABLE,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -275,6 +280,7 @@ enum {
         {"cloud-init", required_argument, NULL, OPT_CREATE_CLOUD_INIT},                            \
         {"ssh-key", required_argument, NULL, OPT_CREATE_SSH_KEY},                                  \
         {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
+        {"snapshottable", no_argument, NULL, OPT_CREATE_SNAPSHOTTABLE},                            \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -304,7 +310,9 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \
-    "      --backend B          qemu (default); firecracker and propolis are not available yet\n"
+    "      --backend B          qemu (default); firecracker and propolis are not available yet\n"  \
+    "      --snapshottable      keep the guest's RAM in a file on tmpfs, for template snapshots\n" \
+    "                           (`vmctl snapshot create`; docs/snapshots.md)\n"
 
 /* After an action on a VM: "<done> VM 'NAME'" on stdout, or with --json its status object.
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */

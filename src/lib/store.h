@@ -108,3 +108,12 @@ int store_vm_set_provision(store *s, const char *name, vmctl_provision_state sta
 /* Give a VM made by hand (project NULL) to project; no-op when it has it already.
  * vm::already_exists (details vm, project) when another project owns it, vm::not_found. */
 int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr);
+
+/* ---------- for the store's other files (store-snapshot.c) ---------- */
+struct sqlite3;
+struct sqlite3 *store_sqlite(store *s);
+/* The error for a failing SQLite result code rc while doing `what`. */
+int store_fail(store *s, int rc, const char *what, vmctl_error **reterr);
+int store_tx_begin(store *s, vmctl_error **reterr);
+int store_tx_commit(store *s, vmctl_error **reterr);
+void store_tx_rollback(store *s);

@@ -31,6 +31,16 @@ typedef struct vm_spec {
     size_t n_ports;
     char **env; /* K=V, NULL-terminated (may be NULL) */
     bool agent; /* the guest runs vmctl-agent on the virtio-serial port */
+    /* --snapshottable: the guest's RAM is this file (on tmpfs, shared with the hypervisor), so
+     * that a template snapshot leaves RAM out of the stream (docs/snapshots.md); NULL: anonymous
+     * RAM. */
+    char *ram_file;
+    char *mac; /* the NIC's MAC ("52:54:00:..."), NULL: the hypervisor's default */
+    /* Not part of the JSON: set by snapshot.c for a launch that restores a snapshot. restore_ram:
+     * map this file privately as the guest's RAM (copy-on-write: a template's); incoming: start
+     * with the guest not running, waiting for backend_ops.snapshot_load. */
+    char *restore_ram;
+    bool incoming;
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
      * vsock device); else >= 3. */
     uint32_t guest_cid;

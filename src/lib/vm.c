@@ -552,6 +552,8 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         supervise_exit ex; /* the supervisor's record: not into a removed directory */
         (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
     }
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a snapshottable VM's RAM, on tmpfs */
     r = rm_rf(v->dir);
     for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
         sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */
