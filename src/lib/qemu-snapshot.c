@@ -121,15 +121,53 @@ static int set_capabilities(qmp *q, bool ram_in_file, const char *what, uint64_t
     return step(q, "migrate-set-capabilities", caps, what, deadline, reterr);
 }
 
-/* Until query-migrate says completed (0) or failed (snapshot::failed, its error-desc). */
-static int wait_migration(qmp *q, const char *what, uint64_t deadline, vmctl_error **reterr)
+/* QEMU's own last words in its log (its lines name the binary: "qemu-system-x86_64: ..."), for
+ * a QEMU that exited over a bad stream. malloc'd, NULL when there are none. */
+static char *log_words(const char *dir)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_BACKEND_LOG, dir);
+    cleanup_free char *tail = NULL;
+    if (!path || read_file_tail(path, 2048, &tail) < 0 || !tail)
+        return NULL;
+    /* from the last launch marker on */
+    char *from = tail, *m;
+    while ((m = strstr(from, "vmctl: starting ")))
+        from = m + 1;
+    char *out = NULL;
+    for (char *line = strtok(from, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strstr(line, "qemu-system"))
+            continue;
+        const char *w = strstr(line, ": ");
+        w = w ? w + 2 : line;
+        char *joined = str_printf("%s%s%s", out ? out : "", out ? "; " : "", w);
+        free(out);
+        out = joined;
+    }
+    return out;
+}
+
+/* Until query-migrate says completed (0) or failed (snapshot::failed, its error-desc; or what
+ * QEMU logged when it exited over it). */
+static int wait_migration(qmp *q, const char *dir, const char *what, uint64_t deadline,
+                          vmctl_error **reterr)
 {
     uint64_t start = now_usec();
     for (;;) {
         json_t *st = NULL;
-        int r = qmp_execute(q, "query-migrate", NULL, &st, deadline, reterr);
-        if (r < 0)
+        cleanup_error vmctl_error *e = NULL;
+        int r = qmp_execute(q, "query-migrate", NULL, &st, deadline, &e);
+        if (r == -ECONNRESET) {
+            sleep_usec(100000); /* its last words reach the log as it exits */
+            cleanup_free char *words = log_words(dir);
+            return failed(reterr, ECONNRESET, what, words ? words : "exited during the migration");
+        }
+        if (r < 0) {
+            if (reterr) {
+                vmctl_error_free(*reterr);
+                *reterr = TAKE_PTR(e);
+            }
             return r;
+        }
         const char *status = json_string_value(json_object_get(st, "status"));
         if (status && streq(status, "completed")) {
             json_decref(st);
@@ -178,7 +216,7 @@ int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t
         return oom(reterr);
     if ((r = step(q, "migrate", args, what, deadline, reterr)) < 0)
         return r;
-    return wait_migration(q, what, deadline, reterr);
+    return wait_migration(q, dir, what, deadline, reterr);
 }
 
 int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
@@ -202,7 +240,7 @@ int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t
     if (!args)
         return oom(reterr);
     if ((r = step(q, "migrate-incoming", args, what, deadline, reterr)) < 0 ||
-        (r = wait_migration(q, what, deadline, reterr)) < 0)
+        (r = wait_migration(q, dir, what, deadline, reterr)) < 0)
         return r;
     /* a failed load makes QEMU exit (the stream was bad): the cont then fails and says so */
     return step(q, "cont", NULL, what, deadline, reterr);

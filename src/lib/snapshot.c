@@ -615,14 +615,8 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
     if (delay)
         sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
-    if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) <
-        0) {
-        cleanup_free char *qlog = str_printf("%s/" VM_FILE_BACKEND_LOG, v->dir);
-        cleanup_free char *tail = NULL;
-        if (qlog && read_file_tail(qlog, 1024, &tail) >= 0 && tail && *tail)
-            err_note(reterr, "%s", tail);
+    if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
         goto fail;
-    }
     if ((r = store_vm_set_state(ctx->store, v->name, v->state, -1, VMCTL_VM_RUNNING, pid, pstart,
                                 reterr)) < 0)
         goto fail;
