@@ -110,6 +110,14 @@ static void reconcile(vmctl_ctx *ctx)
                 s->name, (int)s->owner_pid);
         remove_snapshot_files(s);
         (void)store_snapshot_delete(ctx->store, s->vm, s->name, true, NULL, NULL, NULL);
+        /* killed while saving: the guest may still be stopped for the save; the store says
+         * running (a VM paused by request is `paused` there), so let it run again */
+        cleanup_store_vm store_vm *v = NULL;
+        cleanup_vm_spec vm_spec *spec = NULL;
+        const backend_ops *be = NULL;
+        if (vm_load(ctx, s->vm, &v, &spec, NULL) >= 0 && v->state == VMCTL_VM_RUNNING &&
+            (be = backend_find(spec->backend, NULL)))
+            (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
     }
     store_snapshot_list_free(list, n);
 }
@@ -352,6 +360,12 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", state,
                          strerror(errno));
             goto undo;
+        }
+        /* Test hook: the guest stopped for the save, and a window to kill vmctl in. */
+        const char *save_delay = getenv("VMCTL_TEST_SAVE_DELAY_MS");
+        if (save_delay) {
+            (void)be->pause(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+            sleep_usec((uint64_t)strtoul(save_delay, NULL, 10) * 1000);
         }
         uint64_t t0 = now_usec();
         r = be->snapshot_save(v->dir, fd, template, vm_deadline_after(SAVE_TIMEOUT), reterr);

@@ -145,6 +145,21 @@ expect_eq "a killed snapshot leaves no snapshot" "$(vm --json snapshot list k | 
 expect_eq "its row is gone" "$(sqlite3 "$VMCTL_HOME/vmctl.db" "SELECT count(*) FROM snapshots WHERE vm = 'k'")" "0"
 expect_eq "the vm still runs" "$(state_of k)" "running"
 vm snapshot create k mid >/dev/null || fail "the same snapshot again after the kill"
+vm snapshot rm k mid >/dev/null
+vm start k --wait >/dev/null || fail "start k again (the template snapshot stopped it)"
+# killed while QEMU saves (the guest stopped for it): the next command lets the guest run again
+vm snapshot create k mid --kind full >/dev/null || fail "a full snapshot of k"
+VMCTL_TEST_SAVE_DELAY_MS=5000 "$VMCTL" snapshot create k mid2 --kind full >/dev/null 2>&1 &
+pid=$!
+sleep 1
+kill -9 $pid; wait $pid 2>/dev/null
+vm snapshot list k >/dev/null
+if timeout 20 "$VMCTL" exec k -- true; then
+  ok "a guest stopped by a killed snapshot runs again after the next command"
+else
+  fail "the guest of k stayed stopped after a killed snapshot"
+fi
+expect_eq "only the complete snapshot is listed" "$(vm --json snapshot list k | jq -r '[.[].name] | join(",")')" "mid"
 VMCTL_TEST_RESTORE_DELAY_MS=5000 "$VMCTL" clone k mid kc >/dev/null 2>&1 &
 pid=$!
 sleep 1.5
@@ -158,5 +173,6 @@ vm destroy --force kc >/dev/null
 vm destroy --force k >/dev/null
 vm snapshot rm k mid >/dev/null || fail "rm after the killed clone (its reference went with it)"
 expect_eq "no template RAM file is left" "$(ram_files k)" "0"
+expect_eq "no RAM file of a killed clone is left" "$(ram_files kc)" "0"
 
 finish
