@@ -616,6 +616,7 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     pid_t pid = 0;
     uint64_t pstart = 0;
     cleanup_close int hold = -1;
+    uint64_t t_launch = now_usec();
     if ((r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr)) < 0)
         return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
     cleanup_free char *version = NULL;
@@ -629,8 +630,10 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
     if (delay)
         sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+    uint64_t t_load = now_usec();
     if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
         goto fail;
+    uint64_t t_loaded = now_usec();
     if ((r = store_vm_set_state(ctx->store, v->name, v->state, -1, VMCTL_VM_RUNNING, pid, pstart,
                                 reterr)) < 0)
         goto fail;
@@ -643,6 +646,10 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
+    ctx_log(ctx, VMCTL_LOG_DEBUG,
+            "vm '%s' from snapshot '%s/%s': launch %.1f ms, load %.1f ms, identity %.1f ms",
+            v->name, s->vm, s->name, (double)(t_load - t_launch) / 1000.0,
+            (double)(t_loaded - t_load) / 1000.0, (double)(now_usec() - t_loaded) / 1000.0);
     return 0;
 fail:
     (void)kill(pid, SIGKILL);
