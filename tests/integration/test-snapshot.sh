@@ -134,6 +134,23 @@ out=$(vm run job --from src/base --rm -- hostname)
 expect_eq "run --from restores a fresh clone and runs the command" "$out" "job"
 expect_eq "run --from --rm removes it" "$(vm --json list | jq '[.[] | select(.name == "job")] | length')" "0"
 
+# --- --keep-running: the source continues on its own RAM file, the snapshot has a copy ---
+vm create kr --snapshottable >/dev/null && vm start kr --wait >/dev/null || fail "start kr"
+vm exec kr -- sh -c 'echo one > /root/mark' || fail "write kr's mark"
+vm snapshot create kr s --keep-running >/dev/null || fail "snapshot --keep-running"
+expect_eq "the source of --keep-running keeps running" "$(state_of kr)" "running"
+vm exec kr -- sh -c 'echo two > /root/mark' || fail "write kr's mark again"
+expect_eq "the source has two RAM files now: its own and the snapshot's" \
+  "$(ram_files kr)" "2"
+vm clone kr s kr2 >/dev/null || fail "clone of a --keep-running snapshot"
+expect_eq "the clone sees the instant of the snapshot, not what the source wrote since" \
+  "$(vm exec kr2 -- cat /root/mark)" "one"
+expect_eq "the source still sees its own" "$(vm exec kr -- cat /root/mark)" "two"
+vm destroy --force kr2 >/dev/null
+vm destroy --force kr >/dev/null
+vm snapshot rm kr s >/dev/null || fail "rm kr/s"
+expect_eq "destroy and rm leave no RAM file of kr" "$(ram_files kr)" "0"
+
 # --- kill -9 of vmctl in the middle ---
 vm destroy --force src >/dev/null
 vm create k --snapshottable >/dev/null && vm start k --wait >/dev/null || fail "start k"
