@@ -173,6 +173,7 @@ int cmd_run(cli *c, int argc, char **argv)
     double timeout = -1;
     int o, r;
     char *from = NULL;
+    bool vm_opts = false; /* a create option was given */
 
     c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
@@ -191,8 +192,10 @@ int cmd_run(cli *c, int argc, char **argv)
             continue;
         }
         r = create_args_option(c, &a, o, optarg);
-        if (r > 0)
+        if (r > 0) {
+            vm_opts = true;
             continue;
+        }
         create_args_done(&a);
         return r < 0 ? EXIT_ERROR : c->exit_code;
     }
@@ -212,6 +215,11 @@ int cmd_run(cli *c, int argc, char **argv)
     if (from && (!from_snap || from_snap == from || !from_snap[1])) {
         create_args_done(&a);
         return cli_usage_error(c, "--from takes VM/SNAP, not '%s'", from);
+    }
+    if (from && vm_opts) {
+        create_args_done(&a);
+        return cli_usage_error(c, "--from takes the snapshot's configuration: no VM options "
+                                  "with it");
     }
     if (from_snap)
         *from_snap++ = 0;

@@ -132,6 +132,8 @@ for i in $(seq "$CLONES"); do vm destroy --force "w-$i" >/dev/null; done
 # --- run --from ---
 out=$(vm run job --from src/base --rm -- hostname)
 expect_eq "run --from restores a fresh clone and runs the command" "$out" "job"
+out=$("$VMCTL" run job2 --from src/base --memory 512 -- true 2>&1); rc=$?
+expect_eq "run --from with VM options is a usage error" "$rc" "2"
 expect_eq "run --from --rm removes it" "$(vm --json list | jq '[.[] | select(.name == "job")] | length')" "0"
 
 # --- --keep-running: the source continues on its own RAM file, the snapshot has a copy ---
