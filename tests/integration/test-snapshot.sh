@@ -115,6 +115,14 @@ for i in $(seq "$CLONES"); do
   rnd+="$(vm exec "$n" -- sh -c 'head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n"')"$'\n'
   cids+="$(vm --json status "$n" | jq -r '.cid // empty')"$'\n'
 done
+# the snapshot is long past: without the clock set the guest would live at its instant
+snap_at=$(vm --json snapshot list src | jq '.[0].created_at')
+skew=$(( $(vm exec w-1 -- date +%s) - $(date +%s) ))
+if [ "${skew#-}" -le 3 ]; then
+  ok "a clone's clock is the host's (skew ${skew} s; snapshot $(( $(date +%s) - snap_at )) s ago)"
+else
+  fail "a clone's clock is ${skew} s off the host's (snapshot $(( $(date +%s) - snap_at )) s ago)"
+fi
 expect_eq "every clone is named after itself" "$(sort <<<"$hosts" | grep -c '^w-')" "$CLONES"
 expect_eq "$CLONES distinct hostnames" "$(grep . <<<"$hosts" | sort -u | wc -l)" "$CLONES"
 expect_eq "$CLONES distinct MACs" "$(grep -E '^52:54:00' <<<"$macs" | sort -u | wc -l)" "$CLONES"
