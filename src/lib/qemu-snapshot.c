@@ -41,8 +41,11 @@ int qemu_ram_file_prepare(const char *path, vmctl_error **reterr)
             return r;
         }
     }
-    /* 0600: the guest's memory; QEMU opens it read-write even to map it privately */
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* a fresh file for a cold boot: what an earlier run left (a guest that powered itself off
+     * keeps its file until now) goes; 0600: the guest's memory, which QEMU opens read-write even
+     * to map it privately */
+    (void)unlink(path);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         int r = err_make(reterr, VMCTL_E_IO, errno, "cannot create the RAM file '%s': %s", path,
                          strerror(errno));

@@ -48,6 +48,6 @@ int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t
                        vmctl_error **reterr);
 int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                        vmctl_error **reterr);
-/* The RAM file of a snapshottable VM (vm_spec.ram_file) made when missing: 0600, its directory
- * 0700 (a guest's memory). */
+/* The RAM file of a snapshottable VM (vm_spec.ram_file) made anew for a cold boot: 0600, its
+ * directory 0700 (a guest's memory). */
 int qemu_ram_file_prepare(const char *path, vmctl_error **reterr);

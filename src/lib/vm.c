@@ -470,6 +470,8 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
         }
     }
     be->cleanup(v->dir);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -491,6 +493,8 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             return r;
     }
     be->cleanup(v->dir);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 

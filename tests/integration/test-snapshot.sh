@@ -157,6 +157,8 @@ expect_eq "the clone sees the instant of the snapshot, not what the source wrote
   "$(vm exec kr2 -- cat /root/mark)" "one"
 expect_eq "the source still sees its own" "$(vm exec kr -- cat /root/mark)" "two"
 vm destroy --force kr2 >/dev/null
+vm kill kr >/dev/null
+expect_eq "a killed snapshottable vm releases its RAM file (the snapshot's stays)" "$(ram_files kr)" "1"
 vm destroy --force kr >/dev/null
 vm snapshot rm kr s >/dev/null || fail "rm kr/s"
 expect_eq "destroy and rm leave no RAM file of kr" "$(ram_files kr)" "0"
