@@ -403,7 +403,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH(netdev);
         PUSH("-device");
         PUSHF("%s,netdev=n0%s%s", microvm ? "virtio-net-device" : "virtio-net-pci",
-              spec->mac ? ",mac=" : "", spec->mac ? spec->mac : "");
+              spec->nic_mac ? ",mac=" : "", spec->nic_mac ? spec->nic_mac : "");
     }
 
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);

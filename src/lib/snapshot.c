@@ -557,7 +557,7 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
         .entropy = entropy,
         .n_entropy = sizeof(entropy),
         .machine_id = machine_id,
-        .mac = spec->mac,
+        .mac = spec->nic_mac,
     };
     r = agent_push_identity(conn, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
@@ -721,8 +721,8 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
     spec->cmdline = cl;
     char hex[7];
     random_hex(hex, 3);
-    free(spec->mac);
-    spec->mac =
+    free(spec->nic_mac);
+    spec->nic_mac =
         str_printf("52:54:00:%c%c:%c%c:%c%c", hex[0], hex[1], hex[2], hex[3], hex[4], hex[5]);
     if (spec->ram_file) {
         /* its own file for its cold boots: a clone is snapshottable as its source was */
@@ -732,7 +732,7 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
         free(spec->ram_file);
         spec->ram_file = ramdir ? str_printf("%s/%s.%s.ram", ramdir, name, h) : NULL;
     }
-    if (!spec->name || !spec->mac ||
+    if (!spec->name || !spec->nic_mac ||
         (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
         return oom(reterr);
     for (size_t i = 0; i < spec->n_ports; i++)

@@ -6,7 +6,7 @@
  *    "memory_mib": 256, "disk_gib": 0, "image": "default" | null, "kernel": "/..." | null,
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
  *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
- *    "ram_file": "/dev/shm/..." (snapshottable), "mac": "52:54:00:..."}
+ *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone)}
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -38,7 +38,7 @@ void vm_spec_free(vm_spec *s)
     free(s->base_format);
     free(s->seed);
     free(s->ram_file);
-    free(s->mac);
+    free(s->nic_mac);
     free(s->restore_ram);
     free(s->net);
     free(s->ports);
@@ -92,7 +92,7 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
         return r;
     /* added with snapshots: written only when set */
     if ((s->ram_file && (r = set_str(o, "ram_file", s->ram_file, true)) < 0) ||
-        (s->mac && (r = set_str(o, "mac", s->mac, true)) < 0))
+        (s->nic_mac && (r = set_str(o, "nic_mac", s->nic_mac, true)) < 0))
         return r;
 
     json_t *ports = json_array();
@@ -271,7 +271,7 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "base_format", true, &s->base_format, reterr)) < 0 ||
         (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
         (r = get_str(o, "ram_file", true, &s->ram_file, reterr)) < 0 ||
-        (r = get_str(o, "mac", true, &s->mac, reterr)) < 0 ||
+        (r = get_str(o, "nic_mac", true, &s->nic_mac, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
         (r = get_env(o, s, reterr)) < 0)
         return r;

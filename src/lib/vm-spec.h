@@ -35,7 +35,7 @@ typedef struct vm_spec {
      * that a template snapshot leaves RAM out of the stream (docs/snapshots.md); NULL: anonymous
      * RAM. */
     char *ram_file;
-    char *mac; /* the NIC's MAC ("52:54:00:..."), NULL: the hypervisor's default */
+    char *nic_mac; /* a clone's NIC MAC ("52:54:00:..."), NULL: the hypervisor's default */
     /* Not part of the JSON: set by snapshot.c for a launch that restores a snapshot. restore_ram:
      * map this file privately as the guest's RAM (copy-on-write: a template's); incoming: start
      * with the guest not running, waiting for backend_ops.snapshot_load. */

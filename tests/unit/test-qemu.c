@@ -122,7 +122,7 @@ static void test_argv_snapshot(void **state)
     s->restore_ram = strdup("/dev/shm/vmctl-0/t1.base.cd.ram");
     s->incoming = true;
     s->net = (free(s->net), strdup("user"));
-    s->mac = strdup("52:54:00:01:02:03");
+    s->nic_mac = strdup("52:54:00:01:02:03");
     assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
     assert_true(argv_has_pair(argv, "-object",
                               "memory-backend-file,id=vmctl.ram,size=384M,mem-path=/dev/shm/"
