@@ -68,6 +68,9 @@ typedef enum vmctl_error_kind {
     VMCTL_E_IMAGE_IN_USE,
     VMCTL_E_IMAGE_UNSAFE,
     VMCTL_E_INVALID_ARGUMENT,
+    VMCTL_E_SNAPSHOT_FAILED,
+    VMCTL_E_SNAPSHOT_INCOMPATIBLE,
+    VMCTL_E_SNAPSHOT_IN_USE,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

@@ -94,6 +94,9 @@ typedef struct vmctl_vm_config {
     bool allow_dns, allow_all;
     unsigned rate_limit_mbps; /* 0: none; --net tap: what the host sends the guest, megabit/s */
     unsigned disk_iops;       /* 0: none; the disk's read+write operations per second */
+    /* The guest's RAM in a file on tmpfs (/dev/shm), so that template snapshots leave it out of
+     * the stream (include/vmctl/snapshot.h). */
+    bool snapshottable;
 } vmctl_vm_config;
 
 /* How a VM's last provisioning went (VMFile steps, docs/vmfile.md). */

@@ -194,6 +194,10 @@ int cmd_start(cli *c, int argc, char **argv);
 int cmd_stop(cli *c, int argc, char **argv);
 int cmd_kill(cli *c, int argc, char **argv);
 int cmd_pause(cli *c, int argc, char **argv);
+int cmd_snapshot(cli *c, int argc, char **argv);
+int cmd_clone(cli *c, int argc, char **argv);
+extern const char cmd_snapshot_help[], cmd_clone_help[];
+const struct cli_command *snapshot_subcommand_at(size_t i);
 int cmd_resume(cli *c, int argc, char **argv);
 int cmd_destroy(cli *c, int argc, char **argv);
 int cmd_list(cli *c, int argc, char **argv);
@@ -255,6 +259,7 @@ enum {
     OPT_CREATE_ALLOW_ALL,
     OPT_CREATE_RATE_LIMIT,
     OPT_CREATE_DISK_IOPS,
+    OPT_CREATE_SNAPSHOTTABLE,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -277,6 +282,7 @@ enum {
         {"allow-all", no_argument, NULL, OPT_CREATE_ALLOW_ALL},                                    \
         {"rate-limit-mbps", required_argument, NULL, OPT_CREATE_RATE_LIMIT},                       \
         {"disk-iops", required_argument, NULL, OPT_CREATE_DISK_IOPS},                              \
+        {"snapshottable", no_argument, NULL, OPT_CREATE_SNAPSHOTTABLE},                            \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -313,7 +319,9 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \
-    "      --backend B          qemu (default); firecracker and propolis are not available yet\n"
+    "      --backend B          qemu (default); firecracker and propolis are not available yet\n"  \
+    "      --snapshottable      keep the guest's RAM in a file on tmpfs, for template snapshots\n" \
+    "                           (`vmctl snapshot create`; docs/snapshots.md)\n"
 
 /* After an action on a VM: "<done> VM 'NAME'" on stdout, or with --json its status object.
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */

@@ -10,7 +10,8 @@ const char cmd_create_help[] =
     "HOST:GUEST[/udp]]...\n"
     "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
     "                    [--rate-limit-mbps N] [--disk-iops N]\n"
-    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--start]\n"
+    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
+    "                    [--start]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
     "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
@@ -68,6 +69,9 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         return 1;
     case OPT_CREATE_SSH_KEY:
         cfg->ssh_key = arg;
+        return 1;
+    case OPT_CREATE_SNAPSHOTTABLE:
+        cfg->snapshottable = true;
         return 1;
     case OPT_CREATE_PORT: {
         vmctl_port_forward pf = {};

@@ -69,10 +69,10 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Choose another name, or remove the old VM first with `vmctl destroy NAME`"),
     ROW(VMCTL_E_SNAPSHOT_ALREADY_EXISTS, "vm_manager::snapshot::already_exists",
         "Snapshot name already used for this VM",
-        "Choose another snapshot name (`vmctl snapshot` is planned, not available yet)"),
+        "Choose another snapshot name; `vmctl snapshot list NAME` shows the ones in use"),
     ROW(VMCTL_E_SNAPSHOT_NOT_FOUND, "vm_manager::snapshot::not_found",
         "Snapshot does not exist for this VM",
-        "Check the snapshot's name (`vmctl snapshot` is planned, not available yet)"),
+        "Check the snapshot's name with `vmctl snapshot list NAME`"),
     ROW(VMCTL_E_STORE_LOCKED, "vm_manager::store::locked", "Store busy beyond the lock timeout",
         "Another vmctl holds the store; retry, or look for a stuck vmctl process"),
     ROW(VMCTL_E_STORE_CORRUPT, "vm_manager::store::corrupt",
@@ -153,6 +153,16 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "result pointer, unknown flags)",
         "A bug in the program calling libvmctl: the details name the function and the check that "
         "failed; include/vmctl/*.h say what each function takes"),
+    ROW(VMCTL_E_SNAPSHOT_FAILED, "vm_manager::snapshot::failed",
+        "The hypervisor could not save or load a snapshot",
+        "The note carries the hypervisor's own words; `vmctl logs NAME --qemu` has the rest"),
+    ROW(VMCTL_E_SNAPSHOT_INCOMPATIBLE, "vm_manager::snapshot::incompatible",
+        "Snapshot made by another hypervisor version or machine",
+        "Restore it with the QEMU that made it (details qemu_version, machine), or boot the VM "
+        "cold with `vmctl start NAME`"),
+    ROW(VMCTL_E_SNAPSHOT_IN_USE, "vm_manager::snapshot::in_use",
+        "Removing a snapshot that VMs still map",
+        "Destroy the clones named in the message first with `vmctl destroy NAME`"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)

@@ -265,8 +265,23 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH("-name");
         PUSH(name);
     }
+    /* snapshots (docs/snapshots.md): RAM in a file, shared (a snapshottable VM) or mapped
+     * privately (a restore from a template) */
+    const char *ram = spec->restore_ram ? spec->restore_ram : spec->ram_file;
     PUSH("-M");
-    PUSH(machine);
+    PUSHF("%s%s", machine, ram ? ",memory-backend=vmctl.ram" : "");
+    if (ram) {
+        cleanup_free char *path = opt_escape(ram);
+        if (!path)
+            return oom(reterr);
+        PUSH("-object");
+        PUSHF("memory-backend-file,id=vmctl.ram,size=%uM,mem-path=%s,share=%s",
+              spec->memory_mib ? spec->memory_mib : 256, path, spec->restore_ram ? "off" : "on");
+    }
+    if (spec->incoming) {
+        PUSH("-incoming");
+        PUSH("defer");
+    }
     PUSH("-accel");
     PUSH(accel);
     PUSH("-cpu");
@@ -389,7 +404,8 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH("-netdev");
         PUSH(netdev);
         PUSH("-device");
-        PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+        PUSHF("%s,netdev=n0%s%s", microvm ? "virtio-net-device" : "virtio-net-pci",
+              spec->nic_mac ? ",mac=" : "", spec->nic_mac ? spec->nic_mac : "");
     } else if (streq(net, "tap")) {
         /* the TAP vmctl made (vm-net.c), inherited as this descriptor; forwards are DNAT rules */
         PUSH("-netdev");
@@ -415,7 +431,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
 static void remove_runtime_files(const char *dir)
 {
     static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
-                                        VM_FILE_EXIT, VM_FILE_VSOCK_MISS};
+                                        VM_FILE_EXIT,       VM_FILE_VSOCK_MISS,   VM_FILE_RESTORED};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
         if (p)
@@ -590,6 +606,9 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     if (!logpath || !qmppath)
         return oom(reterr);
     remove_runtime_files(absdir);
+    if (spec->ram_file && !spec->restore_ram &&
+        (r = qemu_ram_file_prepare(spec->ram_file, reterr)) < 0)
+        return r;
 
     cleanup_close int logfd =
         open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
@@ -1046,4 +1065,7 @@ const backend_ops qemu_backend = {
     .cleanup = remove_runtime_files,
     .scan = qemu_scan,
     .agent_endpoint = qemu_agent_endpoint,
+    .version = qemu_version,
+    .snapshot_save = qemu_snapshot_save,
+    .snapshot_load = qemu_snapshot_load,
 };

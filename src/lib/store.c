@@ -23,7 +23,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  5
+#define STORE_SCHEMA_VERSION  6
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -83,7 +83,8 @@ static const char schema_sql[] =
     "  provisioned_at INTEGER,\n"
     "  provision_hash TEXT\n"
     ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 5, "schema_sql sets user_version");
+/* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql) */
+_Static_assert(STORE_SCHEMA_VERSION == 6, "schema_sql is version 5, one step below");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -112,6 +113,37 @@ static const char migrate_3_4_sql[] =
 
 /* Version 4 -> 5: the IP pool's leases (no VM had tap networking before). */
 static const char migrate_4_5_sql[] = LEASES_SQL "PRAGMA user_version = 5;\n";
+
+/* Version 5 -> 6: snapshots (docs/snapshots.md). A snapshot is unique per VM and name; complete
+ * is 0 while the snapshot that owns it (owner_pid, owner_start) is being made. snapshot_refs:
+ * every VM (vm) that maps a snapshot's RAM or disk layer; its references go with its row. */
+static const char migrate_5_6_sql[] =
+    "CREATE TABLE snapshots (\n"
+    "  vm TEXT NOT NULL,\n"
+    "  name TEXT NOT NULL,\n"
+    "  kind TEXT NOT NULL,\n"
+    "  dir TEXT NOT NULL,\n"
+    "  ram TEXT,\n"
+    "  config TEXT NOT NULL,\n"
+    "  qemu_version TEXT NOT NULL,\n"
+    "  machine TEXT NOT NULL,\n"
+    "  memory_mib INTEGER NOT NULL,\n"
+    "  created_at INTEGER NOT NULL,\n"
+    "  complete INTEGER NOT NULL DEFAULT 0,\n"
+    "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0,\n"
+    "  PRIMARY KEY (vm, name)\n"
+    ");\n"
+    "CREATE TABLE snapshot_refs (\n"
+    "  vm TEXT NOT NULL,\n"
+    "  snap_vm TEXT NOT NULL,\n"
+    "  snap TEXT NOT NULL,\n"
+    "  PRIMARY KEY (vm, snap_vm, snap)\n"
+    ");\n"
+    "CREATE INDEX snapshot_refs_snap ON snapshot_refs (snap_vm, snap);\n"
+    "CREATE TRIGGER vms_release_snapshot_refs AFTER DELETE ON vms BEGIN\n"
+    "  DELETE FROM snapshot_refs WHERE vm = old.name;\n"
+    "END;\n"
+    "PRAGMA user_version = 6;\n";
 
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
@@ -319,6 +351,32 @@ static int tx_commit(store *s, vmctl_error **reterr)
     return 0;
 }
 
+/* For the store's other files (store-snapshot.c). */
+sqlite3 *store_sqlite(store *s)
+{
+    return s->db;
+}
+
+int store_fail(store *s, int rc, const char *what, vmctl_error **reterr)
+{
+    return store_error(s, rc, what, reterr);
+}
+
+int store_tx_begin(store *s, vmctl_error **reterr)
+{
+    return tx_begin(s, reterr);
+}
+
+int store_tx_commit(store *s, vmctl_error **reterr)
+{
+    return tx_commit(s, reterr);
+}
+
+void store_tx_rollback(store *s)
+{
+    tx_rollback(s);
+}
+
 /* The journal mode change needs the database briefly to itself; a fresh database opened by
  * several processes at once can see SQLITE_BUSY here without the busy handler being consulted,
  * so retry until the same bound as everything else. */
@@ -359,8 +417,10 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
             if (rc == SQLITE_OK && version <= 3)
                 rc = sqlite3_exec(s->db, migrate_3_4_sql, NULL, NULL, NULL);
-            if (rc == SQLITE_OK)
+            if (rc == SQLITE_OK && version <= 4)
                 rc = sqlite3_exec(s->db, migrate_4_5_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 5)
+                rc = sqlite3_exec(s->db, migrate_5_6_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -396,6 +456,8 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                           reterr);
             if (r >= 0 && n_objects == 0)
                 r = exec_sql(s, schema_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_5_6_sql, "creating the schema", reterr);
         }
         if (r < 0) {
             tx_rollback(s);

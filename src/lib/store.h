@@ -131,3 +131,11 @@ int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_pre
 int store_lease_get(store *s, const char *vm, store_lease *ret, vmctl_error **reterr);
 /* Every lease, by address. */
 int store_lease_list(store *s, store_lease **ret, size_t *n, vmctl_error **reterr);
+/* ---------- for the store's other files (store-snapshot.c) ---------- */
+struct sqlite3;
+struct sqlite3 *store_sqlite(store *s);
+/* The error for a failing SQLite result code rc while doing `what`. */
+int store_fail(store *s, int rc, const char *what, vmctl_error **reterr);
+int store_tx_begin(store *s, vmctl_error **reterr);
+int store_tx_commit(store *s, vmctl_error **reterr);
+void store_tx_rollback(store *s);

@@ -2,6 +2,8 @@
 /* Config resolution: a vmctl_vm_config checked and turned into the vm_spec that create records,
  * and the VM's disk and cloud-init seed made from it. */
 #include <errno.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -209,6 +211,20 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     if (notice)
         ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
 
+    if (c->snapshottable) {
+        /* on tmpfs, named at random: a destroyed VM's name may come back (snapshot.c) */
+        cleanup_free char *ramdir = snapshot_ram_dir();
+        uint8_t rnd[8] = {0};
+        uint64_t fallback = realtime_usec() ^ ((uint64_t)getpid() << 40);
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            memcpy(rnd, &fallback, sizeof(rnd));
+        s->ram_file =
+            ramdir ? str_printf("%s/%s.%02x%02x%02x%02x%02x%02x%02x%02x.ram", ramdir, c->name,
+                                rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7])
+                   : NULL;
+        if (!s->ram_file)
+            return -ENOMEM;
+    }
     if (!s->name || !s->backend || !s->image || !s->machine || !s->net ||
         (s->kernel && !s->cmdline))
         return -ENOMEM;

@@ -35,6 +35,8 @@
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stdout and stderr */
 #define VM_FILE_PID          "qemu.pid"     /* the hypervisor's pid, written by itself */
 #define VM_FILE_EXIT         "qemu.exit"    /* how it ended, written by its supervisor */
+/* this run was restored from a snapshot (its name; snapshot.c): its RAM is not its own file */
+#define VM_FILE_RESTORED "restored"
 
 /* ---- the agent's ports ---- */
 

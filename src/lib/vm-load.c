@@ -180,6 +180,12 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
         /* claimed: the owner recorded in the row is now this process; the mark names the dead
          * one */
         remove_abandoned_dir(ctx, v);
+        {
+            /* a snapshottable VM's RAM file is on tmpfs, outside its directory */
+            cleanup_vm_spec vm_spec *spec = NULL;
+            if (vm_spec_from_json(v->config, &spec, NULL) >= 0 && spec->ram_file)
+                (void)unlink(spec->ram_file);
+        }
         (void)store_vm_delete(ctx->store, v->name, NULL);
         vm_unlock_remove(ctx, v->name, TAKE_FD(lock));
         ctx_log(ctx, VMCTL_LOG_NOTICE,

@@ -7,8 +7,9 @@
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
  *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
  *    "allow": ["10.0.0.0/8:443/tcp"], "allow_dns": false, "allow_all": false,
- *    "rate_limit_mbps": 0, "disk_iops": 0}
- * (the last five written only when set: absent reads as empty / false / 0)
+ *    "rate_limit_mbps": 0, "disk_iops": 0,
+ *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone)}
+ * (the last seven written only when set: absent reads as empty / false / 0)
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -40,6 +41,9 @@ void vm_spec_free(vm_spec *s)
     free(s->base);
     free(s->base_format);
     free(s->seed);
+    free(s->ram_file);
+    free(s->nic_mac);
+    free(s->restore_ram);
     free(s->net);
     free(s->ports);
     strv_free(s->env);
@@ -91,6 +95,10 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
         (s->base && (r = set_str(o, "base", s->base, true)) < 0) ||
         (s->base_format && (r = set_str(o, "base_format", s->base_format, true)) < 0) ||
         (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
+        return r;
+    /* added with snapshots: written only when set */
+    if ((s->ram_file && (r = set_str(o, "ram_file", s->ram_file, true)) < 0) ||
+        (s->nic_mac && (r = set_str(o, "nic_mac", s->nic_mac, true)) < 0))
         return r;
 
     json_t *ports = json_array();
@@ -284,6 +292,8 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "base", true, &s->base, reterr)) < 0 ||
         (r = get_str(o, "base_format", true, &s->base_format, reterr)) < 0 ||
         (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
+        (r = get_str(o, "ram_file", true, &s->ram_file, reterr)) < 0 ||
+        (r = get_str(o, "nic_mac", true, &s->nic_mac, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
         (r = get_env(o, s, reterr)) < 0)
         return r;

@@ -41,6 +41,16 @@ typedef struct vm_spec {
      * (handed to QEMU; valid when mac is set) and the guest's MAC. */
     int tap_fd;
     char *mac;
+    /* --snapshottable: the guest's RAM is this file (on tmpfs, shared with the hypervisor), so
+     * that a template snapshot leaves RAM out of the stream (docs/snapshots.md); NULL: anonymous
+     * RAM. */
+    char *ram_file;
+    char *nic_mac; /* a clone's NIC MAC ("52:54:00:..."), NULL: the hypervisor's default */
+    /* Not part of the JSON: set by snapshot.c for a launch that restores a snapshot. restore_ram:
+     * map this file privately as the guest's RAM (copy-on-write: a template's); incoming: start
+     * with the guest not running, waiting for backend_ops.snapshot_load. */
+    char *restore_ram;
+    bool incoming;
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
      * vsock device); else >= 3. */
     uint32_t guest_cid;

@@ -496,6 +496,8 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
     }
     be->cleanup(v->dir);
     vmnet_release(ctx->store, name);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -520,6 +522,8 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
     }
     be->cleanup(v->dir);
     vmnet_release(ctx->store, name);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -587,6 +591,8 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         supervise_exit ex; /* the supervisor's record: not into a removed directory */
         (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
     }
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a snapshottable VM's RAM, on tmpfs */
     r = rm_rf(v->dir);
     for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
         sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */

@@ -103,6 +103,35 @@ static bool has_note_containing(const vmctl_error *e, const char *needle)
 
 /* ---------- argv ---------- */
 
+/* Snapshots: a snapshottable VM's RAM is a shared file; a restore maps a snapshot's privately and
+ * waits for the stream (-incoming defer); a clone's NIC has its own MAC. */
+static void test_argv_snapshot(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->ram_file = strdup("/dev/shm/vmctl-0/t1.ab.ram");
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
+    assert_true(argv_has_pair(argv, "-M", "microvm,memory-backend=vmctl.ram"));
+    assert_true(argv_has_pair(argv, "-object",
+                              "memory-backend-file,id=vmctl.ram,size=384M,mem-path=/dev/shm/"
+                              "vmctl-0/t1.ab.ram,share=on"));
+    assert_false(argv_has_pair_prefix(argv, "-incoming", ""));
+    strv_free(TAKE_PTR(argv));
+
+    s->restore_ram = strdup("/dev/shm/vmctl-0/t1.base.cd.ram");
+    s->incoming = true;
+    s->net = (free(s->net), strdup("user"));
+    s->nic_mac = strdup("52:54:00:01:02:03");
+    assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
+    assert_true(argv_has_pair(argv, "-object",
+                              "memory-backend-file,id=vmctl.ram,size=384M,mem-path=/dev/shm/"
+                              "vmctl-0/t1.base.cd.ram,share=off"));
+    assert_true(argv_has_pair(argv, "-incoming", "defer"));
+    assert_true(
+        argv_has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=52:54:00:01:02:03"));
+}
+
 static void test_argv_microvm(void **state)
 {
     cleanup_vm_spec vm_spec *s = spec_microvm();
@@ -1325,8 +1354,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest quick_tests[] = {
-        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_q35_disk_kvm),
-        cmocka_unit_test(test_argv_tap_throttle), cmocka_unit_test(test_argv_disk_formats),
+        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_snapshot),
+        cmocka_unit_test(test_argv_q35_disk_kvm), cmocka_unit_test(test_argv_tap_throttle),
+        cmocka_unit_test(test_argv_disk_formats),
         cmocka_unit_test(test_argv_options),      cmocka_unit_test(test_argv_agent_ports_vsock),
         cmocka_unit_test(test_agent_endpoint),    cmocka_unit_test(test_qemu_knows_vsock_devices),
         cmocka_unit_test(test_argv_errors),       cmocka_unit_test(test_binary_override_missing),

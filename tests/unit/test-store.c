@@ -21,6 +21,7 @@
 
 #include "error.h"
 #include "store.h"
+#include "store-snapshot.h"
 #include "util/util.h"
 #include "vm-spec.h"
 
@@ -186,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 5);
+    assert_int_equal(sqlite3_column_int(st, 0), 6);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -672,7 +673,7 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 5);
+        assert_int_equal(sqlite3_column_int(st, 0), 6);
         sqlite3_finalize(st);
         /* 4 -> 5: the leases table is there */
         assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
@@ -1201,6 +1202,58 @@ static void test_port_forward(void **state)
     assert_int_equal(vmctl_port_forward_parse("x", NULL, NULL), -EINVAL);
 }
 
+/* Snapshot rows (schema 6): unique per VM and name; a referenced one cannot be deleted; a VM's
+ * references go with its row. */
+static void test_snapshots(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    insert_vm(s, "src", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "clone", VMCTL_VM_CREATED, &err, 0);
+    store_snapshot row = {.vm = "src",
+                          .name = "base",
+                          .kind = "template",
+                          .dir = "/x/base",
+                          .ram = "/dev/shm/x.ram",
+                          .config = "{}",
+                          .qemu_version = "7.2.22",
+                          .machine = "microvm",
+                          .memory_mib = 256,
+                          .created_at = 1};
+    assert_int_equal(store_snapshot_insert(s, &row, &err), 0);
+    assert_int_equal(store_snapshot_insert(s, &row, &err), -EEXIST);
+    row.name = "other";
+    row.ram = NULL;
+    assert_int_equal(store_snapshot_insert(s, &row, &err), 0);
+    assert_int_equal(store_snapshot_set_complete(s, "src", "base", &err), 0);
+    store_snapshot *g = NULL;
+    assert_int_equal(store_snapshot_get(s, "src", "base", &g, &err), 0);
+    assert_true(g->complete);
+    assert_string_equal(g->ram, "/dev/shm/x.ram");
+    assert_int_equal(g->memory_mib, 256);
+    store_snapshot_free(g);
+    assert_int_equal(store_snapshot_get(s, "src", "nope", &g, &err), -ENOENT);
+    store_snapshot **list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_snapshot_list(s, "src", &list, &n, &err), 0);
+    assert_int_equal(n, 2);
+    store_snapshot_list_free(list, n);
+
+    assert_int_equal(store_snapshot_ref_add(s, "clone", "src", "base", &err), 0);
+    assert_int_equal(store_snapshot_ref_add(s, "clone", "src", "base", &err), 0); /* idempotent */
+    char *user = NULL;
+    size_t users = 0;
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, &user, &users, &err), -EBUSY);
+    assert_string_equal(user, "clone");
+    assert_int_equal(users, 1);
+    free(user);
+    /* the clone's row goes: its reference with it */
+    assert_int_equal(store_vm_delete(s, "clone", &err), 0);
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, NULL, NULL, &err), 0);
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, NULL, NULL, &err), -ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1214,6 +1267,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_leases, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_project_provision, setup_home, teardown_home),
