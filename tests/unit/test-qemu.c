@@ -1354,14 +1354,21 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest quick_tests[] = {
-        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_snapshot),
-        cmocka_unit_test(test_argv_q35_disk_kvm), cmocka_unit_test(test_argv_tap_throttle),
+        cmocka_unit_test(test_argv_microvm),
+        cmocka_unit_test(test_argv_snapshot),
+        cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_tap_throttle),
         cmocka_unit_test(test_argv_disk_formats),
-        cmocka_unit_test(test_argv_options),      cmocka_unit_test(test_argv_agent_ports_vsock),
-        cmocka_unit_test(test_agent_endpoint),    cmocka_unit_test(test_qemu_knows_vsock_devices),
-        cmocka_unit_test(test_argv_errors),       cmocka_unit_test(test_binary_override_missing),
-        cmocka_unit_test(test_backend_find),      cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_accel_resolve),     cmocka_unit_test(test_host_checks),
+        cmocka_unit_test(test_argv_options),
+        cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_agent_endpoint),
+        cmocka_unit_test(test_qemu_knows_vsock_devices),
+        cmocka_unit_test(test_argv_errors),
+        cmocka_unit_test(test_binary_override_missing),
+        cmocka_unit_test(test_backend_find),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_accel_resolve),
+        cmocka_unit_test(test_host_checks),
     };
     int failed = cmocka_run_group_tests_name("quick", quick_tests, NULL, NULL);
     if (failed) {
