@@ -36,6 +36,7 @@
 #include "supervise.h"
 #include "util/util.h"
 #include "agent-client.h" /* agent_vhost_vsock_present */
+#include "jail.h"
 
 /* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
 #define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
@@ -281,6 +282,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     PUSHF("%u", spec->memory_mib ? spec->memory_mib : 256);
     PUSH("-nodefaults");
     PUSH("-no-user-config");
+    if (spec->jail_uid) {
+        /* QEMU's seccomp filter: the jail dropped the uid before exec, so privileges can be
+         * denied too (docs/isolation.md) */
+        PUSH("-sandbox");
+        PUSH("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+    }
     PUSH("-display");
     PUSH("none");
     /* A direct-boot guest that reboots (or panics with panic=-1) ends its VM. */
@@ -401,6 +408,15 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
 }
 
 /* ---------- launch ---------- */
+
+static void remove_runtime_files(const char *dir);
+
+/* backend_ops.cleanup: the runtime files and the jail's cgroup */
+static void qemu_cleanup(const char *dir)
+{
+    remove_runtime_files(dir);
+    (void)jail_cgroup_remove(dir);
+}
 
 static void remove_runtime_files(const char *dir)
 {
@@ -617,8 +633,38 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
+    cleanup_jail jail *jl = NULL;
+    if (spec->jail_uid) {
+        const char *ro[6];
+        size_t k = 0;
+        const char *cand[] = {spec->kernel, spec->initrd, spec->base, spec->seed};
+        for (size_t i = 0; i < ELEMENTSOF(cand); i++)
+            if (cand[i])
+                ro[k++] = cand[i];
+        ro[k] = NULL;
+        jail_config jc = {
+            .name = spec->name,
+            .vmdir = absdir,
+            .binary = binary,
+            .ro_files = ro,
+            .uid = spec->jail_uid,
+            .kvm = spec->accel && streq(spec->accel, "kvm"),
+            .cpu_quota = spec->cpu_quota,
+            .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
+            .pids_max = JAIL_PIDS_MAX,
+        };
+        const char *test_mem = getenv("VMCTL_TEST_JAIL_MEMORY_MIB"); /* test hook: a ceiling */
+        if (test_mem && *test_mem)
+            jc.memory_bytes = (uint64_t)strtoull(test_mem, NULL, 10) << 20;
+        if ((r = jail_prepare(&jc, &jl, reterr)) < 0) {
+            (void)jail_cgroup_remove(absdir);
+            return err_prefix(reterr, r, "while jailing vm '%s'", spec->name);
+        }
+        /* the log QEMU appends to through its descriptor; console.log it opens itself */
+    }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
     supervise_spawn_args sa_spawn = {
+        .jail = jl,
         .binary = binary,
         .argv = argv,
         .logfd = logfd,
@@ -630,7 +676,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     uint64_t start = proc_start_time(pid);
     if (!start || !proc_alive(pid, start)) {
-        remove_runtime_files(absdir);
+        qemu_cleanup(absdir);
         return startup_failed(reterr, binary, logpath, log_offset);
     }
 
@@ -652,7 +698,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         close(fd);
         fd = -1;
         if (!proc_alive(pid, start)) {
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
@@ -683,7 +729,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         /* a QEMU that failed after creating the socket closes it: it is exiting */
         if (r != -ETIMEDOUT && wait_gone(pid, start, 2000000)) {
             vmctl_error_free(qerr);
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (reterr) {
@@ -696,7 +742,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     }
 fail:
     kill_leftover(pid);
-    remove_runtime_files(absdir);
+    qemu_cleanup(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
 }
@@ -973,6 +1019,6 @@ const backend_ops qemu_backend = {
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
     .io_paused = qemu_io_paused,
-    .cleanup = remove_runtime_files,
+    .cleanup = qemu_cleanup,
     .scan = qemu_scan,
 };

@@ -26,6 +26,10 @@ typedef struct supervise_spawn_args {
     int dirfd;          /* the VM directory: the exit record goes there */
     /* the code of spawn errors: the backend's own (qemu::spawn_failed) */
     vmctl_error_kind error_kind;
+    /* NULL: none. Else the supervisor unshares the PID namespace before forking the process
+     * (which is then the init of its namespace, its host pid still the one reported) and the
+     * process enters the jail before exec; a failure there is jailer::failed naming the step. */
+    const struct jail *jail;
 } supervise_spawn_args;
 
 /* Start a->binary detached (own session, umask 0177, every signal at its default, descriptors

@@ -5,7 +5,8 @@
  *   {"name": "a", "backend": "qemu", "machine": "microvm", "accel": "tcg", "vcpus": 1,
  *    "memory_mib": 256, "disk_gib": 0, "image": "default" | null, "kernel": "/..." | null,
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
- *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true}
+ *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
+ *    "jail": false (only when off), "cpu_quota": 0.5 (only when set)}
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -106,6 +107,10 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
             return -ENOMEM;
 
     if ((r = set_new(o, "agent", json_boolean(s->agent))) < 0)
+        return r;
+    /* added with the jail: written only when not the default */
+    if ((s->no_jail && (r = set_new(o, "jail", json_false())) < 0) ||
+        (s->cpu_quota > 0 && (r = set_new(o, "cpu_quota", json_real(s->cpu_quota))) < 0))
         return r;
 
     char *out = json_dumps(o, JSON_COMPACT);
@@ -270,6 +275,14 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
     if (!json_is_boolean(agent))
         return corrupt_field(reterr, "agent", agent ? "not a boolean" : "missing");
     s->agent = json_is_true(agent);
+    json_t *jail = json_object_get(o, "jail");
+    if (jail && !json_is_boolean(jail))
+        return corrupt_field(reterr, "jail", "not a boolean");
+    s->no_jail = jail && json_is_false(jail);
+    json_t *quota = json_object_get(o, "cpu_quota");
+    if (quota && (!json_is_number(quota) || json_number_value(quota) < 0))
+        return corrupt_field(reterr, "cpu_quota", "not a non-negative number");
+    s->cpu_quota = quota ? json_number_value(quota) : 0;
 
     *ret = TAKE_PTR(owned);
     return 0;
