@@ -694,6 +694,8 @@ int jail_enter(const jail *j, int *ret_step)
         FAIL(JAIL_STEP_MOUNT_PRIVATE);
     if (mount("tmpfs", j->root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)
         FAIL(JAIL_STEP_ROOT);
+    /* the root's directories 0755 whatever the spawn's umask (0177: the sockets) */
+    mode_t old_umask = umask(022);
     for (size_t i = 0; i < j->n; i++) {
         int r = bind(&j->m[i]);
         if (r < 0) {
@@ -714,6 +716,7 @@ int jail_enter(const jail *j, int *ret_step)
             mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
             FAIL(JAIL_STEP_PROC);
     }
+    umask(old_umask);
     if (chdir(j->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
         umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         FAIL(JAIL_STEP_PIVOT);

@@ -653,14 +653,10 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
             .pids_max = JAIL_PIDS_MAX,
         };
-        const char *test_mem = getenv("VMCTL_TEST_JAIL_MEMORY_MIB"); /* test hook: a ceiling */
-        if (test_mem && *test_mem)
-            jc.memory_bytes = (uint64_t)strtoull(test_mem, NULL, 10) << 20;
         if ((r = jail_prepare(&jc, &jl, reterr)) < 0) {
             (void)jail_cgroup_remove(absdir);
             return err_prefix(reterr, r, "while jailing vm '%s'", spec->name);
         }
-        /* the log QEMU appends to through its descriptor; console.log it opens itself */
     }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
     supervise_spawn_args sa_spawn = {
