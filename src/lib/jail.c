@@ -791,16 +791,33 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         mem = access(CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) == 0;
         memsw = access(CGROUP_ROOT "/memory/memory.memsw.limit_in_bytes", F_OK) == 0;
         pids = access(CGROUP_ROOT "/pids/pids.max", F_OK) == 0;
+        /* the root group has no weight file of its own with bfq: its statistics say it is there */
         io = access(CGROUP_ROOT "/blkio/blkio.weight", F_OK) == 0 ||
-             access(CGROUP_ROOT "/blkio/blkio.bfq.weight", F_OK) == 0;
+             access(CGROUP_ROOT "/blkio/blkio.bfq.weight", F_OK) == 0 ||
+             access(CGROUP_ROOT "/blkio/blkio.bfq.io_serviced", F_OK) == 0;
     }
-    *ret_ok = cpu && mem && pids && io;
+    /* a weight acts only on disks whose I/O scheduler is bfq */
+    bool bfq_active = false;
+    cleanup_free char *sched = NULL;
+    for (int i = 0; io && !bfq_active && i < 26; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/sys/block/%s%c/queue/scheduler", i < 13 ? "vd" : "sd",
+                 'a' + (i % 13));
+        free(sched);
+        sched = NULL;
+        bfq_active = read_file(p, &sched, NULL) >= 0 && strstr(sched, "[bfq]");
+    }
+    *ret_ok = cpu && mem && pids && io && bfq_active;
     if (!*ret_ok)
         *ret_help = "A limit marked 'no' is not enforced on this host (docs/isolation.md): enable "
-                    "its controller (for disk I/O weight, the bfq I/O scheduler).";
+                    "its controller (for the disk I/O weight, the bfq I/O scheduler on the "
+                    "disks).";
     return str_printf("cgroup %s under %s: cpu quota %s, memory ceiling %s%s, pids %s, disk I/O "
                       "weight %s",
                       mode, under_systemd() ? "vmctl.slice" : "vmctl", cpu ? "yes" : "no",
                       mem ? "yes" : "no", mem && !memsw ? " (swap not accounted)" : "",
-                      pids ? "yes" : "no", io ? "yes" : "no");
+                      pids ? "yes" : "no",
+                      !io          ? "no"
+                      : bfq_active ? "yes"
+                                   : "set, but no effect (no disk uses the bfq I/O scheduler)");
 }
