@@ -464,7 +464,8 @@ static int chown_vm_dir(const jail_config *c, vmctl_error **reterr)
                              (unsigned)c->uid, strerror(errno));
     /* what the hypervisor writes: the disk, the console log (the sockets and the pid file it
      * makes itself; its own log and the exit record are written through root's descriptors) */
-    static const char *const files[] = {VM_FILE_DISK, VM_FILE_ROOTFS, VM_FILE_CONSOLE_LOG};
+    static const char *const files[] = {VM_FILE_DISK, VM_FILE_ROOTFS, VM_FILE_CONSOLE_LOG,
+                                        VM_FILE_SEED};
     for (size_t i = 0; i < ELEMENTSOF(files); i++)
         if (fchownat(dfd, files[i], c->uid, c->uid, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT)
             return jailer_failed(reterr, JAIL_STEP_OWNERSHIP, errno,

@@ -149,7 +149,7 @@ static bool format_has_backing(const char *format)
 /* The -blockdev JSON of the VM's disk: every node's driver named (QEMU never probes), and every
  * backing file given (the base, as a node of its own format, read-only, itself without one) or
  * none ("backing": null), so what an image's header names is never opened. */
-static char *disk_blockdev(const vm_spec *spec, const char *base_format)
+static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path)
 {
     bool raw = spec->disk_format && streq(spec->disk_format, "raw");
     json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
@@ -160,8 +160,9 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format)
         json_t *backing = json_null();
         if (spec->base && base_format) {
             const char *bf = image_format_qemu_name(base_format);
-            backing = json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0",
-                                "read-only", 1, "file", file_node(spec->base, true, false));
+            backing =
+                json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0", "read-only",
+                          1, "file", file_node(base_path ? base_path : spec->base, true, false));
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
@@ -182,16 +183,18 @@ static char *seed_blockdev(const char *seed)
 }
 
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr);
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr);
 
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, ret, reterr);
+    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, -1, ret, reterr);
 }
 
+/* base_fd >= 0: the base image as a descriptor QEMU inherits (a jailed QEMU's uid may not be
+ * able to open the image cache's 0600 files): fdset 1, the base node's file /dev/fdset/1. */
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr)
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -310,7 +313,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
             return invalid(reterr, "image", "the format of base image '%s' is not known",
                            spec->base);
-        cleanup_free char *disk = disk_blockdev(spec, base_format);
+        if (base_fd >= 0 && spec->base) {
+            PUSH("-add-fd");
+            PUSHF("fd=%d,set=1,opaque=base", base_fd);
+        }
+        cleanup_free char *disk =
+            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL);
         if (!disk)
             return oom(reterr);
         PUSH("-blockdev");
@@ -587,8 +595,19 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     char fmtbuf[32];
     if ((r = check_disks(spec, fmtbuf, &base_format, reterr)) < 0)
         return r;
+    /* jailed: the base goes in as a descriptor (read-only), not by path */
+    cleanup_close int base_fd = -1;
+    if (spec->jail_uid && spec->base) {
+        base_fd = open(spec->base, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (base_fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open base image '%s': %s", spec->base,
+                         strerror(errno));
+            err_detail(reterr, "path", "%s", spec->base);
+            return r;
+        }
+    }
     cleanup_strv char **argv = NULL;
-    r = build_argv(spec, binary, absdir, base_format, &argv, reterr);
+    r = build_argv(spec, binary, absdir, base_format, base_fd, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -637,7 +656,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     if (spec->jail_uid) {
         const char *ro[6];
         size_t k = 0;
-        const char *cand[] = {spec->kernel, spec->initrd, spec->base, spec->seed};
+        const char *cand[] = {spec->kernel, spec->initrd, spec->seed};
         for (size_t i = 0; i < ELEMENTSOF(cand); i++)
             if (cand[i])
                 ro[k++] = cand[i];
@@ -661,6 +680,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
     supervise_spawn_args sa_spawn = {
         .jail = jl,
+        .keep_fds = base_fd >= 0 ? &base_fd : NULL,
+        .n_keep_fds = base_fd >= 0 ? 1 : 0,
         .binary = binary,
         .argv = argv,
         .logfd = logfd,

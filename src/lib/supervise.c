@@ -54,7 +54,7 @@ static void send_msg(int fd, int kind, int value, int stage)
 
 /* Child side, after fork: only async-signal-safe calls from here on. */
 static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd,
-                                 const jail *jl)
+                                 const jail *jl, const int *keep, size_t n_keep)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
@@ -74,6 +74,11 @@ static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, in
         for (int fd = 3; fd < 65536; fd++)
             (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
+    for (size_t i = 0; i < n_keep; i++)
+        if (keep[i] >= 3 && fcntl(keep[i], F_SETFD, 0) < 0) {
+            send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+            _exit(127);
+        }
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -219,7 +224,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         }
         pid_t q = _Fork();
         if (q == 0)
-            exec_child(binary, argv, nullfd, logfd, p[1], a->jail);
+            exec_child(binary, argv, nullfd, logfd, p[1], a->jail, a->keep_fds, a->n_keep_fds);
         if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
             _exit(1);
