@@ -258,7 +258,11 @@ static int v1_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
     int r = 0;
     if (streq(ctl, "cpu") || strstr(ctl, "cpu,")) {
         seen[0] = true;
-        if ((r = cg_write(dir, "cpu.cfs_period_us", "%d", CPU_PERIOD)) < 0 ||
+        /* the group weighs what its busy threads (vCPUs + the main loop) weighed in the parent
+         * group: being in a group of its own does not shrink the VM's share of a busy host */
+        if ((r = cg_write(dir, "cpu.shares", "%u",
+                          1024 * (c->weight_threads ? c->weight_threads : 1))) < 0 ||
+            (r = cg_write(dir, "cpu.cfs_period_us", "%d", CPU_PERIOD)) < 0 ||
             (r = cg_write(dir, "cpu.cfs_quota_us", "%lld",
                           c->cpu_quota > 0 ? (long long)(c->cpu_quota * CPU_PERIOD) : -1LL)) < 0)
             return limit_failed(reterr, "cpu quota", dir, -r);
@@ -296,6 +300,10 @@ static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
     int r;
     if (cg_has(dir, "cpu.max")) {
         seen[0] = true;
+        if (cg_has(dir, "cpu.weight") &&
+            (r = cg_write(dir, "cpu.weight", "%u",
+                          100 * (c->weight_threads ? c->weight_threads : 1))) < 0)
+            return limit_failed(reterr, "cpu weight", dir, -r);
         if (c->cpu_quota > 0)
             r = cg_write(dir, "cpu.max", "%lld %d", (long long)(c->cpu_quota * CPU_PERIOD),
                          CPU_PERIOD);

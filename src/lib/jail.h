@@ -67,6 +67,7 @@ typedef struct jail_config {
     double cpu_quota;            /* host CPUs (0.5: half of one); 0: no quota */
     uint64_t memory_bytes;       /* 0: no ceiling */
     unsigned pids_max;           /* 0: no ceiling */
+    unsigned weight_threads;     /* CPU weight: this many tasks' worth (vCPUs + 1), at least 1 */
 } jail_config;
 
 typedef struct jail jail;

@@ -671,6 +671,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             .cpu_quota = spec->cpu_quota,
             .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
             .pids_max = JAIL_PIDS_MAX,
+            .weight_threads = (spec->vcpus ? spec->vcpus : 1) + 1,
         };
         if ((r = jail_prepare(&jc, &jl, reterr)) < 0) {
             (void)jail_cgroup_remove(absdir);
