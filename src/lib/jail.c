@@ -799,7 +799,9 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         cpu = access(CGROUP_ROOT "/cpu/cpu.cfs_quota_us", F_OK) == 0;
         mem = access(CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) == 0;
         memsw = access(CGROUP_ROOT "/memory/memory.memsw.limit_in_bytes", F_OK) == 0;
-        pids = access(CGROUP_ROOT "/pids/pids.max", F_OK) == 0;
+        pids = access(CGROUP_ROOT "/pids/pids.max", F_OK) == 0 || /* the root has none */
+               access(CGROUP_ROOT "/pids/pids.current", F_OK) == 0 ||
+               access(CGROUP_ROOT "/pids/cgroup.procs", F_OK) == 0;
         /* the root group has no weight file of its own with bfq: its statistics say it is there */
         io = access(CGROUP_ROOT "/blkio/blkio.weight", F_OK) == 0 ||
              access(CGROUP_ROOT "/blkio/blkio.bfq.weight", F_OK) == 0 ||

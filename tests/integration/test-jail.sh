@@ -129,6 +129,14 @@ vm status --json jv | jq -r .crash_note | grep -q "out of memory" && ok "the cra
 ls -d $CG/*/vmctl/jv-* $CG/vmctl/jv-* 2>/dev/null | grep -q . && fail "jv's cgroup is left after the crash" ||
   ok "the crashed VM's cgroup is removed"
 
+# --- doctor says what is in force ---
+doc=$(vm --json doctor 2>/dev/null)
+expect_eq "doctor: jail on" "$(jq -r '.[] | select(.name == "jail") | .status' <<<"$doc")" ok
+jq -r '.[] | select(.name == "limits") | .summary' <<<"$doc" | grep -q "cgroup v[12].*cpu quota yes, memory ceiling yes, pids yes" &&
+  ok "doctor: limits $(jq -r '.[] | select(.name == "limits") | .summary' <<<"$doc")" ||
+  fail "doctor limits: $(jq -c '.[] | select(.name == "limits")' <<<"$doc")"
+expect_eq "doctor with VMCTL_NO_JAIL: warns" "$(VMCTL_NO_JAIL=1 "$VMCTL" --json doctor 2>/dev/null | jq -r '.[] | select(.name == "jail") | .status')" warn
+
 # --- nothing left behind ---
 for n in jv jc; do vm destroy --force $n >/dev/null 2>&1; done
 left=$(ls -d $CG/*/vmctl/j[vc]-* $CG/vmctl/j[vc]-* $CG/vmctl.slice/j[vc]-* 2>/dev/null)
