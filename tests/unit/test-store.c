@@ -1041,6 +1041,22 @@ static void test_spec_round_trip(void **state)
     cleanup_free char *again = NULL;
     assert_int_equal(vm_spec_to_json(s, &again), 0);
     assert_string_equal(again, json);
+    /* the jail's fields: absent means jailed, no quota; written only when not the default */
+    assert_false(s->no_jail);
+    assert_true(s->cpu_quota == 0);
+    assert_null(strstr(again, "jail"));
+    s->no_jail = true;
+    s->cpu_quota = 0.5;
+    {
+        cleanup_free char *j2 = NULL;
+        cleanup_vm_spec vm_spec *s2 = NULL;
+        assert_int_equal(vm_spec_to_json(s, &j2), 0);
+        assert_int_equal(vm_spec_from_json(j2, &s2, &err), 0);
+        assert_true(s2->no_jail);
+        assert_true(s2->cpu_quota == 0.5);
+    }
+    s->no_jail = false;
+    s->cpu_quota = 0;
 
     /* A spec without optional parts. */
     vm_spec bare = {.name = "bare",
