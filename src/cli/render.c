@@ -708,8 +708,8 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     else
         snprintf(jailbuf, sizeof(jailbuf), "%s",
                  !vm->jail        ? "off (--no-jail)"
-                 : vm_has_pid(vm) ? "off (not root)"
-                                  : "on at start");
+                 : vm_has_pid(vm) ? "off (vmctl not root, or VMCTL_NO_JAIL)"
+                                  : "on at start (as root)");
     KV("jail", jailbuf);
 #undef KV
 
