@@ -583,6 +583,9 @@ int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
         r = add_top(j, tops[i]);
     if (r >= 0 && access("/etc/ld.so.cache", F_OK) == 0)
         r = add_mount(j, M_FILE_RO, "/etc/ld.so.cache", "/etc/ld.so.cache");
+    /* user-mode networking's DNS forwarder (libslirp) reads the host's resolvers */
+    if (r >= 0 && access("/etc/resolv.conf", R_OK) == 0)
+        r = add_mount(j, M_FILE_RO, "/etc/resolv.conf", "/etc/resolv.conf");
     if (r >= 0 && !str_startswith(c->binary, "/usr/"))
         r = add_mount(j, M_FILE_RO, c->binary, c->binary);
     static const char *const devs[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
