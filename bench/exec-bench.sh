@@ -20,8 +20,10 @@ trap '"$V" destroy --force eb >/dev/null 2>&1; rm -rf "$tmp"' EXIT
 "$V" image build-default >/dev/null
 "$V" run eb --memory 1024 >/dev/null 2>&1  # room for 256 MiB in the initramfs tmpfs
 for b in exec-rtt exec-cli; do
-  gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build" -Isrc/lib -Isrc/proto -o "$tmp/$b" \
-    "bench/$b.c" src/lib/agent-client.c src/lib/error.c src/lib/error-table.c \
+  gcc -std=gnu17 -O2 -D_GNU_SOURCE -Iinclude -I"$build/include" -I"$build" -Isrc/lib -Isrc/proto \
+    -Isrc/shared -o "$tmp/$b" \
+    "bench/$b.c" src/lib/agent-transport.c src/lib/agent-session.c src/lib/agent-client.c \
+    src/lib/error.c src/lib/error-table.c \
     src/lib/util/util.c src/proto/agent-proto.c -lpthread
 done
 sock=$("$V" status --json eb | jq -r .dir)/agent.sock

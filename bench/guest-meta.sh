@@ -53,7 +53,7 @@ parse=$(v exec h -- sh -c 'cmdline=$(cat /proc/cmdline); read t0 x </proc/uptime
   read t1 x </proc/uptime; awk -v a="$t0" -v b="$t1" "BEGIN { printf \"%.2f\", (b - a) }"')
 echo "/init's cmdline parsing in the guest: $parse ms per boot (1000 runs took $parse s)"
 tmp=$home/t; mkdir -p "$tmp"
-gcc -std=gnu17 -O2 -I"$src/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
+gcc -std=gnu17 -O2 -I"$src/include" -I"$build/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
   -L"$build/src/lib" -lvmctl -Wl,-rpath,"$build/src/lib"
 push=() info=()
 for i in $(seq 20); do

@@ -7,9 +7,12 @@ pkgs=(
   cpio lz4 kmod gzip zstd xz-utils apt                                            # build-default
   sqlite3 jq procps util-linux                                                    # tests
   clang libclang-rt-14-dev                                                        # sanitizers, fuzz
+  clang-format                                                                    # scripts/check-format.sh
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
+  libnftables-dev libnftables1                                                    # TAP firewall
+  nftables iproute2 curl                                                          # test-net-tap
 )
 missing=()
 for p in "${pkgs[@]}"; do

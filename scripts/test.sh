@@ -1,6 +1,8 @@
 #!/bin/bash
-# Runs the whole test suite: unit tests, integration tests against real QEMU (TCG), the unit
-# tests again under ASan+UBSan, and bounded fuzzing. Ends with "N passed, N failed, N skipped".
+# Runs the whole test suite: the clang-format check, unit tests, integration tests against real
+# QEMU (TCG), the unit tests again under ASan+UBSan, and the fuzz targets (built from meson with
+# -Dfuzz=true: each once over its corpus, then bounded fuzzing). Ends with "N passed, N failed,
+# N skipped".
 # A skip is a test that exited 77, and also every "SKIP: reason" line a passing test printed for a
 # part of it it could not run (tests/integration/lib.sh's skip_section, tests/unit/skip.h): each is
 # listed with its reason. Under CI=true the tests themselves fail a skip the host could avoid.
@@ -31,6 +33,9 @@ count() {
 }
 
 step_fail() { failed=$((failed + 1)); failures+=("$1"); }
+
+# 0. the look: clang-format over every C source and header of src/, include/ and tests/
+if bash scripts/check-format.sh; then passed=$((passed + 1)); else step_fail "clang-format"; fi
 
 # 1. the normal build, unit + integration
 if { [ -d build-test ] || meson setup build-test; } && ninja -C build-test >/dev/null; then
@@ -63,9 +68,12 @@ if [ -z "${SKIP_ASAN:-}" ]; then
   fi
 fi
 
-# 3. bounded fuzzing of every parser with a target
+# 3. every parser's fuzz target (build-fuzz, -Dfuzz=true): once over its corpus (one result
+# each, suite fuzz), then bounded fuzzing (one result)
 if [ -z "${SKIP_FUZZ:-}" ] && [ -x tests/fuzz/run.sh ]; then
-  if bash tests/fuzz/run.sh 30; then passed=$((passed + 1)); else step_fail "fuzz"; fi
+  rm -f build-fuzz/meson-logs/testlog.json
+  if FUZZ_BUILD=build-fuzz bash tests/fuzz/run.sh 30; then passed=$((passed + 1)); else step_fail "fuzz"; fi
+  count build-fuzz/meson-logs/testlog.json "fuzz:"
 fi
 
 for s in "${skips[@]}"; do echo "SKIPPED: $s"; done

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -66,6 +67,7 @@ typedef enum vmctl_error_kind {
     VMCTL_E_IMAGE_ALREADY_EXISTS,
     VMCTL_E_IMAGE_IN_USE,
     VMCTL_E_IMAGE_UNSAFE,
+    VMCTL_E_INVALID_ARGUMENT,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 
@@ -89,6 +91,11 @@ const char *vmctl_error_get_code(const vmctl_error *e);
 const char *vmctl_error_get_message(const vmctl_error *e);
 const char *vmctl_error_get_help(const vmctl_error *e);
 int vmctl_error_get_errno(const vmctl_error *e);
+/* The errno worth telling a person as the error's cause ("caused by: ..."): 0 when there is none,
+ * when it is a placeholder (the errno of a usage or input error, the ENOENT of a lookup, a
+ * state's or a timeout's errno, an EINVAL, EBADMSG or EIO that stands for "no errno"), or when
+ * the message already says it. vmctl_error_get_errno() gives the errno itself. */
+int vmctl_error_get_cause_errno(const vmctl_error *e);
 
 /* Details are ordered key/value pairs; is_number tells JSON renderers not to quote the value. */
 size_t vmctl_error_get_n_details(const vmctl_error *e);
@@ -107,6 +114,8 @@ void vmctl_error_free(vmctl_error *e);
 /* Build errors from outside the library (the CLI's usage errors, bindings). */
 int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+int vmctl_error_newv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
+                     va_list ap) __attribute__((format(printf, 4, 0)));
 void vmctl_error_set_help(vmctl_error *e, const char *help);
 void vmctl_error_add_detail(vmctl_error *e, const char *key, const char *value);
 void vmctl_error_add_note(vmctl_error *e, const char *note);

@@ -90,6 +90,14 @@ typedef struct vmctl_vm_config {
     bool no_jail;
     /* Host CPUs the VM may use (cgroup CPU quota: 0.5 is half of one core); 0: no quota. */
     double cpu_quota;
+    /* --net tap (docs/networking.md): egress is denied but for these. allow: n_allow texts
+     * "CIDR[:PORT[-PORT]][/tcp|udp]"; allow_dns: the host's resolvers on port 53; allow_all:
+     * everything but other VMs and the host. */
+    const char *const *allow;
+    size_t n_allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps; /* 0: none; --net tap: what the host sends the guest, megabit/s */
+    unsigned disk_iops;       /* 0: none; the disk's read+write operations per second */
 } vmctl_vm_config;
 
 /* How a VM's last provisioning went (VMFile steps, docs/vmfile.md). */
@@ -140,6 +148,17 @@ typedef struct vmctl_vm_info {
     char *cgroup;
     double cpu_quota;      /* host CPUs, 0: no quota */
     uint64_t memory_limit; /* the cgroup's memory ceiling in bytes while jailed, else 0 */
+    /* --net tap: the guest's address ("10.88.0.2/30"), its gateway (the host's end), MAC and
+     * the TAP on the host; NULL otherwise. The egress policy: allow (NULL-terminated, may be
+     * NULL), allow_dns, allow_all. */
+    char *ip;
+    char *gateway;
+    char *mac;
+    char *ifname;
+    char **allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps;
+    unsigned disk_iops;
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);

@@ -7,8 +7,20 @@
 #include <vmctl/host.h>
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
+#include <vmctl/network.h>
 #include <vmctl/ssh.h>
+#include <vmctl/stats.h>
+#include <vmctl/version.h>
 #include <vmctl/vm.h>
 #include <vmctl/vmfile.h>
 
-#define VMCTL_VERSION "0.1.0"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The version of the library loaded; VMCTL_VERSION (<vmctl/version.h>) is the headers' one. */
+const char *vmctl_version(void);
+
+#ifdef __cplusplus
+}
+#endif

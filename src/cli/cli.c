@@ -183,13 +183,10 @@ static const char *cmd_path(cli *c)
 int cli_usage_error(cli *c, const char *fmt, ...)
 {
     vmctl_error *e = NULL;
-    cleanup_free char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    vmctl_error_newv(&e, VMCTL_E_CLI_USAGE, EINVAL, fmt, ap);
     va_end(ap);
-    vmctl_error_new(&e, VMCTL_E_CLI_USAGE, EINVAL, "%s", msg ? msg : "usage error");
     const char *path = cmd_path(c);
     cleanup_free char *help =
         path ? cli_printf("Run `vmctl %s --help` for the options and an example", path) : NULL;
@@ -225,6 +222,43 @@ int cli_invalid_value(cli *c, const char *option, const char *value, const char 
              : NULL;
     vmctl_error_set_help(e, help); /* NULL: keep the catalogue's */
     return render_error(c, e);
+}
+
+int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        cli_invalid_value(c, "--env", arg, "K=V with a non-empty name K");
+        return -EINVAL;
+    }
+    char **n = realloc(*env, sizeof(char *) * (*n_env + 2));
+    if (!n)
+        return -ENOMEM;
+    *env = n;
+    n[(*n_env)++] = (char *)arg;
+    n[*n_env] = NULL;
+    return 0;
+}
+
+int cli_guest_option(cli *c, int o, const char *arg, char ***env, size_t *n_env,
+                     vmctl_exec_opts *opts)
+{
+    switch (o) {
+    case CLI_OPT_ENV:
+        return cli_add_env(c, arg, env, n_env) < 0 ? -1 : 1;
+    case CLI_OPT_CWD:
+        opts->cwd = arg;
+        return 1;
+    case 'u':
+        if (!*arg) {
+            cli_invalid_value(c, "--user", arg, "NAME, UID or UID:GID");
+            return -1;
+        }
+        opts->user = arg;
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what)

@@ -15,47 +15,16 @@
 #include <jansson.h>
 #include <vmctl/vmctl.h>
 
-/* --- small helpers (the library's util/ is internal, so the CLI keeps its own few) --- */
-#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
-#define streq(a, b)   (strcmp((a), (b)) == 0)
+/* cleanup_free, cleanup_close, TAKE_PTR, ELEMENTSOF, streq, ...: the set the library, the agent
+ * and the codec use too (src/shared/macros.h); cleanup_error, cleanup_vm_info: vmctl-cleanup.h */
+#include "macros.h"
+#include "vmctl-cleanup.h"
 
-static inline void cli_freep(void *p)
-{
-    free(*(void **)p);
-}
-static inline void cli_closep(int *fd)
-{
-    if (*fd >= 0) {
-        int saved = errno;
-        close(*fd);
-        errno = saved;
-    }
-}
 static inline void cli_json_decrefp(json_t **j)
 {
     json_decref(*j);
 }
-static inline void cli_error_freep(vmctl_error **e)
-{
-    vmctl_error_free(*e);
-}
-static inline void cli_vm_info_freep(vmctl_vm_info **i)
-{
-    vmctl_vm_info_free(*i);
-}
-
-#define cleanup_free    __attribute__((cleanup(cli_freep)))
-#define cleanup_close   __attribute__((cleanup(cli_closep)))
-#define cleanup_json    __attribute__((cleanup(cli_json_decrefp)))
-#define cleanup_error   __attribute__((cleanup(cli_error_freep)))
-#define cleanup_vm_info __attribute__((cleanup(cli_vm_info_freep)))
-
-#define TAKE_PTR(p)                                                                                \
-    ({                                                                                             \
-        __typeof__(p) _tp = (p);                                                                   \
-        (p) = NULL;                                                                                \
-        _tp;                                                                                       \
-    })
+#define cleanup_json __attribute__((cleanup(cli_json_decrefp)))
 
 /* Exit codes of the contract. */
 enum {
@@ -140,6 +109,22 @@ char *cli_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage_error(cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A bad option value: config::invalid naming the option, exit 1. */
 int cli_invalid_value(cli *c, const char *option, const char *value, const char *expected);
+/* The options exec and shell share: --env K=V (repeatable), --cwd DIR, -u/--user U. */
+enum { CLI_OPT_ENV = 0x800, CLI_OPT_CWD };
+// clang-format off
+#define CLI_GUEST_OPTIONS                                                                          \
+    {"env", required_argument, NULL, CLI_OPT_ENV},                                                 \
+    {"cwd", required_argument, NULL, CLI_OPT_CWD},                                                 \
+    {"user", required_argument, NULL, 'u'}
+// clang-format on
+/* Option o (from cli_getopt) if it is one of those: 1, its value in *env (cli_add_env) or
+ * opts->cwd, opts->user; 0 when o is another option; -1 after rendering its error. */
+int cli_guest_option(cli *c, int o, const char *arg, char ***env, size_t *n_env,
+                     vmctl_exec_opts *opts);
+/* One --env K=V: appended to the NULL-terminated *env of *n_env entries (it points into arg, not
+ * copied). 0; -EINVAL after rendering config::invalid for an entry without '=' or name; -ENOMEM.
+ */
+int cli_add_env(cli *c, const char *arg, char ***env, size_t *n_env);
 /* Exactly n_min..n_max positional arguments, named for the message (e.g. "NAME"). */
 int cli_expect_args(cli *c, size_t n_min, size_t n_max, const char *what);
 /* Where a command begins. Each returns what the command goes on with (true, the context), or
@@ -182,6 +167,9 @@ const cli_command *image_find_subcommand(const char *name);
 const cli_command *cli_command_at(size_t i);
 const cli_command *image_subcommand_at(size_t i);
 const cli_command *kdl_subcommand_at(size_t i);
+const cli_command *network_subcommand_at(size_t i);
+int cmd_network(cli *c, int argc, char **argv);
+extern const char cmd_network_help[];
 /* Usage error for a planned command: "'WHAT' is not implemented yet", exit 2. */
 int cli_not_implemented(cli *c, const char *what);
 
@@ -222,6 +210,8 @@ extern const char cmd_shell_help[];
 int cmd_errors(cli *c, int argc, char **argv);
 int cmd_kdl(cli *c, int argc, char **argv);
 int cmd_completion(cli *c, int argc, char **argv);
+int cmd_stats(cli *c, int argc, char **argv);
+extern const char cmd_stats_help[];
 extern const char cmd_completion_help[];
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
@@ -240,6 +230,8 @@ typedef struct create_args {
     size_t n_ports;
     char **env; /* NULL-terminated, borrowed strings */
     size_t n_env;
+    const char **allow; /* --allow texts, borrowed */
+    size_t n_allow;
 } create_args;
 
 enum {
@@ -260,6 +252,11 @@ enum {
     OPT_CREATE_BACKEND,
     OPT_CREATE_NO_JAIL,
     OPT_CREATE_CPU_QUOTA,
+    OPT_CREATE_ALLOW,
+    OPT_CREATE_ALLOW_DNS,
+    OPT_CREATE_ALLOW_ALL,
+    OPT_CREATE_RATE_LIMIT,
+    OPT_CREATE_DISK_IOPS,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -279,6 +276,11 @@ enum {
         {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
         {"no-jail", no_argument, NULL, OPT_CREATE_NO_JAIL},                                        \
         {"cpu-quota", required_argument, NULL, OPT_CREATE_CPU_QUOTA},                              \
+        {"allow", required_argument, NULL, OPT_CREATE_ALLOW},                                      \
+        {"allow-dns", no_argument, NULL, OPT_CREATE_ALLOW_DNS},                                    \
+        {"allow-all", no_argument, NULL, OPT_CREATE_ALLOW_ALL},                                    \
+        {"rate-limit-mbps", required_argument, NULL, OPT_CREATE_RATE_LIMIT},                       \
+        {"disk-iops", required_argument, NULL, OPT_CREATE_DISK_IOPS},                              \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -301,10 +303,17 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --disk GiB           disk size in GiB (default: the image's size)\n"                    \
     "      --machine M          microvm or q35 (default: microvm for kernels, q35 for images)\n"   \
     "      --accel A            auto, kvm or tcg (default auto: KVM only where it really works)\n" \
-    "      --net N              user or none (default none for the default guest, else user;\n"    \
-    "                           tap is not supported yet)\n"                                       \
+    "      --net N              user, tap or none (default none for the default guest, else\n"     \
+    "                           user); tap: a routed TAP with an address from the pool, egress\n"  \
+    "                           denied but for --allow (docs/networking.md)\n"                     \
     "      --port HOST:GUEST[/udp]\n"                                                              \
     "                           forward a host port to the guest (repeatable; HOST 0 picks one)\n" \
+    "      --allow CIDR[:PORT[-PORT]][/tcp|udp]\n"                                                 \
+    "                           tap: let the guest reach this (repeatable)\n"                      \
+    "      --allow-dns          tap: let the guest reach the host's resolvers on port 53\n"        \
+    "      --allow-all          tap: let the guest reach everything but the host and other VMs\n"  \
+    "      --rate-limit-mbps N  tap: cap what the guest receives at N megabit/s\n"                 \
+    "      --disk-iops N        cap the disk at N read+write operations per second\n"              \
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \

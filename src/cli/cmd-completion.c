@@ -77,12 +77,15 @@ static size_t help_options(const char *help, copt *out, size_t max)
     return n;
 }
 
-/* Whether the command's first argument is an existing VM's name: 0 no, 1 one NAME, 2 NAME...
- * (from its usage line; create and run name a new VM). */
+/* Whether the command's first argument is an existing VM's name: 0 no, 1 one NAME, 2 NAME... or
+ * [NAME...] (from its usage line; create and run name a new VM). */
 static int takes_vm_name(const cli_command *cmd, const char *path)
 {
     if (!cmd->help || strchr(path, ' ') || streq(path, "create") || streq(path, "run"))
         return 0;
+    cleanup_free char *optional = cli_printf("Usage: vmctl %s [NAME...]", path);
+    if (optional && strncmp(cmd->help, optional, strlen(optional)) == 0)
+        return 2; /* stats: NAME... or none */
     cleanup_free char *usage = cli_printf("Usage: vmctl %s NAME", path);
     if (!usage || strncmp(cmd->help, usage, strlen(usage)) != 0)
         return 0;
@@ -192,24 +195,25 @@ static void print_body(FILE *f, const target *t, size_t n_t, const char *words, 
     print_commands(f);
     fputs("'\n    local vcodes='", f);
     print_codes(f);
-    fprintf(f,
-            "'\n"
-            "    local globals='%s'\n"
-            "    local cmd='' sub='' home='' npos=0 i w\n"
-            "    for ((i = %d; i < cword; i++)); do\n"
-            "        w=${%s[i]}\n"
-            "        case $w in\n"
-            "        --home) ((i++)); home=${%s[i]} ;;\n"
-            "        --home=*) home=${w#--home=} ;;\n"
-            "        -*) ;;\n"
-            "        *) if [[ -z $cmd ]]; then cmd=$w\n"
-            "           elif [[ -z $sub && \" image kdl \" == *\" $cmd \"* ]]; then sub=$w\n"
-            "           else ((npos++))\n"
-            "           fi ;;\n"
-            "        esac\n"
-            "    done\n"
-            "    local vpath=$cmd${sub:+ $sub} opts='' vals='' subs='' names=0 wlist=''\n",
-            global_words, first, words, words);
+    fprintf(
+        f,
+        "'\n"
+        "    local globals='%s'\n"
+        "    local cmd='' sub='' home='' npos=0 i w\n"
+        "    for ((i = %d; i < cword; i++)); do\n"
+        "        w=${%s[i]}\n"
+        "        case $w in\n"
+        "        --home) ((i++)); home=${%s[i]} ;;\n"
+        "        --home=*) home=${w#--home=} ;;\n"
+        "        -*) ;;\n"
+        "        *) if [[ -z $cmd ]]; then cmd=$w\n"
+        "           elif [[ -z $sub && \" image kdl network \" == *\" $cmd \"* ]]; then sub=$w\n"
+        "           else ((npos++))\n"
+        "           fi ;;\n"
+        "        esac\n"
+        "    done\n"
+        "    local vpath=$cmd${sub:+ $sub} opts='' vals='' subs='' names=0 wlist=''\n",
+        global_words, first, words, words);
     print_case(f, t, n_t);
 }
 

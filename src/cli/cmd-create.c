@@ -8,6 +8,8 @@ const char cmd_create_help[] =
     "                    [--memory MiB] [--disk GiB] [--machine microvm|q35]\n"
     "                    [--accel auto|kvm|tcg] [--net user|tap|none] [--port "
     "HOST:GUEST[/udp]]...\n"
+    "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
+    "                    [--rate-limit-mbps N] [--disk-iops N]\n"
     "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--cpu-quota C]\n"
     "                    [--no-jail] [--start]\n"
     "\n"
@@ -24,7 +26,8 @@ const char cmd_create_help[] =
     "  vmctl create web\n"
     "  vmctl create web --vcpus 2 --memory 1G --env MODE=test --start\n"
     "  vmctl create box --kernel ./vmlinux --initrd ./initrd.gz --cmdline 'console=ttyS0'\n"
-    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n";
+    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n"
+    "  vmctl create box --net tap --allow 10.0.0.0/8:443/tcp --allow-dns --port 8080:80\n";
 
 int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 {
@@ -98,18 +101,31 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         cfg->n_ports = a->n_ports;
         return 1;
     }
-    case OPT_CREATE_ENV: {
-        const char *eq = strchr(arg, '=');
-        if (!eq || eq == arg) {
-            cli_invalid_value(c, "--env", arg, "K=V with a non-empty name K");
-            return -EINVAL;
-        }
-        char **n = realloc(a->env, sizeof(char *) * (a->n_env + 2));
+    case OPT_CREATE_ALLOW: {
+        const char **n = realloc(a->allow, sizeof(*n) * (a->n_allow + 1));
         if (!n)
             return -ENOMEM;
-        a->env = n;
-        a->env[a->n_env++] = (char *)arg;
-        a->env[a->n_env] = NULL;
+        a->allow = n;
+        a->allow[a->n_allow++] = arg;
+        cfg->allow = a->allow;
+        cfg->n_allow = a->n_allow;
+        return 1;
+    }
+    case OPT_CREATE_ALLOW_DNS:
+        cfg->allow_dns = true;
+        return 1;
+    case OPT_CREATE_ALLOW_ALL:
+        cfg->allow_all = true;
+        return 1;
+    case OPT_CREATE_RATE_LIMIT:
+        return cli_parse_uint(c, "--rate-limit-mbps", arg, 1, &cfg->rate_limit_mbps) < 0 ? -EINVAL
+                                                                                         : 1;
+    case OPT_CREATE_DISK_IOPS:
+        return cli_parse_uint(c, "--disk-iops", arg, 1, &cfg->disk_iops) < 0 ? -EINVAL : 1;
+    case OPT_CREATE_ENV: {
+        int r = cli_add_env(c, arg, &a->env, &a->n_env);
+        if (r < 0)
+            return r;
         cfg->env = a->env;
         return 1;
     }
@@ -122,6 +138,7 @@ void create_args_done(create_args *a)
 {
     free(a->ports);
     free(a->env);
+    free(a->allow);
     *a = (create_args){};
 }
 

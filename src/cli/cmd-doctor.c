@@ -69,8 +69,10 @@ int cmd_doctor(cli *c, int argc, char **argv)
             free(checks[i].summary);
             free(checks[i].help);
             checks[i].status = VMCTL_CHECK_FAIL;
-            checks[i].summary = cli_printf("%s (%s)", vmctl_error_get_message(store_err),
-                                           vmctl_error_get_code(store_err));
+            int cause = vmctl_error_get_cause_errno(store_err);
+            checks[i].summary =
+                cli_printf("%s%s%s (%s)", vmctl_error_get_message(store_err), cause ? ": " : "",
+                           cause ? strerror(cause) : "", vmctl_error_get_code(store_err));
             const char *h = vmctl_error_get_help(store_err);
             checks[i].help = h ? strdup(h) : NULL;
         }

@@ -55,16 +55,14 @@ const char cmd_exec_help[] =
     "  tar c src | vmctl exec web -i --cwd /tmp -- tar x\n"
     "  vmctl exec web --json -- cat /etc/os-release | jq -r .stdout\n";
 
-enum { OPT_ENV = 0x100, OPT_CWD, OPT_TIMEOUT, OPT_VIA, OPT_MAX_OUTPUT };
+enum { OPT_TIMEOUT = 0x100, OPT_VIA, OPT_MAX_OUTPUT };
 
 static const struct option options[] = {
-    {"env", required_argument, NULL, OPT_ENV},
-    {"cwd", required_argument, NULL, OPT_CWD},
+    CLI_GUEST_OPTIONS,
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"interactive", no_argument, NULL, 'i'},
     {"via", required_argument, NULL, OPT_VIA},
     {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
-    {"user", required_argument, NULL, 'u'},
     {"tty", no_argument, NULL, 't'},
     {},
 };
@@ -308,8 +306,7 @@ static int exec_streamed(cli *c, const char *name, const vmctl_exec_opts *opts, 
     if (f.tty) {
         if (tcgetattr(STDIN_FILENO, &f.saved) < 0) {
             vmctl_error *e = NULL;
-            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read the terminal's settings: %s",
-                            strerror(errno));
+            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read the terminal's settings");
             return render_error(c, e);
         }
         /* SIGWINCH is ignored by default: blocking it from now on loses none */
@@ -396,27 +393,13 @@ int cmd_exec(cli *c, int argc, char **argv)
 
     c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "itu:", options)) != -1) {
-        switch (o) {
-        case OPT_ENV: {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg)
-                return cli_invalid_value(c, "--env", optarg, "K=V with a non-empty name K");
-            char **n = realloc(env, sizeof(char *) * (n_env + 2));
-            if (!n)
+        int k = cli_guest_option(c, o, optarg, &env, &n_env, &opts);
+        if (k != 0) {
+            if (k < 0)
                 return EXIT_ERROR;
-            env = n;
-            env[n_env++] = optarg;
-            env[n_env] = NULL;
-            break;
+            continue;
         }
-        case OPT_CWD:
-            opts.cwd = optarg;
-            break;
-        case 'u':
-            if (!*optarg)
-                return cli_invalid_value(c, "--user", optarg, "NAME, UID or UID:GID");
-            opts.user = optarg;
-            break;
+        switch (o) {
         case OPT_TIMEOUT:
             if (cli_parse_seconds(c, "--timeout", optarg, &opts.timeout_sec) < 0)
                 return EXIT_ERROR;

@@ -147,8 +147,7 @@ static int kdl_fmt(cli *c, int argc, char **argv)
         size_t len = 0;
         cleanup_free char *data = read_stdin(&len);
         if (!data) {
-            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read standard input: %s",
-                            strerror(errno));
+            vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot read standard input");
             return render_error(c, e);
         }
         r = vmctl_kdl_format_buffer("<stdin>", data, len, version, &out, &e);
@@ -161,8 +160,7 @@ static int kdl_fmt(cli *c, int argc, char **argv)
     if (c->json)
         return render_json(json_pack("{s:o}", "canonical", render_json_bytes(out, strlen(out))));
     if (cli_write_all(STDOUT_FILENO, out, strlen(out)) < 0) {
-        vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot write to standard output: %s",
-                        strerror(errno));
+        vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot write to standard output");
         return render_error(c, e);
     }
     return EXIT_OK;

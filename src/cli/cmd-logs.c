@@ -142,8 +142,7 @@ int cmd_logs(cli *c, int argc, char **argv)
 
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno != ENOENT) {
-        vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot open %s log '%s': %s", which, path,
-                        strerror(errno));
+        vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot open %s log '%s'", which, path);
         vmctl_error_add_detail(e, "path", path);
         return render_error(c, e);
     }
@@ -164,8 +163,7 @@ int cmd_logs(cli *c, int argc, char **argv)
         r = fd >= 0 ? copy_out(fd, &off, m) : 0;
         fclose(m);
         if (r < 0) {
-            vmctl_error_new(&e, VMCTL_E_IO, -r, "cannot read %s log '%s': %s", which, path,
-                            strerror(-r));
+            vmctl_error_new(&e, VMCTL_E_IO, -r, "cannot read %s log '%s'", which, path);
             return render_error(c, e);
         }
         return render_json(json_pack("{s:s, s:s, s:s, s:o}", "name", name, "log", which, "path",

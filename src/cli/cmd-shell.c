@@ -29,12 +29,8 @@ const char cmd_shell_help[] =
     "  vmctl shell web\n"
     "  vmctl shell web --user vmctl\n";
 
-enum { OPT_ENV = 0x100, OPT_CWD };
-
 static const struct option options[] = {
-    {"env", required_argument, NULL, OPT_ENV},
-    {"cwd", required_argument, NULL, OPT_CWD},
-    {"user", required_argument, NULL, 'u'},
+    CLI_GUEST_OPTIONS,
     {},
 };
 
@@ -55,35 +51,16 @@ int cmd_shell(cli *c, int argc, char **argv)
 {
     cleanup_free char **env = NULL;
     size_t n_env = 0;
-    const char *cwd = NULL;
     vmctl_exec_opts opts = {};
     int o;
     while ((o = cli_getopt(c, argc, argv, "u:", options)) != -1) {
-        switch (o) {
-        case OPT_ENV: {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg)
-                return cli_invalid_value(c, "--env", optarg, "K=V with a non-empty name K");
-            char **n = realloc(env, sizeof(char *) * (n_env + 2));
-            if (!n)
-                return EXIT_ERROR;
-            env = n;
-            env[n_env++] = optarg;
-            env[n_env] = NULL;
-            break;
-        }
-        case OPT_CWD:
-            cwd = optarg;
-            break;
-        case 'u':
-            if (!*optarg)
-                return cli_invalid_value(c, "--user", optarg, "NAME, UID or UID:GID");
-            opts.user = optarg;
-            break;
-        default:
-            return c->exit_code;
-        }
+        int k = cli_guest_option(c, o, optarg, &env, &n_env, &opts);
+        if (k <= 0)
+            return k < 0 ? EXIT_ERROR : c->exit_code;
     }
+    /* --cwd is the shell script's: it falls back to the user's home directory */
+    const char *cwd = opts.cwd;
+    opts.cwd = NULL;
     int r;
     if (!cli_open_with_args(c, 1, 1, "NAME", &r))
         return r;

@@ -116,7 +116,7 @@ int cmd_ssh(cli *c, int argc, char **argv)
     execvp("ssh", args);
     int err = errno;
     vmctl_ssh_info_clear(&info);
-    vmctl_error_new(&e, VMCTL_E_HOST_MISSING_DEPENDENCY, err, "cannot run ssh: %s", strerror(err));
+    vmctl_error_new(&e, VMCTL_E_HOST_MISSING_DEPENDENCY, err, "cannot run ssh");
     vmctl_error_set_help(e, "Install the OpenSSH client (apt-get install openssh-client).");
     return render_error(c, e);
 }

@@ -53,7 +53,9 @@ static const cli_command commands[] = {
      cmd_shell_help, NULL},
     PLANNED("snapshot", "create, restore, list and remove snapshots"),
     PLANNED("clone", "create a VM from another VM's snapshot"),
-    PLANNED("stats", "CPU, memory and I/O statistics of a VM"),
+    {"stats", cmd_stats,
+     "CPU, memory, disk, network and guest statistics of VMs (--watch, --prometheus)",
+     cmd_stats_help, NULL},
     {"up", cmd_up, "create, start and provision the VMs of a VMFile.kdl", cmd_up_help, NULL},
     {"down", cmd_down, "stop (or --destroy) the VMs of a VMFile.kdl", cmd_down_help, NULL},
     {"reload", cmd_reload, "restart and re-provision the VMs of a VMFile.kdl", cmd_reload_help,
@@ -62,6 +64,8 @@ static const cli_command commands[] = {
      NULL},
     {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
      NULL, kdl_subcommand_at},
+    {"network", cmd_network, "host networking of --net tap VMs: the pool, addresses, rules",
+     cmd_network_help, NULL, network_subcommand_at},
     {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
      cmd_completion_help, NULL},
 };
@@ -81,7 +85,7 @@ const cli_command *cli_find_command(const char *name)
 
 void cli_print_main_help(FILE *f)
 {
-    fprintf(f, "vmctl %s: virtual machines on QEMU, with a guest agent\n\n", VMCTL_VERSION);
+    fprintf(f, "vmctl %s: virtual machines on QEMU, with a guest agent\n\n", vmctl_version());
     fputs("Usage: vmctl [--home DIR] [--json] [-v] COMMAND [ARGS...]\n\nCommands:\n", f);
     size_t w = 0;
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
@@ -232,9 +236,9 @@ int main(int argc, char **argv)
         switch (o) {
         case CLI_OPT_VERSION:
             if (c.json)
-                r = render_json(json_pack("{s:s}", "version", VMCTL_VERSION));
+                r = render_json(json_pack("{s:s}", "version", vmctl_version()));
             else
-                r = printf("vmctl %s\n", VMCTL_VERSION) < 0 ? EXIT_ERROR : EXIT_OK;
+                r = printf("vmctl %s\n", vmctl_version()) < 0 ? EXIT_ERROR : EXIT_OK;
             goto out;
         default:
             r = c.exit_code;

@@ -221,10 +221,11 @@ json_t *render_error_json(const vmctl_error *e)
     int errnum = vmctl_error_get_errno(e);
     cleanup_free char *cause = cause_text(errnum);
     json_t *err = json_pack(
-        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
+        "{s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "code", vmctl_error_get_code(e), "message",
         render_json_bytes(msg, strlen(msg)), "help", str_or_null(vmctl_error_get_help(e)),
         "details", details, "notes", notes, "context", context, "errno",
-        errnum > 0 ? json_integer(errnum) : json_null(), "cause", str_or_null(cause));
+        errnum > 0 ? json_integer(errnum) : json_null(), "errno_name",
+        str_or_null(errnum > 0 ? strerrorname_np(errnum) : NULL), "cause", str_or_null(cause));
     return json_pack("{s:o}", "error", err);
 }
 
@@ -238,37 +239,6 @@ static void print_indented(FILE *f, const char *s, int indent)
         if (*p == '\n' && p[1])
             fprintf(f, "%*s", indent, "");
     }
-}
-
-/* Whether the errno of an error says something its code does not: not for usage and input
- * errors (EINVAL), lookups (ENOENT), states and timeouts, nor when the message already ends
- * with it. */
-static bool cause_worth_showing(const vmctl_error *e, int err)
-{
-    if (err <= 0)
-        return false;
-    switch (vmctl_error_get_kind(e)) {
-    case VMCTL_E_CLI_USAGE:
-    case VMCTL_E_CONFIG_INVALID:
-    case VMCTL_E_VM_NOT_FOUND:
-    case VMCTL_E_VM_INVALID_STATE:
-    case VMCTL_E_VM_ALREADY_EXISTS:
-    case VMCTL_E_SNAPSHOT_NOT_FOUND:
-    case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
-    case VMCTL_E_VMFILE_NOT_FOUND:
-    case VMCTL_E_VMFILE_PARSE_FAILED:
-    case VMCTL_E_VMFILE_VALIDATION:
-    case VMCTL_E_NETWORK_CONFIG_INVALID:
-    case VMCTL_E_TIMEOUT:
-        return false;
-    default:
-        break;
-    }
-    /* EIO is what most call sites pass when there is no errno to tell: only io's is news */
-    if (err == EIO && vmctl_error_get_kind(e) != VMCTL_E_IO)
-        return false;
-    const char *msg = vmctl_error_get_message(e);
-    return !msg || !strstr(msg, strerror(err));
 }
 
 int render_error(cli *c, vmctl_error *e)
@@ -339,8 +309,9 @@ int render_error(cli *c, vmctl_error *e)
         fputc('\n', stderr);
     }
 
-    int errnum = vmctl_error_get_errno(e);
-    if (cause_worth_showing(e, errnum)) {
+    /* the cause last but for the help, once: not when the message says it already */
+    int errnum = vmctl_error_get_cause_errno(e);
+    if (errnum > 0) {
         cleanup_free char *cause = cause_text(errnum);
         fprintf(stderr, "\n  %scaused by:%s %s\n", col ? ANSI_BOLD : "", col ? ANSI_RESET : "",
                 cause ? cause : "?");
@@ -577,6 +548,43 @@ const char *render_provision(const vmctl_vm_info *vm, char *buf, size_t len)
     return buf;
 }
 
+/* --net tap: "all" or "deny, allow A, B, dns"; user: "unfiltered"; none: NULL (malloc'd). */
+char *render_egress(const vmctl_vm_info *vm)
+{
+    if (streq(vm->net, "user"))
+        return strdup("unfiltered (user-mode NAT)");
+    if (!streq(vm->net, "tap"))
+        return NULL;
+    if (vm->allow_all)
+        return strdup("all but the host and other VMs");
+    size_t len = 64;
+    for (char **a = vm->allow; a && *a; a++)
+        len += strlen(*a) + 2;
+    char *out = malloc(len);
+    if (!out)
+        return NULL;
+    size_t k = (size_t)snprintf(out, len, "deny");
+    const char *sep = ", allow ";
+    for (char **a = vm->allow; a && *a; a++, sep = ", ")
+        k += (size_t)snprintf(out + k, len - k, "%s%s", sep, *a);
+    if (vm->allow_dns)
+        snprintf(out + k, len - k, "%sdns", sep);
+    return out;
+}
+
+static json_t *render_egress_json(const vmctl_vm_info *vm)
+{
+    if (streq(vm->net, "user"))
+        return json_pack("{s:s}", "policy", "unfiltered");
+    if (!streq(vm->net, "tap"))
+        return json_null();
+    json_t *allow = json_array();
+    for (char **a = vm->allow; a && *a; a++)
+        json_array_append_new(allow, json_string(*a));
+    return json_pack("{s:s, s:o, s:b}", "policy", vm->allow_all ? "allow-all" : "deny", "allow",
+                     allow, "dns", vm->allow_dns);
+}
+
 json_t *render_vm_json(const vmctl_vm_info *vm)
 {
     json_t *o = json_object();
@@ -601,6 +609,17 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "dir", str_or_null(vm->dir));
     json_object_set_new(o, "net", str_or_null(vm->net));
+    json_object_set_new(o, "ip", str_or_null(vm->ip));
+    json_object_set_new(o, "mac", str_or_null(vm->mac));
+    json_object_set_new(o, "egress", render_egress_json(vm));
+    if (vm->ifname) {
+        json_object_set_new(o, "gateway", str_or_null(vm->gateway));
+        json_object_set_new(o, "tap", json_string(vm->ifname));
+    }
+    if (vm->rate_limit_mbps)
+        json_object_set_new(o, "rate_limit_mbps", json_integer(vm->rate_limit_mbps));
+    if (vm->disk_iops)
+        json_object_set_new(o, "disk_iops", json_integer(vm->disk_iops));
     if (vm->created_at > 0)
         json_object_set_new(o, "created_at", json_integer(vm->created_at));
     if (vm->kernel)
@@ -640,7 +659,7 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
 {
     char buf[64], age[32];
     cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
-    const char *keys[24], *vals[24];
+    const char *keys[32], *vals[32];
     char vcpus[16], mem[32], disk[32], pid[24], created[80], prov[64];
     size_t n = 0;
 
@@ -693,6 +712,25 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     if (vm->cmdline)
         KV("cmdline", vm->cmdline);
     KV("net", vm->net);
+    cleanup_free char *egress = render_egress(vm);
+    char ip[64], limits[64];
+    if (vm->ip) {
+        snprintf(ip, sizeof(ip), "%s via %s (%s)", vm->ip, vm->gateway ? vm->gateway : "?",
+                 vm->ifname ? vm->ifname : "?");
+        KV("ip", ip);
+        KV("mac", vm->mac);
+    }
+    if (egress)
+        KV("egress", egress);
+    if (vm->rate_limit_mbps || vm->disk_iops) {
+        char a[32] = "", b[32] = "";
+        if (vm->rate_limit_mbps)
+            snprintf(a, sizeof(a), "%u Mbit/s to the guest", vm->rate_limit_mbps);
+        if (vm->disk_iops)
+            snprintf(b, sizeof(b), "%u disk IOPS", vm->disk_iops);
+        snprintf(limits, sizeof(limits), "%s%s%s", a, *a && *b ? ", " : "", b);
+        KV("limits", limits);
+    }
     KV("ports", ports && *ports ? ports : "-");
     KV("pid", pid);
     KV("dir", vm->dir);

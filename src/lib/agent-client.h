@@ -5,7 +5,9 @@
  * directory"), timeout (details operation "agent connect" | "agent ready" | "agent ping" |
  * "agent exec" | "agent shutdown" | "exec", and timeout_seconds), config::invalid (a request
  * that cannot be encoded). Frames answering other requests (earlier pings, an earlier client's
- * command) are discarded by request id. */
+ * command) are discarded by request id. Implemented in three files: agent-transport.c (the
+ * connects), agent-session.c (ping, pump, the connection's settings, the proc table) and
+ * agent-client.c (the requests). */
 #pragma once
 
 #include <stdbool.h>
@@ -15,6 +17,8 @@
 #include <vmctl/error.h>
 #include <vmctl/exec.h>
 
+#include "agent-endpoint.h"
+
 typedef struct agent_conn agent_conn;
 
 /* Connect to the host end of the agent port (a unix socket; QEMU is the server) and take an
@@ -23,23 +27,24 @@ typedef struct agent_conn agent_conn;
 int agent_connect(const char *socket_path, uint64_t deadline, agent_conn **ret,
                   vmctl_error **reterr);
 void agent_close(agent_conn *c);
-/* Connect to the agent of the VM whose directory is dir (several vmctl processes at once, each
- * its own agent session). AF_VSOCK when agent_transport_pick(cid, agent_vhost_vsock_present())
- * says so and the agent accepts within 0.2 s (no lock: each connection is a session). Otherwise
- * the first free virtio-serial port: a non-blocking flock on agent.lock (port 0), agent.1.lock,
- * ... claims agent.sock, agent.1.sock, ... (ports whose socket exists; port 0 always); when all
- * are taken, wait for any until the deadline (then timeout "agent connect"). */
+/* Connect to a VM's agent at the endpoint its backend gave (backend_ops.agent_endpoint; several
+ * vmctl processes at once, each its own agent session). VSOCK: AF_VSOCK to (cid, port), no lock
+ * (each connection is a session); with serial ports as well, only when the agent accepts within
+ * 0.2 s and no client missed it recently (vsock_miss), else those ports. SERIAL: the first free
+ * port: a non-blocking flock on each port's lock file in order claims its socket; when all are
+ * taken, wait for any until the deadline (then timeout "agent connect"). HYBRID_VSOCK:
+ * agent_connect_hybrid. */
 /* queue_usec: while other processes hold every port, wait for one until start + queue_usec when
  * that is later than the deadline (the connect then gets its whole budget again): ports busy with
  * other commands are a queue, not an agent that does not answer. 0: the deadline bounds it all. */
 #define AGENT_PORT_QUEUE_USEC (600ull * 1000 * 1000)
-/* vsock is skipped this long after a client found no agent listening on it (agent_connect_vm
- * marks the miss in the VM directory; a launch clears it). */
+/* vsock is skipped this long after a client found no agent listening on it (the endpoint's
+ * vsock_miss file, touched by agent_vsock_mark_missed; "" or NULL: never skipped). */
 #define AGENT_VSOCK_MISS_USEC (60ull * 1000 * 1000)
-bool agent_vsock_missed_recently(const char *dir);
-void agent_vsock_mark_missed(const char *dir);
-int agent_connect_vm(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
-                     agent_conn **ret, vmctl_error **reterr);
+bool agent_vsock_missed_recently(const char *mark);
+void agent_vsock_mark_missed(const char *mark);
+int agent_connect_endpoint(const agent_endpoint *ep, uint64_t deadline, uint64_t queue_usec,
+                           agent_conn **ret, vmctl_error **reterr);
 
 /* --- transports (docs/agent-protocol.md): the same frames over another byte stream --- */
 struct sockaddr_vm;

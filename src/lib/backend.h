@@ -13,6 +13,7 @@
 
 #include <vmctl/error.h>
 
+#include "agent-endpoint.h"
 #include "vm-spec.h"
 
 /* The files of the VM directory every call takes. */
@@ -58,6 +59,13 @@ typedef struct backend_ops {
      * werror=enospc default: runstate io-error) though the store has it running: 1 with *cause
      * (malloc'd, e.g. "disk0: nospace"), 0 when it runs or is paused by request. May be NULL. */
     int (*io_paused)(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr);
+    /* I/O counters of each of the VM's disks since the hypervisor started (stats.c): cb for
+     * each, device naming the disk ("disk0", "seed"); cb returning < 0 stops with that. May be
+     * NULL (no block statistics: metrics::failed names the disk source). */
+    int (*blockstats)(const char *dir, uint64_t deadline,
+                      int (*cb)(const char *device, uint64_t read_bytes, uint64_t write_bytes,
+                                uint64_t read_ops, uint64_t write_ops, void *userdata),
+                      void *userdata, vmctl_error **reterr);
     /* Remove what a run leaves in the directory of a VM that no longer runs: sockets, the pid
      * file, the exit record. */
     void (*cleanup)(const char *dir);
@@ -66,6 +74,11 @@ typedef struct backend_ops {
      * zombies excluded: cb for each. Returns how many were found, or < 0. vm.c stops the ones
      * the store does not record as running (strays: an older vmctl's, a store moved away). */
     int (*scan)(const char *vms, const char *only, backend_proc_fn cb, void *userdata);
+    /* Where the agent of the VM in dir is reached (agent-endpoint.h), for agent_connect_endpoint:
+     * the hypervisor's agent sockets and their locks, vsock first when cid (the store's; 0: the
+     * ports only, as readiness wants) is a guest CID this host can reach. */
+    int (*agent_endpoint)(const vm_spec *spec, const char *dir, uint32_t cid, agent_endpoint *ret,
+                          vmctl_error **reterr);
 } backend_ops;
 
 /* ---------- backend.c: the registry and the accelerator ---------- */

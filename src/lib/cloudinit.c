@@ -26,11 +26,15 @@ static const char network_config[] = "version: 2\n"
                                      "    set-name: eth0\n"
                                      "    dhcp4: true\n";
 
+/* what: why, where errnum does not say it all (NULL: errnum is the cause) */
 static int iso_failed(vmctl_error **reterr, int errnum, const char *path, const char *what)
 {
     int r = err_make(reterr, VMCTL_E_CLOUDINIT_ISO_FAILED, errnum,
-                     "cannot write the cloud-init seed '%s': %s", path, what);
+                     "cannot write the cloud-init seed '%s'%s%s", path, what ? ": " : "",
+                     what ? what : "");
     err_detail(reterr, "path", "%s", path);
+    if (!what)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 
@@ -153,8 +157,9 @@ int cloudinit_write_files(const char *dir, const cloudinit_seed *seed, vmctl_err
         return r;
     }
     const char *names[] = {"user-data", "meta-data", "network-config"};
-    const char *data[] = {f.user_data, f.meta_data, network_config};
-    size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(network_config)};
+    const char *nc = seed->network_config ? seed->network_config : network_config;
+    const char *data[] = {f.user_data, f.meta_data, nc};
+    size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(nc)};
     for (int i = 0; i < (seed->network ? 3 : 2) && r >= 0; i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, names[i]);
         r = p ? write_file_atomic(p, data[i], lens[i], 0600) : -ENOMEM;
@@ -222,7 +227,7 @@ static int write_with_tool(const char *path, const cloudinit_seed *seed, const c
                 err_note(reterr, "%s", errs);
             (void)unlink(tmp);
         } else if (chmod(tmp, 0600) < 0 || rename(tmp, path) < 0) {
-            r = iso_failed(reterr, errno, path, strerror(errno)); /* the tool obeys the umask */
+            r = iso_failed(reterr, errno, path, NULL); /* the tool obeys the umask */
             (void)unlink(tmp);
         }
     }
@@ -244,7 +249,8 @@ int cloudinit_write_seed(const char *path, const cloudinit_seed *seed, vmctl_err
     iso_file files[3] = {
         {"user-data", f.user_data, f.user_len},
         {"meta-data", f.meta_data, strlen(f.meta_data)},
-        {"network-config", network_config, sizeof(network_config) - 1},
+        {"network-config", seed->network_config ? seed->network_config : network_config,
+         strlen(seed->network_config ? seed->network_config : network_config)},
     };
     r = iso9660_write(path, "cidata", files, seed->network ? 3 : 2,
                       (int64_t)(realtime_usec() / 1000000));
@@ -256,6 +262,6 @@ int cloudinit_write_seed(const char *path, const cloudinit_seed *seed, vmctl_err
         return write_with_tool(path, seed, fallback, reterr);
     }
     if (r < 0)
-        return iso_failed(reterr, -r, path, strerror(-r));
+        return iso_failed(reterr, -r, path, NULL);
     return 0;
 }

@@ -6,9 +6,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <vmctl/vmctl.h>
+
+#include "arg-check.h"
 #include "ctx.h"
 #include "error.h"
 #include "util/util.h"
+
+const char *vmctl_version(void)
+{
+    return VMCTL_VERSION;
+}
 
 static char *default_home(void)
 {
@@ -26,6 +34,7 @@ static char *default_home(void)
 
 int vmctl_ctx_new(const char *home, vmctl_ctx **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ret, reterr);
     return vmctl_ctx_open(home, 0, ret, reterr);
 }
 
@@ -59,11 +68,8 @@ static int open_absent(const char *h, vmctl_ctx **ret, vmctl_error **reterr)
 
 int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_error **reterr)
 {
-    if (!ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: ret is NULL");
-    if (flags & ~(unsigned)VMCTL_CTX_NO_CREATE)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ctx_open: unknown flags %#x",
-                        flags);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(!(flags & ~(unsigned)VMCTL_CTX_NO_CREATE), reterr);
     cleanup_free char *h = home ? strdup(home) : default_home();
     if (!h)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
@@ -78,8 +84,7 @@ int vmctl_ctx_open(const char *home, unsigned flags, vmctl_ctx **ret, vmctl_erro
     }
     int r = create ? mkdir_p(h, 0700) : 0; /* an existing home is the user's: its mode stays */
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s': %s", h,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create home directory '%s'", h);
         err_detail(reterr, "path", "%s", h);
         return r;
     }
@@ -143,15 +148,12 @@ void ctx_log(vmctl_ctx *ctx, vmctl_log_level level, const char *fmt, ...)
 {
     if (!ctx || !ctx->log)
         return;
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int r = vasprintf(&msg, fmt, ap);
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    if (r < 0)
-        return;
-    ctx->log(ctx->log_userdata, level, msg);
-    free(msg);
+    if (msg)
+        ctx->log(ctx->log_userdata, level, msg);
 }
 
 char *ctx_vm_dir(const vmctl_ctx *ctx, const char *name)

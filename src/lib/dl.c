@@ -9,6 +9,7 @@
 
 #include "dl.h"
 #include "error.h"
+#include "util/util.h"
 
 /* One lock for every library: loading happens a handful of times per process. */
 static pthread_mutex_t dl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -18,16 +19,13 @@ static int dl_missing(vmctl_error **reterr, const dl_library *lib, const char *f
 
 static int dl_missing(vmctl_error **reterr, const dl_library *lib, const char *fmt, ...)
 {
-    char *why = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&why, fmt, ap) < 0)
-        why = NULL;
+    cleanup_free char *why = str_vprintf(fmt, ap);
     va_end(ap);
     int r = err_make(reterr, VMCTL_E_HOST_MISSING_DEPENDENCY, ENOENT,
                      "cannot load %s, which vmctl needs for %s: %s", lib->soname, lib->purpose,
                      why ? why : "out of memory");
-    free(why);
     err_detail(reterr, "library", "%s", lib->soname);
     err_detail(reterr, "package", "%s", lib->package);
     err_help(reterr, "Install the Debian package '%s' (`apt-get install %s`).", lib->package,

@@ -23,7 +23,7 @@
 
 #include <vmctl/error.h>
 
-#include "util/macros.h"
+#include "macros.h"
 
 /* The pointer through which a module calls symbol once its library is loaded. */
 #define DLSYM_PROTOTYPE(symbol) __typeof__(symbol) *sym_##symbol
@@ -61,4 +61,4 @@ typedef struct dl_library {
 int dl_open(dl_library *lib, vmctl_error **reterr);
 
 /* The libraries loaded on first use (defined by the modules that use them), for `vmctl doctor`. */
-extern dl_library dl_lib_curl, dl_lib_zstd, dl_lib_lzma, dl_lib_crypto, dl_lib_ssh;
+extern dl_library dl_lib_curl, dl_lib_zstd, dl_lib_lzma, dl_lib_crypto, dl_lib_ssh, dl_lib_nftables;

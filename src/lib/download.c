@@ -253,8 +253,7 @@ int download_decompress(const char *src, const char *dst, const char *kind,
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            r = -errno;
-            why = strerror(errno);
+            r = -errno; /* the cause: why stays NULL */
             break;
         }
         consumed += (uint64_t)n;
@@ -272,10 +271,8 @@ int download_decompress(const char *src, const char *dst, const char *kind,
                     r = -EBADMSG;
                     break;
                 }
-                if ((r = write_all(out, obuf, ob.pos)) < 0) {
-                    why = strerror(-r);
+                if ((r = write_all(out, obuf, ob.pos)) < 0)
                     break;
-                }
             }
             if (r < 0)
                 break;
@@ -287,10 +284,8 @@ int download_decompress(const char *src, const char *dst, const char *kind,
                 xz.next_out = obuf;
                 xz.avail_out = CHUNK;
                 lzma_ret lr = sym_lzma_code(&xz, act);
-                if ((r = write_all(out, obuf, CHUNK - xz.avail_out)) < 0) {
-                    why = strerror(-r);
+                if ((r = write_all(out, obuf, CHUNK - xz.avail_out)) < 0)
                     break;
-                }
                 if (lr == LZMA_STREAM_END) {
                     finished = true;
                     break;
@@ -319,19 +314,20 @@ int download_decompress(const char *src, const char *dst, const char *kind,
         sym_ZSTD_freeDCtx(z);
     else
         sym_lzma_end(&xz);
-    if (r >= 0 && fsync(out) < 0) {
+    if (r >= 0 && fsync(out) < 0)
         r = -errno;
-        why = strerror(errno);
-    }
     if (r < 0) {
         (void)unlink(dst);
         if (r == -ECANCELED)
             return err_make(reterr, VMCTL_E_IO, ECANCELED, "decompression of '%s' interrupted",
                             src);
-        k = err_make(reterr, VMCTL_E_IMAGE_DOWNLOAD_FAILED, -r, "cannot decompress '%s': %s", src,
-                     why ? why : "error");
+        /* why: what the decoder said; else the errno is the cause */
+        k = err_make(reterr, VMCTL_E_IMAGE_DOWNLOAD_FAILED, -r, "cannot decompress '%s'%s%s", src,
+                     why ? ": " : "", why ? why : "");
         err_detail(reterr, "path", "%s", src);
-        err_detail(reterr, "reason", "%s", why ? why : "error");
+        err_detail(reterr, "reason", "%s", why ? why : strerror(-r));
+        if (!why)
+            err_cause(reterr, r); /* a system call's: shown even if it is EIO */
         return k;
     }
     return 0;

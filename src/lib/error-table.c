@@ -87,7 +87,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Retry with `vmctl stop NAME --force` or `vmctl kill NAME`"),
     ROW(VMCTL_E_NETWORK_FIREWALL_FAILED, "vm_manager::network::firewall_failed",
         "Host firewall rule setup or teardown failed",
-        "Ensure nftables or iptables is installed and vmctl runs with CAP_NET_ADMIN"),
+        "Ensure libnftables1 is installed and vmctl runs as root or with CAP_NET_ADMIN; the note "
+        "carries netfilter's own message"),
     ROW(VMCTL_E_NETWORK_CONFIG_INVALID, "vm_manager::network::config_invalid",
         "Network configuration malformed (CIDR, port, mode)",
         "Fix the network option named in the message; see `vmctl create --help`"),
@@ -147,6 +148,11 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Image names other host files (backing file, external data file, vmdk extents)",
         "Use a self-contained image; see what it names with `vmctl image inspect PATH` and flatten "
         "it with `qemu-img convert` only if you trust those files"),
+    ROW(VMCTL_E_INVALID_ARGUMENT, "vm_manager::invalid_argument",
+        "A libvmctl function called with an argument it does not take (NULL context, name or "
+        "result pointer, unknown flags)",
+        "A bug in the program calling libvmctl: the details name the function and the check that "
+        "failed; include/vmctl/*.h say what each function takes"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)

@@ -1,19 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "util/util.h"
-
-/* vasprintf that returns the string, or NULL on failure. */
-__attribute__((format(printf, 1, 0))) static char *vformat(const char *fmt, va_list ap)
-{
-    char *s = NULL;
-    return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
-}
 
 struct detail {
     char *key;
@@ -24,6 +19,7 @@ struct detail {
 struct vmctl_error {
     vmctl_error_kind kind;
     int errnum;
+    bool errnum_is_cause; /* err_cause: shown whatever the kind */
     char *message;
     char *help; /* NULL: the catalogue's */
     struct detail *details;
@@ -62,9 +58,7 @@ static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
                     va_list ap)
 {
     if (reterr) {
-        char *msg = NULL;
-        if (vasprintf(&msg, fmt, ap) < 0)
-            msg = NULL;
+        char *msg = str_vprintf(fmt, ap);
         vmctl_error_free(*reterr);
         *reterr = error_alloc(kind, errnum, msg);
     }
@@ -73,11 +67,21 @@ static int err_setv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, con
 
 int vmctl_error_new(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
 {
+    VMCTL_ARG_CHECK((unsigned)kind < _VMCTL_E_MAX, reterr);
+    VMCTL_ARG_CHECK(fmt, reterr);
     va_list ap;
     va_start(ap, fmt);
     int r = err_setv(reterr, kind, errnum, fmt, ap);
     va_end(ap);
     return r;
+}
+
+int vmctl_error_newv(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt,
+                     va_list ap)
+{
+    VMCTL_ARG_CHECK((unsigned)kind < _VMCTL_E_MAX, reterr);
+    VMCTL_ARG_CHECK(fmt, reterr);
+    return err_setv(reterr, kind, errnum, fmt, ap);
 }
 
 int err_make(vmctl_error **reterr, vmctl_error_kind kind, int errnum, const char *fmt, ...)
@@ -101,7 +105,7 @@ int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
     vmctl_error *e = *reterr;
     va_list ap;
     va_start(ap, fmt);
-    char *msg = vformat(fmt, ap);
+    char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     if (!msg)
         return r;
@@ -153,7 +157,7 @@ void err_detail(vmctl_error **reterr, const char *key, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     add_detail(*reterr, key, v, 0);
 }
@@ -187,7 +191,7 @@ void err_note(vmctl_error **reterr, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     if (v)
         vmctl_error_add_note(*reterr, v);
@@ -211,7 +215,7 @@ void err_help(vmctl_error **reterr, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    char *v = vformat(fmt, ap);
+    char *v = str_vprintf(fmt, ap);
     va_end(ap);
     if (v) {
         free((*reterr)->help);
@@ -238,6 +242,41 @@ int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, co
     err_detail(reterr, "from", "%s", from);
     err_detail(reterr, "to", "%s", to);
     return r;
+}
+
+int err_invalid_field(vmctl_error **reterr, const char *field, const char *value,
+                      const char *allowed, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_setv(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
+    va_end(ap);
+    err_detail(reterr, "field", "%s", field);
+    if (value)
+        err_detail(reterr, "value", "%s", value);
+    if (allowed) {
+        err_detail(reterr, "allowed", "%s", allowed);
+        err_help(reterr, "Set %s to %s.", field, allowed);
+    }
+    return r;
+}
+
+int err_cause(vmctl_error **reterr, int errnum)
+{
+    if (errnum < 0)
+        errnum = -errnum;
+    if (reterr && *reterr && errnum > 0) {
+        (*reterr)->errnum = errnum;
+        (*reterr)->errnum_is_cause = true;
+    }
+    return errnum_ret(errnum);
+}
+
+char *err_describe(const vmctl_error *e)
+{
+    int errnum = vmctl_error_get_cause_errno(e);
+    const char *msg = vmctl_error_get_message(e);
+    return errnum ? str_printf("%s: %s", msg, strerror(errnum)) : strdup(msg);
 }
 
 vmctl_error_kind vmctl_error_get_kind(const vmctl_error *e)
@@ -267,6 +306,39 @@ int vmctl_error_get_errno(const vmctl_error *e)
     return e ? e->errnum : EIO;
 }
 
+int vmctl_error_get_cause_errno(const vmctl_error *e)
+{
+    if (!e || e->errnum <= 0)
+        return 0;
+    /* a message that says it already (a guest's, QEMU's text) is not told twice */
+    if (e->message && strcasestr(e->message, strerror(e->errnum)))
+        return 0;
+    if (e->errnum_is_cause)
+        return e->errnum;
+    switch (e->kind) {
+    case VMCTL_E_CLI_USAGE:
+    case VMCTL_E_CONFIG_INVALID:
+    case VMCTL_E_VM_NOT_FOUND:
+    case VMCTL_E_VM_INVALID_STATE:
+    case VMCTL_E_VM_ALREADY_EXISTS:
+    case VMCTL_E_SNAPSHOT_NOT_FOUND:
+    case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
+    case VMCTL_E_VMFILE_NOT_FOUND:
+    case VMCTL_E_VMFILE_PARSE_FAILED:
+    case VMCTL_E_VMFILE_VALIDATION:
+    case VMCTL_E_NETWORK_CONFIG_INVALID:
+    case VMCTL_E_TIMEOUT:
+        return 0;
+    default:
+        break;
+    }
+    /* EIO, EINVAL and EBADMSG are what call sites pass when there is no errno to tell (a tool's
+     * exit status, bad input, a corrupt file): only io's EIO is news */
+    if ((e->errnum == EIO && e->kind != VMCTL_E_IO) || e->errnum == EINVAL || e->errnum == EBADMSG)
+        return 0;
+    return e->errnum;
+}
+
 size_t vmctl_error_get_n_details(const vmctl_error *e)
 {
     return e ? e->n_details : 0;
@@ -288,6 +360,7 @@ int vmctl_error_get_detail(const vmctl_error *e, size_t i, const char **key, con
 
 const char *vmctl_error_find_detail(const vmctl_error *e, const char *key)
 {
+    VMCTL_ARG_CHECK_RET(key, NULL);
     for (size_t i = 0; e && i < e->n_details; i++)
         if (streq(e->details[i].key, key))
             return e->details[i].value;

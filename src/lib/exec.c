@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arg-check.h"
 #include "agent-client.h"
 #include "agent-proto.h"
 #include "backend.h"
@@ -43,11 +44,9 @@ static int check_env(char *const *envv, vmctl_error **reterr)
     for (char *const *e = envv; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e))) {
-            int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid env entry '%s'", *e);
-            err_detail(reterr, "field", "env");
-            err_detail(reterr, "value", "%s", *e);
-            err_help(reterr, "Pass K=V with K matching [A-Za-z_][A-Za-z0-9_]*.");
-            return r;
+            return err_invalid_field(reterr, "env", *e,
+                                     "K=V with K matching [A-Za-z_][A-Za-z0-9_]*",
+                                     "invalid env entry '%s'", *e);
         }
     }
     return 0;
@@ -103,24 +102,25 @@ static bool silence_expected(void *userdata)
         return false;
     if (v->state == VMCTL_VM_PAUSED)
         return true;
-    /* paused by QEMU itself (a full host disk): not expected to end by itself, and the error
-     * should say so rather than blame the agent */
+    /* paused by the hypervisor itself (a full host disk): not expected to end by itself, and the
+     * error should say so rather than blame the agent */
     cleanup_free char *cause = NULL;
     if (vm_io_paused(v, spec, &cause) > 0) {
-        cleanup_free char *reason =
-            str_printf("vm was paused by QEMU after a disk I/O error (%s)", cause);
-        cleanup_free char *help = vm_io_pause_help(s->name, v->dir, cause);
+        cleanup_free char *reason = str_printf("vm was paused by %s after a disk I/O error (%s)",
+                                               vm_backend_title(spec), cause);
+        cleanup_free char *help = vm_io_pause_help(s->name, v->dir, spec, cause);
         agent_conn_set_silence_reason(s->conn, reason, help);
     }
     return false;
 }
 
-/* exec::unavailable for a VM that QEMU paused after a disk I/O error. */
+/* exec::unavailable for a VM that its hypervisor paused after a disk I/O error. */
 static int io_paused_error(vmctl_error **reterr, const char *name, const store_vm *v,
-                           const char *cause)
+                           const vm_spec *spec, const char *cause)
 {
-    cleanup_free char *reason = str_printf("paused by QEMU after a disk I/O error (%s)", cause);
-    cleanup_free char *help = vm_io_pause_help(name, v->dir, cause);
+    cleanup_free char *reason =
+        str_printf("paused by %s after a disk I/O error (%s)", vm_backend_title(spec), cause);
+    cleanup_free char *help = vm_io_pause_help(name, v->dir, spec, cause);
     return unavailable(reterr, name, EIO, reason ? reason : "paused after a disk I/O error",
                        help ? help : "Free space on the host, then `vmctl resume NAME`.");
 }
@@ -143,10 +143,27 @@ struct vmctl_exec_proc {
     uint64_t deadline;
 };
 
+int vm_agent_connect(const store_vm *v, const vm_spec *spec, uint32_t cid, uint64_t deadline,
+                     uint64_t queue_usec, agent_conn **ret, vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    if (!be->agent_endpoint)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, EOPNOTSUPP,
+                        "the %s backend has no guest agent transport", be->name);
+    agent_endpoint ep;
+    int r = be->agent_endpoint(spec, v->dir, cid, &ep, reterr);
+    return r < 0 ? r : agent_connect_endpoint(&ep, deadline, queue_usec, ret, reterr);
+}
+
 /* Connect to the VM's agent and see it answer: exec::unavailable otherwise. */
 int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session **ret,
                             vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -160,7 +177,7 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
 
     uint64_t deadline = now_usec() + (uint64_t)(AGENT_CONNECT_TIMEOUT * 1e6);
     cleanup_agent agent_conn *conn = NULL;
-    r = agent_connect_vm(v->dir, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
+    r = vm_agent_connect(v, spec, v->cid, deadline, AGENT_PORT_QUEUE_USEC, &conn, reterr);
     if (r >= 0) {
         /* no pong soon: ask QEMU whether it paused the VM after a disk I/O error (then the agent
          * cannot answer and waiting the whole deadline is pointless) */
@@ -172,7 +189,7 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
                 vmctl_error_free(*reterr);
                 *reterr = NULL;
             }
-            return io_paused_error(reterr, name, v, cause);
+            return io_paused_error(reterr, name, v, spec, cause);
         }
         if (r == -ETIMEDOUT && now_usec() < deadline) {
             if (reterr) {
@@ -191,8 +208,9 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
         r = unavailable(reterr, name, r == -ETIMEDOUT ? ETIMEDOUT : -r, "agent not answering",
                         "Wait for the VM with `vmctl start NAME --wait`, or look at `vmctl logs "
                         "NAME`.");
-        if (cause)
-            err_note(reterr, "%s", vmctl_error_get_message(cause));
+        cleanup_free char *why = cause ? err_describe(cause) : NULL;
+        if (why)
+            err_note(reterr, "%s", why);
         return r;
     }
     vmctl_exec_session *s = calloc(1, sizeof(*s));
@@ -222,11 +240,13 @@ void vmctl_exec_session_close(vmctl_exec_session *s)
 
 int vmctl_exec_session_fd(vmctl_exec_session *s)
 {
+    VMCTL_ARG_CHECK_RET(s, -EINVAL);
     return agent_conn_fd(s->conn);
 }
 
 int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr);
     uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_usec() + (uint64_t)timeout_ms * 1000;
     int r = agent_pump(s->conn, until, reterr);
     return r < 0 ? r : 0;
@@ -251,6 +271,9 @@ static uint64_t exec_deadline(const vmctl_exec_opts *opts)
 int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,
                      vmctl_exec_proc **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     int r = check_env(opts->env, reterr);
@@ -274,31 +297,38 @@ int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const v
 
 int vmctl_exec_write(vmctl_exec_proc *p, const void *data, size_t len, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
+    VMCTL_ARG_CHECK(data || !len, reterr);
     return agent_proc_write(p->p, data, len, p->deadline, reterr);
 }
 
 int vmctl_exec_close_stdin(vmctl_exec_proc *p, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_close_stdin(p->p, p->deadline, reterr);
 }
 
 int vmctl_exec_signal(vmctl_exec_proc *p, int sig, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_signal(p->p, sig, UINT64_MAX, reterr);
 }
 
 int vmctl_exec_resize(vmctl_exec_proc *p, unsigned rows, unsigned cols, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     return agent_proc_resize(p->p, rows, cols, UINT64_MAX, reterr);
 }
 
 bool vmctl_exec_done(const vmctl_exec_proc *p)
 {
+    VMCTL_ARG_CHECK_RET(p, true);
     return agent_proc_done(p->p);
 }
 
 int vmctl_exec_wait(vmctl_exec_proc *p, vmctl_exec_status *status, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(p, reterr);
     int r = agent_proc_wait(p->p, p->deadline, status, reterr);
     return r < 0 ? err_prefix(reterr, r, "in vm '%s'", p->s->name) : 0;
 }
@@ -372,7 +402,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
         uint64_t wake = deadline - now < 1000000 ? deadline - now : 1000000;
         int k = poll(pfd, (nfds_t)n, (int)((wake + 999) / 1000));
         if (k < 0 && errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "poll: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot wait for the command's output");
         if (k <= 0)
             continue;
         if (sig_k >= 0 && pfd[sig_k].revents) {
@@ -395,8 +425,7 @@ static int stream_loop(agent_conn *conn, agent_proc *p, int fd, const vmctl_exec
             if (got < 0 && (errno == EINTR || errno == EAGAIN))
                 continue;
             if (got < 0)
-                return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input: %s",
-                                strerror(errno));
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot read the input");
             if (got == 0) {
                 in_open = false;
                 if ((r = agent_proc_close_stdin(p, deadline, reterr)) < 0)
@@ -416,6 +445,9 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
                       const vmctl_exec_io *io, int stdin_fd, vmctl_exec_status *status,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     int r = check_env(opts->env, reterr);
@@ -451,6 +483,10 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
 int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
                vmctl_exec_result *result, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
+    VMCTL_ARG_CHECK(result, reterr);
     if (!opts || !opts->argv || !opts->argv[0] || !result)
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     memset(result, 0, sizeof(*result));
@@ -476,6 +512,9 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
 int vmctl_guest_info_get(vmctl_ctx *ctx, const char *name, vmctl_guest_info *ret,
                          vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     int r = vmctl_exec_session_open(ctx, name, &s, reterr);
     if (r < 0)
@@ -497,6 +536,9 @@ int vmctl_guest_push_metadata(vmctl_ctx *ctx, const char *name, const char *host
                               const void *const *secret_values, const size_t *secret_lens,
                               vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(!secret_names || (secret_values && secret_lens), reterr);
     int r = check_env(env, reterr);
     if (r < 0)
         return r;
@@ -530,7 +572,7 @@ static int host_tar(const char *const *argv, int pipe_end, bool tar_reads, pid_t
     int r = posix_spawnp(pid, "tar", &fa, NULL, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (r != 0)
-        return err_make(reterr, VMCTL_E_IO, r, "cannot run tar on the host: %s", strerror(r));
+        return err_make(reterr, VMCTL_E_IO, r, "cannot run tar on the host");
     return 0;
 }
 
@@ -539,7 +581,7 @@ static int host_tar_wait(pid_t pid, vmctl_error **reterr)
     int status = 0;
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "waitpid: %s", strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot wait for tar on the host");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return err_make(reterr, VMCTL_E_IO, EIO, "tar on the host failed (status %d)",
                         WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
@@ -600,6 +642,10 @@ static int cp_file_to(agent_conn *conn, int fd, const struct stat *st, const cha
 int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, const char *guest_path,
                    vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");
@@ -607,8 +653,7 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
     cleanup_close int fd = open(local_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
-                         strerror(errno));
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", local_path);
         err_detail(reterr, "path", "%s", local_path);
         return r;
     }
@@ -623,7 +668,7 @@ int vmctl_cp_to_vm(vmctl_ctx *ctx, const char *name, const char *local_path, con
             vmctl_error_free(e);
             e = NULL;
             if (lseek(fd, 0, SEEK_SET) < 0)
-                return err_make(reterr, VMCTL_E_IO, errno, "lseek: %s", strerror(errno));
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot rewind '%s'", local_path);
             cleanup_free char *dest = str_printf(
                 "%s%s%s", guest_path, guest_path[strlen(guest_path) - 1] == '/' ? "" : "/",
                 base_name(local_path));
@@ -743,8 +788,7 @@ static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_pat
         /* `cp vm:/ DIR`: into DIR itself */
         dfd = open(local_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", local_path,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", local_path);
     } else {
         /* DST's own path is the user's and followed; below it nothing is */
         cleanup_free char *pdir = NULL;
@@ -764,8 +808,7 @@ static int cp_dir_from(agent_conn *conn, const char *name, const char *guest_pat
             return -ENOMEM;
         parent = open(pdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (parent < 0)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", pdir,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", pdir);
         cleanup_free char *leafdup = strdup(leaf);
         if (!leafdup)
             return -ENOMEM;
@@ -840,6 +883,10 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
 int vmctl_cp_from_vm(vmctl_ctx *ctx, const char *name, const char *guest_path,
                      const char *local_path, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
     if (!guest_path || guest_path[0] != '/')
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
                         "the guest path '%s' is not absolute", guest_path ? guest_path : "");
@@ -885,7 +932,7 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
                 vmctl_error_free(e);
             return r;
         }
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", dest, strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", dest);
         err_detail(reterr, "path", "%s", dest);
         return r;
     }
@@ -910,7 +957,7 @@ static int cp_from_agent(agent_conn *conn, const char *name, const char *guest_p
                                  {.tv_sec = sec, .tv_nsec = nsec < 1000000000u ? nsec : 0}};
         if (fchmod(fd, (mode & 0777) & ~tar_umask()) < 0 || futimens(fd, ts) < 0 ||
             rename(tmp, dest) < 0)
-            r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s': %s", dest, strerror(errno));
+            r = err_make(&e, VMCTL_E_IO, errno, "cannot write '%s'", dest);
     }
     if (r >= 0 || !is_dir) {
         if (r < 0) {

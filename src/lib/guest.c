@@ -210,11 +210,10 @@ static int lock_build(const char *home, uint64_t deadline, int *ret, vmctl_error
         return -ENOMEM;
     cleanup_close int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s': %s", path, strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot open '%s'", path);
     while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         if (errno != EWOULDBLOCK && errno != EINTR)
-            return err_make(reterr, VMCTL_E_IO, errno, "cannot lock '%s': %s", path,
-                            strerror(errno));
+            return err_make(reterr, VMCTL_E_IO, errno, "cannot lock '%s'", path);
         if (now_usec() >= deadline)
             return err_timeout(reterr, "image build-default", BUILD_TIMEOUT_SEC,
                                "another `vmctl image build-default` holds '%s'", path);
@@ -258,11 +257,10 @@ int guest_build_default(const char *home, bool force, vmctl_progress_fn progress
     }
     int r = mkdir_private(images); /* images/ is 0700: cached disks are private */
     if (r < 0)
-        return err_make(reterr, VMCTL_E_IO, r, "cannot create '%s': %s", images, strerror(-r));
+        return err_make(reterr, VMCTL_E_IO, r, "cannot create '%s'", images);
     r = mkdir_p(cache, 0755);
     if (r < 0)
-        return err_make(reterr, VMCTL_E_IO, r, "cannot create the download cache '%s': %s", cache,
-                        strerror(-r));
+        return err_make(reterr, VMCTL_E_IO, r, "cannot create the download cache '%s'", cache);
     cleanup_close int lock = -1;
     r = lock_build(home, deadline, &lock, reterr);
     if (r < 0)
@@ -270,10 +268,10 @@ int guest_build_default(const char *home, bool force, vmctl_progress_fn progress
 
     int pout[2] = {-1, -1}, perr[2] = {-1, -1};
     if (pipe2(pout, O_CLOEXEC) < 0)
-        return err_make(reterr, VMCTL_E_IO, errno, "pipe: %s", strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot create a pipe for the build");
     cleanup_close int out_r = pout[0], out_w = pout[1];
     if (pipe2(perr, O_CLOEXEC) < 0)
-        return err_make(reterr, VMCTL_E_IO, errno, "pipe: %s", strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot create a pipe for the build");
     cleanup_close int err_r = perr[0], err_w = perr[1];
 
     posix_spawn_file_actions_t fa;
@@ -300,7 +298,7 @@ int guest_build_default(const char *home, bool force, vmctl_progress_fn progress
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (r != 0)
-        return err_make(reterr, VMCTL_E_IO, r, "cannot run '%s': %s", script, strerror(r));
+        return err_make(reterr, VMCTL_E_IO, r, "cannot run '%s'", script);
     close(TAKE_FD(out_w));
     close(TAKE_FD(err_w));
 

@@ -17,6 +17,7 @@
 
 #include <vmctl/host.h>
 
+#include "arg-check.h"
 #include "backend.h"
 #include "dl.h"
 #include "error.h"
@@ -398,7 +399,8 @@ static void check_tools(check_list *l)
 /* The libraries loaded on first use: each must load, else the feature that needs it fails. */
 static void check_libraries(check_list *l)
 {
-    dl_library *libs[] = {&dl_lib_curl, &dl_lib_zstd, &dl_lib_lzma, &dl_lib_crypto, &dl_lib_ssh};
+    dl_library *libs[] = {&dl_lib_curl,   &dl_lib_zstd, &dl_lib_lzma,
+                          &dl_lib_crypto, &dl_lib_ssh,  &dl_lib_nftables};
     for (size_t i = 0; i < ELEMENTSOF(libs); i++) {
         cleanup_error vmctl_error *e = NULL;
         if (dl_open(libs[i], &e) >= 0) {
@@ -426,9 +428,8 @@ static void check_jail(check_list *l)
 
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
 {
-    if (!ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
-                        "vmctl_host_check_all: invalid arguments");
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     check_list l = {.items = calloc(MAX_CHECKS, sizeof(vmctl_host_check))};
     if (!l.items)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");

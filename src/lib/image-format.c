@@ -38,12 +38,15 @@ extern char **environ;
 
 #define PROBE_BYTES (64 * 1024)
 
+/* why: NULL when errnum is the cause (the reason detail is then its text) */
 static int detection_failed(vmctl_error **reterr, int errnum, const char *path, const char *why)
 {
     int r = err_make(reterr, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, errnum,
-                     "cannot detect the format of '%s': %s", path, why);
+                     "cannot detect the format of '%s'%s%s", path, why ? ": " : "", why ? why : "");
     err_detail(reterr, "path", "%s", path);
-    err_detail(reterr, "reason", "%s", why);
+    err_detail(reterr, "reason", "%s", why ? why : strerror(errnum));
+    if (!why)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 
@@ -51,10 +54,12 @@ int image_probe_file(const char *path, image_probe *ret, vmctl_error **reterr)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return detection_failed(reterr, errno, path, strerror(errno));
+        return detection_failed(reterr, errno, path, NULL);
     struct stat st;
     if (fstat(fd, &st) < 0)
-        return detection_failed(reterr, errno, path, strerror(errno));
+        return detection_failed(reterr, errno, path, NULL);
+    if (S_ISDIR(st.st_mode))
+        return detection_failed(reterr, EISDIR, path, NULL);
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
         return detection_failed(reterr, EINVAL, path, "not a regular file");
     cleanup_free uint8_t *buf = calloc(1, PROBE_BYTES);
@@ -66,7 +71,7 @@ int image_probe_file(const char *path, image_probe *ret, vmctl_error **reterr)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return detection_failed(reterr, errno, path, strerror(errno));
+            return detection_failed(reterr, errno, path, NULL);
         }
         if (n == 0)
             break;

@@ -22,6 +22,7 @@
 
 #include <vmctl/image.h>
 
+#include "arg-check.h"
 #include "ctx.h"
 #include "download.h"
 #include "error.h"
@@ -40,8 +41,7 @@
 int vmctl_image_build_default(vmctl_ctx *ctx, bool force, vmctl_progress_fn progress,
                               void *userdata, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_build_default: no ctx");
+    VMCTL_ARG_CHECK(ctx, reterr);
     return guest_build_default(ctx->home, force, progress, userdata, reterr);
 }
 
@@ -64,23 +64,6 @@ static uint64_t dir_size(const char *path)
 static int oom(vmctl_error **reterr)
 {
     return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-}
-
-static int invalid(vmctl_error **reterr, const char *field, const char *value, const char *help,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int invalid(vmctl_error **reterr, const char *field, const char *value, const char *help,
-                   const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    if (value)
-        err_detail(reterr, "value", "%s", value);
-    if (help)
-        err_help(reterr, "%s", help);
-    return r;
 }
 
 static int not_found(vmctl_error **reterr, const char *name)
@@ -195,8 +178,9 @@ static int cmp_info(const void *a, const void *b)
 
 int vmctl_image_list(vmctl_ctx *ctx, vmctl_image_info **ret, size_t *n, vmctl_error **reterr)
 {
-    if (!ctx || !ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_list: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     *ret = NULL;
     *n = 0;
     image_prune_stale(ctx->home, NULL);
@@ -376,13 +360,15 @@ static char *name_from(const char *s)
 static int check_new_name(const char *home, const char *name, vmctl_error **reterr)
 {
     if (!name_is_valid(name))
-        return invalid(reterr, "name", name, "Pick a name with --name.",
-                       "invalid image name '%s': use 1-63 letters, digits, '-', '_' or '.', "
-                       "starting with a letter or digit",
-                       name);
+        return err_invalid_field(reterr, "name", name,
+                                 "1-63 letters, digits, '-', '_' or '.', starting with a letter "
+                                 "or digit (--name)",
+                                 "invalid image name '%s': use 1-63 letters, digits, '-', '_' or "
+                                 "'.', starting with a letter or digit",
+                                 name);
     if (streq(name, "default"))
-        return invalid(reterr, "name", name, "Pick another name with --name.",
-                       "the image name 'default' is reserved for the default guest");
+        return err_invalid_field(reterr, "name", name, "any name but 'default' (--name)",
+                                 "the image name 'default' is reserved for the default guest");
     cleanup_free char *dir = image_dir(home, name);
     if (dir && file_exists(dir))
         return already_exists(reterr, name);
@@ -523,13 +509,23 @@ int vmctl_image_import(vmctl_ctx *ctx, const char *path, const char *name,
                        vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                        vmctl_error **reterr)
 {
-    if (!ctx || !path)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_import: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(path, reterr);
     image_prune_stale(ctx->home, NULL);
     struct stat st;
-    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
-        return invalid(reterr, "path", path, "Name a readable image file.",
-                       "image file '%s' does not exist or is not readable", path);
+    int e = stat(path, &st) < 0      ? errno
+            : S_ISDIR(st.st_mode)    ? EISDIR
+            : !S_ISREG(st.st_mode)   ? EINVAL
+            : access(path, R_OK) < 0 ? errno
+                                     : 0;
+    if (e == EINVAL)
+        return err_invalid_field(reterr, "path", path, "a readable image file",
+                                 "image file '%s' is not a regular file", path);
+    if (e) {
+        err_invalid_field(reterr, "path", path, "a readable image file",
+                          "cannot read image file '%s'", path);
+        return err_cause(reterr, e);
+    }
     cleanup_free char *n = name ? strdup(name) : name_from(path);
     if (!n)
         return oom(reterr);
@@ -597,17 +593,17 @@ int vmctl_image_pull(vmctl_ctx *ctx, const char *url, const char *name, const ch
                      vmctl_progress_fn progress, void *userdata, vmctl_image_info *ret,
                      bool *ret_cached, vmctl_error **reterr)
 {
-    if (!ctx || !url)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_pull: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(url, reterr);
     if (ret_cached)
         *ret_cached = false;
     if (!str_startswith(url, "http://") && !str_startswith(url, "https://") &&
         !str_startswith(url, "file://"))
-        return invalid(reterr, "url", url, "Use an http://, https:// or file:// URL.",
-                       "unsupported URL '%s'", url);
+        return err_invalid_field(reterr, "url", url, "an http://, https:// or file:// URL",
+                                 "unsupported URL '%s'", url);
     if (sha256 && !hex_ok(sha256))
-        return invalid(reterr, "sha256", sha256, "Give the 64 hex digits of the SHA-256.",
-                       "invalid SHA-256 '%s'", sha256);
+        return err_invalid_field(reterr, "sha256", sha256, "the 64 hex digits of the SHA-256",
+                                 "invalid SHA-256 '%s'", sha256);
     char want[65] = "";
     if (sha256)
         for (int i = 0; i < 65; i++)
@@ -715,8 +711,9 @@ static bool is_cache_name(const vmctl_ctx *ctx, const char *s)
 
 int vmctl_image_inspect(vmctl_ctx *ctx, const char *x, vmctl_image_info *ret, vmctl_error **reterr)
 {
-    if (!ctx || !x || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_inspect: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(x, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     vmctl_image_info info = {};
     int r;
     if (is_cache_name(ctx, x)) {
@@ -785,8 +782,8 @@ static int vms_using(vmctl_ctx *ctx, const char *name, char ***ret, vmctl_error 
 
 int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
 {
-    if (!ctx || !name)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_remove: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_free char *dir = name_is_valid(name) ? image_dir(ctx->home, name) : NULL;
     if (!dir || !file_exists(dir))
         return not_found(reterr, name);
@@ -823,8 +820,7 @@ int vmctl_image_remove(vmctl_ctx *ctx, const char *name, bool force, vmctl_error
 
 int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_prune: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
     cleanup_free char *dir = str_printf("%s/images", ctx->home);
     if (!dir)
         return oom(reterr);
@@ -878,15 +874,17 @@ int vmctl_image_prune(vmctl_ctx *ctx, bool all, char ***ret_removed, vmctl_error
 int vmctl_image_convert(vmctl_ctx *ctx, const char *src, const char *dst, const char *format,
                         vmctl_image_info *ret, vmctl_error **reterr)
 {
-    if (!ctx || !src || !dst || !format)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_image_convert: bad arguments");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(src, reterr);
+    VMCTL_ARG_CHECK(dst, reterr);
+    VMCTL_ARG_CHECK(format, reterr);
     static const char *const formats[] = {"qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc"};
     bool ok = false;
     for (size_t i = 0; i < ELEMENTSOF(formats); i++)
         ok |= streq(format, formats[i]);
     if (!ok)
-        return invalid(reterr, "format", format, "Use qcow2, raw, vmdk, vdi, vhdx or vpc.",
-                       "unknown target format '%s'", format);
+        return err_invalid_field(reterr, "format", format, "qcow2, raw, vmdk, vdi, vhdx or vpc",
+                                 "unknown target format '%s'", format);
     vmctl_image_info in = {};
     int r = vmctl_image_inspect(ctx, src, &in, reterr);
     if (r < 0)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* KDL: diagnostics (positions, snippets), the canonical printer and the public API. */
+#include "arg-check.h"
 #include "kdl-internal.h"
 
 /* --- diagnostics --- */
@@ -161,16 +162,12 @@ int kdl_position_error(vmctl_error **reterr, vmctl_error_kind kind, const char *
 int kdl_error_at(const kdl_document *doc, vmctl_error **reterr, vmctl_error_kind kind,
                  size_t offset, const char *label, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
-    int r = kdl_position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
-                               msg ? msg : "out of memory");
-    free(msg);
-    return r;
+    return kdl_position_error(reterr, kind, doc->path, doc->source, doc->source_len, offset, label,
+                              msg ? msg : "out of memory");
 }
 
 /* --- the canonical printer --- */
@@ -357,10 +354,8 @@ int kdl_format(const kdl_document *doc, char **ret, size_t *ret_len)
 int vmctl_kdl_format_buffer(const char *name, const char *data, size_t len,
                             vmctl_kdl_version version, char **ret, vmctl_error **reterr)
 {
-    if (!ret || (!data && len))
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
-                        "vmctl_kdl_format_buffer: invalid "
-                        "arguments");
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(data || !len, reterr);
     cleanup_kdl_document kdl_document *doc = NULL;
     int r = kdl_parse(name, data, len, (int)version, &doc, reterr);
     if (r < 0)
@@ -373,14 +368,14 @@ int vmctl_kdl_format_buffer(const char *name, const char *data, size_t len,
 
 int vmctl_kdl_format(const char *path, vmctl_kdl_version version, char **ret, vmctl_error **reterr)
 {
-    if (!path || !ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_kdl_format: invalid arguments");
+    VMCTL_ARG_CHECK(path, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_free char *data = NULL;
     size_t len = 0;
     int r = read_file(path, &data, &len);
     if (r < 0) {
         r = err_make(reterr, r == -ENOENT ? VMCTL_E_VMFILE_NOT_FOUND : VMCTL_E_IO, -r,
-                     "cannot read '%s': %s", path, strerror(-r));
+                     "cannot read '%s'", path);
         err_detail(reterr, "path", "%s", path);
         if (r == -ENOENT)
             err_help(reterr, "Check the file name; `vmctl kdl fmt -` reads standard input");

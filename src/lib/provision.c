@@ -13,6 +13,7 @@
 #include <vmctl/image.h>
 #include <vmctl/vmfile.h>
 
+#include "arg-check.h"
 #include "ctx.h"
 #include "error.h"
 #include "provision.h"
@@ -52,15 +53,12 @@ static void emit_line(step_out *o, vmctl_provision_stream stream, const char *da
 static void out_printf(step_out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void out_printf(step_out *o, const char *fmt, ...)
 {
-    char *s = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
+    cleanup_free char *s = str_vprintf(fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    emit_line(o, VMCTL_PROVISION_INFO, s, (size_t)n);
-    free(s);
+    if (s)
+        emit_line(o, VMCTL_PROVISION_INFO, s, strlen(s));
 }
 
 static int out_feed(step_out *o, vmctl_provision_stream stream, const char *data, size_t len)
@@ -140,11 +138,12 @@ static int step_failed(vmctl_error **reterr, const char *vm, size_t index, const
 {
     const char *kind = vmfile_step_kind_to_string(s->kind);
     int r;
-    if (cause)
+    if (cause) {
+        cleanup_free char *why = err_describe(cause);
         r = err_make(reterr, VMCTL_E_PROVISION_FAILED, EIO,
                      "provisioner %zu (%s) of VM '%s' failed: %s", index + 1, kind, vm,
-                     vmctl_error_get_message(cause));
-    else
+                     why ? why : vmctl_error_get_message(cause));
+    } else
         r = err_make(reterr, VMCTL_E_PROVISION_FAILED, EIO,
                      "provisioner %zu (%s) of VM '%s' exited with status %d", index + 1, kind, vm,
                      exit_code);
@@ -207,8 +206,7 @@ static int run_step(vmctl_ctx *ctx, const vmfile_machine *m, size_t index, const
     if (s->script) {
         fd = open(s->script, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
-            r = err_make(&e, VMCTL_E_IO, errno, "cannot open script '%s': %s", s->script,
-                         strerror(errno));
+            r = err_make(&e, VMCTL_E_IO, errno, "cannot open script '%s'", s->script);
             return step_failed(reterr, m->name, index, s, -1, e);
         }
     }
@@ -274,12 +272,6 @@ int provision_run(vmctl_ctx *ctx, const vmfile_machine *m, const provision_sink 
 
 /* --- orchestration --- */
 
-static void vm_info_freep(vmctl_vm_info **i)
-{
-    vmctl_vm_info_free(*i);
-}
-#define cleanup_vm_info __attribute__((cleanup(vm_info_freep)))
-
 typedef enum env_op {
     OP_UP,
     OP_DOWN,
@@ -319,6 +311,9 @@ void vmctl_env_results_free(vmctl_env_result *r, size_t n)
 
 int vmctl_provision_log_path(vmctl_ctx *ctx, const char *name, char **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     vmctl_vm_info *info = NULL;
     int r = vmctl_vm_get(ctx, name, &info, reterr);
     if (r < 0)
@@ -452,13 +447,16 @@ static int do_provision(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
         j->res->provisioned = true;
         return store_vm_set_provision(ctx->store, name, VMCTL_PROVISION_OK, 0, NULL, NULL, reterr);
     }
-    const char *msg = reterr && *reterr ? vmctl_error_get_message(*reterr) : strerror(-r);
+    cleanup_free char *msg =
+        reterr && *reterr ? err_describe(*reterr) : str_printf("%s", strerror(-r));
     /* the step's error is what the caller needs: a store failure here is only logged */
     cleanup_error vmctl_error *e = NULL;
     if (store_vm_set_provision(ctx->store, name, VMCTL_PROVISION_FAILED,
-                               (unsigned)j->res->steps_run + 1, msg, NULL, &e) < 0)
+                               (unsigned)j->res->steps_run + 1, msg, NULL, &e) < 0) {
+        cleanup_free char *why = err_describe(e);
         ctx_log(ctx, VMCTL_LOG_WARNING, "cannot record the failed provisioning of vm '%s': %s",
-                name, vmctl_error_get_message(e));
+                name, why ? why : "out of memory");
+    }
     return r;
 }
 
@@ -620,7 +618,7 @@ static void job_do(job *j, vmctl_ctx *ctx, int ctx_r, vmctl_error *ctx_err)
     if (j->r < 0) {
         j->res->action = VMCTL_ENV_FAILED;
         if (!e)
-            err_make(&e, VMCTL_E_INTERNAL, -j->r, "VM '%s': %s", j->m->name, strerror(-j->r));
+            err_make(&e, VMCTL_E_INTERNAL, -j->r, "VM '%s' failed", j->m->name);
         j->res->error = e;
     }
     j->res->seconds = (double)(now_usec() - t0) / 1e6;
@@ -737,9 +735,10 @@ static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmct
             if (r >= 0)
                 r = -EIO;
         } else {
-            cleanup_free char *note = str_printf("VM '%s' failed too: %s: %s", res[i].name,
-                                                 vmctl_error_get_code(res[i].error),
-                                                 vmctl_error_get_message(res[i].error));
+            cleanup_free char *why = err_describe(res[i].error);
+            cleanup_free char *note =
+                str_printf("VM '%s' failed too: %s: %s", res[i].name,
+                           vmctl_error_get_code(res[i].error), why ? why : "out of memory");
             if (note)
                 vmctl_error_add_note(first, note);
         }
@@ -756,23 +755,39 @@ static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmct
 int vmctl_up(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
              vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_UP, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_down(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_DOWN, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_reload(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                  vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_RELOAD, ctx, f, opts, ret, n, reterr);
 }
 
 int vmctl_provision(vmctl_ctx *ctx, const vmctl_vmfile *f, const vmctl_env_opts *opts,
                     vmctl_env_result **ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(f, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     return env_run(OP_PROVISION, ctx, f, opts, ret, n, reterr);
 }

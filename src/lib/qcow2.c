@@ -35,11 +35,14 @@ static void put16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)v;
 }
 
+/* what: NULL when errnum is the cause */
 static int failed(vmctl_error **reterr, int errnum, const char *path, const char *what)
 {
     int r = err_make(reterr, VMCTL_E_IMAGE_OVERLAY_CREATION_FAILED, errnum,
-                     "cannot create overlay '%s': %s", path, what);
+                     "cannot create overlay '%s'%s%s", path, what ? ": " : "", what ? what : "");
     err_detail(reterr, "path", "%s", path);
+    if (!what)
+        err_cause(reterr, errnum); /* a system call's: shown even if it is EIO */
     return r;
 }
 
@@ -97,7 +100,7 @@ int qcow2_create_overlay(const char *path, uint64_t virtual_size, const char *ba
 
     cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return failed(reterr, errno, path, strerror(errno));
+        return failed(reterr, errno, path, NULL);
     size_t done = 0;
     while (done < total) {
         ssize_t n = write(fd, img + done, (size_t)total - done);
@@ -106,14 +109,14 @@ int qcow2_create_overlay(const char *path, uint64_t virtual_size, const char *ba
         if (n <= 0) {
             int e = n < 0 ? errno : EIO;
             (void)unlink(path);
-            return failed(reterr, e, path, strerror(e));
+            return failed(reterr, e, path, NULL);
         }
         done += (size_t)n;
     }
     if (fsync(fd) < 0) {
         int e = errno;
         (void)unlink(path);
-        return failed(reterr, e, path, strerror(e));
+        return failed(reterr, e, path, NULL);
     }
     return 0;
 }

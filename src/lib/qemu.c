@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent-client.h"
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
@@ -90,18 +92,6 @@ static int oom(vmctl_error **reterr)
     return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 }
 
-static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int invalid(vmctl_error **reterr, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    return r;
-}
-
 /* dir/name, escaped for a QEMU option value; checks the unix socket length when is_socket. */
 static int dir_file(const char *dir, const char *name, bool is_socket, char **ret,
                     vmctl_error **reterr)
@@ -122,9 +112,9 @@ static int dir_file(const char *dir, const char *name, bool is_socket, char **re
     return *ret ? 0 : oom(reterr);
 }
 
-static void socks_free(char *(*socks)[VM_AGENT_PORTS])
+static void socks_free(char *(*socks)[AGENT_SERIAL_PORTS])
 {
-    for (size_t i = 0; i < VM_AGENT_PORTS; i++)
+    for (size_t i = 0; i < AGENT_SERIAL_PORTS; i++)
         free((*socks)[i]);
 }
 
@@ -168,6 +158,14 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format, const c
         }
         json_object_set_new(d, "backing", backing);
     }
+    if (spec->disk_iops) {
+        /* the device's node (disk0) a throttle filter in group tg0 over the format node */
+        json_object_set_new(d, "node-name", json_string("disk0-fmt"));
+        d = json_pack("{s:s, s:s, s:s, s:o}", "driver", "throttle", "node-name", "disk0",
+                      "throttle-group", "tg0", "file", d);
+        if (!d)
+            return NULL;
+    }
     char *text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     return text;
@@ -205,43 +203,45 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     bool microvm = streq(machine, "microvm");
     if (!microvm && !streq(machine, "q35"))
-        return invalid(reterr, "machine", "unknown machine '%s': use microvm or q35", machine);
+        return err_invalid_field(reterr, "machine", NULL, NULL,
+                                 "unknown machine '%s': use microvm or q35", machine);
     const char *accel = spec->accel ? spec->accel : "tcg";
     if (!streq(accel, "tcg") && !streq(accel, "kvm"))
-        return invalid(reterr, "accel",
-                       "unknown accelerator '%s' for QEMU: resolve it to kvm or tcg first", accel);
+        return err_invalid_field(
+            reterr, "accel", NULL, NULL,
+            "unknown accelerator '%s' for QEMU: resolve it to kvm or tcg first", accel);
     if (microvm && !spec->kernel)
-        return invalid(reterr, "kernel",
-                       "machine microvm boots a kernel directly, and no kernel is given");
+        return err_invalid_field(reterr, "kernel", NULL, NULL,
+                                 "machine microvm boots a kernel directly, and no kernel is given");
     if (!spec->kernel && !spec->disk)
-        return invalid(reterr, "image", "nothing to boot: no kernel and no disk");
+        return err_invalid_field(reterr, "image", NULL, NULL,
+                                 "nothing to boot: no kernel and no disk");
     if (spec->initrd && !spec->kernel)
-        return invalid(reterr, "initrd", "an initrd ('%s') needs a kernel", spec->initrd);
+        return err_invalid_field(reterr, "initrd", NULL, NULL, "an initrd ('%s') needs a kernel",
+                                 spec->initrd);
     const char *net = spec->net ? spec->net : "none";
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) "
-                         "or `--net none`.");
-        return r;
-    }
-    if (!streq(net, "user") && !streq(net, "none"))
-        return invalid(reterr, "net", "unknown network mode '%s': use user, tap or none", net);
-    if (spec->n_ports && !streq(net, "user"))
-        return invalid(reterr, "port", "port forwards need user networking, not '%s'", net);
+    if (streq(net, "tap") && (!spec->mac || spec->tap_fd < 3))
+        return err_invalid_field(reterr, "net", NULL, NULL,
+                                 "tap networking needs the TAP's descriptor and a MAC");
+    if (!streq(net, "user") && !streq(net, "none") && !streq(net, "tap"))
+        return err_invalid_field(reterr, "net", NULL, NULL,
+                                 "unknown network mode '%s': use user, tap or none", net);
+    if (spec->n_ports && streq(net, "none"))
+        return err_invalid_field(reterr, "port", NULL, NULL,
+                                 "port forwards need user or tap networking, not '%s'", net);
 
     if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
-        return invalid(reterr, "cid", "guest CID %u is reserved: use 3 to 4294967294",
-                       spec->guest_cid);
+        return err_invalid_field(reterr, "cid", NULL, NULL,
+                                 "guest CID %u is reserved: use 3 to 4294967294", spec->guest_cid);
 
     cleanup_free char *qmp_sock = NULL, *con_sock = NULL, *con_log = NULL;
-    __attribute__((cleanup(socks_free))) char *agent_sock[VM_AGENT_PORTS] = {NULL};
+    __attribute__((cleanup(socks_free))) char *agent_sock[AGENT_SERIAL_PORTS] = {NULL};
     int r;
     if ((r = dir_file(dir, QEMU_FILE_QMP_SOCK, true, &qmp_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_SOCK, true, &con_sock, reterr)) < 0 ||
         (r = dir_file(dir, VM_FILE_CONSOLE_LOG, false, &con_log, reterr)) < 0)
         return r;
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         if ((r = dir_file(dir, name, true, &agent_sock[i], reterr)) < 0)
@@ -311,8 +311,8 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     }
     if (spec->disk) {
         if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
-            return invalid(reterr, "image", "the format of base image '%s' is not known",
-                           spec->base);
+            return err_invalid_field(reterr, "image", NULL, NULL,
+                                     "the format of base image '%s' is not known", spec->base);
         if (base_fd >= 0 && spec->base) {
             PUSH("-add-fd");
             PUSHF("fd=%d,set=1,opaque=base", base_fd);
@@ -321,6 +321,10 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
             disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL);
         if (!disk)
             return oom(reterr);
+        if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */
+            PUSH("-object");
+            PUSHF("throttle-group,id=tg0,x-iops-total=%u", spec->disk_iops);
+        }
         PUSH("-blockdev");
         PUSH(disk);
         PUSH("-device");
@@ -355,7 +359,7 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
          * port 0 keeps the name and socket of the single port older VMs had */
         PUSH("-device");
         PUSH(microvm ? "virtio-serial-device" : "virtio-serial-pci");
-        for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+        for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
             char id[16], name[32];
             snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
             if (i)
@@ -401,6 +405,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH(netdev);
         PUSH("-device");
         PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+    } else if (streq(net, "tap")) {
+        /* the TAP vmctl made (vm-net.c), inherited as this descriptor; forwards are DNAT rules */
+        PUSH("-netdev");
+        PUSHF("tap,id=n0,fd=%d", spec->tap_fd);
+        PUSH("-device");
+        PUSHF("%s,netdev=n0,mac=%s", microvm ? "virtio-net-device" : "virtio-net-pci", spec->mac);
     }
 
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
@@ -435,7 +445,7 @@ static void remove_runtime_files(const char *dir)
         if (p)
             (void)unlink(p);
     }
-    for (unsigned i = 0; i < VM_AGENT_PORTS; i++) {
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
         char name[32];
         vm_agent_port_file(i, "sock", name, sizeof(name));
         cleanup_free char *p = str_printf("%s/%s", dir, name);
@@ -586,8 +596,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     cleanup_free char *absdir = realpath(dir, NULL);
     if (!absdir) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot resolve VM directory '%s': %s", dir,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot resolve VM directory '%s'", dir);
         err_detail(reterr, "path", "%s", dir);
         return r;
     }
@@ -620,8 +629,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     cleanup_close int logfd =
         open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
     if (logfd < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s': %s", logpath,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open QEMU log '%s'", logpath);
         err_detail(reterr, "path", "%s", logpath);
         return r;
     }
@@ -647,8 +655,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     pid_t pid = 0;
     cleanup_close int dirfd = open(absdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open VM directory '%s': %s", absdir,
-                     strerror(errno));
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot open VM directory '%s'", absdir);
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
@@ -687,6 +694,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         .argv = argv,
         .logfd = logfd,
         .dirfd = dirfd,
+        .keep_fd = spec->mac ? spec->tap_fd : -1,
         .error_kind = VMCTL_E_QEMU_SPAWN_FAILED,
     };
     r = supervise_spawn(&sa_spawn, &pid, &hold, reterr);
@@ -707,7 +715,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, errno,
-                         "cannot create a socket for QMP: %s", strerror(errno));
+                         "cannot create a socket for QMP");
             goto fail;
         }
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
@@ -721,7 +729,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
             r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, e,
-                         "cannot connect to QMP socket '%s': %s", qmppath, strerror(e));
+                         "cannot connect to QMP socket '%s'", qmppath);
             err_detail(reterr, "path", "%s", qmppath);
             goto fail;
         }
@@ -763,6 +771,56 @@ fail:
     qemu_cleanup(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
+}
+
+/* ---------- the agent endpoint ---------- */
+
+static int endpoint_file(char buf[static PATH_MAX], const char *dir, const char *name,
+                         vmctl_error **reterr)
+{
+    int n = snprintf(buf, PATH_MAX, "%s/%s", dir, name);
+    if (n < 0 || n >= PATH_MAX)
+        return err_make(reterr, VMCTL_E_AGENT_FAILED, ENAMETOOLONG,
+                        "the vm directory '%s' is too long for its agent sockets", dir);
+    return 0;
+}
+
+int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
+                           agent_endpoint *ret, vmctl_error **reterr)
+{
+    int r;
+    ret->kind = agent_transport_pick(cid, have_vhost_vsock) == AGENT_TRANSPORT_VSOCK
+                    ? AGENT_ENDPOINT_VSOCK
+                    : AGENT_ENDPOINT_SERIAL;
+    ret->cid = ret->kind == AGENT_ENDPOINT_VSOCK ? cid : 0;
+    ret->port = ret->kind == AGENT_ENDPOINT_VSOCK ? AGENT_VSOCK_PORT : 0;
+    ret->path[0] = 0;
+    ret->vsock_miss[0] = 0;
+    if (ret->kind == AGENT_ENDPOINT_VSOCK &&
+        (r = endpoint_file(ret->vsock_miss, dir, VM_FILE_VSOCK_MISS, reterr)) < 0)
+        return r;
+    /* port 0 always; the others when their socket exists (a VM started before it had several
+     * ports has agent.sock only) */
+    ret->n_ports = 0;
+    for (unsigned i = 0; i < AGENT_SERIAL_PORTS; i++) {
+        char name[32];
+        vm_agent_port_file(i, "sock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].sock, dir, name, reterr)) < 0)
+            return r;
+        if (i > 0 && access(ret->ports[ret->n_ports].sock, F_OK) < 0)
+            continue;
+        vm_agent_port_file(i, "lock", name, sizeof(name));
+        if ((r = endpoint_file(ret->ports[ret->n_ports].lock, dir, name, reterr)) < 0)
+            return r;
+        ret->n_ports++;
+    }
+    return 0;
+}
+
+static int qemu_agent_endpoint(const vm_spec *spec, const char *dir, uint32_t cid,
+                               agent_endpoint *ret, vmctl_error **reterr)
+{
+    return qemu_agent_endpoint_at(dir, cid, agent_vhost_vsock_present(NULL), ret, reterr);
 }
 
 /* ---------- finding a VM's processes ---------- */
@@ -945,61 +1003,72 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
     return *cause ? 1 : oom(reterr);
 }
 
-/* ---------- what vm.c asks the backend ---------- */
-
-/* config::invalid for spec field `field` = value, with what is allowed (and a help line saying
- * so). */
-static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
-                        const char *allowed, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int spec_invalid(vmctl_error **reterr, const char *field, const char *value,
-                        const char *allowed, const char *fmt, ...)
+/* query-blockstats: one entry per disk device; -blockdev disks have no "device" and are named by
+ * their node (disk0, seed). */
+static int qemu_blockstats(const char *dir, uint64_t deadline,
+                           int (*cb)(const char *device, uint64_t read_bytes, uint64_t write_bytes,
+                                     uint64_t read_ops, uint64_t write_ops, void *userdata),
+                           void *userdata, vmctl_error **reterr)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    err_detail(reterr, "value", "%s", value);
-    err_detail(reterr, "allowed", "%s", allowed);
-    err_help(reterr, "Set %s to %s.", field, allowed);
-    return r;
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    cleanup_qmp qmp *q = NULL;
+    int r = qmp_connect(path, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    json_t *list = NULL;
+    r = qmp_execute(q, "query-blockstats", NULL, &list, deadline, reterr);
+    if (r < 0)
+        return r;
+    size_t i;
+    json_t *b;
+    json_array_foreach(list, i, b)
+    {
+        const char *dev = json_string_value(json_object_get(b, "device"));
+        if (!dev || !*dev)
+            dev = json_string_value(json_object_get(b, "node-name"));
+        if (!dev || !*dev)
+            dev = json_string_value(json_object_get(b, "qdev"));
+        json_t *st = json_object_get(b, "stats");
+        if (!dev || !*dev || !json_is_object(st))
+            continue;
+#define N(k) ((uint64_t)json_integer_value(json_object_get(st, k)))
+        r = cb(dev, N("rd_bytes"), N("wr_bytes"), N("rd_operations"), N("wr_operations"), userdata);
+#undef N
+        if (r < 0)
+            break;
+    }
+    json_decref(list);
+    return r < 0 ? r : 0;
 }
+
+/* ---------- what vm.c asks the backend ---------- */
 
 /* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
  * by firmware. Networks: user-mode (slirp, the default with port forwards or a disk image, whose
- * cloud-init expects a network) or none; tap is refused here, not at start: a VM that can never
- * start is not created. */
+ * cloud-init expects a network), tap (a TAP vmctl makes and passes as a descriptor) or none. */
 static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
 {
     if (!spec)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu validate: invalid arguments");
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if (!streq(machine, "microvm") && !streq(machine, "q35"))
-        return spec_invalid(reterr, "machine", machine, "microvm or q35", "invalid machine '%s'",
-                            machine);
+        return err_invalid_field(reterr, "machine", machine, "microvm or q35",
+                                 "invalid machine '%s'", machine);
     if (!spec->kernel && streq(machine, "microvm"))
-        return spec_invalid(reterr, "machine", machine, "q35 for disk images booted by firmware",
-                            "machine '%s' boots a kernel directly: give --kernel with --image",
-                            machine);
+        return err_invalid_field(
+            reterr, "machine", machine, "q35 for disk images booted by firmware",
+            "machine '%s' boots a kernel directly: give --kernel with --image", machine);
     const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
-        return spec_invalid(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_detail(reterr, "field", "net");
-        err_detail(reterr, "value", "%s", net);
-        err_detail(reterr, "allowed", "user or none");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
-                         "`--net none`.");
-        return r;
-    }
-    if (spec->n_ports && !streq(net, "user")) {
+        return err_invalid_field(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
+    if (spec->n_ports && streq(net, "none")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
-                         "port forwards need user-mode networking, not '%s'", net);
+                         "port forwards need user or tap networking, not '%s'", net);
         err_detail(reterr, "field", "port");
-        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        err_help(reterr, "Use `--net user` (the default when --port is given), `--net tap`, or "
+                         "drop --port.");
         return r;
     }
     if (!spec->machine && !(spec->machine = strdup(machine)))
@@ -1037,6 +1106,8 @@ const backend_ops qemu_backend = {
     .powerdown = qemu_powerdown,
     .quit = qemu_quit,
     .io_paused = qemu_io_paused,
+    .blockstats = qemu_blockstats,
     .cleanup = qemu_cleanup,
     .scan = qemu_scan,
+    .agent_endpoint = qemu_agent_endpoint,
 };

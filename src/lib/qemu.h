@@ -3,8 +3,12 @@
  * checks and the unit tests. Everything else goes through backend_find() (backend.h). */
 #pragma once
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include <vmctl/error.h>
 
+#include "agent-endpoint.h"
 #include "vm-spec.h"
 
 /* The QMP socket in a VM directory (QEMU is the server). */
@@ -30,3 +34,10 @@ int qemu_find_binary(char **ret, vmctl_error **reterr);
  * tap networking (not supported yet). */
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr);
+
+/* backend_ops.agent_endpoint with the host's vhost-vsock given: the agent sockets of the VM in
+ * dir (agent.sock, then agent.N.sock for N < AGENT_SERIAL_PORTS that exist; agent[.N].lock
+ * beside each), after vsock (cid, AGENT_VSOCK_PORT; misses marked in agent.vsock-miss) when
+ * agent_transport_pick(cid, have_vhost_vsock) says so. */
+int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
+                           agent_endpoint *ret, vmctl_error **reterr);

@@ -214,7 +214,7 @@ static int fail_stream(qmp *q, read_status st, int errnum, const char *what, uin
     default:
         q->broken = true;
         r = err_make(reterr, VMCTL_E_QEMU_QMP_COMMAND_FAILED, errnum,
-                     "reading the QMP reply to '%s' failed: %s", what, strerror(errnum));
+                     "reading the QMP reply to '%s' failed", what);
         err_detail(reterr, "command", "%s", what);
         return r;
     }
@@ -243,6 +243,39 @@ static int handle_error_reply(json_t *err, const char *command, vmctl_error **re
     if (desc)
         err_note(reterr, "QEMU: %s", desc);
     return r;
+}
+
+int qmp_parse_reply(const char *line, uint64_t id, const char *command, json_t **ret,
+                    vmctl_error **reterr)
+{
+    json_t *msg = json_loads(line, 0, NULL);
+    if (!json_is_object(msg)) {
+        json_decref(msg); /* not QMP: skip it */
+        return QMP_REPLY_SKIP;
+    }
+    json_t *retv = json_object_get(msg, "return");
+    json_t *errv = json_object_get(msg, "error");
+    if ((!retv && !json_is_object(errv)) || !reply_matches(msg, id)) {
+        json_decref(msg); /* an event, a greeting, or a stale reply */
+        return QMP_REPLY_SKIP;
+    }
+    if (json_is_object(errv)) {
+        int r = handle_error_reply(errv, command, reterr);
+        json_decref(msg);
+        return r;
+    }
+    if (ret)
+        *ret = json_incref(retv);
+    json_decref(msg);
+    return 0;
+}
+
+bool qmp_parse_greeting(const char *line)
+{
+    json_t *msg = json_loads(line, 0, NULL);
+    bool greeting = json_is_object(json_object_get(msg, "QMP"));
+    json_decref(msg);
+    return greeting;
 }
 
 static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, uint64_t deadline,
@@ -289,7 +322,7 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
         q->broken = true;
         int r =
             err_make(reterr, VMCTL_E_QEMU_QMP_COMMAND_FAILED, errnum == EPIPE ? ECONNRESET : errnum,
-                     "cannot send QMP command '%s': %s", command, strerror(errnum));
+                     "cannot send QMP command '%s'", command);
         err_detail(reterr, "command", "%s", command);
         return r;
     }
@@ -299,27 +332,10 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
         read_status st = read_line(q, deadline, &line, &errnum);
         if (st != READ_OK)
             return fail_stream(q, st, errnum, command, start, deadline, reterr);
-        json_t *msg = json_loads(line, 0, NULL);
+        int r = qmp_parse_reply(line, id, command, ret, reterr);
         free(line);
-        if (!json_is_object(msg)) {
-            json_decref(msg); /* not QMP: skip it */
-            continue;
-        }
-        json_t *retv = json_object_get(msg, "return");
-        json_t *errv = json_object_get(msg, "error");
-        if ((!retv && !json_is_object(errv)) || !reply_matches(msg, id)) {
-            json_decref(msg); /* an event, a greeting, or a stale reply */
-            continue;
-        }
-        if (json_is_object(errv)) {
-            int r = handle_error_reply(errv, command, reterr);
-            json_decref(msg);
+        if (r != QMP_REPLY_SKIP)
             return r;
-        }
-        if (ret)
-            *ret = json_incref(retv);
-        json_decref(msg);
-        return 0;
     }
 }
 
@@ -355,10 +371,8 @@ static int handshake(qmp *q, uint64_t deadline, vmctl_error **reterr)
                 reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, st == READ_TOO_LONG ? EMSGSIZE : errnum,
                 "reading the QMP greeting failed%s", st == READ_TOO_LONG ? ": line too long" : "");
         }
-        json_t *msg = json_loads(line, 0, NULL);
+        bool greeting = qmp_parse_greeting(line);
         free(line);
-        bool greeting = json_is_object(json_object_get(msg, "QMP"));
-        json_decref(msg);
         if (greeting)
             break;
         /* anything before the greeting (garbage, events) is skipped */
@@ -378,7 +392,7 @@ int qmp_connect_fd(int fd, uint64_t deadline, qmp **ret, vmctl_error **reterr)
         int e = errno;
         close(fd);
         return err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, e,
-                        "cannot configure the QMP socket: %s", strerror(e));
+                        "cannot configure the QMP socket");
     }
     qmp *q = calloc(1, sizeof(*q));
     if (!q) {
@@ -417,7 +431,7 @@ int qmp_connect(const char *socket_path, uint64_t deadline, qmp **ret, vmctl_err
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
             return err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, errno,
-                            "cannot create a socket for QMP: %s", strerror(errno));
+                            "cannot create a socket for QMP");
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
             return qmp_connect_fd(fd, deadline, ret, reterr);
         /* unix sockets connect at once, or fail with EAGAIN when the backlog is full */
@@ -431,7 +445,7 @@ int qmp_connect(const char *socket_path, uint64_t deadline, qmp **ret, vmctl_err
         sleep_usec(left < QMP_CONNECT_RETRY_USEC ? left : QMP_CONNECT_RETRY_USEC);
     }
     int r = err_make(reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, last,
-                     "cannot connect to QMP socket '%s': %s", socket_path, strerror(last));
+                     "cannot connect to QMP socket '%s'", socket_path);
     err_detail(reterr, "path", "%s", socket_path);
     return r;
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <vmctl/error.h>
@@ -30,6 +31,17 @@ int qmp_connect_fd(int fd, uint64_t deadline, qmp **ret, vmctl_error **reterr);
 int qmp_execute(qmp *q, const char *command, json_t *args, json_t **ret, uint64_t deadline,
                 vmctl_error **reterr);
 void qmp_close(qmp *q);
+
+/* The parser of what QEMU sends, without I/O (tests/fuzz/fuzz-qmp.c): one line, NUL-terminated,
+ * read while request id (named command) is outstanding. QMP_REPLY_SKIP for what is not its
+ * reply (not JSON, not an object, an event, a greeting, a late reply to another id); 0 for its
+ * {"return": ...} (*ret: the value, a new reference, when ret != NULL); QEMU's {"error": ...}
+ * as above (-EIO or -EOPNOTSUPP, qemu::qmp_command_failed). */
+#define QMP_REPLY_SKIP 1
+int qmp_parse_reply(const char *line, uint64_t id, const char *command, json_t **ret,
+                    vmctl_error **reterr);
+/* Is the line QEMU's greeting ({"QMP": {...}})? */
+bool qmp_parse_greeting(const char *line);
 static inline void qmp_closep(qmp **q)
 {
     qmp_close(*q);

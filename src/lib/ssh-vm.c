@@ -8,6 +8,7 @@
 
 #include <vmctl/ssh.h>
 
+#include "arg-check.h"
 #include "ctx.h"
 #include "error.h"
 #include "net.h"
@@ -104,6 +105,9 @@ static int ssh_connect_vm(vmctl_ctx *ctx, const char *name, sshc_conn **ret, vmc
 int vmctl_ssh_prepare(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_ssh_info *ret,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_sshc sshc_conn *c = NULL;
     return ssh_open(ctx, name, timeout_sec > 0 ? timeout_sec : SSH_PREPARE_TIMEOUT, &c, ret,
                     reterr);
@@ -161,11 +165,9 @@ static int exec_common(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *
     if (!opts || !opts->argv || !opts->argv[0])
         return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "no command given to run");
     if (opts->user && *opts->user) {
-        int r =
-            err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
-                     "a command for vm '%s' cannot run as user '%s' over SSH", name, opts->user);
-        err_detail(reterr, "field", "user");
-        err_detail(reterr, "value", "%s", opts->user);
+        int r = err_invalid_field(reterr, "user", opts->user, NULL,
+                                  "a command for vm '%s' cannot run as user '%s' over SSH", name,
+                                  opts->user);
         err_help(reterr, "Over SSH commands run as user vmctl; --user needs the guest agent "
                          "(see `vmctl exec --via agent`).");
         return r;
@@ -204,6 +206,9 @@ int vmctl_ssh_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opt
                           const vmctl_exec_io *io, int stdin_fd, vmctl_exec_status *status,
                           vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
     cleanup_free char *in = NULL;
     size_t in_len = 0;
     if (stdin_fd >= 0) {
@@ -247,8 +252,10 @@ static int cap_err(const void *d, size_t n, void *u)
 int vmctl_ssh_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
                    vmctl_exec_result *result, vmctl_error **reterr)
 {
-    if (!result)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_ssh_exec: no result");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(opts, reterr);
+    VMCTL_ARG_CHECK(result, reterr);
     memset(result, 0, sizeof(*result));
     vmctl_exec_io io = {.on_stdout = cap_out, .on_stderr = cap_err, .userdata = result};
     vmctl_exec_status st = {};
@@ -264,6 +271,10 @@ int vmctl_ssh_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts
 int vmctl_ssh_upload(vmctl_ctx *ctx, const char *name, const char *local_path,
                      const char *guest_path, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
     cleanup_sshc sshc_conn *c = NULL;
     int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
@@ -274,6 +285,10 @@ int vmctl_ssh_upload(vmctl_ctx *ctx, const char *name, const char *local_path,
 int vmctl_ssh_download(vmctl_ctx *ctx, const char *name, const char *guest_path,
                        const char *local_path, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(guest_path, reterr);
+    VMCTL_ARG_CHECK(local_path, reterr);
     cleanup_sshc sshc_conn *c = NULL;
     int r = ssh_connect_vm(ctx, name, &c, reterr);
     if (r < 0)
@@ -295,8 +310,9 @@ bool ssh_exec_use_ssh(vmctl_ctx *ctx, const char *name, vmctl_exec_via via, vmct
     cleanup_vm_spec vm_spec *spec = NULL;
     if (vm_load(ctx, name, &v, &spec, NULL) < 0 || !net_ssh_port(spec))
         return false;
+    cleanup_free char *why = err_describe(*reterr);
     ctx_log(ctx, VMCTL_LOG_INFO, "the agent of vm '%s' does not answer (%s); using SSH", name,
-            vmctl_error_get_message(*reterr));
+            why ? why : "?");
     vmctl_error_free(*reterr);
     *reterr = NULL;
     return true;

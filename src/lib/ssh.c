@@ -136,16 +136,13 @@ static int ssh_failed(vmctl_error **reterr, const sshc_target *t, const char *st
 static int ssh_failed(vmctl_error **reterr, const sshc_target *t, const char *step, int errnum,
                       const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     int r = err_make(reterr, VMCTL_E_SSH_FAILED, errnum, "ssh %s failed%s%s%s: %s", step,
                      t && t->vm ? " for vm '" : "", t && t->vm ? t->vm : "", t && t->vm ? "'" : "",
                      msg ? msg : "out of memory");
-    free(msg);
     err_detail(reterr, "step", "%s", step);
     if (t && t->vm)
         err_detail(reterr, "vm", "%s", t->vm);

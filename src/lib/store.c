@@ -23,7 +23,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  5
+#define STORE_SCHEMA_VERSION  6
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -48,6 +48,21 @@
 /* Which VMFile made the VM (its canonical path; NULL: made by hand, or before version 4) and how
  * its last provisioning went (docs/vmfile.md "Projects", "Provisioning state"). */
 #define PROJECT_INDEX_SQL "CREATE INDEX vms_project ON vms (project);\n"
+
+/* The IP pool of `--net tap` (docs/networking.md): one link (a /30 of the pool) per VM, unique
+ * by its network address, device name and MAC, so two creates racing for one link cannot both
+ * commit. It goes with the row (the trigger). */
+#define LEASES_SQL                                                                                 \
+    "CREATE TABLE leases (\n"                                                                      \
+    "  vm TEXT PRIMARY KEY,\n"                                                                     \
+    "  subnet INTEGER NOT NULL UNIQUE,\n"                                                          \
+    "  prefix INTEGER NOT NULL,\n"                                                                 \
+    "  ifname TEXT NOT NULL UNIQUE,\n"                                                             \
+    "  mac TEXT NOT NULL UNIQUE\n"                                                                 \
+    ");\n"                                                                                         \
+    "CREATE TRIGGER vms_release_lease AFTER DELETE ON vms BEGIN\n"                                 \
+    "  DELETE FROM leases WHERE vm = old.name;\n"                                                  \
+    "END;\n"
 
 /* The uid each VM's jailed hypervisor runs as (docs/isolation.md): unique, so two starts racing
  * for one uid cannot both commit; it goes with the VM's row (the trigger). */
@@ -78,8 +93,9 @@ static const char schema_sql[] =
     "  provision_error TEXT,\n"
     "  provisioned_at INTEGER,\n"
     "  provision_hash TEXT\n"
-    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL JAIL_UIDS_SQL "PRAGMA user_version = 5;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 5, "schema_sql sets user_version");
+    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL JAIL_UIDS_SQL
+    "PRAGMA user_version = 6;\n";
+_Static_assert(STORE_SCHEMA_VERSION == 6, "schema_sql sets user_version");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -106,8 +122,11 @@ static const char migrate_3_4_sql[] =
     "ALTER TABLE vms ADD COLUMN provision_hash TEXT;\n" PROJECT_INDEX_SQL
     "PRAGMA user_version = 4;\n";
 
-/* Version 4 -> 5: the jail uids (every existing VM gets one at its next jailed start). */
-static const char migrate_4_5_sql[] = JAIL_UIDS_SQL "PRAGMA user_version = 5;\n";
+/* Version 4 -> 5: the IP pool's leases (no VM had tap networking before). */
+static const char migrate_4_5_sql[] = LEASES_SQL "PRAGMA user_version = 5;\n";
+
+/* Version 5 -> 6: the jail uids (every existing VM gets one at its next jailed start). */
+static const char migrate_5_6_sql[] = JAIL_UIDS_SQL "PRAGMA user_version = 6;\n";
 
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
@@ -131,6 +150,10 @@ enum {
     ST_CID_SET,
     ST_SET_PROVISION,
     ST_SET_PROJECT,
+    ST_LEASE_GET,
+    ST_LEASE_LIST,
+    ST_LEASE_RANGE,
+    ST_LEASE_INSERT,
     _ST_MAX,
 };
 
@@ -162,6 +185,12 @@ static const char *const stmt_sql[_ST_MAX] = {
                          "updated_at = ?5 WHERE name = ?6",
     [ST_SET_PROJECT] = "UPDATE vms SET project = ?1, updated_at = ?2 WHERE name = ?3 AND "
                        "(project IS NULL OR project = ?1)",
+    [ST_LEASE_GET] = "SELECT vm, subnet, prefix, ifname, mac FROM leases WHERE vm = ?1",
+    [ST_LEASE_LIST] = "SELECT vm, subnet, prefix, ifname, mac FROM leases ORDER BY subnet",
+    [ST_LEASE_RANGE] = "SELECT subnet FROM leases WHERE subnet >= ?1 AND subnet <= ?2 "
+                       "ORDER BY subnet",
+    [ST_LEASE_INSERT] =
+        "INSERT INTO leases (vm, subnet, prefix, ifname, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 static const char *const provision_names[] = {
@@ -235,8 +264,7 @@ static int store_error(store *s, int rc, const char *what, vmctl_error **reterr)
     case SQLITE_PERM:
     case SQLITE_AUTH:
         r = err_make(reterr, VMCTL_E_IO, sys > 0 ? sys : EIO,
-                     "cannot access the store '%s' while %s: %s%s%s", s->path, what, msg,
-                     sys > 0 ? ": " : "", sys > 0 ? strerror(sys) : "");
+                     "cannot access the store '%s' while %s: %s", s->path, what, msg);
         break;
     default:
         r = err_make(reterr, VMCTL_E_INTERNAL, EIO, "store '%s': %s failed: %s (sqlite code %d)",
@@ -346,8 +374,10 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
             if (rc == SQLITE_OK && version <= 3)
                 rc = sqlite3_exec(s->db, migrate_3_4_sql, NULL, NULL, NULL);
-            if (rc == SQLITE_OK)
+            if (rc == SQLITE_OK && version <= 4)
                 rc = sqlite3_exec(s->db, migrate_4_5_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_exec(s->db, migrate_5_6_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -473,8 +503,7 @@ int store_open(const char *home, store **ret, vmctl_error **reterr)
 
     int r = mkdir_p(home, 0700);
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s': %s", home,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the vmctl home '%s'", home);
         err_detail(reterr, "path", "%s", home);
         return r;
     }
@@ -507,8 +536,7 @@ static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
         r = aux ? make_private(aux, false) : -ENOMEM;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s': %s", s->path,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create the store '%s'", s->path);
         err_detail(reterr, "path", "%s", s->path);
         return r;
     }
@@ -806,6 +834,39 @@ int store_vm_list(store *s, store_vm ***ret, size_t *n, vmctl_error **reterr)
     return 0;
 }
 
+/* Step st, a bound write of the open transaction, and reset it. Returns how many rows it
+ * changed, or its error (the transaction rolled back). */
+static int tx_write(store *s, sqlite3_stmt *st, const char *what, vmctl_error **reterr)
+{
+    int rc = sqlite3_step(st);
+    int r = rc == SQLITE_DONE ? sqlite3_changes(s->db) : store_error(s, rc, what, reterr);
+    stmt_resetp(&st);
+    if (r < 0)
+        tx_rollback(s);
+    return r;
+}
+
+/* A compare-and-set of the row `name` (st bound, in the open transaction): 1 when it changed the
+ * row (committed); 0 when it missed (rolled back), with *ret_cur the row as it is now, read still
+ * under the write lock, so it is the row that made the update miss; not_found when there is no
+ * row; or the error. */
+static int tx_compare_and_set(store *s, sqlite3_stmt *st, const char *name, const char *what,
+                              store_vm **ret_cur, vmctl_error **reterr)
+{
+    int r = tx_write(s, st, what, reterr);
+    if (r < 0)
+        return r;
+    if (r > 0) {
+        r = tx_commit(s, reterr);
+        return r < 0 ? r : 1;
+    }
+    r = get_row(s, name, ret_cur, reterr);
+    tx_rollback(s);
+    if (r < 0)
+        return r;
+    return r == 0 ? not_found(reterr, name) : 0;
+}
+
 int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t from_pid,
                        vmctl_vm_state to, pid_t pid, uint64_t pid_start, vmctl_error **reterr)
 {
@@ -818,40 +879,38 @@ int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t fr
     if (r < 0)
         return r;
 
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_STATE];
-        sqlite3_bind_text(st, 1, to_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, pid);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)pid_start);
-        sqlite3_bind_int64(st, 4, now_sec());
-        sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, from_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 7, from_pid);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "changing a VM's state", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) > 0)
-        return tx_commit(s, reterr);
-
-    /* Lost the race (or asked from the wrong state): say what the row holds now. Still under
-     * the write lock, so this is the state that made the update miss. */
+    sqlite3_stmt *st = s->stmt[ST_SET_STATE];
+    sqlite3_bind_text(st, 1, to_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, pid);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)pid_start);
+    sqlite3_bind_int64(st, 4, now_sec());
+    sqlite3_bind_text(st, 5, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 6, from_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, from_pid);
+    /* a miss: lost the race, or asked from the wrong state: say what the row holds now */
     cleanup_store_vm store_vm *cur = NULL;
-    r = get_row(s, name, &cur, reterr);
-    tx_rollback(s);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return not_found(reterr, name);
+    r = tx_compare_and_set(s, st, name, "changing a VM's state", &cur, reterr);
+    if (r != 0)
+        return r < 0 ? r : 0;
     r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(cur->state), to_s);
     if (cur->state == from && from_pid >= 0 && cur->pid != from_pid)
-        err_note(reterr, "the VM's QEMU process changed: expected pid %d, found pid %d",
+        err_note(reterr, "the VM's hypervisor process changed: expected pid %d, found pid %d",
                  (int)from_pid, (int)cur->pid);
     return r;
+}
+
+/* tx_write of a change to the row `name`, then commit; not_found when it matched no row. */
+static int tx_write_one(store *s, sqlite3_stmt *st, const char *name, const char *what,
+                        vmctl_error **reterr)
+{
+    int r = tx_write(s, st, what, reterr);
+    if (r < 0)
+        return r;
+    if (r == 0) {
+        tx_rollback(s);
+        return not_found(reterr, name);
+    }
+    return tx_commit(s, reterr);
 }
 
 /* UPDATE/DELETE of one row by name in its own transaction; not_found when no row matched. */
@@ -861,25 +920,12 @@ static int write_by_name(store *s, int which, const char *name, bool bind_now, c
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[which];
-        int i = 1;
-        if (bind_now)
-            sqlite3_bind_int64(st, i++, now_sec());
-        sqlite3_bind_text(st, i, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, what, reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
-        tx_rollback(s);
-        return not_found(reterr, name);
-    }
-    return tx_commit(s, reterr);
+    sqlite3_stmt *st = s->stmt[which];
+    int i = 1;
+    if (bind_now)
+        sqlite3_bind_int64(st, i++, now_sec());
+    sqlite3_bind_text(st, i, name, -1, SQLITE_STATIC);
+    return tx_write_one(s, st, name, what, reterr);
 }
 
 int store_vm_set_complete(store *s, const char *name, vmctl_error **reterr)
@@ -906,23 +952,17 @@ int store_vm_claim(store *s, const char *name, pid_t dead_pid, uint64_t dead_sta
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_CLAIM];
-        sqlite3_bind_int64(st, 1, pid);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
-        sqlite3_bind_int64(st, 3, now_sec());
-        sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, dead_pid);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)dead_start);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "taking over an abandoned VM", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
+    sqlite3_stmt *st = s->stmt[ST_CLAIM];
+    sqlite3_bind_int64(st, 1, pid);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)start);
+    sqlite3_bind_int64(st, 3, now_sec());
+    sqlite3_bind_text(st, 4, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, dead_pid);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)dead_start);
+    r = tx_write(s, st, "taking over an abandoned VM", reterr);
+    if (r < 0)
+        return r;
+    if (r == 0) {
         tx_rollback(s);
         return 0; /* gone, completed, or already taken over by someone else */
     }
@@ -996,33 +1036,20 @@ int store_vm_set_provision(store *s, const char *name, vmctl_provision_state sta
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROVISION];
-        sqlite3_bind_text(st, 1, st_s, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, step);
-        if (error)
-            sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 3);
-        if (hash)
-            sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(st, 4);
-        sqlite3_bind_int64(st, 5, now_sec());
-        sqlite3_bind_text(st, 6, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "recording a VM's provisioning", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) == 0) {
-        tx_rollback(s);
-        return not_found(reterr, name);
-    }
-    return tx_commit(s, reterr);
+    sqlite3_stmt *st = s->stmt[ST_SET_PROVISION];
+    sqlite3_bind_text(st, 1, st_s, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, step);
+    if (error)
+        sqlite3_bind_text(st, 3, error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    if (hash)
+        sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 4);
+    sqlite3_bind_int64(st, 5, now_sec());
+    sqlite3_bind_text(st, 6, name, -1, SQLITE_STATIC);
+    return tx_write_one(s, st, name, "recording a VM's provisioning", reterr);
 }
 
 int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr)
@@ -1032,34 +1059,195 @@ int store_vm_set_project(store *s, const char *name, const char *project, vmctl_
     int r = tx_begin(s, reterr);
     if (r < 0)
         return r;
-    {
-        cleanup_reset sqlite3_stmt *st = s->stmt[ST_SET_PROJECT];
-        sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, now_sec());
-        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc != SQLITE_DONE) {
-            r = store_error(s, rc, "recording a VM's project", reterr);
-            sqlite3_reset(st);
-            tx_rollback(s);
-            return r;
-        }
-    }
-    if (sqlite3_changes(s->db) > 0)
-        return tx_commit(s, reterr);
-    /* absent, or another project's (compare-and-set: a racing adopt cannot steal it) */
+    sqlite3_stmt *st = s->stmt[ST_SET_PROJECT];
+    sqlite3_bind_text(st, 1, project, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now_sec());
+    sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    /* a miss: another project's (compare-and-set: a racing adopt cannot steal it) */
     cleanup_store_vm store_vm *cur = NULL;
-    r = get_row(s, name, &cur, reterr);
-    tx_rollback(s);
-    if (r < 0)
-        return r;
-    if (r == 0)
-        return not_found(reterr, name);
+    r = tx_compare_and_set(s, st, name, "recording a VM's project", &cur, reterr);
+    if (r != 0)
+        return r < 0 ? r : 0;
     r = err_make(reterr, VMCTL_E_VM_ALREADY_EXISTS, EEXIST, "VM '%s' belongs to the VMFile '%s'",
                  name, cur->project);
     err_detail(reterr, "vm", "%s", name);
     err_detail(reterr, "project", "%s", cur->project);
     return r;
+}
+
+/* --- the IP pool (leases) --- */
+
+void store_lease_clear(store_lease *l)
+{
+    if (!l)
+        return;
+    free(l->vm);
+    free(l->ifname);
+    free(l->mac);
+    *l = (store_lease){};
+}
+
+void store_lease_list_free(store_lease *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++)
+        store_lease_clear(&l[i]);
+    free(l);
+}
+
+static int row_to_lease(sqlite3_stmt *st, store_lease *l)
+{
+    *l = (store_lease){
+        .vm = column_strdup(st, 0),
+        .subnet = (uint32_t)sqlite3_column_int64(st, 1),
+        .prefix = (unsigned)sqlite3_column_int64(st, 2),
+        .ifname = column_strdup(st, 3),
+        .mac = column_strdup(st, 4),
+    };
+    if (!l->vm || !l->ifname || !l->mac) {
+        store_lease_clear(l);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int store_lease_get(store *s, const char *vm, store_lease *ret, vmctl_error **reterr)
+{
+    if (!s || !vm || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_get: invalid argument");
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_GET];
+    sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return store_error(s, rc, "reading a VM's network lease", reterr);
+    if (row_to_lease(st, ret) < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    return 1;
+}
+
+int store_lease_list(store *s, store_lease **ret, size_t *n, vmctl_error **reterr)
+{
+    if (!s || !ret || !n)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_list: invalid argument");
+    *ret = NULL;
+    *n = 0;
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_LIST];
+    store_lease *list = NULL;
+    size_t k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_lease *nl = realloc(list, (k + 1) * sizeof(*nl));
+        if (!nl) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        list = nl;
+        if (row_to_lease(st, &list[k]) < 0) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        k++;
+    }
+    if (rc != SQLITE_DONE) {
+        store_lease_list_free(list, k);
+        return store_error(s, rc, "listing network leases", reterr);
+    }
+    *ret = list;
+    *n = k;
+    return 0;
+}
+
+int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_prefix,
+                      unsigned link_prefix, store_lease_name_fn name_fn, store_lease *ret,
+                      vmctl_error **reterr)
+{
+    if (!s || !vm || !ret || !name_fn || pool_prefix > link_prefix || link_prefix > 30)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_alloc: invalid argument");
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    /* under the write lock: the VM's lease if it has one, else the lowest free link */
+    r = store_lease_get(s, vm, ret, reterr);
+    if (r != 0) {
+        tx_rollback(s);
+        return r < 0 ? r : 0;
+    }
+    uint64_t step = 1ull << (32 - link_prefix);
+    uint64_t first = pool, last = (uint64_t)pool + (1ull << (32 - pool_prefix)) - step;
+    uint64_t cand = first;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_RANGE];
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)first);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)last);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            uint64_t used = (uint64_t)sqlite3_column_int64(st, 0);
+            if (used > cand)
+                break; /* a gap: cand is free */
+            if (used + step > cand)
+                cand = used + step;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            r = store_error(s, rc, "choosing an address from the pool", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (cand > last) {
+        tx_rollback(s);
+        char a[16];
+        snprintf(a, sizeof(a), "%u.%u.%u.%u", pool >> 24, (pool >> 16) & 0xff, (pool >> 8) & 0xff,
+                 pool & 0xff);
+        r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRNOTAVAIL,
+                     "the address pool %s/%u is exhausted (%llu links of /%u, all leased)", a,
+                     pool_prefix, (unsigned long long)((last - first) / step + 1), link_prefix);
+        err_detail(reterr, "pool", "%s/%u", a, pool_prefix);
+        err_detail(reterr, "vm", "%s", vm);
+        err_help(reterr,
+                 "Destroy VMs you no longer need (`vmctl network show` lists the leases), or "
+                 "give a larger pool in $VMCTL_NET_POOL.");
+        return r;
+    }
+    char ifname[16], mac[18];
+    name_fn(vm, (uint32_t)cand, ifname, mac);
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_INSERT];
+        sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)cand);
+        sqlite3_bind_int64(st, 3, link_prefix);
+        sqlite3_bind_text(st, 4, ifname, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, mac, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+                r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                             "the link, device name '%s' or MAC %s chosen for vm '%s' is "
+                             "already leased",
+                             ifname, mac, vm);
+                err_detail(reterr, "vm", "%s", vm);
+                err_detail(reterr, "device", "%s", ifname);
+            } else
+                r = store_error(s, rc, "leasing an address", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (store_lease){.vm = strdup(vm),
+                         .subnet = (uint32_t)cand,
+                         .prefix = link_prefix,
+                         .ifname = strdup(ifname),
+                         .mac = strdup(mac)};
+    if (!ret->vm || !ret->ifname || !ret->mac) {
+        store_lease_clear(ret);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    return 0;
 }
 
 /* ---------- jail uids ---------- */

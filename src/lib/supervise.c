@@ -54,7 +54,7 @@ static void send_msg(int fd, int kind, int value, int stage)
 
 /* Child side, after fork: only async-signal-safe calls from here on. */
 static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd,
-                                 const jail *jl, const int *keep, size_t n_keep)
+                                 const jail *jl, const int *keep, size_t n_keep, int keep_fd)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
@@ -79,6 +79,11 @@ static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, in
             send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
             _exit(127);
         }
+    /* but the one it is told to use (QEMU's -netdev tap,fd=N) */
+    if (keep_fd >= 3 && fcntl(keep_fd, F_SETFD, 0) < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
+    }
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -172,14 +177,14 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         close(devnull);
     int p[2] = {-1, -1}, g[2] = {-1, -1};
     if (logfd < 0 || dirfd < 0 || nullfd < 0 || pipe2(p, O_CLOEXEC) < 0)
-        return err_make(reterr, kind, errno, "cannot start '%s': %s", binary, strerror(errno));
+        return err_make(reterr, kind, errno, "cannot start '%s'", binary);
     cleanup_close int rd = p[0];
     /* a socket, not a pipe: the commit's send() must not raise SIGPIPE in the caller when the
      * supervisor is gone */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, g) < 0) {
         int e = errno;
         close(p[1]);
-        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+        return err_make(reterr, kind, e, "cannot start '%s'", binary);
     }
     /* the supervisor's end above the others, so that close_all_but() gets them in order */
     cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
@@ -188,7 +193,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     if (gofd < 0) {
         int e = errno;
         close(p[1]);
-        return err_make(reterr, kind, e, "cannot start '%s': %s", binary, strerror(e));
+        return err_make(reterr, kind, e, "cannot start '%s'", binary);
     }
 
     /* block signals across fork: no handler of the caller's may run in the children (the
@@ -224,7 +229,8 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         }
         pid_t q = _Fork();
         if (q == 0)
-            exec_child(binary, argv, nullfd, logfd, p[1], a->jail, a->keep_fds, a->n_keep_fds);
+            exec_child(binary, argv, nullfd, logfd, p[1], a->jail, a->keep_fds, a->n_keep_fds,
+                       a->keep_fd);
         if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
             _exit(1);
@@ -244,8 +250,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     close(p[1]);
     close(TAKE_FD(gofd)); /* the supervisor's */
     if (mid < 0)
-        return err_make(reterr, kind, fork_errno, "cannot start '%s': %s", binary,
-                        strerror(fork_errno));
+        return err_make(reterr, kind, fork_errno, "cannot start '%s'", binary);
     while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
         ;
 
@@ -287,10 +292,9 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         return r;
     }
     if (failed_errno) {
-        int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed: %s", binary,
+        int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed", binary,
                          stage_names[failed_stage >= 0 && failed_stage <= STAGE_JAIL ? failed_stage
-                                                                                     : STAGE_EXEC],
-                         strerror(failed_errno));
+                                                                                     : STAGE_EXEC]);
         err_detail(reterr, "binary", "%s", binary);
         return r;
     }

@@ -25,6 +25,7 @@ typedef struct supervise_spawn_args {
     char **argv;        /* argv[0] included, NULL-terminated */
     int logfd;          /* the process's stdout and stderr (its stdin is /dev/null) */
     int dirfd;          /* the VM directory: the exit record goes there */
+    int keep_fd;        /* >= 3: a descriptor the process inherits (a TAP); 0 or < 0: none */
     /* the code of spawn errors: the backend's own (qemu::spawn_failed) */
     vmctl_error_kind error_kind;
     /* NULL: none. Else the supervisor unshares the PID namespace before forking the process
@@ -38,9 +39,9 @@ typedef struct supervise_spawn_args {
 } supervise_spawn_args;
 
 /* Start a->binary detached (own session, umask 0177, every signal at its default, descriptors
- * 3 and up closed). *ret_pid gets its pid once exec has succeeded, *ret_hold the caller's end of
- * the launch handshake. A failed exec (or fork, setsid, ...) is an error of a->error_kind naming
- * the step that failed. */
+ * 3 and up closed but a->keep_fd). *ret_pid gets its pid once exec has succeeded, *ret_hold the
+ * caller's end of the launch handshake. A failed exec (or fork, setsid, ...) is an error of
+ * a->error_kind naming the step that failed. */
 int supervise_spawn(const supervise_spawn_args *a, pid_t *ret_pid, int *ret_hold,
                     vmctl_error **reterr);
 

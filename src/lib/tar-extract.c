@@ -154,8 +154,7 @@ int tar_extract_new(int dirfd, const char *label, tar_extract **ret, vmctl_error
     t->root = t->file_fd = t->file_parent = t->cur_dir_fd = -1;
     t->root = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
     if (t->root < 0) {
-        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot use the directory '%s': %s", label,
-                         strerror(errno));
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot use the directory '%s'", label);
         free(t);
         return r;
     }
@@ -221,8 +220,7 @@ uint64_t tar_extract_skipped(const tar_extract *t)
 static int host_fail(tar_extract *t, int errnum, const char *what)
 {
     if (!t->err) {
-        err_make(&t->err, VMCTL_E_IO, errnum, "cannot %s '%s' in '%s': %s", what, t->path, t->label,
-                 strerror(errnum));
+        err_make(&t->err, VMCTL_E_IO, errnum, "cannot %s '%s' in '%s'", what, t->path, t->label);
         err_detail(&t->err, "path", "%s", t->label);
     }
     return t->rc = -errnum;
@@ -717,8 +715,7 @@ int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret, vm
 {
     bool made = mkdirat(parentfd, name, 0777) == 0;
     if (!made && errno != EEXIST)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", label,
-                        strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s'", label);
     int fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && !made && (errno == ELOOP || errno == ENOTDIR)) {
         struct stat st;
@@ -726,17 +723,15 @@ int tar_dest_dir(int parentfd, const char *name, const char *label, int *ret, vm
             /* a symbolic link where the directory goes (an earlier copy from a guest may have
              * made it): replaced by a directory, never followed */
             if (unlinkat(parentfd, name, 0) < 0 || mkdirat(parentfd, name, 0777) < 0)
-                return err_make(reterr, VMCTL_E_IO, errno,
-                                "cannot replace the symbolic link '%s': %s", label,
-                                strerror(errno));
+                return err_make(reterr, VMCTL_E_IO, errno, "cannot replace the symbolic link '%s'",
+                                label);
             fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         } else {
             errno = ENOTDIR;
         }
     }
     if (fd < 0)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot copy a directory to '%s': %s", label,
-                        strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot copy a directory to '%s'", label);
     *ret = fd;
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define DEFAULT_VCPUS      1
@@ -25,23 +26,6 @@
 #define MIN_MEMORY_MIB     32
 #define MAX_MEMORY_MIB     (1024u * 1024u)
 #define MAX_DISK_GIB       65536
-
-/* fmt takes the field name and the value, in that order. */
-__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
-                                                           const char *value, const char *fmt,
-                                                           const char *allowed)
-{
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, field, value ? value : "");
-#pragma GCC diagnostic pop
-    err_detail(reterr, "field", "%s", field);
-    if (value)
-        err_detail(reterr, "value", "%s", value);
-    err_detail(reterr, "allowed", "%s", allowed);
-    err_help(reterr, "Set %s to %s.", field, allowed);
-    return r;
-}
 
 /* config::invalid unless min <= value <= max; unit ("", " MiB", " GiB") follows the bounds. */
 static int check_range(vmctl_error **reterr, const char *field, unsigned value, unsigned min,
@@ -52,16 +36,23 @@ static int check_range(vmctl_error **reterr, const char *field, unsigned value, 
     char v[32], allowed[96];
     snprintf(v, sizeof(v), "%u", value);
     snprintf(allowed, sizeof(allowed), "%u to %u%s", min, max, unit);
-    return vm_invalid_field(reterr, field, v, "%s %s is out of range", allowed);
+    return err_invalid_field(reterr, field, v, allowed, "%s %s is out of range", field, v);
 }
 
 static int check_readable(vmctl_error **reterr, const char *field, const char *path)
 {
     struct stat st;
-    if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, R_OK) < 0)
-        return vm_invalid_field(reterr, field, path, "%s '%s' does not exist or is not readable",
-                                "a readable regular file");
-    return 0;
+    int e = stat(path, &st) < 0      ? errno
+            : S_ISDIR(st.st_mode)    ? EISDIR
+            : !S_ISREG(st.st_mode)   ? EINVAL
+            : access(path, R_OK) < 0 ? errno
+                                     : 0;
+    if (!e)
+        return 0;
+    int r = err_invalid_field(reterr, field, path, "a readable regular file",
+                              "%s '%s' does not exist or is not readable", field, path);
+    err_cause(reterr, e);
+    return r;
 }
 
 /* A file for the cloud-init seed: readable, and only for disk images (the default guest has no
@@ -73,9 +64,9 @@ static int check_seed_file(vmctl_error **reterr, const char *field, const char *
     if (r < 0)
         return r;
     if (default_guest)
-        return vm_invalid_field(reterr, field, path,
-                                "%s '%s' needs a disk image with cloud-init (--image)",
-                                "unset for the default guest, which has no cloud-init");
+        return err_invalid_field(
+            reterr, field, path, "unset for the default guest, which has no cloud-init",
+            "%s '%s' needs a disk image with cloud-init (--image)", field, path);
     return 0;
 }
 
@@ -83,13 +74,15 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
                         vmctl_error **reterr)
 {
     if (!c || !c->name)
-        return vm_invalid_field(reterr, "name", NULL, "%s is required%s",
-                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
-                                "digit");
+        return err_invalid_field(reterr, "name", NULL,
+                                 "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                 "digit",
+                                 "name is required");
     if (!name_is_valid(c->name))
-        return vm_invalid_field(reterr, "name", c->name, "invalid %s '%s'",
-                                "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
-                                "digit");
+        return err_invalid_field(reterr, "name", c->name,
+                                 "1-63 letters, digits, '-', '_' or '.', starting with a letter or "
+                                 "digit",
+                                 "invalid name '%s'", c->name);
     const backend_ops *be = backend_find(c->backend, reterr);
     if (!be)
         return -EOPNOTSUPP;
@@ -110,16 +103,18 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     if (c->cpu_quota < 0 || c->cpu_quota > MAX_VCPUS || (c->cpu_quota > 0 && c->cpu_quota < 0.01)) {
         char q[32];
         snprintf(q, sizeof(q), "%g", c->cpu_quota);
-        return vm_invalid_field(reterr, "cpu-quota", q, "invalid %s '%s'",
-                                "0.01 to 255 host CPUs (0.5: half of one core)");
+        return err_invalid_field(reterr, "cpu-quota", q,
+                                 "0.01 to 255 host CPUs (0.5: half of one core)",
+                                 "invalid cpu-quota '%s'", q);
     }
     s->cpu_quota = c->cpu_quota;
 
     for (char *const *e = c->env; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (!eq || !env_name_is_valid(*e, (size_t)(eq - *e)))
-            return vm_invalid_field(reterr, "env", *e, "invalid %s entry '%s'",
-                                    "K=V with K matching [A-Za-z_][A-Za-z0-9_]*");
+            return err_invalid_field(reterr, "env", *e,
+                                     "K=V with K matching [A-Za-z_][A-Za-z0-9_]*",
+                                     "invalid env entry '%s'", *e);
     }
     if (c->env && !(s->env = strv_copy(c->env)))
         return -ENOMEM;
@@ -157,8 +152,9 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
                 char v[32];
                 snprintf(v, sizeof(v), "%u", c->disk_gib);
                 image_ref_clear(&ref);
-                return vm_invalid_field(reterr, "disk", v, "%s %s GiB is smaller than the image",
-                                        "at least the image's virtual size (vmctl image inspect)");
+                return err_invalid_field(reterr, "disk", v,
+                                         "at least the image's virtual size (vmctl image inspect)",
+                                         "disk %s GiB is smaller than the image", v);
             }
             cleanup_free char *dir = ctx_vm_dir(ctx, c->name);
             s->image = strdup(ref.name ? ref.name : ref.path);
@@ -205,10 +201,14 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     int r = be->validate(s, reterr);
     if (r < 0)
         return r;
+    /* vm-net.c: allow-list, limits (validated before anything exists) */
+    r = vmnet_check_config(c, s, reterr);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < s->n_ports; i++)
         if (s->ports[i].guest_port == 0)
-            return vm_invalid_field(reterr, "port", "0", "%s: guest port %s is not allowed",
-                                    "HOST:GUEST with GUEST in 1-65535");
+            return err_invalid_field(reterr, "port", "0", "HOST:GUEST with GUEST in 1-65535",
+                                     "port: guest port 0 is not allowed");
     /* host port 0: chosen and reserved by net_prepare_ports() in create */
 
     cleanup_free char *notice = NULL;
@@ -245,6 +245,18 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
     image_ref_clear(&ref);
     if (r < 0)
         return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    cleanup_free char *nc = NULL; /* --net tap: the address leased at create (vm-net.c) */
+    if (spec->seed && streq(spec->net, "tap")) {
+        store_lease l = {};
+        r = store_lease_get(ctx->store, spec->name, &l, reterr);
+        if (r < 0)
+            return r;
+        nc = r > 0 ? vmnet_cloudinit_config(&l) : NULL;
+        store_lease_clear(&l);
+        if (!nc)
+            return err_make(reterr, VMCTL_E_INTERNAL, r > 0 ? ENOMEM : ENOENT,
+                            "no network configuration for vm '%s'", spec->name);
+    }
     if (spec->seed) {
         cloudinit_seed seed = {
             .hostname = spec->name,
@@ -252,6 +264,7 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
             .ssh_key = c->ssh_key, /* the user's key, and */
             .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
             .network = !streq(spec->net, "none"),
+            .network_config = nc,
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);
         if (r < 0)

@@ -43,9 +43,9 @@
 /* ---- the agent's ports ---- */
 
 #define VM_FILE_AGENT_SOCK "agent.sock" /* host end of the agent's virtio-serial port 0 */
-/* The agent's virtio-serial ports (one session each, so this many clients at once): port 0 is
- * org.vmctl.agent on agent.sock, port N org.vmctl.agent.N on agent.N.sock. */
-#define VM_AGENT_PORTS 4
+/* The agent's virtio-serial ports (one session each; how many: AGENT_SERIAL_PORTS in
+ * src/proto/agent-proto.h): port 0 is org.vmctl.agent on agent.sock, port N org.vmctl.agent.N on
+ * agent.N.sock. */
 /* "agent.<ext>" for port 0, "agent.<i>.<ext>" for the others (ext: "sock", or "lock": the
  * flock a host client holds while it uses the port). */
 static inline void vm_agent_port_file(unsigned i, const char *ext, char *buf, size_t size)

@@ -27,6 +27,10 @@ int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start);
 /* Kill every hypervisor process of v (found by the backend's scan) that v does not record as
  * running; under the VM's lock. */
 int vm_stop_strays(vmctl_ctx *ctx, const store_vm *v);
+/* Connect to the agent of v at the endpoint its backend gives for cid (v->cid, or 0: the
+ * virtio-serial ports only); see agent_connect_endpoint (exec.c). */
+int vm_agent_connect(const store_vm *v, const vm_spec *spec, uint32_t cid, uint64_t deadline,
+                     uint64_t queue_usec, agent_conn **ret, vmctl_error **reterr);
 /* Push the VM's hostname and env to an agent that lacks them (exec.c). */
 int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint64_t deadline,
                         vmctl_error **reterr);
@@ -62,11 +66,6 @@ int vm_begin_op(vmctl_ctx *ctx, const char *name, vm_op op, store_vm **ret_v, vm
 
 /* ---------- vm-config.c ---------- */
 
-/* config::invalid for field = value (value may be NULL); fmt takes the field name and the value,
- * in that order; allowed: what would be accepted (the help says to set it). */
-__attribute__((format(printf, 4, 0))) int vm_invalid_field(vmctl_error **reterr, const char *field,
-                                                           const char *value, const char *fmt,
-                                                           const char *allowed);
 /* Check a vmctl_vm_config and resolve it (defaults, image, default guest, accelerator) into the
  * spec create records. */
 int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,

@@ -22,6 +22,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 uint64_t vm_deadline_after(double seconds)
@@ -200,6 +201,7 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
+            vmnet_release(ctx->store, v->name); /* --net tap: its firewall rules */
             if (to == VMCTL_VM_STOPPED)
                 ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': the guest powered itself off", v->name);
         } else {

@@ -6,7 +6,9 @@
  * of a vmctl whose row went too) is removed; anything else is reported, never touched;
  *   - "vm rows": a row whose directory is gone: removed with its ports, as destroy does;
  *   - "vm processes": a hypervisor process of a VM directory that no row records as running:
- *     killed.
+ *     killed;
+ *   - "vm network": TAPs and firewall rules of vmctl's that belong to no running VM: removed
+ *     (vm-net.c).
  * Every repair holds the VM's lock (vm_lock), so it never races a create, start or destroy. */
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +21,7 @@
 
 #include <vmctl/host.h>
 
+#include "arg-check.h"
 #include "backend.h"
 #include "ctx.h"
 #include "error.h"
@@ -26,6 +29,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define REPAIR_LOCK_TIMEOUT 30.0
@@ -39,15 +43,13 @@ typedef struct text {
 
 __attribute__((format(printf, 2, 3))) static void text_add(text *t, const char *fmt, ...)
 {
-    char *item = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int k = vasprintf(&item, fmt, ap);
+    cleanup_free char *item = str_vprintf(fmt, ap);
     va_end(ap);
-    if (k < 0)
+    if (!item)
         return;
     char *joined = t->s ? str_printf("%s; %s", t->s, item) : strdup(item);
-    free(item);
     if (!joined)
         return;
     free(t->s);
@@ -76,18 +78,21 @@ static bool kill_dead(pid_t pid, uint64_t start)
 
 /* ---------- hypervisor processes of a VM ---------- */
 
-typedef struct found {
-    pid_t pid[8];
-    uint64_t start[8];
+/* What a backend's scan found: the first 64 processes, each with its VM's name. */
+typedef struct proc_list {
+    char name[64][64];
+    pid_t pid[64];
+    uint64_t start[64];
     size_t n;
-} found;
+} proc_list;
 
-static int on_found(const char *name, pid_t pid, uint64_t start, void *userdata)
+static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
 {
-    found *f = userdata;
-    if (f->n < ELEMENTSOF(f->pid)) {
-        f->pid[f->n] = pid;
-        f->start[f->n++] = start;
+    proc_list *l = userdata;
+    if (l->n < ELEMENTSOF(l->pid)) {
+        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name ? name : "");
+        l->pid[l->n] = pid;
+        l->start[l->n++] = start;
     }
     return 0;
 }
@@ -114,10 +119,10 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
         return -EBADMSG;
     }
     const backend_ops *be = backend_find(spec->backend, NULL);
-    found f = {0};
+    proc_list f = {0};
     cleanup_free char *vms = vms_real(ctx);
     if (be && be->scan && vms)
-        (void)be->scan(vms, name, on_found, &f);
+        (void)be->scan(vms, name, on_proc, &f);
     store_vm row = {
         .name = (char *)name,
         .state = VMCTL_VM_STOPPED,
@@ -140,7 +145,8 @@ static int adopt(vmctl_ctx *ctx, const char *name, const char *dir, text *done, 
     }
     int r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, &e);
     if (r < 0) {
-        text_add(left, "'%s': cannot be adopted: %s", name, vmctl_error_get_message(e));
+        cleanup_free char *why = err_describe(e);
+        text_add(left, "'%s': cannot be adopted: %s", name, why ? why : "out of memory");
         return r;
     }
     cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
@@ -286,24 +292,6 @@ static void check_rows(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 
 /* ---------- hypervisor processes nobody recorded ---------- */
 
-typedef struct proc_list {
-    char name[64][64];
-    pid_t pid[64];
-    uint64_t start[64];
-    size_t n;
-} proc_list;
-
-static int on_proc(const char *name, pid_t pid, uint64_t start, void *userdata)
-{
-    proc_list *l = userdata;
-    if (l->n < ELEMENTSOF(l->pid)) {
-        snprintf(l->name[l->n], sizeof(l->name[0]), "%s", name);
-        l->pid[l->n] = pid;
-        l->start[l->n++] = start;
-    }
-    return 0;
-}
-
 static bool recorded(vmctl_ctx *ctx, const char *name, pid_t pid, uint64_t start)
 {
     cleanup_store_vm store_vm *v = NULL;
@@ -366,21 +354,23 @@ static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t *n,
                        vmctl_error **reterr)
 {
-    if (!ctx || !ret || !n)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_check_all: invalid argument");
-    vmctl_host_check *c = calloc(3, sizeof(*c));
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
+    vmctl_host_check *c = calloc(4, sizeof(*c));
     if (!c)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     /* adopting first: a directory's running hypervisor becomes recorded instead of killed */
     check_dirs(ctx, fix, &c[0]);
     check_rows(ctx, fix, &c[1]);
     check_procs(ctx, fix, &c[2]);
-    for (size_t i = 0; i < 3; i++)
+    vmnet_check(ctx->store, fix, &c[3]); /* after the strays: a TAP goes with its QEMU */
+    for (size_t i = 0; i < 4; i++)
         if (!c[i].name || !c[i].summary) {
-            vmctl_host_check_list_free(c, 3);
+            vmctl_host_check_list_free(c, 4);
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
         }
     *ret = c;
-    *n = 3;
+    *n = 4;
     return 0;
 }

@@ -6,7 +6,10 @@
  *    "memory_mib": 256, "disk_gib": 0, "image": "default" | null, "kernel": "/..." | null,
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
  *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
- *    "jail": false (only when off), "cpu_quota": 0.5 (only when set)}
+ *    "allow": ["10.0.0.0/8:443/tcp"], "allow_dns": false, "allow_all": false,
+ *    "rate_limit_mbps": 0, "disk_iops": 0, "jail": false, "cpu_quota": 0.5}
+ * (the last seven written only when set: absent reads as empty / false / 0; "jail" absent is
+ * true)
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -16,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "util/util.h"
 #include "vm-spec.h"
@@ -40,6 +44,8 @@ void vm_spec_free(vm_spec *s)
     free(s->net);
     free(s->ports);
     strv_free(s->env);
+    strv_free(s->allow);
+    free(s->mac);
     free(s);
 }
 
@@ -111,6 +117,22 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
     /* added with the jail: written only when not the default */
     if ((s->no_jail && (r = set_new(o, "jail", json_false())) < 0) ||
         (s->cpu_quota > 0 && (r = set_new(o, "cpu_quota", json_real(s->cpu_quota))) < 0))
+        return r;
+
+    /* added with tap networking: written only when set */
+    if (s->allow && s->allow[0]) {
+        json_t *allow = json_array();
+        if ((r = set_new(o, "allow", allow)) < 0)
+            return r;
+        for (char *const *a = s->allow; *a; a++)
+            if (json_array_append_new(allow, json_string(*a)) < 0)
+                return -ENOMEM;
+    }
+    if ((s->allow_dns && (r = set_new(o, "allow_dns", json_true())) < 0) ||
+        (s->allow_all && (r = set_new(o, "allow_all", json_true())) < 0) ||
+        (s->rate_limit_mbps &&
+         (r = set_new(o, "rate_limit_mbps", json_integer(s->rate_limit_mbps))) < 0) ||
+        (s->disk_iops && (r = set_new(o, "disk_iops", json_integer(s->disk_iops))) < 0))
         return r;
 
     char *out = json_dumps(o, JSON_COMPACT);
@@ -271,6 +293,33 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_env(o, s, reterr)) < 0)
         return r;
 
+    json_t *allow = json_object_get(o, "allow");
+    if (allow && !json_is_null(allow)) {
+        size_t n = 0, i;
+        json_t *e;
+        if (!json_is_array(allow))
+            return corrupt_field(reterr, "allow", "not an array");
+        json_array_foreach(allow, i, e)
+        {
+            if (!json_is_string(e))
+                return corrupt_field(reterr, "allow", "expected strings");
+            if (strv_push(&s->allow, &n, json_string_value(e)) < 0)
+                return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+    }
+    static const char *const flags[] = {"allow_dns", "allow_all"};
+    for (size_t i = 0; i < ELEMENTSOF(flags); i++) {
+        json_t *b = json_object_get(o, flags[i]);
+        if (b && !json_is_boolean(b))
+            return corrupt_field(reterr, flags[i], "not a boolean");
+        *(i ? &s->allow_all : &s->allow_dns) = json_is_true(b);
+    }
+    if ((json_object_get(o, "rate_limit_mbps") &&
+         (r = get_uint(o, "rate_limit_mbps", 0, UINT32_MAX, &s->rate_limit_mbps, reterr)) < 0) ||
+        (json_object_get(o, "disk_iops") &&
+         (r = get_uint(o, "disk_iops", 0, UINT32_MAX, &s->disk_iops, reterr)) < 0))
+        return r;
+
     json_t *agent = json_object_get(o, "agent");
     if (!json_is_boolean(agent))
         return corrupt_field(reterr, "agent", agent ? "not a boolean" : "missing");
@@ -306,17 +355,15 @@ static long parse_port(const char *s, size_t len)
 
 static int port_invalid(vmctl_error **reterr, const char *s, const char *why)
 {
-    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid port forward '%s': %s",
-                     s ? s : "", why);
-    err_detail(reterr, "field", "port");
-    err_detail(reterr, "value", "%s", s ? s : "");
-    err_detail(reterr, "allowed",
-               "HOST:GUEST[/tcp|/udp] with GUEST 1-65535 and HOST 0-65535 (0 picks a free port)");
-    return r;
+    return err_invalid_field(
+        reterr, "port", s ? s : "",
+        "HOST:GUEST[/tcp|/udp] with GUEST 1-65535 and HOST 0-65535 (0 picks a free port)",
+        "invalid port forward '%s': %s", s ? s : "", why);
 }
 
 int vmctl_port_forward_parse(const char *s, vmctl_port_forward *ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(s, reterr); /* ret NULL: only check s */
     if (!s || !*s)
         return port_invalid(reterr, s, "empty");
 

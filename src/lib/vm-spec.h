@@ -29,8 +29,18 @@ typedef struct vm_spec {
     char *net;         /* "user" | "tap" | "none" */
     vmctl_port_forward *ports;
     size_t n_ports;
-    char **env;       /* K=V, NULL-terminated (may be NULL) */
-    bool agent;       /* the guest runs vmctl-agent on the virtio-serial port */
+    char **env; /* K=V, NULL-terminated (may be NULL) */
+    bool agent; /* the guest runs vmctl-agent on the virtio-serial port */
+    /* --net tap (docs/networking.md): the egress allow-list (canonical "CIDR[:PORT[-PORT]]
+     * [/tcp|udp]" texts, NULL-terminated, may be NULL), DNS, everything */
+    char **allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps; /* 0: none (tbf on the TAP) */
+    unsigned disk_iops;       /* 0: none (QEMU throttle group on the disk) */
+    /* Not part of the JSON, set by vm.c before launch for --net tap: the TAP's descriptor
+     * (handed to QEMU; valid when mac is set) and the guest's MAC. */
+    int tap_fd;
+    char *mac;
     bool no_jail;     /* --no-jail: the hypervisor runs unconfined (JSON "jail": false) */
     double cpu_quota; /* host CPUs the VM may use (0.5: half of one); 0: no quota */
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no

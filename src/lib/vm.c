@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "arg-check.h"
 #include "agent-client.h"
 #include "backend.h"
 #include "ctx.h"
@@ -27,6 +28,7 @@
 #include "io-pause.h"
 #include "jail.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define CONTROL_TIMEOUT 10.0 /* a request on the hypervisor's control socket */
@@ -59,8 +61,8 @@ static char *crash_note(const char *dir, const vm_spec *spec)
 
 int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error **reterr)
 {
-    if (!ctx)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "vmctl_vm_create: ctx is NULL");
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(config, reterr);
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_config(ctx, config, &spec, reterr);
     if (r < 0)
@@ -154,6 +156,13 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (be && be->needs_host_cid(spec) &&
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
+    /* --net tap: its link from the IP pool (vm-net.c), released with the row */
+    if (streq(spec->net, "tap")) {
+        store_lease l = {};
+        if ((r = vmnet_lease(ctx->store, spec->name, &l, reterr)) < 0)
+            goto undo;
+        store_lease_clear(&l);
+    }
     /* Never into a directory that is there already: without a row it is most likely a VM whose
      * row was lost (a vmctl.db moved aside), its disk included. */
     /* 0700: its sockets (control, agent, console) are the keys to the VM */
@@ -192,7 +201,7 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
             goto undo;
         }
         if ((r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
-            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s': %s", cfg, strerror(-r));
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s'", cfg);
             goto undo;
         }
     }
@@ -255,10 +264,13 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
     cleanup_agent agent_conn *conn = NULL;
     /* virtio-serial: there from the first instant, while the guest may load vsock late (the
      * default guest does), and a vsock connect to a booting guest would only time out */
-    int r = agent_connect_vm(v->dir, 0, deadline, 0, &conn, reterr);
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
     if (r >= 0)
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
+        return r;
+    if (r >= 0 && streq(spec->net, "tap") &&
+        (r = vmnet_wait_ip(ctx->store, v->name, deadline, still_alive, &l, reterr)) < 0)
         return r;
     if (r >= 0) {
         ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' is ready", v->name);
@@ -292,6 +304,8 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
 
 int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
@@ -335,6 +349,8 @@ static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **r
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     {
@@ -358,6 +374,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
                                        reterr)) < 0)
                 return err_prefix(reterr, r, "while starting vm '%s'", name);
         }
+        /* --net tap: TAP, address, limits, firewall (vm-net.c); QEMU inherits the TAP */
+        if (streq(spec->net, "tap") && (r = vmnet_up(ctx->store, spec, reterr)) < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
+        cleanup_close int tapfd = spec->mac ? spec->tap_fd : -1;
         pid_t pid = 0;
         uint64_t pstart = 0;
         /* closing it unrecorded makes the supervisor kill the hypervisor */
@@ -374,8 +394,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             be->cleanup(v->dir);
             r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         }
-        if (r < 0)
+        if (r < 0) {
+            vmnet_release(ctx->store, name);
             return err_prefix(reterr, r, "while starting vm '%s'", name);
+        }
         /* Test hook: widens the window between the launch and its record, so that the
          * integration tests can kill vmctl there deterministically. */
         const char *delay = getenv("VMCTL_TEST_START_DELAY_MS");
@@ -384,6 +406,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
         if (r < 0) {
             (void)kill(pid, SIGKILL);
+            vmnet_release(ctx->store, name);
             return r;
         }
         supervise_commit(TAKE_FD(hold));
@@ -445,7 +468,7 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
         return -EIO;
     if (spec->agent) {
         cleanup_agent agent_conn *conn = NULL;
-        if (agent_connect_vm(v->dir, v->cid, deadline, 0, &conn, NULL) >= 0 &&
+        if (vm_agent_connect(v, spec, v->cid, deadline, 0, &conn, NULL) >= 0 &&
             agent_shutdown(conn, false, deadline, NULL) >= 0)
             return 0;
     }
@@ -455,6 +478,8 @@ static int graceful_request(const store_vm *v, const vm_spec *spec, const backen
 int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool force,
                   vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -487,11 +512,14 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
         }
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
 int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -508,6 +536,7 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             return r;
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -534,11 +563,15 @@ static int pause_resume(vmctl_ctx *ctx, const char *name, vm_op op, vmctl_error 
 
 int vmctl_vm_pause(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     return pause_resume(ctx, name, VM_OP_PAUSE, reterr);
 }
 
 int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     /* paused by the hypervisor, running in the store */
     int r = vm_io_pause_resume(ctx, name, reterr);
     if (r != 0)
@@ -548,6 +581,8 @@ int vmctl_vm_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
 
 int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -576,11 +611,11 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         r = rm_rf(v->dir);
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s': %s", v->dir,
-                     strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s'", v->dir);
         err_detail(reterr, "path", "%s", v->dir);
         return r;
     }
+    vmnet_release(ctx->store, name);
     r = store_vm_delete(ctx->store, name, reterr);
     if (r < 0)
         return r;
@@ -663,12 +698,17 @@ static void vm_info_jail(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec,
 
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_load(ctx, name, &v, &spec, reterr);
     if (r < 0)
         return r;
     r = info_from_row(v, spec, ret);
+    if (r >= 0)
+        r = vmnet_info(ctx->store, spec, *ret);
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
     vm_info_io_pause(v, spec, *ret);
@@ -678,6 +718,9 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
 
 int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
     store_vm **rows = NULL;
     size_t nrows = 0;
     int r = store_vm_list(ctx->store, &rows, &nrows, reterr);
@@ -694,7 +737,8 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);
-        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0) {
+        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0 &&
+            (r = vmnet_info(ctx->store, spec, out[k])) >= 0) {
             vm_info_io_pause(rows[i], spec, out[k]);
             vm_info_jail(ctx, rows[i], spec, out[k]);
         }
@@ -734,6 +778,11 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     free(i->paused_by);
     free(i->pause_cause);
     free(i->cgroup);
+    free(i->ip);
+    free(i->gateway);
+    free(i->mac);
+    free(i->ifname);
+    strv_free(i->allow);
     free(i);
 }
 
@@ -749,6 +798,9 @@ void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n)
 int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char **ret,
                       vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
     /* the hypervisor's log by that word or by a backend's name (what `vmctl logs --NAME` asks) */
     const char *file = NULL;
     if (!which || streq(which, "console"))
@@ -759,8 +811,8 @@ int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char 
         if (streq(which, backend_at(i)->name))
             file = VM_FILE_BACKEND_LOG;
     if (!file)
-        return vm_invalid_field(reterr, "log", which, "unknown %s '%s'",
-                                "console, hypervisor or the backend's name");
+        return err_invalid_field(reterr, "log", which, "console, hypervisor or the backend's name",
+                                 "unknown log '%s'", which);
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)
@@ -771,6 +823,9 @@ int vmctl_vm_log_path(vmctl_ctx *ctx, const char *name, const char *which, char 
 
 int vmctl_vm_console_open(vmctl_ctx *ctx, const char *name, int *ret_fd, vmctl_error **reterr)
 {
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(name, reterr);
+    VMCTL_ARG_CHECK(ret_fd, reterr);
     cleanup_store_vm store_vm *v = NULL;
     int r = vm_load(ctx, name, &v, NULL, reterr);
     if (r < 0)

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arg-check.h"
 #include "error.h"
 #include "kdl.h"
+#include "firewall.h"
 #include "util/util.h"
 #include "vmfile.h"
 
@@ -42,6 +44,7 @@ static void machine_clear(vmfile_machine *m)
     free(m->ssh_user);
     free(m->ports);
     strv_free(m->env);
+    strv_free(m->allow);
     for (size_t i = 0; i < m->n_steps; i++)
         step_clear(&m->steps[i]);
     free(m->steps);
@@ -89,11 +92,9 @@ static int verr(checker *c, size_t offset, const char *label, const char *node, 
 static int verr(checker *c, size_t offset, const char *label, const char *node, const char *field,
                 const char *help, const char *fmt, ...)
 {
-    cleanup_free char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    cleanup_free char *msg = str_vprintf(fmt, ap);
     va_end(ap);
     int r;
     if (c->vm)
@@ -223,10 +224,12 @@ static int get_path(checker *c, const kdl_node *n, const char *field, const char
     cleanup_free char *p = expand_path(c->dir, s);
     if (!p)
         return -ENOMEM;
-    if (access(p, R_OK) < 0)
-        return verr(c, n->args[0].offset, "not found", field, field, NULL,
-                    "'%s' names '%s', which does not exist or is not readable (%s)", field, p,
-                    strerror(errno));
+    if (access(p, R_OK) < 0) {
+        int e = errno;
+        verr(c, n->args[0].offset, "not found", field, field, NULL,
+             "'%s' names '%s', which does not exist or is not readable", field, p);
+        return err_cause(c->reterr, e);
+    }
     char *real = realpath(p, NULL);
     *ret = real ? real : TAKE_PTR(p);
     return 0;
@@ -564,9 +567,74 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
     return 0;
 }
 
+/* network "user"|"tap"|"none" [{ allow "CIDR[:PORT][/tcp|udp]"; allow-dns; allow-all;
+ * rate-limit-mbps N; port "HOST:GUEST" }]: the children only with "tap" (docs/vmfile.md). */
+static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_t *n_ports)
+{
+    static const char what[] = "one of \"user\", \"tap\", \"none\"";
+    int r = check_shape(c, n, "network", what, NULL, true);
+    if (r < 0)
+        return r;
+    const kdl_value *v = &n->args[0];
+    if (v->type != KDL_VALUE_STRING || !str_ok(&v->string) ||
+        (!streq(v->string.data, "user") && !streq(v->string.data, "tap") &&
+         !streq(v->string.data, "none")))
+        return verr(c, v->offset, "not allowed", "network", "network", NULL, "'network' must be %s",
+                    what);
+    if (!(m->net = strdup(v->string.data)))
+        return -ENOMEM;
+    if (n->n_children && !streq(m->net, "tap"))
+        return verr(c, n->children[0].offset, "needs tap", "network", n->children[0].name.data,
+                    "Use network \"tap\" for an egress allow-list and limits",
+                    "'network \"%s\"' takes no children block (only \"tap\" does)", m->net);
+    size_t n_allow = 0;
+    for (size_t i = 0; i < n->n_children && r >= 0; i++) {
+        const kdl_node *ch = &n->children[i];
+        const char *f = ch->name.data;
+        if (streq(f, "allow")) {
+            cleanup_free char *text = NULL;
+            r = get_string(c, ch, f, "CIDR[:PORT[-PORT]][/tcp|udp]", NULL, &text);
+            if (r < 0)
+                return r;
+            vmctl_error *e = NULL;
+            fw_allow a;
+            if (fw_allow_parse("allow", text, &a, &e) < 0) {
+                r = verr(c, ch->args[0].offset, "invalid allow entry", "network", "allow", NULL,
+                         "%s", vmctl_error_get_message(e));
+                vmctl_error_free(e);
+                return r;
+            }
+            if (strv_push(&m->allow, &n_allow, text) < 0)
+                return -ENOMEM;
+        } else if (streq(f, "allow-dns") || streq(f, "allow-all")) {
+            bool on = true;
+            if (ch->n_args > 1 || ch->n_props || ch->n_children ||
+                (ch->n_args == 1 && ch->args[0].type != KDL_VALUE_BOOL))
+                return verr(c, ch->offset, "expected #true or #false", "network", f, NULL,
+                            "'%s' takes no value, or #true or #false", f);
+            if (ch->n_args == 1)
+                on = ch->args[0].boolean;
+            *(streq(f, "allow-dns") ? &m->config.allow_dns : &m->config.allow_all) = on;
+        } else if (streq(f, "rate-limit-mbps")) {
+            r = get_uint(c, ch, f, "megabit/s the guest receives at most", 1, 1000000,
+                         &m->config.rate_limit_mbps);
+        } else if (streq(f, "port")) {
+            r = parse_port(c, ch, m, n_ports);
+        } else {
+            return verr(c, ch->offset, "unknown field", "network", f, NULL,
+                        "'network' has no field '%s': allowed are allow, allow-dns, allow-all, "
+                        "rate-limit-mbps, port",
+                        f);
+        }
+    }
+    m->config.allow = (const char *const *)m->allow;
+    m->config.n_allow = n_allow;
+    return r;
+}
+
 static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpus, memory, disk, "
-                                "machine, accel, network, port, cloud-init, ssh, env, jail, "
-                                "cpu-quota, provision";
+                                "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
+                                "jail, cpu-quota, provision";
 
 static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
 {
@@ -598,6 +666,9 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             return cap_err(c, n->offset, "provision", "provisioning steps", total, VMFILE_MAX_STEPS,
                            "per vm");
         }
+        if (streq(n->name.data, "network")) /* its port nodes count too */
+            for (size_t j = 0; j < n->n_children; j++)
+                want_ports += streq(n->children[j].name.data, "port");
         if (streq(n->name.data, "port") && ++want_ports > VMFILE_MAX_PORTS) {
             size_t total = want_ports;
             for (size_t j = i + 1; j < vn->n_children; j++)
@@ -612,10 +683,10 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
         return -ENOMEM;
 
     const kdl_node *seen[20] = {};
-    static const char *const once[] = {"image",     "image-url",  "kernel", "initrd",  "cmdline",
-                                       "vcpus",     "memory",     "disk",   "machine", "accel",
-                                       "network",   "cloud-init", "ssh",    "env",     "jail",
-                                       "cpu-quota", NULL};
+    static const char *const once[] = {"image",   "image-url",  "kernel", "initrd",  "cmdline",
+                                       "vcpus",   "memory",     "disk",   "machine", "accel",
+                                       "network", "cloud-init", "ssh",    "env",     "disk-iops",
+                                       "jail",    "cpu-quota",  NULL};
     size_t n_ports = 0;
     for (size_t i = 0; i < vn->n_children; i++) {
         const kdl_node *n = &vn->children[i];
@@ -637,10 +708,12 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
                 m->image = expand_path(c->dir, s);
                 if (!m->image)
                     return -ENOMEM;
-                if (access(m->image, R_OK) < 0)
-                    return verr(c, n->args[0].offset, "not found", f, f, NULL,
-                                "'image' names '%s', which does not exist or is not readable (%s)",
-                                m->image, strerror(errno));
+                if (access(m->image, R_OK) < 0) {
+                    int e = errno;
+                    verr(c, n->args[0].offset, "not found", f, f, NULL,
+                         "'image' names '%s', which does not exist or is not readable", m->image);
+                    return err_cause(c->reterr, e);
+                }
             } else if (r >= 0) {
                 m->image = TAKE_PTR(s);
             }
@@ -677,13 +750,10 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             static const char *const a[] = {"auto", "kvm", "tcg", NULL};
             r = one_of(c, n, f, a, &m->accel);
         } else if (streq(f, "network")) {
-            static const char *const a[] = {"user", "tap", "none", NULL};
-            r = one_of(c, n, f, a, &m->net);
-            if (r >= 0 && streq(m->net, "tap"))
-                r = verr(c, n->args[0].offset, "not supported yet", f, f,
-                         "Use network \"user\" (with port nodes for inbound connections) or "
-                         "network \"none\"",
-                         "tap networking is not supported yet");
+            r = parse_network(c, n, m, &n_ports);
+        } else if (streq(f, "disk-iops")) {
+            r = get_uint(c, n, f, "disk read+write operations per second", 1, 10000000,
+                         &m->config.disk_iops);
         } else if (streq(f, "port")) {
             r = parse_port(c, n, m, &n_ports);
         } else if (streq(f, "cloud-init")) {
@@ -848,8 +918,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
 {
     cleanup_free char *cwd = getcwd(NULL, 0);
     if (!cwd)
-        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory: %s",
-                        strerror(errno));
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot get the current directory");
     cleanup_free char *abs = path ? expand_path(cwd, path) : str_printf("%s/%s", cwd, VMFILE_NAME);
     if (!abs)
         return -ENOMEM;
@@ -872,7 +941,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
         return r;
     }
     if (r < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s': %s", abs, strerror(-r));
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot read VMFile '%s'", abs);
         err_detail(reterr, "path", "%s", abs);
         return r;
     }
@@ -902,8 +971,7 @@ int vmfile_load(const char *path, vmfile **ret, vmctl_error **reterr)
 
 int vmctl_vmfile_load(const char *path, vmctl_vmfile **ret, vmctl_error **reterr)
 {
-    if (!ret)
-        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "no place for the result");
+    VMCTL_ARG_CHECK(ret, reterr);
     cleanup_vmfile vmfile *f = NULL;
     int r = vmfile_load(path, &f, reterr);
     if (r < 0)

@@ -25,6 +25,10 @@
 #define AGENT_STDIN_CHUNK (128u * 1024u)
 /* VSOCK port the agent listens on (AF_VSOCK transport, and Firecracker's hybrid vsock). */
 #define AGENT_VSOCK_PORT 1024u
+/* The virtio-serial ports a VM has for its agent, one session each (so this many host clients at
+ * once): AGENT_PORT_NAME is port 0, AGENT_PORT_NAME ".<N>" port N, N = 1 .. AGENT_SERIAL_PORTS - 1.
+ * The host creates this many; the agent opens at most this many. */
+#define AGENT_SERIAL_PORTS 4
 /* ERROR messages are truncated to this many bytes by the encoder. */
 #define AGENT_MAX_ERROR_MSG 4000u
 

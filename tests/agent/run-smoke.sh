@@ -15,8 +15,9 @@ exe="$build/tests/agent/agent-smoke"
 mkdir -p "$(dirname "$exe")"
 # the exe lives in the build tree, so resource_path() finds vmctl-agent and the script there
 gcc -std=gnu17 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE \
-    -I include -I "$build" -I src/lib -I src/proto -o "$exe" \
-    tests/agent/agent-smoke.c src/lib/agent-client.c src/lib/guest.c src/lib/error.c \
+    -I include -I "$build/include" -I "$build" -I src/lib -I src/proto -I src/shared -o "$exe" \
+    tests/agent/agent-smoke.c src/lib/agent-transport.c src/lib/agent-session.c \
+    src/lib/agent-client.c src/lib/guest.c src/lib/error.c \
     src/lib/error-table.c src/lib/util/util.c src/proto/agent-proto.c -lpthread
 home=$(mktemp -d /tmp/agent-smoke-home.XXXXXX)
 trap 'rm -rf "$home"' EXIT

@@ -8,7 +8,6 @@
  *     src/proto/agent-proto.c -o fuzz-agent-frame && ./fuzz-agent-frame
  * tests/fuzz/corpus/fuzz-agent-frame
  */
-/* fuzz-sources: src/proto/agent-proto.c */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

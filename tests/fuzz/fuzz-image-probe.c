@@ -4,7 +4,6 @@
  * Checks that a successful probe names a format and that a qcow2 backing file lies inside the
  * input. Corpus: heads of real images made by qemu-img create -f FMT and of our seed ISOs.
  * Built and run by tests/fuzz/run.sh. */
-/* fuzz-sources: src/lib/image-probe.c */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

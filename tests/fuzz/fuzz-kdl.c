@@ -8,8 +8,6 @@
  *
  * tests/fuzz/run.sh builds and runs it; its corpus (tests/fuzz/corpus/fuzz-kdl) is the
  * conformance suite's input directory, tests/kdl/input. */
-/* fuzz-sources: src/lib/kdl.c src/lib/kdl-lex.c src/lib/kdl-parse.c src/lib/kdl-format.c
- * src/lib/error.c src/lib/error-table.c src/lib/util/util.c */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,6 @@
  * Corpus: archives made by busybox tar -c in the default guest, GNU tar and Python's tarfile
  * (GNU long names, pax headers, links, devices, '..', a truncated entry). Built and run by
  * tests/fuzz/run.sh. */
-/* fuzz-sources: src/lib/tar.c src/lib/tar-extract.c src/lib/error.c src/lib/error-table.c src/lib/util/util.c */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>

@@ -6,9 +6,6 @@
  *
  * tests/fuzz/run.sh builds and runs it; its corpus (tests/fuzz/corpus/fuzz-vmfile) holds the
  * VMFiles of docs/vmfile.md and the tests. */
-/* fuzz-sources: src/lib/vmfile.c src/lib/kdl.c src/lib/kdl-lex.c src/lib/kdl-parse.c
- * src/lib/kdl-format.c src/lib/vm-spec.c src/lib/error.c src/lib/error-table.c src/lib/util/util.c
- */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -88,7 +88,7 @@ expect_eq "timeout details" "$(jq -c '[.error.details.operation, .error.details.
 expect_eq "no sleep 1000 left" "$(vm exec ag -- sh -c 'ps -o args | grep -c "^sleep 1000"')" 0
 
 # --- 16 concurrent execs on one session (library)
-gcc -std=gnu17 -O2 -Wall -I"$src/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
+gcc -std=gnu17 -O2 -Wall -I"$src/include" -I"$build/include" -o "$tmp/exec-many" "$src/tests/agent/exec-many.c" \
   -L"$build/src/lib" -lvmctl -Wl,-rpath,"$build/src/lib" || fail "compile exec-many"
 out=$("$tmp/exec-many" "$VMCTL_HOME" ag concurrent 16)
 grep -q "all ok" <<<"$out" && ok "16 concurrent execs: outputs and codes" || fail "concurrent: $out"

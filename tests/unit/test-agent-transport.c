@@ -2,8 +2,9 @@
 /* Agent transports without vhost-vsock: the AF_VSOCK selection and sockaddr_vm, and Firecracker's
  * hybrid-vsock CONNECT handshake against a fake peer (socketpair, and a real unix socket with a
  * whole session: handshake, session ping, pong, exec-ready); the choice of a free virtio-serial
- * port of a VM directory (agent_connect_vm) against listening unix sockets standing in for QEMU's
- * chardevs, by several clients of one process and of another. */
+ * port of a VM directory (the QEMU backend's endpoint, agent_connect_endpoint) against listening
+ * unix sockets standing in for QEMU's chardevs, by several clients of one process and of another;
+ * an endpoint's vsock falling back to its ports, and the miss mark skipping vsock for a while. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -28,7 +29,9 @@
 
 #include "agent-client.h"
 #include "agent-proto.h"
+#include "backend.h"
 #include "error.h"
+#include "qemu.h"
 #include "util/util.h"
 
 static void test_pick(void **state)
@@ -220,7 +223,10 @@ struct cargs {
 static void *connect_main(void *arg)
 {
     struct cargs *x = arg;
-    x->r = agent_connect_hybrid(x->path, AGENT_VSOCK_PORT, now_usec() + 3000000, x->c, x->e);
+    /* through the endpoint a Firecracker backend would give */
+    agent_endpoint ep = {.kind = AGENT_ENDPOINT_HYBRID_VSOCK, .port = AGENT_VSOCK_PORT};
+    snprintf(ep.path, sizeof(ep.path), "%s", x->path);
+    x->r = agent_connect_endpoint(&ep, now_usec() + 3000000, 0, x->c, x->e);
     return NULL;
 }
 
@@ -276,7 +282,7 @@ static void test_connect_hybrid(void **state)
     rmdir(dir);
 }
 
-/* --- agent_connect_vm: the first free port --- */
+/* --- agent_connect_endpoint on the QEMU backend's endpoint: the first free port --- */
 
 static int listen_unix(const char *path)
 {
@@ -299,10 +305,19 @@ static const char *peer_file(agent_conn *c, char *buf, size_t size)
     return buf;
 }
 
+/* What exec.c does: the backend's endpoint for the VM directory, then connect. */
+static int connect_dir(const char *dir, uint32_t cid, uint64_t deadline, uint64_t queue_usec,
+                       agent_conn **c, vmctl_error **e)
+{
+    agent_endpoint ep;
+    int r = qemu_backend.agent_endpoint(NULL, dir, cid, &ep, e);
+    return r < 0 ? r : agent_connect_endpoint(&ep, deadline, queue_usec, c, e);
+}
+
 static agent_conn *connect_vm(const char *dir, uint32_t cid, double seconds, vmctl_error **e)
 {
     agent_conn *c = NULL;
-    int r = agent_connect_vm(dir, cid, now_usec() + (uint64_t)(seconds * 1e6), 0, &c, e);
+    int r = connect_dir(dir, cid, now_usec() + (uint64_t)(seconds * 1e6), 0, &c, e);
     assert_true((r == 0) == (c != NULL));
     return c;
 }
@@ -362,7 +377,7 @@ static void test_connect_vm_ports(void **state)
         agent_conn *x = NULL;
         /* a connect deadline shorter than the wait, but a queue of 5 s: ports held by others
          * are waited for beyond the deadline */
-        int r = agent_connect_vm(dir, 0, now_usec() + 100000, 5000000, &x, &ce);
+        int r = connect_dir(dir, 0, now_usec() + 100000, 5000000, &x, &ce);
         char pb[128];
         _exit(r == 0 && streq(peer_file(x, pb, sizeof(pb)), "agent.2.sock") ? 0 : 1);
     }
@@ -391,17 +406,21 @@ static void test_vsock_miss_mark(void **state)
     (void)state;
     char dir[] = "/tmp/test-agent-miss.XXXXXX";
     assert_non_null(mkdtemp(dir));
-    assert_false(agent_vsock_missed_recently(dir));
-    agent_vsock_mark_missed(dir);
-    assert_true(agent_vsock_missed_recently(dir));
-    /* older than AGENT_VSOCK_MISS_USEC: vsock is tried again */
     cleanup_free char *mark = str_printf("%s/agent.vsock-miss", dir);
+    assert_false(agent_vsock_missed_recently(mark));
+    agent_vsock_mark_missed(mark);
+    assert_true(agent_vsock_missed_recently(mark));
+    /* no mark file: never skipped, nothing written */
+    assert_false(agent_vsock_missed_recently(""));
+    assert_false(agent_vsock_missed_recently(NULL));
+    agent_vsock_mark_missed("");
+    /* older than AGENT_VSOCK_MISS_USEC: vsock is tried again */
     struct timespec old[2] = {{.tv_sec = time(NULL) - 61}, {.tv_sec = time(NULL) - 61}};
     assert_int_equal(utimensat(AT_FDCWD, mark, old, 0), 0);
-    assert_false(agent_vsock_missed_recently(dir));
+    assert_false(agent_vsock_missed_recently(mark));
     /* a new miss renews it */
-    agent_vsock_mark_missed(dir);
-    assert_true(agent_vsock_missed_recently(dir));
+    agent_vsock_mark_missed(mark);
+    assert_true(agent_vsock_missed_recently(mark));
     unlink(mark);
     rmdir(dir);
 }
@@ -438,6 +457,81 @@ static void test_connect_vm_single_port(void **state)
     rmdir(dir);
 }
 
+static int64_t mtime_of(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (int64_t)st.st_mtim.tv_sec;
+}
+
+/* A VSOCK endpoint with ports: nobody answers on vsock (no vhost-vsock here; a CID nobody has
+ * elsewhere), so the client takes the first port and marks the miss; while the mark is recent,
+ * vsock is not tried again (the mark is left as it was); once it is old, it is tried again. */
+static void test_connect_vsock_fallback(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test-agent-vsock.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    agent_endpoint ep = {
+        .kind = AGENT_ENDPOINT_VSOCK, .cid = 0x7ffffff3u, .port = AGENT_VSOCK_PORT, .n_ports = 1};
+    snprintf(ep.vsock_miss, sizeof(ep.vsock_miss), "%s/miss", dir);
+    snprintf(ep.ports[0].sock, sizeof(ep.ports[0].sock), "%s/port.sock", dir);
+    snprintf(ep.ports[0].lock, sizeof(ep.ports[0].lock), "%s/port.lock", dir);
+    int l = listen_unix(ep.ports[0].sock);
+    char buf[128];
+    for (int round = 0; round < 3; round++) {
+        if (round > 0) {
+            /* round 1: a miss 30 s ago (recent); round 2: 61 s ago (forgotten) */
+            time_t then = time(NULL) - (round == 1 ? 30 : 61);
+            struct timespec t[2] = {{.tv_sec = then}, {.tv_sec = then}};
+            assert_int_equal(utimensat(AT_FDCWD, ep.vsock_miss, t, 0), 0);
+        }
+        vmctl_error *e = NULL;
+        agent_conn *c = NULL;
+        int r = agent_connect_endpoint(&ep, now_usec() + 3000000, 0, &c, &e);
+        if (r < 0)
+            fail_msg("round %d: %s", round, vmctl_error_get_message(e));
+        assert_string_equal(peer_file(c, buf, sizeof(buf)), "port.sock");
+        agent_close(c);
+        int64_t age = (int64_t)time(NULL) - mtime_of(ep.vsock_miss);
+        if (round == 1)
+            assert_true(age >= 29); /* skipped: not marked again */
+        else
+            assert_true(age <= 5); /* tried, missed, marked now */
+    }
+    close(l);
+    unlink(ep.ports[0].sock);
+    unlink(ep.ports[0].lock);
+    unlink(ep.vsock_miss);
+    rmdir(dir);
+}
+
+/* An endpoint with nothing behind it fails as agent::failed: vsock alone (no ports to fall back
+ * to: its whole deadline, no mark written), and no port at all. */
+static void test_connect_endpoint_unreachable(void **state)
+{
+    (void)state;
+    agent_endpoint ep = {
+        .kind = AGENT_ENDPOINT_VSOCK, .cid = 0x7ffffff3u, .port = AGENT_VSOCK_PORT};
+    vmctl_error *e = NULL;
+    agent_conn *c = NULL;
+    uint64_t t0 = now_usec();
+    assert_true(agent_connect_endpoint(&ep, now_usec() + 300000, 0, &c, &e) < 0);
+    assert_null(c);
+    assert_true(now_usec() - t0 < 3000000);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::agent::failed");
+    assert_non_null(strstr(vmctl_error_get_message(e), "vsock"));
+    vmctl_error_free(e);
+    e = NULL;
+
+    ep = (agent_endpoint){.kind = AGENT_ENDPOINT_SERIAL};
+    assert_true(agent_connect_endpoint(&ep, now_usec() + 300000, 0, &c, &e) < 0);
+    assert_null(c);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::agent::failed");
+    assert_string_equal(vmctl_error_get_message(e), "the vm has no agent port");
+    vmctl_error_free(e);
+}
+
 /* Without vhost-vsock, nobody's CID can be checked. */
 static void test_cid_busy_without_device(void **state)
 {
@@ -458,6 +552,8 @@ int main(void)
         cmocka_unit_test(test_connect_vm_ports),
         cmocka_unit_test(test_connect_vm_single_port),
         cmocka_unit_test(test_vsock_miss_mark),
+        cmocka_unit_test(test_connect_vsock_fallback),
+        cmocka_unit_test(test_connect_endpoint_unreachable),
         cmocka_unit_test(test_cid_busy_without_device),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -416,6 +416,71 @@ static void test_timeout_and_invalid_state(void **state)
     assert_non_null(strstr(msg, "paused"));
 }
 
+static void test_invalid_field(void **state)
+{
+    (void)state;
+    cleanup_error vmctl_error *e = NULL;
+    assert_int_equal(
+        err_invalid_field(&e, "machine", "pc", "microvm or q35", "invalid machine '%s'", "pc"),
+        -EINVAL);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::config::invalid");
+    assert_string_equal(vmctl_error_get_message(e), "invalid machine 'pc'");
+    assert_string_equal(vmctl_error_find_detail(e, "field"), "machine");
+    assert_string_equal(vmctl_error_find_detail(e, "value"), "pc");
+    assert_string_equal(vmctl_error_find_detail(e, "allowed"), "microvm or q35");
+    assert_string_equal(vmctl_error_get_help(e), "Set machine to microvm or q35.");
+
+    /* no value, no allowed: only the field, and the catalogue's help */
+    assert_int_equal(err_invalid_field(&e, "image", NULL, NULL, "nothing to boot"), -EINVAL);
+    assert_int_equal(vmctl_error_get_n_details(e), 1);
+    assert_string_equal(vmctl_error_get_help(e),
+                        vmctl_error_catalogue(VMCTL_E_CONFIG_INVALID)->help);
+    assert_int_equal(err_invalid_field(NULL, "x", "y", "z", "w"), -EINVAL);
+}
+
+/* The cause is told once: only a real errno, not a placeholder, not when the message says it. */
+static void test_cause(void **state)
+{
+    (void)state;
+    cleanup_error vmctl_error *e = NULL;
+    err_make(&e, VMCTL_E_IO, -EACCES, "cannot create '%s'", "/x");
+    assert_int_equal(vmctl_error_get_cause_errno(e), EACCES);
+    cleanup_free char *d = err_describe(e);
+    assert_string_equal(d, "cannot create '/x': Permission denied");
+
+    err_make(&e, VMCTL_E_IO, EACCES, "cannot create '/x': permission denied");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    assert_int_equal(vmctl_error_get_errno(e), EACCES);
+    free(d);
+    d = err_describe(e);
+    assert_string_equal(d, "cannot create '/x': permission denied");
+
+    err_make(&e, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid name");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_VM_NOT_FOUND, ENOENT, "no VM 'a'");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_SSH_FAILED, EIO, "ssh failed");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_IO, EIO, "cannot write");
+    assert_int_equal(vmctl_error_get_cause_errno(e), EIO);
+    err_make(&e, VMCTL_E_IMAGE_FORMAT_DETECTION_FAILED, EINVAL, "not a regular file");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_STORE_CORRUPT, EBADMSG, "bad row");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    err_make(&e, VMCTL_E_IO, 0, "no errno");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    assert_int_equal(vmctl_error_get_cause_errno(NULL), 0);
+
+    /* an input error with a system error behind it: err_cause makes it shown */
+    err_invalid_field(&e, "path", "/tmp", NULL, "image file '/tmp' is not readable");
+    assert_int_equal(vmctl_error_get_cause_errno(e), 0);
+    assert_int_equal(err_cause(&e, -EISDIR), -EISDIR);
+    assert_int_equal(vmctl_error_get_errno(e), EISDIR);
+    assert_int_equal(vmctl_error_get_cause_errno(e), EISDIR);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::config::invalid");
+    assert_int_equal(err_cause(NULL, ENOENT), -ENOENT);
+}
+
 static void test_null_object(void **state)
 {
     (void)state;
@@ -439,10 +504,16 @@ static void test_null_object(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_catalogue_shape),           cmocka_unit_test(test_seed_codes),
-        cmocka_unit_test(test_docs_match_catalogue),      cmocka_unit_test(test_make),
-        cmocka_unit_test(test_details_notes_help),        cmocka_unit_test(test_context_order),
-        cmocka_unit_test(test_timeout_and_invalid_state), cmocka_unit_test(test_null_object),
+        cmocka_unit_test(test_catalogue_shape),
+        cmocka_unit_test(test_seed_codes),
+        cmocka_unit_test(test_docs_match_catalogue),
+        cmocka_unit_test(test_make),
+        cmocka_unit_test(test_details_notes_help),
+        cmocka_unit_test(test_context_order),
+        cmocka_unit_test(test_timeout_and_invalid_state),
+        cmocka_unit_test(test_null_object),
+        cmocka_unit_test(test_invalid_field),
+        cmocka_unit_test(test_cause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

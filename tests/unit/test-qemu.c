@@ -29,6 +29,7 @@
 #include <vmctl/host.h>
 #include <vmctl/vm.h>
 
+#include "agent-proto.h"
 #include "backend.h"
 #include "error.h"
 #include "qemu.h"
@@ -153,6 +154,33 @@ static void test_argv_microvm(void **state)
     assert_int_equal(argv_find(argv, "-D"), -1);
     assert_true(argv_has_pair(argv, "-pidfile", "/v/t1/qemu.pid"));
     assert_true(argv_has_pair(argv, "-name", "t1"));
+}
+
+/* --net tap: the TAP as an inherited descriptor and the MAC vmctl chose; --disk-iops: a
+ * throttle group and a throttle node on top of the disk's format node. */
+static void test_argv_tap_throttle(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->net = (free(s->net), strdup("tap"));
+    s->tap_fd = 7;
+    s->mac = strdup("52:54:0a:58:00:02");
+    s->disk = strdup("/v/t1/disk.qcow2");
+    s->disk_iops = 150;
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+    dump_argv(argv);
+    assert_true(argv_has_pair(argv, "-netdev", "tap,id=n0,fd=7"));
+    assert_true(
+        argv_has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=52:54:0a:58:00:02"));
+    assert_true(argv_has_pair(argv, "-object", "throttle-group,id=tg0,x-iops-total=150"));
+    assert_true(argv_has_pair(
+        argv, "-blockdev",
+        "{\"driver\":\"throttle\",\"node-name\":\"disk0\",\"throttle-group\":\"tg0\","
+        "\"file\":{\"driver\":\"qcow2\",\"node-name\":\"disk0-fmt\",\"discard\":\"unmap\","
+        "\"file\":{\"driver\":\"file\",\"filename\":\"/v/t1/disk.qcow2\",\"discard\":"
+        "\"unmap\"},\"backing\":null}}"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-blk-device,drive=disk0"));
 }
 
 static void test_argv_q35_disk_kvm(void **state)
@@ -294,11 +322,11 @@ static int argv_pair_index(char **argv, const char *opt, const char *value)
     return -1;
 }
 
-/* VM_AGENT_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
+/* AGENT_SERIAL_PORTS agent ports (port 0 keeps its old name and socket), and the vsock device when
  * the VM has a guest CID. */
 static void test_argv_agent_ports_vsock(void **state)
 {
-    assert_int_equal(VM_AGENT_PORTS, 4);
+    assert_int_equal(AGENT_SERIAL_PORTS, 4);
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         cleanup_strv char **argv = NULL;
@@ -368,6 +396,104 @@ static void test_argv_agent_ports_vsock(void **state)
         assert_string_equal(vmctl_error_find_detail(err, "field"), "cid");
         assert_null(argv);
     }
+}
+
+static void touch(const char *dir, const char *name)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* The agent endpoint of the QEMU backend: port 0 always, the other ports whose socket exists
+ * (each with its lock beside it), vsock first only with a guest CID and vhost-vsock; and the
+ * sockets it names are the ones the argv gives QEMU. */
+static void test_agent_endpoint(void **state)
+{
+    (void)state;
+    cleanup_free char *dir = str_printf("%s/endpoint", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    cleanup_free char *sock0 = str_printf("%s/agent.sock", dir);
+    cleanup_free char *lock0 = str_printf("%s/agent.lock", dir);
+    cleanup_free char *miss = str_printf("%s/agent.vsock-miss", dir);
+    agent_endpoint ep;
+    cleanup_error vmctl_error *err = NULL;
+    /* a VM without a CID, or a host without vhost-vsock: the ports only */
+    static const struct {
+        uint32_t cid;
+        bool vhost;
+    } serial[] = {{0, true}, {0, false}, {42, false}, {2, true}, {UINT32_MAX, true}};
+    for (size_t i = 0; i < ELEMENTSOF(serial); i++) {
+        memset(&ep, 0xa5, sizeof(ep));
+        assert_int_equal(qemu_agent_endpoint_at(dir, serial[i].cid, serial[i].vhost, &ep, &err), 0);
+        assert_int_equal(ep.kind, AGENT_ENDPOINT_SERIAL);
+        assert_int_equal(ep.cid, 0);
+        assert_string_equal(ep.vsock_miss, "");
+        assert_string_equal(ep.path, "");
+        /* no socket yet (QEMU not started, or a VM older than the extra ports): port 0 only */
+        assert_int_equal(ep.n_ports, 1);
+        assert_string_equal(ep.ports[0].sock, sock0);
+        assert_string_equal(ep.ports[0].lock, lock0);
+    }
+    /* a guest CID and vhost-vsock: vsock first, the ports after it */
+    assert_int_equal(qemu_agent_endpoint_at(dir, 42, true, &ep, &err), 0);
+    assert_int_equal(ep.kind, AGENT_ENDPOINT_VSOCK);
+    assert_int_equal(ep.cid, 42);
+    assert_int_equal(ep.port, AGENT_VSOCK_PORT);
+    assert_string_equal(ep.vsock_miss, miss);
+    assert_int_equal(ep.n_ports, 1);
+    assert_string_equal(ep.ports[0].sock, sock0);
+    /* the op itself, for readiness (cid 0): the ports, whatever this host has */
+    assert_int_equal(qemu_backend.agent_endpoint(NULL, dir, 0, &ep, &err), 0);
+    assert_int_equal(ep.kind, AGENT_ENDPOINT_SERIAL);
+
+    /* the ports whose socket exists, in order, with their locks */
+    touch(dir, "agent.1.sock");
+    touch(dir, "agent.3.sock");
+    touch(dir, "agent.4.sock"); /* beyond AGENT_SERIAL_PORTS: not a port */
+    assert_int_equal(qemu_agent_endpoint_at(dir, 0, false, &ep, &err), 0);
+    assert_int_equal(ep.n_ports, 3);
+    static const char *const want[][2] = {{"agent.sock", "agent.lock"},
+                                          {"agent.1.sock", "agent.1.lock"},
+                                          {"agent.3.sock", "agent.3.lock"}};
+    for (unsigned i = 0; i < 3; i++) {
+        cleanup_free char *s = str_printf("%s/%s", dir, want[i][0]);
+        cleanup_free char *l = str_printf("%s/%s", dir, want[i][1]);
+        assert_string_equal(ep.ports[i].sock, s);
+        assert_string_equal(ep.ports[i].lock, l);
+    }
+
+    /* every port QEMU gets is in the endpoint, and nothing else */
+    touch(dir, "agent.2.sock");
+    assert_int_equal(qemu_agent_endpoint_at(dir, 0, false, &ep, &err), 0);
+    assert_int_equal(ep.n_ports, AGENT_SERIAL_PORTS);
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    cleanup_strv char **argv = NULL;
+    assert_int_equal(qemu_build_argv(s, "qemu", dir, &argv, &err), 0);
+    size_t chardevs = 0;
+    for (int i = 0; argv[i]; i++)
+        if (strstr(argv[i], "socket,id=agent") == argv[i])
+            chardevs++;
+    assert_int_equal(chardevs, AGENT_SERIAL_PORTS);
+    for (unsigned i = 0; i < ep.n_ports; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), i ? "agent%u" : "agent", i);
+        cleanup_free char *chardev =
+            str_printf("socket,id=%s,path=%s,server=on,wait=off", id, ep.ports[i].sock);
+        if (argv_pair_index(argv, "-chardev", chardev) < 0) {
+            dump_argv(argv);
+            fail_msg("the endpoint's port %u ('%s') is not a chardev of the argv", i,
+                     ep.ports[i].sock);
+        }
+    }
+    static const char *const files[] = {"agent.1.sock", "agent.2.sock", "agent.3.sock",
+                                        "agent.4.sock"};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        unlink(p);
+    }
+    assert_int_equal(rmdir(dir), 0);
 }
 
 /* The installed QEMU knows the vsock devices and their guest-cid property under the names the
@@ -440,14 +566,14 @@ static void test_argv_errors(void **state)
 {
     cleanup_strv char **argv = NULL;
 
-    /* tap: not yet */
+    /* tap without the TAP's descriptor and MAC (vm-net.c sets them before launch) */
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         s->net = (free(s->net), strdup("tap"));
         cleanup_error vmctl_error *err = NULL;
         assert_true(qemu_build_argv(s, "qemu", "/v", &argv, &err) < 0);
-        assert_string_equal(vmctl_error_get_code(err), "vm_manager::network::setup_failed");
-        assert_non_null(strstr(vmctl_error_get_message(err), "not supported yet"));
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+        assert_non_null(strstr(vmctl_error_get_message(err), "TAP's descriptor"));
     }
     /* unknown machine, accel, net */
     {
@@ -576,7 +702,7 @@ static void test_validate(void **state)
         {"/k", NULL, "pc", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
         {NULL, "/img", "microvm", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
         {"/k", NULL, NULL, "bridge", 0, NULL, NULL, "vm_manager::config::invalid", "net"},
-        {"/k", NULL, NULL, "tap", 0, NULL, NULL, "vm_manager::network::config_invalid", "net"},
+        {"/k", NULL, NULL, "tap", 1, "microvm", "tap", NULL, NULL},
         {"/k", NULL, NULL, "none", 1, NULL, NULL, "vm_manager::network::config_invalid", "port"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -1199,18 +1325,13 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest quick_tests[] = {
-        cmocka_unit_test(test_argv_microvm),
-        cmocka_unit_test(test_argv_q35_disk_kvm),
-        cmocka_unit_test(test_argv_disk_formats),
-        cmocka_unit_test(test_argv_options),
-        cmocka_unit_test(test_argv_agent_ports_vsock),
-        cmocka_unit_test(test_qemu_knows_vsock_devices),
-        cmocka_unit_test(test_argv_errors),
-        cmocka_unit_test(test_binary_override_missing),
-        cmocka_unit_test(test_backend_find),
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_accel_resolve),
-        cmocka_unit_test(test_host_checks),
+        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_tap_throttle), cmocka_unit_test(test_argv_disk_formats),
+        cmocka_unit_test(test_argv_options),      cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_agent_endpoint),    cmocka_unit_test(test_qemu_knows_vsock_devices),
+        cmocka_unit_test(test_argv_errors),       cmocka_unit_test(test_binary_override_missing),
+        cmocka_unit_test(test_backend_find),      cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_accel_resolve),     cmocka_unit_test(test_host_checks),
     };
     int failed = cmocka_run_group_tests_name("quick", quick_tests, NULL, NULL);
     if (failed) {

@@ -655,6 +655,37 @@ static const char *status_of(qmp *q, vmctl_error **err)
     return buf;
 }
 
+/* The parser alone (what fuzz-qmp fuzzes): skip, return, error, greeting; no I/O. */
+static void test_parse_reply(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    vmctl_error *e = NULL;
+    assert_int_equal(
+        qmp_parse_reply("{\"return\": {\"running\": true}, \"id\": 7}", 7, "query-status", &v, &e),
+        0);
+    assert_true(json_is_true(json_object_get(v, "running")));
+    json_decref(v);
+    v = NULL;
+    assert_int_equal(qmp_parse_reply("{\"return\": {}, \"id\": 6}", 7, "x", &v, &e),
+                     QMP_REPLY_SKIP);
+    assert_int_equal(qmp_parse_reply("{\"event\": \"STOP\"}", 7, "x", &v, &e), QMP_REPLY_SKIP);
+    assert_int_equal(qmp_parse_reply("{\"QMP\": {}}", 7, "x", &v, &e), QMP_REPLY_SKIP);
+    assert_int_equal(qmp_parse_reply("not json", 7, "x", &v, &e), QMP_REPLY_SKIP);
+    assert_null(v);
+    assert_null(e);
+    assert_int_equal(qmp_parse_reply("{\"id\": 7, \"error\": {\"class\": \"CommandNotFound\", "
+                                     "\"desc\": \"The command nosuch has not been found\"}}",
+                                     7, "nosuch", &v, &e),
+                     -EOPNOTSUPP);
+    assert_string_equal(vmctl_error_get_code(e), "vm_manager::qemu::qmp_command_failed");
+    assert_string_equal(vmctl_error_find_detail(e, "class"), "CommandNotFound");
+    vmctl_error_free(e);
+    assert_true(qmp_parse_greeting("{\"QMP\": {\"capabilities\": [\"oob\"]}}"));
+    assert_false(qmp_parse_greeting("{\"return\": {}}"));
+    assert_false(qmp_parse_greeting("{"));
+}
+
 static void test_real_qemu(void **state)
 {
     cleanup_free char *bin = find_in_path(qemu_binary());
@@ -731,6 +762,7 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_reply),
         cmocka_unit_test(test_handshake_and_return),
         cmocka_unit_test(test_arguments_sent),
         cmocka_unit_test(test_error_reply),

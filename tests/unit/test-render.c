@@ -2,6 +2,7 @@
 /* The CLI's renderer on its own: text from elsewhere made safe for a terminal (escapes, invalid
  * UTF-8, ASCII off a UTF-8 locale), vmctl's own glyphs in ASCII, and the JSON error's errno and
  * cause. */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,10 @@
 #include <cmocka.h>
 
 #include "src/cli/render.h"
+
+/* the library's (src/lib/error.h, whose cleanup macros the CLI's headers define as well) */
+int err_prefix(vmctl_error **reterr, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* render.c's one need from cli.c */
 char *cli_printf(const char *fmt, ...)
@@ -100,6 +105,7 @@ static void test_error_json_cause(void **state)
     assert_int_equal(json_integer_value(json_object_get(err, "errno")), EACCES);
     assert_string_equal(json_string_value(json_object_get(err, "cause")),
                         "Permission denied (EACCES)");
+    assert_string_equal(json_string_value(json_object_get(err, "errno_name")), "EACCES");
     assert_string_equal(json_string_value(json_object_get(err, "code")), "vm_manager::io");
     json_decref(doc);
     vmctl_error_free(e);
@@ -110,17 +116,67 @@ static void test_error_json_cause(void **state)
     err = json_object_get(doc, "error");
     assert_true(json_is_null(json_object_get(err, "errno")));
     assert_true(json_is_null(json_object_get(err, "cause")));
+    assert_true(json_is_null(json_object_get(err, "errno_name")));
     json_decref(doc);
     vmctl_error_free(e);
+}
+
+/* render_error's text of e (stderr captured), caller frees */
+static char *render_text(vmctl_error *e)
+{
+    fflush(stderr);
+    char path[] = "/tmp/test-render.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    cli c = {};
+    render_error(&c, e);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char *buf = calloc(1, 4096);
+    assert_true(pread(fd, buf, 4095, 0) > 0);
+    close(fd);
+    unlink(path);
+    return buf;
+}
+
+/* The order of the text: message, context, notes, the cause once, help; a message that says its
+ * cause already gets no caused-by line. */
+static void test_error_text_cause(void **state)
+{
+    (void)state;
+    init_locale("C.UTF-8");
+    vmctl_error *e = NULL;
+    vmctl_error_new(&e, VMCTL_E_IO, EACCES, "cannot open '%s'", "/x");
+    vmctl_error_add_note(e, "a note");
+    vmctl_error_set_help(e, "Do something.");
+    err_prefix(&e, 0, "while doing %s", "b");
+    err_prefix(&e, 0, "while doing %s", "a");
+    char *text = render_text(e);
+    assert_string_equal(text, "Error: vm_manager::io\n\n"
+                              "  x cannot open '/x'\n"
+                              "  |-> while doing a\n"
+                              "  `-> while doing b\n"
+                              "\n  note: a note\n"
+                              "\n  caused by: Permission denied (EACCES)\n"
+                              "\n  help: Do something.\n");
+    free(text);
+
+    e = NULL;
+    vmctl_error_new(&e, VMCTL_E_IO, ENOENT, "cannot open '/x': no such file or directory");
+    text = render_text(e);
+    assert_null(strstr(text, "caused by"));
+    free(text);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sanitize_utf8),
-        cmocka_unit_test(test_sanitize_ascii),
-        cmocka_unit_test(test_fputs_ascii),
-        cmocka_unit_test(test_error_json_cause),
+        cmocka_unit_test(test_sanitize_utf8),    cmocka_unit_test(test_sanitize_ascii),
+        cmocka_unit_test(test_fputs_ascii),      cmocka_unit_test(test_error_json_cause),
+        cmocka_unit_test(test_error_text_cause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

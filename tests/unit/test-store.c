@@ -186,7 +186,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 5);
+    assert_int_equal(sqlite3_column_int(st, 0), 6);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -518,6 +518,65 @@ static uint32_t alloc_cid(store *s, const char *name, uint32_t min)
     return cid;
 }
 
+static void lease_names(const char *vm, uint32_t subnet, char ifname[16], char mac[18])
+{
+    snprintf(ifname, 16, "vm-%.6s-%05x", vm, (subnet >> 2) & 0xfffff);
+    snprintf(mac, 18, "52:54:%02x:%02x:%02x:%02x", subnet >> 24, (subnet >> 16) & 0xff,
+             (subnet >> 8) & 0xff, (subnet + 2) & 0xff);
+}
+
+static uint32_t lease(store *s, const char *name, uint32_t pool, unsigned prefix, int expect)
+{
+    cleanup_error vmctl_error *err = NULL;
+    store_lease l = {};
+    int r = store_lease_alloc(s, name, pool, prefix, 30, lease_names, &l, &err);
+    if (r != expect)
+        fail_msg("lease '%s': expected %d, got %d (%s)", name, expect, r,
+                 err ? vmctl_error_get_message(err) : "no error");
+    if (r < 0) {
+        assert_code(err, "vm_manager::network::setup_failed");
+        assert_non_null(vmctl_error_find_detail(err, "pool"));
+        return 0;
+    }
+    uint32_t subnet = l.subnet;
+    assert_int_equal(l.prefix, 30);
+    store_lease_clear(&l);
+    return subnet;
+}
+
+/* The IP pool: lowest free /30 first, a VM keeps its lease, a deleted row frees it, a full pool
+ * is network::setup_failed naming the pool. */
+static void test_leases(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    const uint32_t pool = 0x0a580000; /* 10.88.0.0/28: four links */
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++)
+        insert_vm(s, names[i], VMCTL_VM_CREATED, &err, 0);
+    assert_int_equal(lease(s, "a", pool, 28, 0), pool);
+    assert_int_equal(lease(s, "b", pool, 28, 0), pool + 4);
+    assert_int_equal(lease(s, "a", pool, 28, 0), pool); /* its own, again */
+    assert_int_equal(lease(s, "c", pool, 28, 0), pool + 8);
+    assert_int_equal(lease(s, "d", pool, 28, 0), pool + 12);
+    lease(s, "e", pool, 28, -EADDRNOTAVAIL); /* exhausted */
+    assert_int_equal(store_vm_delete(s, "b", &err), 0);
+    assert_int_equal(lease(s, "e", pool, 28, 0), pool + 4); /* b's, freed with its row */
+    store_lease l = {};
+    assert_int_equal(store_lease_get(s, "b", &l, &err), 0);
+    assert_int_equal(store_lease_get(s, "e", &l, &err), 1);
+    assert_string_equal(l.ifname, "vm-e-60001");
+    store_lease_clear(&l);
+    store_lease *all = NULL;
+    size_t n = 0;
+    assert_int_equal(store_lease_list(s, &all, &n, &err), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 1; i < n; i++)
+        assert_true(all[i].subnet > all[i - 1].subnet);
+    store_lease_list_free(all, n);
+}
+
 static void test_cid(void **state)
 {
     cleanup_error vmctl_error *err = NULL;
@@ -639,8 +698,12 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 5);
+        assert_int_equal(sqlite3_column_int(st, 0), 6);
         sqlite3_finalize(st);
+        /* 4 -> 5: the leases table is there */
+        assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
         assert_int_equal(
             sqlite3_exec(db, "UPDATE vms SET cid = 3 WHERE name = 'old'", NULL, NULL, NULL),
             SQLITE_CONSTRAINT);
@@ -1183,7 +1246,7 @@ static void test_port_forward(void **state)
     }
     cleanup_error vmctl_error *err = NULL;
     assert_int_equal(vmctl_port_forward_parse(NULL, NULL, &err), -EINVAL);
-    assert_code(err, "vm_manager::config::invalid");
+    assert_code(err, "vm_manager::invalid_argument"); /* a NULL string is the caller's bug */
     /* Without an error object: the return value alone. */
     assert_int_equal(vmctl_port_forward_parse("x", NULL, NULL), -EINVAL);
 }
@@ -1201,6 +1264,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_claim, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_jail_uid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_leases, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_project_provision, setup_home, teardown_home),

@@ -14,14 +14,19 @@
 
 #include "util.h"
 
+char *str_vprintf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    return vasprintf(&s, fmt, ap) < 0 ? NULL : s; /* s is undefined on failure */
+}
+
 char *str_printf(const char *fmt, ...)
 {
     va_list ap;
-    char *s = NULL;
     va_start(ap, fmt);
-    int r = vasprintf(&s, fmt, ap);
+    char *s = str_vprintf(fmt, ap);
     va_end(ap);
-    return r < 0 ? NULL : s;
+    return s;
 }
 
 bool str_startswith(const char *s, const char *prefix)
@@ -52,13 +57,10 @@ int strv_push(char ***strv, size_t *n, const char *s)
 int strv_pushf(char ***strv, size_t *n, const char *fmt, ...)
 {
     va_list ap;
-    char *s = NULL;
     va_start(ap, fmt);
-    int r = vasprintf(&s, fmt, ap);
+    char *s = str_vprintf(fmt, ap);
     va_end(ap);
-    if (r < 0)
-        return -ENOMEM;
-    return strv_push_take(strv, n, s);
+    return s ? strv_push_take(strv, n, s) : -ENOMEM;
 }
 
 size_t strv_length(char *const *strv)

@@ -2,6 +2,7 @@
 /* Small helpers that depend on nothing else in libvmctl. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +12,8 @@
 
 /* --- strings and string vectors (NULL-terminated char **) --- */
 char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* vasprintf that returns the string, NULL on failure: for helpers that take a format. */
+char *str_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 bool str_startswith(const char *s, const char *prefix);
 int strv_push(char ***strv, size_t *n, const char *s); /* copies s */
 int strv_pushf(char ***strv, size_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: MIT */
+/* The one set of small macros and cleanup helpers shared by the library (src/lib), the CLI
+ * (src/cli), the guest agent (src/agent, a static binary) and the protocol codec (src/proto):
+ * header-only and libc-only, so every target can include it without linking anything. Cleanup
+ * helpers for libvmctl's public objects (vmctl_error, vmctl_vm_info) are in vmctl-cleanup.h. */
 #pragma once
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define _unused_      __attribute__((unused))
@@ -26,6 +31,14 @@ static inline void fclosep(FILE **f)
     if (*f)
         fclose(*f);
 }
+
+/* static inline void NAMEp(type **p) calling func(*p) when *p is non-NULL, for cleanup_NAME. */
+#define DEFINE_POINTER_CLEANUP(name, type, func)                                                   \
+    static inline void name##p(type **p)                                                           \
+    {                                                                                              \
+        if (*p)                                                                                    \
+            func(*p);                                                                              \
+    }
 
 #define cleanup_free   __attribute__((cleanup(freep)))
 #define cleanup_close  __attribute__((cleanup(closep)))
