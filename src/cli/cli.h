@@ -254,6 +254,8 @@ enum {
     OPT_CREATE_SSH_KEY,
     OPT_CREATE_ENV,
     OPT_CREATE_BACKEND,
+    OPT_CREATE_NO_JAIL,
+    OPT_CREATE_CPU_QUOTA,
     OPT_CREATE_ALLOW,
     OPT_CREATE_ALLOW_DNS,
     OPT_CREATE_ALLOW_ALL,
@@ -277,6 +279,8 @@ enum {
         {"cloud-init", required_argument, NULL, OPT_CREATE_CLOUD_INIT},                            \
         {"ssh-key", required_argument, NULL, OPT_CREATE_SSH_KEY},                                  \
         {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
+        {"no-jail", no_argument, NULL, OPT_CREATE_NO_JAIL},                                        \
+        {"cpu-quota", required_argument, NULL, OPT_CREATE_CPU_QUOTA},                              \
         {"allow", required_argument, NULL, OPT_CREATE_ALLOW},                                      \
         {"allow-dns", no_argument, NULL, OPT_CREATE_ALLOW_DNS},                                    \
         {"allow-all", no_argument, NULL, OPT_CREATE_ALLOW_ALL},                                    \
@@ -321,7 +325,9 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \
     "      --backend B          qemu (default); firecracker and propolis are not available yet\n"  \
     "      --snapshottable      keep the guest's RAM in a file on tmpfs, for template snapshots\n" \
-    "                           (`vmctl snapshot create`; docs/snapshots.md)\n"
+    "                           (`vmctl snapshot create`; docs/snapshots.md)\n"                    \
+    "      --cpu-quota C        host CPUs the VM may use, e.g. 0.5 (cgroup quota; default none)\n" \
+    "      --no-jail            run QEMU unconfined, as root (debugging; docs/isolation.md)\n"
 
 /* After an action on a VM: "<done> VM 'NAME'" on stdout, or with --json its status object.
  * Returns EXIT_OK (or EXIT_ERROR when stdout cannot be written). */

@@ -11,7 +11,7 @@ const char cmd_create_help[] =
     "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
     "                    [--rate-limit-mbps N] [--disk-iops N]\n"
     "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
-    "                    [--start]\n"
+    "                    [--cpu-quota C] [--no-jail] [--start]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
     "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
@@ -64,6 +64,21 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
     case OPT_CREATE_BACKEND:
         cfg->backend = arg;
         return 1;
+    case OPT_CREATE_NO_JAIL:
+        cfg->no_jail = true;
+        return 1;
+    case OPT_CREATE_CPU_QUOTA: {
+        char *end = NULL;
+        errno = 0;
+        double q = strtod(arg, &end);
+        if (errno || !end || end == arg || *end || !(q >= 0.01 && q <= 255)) {
+            cli_invalid_value(c, "--cpu-quota", arg,
+                              "host CPUs from 0.01 to 255 (0.5: half of one core)");
+            return -EINVAL;
+        }
+        cfg->cpu_quota = q;
+        return 1;
+    }
     case OPT_CREATE_CLOUD_INIT:
         cfg->cloud_init = arg;
         return 1;

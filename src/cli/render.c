@@ -643,6 +643,15 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
                             render_json_bytes(vm->crash_note, strlen(vm->crash_note)));
     json_object_set_new(o, "project", str_or_null(vm->project));
     json_object_set_new(o, "provision", render_provision_json(vm));
+    /* docs/isolation.md: what the VM is made with, and what its running hypervisor is under */
+    json_object_set_new(
+        o, "jail",
+        json_pack("{s:b, s:b, s:o, s:o, s:s, s:o, s:o}", "enabled", vm->jail, "jailed", vm->jailed,
+                  "uid", vm->jail_uid ? json_integer(vm->jail_uid) : json_null(), "cgroup",
+                  vm->cgroup ? json_string(vm->cgroup) : json_null(), "sandbox",
+                  vm->jailed ? "on" : "off", "cpu_quota",
+                  vm->cpu_quota > 0 ? json_real(vm->cpu_quota) : json_null(), "memory_limit",
+                  vm->memory_limit ? json_integer((json_int_t)vm->memory_limit) : json_null()));
     return o;
 }
 
@@ -730,6 +739,16 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     KV("provision", render_provision(vm, prov, sizeof(prov)));
     if (vm->provision_error)
         KV("provision error", vm->provision_error);
+    char jailbuf[160];
+    if (vm->jailed)
+        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox", vm->jail_uid,
+                 vm->cgroup ? vm->cgroup : "-");
+    else
+        snprintf(jailbuf, sizeof(jailbuf), "%s",
+                 !vm->jail        ? "off (--no-jail)"
+                 : vm_has_pid(vm) ? "off (vmctl not root, or VMCTL_NO_JAIL)"
+                                  : "on at start (as root)");
+    KV("jail", jailbuf);
 #undef KV
 
     size_t w = 0;

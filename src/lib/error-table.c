@@ -97,8 +97,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Ensure vmctl runs with CAP_NET_ADMIN and /dev/net/tun exists, or use `--net user`"),
     ROW(VMCTL_E_JAILER_FAILED, "vm_manager::jailer::failed",
         "Jail (chroot, namespaces, cgroup) preparation or teardown failed",
-        "The jailer belongs to the planned Firecracker backend; run the VM with the QEMU backend "
-        "(`--backend qemu`)"),
+        "The `step` detail names what failed; `vmctl doctor` shows what the jail needs on this "
+        "host, and `vmctl create --no-jail` runs a VM unconfined"),
     ROW(VMCTL_E_IMAGE_ROOTFS_FAILED, "vm_manager::image::rootfs_failed",
         "Root filesystem template missing, clone failed or stamp mismatch",
         "Re-import the image with `vmctl image import PATH` or rebuild it"),

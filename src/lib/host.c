@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "dl.h"
 #include "error.h"
+#include "jail.h"
 #include "guest.h"
 #include "qemu.h"
 #include "util/util.h"
@@ -414,6 +415,17 @@ static void check_libraries(check_list *l)
     }
 }
 
+/* docs/isolation.md: what of the jail and the per-VM limits is in force here */
+static void check_jail(check_list *l)
+{
+    bool ok = false;
+    const char *help = NULL;
+    char *summary = jail_host_summary(&ok, &help);
+    check_add(l, "jail", ok ? VMCTL_CHECK_OK : VMCTL_CHECK_WARN, summary, help);
+    summary = jail_cgroup_summary(&ok, &help);
+    check_add(l, "limits", ok ? VMCTL_CHECK_OK : VMCTL_CHECK_WARN, summary, help);
+}
+
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
 {
     VMCTL_ARG_CHECK(ret, reterr);
@@ -432,6 +444,7 @@ int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmct
     check_vsock(&l);
     check_tools(&l);
     check_libraries(&l);
+    check_jail(&l);
 
     if (l.oom) {
         vmctl_host_check_list_free(l.items, l.n);

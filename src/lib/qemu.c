@@ -38,6 +38,7 @@
 #include "supervise.h"
 #include "util/util.h"
 #include "agent-client.h" /* agent_vhost_vsock_present */
+#include "jail.h"
 
 /* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
 #define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
@@ -138,7 +139,7 @@ static bool format_has_backing(const char *format)
 /* The -blockdev JSON of the VM's disk: every node's driver named (QEMU never probes), and every
  * backing file given (the base, as a node of its own format, read-only, itself without one) or
  * none ("backing": null), so what an image's header names is never opened. */
-static char *disk_blockdev(const vm_spec *spec, const char *base_format)
+static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path)
 {
     bool raw = spec->disk_format && streq(spec->disk_format, "raw");
     json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
@@ -149,8 +150,9 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format)
         json_t *backing = json_null();
         if (spec->base && base_format) {
             const char *bf = image_format_qemu_name(base_format);
-            backing = json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0",
-                                "read-only", 1, "file", file_node(spec->base, true, false));
+            backing =
+                json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0", "read-only",
+                          1, "file", file_node(base_path ? base_path : spec->base, true, false));
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
@@ -179,16 +181,18 @@ static char *seed_blockdev(const char *seed)
 }
 
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr);
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr);
 
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, ret, reterr);
+    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, -1, ret, reterr);
 }
 
+/* base_fd >= 0: the base image as a descriptor QEMU inherits (a jailed QEMU's uid may not be
+ * able to open the image cache's 0600 files): fdset 1, the base node's file /dev/fdset/1. */
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr)
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -296,6 +300,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     PUSHF("%u", spec->memory_mib ? spec->memory_mib : 256);
     PUSH("-nodefaults");
     PUSH("-no-user-config");
+    if (spec->jail_uid) {
+        /* QEMU's seccomp filter: the jail dropped the uid before exec, so privileges can be
+         * denied too (docs/isolation.md) */
+        PUSH("-sandbox");
+        PUSH("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+    }
     PUSH("-display");
     PUSH("none");
     /* A direct-boot guest that reboots (or panics with panic=-1) ends its VM. */
@@ -318,7 +328,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
             return err_invalid_field(reterr, "image", NULL, NULL,
                                      "the format of base image '%s' is not known", spec->base);
-        cleanup_free char *disk = disk_blockdev(spec, base_format);
+        if (base_fd >= 0 && spec->base) {
+            PUSH("-add-fd");
+            PUSHF("fd=%d,set=1,opaque=base", base_fd);
+        }
+        cleanup_free char *disk =
+            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL);
         if (!disk)
             return oom(reterr);
         if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */
@@ -427,6 +442,15 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
 }
 
 /* ---------- launch ---------- */
+
+static void remove_runtime_files(const char *dir);
+
+/* backend_ops.cleanup: the runtime files and the jail's cgroup */
+static void qemu_cleanup(const char *dir)
+{
+    remove_runtime_files(dir);
+    (void)jail_cgroup_remove(dir);
+}
 
 static void remove_runtime_files(const char *dir)
 {
@@ -596,8 +620,19 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     char fmtbuf[32];
     if ((r = check_disks(spec, fmtbuf, &base_format, reterr)) < 0)
         return r;
+    /* jailed: the base goes in as a descriptor (read-only), not by path */
+    cleanup_close int base_fd = -1;
+    if (spec->jail_uid && spec->base) {
+        base_fd = open(spec->base, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (base_fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open base image '%s': %s", spec->base,
+                         strerror(errno));
+            err_detail(reterr, "path", "%s", spec->base);
+            return r;
+        }
+    }
     cleanup_strv char **argv = NULL;
-    r = build_argv(spec, binary, absdir, base_format, &argv, reterr);
+    r = build_argv(spec, binary, absdir, base_format, base_fd, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -643,8 +678,37 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
+    cleanup_jail jail *jl = NULL;
+    if (spec->jail_uid) {
+        const char *ro[6];
+        size_t k = 0;
+        const char *cand[] = {spec->kernel, spec->initrd, spec->seed};
+        for (size_t i = 0; i < ELEMENTSOF(cand); i++)
+            if (cand[i])
+                ro[k++] = cand[i];
+        ro[k] = NULL;
+        jail_config jc = {
+            .name = spec->name,
+            .vmdir = absdir,
+            .binary = binary,
+            .ro_files = ro,
+            .uid = spec->jail_uid,
+            .kvm = spec->accel && streq(spec->accel, "kvm"),
+            .cpu_quota = spec->cpu_quota,
+            .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
+            .pids_max = JAIL_PIDS_MAX,
+            .weight_threads = (spec->vcpus ? spec->vcpus : 1) + 1,
+        };
+        if ((r = jail_prepare(&jc, &jl, reterr)) < 0) {
+            (void)jail_cgroup_remove(absdir);
+            return err_prefix(reterr, r, "while jailing vm '%s'", spec->name);
+        }
+    }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
     supervise_spawn_args sa_spawn = {
+        .jail = jl,
+        .keep_fds = base_fd >= 0 ? &base_fd : NULL,
+        .n_keep_fds = base_fd >= 0 ? 1 : 0,
         .binary = binary,
         .argv = argv,
         .logfd = logfd,
@@ -657,7 +721,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     uint64_t start = proc_start_time(pid);
     if (!start || !proc_alive(pid, start)) {
-        remove_runtime_files(absdir);
+        qemu_cleanup(absdir);
         return startup_failed(reterr, binary, logpath, log_offset);
     }
 
@@ -679,7 +743,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         close(fd);
         fd = -1;
         if (!proc_alive(pid, start)) {
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
@@ -710,7 +774,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         /* a QEMU that failed after creating the socket closes it: it is exiting */
         if (r != -ETIMEDOUT && wait_gone(pid, start, 2000000)) {
             vmctl_error_free(qerr);
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (reterr) {
@@ -723,7 +787,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     }
 fail:
     kill_leftover(pid);
-    remove_runtime_files(absdir);
+    qemu_cleanup(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
 }
@@ -1062,7 +1126,7 @@ const backend_ops qemu_backend = {
     .quit = qemu_quit,
     .io_paused = qemu_io_paused,
     .blockstats = qemu_blockstats,
-    .cleanup = remove_runtime_files,
+    .cleanup = qemu_cleanup,
     .scan = qemu_scan,
     .agent_endpoint = qemu_agent_endpoint,
     .version = qemu_version,

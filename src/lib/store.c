@@ -23,7 +23,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  6
+#define STORE_SCHEMA_VERSION  7
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -64,6 +64,17 @@
     "  DELETE FROM leases WHERE vm = old.name;\n"                                                  \
     "END;\n"
 
+/* The uid each VM's jailed hypervisor runs as (docs/isolation.md): unique, so two starts racing
+ * for one uid cannot both commit; it goes with the VM's row (the trigger). */
+#define JAIL_UIDS_SQL                                                                              \
+    "CREATE TABLE jail_uids (\n"                                                                   \
+    "  vm TEXT PRIMARY KEY,\n"                                                                     \
+    "  uid INTEGER NOT NULL UNIQUE\n"                                                              \
+    ");\n"                                                                                         \
+    "CREATE TRIGGER vms_release_jail_uid AFTER DELETE ON vms BEGIN\n"                              \
+    "  DELETE FROM jail_uids WHERE vm = old.name;\n"                                               \
+    "END;\n"
+
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
     "  name TEXT PRIMARY KEY,\n"
@@ -83,8 +94,9 @@ static const char schema_sql[] =
     "  provisioned_at INTEGER,\n"
     "  provision_hash TEXT\n"
     ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
-/* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql) */
-_Static_assert(STORE_SCHEMA_VERSION == 6, "schema_sql is version 5, one step below");
+/* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql,
+ * migrate_6_7_sql) */
+_Static_assert(STORE_SCHEMA_VERSION == 7, "schema_sql is version 5, two steps below");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -144,6 +156,9 @@ static const char migrate_5_6_sql[] =
     "  DELETE FROM snapshot_refs WHERE vm = old.name;\n"
     "END;\n"
     "PRAGMA user_version = 6;\n";
+
+/* Version 6 -> 7: the jail uids (every existing VM gets one at its next jailed start). */
+static const char migrate_6_7_sql[] = JAIL_UIDS_SQL "PRAGMA user_version = 7;\n";
 
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
@@ -421,6 +436,8 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 rc = sqlite3_exec(s->db, migrate_4_5_sql, NULL, NULL, NULL);
             if (rc == SQLITE_OK && version <= 5)
                 rc = sqlite3_exec(s->db, migrate_5_6_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 6)
+                rc = sqlite3_exec(s->db, migrate_6_7_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -458,6 +475,8 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 r = exec_sql(s, schema_sql, "creating the schema", reterr);
             if (r >= 0 && n_objects == 0)
                 r = exec_sql(s, migrate_5_6_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_6_7_sql, "creating the schema", reterr);
         }
         if (r < 0) {
             tx_rollback(s);
@@ -1292,5 +1311,82 @@ int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_pre
         store_lease_clear(ret);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
+    return 0;
+}
+
+/* ---------- jail uids ---------- */
+
+int store_vm_jail_uid(store *s, const char *name, uint32_t base, uint32_t count, bool alloc,
+                      uint32_t *ret, vmctl_error **reterr)
+{
+    if (!s || !name || !ret || !count)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_jail_uid: invalid argument");
+    *ret = 0;
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *st = NULL;
+    int64_t uid = 0;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT uid FROM jail_uids WHERE vm = ?1", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            uid = sqlite3_column_int64(st, 0);
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_OK && !uid && alloc) {
+        /* the lowest free uid of the range */
+        rc = sqlite3_prepare_v2(
+            s->db,
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM jail_uids WHERE uid = ?1) THEN ?1 "
+            "ELSE (SELECT min(a.uid) + 1 FROM jail_uids a WHERE a.uid >= ?1 AND NOT EXISTS "
+            "(SELECT 1 FROM jail_uids b WHERE b.uid = a.uid + 1)) END",
+            -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, base);
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                uid = sqlite3_column_int64(st, 0);
+            rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (rc == SQLITE_OK && (uid < base || uid >= (int64_t)base + count)) {
+            tx_rollback(s);
+            r = err_make(reterr, VMCTL_E_JAILER_FAILED, EUSERS,
+                         "no free jail uid in %u-%u for vm '%s'", base, base + count - 1, name);
+            err_detail(reterr, "step", "uid allocation");
+            err_help(reterr, "Widen the range with VMCTL_JAIL_UID_COUNT, or destroy VMs you no "
+                             "longer need (`vmctl destroy NAME`).");
+            return r;
+        }
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(s->db, "INSERT INTO jail_uids (vm, uid) VALUES (?1, ?2)", -1,
+                                    &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, uid);
+            rc = sqlite3_step(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK) {
+        r = store_error(s, rc, "allocating a jail uid", reterr);
+        tx_rollback(s);
+        return r;
+    }
+    if (!alloc) {
+        tx_rollback(s);
+        *ret = (uint32_t)uid;
+        return 0;
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (uint32_t)uid;
     return 0;
 }

@@ -101,6 +101,12 @@ int store_vm_delete(store *s, const char *name, vmctl_error **reterr);
  * no CID is left. The CID goes with the row (store_vm_delete). */
 int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
                        vmctl_error **reterr);
+/* The uid VM name's jailed hypervisor runs as: the one it has, else (alloc) the lowest free one
+ * of [base, base + count), recorded in one transaction (the UNIQUE constraint backs it: racing
+ * callers get different uids; the uid goes with the row). Without alloc, 0 when it has none.
+ * jailer::failed when the range is full. */
+int store_vm_jail_uid(store *s, const char *name, uint32_t base, uint32_t count, bool alloc,
+                      uint32_t *ret, vmctl_error **reterr);
 /* Record a provisioning result: state, step, error (NULL clears it), hash (NULL keeps the one
  * recorded); provisioned_at becomes now when state is ok. vm::not_found when absent. */
 int store_vm_set_provision(store *s, const char *name, vmctl_provision_state state, unsigned step,

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -27,6 +28,14 @@ typedef struct supervise_spawn_args {
     int keep_fd;        /* >= 3: a descriptor the process inherits (a TAP); 0 or < 0: none */
     /* the code of spawn errors: the backend's own (qemu::spawn_failed) */
     vmctl_error_kind error_kind;
+    /* NULL: none. Else the supervisor unshares the PID namespace before forking the process
+     * (which is then the init of its namespace, its host pid still the one reported) and the
+     * process enters the jail before exec; a failure there is jailer::failed naming the step. */
+    const struct jail *jail;
+    /* descriptors the process inherits at the same numbers (all others of the caller's are
+     * closed at exec) */
+    const int *keep_fds;
+    size_t n_keep_fds;
 } supervise_spawn_args;
 
 /* Start a->binary detached (own session, umask 0177, every signal at its default, descriptors

@@ -101,6 +101,15 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         check_range(reterr, "disk", c->disk_gib, 0, MAX_DISK_GIB, " GiB") < 0)
         return -EINVAL;
     s->disk_gib = c->disk_gib;
+    s->no_jail = c->no_jail;
+    if (c->cpu_quota < 0 || c->cpu_quota > MAX_VCPUS || (c->cpu_quota > 0 && c->cpu_quota < 0.01)) {
+        char q[32];
+        snprintf(q, sizeof(q), "%g", c->cpu_quota);
+        return err_invalid_field(reterr, "cpu-quota", q,
+                                 "0.01 to 255 host CPUs (0.5: half of one core)",
+                                 "invalid cpu-quota '%s'", q);
+    }
+    s->cpu_quota = c->cpu_quota;
 
     for (char *const *e = c->env; e && *e; e++) {
         const char *eq = strchr(*e, '=');

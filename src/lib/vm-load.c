@@ -15,6 +15,7 @@
 #include "backend.h"
 #include "ctx.h"
 #include "error.h"
+#include "jail.h"
 #include "state.h"
 #include "store.h"
 #include "supervise.h"
@@ -201,6 +202,8 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
             supervise_exit_wait(v->dir, v->pid, 300000, &ex) == 0 && supervise_exit_clean(&ex)
                 ? VMCTL_VM_STOPPED
                 : VMCTL_VM_CRASHED;
+        /* its cgroup goes with it (and an OOM kill seen there is recorded for the crash note) */
+        (void)jail_cgroup_remove(v->dir);
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;

@@ -7,9 +7,10 @@
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
  *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
  *    "allow": ["10.0.0.0/8:443/tcp"], "allow_dns": false, "allow_all": false,
- *    "rate_limit_mbps": 0, "disk_iops": 0,
+ *    "rate_limit_mbps": 0, "disk_iops": 0, "jail": false, "cpu_quota": 0.5,
  *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone)}
- * (the last seven written only when set: absent reads as empty / false / 0)
+ * (the last nine written only when set: absent reads as empty / false / 0; "jail" absent is
+ * true)
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -120,6 +121,10 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
             return -ENOMEM;
 
     if ((r = set_new(o, "agent", json_boolean(s->agent))) < 0)
+        return r;
+    /* added with the jail: written only when not the default */
+    if ((s->no_jail && (r = set_new(o, "jail", json_false())) < 0) ||
+        (s->cpu_quota > 0 && (r = set_new(o, "cpu_quota", json_real(s->cpu_quota))) < 0))
         return r;
 
     /* added with tap networking: written only when set */
@@ -329,6 +334,14 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
     if (!json_is_boolean(agent))
         return corrupt_field(reterr, "agent", agent ? "not a boolean" : "missing");
     s->agent = json_is_true(agent);
+    json_t *jail = json_object_get(o, "jail");
+    if (jail && !json_is_boolean(jail))
+        return corrupt_field(reterr, "jail", "not a boolean");
+    s->no_jail = jail && json_is_false(jail);
+    json_t *quota = json_object_get(o, "cpu_quota");
+    if (quota && (!json_is_number(quota) || json_number_value(quota) < 0))
+        return corrupt_field(reterr, "cpu_quota", "not a non-negative number");
+    s->cpu_quota = quota ? json_number_value(quota) : 0;
 
     *ret = TAKE_PTR(owned);
     return 0;

@@ -51,9 +51,14 @@ typedef struct vm_spec {
      * with the guest not running, waiting for backend_ops.snapshot_load. */
     char *restore_ram;
     bool incoming;
+    bool no_jail;     /* --no-jail: the hypervisor runs unconfined (JSON "jail": false) */
+    double cpu_quota; /* host CPUs the VM may use (0.5: half of one); 0: no quota */
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
      * vsock device); else >= 3. */
     uint32_t guest_cid;
+    /* Not part of the JSON: the store's jail uid, set by vm.c before launch when the jail is on
+     * (jail_wanted). 0: no jail. */
+    uint32_t jail_uid;
 } vm_spec;
 
 void vm_spec_free(vm_spec *s);

@@ -634,7 +634,7 @@ static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_
 
 static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpus, memory, disk, "
                                 "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
-                                "provision";
+                                "jail, cpu-quota, provision";
 
 static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
 {
@@ -682,10 +682,11 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     if (want_ports && !(m->ports = calloc(want_ports, sizeof(*m->ports))))
         return -ENOMEM;
 
-    const kdl_node *seen[16] = {};
-    static const char *const once[] = {
-        "image",   "image-url", "kernel",  "initrd",     "cmdline", "vcpus", "memory",    "disk",
-        "machine", "accel",     "network", "cloud-init", "ssh",     "env",   "disk-iops", NULL};
+    const kdl_node *seen[20] = {};
+    static const char *const once[] = {"image",   "image-url",  "kernel", "initrd",  "cmdline",
+                                       "vcpus",   "memory",     "disk",   "machine", "accel",
+                                       "network", "cloud-init", "ssh",    "env",     "disk-iops",
+                                       "jail",    "cpu-quota",  NULL};
     size_t n_ports = 0;
     for (size_t i = 0; i < vn->n_children; i++) {
         const kdl_node *n = &vn->children[i];
@@ -761,6 +762,25 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             r = parse_ssh(c, n, m);
         } else if (streq(f, "env")) {
             r = parse_env(c, n, m);
+        } else if (streq(f, "jail")) {
+            /* docs/isolation.md: jail #false is --no-jail */
+            r = check_shape(c, n, f, "#true or #false", NULL, false);
+            if (r >= 0 && n->args[0].type != KDL_VALUE_BOOL)
+                r = verr(c, n->args[0].offset, "expected a boolean", f, f, NULL,
+                         "'jail' must be #true or #false");
+            if (r >= 0)
+                m->config.no_jail = !n->args[0].boolean;
+        } else if (streq(f, "cpu-quota")) {
+            r = check_shape(c, n, f, "host CPUs (0.5: half of one core)", NULL, false);
+            const kdl_value *v = r >= 0 ? &n->args[0] : NULL;
+            if (v &&
+                (v->type != KDL_VALUE_NUMBER ||
+                 (v->number.kind != KDL_NUMBER_INTEGER && v->number.kind != KDL_NUMBER_DECIMAL) ||
+                 !(v->number.value >= 0.01 && v->number.value <= 255)))
+                r = verr(c, v->offset, "out of range", f, f, NULL,
+                         "'cpu-quota' must be a number of host CPUs from 0.01 to 255");
+            if (r >= 0)
+                m->config.cpu_quota = v->number.value;
         } else if (streq(f, "provision")) {
             r = parse_provision(c, n, m, m->n_steps);
         } else {

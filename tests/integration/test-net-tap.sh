@@ -51,9 +51,16 @@ for p in 8000 8001; do
 done
 
 # every vmctl (lib.sh's helpers included) runs in the host namespace
+# (`ip netns exec` mounts a fresh sysfs, without the cgroup hierarchies the jail's limits need:
+# mounted again there, the same hierarchies as the host's)
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
+  CGMOUNT='mount -t cgroup2 cgroup2 /sys/fs/cgroup'
+else
+  CGMOUNT='mount -t tmpfs cgroup /sys/fs/cgroup && for c in '"$(for c in cpu cpuacct memory pids blkio; do [ -d /sys/fs/cgroup/$c ] && printf '%s ' $c; done)"'; do mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c; done'
+fi
 cat >"$WORK/vmctl" <<EOF
 #!/bin/sh
-exec ip netns exec $NS $REAL_VMCTL "\$@"
+exec ip netns exec $NS sh -c '$CGMOUNT; exec "\$0" "\$@"' $REAL_VMCTL "\$@"
 EOF
 chmod +x "$WORK/vmctl"
 VMCTL=$WORK/vmctl

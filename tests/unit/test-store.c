@@ -187,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 6);
+    assert_int_equal(sqlite3_column_int(st, 0), 7);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -623,6 +623,32 @@ static void test_cid(void **state)
     assert_code(err, "vm_manager::vm::not_found");
 }
 
+/* Jail uids: the lowest free one of the range, kept across calls, unique (the UNIQUE constraint
+ * backs it), freed with the row, jailer::failed when the range is full. */
+static void test_jail_uid(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    insert_vm(s, "a", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "b", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "c", VMCTL_VM_CREATED, &err, 0);
+    uint32_t ua = 0, ub = 0, uc = 0, again = 0;
+    assert_int_equal(store_vm_jail_uid(s, "a", 5000, 2, true, &ua, &err), 0);
+    assert_int_equal(store_vm_jail_uid(s, "b", 5000, 2, true, &ub, &err), 0);
+    assert_int_equal(ua, 5000);
+    assert_int_equal(ub, 5001);
+    assert_int_equal(store_vm_jail_uid(s, "a", 5000, 2, true, &again, &err), 0);
+    assert_int_equal(again, 5000);
+    assert_int_equal(store_vm_jail_uid(s, "c", 5000, 2, true, &uc, &err), -EUSERS);
+    assert_code(err, "vm_manager::jailer::failed");
+    vmctl_error_free(err);
+    err = NULL;
+    assert_int_equal(store_vm_delete(s, "a", &err), 0);
+    assert_int_equal(store_vm_jail_uid(s, "c", 5000, 2, true, &uc, &err), 0);
+    assert_int_equal(uc, 5000);
+}
+
 /* Stores of schema version 3 (no project and provisioning columns), 2 (no cid column either) and
  * 1 (no ports table either) are upgraded in place: rows kept without a CID and without a
  * project, ports kept or filled in, CIDs allocatable afterwards. */
@@ -673,7 +699,7 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 6);
+        assert_int_equal(sqlite3_column_int(st, 0), 7);
         sqlite3_finalize(st);
         /* 4 -> 5: the leases table is there */
         assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
@@ -695,6 +721,14 @@ static void test_migrate(void **state)
             assert_null(v->provision_error);
             assert_int_equal(v->provisioned_at, 0);
             assert_null(v->provision_hash);
+        }
+        /* Schema 5: the old VM has no jail uid yet; one is allocated at its next start */
+        {
+            uint32_t uid = 1;
+            assert_int_equal(store_vm_jail_uid(s, "old", 2000000000u, 10, false, &uid, &err), 0);
+            assert_int_equal(uid, 0);
+            assert_int_equal(store_vm_jail_uid(s, "old", 2000000000u, 10, true, &uid, &err), 0);
+            assert_int_equal(uid, 2000000000u);
         }
         assert_int_equal(store_vm_set_project(s, "old", "/p/VMFile.kdl", &err), 0);
         assert_int_equal(
@@ -915,7 +949,7 @@ static void test_unknown_schema(void **state)
         const char *sql;
         const char *detail_version;
     } cases[] = {
-        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 7;", "7"},
+        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 8;", "8"},
         {"CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);", "0"},
         /* Claims our version but has other columns. */
         {"CREATE TABLE vms (name TEXT PRIMARY KEY, colour TEXT); PRAGMA user_version = 1;", NULL},
@@ -1071,6 +1105,22 @@ static void test_spec_round_trip(void **state)
     cleanup_free char *again = NULL;
     assert_int_equal(vm_spec_to_json(s, &again), 0);
     assert_string_equal(again, json);
+    /* the jail's fields: absent means jailed, no quota; written only when not the default */
+    assert_false(s->no_jail);
+    assert_true(s->cpu_quota == 0);
+    assert_null(strstr(again, "jail"));
+    s->no_jail = true;
+    s->cpu_quota = 0.5;
+    {
+        cleanup_free char *j2 = NULL;
+        cleanup_vm_spec vm_spec *s2 = NULL;
+        assert_int_equal(vm_spec_to_json(s, &j2), 0);
+        assert_int_equal(vm_spec_from_json(j2, &s2, &err), 0);
+        assert_true(s2->no_jail);
+        assert_true(s2->cpu_quota == 0.5);
+    }
+    s->no_jail = false;
+    s->cpu_quota = 0;
 
     /* A spec without optional parts. */
     vm_spec bare = {.name = "bare",
@@ -1266,6 +1316,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_same, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_claim, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_jail_uid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_leases, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_snapshots, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),

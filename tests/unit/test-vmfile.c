@@ -92,6 +92,21 @@ static void parse_bad(const char *doc, vmctl_error_kind kind, const char *line, 
     vmctl_error_free(e);
 }
 
+/* jail #false is --no-jail; cpu-quota takes a fraction (docs/isolation.md) */
+static void test_jail_fields(void **state)
+{
+    (void)state;
+    vmfile *f = parse_ok("vm \"a\" {\n    jail #false\n    cpu-quota 0.5\n}\nvm \"b\" {\n}\n");
+    assert_true(f->machines[0].config.no_jail);
+    assert_true(f->machines[0].config.cpu_quota == 0.5);
+    assert_false(f->machines[1].config.no_jail);
+    assert_true(f->machines[1].config.cpu_quota == 0);
+    vmfile_free(f);
+    const vmctl_error_kind V = VMCTL_E_VMFILE_VALIDATION;
+    parse_bad("vm \"a\" {\n    jail \"no\"\n}\n", V, "2", "10", "jail", "#true or #false");
+    parse_bad("vm \"a\" {\n    cpu-quota 0\n}\n", V, "2", "15", "cpu-quota", "0.01 to 255");
+}
+
 static void test_full_mapping(void **state)
 {
     (void)state;
@@ -538,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_parse_failed), cmocka_unit_test(test_load),
         cmocka_unit_test(test_actions),      cmocka_unit_test(test_caps),
         cmocka_unit_test(test_scaling),      cmocka_unit_test(test_network_tap),
+        cmocka_unit_test(test_jail_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
