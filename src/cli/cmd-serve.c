@@ -268,7 +268,7 @@ int cmd_serve(cli *c, int argc, char **argv)
         case OPT_LIST_ROUTES:
             for (size_t i = 0; serve_route_at(i); i++)
                 printf("%s %s\n", serve_route_at(i)->method, serve_route_at(i)->path);
-            return cli_finish_stdout(c, EXIT_OK);
+            return EXIT_OK;
         default:
             return c->exit_code;
         }
@@ -322,7 +322,7 @@ int cmd_serve(cli *c, int argc, char **argv)
                 printf("listening on unix:%s\n", socket_path);
                 if (tcp_where)
                     printf("listening on %s\n", tcp_where);
-                return cli_finish_stdout(c, EXIT_OK);
+                return EXIT_OK;
             }
             return EXIT_ERROR;
         }

@@ -33,8 +33,8 @@ static const serve_route routes[] = {
     {SERVE_R_IMAGES, "GET", "/v1/images", false},
     {SERVE_R_EVENTS, "GET", "/v1/events", false},
     {SERVE_R_SNAP_LIST, "GET", "/v1/vms/{name}/snapshots", false},
-    {SERVE_R_SNAP_CREATE, "POST", "/v1/vms/{name}/snapshots", false},
-    {SERVE_R_SNAP_CLONE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/clone", false},
+    {SERVE_R_SNAP_CREATE, "POST", "/v1/vms/{name}/snapshots", true},
+    {SERVE_R_SNAP_CLONE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/clone", true},
 };
 
 const serve_route *serve_route_at(size_t i)
@@ -352,6 +352,8 @@ static const char *const create_fields[] = {
 int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_error **reterr)
 {
     memset(ret, 0, sizeof(*ret));
+    cleanup_free char **ports = NULL;
+    size_t n_ports = 0;
     int r = serve_parse_object(body, len, create_fields, &ret->doc, reterr);
     if (r < 0)
         return r;
@@ -383,8 +385,6 @@ int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_er
     if ((r = serve_get_strv(o, "env", &ret->env, &n_env, reterr)) < 0)
         goto fail;
     c->env = ret->env;
-    cleanup_free char **ports = NULL;
-    size_t n_ports = 0;
     if ((r = serve_get_strv(o, "ports", &ports, &n_ports, reterr)) < 0)
         goto fail;
     if (n_ports > 0) {

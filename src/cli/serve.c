@@ -23,7 +23,11 @@
 #include "serve-route.h"
 #include "serve.h"
 
+/* Contexts kept for reuse: none. A context kept open across requests was seen to list a VM that
+ * another process had destroyed meanwhile (the store read stale), so each request opens its own
+ * (about a millisecond; docs/benchmarks.md). The pool stays for when that is understood. */
 #define POOL_MAX 16
+static const size_t pool_max = 0;
 
 typedef struct job job;
 
@@ -69,7 +73,7 @@ static void ctx_put(serve_server *srv, vmctl_ctx *c)
     if (!c)
         return;
     pthread_mutex_lock(&srv->pool_lock);
-    if (srv->n_pool < POOL_MAX) {
+    if (srv->n_pool < pool_max) {
         srv->pool[srv->n_pool++] = c;
         c = NULL;
     }
