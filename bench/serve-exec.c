@@ -44,10 +44,11 @@ static int http_exec(const char *sock, const char *vm)
         return -1;
     const char *body = "{\"argv\":[\"true\"]}";
     char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "POST /v1/vms/%s/exec HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     vm, strlen(body), body);
+    int n =
+        snprintf(req, sizeof(req),
+                 "POST /v1/vms/%s/exec HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                 vm, strlen(body), body);
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
         return -1;
@@ -55,7 +56,8 @@ static int http_exec(const char *sock, const char *vm)
     char buf[8192];
     size_t got = 0;
     ssize_t k;
-    while ((k = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0 && got + (size_t)k < sizeof(buf) - 1)
+    while ((k = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0 &&
+           got + (size_t)k < sizeof(buf) - 1)
         got += (size_t)k;
     buf[got] = '\0';
     close(fd);
