@@ -287,10 +287,11 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-# the VM's name as hostname: vmctl.hostname=NAME on the kernel command line (builtins only)
-h= && read -r cmdline </proc/cmdline && set -f && for w in $cmdline; do
-    case $w in vmctl.hostname=?*) h=${w#vmctl.hostname=} ;; esac
-done && set +f
+# the VM's name as hostname: vmctl.hostname=NAME on the kernel command line (builtins only);
+# --net tap: vmctl.net=ADDR/LEN,GATEWAY[,DNS] (Debian kernels lack CONFIG_IP_PNP: ip= does nothing)
+h= && n= && read -r cmdline </proc/cmdline && set -f && for w in $cmdline; do
+    case $w in vmctl.hostname=?*) h=${w#vmctl.hostname=} ;; vmctl.net=?*) n=${w#vmctl.net=} ;; esac
+done && set +f && export VMCTL_NET="$n"
 [ -n "$h" ] && echo "$h" >/etc/hostname || read -r h </etc/hostname
 echo "$h" >/proc/sys/kernel/hostname
 while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/early
@@ -298,10 +299,15 @@ while read -r m; do insmod "/lib/modules/$m.ko"; done </lib/modules/early
 sh -c 'renice -n 19 $$; mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts
     mount -t tmpfs -o mode=1777 tmpfs /dev/shm; ip link set lo up
     while read -r m; do insmod "/lib/modules/$m.ko"
-        # a NIC is there only with --net user: give it the fixed addresses of QEMU user networking
+        # a NIC is there only with --net user (the fixed addresses of QEMU user networking) or
+        # --net tap (the address vmctl leased: vmctl.net=ADDR/LEN,GATEWAY[,DNS])
         if [ -z "$up" ] && [ -e /sys/class/net/eth0 ]; then up=1
-            ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up
-            ip route add default via 10.0.2.2; echo "nameserver 10.0.2.3" >/etc/resolv.conf
+            a=10.0.2.15/24 g=10.0.2.2 d=10.0.2.3
+            if [ -n "$VMCTL_NET" ]; then a=${VMCTL_NET%%,*} r=${VMCTL_NET#*,}
+                g=${r%%,*} d=${r#*,}; [ "$d" = "$r" ] && d=
+            fi
+            ip addr add "$a" dev eth0; ip link set eth0 up; ip route add default via "$g"
+            [ -n "$d" ] && echo "nameserver $d" >/etc/resolv.conf
         fi
     done </lib/modules/late' >/dev/null 2>&1 &
 # a shell on the serial console (ttyS0, `vmctl console NAME`), its controlling terminal, again

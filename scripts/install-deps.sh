@@ -12,6 +12,8 @@ pkgs=(
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
   libmicrohttpd-dev libmicrohttpd12 curl                                          # vmctl serve
+  libnftables-dev libnftables1                                                    # TAP firewall
+  nftables iproute2 curl                                                          # test-net-tap
 )
 missing=()
 for p in "${pkgs[@]}"; do

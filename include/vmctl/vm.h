@@ -86,6 +86,21 @@ typedef struct vmctl_vm_config {
     char *const *env;       /* "K=V", NULL-terminated, may be NULL */
     /* The canonical path of the VMFile that makes this VM (vmctl up); NULL: made by hand. */
     const char *project;
+    /* The jail (docs/isolation.md): on by default when vmctl runs as root; true: off. */
+    bool no_jail;
+    /* Host CPUs the VM may use (cgroup CPU quota: 0.5 is half of one core); 0: no quota. */
+    double cpu_quota;
+    /* --net tap (docs/networking.md): egress is denied but for these. allow: n_allow texts
+     * "CIDR[:PORT[-PORT]][/tcp|udp]"; allow_dns: the host's resolvers on port 53; allow_all:
+     * everything but other VMs and the host. */
+    const char *const *allow;
+    size_t n_allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps; /* 0: none; --net tap: what the host sends the guest, megabit/s */
+    unsigned disk_iops;       /* 0: none; the disk's read+write operations per second */
+    /* The guest's RAM in a file on tmpfs (/dev/shm), so that template snapshots leave it out of
+     * the stream (include/vmctl/snapshot.h). */
+    bool snapshottable;
 } vmctl_vm_config;
 
 /* How a VM's last provisioning went (VMFile steps, docs/vmfile.md). */
@@ -127,6 +142,26 @@ typedef struct vmctl_vm_info {
     int64_t provisioned_at;  /* unix seconds of the last successful provisioning, 0: never */
     char *paused_by;         /* state paused by the hypervisor itself: "io-error"; NULL otherwise */
     char *pause_cause;       /* with paused_by: the devices and their error, "disk0: nospace" */
+    /* The jail (docs/isolation.md). jail: the VM is made to be jailed (not --no-jail);
+     * jail_uid: the uid allocated to it (0: none yet); running only: jailed (its hypervisor runs
+     * as jail_uid under seccomp), cgroup (its path under /sys/fs/cgroup: "vmctl/NAME-HASH"). */
+    bool jail;
+    uint32_t jail_uid;
+    bool jailed;
+    char *cgroup;
+    double cpu_quota;      /* host CPUs, 0: no quota */
+    uint64_t memory_limit; /* the cgroup's memory ceiling in bytes while jailed, else 0 */
+    /* --net tap: the guest's address ("10.88.0.2/30"), its gateway (the host's end), MAC and
+     * the TAP on the host; NULL otherwise. The egress policy: allow (NULL-terminated, may be
+     * NULL), allow_dns, allow_all. */
+    char *ip;
+    char *gateway;
+    char *mac;
+    char *ifname;
+    char **allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps;
+    unsigned disk_iops;
 } vmctl_vm_info;
 
 void vmctl_vm_info_free(vmctl_vm_info *info);

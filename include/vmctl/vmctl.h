@@ -7,6 +7,8 @@
 #include <vmctl/host.h>
 #include <vmctl/image.h>
 #include <vmctl/kdl.h>
+#include <vmctl/network.h>
+#include <vmctl/snapshot.h>
 #include <vmctl/ssh.h>
 #include <vmctl/stats.h>
 #include <vmctl/version.h>

@@ -166,3 +166,101 @@ void info_reply(struct session *s, uint32_t id, uint8_t version)
     if (p)
         out_commit(s, p, agent_encode_info_reply(p, AGENT_HDR_SIZE + 40, id, &in), version);
 }
+
+/* --- identity after a restore (docs/snapshots.md) --- */
+
+/* The first NIC that is not loopback, its MAC set to mac ("aa:bb:cc:dd:ee:ff"): down, set, up
+ * again when it was. */
+static int set_mac(const char *mac)
+{
+    struct ifreq ifr = {0};
+    unsigned b[6];
+    if (sscanf(mac, "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+        return -EINVAL;
+    DIR *d = opendir("/sys/class/net");
+    if (!d)
+        return 0; /* no sysfs: no NIC we know of */
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || strcmp(de->d_name, "lo") == 0 ||
+            strlen(de->d_name) >= sizeof(ifr.ifr_name))
+            continue;
+        memcpy(ifr.ifr_name, de->d_name, strlen(de->d_name) + 1);
+        break;
+    }
+    closedir(d);
+    if (!ifr.ifr_name[0])
+        return 0;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+        r = -errno;
+        goto out;
+    }
+    short flags = ifr.ifr_flags;
+    if (flags & IFF_UP) {
+        ifr.ifr_flags = (short)(flags & ~IFF_UP);
+        (void)ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    for (int i = 0; i < 6; i++)
+        ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+    if (ioctl(fd, SIOCSIFHWADDR, &ifr) < 0)
+        r = -errno;
+    if (flags & IFF_UP) {
+        ifr.ifr_flags = flags;
+        (void)ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+out:
+    close(fd);
+    return r;
+}
+
+void identity_apply(struct session *s, uint32_t id, uint8_t version, const agent_identity *in)
+{
+    /* the clock: the snapshot's instant is long past */
+    struct timespec ts = {.tv_sec = (time_t)(in->realtime_ns / 1000000000u),
+                          .tv_nsec = (long)(in->realtime_ns % 1000000000u)};
+    if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+        send_error(s, id, version, errno, "cannot set the clock: %s", strerror(errno));
+        return;
+    }
+    /* the RNG: every clone has the snapshot's state; mix in the host's bytes, credited, then
+     * make the CRNG reseed from them now rather than at its next interval */
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        send_error(s, id, version, errno, "cannot open /dev/urandom: %s", strerror(errno));
+        return;
+    }
+    struct rand_pool_info *rpi = calloc(1, sizeof(*rpi) + in->n_entropy);
+    int r = rpi ? 0 : -ENOMEM;
+    if (rpi) {
+        rpi->entropy_count = (int)in->n_entropy * 8;
+        rpi->buf_size = (int)in->n_entropy;
+        memcpy(rpi->buf, in->entropy, in->n_entropy);
+        if (ioctl(fd, RNDADDENTROPY, rpi) < 0 || ioctl(fd, RNDRESEEDCRNG) < 0)
+            r = -errno;
+        explicit_bzero(rpi->buf, in->n_entropy);
+        free(rpi);
+    }
+    close(fd);
+    if (r < 0) {
+        send_error(s, id, version, -r, "cannot reseed the kernel RNG: %s", strerror(-r));
+        return;
+    }
+    if (in->machine_id[0] && access("/etc/machine-id", F_OK) == 0) {
+        char line[80];
+        int n = snprintf(line, sizeof(line), "%s\n", in->machine_id);
+        if ((r = write_file_mode("/etc/machine-id", line, (size_t)n, 0444)) < 0) {
+            send_error(s, id, version, -r, "cannot write /etc/machine-id: %s", strerror(-r));
+            return;
+        }
+    }
+    if (in->mac[0] && (r = set_mac(in->mac)) < 0) {
+        send_error(s, id, version, -r, "cannot set the MAC address: %s", strerror(-r));
+        return;
+    }
+    send_simple(s, id, version, AGENT_MSG_ACK);
+}

@@ -207,6 +207,15 @@ static void handle_frame(struct session *s, const agent_hdr *h, const uint8_t *p
     case AGENT_MSG_INFO:
         info_reply(s, h->id, v);
         break;
+    case AGENT_MSG_IDENTITY: {
+        agent_identity in;
+        if (agent_decode_identity(payload, h->len, &in) < 0) {
+            send_error(s, h->id, v, EINVAL, "malformed IDENTITY request");
+            break;
+        }
+        identity_apply(s, h->id, v, &in);
+        break;
+    }
     case AGENT_MSG_SHUTDOWN: {
         uint32_t action;
         if (agent_decode_shutdown(payload, h->len, &action) < 0 ||

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/random.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -178,3 +181,4 @@ void get_start(struct session *s, uint32_t id, uint8_t version, const char *path
 /* agent-meta.c: metadata and info */
 void metadata_apply(struct session *s, uint32_t id, uint8_t version, const agent_metadata *m);
 void info_reply(struct session *s, uint32_t id, uint8_t version);
+void identity_apply(struct session *s, uint32_t id, uint8_t version, const agent_identity *in);

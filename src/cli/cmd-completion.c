@@ -195,24 +195,25 @@ static void print_body(FILE *f, const target *t, size_t n_t, const char *words, 
     print_commands(f);
     fputs("'\n    local vcodes='", f);
     print_codes(f);
-    fprintf(f,
-            "'\n"
-            "    local globals='%s'\n"
-            "    local cmd='' sub='' home='' npos=0 i w\n"
-            "    for ((i = %d; i < cword; i++)); do\n"
-            "        w=${%s[i]}\n"
-            "        case $w in\n"
-            "        --home) ((i++)); home=${%s[i]} ;;\n"
-            "        --home=*) home=${w#--home=} ;;\n"
-            "        -*) ;;\n"
-            "        *) if [[ -z $cmd ]]; then cmd=$w\n"
-            "           elif [[ -z $sub && \" image kdl \" == *\" $cmd \"* ]]; then sub=$w\n"
-            "           else ((npos++))\n"
-            "           fi ;;\n"
-            "        esac\n"
-            "    done\n"
-            "    local vpath=$cmd${sub:+ $sub} opts='' vals='' subs='' names=0 wlist=''\n",
-            global_words, first, words, words);
+    fprintf(
+        f,
+        "'\n"
+        "    local globals='%s'\n"
+        "    local cmd='' sub='' home='' npos=0 i w\n"
+        "    for ((i = %d; i < cword; i++)); do\n"
+        "        w=${%s[i]}\n"
+        "        case $w in\n"
+        "        --home) ((i++)); home=${%s[i]} ;;\n"
+        "        --home=*) home=${w#--home=} ;;\n"
+        "        -*) ;;\n"
+        "        *) if [[ -z $cmd ]]; then cmd=$w\n"
+        "           elif [[ -z $sub && \" image kdl network \" == *\" $cmd \"* ]]; then sub=$w\n"
+        "           else ((npos++))\n"
+        "           fi ;;\n"
+        "        esac\n"
+        "    done\n"
+        "    local vpath=$cmd${sub:+ $sub} opts='' vals='' subs='' names=0 wlist=''\n",
+        global_words, first, words, words);
     print_case(f, t, n_t);
 }
 

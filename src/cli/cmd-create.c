@@ -8,7 +8,10 @@ const char cmd_create_help[] =
     "                    [--memory MiB] [--disk GiB] [--machine microvm|q35]\n"
     "                    [--accel auto|kvm|tcg] [--net user|tap|none] [--port "
     "HOST:GUEST[/udp]]...\n"
-    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--start]\n"
+    "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
+    "                    [--rate-limit-mbps N] [--disk-iops N]\n"
+    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
+    "                    [--cpu-quota C] [--no-jail] [--start]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
     "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
@@ -23,7 +26,8 @@ const char cmd_create_help[] =
     "  vmctl create web\n"
     "  vmctl create web --vcpus 2 --memory 1G --env MODE=test --start\n"
     "  vmctl create box --kernel ./vmlinux --initrd ./initrd.gz --cmdline 'console=ttyS0'\n"
-    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n";
+    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n"
+    "  vmctl create box --net tap --allow 10.0.0.0/8:443/tcp --allow-dns --port 8080:80\n";
 
 int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 {
@@ -60,11 +64,29 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
     case OPT_CREATE_BACKEND:
         cfg->backend = arg;
         return 1;
+    case OPT_CREATE_NO_JAIL:
+        cfg->no_jail = true;
+        return 1;
+    case OPT_CREATE_CPU_QUOTA: {
+        char *end = NULL;
+        errno = 0;
+        double q = strtod(arg, &end);
+        if (errno || !end || end == arg || *end || !(q >= 0.01 && q <= 255)) {
+            cli_invalid_value(c, "--cpu-quota", arg,
+                              "host CPUs from 0.01 to 255 (0.5: half of one core)");
+            return -EINVAL;
+        }
+        cfg->cpu_quota = q;
+        return 1;
+    }
     case OPT_CREATE_CLOUD_INIT:
         cfg->cloud_init = arg;
         return 1;
     case OPT_CREATE_SSH_KEY:
         cfg->ssh_key = arg;
+        return 1;
+    case OPT_CREATE_SNAPSHOTTABLE:
+        cfg->snapshottable = true;
         return 1;
     case OPT_CREATE_PORT: {
         vmctl_port_forward pf = {};
@@ -82,6 +104,27 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         cfg->n_ports = a->n_ports;
         return 1;
     }
+    case OPT_CREATE_ALLOW: {
+        const char **n = realloc(a->allow, sizeof(*n) * (a->n_allow + 1));
+        if (!n)
+            return -ENOMEM;
+        a->allow = n;
+        a->allow[a->n_allow++] = arg;
+        cfg->allow = a->allow;
+        cfg->n_allow = a->n_allow;
+        return 1;
+    }
+    case OPT_CREATE_ALLOW_DNS:
+        cfg->allow_dns = true;
+        return 1;
+    case OPT_CREATE_ALLOW_ALL:
+        cfg->allow_all = true;
+        return 1;
+    case OPT_CREATE_RATE_LIMIT:
+        return cli_parse_uint(c, "--rate-limit-mbps", arg, 1, &cfg->rate_limit_mbps) < 0 ? -EINVAL
+                                                                                         : 1;
+    case OPT_CREATE_DISK_IOPS:
+        return cli_parse_uint(c, "--disk-iops", arg, 1, &cfg->disk_iops) < 0 ? -EINVAL : 1;
     case OPT_CREATE_ENV: {
         int r = cli_add_env(c, arg, &a->env, &a->n_env);
         if (r < 0)
@@ -98,6 +141,7 @@ void create_args_done(create_args *a)
 {
     free(a->ports);
     free(a->env);
+    free(a->allow);
     *a = (create_args){};
 }
 

@@ -4,13 +4,18 @@
 #include <stdatomic.h>
 #include <time.h>
 
+#include <vmctl/snapshot.h>
+
 #include "cli.h"
 #include "render.h"
 
 const char cmd_run_help[] =
-    "Usage: vmctl run NAME [VM options] [--rm] [--timeout S] [[--] CMD [ARGS...]]\n"
+    "Usage: vmctl run NAME [VM options | --from VM/SNAP] [--rm] [--timeout S] [[--] CMD "
+    "[ARGS...]]\n"
     "\n"
-    "Create a VM, start it and wait until its guest agent answers. Then:\n"
+    "Create a VM, start it and wait until its guest agent answers (with --from: clone snapshot\n"
+    "SNAP of VM as NAME, as `vmctl clone VM SNAP NAME` does; its configuration is the\n"
+    "snapshot's). Then:\n"
     "vmctl's options go before CMD: from CMD's first word on, every argument is the command's.\n"
     "  - with CMD, run it in the VM like `vmctl exec` (its output streams through byte for byte\n"
     "    as it is produced) and exit with its status;\n"
@@ -19,6 +24,7 @@ const char cmd_run_help[] =
     "With --json, print the exec object {exit_code, signal, stdout, stderr} when CMD is given,\n"
     "else the VM's status object.\n"
     "\n" CREATE_OPTIONS_HELP
+    "      --from VM/SNAP       restore a new clone of snapshot SNAP of VM instead of booting\n"
     "      --rm                 destroy the VM at the end (even on failure)\n"
     "      --timeout S          how long to wait for the VM to be ready (default 120 s under\n"
     "                           TCG, 60 s with KVM)\n"
@@ -27,14 +33,16 @@ const char cmd_run_help[] =
     "Examples:\n"
     "  vmctl run demo --rm -- uname -a\n"
     "  vmctl run ci --memory 1G --env CI=1 --rm -- sh -c 'make test'\n"
-    "  vmctl run web --net user --port 8080:80\n";
+    "  vmctl run web --net user --port 8080:80\n"
+    "  vmctl run job1 --from base/ready --rm -- sh -c 'make test'\n";
 
-enum { OPT_RM = 0x100, OPT_TIMEOUT };
+enum { OPT_RM = 0x100, OPT_TIMEOUT, OPT_FROM };
 
 static const struct option options[] = {
     CREATE_LONG_OPTIONS,
     {"rm", no_argument, NULL, OPT_RM},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"from", required_argument, NULL, OPT_FROM},
     {},
 };
 
@@ -45,6 +53,7 @@ struct run_job {
     cli *c;
     const char *home;
     const char *name;
+    const char *from_vm, *from_snap; /* --from: clone instead of start */
     double timeout;
     char *const *cmd;
     bool started;
@@ -58,7 +67,9 @@ struct run_job {
 
 static void run_job(struct run_job *j, vmctl_ctx *ctx)
 {
-    if (vmctl_vm_start(ctx, j->name, true, j->timeout, &j->err) < 0)
+    if (j->from_vm ? vmctl_snapshot_clone(ctx, j->from_vm, j->from_snap, j->name, 1, j->timeout,
+                                          &j->err) < 0
+                   : vmctl_vm_start(ctx, j->name, true, j->timeout, &j->err) < 0)
         return;
     j->started = true;
     if (!j->cmd)
@@ -143,6 +154,10 @@ static int remove_vm(cli *c, const char *name)
 {
     vmctl_error *e = NULL;
     if (vmctl_vm_destroy(c->ctx, name, true, &e) < 0) {
+        if (vmctl_error_get_kind(e) == VMCTL_E_VM_NOT_FOUND) {
+            vmctl_error_free(e); /* a clone that failed removed itself */
+            return 0;
+        }
         cleanup_free char *note =
             cli_printf("the VM was not removed; remove it with `vmctl destroy %s --force`", name);
         vmctl_error_add_note(e, note);
@@ -157,12 +172,17 @@ int cmd_run(cli *c, int argc, char **argv)
     bool rm = false;
     double timeout = -1;
     int o, r;
+    char *from = NULL;
+    bool vm_opts = false; /* a create option was given */
 
     c->opt_command_at = 1; /* NAME, then the command: its options are its own */
     while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
         switch (o) {
         case OPT_RM:
             rm = true;
+            continue;
+        case OPT_FROM:
+            from = optarg;
             continue;
         case OPT_TIMEOUT:
             if (cli_parse_seconds(c, "--timeout", optarg, &timeout) < 0) {
@@ -172,8 +192,10 @@ int cmd_run(cli *c, int argc, char **argv)
             continue;
         }
         r = create_args_option(c, &a, o, optarg);
-        if (r > 0)
+        if (r > 0) {
+            vm_opts = true;
             continue;
+        }
         create_args_done(&a);
         return r < 0 ? EXIT_ERROR : c->exit_code;
     }
@@ -189,14 +211,33 @@ int cmd_run(cli *c, int argc, char **argv)
         create_args_done(&a);
         return cli_usage_error(c, "missing the command to run after `--`");
     }
-    vmctl_ctx *ctx = create_args_create(c, &a, name, &r);
-    if (!ctx)
+    char *from_snap = from ? strchr(from, '/') : NULL;
+    if (from && (!from_snap || from_snap == from || !from_snap[1])) {
+        create_args_done(&a);
+        return cli_usage_error(c, "--from takes VM/SNAP, not '%s'", from);
+    }
+    if (from && vm_opts) {
+        create_args_done(&a);
+        return cli_usage_error(c, "--from takes the snapshot's configuration: no VM options "
+                                  "with it");
+    }
+    if (from_snap)
+        *from_snap++ = 0;
+    vmctl_ctx *ctx = NULL;
+    if (from) {
+        create_args_done(&a);
+        c->home_create = true;
+        if (!(ctx = cli_ctx(c)))
+            return EXIT_ERROR;
+    } else if (!(ctx = create_args_create(c, &a, name, &r)))
         return r;
 
     struct run_job j = {
         .c = c,
         .home = vmctl_ctx_get_home(ctx),
         .name = name,
+        .from_vm = from,
+        .from_snap = from_snap,
         .timeout = timeout >= 0 ? timeout : 0, /* 0: the library's default boot timeout */
         .cmd = cmd,
     };

@@ -51,8 +51,9 @@ static const cli_command commands[] = {
      NULL},
     {"shell", cmd_shell, "an interactive login shell in a VM, on a terminal, through its agent",
      cmd_shell_help, NULL},
-    PLANNED("snapshot", "create, restore, list and remove snapshots"),
-    PLANNED("clone", "create a VM from another VM's snapshot"),
+    {"snapshot", cmd_snapshot, "create, restore, list and remove snapshots", cmd_snapshot_help,
+     NULL, snapshot_subcommand_at},
+    {"clone", cmd_clone, "new running VMs from another VM's snapshot", cmd_clone_help, NULL},
     {"stats", cmd_stats,
      "CPU, memory, disk, network and guest statistics of VMs (--watch, --prometheus)",
      cmd_stats_help, NULL},
@@ -67,6 +68,8 @@ static const cli_command commands[] = {
     {"serve", cmd_serve,
      "serve the REST/JSON API (docs/api.md) on a unix socket, and TCP with a token", cmd_serve_help,
      NULL},
+    {"network", cmd_network, "host networking of --net tap VMs: the pool, addresses, rules",
+     cmd_network_help, NULL, network_subcommand_at},
     {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
      cmd_completion_help, NULL},
 };
@@ -95,10 +98,12 @@ void cli_print_main_help(FILE *f)
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
         if (commands[i].fn)
             fprintf(f, "  %-*s  %s\n", (int)w, commands[i].name, commands[i].summary);
-    fputs("\nPlanned, not implemented yet:", f);
+    bool planned = false;
     for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-        if (!commands[i].fn)
-            fprintf(f, " %s", commands[i].name);
+        if (!commands[i].fn) {
+            fprintf(f, "%s %s", planned ? "" : "\nPlanned, not implemented yet:", commands[i].name);
+            planned = true;
+        }
     fputs("\n\n"
           "Global options (before or after the command):\n"
           "      --home DIR   use DIR as the vmctl home (default $VMCTL_HOME, else\n"

@@ -548,6 +548,43 @@ const char *render_provision(const vmctl_vm_info *vm, char *buf, size_t len)
     return buf;
 }
 
+/* --net tap: "all" or "deny, allow A, B, dns"; user: "unfiltered"; none: NULL (malloc'd). */
+char *render_egress(const vmctl_vm_info *vm)
+{
+    if (streq(vm->net, "user"))
+        return strdup("unfiltered (user-mode NAT)");
+    if (!streq(vm->net, "tap"))
+        return NULL;
+    if (vm->allow_all)
+        return strdup("all but the host and other VMs");
+    size_t len = 64;
+    for (char **a = vm->allow; a && *a; a++)
+        len += strlen(*a) + 2;
+    char *out = malloc(len);
+    if (!out)
+        return NULL;
+    size_t k = (size_t)snprintf(out, len, "deny");
+    const char *sep = ", allow ";
+    for (char **a = vm->allow; a && *a; a++, sep = ", ")
+        k += (size_t)snprintf(out + k, len - k, "%s%s", sep, *a);
+    if (vm->allow_dns)
+        snprintf(out + k, len - k, "%sdns", sep);
+    return out;
+}
+
+static json_t *render_egress_json(const vmctl_vm_info *vm)
+{
+    if (streq(vm->net, "user"))
+        return json_pack("{s:s}", "policy", "unfiltered");
+    if (!streq(vm->net, "tap"))
+        return json_null();
+    json_t *allow = json_array();
+    for (char **a = vm->allow; a && *a; a++)
+        json_array_append_new(allow, json_string(*a));
+    return json_pack("{s:s, s:o, s:b}", "policy", vm->allow_all ? "allow-all" : "deny", "allow",
+                     allow, "dns", vm->allow_dns);
+}
+
 json_t *render_vm_json(const vmctl_vm_info *vm)
 {
     json_t *o = json_object();
@@ -572,6 +609,17 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
     json_object_set_new(o, "ports", ports);
     json_object_set_new(o, "dir", str_or_null(vm->dir));
     json_object_set_new(o, "net", str_or_null(vm->net));
+    json_object_set_new(o, "ip", str_or_null(vm->ip));
+    json_object_set_new(o, "mac", str_or_null(vm->mac));
+    json_object_set_new(o, "egress", render_egress_json(vm));
+    if (vm->ifname) {
+        json_object_set_new(o, "gateway", str_or_null(vm->gateway));
+        json_object_set_new(o, "tap", json_string(vm->ifname));
+    }
+    if (vm->rate_limit_mbps)
+        json_object_set_new(o, "rate_limit_mbps", json_integer(vm->rate_limit_mbps));
+    if (vm->disk_iops)
+        json_object_set_new(o, "disk_iops", json_integer(vm->disk_iops));
     if (vm->created_at > 0)
         json_object_set_new(o, "created_at", json_integer(vm->created_at));
     if (vm->kernel)
@@ -595,6 +643,15 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
                             render_json_bytes(vm->crash_note, strlen(vm->crash_note)));
     json_object_set_new(o, "project", str_or_null(vm->project));
     json_object_set_new(o, "provision", render_provision_json(vm));
+    /* docs/isolation.md: what the VM is made with, and what its running hypervisor is under */
+    json_object_set_new(
+        o, "jail",
+        json_pack("{s:b, s:b, s:o, s:o, s:s, s:o, s:o}", "enabled", vm->jail, "jailed", vm->jailed,
+                  "uid", vm->jail_uid ? json_integer(vm->jail_uid) : json_null(), "cgroup",
+                  vm->cgroup ? json_string(vm->cgroup) : json_null(), "sandbox",
+                  vm->jailed ? "on" : "off", "cpu_quota",
+                  vm->cpu_quota > 0 ? json_real(vm->cpu_quota) : json_null(), "memory_limit",
+                  vm->memory_limit ? json_integer((json_int_t)vm->memory_limit) : json_null()));
     return o;
 }
 
@@ -602,7 +659,7 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
 {
     char buf[64], age[32];
     cleanup_free char *ports = render_ports(vm->ports, vm->n_ports);
-    const char *keys[24], *vals[24];
+    const char *keys[32], *vals[32];
     char vcpus[16], mem[32], disk[32], pid[24], created[80], prov[64];
     size_t n = 0;
 
@@ -655,6 +712,25 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     if (vm->cmdline)
         KV("cmdline", vm->cmdline);
     KV("net", vm->net);
+    cleanup_free char *egress = render_egress(vm);
+    char ip[64], limits[64];
+    if (vm->ip) {
+        snprintf(ip, sizeof(ip), "%s via %s (%s)", vm->ip, vm->gateway ? vm->gateway : "?",
+                 vm->ifname ? vm->ifname : "?");
+        KV("ip", ip);
+        KV("mac", vm->mac);
+    }
+    if (egress)
+        KV("egress", egress);
+    if (vm->rate_limit_mbps || vm->disk_iops) {
+        char a[32] = "", b[32] = "";
+        if (vm->rate_limit_mbps)
+            snprintf(a, sizeof(a), "%u Mbit/s to the guest", vm->rate_limit_mbps);
+        if (vm->disk_iops)
+            snprintf(b, sizeof(b), "%u disk IOPS", vm->disk_iops);
+        snprintf(limits, sizeof(limits), "%s%s%s", a, *a && *b ? ", " : "", b);
+        KV("limits", limits);
+    }
     KV("ports", ports && *ports ? ports : "-");
     KV("pid", pid);
     KV("dir", vm->dir);
@@ -663,6 +739,16 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     KV("provision", render_provision(vm, prov, sizeof(prov)));
     if (vm->provision_error)
         KV("provision error", vm->provision_error);
+    char jailbuf[160];
+    if (vm->jailed)
+        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox", vm->jail_uid,
+                 vm->cgroup ? vm->cgroup : "-");
+    else
+        snprintf(jailbuf, sizeof(jailbuf), "%s",
+                 !vm->jail        ? "off (--no-jail)"
+                 : vm_has_pid(vm) ? "off (vmctl not root, or VMCTL_NO_JAIL)"
+                                  : "on at start (as root)");
+    KV("jail", jailbuf);
 #undef KV
 
     size_t w = 0;

@@ -62,6 +62,8 @@ void render_fputs(const char *s, FILE *f);
 
 /* A string as valid UTF-8 for JSON (invalid bytes become U+FFFD). */
 json_t *render_json_bytes(const char *data, size_t len);
+/* A VM's egress policy in words ("deny, allow 10.0.0.0/8:443/tcp, dns"), NULL for --net none. */
+char *render_egress(const vmctl_vm_info *vm);
 
 /* Aligned text tables: add cells row by row, then print with column widths from the content. */
 typedef struct table table;

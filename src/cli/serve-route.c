@@ -159,6 +159,8 @@ unsigned serve_http_status(vmctl_error_kind kind)
     case VMCTL_E_SNAPSHOT_ALREADY_EXISTS:
     case VMCTL_E_VM_INVALID_STATE:
     case VMCTL_E_IMAGE_IN_USE:
+    case VMCTL_E_SNAPSHOT_IN_USE:
+    case VMCTL_E_SNAPSHOT_INCOMPATIBLE:
     case VMCTL_E_EXEC_UNAVAILABLE:
         return 409;
     case VMCTL_E_API_TOO_LARGE:

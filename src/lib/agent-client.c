@@ -430,6 +430,23 @@ int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
     return r;
 }
 
+int agent_push_identity(agent_conn *c, const agent_identity *id, uint64_t deadline,
+                        vmctl_error **reterr)
+{
+    int r = agent_ensure_sync(c, deadline, "agent identity", reterr);
+    if (r < 0 || (r = need_v2(c, AGENT_CAP_IDENTITY, "a new identity after a restore", reterr)) < 0)
+        return r;
+    agent_proc *p = agent_proc_new(c, PROC_SIMPLE, "identity");
+    if (!p)
+        return -ENOMEM;
+    uint8_t frame[AGENT_HDR_SIZE + 1024];
+    int n = agent_encode_identity(frame, sizeof(frame), p->id, id);
+    r = simple_request(c, p, frame, n, deadline, "agent identity", reterr);
+    agent_proc_free(p);
+    explicit_bzero(frame, sizeof(frame));
+    return r;
+}
+
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr)
 {
     uint64_t start = now_usec();

@@ -18,6 +18,7 @@
 #include <vmctl/exec.h>
 
 #include "agent-endpoint.h"
+#include "agent-proto.h"
 
 typedef struct agent_conn agent_conn;
 
@@ -160,6 +161,11 @@ int agent_get_info(agent_conn *c, uint64_t deadline, agent_guest_info *ret, vmct
 int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
                         char *const *secret_names, const void *const *values,
                         const size_t *value_lens, uint64_t deadline, vmctl_error **reterr);
+
+/* IDENTITY (a restored clone): the clock, entropy for the kernel RNG (credited, then the CRNG
+ * reseeded), a new /etc/machine-id, the NIC's MAC. agent::failed for an agent without it. */
+int agent_push_identity(agent_conn *c, const agent_identity *id, uint64_t deadline,
+                        vmctl_error **reterr);
 
 /* Ask the guest to power off (reboot = false) or reboot; returns once the agent acknowledged. */
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr);

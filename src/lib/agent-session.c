@@ -57,7 +57,7 @@ uint32_t agent_new_id(agent_conn *c)
 int agent_closed_error(agent_conn *c, vmctl_error **reterr)
 {
     return err_make(reterr, VMCTL_E_AGENT_FAILED, EPIPE,
-                    "the agent connection '%s' was closed (QEMU exited?)", c->path);
+                    "the agent connection '%s' was closed (the hypervisor exited?)", c->path);
 }
 
 int agent_send_all(agent_conn *c, const uint8_t *p, size_t n, uint64_t deadline,

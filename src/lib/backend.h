@@ -3,7 +3,8 @@
  * QEMU (no QMP types). Every call takes the VM directory, which holds the backend's sockets,
  * logs and pid record (vm-dir.h). Deadlines are absolute CLOCK_MONOTONIC usec. A new backend is
  * one file defining its table plus one row in backend.c's registry. Every op is required but
- * quit, io_paused and scan (NULL: the backend cannot; vm.c then does without). */
+ * quit, io_paused, scan and the snapshot ops (NULL: the backend cannot; vm.c and snapshot.c then
+ * do without or say so). */
 #pragma once
 
 #include <stdbool.h>
@@ -79,6 +80,21 @@ typedef struct backend_ops {
      * ports only, as readiness wants) is a guest CID this host can reach. */
     int (*agent_endpoint)(const vm_spec *spec, const char *dir, uint32_t cid, agent_endpoint *ret,
                           vmctl_error **reterr);
+    /* ---- snapshots (docs/snapshots.md); NULL: this backend cannot (snapshot.c says so) ---- */
+    /* The version ("7.2.22") of the hypervisor running in dir, recorded with each snapshot: a
+     * snapshot is loaded only by the version and machine that saved it. *ret malloc'd. */
+    int (*version)(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
+    /* Save the running guest of dir into the file state_fd (the hypervisor writes it; the caller
+     * keeps its descriptor): the guest is stopped first and left stopped. ram_in_file: the RAM
+     * lives in the spec's ram_file and stays out of the stream (a template); else the stream
+     * carries it (full). Failure: snapshot::failed with the hypervisor's words as a note, the
+     * guest still stopped (the caller resumes it or not). */
+    int (*snapshot_save)(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                         vmctl_error **reterr);
+    /* Load state_fd into a hypervisor launched with spec->incoming (and spec->restore_ram for a
+     * template: ram_in_file) and let the guest run. Failure: snapshot::failed as above. */
+    int (*snapshot_load)(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                         vmctl_error **reterr);
 } backend_ops;
 
 /* ---------- backend.c: the registry and the accelerator ---------- */

@@ -157,8 +157,9 @@ int cloudinit_write_files(const char *dir, const cloudinit_seed *seed, vmctl_err
         return r;
     }
     const char *names[] = {"user-data", "meta-data", "network-config"};
-    const char *data[] = {f.user_data, f.meta_data, network_config};
-    size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(network_config)};
+    const char *nc = seed->network_config ? seed->network_config : network_config;
+    const char *data[] = {f.user_data, f.meta_data, nc};
+    size_t lens[] = {f.user_len, strlen(f.meta_data), strlen(nc)};
     for (int i = 0; i < (seed->network ? 3 : 2) && r >= 0; i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, names[i]);
         r = p ? write_file_atomic(p, data[i], lens[i], 0600) : -ENOMEM;
@@ -248,7 +249,8 @@ int cloudinit_write_seed(const char *path, const cloudinit_seed *seed, vmctl_err
     iso_file files[3] = {
         {"user-data", f.user_data, f.user_len},
         {"meta-data", f.meta_data, strlen(f.meta_data)},
-        {"network-config", network_config, sizeof(network_config) - 1},
+        {"network-config", seed->network_config ? seed->network_config : network_config,
+         strlen(seed->network_config ? seed->network_config : network_config)},
     };
     r = iso9660_write(path, "cidata", files, seed->network ? 3 : 2,
                       (int64_t)(realtime_usec() / 1000000));

@@ -11,13 +11,14 @@
 #define CLOUDINIT_NIC_MAC "52:54:00:12:34:56"
 
 typedef struct cloudinit_seed {
-    const char *hostname;    /* also the instance-id prefix */
-    const char *instance_id; /* NULL: "<hostname>-<random hex>" */
-    const char *user_data;   /* path of the user's own user-data, or NULL for the default */
-    const char *ssh_key;     /* path of a public key for the default user, or NULL */
-    const char *vm_ssh_key;  /* path of the VM's own public key (also authorized), or NULL */
-    const char *user;        /* default user's name (NULL: "vmctl") */
-    bool network;            /* write a network-config enabling DHCP on the first NIC */
+    const char *hostname;       /* also the instance-id prefix */
+    const char *instance_id;    /* NULL: "<hostname>-<random hex>" */
+    const char *user_data;      /* path of the user's own user-data, or NULL for the default */
+    const char *ssh_key;        /* path of a public key for the default user, or NULL */
+    const char *vm_ssh_key;     /* path of the VM's own public key (also authorized), or NULL */
+    const char *user;           /* default user's name (NULL: "vmctl") */
+    bool network;               /* write a network-config enabling DHCP on the first NIC */
+    const char *network_config; /* with network: this network-config instead (--net tap) */
 } cloudinit_seed;
 
 /* The default user-data: a user with passwordless sudo and the keys (each may be NULL). */

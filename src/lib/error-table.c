@@ -69,10 +69,10 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Choose another name, or remove the old VM first with `vmctl destroy NAME`"),
     ROW(VMCTL_E_SNAPSHOT_ALREADY_EXISTS, "vm_manager::snapshot::already_exists",
         "Snapshot name already used for this VM",
-        "Choose another snapshot name (`vmctl snapshot` is planned, not available yet)"),
+        "Choose another snapshot name; `vmctl snapshot list NAME` shows the ones in use"),
     ROW(VMCTL_E_SNAPSHOT_NOT_FOUND, "vm_manager::snapshot::not_found",
         "Snapshot does not exist for this VM",
-        "Check the snapshot's name (`vmctl snapshot` is planned, not available yet)"),
+        "Check the snapshot's name with `vmctl snapshot list NAME`"),
     ROW(VMCTL_E_STORE_LOCKED, "vm_manager::store::locked", "Store busy beyond the lock timeout",
         "Another vmctl holds the store; retry, or look for a stuck vmctl process"),
     ROW(VMCTL_E_STORE_CORRUPT, "vm_manager::store::corrupt",
@@ -87,7 +87,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Retry with `vmctl stop NAME --force` or `vmctl kill NAME`"),
     ROW(VMCTL_E_NETWORK_FIREWALL_FAILED, "vm_manager::network::firewall_failed",
         "Host firewall rule setup or teardown failed",
-        "Ensure nftables or iptables is installed and vmctl runs with CAP_NET_ADMIN"),
+        "Ensure libnftables1 is installed and vmctl runs as root or with CAP_NET_ADMIN; the note "
+        "carries netfilter's own message"),
     ROW(VMCTL_E_NETWORK_CONFIG_INVALID, "vm_manager::network::config_invalid",
         "Network configuration malformed (CIDR, port, mode)",
         "Fix the network option named in the message; see `vmctl create --help`"),
@@ -96,8 +97,8 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Ensure vmctl runs with CAP_NET_ADMIN and /dev/net/tun exists, or use `--net user`"),
     ROW(VMCTL_E_JAILER_FAILED, "vm_manager::jailer::failed",
         "Jail (chroot, namespaces, cgroup) preparation or teardown failed",
-        "The jailer belongs to the planned Firecracker backend; run the VM with the QEMU backend "
-        "(`--backend qemu`)"),
+        "The `step` detail names what failed; `vmctl doctor` shows what the jail needs on this "
+        "host, and `vmctl create --no-jail` runs a VM unconfined"),
     ROW(VMCTL_E_IMAGE_ROOTFS_FAILED, "vm_manager::image::rootfs_failed",
         "Root filesystem template missing, clone failed or stamp mismatch",
         "Re-import the image with `vmctl image import PATH` or rebuild it"),
@@ -152,6 +153,16 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "result pointer, unknown flags)",
         "A bug in the program calling libvmctl: the details name the function and the check that "
         "failed; include/vmctl/*.h say what each function takes"),
+    ROW(VMCTL_E_SNAPSHOT_FAILED, "vm_manager::snapshot::failed",
+        "The hypervisor could not save or load a snapshot",
+        "The note carries the hypervisor's own words; `vmctl logs NAME --qemu` has the rest"),
+    ROW(VMCTL_E_SNAPSHOT_INCOMPATIBLE, "vm_manager::snapshot::incompatible",
+        "Snapshot made by another hypervisor version or machine",
+        "Restore it with the QEMU that made it (details qemu_version, machine), or boot the VM "
+        "cold with `vmctl start NAME`"),
+    ROW(VMCTL_E_SNAPSHOT_IN_USE, "vm_manager::snapshot::in_use",
+        "Removing a snapshot that VMs still map",
+        "Destroy the clones named in the message first with `vmctl destroy NAME`"),
     ROW(VMCTL_E_API_BAD_REQUEST, "vm_manager::api::bad_request",
         "An API request was malformed (not JSON, a field of the wrong type or unknown, a missing "
         "parameter)",

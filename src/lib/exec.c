@@ -102,24 +102,25 @@ static bool silence_expected(void *userdata)
         return false;
     if (v->state == VMCTL_VM_PAUSED)
         return true;
-    /* paused by QEMU itself (a full host disk): not expected to end by itself, and the error
-     * should say so rather than blame the agent */
+    /* paused by the hypervisor itself (a full host disk): not expected to end by itself, and the
+     * error should say so rather than blame the agent */
     cleanup_free char *cause = NULL;
     if (vm_io_paused(v, spec, &cause) > 0) {
-        cleanup_free char *reason =
-            str_printf("vm was paused by QEMU after a disk I/O error (%s)", cause);
-        cleanup_free char *help = vm_io_pause_help(s->name, v->dir, cause);
+        cleanup_free char *reason = str_printf("vm was paused by %s after a disk I/O error (%s)",
+                                               vm_backend_title(spec), cause);
+        cleanup_free char *help = vm_io_pause_help(s->name, v->dir, spec, cause);
         agent_conn_set_silence_reason(s->conn, reason, help);
     }
     return false;
 }
 
-/* exec::unavailable for a VM that QEMU paused after a disk I/O error. */
+/* exec::unavailable for a VM that its hypervisor paused after a disk I/O error. */
 static int io_paused_error(vmctl_error **reterr, const char *name, const store_vm *v,
-                           const char *cause)
+                           const vm_spec *spec, const char *cause)
 {
-    cleanup_free char *reason = str_printf("paused by QEMU after a disk I/O error (%s)", cause);
-    cleanup_free char *help = vm_io_pause_help(name, v->dir, cause);
+    cleanup_free char *reason =
+        str_printf("paused by %s after a disk I/O error (%s)", vm_backend_title(spec), cause);
+    cleanup_free char *help = vm_io_pause_help(name, v->dir, spec, cause);
     return unavailable(reterr, name, EIO, reason ? reason : "paused after a disk I/O error",
                        help ? help : "Free space on the host, then `vmctl resume NAME`.");
 }
@@ -188,7 +189,7 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
                 vmctl_error_free(*reterr);
                 *reterr = NULL;
             }
-            return io_paused_error(reterr, name, v, cause);
+            return io_paused_error(reterr, name, v, spec, cause);
         }
         if (r == -ETIMEDOUT && now_usec() < deadline) {
             if (reterr) {

@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "dl.h"
 #include "error.h"
+#include "jail.h"
 #include "guest.h"
 #include "qemu.h"
 #include "util/util.h"
@@ -398,7 +399,8 @@ static void check_tools(check_list *l)
 /* The libraries loaded on first use: each must load, else the feature that needs it fails. */
 static void check_libraries(check_list *l)
 {
-    dl_library *libs[] = {&dl_lib_curl, &dl_lib_zstd, &dl_lib_lzma, &dl_lib_crypto, &dl_lib_ssh};
+    dl_library *libs[] = {&dl_lib_curl,   &dl_lib_zstd, &dl_lib_lzma,
+                          &dl_lib_crypto, &dl_lib_ssh,  &dl_lib_nftables};
     for (size_t i = 0; i < ELEMENTSOF(libs); i++) {
         cleanup_error vmctl_error *e = NULL;
         if (dl_open(libs[i], &e) >= 0) {
@@ -411,6 +413,17 @@ static void check_libraries(check_list *l)
         check_add(l, libs[i]->soname, VMCTL_CHECK_WARN,
                   str_printf("%s", vmctl_error_get_message(e)), help);
     }
+}
+
+/* docs/isolation.md: what of the jail and the per-VM limits is in force here */
+static void check_jail(check_list *l)
+{
+    bool ok = false;
+    const char *help = NULL;
+    char *summary = jail_host_summary(&ok, &help);
+    check_add(l, "jail", ok ? VMCTL_CHECK_OK : VMCTL_CHECK_WARN, summary, help);
+    summary = jail_cgroup_summary(&ok, &help);
+    check_add(l, "limits", ok ? VMCTL_CHECK_OK : VMCTL_CHECK_WARN, summary, help);
 }
 
 int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmctl_error **reterr)
@@ -431,6 +444,7 @@ int vmctl_host_check_all(vmctl_ctx *ctx, vmctl_host_check **ret, size_t *n, vmct
     check_vsock(&l);
     check_tools(&l);
     check_libraries(&l);
+    check_jail(&l);
 
     if (l.oom) {
         vmctl_host_check_list_free(l.items, l.n);

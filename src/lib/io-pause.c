@@ -40,12 +40,18 @@ void vm_info_io_pause(const store_vm *v, const vm_spec *spec, vmctl_vm_info *inf
     info->pause_cause = cause;
 }
 
-char *vm_io_pause_help(const char *name, const char *dir, const char *cause)
+const char *vm_backend_title(const vm_spec *spec)
 {
-    return str_printf("QEMU paused the vm after a write to its disk failed (%s): the host "
+    const backend_ops *be = spec ? backend_find(spec->backend, NULL) : NULL;
+    return be && be->title ? be->title : "the hypervisor";
+}
+
+char *vm_io_pause_help(const char *name, const char *dir, const vm_spec *spec, const char *cause)
+{
+    return str_printf("%s paused the vm after a write to its disk failed (%s): the host "
                       "filesystem holding '%s' is full or failing. Free space there, then "
                       "`vmctl resume %s`.",
-                      cause, dir, name);
+                      vm_backend_title(spec), cause, dir, name);
 }
 
 int vm_io_pause_resume(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)

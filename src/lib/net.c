@@ -80,9 +80,9 @@ uint16_t net_ssh_port(const vm_spec *spec)
 int net_prepare_ports(store *st, vm_spec *spec, bool **auto_ports, vmctl_error **reterr)
 {
     *auto_ports = NULL;
-    if (!spec->net || !streq(spec->net, "user"))
+    if (!spec->net || (!streq(spec->net, "user") && !streq(spec->net, "tap")))
         return 0;
-    bool has_ssh = false;
+    bool has_ssh = !streq(spec->net, "user"); /* tap: SSH goes to the guest's address */
     for (size_t i = 0; i < spec->n_ports; i++)
         if (spec->ports[i].guest_port == NET_SSH_GUEST_PORT && !spec->ports[i].udp)
             has_ssh = true;

@@ -38,6 +38,7 @@
 #include "supervise.h"
 #include "util/util.h"
 #include "agent-client.h" /* agent_vhost_vsock_present */
+#include "jail.h"
 
 /* How long QEMU may take to initialise (machine, kernel load) and answer on QMP. */
 #define QEMU_STARTUP_USEC (30ULL * 1000000ULL)
@@ -138,7 +139,7 @@ static bool format_has_backing(const char *format)
 /* The -blockdev JSON of the VM's disk: every node's driver named (QEMU never probes), and every
  * backing file given (the base, as a node of its own format, read-only, itself without one) or
  * none ("backing": null), so what an image's header names is never opened. */
-static char *disk_blockdev(const vm_spec *spec, const char *base_format)
+static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path)
 {
     bool raw = spec->disk_format && streq(spec->disk_format, "raw");
     json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
@@ -149,12 +150,21 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format)
         json_t *backing = json_null();
         if (spec->base && base_format) {
             const char *bf = image_format_qemu_name(base_format);
-            backing = json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0",
-                                "read-only", 1, "file", file_node(spec->base, true, false));
+            backing =
+                json_pack("{s:s, s:s, s:b, s:o}", "driver", bf, "node-name", "base0", "read-only",
+                          1, "file", file_node(base_path ? base_path : spec->base, true, false));
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
         json_object_set_new(d, "backing", backing);
+    }
+    if (spec->disk_iops) {
+        /* the device's node (disk0) a throttle filter in group tg0 over the format node */
+        json_object_set_new(d, "node-name", json_string("disk0-fmt"));
+        d = json_pack("{s:s, s:s, s:s, s:o}", "driver", "throttle", "node-name", "disk0",
+                      "throttle-group", "tg0", "file", d);
+        if (!d)
+            return NULL;
     }
     char *text = json_dumps(d, JSON_COMPACT);
     json_decref(d);
@@ -171,16 +181,18 @@ static char *seed_blockdev(const char *seed)
 }
 
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr);
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr);
 
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, ret, reterr);
+    return build_argv(spec, binary, dir, spec ? spec->base_format : NULL, -1, ret, reterr);
 }
 
+/* base_fd >= 0: the base image as a descriptor QEMU inherits (a jailed QEMU's uid may not be
+ * able to open the image cache's 0600 files): fdset 1, the base node's file /dev/fdset/1. */
 static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
-                      const char *base_format, char ***ret, vmctl_error **reterr)
+                      const char *base_format, int base_fd, char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -208,19 +220,15 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         return err_invalid_field(reterr, "initrd", NULL, NULL, "an initrd ('%s') needs a kernel",
                                  spec->initrd);
     const char *net = spec->net ? spec->net : "none";
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) "
-                         "or `--net none`.");
-        return r;
-    }
-    if (!streq(net, "user") && !streq(net, "none"))
+    if (streq(net, "tap") && (!spec->mac || spec->tap_fd < 3))
+        return err_invalid_field(reterr, "net", NULL, NULL,
+                                 "tap networking needs the TAP's descriptor and a MAC");
+    if (!streq(net, "user") && !streq(net, "none") && !streq(net, "tap"))
         return err_invalid_field(reterr, "net", NULL, NULL,
                                  "unknown network mode '%s': use user, tap or none", net);
-    if (spec->n_ports && !streq(net, "user"))
+    if (spec->n_ports && streq(net, "none"))
         return err_invalid_field(reterr, "port", NULL, NULL,
-                                 "port forwards need user networking, not '%s'", net);
+                                 "port forwards need user or tap networking, not '%s'", net);
 
     if (spec->guest_cid && (spec->guest_cid < 3 || spec->guest_cid == UINT32_MAX))
         return err_invalid_field(reterr, "cid", NULL, NULL,
@@ -261,8 +269,23 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH("-name");
         PUSH(name);
     }
+    /* snapshots (docs/snapshots.md): RAM in a file, shared (a snapshottable VM) or mapped
+     * privately (a restore from a template) */
+    const char *ram = spec->restore_ram ? spec->restore_ram : spec->ram_file;
     PUSH("-M");
-    PUSH(machine);
+    PUSHF("%s%s", machine, ram ? ",memory-backend=vmctl.ram" : "");
+    if (ram) {
+        cleanup_free char *path = opt_escape(ram);
+        if (!path)
+            return oom(reterr);
+        PUSH("-object");
+        PUSHF("memory-backend-file,id=vmctl.ram,size=%uM,mem-path=%s,share=%s",
+              spec->memory_mib ? spec->memory_mib : 256, path, spec->restore_ram ? "off" : "on");
+    }
+    if (spec->incoming) {
+        PUSH("-incoming");
+        PUSH("defer");
+    }
     PUSH("-accel");
     PUSH(accel);
     PUSH("-cpu");
@@ -277,6 +300,12 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
     PUSHF("%u", spec->memory_mib ? spec->memory_mib : 256);
     PUSH("-nodefaults");
     PUSH("-no-user-config");
+    if (spec->jail_uid) {
+        /* QEMU's seccomp filter: the jail dropped the uid before exec, so privileges can be
+         * denied too (docs/isolation.md) */
+        PUSH("-sandbox");
+        PUSH("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+    }
     PUSH("-display");
     PUSH("none");
     /* A direct-boot guest that reboots (or panics with panic=-1) ends its VM. */
@@ -299,9 +328,18 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         if (spec->base && !base_format && !(spec->disk_format && streq(spec->disk_format, "raw")))
             return err_invalid_field(reterr, "image", NULL, NULL,
                                      "the format of base image '%s' is not known", spec->base);
-        cleanup_free char *disk = disk_blockdev(spec, base_format);
+        if (base_fd >= 0 && spec->base) {
+            PUSH("-add-fd");
+            PUSHF("fd=%d,set=1,opaque=base", base_fd);
+        }
+        cleanup_free char *disk =
+            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL);
         if (!disk)
             return oom(reterr);
+        if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */
+            PUSH("-object");
+            PUSHF("throttle-group,id=tg0,x-iops-total=%u", spec->disk_iops);
+        }
         PUSH("-blockdev");
         PUSH(disk);
         PUSH("-device");
@@ -381,7 +419,14 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSH("-netdev");
         PUSH(netdev);
         PUSH("-device");
-        PUSHF("%s,netdev=n0", microvm ? "virtio-net-device" : "virtio-net-pci");
+        PUSHF("%s,netdev=n0%s%s", microvm ? "virtio-net-device" : "virtio-net-pci",
+              spec->nic_mac ? ",mac=" : "", spec->nic_mac ? spec->nic_mac : "");
+    } else if (streq(net, "tap")) {
+        /* the TAP vmctl made (vm-net.c), inherited as this descriptor; forwards are DNAT rules */
+        PUSH("-netdev");
+        PUSHF("tap,id=n0,fd=%d", spec->tap_fd);
+        PUSH("-device");
+        PUSHF("%s,netdev=n0,mac=%s", microvm ? "virtio-net-device" : "virtio-net-pci", spec->mac);
     }
 
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
@@ -398,10 +443,19 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
 
 /* ---------- launch ---------- */
 
+static void remove_runtime_files(const char *dir);
+
+/* backend_ops.cleanup: the runtime files and the jail's cgroup */
+static void qemu_cleanup(const char *dir)
+{
+    remove_runtime_files(dir);
+    (void)jail_cgroup_remove(dir);
+}
+
 static void remove_runtime_files(const char *dir)
 {
     static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
-                                        VM_FILE_EXIT, VM_FILE_VSOCK_MISS};
+                                        VM_FILE_EXIT,       VM_FILE_VSOCK_MISS,   VM_FILE_RESTORED};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
         cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
         if (p)
@@ -566,8 +620,19 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     char fmtbuf[32];
     if ((r = check_disks(spec, fmtbuf, &base_format, reterr)) < 0)
         return r;
+    /* jailed: the base goes in as a descriptor (read-only), not by path */
+    cleanup_close int base_fd = -1;
+    if (spec->jail_uid && spec->base) {
+        base_fd = open(spec->base, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (base_fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open base image '%s': %s", spec->base,
+                         strerror(errno));
+            err_detail(reterr, "path", "%s", spec->base);
+            return r;
+        }
+    }
     cleanup_strv char **argv = NULL;
-    r = build_argv(spec, binary, absdir, base_format, &argv, reterr);
+    r = build_argv(spec, binary, absdir, base_format, base_fd, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -576,6 +641,9 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     if (!logpath || !qmppath)
         return oom(reterr);
     remove_runtime_files(absdir);
+    if (spec->ram_file && !spec->restore_ram &&
+        (r = qemu_ram_file_prepare(spec->ram_file, reterr)) < 0)
+        return r;
 
     cleanup_close int logfd =
         open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
@@ -610,12 +678,42 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         err_detail(reterr, "path", "%s", absdir);
         return r;
     }
+    cleanup_jail jail *jl = NULL;
+    if (spec->jail_uid) {
+        const char *ro[6];
+        size_t k = 0;
+        const char *cand[] = {spec->kernel, spec->initrd, spec->seed};
+        for (size_t i = 0; i < ELEMENTSOF(cand); i++)
+            if (cand[i])
+                ro[k++] = cand[i];
+        ro[k] = NULL;
+        jail_config jc = {
+            .name = spec->name,
+            .vmdir = absdir,
+            .binary = binary,
+            .ro_files = ro,
+            .uid = spec->jail_uid,
+            .kvm = spec->accel && streq(spec->accel, "kvm"),
+            .cpu_quota = spec->cpu_quota,
+            .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
+            .pids_max = JAIL_PIDS_MAX,
+            .weight_threads = (spec->vcpus ? spec->vcpus : 1) + 1,
+        };
+        if ((r = jail_prepare(&jc, &jl, reterr)) < 0) {
+            (void)jail_cgroup_remove(absdir);
+            return err_prefix(reterr, r, "while jailing vm '%s'", spec->name);
+        }
+    }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
     supervise_spawn_args sa_spawn = {
+        .jail = jl,
+        .keep_fds = base_fd >= 0 ? &base_fd : NULL,
+        .n_keep_fds = base_fd >= 0 ? 1 : 0,
         .binary = binary,
         .argv = argv,
         .logfd = logfd,
         .dirfd = dirfd,
+        .keep_fd = spec->mac ? spec->tap_fd : -1,
         .error_kind = VMCTL_E_QEMU_SPAWN_FAILED,
     };
     r = supervise_spawn(&sa_spawn, &pid, &hold, reterr);
@@ -623,7 +721,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return r;
     uint64_t start = proc_start_time(pid);
     if (!start || !proc_alive(pid, start)) {
-        remove_runtime_files(absdir);
+        qemu_cleanup(absdir);
         return startup_failed(reterr, binary, logpath, log_offset);
     }
 
@@ -645,7 +743,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         close(fd);
         fd = -1;
         if (!proc_alive(pid, start)) {
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN && e != EINTR) {
@@ -676,7 +774,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         /* a QEMU that failed after creating the socket closes it: it is exiting */
         if (r != -ETIMEDOUT && wait_gone(pid, start, 2000000)) {
             vmctl_error_free(qerr);
-            remove_runtime_files(absdir);
+            qemu_cleanup(absdir);
             return startup_failed(reterr, binary, logpath, log_offset);
         }
         if (reterr) {
@@ -689,7 +787,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     }
 fail:
     kill_leftover(pid);
-    remove_runtime_files(absdir);
+    qemu_cleanup(absdir);
     note_log_tail(reterr, logpath, log_offset);
     return r;
 }
@@ -968,8 +1066,7 @@ static int qemu_blockstats(const char *dir, uint64_t deadline,
 
 /* QEMU's machines: microvm boots a kernel directly (the default with one), q35 boots disk images
  * by firmware. Networks: user-mode (slirp, the default with port forwards or a disk image, whose
- * cloud-init expects a network) or none; tap is refused here, not at start: a VM that can never
- * start is not created. */
+ * cloud-init expects a network), tap (a TAP vmctl makes and passes as a descriptor) or none. */
 static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
 {
     if (!spec)
@@ -985,21 +1082,12 @@ static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
     const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
     if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
         return err_invalid_field(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
-    if (streq(net, "tap")) {
-        int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EOPNOTSUPP,
-                         "tap networking is not supported yet");
-        err_detail(reterr, "field", "net");
-        err_detail(reterr, "value", "%s", net);
-        err_detail(reterr, "allowed", "user or none");
-        err_help(reterr, "Use `--net user` (with `--port HOST:GUEST` for inbound connections) or "
-                         "`--net none`.");
-        return r;
-    }
-    if (spec->n_ports && !streq(net, "user")) {
+    if (spec->n_ports && streq(net, "none")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
-                         "port forwards need user-mode networking, not '%s'", net);
+                         "port forwards need user or tap networking, not '%s'", net);
         err_detail(reterr, "field", "port");
-        err_help(reterr, "Use `--net user` (the default when --port is given) or drop --port.");
+        err_help(reterr, "Use `--net user` (the default when --port is given), `--net tap`, or "
+                         "drop --port.");
         return r;
     }
     if (!spec->machine && !(spec->machine = strdup(machine)))
@@ -1038,7 +1126,10 @@ const backend_ops qemu_backend = {
     .quit = qemu_quit,
     .io_paused = qemu_io_paused,
     .blockstats = qemu_blockstats,
-    .cleanup = remove_runtime_files,
+    .cleanup = qemu_cleanup,
     .scan = qemu_scan,
     .agent_endpoint = qemu_agent_endpoint,
+    .version = qemu_version,
+    .snapshot_save = qemu_snapshot_save,
+    .snapshot_load = qemu_snapshot_load,
 };

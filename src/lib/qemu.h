@@ -41,3 +41,13 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
  * agent_transport_pick(cid, have_vhost_vsock) says so. */
 int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
                            agent_endpoint *ret, vmctl_error **reterr);
+
+/* ---------- qemu-snapshot.c: backend_ops.version, snapshot_save, snapshot_load ---------- */
+int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
+int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                       vmctl_error **reterr);
+int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                       vmctl_error **reterr);
+/* The RAM file of a snapshottable VM (vm_spec.ram_file) made anew for a cold boot: 0600, its
+ * directory 0700 (a guest's memory). */
+int qemu_ram_file_prepare(const char *path, vmctl_error **reterr);

@@ -154,10 +154,32 @@ static read_status read_line(qmp *q, uint64_t deadline, char **ret, int *ret_err
     }
 }
 
-static int send_all(qmp *q, const char *data, size_t len, uint64_t deadline, int *ret_errno)
+/* pass_fd >= 0: sent with the first bytes (SCM_RIGHTS), as QMP's getfd wants it. */
+static int send_all(qmp *q, const char *data, size_t len, int pass_fd, uint64_t deadline,
+                    int *ret_errno)
 {
     while (len > 0) {
-        ssize_t n = send(q->fd, data, len, MSG_NOSIGNAL);
+        ssize_t n;
+        if (pass_fd >= 0) {
+            struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+            union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+            } u = {};
+            struct msghdr mh = {.msg_iov = &iov,
+                                .msg_iovlen = 1,
+                                .msg_control = u.buf,
+                                .msg_controllen = sizeof(u.buf)};
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+            n = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+            if (n > 0)
+                pass_fd = -1;
+        } else
+            n = send(q->fd, data, len, MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK)
             n = write(q->fd, data, len);
         if (n > 0) {
@@ -278,8 +300,8 @@ bool qmp_parse_greeting(const char *line)
     return greeting;
 }
 
-static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, uint64_t deadline,
-                       vmctl_error **reterr)
+static int execute_raw(qmp *q, const char *command, json_t *args, int pass_fd, json_t **ret,
+                       uint64_t deadline, vmctl_error **reterr)
 {
     uint64_t start = now_usec();
     if (q->broken)
@@ -310,7 +332,7 @@ static int execute_raw(qmp *q, const char *command, json_t *args, json_t **ret, 
     wire[tl + 1] = 0;
 
     int errnum = 0;
-    int w = send_all(q, wire, tl + 1, deadline, &errnum);
+    int w = send_all(q, wire, tl + 1, pass_fd, deadline, &errnum);
     if (w == 0) {
         /* part of the request may be out: the stream can no longer be trusted */
         q->broken = true;
@@ -346,7 +368,19 @@ int qmp_execute(qmp *q, const char *command, json_t *args, json_t **ret, uint64_
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qmp_execute: invalid arguments");
     if (ret)
         *ret = NULL;
-    return execute_raw(q, command, args, ret, deadline, reterr);
+    return execute_raw(q, command, args, -1, ret, deadline, reterr);
+}
+
+int qmp_getfd(qmp *q, int fd, const char *fdname, uint64_t deadline, vmctl_error **reterr)
+{
+    if (!q || fd < 0 || !fdname)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qmp_getfd: invalid arguments");
+    json_t *args = json_pack("{s:s}", "fdname", fdname);
+    if (!args)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "cannot build QMP request 'getfd'");
+    int r = execute_raw(q, "getfd", args, fd, NULL, deadline, reterr);
+    json_decref(args);
+    return r;
 }
 
 /* Read the greeting and negotiate capabilities. */
@@ -377,7 +411,7 @@ static int handshake(qmp *q, uint64_t deadline, vmctl_error **reterr)
             break;
         /* anything before the greeting (garbage, events) is skipped */
     }
-    return execute_raw(q, "qmp_capabilities", NULL, NULL, deadline, reterr);
+    return execute_raw(q, "qmp_capabilities", NULL, -1, NULL, deadline, reterr);
 }
 
 int qmp_connect_fd(int fd, uint64_t deadline, qmp **ret, vmctl_error **reterr)

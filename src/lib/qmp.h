@@ -30,6 +30,9 @@ int qmp_connect_fd(int fd, uint64_t deadline, qmp **ret, vmctl_error **reterr);
 /* args may be NULL (borrowed). *ret gets the "return" value (new reference) when ret != NULL. */
 int qmp_execute(qmp *q, const char *command, json_t *args, json_t **ret, uint64_t deadline,
                 vmctl_error **reterr);
+/* QMP getfd: pass fd (SCM_RIGHTS; the caller keeps its copy) under fdname, for commands that take
+ * "fd:NAME" (migrate, migrate-incoming). */
+int qmp_getfd(qmp *q, int fd, const char *fdname, uint64_t deadline, vmctl_error **reterr);
 void qmp_close(qmp *q);
 
 /* The parser of what QEMU sends, without I/O (tests/fuzz/fuzz-qmp.c): one line, NUL-terminated,

@@ -258,8 +258,8 @@ static int read_disks(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
         free(s->disks);
         s->disks = NULL;
         s->n_disks = 0;
-        return add_error(s, "disk", e, -r, "the disk statistics (%s)",
-                         streq(be->name, "qemu") ? "QMP query-blockstats" : be->name);
+        return add_error(s, "disk", e, -r, "the disk statistics from %s",
+                         be->title ? be->title : be->name);
     }
     s->available[VMCTL_STATS_DISK] = true;
     return 0;

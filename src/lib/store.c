@@ -23,7 +23,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION  4
+#define STORE_SCHEMA_VERSION  7
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
@@ -49,6 +49,32 @@
  * its last provisioning went (docs/vmfile.md "Projects", "Provisioning state"). */
 #define PROJECT_INDEX_SQL "CREATE INDEX vms_project ON vms (project);\n"
 
+/* The IP pool of `--net tap` (docs/networking.md): one link (a /30 of the pool) per VM, unique
+ * by its network address, device name and MAC, so two creates racing for one link cannot both
+ * commit. It goes with the row (the trigger). */
+#define LEASES_SQL                                                                                 \
+    "CREATE TABLE leases (\n"                                                                      \
+    "  vm TEXT PRIMARY KEY,\n"                                                                     \
+    "  subnet INTEGER NOT NULL UNIQUE,\n"                                                          \
+    "  prefix INTEGER NOT NULL,\n"                                                                 \
+    "  ifname TEXT NOT NULL UNIQUE,\n"                                                             \
+    "  mac TEXT NOT NULL UNIQUE\n"                                                                 \
+    ");\n"                                                                                         \
+    "CREATE TRIGGER vms_release_lease AFTER DELETE ON vms BEGIN\n"                                 \
+    "  DELETE FROM leases WHERE vm = old.name;\n"                                                  \
+    "END;\n"
+
+/* The uid each VM's jailed hypervisor runs as (docs/isolation.md): unique, so two starts racing
+ * for one uid cannot both commit; it goes with the VM's row (the trigger). */
+#define JAIL_UIDS_SQL                                                                              \
+    "CREATE TABLE jail_uids (\n"                                                                   \
+    "  vm TEXT PRIMARY KEY,\n"                                                                     \
+    "  uid INTEGER NOT NULL UNIQUE\n"                                                              \
+    ");\n"                                                                                         \
+    "CREATE TRIGGER vms_release_jail_uid AFTER DELETE ON vms BEGIN\n"                              \
+    "  DELETE FROM jail_uids WHERE vm = old.name;\n"                                               \
+    "END;\n"
+
 static const char schema_sql[] =
     "CREATE TABLE vms (\n"
     "  name TEXT PRIMARY KEY,\n"
@@ -67,8 +93,10 @@ static const char schema_sql[] =
     "  provision_error TEXT,\n"
     "  provisioned_at INTEGER,\n"
     "  provision_hash TEXT\n"
-    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL "PRAGMA user_version = 4;\n";
-_Static_assert(STORE_SCHEMA_VERSION == 4, "schema_sql sets user_version");
+    ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
+/* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql,
+ * migrate_6_7_sql) */
+_Static_assert(STORE_SCHEMA_VERSION == 7, "schema_sql is version 5, two steps below");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -95,6 +123,43 @@ static const char migrate_3_4_sql[] =
     "ALTER TABLE vms ADD COLUMN provision_hash TEXT;\n" PROJECT_INDEX_SQL
     "PRAGMA user_version = 4;\n";
 
+/* Version 4 -> 5: the IP pool's leases (no VM had tap networking before). */
+static const char migrate_4_5_sql[] = LEASES_SQL "PRAGMA user_version = 5;\n";
+
+/* Version 5 -> 6: snapshots (docs/snapshots.md). A snapshot is unique per VM and name; complete
+ * is 0 while the snapshot that owns it (owner_pid, owner_start) is being made. snapshot_refs:
+ * every VM (vm) that maps a snapshot's RAM or disk layer; its references go with its row. */
+static const char migrate_5_6_sql[] =
+    "CREATE TABLE snapshots (\n"
+    "  vm TEXT NOT NULL,\n"
+    "  name TEXT NOT NULL,\n"
+    "  kind TEXT NOT NULL,\n"
+    "  dir TEXT NOT NULL,\n"
+    "  ram TEXT,\n"
+    "  config TEXT NOT NULL,\n"
+    "  qemu_version TEXT NOT NULL,\n"
+    "  machine TEXT NOT NULL,\n"
+    "  memory_mib INTEGER NOT NULL,\n"
+    "  created_at INTEGER NOT NULL,\n"
+    "  complete INTEGER NOT NULL DEFAULT 0,\n"
+    "  owner_pid INTEGER NOT NULL DEFAULT 0, owner_start INTEGER NOT NULL DEFAULT 0,\n"
+    "  PRIMARY KEY (vm, name)\n"
+    ");\n"
+    "CREATE TABLE snapshot_refs (\n"
+    "  vm TEXT NOT NULL,\n"
+    "  snap_vm TEXT NOT NULL,\n"
+    "  snap TEXT NOT NULL,\n"
+    "  PRIMARY KEY (vm, snap_vm, snap)\n"
+    ");\n"
+    "CREATE INDEX snapshot_refs_snap ON snapshot_refs (snap_vm, snap);\n"
+    "CREATE TRIGGER vms_release_snapshot_refs AFTER DELETE ON vms BEGIN\n"
+    "  DELETE FROM snapshot_refs WHERE vm = old.name;\n"
+    "END;\n"
+    "PRAGMA user_version = 6;\n";
+
+/* Version 6 -> 7: the jail uids (every existing VM gets one at its next jailed start). */
+static const char migrate_6_7_sql[] = JAIL_UIDS_SQL "PRAGMA user_version = 7;\n";
+
 #define VM_COLUMNS                                                                                 \
     "name, state, config, pid, pid_start, dir, created_at, updated_at, complete, owner_pid, "      \
     "owner_start, cid, project, provision_state, provision_step, provision_error, "                \
@@ -117,6 +182,10 @@ enum {
     ST_CID_SET,
     ST_SET_PROVISION,
     ST_SET_PROJECT,
+    ST_LEASE_GET,
+    ST_LEASE_LIST,
+    ST_LEASE_RANGE,
+    ST_LEASE_INSERT,
     _ST_MAX,
 };
 
@@ -148,6 +217,12 @@ static const char *const stmt_sql[_ST_MAX] = {
                          "updated_at = ?5 WHERE name = ?6",
     [ST_SET_PROJECT] = "UPDATE vms SET project = ?1, updated_at = ?2 WHERE name = ?3 AND "
                        "(project IS NULL OR project = ?1)",
+    [ST_LEASE_GET] = "SELECT vm, subnet, prefix, ifname, mac FROM leases WHERE vm = ?1",
+    [ST_LEASE_LIST] = "SELECT vm, subnet, prefix, ifname, mac FROM leases ORDER BY subnet",
+    [ST_LEASE_RANGE] = "SELECT subnet FROM leases WHERE subnet >= ?1 AND subnet <= ?2 "
+                       "ORDER BY subnet",
+    [ST_LEASE_INSERT] =
+        "INSERT INTO leases (vm, subnet, prefix, ifname, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 static const char *const provision_names[] = {
@@ -291,6 +366,32 @@ static int tx_commit(store *s, vmctl_error **reterr)
     return 0;
 }
 
+/* For the store's other files (store-snapshot.c). */
+sqlite3 *store_sqlite(store *s)
+{
+    return s->db;
+}
+
+int store_fail(store *s, int rc, const char *what, vmctl_error **reterr)
+{
+    return store_error(s, rc, what, reterr);
+}
+
+int store_tx_begin(store *s, vmctl_error **reterr)
+{
+    return tx_begin(s, reterr);
+}
+
+int store_tx_commit(store *s, vmctl_error **reterr)
+{
+    return tx_commit(s, reterr);
+}
+
+void store_tx_rollback(store *s)
+{
+    tx_rollback(s);
+}
+
 /* The journal mode change needs the database briefly to itself; a fresh database opened by
  * several processes at once can see SQLITE_BUSY here without the busy handler being consulted,
  * so retry until the same bound as everything else. */
@@ -329,8 +430,14 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                 version == 1 ? sqlite3_exec(s->db, migrate_1_2_sql, NULL, NULL, NULL) : SQLITE_OK;
             if (rc == SQLITE_OK && version <= 2)
                 rc = sqlite3_exec(s->db, migrate_2_3_sql, NULL, NULL, NULL);
-            if (rc == SQLITE_OK)
+            if (rc == SQLITE_OK && version <= 3)
                 rc = sqlite3_exec(s->db, migrate_3_4_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 4)
+                rc = sqlite3_exec(s->db, migrate_4_5_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 5)
+                rc = sqlite3_exec(s->db, migrate_5_6_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 6)
+                rc = sqlite3_exec(s->db, migrate_6_7_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -366,6 +473,10 @@ static int ensure_schema(store *s, vmctl_error **reterr)
                           reterr);
             if (r >= 0 && n_objects == 0)
                 r = exec_sql(s, schema_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_5_6_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_6_7_sql, "creating the schema", reterr);
         }
         if (r < 0) {
             tx_rollback(s);
@@ -857,7 +968,7 @@ int store_vm_set_state(store *s, const char *name, vmctl_vm_state from, pid_t fr
         return r < 0 ? r : 0;
     r = err_invalid_state(reterr, name, vmctl_vm_state_to_string(cur->state), to_s);
     if (cur->state == from && from_pid >= 0 && cur->pid != from_pid)
-        err_note(reterr, "the VM's QEMU process changed: expected pid %d, found pid %d",
+        err_note(reterr, "the VM's hypervisor process changed: expected pid %d, found pid %d",
                  (int)from_pid, (int)cur->pid);
     return r;
 }
@@ -1036,4 +1147,256 @@ int store_vm_set_project(store *s, const char *name, const char *project, vmctl_
     err_detail(reterr, "vm", "%s", name);
     err_detail(reterr, "project", "%s", cur->project);
     return r;
+}
+
+/* --- the IP pool (leases) --- */
+
+void store_lease_clear(store_lease *l)
+{
+    if (!l)
+        return;
+    free(l->vm);
+    free(l->ifname);
+    free(l->mac);
+    *l = (store_lease){};
+}
+
+void store_lease_list_free(store_lease *l, size_t n)
+{
+    for (size_t i = 0; l && i < n; i++)
+        store_lease_clear(&l[i]);
+    free(l);
+}
+
+static int row_to_lease(sqlite3_stmt *st, store_lease *l)
+{
+    *l = (store_lease){
+        .vm = column_strdup(st, 0),
+        .subnet = (uint32_t)sqlite3_column_int64(st, 1),
+        .prefix = (unsigned)sqlite3_column_int64(st, 2),
+        .ifname = column_strdup(st, 3),
+        .mac = column_strdup(st, 4),
+    };
+    if (!l->vm || !l->ifname || !l->mac) {
+        store_lease_clear(l);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int store_lease_get(store *s, const char *vm, store_lease *ret, vmctl_error **reterr)
+{
+    if (!s || !vm || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_get: invalid argument");
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_GET];
+    sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return store_error(s, rc, "reading a VM's network lease", reterr);
+    if (row_to_lease(st, ret) < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    return 1;
+}
+
+int store_lease_list(store *s, store_lease **ret, size_t *n, vmctl_error **reterr)
+{
+    if (!s || !ret || !n)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_list: invalid argument");
+    *ret = NULL;
+    *n = 0;
+    cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_LIST];
+    store_lease *list = NULL;
+    size_t k = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_lease *nl = realloc(list, (k + 1) * sizeof(*nl));
+        if (!nl) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        list = nl;
+        if (row_to_lease(st, &list[k]) < 0) {
+            store_lease_list_free(list, k);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        k++;
+    }
+    if (rc != SQLITE_DONE) {
+        store_lease_list_free(list, k);
+        return store_error(s, rc, "listing network leases", reterr);
+    }
+    *ret = list;
+    *n = k;
+    return 0;
+}
+
+int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_prefix,
+                      unsigned link_prefix, store_lease_name_fn name_fn, store_lease *ret,
+                      vmctl_error **reterr)
+{
+    if (!s || !vm || !ret || !name_fn || pool_prefix > link_prefix || link_prefix > 30)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_lease_alloc: invalid argument");
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    /* under the write lock: the VM's lease if it has one, else the lowest free link */
+    r = store_lease_get(s, vm, ret, reterr);
+    if (r != 0) {
+        tx_rollback(s);
+        return r < 0 ? r : 0;
+    }
+    uint64_t step = 1ull << (32 - link_prefix);
+    uint64_t first = pool, last = (uint64_t)pool + (1ull << (32 - pool_prefix)) - step;
+    uint64_t cand = first;
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_RANGE];
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)first);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)last);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            uint64_t used = (uint64_t)sqlite3_column_int64(st, 0);
+            if (used > cand)
+                break; /* a gap: cand is free */
+            if (used + step > cand)
+                cand = used + step;
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            r = store_error(s, rc, "choosing an address from the pool", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    if (cand > last) {
+        tx_rollback(s);
+        char a[16];
+        snprintf(a, sizeof(a), "%u.%u.%u.%u", pool >> 24, (pool >> 16) & 0xff, (pool >> 8) & 0xff,
+                 pool & 0xff);
+        r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRNOTAVAIL,
+                     "the address pool %s/%u is exhausted (%llu links of /%u, all leased)", a,
+                     pool_prefix, (unsigned long long)((last - first) / step + 1), link_prefix);
+        err_detail(reterr, "pool", "%s/%u", a, pool_prefix);
+        err_detail(reterr, "vm", "%s", vm);
+        err_help(reterr,
+                 "Destroy VMs you no longer need (`vmctl network show` lists the leases), or "
+                 "give a larger pool in $VMCTL_NET_POOL.");
+        return r;
+    }
+    char ifname[16], mac[18];
+    name_fn(vm, (uint32_t)cand, ifname, mac);
+    {
+        cleanup_reset sqlite3_stmt *st = s->stmt[ST_LEASE_INSERT];
+        sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)cand);
+        sqlite3_bind_int64(st, 3, link_prefix);
+        sqlite3_bind_text(st, 4, ifname, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, mac, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc != SQLITE_DONE) {
+            if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+                r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
+                             "the link, device name '%s' or MAC %s chosen for vm '%s' is "
+                             "already leased",
+                             ifname, mac, vm);
+                err_detail(reterr, "vm", "%s", vm);
+                err_detail(reterr, "device", "%s", ifname);
+            } else
+                r = store_error(s, rc, "leasing an address", reterr);
+            sqlite3_reset(st);
+            tx_rollback(s);
+            return r;
+        }
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (store_lease){.vm = strdup(vm),
+                         .subnet = (uint32_t)cand,
+                         .prefix = link_prefix,
+                         .ifname = strdup(ifname),
+                         .mac = strdup(mac)};
+    if (!ret->vm || !ret->ifname || !ret->mac) {
+        store_lease_clear(ret);
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* ---------- jail uids ---------- */
+
+int store_vm_jail_uid(store *s, const char *name, uint32_t base, uint32_t count, bool alloc,
+                      uint32_t *ret, vmctl_error **reterr)
+{
+    if (!s || !name || !ret || !count)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "store_vm_jail_uid: invalid argument");
+    *ret = 0;
+    int r = tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *st = NULL;
+    int64_t uid = 0;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT uid FROM jail_uids WHERE vm = ?1", -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+            uid = sqlite3_column_int64(st, 0);
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == SQLITE_OK && !uid && alloc) {
+        /* the lowest free uid of the range */
+        rc = sqlite3_prepare_v2(
+            s->db,
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM jail_uids WHERE uid = ?1) THEN ?1 "
+            "ELSE (SELECT min(a.uid) + 1 FROM jail_uids a WHERE a.uid >= ?1 AND NOT EXISTS "
+            "(SELECT 1 FROM jail_uids b WHERE b.uid = a.uid + 1)) END",
+            -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, base);
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                uid = sqlite3_column_int64(st, 0);
+            rc = rc == SQLITE_ROW ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (rc == SQLITE_OK && (uid < base || uid >= (int64_t)base + count)) {
+            tx_rollback(s);
+            r = err_make(reterr, VMCTL_E_JAILER_FAILED, EUSERS,
+                         "no free jail uid in %u-%u for vm '%s'", base, base + count - 1, name);
+            err_detail(reterr, "step", "uid allocation");
+            err_help(reterr, "Widen the range with VMCTL_JAIL_UID_COUNT, or destroy VMs you no "
+                             "longer need (`vmctl destroy NAME`).");
+            return r;
+        }
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(s->db, "INSERT INTO jail_uids (vm, uid) VALUES (?1, ?2)", -1,
+                                    &st, NULL);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, uid);
+            rc = sqlite3_step(st);
+            rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc != SQLITE_OK) {
+        r = store_error(s, rc, "allocating a jail uid", reterr);
+        tx_rollback(s);
+        return r;
+    }
+    if (!alloc) {
+        tx_rollback(s);
+        *ret = (uint32_t)uid;
+        return 0;
+    }
+    r = tx_commit(s, reterr);
+    if (r < 0)
+        return r;
+    *ret = (uint32_t)uid;
+    return 0;
 }

@@ -101,6 +101,12 @@ int store_vm_delete(store *s, const char *name, vmctl_error **reterr);
  * no CID is left. The CID goes with the row (store_vm_delete). */
 int store_vm_alloc_cid(store *s, const char *name, uint32_t min, uint32_t *ret,
                        vmctl_error **reterr);
+/* The uid VM name's jailed hypervisor runs as: the one it has, else (alloc) the lowest free one
+ * of [base, base + count), recorded in one transaction (the UNIQUE constraint backs it: racing
+ * callers get different uids; the uid goes with the row). Without alloc, 0 when it has none.
+ * jailer::failed when the range is full. */
+int store_vm_jail_uid(store *s, const char *name, uint32_t base, uint32_t count, bool alloc,
+                      uint32_t *ret, vmctl_error **reterr);
 /* Record a provisioning result: state, step, error (NULL clears it), hash (NULL keeps the one
  * recorded); provisioned_at becomes now when state is ok. vm::not_found when absent. */
 int store_vm_set_provision(store *s, const char *name, vmctl_provision_state state, unsigned step,
@@ -108,3 +114,34 @@ int store_vm_set_provision(store *s, const char *name, vmctl_provision_state sta
 /* Give a VM made by hand (project NULL) to project; no-op when it has it already.
  * vm::already_exists (details vm, project) when another project owns it, vm::not_found. */
 int store_vm_set_project(store *s, const char *name, const char *project, vmctl_error **reterr);
+
+/* The IP pool of `--net tap` (table `leases`, docs/networking.md): one link per VM. */
+typedef struct store_lease {
+    char *vm;
+    uint32_t subnet; /* the link's network address, host byte order */
+    unsigned prefix; /* its length (30) */
+    char *ifname;    /* the VM's TAP on the host */
+    char *mac;       /* the guest's MAC, "52:54:..." */
+} store_lease;
+void store_lease_clear(store_lease *l);
+void store_lease_list_free(store_lease *l, size_t n);
+/* Names of a new lease: the TAP's (< 16 bytes) and the MAC's, from the VM and its link. */
+typedef void (*store_lease_name_fn)(const char *vm, uint32_t subnet, char ifname[16], char mac[18]);
+/* The VM's lease, or (one transaction under the write lock, UNIQUE constraints behind it) the
+ * lowest free /link_prefix of pool/pool_prefix: network::setup_failed (EADDRNOTAVAIL, detail
+ * `pool`) when every one is leased. Deleting the VM's row releases it. */
+int store_lease_alloc(store *s, const char *vm, uint32_t pool, unsigned pool_prefix,
+                      unsigned link_prefix, store_lease_name_fn name_fn, store_lease *ret,
+                      vmctl_error **reterr);
+/* 1 and *ret when the VM has a lease, 0 when not. */
+int store_lease_get(store *s, const char *vm, store_lease *ret, vmctl_error **reterr);
+/* Every lease, by address. */
+int store_lease_list(store *s, store_lease **ret, size_t *n, vmctl_error **reterr);
+/* ---------- for the store's other files (store-snapshot.c) ---------- */
+struct sqlite3;
+struct sqlite3 *store_sqlite(store *s);
+/* The error for a failing SQLite result code rc while doing `what`. */
+int store_fail(store *s, int rc, const char *what, vmctl_error **reterr);
+int store_tx_begin(store *s, vmctl_error **reterr);
+int store_tx_commit(store *s, vmctl_error **reterr);
+void store_tx_rollback(store *s);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "jail.h"
 #include "supervise.h"
 #include "util/util.h"
 #include "vm-dir.h"
@@ -32,21 +33,28 @@ struct spawn_msg {
     int kind;
     int value;
     int stage; /* for MSG_ERRNO: what failed */
+    int step;  /* for STAGE_JAIL: the jail_step */
 };
-enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC };
-static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec"};
+enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC, STAGE_JAIL };
+static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec", "jail"};
 
-static void send_msg(int fd, int kind, int value, int stage)
+static void send_msg_step(int fd, int kind, int value, int stage, int step)
 {
-    struct spawn_msg m = {kind, value, stage};
+    struct spawn_msg m = {kind, value, stage, step};
     ssize_t n;
     do
         n = write(fd, &m, sizeof(m));
     while (n < 0 && errno == EINTR);
 }
 
+static void send_msg(int fd, int kind, int value, int stage)
+{
+    send_msg_step(fd, kind, value, stage, 0);
+}
+
 /* Child side, after fork: only async-signal-safe calls from here on. */
-static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd)
+static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, int logfd, int msgfd,
+                                 const jail *jl, const int *keep, size_t n_keep, int keep_fd)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     for (int sig = 1; sig < NSIG; sig++)
@@ -55,10 +63,26 @@ static _Noreturn void exec_child(const char *binary, char **argv, int nullfd, in
         send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
         _exit(127);
     }
+    int step = 0;
+    int jr = jl ? jail_enter(jl, &step) : 0;
+    if (jr < 0) {
+        send_msg_step(msgfd, MSG_ERRNO, -jr, STAGE_JAIL, step);
+        _exit(127);
+    }
     /* nothing of vmctl's (locks, the store, sockets) may leak into the long-lived hypervisor */
     if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
         for (int fd = 3; fd < 65536; fd++)
             (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    for (size_t i = 0; i < n_keep; i++)
+        if (keep[i] >= 3 && fcntl(keep[i], F_SETFD, 0) < 0) {
+            send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+            _exit(127);
+        }
+    /* but the one it is told to use (QEMU's -netdev tap,fd=N) */
+    if (keep_fd >= 3 && fcntl(keep_fd, F_SETFD, 0) < 0) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_SETUP);
+        _exit(127);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -113,7 +137,10 @@ static _Noreturn void supervise(pid_t child, int dirfd, int gofd)
     n += fmt_uint(line + n,
                   (unsigned)(WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status)));
     line[n++] = '\n';
-    int fd = openat(dirfd, VM_FILE_EXIT ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* O_NOFOLLOW: a jailed hypervisor's uid owns the directory (a link planted there must not
+     * make root write elsewhere) */
+    int fd = openat(dirfd, VM_FILE_EXIT ".tmp",
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
         bool ok = write(fd, line, n) == (ssize_t)n;
         close(fd);
@@ -193,9 +220,17 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         }
         if (sup > 0)
             _exit(0); /* the supervisor goes to init */
+        /* the hypervisor the init of a PID namespace of its own: the supervisor stays outside
+         * (it sees, reports and reaps the host pid) */
+        int pr = a->jail ? jail_unshare_pid() : 0;
+        if (pr < 0) {
+            send_msg_step(p[1], MSG_ERRNO, -pr, STAGE_JAIL, JAIL_STEP_PID_NAMESPACE);
+            _exit(1);
+        }
         pid_t q = _Fork();
         if (q == 0)
-            exec_child(binary, argv, nullfd, logfd, p[1]);
+            exec_child(binary, argv, nullfd, logfd, p[1], a->jail, a->keep_fds, a->n_keep_fds,
+                       a->keep_fd);
         if (q < 0) {
             send_msg(p[1], MSG_ERRNO, errno, STAGE_FORK);
             _exit(1);
@@ -221,7 +256,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
 
     /* read the reports until EOF (bounded: both writers exit or exec at once) */
     pid_t pid = 0;
-    int failed_errno = 0, failed_stage = 0;
+    int failed_errno = 0, failed_stage = 0, failed_step = 0;
     uint64_t deadline = now_usec() + SUPERVISE_REPORT_USEC;
     for (;;) {
         struct pollfd pfd = {.fd = rd, .events = POLLIN};
@@ -244,11 +279,21 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         else if (m.kind == MSG_ERRNO && !failed_errno) {
             failed_errno = m.value;
             failed_stage = m.stage;
+            failed_step = m.step;
         }
+    }
+    if (failed_errno && failed_stage == STAGE_JAIL) {
+        int r =
+            err_make(reterr, VMCTL_E_JAILER_FAILED, failed_errno, "cannot jail '%s': %s failed: %s",
+                     binary, jail_step_name(failed_step), strerror(failed_errno));
+        err_detail(reterr, "step", "%s", jail_step_name(failed_step));
+        err_help(reterr, "`vmctl doctor` shows what the jail needs on this host; create the VM "
+                         "with `--no-jail` to run it unconfined.");
+        return r;
     }
     if (failed_errno) {
         int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed", binary,
-                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_EXEC ? failed_stage
+                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_JAIL ? failed_stage
                                                                                      : STAGE_EXEC]);
         err_detail(reterr, "binary", "%s", binary);
         return r;

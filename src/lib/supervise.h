@@ -14,6 +14,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -24,14 +25,23 @@ typedef struct supervise_spawn_args {
     char **argv;        /* argv[0] included, NULL-terminated */
     int logfd;          /* the process's stdout and stderr (its stdin is /dev/null) */
     int dirfd;          /* the VM directory: the exit record goes there */
+    int keep_fd;        /* >= 3: a descriptor the process inherits (a TAP); 0 or < 0: none */
     /* the code of spawn errors: the backend's own (qemu::spawn_failed) */
     vmctl_error_kind error_kind;
+    /* NULL: none. Else the supervisor unshares the PID namespace before forking the process
+     * (which is then the init of its namespace, its host pid still the one reported) and the
+     * process enters the jail before exec; a failure there is jailer::failed naming the step. */
+    const struct jail *jail;
+    /* descriptors the process inherits at the same numbers (all others of the caller's are
+     * closed at exec) */
+    const int *keep_fds;
+    size_t n_keep_fds;
 } supervise_spawn_args;
 
 /* Start a->binary detached (own session, umask 0177, every signal at its default, descriptors
- * 3 and up closed). *ret_pid gets its pid once exec has succeeded, *ret_hold the caller's end of
- * the launch handshake. A failed exec (or fork, setsid, ...) is an error of a->error_kind naming
- * the step that failed. */
+ * 3 and up closed but a->keep_fd). *ret_pid gets its pid once exec has succeeded, *ret_hold the
+ * caller's end of the launch handshake. A failed exec (or fork, setsid, ...) is an error of
+ * a->error_kind naming the step that failed. */
 int supervise_spawn(const supervise_spawn_args *a, pid_t *ret_pid, int *ret_hold,
                     vmctl_error **reterr);
 

@@ -2,6 +2,8 @@
 /* Config resolution: a vmctl_vm_config checked and turned into the vm_spec that create records,
  * and the VM's disk and cloud-init seed made from it. */
 #include <errno.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,6 +19,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define DEFAULT_VCPUS      1
@@ -98,6 +101,15 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         check_range(reterr, "disk", c->disk_gib, 0, MAX_DISK_GIB, " GiB") < 0)
         return -EINVAL;
     s->disk_gib = c->disk_gib;
+    s->no_jail = c->no_jail;
+    if (c->cpu_quota < 0 || c->cpu_quota > MAX_VCPUS || (c->cpu_quota > 0 && c->cpu_quota < 0.01)) {
+        char q[32];
+        snprintf(q, sizeof(q), "%g", c->cpu_quota);
+        return err_invalid_field(reterr, "cpu-quota", q,
+                                 "0.01 to 255 host CPUs (0.5: half of one core)",
+                                 "invalid cpu-quota '%s'", q);
+    }
+    s->cpu_quota = c->cpu_quota;
 
     for (char *const *e = c->env; e && *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -191,6 +203,10 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     int r = be->validate(s, reterr);
     if (r < 0)
         return r;
+    /* vm-net.c: allow-list, limits (validated before anything exists) */
+    r = vmnet_check_config(c, s, reterr);
+    if (r < 0)
+        return r;
     for (size_t i = 0; i < s->n_ports; i++)
         if (s->ports[i].guest_port == 0)
             return err_invalid_field(reterr, "port", "0", "HOST:GUEST with GUEST in 1-65535",
@@ -204,6 +220,20 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     if (notice)
         ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
 
+    if (c->snapshottable) {
+        /* on tmpfs, named at random: a destroyed VM's name may come back (snapshot.c) */
+        cleanup_free char *ramdir = snapshot_ram_dir();
+        uint8_t rnd[8] = {0};
+        uint64_t fallback = realtime_usec() ^ ((uint64_t)getpid() << 40);
+        if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+            memcpy(rnd, &fallback, sizeof(rnd));
+        s->ram_file =
+            ramdir ? str_printf("%s/%s.%02x%02x%02x%02x%02x%02x%02x%02x.ram", ramdir, c->name,
+                                rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7])
+                   : NULL;
+        if (!s->ram_file)
+            return -ENOMEM;
+    }
     if (!s->name || !s->backend || !s->image || !s->machine || !s->net ||
         (s->kernel && !s->cmdline))
         return -ENOMEM;
@@ -231,6 +261,18 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
     image_ref_clear(&ref);
     if (r < 0)
         return err_prefix(reterr, r, "while creating the disk of vm '%s'", spec->name);
+    cleanup_free char *nc = NULL; /* --net tap: the address leased at create (vm-net.c) */
+    if (spec->seed && streq(spec->net, "tap")) {
+        store_lease l = {};
+        r = store_lease_get(ctx->store, spec->name, &l, reterr);
+        if (r < 0)
+            return r;
+        nc = r > 0 ? vmnet_cloudinit_config(&l) : NULL;
+        store_lease_clear(&l);
+        if (!nc)
+            return err_make(reterr, VMCTL_E_INTERNAL, r > 0 ? ENOMEM : ENOENT,
+                            "no network configuration for vm '%s'", spec->name);
+    }
     if (spec->seed) {
         cloudinit_seed seed = {
             .hostname = spec->name,
@@ -238,6 +280,7 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
             .ssh_key = c->ssh_key, /* the user's key, and */
             .vm_ssh_key = vm_pub,  /* the VM's own (ssh.c), both authorized */
             .network = !streq(spec->net, "none"),
+            .network_config = nc,
         };
         r = cloudinit_write_seed(spec->seed, &seed, reterr);
         if (r < 0)

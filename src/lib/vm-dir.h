@@ -35,6 +35,12 @@
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stdout and stderr */
 #define VM_FILE_PID          "qemu.pid"     /* the hypervisor's pid, written by itself */
 #define VM_FILE_EXIT         "qemu.exit"    /* how it ended, written by its supervisor */
+/* this run was restored from a snapshot (its name; snapshot.c): its RAM is not its own file */
+#define VM_FILE_RESTORED "restored"
+/* jail.c: the empty directory a jailed hypervisor's root tmpfs is mounted on (in its own mount
+ * namespace: empty on the host), and the OOM kills its memory cgroup saw ("oom_kill N") */
+#define VM_FILE_JAIL_ROOT "jail"
+#define VM_FILE_JAIL_OOM  "jail.oom"
 
 /* ---- the agent's ports ---- */
 

@@ -73,3 +73,8 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
 /* The VM's disk (overlay or rootfs clone) and its cloud-init seed, in the VM directory. */
 int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
                     vmctl_error **reterr);
+
+/* ---------- snapshot.c ---------- */
+
+/* Where template RAM files live: /dev/shm/vmctl-UID (tmpfs; made 0700 when used). malloc'd. */
+char *snapshot_ram_dir(void);

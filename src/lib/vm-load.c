@@ -15,12 +15,14 @@
 #include "backend.h"
 #include "ctx.h"
 #include "error.h"
+#include "jail.h"
 #include "state.h"
 #include "store.h"
 #include "supervise.h"
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 uint64_t vm_deadline_after(double seconds)
@@ -179,6 +181,12 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
         /* claimed: the owner recorded in the row is now this process; the mark names the dead
          * one */
         remove_abandoned_dir(ctx, v);
+        {
+            /* a snapshottable VM's RAM file is on tmpfs, outside its directory */
+            cleanup_vm_spec vm_spec *spec = NULL;
+            if (vm_spec_from_json(v->config, &spec, NULL) >= 0 && spec->ram_file)
+                (void)unlink(spec->ram_file);
+        }
         (void)store_vm_delete(ctx->store, v->name, NULL);
         vm_unlock_remove(ctx, v->name, TAKE_FD(lock));
         ctx_log(ctx, VMCTL_LOG_NOTICE,
@@ -194,9 +202,12 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
             supervise_exit_wait(v->dir, v->pid, 300000, &ex) == 0 && supervise_exit_clean(&ex)
                 ? VMCTL_VM_STOPPED
                 : VMCTL_VM_CRASHED;
+        /* its cgroup goes with it (and an OOM kill seen there is recorded for the crash note) */
+        (void)jail_cgroup_remove(v->dir);
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
+            vmnet_release(ctx->store, v->name); /* --net tap: its firewall rules */
             if (to == VMCTL_VM_STOPPED)
                 ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': the guest powered itself off", v->name);
         } else {

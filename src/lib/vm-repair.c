@@ -6,7 +6,9 @@
  * of a vmctl whose row went too) is removed; anything else is reported, never touched;
  *   - "vm rows": a row whose directory is gone: removed with its ports, as destroy does;
  *   - "vm processes": a hypervisor process of a VM directory that no row records as running:
- *     killed.
+ *     killed;
+ *   - "vm network": TAPs and firewall rules of vmctl's that belong to no running VM: removed
+ *     (vm-net.c).
  * Every repair holds the VM's lock (vm_lock), so it never races a create, start or destroy. */
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +29,7 @@
 #include "util/util.h"
 #include "vm-dir.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define REPAIR_LOCK_TIMEOUT 30.0
@@ -354,19 +357,20 @@ int vmctl_vm_check_all(vmctl_ctx *ctx, bool fix, vmctl_host_check **ret, size_t 
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(ret, reterr);
     VMCTL_ARG_CHECK(n, reterr);
-    vmctl_host_check *c = calloc(3, sizeof(*c));
+    vmctl_host_check *c = calloc(4, sizeof(*c));
     if (!c)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     /* adopting first: a directory's running hypervisor becomes recorded instead of killed */
     check_dirs(ctx, fix, &c[0]);
     check_rows(ctx, fix, &c[1]);
     check_procs(ctx, fix, &c[2]);
-    for (size_t i = 0; i < 3; i++)
+    vmnet_check(ctx->store, fix, &c[3]); /* after the strays: a TAP goes with its QEMU */
+    for (size_t i = 0; i < 4; i++)
         if (!c[i].name || !c[i].summary) {
-            vmctl_host_check_list_free(c, 3);
+            vmctl_host_check_list_free(c, 4);
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
         }
     *ret = c;
-    *n = 3;
+    *n = 4;
     return 0;
 }

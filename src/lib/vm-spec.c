@@ -5,7 +5,12 @@
  *   {"name": "a", "backend": "qemu", "machine": "microvm", "accel": "tcg", "vcpus": 1,
  *    "memory_mib": 256, "disk_gib": 0, "image": "default" | null, "kernel": "/..." | null,
  *    "initrd": ... | null, "cmdline": ... | null, "disk": ... | null, "net": "none",
- *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true}
+ *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
+ *    "allow": ["10.0.0.0/8:443/tcp"], "allow_dns": false, "allow_all": false,
+ *    "rate_limit_mbps": 0, "disk_iops": 0, "jail": false, "cpu_quota": 0.5,
+ *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone)}
+ * (the last nine written only when set: absent reads as empty / false / 0; "jail" absent is
+ * true)
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
 #include <errno.h>
@@ -37,9 +42,14 @@ void vm_spec_free(vm_spec *s)
     free(s->base);
     free(s->base_format);
     free(s->seed);
+    free(s->ram_file);
+    free(s->nic_mac);
+    free(s->restore_ram);
     free(s->net);
     free(s->ports);
     strv_free(s->env);
+    strv_free(s->allow);
+    free(s->mac);
     free(s);
 }
 
@@ -87,6 +97,10 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
         (s->base_format && (r = set_str(o, "base_format", s->base_format, true)) < 0) ||
         (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
         return r;
+    /* added with snapshots: written only when set */
+    if ((s->ram_file && (r = set_str(o, "ram_file", s->ram_file, true)) < 0) ||
+        (s->nic_mac && (r = set_str(o, "nic_mac", s->nic_mac, true)) < 0))
+        return r;
 
     json_t *ports = json_array();
     if ((r = set_new(o, "ports", ports)) < 0)
@@ -107,6 +121,26 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
             return -ENOMEM;
 
     if ((r = set_new(o, "agent", json_boolean(s->agent))) < 0)
+        return r;
+    /* added with the jail: written only when not the default */
+    if ((s->no_jail && (r = set_new(o, "jail", json_false())) < 0) ||
+        (s->cpu_quota > 0 && (r = set_new(o, "cpu_quota", json_real(s->cpu_quota))) < 0))
+        return r;
+
+    /* added with tap networking: written only when set */
+    if (s->allow && s->allow[0]) {
+        json_t *allow = json_array();
+        if ((r = set_new(o, "allow", allow)) < 0)
+            return r;
+        for (char *const *a = s->allow; *a; a++)
+            if (json_array_append_new(allow, json_string(*a)) < 0)
+                return -ENOMEM;
+    }
+    if ((s->allow_dns && (r = set_new(o, "allow_dns", json_true())) < 0) ||
+        (s->allow_all && (r = set_new(o, "allow_all", json_true())) < 0) ||
+        (s->rate_limit_mbps &&
+         (r = set_new(o, "rate_limit_mbps", json_integer(s->rate_limit_mbps))) < 0) ||
+        (s->disk_iops && (r = set_new(o, "disk_iops", json_integer(s->disk_iops))) < 0))
         return r;
 
     char *out = json_dumps(o, JSON_COMPACT);
@@ -263,14 +297,51 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "base", true, &s->base, reterr)) < 0 ||
         (r = get_str(o, "base_format", true, &s->base_format, reterr)) < 0 ||
         (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
+        (r = get_str(o, "ram_file", true, &s->ram_file, reterr)) < 0 ||
+        (r = get_str(o, "nic_mac", true, &s->nic_mac, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
         (r = get_env(o, s, reterr)) < 0)
+        return r;
+
+    json_t *allow = json_object_get(o, "allow");
+    if (allow && !json_is_null(allow)) {
+        size_t n = 0, i;
+        json_t *e;
+        if (!json_is_array(allow))
+            return corrupt_field(reterr, "allow", "not an array");
+        json_array_foreach(allow, i, e)
+        {
+            if (!json_is_string(e))
+                return corrupt_field(reterr, "allow", "expected strings");
+            if (strv_push(&s->allow, &n, json_string_value(e)) < 0)
+                return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+    }
+    static const char *const flags[] = {"allow_dns", "allow_all"};
+    for (size_t i = 0; i < ELEMENTSOF(flags); i++) {
+        json_t *b = json_object_get(o, flags[i]);
+        if (b && !json_is_boolean(b))
+            return corrupt_field(reterr, flags[i], "not a boolean");
+        *(i ? &s->allow_all : &s->allow_dns) = json_is_true(b);
+    }
+    if ((json_object_get(o, "rate_limit_mbps") &&
+         (r = get_uint(o, "rate_limit_mbps", 0, UINT32_MAX, &s->rate_limit_mbps, reterr)) < 0) ||
+        (json_object_get(o, "disk_iops") &&
+         (r = get_uint(o, "disk_iops", 0, UINT32_MAX, &s->disk_iops, reterr)) < 0))
         return r;
 
     json_t *agent = json_object_get(o, "agent");
     if (!json_is_boolean(agent))
         return corrupt_field(reterr, "agent", agent ? "not a boolean" : "missing");
     s->agent = json_is_true(agent);
+    json_t *jail = json_object_get(o, "jail");
+    if (jail && !json_is_boolean(jail))
+        return corrupt_field(reterr, "jail", "not a boolean");
+    s->no_jail = jail && json_is_false(jail);
+    json_t *quota = json_object_get(o, "cpu_quota");
+    if (quota && (!json_is_number(quota) || json_number_value(quota) < 0))
+        return corrupt_field(reterr, "cpu_quota", "not a non-negative number");
+    s->cpu_quota = quota ? json_number_value(quota) : 0;
 
     *ret = TAKE_PTR(owned);
     return 0;

@@ -31,9 +31,34 @@ typedef struct vm_spec {
     size_t n_ports;
     char **env; /* K=V, NULL-terminated (may be NULL) */
     bool agent; /* the guest runs vmctl-agent on the virtio-serial port */
+    /* --net tap (docs/networking.md): the egress allow-list (canonical "CIDR[:PORT[-PORT]]
+     * [/tcp|udp]" texts, NULL-terminated, may be NULL), DNS, everything */
+    char **allow;
+    bool allow_dns, allow_all;
+    unsigned rate_limit_mbps; /* 0: none (tbf on the TAP) */
+    unsigned disk_iops;       /* 0: none (QEMU throttle group on the disk) */
+    /* Not part of the JSON, set by vm.c before launch for --net tap: the TAP's descriptor
+     * (handed to QEMU; valid when mac is set) and the guest's MAC. */
+    int tap_fd;
+    char *mac;
+    /* --snapshottable: the guest's RAM is this file (on tmpfs, shared with the hypervisor), so
+     * that a template snapshot leaves RAM out of the stream (docs/snapshots.md); NULL: anonymous
+     * RAM. */
+    char *ram_file;
+    char *nic_mac; /* a clone's NIC MAC ("52:54:00:..."), NULL: the hypervisor's default */
+    /* Not part of the JSON: set by snapshot.c for a launch that restores a snapshot. restore_ram:
+     * map this file privately as the guest's RAM (copy-on-write: a template's); incoming: start
+     * with the guest not running, waiting for backend_ops.snapshot_load. */
+    char *restore_ram;
+    bool incoming;
+    bool no_jail;     /* --no-jail: the hypervisor runs unconfined (JSON "jail": false) */
+    double cpu_quota; /* host CPUs the VM may use (0.5: half of one); 0: no quota */
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
      * vsock device); else >= 3. */
     uint32_t guest_cid;
+    /* Not part of the JSON: the store's jail uid, set by vm.c before launch when the jail is on
+     * (jail_wanted). 0: no jail. */
+    uint32_t jail_uid;
 } vm_spec;
 
 void vm_spec_free(vm_spec *s);

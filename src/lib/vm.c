@@ -26,7 +26,9 @@
 #include "supervise.h"
 #include "util/util.h"
 #include "io-pause.h"
+#include "jail.h"
 #include "vm-internal.h"
+#include "vm-net.h"
 #include "vm-spec.h"
 
 #define CONTROL_TIMEOUT 10.0 /* a request on the hypervisor's control socket */
@@ -42,8 +44,17 @@ static char *crash_note(const char *dir, const vm_spec *spec)
         (void)read_file_tail(qlog, 1024, &qtail);
     if (clog)
         (void)read_file_tail(clog, 1024, &ctail);
-    return str_printf("%s log tail:\n%s\nconsole tail:\n%s", be ? be->title : "hypervisor",
-                      qtail && *qtail ? qtail : "(empty)", ctail && *ctail ? ctail : "(empty)");
+    /* the jail's memory cgroup killed it (jail.c records it when it removes the cgroup) */
+    cleanup_free char *oomp = str_printf("%s/" VM_FILE_JAIL_OOM, dir);
+    cleanup_free char *oom = NULL;
+    if (oomp)
+        (void)read_file_tail(oomp, 64, &oom);
+    return str_printf("%s%s log tail:\n%s\nconsole tail:\n%s",
+                      oom && *oom ? "out of memory: the vm's memory ceiling was reached and the "
+                                    "hypervisor was killed (cgroup oom_kill)\n"
+                                  : "",
+                      be ? be->title : "hypervisor", qtail && *qtail ? qtail : "(empty)",
+                      ctail && *ctail ? ctail : "(empty)");
 }
 
 /* ---------- create ---------- */
@@ -145,6 +156,13 @@ int vmctl_vm_create(vmctl_ctx *ctx, const vmctl_vm_config *config, vmctl_error *
     if (be && be->needs_host_cid(spec) &&
         (r = store_vm_alloc_cid(ctx->store, spec->name, STORE_MIN_CID, &cid, reterr)) < 0)
         goto undo;
+    /* --net tap: its link from the IP pool (vm-net.c), released with the row */
+    if (streq(spec->net, "tap")) {
+        store_lease l = {};
+        if ((r = vmnet_lease(ctx->store, spec->name, &l, reterr)) < 0)
+            goto undo;
+        store_lease_clear(&l);
+    }
     /* Never into a directory that is there already: without a row it is most likely a VM whose
      * row was lost (a vmctl.db moved aside), its disk included. */
     /* 0700: its sockets (control, agent, console) are the keys to the VM */
@@ -251,6 +269,9 @@ static int wait_ready_row(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec
         r = agent_wait_ready(conn, deadline, still_alive, &l, reterr);
     if (r >= 0 && (r = guest_sync_metadata(conn, spec, true, deadline, reterr)) < 0)
         return r;
+    if (r >= 0 && streq(spec->net, "tap") &&
+        (r = vmnet_wait_ip(ctx->store, v->name, deadline, still_alive, &l, reterr)) < 0)
+        return r;
     if (r >= 0) {
         ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s' is ready", v->name);
         return 0;
@@ -346,6 +367,17 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         spec->guest_cid = vsock ? v->cid : 0;
+        if (jail_wanted(spec->no_jail)) {
+            uint32_t base, count;
+            jail_uid_range(&base, &count);
+            if ((r = store_vm_jail_uid(ctx->store, name, base, count, true, &spec->jail_uid,
+                                       reterr)) < 0)
+                return err_prefix(reterr, r, "while starting vm '%s'", name);
+        }
+        /* --net tap: TAP, address, limits, firewall (vm-net.c); QEMU inherits the TAP */
+        if (streq(spec->net, "tap") && (r = vmnet_up(ctx->store, spec, reterr)) < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
+        cleanup_close int tapfd = spec->mac ? spec->tap_fd : -1;
         pid_t pid = 0;
         uint64_t pstart = 0;
         /* closing it unrecorded makes the supervisor kill the hypervisor */
@@ -362,8 +394,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             be->cleanup(v->dir);
             r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         }
-        if (r < 0)
+        if (r < 0) {
+            vmnet_release(ctx->store, name);
             return err_prefix(reterr, r, "while starting vm '%s'", name);
+        }
         /* Test hook: widens the window between the launch and its record, so that the
          * integration tests can kill vmctl there deterministically. */
         const char *delay = getenv("VMCTL_TEST_START_DELAY_MS");
@@ -372,6 +406,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
         if (r < 0) {
             (void)kill(pid, SIGKILL);
+            vmnet_release(ctx->store, name);
             return r;
         }
         supervise_commit(TAKE_FD(hold));
@@ -477,6 +512,9 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
         }
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -500,6 +538,9 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             return r;
     }
     be->cleanup(v->dir);
+    vmnet_release(ctx->store, name);
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
 }
 
@@ -567,6 +608,9 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         supervise_exit ex; /* the supervisor's record: not into a removed directory */
         (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
     }
+    if (spec->ram_file)
+        (void)unlink(spec->ram_file); /* a snapshottable VM's RAM, on tmpfs */
+    (void)jail_cgroup_remove(v->dir); /* nothing of the VM's left under /sys/fs/cgroup */
     r = rm_rf(v->dir);
     for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
         sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */
@@ -577,6 +621,7 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         err_detail(reterr, "path", "%s", v->dir);
         return r;
     }
+    vmnet_release(ctx->store, name);
     r = store_vm_delete(ctx->store, name, reterr);
     if (r < 0)
         return r;
@@ -632,6 +677,31 @@ static int info_from_row(const store_vm *v, const vm_spec *s, vmctl_vm_info **re
     return 0;
 }
 
+/* The jail's state: what the store allocated, and for a running VM what /proc says of its
+ * hypervisor (its uid and seccomp mode) and its cgroup. */
+static void vm_info_jail(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec, vmctl_vm_info *i)
+{
+    uint32_t base, count;
+    jail_uid_range(&base, &count);
+    i->jail = !spec->no_jail;
+    i->cpu_quota = spec->cpu_quota;
+    (void)store_vm_jail_uid(ctx->store, v->name, base, count, false, &i->jail_uid, NULL);
+    if (!i->pid)
+        return;
+    cleanup_free char *path = str_printf("/proc/%d/status", (int)i->pid);
+    cleanup_free char *st = NULL;
+    if (!path || read_file(path, &st, NULL) < 0)
+        return;
+    const char *u = strstr(st, "\nUid:"), *sc = strstr(st, "\nSeccomp:");
+    unsigned long uid = u ? strtoul(u + 6, NULL, 10) : 0;
+    long mode = sc ? strtol(sc + 10, NULL, 10) : 0;
+    i->jailed = uid != 0 && mode == 2;
+    if (!i->jailed)
+        return;
+    i->cgroup = jail_cgroup_name(v->dir);
+    i->memory_limit = jail_memory_ceiling(spec->memory_mib);
+}
+
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
 {
     VMCTL_ARG_CHECK(ctx, reterr);
@@ -643,9 +713,12 @@ int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_er
     if (r < 0)
         return r;
     r = info_from_row(v, spec, ret);
+    if (r >= 0)
+        r = vmnet_info(ctx->store, spec, *ret);
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
     vm_info_io_pause(v, spec, *ret);
+    vm_info_jail(ctx, v, spec, *ret);
     return 0;
 }
 
@@ -670,8 +743,11 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;
         r = vm_spec_from_json(rows[i]->config, &spec, reterr);
-        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0)
+        if (r >= 0 && (r = info_from_row(rows[i], spec, &out[k])) >= 0 &&
+            (r = vmnet_info(ctx->store, spec, out[k])) >= 0) {
             vm_info_io_pause(rows[i], spec, out[k]);
+            vm_info_jail(ctx, rows[i], spec, out[k]);
+        }
         if (r < 0) {
             err_prefix(reterr, r, "while reading vm '%s'", rows[i]->name);
             vmctl_vm_info_list_free(out, k);
@@ -707,6 +783,12 @@ void vmctl_vm_info_free(vmctl_vm_info *i)
     free(i->provision_error);
     free(i->paused_by);
     free(i->pause_cause);
+    free(i->cgroup);
+    free(i->ip);
+    free(i->gateway);
+    free(i->mac);
+    free(i->ifname);
+    strv_free(i->allow);
     free(i);
 }
 

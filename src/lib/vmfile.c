@@ -11,6 +11,7 @@
 #include "arg-check.h"
 #include "error.h"
 #include "kdl.h"
+#include "firewall.h"
 #include "util/util.h"
 #include "vmfile.h"
 
@@ -43,6 +44,7 @@ static void machine_clear(vmfile_machine *m)
     free(m->ssh_user);
     free(m->ports);
     strv_free(m->env);
+    strv_free(m->allow);
     for (size_t i = 0; i < m->n_steps; i++)
         step_clear(&m->steps[i]);
     free(m->steps);
@@ -565,8 +567,74 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
     return 0;
 }
 
+/* network "user"|"tap"|"none" [{ allow "CIDR[:PORT][/tcp|udp]"; allow-dns; allow-all;
+ * rate-limit-mbps N; port "HOST:GUEST" }]: the children only with "tap" (docs/vmfile.md). */
+static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_t *n_ports)
+{
+    static const char what[] = "one of \"user\", \"tap\", \"none\"";
+    int r = check_shape(c, n, "network", what, NULL, true);
+    if (r < 0)
+        return r;
+    const kdl_value *v = &n->args[0];
+    if (v->type != KDL_VALUE_STRING || !str_ok(&v->string) ||
+        (!streq(v->string.data, "user") && !streq(v->string.data, "tap") &&
+         !streq(v->string.data, "none")))
+        return verr(c, v->offset, "not allowed", "network", "network", NULL, "'network' must be %s",
+                    what);
+    if (!(m->net = strdup(v->string.data)))
+        return -ENOMEM;
+    if (n->n_children && !streq(m->net, "tap"))
+        return verr(c, n->children[0].offset, "needs tap", "network", n->children[0].name.data,
+                    "Use network \"tap\" for an egress allow-list and limits",
+                    "'network \"%s\"' takes no children block (only \"tap\" does)", m->net);
+    size_t n_allow = 0;
+    for (size_t i = 0; i < n->n_children && r >= 0; i++) {
+        const kdl_node *ch = &n->children[i];
+        const char *f = ch->name.data;
+        if (streq(f, "allow")) {
+            cleanup_free char *text = NULL;
+            r = get_string(c, ch, f, "CIDR[:PORT[-PORT]][/tcp|udp]", NULL, &text);
+            if (r < 0)
+                return r;
+            vmctl_error *e = NULL;
+            fw_allow a;
+            if (fw_allow_parse("allow", text, &a, &e) < 0) {
+                r = verr(c, ch->args[0].offset, "invalid allow entry", "network", "allow", NULL,
+                         "%s", vmctl_error_get_message(e));
+                vmctl_error_free(e);
+                return r;
+            }
+            if (strv_push(&m->allow, &n_allow, text) < 0)
+                return -ENOMEM;
+        } else if (streq(f, "allow-dns") || streq(f, "allow-all")) {
+            bool on = true;
+            if (ch->n_args > 1 || ch->n_props || ch->n_children ||
+                (ch->n_args == 1 && ch->args[0].type != KDL_VALUE_BOOL))
+                return verr(c, ch->offset, "expected #true or #false", "network", f, NULL,
+                            "'%s' takes no value, or #true or #false", f);
+            if (ch->n_args == 1)
+                on = ch->args[0].boolean;
+            *(streq(f, "allow-dns") ? &m->config.allow_dns : &m->config.allow_all) = on;
+        } else if (streq(f, "rate-limit-mbps")) {
+            r = get_uint(c, ch, f, "megabit/s the guest receives at most", 1, 1000000,
+                         &m->config.rate_limit_mbps);
+        } else if (streq(f, "port")) {
+            r = parse_port(c, ch, m, n_ports);
+        } else {
+            return verr(c, ch->offset, "unknown field", "network", f, NULL,
+                        "'network' has no field '%s': allowed are allow, allow-dns, allow-all, "
+                        "rate-limit-mbps, port",
+                        f);
+        }
+    }
+    m->config.allow = (const char *const *)m->allow;
+    m->config.n_allow = n_allow;
+    return r;
+}
+
 static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpus, memory, disk, "
-                                "machine, accel, network, port, cloud-init, ssh, env, provision";
+                                "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
+                                "jail, cpu-quota, provision";
 
 static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
 {
@@ -598,6 +666,9 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             return cap_err(c, n->offset, "provision", "provisioning steps", total, VMFILE_MAX_STEPS,
                            "per vm");
         }
+        if (streq(n->name.data, "network")) /* its port nodes count too */
+            for (size_t j = 0; j < n->n_children; j++)
+                want_ports += streq(n->children[j].name.data, "port");
         if (streq(n->name.data, "port") && ++want_ports > VMFILE_MAX_PORTS) {
             size_t total = want_ports;
             for (size_t j = i + 1; j < vn->n_children; j++)
@@ -611,10 +682,11 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     if (want_ports && !(m->ports = calloc(want_ports, sizeof(*m->ports))))
         return -ENOMEM;
 
-    const kdl_node *seen[16] = {};
+    const kdl_node *seen[20] = {};
     static const char *const once[] = {"image",   "image-url",  "kernel", "initrd",  "cmdline",
                                        "vcpus",   "memory",     "disk",   "machine", "accel",
-                                       "network", "cloud-init", "ssh",    "env",     NULL};
+                                       "network", "cloud-init", "ssh",    "env",     "disk-iops",
+                                       "jail",    "cpu-quota",  NULL};
     size_t n_ports = 0;
     for (size_t i = 0; i < vn->n_children; i++) {
         const kdl_node *n = &vn->children[i];
@@ -678,13 +750,10 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             static const char *const a[] = {"auto", "kvm", "tcg", NULL};
             r = one_of(c, n, f, a, &m->accel);
         } else if (streq(f, "network")) {
-            static const char *const a[] = {"user", "tap", "none", NULL};
-            r = one_of(c, n, f, a, &m->net);
-            if (r >= 0 && streq(m->net, "tap"))
-                r = verr(c, n->args[0].offset, "not supported yet", f, f,
-                         "Use network \"user\" (with port nodes for inbound connections) or "
-                         "network \"none\"",
-                         "tap networking is not supported yet");
+            r = parse_network(c, n, m, &n_ports);
+        } else if (streq(f, "disk-iops")) {
+            r = get_uint(c, n, f, "disk read+write operations per second", 1, 10000000,
+                         &m->config.disk_iops);
         } else if (streq(f, "port")) {
             r = parse_port(c, n, m, &n_ports);
         } else if (streq(f, "cloud-init")) {
@@ -693,6 +762,25 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             r = parse_ssh(c, n, m);
         } else if (streq(f, "env")) {
             r = parse_env(c, n, m);
+        } else if (streq(f, "jail")) {
+            /* docs/isolation.md: jail #false is --no-jail */
+            r = check_shape(c, n, f, "#true or #false", NULL, false);
+            if (r >= 0 && n->args[0].type != KDL_VALUE_BOOL)
+                r = verr(c, n->args[0].offset, "expected a boolean", f, f, NULL,
+                         "'jail' must be #true or #false");
+            if (r >= 0)
+                m->config.no_jail = !n->args[0].boolean;
+        } else if (streq(f, "cpu-quota")) {
+            r = check_shape(c, n, f, "host CPUs (0.5: half of one core)", NULL, false);
+            const kdl_value *v = r >= 0 ? &n->args[0] : NULL;
+            if (v &&
+                (v->type != KDL_VALUE_NUMBER ||
+                 (v->number.kind != KDL_NUMBER_INTEGER && v->number.kind != KDL_NUMBER_DECIMAL) ||
+                 !(v->number.value >= 0.01 && v->number.value <= 255)))
+                r = verr(c, v->offset, "out of range", f, f, NULL,
+                         "'cpu-quota' must be a number of host CPUs from 0.01 to 255");
+            if (r >= 0)
+                m->config.cpu_quota = v->number.value;
         } else if (streq(f, "provision")) {
             r = parse_provision(c, n, m, m->n_steps);
         } else {

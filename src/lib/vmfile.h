@@ -46,6 +46,7 @@ typedef struct vmfile_machine {
     vmctl_port_forward *ports;
     char **env; /* K=V, NULL-terminated, may be NULL */
     size_t n_env;
+    char **allow; /* network "tap" { allow ... }, NULL-terminated, may be NULL */
     vmfile_step *steps;
     size_t n_steps;
 } vmfile_machine;

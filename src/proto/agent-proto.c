@@ -829,3 +829,38 @@ int agent_decode_metadata(const void *payload, size_t n, agent_metadata *out)
         return AGENT_E_MALFORMED;
     return AGENT_OK;
 }
+
+int agent_encode_identity(void *buf, size_t cap, uint32_t id, const agent_identity *in)
+{
+    const char *mid = in->machine_id ? in->machine_id : "";
+    const char *mac = in->mac ? in->mac : "";
+    size_t ml = strlen(mid), al = strlen(mac);
+    if (ml > 64 || al > 32 || in->n_entropy < 16 || in->n_entropy > 512 || !in->entropy)
+        return AGENT_E_INVALID;
+    size_t len = 8 + str_size(ml) + str_size(al) + 4 + in->n_entropy;
+    int r = frame_room(cap, len);
+    if (r < 0)
+        return r;
+    uint8_t *p = buf;
+    put_hdr(p, AGENT_MSG_IDENTITY, id, len);
+    p += AGENT_HDR_SIZE;
+    put_u64(p, in->realtime_ns);
+    p += 8;
+    p = put_str(p, mid, ml);
+    p = put_str(p, mac, al);
+    put_u32(p, in->n_entropy);
+    memcpy(p + 4, in->entropy, in->n_entropy);
+    return (int)(AGENT_HDR_SIZE + len);
+}
+
+int agent_decode_identity(const void *payload, size_t n, agent_identity *out)
+{
+    reader r = {payload, n, 0};
+    if (!rd_u64(&r, &out->realtime_ns) || !rd_str(&r, &out->machine_id) || !rd_str(&r, &out->mac) ||
+        !rd_bytes(&r, &out->entropy, &out->n_entropy) || r.off != n)
+        return AGENT_E_MALFORMED;
+    if (strlen(out->machine_id) > 64 || strlen(out->mac) > 32 || out->n_entropy < 16 ||
+        out->n_entropy > 512)
+        return AGENT_E_MALFORMED;
+    return AGENT_OK;
+}

@@ -53,6 +53,8 @@ enum agent_msg_type {
     AGENT_MSG_INFO = 0x41,      /* v2, host -> agent: empty */
     AGENT_MSG_INFO_REPLY = 0x42, /* v2: u64 uptime_ms, u64 mem_total, u64 mem_available (bytes),
                                     u32 load1/5/15 (x100), u32 running execs */
+    AGENT_MSG_IDENTITY = 0x43,   /* v2: u64 realtime_ns, str machine_id, str mac, u32 n, bytes[n]
+                                    entropy (after a restore: docs/snapshots.md) */
 };
 
 /* Capability bits advertised in PONG. */
@@ -69,12 +71,14 @@ enum agent_msg_type {
 #define AGENT_CAP_TTY          (UINT64_C(1) << 9) /* EXEC flag AGENT_EXEC_TTY, RESIZE */
 /* PONG state byte 1 is meaningful (AGENT_STATE_METADATA) */
 #define AGENT_CAP_META_STATE (UINT64_C(1) << 10)
+/* IDENTITY (a restored clone's clock, entropy, machine-id, MAC) */
+#define AGENT_CAP_IDENTITY (UINT64_C(1) << 11)
 /* PONG state bits: a METADATA request was applied since this agent started */
 #define AGENT_STATE_METADATA 0x01
 #define AGENT_CAPS_V2                                                                              \
     (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
      AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER |   \
-     AGENT_CAP_TTY | AGENT_CAP_META_STATE)
+     AGENT_CAP_TTY | AGENT_CAP_META_STATE | AGENT_CAP_IDENTITY)
 
 /* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
  * after the initial bytes and is fed by STDIN frames until an empty one. */
@@ -275,6 +279,18 @@ typedef struct agent_metadata {
     const uint8_t *values; /* n_values bytes: per secret u32 len then the bytes */
     size_t values_len;
 } agent_metadata;
+
+/* IDENTITY: machine_id "" = leave /etc/machine-id alone, mac "" = leave the NIC alone;
+ * entropy 16..512 bytes. */
+typedef struct agent_identity {
+    uint64_t realtime_ns;
+    const char *machine_id;
+    const char *mac;
+    const uint8_t *entropy;
+    uint32_t n_entropy;
+} agent_identity;
+int agent_encode_identity(void *buf, size_t cap, uint32_t id, const agent_identity *in);
+int agent_decode_identity(const void *payload, size_t n, agent_identity *out);
 
 int agent_encode_u32_msg(void *buf, size_t cap, uint8_t type, uint32_t id, uint32_t v);
 int agent_encode_file_put(void *buf, size_t cap, uint32_t id, const agent_file_put *fp);

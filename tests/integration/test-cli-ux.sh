@@ -3,7 +3,7 @@
 # word are the command's; an error's cause (errno) is shown; a mistyped --home creates nothing; a
 # failed write to stdout exits 1; no byte above 0x7f under LC_ALL=C; terminal escapes from
 # elsewhere are escaped; completion scripts load; several names per command; strict durations;
-# --net tap refused at create; exec --json bounded; doctor reports a missing default guest and a
+# --net tap with a bad --allow refused at create; exec --json bounded; doctor reports a missing default guest and a
 # damaged store. Part 1 needs nothing; part 2 the default guest (create only); part 3 boots a VM.
 source "$(dirname "$0")/lib.sh"
 command -v jq >/dev/null || skip "jq is not installed"
@@ -176,11 +176,12 @@ need_guest
 run --json doctor
 expect_eq "doctor with the default guest" "$(jq -r '.[] | select(.name == "default-guest") | .status' <"$out")" ok
 
-expect_code "create --net tap" vm_manager::network::config_invalid create tapvm --net tap
-expect_eq "create --net tap left nothing" "$(vm list -q)" ""
-[ -e "$VMCTL_HOME/vms/tapvm" ] && fail "create --net tap left a VM directory"
-printf 'vm "tapvm" {\n  network "tap"\n}\n' >"$tmp/VMFile.kdl"
-expect_code "VMFile network tap" vm_manager::vmfile::validation up --file "$tmp/VMFile.kdl"
+expect_code "create --net tap --allow BAD" vm_manager::network::config_invalid create tapvm \
+  --net tap --allow 10.0.0.0/33
+expect_eq "create --net tap --allow BAD left nothing" "$(vm list -q)" ""
+[ -e "$VMCTL_HOME/vms/tapvm" ] && fail "create --net tap --allow BAD left a VM directory"
+printf 'vm "tapvm" {\n  network "tap" {\n    allow "10.0.0.0/33"\n  }\n}\n' >"$tmp/VMFile.kdl"
+expect_code "VMFile network tap, bad allow" vm_manager::vmfile::validation up --file "$tmp/VMFile.kdl"
 
 for n in a b c; do vm create "$n" >/dev/null 2>&1 || fail "create $n"; done
 expect_eq "list -q" "$(vm list -q | tr '\n' ' ')" "a b c "

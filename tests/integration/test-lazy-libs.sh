@@ -19,7 +19,7 @@ if [ -n "${VMCTL_TEST_IMAGES:-}" ] && [ -f "$VMCTL_TEST_IMAGES/default/vmlinux" 
   have_guest=true
 fi
 
-heavy='^lib(curl|ssh|crypto|ssl|gnutls|nghttp2|krb5|gssapi_krb5|ldap|zstd|lzma)[.-]'
+heavy='^lib(curl|ssh|crypto|ssl|gnutls|nghttp2|krb5|gssapi_krb5|ldap|zstd|lzma|nftables|mnl|nftnl)[.-]'
 
 # libs_of CMD...: run vmctl CMD under LD_DEBUG=libs; the exit status in $rc, stdout in $out, and in
 # $libs the sonames the vmctl process itself loaded, one a line (children such as qemu-img write

@@ -213,8 +213,8 @@ expect_eq "no QMP socket: exit 1" "$rc" 1
 expect_eq "disk unavailable, the error names it" \
   "$(jq -r '.[0] | [.disk.available, .errors[0].code, .errors[0].details.source] | join(" ")' <<<"$out")" \
   "false vm_manager::metrics::failed disk"
-grep -q "query-blockstats" <<<"$(jq -r '.[0].errors[0].message' <<<"$out")" &&
-  ok "the message names query-blockstats" || fail "message: $(jq -r '.[0].errors[0].message' <<<"$out")"
+grep -q "disk statistics from QEMU.*QMP socket" <<<"$(jq -r '.[0].errors[0].message' <<<"$out")" &&
+  ok "the message names the disk statistics and the QMP socket" || fail "message: $(jq -r '.[0].errors[0].message' <<<"$out")"
 expect_eq "the other sources still there" \
   "$(jq -c '.[0] | [.cpu.available, .memory.available, .uptime.available, .guest.available, (.memory.rss_bytes | type)]' <<<"$out")" \
   '[true,true,true,true,"number"]'

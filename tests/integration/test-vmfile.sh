@@ -39,6 +39,9 @@ check_invalid "unknown field" $'vm "x" {\n    vcpus 1\n    mem 16\n}' 3 5 mem "a
 check_invalid "vcpus not a number" $'vm "x" {\n  vcpus "two"\n}' 2 9 vcpus "integer from 1"
 check_invalid "network value" $'vm "x" {\n  network "bridge"\n}' 2 11 network '"user", "tap", "none"'
 check_invalid "bad port" $'vm "x" {\n  port "80"\n}' 2 8 port "HOST:GUEST"
+check_invalid "bad allow" $'vm "x" {\n  network "tap" {\n    allow "10.0.0.0/33"\n  }\n}' 3 11 allow "allow"
+check_invalid "allow without tap" $'vm "x" {\n  network "user" {\n    allow "10.0.0.0/8"\n  }\n}' 3 5 allow "only \"tap\""
+check_invalid "disk-iops not a number" $'vm "x" {\n  disk-iops "many"\n}' 2 13 disk-iops "integer from 1"
 check_invalid "bad env name" $'vm "x" {\n  env A-B="b"\n}' 2 7 env "[A-Za-z_]"
 check_invalid "two image sources" $'vm "x" {\n  image "debian"\n  kernel "/etc/hostname"\n}' 3 3 kernel "at most one image source"
 check_invalid "initrd without kernel" $'vm "x" {\n  initrd "/etc/hostname"\n}' 2 3 initrd "needs 'kernel'"

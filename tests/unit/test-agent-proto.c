@@ -659,6 +659,42 @@ static void test_exec_tty(void **state)
 }
 
 /* RESIZE: u32 rows, u32 cols, each at most 65535. */
+/* IDENTITY (a restored clone): round trip, limits, truncation. */
+static void test_identity(void **state)
+{
+    uint8_t entropy[64];
+    for (size_t i = 0; i < sizeof(entropy); i++)
+        entropy[i] = (uint8_t)(i * 7);
+    agent_identity in = {.realtime_ns = 1796321790123456789ull,
+                         .machine_id = "0123456789abcdef0123456789abcdef",
+                         .mac = "52:54:00:aa:bb:cc",
+                         .entropy = entropy,
+                         .n_entropy = sizeof(entropy)};
+    int n = agent_encode_identity(buf, sizeof(buf), 12, &in);
+    assert_true(n > 0);
+    agent_hdr h = frame_of(buf, (size_t)n);
+    assert_int_equal(h.type, AGENT_MSG_IDENTITY);
+    agent_identity out;
+    assert_int_equal(agent_decode_identity(buf + AGENT_HDR_SIZE, h.len, &out), AGENT_OK);
+    assert_true(out.realtime_ns == in.realtime_ns);
+    assert_string_equal(out.machine_id, in.machine_id);
+    assert_string_equal(out.mac, in.mac);
+    assert_int_equal(out.n_entropy, sizeof(entropy));
+    assert_memory_equal(out.entropy, entropy, sizeof(entropy));
+    assert_int_equal(agent_decode_identity(buf + AGENT_HDR_SIZE, h.len - 1, &out),
+                     AGENT_E_MALFORMED);
+    /* empty machine-id and MAC: leave them alone */
+    in.machine_id = NULL;
+    in.mac = NULL;
+    n = agent_encode_identity(buf, sizeof(buf), 12, &in);
+    h = frame_of(buf, (size_t)n);
+    assert_int_equal(agent_decode_identity(buf + AGENT_HDR_SIZE, h.len, &out), AGENT_OK);
+    assert_string_equal(out.mac, "");
+    /* too little entropy is refused on both ends */
+    in.n_entropy = 8;
+    assert_int_equal(agent_encode_identity(buf, sizeof(buf), 12, &in), AGENT_E_INVALID);
+}
+
 static void test_resize(void **state)
 {
     (void)state;
@@ -688,23 +724,15 @@ static void test_resize(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_layout),
-        cmocka_unit_test(test_pong_roundtrip),
-        cmocka_unit_test(test_error_roundtrip),
-        cmocka_unit_test(test_data_exit_shutdown_ack),
-        cmocka_unit_test(test_exec_roundtrip),
-        cmocka_unit_test(test_exec_user),
-        cmocka_unit_test(test_exec_tty),
-        cmocka_unit_test(test_resize),
-        cmocka_unit_test(test_exec_encoder_rejects),
-        cmocka_unit_test(test_truncated_frames),
-        cmocka_unit_test(test_bad_magic_resync),
-        cmocka_unit_test(test_bad_version),
-        cmocka_unit_test(test_oversize_length),
-        cmocka_unit_test(test_malformed_exec),
-        cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_strerror),
-        cmocka_unit_test(test_v2_messages),
+        cmocka_unit_test(test_header_layout),    cmocka_unit_test(test_pong_roundtrip),
+        cmocka_unit_test(test_error_roundtrip),  cmocka_unit_test(test_data_exit_shutdown_ack),
+        cmocka_unit_test(test_exec_roundtrip),   cmocka_unit_test(test_exec_user),
+        cmocka_unit_test(test_exec_tty),         cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_identity),         cmocka_unit_test(test_exec_encoder_rejects),
+        cmocka_unit_test(test_truncated_frames), cmocka_unit_test(test_bad_magic_resync),
+        cmocka_unit_test(test_bad_version),      cmocka_unit_test(test_oversize_length),
+        cmocka_unit_test(test_malformed_exec),   cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_v2_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

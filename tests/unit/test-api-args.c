@@ -71,6 +71,8 @@ static vmctl_env_result *env_results;
 static vmctl_port_forward port_forward;
 static vmctl_ctx *new_ctx;
 static vmctl_vm_stats *vm_stats;
+static vmctl_network_info *net_info;
+static vmctl_snapshot_info **snap_infos;
 static char *text;
 static const vmctl_vm_config vm_config = {.name = "x"};
 static char *str, **strv;

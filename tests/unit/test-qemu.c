@@ -103,6 +103,35 @@ static bool has_note_containing(const vmctl_error *e, const char *needle)
 
 /* ---------- argv ---------- */
 
+/* Snapshots: a snapshottable VM's RAM is a shared file; a restore maps a snapshot's privately and
+ * waits for the stream (-incoming defer); a clone's NIC has its own MAC. */
+static void test_argv_snapshot(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->ram_file = strdup("/dev/shm/vmctl-0/t1.ab.ram");
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
+    assert_true(argv_has_pair(argv, "-M", "microvm,memory-backend=vmctl.ram"));
+    assert_true(argv_has_pair(argv, "-object",
+                              "memory-backend-file,id=vmctl.ram,size=384M,mem-path=/dev/shm/"
+                              "vmctl-0/t1.ab.ram,share=on"));
+    assert_false(argv_has_pair_prefix(argv, "-incoming", ""));
+    strv_free(TAKE_PTR(argv));
+
+    s->restore_ram = strdup("/dev/shm/vmctl-0/t1.base.cd.ram");
+    s->incoming = true;
+    s->net = (free(s->net), strdup("user"));
+    s->nic_mac = strdup("52:54:00:01:02:03");
+    assert_int_equal(qemu_build_argv(s, "/usr/bin/qemu-system-x86_64", "/v/t1", &argv, &err), 0);
+    assert_true(argv_has_pair(argv, "-object",
+                              "memory-backend-file,id=vmctl.ram,size=384M,mem-path=/dev/shm/"
+                              "vmctl-0/t1.base.cd.ram,share=off"));
+    assert_true(argv_has_pair(argv, "-incoming", "defer"));
+    assert_true(
+        argv_has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=52:54:00:01:02:03"));
+}
+
 static void test_argv_microvm(void **state)
 {
     cleanup_vm_spec vm_spec *s = spec_microvm();
@@ -154,6 +183,33 @@ static void test_argv_microvm(void **state)
     assert_int_equal(argv_find(argv, "-D"), -1);
     assert_true(argv_has_pair(argv, "-pidfile", "/v/t1/qemu.pid"));
     assert_true(argv_has_pair(argv, "-name", "t1"));
+}
+
+/* --net tap: the TAP as an inherited descriptor and the MAC vmctl chose; --disk-iops: a
+ * throttle group and a throttle node on top of the disk's format node. */
+static void test_argv_tap_throttle(void **state)
+{
+    cleanup_vm_spec vm_spec *s = spec_microvm();
+    s->net = (free(s->net), strdup("tap"));
+    s->tap_fd = 7;
+    s->mac = strdup("52:54:0a:58:00:02");
+    s->disk = strdup("/v/t1/disk.qcow2");
+    s->disk_iops = 150;
+    cleanup_strv char **argv = NULL;
+    cleanup_error vmctl_error *err = NULL;
+    assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+    dump_argv(argv);
+    assert_true(argv_has_pair(argv, "-netdev", "tap,id=n0,fd=7"));
+    assert_true(
+        argv_has_pair(argv, "-device", "virtio-net-device,netdev=n0,mac=52:54:0a:58:00:02"));
+    assert_true(argv_has_pair(argv, "-object", "throttle-group,id=tg0,x-iops-total=150"));
+    assert_true(argv_has_pair(
+        argv, "-blockdev",
+        "{\"driver\":\"throttle\",\"node-name\":\"disk0\",\"throttle-group\":\"tg0\","
+        "\"file\":{\"driver\":\"qcow2\",\"node-name\":\"disk0-fmt\",\"discard\":\"unmap\","
+        "\"file\":{\"driver\":\"file\",\"filename\":\"/v/t1/disk.qcow2\",\"discard\":"
+        "\"unmap\"},\"backing\":null}}"));
+    assert_true(argv_has_pair(argv, "-device", "virtio-blk-device,drive=disk0"));
 }
 
 static void test_argv_q35_disk_kvm(void **state)
@@ -539,14 +595,14 @@ static void test_argv_errors(void **state)
 {
     cleanup_strv char **argv = NULL;
 
-    /* tap: not yet */
+    /* tap without the TAP's descriptor and MAC (vm-net.c sets them before launch) */
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         s->net = (free(s->net), strdup("tap"));
         cleanup_error vmctl_error *err = NULL;
         assert_true(qemu_build_argv(s, "qemu", "/v", &argv, &err) < 0);
-        assert_string_equal(vmctl_error_get_code(err), "vm_manager::network::setup_failed");
-        assert_non_null(strstr(vmctl_error_get_message(err), "not supported yet"));
+        assert_string_equal(vmctl_error_get_code(err), "vm_manager::config::invalid");
+        assert_non_null(strstr(vmctl_error_get_message(err), "TAP's descriptor"));
     }
     /* unknown machine, accel, net */
     {
@@ -675,7 +731,7 @@ static void test_validate(void **state)
         {"/k", NULL, "pc", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
         {NULL, "/img", "microvm", NULL, 0, NULL, NULL, "vm_manager::config::invalid", "machine"},
         {"/k", NULL, NULL, "bridge", 0, NULL, NULL, "vm_manager::config::invalid", "net"},
-        {"/k", NULL, NULL, "tap", 0, NULL, NULL, "vm_manager::network::config_invalid", "net"},
+        {"/k", NULL, NULL, "tap", 1, "microvm", "tap", NULL, NULL},
         {"/k", NULL, NULL, "none", 1, NULL, NULL, "vm_manager::network::config_invalid", "port"},
     };
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
@@ -1299,7 +1355,9 @@ int main(void)
     }
     const struct CMUnitTest quick_tests[] = {
         cmocka_unit_test(test_argv_microvm),
+        cmocka_unit_test(test_argv_snapshot),
         cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_tap_throttle),
         cmocka_unit_test(test_argv_disk_formats),
         cmocka_unit_test(test_argv_options),
         cmocka_unit_test(test_argv_agent_ports_vsock),

@@ -21,6 +21,7 @@
 
 #include "error.h"
 #include "store.h"
+#include "store-snapshot.h"
 #include "util/util.h"
 #include "vm-spec.h"
 
@@ -186,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 4);
+    assert_int_equal(sqlite3_column_int(st, 0), 7);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -518,6 +519,65 @@ static uint32_t alloc_cid(store *s, const char *name, uint32_t min)
     return cid;
 }
 
+static void lease_names(const char *vm, uint32_t subnet, char ifname[16], char mac[18])
+{
+    snprintf(ifname, 16, "vm-%.6s-%05x", vm, (subnet >> 2) & 0xfffff);
+    snprintf(mac, 18, "52:54:%02x:%02x:%02x:%02x", subnet >> 24, (subnet >> 16) & 0xff,
+             (subnet >> 8) & 0xff, (subnet + 2) & 0xff);
+}
+
+static uint32_t lease(store *s, const char *name, uint32_t pool, unsigned prefix, int expect)
+{
+    cleanup_error vmctl_error *err = NULL;
+    store_lease l = {};
+    int r = store_lease_alloc(s, name, pool, prefix, 30, lease_names, &l, &err);
+    if (r != expect)
+        fail_msg("lease '%s': expected %d, got %d (%s)", name, expect, r,
+                 err ? vmctl_error_get_message(err) : "no error");
+    if (r < 0) {
+        assert_code(err, "vm_manager::network::setup_failed");
+        assert_non_null(vmctl_error_find_detail(err, "pool"));
+        return 0;
+    }
+    uint32_t subnet = l.subnet;
+    assert_int_equal(l.prefix, 30);
+    store_lease_clear(&l);
+    return subnet;
+}
+
+/* The IP pool: lowest free /30 first, a VM keeps its lease, a deleted row frees it, a full pool
+ * is network::setup_failed naming the pool. */
+static void test_leases(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    const uint32_t pool = 0x0a580000; /* 10.88.0.0/28: four links */
+    const char *names[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++)
+        insert_vm(s, names[i], VMCTL_VM_CREATED, &err, 0);
+    assert_int_equal(lease(s, "a", pool, 28, 0), pool);
+    assert_int_equal(lease(s, "b", pool, 28, 0), pool + 4);
+    assert_int_equal(lease(s, "a", pool, 28, 0), pool); /* its own, again */
+    assert_int_equal(lease(s, "c", pool, 28, 0), pool + 8);
+    assert_int_equal(lease(s, "d", pool, 28, 0), pool + 12);
+    lease(s, "e", pool, 28, -EADDRNOTAVAIL); /* exhausted */
+    assert_int_equal(store_vm_delete(s, "b", &err), 0);
+    assert_int_equal(lease(s, "e", pool, 28, 0), pool + 4); /* b's, freed with its row */
+    store_lease l = {};
+    assert_int_equal(store_lease_get(s, "b", &l, &err), 0);
+    assert_int_equal(store_lease_get(s, "e", &l, &err), 1);
+    assert_string_equal(l.ifname, "vm-e-60001");
+    store_lease_clear(&l);
+    store_lease *all = NULL;
+    size_t n = 0;
+    assert_int_equal(store_lease_list(s, &all, &n, &err), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 1; i < n; i++)
+        assert_true(all[i].subnet > all[i - 1].subnet);
+    store_lease_list_free(all, n);
+}
+
 static void test_cid(void **state)
 {
     cleanup_error vmctl_error *err = NULL;
@@ -561,6 +621,32 @@ static void test_cid(void **state)
     uint32_t cid = 0;
     assert_int_equal(store_vm_alloc_cid(s, "nobody", 3, &cid, &err), -ENOENT);
     assert_code(err, "vm_manager::vm::not_found");
+}
+
+/* Jail uids: the lowest free one of the range, kept across calls, unique (the UNIQUE constraint
+ * backs it), freed with the row, jailer::failed when the range is full. */
+static void test_jail_uid(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    insert_vm(s, "a", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "b", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "c", VMCTL_VM_CREATED, &err, 0);
+    uint32_t ua = 0, ub = 0, uc = 0, again = 0;
+    assert_int_equal(store_vm_jail_uid(s, "a", 5000, 2, true, &ua, &err), 0);
+    assert_int_equal(store_vm_jail_uid(s, "b", 5000, 2, true, &ub, &err), 0);
+    assert_int_equal(ua, 5000);
+    assert_int_equal(ub, 5001);
+    assert_int_equal(store_vm_jail_uid(s, "a", 5000, 2, true, &again, &err), 0);
+    assert_int_equal(again, 5000);
+    assert_int_equal(store_vm_jail_uid(s, "c", 5000, 2, true, &uc, &err), -EUSERS);
+    assert_code(err, "vm_manager::jailer::failed");
+    vmctl_error_free(err);
+    err = NULL;
+    assert_int_equal(store_vm_delete(s, "a", &err), 0);
+    assert_int_equal(store_vm_jail_uid(s, "c", 5000, 2, true, &uc, &err), 0);
+    assert_int_equal(uc, 5000);
 }
 
 /* Stores of schema version 3 (no project and provisioning columns), 2 (no cid column either) and
@@ -613,8 +699,12 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 4);
+        assert_int_equal(sqlite3_column_int(st, 0), 7);
         sqlite3_finalize(st);
+        /* 4 -> 5: the leases table is there */
+        assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
         assert_int_equal(
             sqlite3_exec(db, "UPDATE vms SET cid = 3 WHERE name = 'old'", NULL, NULL, NULL),
             SQLITE_CONSTRAINT);
@@ -631,6 +721,14 @@ static void test_migrate(void **state)
             assert_null(v->provision_error);
             assert_int_equal(v->provisioned_at, 0);
             assert_null(v->provision_hash);
+        }
+        /* Schema 5: the old VM has no jail uid yet; one is allocated at its next start */
+        {
+            uint32_t uid = 1;
+            assert_int_equal(store_vm_jail_uid(s, "old", 2000000000u, 10, false, &uid, &err), 0);
+            assert_int_equal(uid, 0);
+            assert_int_equal(store_vm_jail_uid(s, "old", 2000000000u, 10, true, &uid, &err), 0);
+            assert_int_equal(uid, 2000000000u);
         }
         assert_int_equal(store_vm_set_project(s, "old", "/p/VMFile.kdl", &err), 0);
         assert_int_equal(
@@ -851,7 +949,7 @@ static void test_unknown_schema(void **state)
         const char *sql;
         const char *detail_version;
     } cases[] = {
-        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 7;", "7"},
+        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 8;", "8"},
         {"CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);", "0"},
         /* Claims our version but has other columns. */
         {"CREATE TABLE vms (name TEXT PRIMARY KEY, colour TEXT); PRAGMA user_version = 1;", NULL},
@@ -1007,6 +1105,22 @@ static void test_spec_round_trip(void **state)
     cleanup_free char *again = NULL;
     assert_int_equal(vm_spec_to_json(s, &again), 0);
     assert_string_equal(again, json);
+    /* the jail's fields: absent means jailed, no quota; written only when not the default */
+    assert_false(s->no_jail);
+    assert_true(s->cpu_quota == 0);
+    assert_null(strstr(again, "jail"));
+    s->no_jail = true;
+    s->cpu_quota = 0.5;
+    {
+        cleanup_free char *j2 = NULL;
+        cleanup_vm_spec vm_spec *s2 = NULL;
+        assert_int_equal(vm_spec_to_json(s, &j2), 0);
+        assert_int_equal(vm_spec_from_json(j2, &s2, &err), 0);
+        assert_true(s2->no_jail);
+        assert_true(s2->cpu_quota == 0.5);
+    }
+    s->no_jail = false;
+    s->cpu_quota = 0;
 
     /* A spec without optional parts. */
     vm_spec bare = {.name = "bare",
@@ -1138,6 +1252,58 @@ static void test_port_forward(void **state)
     assert_int_equal(vmctl_port_forward_parse("x", NULL, NULL), -EINVAL);
 }
 
+/* Snapshot rows (schema 6): unique per VM and name; a referenced one cannot be deleted; a VM's
+ * references go with its row. */
+static void test_snapshots(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    insert_vm(s, "src", VMCTL_VM_CREATED, &err, 0);
+    insert_vm(s, "clone", VMCTL_VM_CREATED, &err, 0);
+    store_snapshot row = {.vm = "src",
+                          .name = "base",
+                          .kind = "template",
+                          .dir = "/x/base",
+                          .ram = "/dev/shm/x.ram",
+                          .config = "{}",
+                          .qemu_version = "7.2.22",
+                          .machine = "microvm",
+                          .memory_mib = 256,
+                          .created_at = 1};
+    assert_int_equal(store_snapshot_insert(s, &row, &err), 0);
+    assert_int_equal(store_snapshot_insert(s, &row, &err), -EEXIST);
+    row.name = "other";
+    row.ram = NULL;
+    assert_int_equal(store_snapshot_insert(s, &row, &err), 0);
+    assert_int_equal(store_snapshot_set_complete(s, "src", "base", &err), 0);
+    store_snapshot *g = NULL;
+    assert_int_equal(store_snapshot_get(s, "src", "base", &g, &err), 0);
+    assert_true(g->complete);
+    assert_string_equal(g->ram, "/dev/shm/x.ram");
+    assert_int_equal(g->memory_mib, 256);
+    store_snapshot_free(g);
+    assert_int_equal(store_snapshot_get(s, "src", "nope", &g, &err), -ENOENT);
+    store_snapshot **list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_snapshot_list(s, "src", &list, &n, &err), 0);
+    assert_int_equal(n, 2);
+    store_snapshot_list_free(list, n);
+
+    assert_int_equal(store_snapshot_ref_add(s, "clone", "src", "base", &err), 0);
+    assert_int_equal(store_snapshot_ref_add(s, "clone", "src", "base", &err), 0); /* idempotent */
+    char *user = NULL;
+    size_t users = 0;
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, &user, &users, &err), -EBUSY);
+    assert_string_equal(user, "clone");
+    assert_int_equal(users, 1);
+    free(user);
+    /* the clone's row goes: its reference with it */
+    assert_int_equal(store_vm_delete(s, "clone", &err), 0);
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, NULL, NULL, &err), 0);
+    assert_int_equal(store_snapshot_delete(s, "src", "base", false, NULL, NULL, &err), -ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1150,6 +1316,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_same, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_claim, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_cid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_jail_uid, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_leases, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_project_provision, setup_home, teardown_home),

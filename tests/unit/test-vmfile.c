@@ -92,6 +92,21 @@ static void parse_bad(const char *doc, vmctl_error_kind kind, const char *line, 
     vmctl_error_free(e);
 }
 
+/* jail #false is --no-jail; cpu-quota takes a fraction (docs/isolation.md) */
+static void test_jail_fields(void **state)
+{
+    (void)state;
+    vmfile *f = parse_ok("vm \"a\" {\n    jail #false\n    cpu-quota 0.5\n}\nvm \"b\" {\n}\n");
+    assert_true(f->machines[0].config.no_jail);
+    assert_true(f->machines[0].config.cpu_quota == 0.5);
+    assert_false(f->machines[1].config.no_jail);
+    assert_true(f->machines[1].config.cpu_quota == 0);
+    vmfile_free(f);
+    const vmctl_error_kind V = VMCTL_E_VMFILE_VALIDATION;
+    parse_bad("vm \"a\" {\n    jail \"no\"\n}\n", V, "2", "10", "jail", "#true or #false");
+    parse_bad("vm \"a\" {\n    cpu-quota 0\n}\n", V, "2", "15", "cpu-quota", "0.01 to 255");
+}
+
 static void test_full_mapping(void **state)
 {
     (void)state;
@@ -188,6 +203,38 @@ static void test_full_mapping(void **state)
     assert_null(c->net);
     assert_ptr_equal(vmfile_find(f, "db"), &f->machines[1]);
     assert_null(vmfile_find(f, "nope"));
+    vmfile_free(f);
+}
+
+/* network "tap" { ... }: the allow-list, the flags, the limits and forwards inside it. */
+static void test_network_tap(void **state)
+{
+    (void)state;
+    vmfile *f = parse_ok("vm \"box\" {\n"
+                         "    image \"debian-12\"\n"
+                         "    disk-iops 200\n"
+                         "    network \"tap\" {\n"
+                         "        allow \"10.0.0.0/8:443/tcp\"\n"
+                         "        allow \"192.168.1.1\"\n"
+                         "        allow-dns\n"
+                         "        allow-all #false\n"
+                         "        rate-limit-mbps 50\n"
+                         "        port \"8080:80\"\n"
+                         "    }\n"
+                         "    port \"2222:22\"\n"
+                         "}\n");
+    const vmctl_vm_config *c = &f->machines[0].config;
+    assert_string_equal(c->net, "tap");
+    assert_int_equal(c->n_allow, 2);
+    assert_string_equal(c->allow[0], "10.0.0.0/8:443/tcp");
+    assert_string_equal(c->allow[1], "192.168.1.1");
+    assert_true(c->allow_dns);
+    assert_false(c->allow_all);
+    assert_int_equal(c->rate_limit_mbps, 50);
+    assert_int_equal(c->disk_iops, 200);
+    assert_int_equal(c->n_ports, 2);
+    assert_int_equal(c->ports[0].host_port, 8080);
+    assert_int_equal(c->ports[1].guest_port, 22);
     vmfile_free(f);
 }
 
@@ -505,7 +552,8 @@ int main(void)
         cmocka_unit_test(test_v1_document),  cmocka_unit_test(test_validation),
         cmocka_unit_test(test_parse_failed), cmocka_unit_test(test_load),
         cmocka_unit_test(test_actions),      cmocka_unit_test(test_caps),
-        cmocka_unit_test(test_scaling),
+        cmocka_unit_test(test_scaling),      cmocka_unit_test(test_network_tap),
+        cmocka_unit_test(test_jail_fields),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

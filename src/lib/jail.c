@@ -1,0 +1,837 @@
+/* SPDX-License-Identifier: MIT */
+/* The hypervisor's jail (jail.h, docs/isolation.md). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/magic.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <grp.h>
+
+#include "error.h"
+#include "jail.h"
+#include "util/util.h"
+#include "vm-dir.h"
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CPU_PERIOD  100000
+
+static const char *const step_names[_JAIL_STEP_MAX] = {
+    [JAIL_STEP_CGROUP_CREATE] = "cgroup create",
+    [JAIL_STEP_CGROUP_LIMIT] = "cgroup limit",
+    [JAIL_STEP_CGROUP_JOIN] = "cgroup join",
+    [JAIL_STEP_PID_NAMESPACE] = "pid namespace",
+    [JAIL_STEP_NAMESPACES] = "mount, ipc and uts namespaces",
+    [JAIL_STEP_HOSTNAME] = "hostname",
+    [JAIL_STEP_MOUNT_PRIVATE] = "private mounts",
+    [JAIL_STEP_ROOT] = "root tmpfs",
+    [JAIL_STEP_BIND] = "bind mount",
+    [JAIL_STEP_PROC] = "proc mount",
+    [JAIL_STEP_PIVOT] = "pivot_root",
+    [JAIL_STEP_CAPABILITIES] = "capability drop",
+    [JAIL_STEP_NO_NEW_PRIVS] = "no-new-privileges",
+    [JAIL_STEP_GROUPS] = "groups",
+    [JAIL_STEP_UID] = "uid drop",
+    [JAIL_STEP_OWNERSHIP] = "vm directory ownership",
+};
+
+const char *jail_step_name(int step)
+{
+    return step >= 0 && step < _JAIL_STEP_MAX && step_names[step] ? step_names[step] : "setup";
+}
+
+void jail_uid_range(uint32_t *base, uint32_t *count)
+{
+    *base = JAIL_UID_BASE_DEFAULT;
+    *count = JAIL_UID_COUNT_DEFAULT;
+    const char *b = getenv("VMCTL_JAIL_UID_BASE"), *c = getenv("VMCTL_JAIL_UID_COUNT");
+    char *end = NULL;
+    if (b && *b) {
+        unsigned long v = strtoul(b, &end, 10);
+        if (end && !*end && v >= 1000 && v < UINT32_MAX - 1)
+            *base = (uint32_t)v;
+    }
+    if (c && *c) {
+        unsigned long v = strtoul(c, &end, 10);
+        if (end && !*end && v >= 1 && v <= UINT32_MAX - 1 - *base)
+            *count = (uint32_t)v;
+    }
+    if ((uint64_t)*base + *count >= UINT32_MAX)
+        *count = UINT32_MAX - 1 - *base;
+}
+
+uint64_t jail_memory_ceiling(unsigned guest_mib)
+{
+    uint64_t mib = (uint64_t)guest_mib + guest_mib / 4 + 192;
+    return mib << 20;
+}
+
+bool jail_wanted(bool no_jail)
+{
+    if (no_jail || geteuid() != 0)
+        return false;
+    const char *e = getenv("VMCTL_NO_JAIL"); /* the whole host, for debugging */
+    return !(e && *e && !streq(e, "0"));
+}
+
+/* ---------- cgroups ---------- */
+
+enum { CG_NONE, CG_V1, CG_V2 };
+static const char *const v1_controllers[] = {"cpu", "cpuacct", "memory", "pids", "blkio"};
+
+static int cgroup_kind(void)
+{
+    struct statfs s;
+    if (statfs(CGROUP_ROOT, &s) < 0)
+        return CG_NONE;
+    if (s.f_type == CGROUP2_SUPER_MAGIC)
+        return CG_V2;
+    if (s.f_type == TMPFS_MAGIC) {
+        cleanup_free char *p = str_printf(CGROUP_ROOT "/memory");
+        if (p && statfs(p, &s) == 0 && s.f_type == CGROUP_SUPER_MAGIC)
+            return CG_V1;
+    }
+    return CG_NONE;
+}
+
+static bool under_systemd(void)
+{
+    return access("/run/systemd/system", F_OK) == 0;
+}
+
+const char *jail_cgroup_mode(void)
+{
+    switch (cgroup_kind()) {
+    case CG_V2:
+        return under_systemd() ? "v2 (systemd)" : "v2";
+    case CG_V1:
+        return under_systemd() ? "v1 (systemd)" : "v1";
+    default:
+        return NULL;
+    }
+}
+
+/* FNV-1a: tells two stores' VMs of one name apart (each VM directory is its own cgroup). */
+static uint32_t fnv1a(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+char *jail_cgroup_name(const char *vmdir)
+{
+    if (!vmdir)
+        return NULL;
+    size_t len = strlen(vmdir);
+    while (len > 1 && vmdir[len - 1] == '/')
+        len--;
+    const char *slash = memrchr(vmdir, '/', len);
+    const char *name = slash ? slash + 1 : vmdir;
+    size_t parent = slash ? (size_t)(slash - vmdir) : 0;
+    /* under systemd the tree goes in a slice of its own (no unit: no D-Bus here) */
+    const char *base = under_systemd() ? "vmctl.slice" : "vmctl";
+    return str_printf("%s/%.*s-%08x", base, (int)(len - (size_t)(name - vmdir)), name,
+                      fnv1a(vmdir, parent));
+}
+
+/* The controller directories of cgroup rel (v1: one per controller mounted, each once; v2: one),
+ * existing or not. */
+static int cgroup_dirs(const char *rel, char ***ret, size_t *n)
+{
+    *ret = NULL;
+    *n = 0;
+    cleanup_strv char **dirs = NULL;
+    size_t k = 0;
+    int kind = cgroup_kind();
+    if (kind == CG_V2) {
+        if (strv_pushf(&dirs, &k, CGROUP_ROOT "/%s", rel) < 0)
+            return -ENOMEM;
+    } else if (kind == CG_V1) {
+        cleanup_strv char **seen = NULL;
+        size_t ns = 0;
+        for (size_t i = 0; i < ELEMENTSOF(v1_controllers); i++) {
+            cleanup_free char *m = str_printf(CGROUP_ROOT "/%s", v1_controllers[i]);
+            cleanup_free char *real = m ? realpath(m, NULL) : NULL;
+            if (!real)
+                continue;
+            bool dup = false;
+            for (size_t j = 0; j < ns; j++)
+                dup = dup || streq(seen[j], real);
+            if (dup)
+                continue;
+            if (strv_push(&seen, &ns, real) < 0 || strv_pushf(&dirs, &k, "%s/%s", real, rel) < 0)
+                return -ENOMEM;
+        }
+    } else
+        return -EOPNOTSUPP;
+    *ret = TAKE_PTR(dirs);
+    *n = k;
+    return 0;
+}
+
+static int write_str(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    ssize_t w = write(fd, s, strlen(s));
+    int e = w < 0 ? errno : 0;
+    close(fd);
+    return w < 0 ? -e : 0;
+}
+
+static int cg_write(const char *dir, const char *file, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int cg_write(const char *dir, const char *file, const char *fmt, ...)
+{
+    char val[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof(val), fmt, ap);
+    va_end(ap);
+    cleanup_free char *p = str_printf("%s/%s", dir, file);
+    return p ? write_str(p, val) : -ENOMEM;
+}
+
+static bool cg_has(const char *dir, const char *file)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, file);
+    return p && access(p, F_OK) == 0;
+}
+
+static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_makev(reterr, VMCTL_E_JAILER_FAILED, e, fmt, ap);
+    va_end(ap);
+    err_detail(reterr, "step", "%s", jail_step_name(step));
+    return r;
+}
+
+/* The basename of a cgroup directory's controller mount ("cpu", ... or "unified"). */
+static const char *dir_controller(const char *dir)
+{
+    const char *p = dir + strlen(CGROUP_ROOT "/");
+    static char buf[32];
+    size_t n = strcspn(p, "/");
+    snprintf(buf, sizeof(buf), "%.*s", (int)n, p);
+    return buf;
+}
+
+/* Enable the v2 controllers for the subtree of dir (each one the host has). */
+static void v2_enable(const char *dir)
+{
+    static const char *const ctl[] = {"+cpu", "+memory", "+pids", "+io"};
+    for (size_t i = 0; i < ELEMENTSOF(ctl); i++)
+        (void)cg_write(dir, "cgroup.subtree_control", "%s", ctl[i]);
+}
+
+static int limit_failed(vmctl_error **reterr, const char *what, const char *dir, int e)
+{
+    int r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, e, "cannot set the %s limit in '%s': %s",
+                          what, dir, strerror(e));
+    err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; create the VM "
+                     "with `--no-jail` to run it without any.");
+    return r;
+}
+
+static int v1_limits(const jail_config *c, const char *dir, bool *seen, vmctl_error **reterr)
+{
+    const char *ctl = dir_controller(dir);
+    int r = 0;
+    if (streq(ctl, "cpu") || strstr(ctl, "cpu,")) {
+        seen[0] = true;
+        /* the group weighs what its busy threads (vCPUs + the main loop) weighed in the parent
+         * group: being in a group of its own does not shrink the VM's share of a busy host */
+        if ((r = cg_write(dir, "cpu.shares", "%u",
+                          1024 * (c->weight_threads ? c->weight_threads : 1))) < 0 ||
+            (r = cg_write(dir, "cpu.cfs_period_us", "%d", CPU_PERIOD)) < 0 ||
+            (r = cg_write(dir, "cpu.cfs_quota_us", "%lld",
+                          c->cpu_quota > 0 ? (long long)(c->cpu_quota * CPU_PERIOD) : -1LL)) < 0)
+            return limit_failed(reterr, "cpu quota", dir, -r);
+    }
+    if (streq(ctl, "memory")) {
+        seen[1] = true;
+        if (c->memory_bytes) {
+            if ((r = cg_write(dir, "memory.limit_in_bytes", "%llu",
+                              (unsigned long long)c->memory_bytes)) < 0)
+                return limit_failed(reterr, "memory", dir, -r);
+            /* no swap beyond it (where swap is accounted) */
+            if (cg_has(dir, "memory.memsw.limit_in_bytes") &&
+                (r = cg_write(dir, "memory.memsw.limit_in_bytes", "%llu",
+                              (unsigned long long)c->memory_bytes)) < 0)
+                return limit_failed(reterr, "memory+swap", dir, -r);
+        }
+    }
+    if (streq(ctl, "pids")) {
+        seen[2] = true;
+        if (c->pids_max && (r = cg_write(dir, "pids.max", "%u", c->pids_max)) < 0)
+            return limit_failed(reterr, "pids", dir, -r);
+    }
+    if (streq(ctl, "blkio")) {
+        const char *f = cg_has(dir, "blkio.weight")       ? "blkio.weight"
+                        : cg_has(dir, "blkio.bfq.weight") ? "blkio.bfq.weight"
+                                                          : NULL;
+        if (f && (r = cg_write(dir, f, "%u", JAIL_IO_WEIGHT)) < 0)
+            return limit_failed(reterr, "disk I/O weight", dir, -r);
+    }
+    return 0;
+}
+
+static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_error **reterr)
+{
+    int r;
+    if (cg_has(dir, "cpu.max")) {
+        seen[0] = true;
+        if (cg_has(dir, "cpu.weight") &&
+            (r = cg_write(dir, "cpu.weight", "%u",
+                          100 * (c->weight_threads ? c->weight_threads : 1))) < 0)
+            return limit_failed(reterr, "cpu weight", dir, -r);
+        if (c->cpu_quota > 0)
+            r = cg_write(dir, "cpu.max", "%lld %d", (long long)(c->cpu_quota * CPU_PERIOD),
+                         CPU_PERIOD);
+        else
+            r = cg_write(dir, "cpu.max", "max %d", CPU_PERIOD);
+        if (r < 0)
+            return limit_failed(reterr, "cpu quota", dir, -r);
+    }
+    if (cg_has(dir, "memory.max")) {
+        seen[1] = true;
+        if (c->memory_bytes &&
+            (r = cg_write(dir, "memory.max", "%llu", (unsigned long long)c->memory_bytes)) < 0)
+            return limit_failed(reterr, "memory", dir, -r);
+        if (c->memory_bytes && cg_has(dir, "memory.swap.max") &&
+            (r = cg_write(dir, "memory.swap.max", "0")) < 0)
+            return limit_failed(reterr, "swap", dir, -r);
+    }
+    if (cg_has(dir, "pids.max")) {
+        seen[2] = true;
+        if (c->pids_max && (r = cg_write(dir, "pids.max", "%u", c->pids_max)) < 0)
+            return limit_failed(reterr, "pids", dir, -r);
+    }
+    const char *f = cg_has(dir, "io.weight")       ? "io.weight"
+                    : cg_has(dir, "io.bfq.weight") ? "io.bfq.weight"
+                                                   : NULL;
+    if (f && (r = cg_write(dir, f, "default %u", JAIL_IO_WEIGHT)) < 0)
+        return limit_failed(reterr, "disk I/O weight", dir, -r);
+    return 0;
+}
+
+/* rmdir, waiting (bounded) while the last process leaves. */
+static int rmdir_wait(const char *dir)
+{
+    uint64_t deadline = now_usec() + 3000000;
+    for (;;) {
+        if (rmdir(dir) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EBUSY || now_usec() >= deadline)
+            return -errno;
+        sleep_usec(5000);
+    }
+}
+
+/* The OOM kills counted in a memory cgroup directory (v1 memory.oom_control, v2 memory.events). */
+static unsigned long oom_kills(const char *dir)
+{
+    static const char *const files[] = {"memory.oom_control", "memory.events"};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
+        cleanup_free char *text = NULL;
+        if (!p || read_file(p, &text, NULL) < 0)
+            continue;
+        const char *k = strstr(text, "oom_kill ");
+        if (k)
+            return strtoul(k + 9, NULL, 10);
+    }
+    return 0;
+}
+
+int jail_cgroup_remove(const char *vmdir)
+{
+    cleanup_free char *rel = jail_cgroup_name(vmdir);
+    cleanup_strv char **dirs = NULL;
+    size_t n = 0;
+    if (!rel || cgroup_dirs(rel, &dirs, &n) < 0)
+        return rel ? 0 : -ENOMEM;
+    int ret = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (access(dirs[i], F_OK) < 0)
+            continue;
+        unsigned long kills = oom_kills(dirs[i]);
+        if (kills) {
+            cleanup_free char *p = str_printf("%s/" VM_FILE_JAIL_OOM, vmdir);
+            cleanup_free char *line = str_printf("oom_kill %lu\n", kills);
+            if (p && line)
+                (void)write_file_atomic(p, line, strlen(line), 0600);
+        }
+        int r = rmdir_wait(dirs[i]);
+        if (r < 0)
+            ret = r;
+    }
+    return ret;
+}
+
+/* ---------- the plan ---------- */
+
+enum { M_DIR_RO, M_DIR_RW, M_FILE_RO, M_DEV, M_SYMLINK };
+
+typedef struct jail_mount {
+    int kind;
+    char *src; /* M_SYMLINK: the link's target */
+    char *dst; /* absolute, under root */
+} jail_mount;
+
+struct jail {
+    char *root; /* the tmpfs mount point (VM_FILE_JAIL_ROOT in the VM directory) */
+    char *hostname;
+    jail_mount *m;
+    size_t n, cap;
+    char **procs; /* cgroup.procs of each controller directory */
+    size_t n_procs;
+    uid_t uid;
+    gid_t groups[1];
+    size_t n_groups;
+};
+
+void jail_free(jail *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; i < j->n; i++) {
+        free(j->m[i].src);
+        free(j->m[i].dst);
+    }
+    free(j->m);
+    strv_free(j->procs);
+    free(j->root);
+    free(j->hostname);
+    free(j);
+}
+
+static int add_mount(jail *j, int kind, const char *src, const char *path)
+{
+    if (j->n == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 16;
+        jail_mount *m = realloc(j->m, cap * sizeof(*m));
+        if (!m)
+            return -ENOMEM;
+        j->m = m;
+        j->cap = cap;
+    }
+    char *s = strdup(src), *d = str_printf("%s%s", j->root, path);
+    if (!s || !d) {
+        free(s);
+        free(d);
+        return -ENOMEM;
+    }
+    j->m[j->n++] = (jail_mount){kind, s, d};
+    return 0;
+}
+
+/* A top-level host path as it is: a symlink (merged /usr: /lib -> usr/lib) or a read-only
+ * directory; nothing when missing. */
+static int add_top(jail *j, const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return 0;
+    if (S_ISLNK(st.st_mode)) {
+        char target[PATH_MAX];
+        ssize_t k = readlink(path, target, sizeof(target) - 1);
+        if (k <= 0)
+            return 0;
+        target[k] = 0;
+        return add_mount(j, M_SYMLINK, target, path);
+    }
+    return S_ISDIR(st.st_mode) ? add_mount(j, M_DIR_RO, path, path) : 0;
+}
+
+static int chown_vm_dir(const jail_config *c, vmctl_error **reterr)
+{
+    cleanup_close int dfd = open(c->vmdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd < 0 || fchown(dfd, c->uid, c->uid) < 0 || fchmod(dfd, 0700) < 0)
+        return jailer_failed(reterr, JAIL_STEP_OWNERSHIP, errno,
+                             "cannot give vm directory '%s' to uid %u: %s", c->vmdir,
+                             (unsigned)c->uid, strerror(errno));
+    /* what the hypervisor writes: the disk, the console log (the sockets and the pid file it
+     * makes itself; its own log and the exit record are written through root's descriptors) */
+    static const char *const files[] = {VM_FILE_DISK, VM_FILE_ROOTFS, VM_FILE_CONSOLE_LOG,
+                                        VM_FILE_SEED};
+    for (size_t i = 0; i < ELEMENTSOF(files); i++)
+        if (fchownat(dfd, files[i], c->uid, c->uid, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT)
+            return jailer_failed(reterr, JAIL_STEP_OWNERSHIP, errno,
+                                 "cannot give '%s/%s' to uid %u: %s", c->vmdir, files[i],
+                                 (unsigned)c->uid, strerror(errno));
+    /* the empty directory the root tmpfs is mounted on: ours, a directory (the VM's uid owns
+     * the VM directory and may have replaced it between runs) */
+    struct stat st;
+    if (fstatat(dfd, VM_FILE_JAIL_ROOT, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        (!S_ISDIR(st.st_mode) || st.st_uid != 0))
+        (void)(unlinkat(dfd, VM_FILE_JAIL_ROOT, 0) < 0 &&
+               unlinkat(dfd, VM_FILE_JAIL_ROOT, AT_REMOVEDIR));
+    if (mkdirat(dfd, VM_FILE_JAIL_ROOT, 0700) < 0 && errno != EEXIST)
+        return jailer_failed(reterr, JAIL_STEP_ROOT, errno, "cannot make '%s/%s': %s", c->vmdir,
+                             VM_FILE_JAIL_ROOT, strerror(errno));
+    return 0;
+}
+
+static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
+{
+    cleanup_free char *rel = jail_cgroup_name(c->vmdir);
+    cleanup_strv char **dirs = NULL;
+    size_t n = 0;
+    if (!rel)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    int kind = cgroup_kind();
+    int r = cgroup_dirs(rel, &dirs, &n);
+    if (r < 0) {
+        r = jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
+                          "no cgroup hierarchy is mounted at " CGROUP_ROOT);
+        err_help(reterr, "Mount cgroup2 (or the v1 controllers) on " CGROUP_ROOT
+                         ", or create the VM with `--no-jail`.");
+        return r;
+    }
+    bool seen[3] = {false, false, false}; /* cpu, memory, pids */
+    for (size_t i = 0; i < n; i++) {
+        /* a stale directory of a VM that is gone: removed first (an occupied one is in use:
+         * another VM of this directory runs, which the VM lock excludes) */
+        (void)rmdir(dirs[i]);
+        if (kind == CG_V2) {
+            cleanup_free char *parent = strdup(dirs[i]);
+            char *slash = parent ? strrchr(parent, '/') : NULL;
+            if (slash)
+                *slash = 0;
+            v2_enable(CGROUP_ROOT);
+            if (parent && mkdir(parent, 0755) < 0 && errno != EEXIST)
+                return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
+                                     "cannot create cgroup '%s': %s", parent, strerror(errno));
+            if (parent)
+                v2_enable(parent);
+        } else {
+            cleanup_free char *parent = strdup(dirs[i]);
+            char *slash = parent ? strrchr(parent, '/') : NULL;
+            if (slash)
+                *slash = 0;
+            if (parent && mkdir(parent, 0755) < 0 && errno != EEXIST)
+                return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
+                                     "cannot create cgroup '%s': %s", parent, strerror(errno));
+        }
+        if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
+            return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
+                                 "cannot create cgroup '%s': %s", dirs[i], strerror(errno));
+        r = kind == CG_V2 ? v2_limits(c, dirs[i], seen, reterr)
+                          : v1_limits(c, dirs[i], seen, reterr);
+        if (r < 0)
+            return r;
+        if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    static const char *const what[] = {"cpu", "memory", "pids"};
+    bool need[3] = {c->cpu_quota > 0, c->memory_bytes > 0, c->pids_max > 0};
+    for (size_t i = 0; i < 3; i++)
+        if (need[i] && !seen[i]) {
+            r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
+                              "this host has no %s cgroup controller for the vm's %s limit",
+                              what[i], what[i]);
+            err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; enable "
+                             "the controller, or create the VM with `--no-jail`.");
+            return r;
+        }
+    return 0;
+}
+
+int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
+{
+    if (!c || !c->name || !c->vmdir || c->vmdir[0] != '/' || !c->binary || !ret || !c->uid)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "jail_prepare: invalid arguments");
+    jail *j = calloc(1, sizeof(*j));
+    if (!j)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    cleanup_jail jail *owned = j;
+    j->uid = c->uid;
+    j->root = str_printf("%s/" VM_FILE_JAIL_ROOT, c->vmdir);
+    j->hostname = strdup(c->name);
+    if (!j->root || !j->hostname)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    int r = chown_vm_dir(c, reterr);
+    if (r < 0)
+        return r;
+    if ((r = prepare_cgroup(c, j, reterr)) < 0)
+        return r;
+
+    /* the hypervisor's binary, libraries and firmware (/usr/share/qemu, /usr/share/seabios) */
+    static const char *const tops[] = {"/usr",   "/bin",   "/sbin",  "/lib",
+                                       "/lib32", "/lib64", "/libx32"};
+    for (size_t i = 0; i < ELEMENTSOF(tops) && r >= 0; i++)
+        r = add_top(j, tops[i]);
+    if (r >= 0 && access("/etc/ld.so.cache", F_OK) == 0)
+        r = add_mount(j, M_FILE_RO, "/etc/ld.so.cache", "/etc/ld.so.cache");
+    /* user-mode networking's DNS forwarder (libslirp) reads the host's resolvers */
+    if (r >= 0 && access("/etc/resolv.conf", R_OK) == 0)
+        r = add_mount(j, M_FILE_RO, "/etc/resolv.conf", "/etc/resolv.conf");
+    if (r >= 0 && !str_startswith(c->binary, "/usr/"))
+        r = add_mount(j, M_FILE_RO, c->binary, c->binary);
+    static const char *const devs[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                       "/dev/urandom"};
+    for (size_t i = 0; i < ELEMENTSOF(devs) && r >= 0; i++)
+        r = add_mount(j, M_DEV, devs[i], devs[i]);
+    if (r >= 0 && c->kvm && access("/dev/kvm", F_OK) == 0) {
+        r = add_mount(j, M_DEV, "/dev/kvm", "/dev/kvm");
+        struct stat st;
+        if (stat("/dev/kvm", &st) == 0 && st.st_gid != 0) {
+            j->groups[0] = st.st_gid; /* the kvm group: the device is 0660 root:kvm */
+            j->n_groups = 1;
+        }
+    }
+    /* the VM directory (sockets, disk, logs), then the read-only files in or out of it */
+    if (r >= 0)
+        r = add_mount(j, M_DIR_RW, c->vmdir, c->vmdir);
+    for (const char *const *f = c->ro_files; f && *f && r >= 0; f++)
+        r = add_mount(j, M_FILE_RO, *f, *f);
+    if (r < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
+    *ret = TAKE_PTR(owned);
+    return 0;
+}
+
+/* ---------- in the child: system calls only ---------- */
+
+/* mkdir -p of path's components up to (not including) the last when parent_only. */
+static int mkdirs(const char *path, bool parent_only)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0)
+            continue;
+        if (buf[i] == 0 && parent_only)
+            break;
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = c;
+    }
+    return 0;
+}
+
+static int bind(const jail_mount *m)
+{
+    unsigned long ro = MS_RDONLY | MS_NOSUID | MS_NODEV;
+    switch (m->kind) {
+    case M_SYMLINK: {
+        int r = mkdirs(m->dst, true);
+        if (r < 0)
+            return r;
+        return symlink(m->src, m->dst) < 0 && errno != EEXIST ? -errno : 0;
+    }
+    case M_DIR_RO:
+    case M_DIR_RW: {
+        int r = mkdirs(m->dst, false);
+        if (r < 0)
+            return r;
+        break;
+    }
+    default: {
+        int r = mkdirs(m->dst, true);
+        if (r < 0)
+            return r;
+        int fd = open(m->dst, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0444);
+        if (fd < 0)
+            return -errno;
+        close(fd);
+    }
+    }
+    if (mount(m->src, m->dst, NULL, MS_BIND | (m->kind == M_DIR_RO ? MS_REC : 0), NULL) < 0)
+        return -errno;
+    unsigned long flags = m->kind == M_DIR_RW ? MS_NOSUID | MS_NODEV
+                          : m->kind == M_DEV  ? MS_NOSUID | MS_NOEXEC
+                                              : ro;
+    if (mount(NULL, m->dst, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+int jail_unshare_pid(void)
+{
+    return unshare(CLONE_NEWPID) < 0 ? -errno : 0;
+}
+
+#define FAIL(step)                                                                                 \
+    do {                                                                                           \
+        *ret_step = (step);                                                                        \
+        return -errno;                                                                             \
+    } while (0)
+
+int jail_enter(const jail *j, int *ret_step)
+{
+    /* the cgroup first: its limits hold from the first page the hypervisor touches ("0" is the
+     * writer itself, whatever pid namespace it is in) */
+    for (size_t i = 0; i < j->n_procs; i++) {
+        int fd = open(j->procs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            errno = e;
+            FAIL(JAIL_STEP_CGROUP_JOIN);
+        }
+        close(fd);
+    }
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        FAIL(JAIL_STEP_NAMESPACES);
+    if (sethostname(j->hostname, strlen(j->hostname)) < 0)
+        FAIL(JAIL_STEP_HOSTNAME);
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        FAIL(JAIL_STEP_MOUNT_PRIVATE);
+    if (mount("tmpfs", j->root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=1m") < 0)
+        FAIL(JAIL_STEP_ROOT);
+    /* the root's directories 0755 whatever the spawn's umask (0177: the sockets) */
+    mode_t old_umask = umask(022);
+    for (size_t i = 0; i < j->n; i++) {
+        int r = bind(&j->m[i]);
+        if (r < 0) {
+            errno = -r;
+            FAIL(JAIL_STEP_BIND);
+        }
+    }
+    {
+        char proc[PATH_MAX];
+        size_t n = strlen(j->root);
+        if (n + sizeof("/proc") > sizeof(proc)) {
+            errno = ENAMETOOLONG;
+            FAIL(JAIL_STEP_PROC);
+        }
+        memcpy(proc, j->root, n);
+        memcpy(proc + n, "/proc", sizeof("/proc"));
+        if ((mkdir(proc, 0555) < 0 && errno != EEXIST) ||
+            mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+            FAIL(JAIL_STEP_PROC);
+    }
+    umask(old_umask);
+    if (chdir(j->root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+        umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        FAIL(JAIL_STEP_PIVOT);
+    /* the root itself read-only: nothing to write but the VM directory */
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              NULL) < 0)
+        FAIL(JAIL_STEP_PIVOT);
+
+    /* no capability can come back: the bounding and ambient sets emptied, then the uid drop
+     * clears the permitted and effective ones, no-new-privileges keeps exec from adding any */
+    for (int cap = 0; cap < 64; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            FAIL(JAIL_STEP_CAPABILITIES);
+    (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (setgroups(j->n_groups, j->groups) < 0)
+        FAIL(JAIL_STEP_GROUPS);
+    if (setresgid(j->uid, j->uid, j->uid) < 0 || setresuid(j->uid, j->uid, j->uid) < 0)
+        FAIL(JAIL_STEP_UID);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        FAIL(JAIL_STEP_CAPABILITIES);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        FAIL(JAIL_STEP_NO_NEW_PRIVS);
+    return 0;
+}
+
+/* ---------- doctor ---------- */
+
+char *jail_host_summary(bool *ret_ok, const char **ret_help)
+{
+    *ret_help = NULL;
+    if (geteuid() != 0) {
+        *ret_ok = false;
+        *ret_help = "Run vmctl as root to jail each VM's QEMU (docs/isolation.md).";
+        return strdup("off: vmctl is not running as root (QEMU runs as this user, unconfined)");
+    }
+    if (!jail_wanted(false)) {
+        *ret_ok = false;
+        *ret_help = "Unset VMCTL_NO_JAIL to jail each VM's QEMU.";
+        return strdup("off: VMCTL_NO_JAIL is set");
+    }
+    uint32_t base, count;
+    jail_uid_range(&base, &count);
+    *ret_ok = true;
+    return str_printf("on: a uid per vm from %u (%u), mnt/pid/ipc/uts namespaces, read-only "
+                      "tmpfs root, no capabilities, no-new-privileges, QEMU -sandbox "
+                      "(obsolete, elevateprivileges, spawn, resourcecontrol denied)",
+                      base, count);
+}
+
+char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
+{
+    *ret_help = NULL;
+    const char *mode = jail_cgroup_mode();
+    if (!mode) {
+        *ret_ok = false;
+        *ret_help = "Mount cgroup2 (or the v1 controllers) on " CGROUP_ROOT
+                    " for per-VM CPU, memory, pids and I/O limits.";
+        return strdup("no cgroup hierarchy at " CGROUP_ROOT ": no per-vm limits");
+    }
+    bool cpu = false, mem = false, pids = false, io = false, memsw = false;
+    if (cgroup_kind() == CG_V2) {
+        cleanup_free char *ctl = NULL;
+        (void)read_file(CGROUP_ROOT "/cgroup.controllers", &ctl, NULL);
+        cpu = ctl && strstr(ctl, "cpu");
+        mem = memsw = ctl && strstr(ctl, "memory");
+        pids = ctl && strstr(ctl, "pids");
+        io = ctl && strstr(ctl, "io");
+    } else {
+        cpu = access(CGROUP_ROOT "/cpu/cpu.cfs_quota_us", F_OK) == 0;
+        mem = access(CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) == 0;
+        memsw = access(CGROUP_ROOT "/memory/memory.memsw.limit_in_bytes", F_OK) == 0;
+        pids = access(CGROUP_ROOT "/pids/pids.max", F_OK) == 0 || /* the root has none */
+               access(CGROUP_ROOT "/pids/pids.current", F_OK) == 0 ||
+               access(CGROUP_ROOT "/pids/cgroup.procs", F_OK) == 0;
+        /* the root group has no weight file of its own with bfq: its statistics say it is there */
+        io = access(CGROUP_ROOT "/blkio/blkio.weight", F_OK) == 0 ||
+             access(CGROUP_ROOT "/blkio/blkio.bfq.weight", F_OK) == 0 ||
+             access(CGROUP_ROOT "/blkio/blkio.bfq.io_serviced", F_OK) == 0;
+    }
+    /* a weight acts only on disks whose I/O scheduler is bfq */
+    bool bfq_active = false;
+    cleanup_free char *sched = NULL;
+    for (int i = 0; io && !bfq_active && i < 26; i++) {
+        char p[64];
+        snprintf(p, sizeof(p), "/sys/block/%s%c/queue/scheduler", i < 13 ? "vd" : "sd",
+                 'a' + (i % 13));
+        free(sched);
+        sched = NULL;
+        bfq_active = read_file(p, &sched, NULL) >= 0 && strstr(sched, "[bfq]");
+    }
+    *ret_ok = cpu && mem && pids && io && bfq_active;
+    if (!*ret_ok)
+        *ret_help = "A limit marked 'no' is not enforced on this host (docs/isolation.md): enable "
+                    "its controller (for the disk I/O weight, the bfq I/O scheduler on the "
+                    "disks).";
+    return str_printf("cgroup %s under %s: cpu quota %s, memory ceiling %s%s, pids %s, disk I/O "
+                      "weight %s",
+                      mode, under_systemd() ? "vmctl.slice" : "vmctl", cpu ? "yes" : "no",
+                      mem ? "yes" : "no", mem && !memsw ? " (swap not accounted)" : "",
+                      pids ? "yes" : "no",
+                      !io          ? "no"
+                      : bfq_active ? "yes"
+                                   : "set, but no effect (no disk uses the bfq I/O scheduler)");
+}

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU side of snapshots (backend_ops.version, snapshot_save, snapshot_load;
+ * docs/snapshots.md): a migration into, or out of, a file passed with QMP getfd. A template
+ * leaves the RAM out of the stream (x-ignore-shared: the RAM is a share=on memory-backend-file on
+ * save; a restore maps the same file share=off, and the destination keeps what the mapping has
+ * for every page the stream does not carry). */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "error.h"
+#include "qemu.h"
+#include "qmp.h"
+#include "util/util.h"
+
+/* How often query-migrate is asked while a migration runs. */
+#define MIGRATE_POLL_USEC 1000
+
+static int oom(vmctl_error **reterr)
+{
+    return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+}
+
+int qemu_ram_file_prepare(const char *path, vmctl_error **reterr)
+{
+    cleanup_free char *parent = strdup(path);
+    if (!parent)
+        return oom(reterr);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = 0;
+        if (mkdir(parent, 0700) < 0 && errno != EEXIST) {
+            int r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", parent,
+                             strerror(errno));
+            err_detail(reterr, "path", "%s", parent);
+            return r;
+        }
+    }
+    /* a fresh file for a cold boot: what an earlier run left (a guest that powered itself off
+     * keeps its file until now) goes; 0600: the guest's memory, which QEMU opens read-write even
+     * to map it privately */
+    (void)unlink(path);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot create the RAM file '%s': %s", path,
+                         strerror(errno));
+        err_detail(reterr, "path", "%s", path);
+        return r;
+    }
+    close(fd);
+    return 0;
+}
+
+static int connect_dir(const char *dir, uint64_t deadline, qmp **ret, vmctl_error **reterr)
+{
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    return qmp_connect(path, deadline, ret, reterr);
+}
+
+int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr)
+{
+    cleanup_qmp qmp *q = NULL;
+    int r = connect_dir(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    json_t *v = NULL;
+    if ((r = qmp_execute(q, "query-version", NULL, &v, deadline, reterr)) < 0)
+        return r;
+    json_t *qv = json_object_get(v, "qemu");
+    *ret = str_printf("%lld.%lld.%lld", (long long)json_integer_value(json_object_get(qv, "major")),
+                      (long long)json_integer_value(json_object_get(qv, "minor")),
+                      (long long)json_integer_value(json_object_get(qv, "micro")));
+    json_decref(v);
+    return *ret ? 0 : oom(reterr);
+}
+
+/* snapshot::failed with what QEMU said (a QMP error's note, or query-migrate's error-desc). */
+static int failed(vmctl_error **reterr, int errnum, const char *what, const char *qemu_words)
+{
+    int r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errnum, "QEMU could not %s", what);
+    if (qemu_words && *qemu_words)
+        err_note(reterr, "QEMU: %s", qemu_words);
+    return r;
+}
+
+/* QEMU's words in a QMP error: its note ("QEMU: desc"), else the message. */
+static const char *qemu_words(const vmctl_error *e)
+{
+    if (!e)
+        return NULL;
+    if (vmctl_error_get_n_notes(e) > 0) {
+        const char *n = vmctl_error_get_note(e, 0);
+        return str_startswith(n, "QEMU: ") ? n + 6 : n;
+    }
+    return vmctl_error_get_message(e);
+}
+
+/* A QMP command whose failure is the snapshot's: snapshot::failed with QEMU's words. */
+static int step(qmp *q, const char *command, json_t *args, const char *what, uint64_t deadline,
+                vmctl_error **reterr)
+{
+    cleanup_error vmctl_error *e = NULL;
+    int r = qmp_execute(q, command, args, NULL, deadline, &e);
+    json_decref(args);
+    if (r >= 0)
+        return 0;
+    return failed(reterr, -r, what, qemu_words(e));
+}
+
+static int set_capabilities(qmp *q, bool ram_in_file, const char *what, uint64_t deadline,
+                            vmctl_error **reterr)
+{
+    json_t *caps = json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability", "x-ignore-shared",
+                             "state", ram_in_file);
+    if (!caps)
+        return oom(reterr);
+    return step(q, "migrate-set-capabilities", caps, what, deadline, reterr);
+}
+
+/* QEMU's own last words in its log (its lines name the binary: "qemu-system-x86_64: ..."), for
+ * a QEMU that exited over a bad stream. malloc'd, NULL when there are none. */
+static char *log_words(const char *dir)
+{
+    cleanup_free char *path = str_printf("%s/" VM_FILE_BACKEND_LOG, dir);
+    cleanup_free char *tail = NULL;
+    if (!path || read_file_tail(path, 2048, &tail) < 0 || !tail)
+        return NULL;
+    /* from the last launch marker on */
+    char *from = tail, *m;
+    while ((m = strstr(from, "vmctl: starting ")))
+        from = m + 1;
+    char *out = NULL;
+    for (char *line = strtok(from, "\n"); line; line = strtok(NULL, "\n")) {
+        if (!strstr(line, "qemu-system"))
+            continue;
+        const char *w = strstr(line, ": ");
+        w = w ? w + 2 : line;
+        char *joined = str_printf("%s%s%s", out ? out : "", out ? "; " : "", w);
+        free(out);
+        out = joined;
+    }
+    return out;
+}
+
+/* Until query-migrate says completed (0) or failed (snapshot::failed, its error-desc; or what
+ * QEMU logged when it exited over it). */
+static int wait_migration(qmp *q, const char *dir, const char *what, uint64_t deadline,
+                          vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    for (;;) {
+        json_t *st = NULL;
+        cleanup_error vmctl_error *e = NULL;
+        int r = qmp_execute(q, "query-migrate", NULL, &st, deadline, &e);
+        if (r == -ECONNRESET) {
+            sleep_usec(100000); /* its last words reach the log as it exits */
+            cleanup_free char *words = log_words(dir);
+            return failed(reterr, ECONNRESET, what, words ? words : "exited during the migration");
+        }
+        if (r < 0) {
+            if (reterr) {
+                vmctl_error_free(*reterr);
+                *reterr = TAKE_PTR(e);
+            }
+            return r;
+        }
+        const char *status = json_string_value(json_object_get(st, "status"));
+        if (status && streq(status, "completed")) {
+            json_decref(st);
+            return 0;
+        }
+        if (status && (streq(status, "failed") || streq(status, "cancelled"))) {
+            const char *desc = json_string_value(json_object_get(st, "error-desc"));
+            r = failed(reterr, EIO, what, desc ? desc : status);
+            json_decref(st);
+            return r;
+        }
+        json_decref(st);
+        if (now_usec() >= deadline)
+            return err_timeout(reterr, "snapshot", (double)(deadline - start) / 1e6,
+                               "QEMU did not finish the migration to %s before the deadline", what);
+        sleep_usec(MIGRATE_POLL_USEC);
+    }
+}
+
+int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                       vmctl_error **reterr)
+{
+    if (!dir || state_fd < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu snapshot save: invalid arguments");
+    cleanup_qmp qmp *q = NULL;
+    int r = connect_dir(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    const char *what = "save the snapshot";
+    if ((r = step(q, "stop", NULL, what, deadline, reterr)) < 0 ||
+        (r = set_capabilities(q, ram_in_file, what, deadline, reterr)) < 0)
+        return r;
+    /* no throttling: the stream goes to a local file */
+    json_t *params = json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40);
+    if (!params)
+        return oom(reterr);
+    if ((r = step(q, "migrate-set-parameters", params, what, deadline, reterr)) < 0)
+        return r;
+    {
+        cleanup_error vmctl_error *e = NULL;
+        if ((r = qmp_getfd(q, state_fd, "vmctl-snapshot", deadline, &e)) < 0)
+            return failed(reterr, -r, what, qemu_words(e));
+    }
+    json_t *args = json_pack("{s:s}", "uri", "fd:vmctl-snapshot");
+    if (!args)
+        return oom(reterr);
+    if ((r = step(q, "migrate", args, what, deadline, reterr)) < 0)
+        return r;
+    return wait_migration(q, dir, what, deadline, reterr);
+}
+
+int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
+                       vmctl_error **reterr)
+{
+    if (!dir || state_fd < 0)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu snapshot load: invalid arguments");
+    cleanup_qmp qmp *q = NULL;
+    int r = connect_dir(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    const char *what = "load the snapshot";
+    if ((r = set_capabilities(q, ram_in_file, what, deadline, reterr)) < 0)
+        return r;
+    {
+        cleanup_error vmctl_error *e = NULL;
+        if ((r = qmp_getfd(q, state_fd, "vmctl-snapshot", deadline, &e)) < 0)
+            return failed(reterr, -r, what, qemu_words(e));
+    }
+    json_t *args = json_pack("{s:s}", "uri", "fd:vmctl-snapshot");
+    if (!args)
+        return oom(reterr);
+    if ((r = step(q, "migrate-incoming", args, what, deadline, reterr)) < 0 ||
+        (r = wait_migration(q, dir, what, deadline, reterr)) < 0)
+        return r;
+    /* a failed load makes QEMU exit (the stream was bad): the cont then fails and says so */
+    return step(q, "cont", NULL, what, deadline, reterr);
+}

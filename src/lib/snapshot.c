@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: MIT */
+/* Snapshots, restore and clones (include/vmctl/snapshot.h, docs/snapshots.md): the orchestration
+ * on top of the store (store-snapshot.c), the backend's snapshot ops and the agent. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <vmctl/snapshot.h>
+
+#include "agent-client.h"
+#include "backend.h"
+#include "ctx.h"
+#include "arg-check.h"
+#include "error.h"
+#include "net.h"
+#include "ssh.h"
+#include "store-snapshot.h"
+#include "supervise.h"
+#include "util/util.h"
+#include "vm-internal.h"
+#include "vm-spec.h"
+
+#define SNAPSHOT_DIR      "snapshots"
+#define SNAP_FILE_STATE   "state"
+#define SNAP_FILE_CONFIG  "vm.json"
+#define SAVE_TIMEOUT      120.0 /* a full snapshot writes all of RAM */
+#define LOAD_TIMEOUT      120.0
+#define CONTROL_TIMEOUT   10.0
+#define IDENTITY_TIMEOUT  30.0
+#define QUIT_WAIT_TIMEOUT 10.0
+
+static int oom(vmctl_error **reterr)
+{
+    return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+}
+
+static int not_found(vmctl_error **reterr, const char *vm, const char *snap)
+{
+    int r = err_make(reterr, VMCTL_E_SNAPSHOT_NOT_FOUND, ENOENT, "vm '%s' has no snapshot '%s'", vm,
+                     snap);
+    err_detail(reterr, "vm", "%s", vm);
+    err_detail(reterr, "snapshot", "%s", snap);
+    err_help(reterr, "List the snapshots with `vmctl snapshot list %s`.", vm);
+    return r;
+}
+
+static int check_name(vmctl_error **reterr, const char *field, const char *name)
+{
+    if (name && name_is_valid(name))
+        return 0;
+    int r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                     "invalid %s name '%s': use 1-63 letters, digits, '-', '_' and '.'", field,
+                     name ? name : "");
+    err_detail(reterr, "field", "%s", field);
+    return r;
+}
+
+static char *snap_dir(vmctl_ctx *ctx, const char *vm, const char *snap)
+{
+    return str_printf("%s/" SNAPSHOT_DIR "/%s/%s", ctx->home, vm, snap);
+}
+
+/* Random hex for file names. */
+static void random_hex(char *buf, size_t bytes)
+{
+    uint8_t raw[16] = {0};
+    if (bytes > sizeof(raw))
+        bytes = sizeof(raw);
+    if (getrandom(raw, bytes, 0) != (ssize_t)bytes) {
+        uint64_t t = now_usec() ^ (uint64_t)getpid() << 32;
+        memcpy(raw, &t, bytes < 8 ? bytes : 8);
+    }
+    for (size_t i = 0; i < bytes; i++)
+        snprintf(buf + 2 * i, 3, "%02x", raw[i]);
+}
+
+/* The directory of template RAM files: /dev/shm/vmctl-UID (tmpfs), 0700. */
+char *snapshot_ram_dir(void)
+{
+    return str_printf("/dev/shm/vmctl-%u", (unsigned)getuid());
+}
+
+/* Remove what an incomplete snapshot row names, then the row (its owner is dead). */
+static void remove_snapshot_files(const store_snapshot *s)
+{
+    if (s->ram)
+        (void)unlink(s->ram);
+    (void)rm_rf(s->dir);
+    cleanup_free char *glob_tmp = str_printf("%s.tmp", s->dir);
+    if (glob_tmp)
+        (void)rm_rf(glob_tmp);
+}
+
+/* Repair: rows of snapshots whose maker died before completing them go, with their files. */
+static void reconcile(vmctl_ctx *ctx)
+{
+    store_snapshot **list = NULL;
+    size_t n = 0;
+    if (store_snapshot_list(ctx->store, NULL, &list, &n, NULL) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        store_snapshot *s = list[i];
+        if (s->complete || proc_alive(s->owner_pid, s->owner_start))
+            continue;
+        ctx_log(ctx, VMCTL_LOG_INFO, "removing snapshot '%s/%s' left incomplete by pid %d", s->vm,
+                s->name, (int)s->owner_pid);
+        remove_snapshot_files(s);
+        (void)store_snapshot_delete(ctx->store, s->vm, s->name, true, NULL, NULL, NULL);
+        /* killed while saving: the guest may still be stopped for the save; the store says
+         * running (a VM paused by request is `paused` there), so let it run again */
+        cleanup_store_vm store_vm *v = NULL;
+        cleanup_vm_spec vm_spec *spec = NULL;
+        const backend_ops *be = NULL;
+        if (vm_load(ctx, s->vm, &v, &spec, NULL) >= 0 && v->state == VMCTL_VM_RUNNING &&
+            (be = backend_find(spec->backend, NULL)))
+            (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+    }
+    store_snapshot_list_free(list, n);
+}
+
+static size_t count_refs(vmctl_ctx *ctx, const char *vm, const char *snap)
+{
+    /* a delete that is refused counts them without deleting */
+    size_t n = 0;
+    (void)store_snapshot_ref_count(ctx->store, vm, snap, &n, NULL);
+    return n;
+}
+
+static int info_from_row(vmctl_ctx *ctx, const store_snapshot *s, vmctl_snapshot_info **ret)
+{
+    vmctl_snapshot_info *i = calloc(1, sizeof(*i));
+    if (!i)
+        return -ENOMEM;
+    i->vm = strdup(s->vm);
+    i->name = strdup(s->name);
+    i->kind = strdup(s->kind);
+    i->dir = strdup(s->dir);
+    i->qemu_version = strdup(s->qemu_version);
+    i->machine = strdup(s->machine);
+    i->memory_mib = s->memory_mib;
+    i->created_at = s->created_at;
+    i->n_refs = count_refs(ctx, s->vm, s->name);
+    if (!i->vm || !i->name || !i->kind || !i->dir || !i->qemu_version || !i->machine) {
+        vmctl_snapshot_info_free(i);
+        return -ENOMEM;
+    }
+    *ret = i;
+    return 0;
+}
+
+void vmctl_snapshot_info_free(vmctl_snapshot_info *i)
+{
+    if (!i)
+        return;
+    free(i->vm);
+    free(i->name);
+    free(i->kind);
+    free(i->dir);
+    free(i->qemu_version);
+    free(i->machine);
+    free(i);
+}
+
+void vmctl_snapshot_info_list_free(vmctl_snapshot_info **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        vmctl_snapshot_info_free(list[i]);
+    free(list);
+}
+
+/* Copy src to dst keeping holes (a RAM file on tmpfs is mostly holes). */
+static int sparse_copy(const char *src, const char *dst, vmctl_error **reterr)
+{
+    cleanup_close int in = open(src, O_RDONLY | O_CLOEXEC);
+    cleanup_close int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int r;
+    if (in < 0 || out < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot copy '%s' to '%s': %s", src, dst,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", in < 0 ? src : dst);
+        return r;
+    }
+    cleanup_free char *buf = malloc(1 << 20);
+    if (!buf)
+        return oom(reterr);
+    struct stat st;
+    if (fstat(in, &st) < 0 || ftruncate(out, st.st_size) < 0)
+        goto fail;
+    off_t off = 0;
+    for (;;) {
+        off_t data = lseek(in, off, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO)
+                return 0;
+            goto fail;
+        }
+        off_t hole = lseek(in, data, SEEK_HOLE);
+        if (hole < 0)
+            goto fail;
+        for (off = data; off < hole;) {
+            size_t want = (size_t)(hole - off) < (1u << 20) ? (size_t)(hole - off) : (1u << 20);
+            ssize_t k = pread(in, buf, want, off);
+            if (k <= 0 || pwrite(out, buf, (size_t)k, off) != k)
+                goto fail;
+            off += k;
+        }
+    }
+fail:
+    r = err_make(reterr, VMCTL_E_IO, errno ? errno : EIO, "cannot copy '%s' to '%s': %s", src, dst,
+                 strerror(errno ? errno : EIO));
+    (void)unlink(dst);
+    return r;
+}
+
+/* ---------- create ---------- */
+
+int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
+                          const vmctl_snapshot_options *opt, vmctl_snapshot_info **ret,
+                          vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(vm, reterr);
+    VMCTL_ARG_CHECK(snap, reterr);
+    vmctl_snapshot_options dflt = {0};
+    if (!opt)
+        opt = &dflt;
+    int r;
+    if ((r = check_name(reterr, "vm", vm)) < 0 || (r = check_name(reterr, "snapshot", snap)) < 0)
+        return r;
+    if (opt->kind && !streq(opt->kind, "template") && !streq(opt->kind, "full"))
+        return err_invalid_field(reterr, "kind", opt->kind, "template or full", "invalid kind '%s'",
+                                 opt->kind);
+    reconcile(ctx);
+
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    if ((r = vm_begin_op(ctx, vm, _VM_OP_MAX, &v, &spec, NULL, &lock, reterr)) < 0)
+        return r;
+    if (v->state != VMCTL_VM_RUNNING && v->state != VMCTL_VM_PAUSED) {
+        r = err_invalid_state(reterr, vm, vmctl_vm_state_to_string(v->state), "snapshotted");
+        err_detail(reterr, "operation", "snapshot");
+        err_help(reterr, "Only a running or paused VM can be snapshotted: `vmctl start %s`.", vm);
+        return r;
+    }
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    if (!be->snapshot_save || !be->snapshot_load || !be->version)
+        return err_make(reterr, VMCTL_E_BACKEND_NOT_AVAILABLE, EOPNOTSUPP,
+                        "the %s backend cannot snapshot a VM", be->title);
+    if (spec->disk && !(spec->seed && false)) {
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EOPNOTSUPP,
+                     "vm '%s' has a writable disk: snapshots of VMs with disks are not supported "
+                     "yet",
+                     vm);
+        err_detail(reterr, "field", "disk");
+        err_help(reterr, "Snapshot a VM of the default guest (kernel and initramfs, no disk).");
+        return r;
+    }
+    /* the RAM is the VM's file only while it runs from a cold boot: a restored VM maps its
+     * snapshot's file privately */
+    cleanup_free char *restored_mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!restored_mark)
+        return oom(reterr);
+    bool ram_is_file = spec->ram_file && access(restored_mark, F_OK) < 0;
+    bool template = opt->kind ? streq(opt->kind, "template") : ram_is_file;
+    if (template && !ram_is_file) {
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                     spec->ram_file ? "vm '%s' runs from a snapshot: its RAM is not its own file "
+                                      "(take a full snapshot, or stop and start it first)"
+                                    : "vm '%s' keeps its RAM in anonymous memory: a template "
+                                      "snapshot needs a VM created with --snapshottable",
+                     vm);
+        err_detail(reterr, "field", "kind");
+        err_detail(reterr, "value", "template");
+        err_help(reterr,
+                 "Use `--kind full`, or create the VM with `vmctl create --snapshottable`.");
+        return r;
+    }
+
+    uint64_t deadline = vm_deadline_after(CONTROL_TIMEOUT);
+    cleanup_free char *version = NULL;
+    if ((r = be->version(v->dir, deadline, &version, reterr)) < 0)
+        return err_prefix(reterr, r, "while snapshotting vm '%s'", vm);
+
+    cleanup_free char *dir = snap_dir(ctx, vm, snap);
+    cleanup_free char *parent = str_printf("%s/" SNAPSHOT_DIR "/%s", ctx->home, vm);
+    cleanup_free char *tmp = str_printf("%s.tmp", dir ? dir : "");
+    cleanup_free char *ramdir = snapshot_ram_dir();
+    char hex[17];
+    random_hex(hex, 8);
+    cleanup_free char *ram = template ? str_printf("%s/%s.%s.%s.ram", ramdir, vm, snap, hex) : NULL;
+    if (!dir || !parent || !tmp || !ramdir || (template && !ram))
+        return oom(reterr);
+    cleanup_free char *json = NULL;
+    if (vm_spec_to_json(spec, &json) < 0)
+        return oom(reterr);
+
+    store_snapshot row = {
+        .vm = (char *)vm,
+        .name = (char *)snap,
+        .kind = template ? "template" : "full",
+        .dir = dir,
+        .ram = ram,
+        .config = json,
+        .qemu_version = version,
+        .machine = spec->machine,
+        .memory_mib = spec->memory_mib,
+        .created_at = (int64_t)(realtime_usec() / 1000000),
+        .complete = false,
+        .owner_pid = getpid(),
+        .owner_start = proc_start_time(getpid()),
+    };
+    r = store_snapshot_insert(ctx->store, &row, reterr);
+    if (r == -EEXIST) {
+        r = err_make(reterr, VMCTL_E_SNAPSHOT_ALREADY_EXISTS, EEXIST,
+                     "vm '%s' has a snapshot '%s' already", vm, snap);
+        err_detail(reterr, "vm", "%s", vm);
+        err_detail(reterr, "snapshot", "%s", snap);
+        err_help(reterr, "Choose another name, or remove it first with `vmctl snapshot rm %s %s`.",
+                 vm, snap);
+        return r;
+    }
+    if (r < 0)
+        return r;
+
+    /* Test hook: a window in which a killed vmctl leaves an incomplete row. */
+    const char *delay = getenv("VMCTL_TEST_SNAPSHOT_DELAY_MS");
+    if (delay)
+        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+
+    bool was_running = v->state == VMCTL_VM_RUNNING;
+    double save_ms = 0;
+    if ((r = mkdir_private(parent)) < 0 || (r = mkdir_private(ramdir)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot create '%s': %s", parent, strerror(-r));
+        goto undo;
+    }
+    (void)rm_rf(tmp);
+    if (mkdir(tmp, 0700) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", tmp, strerror(errno));
+        goto undo;
+    }
+    {
+        cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, tmp);
+        cleanup_free char *cfg = str_printf("%s/" SNAP_FILE_CONFIG, tmp);
+        if (!state || !cfg) {
+            r = oom(reterr);
+            goto undo;
+        }
+        if ((r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
+            r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s': %s", cfg, strerror(-r));
+            goto undo;
+        }
+        cleanup_close int fd = open(state, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot create '%s': %s", state,
+                         strerror(errno));
+            goto undo;
+        }
+        /* Test hook: the guest stopped for the save, and a window to kill vmctl in. */
+        const char *save_delay = getenv("VMCTL_TEST_SAVE_DELAY_MS");
+        if (save_delay) {
+            (void)be->pause(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+            sleep_usec((uint64_t)strtoul(save_delay, NULL, 10) * 1000);
+        }
+        uint64_t t0 = now_usec();
+        r = be->snapshot_save(v->dir, fd, template, vm_deadline_after(SAVE_TIMEOUT), reterr);
+        save_ms = (double)(now_usec() - t0) / 1000.0;
+        if (r < 0) {
+            err_prefix(reterr, r, "while snapshotting vm '%s'", vm);
+            goto undo_resume;
+        }
+        if (fsync(fd) < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot write '%s': %s", state,
+                         strerror(errno));
+            goto undo_resume;
+        }
+    }
+    if (template && opt->keep_running) {
+        /* the source goes on writing its own file: the snapshot keeps a copy */
+        if ((r = sparse_copy(spec->ram_file, ram, reterr)) < 0)
+            goto undo_resume;
+    } else if (template) {
+        /* the immutability rule: the source's file becomes the snapshot's; the source stops
+         * (`snapshot restore` continues it from the snapshot, as clone zero) */
+        if (rename(spec->ram_file, ram) < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot move '%s' to '%s': %s", spec->ram_file,
+                         ram, strerror(errno));
+            goto undo_resume;
+        }
+    }
+    if (rename(tmp, dir) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s' to '%s': %s", tmp, dir,
+                     strerror(errno));
+        if (template && !opt->keep_running)
+            (void)rename(ram, spec->ram_file);
+        goto undo_resume;
+    }
+    if ((r = store_snapshot_set_complete(ctx->store, vm, snap, reterr)) < 0)
+        return r;
+    if (template && !opt->keep_running) {
+        if (be->quit)
+            (void)be->quit(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+        if (!vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(QUIT_WAIT_TIMEOUT)))
+            (void)kill(v->pid, SIGKILL);
+        (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(QUIT_WAIT_TIMEOUT));
+        (void)store_vm_set_state(ctx->store, vm, v->state, v->pid, VMCTL_VM_STOPPED, 0, 0, NULL);
+        be->cleanup(v->dir);
+        (void)unlink(restored_mark);
+    } else if (was_running) {
+        (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+    }
+    ctx_log(ctx, VMCTL_LOG_INFO, "saved vm '%s' as snapshot '%s' (%s) in %.1f ms", vm, snap,
+            row.kind, save_ms);
+    if (ret) {
+        store_snapshot *s = NULL;
+        if (store_snapshot_get(ctx->store, vm, snap, &s, NULL) >= 0) {
+            if (info_from_row(ctx, s, ret) >= 0)
+                (*ret)->save_ms = save_ms;
+            store_snapshot_free(s);
+        }
+    }
+    return 0;
+
+undo_resume:
+    if (was_running)
+        (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+undo:
+    if (ram && (!template || opt->keep_running))
+        (void)unlink(ram);
+    (void)rm_rf(tmp);
+    (void)store_snapshot_delete(ctx->store, vm, snap, true, NULL, NULL, NULL);
+    return r;
+}
+
+/* ---------- list, rm ---------- */
+
+int vmctl_snapshot_list(vmctl_ctx *ctx, const char *vm, vmctl_snapshot_info ***ret, size_t *n,
+                        vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    VMCTL_ARG_CHECK(n, reterr);
+    reconcile(ctx);
+    store_snapshot **rows = NULL;
+    size_t count = 0;
+    int r = store_snapshot_list(ctx->store, vm, &rows, &count, reterr);
+    if (r < 0)
+        return r;
+    vmctl_snapshot_info **list = calloc(count ? count : 1, sizeof(*list));
+    size_t k = 0;
+    for (size_t i = 0; list && i < count; i++) {
+        if (!rows[i]->complete)
+            continue; /* being made */
+        if (info_from_row(ctx, rows[i], &list[k]) < 0) {
+            vmctl_snapshot_info_list_free(list, k);
+            list = NULL;
+            break;
+        }
+        k++;
+    }
+    store_snapshot_list_free(rows, count);
+    if (!list)
+        return oom(reterr);
+    *ret = list;
+    *n = k;
+    return 0;
+}
+
+int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(vm, reterr);
+    VMCTL_ARG_CHECK(snap, reterr);
+    reconcile(ctx);
+    cleanup_store_snapshot store_snapshot *s = NULL;
+    int r = store_snapshot_get(ctx->store, vm, snap, &s, reterr);
+    if (r == -ENOENT || (r >= 0 && !s->complete))
+        return not_found(reterr, vm, snap);
+    if (r < 0)
+        return r;
+    cleanup_free char *user = NULL;
+    size_t users = 0;
+    r = store_snapshot_delete(ctx->store, vm, snap, false, &user, &users, reterr);
+    if (r == -EBUSY) {
+        r = err_make(reterr, VMCTL_E_SNAPSHOT_IN_USE, EBUSY,
+                     "snapshot '%s/%s' is mapped by %zu vm%s (%s%s)", vm, snap, users,
+                     users == 1 ? "" : "s", user ? user : "?", users > 1 ? ", ..." : "");
+        err_detail(reterr, "vm", "%s", vm);
+        err_detail(reterr, "snapshot", "%s", snap);
+        err_help(reterr, "Destroy the VMs that map it first (`vmctl destroy %s`).",
+                 user ? user : "NAME");
+        return r;
+    }
+    if (r == -ENOENT)
+        return not_found(reterr, vm, snap);
+    if (r < 0)
+        return r;
+    remove_snapshot_files(s);
+    ctx_log(ctx, VMCTL_LOG_INFO, "removed snapshot '%s/%s'", vm, snap);
+    return 0;
+}
+
+/* ---------- restore: a launch that loads the snapshot ---------- */
+
+/* The complete snapshot (vm, snap), or snapshot::not_found. */
+static int get_snapshot(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapshot **ret,
+                        vmctl_error **reterr)
+{
+    int r = store_snapshot_get(ctx->store, vm, snap, ret, reterr);
+    if (r == -ENOENT || (r >= 0 && !(*ret)->complete)) {
+        if (r >= 0) {
+            store_snapshot_free(*ret);
+            *ret = NULL;
+        }
+        return not_found(reterr, vm, snap);
+    }
+    return r;
+}
+
+static int incompatible(vmctl_error **reterr, const store_snapshot *s, const char *what,
+                        const char *theirs, const char *ours)
+{
+    int r =
+        err_make(reterr, VMCTL_E_SNAPSHOT_INCOMPATIBLE, EPROTO,
+                 "snapshot '%s/%s' was made by %s %s, not %s", s->vm, s->name, what, theirs, ours);
+    err_detail(reterr, "vm", "%s", s->vm);
+    err_detail(reterr, "snapshot", "%s", s->name);
+    err_detail(reterr, "qemu_version", "%s", s->qemu_version);
+    err_detail(reterr, "machine", "%s", s->machine);
+    return r;
+}
+
+/* The guest's new identity (docs/snapshots.md): its hostname, then the clock, fresh entropy, a
+ * new machine-id and the NIC's MAC. */
+static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
+                            vmctl_error **reterr)
+{
+    cleanup_agent agent_conn *conn = NULL;
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
+    if (r < 0)
+        return r;
+    if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+        return r;
+    if ((r = agent_push_metadata(conn, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr)) <
+        0)
+        return r;
+    uint8_t entropy[64];
+    if (getrandom(entropy, sizeof(entropy), 0) != (ssize_t)sizeof(entropy))
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot read host entropy: %s", strerror(errno));
+    char machine_id[33];
+    random_hex(machine_id, 16);
+    agent_identity id = {
+        .realtime_ns = realtime_usec() * 1000,
+        .entropy = entropy,
+        .n_entropy = sizeof(entropy),
+        .machine_id = machine_id,
+        .mac = spec->nic_mac,
+    };
+    r = agent_push_identity(conn, &id, deadline, reterr);
+    explicit_bzero(entropy, sizeof(entropy));
+    return r;
+}
+
+/* Launch v (created, stopped or crashed; its lock held) from snapshot s and record it running.
+ * spec: v's own. */
+static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                       double timeout, vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    if (!be->snapshot_load || !be->version)
+        return err_make(reterr, VMCTL_E_BACKEND_NOT_AVAILABLE, EOPNOTSUPP,
+                        "the %s backend cannot restore a snapshot", be->title);
+    if (!streq(s->machine, spec->machine ? spec->machine : ""))
+        return incompatible(reterr, s, "machine", s->machine, spec->machine);
+    if (spec->memory_mib != s->memory_mib) {
+        char a[16], b[16];
+        snprintf(a, sizeof(a), "%u MiB", s->memory_mib);
+        snprintf(b, sizeof(b), "%u MiB", spec->memory_mib);
+        return incompatible(reterr, s, "a guest of", a, b);
+    }
+    bool template = streq(s->kind, "template");
+    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!state || !mark)
+        return oom(reterr);
+    cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
+                         strerror(errno));
+        err_detail(reterr, "path", "%s", state);
+        return r;
+    }
+    /* the mapping counts as a reference from before the launch: rm cannot take it away */
+    int r = store_snapshot_ref_add(ctx->store, v->name, s->vm, s->name, reterr);
+    if (r < 0)
+        return r;
+
+    be->cleanup(v->dir);
+    (void)unlink(mark);
+    if (be->needs_host_cid(spec)) {
+        if (!v->cid &&
+            (r = store_vm_alloc_cid(ctx->store, v->name, STORE_MIN_CID, &v->cid, reterr)) < 0)
+            return r;
+        spec->guest_cid = v->cid;
+    }
+    free(spec->restore_ram);
+    spec->restore_ram = template ? strdup(s->ram) : NULL;
+    if (template && !spec->restore_ram)
+        return oom(reterr);
+    spec->incoming = true;
+    pid_t pid = 0;
+    uint64_t pstart = 0;
+    cleanup_close int hold = -1;
+    uint64_t t_launch = now_usec();
+    if ((r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr)) < 0)
+        return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
+    cleanup_free char *version = NULL;
+    if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) < 0)
+        goto fail;
+    if (!streq(version, s->qemu_version)) {
+        r = incompatible(reterr, s, be->title, s->qemu_version, version);
+        goto fail;
+    }
+    /* Test hook: a window in which a killed vmctl leaves a half-made clone. */
+    const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
+    if (delay)
+        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+    uint64_t t_load = now_usec();
+    if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
+        goto fail;
+    uint64_t t_loaded = now_usec();
+    if ((r = store_vm_set_state(ctx->store, v->name, v->state, -1, VMCTL_VM_RUNNING, pid, pstart,
+                                reterr)) < 0)
+        goto fail;
+    supervise_commit(TAKE_FD(hold));
+    v->state = VMCTL_VM_RUNNING;
+    v->pid = pid;
+    v->pid_start = pstart;
+    (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
+    if (spec->agent &&
+        (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
+                              reterr)) < 0)
+        return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
+    ctx_log(ctx, VMCTL_LOG_DEBUG,
+            "vm '%s' from snapshot '%s/%s': launch %.1f ms, load %.1f ms, identity %.1f ms",
+            v->name, s->vm, s->name, (double)(t_load - t_launch) / 1000.0,
+            (double)(t_loaded - t_load) / 1000.0, (double)(now_usec() - t_loaded) / 1000.0);
+    return 0;
+fail:
+    (void)kill(pid, SIGKILL);
+    be->cleanup(v->dir);
+    return err_prefix(reterr, r, "while restoring vm '%s' from snapshot '%s/%s'", v->name, s->vm,
+                      s->name);
+}
+
+int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, double timeout_sec,
+                           vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(vm, reterr);
+    VMCTL_ARG_CHECK(snap, reterr);
+    reconcile(ctx);
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    cleanup_close int lock = -1;
+    vmctl_vm_state to;
+    int r = vm_begin_op(ctx, vm, _VM_OP_MAX, &v, &spec, &to, &lock, reterr);
+    if (r < 0)
+        return r;
+    if (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) {
+        r = err_invalid_state(reterr, vm, vmctl_vm_state_to_string(v->state), "running");
+        err_detail(reterr, "operation", "restore");
+        err_help(reterr, "Stop it first (`vmctl stop %s`), then restore it.", vm);
+        return r;
+    }
+    cleanup_store_snapshot store_snapshot *s = NULL;
+    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+        return r;
+    uint64_t t0 = now_usec();
+    if ((r = launch_from(ctx, v, spec, s, timeout_sec, reterr)) < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_INFO, "restored vm '%s' from snapshot '%s' in %.1f ms", vm, snap,
+            (double)(now_usec() - t0) / 1000.0);
+    return 0;
+}
+
+/* ---------- clone ---------- */
+
+/* "... vmctl.hostname=OLD ..." with NEW instead (the default guest names itself from it when it
+ * boots cold). */
+static char *cmdline_rename(const char *cmdline, const char *name)
+{
+    if (!cmdline)
+        return NULL;
+    const char *p = strstr(cmdline, "vmctl.hostname=");
+    if (!p)
+        return strdup(cmdline);
+    const char *end = p + strlen("vmctl.hostname=");
+    end += strcspn(end, " ");
+    return str_printf("%.*svmctl.hostname=%s%s", (int)(p - cmdline), cmdline, name, end);
+}
+
+/* One clone: a new VM row (incomplete until it runs: a killed clone is repaired like a killed
+ * create), its directory, then the restore. */
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, double timeout,
+                     vmctl_error **reterr)
+{
+    cleanup_vm_spec vm_spec *spec = NULL;
+    int r = vm_spec_from_json(s->config, &spec, reterr);
+    if (r < 0)
+        return r;
+    free(spec->name);
+    spec->name = strdup(name);
+    char *cl = cmdline_rename(spec->cmdline, name);
+    free(spec->cmdline);
+    spec->cmdline = cl;
+    char hex[7];
+    random_hex(hex, 3);
+    free(spec->nic_mac);
+    spec->nic_mac =
+        str_printf("52:54:00:%c%c:%c%c:%c%c", hex[0], hex[1], hex[2], hex[3], hex[4], hex[5]);
+    if (spec->ram_file) {
+        /* its own file for its cold boots: a clone is snapshottable as its source was */
+        cleanup_free char *ramdir = snapshot_ram_dir();
+        char h[17];
+        random_hex(h, 8);
+        free(spec->ram_file);
+        spec->ram_file = ramdir ? str_printf("%s/%s.%s.ram", ramdir, name, h) : NULL;
+    }
+    if (!spec->name || !spec->nic_mac ||
+        (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
+        return oom(reterr);
+    for (size_t i = 0; i < spec->n_ports; i++)
+        spec->ports[i].host_port = 0; /* new host ports */
+    cleanup_free bool *auto_ports = NULL;
+    if ((r = net_prepare_ports(ctx->store, spec, &auto_ports, reterr)) < 0)
+        return r;
+    cleanup_free char *json = NULL;
+    if (vm_spec_to_json(spec, &json) < 0)
+        return oom(reterr);
+    cleanup_free char *dir = ctx_vm_dir(ctx, name);
+    if (!dir)
+        return oom(reterr);
+    cleanup_close int lock = -1;
+    if ((r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr)) < 0)
+        return r;
+    int64_t now = (int64_t)(realtime_usec() / 1000000);
+    store_vm row = {
+        .name = spec->name,
+        .state = VMCTL_VM_CREATED,
+        .config = json,
+        .dir = dir,
+        .created_at = now,
+        .updated_at = now,
+        .complete = false,
+        .owner_pid = getpid(),
+        .owner_start = proc_start_time(getpid()),
+    };
+    r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
+    if (r == -EEXIST) {
+        /* an abandoned clone or create under this name: repair it and try again once */
+        store_vm *old = NULL;
+        if (store_vm_get(ctx->store, name, &old, NULL) >= 0) {
+            if (vm_reconcile(ctx, old, true) == 1) {
+                vmctl_error_free(reterr ? *reterr : NULL);
+                if (reterr)
+                    *reterr = NULL;
+                r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
+            }
+            store_vm_free(old);
+        }
+    }
+    if (r < 0) {
+        if (r != -EEXIST)
+            vm_unlock_remove(ctx, name, TAKE_FD(lock));
+        return r;
+    }
+    bool made_dir = false;
+    if (mkdir(dir, 0700) < 0) {
+        r = err_make(reterr, errno == EEXIST ? VMCTL_E_VM_ALREADY_EXISTS : VMCTL_E_IO, errno,
+                     "cannot create vm directory '%s': %s", dir, strerror(errno));
+        err_detail(reterr, "path", "%s", dir);
+        goto undo;
+    }
+    made_dir = true;
+    if ((r = vm_owner_mark(dir)) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s/" VM_FILE_CREATE_OWNER "'", dir);
+        goto undo;
+    }
+    if ((r = sshc_keygen(dir, name, reterr)) < 0)
+        goto undo;
+    {
+        cleanup_free char *cfg = str_printf("%s/" VM_FILE_CONFIG, dir);
+        if (!cfg || (r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
+            r = err_make(reterr, VMCTL_E_IO, cfg ? -r : ENOMEM, "cannot write the config of '%s'",
+                         name);
+            goto undo;
+        }
+    }
+    {
+        cleanup_store_vm store_vm *v = NULL;
+        if ((r = store_vm_get(ctx->store, name, &v, reterr)) < 0)
+            goto undo;
+        if ((r = launch_from(ctx, v, spec, s, timeout, reterr)) < 0) {
+            if (v->state == VMCTL_VM_RUNNING) {
+                /* running, but without its identity: it must not pass for a good clone */
+                (void)kill(v->pid, SIGKILL);
+                (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(QUIT_WAIT_TIMEOUT));
+            }
+            goto undo;
+        }
+    }
+    if ((r = store_vm_set_complete(ctx->store, name, reterr)) < 0)
+        goto undo;
+    {
+        cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+        if (mark)
+            (void)unlink(mark);
+    }
+    return 0;
+undo:
+    if (made_dir)
+        (void)rm_rf(dir);
+    (void)store_vm_delete(ctx->store, name, NULL);
+    vm_unlock_remove(ctx, name, TAKE_FD(lock));
+    return r;
+}
+
+int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const char *newname,
+                         unsigned count, double timeout_sec, vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(ctx, reterr);
+    VMCTL_ARG_CHECK(vm, reterr);
+    VMCTL_ARG_CHECK(snap, reterr);
+    VMCTL_ARG_CHECK(newname, reterr);
+    int r;
+    if ((r = check_name(reterr, "vm", newname)) < 0)
+        return r;
+    if (count == 0 || count > 1000)
+        return err_invalid_field(reterr, "count", NULL, "1 to 1000",
+                                 "invalid count: use 1 to 1000");
+    reconcile(ctx);
+    cleanup_store_snapshot store_snapshot *s = NULL;
+    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+        return r;
+    for (unsigned i = 1; i <= count; i++) {
+        cleanup_free char *name = count == 1 ? strdup(newname) : str_printf("%s-%u", newname, i);
+        if (!name)
+            return oom(reterr);
+        if (count > 1 && (r = check_name(reterr, "vm", name)) < 0)
+            return r;
+        uint64_t t0 = now_usec();
+        if ((r = clone_one(ctx, s, name, timeout_sec, reterr)) < 0) {
+            if (i > 1)
+                err_note(reterr, "clones %s-1 to %s-%u were made and run", newname, newname, i - 1);
+            return err_prefix(reterr, r, "while cloning '%s/%s' as '%s'", vm, snap, name);
+        }
+        ctx_log(ctx, VMCTL_LOG_INFO, "cloned '%s/%s' as vm '%s' in %.1f ms", vm, snap, name,
+                (double)(now_usec() - t0) / 1000.0);
+    }
+    return 0;
+}

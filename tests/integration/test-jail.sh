@@ -1,0 +1,144 @@
+#!/bin/bash
+# The jail (docs/isolation.md), read from /proc of the real QEMU process under TCG: its uid (not
+# 0), Seccomp 2, NoNewPrivs 1, no capabilities, its root (not the host's), its own mnt/pid/ipc/uts
+# namespaces, its cgroup (vmctl/NAME-HASH with the VM's limits); the VM directory and sockets
+# only for root and the VM's uid; a guest past its memory ceiling is contained (QEMU OOM-killed in
+# its cgroup, the VM crashed with a note saying so, the host and the other VM untouched); a CPU
+# quota caps a busy guest (host CPU time of two busy guests over one window, with and without a
+# quota: a ratio); --no-jail gives uid 0 and no sandbox; a full uid range is jailer::failed
+# naming the step; destroy leaves no cgroup directory. One booted VM is shared by the cases.
+. "$(dirname "$0")/lib.sh"
+need_guest
+[ "$(id -u)" = 0 ] || skip "the jail needs root (vmctl runs unconfined as a user)"
+command -v setpriv >/dev/null || skip "setpriv (package util-linux) is not installed"
+setup_home
+
+CG=/sys/fs/cgroup
+if [ "$(stat -f -c %T $CG)" = cgroup2fs ]; then V2=1; else V2=0; fi
+# the VM's cgroup directory for controller $2 (v1: cpu, memory, pids; v2: all in one)
+cgdir() { local rel; rel=$(vm status --json "$1" | jq -r .jail.cgroup)
+  if [ "$V2" = 1 ]; then echo "$CG/$rel"; else echo "$CG/$2/$rel"; fi; }
+pid_of() { vm status --json "$1" | jq -r .pid; }
+field() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+{ vm create jv && vm start jv --wait; } >/dev/null 2>&1 || fail "create jv"
+P=$(pid_of jv)
+[ -n "$P" ] && [ "$P" != null ] || { fail "jv has no pid"; finish; }
+
+# --- the process, from /proc ---
+uid=$(field "$P" Uid)
+suid=$(vm status --json jv | jq -r .jail.uid)
+[ "$uid" != 0 ] && [ "$uid" = "$suid" ] && ok "QEMU runs as the VM's uid $uid (store: $suid)" ||
+  fail "QEMU uid $uid, store uid $suid"
+expect_eq "Seccomp" "$(field "$P" Seccomp)" 2
+expect_eq "NoNewPrivs" "$(field "$P" NoNewPrivs)" 1
+expect_eq "CapEff" "$(field "$P" CapEff)" 0000000000000000
+expect_eq "CapBnd" "$(field "$P" CapBnd)" 0000000000000000
+[ "$(stat -L -c %i /proc/$P/root)" != "$(stat -L -c %i /)" ] && [ ! -e "/proc/$P/root/etc/passwd" ] &&
+  ok "its root is not the host's (no /etc/passwd there)" || fail "QEMU's root is the host's"
+[ -e "/proc/$P/root/usr/bin/qemu-system-x86_64" ] && ok "QEMU's binary is in its root" ||
+  fail "no QEMU binary in its root"
+touch "/proc/$P/root/usr/x" 2>/dev/null && fail "its /usr is writable" || ok "its /usr is read-only"
+for ns in mnt pid ipc uts; do
+  [ "$(readlink /proc/$P/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ] && ok "own $ns namespace" ||
+    fail "$ns namespace is the host's"
+done
+grep -q "/vmctl/jv-" /proc/$P/cgroup && ok "in cgroup $(grep -m1 -o '/vmctl/jv-[0-9a-f]*' /proc/$P/cgroup)" ||
+  fail "not in a vmctl cgroup: $(cat /proc/$P/cgroup)"
+js=$(vm status --json jv | jq -c .jail)
+[ "$(jq -r '.jailed and .sandbox == "on"' <<<"$js")" = true ] && ok "status --json shows the jail: $js" ||
+  fail "status --json jail: $js"
+if [ "$V2" = 1 ]; then lim=$(cat "$(cgdir jv memory)/memory.max"); pmax=$(cat "$(cgdir jv pids)/pids.max")
+else lim=$(cat "$(cgdir jv memory)/memory.limit_in_bytes"); pmax=$(cat "$(cgdir jv pids)/pids.max"); fi
+[ "$lim" -gt $((256 << 20)) ] && [ "$lim" = "$(jq -r .memory_limit <<<"$js")" ] &&
+  ok "memory ceiling $lim above the guest's 256 MiB" || fail "memory ceiling '$lim'"
+expect_eq "pids ceiling" "$pmax" 512
+
+# --- who can read what ---
+D=$(vm status --json jv | jq -r .dir)
+expect_eq "vm directory owner and mode" "$(stat -c '%u %a' "$D")" "$uid 700"
+expect_eq "agent socket owner and mode" "$(stat -c '%u %a' "$D/agent.sock")" "$uid 600"
+[ ! -e "$D/id_ed25519" ] || expect_eq "the ssh key stays root's" "$(stat -c '%u %a' "$D/id_ed25519")" "0 600"
+setpriv --reuid=65534 --regid=65534 --clear-groups cat "$D/vm.json" >/dev/null 2>&1 &&
+  fail "another user reads the vm directory" || ok "another user cannot read the vm directory"
+setpriv --reuid="$((uid + 1))" --regid="$((uid + 1))" --clear-groups ls "$D" >/dev/null 2>&1 &&
+  fail "the next VM's uid reads this VM's directory" || ok "another VM's uid cannot enter it"
+
+# --- the guest still does everything under the jail ---
+expect_eq "exec" "$(timeout 60 "$VMCTL" exec jv -- hostname 2>&1)" jv
+echo hello >"$VMCTL_HOME/f"
+vm cp "$VMCTL_HOME/f" jv:/tmp/f >/dev/null 2>&1 && expect_eq "cp" "$(timeout 60 "$VMCTL" exec jv -- cat /tmp/f)" hello ||
+  fail "cp into the jailed VM"
+
+# --- a full uid range: jailer::failed naming the step ---
+vm create jfull >/dev/null 2>&1
+VMCTL_JAIL_UID_BASE=$uid VMCTL_JAIL_UID_COUNT=1 expect_code "a full uid range" \
+  vm_manager::jailer::failed start jfull
+expect_eq "the error names the step" "$(jq -r ".error.details.step // empty" <<<"$LAST_JSON")" \
+  "uid allocation"
+vm destroy jfull >/dev/null 2>&1
+
+# --- --no-jail ---
+vm create jn --no-jail --start >/dev/null 2>&1 || fail "create --no-jail"
+N=$(pid_of jn)
+expect_eq "--no-jail: uid" "$(field "$N" Uid)" 0
+expect_eq "--no-jail: no seccomp" "$(field "$N" Seccomp)" 0
+expect_eq "--no-jail: status" "$(vm status --json jn | jq -c '[.jail.enabled, .jail.jailed, .jail.sandbox]')" \
+  '[false,false,"off"]'
+vm destroy --force jn >/dev/null 2>&1
+
+# --- a CPU quota caps a busy guest: both busy over one window, host CPU time compared ---
+{ vm create jc --cpu-quota 0.1 && vm start jc --wait; } >/dev/null 2>&1 || fail "create --cpu-quota"
+C=$(pid_of jc)
+if [ "$V2" = 1 ]; then q=$(cat "$(cgdir jc cpu)/cpu.max"); expect_eq "cpu.max" "$q" "10000 100000"
+else expect_eq "cpu quota" "$(cat "$(cgdir jc cpu)/cpu.cfs_quota_us")" 10000; fi
+for n in jv jc; do
+  timeout 20 "$VMCTL" exec $n -- sh -c 'i=0; while [ $i -lt 100000000 ]; do i=$((i+1)); done' \
+    >/dev/null 2>&1 &
+done
+sleep 3 # both loops running
+a0=$(cputicks "$P") b0=$(cputicks "$C")
+sleep 8
+a1=$(cputicks "$P") b1=$(cputicks "$C")
+free=$((a1 - a0)) capped=$((b1 - b0))
+echo "cpu ticks over one window: free $free, quota 0.1: $capped"
+# the capped one gets at most about its quota of the window (8 s = 800 ticks at 100 Hz: 80),
+# and clearly less than the free one
+[ "$capped" -gt 0 ] && [ $((capped * 2)) -lt "$free" ] && ok "the quota caps the busy guest ($capped vs $free ticks)" ||
+  fail "quota: $capped ticks with 0.1, $free without"
+vm kill jc >/dev/null 2>&1
+vm kill jv >/dev/null 2>&1
+wait
+
+# --- past the memory ceiling: QEMU OOM-killed in its cgroup, the other VM untouched ---
+vm start jv --wait >/dev/null 2>&1 || fail "restart jv"
+P=$(pid_of jv)
+vm start jc >/dev/null 2>&1
+C=$(pid_of jc)
+M=$(cgdir jv memory)
+if [ "$V2" = 1 ]; then use=$(cat "$M/memory.current"); echo $((use + (24 << 20))) >"$M/memory.max"
+else use=$(cat "$M/memory.usage_in_bytes"); echo $((use + (24 << 20))) >"$M/memory.limit_in_bytes"
+  [ -e "$M/memory.memsw.limit_in_bytes" ] && echo $((use + (24 << 20))) >"$M/memory.memsw.limit_in_bytes"; fi
+timeout 60 "$VMCTL" exec jv -- dd if=/dev/zero of=/big bs=1M count=90 >/dev/null 2>&1
+for _ in $(seq 100); do [ "$(state_of jv)" = crashed ] && break; sleep 0.2; done
+expect_eq "past its ceiling the VM is OOM-killed" "$(state_of jv)" crashed
+vm status --json jv | jq -r .crash_note | grep -q "out of memory" && ok "the crash note says out of memory" ||
+  fail "crash note: $(vm status --json jv | jq -r .crash_note | head -3)"
+[ "$(state_of jc)" = running ] && kill -0 "$C" && ok "the other VM is untouched" || fail "the other VM died too"
+ls -d $CG/*/vmctl/jv-* $CG/vmctl/jv-* 2>/dev/null | grep -q . && fail "jv's cgroup is left after the crash" ||
+  ok "the crashed VM's cgroup is removed"
+
+# --- doctor says what is in force ---
+doc=$(vm --json doctor 2>/dev/null)
+expect_eq "doctor: jail on" "$(jq -r '.[] | select(.name == "jail") | .status' <<<"$doc")" ok
+jq -r '.[] | select(.name == "limits") | .summary' <<<"$doc" | grep -q "cgroup v[12].*cpu quota yes, memory ceiling yes, pids yes" &&
+  ok "doctor: limits $(jq -r '.[] | select(.name == "limits") | .summary' <<<"$doc")" ||
+  fail "doctor limits: $(jq -c '.[] | select(.name == "limits")' <<<"$doc")"
+expect_eq "doctor with VMCTL_NO_JAIL: warns" "$(VMCTL_NO_JAIL=1 "$VMCTL" --json doctor 2>/dev/null | jq -r '.[] | select(.name == "jail") | .status')" warn
+
+# --- nothing left behind ---
+for n in jv jc; do vm destroy --force $n >/dev/null 2>&1; done
+left=$(ls -d $CG/*/vmctl/j[vc]-* $CG/vmctl/j[vc]-* $CG/vmctl.slice/j[vc]-* 2>/dev/null)
+[ -z "$left" ] && ok "destroy leaves no cgroup directory" || fail "left: $left"
+finish
