@@ -57,12 +57,19 @@ paths = {
  "/v1/images": {"get": op("list cached images", 200, okschema=ref("ImageList"))},
  "/v1/events": {"get": op("event stream: one JSON line per VM state change, creation, destruction and exit, as they happen (the store is polled: changes made by the CLI show too)", 200,
      okschema=ref("Event"), okmedia="application/x-ndjson")},
- "/v1/vms/{name}/snapshots": {"parameters": [name],
-   "get": op("list a VM's snapshots (not yet: 501 vm_manager::api::not_implemented)", 501),
-   "post": op("snapshot a VM (not yet: 501 vm_manager::api::not_implemented)", 501)},
- "/v1/vms/{name}/snapshots/{snapshot}/clone": {"parameters": [name, {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}}],
-   "post": op("clone VMs from a snapshot (not yet: 501 vm_manager::api::not_implemented)", 501)},
 }
+snapp = {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}}
+paths.update({
+ "/v1/vms/{name}/snapshots": {"parameters": [name],
+   "get": op("list a VM's snapshots", 200, 404, okschema=ref("SnapshotList")),
+   "post": op("snapshot a running VM (template: the clones map its RAM; keep_running: the source continues)", 201, 400, 404, 409, body=jbody("SnapshotCreate", True), okschema=ref("Snapshot"))},
+ "/v1/vms/{name}/snapshots/{snapshot}": {"parameters": [name, snapp],
+   "delete": op("remove a snapshot (409 snapshot::in_use while VMs map it)", 204, 404, 409, okdesc="removed")},
+ "/v1/vms/{name}/snapshots/{snapshot}/restore": {"parameters": [name, snapp],
+   "post": op("bring the (not running) VM back to the snapshot and run it; answers once its agent answers", 200, 404, 409, 504, body=jbody("RestoreRequest"), okschema=vmresp)},
+ "/v1/vms/{name}/snapshots/{snapshot}/clone": {"parameters": [name, snapp],
+   "post": op("new running VMs from a snapshot: name for count 1, else name-1 .. name-N; answers once every one is ready", 201, 400, 404, 409, 504, body=jbody("CloneRequest", True), okschema=vmresp if False else ref("VMList"))},
+})
 # every op: 401 on TCP without the right token; 400 malformed; 413 too large
 for p in paths.values():
     for m, o in p.items():
@@ -125,6 +132,13 @@ s["Stats"] = {"type": "object", "description": "the object of `vmctl stats NAME 
 s["Event"] = {"type": "object", "required": ["type", "vm", "time"], "properties": {
   "type": {"type": "string", "enum": ["ready", "created", "state", "exit", "destroyed"]}, "vm": {"type": "string"},
   "from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]}, "time": {"type": "number", "description": "unix seconds"}}}
+s["Snapshot"] = {"type": "object", "properties": {"vm": {"type": "string"}, "name": {"type": "string"}, "kind": {"type": "string", "enum": ["template", "full"]},
+  "dir": {"type": "string"}, "qemu_version": {"type": "string"}, "machine": {"type": "string"}, "memory_mib": {"type": "integer"},
+  "created_at": {"type": "integer"}, "refs": {"type": "integer", "description": "VMs mapping it"}, "save_ms": {"type": "number", "description": "create only"}}}
+s["SnapshotList"] = {"type": "object", "properties": {"snapshots": {"type": "array", "items": ref("Snapshot")}}}
+s["SnapshotCreate"] = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["template", "full"]}, "keep_running": {"type": "boolean", "default": False}}}
+s["RestoreRequest"] = {"type": "object", "additionalProperties": False, "properties": {"timeout": {"type": "number"}}}
+s["CloneRequest"] = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}, "timeout": {"type": "number"}}}
 s["Version"] = {"type": "object", "properties": {"version": {"type": "string"}, "library": {"type": "string"}, "api": {"type": "string", "example": "v1"}}}
 doc = {"openapi": "3.1.0",
  "info": {"title": "vmctl serve", "version": "1", "description": "REST/JSON API of vmctl serve (docs/api.md). Every error is the library's error object with the HTTP status of its code family."},

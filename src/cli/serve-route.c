@@ -35,6 +35,8 @@ static const serve_route routes[] = {
     {SERVE_R_SNAP_LIST, "GET", "/v1/vms/{name}/snapshots", false},
     {SERVE_R_SNAP_CREATE, "POST", "/v1/vms/{name}/snapshots", true},
     {SERVE_R_SNAP_CLONE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/clone", true},
+    {SERVE_R_SNAP_RM, "DELETE", "/v1/vms/{name}/snapshots/{snapshot}", false},
+    {SERVE_R_SNAP_RESTORE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/restore", true},
 };
 
 const serve_route *serve_route_at(size_t i)

@@ -39,6 +39,8 @@ typedef enum serve_route_id {
     SERVE_R_SNAP_LIST,
     SERVE_R_SNAP_CREATE,
     SERVE_R_SNAP_CLONE,
+    SERVE_R_SNAP_RM,
+    SERVE_R_SNAP_RESTORE,
     _SERVE_R_MAX,
 } serve_route_id;
 

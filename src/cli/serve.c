@@ -789,6 +789,20 @@ static const char *const start_fields[] = {"wait", "timeout", NULL};
 static const char *const stop_fields[] = {"force", "timeout", NULL};
 static const char *const signal_fields[] = {"signal", NULL};
 static const char *const resize_fields[] = {"rows", "cols", NULL};
+static const char *const snap_fields[] = {"name", "kind", "keep_running", NULL};
+static const char *const restore_fields[] = {"timeout", NULL};
+static const char *const clone_fields[] = {"name", "count", "timeout", NULL};
+
+static json_t *snapshot_json(const vmctl_snapshot_info *i)
+{
+    json_t *o = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?, s:s?, s:i, s:I, s:I}", "vm", i->vm,
+                          "name", i->name, "kind", i->kind, "dir", i->dir, "qemu_version",
+                          i->qemu_version, "machine", i->machine, "memory_mib", (int)i->memory_mib,
+                          "created_at", (json_int_t)i->created_at, "refs", (json_int_t)i->n_refs);
+    if (o && i->save_ms > 0)
+        json_object_set_new(o, "save_ms", json_real(i->save_ms));
+    return o;
+}
 
 static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, req *rq)
 {
@@ -811,12 +825,6 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
         return queue(conn, 200, resp);
     }
-    case SERVE_R_SNAP_LIST:
-    case SERVE_R_SNAP_CREATE:
-    case SERVE_R_SNAP_CLONE:
-        vmctl_error_new(&e, VMCTL_E_API_NOT_IMPLEMENTED, ENOSYS,
-                        "snapshots and clones are not available yet");
-        return respond_error(conn, e);
     case SERVE_R_EVENTS:
         return events_respond(srv, conn);
     case SERVE_R_VM_EXEC: {
@@ -880,6 +888,86 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
         return respond_error(conn, e);
 
     switch (rq->m.route->id) {
+    case SERVE_R_SNAP_LIST: {
+        vmctl_snapshot_info **list = NULL;
+        size_t n = 0;
+        if (vmctl_snapshot_list(ctx, name, &list, &n, &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, snapshot_json(list[i]));
+        vmctl_snapshot_info_list_free(list, n);
+        return respond_json(conn, 200, json_pack("{s:o}", "snapshots", a));
+    }
+    case SERVE_R_SNAP_CREATE: {
+        const char *snap = NULL;
+        vmctl_snapshot_options so = {0};
+        vmctl_snapshot_info *info = NULL;
+        if (serve_parse_object(body, rq->len, snap_fields, &o, &e) < 0 ||
+            serve_get_string(o, "name", &snap, &e) < 0 ||
+            serve_get_string(o, "kind", &so.kind, &e) < 0 ||
+            serve_get_bool(o, "keep_running", &so.keep_running, &e) < 0)
+            break;
+        if (!snap) {
+            vmctl_error_new(&e, VMCTL_E_API_BAD_REQUEST, EINVAL, "field 'name' is required");
+            if (e)
+                vmctl_error_add_detail(e, "field", "name");
+            break;
+        }
+        if (vmctl_snapshot_create(ctx, name, snap, &so, &info, &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        json_t *doc = snapshot_json(info);
+        vmctl_snapshot_info_free(info);
+        return respond_json(conn, 201, doc);
+    }
+    case SERVE_R_SNAP_RM:
+        if (vmctl_snapshot_rm(ctx, name, rq->m.params[1], &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        return respond_empty(conn, 204);
+    case SERVE_R_SNAP_RESTORE: {
+        double timeout = 0;
+        if (serve_parse_object(body, rq->len, restore_fields, &o, &e) < 0 ||
+            serve_get_seconds(o, "timeout", &timeout, &e) < 0 ||
+            vmctl_snapshot_restore(ctx, name, rq->m.params[1], timeout, &e) < 0)
+            break;
+        return respond_vm(srv, conn, ctx, name, 200);
+    }
+    case SERVE_R_SNAP_CLONE: {
+        const char *newname = NULL;
+        unsigned count = 1;
+        double timeout = 0;
+        if (serve_parse_object(body, rq->len, clone_fields, &o, &e) < 0 ||
+            serve_get_string(o, "name", &newname, &e) < 0 ||
+            serve_get_uint(o, "count", 1024, &count, &e) < 0 ||
+            serve_get_seconds(o, "timeout", &timeout, &e) < 0)
+            break;
+        if (!newname || count == 0) {
+            vmctl_error_new(&e, VMCTL_E_API_BAD_REQUEST, EINVAL,
+                            "field 'name' is required and 'count' at least 1");
+            if (e)
+                vmctl_error_add_detail(e, "field", newname ? "count" : "name");
+            break;
+        }
+        if (vmctl_snapshot_clone(ctx, name, rq->m.params[1], newname, count, timeout, &e) < 0)
+            break;
+        json_t *a = json_array();
+        for (unsigned i = 0; i < count; i++) {
+            char vmname[300];
+            if (count == 1)
+                snprintf(vmname, sizeof(vmname), "%s", newname);
+            else
+                snprintf(vmname, sizeof(vmname), "%s-%u", newname, i + 1);
+            vmctl_vm_info *info = NULL;
+            if (vmctl_vm_get(ctx, vmname, &info, NULL) >= 0)
+                json_array_append_new(a, render_vm_json(info));
+            vmctl_vm_info_free(info);
+        }
+        ctx_put(srv, ctx);
+        return respond_json(conn, 201, json_pack("{s:o}", "vms", a));
+    }
     case SERVE_R_VMS_LIST: {
         vmctl_vm_info **list = NULL;
         size_t n = 0;

@@ -83,7 +83,12 @@ expect_api "a JSON body over 1 MiB" 413 vm_manager::api::too_large
 api GET /v1/nothing
 expect_api "an unknown route" 404 vm_manager::api::route_not_found
 api GET /v1/vms/job/snapshots
-expect_api "snapshots: not yet" 501 vm_manager::api::not_implemented
+expect_api "snapshots of a VM" 200 -
+expect_eq "... none yet" "$(jq -c .snapshots <<<"$BODY")" "[]"
+api POST /v1/vms/job/snapshots -d '{"kind":"full"}'
+expect_api "a snapshot without a name" 400 vm_manager::api::bad_request
+api DELETE /v1/vms/job/snapshots/nope
+expect_api "remove an unknown snapshot" 404 vm_manager::snapshot::not_found
 
 # the CLI side by side: one store
 expect_eq "the CLI sees the server's VM" "$(state_of job)" running
