@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <dlfcn.h>
 #include <microhttpd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -22,10 +23,47 @@
 #include "render.h"
 #include "serve-route.h"
 #include "serve.h"
+#include "serve-mhd.h"
 
 /* Contexts kept for reuse between requests (each request takes one for itself). */
 #define POOL_MAX 16
 static const size_t pool_max = POOL_MAX;
+
+serve_mhd serve_mhd_fn;
+
+/* dlopen libmicrohttpd (Debian: libmicrohttpd12) once; host::missing_dependency when absent. */
+static int mhd_load(vmctl_error **reterr)
+{
+    static const char soname[] = "libmicrohttpd.so.12";
+    void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        int r = vmctl_error_new(reterr, VMCTL_E_HOST_MISSING_DEPENDENCY, ENOENT,
+                                "cannot load %s: %s", soname, dlerror());
+        if (reterr && *reterr)
+            vmctl_error_set_help(*reterr, "Install libmicrohttpd12 (`apt-get install "
+                                          "libmicrohttpd12`): vmctl serve needs it");
+        return r;
+    }
+#define SYM(field, name)                                                                           \
+    do {                                                                                           \
+        *(void **)&serve_mhd_fn.field = dlsym(h, name);                                            \
+        if (!serve_mhd_fn.field)                                                                   \
+            return vmctl_error_new(reterr, VMCTL_E_HOST_MISSING_DEPENDENCY, ENOENT,                \
+                                   "%s has no %s", soname, name);                                  \
+    } while (0)
+    SYM(start_daemon, "MHD_start_daemon");
+    SYM(stop_daemon, "MHD_stop_daemon");
+    SYM(queue_response, "MHD_queue_response");
+    SYM(destroy_response, "MHD_destroy_response");
+    SYM(create_response_from_buffer, "MHD_create_response_from_buffer");
+    SYM(create_response_from_callback, "MHD_create_response_from_callback");
+    SYM(create_response_from_fd, "MHD_create_response_from_fd");
+    SYM(add_response_header, "MHD_add_response_header");
+    SYM(lookup_connection_value, "MHD_lookup_connection_value");
+    SYM(get_connection_info, "MHD_get_connection_info");
+#undef SYM
+    return 0;
+}
 
 typedef struct job job;
 
@@ -1208,6 +1246,16 @@ static bool token_ok(serve_server *srv, struct MHD_Connection *conn)
     return diff == 0;
 }
 
+/* An error found before the body came: answered once it is read (a client that sends its body
+ * whole, as most do, would otherwise see its connection closed under it). */
+static enum MHD_Result defer_error(req *rq, vmctl_error *e)
+{
+    if (!e)
+        vmctl_error_new(&e, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    rq->err = e;
+    return MHD_YES;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -1230,7 +1278,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         rq->spool_fd = -1;
         *con_cls = rq;
         if (serve_route_match(method, url, &rq->m, &e) < 0)
-            return respond_error(conn, e);
+            return defer_error(rq, e);
         if (rq->m.route->id == SERVE_R_FILES_PUT) {
             const char *path = query(conn, "path");
             if (!path || path[0] != '/') {
@@ -1238,18 +1286,18 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                                 "query parameter 'path' must be an absolute guest path");
                 if (e)
                     vmctl_error_add_detail(e, "field", "path");
-                return respond_error(conn, e);
+                return defer_error(rq, e);
             }
             if (spool_open(srv, rq, is_tar(conn) ? NULL : path, &e) < 0)
-                return respond_error(conn, e);
+                return defer_error(rq, e);
         } else if (rq->m.route->id == SERVE_R_EXEC_STDIN) {
             rq->stdin_job = job_find(srv, rq->m.params[0], &e);
             if (!rq->stdin_job)
-                return respond_error(conn, e);
+                return defer_error(rq, e);
             if (!rq->stdin_job->req.stdin_open) {
                 vmctl_error_new(&e, VMCTL_E_API_BAD_REQUEST, EINVAL,
                                 "exec id '%s' was not started with stdin_open", rq->m.params[0]);
-                return respond_error(conn, e);
+                return defer_error(rq, e);
             }
         }
         return MHD_YES;
@@ -1280,6 +1328,9 @@ static struct MHD_Daemon *start_daemon(serve_server *srv, listener *l, int fd,
 
 int serve_start(const serve_opts *opts, serve_server **ret, vmctl_error **reterr)
 {
+    int r = mhd_load(reterr);
+    if (r < 0)
+        return r;
     serve_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return vmctl_error_new(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
