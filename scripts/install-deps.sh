@@ -11,6 +11,7 @@ pkgs=(
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
+  libmicrohttpd-dev libmicrohttpd12 curl                                          # vmctl serve
   libnftables-dev libnftables1                                                    # TAP firewall
   nftables iproute2 curl                                                          # test-net-tap
 )

@@ -71,6 +71,13 @@ typedef enum vmctl_error_kind {
     VMCTL_E_SNAPSHOT_FAILED,
     VMCTL_E_SNAPSHOT_INCOMPATIBLE,
     VMCTL_E_SNAPSHOT_IN_USE,
+    /* vmctl serve (docs/api.md) */
+    VMCTL_E_API_BAD_REQUEST,
+    VMCTL_E_API_UNAUTHORIZED,
+    VMCTL_E_API_ROUTE_NOT_FOUND,
+    VMCTL_E_API_METHOD_NOT_ALLOWED,
+    VMCTL_E_API_TOO_LARGE,
+    VMCTL_E_API_NOT_IMPLEMENTED,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

@@ -545,17 +545,27 @@ void store_close(store *s)
 }
 
 static int store_open_path(const char *path, store **ret, vmctl_error **reterr);
-/* path as a 0600 file: created when create (else left absent), narrowed when it is ours. */
+/* path as a 0600 file: created when create (else left absent), narrowed when it is ours. By path,
+ * not through an fd of an existing file: closing any fd of a file drops all this process's POSIX
+ * locks on it, SQLite's among them, and a process may hold several stores of one home at once
+ * (vmctl serve: a context per request); another process then takes the database for unused and
+ * removes its -wal and -shm under the open handles. */
 static int make_private(const char *path, bool create)
 {
-    cleanup_close int fd =
-        open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | (create ? O_CREAT : 0), 0600);
-    if (fd < 0)
-        return errno == ENOENT && !create ? 0 : -errno;
     struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) && fchmod(fd, 0600) < 0)
+    if (lstat(path, &st) < 0) {
+        if (errno != ENOENT)
+            return -errno;
+        if (!create)
+            return 0;
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0)
+            return errno == EEXIST ? make_private(path, false) : -errno;
+        close(fd); /* a new file: nobody holds locks on it yet */
+        return 0;
+    }
+    if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 077) &&
+        chmod(path, 0600) < 0)
         return -errno;
     return 0;
 }
