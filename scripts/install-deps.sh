@@ -12,6 +12,7 @@ pkgs=(
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
   libnftables-dev libnftables1                                                    # TAP firewall
+  libmicrohttpd-dev libmicrohttpd12 curl                                          # vmctl serve
 )
 missing=()
 for p in "${pkgs[@]}"; do

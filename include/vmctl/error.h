@@ -68,6 +68,13 @@ typedef enum vmctl_error_kind {
     VMCTL_E_IMAGE_IN_USE,
     VMCTL_E_IMAGE_UNSAFE,
     VMCTL_E_INVALID_ARGUMENT,
+    /* vmctl serve (docs/api.md) */
+    VMCTL_E_API_BAD_REQUEST,
+    VMCTL_E_API_UNAUTHORIZED,
+    VMCTL_E_API_ROUTE_NOT_FOUND,
+    VMCTL_E_API_METHOD_NOT_ALLOWED,
+    VMCTL_E_API_TOO_LARGE,
+    VMCTL_E_API_NOT_IMPLEMENTED,
     _VMCTL_E_MAX,
 } vmctl_error_kind;
 

@@ -210,6 +210,8 @@ int cmd_completion(cli *c, int argc, char **argv);
 int cmd_stats(cli *c, int argc, char **argv);
 extern const char cmd_stats_help[];
 extern const char cmd_completion_help[];
+int cmd_serve(cli *c, int argc, char **argv);
+extern const char cmd_serve_help[];
 
 extern const char cmd_doctor_help[], cmd_image_help[], cmd_image_build_default_help[],
     cmd_image_list_help[], cmd_create_help[], cmd_run_help[], cmd_start_help[], cmd_stop_help[],

@@ -276,6 +276,12 @@ static json_t *row_json(const row *r)
                      "errors", errors);
 }
 
+json_t *render_stats_json(const char *name, vmctl_vm_stats *st, vmctl_error *err)
+{
+    row r = {.name = (char *)name, .st = st, .err = err, .cpu_percent = -1};
+    return row_json(&r);
+}
+
 /* --- the table --- */
 
 static const char *fmt_duration(double sec, char *buf, size_t len)

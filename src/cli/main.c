@@ -64,6 +64,9 @@ static const cli_command commands[] = {
      NULL},
     {"kdl", cmd_kdl, "KDL tools: print a document in canonical form (kdl fmt FILE)", cmd_kdl_help,
      NULL, kdl_subcommand_at},
+    {"serve", cmd_serve,
+     "serve the REST/JSON API (docs/api.md) on a unix socket, and TCP with a token", cmd_serve_help,
+     NULL},
     {"completion", cmd_completion, "print a shell completion script for bash, zsh or fish",
      cmd_completion_help, NULL},
 };

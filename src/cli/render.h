@@ -71,3 +71,6 @@ void table_print(table *t, FILE *f);
 void table_free(table *t);
 /* Display width of a UTF-8 string (code points; the glyphs we print are all single width). */
 size_t render_width(const char *s);
+
+/* One VM's statistics as an element of `stats --json` (cmd-stats.c); st or err may be NULL. */
+json_t *render_stats_json(const char *name, vmctl_vm_stats *st, vmctl_error *err);

@@ -153,6 +153,27 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "result pointer, unknown flags)",
         "A bug in the program calling libvmctl: the details name the function and the check that "
         "failed; include/vmctl/*.h say what each function takes"),
+    ROW(VMCTL_E_API_BAD_REQUEST, "vm_manager::api::bad_request",
+        "An API request was malformed (not JSON, a field of the wrong type or unknown, a missing "
+        "parameter)",
+        "Fix the request as the message says; docs/api.md and GET /v1/openapi.json describe every "
+        "route and body"),
+    ROW(VMCTL_E_API_UNAUTHORIZED, "vm_manager::api::unauthorized",
+        "An API request on TCP without the right bearer token",
+        "Send `Authorization: Bearer TOKEN` with the token of the file given to `vmctl serve "
+        "--token-file`"),
+    ROW(VMCTL_E_API_ROUTE_NOT_FOUND, "vm_manager::api::route_not_found",
+        "No API route for that path (or no running command of that exec id)",
+        "See the routes in docs/api.md or GET /v1/openapi.json"),
+    ROW(VMCTL_E_API_METHOD_NOT_ALLOWED, "vm_manager::api::method_not_allowed",
+        "The API route exists but not with that HTTP method",
+        "Use one of the methods the Allow header and the details name"),
+    ROW(VMCTL_E_API_TOO_LARGE, "vm_manager::api::too_large", "An API request body over its limit",
+        "Send at most the size the details name (JSON bodies: 1 MiB; uploads: `vmctl serve "
+        "--max-upload`)"),
+    ROW(VMCTL_E_API_NOT_IMPLEMENTED, "vm_manager::api::not_implemented",
+        "An API route of something vmctl does not have yet (snapshots, clones)",
+        "Not available yet; docs/api.md says what each route does today"),
 };
 
 const vmctl_error_info *vmctl_error_catalogue(size_t index)
