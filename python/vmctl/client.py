@@ -259,7 +259,11 @@ class EventStream:
         return self
 
     def __next__(self) -> Event:
-        return Event.from_json(next(self._lines))
+        try:
+            return Event.from_json(next(self._lines))
+        except TimeoutError:  # the builtin: socket.timeout
+            self.close()
+            raise VmctlError("no event from the server within the stream's timeout") from None
 
     def close(self) -> None:
         self._resp.close()
@@ -424,9 +428,11 @@ class Client:
         """The statistics of VM ``name`` (as ``vmctl stats NAME --json``)."""
         return self._json("GET", f"/v1/vms/{_q(name)}/stats", query=None if guest else {"guest": 0})
 
-    def events(self) -> EventStream:
-        """The store's changes as they happen (an endless :class:`EventStream`)."""
-        return EventStream(self._request("GET", "/v1/events", stream=True))
+    def events(self, timeout: Optional[float] = None) -> EventStream:
+        """The store's changes as they happen (an endless :class:`EventStream`); ``timeout``:
+        seconds one wait for the next event may take before :class:`VmctlError` (None: no
+        limit)."""
+        return EventStream(self._request("GET", "/v1/events", stream=True, timeout=timeout))
 
 
 def _extract(tar: tarfile.TarFile, dest: str) -> None:

@@ -78,7 +78,7 @@ class VmctlError(Exception):
         text = self.message
         if self.context:
             text += " (" + "; ".join(self.context) + ")"
-        if self.cause:
+        if self.cause and (self.errno_name not in _QUIET_ERRNOS or self.code == "vm_manager::io"):
             text += ": " + self.cause
         if self.code:
             text = f"{self.code}: {text}"
@@ -86,6 +86,11 @@ class VmctlError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(message={self.message!r}, code={self.code!r}, status={self.status!r})"
+
+
+# errnos that tell nothing beyond the message (a lookup, a name taken, a placeholder), left out of
+# str() as the CLI leaves them out of its text (docs/errors.md); still in .cause and .errno_name
+_QUIET_ERRNOS = {"EINVAL", "EBADMSG", "EIO", "ENOENT", "EEXIST", "ETIMEDOUT", "ENOSYS", None}
 
 
 class VMAlreadyExistsError(VmctlError):
