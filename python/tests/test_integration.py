@@ -237,13 +237,15 @@ def test_context_manager_destroys_when_the_body_raises(client: vmctl.Client) -> 
 
 
 def test_events(client: vmctl.Client) -> None:
+    # the server polls the store: wait for each change to be seen before making the next
+    got = []
     with client.events(timeout=60) as events:
         v = vmctl.VM.create("ev", vcpus=1, memory_mib=128, client=client, start=False)
-        v.destroy()
-        got = []
         for e in events:
             if e.vm == "ev":
                 got.append((e.type, e.from_state, e.to_state))
+                if e.type == "created":
+                    v.destroy()
                 if e.type == "destroyed":
                     break
     assert got == [("created", None, "created"), ("destroyed", "created", None)]
@@ -276,7 +278,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_tcp_with_token(vmctl_bin: str, home: str, tmp_path: Any) -> None:
+def test_tcp_with_token(vmctl_bin: str, home: str, vm: vmctl.VM, tmp_path: Any) -> None:
     token = secrets.token_hex(16)
     (tmp_path / "token").write_text(token + "\n")
     os.chmod(tmp_path / "token", 0o600)

@@ -8,7 +8,13 @@ import socket
 import urllib.parse
 from typing import Any, Iterator, Mapping, Optional, Union
 
-from .errors import APIError, ServerUnavailableError, VmctlError, error_from_json
+from .errors import (
+    APIError,
+    ServerConnectionLostError,
+    ServerUnavailableError,
+    VmctlError,
+    error_from_json,
+)
 
 __all__ = ["UnixHTTPConnection", "Transport", "Response", "parse_ndjson_line", "iter_ndjson"]
 
@@ -186,25 +192,28 @@ class Transport:
             timeout = None if stream else self.timeout
         conn = self.connection(timeout)
         try:
-            conn.request(method, self._prefix + path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as e:
+            conn.connect()
+        except OSError as e:
             conn.close()
             raise ServerUnavailableError(
                 f"no vmctl server answers at '{self.where}'", None, {"where": self.where},
                 "Start one with `vmctl serve`, or let the Client start it (autostart=True)",
-                cause=e.strerror) from e
+                cause=e.strerror or str(e)) from e
+        try:
+            conn.request(method, self._prefix + path, body=data, headers=hdrs)
+            resp = conn.getresponse()
         except socket.timeout as e:
             conn.close()
             raise VmctlError(f"the server at '{self.where}' did not answer {method} {path} in time",
                              None, {"where": self.where}) from e
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
+            # the request may have been acted on: never retried
             conn.close()
-            raise ServerUnavailableError(f"cannot talk to the vmctl server at '{self.where}'",
-                                         None, {"where": self.where}, cause=str(e)) from e
-        except http.client.HTTPException as e:
-            conn.close()
-            raise APIError(f"malformed answer from the server at '{self.where}': {e}") from e
+            raise ServerConnectionLostError(
+                f"the connection to the vmctl server at '{self.where}' broke during {method} "
+                f"{path}", None, {"where": self.where},
+                "The server may have crashed: look at its log (stderr, or $VMCTL_HOME/serve.log)",
+                cause=str(e) or type(e).__name__) from e
         r = Response(conn, resp)
         if 200 <= r.status < 300:
             return r

@@ -229,7 +229,7 @@ class ExecStream:
 @dataclass
 class Event:
     """A change in the store (``GET /v1/events``): ``type`` is ``created``, ``state``, ``exit``
-    or ``destroyed``; ``from_state``/``to_state`` the states (None before creation / after
+    or ``destroyed`` (and ``ready``, with no VM, once the server watches the store); ``from_state``/``to_state`` the states (None before creation / after
     destruction); ``time`` in unix seconds."""
 
     type: str
@@ -342,21 +342,23 @@ class Client:
 
     def start_server(self) -> None:
         """Start ``vmctl serve --foreground`` for this home (in its own session, so it outlives
-        this process) and wait until it answers (at most ``start_timeout`` seconds)."""
+        this process; its log appended to ``HOME/serve.log``) and wait until it answers (at most
+        ``start_timeout`` seconds)."""
         vmctl = _find_vmctl()
-        os.makedirs(self.home, exist_ok=True)
-        log = tempfile.TemporaryFile()
+        os.makedirs(self.home, mode=0o700, exist_ok=True)
+        log_path = os.path.join(self.home, "serve.log")
         cmd = [vmctl, "--home", self.home, "serve", "--foreground"]
         if self.socket != os.path.join(self.home, "serve.sock"):
             cmd += ["--socket", str(self.socket)]
-        self.server_process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.DEVNULL, stderr=log,
-                                               start_new_session=True, close_fds=True)
+        with open(log_path, "ab") as log:
+            start = log.tell()
+            self.server_process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                                   stdout=subprocess.DEVNULL, stderr=log,
+                                                   start_new_session=True, close_fds=True)
         deadline = time.monotonic() + self.start_timeout
         while True:
             try:
                 self._t.request("GET", "/v1/version", timeout=5.0).read()
-                log.close()
                 return
             except ServerUnavailableError:
                 pass
@@ -365,15 +367,20 @@ class Client:
                 if rc is None:
                     self.server_process.kill()
                     self.server_process.wait()
-                log.seek(0)
-                err = log.read().decode("utf-8", "replace").strip()[-2000:]
-                log.close()
+                self.server_process = None
+                try:
+                    with open(log_path, "rb") as f:
+                        f.seek(start)
+                        err = f.read().decode("utf-8", "replace").strip()[-2000:]
+                except OSError:
+                    err = ""
                 raise ServerUnavailableError(
                     f"cannot start a vmctl server ({' '.join(cmd)}): "
                     + (f"it exited {rc}" if rc is not None else
                        f"no answer within {self.start_timeout:g} s"),
-                    None, {"command": cmd, "stderr": err},
-                    "Run the command by hand to see why", cause=err or None)
+                    None, {"command": cmd, "log": log_path},
+                    f"Run the command by hand to see why; its log is {log_path}",
+                    cause=err or None)
             time.sleep(0.05)
 
     def stop_server(self, timeout: float = 10.0) -> None:
@@ -435,25 +442,41 @@ class Client:
         return EventStream(self._request("GET", "/v1/events", stream=True, timeout=timeout))
 
 
-def _extract(tar: tarfile.TarFile, dest: str) -> None:
+def _strip(name: str, prefix: str) -> Optional[str]:
+    """An archive entry's path relative to the downloaded directory: the server's tar names
+    entries ``BASE/...`` (``tar -C PARENT BASE``); ``None`` for the root entry."""
+    name = os.path.normpath(name.lstrip("/"))
+    if prefix not in ("", "."):
+        if name == prefix:
+            return None
+        if name.startswith(prefix + "/"):
+            name = name[len(prefix) + 1:]
+    return None if name == "." else name
+
+
+def _extract(tar: tarfile.TarFile, dest: str, prefix: str) -> None:
     """Extract a tar stream from a guest into ``dest``, trusting nothing in it: tarfile's
     ``data`` filter where Python has it (3.11.4+); else only regular files and directories whose
     path stays inside ``dest`` and goes through no symbolic link, permission bits only. Entries
     left out are named in the :class:`AgentError` raised after the rest was extracted."""
-    if hasattr(tarfile, "data_filter"):
-        tar.extractall(dest, filter="data")
-        return
     root = os.path.realpath(dest)
     skipped: list[str] = []
+    data_filter = getattr(tarfile, "data_filter", None)
     for m in tar:
-        name = os.path.normpath(m.name.lstrip("/"))
-        target = os.path.join(root, name)
-        parent = os.path.realpath(os.path.dirname(target))
-        if (name == "." and m.isdir()) or name.startswith(".."):
-            if name != ".":
+        name = _strip(m.name, prefix)
+        if name is None:
+            continue
+        if data_filter is not None:
+            m.name = name
+            try:
+                tar.extract(m, root, filter="data")
+            except tarfile.FilterError:
                 skipped.append(m.name)
             continue
-        if os.path.commonpath([root, parent]) != root or os.path.islink(target):
+        target = os.path.join(root, name)
+        parent = os.path.realpath(os.path.dirname(target))
+        if (name.startswith("..") or os.path.commonpath([root, parent]) != root
+                or os.path.islink(target)):
             skipped.append(m.name)
             continue
         if m.isdir():
@@ -475,7 +498,7 @@ def _extract(tar: tarfile.TarFile, dest: str) -> None:
         raise AgentError(f"the copy out of the guest left out {len(skipped)} entries",
                          None, {"path": dest, "skipped": len(skipped)},
                          "Everything else was copied; links and special files are not taken "
-                         "from a guest by this Python", notes=skipped[:16])
+                         "from a guest by the SDK", notes=skipped[:16])
 
 
 class Snapshot:
@@ -489,11 +512,11 @@ class Snapshot:
 
     def clone(self, count: int = 1, names: Optional[Sequence[str]] = None) -> list["VM"]:
         """Make ``count`` new VMs from this snapshot; returns them."""
-        body: dict[str, Any] = {"count": count}
+        query: dict[str, Any] = {"count": count}
         if names is not None:
-            body["names"] = list(names)
+            query["names"] = ",".join(names)
         doc = self.vm.client._json(
-            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/clone", body)
+            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/clone", query=query)
         vms = doc.get("vms", []) if isinstance(doc, dict) else doc or []
         return [VM(self.vm.client, v["name"], v) for v in vms]
 
@@ -697,6 +720,8 @@ class VM:
         local = os.fspath(local)
         path = f"/v1/vms/{_q(self.name)}/files"
         if os.path.isdir(local):
+            # the server extracts into an existing directory only: make it first
+            self.exec(["mkdir", "-p", remote], timeout=60, check=True)
             with tempfile.TemporaryFile() as tmp:
                 with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for entry in sorted(os.listdir(local)):
@@ -741,7 +766,7 @@ class VM:
             os.makedirs(local, exist_ok=True)
             try:
                 with tarfile.open(fileobj=resp.raw, mode="r|") as tar:
-                    _extract(tar, local)
+                    _extract(tar, local, os.path.basename(remote.rstrip("/")) or ".")
             finally:
                 resp.close()
             return local
@@ -766,7 +791,9 @@ class VM:
     def snapshot(self, name: str) -> Snapshot:
         """Take a snapshot ``name`` of the VM (:class:`NotSupportedError` from a server without
         snapshots)."""
-        doc = self.client._json("POST", f"/v1/vms/{_q(self.name)}/snapshots", {"name": name})
+        # the API has no body for this route yet (docs/api.md: 501 until snapshots exist): the
+        # name goes as a query parameter
+        doc = self.client._json("POST", f"/v1/vms/{_q(self.name)}/snapshots", query={"name": name})
         return Snapshot(self, name, doc if isinstance(doc, dict) else None)
 
     def snapshots(self) -> list[Snapshot]:

@@ -30,6 +30,7 @@ __all__ = [
     "CommandExecutionUnavailableError",
     "InternalError",
     "ServerUnavailableError",
+    "ServerConnectionLostError",
     "error_from_json",
     "class_for_code",
 ]
@@ -78,7 +79,8 @@ class VmctlError(Exception):
         text = self.message
         if self.context:
             text += " (" + "; ".join(self.context) + ")"
-        if self.cause and (self.errno_name not in _QUIET_ERRNOS or self.code == "vm_manager::io"):
+        if self.cause and (self.code in (None, "vm_manager::io")
+                           or self.errno_name not in _QUIET_ERRNOS):
             text += ": " + self.cause
         if self.code:
             text = f"{self.code}: {text}"
@@ -265,6 +267,11 @@ class InternalError(VmctlError):
 
 class ServerUnavailableError(VmctlError):
     """No vmctl server answered and none could be started (an SDK error: ``code`` is None)."""
+
+
+class ServerConnectionLostError(VmctlError):
+    """The connection to the server broke in the middle of a request (the server may have acted
+    on it: the SDK never retries such a request). An SDK error: ``code`` is None."""
 
 
 #: Backward-compatible alias of the SDK reference (not exported by ``from vmctl import *``: it
