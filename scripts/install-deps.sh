@@ -13,6 +13,7 @@ pkgs=(
   libssh-dev openssh-server openssh-client                                       # ssh
   libnftables-dev libnftables1                                                    # TAP firewall
   libmicrohttpd-dev libmicrohttpd12 curl                                          # vmctl serve
+  python3-pytest                                                                  # the Python SDK's tests
 )
 missing=()
 for p in "${pkgs[@]}"; do
