@@ -357,6 +357,8 @@ int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_er
         return r;
     json_t *o = ret->doc;
     vmctl_vm_config *c = &ret->config;
+    /* before the first goto fail: a jump past it would free an uninitialised pointer */
+    cleanup_free char **ports = NULL;
     if ((r = serve_get_string(o, "name", &c->name, reterr)) < 0 ||
         (r = serve_get_string(o, "backend", &c->backend, reterr)) < 0 ||
         (r = serve_get_string(o, "image", &c->image, reterr)) < 0 ||
@@ -383,7 +385,6 @@ int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_er
     if ((r = serve_get_strv(o, "env", &ret->env, &n_env, reterr)) < 0)
         goto fail;
     c->env = ret->env;
-    cleanup_free char **ports = NULL;
     size_t n_ports = 0;
     if ((r = serve_get_strv(o, "ports", &ports, &n_ports, reterr)) < 0)
         goto fail;
