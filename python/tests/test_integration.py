@@ -305,3 +305,36 @@ def test_tcp_with_token(vmctl_bin: str, home: str, vm: vmctl.VM, tmp_path: Any) 
     finally:
         p.terminate()
         p.wait(30)
+
+
+def test_lifecycle(client: vmctl.Client) -> None:
+    with vmctl.VM.create("life", vcpus=1, memory_mib=128, client=client, start=False) as v:
+        assert v.start(wait=True, timeout=120)["state"] == "running"
+        assert v.exec(["true"], timeout=60).ok
+        assert v.kill()["state"] in ("stopped", "crashed")
+        assert v.start(wait=True, timeout=120)["state"] == "running"
+        assert v.stop(force=True, timeout=30)["state"] == "stopped"
+        assert v.state == "stopped"
+
+
+def test_write_read_file(vm: vmctl.VM, tmp_path: Any) -> None:
+    vm.write_file("/tmp/wf", b"data\x00", mode=0o600)
+    assert vm.read_file("/tmp/wf") == b"data\x00"
+    assert vm.exec(["stat", "-c", "%a", "/tmp/wf"], timeout=60).stdout == b"600\n"
+    (tmp_path / "d").mkdir()
+    assert vm.download("/tmp/wf", tmp_path / "d") == str(tmp_path / "d" / "wf")
+    assert (tmp_path / "d" / "wf").read_bytes() == b"data\x00"
+
+
+def test_async_create_destroys(client: vmctl.Client) -> None:
+    async def main() -> None:
+        ac = vmctl.AsyncClient(client=client)
+        with pytest.raises(RuntimeError):
+            async with vmctl.AsyncVM.create("actx", vcpus=1, memory_mib=128, client=ac,
+                                            start=False) as v:
+                assert (await v.status())["state"] == "created"
+                raise RuntimeError("boom")
+        with pytest.raises(vmctl.VMNotFoundError):
+            await ac.get("actx")
+
+    asyncio.run(main())
