@@ -338,3 +338,14 @@ def test_async_create_destroys(client: vmctl.Client) -> None:
             await ac.get("actx")
 
     asyncio.run(main())
+
+
+def test_exec_tty(vm: vmctl.VM) -> None:
+    with vm.exec_stream(["sh", "-c", "tty; read x; stty size"], tty=True, rows=24, cols=80,
+                        stdin_open=True, timeout=60) as s:
+        assert next(s).kind == "started"
+        s.resize(40, 120)
+        s.write(b"go\n")
+        r = s.result()
+    assert r.exit_code == 0
+    assert b"/dev/" in r.stdout and b"40 120" in r.stdout and r.stderr == b""
