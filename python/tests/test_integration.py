@@ -349,3 +349,11 @@ def test_exec_tty(vm: vmctl.VM) -> None:
         r = s.result()
     assert r.exit_code == 0
     assert b"/dev/" in r.stdout and b"40 120" in r.stdout and r.stderr == b""
+
+
+def test_create_whose_start_times_out_is_taken_away(client: vmctl.Client) -> None:
+    with pytest.raises(vmctl.OperationTimeoutError) as ei:
+        vmctl.VM.create("slow", vcpus=1, memory_mib=128, client=client, timeout=0.05)
+    assert ei.value.status == 504 and ei.value.timeout_seconds is not None
+    with pytest.raises(vmctl.VMNotFoundError):
+        client.get("slow")
