@@ -112,16 +112,20 @@ def test_exec(vm: vmctl.VM) -> None:
 
 
 def test_exec_stream_order_and_streaming(vm: vmctl.VM) -> None:
-    vm.exec(["rm", "-f", "/tmp/go"], timeout=60, check=True)
-    script = "echo a; echo b >&2; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo c"
+    # each line waits for a file the test makes only once it has seen the line before: a stream
+    # that delivered events only at the command's end would hang here (until the timeout), and
+    # stdout/stderr cannot race each other
+    vm.exec(["rm", "-f", "/tmp/go1", "/tmp/go2"], timeout=60, check=True)
+    wait = "while [ ! -e /tmp/{0} ]; do sleep 0.05; done"
+    script = f"echo a; {wait.format('go1')}; echo b >&2; {wait.format('go2')}; echo c"
     seen = []
     with vm.exec_stream(script, timeout=120) as s:
         for ev in s:
             seen.append((ev.kind, ev.data))
+            if ev.kind == "stdout" and ev.data == b"a\n":
+                vm.exec(["touch", "/tmp/go1"], timeout=60, check=True)
             if ev.kind == "stderr":
-                # the command waits for this: only a stream that delivers events as they
-                # happen gets here before the command's end
-                vm.exec(["touch", "/tmp/go"], timeout=60, check=True)
+                vm.exec(["touch", "/tmp/go2"], timeout=60, check=True)
     assert seen == [("started", b""), ("stdout", b"a\n"), ("stderr", b"b\n"), ("stdout", b"c\n"),
                     ("exit", b"")]
     assert s.exit_code == 0 and s.id is not None
@@ -237,11 +241,14 @@ def test_context_manager_destroys_when_the_body_raises(client: vmctl.Client) -> 
 
 
 def test_events(client: vmctl.Client) -> None:
-    # the server polls the store: wait for each change to be seen before making the next
+    # the server polls the store: make each change only once the one before was seen (the first
+    # once the server's "ready" says it has read the store as it was)
     got = []
+    v = None
     with client.events(timeout=60) as events:
-        v = vmctl.VM.create("ev", vcpus=1, memory_mib=128, client=client, start=False)
         for e in events:
+            if e.type == "ready" and v is None:
+                v = vmctl.VM.create("ev", vcpus=1, memory_mib=128, client=client, start=False)
             if e.vm == "ev":
                 got.append((e.type, e.from_state, e.to_state))
                 if e.type == "created":
