@@ -169,6 +169,10 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(n)) if n else None
         type(self).seen.append(("POST", self.path, body))
+        if self.path == "/v1/vms":  # a server that dies in the middle of the request
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         if self.path != "/v1/vms/web/exec":
             self.send_json(404, err("vm_manager::api::route_not_found"))
             return
@@ -270,3 +274,12 @@ def test_bearer_token() -> None:
     assert t.token == "sekrit" and t.where == "http://127.0.0.1:1"
     with pytest.raises(ValueError):
         Transport(url="https://x")
+
+
+def test_broken_connection_is_not_retried(server: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VMCTL", "/bin/false")  # a restart attempt would fail differently
+    c = vmctl.Client(socket=server.path, autostart=True)
+    with pytest.raises(vmctl.ServerConnectionLostError):
+        vmctl.VM.create("x", client=c, start=False)
+    assert [h for h in server.handler.seen if h[:2] == ("POST", "/v1/vms")] == [
+        ("POST", "/v1/vms", {"name": "x", "vcpus": 2, "memory_mib": 512})]
