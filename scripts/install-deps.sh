@@ -14,6 +14,7 @@ pkgs=(
   libmicrohttpd-dev libmicrohttpd12 curl                                          # vmctl serve
   libnftables-dev libnftables1                                                    # TAP firewall
   nftables iproute2 curl                                                          # test-net-tap
+  python3-pytest                                                                  # the Python SDK's tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -356,6 +356,7 @@ static const char *const create_fields[] = {
 int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_error **reterr)
 {
     memset(ret, 0, sizeof(*ret));
+    /* before the first goto fail: a jump past them would free an uninitialised pointer */
     cleanup_free char **ports = NULL;
     size_t n_ports = 0;
     int r = serve_parse_object(body, len, create_fields, &ret->doc, reterr);
