@@ -258,10 +258,28 @@ def test_events(client: vmctl.Client) -> None:
     assert got == [("created", None, "created"), ("destroyed", "created", None)]
 
 
-def test_snapshots_not_supported(vm: vmctl.VM) -> None:
-    with pytest.raises(vmctl.NotSupportedError, match="not supported by this server") as ei:
-        vm.snapshot("ready")
-    assert ei.value.status_code == 501
+def test_snapshot_and_clone(vm: vmctl.VM) -> None:
+    """A full snapshot of the running shared VM, a clone from it that runs commands, the
+    snapshot refused removal while the clone maps it, then removed."""
+    vm.write_file("/root/before.txt", b"before")
+    snap = vm.snapshot("sdk", kind="full")
+    assert snap.info.get("kind") == "full"
+    assert "sdk" in [s.name for s in vm.snapshots()]
+    with pytest.raises(vmctl.SnapshotError if hasattr(vmctl, "SnapshotError") else vmctl.VmctlError):
+        vm.snapshot("sdk", kind="full")  # snapshot::already_exists
+    clones = snap.clone(1, name="sdkclone")
+    try:
+        assert [c.name for c in clones] == ["sdkclone"]
+        r = clones[0].exec(["cat", "/root/before.txt"], timeout=60)
+        assert r.exit_code == 0 and r.stdout == b"before"
+        with pytest.raises(vmctl.VmctlError) as ei:
+            snap.remove()
+        assert ei.value.code == "vm_manager::snapshot::in_use"
+    finally:
+        for c in clones:
+            c.destroy(force=True)
+    snap.remove()
+    assert "sdk" not in [s.name for s in vm.snapshots()]
 
 
 def test_async(client: vmctl.Client, vm: vmctl.VM) -> None:

@@ -510,15 +510,29 @@ class Snapshot:
         self.name = name
         self.info = info or {}
 
-    def clone(self, count: int = 1, names: Optional[Sequence[str]] = None) -> list["VM"]:
-        """Make ``count`` new VMs from this snapshot; returns them."""
-        query: dict[str, Any] = {"count": count}
-        if names is not None:
-            query["names"] = ",".join(names)
+    def clone(self, count: int = 1, name: Optional[str] = None,
+              timeout: Optional[float] = None) -> list["VM"]:
+        """Make ``count`` new running VMs from this snapshot (each ready, with its own hostname,
+        MAC and random state); returns them. ``name`` (default ``VM-SNAP``) is the new VM's name
+        for one, else the stem of ``name-1`` .. ``name-N``."""
+        body: dict[str, Any] = {"name": name or f"{self.vm.name}-{self.name}", "count": count}
+        if timeout is not None:
+            body["timeout"] = timeout
         doc = self.vm.client._json(
-            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/clone", query=query)
+            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/clone", body)
         vms = doc.get("vms", []) if isinstance(doc, dict) else doc or []
         return [VM(self.vm.client, v["name"], v) for v in vms]
+
+    def restore(self, timeout: Optional[float] = None) -> "VM":
+        """Continue the snapshot's VM from this snapshot (docs/snapshots.md)."""
+        body = {"timeout": timeout} if timeout is not None else {}
+        self.vm.client._json(
+            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/restore", body)
+        return self.vm
+
+    def remove(self) -> None:
+        """Remove the snapshot (``snapshot::in_use`` while clones map it)."""
+        self.vm.client._request("DELETE", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}")
 
     def __repr__(self) -> str:
         return f"Snapshot({self.vm.name!r}, {self.name!r})"
@@ -788,12 +802,17 @@ class VM:
 
     # -- snapshots ----------------------------------------------------------------------------
 
-    def snapshot(self, name: str) -> Snapshot:
-        """Take a snapshot ``name`` of the VM (:class:`NotSupportedError` from a server without
-        snapshots)."""
-        # the API has no body for this route yet (docs/api.md: 501 until snapshots exist): the
-        # name goes as a query parameter
-        doc = self.client._json("POST", f"/v1/vms/{_q(self.name)}/snapshots", query={"name": name})
+    def snapshot(self, name: str, kind: Optional[str] = None,
+                 keep_running: bool = False) -> Snapshot:
+        """Take a snapshot ``name`` of the VM: ``kind`` "template" (a --snapshottable VM: RAM
+        left out of the stream, clones map it) or "full" (RAM in the stream; the default for
+        other VMs). :class:`NotSupportedError` from a server without snapshots."""
+        body: dict[str, Any] = {"name": name}
+        if kind is not None:
+            body["kind"] = kind
+        if keep_running:
+            body["keep_running"] = True
+        doc = self.client._json("POST", f"/v1/vms/{_q(self.name)}/snapshots", body)
         return Snapshot(self, name, doc if isinstance(doc, dict) else None)
 
     def snapshots(self) -> list[Snapshot]:
