@@ -227,6 +227,8 @@ typedef struct create_args {
     size_t n_ports;
     char **env; /* NULL-terminated, borrowed strings */
     size_t n_env;
+    vmctl_mount *mounts; /* each source is the start of a malloc'd copy of its --mount */
+    size_t n_mounts;
 } create_args;
 
 enum {
@@ -245,6 +247,8 @@ enum {
     OPT_CREATE_SSH_KEY,
     OPT_CREATE_ENV,
     OPT_CREATE_BACKEND,
+    OPT_CREATE_MOUNT,
+    OPT_CREATE_MOUNT_TYPE,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -262,6 +266,8 @@ enum {
         {"cloud-init", required_argument, NULL, OPT_CREATE_CLOUD_INIT},                            \
         {"ssh-key", required_argument, NULL, OPT_CREATE_SSH_KEY},                                  \
         {"env", required_argument, NULL, OPT_CREATE_ENV},                                          \
+        {"mount", required_argument, NULL, OPT_CREATE_MOUNT},                                      \
+        {"mount-type", required_argument, NULL, OPT_CREATE_MOUNT_TYPE},                            \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -291,6 +297,8 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \
+    "      --mount SRC:DST[:ro] share host directory SRC at guest path DST (repeatable)\n"         \
+    "      --mount-type T       virtiofs (default where virtiofsd runs) or 9p\n"                   \
     "      --backend B          qemu (default); firecracker and propolis are not available yet\n"
 
 /* After an action on a VM: "<done> VM 'NAME'" on stdout, or with --json its status object.

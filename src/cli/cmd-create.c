@@ -8,7 +8,8 @@ const char cmd_create_help[] =
     "                    [--memory MiB] [--disk GiB] [--machine microvm|q35]\n"
     "                    [--accel auto|kvm|tcg] [--net user|tap|none] [--port "
     "HOST:GUEST[/udp]]...\n"
-    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--start]\n"
+    "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]...\n"
+    "                    [--mount SRC:DST[:ro]]... [--mount-type virtiofs|9p] [--start]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
     "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
@@ -23,7 +24,8 @@ const char cmd_create_help[] =
     "  vmctl create web\n"
     "  vmctl create web --vcpus 2 --memory 1G --env MODE=test --start\n"
     "  vmctl create box --kernel ./vmlinux --initrd ./initrd.gz --cmdline 'console=ttyS0'\n"
-    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n";
+    "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n"
+    "  vmctl create dev --mount $PWD:/src --mount /etc/ssl:/ssl:ro\n";
 
 int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 {
@@ -89,6 +91,28 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         cfg->env = a->env;
         return 1;
     }
+    case OPT_CREATE_MOUNT: {
+        char *copy = strdup(arg);
+        vmctl_mount *n = copy ? realloc(a->mounts, sizeof(*n) * (a->n_mounts + 1)) : NULL;
+        if (!n) {
+            free(copy);
+            return -ENOMEM;
+        }
+        a->mounts = n;
+        vmctl_error *e = NULL;
+        if (vmctl_mount_parse(copy, &a->mounts[a->n_mounts], &e) < 0) {
+            free(copy);
+            render_error(c, e);
+            return -EINVAL;
+        }
+        a->n_mounts++;
+        cfg->mounts = a->mounts;
+        cfg->n_mounts = a->n_mounts;
+        return 1;
+    }
+    case OPT_CREATE_MOUNT_TYPE:
+        cfg->mount_type = arg;
+        return 1;
     default:
         return 0;
     }
@@ -96,6 +120,9 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 
 void create_args_done(create_args *a)
 {
+    for (size_t i = 0; i < a->n_mounts; i++)
+        free((char *)a->mounts[i].source);
+    free(a->mounts);
     free(a->ports);
     free(a->env);
     *a = (create_args){};

@@ -189,6 +189,9 @@ int cmd_run(cli *c, int argc, char **argv)
         create_args_done(&a);
         return cli_usage_error(c, "missing the command to run after `--`");
     }
+    /* --rm: the VM must not outlive this vmctl, even SIGKILLed (its supervisor kills it, the
+     * next command that looks at it removes it) */
+    a.config.owner_bound = rm;
     vmctl_ctx *ctx = create_args_create(c, &a, name, &r);
     if (!ctx)
         return r;

@@ -36,6 +36,12 @@
 #define VM_FILE_PID          "qemu.pid"     /* the hypervisor's pid, written by itself */
 #define VM_FILE_EXIT         "qemu.exit"    /* how it ended, written by its supervisor */
 
+/* "fs-<i>.sock": the vhost-user socket of mount i's virtiofsd (made by it, removed by cleanup) */
+static inline void vm_fs_sock_file(size_t i, char *buf, size_t size)
+{
+    snprintf(buf, size, "fs-%zu.sock", i);
+}
+
 /* ---- the agent's ports ---- */
 
 #define VM_FILE_AGENT_SOCK "agent.sock" /* host end of the agent's virtio-serial port 0 */

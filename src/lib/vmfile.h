@@ -48,6 +48,8 @@ typedef struct vmfile_machine {
     size_t n_env;
     vmfile_step *steps;
     size_t n_steps;
+    vmctl_mount *mounts; /* source and target malloc'd */
+    size_t n_mounts;
 } vmfile_machine;
 
 typedef struct vmfile {
