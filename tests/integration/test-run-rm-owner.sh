@@ -10,9 +10,10 @@ mounts=()
 "$VMCTL" run owned --rm "${mounts[@]}" -- sleep 600 >/dev/null 2>&1 &
 owner=$!
 qpid=
-for _ in $(seq 1200); do
+# booted: its console shell is up (watched without opening the store while run writes it)
+for _ in $(seq 1800); do
   qpid=$(pgrep -f -- "-pidfile $VMCTL_HOME/vms/owned/qemu.pid")
-  [ -n "$qpid" ] && vm exec owned -- true >/dev/null 2>&1 && break
+  [ -n "$qpid" ] && grep -q "root@owned" "$VMCTL_HOME/vms/owned/console.log" 2>/dev/null && break
   sleep 0.1
 done
 [ -n "$qpid" ] && ok "the VM runs ($qpid)" || fail "the VM did not come up"
