@@ -103,6 +103,41 @@ static bool has_note_containing(const vmctl_error *e, const char *needle)
 
 /* ---------- argv ---------- */
 
+/* --mount: virtio-fs (shared memfd RAM, virtio-mmio v2 on microvm, a vhost-user-fs device per
+ * mount) and 9p (-fsdev local, readonly=on for :ro). */
+static void test_argv_mounts(void **state)
+{
+    (void)state;
+    for (int ninep = 0; ninep <= 1; ninep++) {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->mounts = calloc(2, sizeof(*s->mounts));
+        s->mounts[0] = (vm_spec_mount){strdup("/h/a,b"), strdup("/mnt/a"), false};
+        s->mounts[1] = (vm_spec_mount){strdup("/h/ro"), strdup("/mnt/ro"), true};
+        s->n_mounts = 2;
+        s->mount_type = strdup(ninep ? "9p" : "virtiofs");
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        if (!ninep) {
+            assert_true(
+                argv_has_pair(argv, "-object", "memory-backend-memfd,id=mem,size=384M,share=on"));
+            assert_true(argv_has_pair(argv, "-machine", "memory-backend=mem"));
+            assert_true(argv_has_pair(argv, "-global", "virtio-mmio.force-legacy=false"));
+            assert_true(argv_has_pair(argv, "-chardev", "socket,id=fs1,path=/v/t1/fs-1.sock"));
+            assert_true(argv_has_pair(argv, "-device", "vhost-user-fs-device,chardev=fs0,tag=m0"));
+            assert_int_equal(argv_find(argv, "-fsdev"), -1);
+        } else {
+            assert_int_equal(argv_find(argv, "-object"), -1);
+            /* a comma in the path is doubled for QEMU's option syntax */
+            assert_true(
+                argv_has_pair(argv, "-fsdev", "local,id=fs0,path=/h/a,,b,security_model=none"));
+            assert_true(argv_has_pair(argv, "-fsdev",
+                                      "local,id=fs1,path=/h/ro,security_model=none,readonly=on"));
+            assert_true(argv_has_pair(argv, "-device", "virtio-9p-device,fsdev=fs1,mount_tag=m1"));
+        }
+    }
+}
+
 static void test_argv_microvm(void **state)
 {
     cleanup_vm_spec vm_spec *s = spec_microvm();
@@ -1363,6 +1398,7 @@ int main(void)
         cmocka_unit_test(test_launch_bad_disk),
         cmocka_unit_test(test_launch_bad_option),
         cmocka_unit_test(test_launch_hold_and_scan),
+        cmocka_unit_test(test_argv_mounts),
     };
     failed = cmocka_run_group_tests_name("launch", launch_tests, NULL, NULL);
     free(tsc_khz_arg);
