@@ -11,6 +11,7 @@ pkgs=(
   libcurl4-openssl-dev libzstd-dev liblzma-dev libssl-dev                         # images
   genisoimage xorriso python3 debootstrap grub-pc-bin fdisk e2fsprogs             # images, tests
   libssh-dev openssh-server openssh-client                                       # ssh
+  protobuf-c-compiler libprotobuf-c-dev containerd                                # the containerd shim (src/shim)
 )
 missing=()
 for p in "${pkgs[@]}"; do
