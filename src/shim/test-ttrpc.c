@@ -2,6 +2,7 @@
 /* ttRPC framing and the Request/Response messages: the header bytes as containerd writes them,
  * a request frame through a socketpair and back, oversized and truncated frames refused. */
 #include <errno.h>
+#include <stdbool.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,9 @@
 
 #include "ttrpc.h"
 #include "ttrpc.pb-c.h"
+#ifdef HAVE_CONTAINERD_PB
+#include "shim.pb-c.h"
+#endif
 
 static void test_header(void **state)
 {
@@ -70,9 +74,33 @@ static void test_request_roundtrip(void **state)
     close(sv[1]);
 }
 
+/* containerd's task v2 service as protoc-c generated it: the 17 methods the shim serves */
+static void test_task_service(void **state)
+{
+    (void)state;
+#ifdef HAVE_CONTAINERD_PB
+    const ProtobufCServiceDescriptor *d = &containerd__task__v2__task__descriptor;
+    assert_string_equal(d->name, "containerd.task.v2.Task");
+    assert_int_equal(d->n_methods, 17);
+    static const char *const want[] = {
+        "State", "Create",    "Start",   "Delete", "Pids", "Pause", "Resume",  "Checkpoint", "Kill",
+        "Exec",  "ResizePty", "CloseIO", "Update", "Wait", "Stats", "Connect", "Shutdown"};
+    for (size_t i = 0; i < 17; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < d->n_methods; j++)
+            found = found || !strcmp(d->methods[j].name, want[i]);
+        if (!found)
+            fail_msg("method %s missing", want[i]);
+    }
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_task_service),
         cmocka_unit_test(test_header),
         cmocka_unit_test(test_request_roundtrip),
     };
