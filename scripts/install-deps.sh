@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
   gcc meson ninja-build pkg-config libsqlite3-dev libjansson-dev libcmocka-dev  # build
-  qemu-system-x86 qemu-utils                                                      # run
+  qemu-system-x86 qemu-utils qemu-system-common                             # run (virtiofsd: --mount)
   cpio lz4 kmod gzip zstd xz-utils apt                                            # build-default
   sqlite3 jq procps util-linux                                                    # tests
   clang libclang-rt-14-dev                                                        # sanitizers, fuzz
@@ -15,6 +15,7 @@ pkgs=(
   libnftables-dev libnftables1                                                    # TAP firewall
   nftables iproute2 curl                                                          # test-net-tap
   python3-pytest                                                                  # the Python SDK's tests
+  protobuf-c-compiler libprotobuf-c-dev containerd                                # the containerd shim (src/shim)
 )
 missing=()
 for p in "${pkgs[@]}"; do

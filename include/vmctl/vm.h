@@ -64,6 +64,18 @@ typedef struct vmctl_port_forward {
 /* Parse "HOST:GUEST[/udp|/tcp]"; config::invalid on bad input. */
 int vmctl_port_forward_parse(const char *s, vmctl_port_forward *ret, vmctl_error **reterr);
 
+/* A host directory shared with the guest (`--mount SRC:DST[:ro]`): through virtio-fs (one
+ * virtiofsd per mount, sandboxed in SRC), or 9p where virtio-fs cannot run. Strings borrowed. */
+typedef struct vmctl_mount {
+    const char *source; /* host directory (must exist) */
+    const char *target; /* absolute guest path: no whitespace, ',' or ':' */
+    bool read_only;
+} vmctl_mount;
+
+/* Parse "SRC:DST[:ro|:rw]"; ret's strings point into s. config::invalid (field "mount") on bad
+ * input. Not checked here: whether SRC exists (create does). */
+int vmctl_mount_parse(char *s, vmctl_mount *ret, vmctl_error **reterr);
+
 /* What create needs. Strings are borrowed; NULL means "default". */
 typedef struct vmctl_vm_config {
     const char *name;
@@ -84,6 +96,12 @@ typedef struct vmctl_vm_config {
     const char *cloud_init; /* user-data file */
     const char *ssh_key;    /* public key file */
     char *const *env;       /* "K=V", NULL-terminated, may be NULL */
+    const vmctl_mount *mounts;
+    size_t n_mounts;
+    const char *mount_type; /* "virtiofs" | "9p" | NULL (virtiofs where virtiofsd can run) */
+    /* Bound to the creating process: when it is gone, the VM is killed (by its supervisor) and
+     * removed (by the next command that looks at it): `vmctl run --rm`, the containerd shim. */
+    bool owner_bound;
     /* The canonical path of the VMFile that makes this VM (vmctl up); NULL: made by hand. */
     const char *project;
     /* The jail (docs/isolation.md): on by default when vmctl runs as root; true: off. */

@@ -238,6 +238,8 @@ typedef struct create_args {
     size_t n_env;
     const char **allow; /* --allow texts, borrowed */
     size_t n_allow;
+    vmctl_mount *mounts; /* each source is the start of a malloc'd copy of its --mount */
+    size_t n_mounts;
 } create_args;
 
 enum {
@@ -264,6 +266,8 @@ enum {
     OPT_CREATE_RATE_LIMIT,
     OPT_CREATE_DISK_IOPS,
     OPT_CREATE_SNAPSHOTTABLE,
+    OPT_CREATE_MOUNT,
+    OPT_CREATE_MOUNT_TYPE,
 };
 
 #define CREATE_LONG_OPTIONS                                                                        \
@@ -289,6 +293,8 @@ enum {
         {"rate-limit-mbps", required_argument, NULL, OPT_CREATE_RATE_LIMIT},                       \
         {"disk-iops", required_argument, NULL, OPT_CREATE_DISK_IOPS},                              \
         {"snapshottable", no_argument, NULL, OPT_CREATE_SNAPSHOTTABLE},                            \
+        {"mount", required_argument, NULL, OPT_CREATE_MOUNT},                                      \
+        {"mount-type", required_argument, NULL, OPT_CREATE_MOUNT_TYPE},                            \
     {                                                                                              \
         "backend", required_argument, NULL, OPT_CREATE_BACKEND                                     \
     }
@@ -325,6 +331,8 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     "      --cloud-init FILE    cloud-init user-data for the seed ISO\n"                           \
     "      --ssh-key PUB        public key to authorize in the guest\n"                            \
     "      --env K=V            environment variable for the guest (repeatable)\n"                 \
+    "      --mount SRC:DST[:ro] share host directory SRC at guest path DST (repeatable)\n"         \
+    "      --mount-type T       virtiofs (default where virtiofsd runs) or 9p\n"                   \
     "      --backend B          qemu (default); firecracker and propolis are not available yet\n"  \
     "      --snapshottable      keep the guest's RAM in a file on tmpfs, for template snapshots\n" \
     "                           (`vmctl snapshot create`; docs/snapshots.md)\n"                    \

@@ -11,6 +11,7 @@ const char cmd_create_help[] =
     "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
     "                    [--rate-limit-mbps N] [--disk-iops N]\n"
     "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
+    "                    [--mount SRC:DST[:ro]]... [--mount-type virtiofs|9p]\n"
     "                    [--cpu-quota C] [--no-jail] [--start]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
@@ -27,7 +28,8 @@ const char cmd_create_help[] =
     "  vmctl create web --vcpus 2 --memory 1G --env MODE=test --start\n"
     "  vmctl create box --kernel ./vmlinux --initrd ./initrd.gz --cmdline 'console=ttyS0'\n"
     "  vmctl create srv --image debian.qcow2 --disk 20 --net user --port 8080:80\n"
-    "  vmctl create box --net tap --allow 10.0.0.0/8:443/tcp --allow-dns --port 8080:80\n";
+    "  vmctl create box --net tap --allow 10.0.0.0/8:443/tcp --allow-dns --port 8080:80\n"
+    "  vmctl create dev --mount $PWD:/src --mount /etc/ssl:/ssl:ro\n";
 
 int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 {
@@ -132,6 +134,28 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
         cfg->env = a->env;
         return 1;
     }
+    case OPT_CREATE_MOUNT: {
+        char *copy = strdup(arg);
+        vmctl_mount *n = copy ? realloc(a->mounts, sizeof(*n) * (a->n_mounts + 1)) : NULL;
+        if (!n) {
+            free(copy);
+            return -ENOMEM;
+        }
+        a->mounts = n;
+        vmctl_error *e = NULL;
+        if (vmctl_mount_parse(copy, &a->mounts[a->n_mounts], &e) < 0) {
+            free(copy);
+            render_error(c, e);
+            return -EINVAL;
+        }
+        a->n_mounts++;
+        cfg->mounts = a->mounts;
+        cfg->n_mounts = a->n_mounts;
+        return 1;
+    }
+    case OPT_CREATE_MOUNT_TYPE:
+        cfg->mount_type = arg;
+        return 1;
     default:
         return 0;
     }
@@ -139,6 +163,9 @@ int create_args_option(cli *c, create_args *a, int opt, const char *arg)
 
 void create_args_done(create_args *a)
 {
+    for (size_t i = 0; i < a->n_mounts; i++)
+        free((char *)a->mounts[i].source);
+    free(a->mounts);
     free(a->ports);
     free(a->env);
     free(a->allow);

@@ -224,6 +224,9 @@ int cmd_run(cli *c, int argc, char **argv)
     if (from_snap)
         *from_snap++ = 0;
     vmctl_ctx *ctx = NULL;
+    /* --rm: the VM must not outlive this vmctl, even SIGKILLed (its supervisor kills it, the
+     * next command that looks at it removes it) */
+    a.config.owner_bound = rm;
     if (from) {
         create_args_done(&a);
         c->home_create = true;

@@ -410,6 +410,11 @@ struct jail {
     size_t n_groups;
 };
 
+uid_t jail_uid(const jail *j)
+{
+    return j ? j->uid : 0;
+}
+
 void jail_free(jail *j)
 {
     if (!j)

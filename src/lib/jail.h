@@ -77,6 +77,8 @@ typedef struct jail jail;
  * step (and the limit the host cannot do). */
 int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr);
 void jail_free(jail *j);
+/* The uid the jailed process runs as (async-signal-safe: a field). */
+uid_t jail_uid(const jail *j);
 static inline void jail_freep(jail **j)
 {
     jail_free(*j);

@@ -33,6 +33,7 @@
 #include "backend.h"
 #include "error.h"
 #include "image-format.h"
+#include "qemu-fs.h"
 #include "qemu.h"
 #include "qmp.h"
 #include "supervise.h"
@@ -429,6 +430,18 @@ static int build_argv(const vm_spec *spec, const char *binary, const char *dir,
         PUSHF("%s,netdev=n0,mac=%s", microvm ? "virtio-net-device" : "virtio-net-pci", spec->mac);
     }
 
+    if (spec->n_mounts) { /* host directories: qemu-fs.c */
+        qemu_fs fs = {};
+        if ((r = qemu_fs_prepare(spec, dir, microvm, &fs, reterr)) < 0)
+            return r;
+        for (char **a = fs.args; a && *a; a++)
+            if (strv_push(&argv, &n, *a) < 0) {
+                qemu_fs_clear(&fs);
+                return oom(reterr);
+            }
+        qemu_fs_clear(&fs);
+    }
+
     cleanup_free char *pidfile = str_printf("%s/" VM_FILE_PID, dir);
     if (!pidfile)
         return oom(reterr);
@@ -454,6 +467,7 @@ static void qemu_cleanup(const char *dir)
 
 static void remove_runtime_files(const char *dir)
 {
+    qemu_fs_cleanup(dir);
     static const char *const files[] = {QEMU_FILE_QMP_SOCK, VM_FILE_CONSOLE_SOCK, VM_FILE_PID,
                                         VM_FILE_EXIT,       VM_FILE_VSOCK_MISS,   VM_FILE_RESTORED};
     for (size_t i = 0; i < ELEMENTSOF(files); i++) {
@@ -705,6 +719,10 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
     }
     cleanup_close int hold = -1; /* closed on every failure below: the supervisor kills QEMU */
+    qemu_fs fs = {};             /* the mounts' virtiofsd, run and killed by QEMU's supervisor */
+    const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
+    if ((r = qemu_fs_prepare(spec, absdir, streq(machine, "microvm"), &fs, reterr)) < 0)
+        return r;
     supervise_spawn_args sa_spawn = {
         .jail = jl,
         .keep_fds = base_fd >= 0 ? &base_fd : NULL,
@@ -715,8 +733,13 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         .dirfd = dirfd,
         .keep_fd = spec->mac ? spec->tap_fd : -1,
         .error_kind = VMCTL_E_QEMU_SPAWN_FAILED,
+        .helpers = fs.helpers,
+        .n_helpers = fs.n_helpers,
+        .owner_pid = spec->owner_pid,
+        .owner_start = spec->owner_start,
     };
     r = supervise_spawn(&sa_spawn, &pid, &hold, reterr);
+    qemu_fs_clear(&fs);
     if (r < 0)
         return r;
     uint64_t start = proc_start_time(pid);

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,8 +37,27 @@ struct spawn_msg {
     int stage; /* for MSG_ERRNO: what failed */
     int step;  /* for STAGE_JAIL: the jail_step */
 };
-enum { STAGE_SETSID, STAGE_FORK, STAGE_SETUP, STAGE_EXEC, STAGE_JAIL };
-static const char *const stage_names[] = {"setsid", "fork", "descriptor setup", "exec", "jail"};
+enum {
+    STAGE_SETSID,
+    STAGE_FORK,
+    STAGE_SETUP,
+    STAGE_EXEC,
+    STAGE_JAIL,
+    STAGE_HELPER,
+    STAGE_HELPER_NS
+};
+static const char *const stage_names[] = {"setsid",
+                                          "fork",
+                                          "descriptor setup",
+                                          "exec",
+                                          "jail",
+                                          "a helper (its socket did not appear)",
+                                          "a helper's read-only mount namespace"};
+#define STAGE_LAST STAGE_HELPER_NS
+
+/* How long the supervisor waits for a helper's socket before giving up on the launch (below the
+ * caller's SUPERVISE_REPORT_USEC). */
+#define HELPER_SOCKET_USEC (4ULL * 1000000ULL)
 
 static void send_msg_step(int fd, int kind, int value, int stage, int step)
 {
@@ -111,7 +132,8 @@ static size_t fmt_uint(char *buf, unsigned v)
  * it) and the process is killed: it never outlives a vmctl that did not record it. Then wait for
  * it and record how it ended in dirfd/VM_FILE_EXIT (written aside and renamed: never seen
  * half-written). The record: "pid P exit N" or "pid P signal N" (supervise_exit_parse). */
-static _Noreturn void supervise(pid_t child, int dirfd, int gofd)
+static _Noreturn void supervise(pid_t child, int dirfd, int gofd, int ownerfd, const pid_t *helpers,
+                                size_t n_helpers)
 {
     char go = 0;
     ssize_t k;
@@ -121,11 +143,32 @@ static _Noreturn void supervise(pid_t child, int dirfd, int gofd)
     if (k != 1)
         (void)kill(child, SIGKILL);
     close(gofd);
+    /* The owner's end (its pidfd becomes readable) kills the process. */
+    int childfd = ownerfd >= 0 ? (int)syscall(SYS_pidfd_open, child, 0) : -1;
+    while (childfd >= 0) {
+        struct pollfd pf[2] = {{.fd = childfd, .events = POLLIN},
+                               {.fd = ownerfd, .events = POLLIN}};
+        int n = poll(pf, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || pf[0].revents)
+            break;
+        if (pf[1].revents) {
+            (void)kill(child, SIGKILL);
+            break;
+        }
+    }
     int status = 0;
     pid_t w;
-    do
-        w = waitpid(child, &status, 0);
-    while (w < 0 && errno == EINTR);
+    for (;;) { /* helpers that end first are reaped on the way */
+        w = waitpid(-1, &status, 0);
+        if (w == child || (w < 0 && errno != EINTR))
+            break;
+    }
+    for (size_t i = 0; i < n_helpers; i++)
+        (void)kill(helpers[i], SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
     if (w != child)
         _exit(1);
     char line[48] = "pid ";
@@ -150,20 +193,112 @@ static _Noreturn void supervise(pid_t child, int dirfd, int gofd)
     _exit(0);
 }
 
-/* Close every descriptor from 3 up but a and b (a < b). */
-static void close_all_but(int a, int b)
+/* Close every descriptor from 3 up but keep[0..n) (ascending; negative entries ignored). */
+static void close_all_but(const int *keep, size_t n)
 {
-    if (a > 3)
-        (void)syscall(SYS_close_range, 3U, (unsigned)a - 1, 0U);
-    if (b > a + 1)
-        (void)syscall(SYS_close_range, (unsigned)a + 1, (unsigned)b - 1, 0U);
-    (void)syscall(SYS_close_range, (unsigned)b + 1, ~0U, 0U);
+    unsigned from = 3;
+    for (size_t i = 0; i < n; i++) {
+        if (keep[i] < (int)from)
+            continue;
+        if ((unsigned)keep[i] > from)
+            (void)syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0U);
+        from = (unsigned)keep[i] + 1;
+    }
+    (void)syscall(SYS_close_range, from, ~0U, 0U);
+}
+
+/* A helper's child (async-signal-safe calls only): dies with the supervisor, sees ro_dir
+ * read-only, then execs like the hypervisor. */
+static _Noreturn void exec_helper(const supervise_helper *h, int nullfd, int logfd, int msgfd)
+{
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (h->ro_dir &&
+        (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+         mount(h->ro_dir, h->ro_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+         mount(NULL, h->ro_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_HELPER_NS);
+        _exit(127);
+    }
+    exec_child(h->binary, h->argv, nullfd, logfd, msgfd, NULL, NULL, 0, -1);
+}
+
+/* Start the helpers and wait for their sockets (in the supervisor). 0, or an errno reported on
+ * msgfd (the helpers started are killed). */
+static int start_helpers(const supervise_helper *hs, size_t n, pid_t *pids, int dirfd, int nullfd,
+                         int logfd, int msgfd, uid_t socket_uid)
+{
+    size_t started = 0;
+    int e = 0, stage = STAGE_FORK;
+    for (; started < n; started++) {
+        pid_t h = _Fork();
+        if (h == 0)
+            exec_helper(&hs[started], nullfd, logfd, msgfd);
+        if (h < 0) {
+            e = errno;
+            break;
+        }
+        pids[started] = h;
+    }
+    struct timespec tick = {.tv_nsec = 2 * 1000 * 1000};
+    for (size_t i = 0; !e && i < n; i++) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        struct stat st;
+        while (fstatat(dirfd, hs[i].socket, &st, 0) < 0) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            uint64_t waited = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000000ULL +
+                              (uint64_t)((t.tv_nsec - t0.tv_nsec) / 1000);
+            if (waitpid(pids[i], NULL, WNOHANG) == pids[i]) {
+                e = ECHILD;
+                stage = STAGE_HELPER;
+                break;
+            }
+            if (waited > HELPER_SOCKET_USEC) {
+                e = ETIMEDOUT;
+                stage = STAGE_HELPER;
+                break;
+            }
+            nanosleep(&tick, NULL);
+        }
+        /* a jailed hypervisor runs as the VM's uid: the helper's socket (made 0600 by root
+         * under the supervisor's umask) becomes its */
+        if (!e && socket_uid && fchownat(dirfd, hs[i].socket, socket_uid, socket_uid, 0) < 0) {
+            e = errno;
+            stage = STAGE_HELPER;
+        }
+    }
+    if (!e)
+        return 0;
+    for (size_t i = 0; i < started; i++)
+        (void)kill(pids[i], SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
+    send_msg(msgfd, MSG_ERRNO, e, stage);
+    return -e;
 }
 
 int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmctl_error **reterr)
 {
-    if (!a || !a->binary || !a->argv || !ret || !ret_go)
+    if (!a || !a->binary || !a->argv || !ret || !ret_go || a->n_helpers > SUPERVISE_MAX_HELPERS ||
+        (a->n_helpers && !a->helpers))
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "supervise_spawn: invalid arguments");
+    /* the owner's pidfd, checked to be the recorded process (pid + start time) once open */
+    cleanup_close int ownerfd_low = -1;
+    if (a->owner_pid) {
+        ownerfd_low = (int)syscall(SYS_pidfd_open, a->owner_pid, 0);
+        if (ownerfd_low < 0 && errno != ESRCH)
+            return err_make(reterr, a->error_kind, errno,
+                            "cannot watch the owner (pid %d) of the VM", (int)a->owner_pid);
+        if (ownerfd_low < 0 || proc_start_time(a->owner_pid) != a->owner_start) {
+            int r = err_make(reterr, a->error_kind, ESRCH,
+                             "the owner of the VM (pid %d) is gone: it is removed with its owner",
+                             (int)a->owner_pid);
+            err_help(reterr, "Remove it with `vmctl destroy NAME --force`.");
+            return r;
+        }
+        (void)fcntl(ownerfd_low, F_SETFD, FD_CLOEXEC);
+    }
     const char *binary = a->binary;
     char **argv = a->argv;
     int logfd_in = a->logfd, dirfd_in = a->dirfd;
@@ -190,7 +325,10 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     cleanup_close int gofd = fcntl(g[0], F_DUPFD_CLOEXEC, dirfd + 1);
     close(g[0]);
     cleanup_close int gowr = g[1];
-    if (gofd < 0) {
+    /* the owner's pidfd above gofd, for close_all_but() */
+    cleanup_close int ownerfd =
+        ownerfd_low >= 0 && gofd >= 0 ? fcntl(ownerfd_low, F_DUPFD_CLOEXEC, gofd + 1) : -1;
+    if (gofd < 0 || (ownerfd_low >= 0 && ownerfd < 0)) {
         int e = errno;
         close(p[1]);
         return err_make(reterr, kind, e, "cannot start '%s'", binary);
@@ -220,6 +358,10 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         }
         if (sup > 0)
             _exit(0); /* the supervisor goes to init */
+        pid_t helpers[SUPERVISE_MAX_HELPERS];
+        if (a->n_helpers && start_helpers(a->helpers, a->n_helpers, helpers, dirfd, nullfd, logfd,
+                                          p[1], a->jail ? jail_uid(a->jail) : 0) < 0)
+            _exit(1);
         /* the hypervisor the init of a PID namespace of its own: the supervisor stays outside
          * (it sees, reports and reaps the host pid) */
         int pr = a->jail ? jail_unshare_pid() : 0;
@@ -241,9 +383,10 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
         (void)dup2(nullfd, 0);
         (void)dup2(nullfd, 1);
         (void)dup2(nullfd, 2);
-        close_all_but(dirfd, gofd);
+        int keep[] = {dirfd, gofd, ownerfd};
+        close_all_but(keep, 3);
         (void)prctl(PR_SET_NAME, "vmctl-supervise");
-        supervise(q, dirfd, gofd);
+        supervise(q, dirfd, gofd, ownerfd, helpers, a->n_helpers);
     }
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -293,7 +436,7 @@ int supervise_spawn(const supervise_spawn_args *a, pid_t *ret, int *ret_go, vmct
     }
     if (failed_errno) {
         int r = err_make(reterr, kind, failed_errno, "cannot start '%s': %s failed", binary,
-                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_JAIL ? failed_stage
+                         stage_names[failed_stage >= 0 && failed_stage <= STAGE_LAST ? failed_stage
                                                                                      : STAGE_EXEC]);
         err_detail(reterr, "binary", "%s", binary);
         return r;

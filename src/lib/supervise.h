@@ -20,6 +20,20 @@
 
 #include <vmctl/error.h>
 
+/* A helper process the hypervisor needs (virtiofsd): started by the supervisor before the
+ * hypervisor, killed by it when the hypervisor ends (and by the kernel when the supervisor dies:
+ * PR_SET_PDEATHSIG), so that none outlives its VM. */
+typedef struct supervise_helper {
+    const char *binary;
+    char **argv;
+    const char *socket; /* a file it makes in the VM directory: the hypervisor starts after it
+                           exists (within 4 s, else the launch fails) */
+    const char *ro_dir; /* or NULL: a directory the helper sees read-only (a read-only bind
+                           mount in a mount namespace of its own) */
+} supervise_helper;
+
+#define SUPERVISE_MAX_HELPERS 16
+
 typedef struct supervise_spawn_args {
     const char *binary; /* executed as is (a path) */
     char **argv;        /* argv[0] included, NULL-terminated */
@@ -36,6 +50,12 @@ typedef struct supervise_spawn_args {
      * closed at exec) */
     const int *keep_fds;
     size_t n_keep_fds;
+    const supervise_helper *helpers;
+    size_t n_helpers; /* at most SUPERVISE_MAX_HELPERS */
+    /* The owner (pid + start time; pid 0: none): when it is gone (watched by pidfd), the
+     * supervisor kills the process. An owner already gone fails the spawn. */
+    pid_t owner_pid;
+    uint64_t owner_start;
 } supervise_spawn_args;
 
 /* Start a->binary detached (own session, umask 0177, every signal at its default, descriptors

@@ -72,6 +72,85 @@ static int check_seed_file(vmctl_error **reterr, const char *field, const char *
     return 0;
 }
 
+/* The mounts of c, checked (SRC an existing directory, DST absolute and safe on the kernel
+ * command line, no DST twice), into s with the transport decided: virtiofs where virtiofsd can
+ * run (it is installed and we are root: its sandbox needs namespaces), else 9p. */
+static int resolve_mounts(const vmctl_vm_config *c, vm_spec *s, vmctl_error **reterr)
+{
+    if (!c->n_mounts)
+        return 0;
+    if (!c->mounts)
+        return err_invalid_field(reterr, "mount", NULL, NULL, "n_mounts is set, mounts is NULL");
+    if (c->mount_type && !streq(c->mount_type, "virtiofs") && !streq(c->mount_type, "9p"))
+        return err_invalid_field(reterr, "mount-type", c->mount_type, "virtiofs or 9p",
+                                 "unknown mount type '%s'", c->mount_type);
+    if (c->n_mounts > VM_MAX_MOUNTS) {
+        char v[32];
+        snprintf(v, sizeof(v), "%zu", c->n_mounts);
+        return err_invalid_field(reterr, "mount", v, "at most 16",
+                                 "%zu mounts: at most %d are supported", c->n_mounts,
+                                 VM_MAX_MOUNTS);
+    }
+    s->mounts = calloc(c->n_mounts, sizeof(*s->mounts));
+    if (!s->mounts)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n_mounts; i++) {
+        const vmctl_mount *m = &c->mounts[i];
+        const char *src = m->source ? m->source : "";
+        struct stat st;
+        int e = stat(src, &st) < 0 ? errno : !S_ISDIR(st.st_mode) ? ENOTDIR : 0;
+        if (e) {
+            int r = err_invalid_field(reterr, "mount", src, "an existing host directory",
+                                      "mount source '%s' is not an existing directory", src);
+            err_cause(reterr, e);
+            return r;
+        }
+        const char *dst = m->target ? m->target : "";
+        if (dst[0] != '/' || strpbrk(dst, " \t\n,:\"'\\") || strlen(dst) > 255)
+            return err_invalid_field(reterr, "mount", dst,
+                                     "an absolute guest path without whitespace, quotes, ',', ':' "
+                                     "or '\\'",
+                                     "mount target '%s' is not a usable absolute path", dst);
+        for (size_t j = 0; j < i; j++)
+            if (streq(s->mounts[j].target, dst))
+                return err_invalid_field(reterr, "mount", dst, "each target once",
+                                         "mount target '%s' is given twice", dst);
+        s->mounts[i].source = realpath(src, NULL);
+        s->mounts[i].target = strdup(dst);
+        s->mounts[i].read_only = m->read_only;
+        s->n_mounts++;
+        if (!s->mounts[i].source || !s->mounts[i].target)
+            return -ENOMEM;
+    }
+    const char *type = c->mount_type;
+    if (!type)
+        type = geteuid() == 0 && access(VIRTIOFSD_PATH, X_OK) == 0 ? "virtiofs" : "9p";
+    else if (streq(type, "virtiofs") && access(VIRTIOFSD_PATH, X_OK) < 0) {
+        int r = err_invalid_field(reterr, "mount-type", type, "9p, or install virtiofsd",
+                                  "mount type virtiofs needs '%s'", VIRTIOFSD_PATH);
+        err_cause(reterr, errno);
+        err_help(reterr, "Install the Debian package qemu-system-common, or use --mount-type 9p.");
+        return r;
+    }
+    s->mount_type = strdup(type);
+    return s->mount_type ? 0 : -ENOMEM;
+}
+
+/* vmctl.mounts=TAG:DST:ro|rw,... vmctl.fs=virtiofs|9p: what the default guest's /init mounts */
+static char *mounts_cmdline(const vm_spec *s)
+{
+    if (!s->n_mounts)
+        return strdup("");
+    char *out = str_printf(" vmctl.fs=%s vmctl.mounts=", s->mount_type);
+    for (size_t i = 0; out && i < s->n_mounts; i++) {
+        char *next = str_printf("%s%sm%zu:%s:%s", out, i ? "," : "", i, s->mounts[i].target,
+                                s->mounts[i].read_only ? "ro" : "rw");
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
 int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
                         vmctl_error **reterr)
 {
@@ -121,6 +200,14 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
     if (c->env && !(s->env = strv_copy(c->env)))
         return -ENOMEM;
 
+    int rm = resolve_mounts(c, s, reterr);
+    if (rm < 0)
+        return rm;
+    if (c->owner_bound) {
+        s->owner_pid = getpid();
+        s->owner_start = proc_start_time(s->owner_pid);
+    }
+
     bool default_guest = !c->kernel && (!c->image || streq(c->image, "default"));
     if ((c->cloud_init &&
          check_seed_file(reterr, "cloud-init", c->cloud_init, default_guest) < 0) ||
@@ -136,8 +223,10 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         s->kernel = gp.kernel;
         s->initrd = gp.initrd;
         /* vmctl.hostname: /init sets it before anything runs (the agent pushes it again) */
-        s->cmdline = str_printf("%s vmctl.hostname=%s%s%s", gp.cmdline, c->name,
-                                c->cmdline ? " " : "", c->cmdline ? c->cmdline : "");
+        cleanup_free char *mounts = mounts_cmdline(s);
+        s->cmdline = mounts ? str_printf("%s vmctl.hostname=%s%s%s%s", gp.cmdline, c->name, mounts,
+                                         c->cmdline ? " " : "", c->cmdline ? c->cmdline : "")
+                            : NULL;
         free(gp.cmdline);
         s->agent = true;
     } else {

@@ -42,6 +42,12 @@
 #define VM_FILE_JAIL_ROOT "jail"
 #define VM_FILE_JAIL_OOM  "jail.oom"
 
+/* "fs-<i>.sock": the vhost-user socket of mount i's virtiofsd (made by it, removed by cleanup) */
+static inline void vm_fs_sock_file(size_t i, char *buf, size_t size)
+{
+    snprintf(buf, size, "fs-%zu.sock", i);
+}
+
 /* ---- the agent's ports ---- */
 
 #define VM_FILE_AGENT_SOCK "agent.sock" /* host end of the agent's virtio-serial port 0 */

@@ -194,6 +194,30 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
                 (int)v->owner_pid);
         return 1;
     }
+    /* Bound to an owner that is gone (vmctl run --rm SIGKILLed, a killed containerd shim): its
+     * supervisor killed it (here too, in case); remove it. */
+    if (v->config && strstr(v->config, "\"owner\"")) {
+        cleanup_vm_spec vm_spec *spec = NULL;
+        if (vm_spec_from_json(v->config, &spec, NULL) >= 0 && spec->owner_pid &&
+            !proc_alive(spec->owner_pid, spec->owner_start)) {
+            cleanup_close int lock = -1;
+            if (!locked && vm_lock(ctx, v->name, 0, &lock, NULL) < 0)
+                return 0; /* someone is at it: the next look removes it */
+            if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
+                proc_alive(v->pid, v->pid_start)) {
+                (void)kill(v->pid, SIGKILL);
+                if (!vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(5.0)))
+                    return 0;
+            }
+            (void)rm_rf(v->dir);
+            (void)store_vm_delete(ctx->store, v->name, NULL);
+            if (lock >= 0)
+                vm_unlock_remove(ctx, v->name, TAKE_FD(lock));
+            ctx_log(ctx, VMCTL_LOG_NOTICE, "removed vm '%s': its owner (pid %d) is gone", v->name,
+                    (int)spec->owner_pid);
+            return 1;
+        }
+    }
     if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
         !proc_alive(v->pid, v->pid_start)) {
         /* a hypervisor that exited 0 was told to: the guest powered itself off */

@@ -8,8 +8,10 @@
  *    "ports": [{"host": 8080, "guest": 80, "proto": "tcp"}], "env": ["K=V"], "agent": true,
  *    "allow": ["10.0.0.0/8:443/tcp"], "allow_dns": false, "allow_all": false,
  *    "rate_limit_mbps": 0, "disk_iops": 0, "jail": false, "cpu_quota": 0.5,
- *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone)}
- * (the last nine written only when set: absent reads as empty / false / 0; "jail" absent is
+ *    "ram_file": "/dev/shm/..." (snapshottable), "nic_mac": "52:54:00:..." (a clone),
+ *    "mounts": [{"source": "/h", "target": "/g", "ro": false}], "mount_type": "virtiofs",
+ *    "owner": {"pid": 123, "start": 456}}
+ * (the last twelve written only when set: absent reads as empty / false / 0; "jail" absent is
  * true)
  * Required: name, backend, machine, accel, vcpus, memory_mib, disk_gib, net, agent. The nullable
  * strings, ports and env may also be absent (read as NULL / empty). */
@@ -50,6 +52,12 @@ void vm_spec_free(vm_spec *s)
     strv_free(s->env);
     strv_free(s->allow);
     free(s->mac);
+    for (size_t i = 0; i < s->n_mounts; i++) {
+        free(s->mounts[i].source);
+        free(s->mounts[i].target);
+    }
+    free(s->mounts);
+    free(s->mount_type);
     free(s);
 }
 
@@ -142,6 +150,26 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
          (r = set_new(o, "rate_limit_mbps", json_integer(s->rate_limit_mbps))) < 0) ||
         (s->disk_iops && (r = set_new(o, "disk_iops", json_integer(s->disk_iops))) < 0))
         return r;
+    /* added with mounts and owners: written only when set */
+    if (s->n_mounts) {
+        json_t *mounts = json_array();
+        if ((r = set_new(o, "mounts", mounts)) < 0)
+            return r;
+        for (size_t i = 0; i < s->n_mounts; i++) {
+            json_t *m = json_pack("{s:s, s:s, s:b}", "source", s->mounts[i].source, "target",
+                                  s->mounts[i].target, "ro", s->mounts[i].read_only);
+            if (!m || json_array_append_new(mounts, m) < 0)
+                return -ENOMEM;
+        }
+        if ((r = set_str(o, "mount_type", s->mount_type, false)) < 0)
+            return r;
+    }
+    if (s->owner_pid) {
+        json_t *owner = json_pack("{s:I, s:I}", "pid", (json_int_t)s->owner_pid, "start",
+                                  (json_int_t)s->owner_start);
+        if ((r = set_new(o, "owner", owner)) < 0)
+            return r;
+    }
 
     char *out = json_dumps(o, JSON_COMPACT);
     if (!out)
@@ -251,6 +279,57 @@ static int get_env(json_t *o, vm_spec *s, vmctl_error **reterr)
     return 0;
 }
 
+static int get_mounts(json_t *o, vm_spec *s, vmctl_error **reterr)
+{
+    json_t *a = json_object_get(o, "mounts");
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a))
+        return corrupt_field(reterr, "mounts", "not an array");
+    size_t n = json_array_size(a);
+    if (n == 0)
+        return 0;
+    s->mounts = calloc(n, sizeof(*s->mounts));
+    if (!s->mounts)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(a, i);
+        json_t *src = json_object_get(m, "source");
+        json_t *dst = json_object_get(m, "target");
+        json_t *ro = json_object_get(m, "ro");
+        if (!json_is_object(m) || !json_is_string(src) || !json_is_string(dst) ||
+            json_string_value(dst)[0] != '/' || (ro && !json_is_boolean(ro)))
+            return corrupt_field(reterr, "mounts",
+                                 "expected {\"source\": PATH, \"target\": \"/...\", \"ro\": BOOL}");
+        s->mounts[i].source = strdup(json_string_value(src));
+        s->mounts[i].target = strdup(json_string_value(dst));
+        s->mounts[i].read_only = ro && json_is_true(ro);
+        s->n_mounts++;
+        if (!s->mounts[i].source || !s->mounts[i].target)
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    int r = get_str(o, "mount_type", false, &s->mount_type, reterr);
+    if (r < 0)
+        return r;
+    if (!streq(s->mount_type, "virtiofs") && !streq(s->mount_type, "9p"))
+        return corrupt_field(reterr, "mount_type", "expected \"virtiofs\" or \"9p\"");
+    return 0;
+}
+
+static int get_owner(json_t *o, vm_spec *s, vmctl_error **reterr)
+{
+    json_t *owner = json_object_get(o, "owner");
+    if (!owner || json_is_null(owner))
+        return 0;
+    json_t *pid = json_object_get(owner, "pid"), *start = json_object_get(owner, "start");
+    if (!json_is_integer(pid) || !json_is_integer(start) || json_integer_value(pid) < 1 ||
+        json_integer_value(pid) > INT_MAX || json_integer_value(start) < 0)
+        return corrupt_field(reterr, "owner", "expected {\"pid\": PID, \"start\": TICKS}");
+    s->owner_pid = (pid_t)json_integer_value(pid);
+    s->owner_start = (uint64_t)json_integer_value(start);
+    return 0;
+}
+
 int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
 {
     if (!json || !ret)
@@ -300,7 +379,8 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "ram_file", true, &s->ram_file, reterr)) < 0 ||
         (r = get_str(o, "nic_mac", true, &s->nic_mac, reterr)) < 0 ||
         (r = get_str(o, "net", false, &s->net, reterr)) < 0 || (r = get_ports(o, s, reterr)) < 0 ||
-        (r = get_env(o, s, reterr)) < 0)
+        (r = get_env(o, s, reterr)) < 0 || (r = get_mounts(o, s, reterr)) < 0 ||
+        (r = get_owner(o, s, reterr)) < 0)
         return r;
 
     json_t *allow = json_object_get(o, "allow");
@@ -344,6 +424,33 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
     s->cpu_quota = quota ? json_number_value(quota) : 0;
 
     *ret = TAKE_PTR(owned);
+    return 0;
+}
+
+/* --- "SRC:DST[:ro|:rw]" --- */
+
+int vmctl_mount_parse(char *s, vmctl_mount *ret, vmctl_error **reterr)
+{
+    VMCTL_ARG_CHECK(s, reterr);
+    VMCTL_ARG_CHECK(ret, reterr);
+    static const char allowed[] = "SRC:DST[:ro] with SRC a host directory and DST an absolute "
+                                  "guest path";
+    char *colon = strchr(s, ':');
+    if (!colon || colon == s)
+        return err_invalid_field(reterr, "mount", s, allowed,
+                                 "invalid mount '%s': expected SRC:DST[:ro]", s);
+    char *dst = colon + 1;
+    char *opt = strchr(dst, ':');
+    bool ro = false;
+    if (opt) {
+        if (!streq(opt + 1, "ro") && !streq(opt + 1, "rw"))
+            return err_invalid_field(reterr, "mount", s, allowed,
+                                     "invalid mount '%s': the option must be 'ro' or 'rw'", s);
+        ro = streq(opt + 1, "ro");
+        *opt = '\0';
+    }
+    *colon = '\0';
+    *ret = (vmctl_mount){.source = s, .target = dst, .read_only = ro};
     return 0;
 }
 

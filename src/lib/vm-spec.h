@@ -5,8 +5,20 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <vmctl/vm.h>
+
+/* A host directory shared with the guest (vmctl_mount, resolved): tag m<i> for mount i. */
+typedef struct vm_spec_mount {
+    char *source; /* canonical absolute host path */
+    char *target; /* absolute guest path */
+    bool read_only;
+} vm_spec_mount;
+
+#define VM_MAX_MOUNTS 16
+/* Debian's qemu-system-common */
+#define VIRTIOFSD_PATH "/usr/lib/qemu/virtiofsd"
 
 typedef struct vm_spec {
     char *name;
@@ -53,6 +65,13 @@ typedef struct vm_spec {
     bool incoming;
     bool no_jail;     /* --no-jail: the hypervisor runs unconfined (JSON "jail": false) */
     double cpu_quota; /* host CPUs the VM may use (0.5: half of one); 0: no quota */
+    vm_spec_mount *mounts;
+    size_t n_mounts;
+    char *mount_type; /* with mounts: "virtiofs" | "9p" (decided at create), else NULL */
+    /* Bound to its owner (vmctl_vm_config.owner_bound): the process (pid + start time) whose
+     * end kills the VM and removes it. owner_pid 0: not bound. */
+    pid_t owner_pid;
+    uint64_t owner_start;
     /* Not part of the JSON: the store's cid column, set by vm.c before launch. 0: none (no
      * vsock device); else >= 3. */
     uint32_t guest_cid;

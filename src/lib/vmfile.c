@@ -12,6 +12,7 @@
 #include "error.h"
 #include "kdl.h"
 #include "firewall.h"
+#include "vm-spec.h" /* VM_MAX_MOUNTS */
 #include "util/util.h"
 #include "vmfile.h"
 
@@ -45,6 +46,11 @@ static void machine_clear(vmfile_machine *m)
     free(m->ports);
     strv_free(m->env);
     strv_free(m->allow);
+    for (size_t i = 0; i < m->n_mounts; i++) {
+        free((char *)m->mounts[i].source);
+        free((char *)m->mounts[i].target);
+    }
+    free(m->mounts);
     for (size_t i = 0; i < m->n_steps; i++)
         step_clear(&m->steps[i]);
     free(m->steps);
@@ -634,7 +640,51 @@ static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_
 
 static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpus, memory, disk, "
                                 "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
-                                "jail, cpu-quota, provision";
+                                "jail, cpu-quota, mount, provision";
+
+/* mount "SRC" "DST" [ro=#true]: SRC relative to the file's directory (checked by create) */
+static int parse_mount(checker *c, const kdl_node *n, vmfile_machine *m)
+{
+    static const char what[] = "mount \"SRC\" \"DST\" [ro=#true]";
+    if (n->n_args != 2)
+        return verr(c, n->offset, "expected SRC and DST", "mount", "mount", NULL,
+                    "'mount' takes two strings: %s", what);
+    for (size_t i = 0; i < 2; i++) {
+        const kdl_value *v = &n->args[i];
+        if (v->type != KDL_VALUE_STRING || !str_ok(&v->string) || !v->string.len)
+            return verr(c, v->offset, "expected a string", "mount", i ? "target" : "source", NULL,
+                        "'mount' takes two strings: %s", what);
+    }
+    if (n->args[1].string.data[0] != '/')
+        return verr(c, n->args[1].offset, "not absolute", "mount", "target", NULL,
+                    "'mount' target '%s' must be an absolute guest path", n->args[1].string.data);
+    bool ro = false;
+    for (size_t i = 0; i < n->n_props; i++) {
+        const kdl_value *v = &n->props[i].value;
+        if (!streq(n->props[i].key.data, "ro"))
+            return verr(c, n->props[i].offset, "unknown property", "mount", n->props[i].key.data,
+                        NULL, "'mount' has no property '%s': it is %s", n->props[i].key.data, what);
+        if (v->type != KDL_VALUE_BOOL)
+            return verr(c, v->offset, "expected #true or #false", "mount", "ro", NULL,
+                        "'mount' property 'ro' must be #true or #false");
+        ro = v->boolean;
+    }
+    if (m->n_mounts >= VM_MAX_MOUNTS)
+        return cap_err(c, n->offset, "mount", "mounts", m->n_mounts + 1, VM_MAX_MOUNTS, "per vm");
+    vmctl_mount *grown = realloc(m->mounts, sizeof(*grown) * (m->n_mounts + 1));
+    if (!grown)
+        return -ENOMEM;
+    m->mounts = grown;
+    char *src = expand_path(c->dir, n->args[0].string.data);
+    char *dst = strdup(n->args[1].string.data);
+    if (!src || !dst) {
+        free(src);
+        free(dst);
+        return -ENOMEM;
+    }
+    m->mounts[m->n_mounts++] = (vmctl_mount){.source = src, .target = dst, .read_only = ro};
+    return 0;
+}
 
 static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
 {
@@ -781,6 +831,8 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
                          "'cpu-quota' must be a number of host CPUs from 0.01 to 255");
             if (r >= 0)
                 m->config.cpu_quota = v->number.value;
+        } else if (streq(f, "mount")) {
+            r = parse_mount(c, n, m);
         } else if (streq(f, "provision")) {
             r = parse_provision(c, n, m, m->n_steps);
         } else {
@@ -818,6 +870,8 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     m->config.cloud_init = m->cloud_init;
     m->config.ssh_key = m->ssh_key;
     m->config.env = m->env;
+    m->config.mounts = m->mounts;
+    m->config.n_mounts = m->n_mounts;
     c->vm = NULL;
     return 0;
 }

@@ -49,6 +49,8 @@ typedef struct vmfile_machine {
     char **allow; /* network "tap" { allow ... }, NULL-terminated, may be NULL */
     vmfile_step *steps;
     size_t n_steps;
+    vmctl_mount *mounts; /* source and target malloc'd */
+    size_t n_mounts;
 } vmfile_machine;
 
 typedef struct vmfile {

@@ -45,6 +45,8 @@ CASE(vmctl_vm_state_to_string, "s", VALUE, NULL, vmctl_vm_state_to_string(-1))
 CASE(vmctl_vm_state_from_string, "s", EINVAL_NOERR, -EINVAL, vmctl_vm_state_from_string(NULL))
 CASE(vmctl_provision_state_to_string, "s", VALUE, 1, vmctl_provision_state_to_string(1000) != NULL)
 EINVAL_CASE(vmctl_port_forward_parse, "s", vmctl_port_forward_parse(NULL, &port_forward, e))
+EINVAL_CASE(vmctl_mount_parse, "s", vmctl_mount_parse(NULL, &mount, e))
+EINVAL_CASE(vmctl_mount_parse, "ret", vmctl_mount_parse(mount_buf, NULL, e))
 CASE(vmctl_port_forward_parse, "ret (NULL: only checks)", VALUE, 0,
      vmctl_port_forward_parse("8080:80", NULL, e))
 VOID_CASE(vmctl_vm_info_free, "info", vmctl_vm_info_free(NULL))

@@ -69,6 +69,8 @@ static vmctl_guest_info guest_info;
 static vmctl_ssh_info ssh_info;
 static vmctl_env_result *env_results;
 static vmctl_port_forward port_forward;
+static vmctl_mount mount;
+static char mount_buf[] = "/a:/b";
 static vmctl_ctx *new_ctx;
 static vmctl_vm_stats *vm_stats;
 static vmctl_network_info *net_info;

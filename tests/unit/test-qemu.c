@@ -1346,6 +1346,41 @@ static void test_launch_hold_and_scan(void **state)
     assert_true(wait_gone(pid, start, 10000000));
 }
 
+/* --mount: virtio-fs (shared memfd RAM, virtio-mmio v2 on microvm, a vhost-user-fs device per
+ * mount) and 9p (-fsdev local, readonly=on for :ro). */
+static void test_argv_mounts(void **state)
+{
+    (void)state;
+    for (int ninep = 0; ninep <= 1; ninep++) {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->mounts = calloc(2, sizeof(*s->mounts));
+        s->mounts[0] = (vm_spec_mount){strdup("/h/a,b"), strdup("/mnt/a"), false};
+        s->mounts[1] = (vm_spec_mount){strdup("/h/ro"), strdup("/mnt/ro"), true};
+        s->n_mounts = 2;
+        s->mount_type = strdup(ninep ? "9p" : "virtiofs");
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v/t1", &argv, &err), 0);
+        if (!ninep) {
+            assert_true(
+                argv_has_pair(argv, "-object", "memory-backend-memfd,id=mem,size=384M,share=on"));
+            assert_true(argv_has_pair(argv, "-machine", "memory-backend=mem"));
+            assert_true(argv_has_pair(argv, "-global", "virtio-mmio.force-legacy=false"));
+            assert_true(argv_has_pair(argv, "-chardev", "socket,id=fs1,path=/v/t1/fs-1.sock"));
+            assert_true(argv_has_pair(argv, "-device", "vhost-user-fs-device,chardev=fs0,tag=m0"));
+            assert_int_equal(argv_find(argv, "-fsdev"), -1);
+        } else {
+            assert_int_equal(argv_find(argv, "-object"), -1);
+            /* a comma in the path is doubled for QEMU's option syntax */
+            assert_true(
+                argv_has_pair(argv, "-fsdev", "local,id=fs0,path=/h/a,,b,security_model=none"));
+            assert_true(argv_has_pair(argv, "-fsdev",
+                                      "local,id=fs1,path=/h/ro,security_model=none,readonly=on"));
+            assert_true(argv_has_pair(argv, "-device", "virtio-9p-device,fsdev=fs1,mount_tag=m1"));
+        }
+    }
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1354,21 +1389,14 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest quick_tests[] = {
-        cmocka_unit_test(test_argv_microvm),
-        cmocka_unit_test(test_argv_snapshot),
-        cmocka_unit_test(test_argv_q35_disk_kvm),
-        cmocka_unit_test(test_argv_tap_throttle),
-        cmocka_unit_test(test_argv_disk_formats),
-        cmocka_unit_test(test_argv_options),
-        cmocka_unit_test(test_argv_agent_ports_vsock),
-        cmocka_unit_test(test_agent_endpoint),
-        cmocka_unit_test(test_qemu_knows_vsock_devices),
-        cmocka_unit_test(test_argv_errors),
-        cmocka_unit_test(test_binary_override_missing),
-        cmocka_unit_test(test_backend_find),
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_accel_resolve),
-        cmocka_unit_test(test_host_checks),
+        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_snapshot),
+        cmocka_unit_test(test_argv_q35_disk_kvm), cmocka_unit_test(test_argv_tap_throttle),
+        cmocka_unit_test(test_argv_disk_formats), cmocka_unit_test(test_argv_mounts),
+        cmocka_unit_test(test_argv_options),      cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_agent_endpoint),    cmocka_unit_test(test_qemu_knows_vsock_devices),
+        cmocka_unit_test(test_argv_errors),       cmocka_unit_test(test_binary_override_missing),
+        cmocka_unit_test(test_backend_find),      cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_accel_resolve),     cmocka_unit_test(test_host_checks),
     };
     int failed = cmocka_run_group_tests_name("quick", quick_tests, NULL, NULL);
     if (failed) {
@@ -1421,6 +1449,7 @@ int main(void)
         cmocka_unit_test(test_launch_bad_disk),
         cmocka_unit_test(test_launch_bad_option),
         cmocka_unit_test(test_launch_hold_and_scan),
+        cmocka_unit_test(test_argv_mounts),
     };
     failed = cmocka_run_group_tests_name("launch", launch_tests, NULL, NULL);
     free(tsc_khz_arg);

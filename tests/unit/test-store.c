@@ -1122,6 +1122,35 @@ static void test_spec_round_trip(void **state)
     s->no_jail = false;
     s->cpu_quota = 0;
 
+    /* Mounts and the owner round-trip. */
+    {
+        vm_spec_mount mounts[] = {{"/h/a", "/mnt/a", false}, {"/h/b", "/mnt/b", true}};
+        vm_spec m = {.name = "m",
+                     .backend = "qemu",
+                     .machine = "microvm",
+                     .accel = "tcg",
+                     .vcpus = 1,
+                     .memory_mib = 64,
+                     .net = "none",
+                     .mounts = mounts,
+                     .n_mounts = 2,
+                     .mount_type = "virtiofs",
+                     .owner_pid = 42,
+                     .owner_start = 1234};
+        cleanup_free char *mj = NULL;
+        assert_int_equal(vm_spec_to_json(&m, &mj), 0);
+        cleanup_vm_spec vm_spec *back = NULL;
+        assert_int_equal(vm_spec_from_json(mj, &back, &err), 0);
+        assert_int_equal(back->n_mounts, 2);
+        assert_string_equal(back->mounts[1].source, "/h/b");
+        assert_string_equal(back->mounts[1].target, "/mnt/b");
+        assert_true(back->mounts[1].read_only);
+        assert_false(back->mounts[0].read_only);
+        assert_string_equal(back->mount_type, "virtiofs");
+        assert_int_equal(back->owner_pid, 42);
+        assert_int_equal(back->owner_start, 1234);
+    }
+
     /* A spec without optional parts. */
     vm_spec bare = {.name = "bare",
                     .backend = "qemu",

@@ -545,6 +545,26 @@ static void test_actions(void **state)
     assert_string_equal(vmctl_env_action_to_string((vmctl_env_action)99), "unknown");
 }
 
+static void test_mounts(void **state)
+{
+    (void)state;
+    vmfile *f = parse_ok("vm \"dev\" {\n"
+                         "    mount \"src\" \"/src\"\n"
+                         "    mount \"/etc/ssl\" \"/ssl\" ro=#true\n"
+                         "}\n");
+    const vmctl_vm_config *c = &f->machines[0].config;
+    assert_int_equal(c->n_mounts, 2);
+    cleanup_free char *want = str_printf("%s/src", tmpdir);
+    assert_string_equal(c->mounts[0].source, want);
+    assert_string_equal(c->mounts[0].target, "/src");
+    assert_false(c->mounts[0].read_only);
+    assert_string_equal(c->mounts[1].source, "/etc/ssl");
+    assert_true(c->mounts[1].read_only);
+    vmfile_free(f);
+    parse_bad("vm \"dev\" {\n    mount \"src\" \"rel\"\n}\n", VMCTL_E_VMFILE_VALIDATION, "2", "17",
+              "target", "absolute");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -553,7 +573,7 @@ int main(void)
         cmocka_unit_test(test_parse_failed), cmocka_unit_test(test_load),
         cmocka_unit_test(test_actions),      cmocka_unit_test(test_caps),
         cmocka_unit_test(test_scaling),      cmocka_unit_test(test_network_tap),
-        cmocka_unit_test(test_jail_fields),
+        cmocka_unit_test(test_jail_fields),  cmocka_unit_test(test_mounts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
