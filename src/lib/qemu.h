@@ -34,6 +34,10 @@ int qemu_find_binary(char **ret, vmctl_error **reterr);
  * tap networking (not supported yet). */
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr);
+/* The same with the base image's format checked at launch and, base_fd >= 0, the base as a
+ * descriptor QEMU inherits (fdset 1: a jailed QEMU's uid may not open the image cache's files). */
+int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
+                       const char *base_format, int base_fd, char ***ret, vmctl_error **reterr);
 
 /* backend_ops.agent_endpoint with the host's vhost-vsock given: the agent sockets of the VM in
  * dir (agent.sock, then agent.N.sock for N < AGENT_SERIAL_PORTS that exist; agent[.N].lock

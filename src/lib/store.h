@@ -145,3 +145,6 @@ int store_fail(store *s, int rc, const char *what, vmctl_error **reterr);
 int store_tx_begin(store *s, vmctl_error **reterr);
 int store_tx_commit(store *s, vmctl_error **reterr);
 void store_tx_rollback(store *s);
+/* store-schema.c: create the schema of an empty database, upgrade an older one, refuse one we
+ * do not know (path: for messages). */
+int store_schema_ensure(store *s, const char *path, vmctl_error **reterr);
