@@ -44,6 +44,10 @@ if [ "${1:-}" = --inner ]; then
   mount --make-rprivate /
   mount -t proc proc "$root/proc"
   mount -t sysfs sysfs "$root/sys"
+  # a booted Debian 12 has its cgroup hierarchy mounted (systemd: cgroup2; here, v1 controllers):
+  # the jail puts each VM's QEMU in a cgroup of its own
+  mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
+  mount --make-rslave "$root/sys/fs/cgroup"
   mount --rbind /dev "$root/dev"
   mount --make-rslave "$root/dev"
   mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
