@@ -70,9 +70,11 @@ void jail_uid_range(uint32_t *base, uint32_t *count)
         *count = UINT32_MAX - 1 - *base;
 }
 
-uint64_t jail_memory_ceiling(unsigned guest_mib)
+uint64_t jail_memory_ceiling(unsigned guest_mib, bool tcg)
 {
-    uint64_t mib = (uint64_t)guest_mib + guest_mib / 4 + 192;
+    /* under TCG, QEMU's translation cache grows to its 1 GiB default (tb-size) with the code the
+     * guest runs: a Debian guest building things reached it and was OOM-killed */
+    uint64_t mib = (uint64_t)guest_mib + guest_mib / 4 + 192 + (tcg ? 1024 : 0);
     return mib << 20;
 }
 

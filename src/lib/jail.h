@@ -27,8 +27,9 @@
 void jail_uid_range(uint32_t *base, uint32_t *count);
 
 /* The memory ceiling of a VM of guest_mib MiB: guest RAM plus QEMU's own overhead (the TCG
- * translation buffer, device state, thread stacks): guest + guest/4 + 192 MiB. */
-uint64_t jail_memory_ceiling(unsigned guest_mib);
+ * translation buffer, device state, thread stacks): guest + guest/4 + 192 MiB, and 1 GiB more
+ * under TCG (its translation cache, tb-size 1 GiB by default on QEMU 7.2). */
+uint64_t jail_memory_ceiling(unsigned guest_mib, bool tcg);
 /* The pids ceiling (QEMU's threads: vCPUs, I/O workers, RCU, ...). */
 #define JAIL_PIDS_MAX 512u
 /* Disk I/O weight (cgroup v2 io.weight, v1 blkio.weight or blkio.bfq.weight), where the host

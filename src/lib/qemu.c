@@ -327,7 +327,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             .uid = spec->jail_uid,
             .kvm = spec->accel && streq(spec->accel, "kvm"),
             .cpu_quota = spec->cpu_quota,
-            .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256),
+            .memory_bytes = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256,
+                                                !spec->accel || !streq(spec->accel, "kvm")),
             .pids_max = JAIL_PIDS_MAX,
             .weight_threads = (spec->vcpus ? spec->vcpus : 1) + 1,
         };

@@ -699,7 +699,8 @@ static void vm_info_jail(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec,
     if (!i->jailed)
         return;
     i->cgroup = jail_cgroup_name(v->dir);
-    i->memory_limit = jail_memory_ceiling(spec->memory_mib);
+    i->memory_limit = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256,
+                                          !spec->accel || !streq(spec->accel, "kvm"));
 }
 
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)
