@@ -564,6 +564,23 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
     return 0;
 }
 
+/* Whether "/" is the root of a mount: not in a chroot into a plain directory. The jail makes
+ * every mount of its namespace private from "/" down (so nothing it mounts propagates to the
+ * host), which the kernel refuses (EINVAL) on a directory that is not a mount's root. */
+bool jail_root_is_mount(void)
+{
+    struct statx stx;
+    if (statx(AT_FDCWD, "/", 0, STATX_BASIC_STATS, &stx) < 0 ||
+        !(stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+        return true; /* the kernel cannot say: let the jail's own step report it */
+    return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+}
+
+#define ROOT_NOT_MOUNT_HELP                                                                        \
+    "vmctl runs in a chroot whose root is a plain directory: bind-mount it onto itself before "    \
+    "the chroot (`mount --bind DIR DIR`), as a booted machine or a container has it, or create "   \
+    "the VM with `--no-jail`."
+
 int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
 {
     if (!c || !c->name || !c->vmdir || c->vmdir[0] != '/' || !c->binary || !ret || !c->uid)
@@ -572,6 +589,14 @@ int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
     if (!j)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     cleanup_jail jail *owned = j;
+    if (!jail_root_is_mount()) {
+        int r = jailer_failed(reterr, JAIL_STEP_MOUNT_PRIVATE, EINVAL,
+                              "cannot jail '%s': the root directory is not a mount point, so "
+                              "the jail's mounts cannot be kept private",
+                              c->binary);
+        err_help(reterr, ROOT_NOT_MOUNT_HELP);
+        return r;
+    }
     j->uid = c->uid;
     j->root = str_printf("%s/" VM_FILE_JAIL_ROOT, c->vmdir);
     j->hostname = strdup(c->name);
@@ -777,6 +802,12 @@ char *jail_host_summary(bool *ret_ok, const char **ret_help)
         *ret_ok = false;
         *ret_help = "Unset VMCTL_NO_JAIL to jail each VM's QEMU.";
         return strdup("off: VMCTL_NO_JAIL is set");
+    }
+    if (!jail_root_is_mount()) {
+        *ret_ok = false;
+        *ret_help = ROOT_NOT_MOUNT_HELP;
+        return strdup("off: the root directory is not a mount point (a chroot into a plain "
+                      "directory): VMs run unconfined");
     }
     uint32_t base, count;
     jail_uid_range(&base, &count);

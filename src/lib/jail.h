@@ -58,6 +58,10 @@ typedef enum jail_step {
 } jail_step;
 const char *jail_step_name(int step);
 
+/* Whether "/" is a mount's root (false in a chroot into a plain directory, where the jail cannot
+ * keep its mounts private and VMs run unjailed with a notice). */
+bool jail_root_is_mount(void);
+
 typedef struct jail_config {
     const char *name;            /* the VM's: the hostname and the cgroup's name */
     const char *vmdir;           /* absolute: bind-mounted read-write */
