@@ -252,13 +252,16 @@ int serve_get_string(json_t *o, const char *key, const char **ret, vmctl_error *
     return 0;
 }
 
-int serve_get_uint(json_t *o, const char *key, unsigned max, unsigned *ret, vmctl_error **reterr)
+int serve_get_uint(json_t *o, const char *key, unsigned min, unsigned max, unsigned *ret,
+                   vmctl_error **reterr)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v))
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (json_int_t)max)
-        return bad_request(reterr, key, "field '%s' must be an integer from 0 to %u", key, max);
+    if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min ||
+        json_integer_value(v) > (json_int_t)max)
+        return bad_request(reterr, key, "field '%s' must be an integer from %u to %u", key, min,
+                           max);
     *ret = (unsigned)json_integer_value(v);
     return 0;
 }
@@ -370,9 +373,9 @@ int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_er
         (r = serve_get_string(o, "kernel", &c->kernel, reterr)) < 0 ||
         (r = serve_get_string(o, "initrd", &c->initrd, reterr)) < 0 ||
         (r = serve_get_string(o, "cmdline", &c->cmdline, reterr)) < 0 ||
-        (r = serve_get_uint(o, "vcpus", 1024, &c->vcpus, reterr)) < 0 ||
-        (r = serve_get_uint(o, "memory_mib", 16u << 20, &c->memory_mib, reterr)) < 0 ||
-        (r = serve_get_uint(o, "disk_gib", 1u << 16, &c->disk_gib, reterr)) < 0 ||
+        (r = serve_get_uint(o, "vcpus", 1, 1024, &c->vcpus, reterr)) < 0 ||
+        (r = serve_get_uint(o, "memory_mib", 1, 16u << 20, &c->memory_mib, reterr)) < 0 ||
+        (r = serve_get_uint(o, "disk_gib", 1, 1u << 16, &c->disk_gib, reterr)) < 0 ||
         (r = serve_get_string(o, "machine", &c->machine, reterr)) < 0 ||
         (r = serve_get_string(o, "accel", &c->accel, reterr)) < 0 ||
         (r = serve_get_string(o, "net", &c->net, reterr)) < 0 ||
@@ -440,8 +443,8 @@ int serve_parse_exec(const char *body, size_t len, serve_exec *ret, vmctl_error 
         (r = serve_get_string(o, "stdin", &in, reterr)) < 0 ||
         (r = serve_get_bool(o, "stdin_open", &ret->stdin_open, reterr)) < 0 ||
         (r = serve_get_bool(o, "tty", &x->tty, reterr)) < 0 ||
-        (r = serve_get_uint(o, "rows", 65535, &x->tty_rows, reterr)) < 0 ||
-        (r = serve_get_uint(o, "cols", 65535, &x->tty_cols, reterr)) < 0)
+        (r = serve_get_uint(o, "rows", 0, 65535, &x->tty_rows, reterr)) < 0 ||
+        (r = serve_get_uint(o, "cols", 0, 65535, &x->tty_cols, reterr)) < 0)
         goto fail;
     if (n_argv == 0) {
         r = bad_request(reterr, "argv", "field 'argv' is required: a non-empty array of strings");

@@ -74,7 +74,8 @@ int serve_parse_object(const char *body, size_t len, const char *const *allowed,
 /* Typed members of o: absent leaves *ret alone; a wrong type is api::bad_request (field). */
 int serve_get_bool(json_t *o, const char *key, bool *ret, vmctl_error **reterr);
 int serve_get_string(json_t *o, const char *key, const char **ret, vmctl_error **reterr);
-int serve_get_uint(json_t *o, const char *key, unsigned max, unsigned *ret, vmctl_error **reterr);
+int serve_get_uint(json_t *o, const char *key, unsigned min, unsigned max, unsigned *ret,
+                   vmctl_error **reterr);
 int serve_get_seconds(json_t *o, const char *key, double *ret, vmctl_error **reterr);
 /* An array of strings as a NULL-terminated vector borrowed from o (*ret freed by the caller;
  * absent: NULL). */

@@ -898,8 +898,8 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
                 return respond_error(conn, e);
         } else if (id == SERVE_R_EXEC_RESIZE) {
             if (serve_parse_object(body, rq->len, resize_fields, &o, &e) < 0 ||
-                serve_get_uint(o, "rows", 65535, &rows, &e) < 0 ||
-                serve_get_uint(o, "cols", 65535, &cols, &e) < 0)
+                serve_get_uint(o, "rows", 0, 65535, &rows, &e) < 0 ||
+                serve_get_uint(o, "cols", 0, 65535, &cols, &e) < 0)
                 return respond_error(conn, e);
         }
         job *j = job_find(srv, name, &e);
@@ -979,7 +979,7 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
         double timeout = 0;
         if (serve_parse_object(body, rq->len, clone_fields, &o, &e) < 0 ||
             serve_get_string(o, "name", &newname, &e) < 0 ||
-            serve_get_uint(o, "count", 1024, &count, &e) < 0 ||
+            serve_get_uint(o, "count", 1, 1024, &count, &e) < 0 ||
             serve_get_seconds(o, "timeout", &timeout, &e) < 0)
             break;
         if (!newname || count == 0) {
@@ -1114,7 +1114,9 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
                 vmctl_error_new(&e, VMCTL_E_IO, errno, "cannot open '%s'", rq->spool_path);
                 break;
             }
-            char *argv[] = {"tar", "-xf", "-", "-C", (char *)path, NULL};
+            /* the target directory is made as `cp -r` into a new directory would */
+            char *argv[] = {"sh", "-c",         "mkdir -p -- \"$1\" && exec tar -xf - -C \"$1\"",
+                            "sh", (char *)path, NULL};
             vmctl_exec_opts x = {.argv = argv};
             char errbuf[1024] = "";
             job tail = {.raw = true};

@@ -178,7 +178,7 @@ def check_files(sock, vm):
     os.makedirs(tmp + "/src/sub", exist_ok=True)
     open(tmp + "/src/sub/f.txt", "w").write("in a tar\n")
     tar = subprocess.run(["tar", "-cf", "-", "-C", tmp + "/src", "."], capture_output=True).stdout
-    request(sock, "POST", "/v1/vms/%s/exec" % vm, body={"argv": ["mkdir", "-p", "/tmp/tdir"]})
+    # into a directory that does not exist yet: made, as `cp -r` into a new directory would
     st, body, _ = request(sock, "PUT", "/v1/vms/%s/files?path=/tmp/tdir" % vm, body=tar,
                           headers={"Content-Type": "application/x-tar"})
     expect("tar upload answers 204", st == 204, "%s %s" % (st, body[:300]))
@@ -186,6 +186,11 @@ def check_files(sock, vm):
     names = subprocess.run(["tar", "-tf", "-"], input=got, capture_output=True).stdout.decode()
     expect("tar download holds the uploaded file", st == 200 and "tdir/sub/f.txt" in names,
            "%s %r" % (st, names))
+    # a field below its minimum is refused, as the CLI refuses `--vcpus 0`
+    st, doc = jrequest(sock, "POST", "/v1/vms", body={"name": "zero-cpus", "vcpus": 0})
+    expect("create with vcpus 0: 400 naming the field",
+           st == 400 and err_code(doc) == "vm_manager::api::bad_request"
+           and doc["error"]["details"].get("field") == "vcpus", str(doc))
     st, doc = jrequest(sock, "GET", "/v1/vms/%s/files" % vm)
     expect("download without path: 400", st == 400 and err_code(doc) == "vm_manager::api::bad_request",
            str(doc))
