@@ -566,16 +566,34 @@ static int qemu_scan(const char *vms, const char *only, backend_proc_fn cb, void
 
 /* ---------- QMP actions ---------- */
 
+int qemu_qmp_open(const char *dir, uint64_t deadline, qmp **ret, vmctl_error **reterr)
+{
+    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
+    if (!path)
+        return oom(reterr);
+    return qmp_connect(path, deadline, ret, reterr);
+}
+
+/* A query-block or query-blockstats entry's name: -blockdev disks have no "device" and are named
+ * by their node (disk0, seed), in "inserted" for query-block. */
+static const char *block_name(json_t *b, bool inserted)
+{
+    const char *dev = json_string_value(json_object_get(b, "device"));
+    if (!dev || !*dev)
+        dev = json_string_value(
+            json_object_get(inserted ? json_object_get(b, "inserted") : b, "node-name"));
+    if (!dev || !*dev)
+        dev = json_string_value(json_object_get(b, "qdev"));
+    return dev && *dev ? dev : NULL;
+}
+
 static int qmp_simple(const char *dir, const char *command, uint64_t deadline, bool closed_ok,
                       vmctl_error **reterr)
 {
     if (!dir)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu %s: invalid arguments", command);
-    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
-    if (!path)
-        return oom(reterr);
     cleanup_qmp qmp *q = NULL;
-    int r = qmp_connect(path, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     vmctl_error *err = NULL;
@@ -620,11 +638,8 @@ static int qemu_quit(const char *dir, uint64_t deadline, vmctl_error **reterr)
  * disk: werror=enospc is QEMU's default); query-block names the devices and their io-status. */
 static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmctl_error **reterr)
 {
-    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
-    if (!path)
-        return oom(reterr);
     cleanup_qmp qmp *q = NULL;
-    int r = qmp_connect(path, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     json_t *st = NULL;
@@ -643,13 +658,7 @@ static int qemu_io_paused(const char *dir, uint64_t deadline, char **cause, vmct
         json_t *b;
         json_array_foreach(blocks, i, b)
         {
-            /* -blockdev disks have no "device": name them by their node (disk0, seed) */
-            const char *dev = json_string_value(json_object_get(b, "device"));
-            if (!dev || !*dev)
-                dev =
-                    json_string_value(json_object_get(json_object_get(b, "inserted"), "node-name"));
-            if (!dev || !*dev)
-                dev = json_string_value(json_object_get(b, "qdev"));
+            const char *dev = block_name(b, true);
             const char *ios = json_string_value(json_object_get(b, "io-status"));
             if (!ios || streq(ios, "ok"))
                 continue;
@@ -671,11 +680,8 @@ static int qemu_blockstats(const char *dir, uint64_t deadline,
                                      uint64_t read_ops, uint64_t write_ops, void *userdata),
                            void *userdata, vmctl_error **reterr)
 {
-    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
-    if (!path)
-        return oom(reterr);
     cleanup_qmp qmp *q = NULL;
-    int r = qmp_connect(path, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     json_t *list = NULL;
@@ -686,13 +692,9 @@ static int qemu_blockstats(const char *dir, uint64_t deadline,
     json_t *b;
     json_array_foreach(list, i, b)
     {
-        const char *dev = json_string_value(json_object_get(b, "device"));
-        if (!dev || !*dev)
-            dev = json_string_value(json_object_get(b, "node-name"));
-        if (!dev || !*dev)
-            dev = json_string_value(json_object_get(b, "qdev"));
+        const char *dev = block_name(b, false);
         json_t *st = json_object_get(b, "stats");
-        if (!dev || !*dev || !json_is_object(st))
+        if (!dev || !json_is_object(st))
             continue;
 #define N(k) ((uint64_t)json_integer_value(json_object_get(st, k)))
         r = cb(dev, N("rd_bytes"), N("wr_bytes"), N("rd_operations"), N("wr_operations"), userdata);

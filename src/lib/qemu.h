@@ -47,6 +47,10 @@ int qemu_agent_endpoint_at(const char *dir, uint32_t cid, bool have_vhost_vsock,
                            agent_endpoint *ret, vmctl_error **reterr);
 
 /* ---------- qemu-snapshot.c: backend_ops.version, snapshot_save, snapshot_load ---------- */
+/* A QMP connection to the QEMU of the VM directory dir (qmp_connect's errors). */
+struct qmp;
+int qemu_qmp_open(const char *dir, uint64_t deadline, struct qmp **ret, vmctl_error **reterr);
+
 int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
 int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                        vmctl_error **reterr);
