@@ -244,13 +244,10 @@ int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, co
     return r;
 }
 
-int err_invalid_field(vmctl_error **reterr, const char *field, const char *value,
-                      const char *allowed, const char *fmt, ...)
+int err_invalid_fieldv(vmctl_error **reterr, vmctl_error_kind kind, const char *field,
+                       const char *value, const char *allowed, const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int r = err_setv(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, fmt, ap);
-    va_end(ap);
+    int r = err_setv(reterr, kind, EINVAL, fmt, ap);
     err_detail(reterr, "field", "%s", field);
     if (value)
         err_detail(reterr, "value", "%s", value);
@@ -258,6 +255,16 @@ int err_invalid_field(vmctl_error **reterr, const char *field, const char *value
         err_detail(reterr, "allowed", "%s", allowed);
         err_help(reterr, "Set %s to %s.", field, allowed);
     }
+    return r;
+}
+
+int err_invalid_field(vmctl_error **reterr, const char *field, const char *value,
+                      const char *allowed, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = err_invalid_fieldv(reterr, VMCTL_E_CONFIG_INVALID, field, value, allowed, fmt, ap);
+    va_end(ap);
     return r;
 }
 

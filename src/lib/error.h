@@ -37,6 +37,10 @@ int err_invalid_state(vmctl_error **reterr, const char *vm, const char *from, co
 int err_invalid_field(vmctl_error **reterr, const char *field, const char *value,
                       const char *allowed, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* The same with another code (network::config_invalid for the firewall's fields). */
+int err_invalid_fieldv(vmctl_error **reterr, vmctl_error_kind kind, const char *field,
+                       const char *value, const char *allowed, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
 
 /* The system error behind an error whose code is about the input (config::invalid for a file
  * the input names that cannot be read, a VMFile's path that does not exist): stored as its

@@ -27,12 +27,9 @@ __attribute__((format(printf, 5, 6))) static int invalid(vmctl_error **reterr, c
 {
     va_list ap;
     va_start(ap, fmt);
-    int r = err_makev(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL, fmt, ap);
+    int r =
+        err_invalid_fieldv(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, field, value, allowed, fmt, ap);
     va_end(ap);
-    err_detail(reterr, "field", "%s", field);
-    if (value)
-        err_detail(reterr, "value", "%s", value);
-    err_detail(reterr, "allowed", "%s", allowed);
     err_help(reterr, "Write %s as %s.", field, allowed);
     return r;
 }
