@@ -6,9 +6,9 @@
 const char cmd_create_help[] =
     "Usage: vmctl create NAME [--image X | --kernel K [--initrd I] [--cmdline S]] [--vcpus N]\n"
     "                    [--memory MiB] [--disk GiB] [--machine microvm|q35]\n"
-    "                    [--accel auto|kvm|tcg] [--net user|tap|none] [--port "
-    "HOST:GUEST[/udp]]...\n"
-    "                    [--allow CIDR[:PORT][/tcp|udp]]... [--allow-dns] [--allow-all]\n"
+    "                    [--accel auto|kvm|tcg] [--net user|tap|none|netns:PATH]\n"
+    "                    [--port HOST:GUEST[/udp]]... [--allow CIDR[:PORT][/tcp|udp]]...\n"
+    "                    [--allow-dns] [--allow-all]\n"
     "                    [--rate-limit-mbps N] [--disk-iops N]\n"
     "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
     "                    [--mount SRC:DST[:ro]]... [--mount-type virtiofs|9p]\n"

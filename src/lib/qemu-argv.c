@@ -22,6 +22,7 @@
 #include "error.h"
 #include "image-format.h"
 #include "qemu-fs.h"
+#include "podnet.h"
 #include "qemu.h"
 #include "qmp.h"
 #include "supervise.h"
@@ -188,6 +189,8 @@ int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
         return err_invalid_field(reterr, "initrd", NULL, NULL, "an initrd ('%s') needs a kernel",
                                  spec->initrd);
     const char *net = spec->net ? spec->net : "none";
+    if (podnet_path(net)) /* a TAP in another namespace, passed the same way (podnet.c) */
+        net = "tap";
     if (streq(net, "tap") && (!spec->mac || spec->tap_fd < 3))
         return err_invalid_field(reterr, "net", NULL, NULL,
                                  "tap networking needs the TAP's descriptor and a MAC");

@@ -34,6 +34,7 @@
 #include "error.h"
 #include "image-format.h"
 #include "qemu-fs.h"
+#include "podnet.h"
 #include "qemu.h"
 #include "qmp.h"
 #include "supervise.h"
@@ -724,8 +725,19 @@ static int qemu_validate(vm_spec *spec, vmctl_error **reterr)
             reterr, "machine", machine, "q35 for disk images booted by firmware",
             "machine '%s' boots a kernel directly: give --kernel with --image", machine);
     const char *net = spec->net ? spec->net : (spec->n_ports || spec->base ? "user" : "none");
-    if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
-        return err_invalid_field(reterr, "net", net, "user, tap or none", "invalid net '%s'", net);
+    if (podnet_path(net)) {
+        int r = podnet_check(net, reterr);
+        if (r < 0)
+            return r;
+        if (!spec->kernel)
+            return err_invalid_field(reterr, "net", net, "user, tap or none for a disk image",
+                                     "a network namespace's address reaches the guest on its "
+                                     "kernel command line: '%s' needs a kernel-booted guest (the "
+                                     "default guest)",
+                                     net);
+    } else if (!streq(net, "user") && !streq(net, "tap") && !streq(net, "none"))
+        return err_invalid_field(reterr, "net", net, "user, tap, none or netns:PATH",
+                                 "invalid net '%s'", net);
     if (spec->n_ports && streq(net, "none")) {
         int r = err_make(reterr, VMCTL_E_NETWORK_CONFIG_INVALID, EINVAL,
                          "port forwards need user or tap networking, not '%s'", net);

@@ -21,8 +21,10 @@
 
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
+#include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <linux/tc_act/tc_mirred.h>
 
 #include "error.h"
 #include "tap.h"
@@ -300,6 +302,92 @@ int tap_delete(const char *ifname, vmctl_error **reterr)
     if (r < 0 && r != -ENODEV)
         return setup_failed(reterr, -r, ifname, "remove the device");
     return 0;
+}
+
+/* --- a TAP joined to another link by tc redirects (podnet.c) --- */
+
+int tap_link_up(const char *ifname, unsigned mtu, vmctl_error **reterr)
+{
+    int idx = ifindex_of(ifname, reterr, "bring up the link");
+    if (idx < 0)
+        return idx;
+    struct nlreq l = {
+        .h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)), .nlmsg_type = RTM_NEWLINK}};
+    struct ifinfomsg *ifi = NLMSG_DATA(&l.h);
+    *ifi = (struct ifinfomsg){
+        .ifi_family = AF_UNSPEC, .ifi_index = idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+    if (mtu)
+        nl_attr(&l, IFLA_MTU, &mtu, sizeof(mtu));
+    int r = nl_talk(&l);
+    if (r < 0)
+        return setup_failed(reterr, -r, ifname, "bring up the link");
+    return 0;
+}
+
+static int ingress_qdisc(int idx, bool add)
+{
+    struct nlreq q = {.h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg)),
+                            .nlmsg_type = add ? RTM_NEWQDISC : RTM_DELQDISC,
+                            .nlmsg_flags = add ? NLM_F_CREATE | NLM_F_EXCL : 0}};
+    struct tcmsg *tc = NLMSG_DATA(&q.h);
+    *tc = (struct tcmsg){.tcm_family = AF_UNSPEC,
+                         .tcm_ifindex = idx,
+                         .tcm_handle = TC_H_MAKE(TC_H_INGRESS, 0),
+                         .tcm_parent = TC_H_INGRESS};
+    nl_attr(&q, TCA_KIND, "ingress", sizeof("ingress"));
+    return nl_talk(&q);
+}
+
+int tap_redirect(const char *from, const char *to, vmctl_error **reterr)
+{
+    int fi = ifindex_of(from, reterr, "redirect the traffic");
+    if (fi < 0)
+        return fi;
+    int ti = ifindex_of(to, reterr, "redirect the traffic");
+    if (ti < 0)
+        return ti;
+    (void)ingress_qdisc(fi, false); /* an earlier start's, whose target is gone */
+    int r = ingress_qdisc(fi, true);
+    if (r < 0)
+        return setup_failed(reterr, -r, from, "add the ingress qdisc");
+    /* u32 with one key that matches everything (matchall is not in every kernel; u32 is where
+     * tc is): every frame arriving on `from` leaves by `to`, before `from`'s own stack */
+    struct nlreq q = {.h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg)),
+                            .nlmsg_type = RTM_NEWTFILTER,
+                            .nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL}};
+    struct tcmsg *tc = NLMSG_DATA(&q.h);
+    *tc = (struct tcmsg){.tcm_family = AF_UNSPEC,
+                         .tcm_ifindex = fi,
+                         .tcm_parent = TC_H_MAKE(TC_H_INGRESS, 0),
+                         .tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL))};
+    nl_attr(&q, TCA_KIND, "u32", sizeof("u32"));
+    struct rtattr *opts = nl_attr(&q, TCA_OPTIONS, NULL, 0);
+    struct {
+        struct tc_u32_sel sel;
+        struct tc_u32_key key;
+    } sel = {.sel = {.flags = TC_U32_TERMINAL, .nkeys = 1}, .key = {.mask = 0, .val = 0}};
+    nl_attr(&q, TCA_U32_SEL, &sel, sizeof(sel));
+    struct rtattr *acts = nl_attr(&q, TCA_U32_ACT, NULL, 0);
+    struct rtattr *act = nl_attr(&q, 1, NULL, 0); /* the first action */
+    nl_attr(&q, TCA_ACT_KIND, "mirred", sizeof("mirred"));
+    struct rtattr *aopts = nl_attr(&q, TCA_ACT_OPTIONS, NULL, 0);
+    struct tc_mirred m = {.action = TC_ACT_STOLEN, .eaction = TCA_EGRESS_REDIR, .ifindex = ti};
+    nl_attr(&q, TCA_MIRRED_PARMS, &m, sizeof(m));
+    nl_nest_end(&q, aopts);
+    nl_nest_end(&q, act);
+    nl_nest_end(&q, acts);
+    nl_nest_end(&q, opts);
+    r = nl_talk(&q);
+    if (r < 0)
+        return setup_failed(reterr, -r, from, "add the redirect filter");
+    return 0;
+}
+
+void tap_redirect_remove(const char *from)
+{
+    unsigned idx = if_nametoindex(from);
+    if (idx)
+        (void)ingress_qdisc((int)idx, false);
 }
 
 /* --- the guest's ARP answer --- */

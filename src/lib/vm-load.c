@@ -210,6 +210,7 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
                     return 0;
             }
             (void)rm_rf(v->dir);
+            vmnet_release(ctx->store, v->name, spec->net); /* before its lease goes */
             (void)store_vm_delete(ctx->store, v->name, NULL);
             if (lock >= 0)
                 vm_unlock_remove(ctx, v->name, TAKE_FD(lock));
@@ -231,7 +232,10 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
         if (store_vm_set_state(ctx->store, v->name, v->state, v->pid, to, 0, 0, NULL) >= 0) {
             v->state = to;
             v->pid = 0;
-            vmnet_release(ctx->store, v->name); /* --net tap: its firewall rules */
+            /* --net tap: its firewall rules; netns: the redirect in that namespace */
+            cleanup_vm_spec vm_spec *spec = NULL;
+            (void)vm_spec_from_json(v->config, &spec, NULL);
+            vmnet_release(ctx->store, v->name, spec ? spec->net : NULL);
             if (to == VMCTL_VM_STOPPED)
                 ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': the guest powered itself off", v->name);
         } else {

@@ -20,6 +20,7 @@
 #include "firewall.h"
 #include "tap.h"
 #include "util/util.h"
+#include "podnet.h"
 #include "vm-net.h"
 
 #define MAX_DNS 3
@@ -306,8 +307,11 @@ int vmnet_wait_ip(store *st, const char *name, uint64_t deadline, bool (*alive)(
     return r;
 }
 
-void vmnet_release(store *st, const char *name)
+void vmnet_release(store *st, const char *name, const char *net)
 {
+    podnet_down(net); /* --net netns:PATH: in that namespace; nothing else to do */
+    if (podnet_path(net))
+        return;
     store_lease l = {};
     if (store_lease_get(st, name, &l, NULL) > 0)
         (void)vmnet_down(name, NULL);

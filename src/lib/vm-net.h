@@ -60,7 +60,7 @@ int vmnet_down(const char *name, vmctl_error **reterr);
 
 /* vmnet_down for a VM that has a lease (any other: nothing), errors ignored: stop, kill,
  * destroy, the reconcile of a crashed VM, a failed start. */
-void vmnet_release(store *st, const char *name);
+void vmnet_release(store *st, const char *name, const char *net);
 
 /* The lease and the egress policy into the info (`vmctl status`); -ENOMEM. */
 int vmnet_info(store *st, const vm_spec *s, vmctl_vm_info *i);

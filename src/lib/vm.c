@@ -28,6 +28,7 @@
 #include "io-pause.h"
 #include "jail.h"
 #include "vm-internal.h"
+#include "podnet.h"
 #include "vm-net.h"
 #include "vm-spec.h"
 
@@ -382,6 +383,9 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         /* --net tap: TAP, address, limits, firewall (vm-net.c); QEMU inherits the TAP */
         if (streq(spec->net, "tap") && (r = vmnet_up(ctx->store, spec, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
+        /* --net netns:PATH: a TAP in that namespace, joined to its uplink (podnet.c) */
+        if (podnet_path(spec->net) && (r = podnet_up(spec, reterr)) < 0)
+            return err_prefix(reterr, r, "while starting vm '%s'", name);
         cleanup_close int tapfd = spec->mac ? spec->tap_fd : -1;
         pid_t pid = 0;
         uint64_t pstart = 0;
@@ -400,7 +404,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
             r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
         }
         if (r < 0) {
-            vmnet_release(ctx->store, name);
+            vmnet_release(ctx->store, name, spec->net);
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         }
         /* Test hook: widens the window between the launch and its record, so that the
@@ -411,7 +415,7 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
         if (r < 0) {
             (void)kill(pid, SIGKILL);
-            vmnet_release(ctx->store, name);
+            vmnet_release(ctx->store, name, spec->net);
             return r;
         }
         supervise_commit(TAKE_FD(hold));
@@ -517,7 +521,7 @@ int vmctl_vm_stop(vmctl_ctx *ctx, const char *name, double timeout_sec, bool for
         }
     }
     be->cleanup(v->dir);
-    vmnet_release(ctx->store, name);
+    vmnet_release(ctx->store, name, spec->net);
     if (spec->ram_file)
         (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
@@ -543,7 +547,7 @@ int vmctl_vm_kill(vmctl_ctx *ctx, const char *name, vmctl_error **reterr)
             return r;
     }
     be->cleanup(v->dir);
-    vmnet_release(ctx->store, name);
+    vmnet_release(ctx->store, name, spec->net);
     if (spec->ram_file)
         (void)unlink(spec->ram_file); /* a stopped VM holds no tmpfs RAM */
     return store_vm_set_state(ctx->store, name, v->state, -1, to, 0, 0, reterr);
@@ -626,7 +630,7 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
         err_detail(reterr, "path", "%s", v->dir);
         return r;
     }
-    vmnet_release(ctx->store, name);
+    vmnet_release(ctx->store, name, spec->net);
     r = store_vm_delete(ctx->store, name, reterr);
     if (r < 0)
         return r;

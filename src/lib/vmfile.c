@@ -14,6 +14,7 @@
 #include "firewall.h"
 #include "vm-spec.h" /* VM_MAX_MOUNTS */
 #include "util/util.h"
+#include "podnet.h"
 #include "vmfile.h"
 
 #define VMFILE_NAME "VMFile.kdl"
@@ -573,18 +574,18 @@ static int parse_provision(checker *c, const kdl_node *n, vmfile_machine *m, siz
     return 0;
 }
 
-/* network "user"|"tap"|"none" [{ allow "CIDR[:PORT][/tcp|udp]"; allow-dns; allow-all;
+/* network "user"|"tap"|"none"|"netns:PATH" [{ allow "CIDR[:PORT][/tcp|udp]"; allow-dns; allow-all;
  * rate-limit-mbps N; port "HOST:GUEST" }]: the children only with "tap" (docs/vmfile.md). */
 static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_t *n_ports)
 {
-    static const char what[] = "one of \"user\", \"tap\", \"none\"";
+    static const char what[] = "one of \"user\", \"tap\", \"none\", \"netns:PATH\"";
     int r = check_shape(c, n, "network", what, NULL, true);
     if (r < 0)
         return r;
     const kdl_value *v = &n->args[0];
     if (v->type != KDL_VALUE_STRING || !str_ok(&v->string) ||
         (!streq(v->string.data, "user") && !streq(v->string.data, "tap") &&
-         !streq(v->string.data, "none")))
+         !streq(v->string.data, "none") && !podnet_path(v->string.data)))
         return verr(c, v->offset, "not allowed", "network", "network", NULL, "'network' must be %s",
                     what);
     if (!(m->net = strdup(v->string.data)))
