@@ -12,7 +12,7 @@ const char cmd_create_help[] =
     "                    [--rate-limit-mbps N] [--disk-iops N]\n"
     "                    [--cloud-init FILE] [--ssh-key PUB] [--env K=V]... [--snapshottable]\n"
     "                    [--mount SRC:DST[:ro]]... [--mount-type virtiofs|9p]\n"
-    "                    [--cpu-quota C] [--no-jail] [--start]\n"
+    "                    [--cpu-quota C] [--no-jail] [--start [--wait [--timeout S]]]\n"
     "\n"
     "Create a VM: check the configuration, then prepare everything it needs (disk overlay, seed\n"
     "ISO, keys, store row) so that `vmctl start` only launches it. Without --image or --kernel\n"
@@ -21,6 +21,8 @@ const char cmd_create_help[] =
     "\n"
     "NAME: 1-63 letters, digits, '-', '_' and '.', starting with a letter or digit.\n"
     "\n" CREATE_OPTIONS_HELP "      --start              start the VM once it is created\n"
+    "      --wait               with --start (implied): wait until its agent answers\n"
+    "      --timeout S          how long --wait waits (as `vmctl start --timeout`)\n"
     "  -h, --help               show this help\n"
     "\n"
     "Examples:\n"
@@ -192,23 +194,34 @@ vmctl_ctx *create_args_create(cli *c, create_args *a, const char *name, int *ret
     return ctx;
 }
 
-enum { OPT_START = 0x100 };
+enum { OPT_START = 0x100, OPT_WAIT, OPT_TIMEOUT };
 
 static const struct option options[] = {
     CREATE_LONG_OPTIONS,
     {"start", no_argument, NULL, OPT_START},
+    {"wait", no_argument, NULL, OPT_WAIT},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {},
 };
 
 int cmd_create(cli *c, int argc, char **argv)
 {
     create_args a = {};
-    bool start = false;
+    bool start = false, wait = false;
+    double timeout = 0;
     int o, r;
 
     while ((o = cli_getopt(c, argc, argv, "", options)) != -1) {
-        if (o == OPT_START) {
+        if (o == OPT_START || o == OPT_WAIT) {
             start = true;
+            wait = wait || o == OPT_WAIT;
+            continue;
+        }
+        if (o == OPT_TIMEOUT) {
+            if (cli_parse_seconds(c, "--timeout", optarg, &timeout) < 0) {
+                create_args_done(&a);
+                return EXIT_ERROR;
+            }
             continue;
         }
         r = create_args_option(c, &a, o, optarg);
@@ -231,7 +244,7 @@ int cmd_create(cli *c, int argc, char **argv)
 
     vmctl_error *e = NULL;
     if (start) {
-        if (vmctl_vm_start(ctx, name, false, 0, &e) < 0) {
+        if (vmctl_vm_start(ctx, name, wait, timeout, &e) < 0) {
             /* Keep the VM (create worked) and say so: the user can fix and start it. */
             cleanup_free char *note =
                 cli_printf("VM '%s' was created and is left in place; start it with `vmctl "

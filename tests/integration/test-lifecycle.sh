@@ -85,4 +85,13 @@ vm destroy life || fail "destroy"
 [ -e "$dir" ] && fail "vm dir left behind" || ok "vm dir removed"
 expect_eq "list empty" "$(vm list --json | jq length)" 0
 expect_code "status after destroy" vm_manager::vm::not_found status life
+
+# create --wait: created, started and ready in one command (the agent answers at once after it)
+expect_code "create --timeout that is not a duration" vm_manager::config::invalid \
+  create life2 --wait --timeout soon
+expect_eq "... creates nothing" "$(vm list --json | jq length)" 0
+vm create life2 --wait --timeout 120 >/dev/null || fail "create --wait"
+expect_eq "create --wait: running" "$(state_of life2)" running
+expect_eq "create --wait: the agent answers at once" "$(vm exec life2 --timeout 10 -- echo up)" up
+vm destroy --force life2 >/dev/null
 finish
