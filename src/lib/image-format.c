@@ -192,13 +192,22 @@ static void strip(char *s)
         s[--n] = 0;
 }
 
-int image_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
-                        vmctl_error **reterr)
+/* `qemu-img info -U [-f format] --output=json path` parsed: a JSON object in *ret. */
+static int qemu_img_info_json(const char *qemu_img, const char *path, const char *format,
+                              json_t **ret, vmctl_error **reterr)
 {
-    cleanup_free char *qemu_img = find_in_path("qemu-img");
-    if (!qemu_img)
-        return -ENOENT;
-    char *argv[] = {qemu_img, "info", "-U", "--output=json", (char *)path, NULL};
+    char *argv[8];
+    size_t n = 0;
+    argv[n++] = (char *)qemu_img;
+    argv[n++] = "info";
+    argv[n++] = "-U";
+    if (format) {
+        argv[n++] = "-f";
+        argv[n++] = (char *)format;
+    }
+    argv[n++] = "--output=json";
+    argv[n++] = (char *)path;
+    argv[n] = NULL;
     cleanup_free char *out = NULL, *errs = NULL;
     int r = image_run(argv, &out, &errs, 30);
     if (r != 0) {
@@ -210,6 +219,24 @@ int image_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtu
         return r;
     }
     json_t *j = json_loads(out, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return detection_failed(reterr, EIO, path, "qemu-img info printed no JSON");
+    }
+    *ret = j;
+    return 0;
+}
+
+int image_qemu_img_info(const char *path, char **ret_format, uint64_t *ret_virtual_size,
+                        vmctl_error **reterr)
+{
+    cleanup_free char *qemu_img = find_in_path("qemu-img");
+    if (!qemu_img)
+        return -ENOENT;
+    json_t *j = NULL;
+    int r = qemu_img_info_json(qemu_img, path, NULL, &j, reterr);
+    if (r < 0)
+        return r;
     const char *fmt = json_string_value(json_object_get(j, "format"));
     if (!fmt) {
         json_decref(j);
@@ -296,24 +323,10 @@ int image_check_self_contained(const char *path, const image_probe *p, bool ask_
     cleanup_free char *qemu_img = ask_qemu_img ? find_in_path("qemu-img") : NULL;
     if (!qemu_img)
         return 0;
-    char *argv[] = {
-        qemu_img,        "info",       "-U", "-f", (char *)image_format_qemu_name(p->format),
-        "--output=json", (char *)path, NULL};
-    cleanup_free char *out = NULL, *errs = NULL;
-    int r = image_run(argv, &out, &errs, 30);
-    if (r != 0) {
-        strip(errs);
-        r = detection_failed(reterr, r < 0 ? -r : EIO, path,
-                             r == -ETIMEDOUT ? "qemu-img info timed out" : "qemu-img info failed");
-        if (errs && *errs)
-            err_note(reterr, "%s", errs);
+    json_t *j = NULL;
+    int r = qemu_img_info_json(qemu_img, path, image_format_qemu_name(p->format), &j, reterr);
+    if (r < 0)
         return r;
-    }
-    json_t *j = json_loads(out, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return detection_failed(reterr, EIO, path, "qemu-img info printed no JSON");
-    }
     const char *bf = json_string_value(json_object_get(j, "backing-filename"));
     json_t *data = json_object_get(json_object_get(j, "format-specific"), "data");
     const char *df = json_string_value(json_object_get(data, "data-file"));
