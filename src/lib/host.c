@@ -179,6 +179,26 @@ static char *find_tool(const char *name)
     return NULL;
 }
 
+/* A tool's `--version`: its first line, or `status` with the reinstall help when it fails. */
+static void check_version(check_list *l, const char *name, const char *path,
+                          vmctl_check_status status, const char *package)
+{
+    cleanup_free char *out = NULL;
+    char *argv[] = {(char *)path, "--version", NULL};
+    int r = run_capture(argv, &out);
+    if (r != 0 || !out || !*out) {
+        cleanup_free char *help =
+            str_printf("Reinstall it with `apt-get install --reinstall %s`.", package);
+        check_add(
+            l, name, status,
+            str_printf("%s: `--version` failed (%s)", path, r < 0 ? strerror(-r) : "non-zero exit"),
+            help ? help : "Reinstall it.");
+        return;
+    }
+    cleanup_free char *line = first_line(out);
+    check_add(l, name, VMCTL_CHECK_OK, str_printf("%s: %s", path, line ? line : "?"), NULL);
+}
+
 static void check_qemu(check_list *l, const char *qemu)
 {
     if (!qemu) {
@@ -190,18 +210,7 @@ static void check_qemu(check_list *l, const char *qemu)
                   "the binary.");
         return;
     }
-    cleanup_free char *out = NULL;
-    char *argv[] = {(char *)qemu, "--version", NULL};
-    int r = run_capture(argv, &out);
-    if (r != 0 || !out || !*out) {
-        check_add(
-            l, "qemu", VMCTL_CHECK_FAIL,
-            str_printf("%s: `--version` failed (%s)", qemu, r < 0 ? strerror(-r) : "non-zero exit"),
-            "Reinstall QEMU with `apt-get install --reinstall qemu-system-x86`.");
-        return;
-    }
-    cleanup_free char *line = first_line(out);
-    check_add(l, "qemu", VMCTL_CHECK_OK, str_printf("%s: %s", qemu, line ? line : "?"), NULL);
+    check_version(l, "qemu", qemu, VMCTL_CHECK_FAIL, "qemu-system-x86");
 }
 
 static void check_qemu_img(check_list *l)
@@ -213,18 +222,7 @@ static void check_qemu_img(check_list *l)
                   "Install it with `apt-get install qemu-utils`.");
         return;
     }
-    cleanup_free char *out = NULL;
-    char *argv[] = {img, "--version", NULL};
-    int r = run_capture(argv, &out);
-    if (r != 0 || !out || !*out) {
-        check_add(
-            l, "qemu-img", VMCTL_CHECK_WARN,
-            str_printf("%s: `--version` failed (%s)", img, r < 0 ? strerror(-r) : "non-zero exit"),
-            "Reinstall it with `apt-get install --reinstall qemu-utils`.");
-        return;
-    }
-    cleanup_free char *line = first_line(out);
-    check_add(l, "qemu-img", VMCTL_CHECK_OK, str_printf("%s: %s", img, line ? line : "?"), NULL);
+    check_version(l, "qemu-img", img, VMCTL_CHECK_WARN, "qemu-utils");
 }
 
 /* 1: QEMU lists tcg; 0: it does not; -errno: could not ask. */
