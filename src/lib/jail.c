@@ -576,6 +576,37 @@ bool jail_root_is_mount(void)
     return (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
 }
 
+/* Whether the capabilities the jail needs are in our effective set (a root in a container
+ * without CAP_SYS_ADMIN, as Docker's default, has uid 0 and cannot make namespaces). */
+static bool have_caps(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return true; /* cannot tell: the jail's own steps report it */
+    char line[256];
+    unsigned long long eff = ~0ull;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "CapEff: %llx", &eff) == 1)
+            break;
+    fclose(f);
+    static const int need[] = {CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_CHOWN};
+    for (size_t i = 0; i < ELEMENTSOF(need); i++)
+        if (!(eff & (1ull << need[i])))
+            return false;
+    return true;
+}
+
+const char *jail_unavailable(void)
+{
+    if (!jail_root_is_mount())
+        return "the root directory is not a mount point (a chroot); bind-mount it onto itself "
+               "first to jail VMs";
+    if (!have_caps())
+        return "vmctl lacks CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID or CAP_CHOWN (a container "
+               "without them?); give it those to jail VMs";
+    return NULL;
+}
+
 #define ROOT_NOT_MOUNT_HELP                                                                        \
     "vmctl runs in a chroot whose root is a plain directory: bind-mount it onto itself before "    \
     "the chroot (`mount --bind DIR DIR`), as a booted machine or a container has it, or create "   \
@@ -808,6 +839,13 @@ char *jail_host_summary(bool *ret_ok, const char **ret_help)
         *ret_help = ROOT_NOT_MOUNT_HELP;
         return strdup("off: the root directory is not a mount point (a chroot into a plain "
                       "directory): VMs run unconfined");
+    }
+    if (!have_caps()) {
+        *ret_ok = false;
+        *ret_help = "Run vmctl with CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and CAP_CHOWN (for a "
+                    "container: --privileged, or those capabilities added).";
+        return strdup("off: vmctl runs as root without the capabilities the jail needs (a "
+                      "container?): VMs run unconfined");
     }
     uint32_t base, count;
     jail_uid_range(&base, &count);

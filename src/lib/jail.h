@@ -61,6 +61,9 @@ const char *jail_step_name(int step);
 /* Whether "/" is a mount's root (false in a chroot into a plain directory, where the jail cannot
  * keep its mounts private and VMs run unjailed with a notice). */
 bool jail_root_is_mount(void);
+/* Why this host cannot jail a VM although vmctl runs as root (a chroot into a plain directory,
+ * capabilities missing), or NULL. VMs then run unjailed with a notice saying this. */
+const char *jail_unavailable(void);
 
 typedef struct jail_config {
     const char *name;            /* the VM's: the hostname and the cgroup's name */

@@ -368,11 +368,10 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
         spec->guest_cid = vsock ? v->cid : 0;
-        if (jail_wanted(spec->no_jail) && !jail_root_is_mount())
-            ctx_log(ctx, VMCTL_LOG_NOTICE,
-                    "vm '%s' runs without the jail: the root directory is not a mount point (a "
-                    "chroot); bind-mount it onto itself first to jail VMs (docs/isolation.md)",
-                    name);
+        const char *nojail = jail_wanted(spec->no_jail) ? jail_unavailable() : NULL;
+        if (nojail)
+            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' runs without the jail: %s (docs/isolation.md)",
+                    name, nojail);
         else if (jail_wanted(spec->no_jail)) {
             uint32_t base, count;
             jail_uid_range(&base, &count);
