@@ -113,6 +113,7 @@ int qemu_fs_prepare(const vm_spec *spec, const char *dir, bool microvm, qemu_fs 
             }
             h->binary = VIRTIOFSD_PATH;
             h->ro_dir = m->read_only ? m->source : NULL; /* spec outlives the launch */
+            h->no_privileged_files = true; /* it runs as root and writes what the guest says */
             fs.n_helpers++;
             PUSHF("-chardev");
             PUSHF("socket,id=fs%zu,path=%s", i, esock);

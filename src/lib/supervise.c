@@ -3,10 +3,14 @@
  * hypervisor it runs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
 #include <linux/close_range.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,8 +211,71 @@ static void close_all_but(const int *keep, size_t n)
     (void)syscall(SYS_close_range, from, ~0U, 0U);
 }
 
+/* A file server for the guest (virtiofsd) runs as root on the host and does what the guest
+ * asks: without this, a guest's root could leave a set-user-ID-root program or a device node in
+ * the shared directory for the host's users to run or open. The filter refuses (EPERM) every
+ * mode with S_ISUID or S_ISGID to chmod, fchmod, fchmodat, fchmodat2, open, openat and creat,
+ * and character and block devices (or those bits) to mknod and mknodat; openat2, whose mode
+ * the filter cannot see, is ENOSYS (glibc and virtiofsd fall back to openat). Extended
+ * attributes (file capabilities) are off in virtiofsd by default (no_xattr). */
+#define SC_ARG(n)  offsetof(struct seccomp_data, args[n]) /* the low 32 bits (little endian) */
+#define SC_DENY    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
+#define SC_ALLOW   BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+#define SC_MODE(n) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, SC_ARG(n))
+#ifndef __NR_fchmodat2
+#define __NR_fchmodat2 452
+#endif
+static int deny_privileged_modes(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        SC_ALLOW,
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        /* which argument holds the mode: 1 (chmod, fchmod, creat, open, mknod), 2 (fchmodat,
+         * fchmodat2, mknodat), 3 (openat) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_chmod, 9, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fchmod, 8, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_creat, 7, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_open, 6, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fchmodat, 7, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_fchmodat2, 6, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 7, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mknod, 8, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mknodat, 12, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat2, 16, 18),
+        /* chmod, fchmod, creat, open: the mode in argument 1 */
+        SC_MODE(1),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 06000, 15, 16),
+        /* fchmodat, fchmodat2: argument 2 */
+        SC_MODE(2),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 06000, 13, 14),
+        /* openat: argument 3 */
+        SC_MODE(3),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 06000, 11, 12),
+        /* mknod: argument 1, its type too */
+        SC_MODE(1),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 06000, 9, 0),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0170000),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0020000, 7, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0060000, 6, 7),
+        /* mknodat: argument 2 */
+        SC_MODE(2),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 06000, 4, 0),
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0170000),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0020000, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0060000, 1, 2),
+        /* openat2 */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        SC_DENY,
+        SC_ALLOW,
+    };
+    struct sock_fprog prog = {.len = (unsigned short)ELEMENTSOF(f), .filter = f};
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+}
+
 /* A helper's child (async-signal-safe calls only): dies with the supervisor, sees ro_dir
- * read-only, then execs like the hypervisor. */
+ * read-only, may not make privileged files, then execs like the hypervisor. */
 static _Noreturn void exec_helper(const supervise_helper *h, int nullfd, int logfd, int msgfd)
 {
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -216,6 +283,10 @@ static _Noreturn void exec_helper(const supervise_helper *h, int nullfd, int log
         (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
          mount(h->ro_dir, h->ro_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
          mount(NULL, h->ro_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)) {
+        send_msg(msgfd, MSG_ERRNO, errno, STAGE_HELPER_NS);
+        _exit(127);
+    }
+    if (h->no_privileged_files && deny_privileged_modes() < 0) {
         send_msg(msgfd, MSG_ERRNO, errno, STAGE_HELPER_NS);
         _exit(127);
     }

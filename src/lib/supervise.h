@@ -26,10 +26,12 @@
 typedef struct supervise_helper {
     const char *binary;
     char **argv;
-    const char *socket; /* a file it makes in the VM directory: the hypervisor starts after it
-                           exists (within 4 s, else the launch fails) */
-    const char *ro_dir; /* or NULL: a directory the helper sees read-only (a read-only bind
-                           mount in a mount namespace of its own) */
+    const char *socket;       /* a file it makes in the VM directory: the hypervisor starts after it
+                                 exists (within 4 s, else the launch fails) */
+    const char *ro_dir;       /* or NULL: a directory the helper sees read-only (a read-only bind
+                                 mount in a mount namespace of its own) */
+    bool no_privileged_files; /* a seccomp filter: no set-user/group-ID mode, no device node
+                                 (a file server for the guest: supervise.c) */
 } supervise_helper;
 
 #define SUPERVISE_MAX_HELPERS 16

@@ -37,6 +37,16 @@ vm exec fs -- sh -c 'mount -o remount,rw /mnt/ro; echo x >/mnt/ro/new2' >/dev/nu
 out=$(vm exec fs -- cat /mnt/src/escape 2>&1)
 [ "$out" != secret ] && ok "a symlink out of SRC does not reach the host's file" ||
   fail "the guest read a host file outside SRC"
+# a hostile guest's root cannot leave a set-user-ID program or a device node for the host: the
+# file server (root on the host) refuses those modes (supervise.c's seccomp filter)
+vm exec fs -- sh -c 'cd /mnt/src; cp /bin/busybox suid; chmod 4755 suid; chmod g+s suid
+  echo x >sgid; chmod 2755 sgid; mknod cdev c 1 3; mknod bdev b 8 0; mkfifo fifo
+  chmod 755 sgid' >/dev/null 2>&1
+expect_eq "no set-user/group-ID file reaches the host" \
+  "$(find "$src" -perm /6000 | wc -l)" 0
+expect_eq "no device node reaches the host" "$(find "$src" \( -type c -o -type b \) | wc -l)" 0
+expect_eq "ordinary modes and fifos still work" \
+  "$(stat -c %a "$src/sgid"):$(stat -c %F "$src/fifo")" "755:fifo"
 pids=$(pgrep -f "virtiofsd --socket-path=$VMCTL_HOME/vms/fs/" | tr '\n' ' ')
 [ -n "$pids" ] && ok "virtiofsd runs per mount ($pids)" || fail "no virtiofsd"
 vm destroy fs --force >/dev/null || fail "destroy"
