@@ -101,7 +101,7 @@ s["VMCreate"] = {"type": "object", "required": ["name"], "additionalProperties":
   "initrd": {"type": "string"}, "cmdline": {"type": "string"}, "vcpus": {"type": "integer", "minimum": 1},
   "memory_mib": {"type": "integer", "minimum": 1}, "disk_gib": {"type": "integer", "minimum": 1},
   "machine": {"type": "string"}, "accel": {"type": "string", "enum": ["auto", "kvm", "tcg"]},
-  "net": {"type": "string", "enum": ["user", "tap", "none"]},
+  "net": {"type": "string", "pattern": "^(user|tap|none|netns:/.+)$", "description": "user, tap, none, or netns:PATH (take over the network namespace at PATH)"},
   "ports": {"type": "array", "items": {"type": "string", "example": "8080:80/tcp"}, "description": "HOST:GUEST[/udp|/tcp], as --port"},
   "env": {"type": "array", "items": {"type": "string", "example": "K=V"}},
   "cloud_init": {"type": "string", "description": "user-data file on the server's host"},
