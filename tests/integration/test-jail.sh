@@ -54,6 +54,21 @@ else lim=$(cat "$(cgdir jv memory)/memory.limit_in_bytes"); pmax=$(cat "$(cgdir 
 [ "$lim" -gt $((256 << 20)) ] && [ "$lim" = "$(jq -r .memory_limit <<<"$js")" ] &&
   ok "memory ceiling $lim above the guest's 256 MiB" || fail "memory ceiling '$lim'"
 expect_eq "pids ceiling" "$pmax" 512
+expect_eq "status: cgroup version, every limit enforced" "$(jq -c '[.cgroup_version, .unenforced, .pids_limit]' <<<"$js")" \
+  "[$((V2 ? 2 : 1)),[],512]"
+# systemd's hybrid layout (v1 controllers, cgroup2 at unified/ with none of them): v1's limits
+if [ "$V2" = 0 ] && [ "$(stat -f -c %T $CG/unified 2>/dev/null)" = cgroup2fs ]; then
+  grep -q "^0::/.*vmctl" /proc/$P/cgroup && fail "hybrid: QEMU moved in the unified hierarchy" ||
+    ok "hybrid: the limits are v1's, the unified hierarchy untouched ($(grep ^0:: /proc/$P/cgroup))"
+fi
+# stats reads the same group: its memory, tasks and ceilings
+st=$(vm stats --json --no-guest jv 2>/dev/null | jq -c '.[0].cgroup')
+echo "stats .cgroup: $st"
+expect_eq "stats: the cgroup's version and ceilings" "$(jq -c '[.available, .version, .memory_limit_bytes, .tasks_limit]' <<<"$st")" \
+  "[true,$((V2 ? 2 : 1)),$lim,512]"
+[ "$(jq -r '.memory_bytes > 0 and .tasks > 1 and .cpu_seconds > 0 and .oom_kills == 0' <<<"$st")" = true ] &&
+  ok "stats: memory $(jq -r .memory_bytes <<<"$st"), tasks $(jq -r .tasks <<<"$st"), cpu $(jq -r .cpu_seconds <<<"$st") s" ||
+  fail "stats cgroup: $st"
 
 # --- who can read what ---
 D=$(vm status --json jv | jq -r .dir)
@@ -86,6 +101,9 @@ expect_eq "--no-jail: uid" "$(field "$N" Uid)" 0
 expect_eq "--no-jail: no seccomp" "$(field "$N" Seccomp)" 0
 expect_eq "--no-jail: status" "$(vm status --json jn | jq -c '[.jail.enabled, .jail.jailed, .jail.sandbox]')" \
   '[false,false,"off"]'
+expect_eq "--no-jail: no cgroup in stats, a reason" \
+  "$(vm stats --json --no-guest jn 2>/dev/null | jq -c '.[0] | [.cgroup.available, .cgroup.reason, (.errors | length)]')" \
+  '[false,"the vm runs without the jail (--no-jail)",0]'
 vm destroy --force jn >/dev/null 2>&1
 
 # --- a CPU quota caps a busy guest: both busy over one window, host CPU time compared ---
