@@ -46,6 +46,7 @@ static const char *const step_names[_JAIL_STEP_MAX] = {
     [JAIL_STEP_GROUPS] = "groups",
     [JAIL_STEP_UID] = "uid drop",
     [JAIL_STEP_OWNERSHIP] = "vm directory ownership",
+    [JAIL_STEP_VHOST_VSOCK] = "vhost-vsock",
 };
 
 const char *jail_step_name(int step)

@@ -365,12 +365,12 @@ static void notice_unenforced(vmctl_ctx *ctx, const char *name, const char *dir,
     bool m = u & VMCTL_LIMIT_MEMORY, p = u & VMCTL_LIMIT_PIDS;
     if (m || p)
         ctx_log(ctx, VMCTL_LOG_NOTICE,
-                "vm '%s' runs without its %s ceiling: this host gives its cgroup no %s "
+                "vm '%s' runs without its %s: this host gives its cgroup no %s "
                 "controller (`vmctl doctor`, docs/isolation.md)",
                 name,
-                m && p ? "memory and pids"
-                : m    ? "memory"
-                       : "pids",
+                m && p ? "memory and pids ceilings"
+                : m    ? "memory ceiling"
+                       : "pids ceiling",
                 m && p ? "memory or pids"
                 : m    ? "memory"
                        : "pids");
