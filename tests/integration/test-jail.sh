@@ -73,7 +73,17 @@ expect_eq "stats: the cgroup's version and ceilings" "$(jq -c '[.available, .ver
 # --- who can read what ---
 D=$(vm status --json jv | jq -r .dir)
 expect_eq "vm directory owner and mode" "$(stat -c '%u %a' "$D")" "$uid 700"
-expect_eq "agent socket owner and mode" "$(stat -c '%u %a' "$D/agent.sock")" "$uid 600"
+for sock in agent.sock qmp.sock console.sock; do
+  expect_eq "$sock owner and mode" "$(stat -c '%u %a' "$D/$sock")" "$uid 600"
+done
+setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c \
+  'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$D/qmp.sock" 2>/dev/null &&
+  fail "another user connects to the QMP socket" || ok "another user cannot connect to the QMP socket"
+# the seccomp groups the issue asks denied are on QEMU's command line (Seccomp: 2 says a filter)
+tr '\0' '\n' <"/proc/$P/cmdline" | grep -A1 -x -- -sandbox | tail -1 |
+  grep -qx "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" &&
+  ok "QEMU runs with -sandbox on,obsolete/elevateprivileges/spawn/resourcecontrol denied" ||
+  fail "QEMU's -sandbox: $(tr '\0' ' ' <"/proc/$P/cmdline" | grep -o -- '-sandbox [^ ]*')"
 [ ! -e "$D/id_ed25519" ] || expect_eq "the ssh key stays root's" "$(stat -c '%u %a' "$D/id_ed25519")" "0 600"
 setpriv --reuid=65534 --regid=65534 --clear-groups cat "$D/vm.json" >/dev/null 2>&1 &&
   fail "another user reads the vm directory" || ok "another user cannot read the vm directory"

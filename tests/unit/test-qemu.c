@@ -607,6 +607,22 @@ static void test_argv_options(void **state)
         assert_int_equal(argv_find(argv, "virtio-serial-device"), -1);
         assert_false(argv_has_pair_prefix(argv, "-chardev", "socket,id=agent"));
     }
+    /* jailed (a uid): QEMU's seccomp filter with every group the issue asks denied, the uid
+     * dropped before exec so elevateprivileges too; unjailed: no -sandbox */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->jail_uid = 2000000000u;
+        cleanup_strv char **argv = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), 0);
+        assert_true(argv_has_pair(
+            argv, "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+        assert_int_equal(argv_find(argv, "-runas"), -1);
+        s->jail_uid = 0;
+        cleanup_strv char **plain = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &plain, &err), 0);
+        assert_int_equal(argv_find(plain, "-sandbox"), -1);
+    }
     /* a q35 guest with a kernel and a disk boots the kernel, not the disk */
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
