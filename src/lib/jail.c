@@ -407,9 +407,9 @@ static int limit_failed(vmctl_error **reterr, const char *what, const char *dir,
 }
 
 /* seen: the VMCTL_LIMIT_* set */
-static int v1_limits(const jail_config *c, const char *dir, unsigned *seen, vmctl_error **reterr)
+static int v1_limits(const jail_config *c, const char *ctl, const char *dir, unsigned *seen,
+                     vmctl_error **reterr)
 {
-    const char *ctl = dir_controller(dir);
     int r = 0;
     if (v1_is(ctl, "cpu")) {
         *seen |= VMCTL_LIMIT_CPU;
@@ -492,6 +492,13 @@ static int v2_limits(const jail_config *c, const char *dir, unsigned *seen, vmct
     if (f)
         *seen |= VMCTL_LIMIT_IO;
     return 0;
+}
+
+int jail_cgroup_limits(const jail_config *c, int version, const char *v1_ctl, const char *dir,
+                       unsigned *seen, vmctl_error **reterr)
+{
+    return version == 2 ? v2_limits(c, dir, seen, reterr)
+                        : v1_limits(c, v1_ctl ? v1_ctl : "", dir, seen, reterr);
 }
 
 /* rmdir, waiting (bounded) while the last process leaves. */
@@ -953,8 +960,9 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
         }
         if ((r = cg_mkdir(dirs[i], reterr)) < 0)
             return r;
-        r = kind == CG_V2 ? v2_limits(c, dirs[i], &seen, reterr)
-                          : v1_limits(c, dirs[i], &seen, reterr);
+        r = jail_cgroup_limits(c, kind == CG_V2 ? 2 : 1,
+                               kind == CG_V2 ? NULL : dir_controller(dirs[i]), dirs[i], &seen,
+                               reterr);
         if (r < 0)
             return r;
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)

@@ -111,6 +111,13 @@ char *jail_cgroup_name(const char *vmdir);
 /* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves). 0 when none
  * is left. Also records an OOM kill seen there (VM_FILE_JAIL_OOM in vmdir). */
 int jail_cgroup_remove(const char *vmdir);
+/* Write c's limits into the cgroup directory dir (version 2, or 1 with v1_ctl the controllers
+ * of dir's hierarchy, "cpu,cpuacct"): each one whose file is there; *seen |= the VMCTL_LIMIT_*
+ * written. jailer::failed (step "cgroup limit") when a write fails. For jail_prepare and the
+ * unit tests (a plain directory with the files stands for a cgroup). */
+int jail_cgroup_limits(const jail_config *c, int version, const char *v1_ctl, const char *dir,
+                       unsigned *seen, vmctl_error **reterr);
+
 /* A running VM's cgroup as /proc/PID/cgroup and the cgroup files say. */
 typedef struct jail_cgroup_info {
     int version;         /* 1 or 2 */
