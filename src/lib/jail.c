@@ -385,12 +385,21 @@ static const char *const v2_controllers[] = {"cpu", "memory", "pids", "io"};
  * children: the "no internal processes" rule). */
 static int v2_enable(const char *dir)
 {
+    /* test hook: one more controller to hand down (test-jail-v2: this CI's v2 hierarchy has
+     * hugetlb only, which lets it drive the "no internal processes" path for real) */
+    const char *extra = getenv("VMCTL_TEST_CGROUP_CONTROLLER");
+    const char *ctl[ELEMENTSOF(v2_controllers) + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < ELEMENTSOF(v2_controllers); i++)
+        ctl[n++] = v2_controllers[i];
+    if (extra && *extra && !strpbrk(extra, " +-\n"))
+        ctl[n++] = extra;
     int ret = 0;
-    for (size_t i = 0; i < ELEMENTSOF(v2_controllers); i++) {
-        if (!cg_list_has(dir, "cgroup.controllers", v2_controllers[i]) ||
-            cg_list_has(dir, "cgroup.subtree_control", v2_controllers[i]))
+    for (size_t i = 0; i < n; i++) {
+        if (!cg_list_has(dir, "cgroup.controllers", ctl[i]) ||
+            cg_list_has(dir, "cgroup.subtree_control", ctl[i]))
             continue;
-        int r = cg_write(dir, "cgroup.subtree_control", "+%s", v2_controllers[i]);
+        int r = cg_write(dir, "cgroup.subtree_control", "+%s", ctl[i]);
         if (r == -EBUSY)
             ret = r;
     }
@@ -594,10 +603,14 @@ int jail_cgroup_remove(const char *vmdir)
         int r = rmdir_wait(dirs[i]);
         if (r < 0)
             ret = r;
-        /* vmctl/ too once it is empty (another VM's group, or vmctl's own leaf, keeps it) */
+        /* vmctl/ too once it is empty (another VM's group keeps it), with vmctl's own leaf
+         * once no vmctl process is left in it */
         char *slash = strrchr(dirs[i], '/');
         if (r >= 0 && slash) {
             *slash = 0;
+            cleanup_free char *self = str_printf("%s/" JAIL_CGROUP_SELF, dirs[i]);
+            if (self && rmdir(self) < 0 && errno == EBUSY)
+                continue;
             (void)rmdir(dirs[i]);
         }
     }

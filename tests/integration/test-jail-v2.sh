@@ -18,7 +18,9 @@
 #   cgroup vmctl runs in, not the root: a delegated "unit" (trusted.delegate xattr, as systemd
 #   251+ marks Delegate=yes) gets NAME's group at UNIT/vmctl/NAME-HASH, doctor says delegated;
 #   a vmctl running elsewhere (another cgroup) destroys it there (the recorded directory); a
-#   cgroup that is not delegated is said so in doctor;
+#   cgroup that is not delegated is said so in doctor; a delegated unit with a controller to hand
+#   down (hugetlb here, through a test hook) gets vmctl moved into its leaf vmctl/supervise
+#   (v2's "no internal processes" rule) and the controller enabled down to the VM's group;
 # - destroy removes the VM's cgroup directory (and vmctl/ once empty).
 . "$(dirname "$0")/lib.sh"
 need_guest
@@ -137,9 +139,49 @@ grep -q "under $N/vmctl (not delegated to vmctl)" <<<"$d" && ok "doctor in a cgr
 # from the root cgroup (another place than the one that made it): the recorded group goes
 vm destroy --force v2s >/dev/null 2>&1
 [ ! -e "$CG/$srel" ] && ok "destroy from another cgroup removed $srel" || fail "$CG/$srel is left"
-for _ in $(seq 50); do rmdir "$CG/$U" "$CG/$N" 2>/dev/null; [ -e "$CG/$U" ] || [ -e "$CG/$N" ] || break; sleep 0.1; done
+# vmctl's own leaf (where a controller made it move) goes with the last VM, or with the unit
+for _ in $(seq 50); do
+  rmdir "$CG/$U/vmctl/supervise" "$CG/$U/vmctl" "$CG/$U" "$CG/$N" 2>/dev/null
+  [ -e "$CG/$U" ] || [ -e "$CG/$N" ] || break; sleep 0.1
+done
 [ ! -e "$CG/$U" ] && [ ! -e "$CG/$N" ] && ok "the test units are empty and gone" ||
   fail "the test units are left: $(cat "$CG/$U/cgroup.procs" "$CG/$N/cgroup.procs" 2>&1)"
+
+# --- a delegated unit with a controller to hand down: v2's "no internal processes" rule keeps a
+# group with processes from enabling controllers for its children, so vmctl moves itself (and
+# the supervisor it spawns) into the leaf UNIT/vmctl/supervise and enables them. With none of
+# cpu/memory/pids/io here, the test hook VMCTL_TEST_CGROUP_CONTROLLER names hugetlb (the root's
+# subtree_control gets +hugetlb for the test, and loses it after when it did not have it).
+X=""; hook=()
+for c in memory pids cpu io; do has $c && { X=$c; break; }; done
+if [ -z "$X" ] && has hugetlb; then X=hugetlb; hook=(env VMCTL_TEST_CGROUP_CONTROLLER=hugetlb); fi
+if [ -z "$X" ]; then
+  skip_section "no v2 controller at all here to hand down (the internal-processes path)"
+else
+  had=0; grep -qw "$X" $CG/cgroup.subtree_control && had=1
+  [ "$had" = 1 ] || echo "+$X" >$CG/cgroup.subtree_control || fail "cannot enable $X at the root"
+  U2=vmctl-test-$$-ctl.scope
+  mkdir "$CG/$U2" && python3 -c "import os, sys; os.setxattr(sys.argv[1], 'trusted.delegate', b'1')" "$CG/$U2"
+  out=$(in_unit "$U2" "${hook[@]}" "$VMCTL" create v2h --start 2>&1) || fail "start v2h in $U2: $out"
+  Q=$(pid_of v2h)
+  hrel=$(vm status --json v2h | jq -r .jail.cgroup)
+  expect_eq "QEMU in the unit's vmctl/ group" "$(cg0 "$Q")" "/$U2/vmctl/${hrel##*/}"
+  sup=$(awk '$1 == "PPid:" { print $2 }' /proc/$Q/status)
+  expect_eq "its supervisor in the leaf vmctl/supervise" "$(cg0 "$sup")" "/$U2/vmctl/supervise"
+  expect_eq "the unit has no process of its own" "$(cat "$CG/$U2/cgroup.procs")" ""
+  grep -qw "$X" "$CG/$U2/cgroup.subtree_control" && grep -qw "$X" "$CG/$U2/vmctl/cgroup.subtree_control" &&
+    ok "the unit and vmctl/ hand $X down" ||
+    fail "subtree_control: unit '$(cat "$CG/$U2/cgroup.subtree_control")', vmctl/ '$(cat "$CG/$U2/vmctl/cgroup.subtree_control")'"
+  grep -qw "$X" "$CG/$hrel/cgroup.controllers" && ok "the VM's group has $X" ||
+    fail "the VM's group controllers: '$(cat "$CG/$hrel/cgroup.controllers")'"
+  vm destroy --force v2h >/dev/null 2>&1
+  [ ! -e "$CG/$hrel" ] && ok "destroy removed $hrel" || fail "$CG/$hrel is left"
+  for _ in $(seq 50); do
+    rmdir "$CG/$U2/vmctl/supervise" "$CG/$U2/vmctl" "$CG/$U2" 2>/dev/null; [ -e "$CG/$U2" ] || break; sleep 0.1
+  done
+  [ ! -e "$CG/$U2" ] && ok "the unit is empty and gone" || fail "$U2 is left: $(find "$CG/$U2" -name cgroup.procs -exec cat {} +)"
+  [ "$had" = 1 ] || echo "-$X" >$CG/cgroup.subtree_control || fail "cannot disable $X at the root again"
+fi
 umount /run/systemd
 
 left=$(ls -d $CG/vmctl/v2* 2>/dev/null)
