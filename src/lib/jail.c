@@ -183,8 +183,9 @@ static char *self_cgroup(const char *controllers)
             continue;
         char *p = c2 + 2;
         size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
-        if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF))
-            p[n - k > 0 ? n - k - 1 : 0] = 0;
+        if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
+            (n == k || p[n - k - 1] == '/'))
+            p[n == k ? 0 : n - k - 1] = 0;
         return strdup(p);
     }
     return NULL;

@@ -157,6 +157,15 @@ vm status --json jv | jq -r .crash_note | grep -q "out of memory" && ok "the cra
 ls -d $CG/*/vmctl/jv-* $CG/vmctl/jv-* 2>/dev/null | grep -q . && fail "jv's cgroup is left after the crash" ||
   ok "the crashed VM's cgroup is removed"
 
+# --- vhost-vsock through a descriptor: this QEMU takes vhostfd=N and uses the descriptor it
+# inherits instead of opening /dev/vhost-vsock (which a jailed QEMU cannot). With no vhost-vsock
+# on this host, fd 7 on /dev/null: QEMU fails on the vhost ioctl on it, not on opening the device
+out=$(timeout 20 qemu-system-x86_64 -machine microvm -accel tcg -display none -nodefaults \
+  -device vhost-vsock-device,guest-cid=3,vhostfd=7 7</dev/null 2>&1)
+grep -q "vhost_set_owner failed\|Inappropriate ioctl" <<<"$out" && ! grep -q "failed to open vhost device" <<<"$out" &&
+  ok "QEMU uses the vhostfd it is given (on /dev/null: $(head -c 120 <<<"$out"))" ||
+  fail "QEMU with vhostfd=7: $out"
+
 # --- doctor says what is in force ---
 doc=$(vm --json doctor 2>/dev/null)
 expect_eq "doctor: jail on" "$(jq -r '.[] | select(.name == "jail") | .status' <<<"$doc")" ok
