@@ -961,19 +961,19 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
         /* a stale directory of a VM that is gone: removed first (an occupied one is in use:
          * another VM of this directory runs, which the VM lock excludes) */
         (void)rmdir(dirs[i]);
+        if (kind == CG_V2)
+            v2_enable_base(bases[i], streq(bases[i], CGROUP_ROOT));
+        if ((r = cg_mkdir(dirs[i], reterr)) < 0)
+            return r;
         if (kind == CG_V2) {
-            bool is_root = streq(bases[i], CGROUP_ROOT);
-            v2_enable_base(bases[i], is_root);
+            /* vmctl/ hands the controllers down (after the group is made: a removal of the
+             * last VM's group may have taken vmctl/ away and cg_mkdir made it again; enabling
+             * reaches the children there already) */
             cleanup_free char *top = str_printf("%s/" JAIL_CGROUP_DIR, bases[i]);
             if (!top)
                 return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
-            if (mkdir(top, 0755) < 0 && errno != EEXIST)
-                return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
-                                     "cannot create cgroup '%s': %s", top, strerror(errno));
             (void)v2_enable(top);
         }
-        if ((r = cg_mkdir(dirs[i], reterr)) < 0)
-            return r;
         r = jail_cgroup_limits(c, kind == CG_V2 ? 2 : 1,
                                kind == CG_V2 ? NULL : dir_controller(dirs[i]), dirs[i], &seen,
                                reterr);
