@@ -757,11 +757,20 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     char jailbuf[320];
     if (vm->jailed) {
         unsigned u = vm->limits_unenforced;
-        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox%s%s%s%s",
-                 vm->jail_uid, vm->cgroup ? vm->cgroup : "-", u ? "; not enforced here:" : "",
-                 u & VMCTL_LIMIT_CPU ? " cpu quota" : "",
-                 u & VMCTL_LIMIT_MEMORY ? " memory ceiling" : "",
-                 u & VMCTL_LIMIT_PIDS ? " pids ceiling" : "");
+        char missing[96] = "";
+        static const struct {
+            unsigned bit;
+            const char *what;
+        } lim[] = {{VMCTL_LIMIT_CPU, "cpu quota"},
+                   {VMCTL_LIMIT_MEMORY, "memory ceiling"},
+                   {VMCTL_LIMIT_PIDS, "pids ceiling"},
+                   {VMCTL_LIMIT_IO, "disk I/O weight"}};
+        for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++)
+            if (u & lim[i].bit)
+                snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",
+                         *missing ? ", " : "; not enforced here: ", lim[i].what);
+        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox%s", vm->jail_uid,
+                 vm->cgroup ? vm->cgroup : "-", missing);
     } else
         snprintf(jailbuf, sizeof(jailbuf), "%s",
                  !vm->jail        ? "off (--no-jail)"

@@ -67,6 +67,8 @@ else
   grep -q "memory ceiling no" <<<"$doc" && ok "doctor: memory ceiling no" || fail "doctor: $doc"
   grep -q "runs without its memory" <<<"$out" && ok "start says it runs without its memory ceiling" ||
     fail "no notice at start: $out"
+  vm status v2a | grep -q "^jail: .*; not enforced here: .*memory ceiling" &&
+    ok "status: $(vm status v2a | grep '^jail:')" || fail "status text: $(vm status v2a | grep '^jail')"
 fi
 if has pids; then
   expect_eq "pids.max" "$(cat "$D/pids.max")" 512
