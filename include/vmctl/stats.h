@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Statistics of a running VM: host CPU time and memory of its hypervisor process (/proc), disk
  * counters (the hypervisor's block statistics), network counters (the host's TAP device), the
- * guest's own memory and load (its agent), uptime. Each source is read on its own: one that
- * cannot be read is marked unavailable and adds a metrics::failed error naming it, and the others
- * are still filled in. */
+ * guest's own memory and load (its agent), uptime, the jailed VM's cgroup. Each source is read on
+ * its own: one that cannot be read is marked unavailable and adds a metrics::failed error naming
+ * it, and the others are still filled in. */
 #pragma once
 
 #include <stdbool.h>
@@ -43,6 +43,8 @@ typedef enum vmctl_stats_source {
     VMCTL_STATS_GUEST,   /* the guest agent's info request */
     /* the guest's /proc/net/dev through the agent: on user-mode networking only */
     VMCTL_STATS_GUEST_NETWORK,
+    /* the VM's cgroup of a jailed VM (v1 or v2 files, docs/isolation.md) */
+    VMCTL_STATS_CGROUP,
     _VMCTL_STATS_SOURCE_MAX,
 } vmctl_stats_source;
 
@@ -83,6 +85,20 @@ typedef struct vmctl_vm_stats {
      * are the guest's word, as the rest of the guest source; rx is what the guest received. */
     vmctl_vm_stats_net *guest_nets;
     size_t n_guest_nets;
+
+    /* The VM's cgroup (a jailed VM's: docs/isolation.md), from its v2 or v1 files
+     * (cgroup_version): the CPU time of every process in it (v2 cpu.stat usage_usec, there
+     * without the cpu controller; v1 cpuacct.usage), the memory charged to it (v2
+     * memory.current, v1 memory.usage_in_bytes: QEMU's pages and the page cache it caused), its
+     * tasks (pids.current), the OOM kills it saw, and its ceilings. A controller the host does
+     * not give the group leaves its fields out (cgroup_have_memory, cgroup_have_pids false;
+     * a limit 0: none). */
+    int cgroup_version;
+    bool cgroup_have_memory, cgroup_have_pids;
+    double cgroup_cpu_seconds;
+    uint64_t cgroup_memory_bytes, cgroup_memory_limit_bytes;
+    uint64_t cgroup_pids, cgroup_pids_limit;
+    uint64_t cgroup_oom_kills;
 
     /* Why a source is unavailable though nothing failed (static text, NULL otherwise): network
      * on user-mode networking (QEMU's slirp has no host device, and QEMU 7.2 keeps no

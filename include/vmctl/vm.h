@@ -168,7 +168,13 @@ typedef struct vmctl_vm_info {
     bool jailed;
     char *cgroup;
     double cpu_quota;      /* host CPUs, 0: no quota */
-    uint64_t memory_limit; /* the cgroup's memory ceiling in bytes while jailed, else 0 */
+    uint64_t memory_limit; /* the cgroup's memory ceiling in bytes while jailed (read from the
+                            * cgroup), else 0: also where the host has no memory controller */
+    uint64_t pids_limit;   /* the same for pids.max */
+    int cgroup_version;    /* while jailed: 1 or 2, else 0 */
+    /* While jailed: the VMCTL_LIMIT_* the VM should have and the host does not enforce (no
+     * controller for them where vmctl makes its cgroups: docs/isolation.md). */
+    unsigned limits_unenforced;
     /* --net tap: the guest's address ("10.88.0.2/30"), its gateway (the host's end), MAC and
      * the TAP on the host; NULL otherwise. The egress policy: allow (NULL-terminated, may be
      * NULL), allow_dns, allow_all. */
@@ -181,6 +187,14 @@ typedef struct vmctl_vm_info {
     unsigned rate_limit_mbps;
     unsigned disk_iops;
 } vmctl_vm_info;
+
+/* The per-VM limits of the jail (vmctl_vm_info.limits_unenforced). */
+enum {
+    VMCTL_LIMIT_CPU = 1u << 0,    /* --cpu-quota */
+    VMCTL_LIMIT_MEMORY = 1u << 1, /* the memory ceiling */
+    VMCTL_LIMIT_PIDS = 1u << 2,   /* the pids ceiling */
+    VMCTL_LIMIT_IO = 1u << 3,     /* the disk I/O weight */
+};
 
 void vmctl_vm_info_free(vmctl_vm_info *info);
 void vmctl_vm_info_list_free(vmctl_vm_info **list, size_t n);

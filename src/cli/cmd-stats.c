@@ -234,46 +234,60 @@ static json_t *row_json(const row *r)
     bool g = a[VMCTL_STATS_GUEST];
     json_t *load = g ? json_pack("[f, f, f]", s->guest_load[0], s->guest_load[1], s->guest_load[2])
                      : json_null();
-    return json_pack("{s:s, s:s, s:o, s:i, s:I,"
-                     " s:{s:b, s:o, s:o, s:o, s:o},"
-                     " s:{s:b, s:o, s:o},"
-                     " s:{s:b, s:o},"
-                     " s:{s:b, s:o},"
-                     " s:{s:b, s:o, s:o},"
-                     " s:{s:b, s:o, s:o, s:o, s:o, s:o},"
-                     " s:{s:b, s:o, s:o},"
-                     " s:o}",
-                     "name", s->name, "state", vmctl_vm_state_to_string(s->state), "pid",
-                     s->pid > 0 ? json_integer(s->pid) : json_null(), "vcpus", (int)s->vcpus,
-                     "memory_bytes", (json_int_t)s->mem_bytes,
-                     /* cpu */
-                     "cpu", "available", a[VMCTL_STATS_CPU], "seconds",
-                     num_or_null(a[VMCTL_STATS_CPU], s->cpu_seconds), "user_seconds",
-                     num_or_null(a[VMCTL_STATS_CPU], s->cpu_user_seconds), "system_seconds",
-                     num_or_null(a[VMCTL_STATS_CPU], s->cpu_system_seconds), "percent",
-                     num_or_null(r->cpu_percent >= 0, r->cpu_percent),
-                     /* memory */
-                     "memory", "available", a[VMCTL_STATS_MEMORY], "rss_bytes",
-                     int_or_null(a[VMCTL_STATS_MEMORY], s->rss_bytes), "pss_bytes",
-                     int_or_null(a[VMCTL_STATS_MEMORY], s->pss_bytes),
-                     /* uptime */
-                     "uptime", "available", a[VMCTL_STATS_UPTIME], "seconds",
-                     num_or_null(a[VMCTL_STATS_UPTIME], s->uptime_seconds),
-                     /* disk */
-                     "disk", "available", a[VMCTL_STATS_DISK], "devices", disks,
-                     /* network */
-                     "network", "available", a[VMCTL_STATS_NETWORK], "reason",
-                     why_or_null(s, VMCTL_STATS_NETWORK), "interfaces", nets,
-                     /* guest */
-                     "guest", "available", g, "reason", why_or_null(s, VMCTL_STATS_GUEST),
-                     "mem_total_bytes", int_or_null(g, s->guest_mem_total_bytes),
-                     "mem_available_bytes", int_or_null(g, s->guest_mem_available_bytes), "load",
-                     load, "uptime_seconds", num_or_null(g, s->guest_uptime_seconds),
-                     /* guest_network */
-                     "guest_network", "available", a[VMCTL_STATS_GUEST_NETWORK], "reason",
-                     why_or_null(s, VMCTL_STATS_GUEST_NETWORK), "interfaces", gnets,
-                     /* errors */
-                     "errors", errors);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:i, s:I,"
+                          " s:{s:b, s:o, s:o, s:o, s:o},"
+                          " s:{s:b, s:o, s:o},"
+                          " s:{s:b, s:o},"
+                          " s:{s:b, s:o},"
+                          " s:{s:b, s:o, s:o},"
+                          " s:{s:b, s:o, s:o, s:o, s:o, s:o},"
+                          " s:{s:b, s:o, s:o},"
+                          " s:o}",
+                          "name", s->name, "state", vmctl_vm_state_to_string(s->state), "pid",
+                          s->pid > 0 ? json_integer(s->pid) : json_null(), "vcpus", (int)s->vcpus,
+                          "memory_bytes", (json_int_t)s->mem_bytes,
+                          /* cpu */
+                          "cpu", "available", a[VMCTL_STATS_CPU], "seconds",
+                          num_or_null(a[VMCTL_STATS_CPU], s->cpu_seconds), "user_seconds",
+                          num_or_null(a[VMCTL_STATS_CPU], s->cpu_user_seconds), "system_seconds",
+                          num_or_null(a[VMCTL_STATS_CPU], s->cpu_system_seconds), "percent",
+                          num_or_null(r->cpu_percent >= 0, r->cpu_percent),
+                          /* memory */
+                          "memory", "available", a[VMCTL_STATS_MEMORY], "rss_bytes",
+                          int_or_null(a[VMCTL_STATS_MEMORY], s->rss_bytes), "pss_bytes",
+                          int_or_null(a[VMCTL_STATS_MEMORY], s->pss_bytes),
+                          /* uptime */
+                          "uptime", "available", a[VMCTL_STATS_UPTIME], "seconds",
+                          num_or_null(a[VMCTL_STATS_UPTIME], s->uptime_seconds),
+                          /* disk */
+                          "disk", "available", a[VMCTL_STATS_DISK], "devices", disks,
+                          /* network */
+                          "network", "available", a[VMCTL_STATS_NETWORK], "reason",
+                          why_or_null(s, VMCTL_STATS_NETWORK), "interfaces", nets,
+                          /* guest */
+                          "guest", "available", g, "reason", why_or_null(s, VMCTL_STATS_GUEST),
+                          "mem_total_bytes", int_or_null(g, s->guest_mem_total_bytes),
+                          "mem_available_bytes", int_or_null(g, s->guest_mem_available_bytes),
+                          "load", load, "uptime_seconds", num_or_null(g, s->guest_uptime_seconds),
+                          /* guest_network */
+                          "guest_network", "available", a[VMCTL_STATS_GUEST_NETWORK], "reason",
+                          why_or_null(s, VMCTL_STATS_GUEST_NETWORK), "interfaces", gnets,
+                          /* errors */
+                          "errors", errors);
+    /* cgroup: the jailed VM's group, each field null where the host has no controller */
+    bool c = a[VMCTL_STATS_CGROUP], cm = c && s->cgroup_have_memory, cp = c && s->cgroup_have_pids;
+    json_object_set_new(
+        o, "cgroup",
+        json_pack("{s:b, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "available", c, "reason",
+                  why_or_null(s, VMCTL_STATS_CGROUP), "version",
+                  c ? json_integer(s->cgroup_version) : json_null(), "cpu_seconds",
+                  num_or_null(c, s->cgroup_cpu_seconds), "memory_bytes",
+                  int_or_null(cm, s->cgroup_memory_bytes), "memory_limit_bytes",
+                  int_or_null(cm && s->cgroup_memory_limit_bytes, s->cgroup_memory_limit_bytes),
+                  "oom_kills", int_or_null(cm, s->cgroup_oom_kills), "tasks",
+                  int_or_null(cp, s->cgroup_pids), "tasks_limit",
+                  int_or_null(cp && s->cgroup_pids_limit, s->cgroup_pids_limit)));
+    return o;
 }
 
 json_t *render_stats_json(const char *name, vmctl_vm_stats *st, vmctl_error *err)

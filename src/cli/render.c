@@ -644,14 +644,29 @@ json_t *render_vm_json(const vmctl_vm_info *vm)
     json_object_set_new(o, "project", str_or_null(vm->project));
     json_object_set_new(o, "provision", render_provision_json(vm));
     /* docs/isolation.md: what the VM is made with, and what its running hypervisor is under */
+    json_t *unenforced = json_array();
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } limits[] = {{VMCTL_LIMIT_CPU, "cpu_quota"},
+                  {VMCTL_LIMIT_MEMORY, "memory"},
+                  {VMCTL_LIMIT_PIDS, "pids"},
+                  {VMCTL_LIMIT_IO, "io_weight"}};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+        if (vm->limits_unenforced & limits[i].bit)
+            json_array_append_new(unenforced, json_string(limits[i].name));
     json_object_set_new(
         o, "jail",
-        json_pack("{s:b, s:b, s:o, s:o, s:s, s:o, s:o}", "enabled", vm->jail, "jailed", vm->jailed,
-                  "uid", vm->jail_uid ? json_integer(vm->jail_uid) : json_null(), "cgroup",
-                  vm->cgroup ? json_string(vm->cgroup) : json_null(), "sandbox",
-                  vm->jailed ? "on" : "off", "cpu_quota",
-                  vm->cpu_quota > 0 ? json_real(vm->cpu_quota) : json_null(), "memory_limit",
-                  vm->memory_limit ? json_integer((json_int_t)vm->memory_limit) : json_null()));
+        json_pack(
+            "{s:b, s:b, s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "enabled", vm->jail, "jailed",
+            vm->jailed, "uid", vm->jail_uid ? json_integer(vm->jail_uid) : json_null(), "cgroup",
+            vm->cgroup ? json_string(vm->cgroup) : json_null(), "cgroup_version",
+            vm->cgroup_version ? json_integer(vm->cgroup_version) : json_null(), "sandbox",
+            vm->jailed ? "on" : "off", "cpu_quota",
+            vm->cpu_quota > 0 ? json_real(vm->cpu_quota) : json_null(), "memory_limit",
+            vm->memory_limit ? json_integer((json_int_t)vm->memory_limit) : json_null(),
+            "pids_limit", vm->pids_limit ? json_integer((json_int_t)vm->pids_limit) : json_null(),
+            "unenforced", unenforced));
     return o;
 }
 
@@ -739,11 +754,24 @@ void render_vm_status(cli *c, const vmctl_vm_info *vm)
     KV("provision", render_provision(vm, prov, sizeof(prov)));
     if (vm->provision_error)
         KV("provision error", vm->provision_error);
-    char jailbuf[160];
-    if (vm->jailed)
-        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox", vm->jail_uid,
-                 vm->cgroup ? vm->cgroup : "-");
-    else
+    char jailbuf[320];
+    if (vm->jailed) {
+        unsigned u = vm->limits_unenforced;
+        char missing[96] = "";
+        static const struct {
+            unsigned bit;
+            const char *what;
+        } lim[] = {{VMCTL_LIMIT_CPU, "cpu quota"},
+                   {VMCTL_LIMIT_MEMORY, "memory ceiling"},
+                   {VMCTL_LIMIT_PIDS, "pids ceiling"},
+                   {VMCTL_LIMIT_IO, "disk I/O weight"}};
+        for (size_t i = 0; i < sizeof(lim) / sizeof(lim[0]); i++)
+            if (u & lim[i].bit)
+                snprintf(missing + strlen(missing), sizeof(missing) - strlen(missing), "%s%s",
+                         *missing ? ", " : "; not enforced here: ", lim[i].what);
+        snprintf(jailbuf, sizeof(jailbuf), "uid %u, cgroup %s, seccomp sandbox%s", vm->jail_uid,
+                 vm->cgroup ? vm->cgroup : "-", missing);
+    } else
         snprintf(jailbuf, sizeof(jailbuf), "%s",
                  !vm->jail        ? "off (--no-jail)"
                  : vm_has_pid(vm) ? "off (vmctl not root, or VMCTL_NO_JAIL)"

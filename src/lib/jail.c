@@ -2,10 +2,12 @@
 /* The hypervisor's jail (jail.h, docs/isolation.md). */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/magic.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <grp.h>
@@ -43,6 +46,7 @@ static const char *const step_names[_JAIL_STEP_MAX] = {
     [JAIL_STEP_GROUPS] = "groups",
     [JAIL_STEP_UID] = "uid drop",
     [JAIL_STEP_OWNERSHIP] = "vm directory ownership",
+    [JAIL_STEP_VHOST_VSOCK] = "vhost-vsock",
 };
 
 const char *jail_step_name(int step)
@@ -91,19 +95,26 @@ bool jail_wanted(bool no_jail)
 enum { CG_NONE, CG_V1, CG_V2 };
 static const char *const v1_controllers[] = {"cpu", "cpuacct", "memory", "pids", "blkio"};
 
-static int cgroup_kind(void)
+static bool fs_is(const char *path, unsigned long magic)
 {
     struct statfs s;
-    if (statfs(CGROUP_ROOT, &s) < 0)
-        return CG_NONE;
-    if (s.f_type == CGROUP2_SUPER_MAGIC)
+    return statfs(path, &s) == 0 && (unsigned long)s.f_type == magic;
+}
+
+static int cgroup_kind(void)
+{
+    if (fs_is(CGROUP_ROOT, CGROUP2_SUPER_MAGIC))
         return CG_V2;
-    if (s.f_type == TMPFS_MAGIC) {
-        cleanup_free char *p = str_printf(CGROUP_ROOT "/memory");
-        if (p && statfs(p, &s) == 0 && s.f_type == CGROUP_SUPER_MAGIC)
-            return CG_V1;
-    }
+    if (fs_is(CGROUP_ROOT, TMPFS_MAGIC) && fs_is(CGROUP_ROOT "/memory", CGROUP_SUPER_MAGIC))
+        return CG_V1;
     return CG_NONE;
+}
+
+/* systemd's hybrid layout: the v1 controllers, and a cgroup2 hierarchy at unified/ (with no
+ * controller vmctl uses: they are bound to v1; vmctl's limits are v1's) */
+static bool cgroup_hybrid(void)
+{
+    return cgroup_kind() == CG_V1 && fs_is(CGROUP_ROOT "/unified", CGROUP2_SUPER_MAGIC);
 }
 
 static bool under_systemd(void)
@@ -113,11 +124,13 @@ static bool under_systemd(void)
 
 const char *jail_cgroup_mode(void)
 {
+    bool sd = under_systemd();
     switch (cgroup_kind()) {
     case CG_V2:
-        return under_systemd() ? "v2 (systemd)" : "v2";
+        return sd ? "v2 (systemd)" : "v2";
     case CG_V1:
-        return under_systemd() ? "v1 (systemd)" : "v1";
+        return cgroup_hybrid() ? (sd ? "v1 (hybrid, systemd)" : "v1 (hybrid)")
+                               : (sd ? "v1 (systemd)" : "v1");
     default:
         return NULL;
     }
@@ -144,23 +157,91 @@ char *jail_cgroup_name(const char *vmdir)
     const char *slash = memrchr(vmdir, '/', len);
     const char *name = slash ? slash + 1 : vmdir;
     size_t parent = slash ? (size_t)(slash - vmdir) : 0;
-    /* under systemd the tree goes in a slice of its own (no unit: no D-Bus here) */
-    const char *base = under_systemd() ? "vmctl.slice" : "vmctl";
-    return str_printf("%s/%.*s-%08x", base, (int)(len - (size_t)(name - vmdir)), name,
+    return str_printf(JAIL_CGROUP_DIR "/%.*s-%08x", (int)(len - (size_t)(name - vmdir)), name,
                       fnv1a(vmdir, parent));
 }
 
-/* The controller directories of cgroup rel (v1: one per controller mounted, each once; v2: one),
- * existing or not. */
-static int cgroup_dirs(const char *rel, char ***ret, size_t *n)
+/* The cgroup this process is in, from /proc/self/cgroup, without the leading '/' ("" at the
+ * root): on the v2 hierarchy (controllers NULL: the "0::" line) or on the v1 hierarchy of
+ * controllers ("cpu", "cpu,cpuacct": the list as the line has it). NULL when not listed. A
+ * vmctl that moved itself into its tree's supervise/ leaf (below) is where it was before. */
+static char *self_cgroup(const char *controllers)
+{
+    cleanup_free char *text = NULL;
+    if (read_file("/proc/self/cgroup", &text, NULL) < 0)
+        return NULL;
+    for (char *l = text, *next; l && *l; l = next) {
+        next = strchr(l, '\n');
+        if (next)
+            *next++ = 0;
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = 0;
+        bool match = controllers ? streq(c1 + 1, controllers) : streq(l, "0") && !c1[1];
+        if (!match)
+            continue;
+        char *p = c2 + 2;
+        size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
+        if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
+            (n == k || p[n - k - 1] == '/'))
+            p[n == k ? 0 : n - k - 1] = 0;
+        return strdup(p);
+    }
+    return NULL;
+}
+
+/* Where this vmctl puts its VMs' cgroups on a hierarchy (relative to its root): the root when
+ * systemd does not run the host, else the cgroup vmctl runs in (a unit's own subtree: systemd
+ * owns the rest of the tree and delegates only that). */
+static char *cgroup_base(const char *controllers)
+{
+    if (!under_systemd())
+        return strdup("");
+    char *b = self_cgroup(controllers);
+    return b ? b : strdup("");
+}
+
+/* Whether the cgroup directory was delegated to its processes (systemd 251 and later mark a
+ * Delegate=yes unit's cgroup with the trusted.delegate or user.delegate xattr "1"); the root is
+ * ours when systemd does not run the host; VMCTL_CGROUP_DELEGATED=1 says so for an older
+ * systemd. */
+static bool cgroup_delegated(const char *dir, bool is_root)
+{
+    if (is_root)
+        return !under_systemd();
+    const char *e = getenv("VMCTL_CGROUP_DELEGATED");
+    if (e && streq(e, "1"))
+        return true;
+    char v[8];
+    static const char *const names[] = {"trusted.delegate", "user.delegate"};
+    for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+        ssize_t n = getxattr(dir, names[i], v, sizeof(v) - 1);
+        if (n > 0) {
+            v[n] = 0;
+            if (streq(v, "1"))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The directories of cgroup rel on each hierarchy (v1: one per controller mounted, each once;
+ * v2: one) under the placement base, existing or not; *ret_bases the base directory of each
+ * (the hierarchy's root or vmctl's own cgroup there). */
+static int cgroup_dirs(const char *rel, char ***ret, char ***ret_bases, size_t *n)
 {
     *ret = NULL;
+    if (ret_bases)
+        *ret_bases = NULL;
     *n = 0;
-    cleanup_strv char **dirs = NULL;
-    size_t k = 0;
+    cleanup_strv char **dirs = NULL, **bases = NULL;
+    size_t k = 0, kb = 0;
     int kind = cgroup_kind();
     if (kind == CG_V2) {
-        if (strv_pushf(&dirs, &k, CGROUP_ROOT "/%s", rel) < 0)
+        cleanup_free char *base = cgroup_base(NULL);
+        if (!base || strv_pushf(&bases, &kb, CGROUP_ROOT "%s%s", *base ? "/" : "", base) < 0 ||
+            strv_pushf(&dirs, &k, "%s/%s", bases[0], rel) < 0)
             return -ENOMEM;
     } else if (kind == CG_V1) {
         cleanup_strv char **seen = NULL;
@@ -175,12 +256,17 @@ static int cgroup_dirs(const char *rel, char ***ret, size_t *n)
                 dup = dup || streq(seen[j], real);
             if (dup)
                 continue;
-            if (strv_push(&seen, &ns, real) < 0 || strv_pushf(&dirs, &k, "%s/%s", real, rel) < 0)
+            cleanup_free char *base = cgroup_base(strrchr(real, '/') + 1);
+            if (!base || strv_push(&seen, &ns, real) < 0 ||
+                strv_pushf(&bases, &kb, "%s%s%s", real, *base ? "/" : "", base) < 0 ||
+                strv_pushf(&dirs, &k, "%s/%s", bases[kb - 1], rel) < 0)
                 return -ENOMEM;
         }
     } else
         return -EOPNOTSUPP;
     *ret = TAKE_PTR(dirs);
+    if (ret_bases)
+        *ret_bases = TAKE_PTR(bases);
     *n = k;
     return 0;
 }
@@ -215,6 +301,53 @@ static bool cg_has(const char *dir, const char *file)
     return p && access(p, F_OK) == 0;
 }
 
+/* Whether a cgroup's space-separated list file (cgroup.controllers, cgroup.subtree_control)
+ * names word. */
+static bool cg_list_has(const char *dir, const char *file, const char *word)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, file);
+    cleanup_free char *text = NULL;
+    if (!p || read_file(p, &text, NULL) < 0)
+        return false;
+    size_t n = strlen(word);
+    for (const char *s = text; (s = strstr(s, word)); s += n)
+        if ((s == text || s[-1] == ' ') && (s[n] == ' ' || s[n] == '\n' || !s[n]))
+            return true;
+    return false;
+}
+
+/* A cgroup file's first number: "max" (no limit) and a missing file are false. */
+static bool cg_read_u64(const char *dir, const char *file, uint64_t *ret)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, file);
+    cleanup_free char *text = NULL;
+    if (!p || read_file(p, &text, NULL) < 0)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (end == text || errno)
+        return false;
+    *ret = v;
+    return true;
+}
+
+/* "key N" in a flat keyed file (cpu.stat, memory.events, memory.oom_control). */
+static bool cg_read_key(const char *dir, const char *file, const char *key, uint64_t *ret)
+{
+    cleanup_free char *p = str_printf("%s/%s", dir, file);
+    cleanup_free char *text = NULL;
+    if (!p || read_file(p, &text, NULL) < 0)
+        return false;
+    size_t n = strlen(key);
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, key, n) == 0 && l[n] == ' ') {
+            *ret = strtoull(l + n + 1, NULL, 10);
+            return true;
+        }
+    return false;
+}
+
 static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt, ...)
@@ -227,7 +360,7 @@ static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt,
     return r;
 }
 
-/* The basename of a cgroup directory's controller mount ("cpu", ... or "unified"). */
+/* The basename of a v1 cgroup directory's controller mount ("cpu", "cpu,cpuacct", ...). */
 static const char *dir_controller(const char *dir)
 {
     const char *p = dir + strlen(CGROUP_ROOT "/");
@@ -237,12 +370,41 @@ static const char *dir_controller(const char *dir)
     return buf;
 }
 
-/* Enable the v2 controllers for the subtree of dir (each one the host has). */
-static void v2_enable(const char *dir)
+static bool v1_is(const char *ctl_list, const char *ctl)
 {
-    static const char *const ctl[] = {"+cpu", "+memory", "+pids", "+io"};
-    for (size_t i = 0; i < ELEMENTSOF(ctl); i++)
-        (void)cg_write(dir, "cgroup.subtree_control", "%s", ctl[i]);
+    size_t n = strlen(ctl);
+    for (const char *s = ctl_list; (s = strstr(s, ctl)); s += n)
+        if ((s == ctl_list || s[-1] == ',') && (s[n] == ',' || !s[n]))
+            return true;
+    return false;
+}
+
+static const char *const v2_controllers[] = {"cpu", "memory", "pids", "io"};
+
+/* Enable, for the subtree of dir, each v2 controller dir has and has not enabled yet. -EBUSY
+ * when dir has processes of its own (a non-root cgroup cannot then give controllers to its
+ * children: the "no internal processes" rule). */
+static int v2_enable(const char *dir)
+{
+    /* test hook: one more controller to hand down (test-jail-v2: this CI's v2 hierarchy has
+     * hugetlb only, which lets it drive the "no internal processes" path for real) */
+    const char *extra = getenv("VMCTL_TEST_CGROUP_CONTROLLER");
+    const char *ctl[ELEMENTSOF(v2_controllers) + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < ELEMENTSOF(v2_controllers); i++)
+        ctl[n++] = v2_controllers[i];
+    if (extra && *extra && !strpbrk(extra, " +-\n"))
+        ctl[n++] = extra;
+    int ret = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!cg_list_has(dir, "cgroup.controllers", ctl[i]) ||
+            cg_list_has(dir, "cgroup.subtree_control", ctl[i]))
+            continue;
+        int r = cg_write(dir, "cgroup.subtree_control", "+%s", ctl[i]);
+        if (r == -EBUSY)
+            ret = r;
+    }
+    return ret;
 }
 
 static int limit_failed(vmctl_error **reterr, const char *what, const char *dir, int e)
@@ -254,12 +416,13 @@ static int limit_failed(vmctl_error **reterr, const char *what, const char *dir,
     return r;
 }
 
-static int v1_limits(const jail_config *c, const char *dir, bool *seen, vmctl_error **reterr)
+/* seen: the VMCTL_LIMIT_* set */
+static int v1_limits(const jail_config *c, const char *ctl, const char *dir, unsigned *seen,
+                     vmctl_error **reterr)
 {
-    const char *ctl = dir_controller(dir);
     int r = 0;
-    if (streq(ctl, "cpu") || strstr(ctl, "cpu,")) {
-        seen[0] = true;
+    if (v1_is(ctl, "cpu")) {
+        *seen |= VMCTL_LIMIT_CPU;
         /* the group weighs what its busy threads (vCPUs + the main loop) weighed in the parent
          * group: being in a group of its own does not shrink the VM's share of a busy host */
         if ((r = cg_write(dir, "cpu.shares", "%u",
@@ -269,8 +432,8 @@ static int v1_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
                           c->cpu_quota > 0 ? (long long)(c->cpu_quota * CPU_PERIOD) : -1LL)) < 0)
             return limit_failed(reterr, "cpu quota", dir, -r);
     }
-    if (streq(ctl, "memory")) {
-        seen[1] = true;
+    if (v1_is(ctl, "memory")) {
+        *seen |= VMCTL_LIMIT_MEMORY;
         if (c->memory_bytes) {
             if ((r = cg_write(dir, "memory.limit_in_bytes", "%llu",
                               (unsigned long long)c->memory_bytes)) < 0)
@@ -282,26 +445,29 @@ static int v1_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
                 return limit_failed(reterr, "memory+swap", dir, -r);
         }
     }
-    if (streq(ctl, "pids")) {
-        seen[2] = true;
+    if (v1_is(ctl, "pids")) {
+        *seen |= VMCTL_LIMIT_PIDS;
         if (c->pids_max && (r = cg_write(dir, "pids.max", "%u", c->pids_max)) < 0)
             return limit_failed(reterr, "pids", dir, -r);
     }
-    if (streq(ctl, "blkio")) {
+    if (v1_is(ctl, "blkio")) {
         const char *f = cg_has(dir, "blkio.weight")       ? "blkio.weight"
                         : cg_has(dir, "blkio.bfq.weight") ? "blkio.bfq.weight"
                                                           : NULL;
         if (f && (r = cg_write(dir, f, "%u", JAIL_IO_WEIGHT)) < 0)
             return limit_failed(reterr, "disk I/O weight", dir, -r);
+        if (f)
+            *seen |= VMCTL_LIMIT_IO;
     }
     return 0;
 }
 
-static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_error **reterr)
+/* Each limit whose file the group has (its controller enabled for it): no file, no limit. */
+static int v2_limits(const jail_config *c, const char *dir, unsigned *seen, vmctl_error **reterr)
 {
     int r;
     if (cg_has(dir, "cpu.max")) {
-        seen[0] = true;
+        *seen |= VMCTL_LIMIT_CPU;
         if (cg_has(dir, "cpu.weight") &&
             (r = cg_write(dir, "cpu.weight", "%u",
                           100 * (c->weight_threads ? c->weight_threads : 1))) < 0)
@@ -315,7 +481,7 @@ static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
             return limit_failed(reterr, "cpu quota", dir, -r);
     }
     if (cg_has(dir, "memory.max")) {
-        seen[1] = true;
+        *seen |= VMCTL_LIMIT_MEMORY;
         if (c->memory_bytes &&
             (r = cg_write(dir, "memory.max", "%llu", (unsigned long long)c->memory_bytes)) < 0)
             return limit_failed(reterr, "memory", dir, -r);
@@ -324,7 +490,7 @@ static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
             return limit_failed(reterr, "swap", dir, -r);
     }
     if (cg_has(dir, "pids.max")) {
-        seen[2] = true;
+        *seen |= VMCTL_LIMIT_PIDS;
         if (c->pids_max && (r = cg_write(dir, "pids.max", "%u", c->pids_max)) < 0)
             return limit_failed(reterr, "pids", dir, -r);
     }
@@ -333,7 +499,16 @@ static int v2_limits(const jail_config *c, const char *dir, bool *seen, vmctl_er
                                                    : NULL;
     if (f && (r = cg_write(dir, f, "default %u", JAIL_IO_WEIGHT)) < 0)
         return limit_failed(reterr, "disk I/O weight", dir, -r);
+    if (f)
+        *seen |= VMCTL_LIMIT_IO;
     return 0;
+}
+
+int jail_cgroup_limits(const jail_config *c, int version, const char *v1_ctl, const char *dir,
+                       unsigned *seen, vmctl_error **reterr)
+{
+    return version == 2 ? v2_limits(c, dir, seen, reterr)
+                        : v1_limits(c, v1_ctl ? v1_ctl : "", dir, seen, reterr);
 }
 
 /* rmdir, waiting (bounded) while the last process leaves. */
@@ -352,15 +527,35 @@ static int rmdir_wait(const char *dir)
 /* The OOM kills counted in a memory cgroup directory (v1 memory.oom_control, v2 memory.events). */
 static unsigned long oom_kills(const char *dir)
 {
-    static const char *const files[] = {"memory.oom_control", "memory.events"};
-    for (size_t i = 0; i < ELEMENTSOF(files); i++) {
-        cleanup_free char *p = str_printf("%s/%s", dir, files[i]);
-        cleanup_free char *text = NULL;
-        if (!p || read_file(p, &text, NULL) < 0)
+    uint64_t k = 0;
+    if (cg_read_key(dir, "memory.oom_control", "oom_kill", &k) ||
+        cg_read_key(dir, "memory.events", "oom_kill", &k))
+        return (unsigned long)k;
+    return 0;
+}
+
+/* The VM's cgroup directories as jail_prepare recorded them (VM_FILE_JAIL_CGROUP): only lines
+ * that are a cgroup of this VM (under CGROUP_ROOT, ending in its name, no "..": the file is in a
+ * directory the VM's uid owns). */
+static int recorded_dirs(const char *vmdir, const char *rel, char ***dirs, size_t *n)
+{
+    cleanup_free char *p = str_printf("%s/" VM_FILE_JAIL_CGROUP, vmdir);
+    cleanup_free char *text = NULL;
+    if (!p)
+        return -ENOMEM;
+    if (read_file(p, &text, NULL) < 0)
+        return 0;
+    size_t rl = strlen(rel);
+    for (char *l = text, *next; l && *l; l = next) {
+        next = strchr(l, '\n');
+        if (next)
+            *next++ = 0;
+        size_t len = strlen(l);
+        if (!str_startswith(l, CGROUP_ROOT "/") || strstr(l, "/..") || strstr(l, "//") ||
+            len <= rl + 1 || l[len - rl - 1] != '/' || !streq(l + len - rl, rel))
             continue;
-        const char *k = strstr(text, "oom_kill ");
-        if (k)
-            return strtoul(k + 9, NULL, 10);
+        if (strv_push(dirs, n, l) < 0)
+            return -ENOMEM;
     }
     return 0;
 }
@@ -368,10 +563,33 @@ static unsigned long oom_kills(const char *dir)
 int jail_cgroup_remove(const char *vmdir)
 {
     cleanup_free char *rel = jail_cgroup_name(vmdir);
+    if (!rel)
+        return -ENOMEM;
+    /* where it was made (recorded), where this vmctl would make it, and the root (vmctl before
+     * the record, or the record lost) */
     cleanup_strv char **dirs = NULL;
     size_t n = 0;
-    if (!rel || cgroup_dirs(rel, &dirs, &n) < 0)
-        return rel ? 0 : -ENOMEM;
+    if (recorded_dirs(vmdir, rel, &dirs, &n) < 0)
+        return -ENOMEM;
+    {
+        cleanup_strv char **mine = NULL;
+        size_t k = 0;
+        if (cgroup_dirs(rel, &mine, NULL, &k) == 0)
+            for (size_t i = 0; i < k; i++)
+                if (strv_push(&dirs, &n, mine[i]) < 0)
+                    return -ENOMEM;
+        /* (and vmctl.slice/, where vmctl before this put them under systemd) */
+        const char *leaf = rel + strlen(JAIL_CGROUP_DIR "/");
+        if (cgroup_kind() == CG_V2 &&
+            (strv_pushf(&dirs, &n, CGROUP_ROOT "/%s", rel) < 0 ||
+             strv_pushf(&dirs, &n, CGROUP_ROOT "/vmctl.slice/%s", leaf) < 0))
+            return -ENOMEM;
+        for (size_t i = 0; cgroup_kind() == CG_V1 && i < ELEMENTSOF(v1_controllers); i++)
+            if (strv_pushf(&dirs, &n, CGROUP_ROOT "/%s/%s", v1_controllers[i], rel) < 0 ||
+                strv_pushf(&dirs, &n, CGROUP_ROOT "/%s/vmctl.slice/%s", v1_controllers[i], leaf) <
+                    0)
+                return -ENOMEM;
+    }
     int ret = 0;
     for (size_t i = 0; i < n; i++) {
         if (access(dirs[i], F_OK) < 0)
@@ -386,8 +604,171 @@ int jail_cgroup_remove(const char *vmdir)
         int r = rmdir_wait(dirs[i]);
         if (r < 0)
             ret = r;
+        /* vmctl/ too once it is empty (another VM's group keeps it), with vmctl's own leaf
+         * once no vmctl process is left in it */
+        char *slash = strrchr(dirs[i], '/');
+        if (r >= 0 && slash) {
+            *slash = 0;
+            cleanup_free char *self = str_printf("%s/" JAIL_CGROUP_SELF, dirs[i]);
+            if (self && rmdir(self) < 0 && errno == EBUSY)
+                continue;
+            (void)rmdir(dirs[i]);
+        }
+    }
+    if (ret == 0) {
+        cleanup_free char *p = str_printf("%s/" VM_FILE_JAIL_CGROUP, vmdir);
+        if (p)
+            (void)unlink(p);
     }
     return ret;
+}
+
+/* The cgroup process pid is in on one hierarchy, from /proc/PID/cgroup: v2 (controller NULL)
+ * or the v1 line listing controller. The directory under CGROUP_ROOT, and the path within the
+ * hierarchy (no leading '/'). */
+static int proc_cgroup(pid_t pid, const char *controller, char **ret_dir, char **ret_path)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    cleanup_free char *text = NULL;
+    int r = read_file(path, &text, NULL);
+    if (r < 0)
+        return r;
+    for (char *l = text, *next; l && *l; l = next) {
+        next = strchr(l, '\n');
+        if (next)
+            *next++ = 0;
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = 0;
+        if (controller ? !v1_is(c1 + 1, controller) : !(streq(l, "0") && !c1[1]))
+            continue;
+        *ret_path = strdup(c2 + 2);
+        *ret_dir = controller ? str_printf(CGROUP_ROOT "/%s/%s", c1 + 1, c2 + 2)
+                              : str_printf(CGROUP_ROOT "/%s", c2 + 2);
+        if (!*ret_path || !*ret_dir) {
+            free(*ret_path);
+            free(*ret_dir);
+            return -ENOMEM;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_info *out)
+{
+    *out = (jail_cgroup_info){0};
+    cleanup_free char *rel = jail_cgroup_name(vmdir);
+    if (!rel)
+        return -ENOMEM;
+    int kind = cgroup_kind();
+    if (kind == CG_NONE)
+        return -EOPNOTSUPP;
+    size_t rl = strlen(rel);
+    /* one directory per role: cpu (v1 cpu), cpu time (v1 cpuacct), memory, pids */
+    static const char *const v1[] = {"cpu", "cpuacct", "memory", "pids"};
+    char *dirs[4] = {NULL, NULL, NULL, NULL};
+    int r = 0;
+    for (size_t i = 0; i < 4 && r >= 0; i++) {
+        cleanup_free char *path = NULL;
+        r = proc_cgroup(pid, kind == CG_V2 ? NULL : v1[i], &dirs[i], &path);
+        if (r == -ENOENT) {
+            r = 0;
+            continue;
+        }
+        size_t len = path ? strlen(path) : 0;
+        bool ours = r >= 0 && len >= rl && streq(path + len - rl, rel) &&
+                    (len == rl || path[len - rl - 1] == '/');
+        if (r >= 0 && !ours) { /* not in the VM's group on this hierarchy */
+            free(dirs[i]);
+            dirs[i] = NULL;
+        } else if (r >= 0 && (!out->path || i == 2)) {
+            free(out->path);
+            out->path = TAKE_PTR(path);
+        }
+    }
+    if (r < 0 || !out->path) {
+        for (size_t i = 0; i < 4; i++)
+            free(dirs[i]);
+        jail_cgroup_info_clear(out);
+        return r < 0 ? r : -ENOENT;
+    }
+    out->version = kind == CG_V2 ? 2 : 1;
+    const char *cpu = dirs[0], *acct = dirs[1], *mem = dirs[2], *pids = dirs[3];
+    uint64_t v = 0, p = 0;
+    if (kind == CG_V2) {
+        /* cpu.stat's usage is the core's: there without the cpu controller */
+        if (cpu && cg_read_key(cpu, "cpu.stat", "usage_usec", &v)) {
+            out->cpu_usec = v;
+            out->have_cpu_usage = true;
+        }
+        if (cpu && cg_has(cpu, "cpu.max")) {
+            out->enforced |= VMCTL_LIMIT_CPU;
+            cleanup_free char *t = str_printf("%s/cpu.max", cpu);
+            cleanup_free char *text = NULL;
+            if (t && read_file(t, &text, NULL) >= 0 &&
+                sscanf(text, "%" SCNu64 " %" SCNu64, &v, &p) == 2 && p)
+                out->cpu_quota = (double)v / (double)p;
+        }
+        if (mem && cg_read_u64(mem, "memory.current", &v)) {
+            out->memory_bytes = v;
+            out->have_memory = true;
+        }
+        if (mem && cg_read_u64(mem, "memory.max", &v)) {
+            out->memory_limit = v;
+            out->enforced |= VMCTL_LIMIT_MEMORY;
+        }
+        if (mem && cg_read_key(mem, "memory.events", "oom_kill", &v))
+            out->oom_kills = v;
+        if (cpu && (cg_has(cpu, "io.weight") || cg_has(cpu, "io.bfq.weight")))
+            out->enforced |= VMCTL_LIMIT_IO;
+    } else {
+        if (acct && cg_read_u64(acct, "cpuacct.usage", &v)) {
+            out->cpu_usec = v / 1000;
+            out->have_cpu_usage = true;
+        }
+        if (cpu && cg_read_u64(cpu, "cpu.cfs_period_us", &p) && p) {
+            out->enforced |= VMCTL_LIMIT_CPU;
+            cleanup_free char *t = str_printf("%s/cpu.cfs_quota_us", cpu);
+            cleanup_free char *text = NULL;
+            long long q = t && read_file(t, &text, NULL) >= 0 ? strtoll(text, NULL, 10) : -1;
+            if (q > 0) /* -1: none */
+                out->cpu_quota = (double)q / (double)p;
+        }
+        if (mem && cg_read_u64(mem, "memory.usage_in_bytes", &v)) {
+            out->memory_bytes = v;
+            out->have_memory = true;
+        }
+        /* v1 has no "max": no limit reads as the largest page-aligned value */
+        if (mem && cg_read_u64(mem, "memory.limit_in_bytes", &v) && v < (UINT64_C(1) << 62)) {
+            out->memory_limit = v;
+            out->enforced |= VMCTL_LIMIT_MEMORY;
+        }
+        if (mem)
+            out->oom_kills = oom_kills(mem);
+    }
+    if (pids && cg_read_u64(pids, "pids.current", &v)) {
+        out->pids = v;
+        out->have_pids = true;
+    }
+    if (pids && cg_read_u64(pids, "pids.max", &v)) {
+        out->pids_limit = v;
+        out->enforced |= VMCTL_LIMIT_PIDS;
+    }
+    out->unenforced = wanted & ~out->enforced;
+    for (size_t i = 0; i < 4; i++)
+        free(dirs[i]);
+    return 0;
+}
+
+void jail_cgroup_info_clear(jail_cgroup_info *i)
+{
+    if (!i)
+        return;
+    free(i->path);
+    i->path = NULL;
 }
 
 /* ---------- the plan ---------- */
@@ -499,15 +880,75 @@ static int chown_vm_dir(const jail_config *c, vmctl_error **reterr)
     return 0;
 }
 
+/* Record the VM's cgroup directories in its directory (root's, 0600; not following what the
+ * VM's uid may have put there), for their removal by a vmctl that runs elsewhere. */
+static int record_dirs(const char *vmdir, char **dirs, size_t n)
+{
+    cleanup_close int dfd = open(vmdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (dfd < 0)
+        return -errno;
+    static const char tmp[] = VM_FILE_JAIL_CGROUP ".tmp";
+    (void)unlinkat(dfd, tmp, 0);
+    cleanup_close int fd =
+        openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    for (size_t i = 0; i < n; i++)
+        if (dprintf(fd, "%s\n", dirs[i]) < 0)
+            return -EIO;
+    return renameat(dfd, tmp, dfd, VM_FILE_JAIL_CGROUP) < 0 ? -errno : 0;
+}
+
+/* mkdir of a cgroup's parent (vmctl/) and then of the cgroup: a removal of the last VM's group
+ * may take the parent away in between, so again then. */
+static int cg_mkdir(const char *dir, vmctl_error **reterr)
+{
+    cleanup_free char *parent = strdup(dir);
+    char *slash = parent ? strrchr(parent, '/') : NULL;
+    if (!slash)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    *slash = 0;
+    for (int attempt = 0;; attempt++) {
+        if (mkdir(parent, 0755) < 0 && errno != EEXIST)
+            return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
+                                 "cannot create cgroup '%s': %s", parent, strerror(errno));
+        if (mkdir(dir, 0755) == 0 || errno == EEXIST)
+            return 0;
+        if (errno != ENOENT || attempt == 3)
+            return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
+                                 "cannot create cgroup '%s': %s", dir, strerror(errno));
+    }
+}
+
+/* v2 under a base that is not the root (vmctl's own cgroup, systemd's unit): the controllers
+ * go to vmctl/ only if the base has no processes of its own. In a delegated base, vmctl moves
+ * itself (and so the supervisors it spawns) into the leaf vmctl/supervise first, as systemd's
+ * delegation rules ask; a base that is not delegated is not touched (what it cannot give is not
+ * enforced, and said so). */
+static void v2_enable_base(const char *base, bool is_root)
+{
+    if (is_root) {
+        (void)v2_enable(base);
+        return;
+    }
+    if (v2_enable(base) != -EBUSY || !cgroup_delegated(base, false))
+        return;
+    cleanup_free char *self = str_printf("%s/" JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF, base);
+    cleanup_error vmctl_error *e = NULL;
+    if (!self || cg_mkdir(self, &e) < 0 || cg_write(self, "cgroup.procs", "0") < 0)
+        return;
+    (void)v2_enable(base);
+}
+
 static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
 {
     cleanup_free char *rel = jail_cgroup_name(c->vmdir);
-    cleanup_strv char **dirs = NULL;
+    cleanup_strv char **dirs = NULL, **bases = NULL;
     size_t n = 0;
     if (!rel)
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     int kind = cgroup_kind();
-    int r = cgroup_dirs(rel, &dirs, &n);
+    int r = cgroup_dirs(rel, &dirs, &bases, &n);
     if (r < 0) {
         r = jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
                           "no cgroup hierarchy is mounted at " CGROUP_ROOT);
@@ -515,52 +956,49 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
                          ", or create the VM with `--no-jail`.");
         return r;
     }
-    bool seen[3] = {false, false, false}; /* cpu, memory, pids */
+    unsigned seen = 0;
     for (size_t i = 0; i < n; i++) {
         /* a stale directory of a VM that is gone: removed first (an occupied one is in use:
          * another VM of this directory runs, which the VM lock excludes) */
         (void)rmdir(dirs[i]);
+        if (kind == CG_V2)
+            v2_enable_base(bases[i], streq(bases[i], CGROUP_ROOT));
+        if ((r = cg_mkdir(dirs[i], reterr)) < 0)
+            return r;
         if (kind == CG_V2) {
-            cleanup_free char *parent = strdup(dirs[i]);
-            char *slash = parent ? strrchr(parent, '/') : NULL;
-            if (slash)
-                *slash = 0;
-            v2_enable(CGROUP_ROOT);
-            if (parent && mkdir(parent, 0755) < 0 && errno != EEXIST)
-                return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
-                                     "cannot create cgroup '%s': %s", parent, strerror(errno));
-            if (parent)
-                v2_enable(parent);
-        } else {
-            cleanup_free char *parent = strdup(dirs[i]);
-            char *slash = parent ? strrchr(parent, '/') : NULL;
-            if (slash)
-                *slash = 0;
-            if (parent && mkdir(parent, 0755) < 0 && errno != EEXIST)
-                return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
-                                     "cannot create cgroup '%s': %s", parent, strerror(errno));
+            /* vmctl/ hands the controllers down (after the group is made: a removal of the
+             * last VM's group may have taken vmctl/ away and cg_mkdir made it again; enabling
+             * reaches the children there already) */
+            cleanup_free char *top = str_printf("%s/" JAIL_CGROUP_DIR, bases[i]);
+            if (!top)
+                return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+            (void)v2_enable(top);
         }
-        if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
-            return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, errno,
-                                 "cannot create cgroup '%s': %s", dirs[i], strerror(errno));
-        r = kind == CG_V2 ? v2_limits(c, dirs[i], seen, reterr)
-                          : v1_limits(c, dirs[i], seen, reterr);
+        r = jail_cgroup_limits(c, kind == CG_V2 ? 2 : 1,
+                               kind == CG_V2 ? NULL : dir_controller(dirs[i]), dirs[i], &seen,
+                               reterr);
         if (r < 0)
             return r;
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
-    static const char *const what[] = {"cpu", "memory", "pids"};
-    bool need[3] = {c->cpu_quota > 0, c->memory_bytes > 0, c->pids_max > 0};
-    for (size_t i = 0; i < 3; i++)
-        if (need[i] && !seen[i]) {
-            r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
-                              "this host has no %s cgroup controller for the vm's %s limit",
-                              what[i], what[i]);
-            err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; enable "
-                             "the controller, or create the VM with `--no-jail`.");
-            return r;
-        }
+    if ((r = record_dirs(c->vmdir, dirs, n)) < 0)
+        return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
+                             "cannot record the cgroup of vm '%s' in '%s': %s", c->name, c->vmdir,
+                             strerror(-r));
+    /* a limit asked for (--cpu-quota) that the host cannot enforce fails the start; the
+     * default ceilings (memory, pids) go where the controller is, and status and doctor say
+     * where it is not */
+    if (c->cpu_quota > 0 && !(seen & VMCTL_LIMIT_CPU)) {
+        r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
+                          "this host gives the vm's cgroup no cpu controller for its cpu quota "
+                          "(--cpu-quota %g)",
+                          c->cpu_quota);
+        err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; enable the "
+                         "cpu controller (under systemd: run vmctl in a unit with Delegate=yes), "
+                         "or create the VM without --cpu-quota.");
+        return r;
+    }
     return 0;
 }
 
@@ -867,14 +1305,31 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         return strdup("no cgroup hierarchy at " CGROUP_ROOT ": no per-vm limits");
     }
     bool cpu = false, mem = false, pids = false, io = false, memsw = false;
+    const char *where = "";
+    bool not_delegated = false;
+    cleanup_free char *base_rel = NULL;
     if (cgroup_kind() == CG_V2) {
-        cleanup_free char *ctl = NULL;
-        (void)read_file(CGROUP_ROOT "/cgroup.controllers", &ctl, NULL);
-        cpu = ctl && strstr(ctl, "cpu");
-        mem = memsw = ctl && strstr(ctl, "memory");
-        pids = ctl && strstr(ctl, "pids");
-        io = ctl && strstr(ctl, "io");
+        base_rel = cgroup_base(NULL);
+        cleanup_free char *base =
+            base_rel ? str_printf(CGROUP_ROOT "%s%s", *base_rel ? "/" : "", base_rel) : NULL;
+        if (!base)
+            return NULL;
+        bool is_root = !*base_rel;
+        /* what the base has, and can hand down: the root always; another group when it has
+         * enabled it already, or is delegated to vmctl (which then moves itself into a leaf) */
+        bool deleg = cgroup_delegated(base, is_root);
+        bool *has[] = {&cpu, &mem, &pids, &io};
+        for (size_t i = 0; i < ELEMENTSOF(v2_controllers); i++)
+            *has[i] = cg_list_has(base, "cgroup.controllers", v2_controllers[i]) &&
+                      (is_root || deleg ||
+                       cg_list_has(base, "cgroup.subtree_control", v2_controllers[i]));
+        memsw = mem;
+        not_delegated = !is_root && !deleg;
+        if (!is_root)
+            where = deleg ? " (delegated)" : " (not delegated to vmctl)";
     } else {
+        if (under_systemd())
+            base_rel = self_cgroup("memory");
         cpu = access(CGROUP_ROOT "/cpu/cpu.cfs_quota_us", F_OK) == 0;
         mem = access(CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) == 0;
         memsw = access(CGROUP_ROOT "/memory/memory.memsw.limit_in_bytes", F_OK) == 0;
@@ -898,15 +1353,20 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         bfq_active = read_file(p, &sched, NULL) >= 0 && strstr(sched, "[bfq]");
     }
     *ret_ok = cpu && mem && pids && io && bfq_active;
-    if (!*ret_ok)
-        *ret_help = "A limit marked 'no' is not enforced on this host (docs/isolation.md): enable "
-                    "its controller (for the disk I/O weight, the bfq I/O scheduler on the "
-                    "disks).";
-    return str_printf("cgroup %s under %s: cpu quota %s, memory ceiling %s%s, pids %s, disk I/O "
-                      "weight %s",
-                      mode, under_systemd() ? "vmctl.slice" : "vmctl", cpu ? "yes" : "no",
-                      mem ? "yes" : "no", mem && !memsw ? " (swap not accounted)" : "",
-                      pids ? "yes" : "no",
+    if (!(cpu && mem && pids) && not_delegated)
+        *ret_help = "vmctl runs in a cgroup that systemd did not delegate to it, so its VMs' "
+                    "groups get no controllers there: run it in a unit with Delegate=yes "
+                    "(`systemd-run --scope -p Delegate=yes vmctl ...`, or vmctl serve's unit) "
+                    "(docs/isolation.md).";
+    else if (!*ret_ok)
+        *ret_help = "A limit marked 'no' is not enforced on this host (docs/isolation.md): a VM "
+                    "starts without it (its status says so), but --cpu-quota fails; enable its "
+                    "controller (for the disk I/O weight, the bfq I/O scheduler on the disks).";
+    return str_printf("cgroup %s under %s%s" JAIL_CGROUP_DIR "%s: cpu quota %s, memory ceiling "
+                      "%s%s, pids %s, disk I/O weight %s",
+                      mode, base_rel && *base_rel ? base_rel : "", base_rel && *base_rel ? "/" : "",
+                      where, cpu ? "yes" : "no", mem ? "yes" : "no",
+                      mem && !memsw ? " (swap not accounted)" : "", pids ? "yes" : "no",
                       !io          ? "no"
                       : bfq_active ? "yes"
                                    : "set, but no effect (no disk uses the bfq I/O scheduler)");

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <vmctl/error.h>
+#include <vmctl/vm.h> /* VMCTL_LIMIT_* */
 
 /* The uid range jailed hypervisors run as (one uid per VM, gid the same): VMCTL_JAIL_UID_BASE
  * and VMCTL_JAIL_UID_COUNT in the environment override it. */
@@ -54,6 +55,7 @@ typedef enum jail_step {
     JAIL_STEP_GROUPS,
     JAIL_STEP_UID,
     JAIL_STEP_OWNERSHIP,
+    JAIL_STEP_VHOST_VSOCK, /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
     _JAIL_STEP_MAX,
 } jail_step;
 const char *jail_step_name(int step);
@@ -101,13 +103,44 @@ int jail_enter(const jail *j, int *ret_step);
 /* In the supervisor, before forking the hypervisor (async-signal-safe). */
 int jail_unshare_pid(void);
 
-/* The cgroup of VM name whose directory is vmdir, relative to the hierarchy's root
- * ("vmctl/NAME" ...: malloc'd). */
+/* The VMs' cgroups are JAIL_CGROUP_DIR/NAME-HASH under a base: the hierarchy's root when
+ * systemd does not run the host, else the cgroup vmctl runs in (docs/isolation.md); vmctl's own
+ * processes go into JAIL_CGROUP_DIR/JAIL_CGROUP_SELF of a delegated v2 base that needs it. */
+#define JAIL_CGROUP_DIR  "vmctl"
+#define JAIL_CGROUP_SELF "supervise"
+/* The cgroup of the VM whose directory is vmdir, relative to the base
+ * ("vmctl/NAME-HASH": malloc'd). */
 char *jail_cgroup_name(const char *vmdir);
 /* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves). 0 when none
  * is left. Also records an OOM kill seen there (VM_FILE_JAIL_OOM in vmdir). */
 int jail_cgroup_remove(const char *vmdir);
-/* The mode cgroups work in here: "v2", "v2 (systemd)", "v1", or NULL (none mounted). */
+/* Write c's limits into the cgroup directory dir (version 2, or 1 with v1_ctl the controllers
+ * of dir's hierarchy, "cpu,cpuacct"): each one whose file is there; *seen |= the VMCTL_LIMIT_*
+ * written. jailer::failed (step "cgroup limit") when a write fails. For jail_prepare and the
+ * unit tests (a plain directory with the files stands for a cgroup). */
+int jail_cgroup_limits(const jail_config *c, int version, const char *v1_ctl, const char *dir,
+                       unsigned *seen, vmctl_error **reterr);
+
+/* A running VM's cgroup as /proc/PID/cgroup and the cgroup files say. */
+typedef struct jail_cgroup_info {
+    int version;         /* 1 or 2 */
+    char *path;          /* within the hierarchy, no leading '/' (v1: the memory controller's) */
+    unsigned enforced;   /* VMCTL_LIMIT_*: the limit's file is there */
+    unsigned unenforced; /* of the wanted ones, those not enforced */
+    double cpu_quota;    /* host CPUs, 0: none */
+    uint64_t memory_limit, pids_limit;
+    bool have_cpu_usage, have_memory, have_pids;
+    uint64_t cpu_usec;     /* v2 cpu.stat usage_usec, v1 cpuacct.usage */
+    uint64_t memory_bytes; /* v2 memory.current, v1 memory.usage_in_bytes */
+    uint64_t pids;         /* pids.current */
+    uint64_t oom_kills;
+} jail_cgroup_info;
+/* Read it for process pid of VM vmdir; wanted: the VMCTL_LIMIT_* the VM should have.
+ * -ENOENT when the process is not in the VM's cgroup, -EOPNOTSUPP without cgroups. */
+int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_info *out);
+void jail_cgroup_info_clear(jail_cgroup_info *i);
+/* The mode cgroups work in here: "v2", "v2 (systemd)", "v1", "v1 (hybrid)" (systemd's
+ * layout: cgroup2 at unified/ without the controllers), ... or NULL (none mounted). */
 const char *jail_cgroup_mode(void);
 
 /* What doctor shows: the jail's state on this host (*ret_ok false: something cannot be done;

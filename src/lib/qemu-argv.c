@@ -155,13 +155,17 @@ static char *seed_blockdev(const char *seed)
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, ret, reterr);
+    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, -1, ret,
+                              reterr);
 }
 
 /* base_fd >= 0: the base image as a descriptor QEMU inherits (a jailed QEMU's uid may not be
- * able to open the image cache's 0600 files): fdset 1, the base node's file /dev/fdset/1. */
+ * able to open the image cache's 0600 files): fdset 1, the base node's file /dev/fdset/1.
+ * vhost_fd >= 0: /dev/vhost-vsock opened by vmctl (the device is root's 0600: a jailed QEMU
+ * cannot open it), the vsock device's vhostfd=. */
 int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
-                       const char *base_format, int base_fd, char ***ret, vmctl_error **reterr)
+                       const char *base_format, int base_fd, int vhost_fd, char ***ret,
+                       vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -361,8 +365,12 @@ int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
     if (spec->guest_cid) {
         /* AF_VSOCK to the guest (the agent listens on port 1024 there) */
         PUSH("-device");
-        PUSHF("%s,guest-cid=%u", microvm ? "vhost-vsock-device" : "vhost-vsock-pci",
-              spec->guest_cid);
+        if (vhost_fd >= 0)
+            PUSHF("%s,guest-cid=%u,vhostfd=%d", microvm ? "vhost-vsock-device" : "vhost-vsock-pci",
+                  spec->guest_cid, vhost_fd);
+        else
+            PUSHF("%s,guest-cid=%u", microvm ? "vhost-vsock-device" : "vhost-vsock-pci",
+                  spec->guest_cid);
     }
 
     if (streq(net, "user")) {

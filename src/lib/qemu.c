@@ -264,8 +264,23 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             return r;
         }
     }
+    /* jailed with vsock: /dev/vhost-vsock opened here (root's 0600 device: the VM's uid cannot
+     * open it) and inherited; QEMU sets the guest CID on it (a CID taken fails the launch, and
+     * the retry with the next CID opens it anew) */
+    cleanup_close int vhost_fd = -1;
+    if (spec->jail_uid && spec->guest_cid) {
+        vhost_fd = open(QEMU_VHOST_VSOCK_DEV, O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (vhost_fd < 0) {
+            r = err_make(reterr, VMCTL_E_JAILER_FAILED, errno,
+                         "cannot open '%s' for the jailed hypervisor of vm '%s': %s",
+                         QEMU_VHOST_VSOCK_DEV, spec->name, strerror(errno));
+            err_detail(reterr, "step", "%s", jail_step_name(JAIL_STEP_VHOST_VSOCK));
+            err_detail(reterr, "path", "%s", QEMU_VHOST_VSOCK_DEV);
+            return r;
+        }
+    }
     cleanup_strv char **argv = NULL;
-    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, &argv, reterr);
+    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, vhost_fd, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -343,10 +358,16 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if ((r = qemu_fs_prepare(spec, absdir, streq(machine, "microvm"), &fs, reterr)) < 0)
         return r;
+    int keep[2];
+    size_t n_keep = 0;
+    if (base_fd >= 0)
+        keep[n_keep++] = base_fd;
+    if (vhost_fd >= 0)
+        keep[n_keep++] = vhost_fd;
     supervise_spawn_args sa_spawn = {
         .jail = jl,
-        .keep_fds = base_fd >= 0 ? &base_fd : NULL,
-        .n_keep_fds = base_fd >= 0 ? 1 : 0,
+        .keep_fds = n_keep ? keep : NULL,
+        .n_keep_fds = n_keep,
         .binary = binary,
         .argv = argv,
         .logfd = logfd,

@@ -22,6 +22,8 @@ extern const struct backend_ops qemu_backend;
  * in $PATH). */
 #define QEMU_BINARY_ENV     "VMCTL_QEMU"
 #define QEMU_BINARY_DEFAULT "qemu-system-x86_64"
+/* The host's vhost-vsock device, opened by vmctl for a jailed QEMU (vhostfd=). */
+#define QEMU_VHOST_VSOCK_DEV "/dev/vhost-vsock"
 
 /* The QEMU binary: $VMCTL_QEMU, else qemu-system-x86_64, resolved through $PATH. Fails with
  * qemu::spawn_failed naming the binary when it is missing or not executable. */
@@ -35,9 +37,12 @@ int qemu_find_binary(char **ret, vmctl_error **reterr);
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr);
 /* The same with the base image's format checked at launch and, base_fd >= 0, the base as a
- * descriptor QEMU inherits (fdset 1: a jailed QEMU's uid may not open the image cache's files). */
+ * descriptor QEMU inherits (fdset 1: a jailed QEMU's uid may not open the image cache's files);
+ * vhost_fd >= 0 (with a guest CID): /dev/vhost-vsock as a descriptor QEMU inherits, the vsock
+ * device's vhostfd= (the device is root's: a jailed QEMU cannot open it). */
 int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
-                       const char *base_format, int base_fd, char ***ret, vmctl_error **reterr);
+                       const char *base_format, int base_fd, int vhost_fd, char ***ret,
+                       vmctl_error **reterr);
 
 /* backend_ops.agent_endpoint with the host's vhost-vsock given: the agent sockets of the VM in
  * dir (agent.sock, then agent.N.sock for N < AGENT_SERIAL_PORTS that exist; agent[.N].lock

@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "arg-check.h"
 #include "error.h"
+#include "jail.h"
 #include "stats-internal.h"
 #include "util/util.h"
 #include "vm-internal.h"
@@ -32,6 +33,7 @@ static const char *const source_names[_VMCTL_STATS_SOURCE_MAX] = {
     [VMCTL_STATS_NETWORK] = "network",
     [VMCTL_STATS_GUEST] = "guest",
     [VMCTL_STATS_GUEST_NETWORK] = "guest_network",
+    [VMCTL_STATS_CGROUP] = "cgroup",
 };
 _Static_assert(sizeof(source_names) / sizeof(source_names[0]) == _VMCTL_STATS_SOURCE_MAX,
                "a name for every source");
@@ -221,6 +223,48 @@ static int read_memory(vmctl_vm_stats *s, const store_vm *v)
     if (r < 0)
         return add_error(s, "memory", NULL, -r, "the memory use ('%s')", path);
     s->available[VMCTL_STATS_MEMORY] = true;
+    return 0;
+}
+
+/* --- the jail's cgroup --- */
+
+static int read_cgroup(vmctl_vm_stats *s, const store_vm *v, const vm_spec *spec)
+{
+    if (spec->no_jail) {
+        s->why_unavailable[VMCTL_STATS_CGROUP] = "the vm runs without the jail (--no-jail)";
+        return 0;
+    }
+    jail_cgroup_info cg = {0};
+    int r = jail_cgroup_read(v->pid, v->dir, 0, &cg);
+    if (r == -ENOMEM)
+        return r;
+    if (r == -ENOENT || r == -EOPNOTSUPP) {
+        /* unjailed (vmctl not root, VMCTL_NO_JAIL, a chroot, a snapshottable VM) or no
+         * cgroups here: nothing failed, there is no group of its own to read */
+        s->why_unavailable[VMCTL_STATS_CGROUP] =
+            r == -EOPNOTSUPP ? "no cgroup hierarchy is mounted at /sys/fs/cgroup"
+                             : "the hypervisor is not in a cgroup of its own (it runs without "
+                               "the jail)";
+        return 0;
+    }
+    if (r >= 0 && !cg.have_cpu_usage)
+        r = -ENODATA;
+    if (r < 0) {
+        jail_cgroup_info_clear(&cg);
+        return add_error(s, "cgroup", NULL, -r, "the cgroup statistics ('/proc/%d/cgroup')",
+                         (int)v->pid);
+    }
+    s->cgroup_version = cg.version;
+    s->cgroup_cpu_seconds = (double)cg.cpu_usec / 1e6;
+    s->cgroup_have_memory = cg.have_memory;
+    s->cgroup_memory_bytes = cg.memory_bytes;
+    s->cgroup_memory_limit_bytes = cg.memory_limit;
+    s->cgroup_have_pids = cg.have_pids;
+    s->cgroup_pids = cg.pids;
+    s->cgroup_pids_limit = cg.pids_limit;
+    s->cgroup_oom_kills = cg.oom_kills;
+    jail_cgroup_info_clear(&cg);
+    s->available[VMCTL_STATS_CGROUP] = true;
     return 0;
 }
 
@@ -532,8 +576,8 @@ int vmctl_vm_stats_get(vmctl_ctx *ctx, const char *name, unsigned flags, vmctl_v
                 if (i != VMCTL_STATS_UPTIME)
                     s->why_unavailable[i] = "not asked for";
         } else if (r >= 0) {
-            if ((r = read_memory(s, v)) >= 0 && (r = read_disks(s, v, spec)) >= 0 &&
-                (r = read_network(s, v, spec)) >= 0) {
+            if ((r = read_memory(s, v)) >= 0 && (r = read_cgroup(s, v, spec)) >= 0 &&
+                (r = read_disks(s, v, spec)) >= 0 && (r = read_network(s, v, spec)) >= 0) {
                 if (flags & VMCTL_STATS_NO_GUEST)
                     s->why_unavailable[VMCTL_STATS_GUEST] =
                         s->why_unavailable[VMCTL_STATS_GUEST_NETWORK] = "not asked for";
@@ -609,6 +653,20 @@ static void sample_f(FILE *f, const char *name, const vmctl_vm_stats *s, double 
         for (size_t i = 0; i < n; i++)                                                             \
             if (stats[i]->available[src])                                                          \
                 fmt_fn(f, name, stats[i], stats[i]->field);                                        \
+    } while (0)
+
+/* One cgroup value per VM whose sample has the source and cond (an expression of stats[i]). */
+#define CGROUP_IF(cond, name, type, help, field)                                                   \
+    do {                                                                                           \
+        bool any_ = false;                                                                         \
+        for (size_t i = 0; i < n; i++)                                                             \
+            any_ |= stats[i]->available[VMCTL_STATS_CGROUP] && (stats[i]->cond);                   \
+        if (!any_)                                                                                 \
+            break;                                                                                 \
+        family(f, name, type, help);                                                               \
+        for (size_t i = 0; i < n; i++)                                                             \
+            if (stats[i]->available[VMCTL_STATS_CGROUP] && (stats[i]->cond))                       \
+                sample_u64(f, name, stats[i], stats[i]->field);                                    \
     } while (0)
 
 /* One counter per disk or interface: label `lbl` = the item's key. */
@@ -705,6 +763,20 @@ int stats_prometheus_write(FILE *f, vmctl_vm_stats *const *stats, size_t n)
              tx_packets);
     SCALAR("vmctl_vm_guest_uptime_seconds", "gauge", "Time since the guest's kernel booted.",
            VMCTL_STATS_GUEST, sample_f, guest_uptime_seconds);
+
+    SCALAR("vmctl_vm_cgroup_cpu_seconds_total", "counter",
+           "CPU time of every process in the VM's cgroup (cgroup v2 cpu.stat, v1 cpuacct).",
+           VMCTL_STATS_CGROUP, sample_f, cgroup_cpu_seconds);
+    CGROUP_IF(cgroup_have_memory, "vmctl_vm_cgroup_memory_bytes", "gauge",
+              "Memory charged to the VM's cgroup (v2 memory.current, v1 memory.usage_in_bytes).",
+              cgroup_memory_bytes);
+    CGROUP_IF(cgroup_have_memory && stats[i]->cgroup_memory_limit_bytes,
+              "vmctl_vm_cgroup_memory_limit_bytes", "gauge", "The VM's cgroup memory ceiling.",
+              cgroup_memory_limit_bytes);
+    CGROUP_IF(cgroup_have_memory, "vmctl_vm_cgroup_oom_kills_total", "counter",
+              "OOM kills in the VM's memory cgroup.", cgroup_oom_kills);
+    CGROUP_IF(cgroup_have_pids, "vmctl_vm_cgroup_tasks", "gauge",
+              "Tasks (threads) in the VM's cgroup (pids.current).", cgroup_pids);
 
     family(f, "vmctl_vm_source_up", "gauge",
            "1 when vmctl could read the source, 0 when it failed (sources unavailable by design, "

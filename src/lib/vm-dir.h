@@ -41,6 +41,8 @@
  * namespace: empty on the host), and the OOM kills its memory cgroup saw ("oom_kill N") */
 #define VM_FILE_JAIL_ROOT "jail"
 #define VM_FILE_JAIL_OOM  "jail.oom"
+/* jail.c: the VM's cgroup directories, one a line, for their removal (root's, 0600) */
+#define VM_FILE_JAIL_CGROUP "jail.cgroup"
 
 /* "fs-<i>.sock": the vhost-user socket of mount i's virtiofsd (made by it, removed by cleanup) */
 static inline void vm_fs_sock_file(size_t i, char *buf, size_t size)

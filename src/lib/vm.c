@@ -347,6 +347,36 @@ static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **r
     return r;
 }
 
+/* The limits a jailed VM of spec has: the memory and pids ceilings, the CPU quota if asked. */
+static unsigned vm_limits_wanted(const vm_spec *spec)
+{
+    return VMCTL_LIMIT_MEMORY | VMCTL_LIMIT_PIDS | (spec->cpu_quota > 0 ? VMCTL_LIMIT_CPU : 0);
+}
+
+/* A jailed VM's default ceilings the host cannot enforce (no controller where vmctl makes its
+ * cgroups): it runs without them, and says so (docs/isolation.md). */
+static void notice_unenforced(vmctl_ctx *ctx, const char *name, const char *dir, pid_t pid,
+                              unsigned wanted)
+{
+    jail_cgroup_info cg = {0};
+    if (jail_cgroup_read(pid, dir, wanted, &cg) < 0)
+        return;
+    unsigned u = cg.unenforced;
+    jail_cgroup_info_clear(&cg);
+    bool m = u & VMCTL_LIMIT_MEMORY, p = u & VMCTL_LIMIT_PIDS;
+    if (m || p)
+        ctx_log(ctx, VMCTL_LOG_NOTICE,
+                "vm '%s' runs without its %s: this host gives its cgroup no %s "
+                "controller (`vmctl doctor`, docs/isolation.md)",
+                name,
+                m && p ? "memory and pids ceilings"
+                : m    ? "memory ceiling"
+                       : "pids ceiling",
+                m && p ? "memory or pids"
+                : m    ? "memory"
+                       : "pids");
+}
+
 int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_sec,
                    vmctl_error **reterr)
 {
@@ -422,6 +452,8 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         v->pid = pid;
         v->pid_start = pstart;
         ctx_log(ctx, VMCTL_LOG_INFO, "started vm '%s' (pid %d)", name, (int)pid);
+        if (spec->jail_uid)
+            notice_unenforced(ctx, name, v->dir, pid, vm_limits_wanted(spec));
     } /* the lock is released here: waiting for the guest must not block stop or kill */
     if (!wait)
         return 0;
@@ -706,9 +738,17 @@ static void vm_info_jail(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec,
     i->jailed = uid != 0 && mode == 2;
     if (!i->jailed)
         return;
-    i->cgroup = jail_cgroup_name(v->dir);
-    i->memory_limit = jail_memory_ceiling(spec->memory_mib ? spec->memory_mib : 256,
-                                          !spec->accel || !streq(spec->accel, "kvm"));
+    /* what the cgroup files say, not what was asked: a limit without its controller here
+     * is not enforced, and said so */
+    jail_cgroup_info cg = {0};
+    if (jail_cgroup_read(i->pid, v->dir, vm_limits_wanted(spec), &cg) < 0)
+        return;
+    i->cgroup = TAKE_PTR(cg.path);
+    i->cgroup_version = cg.version;
+    i->memory_limit = cg.memory_limit;
+    i->pids_limit = cg.pids_limit;
+    i->limits_unenforced = cg.unenforced;
+    jail_cgroup_info_clear(&cg);
 }
 
 int vmctl_vm_get(vmctl_ctx *ctx, const char *name, vmctl_vm_info **ret, vmctl_error **reterr)

@@ -54,11 +54,36 @@ else lim=$(cat "$(cgdir jv memory)/memory.limit_in_bytes"); pmax=$(cat "$(cgdir 
 [ "$lim" -gt $((256 << 20)) ] && [ "$lim" = "$(jq -r .memory_limit <<<"$js")" ] &&
   ok "memory ceiling $lim above the guest's 256 MiB" || fail "memory ceiling '$lim'"
 expect_eq "pids ceiling" "$pmax" 512
+expect_eq "status: cgroup version, every limit enforced" "$(jq -c '[.cgroup_version, .unenforced, .pids_limit]' <<<"$js")" \
+  "[$((V2 ? 2 : 1)),[],512]"
+# systemd's hybrid layout (v1 controllers, cgroup2 at unified/ with none of them): v1's limits
+if [ "$V2" = 0 ] && [ "$(stat -f -c %T $CG/unified 2>/dev/null)" = cgroup2fs ]; then
+  grep -q "^0::/.*vmctl" /proc/$P/cgroup && fail "hybrid: QEMU moved in the unified hierarchy" ||
+    ok "hybrid: the limits are v1's, the unified hierarchy untouched ($(grep ^0:: /proc/$P/cgroup))"
+fi
+# stats reads the same group: its memory, tasks and ceilings
+st=$(vm stats --json --no-guest jv 2>/dev/null | jq -c '.[0].cgroup')
+echo "stats .cgroup: $st"
+expect_eq "stats: the cgroup's version and ceilings" "$(jq -c '[.available, .version, .memory_limit_bytes, .tasks_limit]' <<<"$st")" \
+  "[true,$((V2 ? 2 : 1)),$lim,512]"
+[ "$(jq -r '.memory_bytes > 0 and .tasks > 1 and .cpu_seconds > 0 and .oom_kills == 0' <<<"$st")" = true ] &&
+  ok "stats: memory $(jq -r .memory_bytes <<<"$st"), tasks $(jq -r .tasks <<<"$st"), cpu $(jq -r .cpu_seconds <<<"$st") s" ||
+  fail "stats cgroup: $st"
 
 # --- who can read what ---
 D=$(vm status --json jv | jq -r .dir)
 expect_eq "vm directory owner and mode" "$(stat -c '%u %a' "$D")" "$uid 700"
-expect_eq "agent socket owner and mode" "$(stat -c '%u %a' "$D/agent.sock")" "$uid 600"
+for sock in agent.sock qmp.sock console.sock; do
+  expect_eq "$sock owner and mode" "$(stat -c '%u %a' "$D/$sock")" "$uid 600"
+done
+setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c \
+  'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])' "$D/qmp.sock" 2>/dev/null &&
+  fail "another user connects to the QMP socket" || ok "another user cannot connect to the QMP socket"
+# the seccomp groups the issue asks denied are on QEMU's command line (Seccomp: 2 says a filter)
+tr '\0' '\n' <"/proc/$P/cmdline" | grep -A1 -x -- -sandbox | tail -1 |
+  grep -qx "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" &&
+  ok "QEMU runs with -sandbox on,obsolete/elevateprivileges/spawn/resourcecontrol denied" ||
+  fail "QEMU's -sandbox: $(tr '\0' ' ' <"/proc/$P/cmdline" | grep -o -- '-sandbox [^ ]*')"
 [ ! -e "$D/id_ed25519" ] || expect_eq "the ssh key stays root's" "$(stat -c '%u %a' "$D/id_ed25519")" "0 600"
 setpriv --reuid=65534 --regid=65534 --clear-groups cat "$D/vm.json" >/dev/null 2>&1 &&
   fail "another user reads the vm directory" || ok "another user cannot read the vm directory"
@@ -86,6 +111,9 @@ expect_eq "--no-jail: uid" "$(field "$N" Uid)" 0
 expect_eq "--no-jail: no seccomp" "$(field "$N" Seccomp)" 0
 expect_eq "--no-jail: status" "$(vm status --json jn | jq -c '[.jail.enabled, .jail.jailed, .jail.sandbox]')" \
   '[false,false,"off"]'
+expect_eq "--no-jail: no cgroup in stats, a reason" \
+  "$(vm stats --json --no-guest jn 2>/dev/null | jq -c '.[0] | [.cgroup.available, .cgroup.reason, (.errors | length)]')" \
+  '[false,"the vm runs without the jail (--no-jail)",0]'
 vm destroy --force jn >/dev/null 2>&1
 
 # --- a CPU quota caps a busy guest: both busy over one window, host CPU time compared ---
@@ -128,6 +156,15 @@ vm status --json jv | jq -r .crash_note | grep -q "out of memory" && ok "the cra
 [ "$(state_of jc)" = running ] && kill -0 "$C" && ok "the other VM is untouched" || fail "the other VM died too"
 ls -d $CG/*/vmctl/jv-* $CG/vmctl/jv-* 2>/dev/null | grep -q . && fail "jv's cgroup is left after the crash" ||
   ok "the crashed VM's cgroup is removed"
+
+# --- vhost-vsock through a descriptor: this QEMU takes vhostfd=N and uses the descriptor it
+# inherits instead of opening /dev/vhost-vsock (which a jailed QEMU cannot). With no vhost-vsock
+# on this host, fd 7 on /dev/null: QEMU fails on the vhost ioctl on it, not on opening the device
+out=$(timeout 20 qemu-system-x86_64 -machine microvm -accel tcg -display none -nodefaults \
+  -device vhost-vsock-device,guest-cid=3,vhostfd=7 7</dev/null 2>&1)
+grep -q "vhost_set_owner failed\|Inappropriate ioctl" <<<"$out" && ! grep -q "failed to open vhost device" <<<"$out" &&
+  ok "QEMU uses the vhostfd it is given (on /dev/null: $(head -c 120 <<<"$out"))" ||
+  fail "QEMU with vhostfd=7: $out"
 
 # --- doctor says what is in force ---
 doc=$(vm --json doctor 2>/dev/null)

@@ -12,7 +12,9 @@
 # - a VM that is not running, and a VM whose QMP socket is gone (query-blockstats fails), give
 #   vm_manager::metrics::failed naming the source while the other values are still printed;
 # - a paused VM: no guest values and no error;
-# - no NAME: the running VMs only; --watch redraws (a table per interval, ANSI on a terminal).
+# - no NAME: the running VMs only; --watch redraws (a table per interval, ANSI on a terminal);
+# - the cgroup source of the jailed VM (as root);
+# - PSS shows what clones share: two clones of one template snapshot, PSS well below RSS.
 . "$(dirname "$0")/lib.sh"
 need_guest
 command -v qemu-img >/dev/null || skip "qemu-img is needed for the disk image (apt-get install qemu-utils)"
@@ -61,6 +63,12 @@ rss=$(jq -r '.[0].memory.rss_bytes' <<<"$out"); pss=$(jq -r '.[0].memory.pss_byt
 [ "$pss" -gt 0 ] && [ "$pss" -le "$rss" ] && ok "0 < PSS ($pss) <= RSS ($rss)" || fail "PSS $pss, RSS $rss"
 gt=$(jq -r '.[0].guest.mem_total_bytes' <<<"$out")
 [ "$gt" -gt 0 ] && [ "$gt" -le $((256 << 20)) ] && ok "guest MemTotal $gt within its 256 MiB" || fail "guest MemTotal $gt"
+if [ "$(id -u)" = 0 ]; then # jailed: its cgroup (the v1 and v2 details: test-jail, test-jail-v2)
+  [ "$(jq -r '.[0].cgroup | .available and .cpu_seconds > 0 and (.version == 1 or .version == 2)' <<<"$out")" = true ] &&
+    ok "cgroup: $(jq -c '.[0].cgroup' <<<"$out")" || fail "cgroup source: $(jq -c '.[0].cgroup' <<<"$out")"
+else
+  expect_eq "cgroup: unjailed, a reason and no error" "$(jq -c '.[0].cgroup | [.available, (.reason | type)]' <<<"$out")" '[false,"string"]'
+fi
 out=$(js io --interval 0.5)
 expect_eq "cpu.percent a number with --interval" "$(jq -r '.[0].cpu.percent | type' <<<"$out")" number
 
@@ -269,4 +277,23 @@ err=$(vm stats --prometheus --interval 1 2>&1 >/dev/null); rc=$?
 expect_eq "--prometheus --interval is a usage error" "$rc/$(grep -c 'interval does not go with --prometheus' <<<"$err")" "2/1"
 out=$(vm --json stats --prometheus 2>/dev/null); rc=$?
 expect_eq "--prometheus --json is a usage error" "$rc/$(jq -r .error.code <<<"$out")" "2/vm_manager::cli::usage"
+
+# --- PSS shows what clones share: two clones of one template snapshot map its RAM file, so each
+# one's proportional set is well below its resident set (a cold-booted VM's is not: its guest
+# RAM is its own)
+for n in $(vm list --json | jq -r '.[].name'); do vm destroy --force "$n" >/dev/null 2>&1; done
+if vm create tpl --snapshottable --net none >/dev/null 2>&1 && vm start tpl --wait >/dev/null 2>&1 &&
+  vm snapshot create tpl t >/dev/null 2>&1 && vm clone tpl t cl --count 2 >/dev/null 2>&1; then
+  sleep 2 # both restored and settled
+  out=$(js cl-1 cl-2 --no-guest)
+  for i in 0 1; do
+    r=$(jq -r ".[$i].memory.rss_bytes" <<<"$out") p=$(jq -r ".[$i].memory.pss_bytes" <<<"$out")
+    # the shared pages (the template's RAM the guest touched, the QEMU binary) count half
+    [ "$p" -gt 0 ] && [ $((p * 10)) -lt $((r * 8)) ] &&
+      ok "clone $((i + 1)): PSS $((p >> 20)) MiB < 0.8 x RSS $((r >> 20)) MiB" ||
+      fail "clone $((i + 1)): PSS $p, RSS $r"
+  done
+else
+  fail "template snapshot and two clones for the PSS check"
+fi
 finish

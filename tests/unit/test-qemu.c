@@ -413,6 +413,34 @@ static void test_argv_agent_ports_vsock(void **state)
         assert_true(argv_has_pair(argv, "-device", "vhost-vsock-pci,guest-cid=4294967294"));
         assert_int_equal(argv_find(argv, "virtio-serial-pci"), -1);
     }
+    /* jailed: /dev/vhost-vsock opened by vmctl and inherited (vhostfd=), on either bus; the
+     * descriptor without a CID adds nothing */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->guest_cid = 42;
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 7, &argv, &err), 0);
+        assert_true(argv_has_pair(argv, "-device", "vhost-vsock-device,guest-cid=42,vhostfd=7"));
+        assert_int_equal(argv_find(argv, "vhost-vsock-device,guest-cid=42"), -1);
+    }
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("q35"));
+        s->guest_cid = 3;
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 12, &argv, &err), 0);
+        assert_true(argv_has_pair(argv, "-device", "vhost-vsock-pci,guest-cid=3,vhostfd=12"));
+    }
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 7, &argv, &err), 0);
+        for (int i = 0; argv[i]; i++)
+            assert_null(strstr(argv[i], "vhost"));
+    }
     /* reserved CIDs are refused */
     static const uint32_t bad[] = {1, 2, UINT32_MAX};
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
@@ -578,6 +606,22 @@ static void test_argv_options(void **state)
         assert_int_equal(argv_find(argv, "-netdev"), -1); /* net none */
         assert_int_equal(argv_find(argv, "virtio-serial-device"), -1);
         assert_false(argv_has_pair_prefix(argv, "-chardev", "socket,id=agent"));
+    }
+    /* jailed (a uid): QEMU's seccomp filter with every group the issue asks denied, the uid
+     * dropped before exec so elevateprivileges too; unjailed: no -sandbox */
+    {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->jail_uid = 2000000000u;
+        cleanup_strv char **argv = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &argv, &err), 0);
+        assert_true(argv_has_pair(
+            argv, "-sandbox",
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+        assert_int_equal(argv_find(argv, "-runas"), -1);
+        s->jail_uid = 0;
+        cleanup_strv char **plain = NULL;
+        assert_int_equal(qemu_build_argv(s, "qemu", "/v", &plain, &err), 0);
+        assert_int_equal(argv_find(plain, "-sandbox"), -1);
     }
     /* a q35 guest with a kernel and a disk boots the kernel, not the disk */
     {
