@@ -604,25 +604,20 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     if (r < 0)
         return r;
 
-    be->cleanup(v->dir);
     (void)unlink(mark);
-    if (be->needs_host_cid(spec)) {
-        if (!v->cid &&
-            (r = store_vm_alloc_cid(ctx->store, v->name, STORE_MIN_CID, &v->cid, reterr)) < 0)
-            return r;
-        spec->guest_cid = v->cid;
-    }
     free(spec->restore_ram);
     spec->restore_ram = template ? strdup(s->ram) : NULL;
     if (template && !spec->restore_ram)
         return oom(reterr);
     spec->incoming = true;
-    pid_t pid = 0;
-    uint64_t pstart = 0;
-    cleanup_close int hold = -1;
+    /* unjailed: the hypervisor maps the user's own tmpfs RAM file (docs/snapshots.md) */
+    vm_launch_opts o = {0};
+    vm_launched l;
     uint64_t t_launch = now_usec();
-    if ((r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr)) < 0)
+    if ((r = vm_launch(ctx, v, spec, &o, &l, reterr)) < 0)
         return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
+    cleanup_close int hold = l.hold;
+    pid_t pid = l.pid;
     cleanup_free char *version = NULL;
     if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) < 0)
         goto fail;
@@ -638,13 +633,9 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
         goto fail;
     uint64_t t_loaded = now_usec();
-    if ((r = store_vm_set_state(ctx->store, v->name, v->state, -1, VMCTL_VM_RUNNING, pid, pstart,
-                                reterr)) < 0)
+    l.hold = TAKE_FD(hold);
+    if ((r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, &l, reterr)) < 0)
         goto fail;
-    supervise_commit(TAKE_FD(hold));
-    v->state = VMCTL_VM_RUNNING;
-    v->pid = pid;
-    v->pid_start = pstart;
     (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent &&
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
