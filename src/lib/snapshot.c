@@ -702,8 +702,8 @@ static char *cmdline_rename(const char *cmdline, const char *name)
 
 /* One clone: a new VM row (incomplete until it runs: a killed clone is repaired like a killed
  * create), its directory, then the restore. */
-static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, double timeout,
-                     vmctl_error **reterr)
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name,
+                     const char *project, double timeout, vmctl_error **reterr)
 {
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_json(s->config, &spec, reterr);
@@ -755,6 +755,7 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
         .complete = false,
         .owner_pid = getpid(),
         .owner_start = proc_start_time(getpid()),
+        .project = (char *)project,
     };
     r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
     if (r == -EEXIST) {
@@ -850,7 +851,7 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
         if (count > 1 && (r = check_name(reterr, "vm", name)) < 0)
             return r;
         uint64_t t0 = now_usec();
-        if ((r = clone_one(ctx, s, name, timeout_sec, reterr)) < 0) {
+        if ((r = clone_one(ctx, s, name, NULL, timeout_sec, reterr)) < 0) {
             if (i > 1)
                 err_note(reterr, "clones %s-1 to %s-%u were made and run", newname, newname, i - 1);
             return err_prefix(reterr, r, "while cloning '%s/%s' as '%s'", vm, snap, name);
@@ -858,5 +859,23 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
         ctx_log(ctx, VMCTL_LOG_INFO, "cloned '%s/%s' as vm '%s' in %.1f ms", vm, snap, name,
                 (double)(now_usec() - t0) / 1000.0);
     }
+    return 0;
+}
+
+int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, const char *name,
+                               const char *project, double timeout_sec, vmctl_error **reterr)
+{
+    int r = check_name(reterr, "vm", name);
+    if (r < 0)
+        return r;
+    reconcile(ctx);
+    cleanup_store_snapshot store_snapshot *s = NULL;
+    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+        return r;
+    uint64_t t0 = now_usec();
+    if ((r = clone_one(ctx, s, name, project, timeout_sec, reterr)) < 0)
+        return err_prefix(reterr, r, "while cloning '%s/%s' as '%s'", vm, snap, name);
+    ctx_log(ctx, VMCTL_LOG_INFO, "cloned '%s/%s' as vm '%s' in %.1f ms", vm, snap, name,
+            (double)(now_usec() - t0) / 1000.0);
     return 0;
 }

@@ -102,3 +102,7 @@ int vm_launch_record(vmctl_ctx *ctx, store_vm *v, vmctl_vm_state to, vm_launched
 
 /* Where template RAM files live: /dev/shm/vmctl-UID (tmpfs; made 0700 when used). malloc'd. */
 char *snapshot_ram_dir(void);
+/* One clone of snapshot vm/snap named name, owned by project (a VMFile's canonical path, or
+ * NULL): what `vmctl up` does for a machine with `from` (provision.c). */
+int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, const char *name,
+                               const char *project, double timeout_sec, vmctl_error **reterr);
