@@ -702,8 +702,8 @@ static char *cmdline_rename(const char *cmdline, const char *name)
 
 /* One clone: a new VM row (incomplete until it runs: a killed clone is repaired like a killed
  * create), its directory, then the restore. */
-static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name,
-                     const char *project, double timeout, vmctl_error **reterr)
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
+                     double timeout, vmctl_error **reterr)
 {
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_json(s->config, &spec, reterr);
