@@ -19,6 +19,7 @@
 #include "error.h"
 #include "net.h"
 #include "ssh.h"
+#include "snapshot-internal.h"
 #include "store-snapshot.h"
 #include "supervise.h"
 #include "util/util.h"
@@ -97,7 +98,7 @@ static void remove_snapshot_files(const store_snapshot *s)
 }
 
 /* Repair: rows of snapshots whose maker died before completing them go, with their files. */
-static void reconcile(vmctl_ctx *ctx)
+void snapshot_reconcile(vmctl_ctx *ctx)
 {
     store_snapshot **list = NULL;
     size_t n = 0;
@@ -235,7 +236,7 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     if (opt->kind && !streq(opt->kind, "template") && !streq(opt->kind, "full"))
         return err_invalid_field(reterr, "kind", opt->kind, "template or full", "invalid kind '%s'",
                                  opt->kind);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
 
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
@@ -447,7 +448,7 @@ int vmctl_snapshot_list(vmctl_ctx *ctx, const char *vm, vmctl_snapshot_info ***r
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(ret, reterr);
     VMCTL_ARG_CHECK(n, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     store_snapshot **rows = NULL;
     size_t count = 0;
     int r = store_snapshot_list(ctx->store, vm, &rows, &count, reterr);
@@ -478,7 +479,7 @@ int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_er
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(vm, reterr);
     VMCTL_ARG_CHECK(snap, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;
     int r = store_snapshot_get(ctx->store, vm, snap, &s, reterr);
     if (r == -ENOENT || (r >= 0 && !s->complete))
@@ -510,8 +511,8 @@ int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_er
 /* ---------- restore: a launch that loads the snapshot ---------- */
 
 /* The complete snapshot (vm, snap), or snapshot::not_found. */
-static int get_snapshot(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapshot **ret,
-                        vmctl_error **reterr)
+int snapshot_get(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapshot **ret,
+                 vmctl_error **reterr)
 {
     int r = store_snapshot_get(ctx->store, vm, snap, ret, reterr);
     if (r == -ENOENT || (r >= 0 && !(*ret)->complete)) {
@@ -568,10 +569,8 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
     return r;
 }
 
-/* Launch v (created, stopped or crashed; its lock held) from snapshot s and record it running.
- * spec: v's own. */
-static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
-                       double timeout, vmctl_error **reterr)
+int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                             vm_launched *ret, vmctl_error **reterr)
 {
     const backend_ops *be = backend_find(spec->backend, reterr);
     if (!be)
@@ -588,22 +587,13 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
         return incompatible(reterr, s, "a guest of", a, b);
     }
     bool template = streq(s->kind, "template");
-    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
     cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
-    if (!state || !mark)
+    if (!mark)
         return oom(reterr);
-    cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
-                         strerror(errno));
-        err_detail(reterr, "path", "%s", state);
-        return r;
-    }
     /* the mapping counts as a reference from before the launch: rm cannot take it away */
     int r = store_snapshot_ref_add(ctx->store, v->name, s->vm, s->name, reterr);
     if (r < 0)
         return r;
-
     (void)unlink(mark);
     free(spec->restore_ram);
     spec->restore_ram = template ? strdup(s->ram) : NULL;
@@ -612,45 +602,85 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
     spec->incoming = true;
     /* unjailed: the hypervisor maps the user's own tmpfs RAM file (docs/snapshots.md) */
     vm_launch_opts o = {0};
-    vm_launched l;
-    uint64_t t_launch = now_usec();
-    if ((r = vm_launch(ctx, v, spec, &o, &l, reterr)) < 0)
+    if ((r = vm_launch(ctx, v, spec, &o, ret, reterr)) < 0)
         return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
-    cleanup_close int hold = l.hold;
-    pid_t pid = l.pid;
     cleanup_free char *version = NULL;
-    if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) < 0)
-        goto fail;
-    if (!streq(version, s->qemu_version)) {
+    if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) >= 0 &&
+        !streq(version, s->qemu_version))
         r = incompatible(reterr, s, be->title, s->qemu_version, version);
+    if (r < 0) {
+        (void)kill(ret->pid, SIGKILL);
+        close(ret->hold);
+        ret->hold = -1;
+        be->cleanup(v->dir);
+        return err_prefix(reterr, r, "while restoring vm '%s' from snapshot '%s/%s'", v->name,
+                          s->vm, s->name);
+    }
+    return 0;
+}
+
+int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                             vm_launched *l, double timeout, vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    bool template = streq(s->kind, "template");
+    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!state || !mark)
+        return oom(reterr);
+    int r;
+    cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", state);
         goto fail;
     }
-    /* Test hook: a window in which a killed vmctl leaves a half-made clone. */
-    const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
-    if (delay)
-        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
     uint64_t t_load = now_usec();
     if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
         goto fail;
     uint64_t t_loaded = now_usec();
-    l.hold = TAKE_FD(hold);
-    if ((r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, &l, reterr)) < 0)
+    if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
     (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent &&
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
-    ctx_log(ctx, VMCTL_LOG_DEBUG,
-            "vm '%s' from snapshot '%s/%s': launch %.1f ms, load %.1f ms, identity %.1f ms",
-            v->name, s->vm, s->name, (double)(t_load - t_launch) / 1000.0,
-            (double)(t_loaded - t_load) / 1000.0, (double)(now_usec() - t_loaded) / 1000.0);
+    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': load %.1f ms, identity %.1f ms",
+            v->name, s->vm, s->name, (double)(t_loaded - t_load) / 1000.0,
+            (double)(now_usec() - t_loaded) / 1000.0);
     return 0;
 fail:
-    (void)kill(pid, SIGKILL);
+    (void)kill(l ? l->pid : v->pid, SIGKILL);
+    if (l && l->hold >= 0) {
+        close(l->hold);
+        l->hold = -1;
+    }
     be->cleanup(v->dir);
     return err_prefix(reterr, r, "while restoring vm '%s' from snapshot '%s/%s'", v->name, s->vm,
                       s->name);
+}
+
+/* Launch v (created, stopped or crashed; its lock held) from snapshot s and record it running.
+ * spec: v's own. */
+static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                       double timeout, vmctl_error **reterr)
+{
+    vm_launched l;
+    uint64_t t_launch = now_usec();
+    int r = snapshot_incoming_launch(ctx, v, spec, s, &l, reterr);
+    if (r < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s': launched for snapshot '%s/%s' in %.1f ms", v->name,
+            s->vm, s->name, (double)(now_usec() - t_launch) / 1000.0);
+    /* Test hook: a window in which a killed vmctl leaves a half-made clone. */
+    const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
+    if (delay)
+        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+    return snapshot_incoming_finish(ctx, v, spec, s, &l, timeout, reterr);
 }
 
 int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, double timeout_sec,
@@ -659,7 +689,7 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(vm, reterr);
     VMCTL_ARG_CHECK(snap, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -674,7 +704,7 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
         return r;
     }
     cleanup_store_snapshot store_snapshot *s = NULL;
-    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
         return r;
     uint64_t t0 = now_usec();
     if ((r = launch_from(ctx, v, spec, s, timeout_sec, reterr)) < 0)
@@ -700,20 +730,15 @@ static char *cmdline_rename(const char *cmdline, const char *name)
     return str_printf("%.*svmctl.hostname=%s%s", (int)(p - cmdline), cmdline, name, end);
 }
 
-/* One clone: a new VM row (incomplete until it runs: a killed clone is repaired like a killed
- * create), its directory, then the restore. */
-static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
-                     double timeout, vmctl_error **reterr)
+int snapshot_clone_spec(vmctl_ctx *ctx, const store_snapshot *s, const char *name, vm_spec **ret,
+                        vmctl_error **reterr)
 {
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_json(s->config, &spec, reterr);
     if (r < 0)
         return r;
-    free(spec->name);
-    spec->name = strdup(name);
-    char *cl = cmdline_rename(spec->cmdline, name);
-    free(spec->cmdline);
-    spec->cmdline = cl;
+    if ((r = snapshot_spec_rename(spec, name)) < 0)
+        return oom(reterr);
     char hex[7];
     random_hex(hex, 3);
     free(spec->nic_mac);
@@ -727,13 +752,44 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
         free(spec->ram_file);
         spec->ram_file = ramdir ? str_printf("%s/%s.%s.ram", ramdir, name, h) : NULL;
     }
-    if (!spec->name || !spec->nic_mac ||
-        (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
+    if (!spec->nic_mac || (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
         return oom(reterr);
     for (size_t i = 0; i < spec->n_ports; i++)
         spec->ports[i].host_port = 0; /* new host ports */
     cleanup_free bool *auto_ports = NULL;
     if ((r = net_prepare_ports(ctx->store, spec, &auto_ports, reterr)) < 0)
+        return r;
+    *ret = TAKE_PTR(spec);
+    return 0;
+}
+
+int snapshot_spec_rename(vm_spec *spec, const char *name)
+{
+    char *n = strdup(name);
+    char *cl = spec->cmdline ? cmdline_rename(spec->cmdline, name) : NULL;
+    if (!n || (spec->cmdline && !cl)) {
+        free(n);
+        free(cl);
+        return -ENOMEM;
+    }
+    free(spec->name);
+    spec->name = n;
+    free(spec->cmdline);
+    spec->cmdline = cl;
+    return 0;
+}
+
+/* One clone: a process of the snapshot's warm pool when it has one ready (pool.c), else a new
+ * VM row (incomplete until it runs: a killed clone is repaired like a killed create), its
+ * directory, then the restore. */
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
+                     double timeout, vmctl_error **reterr)
+{
+    int r = pool_take(ctx, s, name, project, timeout, reterr);
+    if (r != -ENOENT)
+        return r;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    if ((r = snapshot_clone_spec(ctx, s, name, &spec, reterr)) < 0)
         return r;
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)
@@ -840,9 +896,9 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
     if (count == 0 || count > 1000)
         return err_invalid_field(reterr, "count", NULL, "1 to 1000",
                                  "invalid count: use 1 to 1000");
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;
-    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
         return r;
     for (unsigned i = 1; i <= count; i++) {
         cleanup_free char *name = count == 1 ? strdup(newname) : str_printf("%s-%u", newname, i);
@@ -868,9 +924,9 @@ int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap,
     int r = check_name(reterr, "vm", name);
     if (r < 0)
         return r;
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;
-    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
         return r;
     uint64_t t0 = now_usec();
     if ((r = clone_one(ctx, s, name, project, timeout_sec, reterr)) < 0)

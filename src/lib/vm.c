@@ -23,6 +23,7 @@
 #include "ssh.h"
 #include "state.h"
 #include "store.h"
+#include "store-snapshot.h"
 #include "supervise.h"
 #include "util/util.h"
 #include "io-pause.h"
@@ -666,7 +667,16 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
         store_vm_list_free(rows, nrows);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
+    /* a warm pool's processes are not users' VMs (`vmctl pool list` shows them) */
+    cleanup_strv char **pooled = NULL;
+    if (store_pool_members(ctx->store, NULL, NULL, &pooled, NULL) < 0)
+        pooled = NULL;
     for (size_t i = 0; i < nrows; i++) {
+        bool is_pooled = false;
+        for (size_t j = 0; pooled && pooled[j] && !is_pooled; j++)
+            is_pooled = streq(pooled[j], rows[i]->name);
+        if (is_pooled)
+            continue;
         if (vm_reconcile(ctx, rows[i], false) != 0)
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;

@@ -187,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 7);
+    assert_int_equal(sqlite3_column_int(st, 0), 8);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -699,8 +699,14 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 7);
+        assert_int_equal(sqlite3_column_int(st, 0), 8);
         sqlite3_finalize(st);
+        /* 7 -> 8: the pool tables are there */
+        assert_int_equal(sqlite3_exec(db,
+                                      "SELECT snap_vm, snap, size FROM pools; SELECT vm, "
+                                      "snap_vm, snap FROM pool_vms",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
         /* 4 -> 5: the leases table is there */
         assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
                                       NULL, NULL, NULL),
@@ -949,7 +955,7 @@ static void test_unknown_schema(void **state)
         const char *sql;
         const char *detail_version;
     } cases[] = {
-        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 8;", "8"},
+        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 9;", "9"},
         {"CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);", "0"},
         /* Claims our version but has other columns. */
         {"CREATE TABLE vms (name TEXT PRIMARY KEY, colour TEXT); PRAGMA user_version = 1;", NULL},
