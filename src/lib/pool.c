@@ -4,7 +4,8 @@
  * mapped), so that a clone only loads the device state, continues the guest and gives it its
  * identity. A pool's process is an ordinary VM row named pool-HEX (hidden from `vmctl list` by
  * the pool_vms table); a clone takes one by renaming that row and its directory to the clone's
- * name (the hypervisor's sockets move with the directory), in this order:
+ * name (the hypervisor's sockets move with the directory: a socket is found by its inode, and
+ * QEMU opens nothing in the directory by name after its start), in this order:
  *   1. the create mark (this vmctl) into the process's directory;
  *   2. one transaction: the row renamed, incomplete and owned by this vmctl, out of the pool;
  *   3. the directory renamed; 4. the state loaded, the identity given; 5. the row complete.
@@ -21,6 +22,7 @@
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <vmctl/snapshot.h>
@@ -37,9 +39,12 @@
 #include "vm-internal.h"
 
 #define POOL_PREFIX "pool-"
-/* a pool process's name is as long as a VM name may be: a clone's directory is never longer,
- * so the hypervisor's sockets (bound under the pool name) stay within sun_path after the rename */
-#define POOL_NAME_LEN 63
+/* pool-<16 hex> */
+#define POOL_NAME_LEN 21
+/* the longest name of a socket in a VM directory ("/console.sock", "/agent.N.sock") and then
+ * some: a clone whose directory leaves less room than this in sun_path is not taken from a pool
+ * (cloned without it, it gets the error that says so) */
+#define SOCKET_NAME_ROOM 20
 /* the most processes one pool keeps (each is a hypervisor waiting: its own memory, not the
  * guest's, docs/benchmarks.md) */
 #define POOL_MAX_SIZE 64
@@ -444,8 +449,9 @@ static int take_member(vmctl_ctx *ctx, const store_snapshot *s, const char *m, c
     cleanup_free char *dir = ctx_vm_dir(ctx, name);
     if (vm_spec_to_json(spec, &json) < 0 || !dir)
         return oom(reterr);
-    if (strlen(dir) > strlen(pv->dir) || access(dir, F_OK) == 0)
-        return -EEXIST; /* its sockets' paths would grow past sun_path; or it is there */
+    if (strlen(dir) + SOCKET_NAME_ROOM >= sizeof(((struct sockaddr_un *)NULL)->sun_path) ||
+        access(dir, F_OK) == 0)
+        return -EEXIST; /* its sockets' paths would be too long; or it is there */
     cleanup_close int lock = -1;
     if ((r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr)) < 0)
         return r;

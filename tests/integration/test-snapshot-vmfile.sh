@@ -10,7 +10,7 @@ work=$(mktemp -d /tmp/vmctl-snapvf.XXXXXX)
 snap_cleanup() {
   for n in $("$VMCTL" list --json 2>/dev/null | jq -r '.[].name' 2>/dev/null); do
     "$VMCTL" destroy --force "$n" >/dev/null 2>&1; done
-  "$VMCTL" snapshot rm src base >/dev/null 2>&1
+  "$VMCTL" snapshot rm vsrc base >/dev/null 2>&1
   cleanup; rm -rf "$work"
 }
 trap snap_cleanup EXIT
@@ -25,28 +25,28 @@ check_invalid() { # WHAT CONTENT FIELD PART
   jq -r .error.message <<<"$out" | grep -qF -- "$4" && ok "$1: says '$4'" ||
     fail "$1: message lacks '$4': $out"
 }
-check_invalid "from without a slash" $'vm "x" {\n  from "src"\n}' from 'VM/SNAP'
-check_invalid "from with a bad name" $'vm "x" {\n  from "src/-b"\n}' from 'VM/SNAP'
-check_invalid "from with memory" $'vm "x" {\n  from "src/base"\n  memory 256\n}' memory "cannot go with 'from'"
-check_invalid "from twice" $'vm "x" {\n  from "src/base"\n  from "src/other"\n}' from "only once"
-printf 'vm "x" {\n  from "src/base"\n}\n' >"$work/bad/VMFile.kdl"
+check_invalid "from without a slash" $'vm "x" {\n  from "vsrc"\n}' from 'VM/SNAP'
+check_invalid "from with a bad name" $'vm "x" {\n  from "vsrc/-b"\n}' from 'VM/SNAP'
+check_invalid "from with memory" $'vm "x" {\n  from "vsrc/base"\n  memory 256\n}' memory "cannot go with 'from'"
+check_invalid "from twice" $'vm "x" {\n  from "vsrc/base"\n  from "vsrc/other"\n}' from "only once"
+printf 'vm "x" {\n  from "vsrc/base"\n}\n' >"$work/bad/VMFile.kdl"
 (cd "$work/bad" && expect_code "from a snapshot that does not exist" vm_manager::snapshot::not_found up)
 expect_eq "nothing made by a missing snapshot" "$(vm list --json | jq length)" 0
 
 # --- a template snapshot to clone from ---
-vm create src --snapshottable >/dev/null && vm start src --wait >/dev/null ||
-  { fail "create and start src"; finish; }
-vm exec src -- sh -c 'echo from-snapshot > /root/mark' || fail "write the mark"
-vm snapshot create src base >/dev/null || { fail "snapshot create"; finish; }
+vm create vsrc --snapshottable >/dev/null && vm start vsrc --wait >/dev/null ||
+  { fail "create and start vsrc"; finish; }
+vm exec vsrc -- sh -c 'echo from-snapshot > /root/mark' || fail "write the mark"
+vm snapshot create vsrc base >/dev/null || { fail "snapshot create"; finish; }
 
 mkdir -p "$work/env"
 cat >"$work/env/VMFile.kdl" <<'EOF'
 vm "fc-a" {
-    from "src/base"
+    from "vsrc/base"
     provision "shell" { inline "echo provisioned >> /root/count; echo provisioned-$(hostname)"; }
 }
 vm "fc-b" {
-    from "src/base"
+    from "vsrc/base"
 }
 EOF
 cd "$work/env" || exit 1
@@ -78,6 +78,6 @@ expect_eq "up after down starts" "$(jq -r '[.[] | .action] | join(",")' <<<"$out
 expect_eq "cold-booted clone keeps its hostname" "$(vm exec fc-b -- hostname)" fc-b
 
 vm down --destroy >/dev/null || fail "down --destroy"
-expect_eq "down --destroy removes the clones" "$(vm list --json | jq -r '[.[].name] | join(",")')" src
-vm snapshot rm src base >/dev/null && ok "the snapshot is free again" || fail "snapshot rm after down --destroy"
+expect_eq "down --destroy removes the clones" "$(vm list --json | jq -r '[.[].name] | join(",")')" vsrc
+vm snapshot rm vsrc base >/dev/null && ok "the snapshot is free again" || fail "snapshot rm after down --destroy"
 finish
