@@ -232,7 +232,8 @@ static int fill_one(vmctl_ctx *ctx, const store_snapshot *s, vmctl_error **reter
             goto undo;
         if ((r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, &l, reterr)) < 0)
             goto undo;
-        if ((r = store_pool_member_add(ctx->store, name, s->vm, s->name, reterr)) < 0 ||
+        if ((r = snapshot_warm(ctx, v, spec, s, reterr)) < 0 ||
+            (r = store_pool_member_add(ctx->store, name, s->vm, s->name, reterr)) < 0 ||
             (r = store_vm_set_complete(ctx->store, name, reterr)) < 0) {
             (void)kill(v->pid, SIGKILL);
             (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(DEFAULT_STOP_TIMEOUT));

@@ -22,9 +22,14 @@ int snapshot_spec_rename(vm_spec *spec, const char *name);
  * launch handshake. On failure the hypervisor is gone. */
 int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
                              vm_launched *ret, vmctl_error **reterr);
+/* A warm pool's process, ahead of its clone: the state loaded, the guest run until its agent
+ * answers (the hypervisor's TCG translations of the guest's paths are then made), and stopped.
+ * Recorded already. */
+int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                  vmctl_error **reterr);
 /* The second half: the state loaded and the guest running, recorded as v's running hypervisor
- * (when l: not yet recorded; NULL: v records it already, a pool's process), then its identity
- * through the agent. On failure before the identity, the hypervisor is killed. */
+ * (l: launched, not yet recorded), or (l NULL) a warm pool's process continued; then its
+ * identity through the agent. On failure before the identity, the hypervisor is killed. */
 int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
                              vm_launched *l, double timeout, vmctl_error **reterr);
 

@@ -619,6 +619,44 @@ int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     return 0;
 }
 
+int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                  vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
+    if (!state)
+        return oom(reterr);
+    cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
+                         strerror(errno));
+        err_detail(reterr, "path", "%s", state);
+        return r;
+    }
+    uint64_t t0 = now_usec();
+    int r = be->snapshot_load(v->dir, fd, streq(s->kind, "template"),
+                              vm_deadline_after(LOAD_TIMEOUT), reterr);
+    if (r < 0)
+        return r;
+    uint64_t t1 = now_usec();
+    if (spec->agent) {
+        uint64_t deadline = vm_deadline_after(IDENTITY_TIMEOUT);
+        cleanup_agent agent_conn *conn = NULL;
+        if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
+            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+            return r;
+    }
+    uint64_t t2 = now_usec();
+    if ((r = be->pause(v->dir, vm_deadline_after(CONTROL_TIMEOUT), reterr)) < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_DEBUG,
+            "vm '%s' warmed for snapshot '%s/%s': load %.1f ms, agent %.1f ms", v->name, s->vm,
+            s->name, (double)(t1 - t0) / 1000.0, (double)(t2 - t1) / 1000.0);
+    return 0;
+}
+
 int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
                              vm_launched *l, double timeout, vmctl_error **reterr)
 {
@@ -631,16 +669,23 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     if (!state || !mark)
         return oom(reterr);
     int r;
-    cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
-                     strerror(errno));
-        err_detail(reterr, "path", "%s", state);
-        goto fail;
-    }
     uint64_t t_load = now_usec();
-    if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
-        goto fail;
+    if (!l) {
+        /* a warm pool's process (snapshot_warm): loaded and stopped, it only continues */
+        if ((r = be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), reterr)) < 0)
+            goto fail;
+    } else {
+        cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
+                         strerror(errno));
+            err_detail(reterr, "path", "%s", state);
+            goto fail;
+        }
+        if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) <
+            0)
+            goto fail;
+    }
     uint64_t t_loaded = now_usec();
     if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
@@ -649,8 +694,8 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
-    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': load %.1f ms, identity %.1f ms",
-            v->name, s->vm, s->name, (double)(t_loaded - t_load) / 1000.0,
+    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': %s %.1f ms, identity %.1f ms",
+            v->name, s->vm, s->name, l ? "load" : "continue", (double)(t_loaded - t_load) / 1000.0,
             (double)(now_usec() - t_loaded) / 1000.0);
     return 0;
 fail:
