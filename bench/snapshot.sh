@@ -119,6 +119,7 @@ mc=$(printf '%s\n' "${cold[@]}" | median); mn=$(printf '%s\n' "${nopool[@]}" | m
 mpl=$(printf '%s\n' "${pooled[@]}" | median)
 echo "6. to ready: cold boot $(fmt "$mc"); clone without a pool $(fmt "$mn"); clone from a warm pool $(fmt "$mpl")"
 echo "   pool / cold $(ratio "$mpl" "$mc"); no pool / cold $(ratio "$mn" "$mc"); pool / no pool $(ratio "$mpl" "$mn")"
+echo "   samples (usec): cold ${cold[*]}; no pool ${nopool[*]}; pool ${pooled[*]}"
 m=$(v pool list --json | jq -r '.[0].members[0]')
 sleep 2
 echo "   PSS of a waiting pool process: $(pss_kb "$(pid_of "$m")") KiB (the guest's RAM is $(v status --json "$m" | jq .memory_mib) MiB)"
