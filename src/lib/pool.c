@@ -178,82 +178,32 @@ static int fill_one(vmctl_ctx *ctx, const store_snapshot *s, vmctl_error **reter
     int r = snapshot_clone_spec(ctx, s, name, &spec, reterr);
     if (r < 0)
         return r;
-    cleanup_free char *json = NULL;
-    if (vm_spec_to_json(spec, &json) < 0)
-        return oom(reterr);
-    cleanup_free char *dir = ctx_vm_dir(ctx, name);
-    if (!dir)
-        return oom(reterr);
-    cleanup_close int lock = -1;
-    if ((r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr)) < 0)
+    int lock = -1;
+    cleanup_free char *dir = NULL;
+    if ((r = snapshot_clone_begin(ctx, spec, NULL, &lock, &dir, reterr)) < 0)
         return r;
-    int64_t now = (int64_t)(realtime_usec() / 1000000);
-    store_vm row = {
-        .name = name,
-        .state = VMCTL_VM_CREATED,
-        .config = json,
-        .dir = dir,
-        .created_at = now,
-        .updated_at = now,
-        .complete = false,
-        .owner_pid = getpid(),
-        .owner_start = proc_start_time(getpid()),
-    };
-    if ((r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr)) < 0) {
-        vm_unlock_remove(ctx, name, TAKE_FD(lock));
-        return r;
-    }
-    bool made_dir = false;
-    vm_launched l = {.hold = -1};
-    if (mkdir(dir, 0700) < 0) {
-        r = err_make(reterr, VMCTL_E_IO, errno, "cannot create vm directory '%s': %s", dir,
-                     strerror(errno));
-        goto undo;
-    }
-    made_dir = true;
-    if ((r = vm_owner_mark(dir)) < 0) {
-        r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s/" VM_FILE_CREATE_OWNER "'", dir);
-        goto undo;
-    }
-    if ((r = sshc_keygen(dir, name, reterr)) < 0)
-        goto undo;
     {
-        cleanup_free char *cfg = str_printf("%s/" VM_FILE_CONFIG, dir);
-        if (!cfg || (r = write_file_atomic(cfg, json, strlen(json), 0600)) < 0) {
-            r = err_make(reterr, VMCTL_E_IO, cfg ? -r : ENOMEM, "cannot write the config of '%s'",
-                         name);
-            goto undo;
-        }
-    }
-    {
+        vm_launched l = {.hold = -1};
         cleanup_store_vm store_vm *v = NULL;
         if ((r = store_vm_get(ctx->store, name, &v, reterr)) < 0 ||
-            (r = snapshot_incoming_launch(ctx, v, spec, s, &l, reterr)) < 0)
-            goto undo;
-        if ((r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, &l, reterr)) < 0)
+            (r = snapshot_incoming_launch(ctx, v, spec, s, &l, reterr)) < 0 ||
+            (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, &l, reterr)) < 0)
             goto undo;
         if ((r = snapshot_warm(ctx, v, spec, s, reterr)) < 0 ||
             (r = store_pool_member_add(ctx->store, name, s->vm, s->name, reterr)) < 0 ||
-            (r = store_vm_set_complete(ctx->store, name, reterr)) < 0) {
+            (r = snapshot_clone_complete(ctx, name, dir, reterr)) < 0) {
             (void)kill(v->pid, SIGKILL);
             (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(DEFAULT_STOP_TIMEOUT));
             goto undo;
         }
     }
-    {
-        cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
-        if (mark)
-            (void)unlink(mark);
-    }
+    close(lock);
     ctx_log(ctx, VMCTL_LOG_DEBUG, "pool of '%s/%s': launched '%s'", s->vm, s->name, name);
     return 0;
 undo:
-    if (made_dir)
-        (void)rm_rf(dir);
     if (spec->ram_file)
         (void)unlink(spec->ram_file);
-    (void)store_vm_delete(ctx->store, name, NULL);
-    vm_unlock_remove(ctx, name, TAKE_FD(lock));
+    snapshot_clone_abort(ctx, name, dir, lock);
     return r;
 }
 

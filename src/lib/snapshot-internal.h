@@ -14,6 +14,16 @@ int snapshot_get(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapsho
  * hostname on the kernel command line), a new MAC, new host ports and its own RAM file. */
 int snapshot_clone_spec(vmctl_ctx *ctx, const store_snapshot *s, const char *name, vm_spec **ret,
                         vmctl_error **reterr);
+/* A new clone's VM row (incomplete, owned by this vmctl; an abandoned one of that name repaired
+ * first) with its ports, and its directory (create mark, SSH key, config), under its lock:
+ * *ret_lock, *ret_dir (malloc'd). On failure nothing is left. */
+int snapshot_clone_begin(vmctl_ctx *ctx, const vm_spec *spec, const char *project, int *ret_lock,
+                         char **ret_dir, vmctl_error **reterr);
+/* Undo snapshot_clone_begin (directory, row, lock file). */
+void snapshot_clone_abort(vmctl_ctx *ctx, const char *name, const char *dir, int lock);
+/* The row complete, the create mark gone. */
+int snapshot_clone_complete(vmctl_ctx *ctx, const char *name, const char *dir,
+                            vmctl_error **reterr);
 /* spec renamed name (and vmctl.hostname= on its command line): -ENOMEM or 0. */
 int snapshot_spec_rename(vm_spec *spec, const char *name);
 /* The first half of a restore: v (its lock held) launched waiting for the snapshot's state

@@ -827,15 +827,10 @@ int snapshot_spec_rename(vm_spec *spec, const char *name)
 /* One clone: a process of the snapshot's warm pool when it has one ready (pool.c), else a new
  * VM row (incomplete until it runs: a killed clone is repaired like a killed create), its
  * directory, then the restore. */
-static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
-                     double timeout, vmctl_error **reterr)
+int snapshot_clone_begin(vmctl_ctx *ctx, const vm_spec *spec, const char *project, int *ret_lock,
+                         char **ret_dir, vmctl_error **reterr)
 {
-    int r = pool_take(ctx, s, name, project, timeout, reterr);
-    if (r != -ENOENT)
-        return r;
-    cleanup_vm_spec vm_spec *spec = NULL;
-    if ((r = snapshot_clone_spec(ctx, s, name, &spec, reterr)) < 0)
-        return r;
+    const char *name = spec->name;
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)
         return oom(reterr);
@@ -843,11 +838,12 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
     if (!dir)
         return oom(reterr);
     cleanup_close int lock = -1;
-    if ((r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr)) < 0)
+    int r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr);
+    if (r < 0)
         return r;
     int64_t now = (int64_t)(realtime_usec() / 1000000);
     store_vm row = {
-        .name = spec->name,
+        .name = (char *)name,
         .state = VMCTL_VM_CREATED,
         .config = json,
         .dir = dir,
@@ -877,14 +873,14 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             vm_unlock_remove(ctx, name, TAKE_FD(lock));
         return r;
     }
-    bool made_dir = false;
     if (mkdir(dir, 0700) < 0) {
         r = err_make(reterr, errno == EEXIST ? VMCTL_E_VM_ALREADY_EXISTS : VMCTL_E_IO, errno,
                      "cannot create vm directory '%s': %s", dir, strerror(errno));
         err_detail(reterr, "path", "%s", dir);
-        goto undo;
+        (void)store_vm_delete(ctx->store, name, NULL);
+        vm_unlock_remove(ctx, name, TAKE_FD(lock));
+        return r;
     }
-    made_dir = true;
     if ((r = vm_owner_mark(dir)) < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s/" VM_FILE_CREATE_OWNER "'", dir);
         goto undo;
@@ -899,6 +895,45 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             goto undo;
         }
     }
+    *ret_lock = TAKE_FD(lock);
+    *ret_dir = TAKE_PTR(dir);
+    return 0;
+undo:
+    snapshot_clone_abort(ctx, name, dir, TAKE_FD(lock));
+    return r;
+}
+
+void snapshot_clone_abort(vmctl_ctx *ctx, const char *name, const char *dir, int lock)
+{
+    (void)rm_rf(dir);
+    (void)store_vm_delete(ctx->store, name, NULL);
+    vm_unlock_remove(ctx, name, lock);
+}
+
+int snapshot_clone_complete(vmctl_ctx *ctx, const char *name, const char *dir, vmctl_error **reterr)
+{
+    int r = store_vm_set_complete(ctx->store, name, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+    if (mark)
+        (void)unlink(mark);
+    return 0;
+}
+
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
+                     double timeout, vmctl_error **reterr)
+{
+    int r = pool_take(ctx, s, name, project, timeout, reterr);
+    if (r != -ENOENT)
+        return r;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    if ((r = snapshot_clone_spec(ctx, s, name, &spec, reterr)) < 0)
+        return r;
+    int lock = -1;
+    cleanup_free char *dir = NULL;
+    if ((r = snapshot_clone_begin(ctx, spec, project, &lock, &dir, reterr)) < 0)
+        return r;
     {
         cleanup_store_vm store_vm *v = NULL;
         if ((r = store_vm_get(ctx->store, name, &v, reterr)) < 0)
@@ -912,19 +947,12 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             goto undo;
         }
     }
-    if ((r = store_vm_set_complete(ctx->store, name, reterr)) < 0)
+    if ((r = snapshot_clone_complete(ctx, name, dir, reterr)) < 0)
         goto undo;
-    {
-        cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
-        if (mark)
-            (void)unlink(mark);
-    }
+    close(lock);
     return 0;
 undo:
-    if (made_dir)
-        (void)rm_rf(dir);
-    (void)store_vm_delete(ctx->store, name, NULL);
-    vm_unlock_remove(ctx, name, TAKE_FD(lock));
+    snapshot_clone_abort(ctx, name, dir, lock);
     return r;
 }
 
