@@ -183,6 +183,8 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
         if (v->pid && proc_alive(v->pid, v->pid_start)) {
             (void)kill(v->pid, SIGKILL);
             (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(DEFAULT_STOP_TIMEOUT));
+            supervise_exit ex; /* its supervisor's record: not into a removed directory */
+            (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
         }
         remove_abandoned_dir(ctx, v);
         {

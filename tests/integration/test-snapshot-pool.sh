@@ -4,7 +4,8 @@
 # and `run --from` take one (the clone's hypervisor is the pooled process) and come up with their
 # own hostname, MAC and random bytes and the snapshot's files; a background fill replaces what was
 # taken; the pool's references keep `snapshot rm` refused; kill -9 of vmctl in the middle of a take
-# leaves nothing the next command does not repair; `pool rm` removes the processes; the errors.
+# and of a fill leave nothing the next command does not repair; `pool rm` removes the processes;
+# the errors.
 source "$(dirname "$0")/lib.sh"
 need_guest
 setup_home
@@ -96,6 +97,27 @@ n=0; for d in "$VMCTL_HOME"/vms/pool-*; do
   name=$(basename "$d"); members | grep -qx "$name" || n=$((n + 1)); done
 expect_eq "no pool directory without a member row" "$n" 0
 vm clone psrc base k1 >/dev/null && ok "the same name clones after the repair" || fail "clone k1 after the kill"
+
+# --- kill -9 of vmctl while it fills (the new process recorded, its row incomplete) ---
+vm pool psrc/base --size 2 >/dev/null
+VMCTL_TEST_POOL_FILL_DELAY_MS=5000 "$VMCTL" pool psrc/base --size 3 >/dev/null 2>&1 &
+pid=$!
+fpid=""
+for _ in $(seq 100); do
+  fpid=$(sqlite3 "$VMCTL_HOME/vmctl.db" "SELECT pid FROM vms WHERE complete = 0 AND name LIKE 'pool-%' AND pid > 0")
+  [ -n "$fpid" ] && break; sleep 0.1
+done
+kill -9 $pid; wait $pid 2>/dev/null
+[ -n "$fpid" ] && kill -0 "$fpid" 2>/dev/null && ok "the killed fill's hypervisor outlived it (pid $fpid)" ||
+  fail "no recorded hypervisor of the killed fill ('$fpid')"
+vm pool list >/dev/null
+sleep 0.3
+[ -n "$fpid" ] && ! kill -0 "$fpid" 2>/dev/null && ok "the next pool command killed it" ||
+  fail "the killed fill's hypervisor '$fpid' still runs"
+expect_eq "no incomplete row left" "$(sqlite3 "$VMCTL_HOME/vmctl.db" "SELECT count(*) FROM vms WHERE complete = 0")" 0
+expect_eq "a directory per member, no more" "$(ls -d "$VMCTL_HOME"/vms/pool-* | wc -l)" "$(members | wc -l)"
+vm pool fill psrc/base >/dev/null || fail "pool fill after the killed fill"
+expect_eq "the pool comes to its size (3) after the repair" "$(ready)" 3/3
 
 # --- pool rm ---
 old=$(for m in $(members); do pid_of "$m"; done)

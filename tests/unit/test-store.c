@@ -1361,8 +1361,11 @@ static void test_pools(void **state)
     store_pool_list_free(pools, np);
 
     cleanup_free char *config = spec_json("pool-a");
-    store_vm v = {.name = "pool-a", .state = VMCTL_VM_RUNNING, .config = config,
-                  .dir = "/x/vms/pool-a", .complete = true};
+    store_vm v = {.name = "pool-a",
+                  .state = VMCTL_VM_RUNNING,
+                  .config = config,
+                  .dir = "/x/vms/pool-a",
+                  .complete = true};
     vmctl_port_forward fwd = {.host_port = 40022, .guest_port = 22};
     assert_int_equal(store_vm_insert_ports(s, &v, &fwd, 1, &err), 0);
     assert_int_equal(store_snapshot_ref_add(s, "pool-a", "src", "base", &err), 0);
