@@ -52,3 +52,25 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
  * once every one is ready; on a failure the clones made so far stay (named in a note). */
 int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const char *newname,
                          unsigned count, double timeout_sec, vmctl_error **reterr);
+
+/* ---- warm pools (docs/snapshots.md "Warm pool") ---- */
+
+/* A snapshot's warm pool: hypervisors launched ahead of time waiting for its state, so that a
+ * clone (vmctl_snapshot_clone, `run --from`) only loads the device state and continues. */
+typedef struct vmctl_pool_info {
+    char *vm, *snap; /* the snapshot */
+    unsigned size;   /* how many processes it keeps */
+    unsigned ready;  /* how many are ready now */
+    char **members;  /* their VM names (pool-HEX), NULL-terminated */
+} vmctl_pool_info;
+void vmctl_pool_info_list_free(vmctl_pool_info **list, size_t n);
+/* Keep `size` (0-64) processes ready for template snapshot vm/snap, launched before this
+ * returns (fewer while the host has under 512 MiB available); 0 removes the pool and its
+ * processes. snapshot::not_found; config::invalid for a full snapshot or a size past 64. */
+int vmctl_pool_set(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned size,
+                   vmctl_error **reterr);
+/* Launch what the pool of vm/snap misses (after clones took from it); returns at once when
+ * another fill of that pool is at work. */
+int vmctl_pool_fill(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_error **reterr);
+/* Every pool, by snapshot. */
+int vmctl_pool_list(vmctl_ctx *ctx, vmctl_pool_info ***ret, size_t *n, vmctl_error **reterr);

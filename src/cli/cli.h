@@ -196,6 +196,11 @@ int cmd_kill(cli *c, int argc, char **argv);
 int cmd_pause(cli *c, int argc, char **argv);
 int cmd_snapshot(cli *c, int argc, char **argv);
 int cmd_clone(cli *c, int argc, char **argv);
+int cmd_pool(cli *c, int argc, char **argv);
+extern const char cmd_pool_help[];
+/* After a clone of vm/snap: when its warm pool misses processes, `vmctl pool fill vm/snap` in
+ * the background (detached; cmd-pool.c). */
+void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap);
 extern const char cmd_snapshot_help[], cmd_clone_help[];
 const struct cli_command *snapshot_subcommand_at(size_t i);
 int cmd_resume(cli *c, int argc, char **argv);

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* vmctl list [-q]: every VM in the store, as a table (or names) or a JSON array. */
+#include <vmctl/snapshot.h>
+
 #include "cli.h"
 #include "render.h"
 
@@ -9,7 +11,9 @@ const char cmd_list_help[] =
     "List the VMs of this vmctl home with their state and size. The state is checked, not\n"
     "trusted: a VM recorded as running whose QEMU has gone is shown as crashed.\n"
     "\n"
-    "With --json, print an array of the objects `vmctl status NAME --json` prints.\n"
+    "With --json, print an array of the objects `vmctl status NAME --json` prints. The VMs of\n"
+    "warm pools (`vmctl pool`) are not users' VMs: they are left out, and counted in a last line\n"
+    "of the table.\n"
     "\n"
     "Options:\n"
     "  -q, --quiet   print only the names, one per line (with --json: an array of names)\n"
@@ -57,6 +61,24 @@ int cmd_list(cli *c, int argc, char **argv)
         return render_json(a);
     }
 
+    unsigned pooled = 0, pools = 0;
+    {
+        vmctl_pool_info **pl = NULL;
+        size_t np = 0;
+        if (vmctl_pool_list(ctx, &pl, &np, NULL) >= 0) {
+            for (size_t i = 0; i < np; i++)
+                for (size_t j = 0; pl[i]->members && pl[i]->members[j]; j++)
+                    pooled++;
+            pools = (unsigned)np;
+            vmctl_pool_info_list_free(pl, np);
+        }
+    }
+    if (n == 0 && pooled) {
+        printf("No VMs yet; %u pooled in %u warm pool%s (`vmctl pool list`).\n", pooled, pools,
+               pools == 1 ? "" : "s");
+        vmctl_vm_info_list_free(vms, n);
+        return EXIT_OK;
+    }
     if (n == 0) {
         printf("No VMs yet. Create one with `vmctl create NAME` or try `vmctl run demo --rm -- "
                "uname -a`.\n");
@@ -82,6 +104,9 @@ int cmd_list(cli *c, int argc, char **argv)
     }
     table_print(t, stdout);
     table_free(t);
+    if (pooled)
+        printf("(and %u pooled in %u warm pool%s: `vmctl pool list`)\n", pooled, pools,
+               pools == 1 ? "" : "s");
     vmctl_vm_info_list_free(vms, n);
     return EXIT_OK;
 }

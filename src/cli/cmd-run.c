@@ -72,6 +72,8 @@ static void run_job(struct run_job *j, vmctl_ctx *ctx)
                    : vmctl_vm_start(ctx, j->name, true, j->timeout, &j->err) < 0)
         return;
     j->started = true;
+    if (j->from_vm)
+        cli_pool_refill_later(j->c, ctx, j->from_vm, j->from_snap);
     if (!j->cmd)
         return;
     vmctl_exec_opts opts = {.argv = j->cmd};

@@ -54,6 +54,8 @@ static const cli_command commands[] = {
     {"snapshot", cmd_snapshot, "create, restore, list and remove snapshots", cmd_snapshot_help,
      NULL, snapshot_subcommand_at},
     {"clone", cmd_clone, "new running VMs from another VM's snapshot", cmd_clone_help, NULL},
+    {"pool", cmd_pool, "a snapshot's warm pool: hypervisors launched ahead for its clones",
+     cmd_pool_help, NULL},
     {"stats", cmd_stats,
      "CPU, memory, disk, network and guest statistics of VMs (--watch, --prometheus)",
      cmd_stats_help, NULL},

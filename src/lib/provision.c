@@ -18,6 +18,7 @@
 #include "error.h"
 #include "provision.h"
 #include "util/util.h"
+#include "vm-internal.h"
 
 /* --- output: whole lines to the callback and to provision.log --- */
 
@@ -492,6 +493,15 @@ static int do_up(job *j, vmctl_ctx *ctx, vmctl_error **reterr)
     int r = own_vm(j, ctx, &info, reterr);
     if (r < 0 && r != -ENOENT)
         return r;
+    if (r == -ENOENT && m->from_vm) {
+        /* from "VM/SNAP": a clone, running with its identity, instead of create and boot */
+        r = snapshot_clone_for_project(ctx, m->from_vm, m->from_snap, m->name, j->project,
+                                       j->opts->boot_timeout_sec, reterr);
+        if (r < 0)
+            return r;
+        j->res->action = VMCTL_ENV_CREATED;
+        return do_provision(j, ctx, reterr);
+    }
     if (r == -ENOENT) {
         vmctl_vm_config cfg = m->config;
         cfg.project = j->project;

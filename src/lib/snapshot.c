@@ -19,6 +19,7 @@
 #include "error.h"
 #include "net.h"
 #include "ssh.h"
+#include "snapshot-internal.h"
 #include "store-snapshot.h"
 #include "supervise.h"
 #include "util/util.h"
@@ -97,7 +98,7 @@ static void remove_snapshot_files(const store_snapshot *s)
 }
 
 /* Repair: rows of snapshots whose maker died before completing them go, with their files. */
-static void reconcile(vmctl_ctx *ctx)
+void snapshot_reconcile(vmctl_ctx *ctx)
 {
     store_snapshot **list = NULL;
     size_t n = 0;
@@ -235,7 +236,7 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     if (opt->kind && !streq(opt->kind, "template") && !streq(opt->kind, "full"))
         return err_invalid_field(reterr, "kind", opt->kind, "template or full", "invalid kind '%s'",
                                  opt->kind);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
 
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
@@ -447,7 +448,7 @@ int vmctl_snapshot_list(vmctl_ctx *ctx, const char *vm, vmctl_snapshot_info ***r
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(ret, reterr);
     VMCTL_ARG_CHECK(n, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     store_snapshot **rows = NULL;
     size_t count = 0;
     int r = store_snapshot_list(ctx->store, vm, &rows, &count, reterr);
@@ -478,7 +479,7 @@ int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_er
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(vm, reterr);
     VMCTL_ARG_CHECK(snap, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;
     int r = store_snapshot_get(ctx->store, vm, snap, &s, reterr);
     if (r == -ENOENT || (r >= 0 && !s->complete))
@@ -510,8 +511,8 @@ int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_er
 /* ---------- restore: a launch that loads the snapshot ---------- */
 
 /* The complete snapshot (vm, snap), or snapshot::not_found. */
-static int get_snapshot(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapshot **ret,
-                        vmctl_error **reterr)
+int snapshot_get(vmctl_ctx *ctx, const char *vm, const char *snap, store_snapshot **ret,
+                 vmctl_error **reterr)
 {
     int r = store_snapshot_get(ctx->store, vm, snap, ret, reterr);
     if (r == -ENOENT || (r >= 0 && !(*ret)->complete)) {
@@ -568,10 +569,8 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
     return r;
 }
 
-/* Launch v (created, stopped or crashed; its lock held) from snapshot s and record it running.
- * spec: v's own. */
-static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
-                       double timeout, vmctl_error **reterr)
+int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                             vm_launched *ret, vmctl_error **reterr)
 {
     const backend_ops *be = backend_find(spec->backend, reterr);
     if (!be)
@@ -588,9 +587,46 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
         return incompatible(reterr, s, "a guest of", a, b);
     }
     bool template = streq(s->kind, "template");
-    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
     cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
-    if (!state || !mark)
+    if (!mark)
+        return oom(reterr);
+    /* the mapping counts as a reference from before the launch: rm cannot take it away */
+    int r = store_snapshot_ref_add(ctx->store, v->name, s->vm, s->name, reterr);
+    if (r < 0)
+        return r;
+    (void)unlink(mark);
+    free(spec->restore_ram);
+    spec->restore_ram = template ? strdup(s->ram) : NULL;
+    if (template && !spec->restore_ram)
+        return oom(reterr);
+    spec->incoming = true;
+    /* unjailed: the hypervisor maps the user's own tmpfs RAM file (docs/snapshots.md) */
+    vm_launch_opts o = {0};
+    if ((r = vm_launch(ctx, v, spec, &o, ret, reterr)) < 0)
+        return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
+    cleanup_free char *version = NULL;
+    if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) >= 0 &&
+        !streq(version, s->qemu_version))
+        r = incompatible(reterr, s, be->title, s->qemu_version, version);
+    if (r < 0) {
+        (void)kill(ret->pid, SIGKILL);
+        close(ret->hold);
+        ret->hold = -1;
+        be->cleanup(v->dir);
+        return err_prefix(reterr, r, "while restoring vm '%s' from snapshot '%s/%s'", v->name,
+                          s->vm, s->name);
+    }
+    return 0;
+}
+
+int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                  vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
+    if (!state)
         return oom(reterr);
     cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -599,67 +635,97 @@ static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_s
         err_detail(reterr, "path", "%s", state);
         return r;
     }
-    /* the mapping counts as a reference from before the launch: rm cannot take it away */
-    int r = store_snapshot_ref_add(ctx->store, v->name, s->vm, s->name, reterr);
+    uint64_t t0 = now_usec();
+    int r = be->snapshot_load(v->dir, fd, streq(s->kind, "template"),
+                              vm_deadline_after(LOAD_TIMEOUT), reterr);
     if (r < 0)
         return r;
-
-    be->cleanup(v->dir);
-    (void)unlink(mark);
-    if (be->needs_host_cid(spec)) {
-        if (!v->cid &&
-            (r = store_vm_alloc_cid(ctx->store, v->name, STORE_MIN_CID, &v->cid, reterr)) < 0)
+    uint64_t t1 = now_usec();
+    if (spec->agent) {
+        uint64_t deadline = vm_deadline_after(IDENTITY_TIMEOUT);
+        cleanup_agent agent_conn *conn = NULL;
+        if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
+            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
             return r;
-        spec->guest_cid = v->cid;
     }
-    free(spec->restore_ram);
-    spec->restore_ram = template ? strdup(s->ram) : NULL;
-    if (template && !spec->restore_ram)
+    uint64_t t2 = now_usec();
+    if ((r = be->pause(v->dir, vm_deadline_after(CONTROL_TIMEOUT), reterr)) < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_DEBUG,
+            "vm '%s' warmed for snapshot '%s/%s': load %.1f ms, agent %.1f ms", v->name, s->vm,
+            s->name, (double)(t1 - t0) / 1000.0, (double)(t2 - t1) / 1000.0);
+    return 0;
+}
+
+int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                             vm_launched *l, double timeout, vmctl_error **reterr)
+{
+    const backend_ops *be = backend_find(spec->backend, reterr);
+    if (!be)
+        return -EOPNOTSUPP;
+    bool template = streq(s->kind, "template");
+    cleanup_free char *state = str_printf("%s/" SNAP_FILE_STATE, s->dir);
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!state || !mark)
         return oom(reterr);
-    spec->incoming = true;
-    pid_t pid = 0;
-    uint64_t pstart = 0;
-    cleanup_close int hold = -1;
-    uint64_t t_launch = now_usec();
-    if ((r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr)) < 0)
-        return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
-    cleanup_free char *version = NULL;
-    if ((r = be->version(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &version, reterr)) < 0)
-        goto fail;
-    if (!streq(version, s->qemu_version)) {
-        r = incompatible(reterr, s, be->title, s->qemu_version, version);
-        goto fail;
-    }
-    /* Test hook: a window in which a killed vmctl leaves a half-made clone. */
-    const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
-    if (delay)
-        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+    int r;
     uint64_t t_load = now_usec();
-    if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) < 0)
-        goto fail;
+    if (!l) {
+        /* a warm pool's process (snapshot_warm): loaded and stopped, it only continues */
+        if ((r = be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), reterr)) < 0)
+            goto fail;
+    } else {
+        cleanup_close int fd = open(state, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, errno, "cannot open '%s': %s", state,
+                         strerror(errno));
+            err_detail(reterr, "path", "%s", state);
+            goto fail;
+        }
+        if ((r = be->snapshot_load(v->dir, fd, template, vm_deadline_after(LOAD_TIMEOUT), reterr)) <
+            0)
+            goto fail;
+    }
     uint64_t t_loaded = now_usec();
-    if ((r = store_vm_set_state(ctx->store, v->name, v->state, -1, VMCTL_VM_RUNNING, pid, pstart,
-                                reterr)) < 0)
+    if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
-    supervise_commit(TAKE_FD(hold));
-    v->state = VMCTL_VM_RUNNING;
-    v->pid = pid;
-    v->pid_start = pstart;
     (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent &&
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
-    ctx_log(ctx, VMCTL_LOG_DEBUG,
-            "vm '%s' from snapshot '%s/%s': launch %.1f ms, load %.1f ms, identity %.1f ms",
-            v->name, s->vm, s->name, (double)(t_load - t_launch) / 1000.0,
-            (double)(t_loaded - t_load) / 1000.0, (double)(now_usec() - t_loaded) / 1000.0);
+    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': %s %.1f ms, identity %.1f ms",
+            v->name, s->vm, s->name, l ? "load" : "continue", (double)(t_loaded - t_load) / 1000.0,
+            (double)(now_usec() - t_loaded) / 1000.0);
     return 0;
 fail:
-    (void)kill(pid, SIGKILL);
+    (void)kill(l ? l->pid : v->pid, SIGKILL);
+    if (l && l->hold >= 0) {
+        close(l->hold);
+        l->hold = -1;
+    }
     be->cleanup(v->dir);
     return err_prefix(reterr, r, "while restoring vm '%s' from snapshot '%s/%s'", v->name, s->vm,
                       s->name);
+}
+
+/* Launch v (created, stopped or crashed; its lock held) from snapshot s and record it running.
+ * spec: v's own. */
+static int launch_from(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
+                       double timeout, vmctl_error **reterr)
+{
+    vm_launched l;
+    uint64_t t_launch = now_usec();
+    int r = snapshot_incoming_launch(ctx, v, spec, s, &l, reterr);
+    if (r < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s': launched for snapshot '%s/%s' in %.1f ms", v->name,
+            s->vm, s->name, (double)(now_usec() - t_launch) / 1000.0);
+    /* Test hook: a window in which a killed vmctl leaves a half-made clone. */
+    const char *delay = getenv("VMCTL_TEST_RESTORE_DELAY_MS");
+    if (delay)
+        sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
+    return snapshot_incoming_finish(ctx, v, spec, s, &l, timeout, reterr);
 }
 
 int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, double timeout_sec,
@@ -668,7 +734,7 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(vm, reterr);
     VMCTL_ARG_CHECK(snap, reterr);
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_vm store_vm *v = NULL;
     cleanup_vm_spec vm_spec *spec = NULL;
     cleanup_close int lock = -1;
@@ -683,7 +749,7 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
         return r;
     }
     cleanup_store_snapshot store_snapshot *s = NULL;
-    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
         return r;
     uint64_t t0 = now_usec();
     if ((r = launch_from(ctx, v, spec, s, timeout_sec, reterr)) < 0)
@@ -709,20 +775,15 @@ static char *cmdline_rename(const char *cmdline, const char *name)
     return str_printf("%.*svmctl.hostname=%s%s", (int)(p - cmdline), cmdline, name, end);
 }
 
-/* One clone: a new VM row (incomplete until it runs: a killed clone is repaired like a killed
- * create), its directory, then the restore. */
-static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, double timeout,
-                     vmctl_error **reterr)
+int snapshot_clone_spec(vmctl_ctx *ctx, const store_snapshot *s, const char *name, vm_spec **ret,
+                        vmctl_error **reterr)
 {
     cleanup_vm_spec vm_spec *spec = NULL;
     int r = vm_spec_from_json(s->config, &spec, reterr);
     if (r < 0)
         return r;
-    free(spec->name);
-    spec->name = strdup(name);
-    char *cl = cmdline_rename(spec->cmdline, name);
-    free(spec->cmdline);
-    spec->cmdline = cl;
+    if ((r = snapshot_spec_rename(spec, name)) < 0)
+        return oom(reterr);
     char hex[7];
     random_hex(hex, 3);
     free(spec->nic_mac);
@@ -736,14 +797,40 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
         free(spec->ram_file);
         spec->ram_file = ramdir ? str_printf("%s/%s.%s.ram", ramdir, name, h) : NULL;
     }
-    if (!spec->name || !spec->nic_mac ||
-        (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
+    if (!spec->nic_mac || (s->config && strstr(s->config, "\"ram_file\"") && !spec->ram_file))
         return oom(reterr);
     for (size_t i = 0; i < spec->n_ports; i++)
         spec->ports[i].host_port = 0; /* new host ports */
     cleanup_free bool *auto_ports = NULL;
     if ((r = net_prepare_ports(ctx->store, spec, &auto_ports, reterr)) < 0)
         return r;
+    *ret = TAKE_PTR(spec);
+    return 0;
+}
+
+int snapshot_spec_rename(vm_spec *spec, const char *name)
+{
+    char *n = strdup(name);
+    char *cl = spec->cmdline ? cmdline_rename(spec->cmdline, name) : NULL;
+    if (!n || (spec->cmdline && !cl)) {
+        free(n);
+        free(cl);
+        return -ENOMEM;
+    }
+    free(spec->name);
+    spec->name = n;
+    free(spec->cmdline);
+    spec->cmdline = cl;
+    return 0;
+}
+
+/* One clone: a process of the snapshot's warm pool when it has one ready (pool.c), else a new
+ * VM row (incomplete until it runs: a killed clone is repaired like a killed create), its
+ * directory, then the restore. */
+int snapshot_clone_begin(vmctl_ctx *ctx, const vm_spec *spec, const char *project, int *ret_lock,
+                         char **ret_dir, vmctl_error **reterr)
+{
+    const char *name = spec->name;
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)
         return oom(reterr);
@@ -751,11 +838,12 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
     if (!dir)
         return oom(reterr);
     cleanup_close int lock = -1;
-    if ((r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr)) < 0)
+    int r = vm_lock(ctx, name, VM_LOCK_TIMEOUT, &lock, reterr);
+    if (r < 0)
         return r;
     int64_t now = (int64_t)(realtime_usec() / 1000000);
     store_vm row = {
-        .name = spec->name,
+        .name = (char *)name,
         .state = VMCTL_VM_CREATED,
         .config = json,
         .dir = dir,
@@ -764,6 +852,7 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
         .complete = false,
         .owner_pid = getpid(),
         .owner_start = proc_start_time(getpid()),
+        .project = (char *)project,
     };
     r = store_vm_insert_ports(ctx->store, &row, spec->ports, spec->n_ports, reterr);
     if (r == -EEXIST) {
@@ -784,14 +873,14 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             vm_unlock_remove(ctx, name, TAKE_FD(lock));
         return r;
     }
-    bool made_dir = false;
     if (mkdir(dir, 0700) < 0) {
         r = err_make(reterr, errno == EEXIST ? VMCTL_E_VM_ALREADY_EXISTS : VMCTL_E_IO, errno,
                      "cannot create vm directory '%s': %s", dir, strerror(errno));
         err_detail(reterr, "path", "%s", dir);
-        goto undo;
+        (void)store_vm_delete(ctx->store, name, NULL);
+        vm_unlock_remove(ctx, name, TAKE_FD(lock));
+        return r;
     }
-    made_dir = true;
     if ((r = vm_owner_mark(dir)) < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot write '%s/" VM_FILE_CREATE_OWNER "'", dir);
         goto undo;
@@ -806,6 +895,45 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             goto undo;
         }
     }
+    *ret_lock = TAKE_FD(lock);
+    *ret_dir = TAKE_PTR(dir);
+    return 0;
+undo:
+    snapshot_clone_abort(ctx, name, dir, TAKE_FD(lock));
+    return r;
+}
+
+void snapshot_clone_abort(vmctl_ctx *ctx, const char *name, const char *dir, int lock)
+{
+    (void)rm_rf(dir);
+    (void)store_vm_delete(ctx->store, name, NULL);
+    vm_unlock_remove(ctx, name, lock);
+}
+
+int snapshot_clone_complete(vmctl_ctx *ctx, const char *name, const char *dir, vmctl_error **reterr)
+{
+    int r = store_vm_set_complete(ctx->store, name, reterr);
+    if (r < 0)
+        return r;
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
+    if (mark)
+        (void)unlink(mark);
+    return 0;
+}
+
+static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, const char *project,
+                     double timeout, vmctl_error **reterr)
+{
+    int r = pool_take(ctx, s, name, project, timeout, reterr);
+    if (r != -ENOENT)
+        return r;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    if ((r = snapshot_clone_spec(ctx, s, name, &spec, reterr)) < 0)
+        return r;
+    int lock = -1;
+    cleanup_free char *dir = NULL;
+    if ((r = snapshot_clone_begin(ctx, spec, project, &lock, &dir, reterr)) < 0)
+        return r;
     {
         cleanup_store_vm store_vm *v = NULL;
         if ((r = store_vm_get(ctx->store, name, &v, reterr)) < 0)
@@ -819,19 +947,12 @@ static int clone_one(vmctl_ctx *ctx, const store_snapshot *s, const char *name, 
             goto undo;
         }
     }
-    if ((r = store_vm_set_complete(ctx->store, name, reterr)) < 0)
+    if ((r = snapshot_clone_complete(ctx, name, dir, reterr)) < 0)
         goto undo;
-    {
-        cleanup_free char *mark = str_printf("%s/" VM_FILE_CREATE_OWNER, dir);
-        if (mark)
-            (void)unlink(mark);
-    }
+    close(lock);
     return 0;
 undo:
-    if (made_dir)
-        (void)rm_rf(dir);
-    (void)store_vm_delete(ctx->store, name, NULL);
-    vm_unlock_remove(ctx, name, TAKE_FD(lock));
+    snapshot_clone_abort(ctx, name, dir, lock);
     return r;
 }
 
@@ -848,9 +969,9 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
     if (count == 0 || count > 1000)
         return err_invalid_field(reterr, "count", NULL, "1 to 1000",
                                  "invalid count: use 1 to 1000");
-    reconcile(ctx);
+    snapshot_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;
-    if ((r = get_snapshot(ctx, vm, snap, &s, reterr)) < 0)
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
         return r;
     for (unsigned i = 1; i <= count; i++) {
         cleanup_free char *name = count == 1 ? strdup(newname) : str_printf("%s-%u", newname, i);
@@ -859,7 +980,7 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
         if (count > 1 && (r = check_name(reterr, "vm", name)) < 0)
             return r;
         uint64_t t0 = now_usec();
-        if ((r = clone_one(ctx, s, name, timeout_sec, reterr)) < 0) {
+        if ((r = clone_one(ctx, s, name, NULL, timeout_sec, reterr)) < 0) {
             if (i > 1)
                 err_note(reterr, "clones %s-1 to %s-%u were made and run", newname, newname, i - 1);
             return err_prefix(reterr, r, "while cloning '%s/%s' as '%s'", vm, snap, name);
@@ -867,5 +988,23 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
         ctx_log(ctx, VMCTL_LOG_INFO, "cloned '%s/%s' as vm '%s' in %.1f ms", vm, snap, name,
                 (double)(now_usec() - t0) / 1000.0);
     }
+    return 0;
+}
+
+int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, const char *name,
+                               const char *project, double timeout_sec, vmctl_error **reterr)
+{
+    int r = check_name(reterr, "vm", name);
+    if (r < 0)
+        return r;
+    snapshot_reconcile(ctx);
+    cleanup_store_snapshot store_snapshot *s = NULL;
+    if ((r = snapshot_get(ctx, vm, snap, &s, reterr)) < 0)
+        return r;
+    uint64_t t0 = now_usec();
+    if ((r = clone_one(ctx, s, name, project, timeout_sec, reterr)) < 0)
+        return err_prefix(reterr, r, "while cloning '%s/%s' as '%s'", vm, snap, name);
+    ctx_log(ctx, VMCTL_LOG_INFO, "cloned '%s/%s' as vm '%s' in %.1f ms", vm, snap, name,
+            (double)(now_usec() - t0) / 1000.0);
     return 0;
 }

@@ -10,7 +10,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
  * racing for one port cannot both commit. A VM's reservations go with its row (the trigger). */
@@ -81,8 +81,8 @@ static const char schema_sql[] =
     "  provision_hash TEXT\n"
     ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
 /* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql,
- * migrate_6_7_sql) */
-_Static_assert(STORE_SCHEMA_VERSION == 7, "schema_sql is version 5, two steps below");
+ * migrate_6_7_sql, migrate_7_8_sql) */
+_Static_assert(STORE_SCHEMA_VERSION == 8, "schema_sql is version 5, three steps below");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -146,6 +146,27 @@ static const char migrate_5_6_sql[] =
 /* Version 6 -> 7: the jail uids (every existing VM gets one at its next jailed start). */
 static const char migrate_6_7_sql[] = JAIL_UIDS_SQL "PRAGMA user_version = 7;\n";
 
+/* Version 7 -> 8: warm pools (docs/snapshots.md "Warm pool"). pools: how many processes each
+ * snapshot's pool keeps ready; pool_vms: the VM rows that are such processes (launched with
+ * -incoming defer, hidden from `vmctl list`); a member goes with its VM row (the trigger). */
+static const char migrate_7_8_sql[] =
+    "CREATE TABLE pools (\n"
+    "  snap_vm TEXT NOT NULL,\n"
+    "  snap TEXT NOT NULL,\n"
+    "  size INTEGER NOT NULL,\n"
+    "  PRIMARY KEY (snap_vm, snap)\n"
+    ");\n"
+    "CREATE TABLE pool_vms (\n"
+    "  vm TEXT PRIMARY KEY,\n"
+    "  snap_vm TEXT NOT NULL,\n"
+    "  snap TEXT NOT NULL\n"
+    ");\n"
+    "CREATE INDEX pool_vms_snap ON pool_vms (snap_vm, snap);\n"
+    "CREATE TRIGGER vms_release_pool_vm AFTER DELETE ON vms BEGIN\n"
+    "  DELETE FROM pool_vms WHERE vm = old.name;\n"
+    "END;\n"
+    "PRAGMA user_version = 8;\n";
+
 static int exec_sql(store *s, const char *sql, const char *what, vmctl_error **reterr)
 {
     int rc = sqlite3_exec(store_sqlite(s), sql, NULL, NULL, NULL);
@@ -204,6 +225,8 @@ int store_schema_ensure(store *s, const char *path, vmctl_error **reterr)
                 rc = sqlite3_exec(store_sqlite(s), migrate_5_6_sql, NULL, NULL, NULL);
             if (rc == SQLITE_OK && version <= 6)
                 rc = sqlite3_exec(store_sqlite(s), migrate_6_7_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 7)
+                rc = sqlite3_exec(store_sqlite(s), migrate_7_8_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -243,6 +266,8 @@ int store_schema_ensure(store *s, const char *path, vmctl_error **reterr)
                 r = exec_sql(s, migrate_5_6_sql, "creating the schema", reterr);
             if (r >= 0 && n_objects == 0)
                 r = exec_sql(s, migrate_6_7_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_7_8_sql, "creating the schema", reterr);
         }
         if (r < 0) {
             store_tx_rollback(s);

@@ -263,3 +263,179 @@ int store_snapshot_ref_count(store *s, const char *snap_vm, const char *snap, si
     *ret = (size_t)sqlite3_column_int64(st, 0);
     return 0;
 }
+
+/* ---------- warm pools ---------- */
+
+void store_pool_list_free(store_pool *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++) {
+        free(list[i].snap_vm);
+        free(list[i].snap);
+    }
+    free(list);
+}
+
+int store_pool_set(store *s, const char *snap_vm, const char *snap, unsigned size,
+                   vmctl_error **reterr)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int r = prepare(s,
+                    size ? "INSERT INTO pools (snap_vm, snap, size) VALUES (?1, ?2, ?3) "
+                           "ON CONFLICT (snap_vm, snap) DO UPDATE SET size = excluded.size"
+                         : "DELETE FROM pools WHERE snap_vm = ?1 AND snap = ?2",
+                    &st, reterr);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(st, 1, snap_vm, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, snap, -1, SQLITE_STATIC);
+    if (size)
+        sqlite3_bind_int64(st, 3, size);
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE ? 0 : store_fail(s, rc, "recording a pool", reterr);
+}
+
+int store_pool_size(store *s, const char *snap_vm, const char *snap, unsigned *ret,
+                    vmctl_error **reterr)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int r = prepare(s, "SELECT size FROM pools WHERE snap_vm = ?1 AND snap = ?2", &st, reterr);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(st, 1, snap_vm, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, snap, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return store_fail(s, rc, "reading a pool", reterr);
+    *ret = rc == SQLITE_ROW ? (unsigned)sqlite3_column_int64(st, 0) : 0;
+    return 0;
+}
+
+int store_pool_list(store *s, store_pool **ret, size_t *n, vmctl_error **reterr)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int r = prepare(s, "SELECT snap_vm, snap, size FROM pools ORDER BY snap_vm, snap", &st, reterr);
+    if (r < 0)
+        return r;
+    store_pool *list = NULL;
+    size_t count = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_pool *grown = realloc(list, (count + 1) * sizeof(*list));
+        if (!grown) {
+            store_pool_list_free(list, count);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        list = grown;
+        list[count] =
+            (store_pool){col_str(st, 0), col_str(st, 1), (unsigned)sqlite3_column_int64(st, 2)};
+        count++;
+        if (!list[count - 1].snap_vm || !list[count - 1].snap) {
+            store_pool_list_free(list, count);
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        store_pool_list_free(list, count);
+        return store_fail(s, rc, "listing pools", reterr);
+    }
+    *ret = list;
+    *n = count;
+    return 0;
+}
+
+int store_pool_members(store *s, const char *snap_vm, const char *snap, char ***ret,
+                       vmctl_error **reterr)
+{
+    cleanup_stmt sqlite3_stmt *st = NULL;
+    int r = prepare(s,
+                    "SELECT vm FROM pool_vms WHERE ?1 IS NULL OR (snap_vm = ?1 AND snap = ?2) "
+                    "ORDER BY vm",
+                    &st, reterr);
+    if (r < 0)
+        return r;
+    if (snap_vm) {
+        sqlite3_bind_text(st, 1, snap_vm, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, snap, -1, SQLITE_STATIC);
+    }
+    cleanup_strv char **names = calloc(1, sizeof(*names));
+    size_t count = 0;
+    int rc = SQLITE_NOMEM;
+    while (names && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char **grown = realloc(names, (count + 2) * sizeof(*names));
+        if (!grown || !(grown[count] = col_str(st, 0))) {
+            if (grown)
+                names = grown;
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+        names = grown;
+        names[++count] = NULL;
+    }
+    if (!names)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    if (rc != SQLITE_DONE)
+        return store_fail(s, rc, "listing a pool", reterr);
+    *ret = TAKE_PTR(names);
+    return 0;
+}
+
+int store_pool_member_add(store *s, const char *vm, const char *snap_vm, const char *snap,
+                          vmctl_error **reterr)
+{
+    int r = exec_bound(s, "INSERT INTO pool_vms (vm, snap_vm, snap) VALUES (?1, ?2, ?3)", vm,
+                       snap_vm, snap, "recording a pool member", reterr);
+    return r < 0 ? r : 0;
+}
+
+int store_pool_take(store *s, const char *vm, const char *name, const char *config, const char *dir,
+                    const char *project, pid_t owner_pid, uint64_t owner_start,
+                    vmctl_error **reterr)
+{
+    int r = store_tx_begin(s, reterr);
+    if (r < 0)
+        return r;
+    {
+        cleanup_stmt sqlite3_stmt *st = NULL;
+        if ((r = prepare(s,
+                         "UPDATE vms SET name = ?2, config = ?3, dir = ?4, project = ?5, "
+                         "complete = 0, owner_pid = ?6, owner_start = ?7, updated_at = ?8 "
+                         "WHERE name = ?1 AND name IN (SELECT vm FROM pool_vms)",
+                         &st, reterr)) < 0)
+            goto out;
+        sqlite3_bind_text(st, 1, vm, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, config, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, dir, -1, SQLITE_STATIC);
+        if (project)
+            sqlite3_bind_text(st, 5, project, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, owner_pid);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)owner_start);
+        sqlite3_bind_int64(st, 8, (sqlite3_int64)(realtime_usec() / 1000000));
+        int rc = sqlite3_step(st);
+        if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+            r = -EEXIST;
+            goto out;
+        }
+        if (rc != SQLITE_DONE) {
+            r = store_fail(s, rc, "taking a pool member", reterr);
+            goto out;
+        }
+        if (sqlite3_changes(store_sqlite(s)) != 1) {
+            r = -ENOENT;
+            goto out;
+        }
+    }
+    static const char *const follow[] = {
+        "UPDATE ports SET vm = ?2 WHERE vm = ?1",
+        "UPDATE leases SET vm = ?2 WHERE vm = ?1",
+        "UPDATE jail_uids SET vm = ?2 WHERE vm = ?1",
+        "UPDATE snapshot_refs SET vm = ?2 WHERE vm = ?1",
+        "DELETE FROM pool_vms WHERE vm = ?1 OR vm = ?2",
+    };
+    for (size_t i = 0; i < sizeof(follow) / sizeof(follow[0]); i++)
+        if ((r = exec_bound(s, follow[i], vm, name, NULL, "taking a pool member", reterr)) < 0)
+            goto out;
+    return store_tx_commit(s, reterr);
+out:
+    store_tx_rollback(s);
+    return r;
+}

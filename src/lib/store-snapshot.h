@@ -57,3 +57,33 @@ int store_snapshot_ref_add(store *s, const char *vm, const char *snap_vm, const 
 /* How many VMs reference snapshot (snap_vm, snap). */
 int store_snapshot_ref_count(store *s, const char *snap_vm, const char *snap, size_t *ret,
                              vmctl_error **reterr);
+
+/* ---- warm pools (schema 8; docs/snapshots.md "Warm pool") ---- */
+
+typedef struct store_pool {
+    char *snap_vm, *snap;
+    unsigned size; /* how many ready processes the pool keeps */
+} store_pool;
+void store_pool_list_free(store_pool *list, size_t n);
+/* The pool of snapshot (snap_vm, snap) keeps size processes from now on; size 0: no pool. */
+int store_pool_set(store *s, const char *snap_vm, const char *snap, unsigned size,
+                   vmctl_error **reterr);
+/* Its size, 0 when it has no pool. */
+int store_pool_size(store *s, const char *snap_vm, const char *snap, unsigned *ret,
+                    vmctl_error **reterr);
+/* Every pool, by snapshot. */
+int store_pool_list(store *s, store_pool **ret, size_t *n, vmctl_error **reterr);
+/* The VM rows that are processes of the pool of (snap_vm, snap); both NULL: of every pool.
+ * *ret: a NULL-terminated strv (never NULL on success). */
+int store_pool_members(store *s, const char *snap_vm, const char *snap, char ***ret,
+                       vmctl_error **reterr);
+/* The VM row vm is a process of the pool of (snap_vm, snap) from now on. */
+int store_pool_member_add(store *s, const char *vm, const char *snap_vm, const char *snap,
+                          vmctl_error **reterr);
+/* Take member vm out of its pool as VM name, in one transaction: its row renamed (config, dir,
+ * project; incomplete, owned by owner_pid/owner_start until the clone completes it), and its
+ * ports, lease, jail uid and snapshot references with it. -ENOENT (no error object) when vm is
+ * no longer a member (another clone took it), -EEXIST when name is there already. */
+int store_pool_take(store *s, const char *vm, const char *name, const char *config, const char *dir,
+                    const char *project, pid_t owner_pid, uint64_t owner_start,
+                    vmctl_error **reterr);

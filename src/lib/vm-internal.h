@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared between vm.c, vm-config.c, vm-load.c and exec.c. */
+/* Shared between vm.c, vm-config.c, vm-load.c, vm-launch.c, snapshot.c and exec.c. */
 #pragma once
 
 #include "ctx.h"
@@ -74,7 +74,35 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
 int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spec,
                     vmctl_error **reterr);
 
+/* ---------- vm-launch.c ---------- */
+
+/* What vm_launch does besides the backend's launch. */
+typedef struct vm_launch_opts {
+    bool jail; /* jail the hypervisor (a cold boot; a restore maps the user's tmpfs RAM file) */
+    bool net;  /* bring up --net tap first (released again when the launch fails) */
+} vm_launch_opts;
+/* A launched hypervisor: hold is the launch handshake (closing it unrecorded kills it). */
+typedef struct vm_launched {
+    pid_t pid;
+    uint64_t start;
+    int hold;
+} vm_launched;
+/* Launch v (its lock held) as spec says: the backend's leftovers cleaned, a guest CID free in the
+ * store and on the host when the backend needs one (v->cid, spec->guest_cid), the jail's uid and
+ * the TAP as o says, then the backend's launch (again with the next CID when another process
+ * took it meanwhile). Not yet recorded: see vm_launch_record. */
+int vm_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const vm_launch_opts *o, vm_launched *ret,
+              vmctl_error **reterr);
+/* Record l as v's running hypervisor (state to, compare-and-set from v->state) and commit the
+ * launch handshake; v updated. On failure the hypervisor is killed (SIGKILL, hold closed). */
+int vm_launch_record(vmctl_ctx *ctx, store_vm *v, vmctl_vm_state to, vm_launched *l,
+                     vmctl_error **reterr);
+
 /* ---------- snapshot.c ---------- */
 
 /* Where template RAM files live: /dev/shm/vmctl-UID (tmpfs; made 0700 when used). malloc'd. */
 char *snapshot_ram_dir(void);
+/* One clone of snapshot vm/snap named name, owned by project (a VMFile's canonical path, or
+ * NULL): what `vmctl up` does for a machine with `from` (provision.c). */
+int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, const char *name,
+                               const char *project, double timeout_sec, vmctl_error **reterr);

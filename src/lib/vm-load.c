@@ -179,7 +179,13 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
                            proc_start_time(getpid()), NULL) != 1)
             return 2;
         /* claimed: the owner recorded in the row is now this process; the mark names the dead
-         * one */
+         * one. A clone taken from a warm pool (pool.c) has a hypervisor already: it goes too. */
+        if (v->pid && proc_alive(v->pid, v->pid_start)) {
+            (void)kill(v->pid, SIGKILL);
+            (void)vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(DEFAULT_STOP_TIMEOUT));
+            supervise_exit ex; /* its supervisor's record: not into a removed directory */
+            (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
+        }
         remove_abandoned_dir(ctx, v);
         {
             /* a snapshottable VM's RAM file is on tmpfs, outside its directory */

@@ -292,12 +292,30 @@ static void check_rows(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)
 
 /* ---------- hypervisor processes nobody recorded ---------- */
 
+static bool row_records(const store_vm *v, pid_t pid, uint64_t start)
+{
+    return (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) && v->pid == pid &&
+           v->pid_start == start;
+}
+
+/* name: the VM the process's command line names. A clone taken from a warm pool (pool.c) runs
+ * in a hypervisor launched under the pool's name: any row recording the process counts. */
 static bool recorded(vmctl_ctx *ctx, const char *name, pid_t pid, uint64_t start)
 {
-    cleanup_store_vm store_vm *v = NULL;
-    return store_vm_get(ctx->store, name, &v, NULL) >= 0 &&
-           (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) && v->pid == pid &&
-           v->pid_start == start;
+    {
+        cleanup_store_vm store_vm *v = NULL;
+        if (store_vm_get(ctx->store, name, &v, NULL) >= 0 && row_records(v, pid, start))
+            return true;
+    }
+    store_vm **rows = NULL;
+    size_t n = 0;
+    bool found = false;
+    if (store_vm_list(ctx->store, &rows, &n, NULL) < 0)
+        return false;
+    for (size_t i = 0; i < n && !found; i++)
+        found = row_records(rows[i], pid, start);
+    store_vm_list_free(rows, n);
+    return found;
 }
 
 static void check_procs(vmctl_ctx *ctx, bool fix, vmctl_host_check *c)

@@ -23,6 +23,7 @@
 #include "ssh.h"
 #include "state.h"
 #include "store.h"
+#include "store-snapshot.h"
 #include "supervise.h"
 #include "util/util.h"
 #include "io-pause.h"
@@ -315,38 +316,6 @@ int vmctl_vm_wait_ready(vmctl_ctx *ctx, const char *name, double timeout_sec, vm
     return wait_ready_row(ctx, v, spec, timeout_sec, reterr);
 }
 
-/* CID_TRIES: how many CIDs held by other processes on the host start steps over. */
-#define CID_TRIES 64
-
-/* v->cid: the VM's guest CID (allocated when it has none, or below min), free on the host too:
- * a CID another process holds (another vmctl home, another hypervisor) is replaced by the next
- * one free in the store. network::setup_failed when none is found. */
-static int choose_cid(vmctl_ctx *ctx, store_vm *v, uint32_t min, vmctl_error **reterr)
-{
-    int r;
-    if ((!v->cid || v->cid < min) &&
-        (r = store_vm_alloc_cid(ctx->store, v->name, min, &v->cid, reterr)) < 0)
-        return r;
-    for (int i = 0; i < CID_TRIES; i++) {
-        int busy = agent_vsock_cid_busy(NULL, v->cid);
-        if (busy <= 0)
-            return 0; /* free (or cannot tell: the hypervisor will say) */
-        ctx_log(ctx, VMCTL_LOG_INFO, "guest CID %u is used by another process; trying the next",
-                v->cid);
-        if ((r = store_vm_alloc_cid(ctx->store, v->name, v->cid + 1, &v->cid, reterr)) < 0)
-            return r;
-    }
-    r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EADDRINUSE,
-                 "no free guest CID for vm '%s': %d in a row are used by other processes on this "
-                 "host",
-                 v->name, CID_TRIES);
-    err_detail(reterr, "vm", "%s", v->name);
-    err_detail_num(reterr, "cid", v->cid);
-    err_help(reterr, "Stop the other VMs using vsock, or `rmmod vhost_vsock` to run without "
-                     "AF_VSOCK (the agent then uses virtio-serial).");
-    return r;
-}
-
 /* The limits a jailed VM of spec has: the memory and pids ceilings, the CPU quota if asked. */
 static unsigned vm_limits_wanted(const vm_spec *spec)
 {
@@ -390,70 +359,22 @@ int vmctl_vm_start(vmctl_ctx *ctx, const char *name, bool wait, double timeout_s
         int r = vm_begin_op(ctx, name, VM_OP_START, &v, &spec, &to, &lock, reterr);
         if (r < 0)
             return r;
-        const backend_ops *be = backend_find(spec->backend, reterr);
-        if (!be)
-            return -EOPNOTSUPP;
-        be->cleanup(v->dir);
-        bool vsock = be->needs_host_cid(spec);
-        if (vsock && (r = choose_cid(ctx, v, STORE_MIN_CID, reterr)) < 0)
+        vm_launched l;
+        vm_launch_opts o = {.jail = true, .net = true};
+        if ((r = vm_launch(ctx, v, spec, &o, &l, reterr)) < 0)
             return err_prefix(reterr, r, "while starting vm '%s'", name);
-        spec->guest_cid = vsock ? v->cid : 0;
-        const char *nojail = jail_wanted(spec->no_jail) ? jail_unavailable() : NULL;
-        if (nojail)
-            ctx_log(ctx, VMCTL_LOG_NOTICE, "vm '%s' runs without the jail: %s (docs/isolation.md)",
-                    name, nojail);
-        else if (jail_wanted(spec->no_jail)) {
-            uint32_t base, count;
-            jail_uid_range(&base, &count);
-            if ((r = store_vm_jail_uid(ctx->store, name, base, count, true, &spec->jail_uid,
-                                       reterr)) < 0)
-                return err_prefix(reterr, r, "while starting vm '%s'", name);
-        }
-        /* --net tap: TAP, address, limits, firewall (vm-net.c); QEMU inherits the TAP */
-        if (streq(spec->net, "tap") && (r = vmnet_up(ctx->store, spec, reterr)) < 0)
-            return err_prefix(reterr, r, "while starting vm '%s'", name);
-        /* --net netns:PATH: a TAP in that namespace, joined to its uplink (podnet.c) */
-        if (podnet_path(spec->net) && (r = podnet_up(spec, reterr)) < 0)
-            return err_prefix(reterr, r, "while starting vm '%s'", name);
-        cleanup_close int tapfd = spec->mac ? spec->tap_fd : -1;
-        pid_t pid = 0;
-        uint64_t pstart = 0;
-        /* closing it unrecorded makes the supervisor kill the hypervisor */
-        cleanup_close int hold = -1;
-        r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
-        if (r < 0 && spec->guest_cid && agent_vsock_cid_busy(NULL, spec->guest_cid) == 1) {
-            /* another process took the CID between our check and the launch: next one */
-            vmctl_error_free(reterr ? *reterr : NULL);
-            if (reterr)
-                *reterr = NULL;
-            if ((r = choose_cid(ctx, v, v->cid + 1, reterr)) < 0)
-                return err_prefix(reterr, r, "while starting vm '%s'", name);
-            spec->guest_cid = v->cid;
-            be->cleanup(v->dir);
-            r = be->launch(spec, v->dir, &pid, &pstart, &hold, reterr);
-        }
-        if (r < 0) {
-            vmnet_release(ctx->store, name, spec->net);
-            return err_prefix(reterr, r, "while starting vm '%s'", name);
-        }
         /* Test hook: widens the window between the launch and its record, so that the
          * integration tests can kill vmctl there deterministically. */
         const char *delay = getenv("VMCTL_TEST_START_DELAY_MS");
         if (delay)
             sleep_usec((uint64_t)strtoul(delay, NULL, 10) * 1000);
-        r = store_vm_set_state(ctx->store, name, v->state, -1, to, pid, pstart, reterr);
-        if (r < 0) {
-            (void)kill(pid, SIGKILL);
+        if ((r = vm_launch_record(ctx, v, to, &l, reterr)) < 0) {
             vmnet_release(ctx->store, name, spec->net);
             return r;
         }
-        supervise_commit(TAKE_FD(hold));
-        v->state = to;
-        v->pid = pid;
-        v->pid_start = pstart;
-        ctx_log(ctx, VMCTL_LOG_INFO, "started vm '%s' (pid %d)", name, (int)pid);
+        ctx_log(ctx, VMCTL_LOG_INFO, "started vm '%s' (pid %d)", name, (int)l.pid);
         if (spec->jail_uid)
-            notice_unenforced(ctx, name, v->dir, pid, vm_limits_wanted(spec));
+            notice_unenforced(ctx, name, v->dir, l.pid, vm_limits_wanted(spec));
     } /* the lock is released here: waiting for the guest must not block stop or kill */
     if (!wait)
         return 0;
@@ -787,7 +708,16 @@ int vmctl_vm_list(vmctl_ctx *ctx, vmctl_vm_info ***ret, size_t *n, vmctl_error *
         store_vm_list_free(rows, nrows);
         return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
+    /* a warm pool's processes are not users' VMs (`vmctl pool list` shows them) */
+    cleanup_strv char **pooled = NULL;
+    if (store_pool_members(ctx->store, NULL, NULL, &pooled, NULL) < 0)
+        pooled = NULL;
     for (size_t i = 0; i < nrows; i++) {
+        bool is_pooled = false;
+        for (size_t j = 0; pooled && pooled[j] && !is_pooled; j++)
+            is_pooled = streq(pooled[j], rows[i]->name);
+        if (is_pooled)
+            continue;
         if (vm_reconcile(ctx, rows[i], false) != 0)
             continue;
         cleanup_vm_spec vm_spec *spec = NULL;

@@ -44,6 +44,8 @@ static void machine_clear(vmfile_machine *m)
     free(m->cloud_init);
     free(m->ssh_key);
     free(m->ssh_user);
+    free(m->from_vm);
+    free(m->from_snap);
     free(m->ports);
     strv_free(m->env);
     strv_free(m->allow);
@@ -641,7 +643,25 @@ static int parse_network(checker *c, const kdl_node *n, vmfile_machine *m, size_
 
 static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpus, memory, disk, "
                                 "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
-                                "jail, cpu-quota, mount, provision";
+                                "jail, cpu-quota, mount, provision, from";
+
+/* from "VM/SNAP": both parts VM names (a snapshot's name follows the same rule) */
+static int parse_from(checker *c, const kdl_node *n, vmfile_machine *m)
+{
+    cleanup_free char *s = NULL;
+    int r = get_string(c, n, "from", "a snapshot, \"VM/SNAP\"", NULL, &s);
+    if (r < 0)
+        return r;
+    char *slash = strchr(s, '/');
+    if (slash)
+        *slash = '\0';
+    if (!slash || !name_is_valid(s) || !name_is_valid(slash + 1))
+        return verr(c, n->args[0].offset, "not VM/SNAP", "from", "from", NULL,
+                    "'from' must name a snapshot as \"VM/SNAP\" (see `vmctl snapshot list`)");
+    m->from_vm = strdup(s);
+    m->from_snap = strdup(slash + 1);
+    return m->from_vm && m->from_snap ? 0 : -ENOMEM;
+}
 
 /* mount "SRC" "DST" [ro=#true]: SRC relative to the file's directory (checked by create) */
 static int parse_mount(checker *c, const kdl_node *n, vmfile_machine *m)
@@ -737,7 +757,7 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
     static const char *const once[] = {"image",   "image-url",  "kernel", "initrd",  "cmdline",
                                        "vcpus",   "memory",     "disk",   "machine", "accel",
                                        "network", "cloud-init", "ssh",    "env",     "disk-iops",
-                                       "jail",    "cpu-quota",  NULL};
+                                       "jail",    "cpu-quota",  "from",   NULL};
     size_t n_ports = 0;
     for (size_t i = 0; i < vn->n_children; i++) {
         const kdl_node *n = &vn->children[i];
@@ -836,6 +856,8 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
             r = parse_mount(c, n, m);
         } else if (streq(f, "provision")) {
             r = parse_provision(c, n, m, m->n_steps);
+        } else if (streq(f, "from")) {
+            r = parse_from(c, n, m);
         } else {
             return verr(c, n->offset, "unknown field", "vm", f, NULL,
                         "'vm' has no field '%s': allowed are %s", f, vm_fields);
@@ -851,6 +873,16 @@ static int parse_vm(checker *c, const kdl_node *vn, vmfile_machine *m)
         return verr(c, second->offset, "second image source", "vm", second->name.data, NULL,
                     "give at most one image source: image, image-url or kernel (with initrd, "
                     "cmdline); none means the default guest");
+    }
+    /* from: the snapshot has the machine; only provisioning steps may go with it */
+    const kdl_node *from = seen[17];
+    for (size_t i = 0; from && i < vn->n_children; i++) {
+        const kdl_node *n = &vn->children[i];
+        if (n != from && !streq(n->name.data, "provision"))
+            return verr(c, n->offset, "comes from the snapshot", "vm", n->name.data, NULL,
+                        "'%s' cannot go with 'from': a machine cloned from a snapshot has the "
+                        "snapshot's configuration (only 'provision' steps may go with it)",
+                        n->name.data);
     }
     for (size_t k = 3; k <= 4; k++)
         if (seen[k] && !kern)

@@ -43,6 +43,9 @@ typedef struct vmfile_machine {
     char *image, *kernel, *initrd, *cmdline, *machine, *accel, *net;
     char *image_url, *image_sha256, *image_name; /* image-url: pulled at up */
     char *cloud_init, *ssh_key, *ssh_user;
+    /* from "VM/SNAP": up clones the machine from that snapshot instead of creating and booting
+     * it (docs/vmfile.md); both NULL otherwise */
+    char *from_vm, *from_snap;
     vmctl_port_forward *ports;
     char **env; /* K=V, NULL-terminated, may be NULL */
     size_t n_env;

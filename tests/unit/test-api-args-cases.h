@@ -241,6 +241,16 @@ EINVAL_CASE(vmctl_snapshot_clone, "snap", vmctl_snapshot_clone(ctx, "a", NULL, "
 EINVAL_CASE(vmctl_snapshot_clone, "newname", vmctl_snapshot_clone(ctx, "a", "s", NULL, 1, 0, e))
 VOID_CASE(vmctl_snapshot_info_free, "i", vmctl_snapshot_info_free(NULL))
 VOID_CASE(vmctl_snapshot_info_list_free, "list", vmctl_snapshot_info_list_free(NULL, 0))
+EINVAL_CASE(vmctl_pool_set, "ctx", vmctl_pool_set(NULL, "a", "s", 1, e))
+EINVAL_CASE(vmctl_pool_set, "vm", vmctl_pool_set(ctx, NULL, "s", 1, e))
+EINVAL_CASE(vmctl_pool_set, "snap", vmctl_pool_set(ctx, "a", NULL, 1, e))
+EINVAL_CASE(vmctl_pool_fill, "ctx", vmctl_pool_fill(NULL, "a", "s", e))
+EINVAL_CASE(vmctl_pool_fill, "vm", vmctl_pool_fill(ctx, NULL, "s", e))
+EINVAL_CASE(vmctl_pool_fill, "snap", vmctl_pool_fill(ctx, "a", NULL, e))
+EINVAL_CASE(vmctl_pool_list, "ctx", vmctl_pool_list(NULL, &pool_infos, &count, e))
+EINVAL_CASE(vmctl_pool_list, "ret", vmctl_pool_list(ctx, NULL, &count, e))
+EINVAL_CASE(vmctl_pool_list, "n", vmctl_pool_list(ctx, &pool_infos, NULL, e))
+VOID_CASE(vmctl_pool_info_list_free, "list", vmctl_pool_info_list_free(NULL, 0))
 CASE(vmctl_version, "(none)", VALUE, 1, vmctl_version() != NULL)
 #undef ENV_CASES
 #undef EINVAL_CASE

@@ -75,6 +75,7 @@ static vmctl_ctx *new_ctx;
 static vmctl_vm_stats *vm_stats;
 static vmctl_network_info *net_info;
 static vmctl_snapshot_info **snap_infos;
+static vmctl_pool_info **pool_infos;
 static char *text;
 static const vmctl_vm_config vm_config = {.name = "x"};
 static char *str, **strv;

@@ -187,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 7);
+    assert_int_equal(sqlite3_column_int(st, 0), 8);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -699,8 +699,14 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 7);
+        assert_int_equal(sqlite3_column_int(st, 0), 8);
         sqlite3_finalize(st);
+        /* 7 -> 8: the pool tables are there */
+        assert_int_equal(sqlite3_exec(db,
+                                      "SELECT snap_vm, snap, size FROM pools; SELECT vm, "
+                                      "snap_vm, snap FROM pool_vms",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
         /* 4 -> 5: the leases table is there */
         assert_int_equal(sqlite3_exec(db, "SELECT vm, subnet, prefix, ifname, mac FROM leases",
                                       NULL, NULL, NULL),
@@ -949,7 +955,7 @@ static void test_unknown_schema(void **state)
         const char *sql;
         const char *detail_version;
     } cases[] = {
-        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 8;", "8"},
+        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 9;", "9"},
         {"CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);", "0"},
         /* Claims our version but has other columns. */
         {"CREATE TABLE vms (name TEXT PRIMARY KEY, colour TEXT); PRAGMA user_version = 1;", NULL},
@@ -1333,6 +1339,87 @@ static void test_snapshots(void **state)
     assert_int_equal(store_snapshot_delete(s, "src", "base", false, NULL, NULL, &err), -ENOENT);
 }
 
+/* Warm pools (schema 8): sizes, members, and the take (a member's row renamed with its ports and
+ * references in one transaction; a member gone or a name taken change nothing). */
+static void test_pools(void **state)
+{
+    cleanup_error vmctl_error *err = NULL;
+    cleanup_store store *s = NULL;
+    assert_int_equal(store_open(*state, &s, &err), 0);
+    unsigned size = 9;
+    assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
+    assert_int_equal(size, 0);
+    assert_int_equal(store_pool_set(s, "src", "base", 2, &err), 0);
+    assert_int_equal(store_pool_set(s, "src", "base", 3, &err), 0); /* an update */
+    assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
+    assert_int_equal(size, 3);
+    store_pool *pools = NULL;
+    size_t np = 0;
+    assert_int_equal(store_pool_list(s, &pools, &np, &err), 0);
+    assert_int_equal(np, 1);
+    assert_string_equal(pools[0].snap, "base");
+    store_pool_list_free(pools, np);
+
+    cleanup_free char *config = spec_json("pool-a");
+    store_vm v = {.name = "pool-a",
+                  .state = VMCTL_VM_RUNNING,
+                  .config = config,
+                  .dir = "/x/vms/pool-a",
+                  .complete = true};
+    vmctl_port_forward fwd = {.host_port = 40022, .guest_port = 22};
+    assert_int_equal(store_vm_insert_ports(s, &v, &fwd, 1, &err), 0);
+    assert_int_equal(store_snapshot_ref_add(s, "pool-a", "src", "base", &err), 0);
+    assert_int_equal(store_pool_member_add(s, "pool-a", "src", "base", &err), 0);
+    insert_vm(s, "taken", VMCTL_VM_CREATED, &err, 0);
+    char **members = NULL;
+    assert_int_equal(store_pool_members(s, "src", "base", &members, &err), 0);
+    assert_int_equal(strv_length(members), 1);
+    assert_string_equal(members[0], "pool-a");
+    strv_free(members);
+
+    /* a name that is there: nothing changes */
+    assert_int_equal(store_pool_take(s, "pool-a", "taken", "{}", "/x/vms/taken", NULL, 1, 2, &err),
+                     -EEXIST);
+    assert_int_equal(store_pool_members(s, NULL, NULL, &members, &err), 0);
+    assert_int_equal(strv_length(members), 1);
+    strv_free(members);
+    /* the take */
+    assert_int_equal(
+        store_pool_take(s, "pool-a", "c1", config, "/x/vms/c1", "/p/VMFile.kdl", 7, 8, &err), 0);
+    cleanup_store_vm store_vm *g = NULL;
+    assert_int_equal(store_vm_get(s, "c1", &g, &err), 0);
+    assert_false(g->complete);
+    assert_int_equal(g->owner_pid, 7);
+    assert_int_equal(g->state, VMCTL_VM_RUNNING);
+    assert_string_equal(g->dir, "/x/vms/c1");
+    assert_string_equal(g->project, "/p/VMFile.kdl");
+    store_vm *gone = NULL;
+    assert_int_equal(store_vm_get(s, "pool-a", &gone, &err), -ENOENT);
+    char *owner = NULL;
+    assert_int_equal(store_port_owner(s, 40022, false, &owner, &err), 1);
+    assert_string_equal(owner, "c1");
+    free(owner);
+    size_t refs = 0;
+    assert_int_equal(store_snapshot_ref_count(s, "src", "base", &refs, &err), 0);
+    assert_int_equal(refs, 1);
+    assert_int_equal(store_pool_members(s, NULL, NULL, &members, &err), 0);
+    assert_int_equal(strv_length(members), 0);
+    strv_free(members);
+    /* taken already */
+    assert_int_equal(store_pool_take(s, "pool-a", "c2", "{}", "/x/vms/c2", NULL, 1, 2, &err),
+                     -ENOENT);
+    /* a member goes with its row; size 0 removes the pool */
+    insert_vm(s, "pool-b", VMCTL_VM_RUNNING, &err, 0);
+    assert_int_equal(store_pool_member_add(s, "pool-b", "src", "base", &err), 0);
+    assert_int_equal(store_vm_delete(s, "pool-b", &err), 0);
+    assert_int_equal(store_pool_members(s, NULL, NULL, &members, &err), 0);
+    assert_int_equal(strv_length(members), 0);
+    strv_free(members);
+    assert_int_equal(store_pool_set(s, "src", "base", 0, &err), 0);
+    assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
+    assert_int_equal(size, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1348,6 +1435,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jail_uid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_leases, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_snapshots, setup_home, teardown_home),
+        cmocka_unit_test_setup_teardown(test_pools, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_concurrent_cid, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_migrate, setup_home, teardown_home),
         cmocka_unit_test_setup_teardown(test_project_provision, setup_home, teardown_home),
