@@ -36,6 +36,10 @@ typedef struct vmctl_exec_opts {
      * without terminal support fails the call with exec::unavailable. */
     bool tty;
     unsigned tty_rows, tty_cols;
+    /* Run chrooted into this absolute guest directory (agent only; a container's root in the
+     * containerd shim): cwd, the PATH lookup of argv[0] and a user's name are taken inside it.
+     * NULL: the guest's /. An agent without it fails the call with exec::unavailable. */
+    const char *root;
 } vmctl_exec_opts;
 
 typedef struct vmctl_exec_result {

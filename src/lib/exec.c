@@ -457,7 +457,8 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
         return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && !opts->root &&
+        ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec_stream(ctx, name, opts, io, stdin_fd, status, reterr);
     if (r < 0)
         return r;
@@ -497,7 +498,8 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
         return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && !opts->root &&
+        ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec(ctx, name, opts, result, reterr);
     if (r < 0)
         return r;
