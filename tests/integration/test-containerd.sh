@@ -81,6 +81,16 @@ c task exec --exec-id e2 --cwd /tmp t2 sh -c 'test "$(pwd)" = /tmp && test -f in
 expect_eq "ctr task exec --cwd" "$?" 0
 out=$(echo piped | c task exec --exec-id e3 t2 cat)
 expect_eq "ctr task exec: stdin" "$out" piped
+out=$(c task exec --exec-id e4 --user 1000:1000 t2 sh -c 'echo $(id -u):$(id -g)' </dev/null)
+expect_eq "ctr task exec --user: the process's uid:gid" "$out" "1000:1000"
+# a terminal (ctr -t wants one of its own: script gives it a pty)
+if have script util-linux "ctr task exec -t"; then
+  out=$(script -qec "timeout 120 ctr --address $T/c.sock task exec -t --exec-id e5 t2 sh -c 'tty; exit 4'" /dev/null </dev/null)
+  rc=$?
+  grep -q "/dev/pts/[0-9]" <<<"$out" && ok "ctr task exec -t: the process has a terminal" ||
+    fail "ctr task exec -t: tty said '$out'"
+  expect_eq "ctr task exec -t: the exit code" "$rc" 4
+fi
 c task pause t2 || fail "ctr task pause"
 expect_eq "paused" "$(c task ls | awk '$1=="t2"{print $3}')" PAUSED
 qpid=$(c task ls | awk '$1=="t2"{print $2}')
