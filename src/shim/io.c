@@ -179,6 +179,10 @@ static void *io_thread(void *arg)
     p->exit_status = (uint32_t)status.exit_code;
     p->exited_at = now;
     p->io_done = true;
+    /* the container ends with its init process (as runc's PID namespace does): its execs go */
+    for (shim_proc *q = io->t->procs; !*p->exec_id && q; q = q->next)
+        if (q != p && q->status == ST_RUNNING)
+            shim_proc_ctl(q, 'k', SIGKILL, 0);
     pthread_cond_broadcast(&shim_cond);
     pthread_mutex_unlock(&shim_lock);
     io_close(io);

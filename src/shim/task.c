@@ -92,12 +92,17 @@ static int mount_rootfs(Containerd__Task__V2__CreateTaskRequest *req, const char
     return 0;
 }
 
-/* /proc, /sys and /dev inside the container's root, where the rootfs has those directories */
+/* /proc, /sys and /dev inside the container's root, where the rootfs has those directories.
+ * /dev is bound with its submounts once the guest's /init has mounted /dev/pts (in the
+ * background, after the agent started): a terminal's slave must have its name in the root. */
 static void guest_setup(vmctl_ctx *ctx, const char *vm)
 {
-    static char script[] = "r=" SHIM_GUEST_ROOT "; [ -d $r/proc ] && mount -t proc proc $r/proc; "
-                           "[ -d $r/sys ] && mount -t sysfs sysfs $r/sys; "
-                           "[ -d $r/dev ] && mount -o rbind /dev $r/dev; true";
+    static char script[] =
+        "r=" SHIM_GUEST_ROOT "; [ -d $r/proc ] && mount -t proc proc $r/proc; "
+        "[ -d $r/sys ] && mount -t sysfs sysfs $r/sys; "
+        "i=0; until grep -q ' /dev/pts devpts ' /proc/mounts || [ $i -ge 300 ]; do "
+        "sleep 0.1; i=$((i + 1)); done; "
+        "[ -d $r/dev ] && mount -o rbind /dev $r/dev; true";
     char *argv[] = {"sh", "-c", script, NULL};
     vmctl_exec_opts o = {.argv = argv, .via = VMCTL_EXEC_VIA_AGENT, .timeout_sec = 60};
     vmctl_exec_result res = {0};

@@ -85,7 +85,7 @@ out=$(c task exec --exec-id e4 --user 1000:1000 t2 sh -c 'echo $(id -u):$(id -g)
 expect_eq "ctr task exec --user: the process's uid:gid" "$out" "1000:1000"
 # a terminal (ctr -t wants one of its own: script gives it a pty)
 if have script util-linux "ctr task exec -t"; then
-  out=$(script -qec "timeout 120 ctr --address $T/c.sock task exec -t --exec-id e5 t2 sh -c 'tty; exit 4'" /dev/null </dev/null)
+  out=$(script -qec "timeout --foreground 120 ctr --address $T/c.sock task exec -t --exec-id e5 t2 sh -c 'tty; exit 4'" /dev/null </dev/null)
   rc=$?
   grep -q "/dev/pts/[0-9]" <<<"$out" && ok "ctr task exec -t: the process has a terminal" ||
     fail "ctr task exec -t: tty said '$out'"
@@ -103,9 +103,15 @@ mem=$(awk '$1=="memory.usage"{print $2}' <<<"$m")
 [ "${cpu:-0}" -gt 0 ] && [ "${mem:-0}" -gt 0 ] && ok "ctr task metrics: cpu $cpu us, memory $mem bytes" ||
   fail "ctr task metrics: $m"
 expect_eq "ctr task ps: the VM's hypervisor pid" "$(c task ps t2 | awk 'NR==2{print $1}')" "$qpid"
+c task exec --exec-id e6 t2 sleep 600 </dev/null &
+exec_pid=$!
+sleep 2
 c task kill -s SIGTERM t2 || fail "ctr task kill"
 for _ in $(seq 100); do [ "$(c task ls | awk '$1=="t2"{print $3}')" = STOPPED ] && break; sleep 0.1; done
 expect_eq "killed: stopped" "$(c task ls | awk '$1=="t2"{print $3}')" STOPPED
+for _ in $(seq 100); do [ -d "/proc/$exec_pid" ] || break; sleep 0.1; done
+wait "$exec_pid"
+expect_eq "an exec still running when the init process ends is killed (137)" "$?" 137
 c task delete t2 >/dev/null 2>&1 || fail "ctr task delete"
 c container rm t2 || fail "ctr container rm"
 sleep 1
