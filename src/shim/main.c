@@ -192,6 +192,7 @@ static int cmd_start(void)
             fclose(f);
         }
         printf("%s", addr);
+        free(path);
         return 0;
     }
     /* the serving shim: a session of its own, stdio away from containerd's pipes (containerd

@@ -158,9 +158,9 @@ shim_pid=$(ps -eo pid,comm,args | awk '$2=="containerd-shim" && / -id t3 /{print
 vmname=$(vm list --json | jq -r '.[0].name')
 qpid=$(pgrep -f -- "-name $vmname ")
 [ -n "$shim_pid" ] && [ -n "$qpid" ] && ok "t3 runs (shim $shim_pid, QEMU $qpid)" || fail "t3 did not come up"
-kill -9 "$shim_pid"
+[ -n "$shim_pid" ] && kill -9 "$shim_pid"
 for _ in $(seq 100); do [ -d "/proc/$qpid" ] || break; sleep 0.1; done
-[ -d "/proc/$qpid" ] && fail "QEMU outlived its SIGKILLed shim" || ok "QEMU died with its shim"
+[ -n "$qpid" ] && [ -d "/proc/$qpid" ] && fail "QEMU outlived its SIGKILLed shim" || ok "QEMU died with its shim"
 out=$(c task delete t3 2>&1) || grep -q "not found" <<<"$out" || fail "ctr task delete after kill -9: $out"
 c container rm t3 >/dev/null 2>&1
 pgrep -f "virtiofsd --socket-path=$VMCTL_HOME/vms/" >/dev/null && fail "virtiofsd left" || ok "no virtiofsd left"
