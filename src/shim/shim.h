@@ -76,9 +76,10 @@ extern shim_task *shim_the_task; /* NULL until Create */
 /* Logging to the shim's log FIFO (containerd copies it to its own log). */
 void shim_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* main.c: the VM name and the socket path of (namespace, id). */
+/* util.c: the VM name and the socket path of (namespace, id). */
 char *shim_vm_name(const char *ns, const char *id);
 char *shim_socket_path(const char *ns, const char *id);
+const char *shim_socket_dir(void); /* /run/vmctl-shim (root), else /tmp/vmctl-shim */
 /* A context on the VM store ($VMCTL_HOME, as containerd's environment sets it). */
 int shim_ctx(vmctl_ctx **ret, vmctl_error **reterr);
 
