@@ -8,6 +8,7 @@
  * -publish-binary BIN -id ID [-bundle DIR] [-debug]; the bundle is the working directory. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -146,7 +147,8 @@ static int cmd_delete(void)
     char *name = shim_vm_name(shim_opts.namespace, shim_opts.id);
     vmctl_ctx *ctx = NULL;
     vmctl_error *err = NULL;
-    if (name && shim_ctx(&ctx, &err) >= 0) {
+    /* nothing is created here: no store, nothing to clean up */
+    if (name && vmctl_ctx_open(NULL, VMCTL_CTX_NO_CREATE, &ctx, &err) >= 0) {
         vmctl_vm_info *info = NULL;
         if (vmctl_vm_get(ctx, name, &info, NULL) >= 0) {
             vmctl_vm_info_free(info);
@@ -179,6 +181,11 @@ static int cmd_delete(void)
 int main(int argc, char **argv)
 {
     const char *action = NULL;
+    /* containerd under systemd may run without HOME: the store is then the user's by passwd */
+    struct passwd *pw = NULL;
+    if (!getenv("VMCTL_HOME") && !getenv("XDG_DATA_HOME") && !getenv("HOME") &&
+        (pw = getpwuid(getuid())) && pw->pw_dir)
+        setenv("HOME", pw->pw_dir, 1);
     if (parse_args(argc, argv, &action) < 0)
         return 2;
     if (action && !strcmp(action, "version")) {
