@@ -70,6 +70,15 @@ expect_eq "ctr run: the guest's kernel answers uname -r (host: $(uname -r))" "$o
 expect_eq "ctr run: the exit code" "$rc" 5
 [ "$out" != "$(uname -r)" ] || fail "ctr run printed the host's kernel"
 
+# the init process on a terminal (ctr run -t: ctr wants one of its own, script gives it a pty)
+if have script util-linux "ctr run -t"; then
+  out=$(script -qec "timeout --foreground 180 ctr --address $T/c.sock run --rm -t --runtime io.containerd.vmctl.v2 --rootfs $R r2 sh -c 'tty; stty size; exit 6'" /dev/null </dev/null)
+  rc=$?
+  grep -q "/dev/pts/[0-9]" <<<"$out" && ok "ctr run -t: the init process has a terminal" ||
+    fail "ctr run -t: tty said '$out'"
+  expect_eq "ctr run -t: the exit code" "$rc" 6
+fi
+
 # a long-running task: exec, pause/resume, metrics, kill
 c run -d --runtime io.containerd.vmctl.v2 --rootfs "$R" t2 sh -c 'echo $$ >/tmp/init; sleep 600' </dev/null ||
   fail "ctr run -d"
