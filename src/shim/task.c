@@ -278,6 +278,8 @@ static int m_start(const uint8_t *data, size_t len, uint8_t **resp, size_t *resp
     if (p && p->status != ST_CREATED)
         shim_fail(st, GRPC_FAILED_PRECONDITION, "process %s of task %s was started already",
                   p->exec_id, t->id);
+    else if (p && t->paused) /* its agent does not answer: resume the task first */
+        shim_fail(st, GRPC_FAILED_PRECONDITION, "task %s is paused", t->id);
     else if (p)
         r = shim_proc_run(t, p, st);
     char *exec_id = p ? strdup(p->exec_id) : NULL;

@@ -104,6 +104,9 @@ c task pause t2 || fail "ctr task pause"
 expect_eq "paused" "$(c task ls | awk '$1=="t2"{print $3}')" PAUSED
 qpid=$(c task ls | awk '$1=="t2"{print $2}')
 expect_eq "the VM's QEMU is stopped (QMP stop)" "$(vm status --json "$(vm list --json | jq -r '.[0].name')" | jq -r .state)" paused
+out=$(c task exec --exec-id ep t2 true 2>&1 </dev/null) && fail "an exec in a paused task started" ||
+  { grep -q "is paused" <<<"$out" && ok "an exec in a paused task is refused: it says so" ||
+    fail "an exec in a paused task: $out"; }
 c task resume t2 || fail "ctr task resume"
 expect_eq "resumed" "$(c task ls | awk '$1=="t2"{print $3}')" RUNNING
 m=$(c task metrics t2)
