@@ -93,26 +93,21 @@ void pbw_free(pbw *w)
     *w = (pbw){0};
 }
 
-/* Events go out one at a time, in the order they happened. */
-static pthread_mutex_t publish_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Events go out one at a time, in the order they happened, from a thread of their own: a
+ * `containerd publish` process costs 0.1 s or more, which no request should wait for. */
+typedef struct event_item {
+    struct event_item *next;
+    char *topic;
+    pbw any;
+} event_item;
 
-void shim_publish(const char *topic, const char *name, const pbw *event)
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
+static event_item *queue_head, **queue_tail = &queue_head;
+static bool publisher_running, publisher_busy;
+
+static void publish_now(const char *topic, const pbw *any)
 {
-    if (!shim_opts.publish_binary || !*shim_opts.publish_binary) {
-        shim_log("no -publish-binary: event %s not published", topic);
-        return;
-    }
-    char type_url[128];
-    snprintf(type_url, sizeof(type_url), "containerd.events.%s", name);
-    pbw any = {0};
-    pbw_str_field(&any, 1, type_url);
-    pbw_bytes_field(&any, 2, event->buf, event->len);
-    if (any.oom || event->oom) {
-        shim_log("out of memory: event %s not published", topic);
-        pbw_free(&any);
-        return;
-    }
-    pthread_mutex_lock(&publish_lock);
     int in[2] = {-1, -1};
     pid_t pid = -1;
     int r = pipe2(in, O_CLOEXEC);
@@ -134,8 +129,8 @@ void shim_publish(const char *topic, const char *name, const pbw *event)
         close(in[0]);
         if (r == 0) {
             size_t off = 0;
-            while (off < any.len) {
-                ssize_t k = write(in[1], any.buf + off, any.len - off);
+            while (off < any->len) {
+                ssize_t k = write(in[1], any->buf + off, any->len - off);
                 if (k < 0 && errno == EINTR)
                     continue;
                 if (k <= 0)
@@ -149,10 +144,85 @@ void shim_publish(const char *topic, const char *name, const pbw *event)
     if (r == 0)
         while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
             ;
-    pthread_mutex_unlock(&publish_lock);
     if (r != 0)
         shim_log("cannot run '%s' to publish %s: %s", shim_opts.publish_binary, topic, strerror(r));
     else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
         shim_log("publishing %s failed (status 0x%x)", topic, (unsigned)ws);
-    pbw_free(&any);
+    else if (shim_opts.debug)
+        shim_log("published %s", topic);
+}
+
+static void *publisher(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&queue_lock);
+    for (;;) {
+        while (!queue_head)
+            pthread_cond_wait(&queue_cond, &queue_lock);
+        event_item *e = queue_head;
+        if (!(queue_head = e->next))
+            queue_tail = &queue_head;
+        publisher_busy = true;
+        pthread_mutex_unlock(&queue_lock);
+        publish_now(e->topic, &e->any);
+        free(e->topic);
+        pbw_free(&e->any);
+        free(e);
+        pthread_mutex_lock(&queue_lock);
+        publisher_busy = false;
+        pthread_cond_broadcast(&queue_cond);
+    }
+    return NULL;
+}
+
+void shim_publish(const char *topic, const char *name, const pbw *event)
+{
+    if (!shim_opts.publish_binary || !*shim_opts.publish_binary) {
+        shim_log("no -publish-binary: event %s not published", topic);
+        return;
+    }
+    char type_url[128];
+    snprintf(type_url, sizeof(type_url), "containerd.events.%s", name);
+    event_item *e = calloc(1, sizeof(*e));
+    if (e) {
+        pbw_str_field(&e->any, 1, type_url);
+        pbw_bytes_field(&e->any, 2, event->buf, event->len);
+        e->topic = strdup(topic);
+    }
+    if (!e || !e->topic || e->any.oom || event->oom) {
+        shim_log("out of memory: event %s not published", topic);
+        if (e) {
+            free(e->topic);
+            pbw_free(&e->any);
+        }
+        free(e);
+        return;
+    }
+    pthread_mutex_lock(&queue_lock);
+    if (!publisher_running) {
+        pthread_t t;
+        publisher_running = pthread_create(&t, NULL, publisher, NULL) == 0;
+        if (publisher_running)
+            pthread_detach(t);
+    }
+    if (publisher_running) {
+        *queue_tail = e;
+        queue_tail = &e->next;
+        pthread_cond_broadcast(&queue_cond);
+    }
+    pthread_mutex_unlock(&queue_lock);
+    if (!publisher_running) { /* no thread: publish in the caller */
+        publish_now(e->topic, &e->any);
+        free(e->topic);
+        pbw_free(&e->any);
+        free(e);
+    }
+}
+
+void shim_publish_flush(void)
+{
+    pthread_mutex_lock(&queue_lock);
+    while (queue_head || publisher_busy)
+        pthread_cond_wait(&queue_cond, &queue_lock);
+    pthread_mutex_unlock(&queue_lock);
 }

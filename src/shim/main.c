@@ -137,6 +137,7 @@ static int cmd_start(void)
     }
     int r = shim_serve(fd);
     close(fd);
+    shim_publish_flush();
     unlink(path);
     free(path);
     _exit(r);

@@ -91,7 +91,7 @@ static void *request_thread(void *arg)
     else if (fn(rq->req->payload.data, rq->req->payload.len, &out, &out_len, &st) < 0 && !st.code)
         shim_fail(&st, GRPC_INTERNAL, "%s failed", rq->req->method);
     if (shim_opts.debug)
-        shim_log("%s -> %d %s", rq->req->method, st.code, st.msg);
+        shim_log("%s: %s%s", rq->req->method, st.code ? "failed: " : "ok", st.msg);
     respond(rq->c, rq->stream_id, &st, out, out_len);
     free(out);
     vmctl__ttrpc__request__free_unpacked(rq->req, NULL);

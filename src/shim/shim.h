@@ -133,6 +133,8 @@ void pbw_str_field(pbw *w, unsigned field, const char *s);
 void pbw_msg_field(pbw *w, unsigned field, const pbw *sub); /* sub may be empty */
 void pbw_timestamp_field(pbw *w, unsigned field, const struct timespec *ts);
 void pbw_free(pbw *w);
-/* Publish containerd.events.NAME (type_url "containerd.events.NAME") on topic. Never fails the
- * caller: a failure is logged. */
+/* Queue containerd.events.NAME (type_url "containerd.events.NAME") for topic: published in
+ * order by a thread of its own. Never fails the caller: a failure is logged. */
 void shim_publish(const char *topic, const char *name, const pbw *event);
+/* Wait until every event published so far is out (before the shim exits). */
+void shim_publish_flush(void);

@@ -167,13 +167,19 @@ static int vm_boot(shim_task *t, bool ro, shim_status *st)
     }
     if (r >= 0) {
         t->vm_made = true;
+        if (shim_opts.debug)
+            shim_log("vm '%s' created, starting", t->vm);
         r = vmctl_vm_start(ctx, t->vm, true, 0, &err);
+        if (r >= 0 && shim_opts.debug)
+            shim_log("vm '%s' ready", t->vm);
     }
     vmctl_vm_info *info = NULL;
     if (r >= 0 && (r = vmctl_vm_get(ctx, t->vm, &info, &err)) >= 0) {
         t->vm_pid = info->pid;
         vmctl_vm_info_free(info);
         guest_setup(ctx, t->vm);
+        if (shim_opts.debug)
+            shim_log("the container's root is prepared");
     }
     if (r < 0)
         shim_fail(st, GRPC_INTERNAL, "cannot start vm '%s' for task %s: %s", t->vm, t->id,
@@ -187,6 +193,8 @@ static int m_create(const uint8_t *data, size_t len, uint8_t **resp, size_t *res
                     shim_status *st)
 {
     DECODE(CreateTaskRequest, create_task_request);
+    if (shim_opts.debug)
+        shim_log("Create %s", req->id);
     shim_task *t = calloc(1, sizeof(*t));
     shim_proc *p = calloc(1, sizeof(*p));
     char *err = NULL;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -16,12 +17,19 @@ shim_args shim_opts;
 void shim_log(const char *fmt, ...)
 {
     char buf[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int h = snprintf(buf, sizeof(buf), "containerd-shim-vmctl-v2 %02d:%02d:%02d.%03ld [%d] ",
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid());
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    int n = vsnprintf(buf + h, sizeof(buf) - 1 - (size_t)h, fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
+    n += h;
     if ((size_t)n > sizeof(buf) - 2)
         n = (int)sizeof(buf) - 2;
     buf[n++] = '\n';

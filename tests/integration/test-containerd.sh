@@ -126,7 +126,8 @@ wait "$exec_pid"
 expect_eq "an exec still running when the init process ends is killed (137)" "$?" 137
 c task delete t2 >/dev/null 2>&1 || fail "ctr task delete"
 c container rm t2 || fail "ctr container rm"
-sleep 1
+# the shim publishes from a queue of its own: its last event may come a moment later
+for _ in $(seq 300); do grep -q '/tasks/delete .*"container_id":"t2"' "$T/events" && break; sleep 0.1; done
 kill "$events_pid" 2>/dev/null
 wait "$events_pid" 2>/dev/null
 order=$(awk '/container_id":"t2"/ {print $6}' "$T/events" | awk '!seen[$0]++' | paste -sd' ')
