@@ -249,6 +249,11 @@ int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_err
     VMCTL_ARG_CHECK(s, reterr);
     uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_usec() + (uint64_t)timeout_ms * 1000;
     int r = agent_pump(s->conn, until, reterr);
+    /* then every frame already there: one read can bring several, and those left in the
+     * buffer would not make the fd readable again (a caller polling it would wait forever for
+     * an EXIT that came) */
+    while (r == 1)
+        r = agent_pump(s->conn, 0, reterr);
     return r < 0 ? r : 0;
 }
 

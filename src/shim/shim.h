@@ -40,6 +40,15 @@ typedef struct shim_spec {
     bool terminal;
 } shim_spec;
 
+/* A bind mount of the OCI spec (a volume: `ctr run --mount`, a Kubernetes volume): a host
+ * directory shared with the VM (virtio-fs, at SHIM_GUEST_VOLUMES/N) and bound at dest in the
+ * container's root. */
+#define SHIM_GUEST_VOLUMES "/run/vmctl-vol"
+typedef struct shim_volume {
+    char *source, *dest;
+    bool read_only;
+} shim_volume;
+
 typedef struct shim_proc {
     struct shim_proc *next;
     char *exec_id; /* "" for the init process */
@@ -60,6 +69,8 @@ typedef struct shim_task {
     char *bundle;
     char *vm;     /* the VM's name */
     char *rootfs; /* host directory mounted into the VM */
+    shim_volume *vols;
+    size_t n_vols;
     bool mounted; /* rootfs mounted by us (CreateTaskRequest.rootfs) */
     pid_t vm_pid;
     shim_proc *procs; /* the init process first */
@@ -114,6 +125,10 @@ int shim_spec_from_json(const char *json, size_t len, shim_spec *ret, char **err
 int shim_bundle_load(const char *bundle, shim_spec *ret, char **root_path, bool *root_ro,
                      char **err);
 void shim_spec_clear(shim_spec *s);
+/* The spec's bind mounts of host directories (others, and /proc, /sys, /dev, are left out; a
+ * file's bind mount cannot be shared through virtio-fs and is logged). */
+int shim_bundle_volumes(const char *bundle, shim_volume **ret, size_t *n);
+void shim_volumes_free(shim_volume *v, size_t n);
 
 /* io.c: start the process's I/O thread (it runs the process to its end); 0 or -errno. */
 int shim_proc_run(shim_task *t, shim_proc *p, shim_status *st);

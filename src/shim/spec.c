@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "shim.h"
 
@@ -113,5 +114,81 @@ int shim_bundle_load(const char *bundle, shim_spec *ret, char **root_path, bool 
         shim_spec_clear(ret);
         return -ENOMEM;
     }
+    return 0;
+}
+
+void shim_volumes_free(shim_volume *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].source);
+        free(v[i].dest);
+    }
+    free(v);
+}
+
+/* A destination the guest's shell script can take as it is, outside the kernel's own trees. */
+static bool dest_ok(const char *d)
+{
+    if (d[0] != '/' || strstr(d, ".."))
+        return false;
+    for (const char *c = d; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              strchr("/._-+@", *c)))
+            return false;
+    static const char *const kernel[] = {"/proc", "/sys", "/dev"};
+    for (size_t i = 0; i < 3; i++) {
+        size_t n = strlen(kernel[i]);
+        if (!strncmp(d, kernel[i], n) && (d[n] == 0 || d[n] == '/'))
+            return false;
+    }
+    return strcmp(d, "/") != 0;
+}
+
+int shim_bundle_volumes(const char *bundle, shim_volume **ret, size_t *n)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", bundle);
+    json_t *c = json_load_file(path, 0, NULL);
+    json_t *mounts = json_object_get(c, "mounts");
+    size_t cap = json_is_array(mounts) ? json_array_size(mounts) : 0, k = 0;
+    shim_volume *v = calloc(cap + 1, sizeof(*v));
+    if (!v) {
+        json_decref(c);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cap; i++) {
+        json_t *m = json_array_get(mounts, i);
+        const char *type = json_string_value(json_object_get(m, "type"));
+        const char *src = json_string_value(json_object_get(m, "source"));
+        const char *dst = json_string_value(json_object_get(m, "destination"));
+        json_t *opts = json_object_get(m, "options");
+        bool bind = type && !strcmp(type, "bind"), ro = false;
+        for (size_t o = 0; o < json_array_size(opts); o++) {
+            const char *s = json_string_value(json_array_get(opts, o));
+            bind |= s && (!strcmp(s, "bind") || !strcmp(s, "rbind"));
+            ro |= s && !strcmp(s, "ro");
+        }
+        struct stat st;
+        if (!bind || !src || !dst)
+            continue;
+        if (!dest_ok(dst) || stat(src, &st) < 0 || !S_ISDIR(st.st_mode)) {
+            shim_log("mount of '%s' on '%s' left out: only host directories, on plain paths "
+                     "outside /proc, /sys and /dev, are shared with the VM",
+                     src, dst);
+            continue;
+        }
+        v[k].source = strdup(src);
+        v[k].dest = strdup(dst);
+        v[k].read_only = ro;
+        if (!v[k].source || !v[k].dest) {
+            shim_volumes_free(v, k + 1);
+            json_decref(c);
+            return -ENOMEM;
+        }
+        k++;
+    }
+    json_decref(c);
+    *ret = v;
+    *n = k;
     return 0;
 }

@@ -92,26 +92,42 @@ static int mount_rootfs(Containerd__Task__V2__CreateTaskRequest *req, const char
     return 0;
 }
 
-/* /proc, /sys and /dev inside the container's root, where the rootfs has those directories.
- * /dev is bound with its submounts once the guest's /init has mounted /dev/pts (in the
- * background, after the agent started): a terminal's slave must have its name in the root. */
-static void guest_setup(vmctl_ctx *ctx, const char *vm)
+/* /proc, /sys and /dev inside the container's root, where the rootfs has those directories, and
+ * the volumes bound at their destinations. /dev is bound with its submounts once the guest's
+ * /init has mounted /dev/pts (in the background, after the agent started): a terminal's slave
+ * must have its name in the root. Destinations are plain paths (spec.c): no quoting needed. */
+static int guest_setup(vmctl_ctx *ctx, const shim_task *t, shim_status *st)
 {
-    static char script[] =
+    static const char head[] =
         "r=" SHIM_GUEST_ROOT "; [ -d $r/proc ] && mount -t proc proc $r/proc; "
         "[ -d $r/sys ] && mount -t sysfs sysfs $r/sys; "
         "i=0; until grep -q ' /dev/pts devpts ' /proc/mounts || [ $i -ge 300 ]; do "
         "sleep 0.1; i=$((i + 1)); done; "
         "[ -d $r/dev ] && mount -o rbind /dev $r/dev; true";
+    size_t cap = sizeof(head) + 1;
+    for (size_t i = 0; i < t->n_vols; i++)
+        cap += 2 * strlen(t->vols[i].dest) + 128;
+    char *script = malloc(cap);
+    if (!script)
+        return shim_fail(st, GRPC_INTERNAL, "out of memory");
+    size_t n = (size_t)snprintf(script, cap, "%s", head);
+    for (size_t i = 0; i < t->n_vols; i++)
+        n += (size_t)snprintf(script + n, cap - n,
+                              " && mkdir -p $r%s && mount --bind " SHIM_GUEST_VOLUMES "/%zu $r%s",
+                              t->vols[i].dest, i, t->vols[i].dest);
     char *argv[] = {"sh", "-c", script, NULL};
     vmctl_exec_opts o = {.argv = argv, .via = VMCTL_EXEC_VIA_AGENT, .timeout_sec = 60};
     vmctl_exec_result res = {0};
     vmctl_error *err = NULL;
-    if (vmctl_exec(ctx, vm, &o, &res, &err) < 0)
-        shim_log("cannot prepare the container's root in vm '%s': %s", vm,
-                 vmctl_error_get_message(err));
+    int r = vmctl_exec(ctx, t->vm, &o, &res, &err);
+    if (r < 0 || res.exit_code != 0)
+        shim_fail(st, GRPC_INTERNAL, "cannot prepare the container's root in vm '%s': %s%.*s",
+                  t->vm, r < 0 ? vmctl_error_get_message(err) : "", r < 0 ? 0 : (int)res.err_len,
+                  res.err ? res.err : "");
     vmctl_exec_result_clear(&res);
     vmctl_error_free(err);
+    free(script);
+    return r < 0 || st->code ? -1 : 0;
 }
 
 static void task_free(shim_task *t)
@@ -125,6 +141,7 @@ static void task_free(shim_task *t)
     free(t->bundle);
     free(t->vm);
     free(t->rootfs);
+    shim_volumes_free(t->vols, t->n_vols);
     free(t);
 }
 
@@ -147,11 +164,23 @@ static int vm_boot(shim_task *t, bool ro, shim_status *st)
 {
     vmctl_ctx *ctx = NULL;
     vmctl_error *err = NULL;
-    vmctl_mount m = {.source = t->rootfs, .target = SHIM_GUEST_ROOT, .read_only = ro};
+    vmctl_mount *m = calloc(t->n_vols + 1, sizeof(*m));
+    char(*targets)[48] = calloc(t->n_vols + 1, sizeof(*targets));
+    if (!m || !targets) {
+        free(m);
+        free(targets);
+        return shim_fail(st, GRPC_INTERNAL, "out of memory");
+    }
+    m[0] = (vmctl_mount){.source = t->rootfs, .target = SHIM_GUEST_ROOT, .read_only = ro};
+    for (size_t i = 0; i < t->n_vols; i++) {
+        snprintf(targets[i], sizeof(targets[i]), SHIM_GUEST_VOLUMES "/%zu", i);
+        m[i + 1] = (vmctl_mount){
+            .source = t->vols[i].source, .target = targets[i], .read_only = t->vols[i].read_only};
+    }
     vmctl_vm_config cfg = {
         .name = t->vm,
-        .mounts = &m,
-        .n_mounts = 1,
+        .mounts = m,
+        .n_mounts = t->n_vols + 1,
         .owner_bound = true, /* the shim SIGKILLed: its supervisor kills QEMU */
         .memory_mib = 256,
     };
@@ -177,15 +206,15 @@ static int vm_boot(shim_task *t, bool ro, shim_status *st)
     if (r >= 0 && (r = vmctl_vm_get(ctx, t->vm, &info, &err)) >= 0) {
         t->vm_pid = info->pid;
         vmctl_vm_info_free(info);
-        guest_setup(ctx, t->vm);
-        if (shim_opts.debug)
+        if ((r = guest_setup(ctx, t, st)) == 0 && shim_opts.debug)
             shim_log("the container's root is prepared");
-    }
-    if (r < 0)
+    } else if (r < 0)
         shim_fail(st, GRPC_INTERNAL, "cannot start vm '%s' for task %s: %s", t->vm, t->id,
                   err ? vmctl_error_get_message(err) : strerror(-r));
     vmctl_error_free(err);
     vmctl_ctx_free(ctx);
+    free(m);
+    free(targets);
     return r < 0 ? -1 : 0;
 }
 
@@ -221,6 +250,10 @@ static int m_create(const uint8_t *data, size_t len, uint8_t **resp, size_t *res
     t->vm = shim_vm_name(shim_opts.namespace, req->id);
     if (shim_bundle_load(t->bundle, &p->spec, &t->rootfs, &ro, &err) < 0) {
         shim_fail(st, GRPC_INVALID_ARGUMENT, "%s", err ? err : "cannot load the bundle");
+        goto out;
+    }
+    if (shim_bundle_volumes(t->bundle, &t->vols, &t->n_vols) < 0) {
+        shim_fail(st, GRPC_INTERNAL, "out of memory");
         goto out;
     }
     if (req->n_rootfs) {

@@ -70,6 +70,19 @@ expect_eq "ctr run: the guest's kernel answers uname -r (host: $(uname -r))" "$o
 expect_eq "ctr run: the exit code" "$rc" 5
 [ "$out" != "$(uname -r)" ] || fail "ctr run printed the host's kernel"
 
+# volumes: host directories bound into the container (the OCI spec's bind mounts), rw and ro
+mkdir -p "$T/vol" "$T/rovol"
+echo from-host >"$T/vol/in"
+echo ro-file >"$T/rovol/f"
+out=$(c run --rm --runtime io.containerd.vmctl.v2 \
+  --mount "type=bind,src=$T/vol,dst=/data,options=rbind:rw" \
+  --mount "type=bind,src=$T/rovol,dst=/srv/ro,options=rbind:ro" --rootfs "$R" v1 \
+  sh -c 'cat /data/in /srv/ro/f; echo from-guest >/data/out; (echo x >/srv/ro/g) 2>/dev/null && echo wrote-ro; exit 0' </dev/null 2>&1)
+expect_eq "volumes: both read in the container" "$out" "from-host
+ro-file"
+expect_eq "a rw volume: the container's write is on the host" "$(cat "$T/vol/out" 2>/dev/null)" from-guest
+[ -e "$T/rovol/g" ] && fail "a read-only volume was written" || ok "a read-only volume stays unwritten"
+
 # the init process on a terminal (ctr run -t: ctr wants one of its own, script gives it a pty)
 if have script util-linux "ctr run -t"; then
   out=$(script -qec "timeout --foreground 180 ctr --address $T/c.sock run --rm -t --runtime io.containerd.vmctl.v2 --rootfs $R r2 sh -c 'tty; stty size; exit 6'" /dev/null </dev/null)
