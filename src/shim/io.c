@@ -115,7 +115,17 @@ static void *io_thread(void *arg)
     shim_proc *p = io->p;
     bool stdin_open = io->in_fd >= 0;
     vmctl_error *err = NULL;
-    while (!vmctl_exec_done(io->ep)) {
+    for (;;) {
+        /* first what has arrived already (vmctl_exec_start may have read it into the session's
+         * buffer, where it does not make the fd readable), then wait */
+        if (vmctl_exec_session_dispatch(io->s, 0, &err) < 0) {
+            shim_log("process '%s': %s", p->exec_id, vmctl_error_get_message(err));
+            vmctl_error_free(err);
+            err = NULL;
+            break;
+        }
+        if (vmctl_exec_done(io->ep))
+            break;
         struct pollfd fds[3] = {
             {.fd = vmctl_exec_session_fd(io->s), .events = POLLIN},
             {.fd = p->ctl[0], .events = POLLIN},
@@ -123,12 +133,6 @@ static void *io_thread(void *arg)
         };
         if (poll(fds, 3, 1000) < 0 && errno != EINTR)
             break;
-        if (fds[0].revents && vmctl_exec_session_dispatch(io->s, 0, &err) < 0) {
-            shim_log("process '%s': %s", p->exec_id, vmctl_error_get_message(err));
-            vmctl_error_free(err);
-            err = NULL;
-            break;
-        }
         if (fds[1].revents & POLLIN)
             handle_ctl(io, &stdin_open);
         if (stdin_open && fds[2].revents) {
