@@ -449,6 +449,7 @@ static int m_delete(const uint8_t *data, size_t len, uint8_t **resp, size_t *res
                 }
             shim_proc_free(p);
         }
+        pthread_cond_broadcast(&shim_cond); /* a Wait on it answers: not found */
         r = 0;
     }
     pthread_mutex_unlock(&shim_lock);
