@@ -15,7 +15,8 @@ pkgs=(
   libnftables-dev libnftables1                                                    # TAP firewall
   nftables iproute2 curl                                                          # test-net-tap
   python3-pytest                                                                  # the Python SDK's tests
-  protobuf-c-compiler libprotobuf-c-dev containerd                                # the containerd shim (src/shim)
+  protobuf-c-compiler libprotobuf-c-dev containerd runc                           # the containerd shim (src/shim)
+  golang-github-containerd-containerd-dev                                         # its .proto files
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -36,6 +36,10 @@ typedef struct vmctl_exec_opts {
      * without terminal support fails the call with exec::unavailable. */
     bool tty;
     unsigned tty_rows, tty_cols;
+    /* Run chrooted into this absolute guest directory (agent only; a container's root in the
+     * containerd shim): cwd, the PATH lookup of argv[0] and a user's name are taken inside it.
+     * NULL: the guest's /. An agent without it fails the call with exec::unavailable. */
+    const char *root;
 } vmctl_exec_opts;
 
 typedef struct vmctl_exec_result {
@@ -90,7 +94,9 @@ int vmctl_exec_session_open(vmctl_ctx *ctx, const char *name, vmctl_exec_session
 void vmctl_exec_session_close(vmctl_exec_session *s);
 /* The fd to poll for input; then call vmctl_exec_session_dispatch. */
 int vmctl_exec_session_fd(vmctl_exec_session *s);
-/* Deliver output and exits of all commands for up to timeout_ms (-1: until something came). */
+/* Deliver output and exits of all commands for up to timeout_ms (-1: until something came),
+ * then whatever else has already arrived, so that nothing received waits in the session's
+ * buffer while its fd is not readable. */
 int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_error **reterr);
 
 int vmctl_exec_start(vmctl_exec_session *s, const vmctl_exec_opts *opts, const vmctl_exec_io *io,

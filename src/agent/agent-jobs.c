@@ -133,7 +133,7 @@ void job_ack(struct job *j, bool force)
 /* Filled by a vfork()ed child that failed before or at exec (it shares our memory). */
 struct exec_fail {
     int err;
-    int stage; /* 1 chdir, 2 exec, 3 switching user */
+    int stage; /* 1 chdir, 2 exec, 3 switching user, 4 terminal, 5 chroot */
 };
 
 /* EXEC with AGENT_EXEC_USER: who to become (resolved in the agent, applied in the child). */
@@ -176,8 +176,11 @@ static bool parse_id(const char *s, unsigned long *v)
 
 /* "NAME", "UID" or "UID:GID" against the guest's /etc/passwd and /etc/group (a static agent has
  * no NSS). A number needs no passwd entry; a name does. 0, or -errno with *why set. */
-static int resolve_user(const char *spec, struct run_as *u, const char **why)
+static int resolve_user(const char *spec, const char *root, struct run_as *u, const char **why)
 {
+    char pwpath[4096], grpath[4096];
+    snprintf(pwpath, sizeof(pwpath), "%s/etc/passwd", root ? root : "");
+    snprintf(grpath, sizeof(grpath), "%s/etc/group", root ? root : "");
     memset(u, 0, sizeof(*u));
     char idpart[32] = "";
     unsigned long uid = 0, gid = 0;
@@ -195,7 +198,7 @@ static int resolve_user(const char *spec, struct run_as *u, const char **why)
         return -EINVAL;
     }
     bool found = false;
-    FILE *pw = fopen("/etc/passwd", "re");
+    FILE *pw = fopen(pwpath, "re");
     char *line = NULL;
     size_t cap = 0;
     while (pw && !found && getline(&line, &cap, pw) > 0) {
@@ -228,7 +231,7 @@ static int resolve_user(const char *spec, struct run_as *u, const char **why)
     u->uid = (uid_t)uid;
     u->gid = (gid_t)gid;
     u->groups[u->n_groups++] = u->gid;
-    FILE *gr = found ? fopen("/etc/group", "re") : NULL;
+    FILE *gr = found ? fopen(grpath, "re") : NULL;
     while (gr && getline(&line, &cap, gr) > 0 && u->n_groups < RUN_AS_MAX_GROUPS) {
         char *f[4];
         unsigned long g;
@@ -250,19 +253,19 @@ static int resolve_user(const char *spec, struct run_as *u, const char **why)
 }
 
 static void __attribute__((noreturn))
-child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, bool tty,
-          const struct run_as *u, volatile struct exec_fail *f);
+child_run(char **argv, char **envp, const char *cwd, const char *root, int in, int out, int err,
+          bool tty, const struct run_as *u, volatile struct exec_fail *f);
 
 /* vfork in a frame of its own: nothing of the caller's is live across it, so the compiler need
  * not assume the child clobbered the caller's registers (-Wclobbered). */
 static __attribute__((noinline)) pid_t spawn_child(char **argv, char **envp, const char *cwd,
-                                                   int in, int out, int err, bool tty,
-                                                   const struct run_as *u,
+                                                   const char *root, int in, int out, int err,
+                                                   bool tty, const struct run_as *u,
                                                    volatile struct exec_fail *f)
 {
     pid_t pid = vfork();
     if (pid == 0)
-        child_run(argv, envp, cwd, in, out, err, tty, u, f);
+        child_run(argv, envp, cwd, root, in, out, err, tty, u, f);
     return pid;
 }
 
@@ -302,8 +305,8 @@ static char **merge_env(char **add, size_t n_add)
  * than fork: under TCG, copying the agent's page tables and taking the copy-on-write faults
  * afterwards was the largest part of an exec of `true`. */
 static void __attribute__((noreturn))
-child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, bool tty,
-          const struct run_as *u, volatile struct exec_fail *f)
+child_run(char **argv, char **envp, const char *cwd, const char *root, int in, int out, int err,
+          bool tty, const struct run_as *u, volatile struct exec_fail *f)
 {
     sigset_t all;
     sigfillset(&all);
@@ -320,6 +323,11 @@ child_run(char **argv, char **envp, const char *cwd, int in, int out, int err, b
     if (tty && ioctl(0, TIOCSCTTY, 0) < 0) {
         f->err = errno;
         f->stage = 4;
+        _exit(127);
+    }
+    if (root && (chroot(root) < 0 || chdir("/") < 0)) {
+        f->err = errno;
+        f->stage = 5;
         _exit(127);
     }
     /* raw system calls: they change this task only (glibc's wrappers would try to reach every
@@ -407,7 +415,7 @@ void exec_start(struct session *s, uint32_t id, uint8_t version, const agent_exe
             job_free(j);
             return;
         }
-        if ((r = resolve_user(req->user, u, &why)) < 0) {
+        if ((r = resolve_user(req->user, req->root, u, &why)) < 0) {
             send_error(s, id, version, -r, "cannot run as user '%s': %s", req->user, why);
             free(u);
             job_free(j);
@@ -471,8 +479,8 @@ void exec_start(struct session *s, uint32_t id, uint8_t version, const agent_exe
     const char *cwd = req->cwd ? req->cwd : "/";
     int in = tty ? slave : has_input ? pin[0] : devnull;
     /* the parent resumes once the child called execve (or _exit): f is then final */
-    pid_t pid = tty ? spawn_child(argv, envp, cwd, slave, slave, slave, true, u, &f)
-                    : spawn_child(argv, envp, cwd, in, pout[1], perr[1], false, u, &f);
+    pid_t pid = tty ? spawn_child(argv, envp, cwd, req->root, slave, slave, slave, true, u, &f)
+                    : spawn_child(argv, envp, cwd, req->root, in, pout[1], perr[1], false, u, &f);
     if (pid < 0) {
         send_error(s, id, version, errno, "cannot fork: %s", strerror(errno));
         goto out;
@@ -508,6 +516,9 @@ void exec_start(struct session *s, uint32_t id, uint8_t version, const agent_exe
                        req->user, (unsigned)u->uid, (unsigned)u->gid, strerror(f.err));
         else if (f.stage == 4)
             send_error(s, id, version, f.err, "cannot make the terminal controlling: %s",
+                       strerror(f.err));
+        else if (f.stage == 5)
+            send_error(s, id, version, f.err, "cannot change root to '%s': %s", req->root,
                        strerror(f.err));
         else
             send_error(s, id, version, f.err, "cannot execute '%s': %s", argv[0], strerror(f.err));

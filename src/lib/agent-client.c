@@ -100,9 +100,16 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
         return r;
     if (opts->tty && !(c->caps & AGENT_CAP_TTY))
         return no_tty_error(c, reterr);
+    const char *root = opts->root && *opts->root ? opts->root : NULL;
+    if (root && root[0] != '/')
+        return err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL,
+                        "the root to run in must be an absolute guest path, not '%s'", root);
+    if (root && !(c->caps & AGENT_CAP_ROOT))
+        return err_make(reterr, VMCTL_E_EXEC_UNAVAILABLE, EOPNOTSUPP,
+                        "the guest agent cannot run a command in another root (chroot)");
     agent_exec_args a = {
         .flags = (stdin_open ? AGENT_EXEC_STDIN_STREAM : 0) | (user ? AGENT_EXEC_USER : 0) |
-                 (opts->tty ? AGENT_EXEC_TTY : 0),
+                 (opts->tty ? AGENT_EXEC_TTY : 0) | (root ? AGENT_EXEC_ROOT : 0),
         .timeout_ms = timeout_ms_of(opts->timeout_sec),
         .argv = opts->argv,
         .env = opts->env,
@@ -112,6 +119,7 @@ int agent_proc_exec(agent_conn *c, const vmctl_exec_opts *opts, bool stdin_open,
         .user = user,
         .tty_rows = opts->tty ? clamp_tty(opts->tty_rows) : 0,
         .tty_cols = opts->tty ? clamp_tty(opts->tty_cols) : 0,
+        .root = root,
     };
     size_t size = agent_exec_args_frame_size(&a);
     if (size > AGENT_MAX_FRAME) {

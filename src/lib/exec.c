@@ -249,6 +249,11 @@ int vmctl_exec_session_dispatch(vmctl_exec_session *s, int timeout_ms, vmctl_err
     VMCTL_ARG_CHECK(s, reterr);
     uint64_t until = timeout_ms < 0 ? UINT64_MAX : now_usec() + (uint64_t)timeout_ms * 1000;
     int r = agent_pump(s->conn, until, reterr);
+    /* then every frame already there: one read can bring several, and those left in the
+     * buffer would not make the fd readable again (a caller polling it would wait forever for
+     * an EXIT that came) */
+    while (r == 1)
+        r = agent_pump(s->conn, 0, reterr);
     return r < 0 ? r : 0;
 }
 
@@ -457,7 +462,8 @@ int vmctl_exec_stream(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *o
         return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && !opts->root &&
+        ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec_stream(ctx, name, opts, io, stdin_fd, status, reterr);
     if (r < 0)
         return r;
@@ -497,7 +503,8 @@ int vmctl_exec(vmctl_ctx *ctx, const char *name, const vmctl_exec_opts *opts,
         return tty_over_ssh(name, reterr);
     cleanup_exec_session vmctl_exec_session *s = NULL;
     r = opts->via == VMCTL_EXEC_VIA_SSH ? -EAGAIN : vmctl_exec_session_open(ctx, name, &s, reterr);
-    if (r < 0 && !opts->tty && ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
+    if (r < 0 && !opts->tty && !opts->root &&
+        ssh_exec_use_ssh(ctx, name, opts->via, reterr)) /* ssh-vm.c */
         return vmctl_ssh_exec(ctx, name, opts, result, reterr);
     if (r < 0)
         return r;

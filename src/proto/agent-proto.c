@@ -332,13 +332,15 @@ size_t agent_exec3_frame_size(char *const *argv, char *const *env, const char *c
 size_t agent_exec_args_frame_size(const agent_exec_args *a)
 {
     size_t n = agent_exec_frame_size(a->argv, a->env, a->cwd, a->stdin_len);
-    size_t ul = a->user ? strlen(a->user) : 0;
-    if (n == SIZE_MAX || ul > AGENT_MAX_PAYLOAD)
+    size_t ul = a->user ? strlen(a->user) : 0, rl = a->root ? strlen(a->root) : 0;
+    if (n == SIZE_MAX || ul > AGENT_MAX_PAYLOAD || rl > AGENT_MAX_PAYLOAD)
         return SIZE_MAX;
     if (a->user && (a->flags & AGENT_EXEC_USER))
         n += str_size(ul);
     if (a->flags & AGENT_EXEC_TTY)
         n += 8;
+    if (a->root && (a->flags & AGENT_EXEC_ROOT))
+        n += str_size(rl);
     return n;
 }
 
@@ -374,6 +376,8 @@ int agent_encode_exec_args(void *buf, size_t cap, uint32_t id, const agent_exec_
     if (flags & ~AGENT_EXEC_FLAGS_V2)
         return AGENT_E_INVALID;
     if (!(flags & AGENT_EXEC_USER) != !(user && user[0]))
+        return AGENT_E_INVALID;
+    if (!(flags & AGENT_EXEC_ROOT) != !(a->root && a->root[0] == '/'))
         return AGENT_E_INVALID;
     if ((flags & AGENT_EXEC_TTY) && (a->tty_rows > AGENT_TTY_MAX || a->tty_cols > AGENT_TTY_MAX))
         return AGENT_E_INVALID;
@@ -412,7 +416,10 @@ int agent_encode_exec_args(void *buf, size_t cap, uint32_t id, const agent_exec_
     if (flags & AGENT_EXEC_TTY) {
         put_u32(p, a->tty_rows);
         put_u32(p + 4, a->tty_cols);
+        p += 8;
     }
+    if (flags & AGENT_EXEC_ROOT)
+        put_str(p, a->root, strlen(a->root));
     return r;
 }
 
@@ -553,6 +560,10 @@ int agent_decode_exec(const void *payload, size_t n, agent_exec_req *out)
         (!rd_u32(&r, &out->tty_rows) || !rd_u32(&r, &out->tty_cols) ||
          out->tty_rows > AGENT_TTY_MAX || out->tty_cols > AGENT_TTY_MAX))
         return AGENT_E_MALFORMED;
+    const char *root = NULL;
+    if ((out->flags & AGENT_EXEC_ROOT) && (!rd_str(&r, &root) || root[0] != '/'))
+        return AGENT_E_MALFORMED;
+    out->root = root;
     if (r.off != n)
         return AGENT_E_MALFORMED;
     out->user = user;

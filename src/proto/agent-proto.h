@@ -73,12 +73,14 @@ enum agent_msg_type {
 #define AGENT_CAP_META_STATE (UINT64_C(1) << 10)
 /* IDENTITY (a restored clone's clock, entropy, machine-id, MAC) */
 #define AGENT_CAP_IDENTITY (UINT64_C(1) << 11)
+/* EXEC flag AGENT_EXEC_ROOT (the containerd shim: a command in a container's root) */
+#define AGENT_CAP_ROOT (UINT64_C(1) << 12)
 /* PONG state bits: a METADATA request was applied since this agent started */
 #define AGENT_STATE_METADATA 0x01
 #define AGENT_CAPS_V2                                                                              \
     (AGENT_CAP_EXEC | AGENT_CAP_SHUTDOWN | AGENT_CAP_CONCURRENT | AGENT_CAP_STDIN_STREAM |         \
      AGENT_CAP_FILES | AGENT_CAP_METADATA | AGENT_CAP_INFO | AGENT_CAP_SIGNAL | AGENT_CAP_USER |   \
-     AGENT_CAP_TTY | AGENT_CAP_META_STATE | AGENT_CAP_IDENTITY)
+     AGENT_CAP_TTY | AGENT_CAP_META_STATE | AGENT_CAP_IDENTITY | AGENT_CAP_ROOT)
 
 /* EXEC flags (v2; a v1 EXEC has flags 0). STDIN_STREAM: the command's standard input stays open
  * after the initial bytes and is fed by STDIN frames until an empty one. */
@@ -89,8 +91,13 @@ enum agent_msg_type {
 /* TTY: the payload ends (after the user, if any) with `u32 rows, u32 cols` (each at most 65535;
  * 0: unknown): the command runs on a new pseudo-terminal, as its controlling terminal; stdin,
  * stdout and stderr are that terminal (output comes as STDOUT only). RESIZE changes its size. */
-#define AGENT_EXEC_TTY      (1u << 2)
-#define AGENT_EXEC_FLAGS_V2 (AGENT_EXEC_STDIN_STREAM | AGENT_EXEC_USER | AGENT_EXEC_TTY)
+#define AGENT_EXEC_TTY (1u << 2)
+/* ROOT: the payload ends (after the terminal's size, if any) with `str root` (an absolute guest
+ * directory): the command runs chrooted there (cwd, PATH lookup and a user's name are taken
+ * inside it). */
+#define AGENT_EXEC_ROOT (1u << 3)
+#define AGENT_EXEC_FLAGS_V2                                                                        \
+    (AGENT_EXEC_STDIN_STREAM | AGENT_EXEC_USER | AGENT_EXEC_TTY | AGENT_EXEC_ROOT)
 /* Largest row or column count of a terminal (struct winsize holds unsigned short). */
 #define AGENT_TTY_MAX 65535u
 
@@ -180,6 +187,7 @@ typedef struct agent_exec_req {
     uint32_t stdin_len;
     const char *user;            /* AGENT_EXEC_USER: not empty; NULL otherwise */
     uint32_t tty_rows, tty_cols; /* AGENT_EXEC_TTY: the terminal's size (0: unknown) */
+    const char *root;            /* AGENT_EXEC_ROOT: not empty; NULL otherwise */
 } agent_exec_req;
 
 /* Everything an EXEC can carry, for agent_encode_exec_args. */
@@ -193,6 +201,7 @@ typedef struct agent_exec_args {
     size_t stdin_len;
     const char *user;            /* AGENT_EXEC_USER */
     uint32_t tty_rows, tty_cols; /* AGENT_EXEC_TTY, each <= AGENT_TTY_MAX */
+    const char *root;            /* AGENT_EXEC_ROOT: not empty */
 } agent_exec_args;
 
 /* Just a header, for a payload the caller places at buf + AGENT_HDR_SIZE itself (the agent reads

@@ -168,6 +168,53 @@ static void test_exec_user(void **state)
     assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, len - 5, &req), AGENT_E_MALFORMED);
 }
 
+/* EXEC in another root (v2 flag AGENT_EXEC_ROOT, the containerd shim): the root travels last,
+ * after the terminal's size. */
+static void test_exec_root(void **state)
+{
+    (void)state;
+    char *argv[] = {"uname", "-r", NULL};
+    agent_exec_args a = {.flags = AGENT_EXEC_ROOT | AGENT_EXEC_TTY | AGENT_EXEC_USER,
+                         .argv = argv,
+                         .cwd = "/tmp",
+                         .user = "0:0",
+                         .tty_rows = 24,
+                         .tty_cols = 80,
+                         .root = "/run/vmctl-rootfs"};
+    size_t want = agent_exec_args_frame_size(&a);
+    int n = agent_encode_exec_args(buf, sizeof(buf), 5, &a);
+    assert_int_equal((size_t)n, want);
+    agent_hdr h;
+    size_t consumed = 0;
+    assert_int_equal(agent_frame_next(buf, (size_t)n, &h, &consumed), AGENT_OK);
+    agent_exec_req req;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_OK);
+    assert_string_equal(req.root, "/run/vmctl-rootfs");
+    assert_string_equal(req.user, "0:0");
+    assert_string_equal(req.cwd, "/tmp");
+    assert_int_equal(req.tty_rows, 24);
+    assert_int_equal(req.tty_cols, 80);
+    /* the flag without the root's bytes, or a trailing byte, is malformed */
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len - 1, &req), AGENT_E_MALFORMED);
+    buf[AGENT_HDR_SIZE] &= (uint8_t)~AGENT_EXEC_ROOT;
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, h.len, &req), AGENT_E_MALFORMED);
+    /* the flag and an absolute root go together */
+    a.root = "rel";
+    assert_int_equal(agent_encode_exec_args(buf, sizeof(buf), 5, &a), AGENT_E_INVALID);
+    a.root = NULL;
+    assert_int_equal(agent_encode_exec_args(buf, sizeof(buf), 5, &a), AGENT_E_INVALID);
+    a.flags &= ~AGENT_EXEC_ROOT;
+    a.root = "/r";
+    assert_int_equal(agent_encode_exec_args(buf, sizeof(buf), 5, &a), AGENT_E_INVALID);
+    /* without it: no root */
+    a.root = NULL;
+    n = agent_encode_exec_args(buf, sizeof(buf), 5, &a);
+    assert_true(n > 0);
+    assert_int_equal(agent_decode_exec(buf + AGENT_HDR_SIZE, (size_t)n - AGENT_HDR_SIZE, &req),
+                     AGENT_OK);
+    assert_null(req.root);
+}
+
 static void test_exec_roundtrip(void **state)
 {
     char *argv[] = {"sh", "-c", "echo hi", "", NULL};
@@ -724,15 +771,25 @@ static void test_resize(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_layout),    cmocka_unit_test(test_pong_roundtrip),
-        cmocka_unit_test(test_error_roundtrip),  cmocka_unit_test(test_data_exit_shutdown_ack),
-        cmocka_unit_test(test_exec_roundtrip),   cmocka_unit_test(test_exec_user),
-        cmocka_unit_test(test_exec_tty),         cmocka_unit_test(test_resize),
-        cmocka_unit_test(test_identity),         cmocka_unit_test(test_exec_encoder_rejects),
-        cmocka_unit_test(test_truncated_frames), cmocka_unit_test(test_bad_magic_resync),
-        cmocka_unit_test(test_bad_version),      cmocka_unit_test(test_oversize_length),
-        cmocka_unit_test(test_malformed_exec),   cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_v2_messages),
+        cmocka_unit_test(test_header_layout),
+        cmocka_unit_test(test_pong_roundtrip),
+        cmocka_unit_test(test_error_roundtrip),
+        cmocka_unit_test(test_data_exit_shutdown_ack),
+        cmocka_unit_test(test_exec_roundtrip),
+        cmocka_unit_test(test_exec_user),
+        cmocka_unit_test(test_exec_root),
+        cmocka_unit_test(test_exec_tty),
+        cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_exec_encoder_rejects),
+        cmocka_unit_test(test_truncated_frames),
+        cmocka_unit_test(test_bad_magic_resync),
+        cmocka_unit_test(test_bad_version),
+        cmocka_unit_test(test_oversize_length),
+        cmocka_unit_test(test_malformed_exec),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_v2_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
