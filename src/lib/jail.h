@@ -56,6 +56,7 @@ typedef enum jail_step {
     JAIL_STEP_UID,
     JAIL_STEP_OWNERSHIP,
     JAIL_STEP_VHOST_VSOCK, /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
+    JAIL_STEP_SYSTEMD_SCOPE, /* the VM's transient scope under systemd (jail-systemd.h) */
     _JAIL_STEP_MAX,
 } jail_step;
 const char *jail_step_name(int step);
@@ -111,6 +112,8 @@ int jail_unshare_pid(void);
 /* The cgroup of the VM whose directory is vmdir, relative to the base
  * ("vmctl/NAME-HASH": malloc'd). */
 char *jail_cgroup_name(const char *vmdir);
+/* Under systemd, the VM's transient scope instead: "vmctl-NAME-HASH.scope" (malloc'd). */
+char *jail_scope_name(const char *vmdir);
 /* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves). 0 when none
  * is left. Also records an OOM kill seen there (VM_FILE_JAIL_OOM in vmdir). */
 int jail_cgroup_remove(const char *vmdir);
