@@ -216,6 +216,12 @@ static int start_call(sd_bus *b, const jail_scope_props *p, sd_bus_error *err)
                                       p->description ? p->description : p->unit, "Slice", "s",
                                       p->slice, "Delegate", "b", 1, "PIDs", "au", 1,
                                       (uint32_t)p->pid, "CollectMode", "s", "inactive-or-failed");
+    /* accounting: systemd then makes the scope's group on each controller's hierarchy (on v1:
+     * cpuacct and blkio as well, which vmctl stats reads) */
+    if (r >= 0)
+        r = sym_sd_bus_message_append(m, "(sv)(sv)(sv)(sv)", "CPUAccounting", "b", 1,
+                                      "MemoryAccounting", "b", 1, "TasksAccounting", "b", 1,
+                                      "IOAccounting", "b", 1);
     if (r >= 0 && p->cpu_quota > 0)
         r = sym_sd_bus_message_append(m, "(sv)", "CPUQuotaPerSecUSec", "t",
                                       (uint64_t)(p->cpu_quota * 1e6 + 0.5));

@@ -763,6 +763,17 @@ int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_
             out->cpu_usec = v / 1000;
             out->have_cpu_usage = true;
         }
+        /* a systemd scope on hybrid v1 has no cpuacct group (systemd realizes none there since
+         * the unified hierarchy's cpu.stat counts the time): read that */
+        cleanup_free char *udir = NULL, *upath = NULL;
+        if (!out->have_cpu_usage && cgroup_hybrid() && proc_cgroup(pid, NULL, &udir, &upath) >= 0 &&
+            cgroup_is_vms(upath, rel)) {
+            cleanup_free char *u = str_printf(CGROUP_ROOT "/unified/%s", upath);
+            if (u && cg_read_key(u, "cpu.stat", "usage_usec", &v)) {
+                out->cpu_usec = v;
+                out->have_cpu_usage = true;
+            }
+        }
         if (cpu && cg_read_u64(cpu, "cpu.cfs_period_us", &p) && p) {
             out->enforced |= VMCTL_LIMIT_CPU;
             cleanup_free char *t = str_printf("%s/cpu.cfs_quota_us", cpu);
