@@ -205,6 +205,8 @@ static char *self_cgroup(const char *controllers)
         if (!match)
             continue;
         char *p = c2 + 2;
+        if (str_startswith(p, "..")) /* outside this cgroup namespace's root: not ours */
+            return NULL;
         size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
         if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
             (n == k || p[n - k - 1] == '/'))

@@ -147,7 +147,11 @@ run) ;; # the checks, below
   fi
 
   # --- the checks, in the PID namespace, in a scope of that systemd ---
-  nsenter -t "$sdpid" -a -- systemd-run --scope --quiet --unit="vmctl-test-run-$$.scope" \
+  # (first into the namespace's root group on every hierarchy, as a process of that systemd's is:
+  # nsenter keeps the host's cgroups, which are outside the namespace's root)
+  nsenter -t "$sdpid" -a -- sh -c 'for f in /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/*/cgroup.procs; do
+      echo $$ >"$f" 2>/dev/null; done; exec "$@"' sh \
+    systemd-run --scope --quiet --unit="vmctl-test-run-$$.scope" \
     env JAIL_SD_STAGE=run VMCTL="$VMCTL" VMCTL_TEST_IMAGES="$VMCTL_TEST_IMAGES" CI="${CI:-}" \
     bash "$SELF"
   rc=$?
