@@ -132,8 +132,8 @@ static char *unit_state(sd_bus *b, const char *unit)
     sd_bus_error err = SD_BUS_ERROR_NULL;
     sd_bus_message *reply = NULL;
     char *state = NULL;
-    int r = sym_sd_bus_call_method(b, SD_DEST, SD_PATH, SD_MANAGER, "GetUnit", &err, &reply, "s",
-                                   unit);
+    int r =
+        sym_sd_bus_call_method(b, SD_DEST, SD_PATH, SD_MANAGER, "GetUnit", &err, &reply, "s", unit);
     const char *path = NULL;
     if (r >= 0 && sym_sd_bus_message_read(reply, "o", &path) >= 0 && path)
         (void)sym_sd_bus_get_property_string(b, SD_DEST, path, SD_UNIT, "ActiveState", &err,
@@ -156,8 +156,8 @@ static int stop_on(sd_bus *b, const char *unit, uint64_t usec)
 {
     sd_bus_error err = SD_BUS_ERROR_NULL;
     sd_bus_message *reply = NULL;
-    int r = sym_sd_bus_call_method(b, SD_DEST, SD_PATH, SD_MANAGER, "StopUnit", &err, &reply,
-                                   "ss", unit, "replace");
+    int r = sym_sd_bus_call_method(b, SD_DEST, SD_PATH, SD_MANAGER, "StopUnit", &err, &reply, "ss",
+                                   unit, "replace");
     bool none = r < 0 && sym_sd_bus_error_has_name(&err, "org.freedesktop.systemd1.NoSuchUnit");
     sym_sd_bus_message_unref(reply);
     sym_sd_bus_error_free(&err);
@@ -194,9 +194,10 @@ static int scope_failed(vmctl_error **reterr, const jail_scope_props *p, int e, 
                      msg ? ": " : "", msg ? msg : "");
     err_detail(reterr, "step", "%s", jail_step_name(JAIL_STEP_SYSTEMD_SCOPE));
     err_detail(reterr, "unit", "%s", p->unit);
-    err_help(reterr, "`vmctl doctor` shows whether systemd's manager answers; `systemctl status "
-                     "%s` and the journal say why it refused; create the VM with `--no-jail` to "
-                     "run it unconfined.",
+    err_help(reterr,
+             "`vmctl doctor` shows whether systemd's manager answers; `systemctl status "
+             "%s` and the journal say why it refused; create the VM with `--no-jail` to "
+             "run it unconfined.",
              p->unit);
     return r;
 }

@@ -16,14 +16,14 @@
 #define JAIL_SCOPE_SLICE "vmctl.slice"
 
 typedef struct jail_scope_props {
-    const char *unit;     /* "vmctl-NAME-HASH.scope" */
-    const char *slice;    /* JAIL_SCOPE_SLICE */
+    const char *unit;  /* "vmctl-NAME-HASH.scope" */
+    const char *slice; /* JAIL_SCOPE_SLICE */
     const char *description;
-    pid_t pid;            /* the scope's first process */
-    double cpu_quota;     /* host CPUs; 0: none */
-    uint64_t cpu_weight;  /* CPUWeight (1-10000); 0: the default */
-    uint64_t memory_max;  /* 0: none */
-    uint64_t tasks_max;   /* 0: none */
+    pid_t pid;           /* the scope's first process */
+    double cpu_quota;    /* host CPUs; 0: none */
+    uint64_t cpu_weight; /* CPUWeight (1-10000); 0: the default */
+    uint64_t memory_max; /* 0: none */
+    uint64_t tasks_max;  /* 0: none */
 } jail_scope_props;
 
 /* Whether systemd manages this PID namespace's cgroups (/run/systemd/system exists). */

@@ -181,7 +181,8 @@ static bool cgroup_is_vms(const char *path, const char *rel)
     leaf = leaf ? leaf + 1 : path;
     size_t ll = strlen(leaf), nl = rl - strlen(JAIL_CGROUP_DIR "/");
     return ll == nl + strlen("vmctl-.scope") && str_startswith(leaf, "vmctl-") &&
-           !strncmp(leaf + 6, rel + strlen(JAIL_CGROUP_DIR "/"), nl) && streq(leaf + 6 + nl, ".scope");
+           !strncmp(leaf + 6, rel + strlen(JAIL_CGROUP_DIR "/"), nl) &&
+           streq(leaf + 6 + nl, ".scope");
 }
 
 /* The cgroup this process is in, from /proc/self/cgroup, without the leading '/' ("" at the
@@ -1571,16 +1572,17 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
     cleanup_free char *placement =
         scoped ? strdup("a transient scope per vm, " JAIL_SCOPE_SLICE "/vmctl-NAME-HASH.scope "
                         "(Delegate=yes, made over D-Bus)")
-               : str_printf("under %s%s" JAIL_CGROUP_DIR "%s%s%s", base_rel && *base_rel ? base_rel : "",
-                            base_rel && *base_rel ? "/" : "", where,
-                            sd ? " (no systemd scope: " : "", sd ? (sd_why ? sd_why : "?") : "");
+               : str_printf("under %s%s" JAIL_CGROUP_DIR "%s%s%s",
+                            base_rel && *base_rel ? base_rel : "", base_rel && *base_rel ? "/" : "",
+                            where, sd ? " (no systemd scope: " : "",
+                            sd ? (sd_why ? sd_why : "?") : "");
     if (!placement)
         return NULL;
     return str_printf("cgroup %s %s%s: cpu quota %s, memory ceiling "
                       "%s%s, pids %s, disk I/O weight %s",
                       mode, placement, sd && !scoped ? ")" : "", cpu ? "yes" : "no",
-                      mem ? "yes" : "no",
-                      mem && !memsw ? " (swap not accounted)" : "", pids ? "yes" : "no",
+                      mem ? "yes" : "no", mem && !memsw ? " (swap not accounted)" : "",
+                      pids ? "yes" : "no",
                       !io          ? "no"
                       : bfq_active ? "yes"
                                    : "set, but no effect (no disk uses the bfq I/O scheduler)");

@@ -55,7 +55,7 @@ typedef enum jail_step {
     JAIL_STEP_GROUPS,
     JAIL_STEP_UID,
     JAIL_STEP_OWNERSHIP,
-    JAIL_STEP_VHOST_VSOCK, /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
+    JAIL_STEP_VHOST_VSOCK,   /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
     JAIL_STEP_SYSTEMD_SCOPE, /* the VM's transient scope under systemd (jail-systemd.h) */
     _JAIL_STEP_MAX,
 } jail_step;
