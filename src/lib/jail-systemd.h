@@ -44,5 +44,3 @@ int jail_scope_stop(const char *unit, uint64_t usec);
 
 /* The ActiveState of unit ("active", ...: malloc'd), NULL when there is none or no bus. */
 char *jail_scope_state(const char *unit);
-
-extern dl_library dl_lib_systemd;

@@ -1,9 +1,10 @@
 #!/bin/bash
-# libcurl, libssh, libcrypto, libzstd, liblzma, libnftables and libsystemd are loaded on first use (src/lib/dl.c), not at
-# start-up: commands that do not need them must not map them (the dynamic loader's own trace,
-# LD_DEBUG=libs, says what each vmctl process loaded), the commands that do need them still work,
-# and a library that cannot be loaded (hidden in a private mount namespace) is a clean
-# host::missing_dependency naming the library and its Debian package, with nothing left behind.
+# libcurl, libssh, libcrypto, libzstd, liblzma, libnftables and libsystemd are loaded on first use
+# (src/lib/dl.c), not at start-up: commands that do not need them must not map them (the dynamic
+# loader's own trace, LD_DEBUG=libs, says what each vmctl process loaded), the commands that do need
+# them still work, and a library that cannot be loaded (hidden in a private mount namespace) is a
+# clean host::missing_dependency naming the library and its Debian package, with nothing left
+# behind.
 source "$(dirname "$0")/lib.sh"
 command -v jq >/dev/null || skip "jq is not installed"
 command -v qemu-img >/dev/null || skip "qemu-img is not installed"
