@@ -143,15 +143,6 @@ static char *unit_state(sd_bus *b, const char *unit)
     return state;
 }
 
-char *jail_scope_state(const char *unit)
-{
-    cleanup_bus sd_bus *b = NULL;
-    cleanup_error vmctl_error *e = NULL;
-    if (!jail_systemd_running() || bus_open(&b, NULL, &e) < 0)
-        return NULL;
-    return unit_state(b, unit);
-}
-
 static int stop_on(sd_bus *b, const char *unit, uint64_t usec)
 {
     sd_bus_error err = SD_BUS_ERROR_NULL;

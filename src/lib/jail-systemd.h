@@ -41,6 +41,3 @@ int jail_scope_start(const jail_scope_props *p, uint64_t usec, vmctl_error **ret
 /* Stop unit (its processes are killed) and wait (bounded: usec) until it is gone or inactive. 0
  * also when there is no such unit; -errno otherwise. */
 int jail_scope_stop(const char *unit, uint64_t usec);
-
-/* The ActiveState of unit ("active", ...: malloc'd), NULL when there is none or no bus. */
-char *jail_scope_state(const char *unit);

@@ -594,7 +594,7 @@ int jail_cgroup_remove(const char *vmdir)
      * removes its cgroups) */
     cleanup_free char *scope_file = str_printf("%s/" VM_FILE_JAIL_SCOPE, vmdir);
     bool scoped = scope_file && access(scope_file, F_OK) == 0;
-    if (scoped) {
+    if (scoped && jail_systemd_running()) { /* (no systemd any more: no scope either) */
         cleanup_free char *unit = jail_scope_name(vmdir);
         if (!unit || jail_scope_stop(unit, 5000000) < 0)
             return -EBUSY;
