@@ -251,6 +251,32 @@ expect_eq "after destroy: the unit is gone" "$(prop "$unit" LoadState)" not-foun
 kill -0 "$P3" 2>/dev/null && fail "QEMU $P3 outlived destroy"
 $v2 && [ -e "$CG/$rel" ] && fail "after destroy: $CG/$rel is left"
 ! $v2 && ls -d $CG/*/$rel 2>/dev/null && fail "after destroy: its cgroups are left"
+# a scope of the VM's name left running (a vmctl killed before it could stop it) is replaced
+hash=${unit#vmctl-sd1-}
+systemd-run --scope --quiet --unit="vmctl-sd2-$hash" sleep 300 &
+deadline=$((SECONDS + 10))
+while [ $SECONDS -lt $deadline ] && [ "$(prop "vmctl-sd2-$hash" ActiveState)" != active ]; do sleep 0.1; done
+out=$(vm create sd2 2>&1 && vm start sd2 --wait 2>&1) && ok "start with a stale scope of its name" ||
+  fail "start with a stale scope: $out"
+expect_eq "the scope is the VM's now" "$(prop "vmctl-sd2-$hash" Description)" "vmctl vm sd2 ($VMCTL_HOME/vms/sd2)"
+grep -qx "$(pid_of sd2)" "$CG/$($v2 || echo memory/)vmctl.slice/vmctl-sd2-$hash/cgroup.procs" &&
+  ok "QEMU is in it" || fail "QEMU not in vmctl-sd2-$hash"
+wait
+vm destroy --force sd2 >/dev/null 2>&1 || fail "destroy sd2"
+# systemd refuses the scope (its slice masked): jailer::failed, step "systemd scope", nothing left
+ln -s /dev/null /run/systemd/system/vmctl.slice
+systemctl daemon-reload
+vm create sd3 >/dev/null 2>&1 || fail "create sd3"
+expect_code "a refused scope" vm_manager::jailer::failed start sd3
+echo "refused: $(jq -c '.error | {message, step: .details.step}' <<<"$LAST_JSON")"
+expect_eq "the error names the step" "$(jq -r '.error.details.step // empty' <<<"$LAST_JSON")" "systemd scope"
+expect_eq "no QEMU of sd3" "$(pgrep -f "$VMCTL_HOME/vms/sd3/" | wc -l)" 0
+[ -e "$VMCTL_HOME/vms/sd3/jail.scope" ] && fail "jail.scope left" || ok "no jail.scope left"
+expect_eq "no scope of sd3" "$(prop "vmctl-sd3-$hash" LoadState)" not-found
+rm -f /run/systemd/system/vmctl.slice
+systemctl daemon-reload
+out=$(vm start sd3 --wait 2>&1) && ok "unmasked: sd3 starts" || fail "unmasked start: $out"
+vm destroy --force sd3 >/dev/null 2>&1 || fail "destroy sd3"
 left=$(systemctl list-units --all --no-legend --plain 'vmctl-*.scope' | grep -v "vmctl-test-run" | awk '{print $1}')
 expect_eq "no vmctl scope left" "$left" ""
 finish
