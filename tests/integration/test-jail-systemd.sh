@@ -16,6 +16,9 @@
 #   vmctl stats reads the scope's group;
 # - stop and destroy stop the scope (the unit is gone, its cgroups too); a QEMU killed from outside
 #   takes its scope with it and the VM is crashed; a start again makes a new scope;
+# - a scope of the VM's name left running (a vmctl killed before it stopped it) is replaced by the
+#   VM's; a scope systemd refuses (vmctl.slice masked) fails the start with jailer::failed, step
+#   "systemd scope", the refusal in the message, no QEMU, no unit and no jail.scope left;
 # - where systemd runs (/run/systemd/system) but its manager does not answer, doctor says so and
 #   why (the fallback: vmctl's own groups).
 # Afterwards the namespace's systemd is killed (SIGKILL: no shutdown, nothing of the host's mounts
