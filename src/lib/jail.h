@@ -83,7 +83,8 @@ typedef struct jail_config {
 
 typedef struct jail jail;
 
-/* Make the VM's cgroup (removing an empty stale one), set its limits, chown the VM directory
+/* Make the VM's cgroup (removing an empty stale one; under systemd with its manager answering,
+ * the VM's transient scope instead: docs/isolation.md), set its limits, chown the VM directory
  * and what QEMU writes in it to the VM's uid, and compute the mounts. jailer::failed naming the
  * step (and the limit the host cannot do). */
 int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr);
@@ -114,7 +115,8 @@ int jail_unshare_pid(void);
 char *jail_cgroup_name(const char *vmdir);
 /* Under systemd, the VM's transient scope instead: "vmctl-NAME-HASH.scope" (malloc'd). */
 char *jail_scope_name(const char *vmdir);
-/* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves). 0 when none
+/* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves); under
+ * systemd, stop its scope first (VM_FILE_JAIL_SCOPE: systemd kills what is left in it). 0 when none
  * is left. Also records an OOM kill seen there (VM_FILE_JAIL_OOM in vmdir). */
 int jail_cgroup_remove(const char *vmdir);
 /* Write c's limits into the cgroup directory dir (version 2, or 1 with v1_ctl the controllers
