@@ -61,4 +61,5 @@ typedef struct dl_library {
 int dl_open(dl_library *lib, vmctl_error **reterr);
 
 /* The libraries loaded on first use (defined by the modules that use them), for `vmctl doctor`. */
-extern dl_library dl_lib_curl, dl_lib_zstd, dl_lib_lzma, dl_lib_crypto, dl_lib_ssh, dl_lib_nftables;
+extern dl_library dl_lib_curl, dl_lib_zstd, dl_lib_lzma, dl_lib_crypto, dl_lib_ssh, dl_lib_nftables,
+    dl_lib_systemd;

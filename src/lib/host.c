@@ -397,8 +397,8 @@ static void check_tools(check_list *l)
 /* The libraries loaded on first use: each must load, else the feature that needs it fails. */
 static void check_libraries(check_list *l)
 {
-    dl_library *libs[] = {&dl_lib_curl,   &dl_lib_zstd, &dl_lib_lzma,
-                          &dl_lib_crypto, &dl_lib_ssh,  &dl_lib_nftables};
+    dl_library *libs[] = {&dl_lib_curl, &dl_lib_zstd,     &dl_lib_lzma,   &dl_lib_crypto,
+                          &dl_lib_ssh,  &dl_lib_nftables, &dl_lib_systemd};
     for (size_t i = 0; i < ELEMENTSOF(libs); i++) {
         cleanup_error vmctl_error *e = NULL;
         if (dl_open(libs[i], &e) >= 0) {

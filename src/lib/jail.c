@@ -16,12 +16,14 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <grp.h>
 
 #include "error.h"
+#include "jail-systemd.h"
 #include "jail.h"
 #include "util/util.h"
 #include "vm-dir.h"
@@ -47,6 +49,7 @@ static const char *const step_names[_JAIL_STEP_MAX] = {
     [JAIL_STEP_UID] = "uid drop",
     [JAIL_STEP_OWNERSHIP] = "vm directory ownership",
     [JAIL_STEP_VHOST_VSOCK] = "vhost-vsock",
+    [JAIL_STEP_SYSTEMD_SCOPE] = "systemd scope",
 };
 
 const char *jail_step_name(int step)
@@ -161,6 +164,27 @@ char *jail_cgroup_name(const char *vmdir)
                       fnv1a(vmdir, parent));
 }
 
+char *jail_scope_name(const char *vmdir)
+{
+    cleanup_free char *rel = jail_cgroup_name(vmdir);
+    return rel ? str_printf("vmctl-%s.scope", rel + strlen(JAIL_CGROUP_DIR "/")) : NULL;
+}
+
+/* Whether path (a cgroup, with or without CGROUP_ROOT) is the VM's: ending in its group rel
+ * ("vmctl/NAME-HASH") or, under systemd, in its scope ("vmctl-NAME-HASH.scope"). */
+static bool cgroup_is_vms(const char *path, const char *rel)
+{
+    size_t len = strlen(path), rl = strlen(rel);
+    if (len >= rl && streq(path + len - rl, rel) && (len == rl || path[len - rl - 1] == '/'))
+        return true;
+    const char *leaf = strrchr(path, '/');
+    leaf = leaf ? leaf + 1 : path;
+    size_t ll = strlen(leaf), nl = rl - strlen(JAIL_CGROUP_DIR "/");
+    return ll == nl + strlen("vmctl-.scope") && str_startswith(leaf, "vmctl-") &&
+           !strncmp(leaf + 6, rel + strlen(JAIL_CGROUP_DIR "/"), nl) &&
+           streq(leaf + 6 + nl, ".scope");
+}
+
 /* The cgroup this process is in, from /proc/self/cgroup, without the leading '/' ("" at the
  * root): on the v2 hierarchy (controllers NULL: the "0::" line) or on the v1 hierarchy of
  * controllers ("cpu", "cpu,cpuacct": the list as the line has it). NULL when not listed. A
@@ -182,6 +206,8 @@ static char *self_cgroup(const char *controllers)
         if (!match)
             continue;
         char *p = c2 + 2;
+        if (str_startswith(p, "..")) /* outside this cgroup namespace's root: not ours */
+            return NULL;
         size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
         if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
             (n == k || p[n - k - 1] == '/'))
@@ -545,14 +571,13 @@ static int recorded_dirs(const char *vmdir, const char *rel, char ***dirs, size_
         return -ENOMEM;
     if (read_file(p, &text, NULL) < 0)
         return 0;
-    size_t rl = strlen(rel);
+    size_t rl = strlen(rel) - strlen(JAIL_CGROUP_DIR "/");
     for (char *l = text, *next; l && *l; l = next) {
         next = strchr(l, '\n');
         if (next)
             *next++ = 0;
-        size_t len = strlen(l);
         if (!str_startswith(l, CGROUP_ROOT "/") || strstr(l, "/..") || strstr(l, "//") ||
-            len <= rl + 1 || l[len - rl - 1] != '/' || !streq(l + len - rl, rel))
+            strlen(l) <= rl + 1 || !cgroup_is_vms(l, rel))
             continue;
         if (strv_push(dirs, n, l) < 0)
             return -ENOMEM;
@@ -565,6 +590,15 @@ int jail_cgroup_remove(const char *vmdir)
     cleanup_free char *rel = jail_cgroup_name(vmdir);
     if (!rel)
         return -ENOMEM;
+    /* the VM's systemd scope, where it has one: stopped (systemd kills what is left in it and
+     * removes its cgroups) */
+    cleanup_free char *scope_file = str_printf("%s/" VM_FILE_JAIL_SCOPE, vmdir);
+    bool scoped = scope_file && access(scope_file, F_OK) == 0;
+    if (scoped && jail_systemd_running()) { /* (no systemd any more: no scope either) */
+        cleanup_free char *unit = jail_scope_name(vmdir);
+        if (!unit || jail_scope_stop(unit, 5000000) < 0)
+            return -EBUSY;
+    }
     /* where it was made (recorded), where this vmctl would make it, and the root (vmctl before
      * the record, or the record lost) */
     cleanup_strv char **dirs = NULL;
@@ -604,6 +638,9 @@ int jail_cgroup_remove(const char *vmdir)
         int r = rmdir_wait(dirs[i]);
         if (r < 0)
             ret = r;
+        const char *leaf = strrchr(dirs[i], '/');
+        if (leaf && strlen(leaf) > 6 && streq(leaf + strlen(leaf) - 6, ".scope"))
+            continue; /* a scope: its slice is systemd's */
         /* vmctl/ too once it is empty (another VM's group keeps it), with vmctl's own leaf
          * once no vmctl process is left in it */
         char *slash = strrchr(dirs[i], '/');
@@ -619,6 +656,8 @@ int jail_cgroup_remove(const char *vmdir)
         cleanup_free char *p = str_printf("%s/" VM_FILE_JAIL_CGROUP, vmdir);
         if (p)
             (void)unlink(p);
+        if (scoped)
+            (void)unlink(scope_file);
     }
     return ret;
 }
@@ -650,6 +689,7 @@ static int proc_cgroup(pid_t pid, const char *controller, char **ret_dir, char *
         if (!*ret_path || !*ret_dir) {
             free(*ret_path);
             free(*ret_dir);
+            *ret_path = *ret_dir = NULL;
             return -ENOMEM;
         }
         return 0;
@@ -666,7 +706,6 @@ int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_
     int kind = cgroup_kind();
     if (kind == CG_NONE)
         return -EOPNOTSUPP;
-    size_t rl = strlen(rel);
     /* one directory per role: cpu (v1 cpu), cpu time (v1 cpuacct), memory, pids */
     static const char *const v1[] = {"cpu", "cpuacct", "memory", "pids"};
     char *dirs[4] = {NULL, NULL, NULL, NULL};
@@ -678,9 +717,7 @@ int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_
             r = 0;
             continue;
         }
-        size_t len = path ? strlen(path) : 0;
-        bool ours = r >= 0 && len >= rl && streq(path + len - rl, rel) &&
-                    (len == rl || path[len - rl - 1] == '/');
+        bool ours = r >= 0 && path && cgroup_is_vms(path, rel);
         if (r >= 0 && !ours) { /* not in the VM's group on this hierarchy */
             free(dirs[i]);
             dirs[i] = NULL;
@@ -728,6 +765,17 @@ int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_
         if (acct && cg_read_u64(acct, "cpuacct.usage", &v)) {
             out->cpu_usec = v / 1000;
             out->have_cpu_usage = true;
+        }
+        /* a systemd scope on hybrid v1 has no cpuacct group (systemd realizes none there since
+         * the unified hierarchy's cpu.stat counts the time): read that */
+        cleanup_free char *udir = NULL, *upath = NULL;
+        if (!out->have_cpu_usage && cgroup_hybrid() && proc_cgroup(pid, NULL, &udir, &upath) >= 0 &&
+            cgroup_is_vms(upath, rel)) {
+            cleanup_free char *u = str_printf(CGROUP_ROOT "/unified/%s", upath);
+            if (u && cg_read_key(u, "cpu.stat", "usage_usec", &v)) {
+                out->cpu_usec = v;
+                out->have_cpu_usage = true;
+            }
         }
         if (cpu && cg_read_u64(cpu, "cpu.cfs_period_us", &p) && p) {
             out->enforced |= VMCTL_LIMIT_CPU;
@@ -788,6 +836,10 @@ struct jail {
     size_t n, cap;
     char **procs; /* cgroup.procs of each controller directory */
     size_t n_procs;
+    /* under systemd: the scope's first process, holding it until the hypervisor has joined it
+     * (a scope with no process left is stopped), and the pipe whose closing ends it */
+    pid_t scope_holder;
+    int scope_fd;
     uid_t uid;
     gid_t groups[1];
     size_t n_groups;
@@ -808,6 +860,11 @@ void jail_free(jail *j)
     }
     free(j->m);
     strv_free(j->procs);
+    if (j->scope_holder > 0) {
+        close(j->scope_fd);
+        while (waitpid(j->scope_holder, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
     free(j->root);
     free(j->hostname);
     free(j);
@@ -940,8 +997,143 @@ static void v2_enable_base(const char *base, bool is_root)
     (void)v2_enable(base);
 }
 
+/* The directories of the scope unit that process pid is in, from /proc/PID/cgroup: each
+ * hierarchy's line whose path ends in the unit (systemd's name=systemd and unified ones too: the
+ * hypervisor joins the scope on each, as systemd tracks it there). */
+static int scope_dirs(pid_t pid, const char *unit, char ***ret, size_t *n)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+    cleanup_free char *text = NULL;
+    int r = read_file(path, &text, NULL);
+    if (r < 0)
+        return r;
+    size_t ul = strlen(unit);
+    for (char *l = text, *next; l && *l; l = next) {
+        next = strchr(l, '\n');
+        if (next)
+            *next++ = 0;
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = 0;
+        const char *p = c2 + 1, *ctl = c1 + 1;
+        size_t len = strlen(p);
+        if (len <= ul || p[len - ul - 1] != '/' || !streq(p + len - ul, unit) || strstr(p, "/.."))
+            continue;
+        cleanup_free char *dir = NULL;
+        if (streq(l, "0") && !*ctl)
+            dir = str_printf(CGROUP_ROOT "%s%s", cgroup_kind() == CG_V2 ? "" : "/unified", p);
+        else if (str_startswith(ctl, "name="))
+            dir = str_printf(CGROUP_ROOT "/%s%s", ctl + 5, p);
+        else
+            dir = str_printf(CGROUP_ROOT "/%s%s", ctl, p);
+        if (!dir)
+            return -ENOMEM;
+        if (access(dir, F_OK) < 0 && strchr(ctl, ',')) { /* "cpu,cpuacct" mounted as cpu/ */
+            free(dir);
+            dir = str_printf(CGROUP_ROOT "/%.*s%s", (int)strcspn(ctl, ","), ctl, p);
+            if (!dir)
+                return -ENOMEM;
+        }
+        if (access(dir, F_OK) < 0)
+            continue;
+        if (strv_push(ret, n, dir) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Under systemd: the VM's own transient scope, vmctl-NAME-HASH.scope in vmctl.slice, with
+ * Delegate=yes and the limits as its properties (docs/isolation.md). Its first process is a
+ * holder forked here, which stays until the hypervisor has joined the scope's cgroups (jail_enter,
+ * before exec, as with vmctl's own groups: the hypervisor never runs outside its limits). */
+static int prepare_scope(const jail_config *c, jail *j, vmctl_error **reterr)
+{
+    cleanup_free char *unit = jail_scope_name(c->vmdir);
+    cleanup_free char *marker = str_printf("%s/" VM_FILE_JAIL_SCOPE, c->vmdir);
+    if (!unit || !marker)
+        return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    /* the marker first: a failure from here on is cleaned up by stopping the unit */
+    int r = write_file_atomic(marker, unit, strlen(unit), 0600);
+    if (r < 0)
+        return jailer_failed(reterr, JAIL_STEP_SYSTEMD_SCOPE, -r,
+                             "cannot record the scope of vm '%s' in '%s': %s", c->name, c->vmdir,
+                             strerror(-r));
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return jailer_failed(reterr, JAIL_STEP_SYSTEMD_SCOPE, errno, "cannot make a pipe: %s",
+                             strerror(errno));
+    pid_t h = fork();
+    if (h == 0) {
+        char x;
+        close(p[1]);
+        while (read(p[0], &x, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(p[0]);
+    if (h < 0) {
+        close(p[1]);
+        return jailer_failed(reterr, JAIL_STEP_SYSTEMD_SCOPE, errno, "cannot fork: %s",
+                             strerror(errno));
+    }
+    j->scope_holder = h;
+    j->scope_fd = p[1];
+    cleanup_free char *desc = str_printf("vmctl vm %s (%s)", c->name, c->vmdir);
+    unsigned threads = c->weight_threads ? c->weight_threads : 1;
+    jail_scope_props props = {
+        .unit = unit,
+        .slice = JAIL_SCOPE_SLICE,
+        .description = desc,
+        .pid = h,
+        .cpu_quota = c->cpu_quota,
+        .cpu_weight = threads * 100 > 10000 ? 10000 : threads * 100,
+        .memory_max = c->memory_bytes,
+        .tasks_max = c->pids_max,
+    };
+    if ((r = jail_scope_start(&props, 5000000, reterr)) < 0)
+        return r;
+    cleanup_strv char **dirs = NULL;
+    size_t n = 0;
+    if ((r = scope_dirs(h, unit, &dirs, &n)) < 0 || n == 0)
+        return jailer_failed(reterr, JAIL_STEP_SYSTEMD_SCOPE, r < 0 ? -r : ENOENT,
+                             "the systemd scope '%s' of vm '%s' has no cgroup to join", unit,
+                             c->name);
+    /* the limits systemd does not set (v1 memsw, the I/O weight) in the delegated scope, the
+     * others again as they are (the same values) */
+    unsigned seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool v2 = cgroup_kind() == CG_V2 || str_startswith(dirs[i], CGROUP_ROOT "/unified/");
+        if ((r = jail_cgroup_limits(c, v2 ? 2 : 1, v2 ? NULL : dir_controller(dirs[i]), dirs[i],
+                                    &seen, reterr)) < 0)
+            return r;
+        if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
+            return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+    }
+    if ((r = record_dirs(c->vmdir, dirs, n)) < 0)
+        return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
+                             "cannot record the cgroup of vm '%s' in '%s': %s", c->name, c->vmdir,
+                             strerror(-r));
+    if (c->cpu_quota > 0 && !(seen & VMCTL_LIMIT_CPU)) {
+        r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
+                          "this host gives the vm's scope '%s' no cpu controller for its cpu "
+                          "quota (--cpu-quota %g)",
+                          unit, c->cpu_quota);
+        err_help(reterr, "`vmctl doctor` shows which limits this host can enforce, or create "
+                         "the VM without --cpu-quota.");
+        return r;
+    }
+    return 0;
+}
+
 static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
 {
+    /* under systemd with its manager answering: a transient scope; else vmctl's own groups
+     * (doctor says why) */
+    if (jail_systemd_running() && jail_systemd_probe(NULL) == 0)
+        return prepare_scope(c, j, reterr);
+
     cleanup_free char *rel = jail_cgroup_name(c->vmdir);
     cleanup_strv char **dirs = NULL, **bases = NULL;
     size_t n = 0;
@@ -1308,7 +1500,17 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
     const char *where = "";
     bool not_delegated = false;
     cleanup_free char *base_rel = NULL;
-    if (cgroup_kind() == CG_V2) {
+    /* under systemd: a scope per VM when its manager answers (prepare_cgroup) */
+    cleanup_free char *sd_why = NULL;
+    bool sd = jail_systemd_running();
+    bool scoped = sd && jail_systemd_probe(&sd_why) == 0;
+    if (cgroup_kind() == CG_V2 && scoped) {
+        /* systemd delegates each scope what the root has */
+        bool *has[] = {&cpu, &mem, &pids, &io};
+        for (size_t i = 0; i < ELEMENTSOF(v2_controllers); i++)
+            *has[i] = cg_list_has(CGROUP_ROOT, "cgroup.controllers", v2_controllers[i]);
+        memsw = mem;
+    } else if (cgroup_kind() == CG_V2) {
         base_rel = cgroup_base(NULL);
         cleanup_free char *base =
             base_rel ? str_printf(CGROUP_ROOT "%s%s", *base_rel ? "/" : "", base_rel) : NULL;
@@ -1328,7 +1530,7 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         if (!is_root)
             where = deleg ? " (delegated)" : " (not delegated to vmctl)";
     } else {
-        if (under_systemd())
+        if (under_systemd() && !scoped)
             base_rel = self_cgroup("memory");
         cpu = access(CGROUP_ROOT "/cpu/cpu.cfs_quota_us", F_OK) == 0;
         mem = access(CGROUP_ROOT "/memory/memory.limit_in_bytes", F_OK) == 0;
@@ -1352,8 +1554,13 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         sched = NULL;
         bfq_active = read_file(p, &sched, NULL) >= 0 && strstr(sched, "[bfq]");
     }
-    *ret_ok = cpu && mem && pids && io && bfq_active;
-    if (!(cpu && mem && pids) && not_delegated)
+    *ret_ok = cpu && mem && pids && io && bfq_active && (!sd || scoped);
+    if (sd && !scoped)
+        *ret_help = "systemd runs this host but vmctl cannot reach its manager (on "
+                    "/run/systemd/private as root, or the system bus), so each VM gets no "
+                    "transient scope of its own: its group is made under vmctl's own cgroup "
+                    "(docs/isolation.md).";
+    else if (!(cpu && mem && pids) && not_delegated)
         *ret_help = "vmctl runs in a cgroup that systemd did not delegate to it, so its VMs' "
                     "groups get no controllers there: run it in a unit with Delegate=yes "
                     "(`systemd-run --scope -p Delegate=yes vmctl ...`, or vmctl serve's unit) "
@@ -1362,11 +1569,20 @@ char *jail_cgroup_summary(bool *ret_ok, const char **ret_help)
         *ret_help = "A limit marked 'no' is not enforced on this host (docs/isolation.md): a VM "
                     "starts without it (its status says so), but --cpu-quota fails; enable its "
                     "controller (for the disk I/O weight, the bfq I/O scheduler on the disks).";
-    return str_printf("cgroup %s under %s%s" JAIL_CGROUP_DIR "%s: cpu quota %s, memory ceiling "
+    cleanup_free char *placement =
+        scoped ? strdup("a transient scope per vm, " JAIL_SCOPE_SLICE "/vmctl-NAME-HASH.scope "
+                        "(Delegate=yes, made over D-Bus)")
+               : str_printf("under %s%s" JAIL_CGROUP_DIR "%s%s%s",
+                            base_rel && *base_rel ? base_rel : "", base_rel && *base_rel ? "/" : "",
+                            where, sd ? " (no systemd scope: " : "",
+                            sd ? (sd_why ? sd_why : "?") : "");
+    if (!placement)
+        return NULL;
+    return str_printf("cgroup %s %s%s: cpu quota %s, memory ceiling "
                       "%s%s, pids %s, disk I/O weight %s",
-                      mode, base_rel && *base_rel ? base_rel : "", base_rel && *base_rel ? "/" : "",
-                      where, cpu ? "yes" : "no", mem ? "yes" : "no",
-                      mem && !memsw ? " (swap not accounted)" : "", pids ? "yes" : "no",
+                      mode, placement, sd && !scoped ? ")" : "", cpu ? "yes" : "no",
+                      mem ? "yes" : "no", mem && !memsw ? " (swap not accounted)" : "",
+                      pids ? "yes" : "no",
                       !io          ? "no"
                       : bfq_active ? "yes"
                                    : "set, but no effect (no disk uses the bfq I/O scheduler)");

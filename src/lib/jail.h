@@ -55,7 +55,8 @@ typedef enum jail_step {
     JAIL_STEP_GROUPS,
     JAIL_STEP_UID,
     JAIL_STEP_OWNERSHIP,
-    JAIL_STEP_VHOST_VSOCK, /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
+    JAIL_STEP_VHOST_VSOCK,   /* vmctl opens /dev/vhost-vsock for the jailed hypervisor */
+    JAIL_STEP_SYSTEMD_SCOPE, /* the VM's transient scope under systemd (jail-systemd.h) */
     _JAIL_STEP_MAX,
 } jail_step;
 const char *jail_step_name(int step);
@@ -82,7 +83,8 @@ typedef struct jail_config {
 
 typedef struct jail jail;
 
-/* Make the VM's cgroup (removing an empty stale one), set its limits, chown the VM directory
+/* Make the VM's cgroup (removing an empty stale one; under systemd with its manager answering,
+ * the VM's transient scope instead: docs/isolation.md), set its limits, chown the VM directory
  * and what QEMU writes in it to the VM's uid, and compute the mounts. jailer::failed naming the
  * step (and the limit the host cannot do). */
 int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr);
@@ -111,7 +113,10 @@ int jail_unshare_pid(void);
 /* The cgroup of the VM whose directory is vmdir, relative to the base
  * ("vmctl/NAME-HASH": malloc'd). */
 char *jail_cgroup_name(const char *vmdir);
-/* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves). 0 when none
+/* Under systemd, the VM's transient scope instead: "vmctl-NAME-HASH.scope" (malloc'd). */
+char *jail_scope_name(const char *vmdir);
+/* Remove VM vmdir's cgroup directories (bounded wait while the last process leaves); under
+ * systemd, stop its scope first (VM_FILE_JAIL_SCOPE: systemd kills what is left in it). 0 when none
  * is left. Also records an OOM kill seen there (VM_FILE_JAIL_OOM in vmdir). */
 int jail_cgroup_remove(const char *vmdir);
 /* Write c's limits into the cgroup directory dir (version 2, or 1 with v1_ctl the controllers

@@ -43,6 +43,8 @@
 #define VM_FILE_JAIL_OOM  "jail.oom"
 /* jail.c: the VM's cgroup directories, one a line, for their removal (root's, 0600) */
 #define VM_FILE_JAIL_CGROUP "jail.cgroup"
+/* the VM's systemd scope (its unit name), while it has one */
+#define VM_FILE_JAIL_SCOPE "jail.scope"
 
 /* "fs-<i>.sock": the vhost-user socket of mount i's virtiofsd (made by it, removed by cleanup) */
 static inline void vm_fs_sock_file(size_t i, char *buf, size_t size)

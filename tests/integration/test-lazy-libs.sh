@@ -1,9 +1,10 @@
 #!/bin/bash
-# libcurl, libssh, libcrypto, libzstd and liblzma are loaded on first use (src/lib/dl.c), not at
-# start-up: commands that do not need them must not map them (the dynamic loader's own trace,
-# LD_DEBUG=libs, says what each vmctl process loaded), the commands that do need them still work,
-# and a library that cannot be loaded (hidden in a private mount namespace) is a clean
-# host::missing_dependency naming the library and its Debian package, with nothing left behind.
+# libcurl, libssh, libcrypto, libzstd, liblzma, libnftables and libsystemd are loaded on first use
+# (src/lib/dl.c), not at start-up: commands that do not need them must not map them (the dynamic
+# loader's own trace, LD_DEBUG=libs, says what each vmctl process loaded), the commands that do need
+# them still work, and a library that cannot be loaded (hidden in a private mount namespace) is a
+# clean host::missing_dependency naming the library and its Debian package, with nothing left
+# behind.
 source "$(dirname "$0")/lib.sh"
 command -v jq >/dev/null || skip "jq is not installed"
 command -v qemu-img >/dev/null || skip "qemu-img is not installed"
@@ -19,7 +20,10 @@ if [ -n "${VMCTL_TEST_IMAGES:-}" ] && [ -f "$VMCTL_TEST_IMAGES/default/vmlinux" 
   have_guest=true
 fi
 
-heavy='^lib(curl|ssh|crypto|ssl|gnutls|nghttp2|krb5|gssapi_krb5|ldap|zstd|lzma|nftables|mnl|nftnl)[.-]'
+# libsystemd (the VMs' scopes) only when systemd runs the host: then a jailed start needs it
+sd='|systemd'
+[ -e /run/systemd/system ] && sd=
+heavy="^lib(curl|ssh|crypto|ssl|gnutls|nghttp2|krb5|gssapi_krb5|ldap|zstd|lzma|nftables|mnl|nftnl$sd)[.-]"
 
 # libs_of CMD...: run vmctl CMD under LD_DEBUG=libs; the exit status in $rc, stdout in $out, and in
 # $libs the sonames the vmctl process itself loaded, one a line (children such as qemu-img write

@@ -33,8 +33,9 @@ static bool mapped(const char *soname)
  * mapped (no DT_NEEDED on them through libvmctl_internal's dependencies). Runs first. */
 static void test_not_linked(void **state)
 {
-    static const char *const lazy[] = {"libcurl.so.4", "libssh.so.4",  "libcrypto.so.3",
-                                       "libzstd.so.1", "liblzma.so.5", "libnftables.so.1"};
+    static const char *const lazy[] = {"libcurl.so.4",   "libssh.so.4",  "libcrypto.so.3",
+                                       "libzstd.so.1",   "liblzma.so.5", "libnftables.so.1",
+                                       "libsystemd.so.0"};
     for (size_t i = 0; i < ELEMENTSOF(lazy); i++)
         if (mapped(lazy[i]))
             fail_msg("%s is mapped before any dl_open", lazy[i]);
