@@ -159,17 +159,27 @@ static void *in_netns(void *userdata)
         return NULL;
     }
     if (!j->up) {
-        if (default_route(&j->u) == 0)
+        /* Our TAP went with our hypervisor's descriptor. One that exists is another VM's, which
+         * has the namespace now (this one never took it, or lost it): its redirects stay. */
+        if (!tap_exists(PODNET_TAP) && default_route(&j->u) == 0)
             tap_redirect_remove(j->u.ifname);
-        vmctl_error *ignored = NULL;
-        (void)tap_delete(PODNET_TAP, &ignored);
-        vmctl_error_free(ignored);
         j->r = 0;
         return NULL;
     }
     if ((j->r = uplink_find(&j->u, &j->err, j->path)) < 0)
         return NULL;
-    (void)tap_delete(PODNET_TAP, NULL); /* a persistent one of an earlier life: never ours */
+    /* the TAP is not persistent: it exists while a hypervisor holds it, so another VM has this
+     * namespace's uplink (two VMs cannot both be the pod) */
+    if (tap_exists(PODNET_TAP)) {
+        j->r = err_make(&j->err, VMCTL_E_NETWORK_SETUP_FAILED, EBUSY,
+                        "the network namespace '%s' is taken over by another VM already (its "
+                        "TAP '%s' exists)",
+                        j->path, PODNET_TAP);
+        err_detail(&j->err, "netns", "%s", j->path);
+        err_help(&j->err, "One VM per network namespace: stop the other VM, or give this one "
+                          "a namespace of its own.");
+        return NULL;
+    }
     int fd = -1;
     if ((j->r = tap_create(PODNET_TAP, &fd, &j->err)) < 0)
         return NULL;

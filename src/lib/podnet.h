@@ -29,6 +29,7 @@ int podnet_check(const char *net, vmctl_error **reterr);
  * address must be on the uplink: network::setup_failed naming what is missing otherwise. */
 int podnet_up(vm_spec *spec, vmctl_error **reterr);
 
-/* At stop, crash and destroy: the uplink's ingress redirect and the TAP removed (quietly: the
- * namespace may be gone with its pod). */
+/* At stop, crash and destroy (the hypervisor gone, and with it its TAP): the uplink's ingress
+ * redirect removed, unless another VM's TAP is there (it has the namespace); quietly: the
+ * namespace may be gone with its pod. */
 void podnet_down(const char *net);

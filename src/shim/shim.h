@@ -71,6 +71,7 @@ typedef struct shim_task {
     char *rootfs; /* host directory mounted into the VM */
     shim_volume *vols;
     size_t n_vols;
+    char *net;    /* "netns:PATH" of the spec's network namespace (a pod's), or NULL: no network */
     bool mounted; /* rootfs mounted by us (CreateTaskRequest.rootfs) */
     pid_t vm_pid;
     shim_proc *procs; /* the init process first */
@@ -128,6 +129,11 @@ void shim_spec_clear(shim_spec *s);
 /* The spec's bind mounts of host directories (others, and /proc, /sys, /dev, are left out; a
  * file's bind mount cannot be shared through virtio-fs and is logged). */
 int shim_bundle_volumes(const char *bundle, shim_volume **ret, size_t *n);
+/* config.json's linux.namespaces entry of type "network" with a path (the pod's, made by its
+ * CNI plugin; `ctr run --with-ns network:PATH`): *ret "netns:PATH", else NULL (a new network
+ * namespace, or none: the VM gets no network; CRI's sandbox container gets none either, its
+ * pod's first container takes the namespace over). 0 or -ENOMEM/-EINVAL. */
+int shim_bundle_netns(const char *bundle, char **ret);
 void shim_volumes_free(shim_volume *v, size_t n);
 
 /* io.c: start the process's I/O thread (it runs the process to its end); 0 or -errno. */

@@ -192,3 +192,39 @@ int shim_bundle_volumes(const char *bundle, shim_volume **ret, size_t *n)
     *n = k;
     return 0;
 }
+
+int shim_bundle_netns(const char *bundle, char **ret)
+{
+    *ret = NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", bundle);
+    json_t *c = json_load_file(path, 0, NULL);
+    if (!c)
+        return -EINVAL;
+    /* CRI's sandbox (pause) container does nothing with the pod's network: the pod's first
+     * application container takes it over (one VM per namespace) */
+    const char *kind = json_string_value(
+        json_object_get(json_object_get(c, "annotations"), "io.kubernetes.cri.container-type"));
+    if (kind && strcmp(kind, "sandbox") == 0) {
+        json_decref(c);
+        return 0;
+    }
+    json_t *ns = json_object_get(json_object_get(c, "linux"), "namespaces");
+    size_t i;
+    json_t *n;
+    int r = 0;
+    json_array_foreach(ns, i, n)
+    {
+        const char *type = json_string_value(json_object_get(n, "type"));
+        const char *p = json_string_value(json_object_get(n, "path"));
+        if (type && strcmp(type, "network") == 0 && p && p[0] == '/') {
+            if (asprintf(ret, "netns:%s", p) < 0) {
+                *ret = NULL;
+                r = -ENOMEM;
+            }
+            break;
+        }
+    }
+    json_decref(c);
+    return r;
+}

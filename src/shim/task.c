@@ -141,6 +141,7 @@ static void task_free(shim_task *t)
     free(t->bundle);
     free(t->vm);
     free(t->rootfs);
+    free(t->net);
     shim_volumes_free(t->vols, t->n_vols);
     free(t);
 }
@@ -183,6 +184,7 @@ static int vm_boot(shim_task *t, bool ro, shim_status *st)
         .n_mounts = t->n_vols + 1,
         .owner_bound = true, /* the shim SIGKILLed: its supervisor kills QEMU */
         .memory_mib = 256,
+        .net = t->net, /* the pod's network namespace, taken over (docs/networking.md) */
     };
     int r = shim_ctx(&ctx, &err);
     if (r >= 0) {
@@ -252,7 +254,8 @@ static int m_create(const uint8_t *data, size_t len, uint8_t **resp, size_t *res
         shim_fail(st, GRPC_INVALID_ARGUMENT, "%s", err ? err : "cannot load the bundle");
         goto out;
     }
-    if (shim_bundle_volumes(t->bundle, &t->vols, &t->n_vols) < 0) {
+    if (shim_bundle_volumes(t->bundle, &t->vols, &t->n_vols) < 0 ||
+        shim_bundle_netns(t->bundle, &t->net) < 0) {
         shim_fail(st, GRPC_INTERNAL, "out of memory");
         goto out;
     }

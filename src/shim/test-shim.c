@@ -156,8 +156,38 @@ static void test_spec(void **state)
     assert_false(s.terminal);
     shim_spec_clear(&s);
     free(root);
+    /* the network namespace: none, a new one (no path), the pod's; CRI's sandbox takes none */
+    char *net = NULL;
+    assert_int_equal(shim_bundle_netns(dir, &net), 0);
+    assert_null(net);
+    static const struct {
+        const char *json, *want;
+    } nets[] = {
+        {"{\"linux\":{\"namespaces\":[{\"type\":\"network\"}]}}", NULL},
+        {"{\"linux\":{\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\",\"path\":"
+         "\"/var/run/netns/cni-1\"}]}}",
+         "netns:/var/run/netns/cni-1"},
+        {"{\"linux\":{\"namespaces\":[{\"type\":\"network\",\"path\":\"rel/x\"}]}}", NULL},
+        {"{\"annotations\":{\"io.kubernetes.cri.container-type\":\"sandbox\"},\"linux\":{"
+         "\"namespaces\":[{\"type\":\"network\",\"path\":\"/var/run/netns/cni-1\"}]}}",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++) {
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(nets[i].json, f);
+        fclose(f);
+        assert_int_equal(shim_bundle_netns(dir, &net), 0);
+        if (nets[i].want)
+            assert_string_equal(net, nets[i].want);
+        else
+            assert_null(net);
+        free(net);
+        net = NULL;
+    }
     unlink(path);
     rmdir(dir);
+    assert_int_equal(shim_bundle_netns(dir, &net), -EINVAL);
     /* no config.json */
     assert_int_equal(shim_bundle_load(dir, &s, &root, &ro, &err), -EINVAL);
     assert_non_null(strstr(err, "config.json"));

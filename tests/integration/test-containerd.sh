@@ -83,6 +83,36 @@ ro-file"
 expect_eq "a rw volume: the container's write is on the host" "$(cat "$T/vol/out" 2>/dev/null)" from-guest
 [ -e "$T/rovol/g" ] && fail "a read-only volume was written" || ok "a read-only volume stays unwritten"
 
+# a pod's network namespace (made here as a CNI plugin leaves it: eth0 with an address and a
+# default route, a peer with a TCP server): the container's VM takes it over, so the container
+# reaches the peer from the pod's address (--with-ns sets linux.namespaces' network path)
+POD=vmctl-ctd-pod$$ PEER=vmctl-ctd-peer$$
+if ip netns add "$POD" && ip netns add "$PEER"; then
+  ip link add cd0 netns "$POD" type veth peer name cd1 netns "$PEER"
+  ip -n "$POD" link set cd0 name eth0
+  ip -n "$POD" addr add 10.65.0.2/24 dev eth0 && ip -n "$POD" link set eth0 up
+  ip -n "$POD" link set lo up && ip -n "$POD" route add default via 10.65.0.1
+  ip -n "$PEER" addr add 10.65.0.1/24 dev cd1 && ip -n "$PEER" link set cd1 up
+  ip netns exec "$PEER" python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.65.0.1", 7100)); s.listen(4)
+while True:
+    c, a = s.accept(); c.sendall(("peer sees " + a[0] + "\n").encode()); c.close()' &
+  peer_pid=$!
+  out=$(c run --rm --runtime io.containerd.vmctl.v2 --with-ns "network:/var/run/netns/$POD" \
+    --rootfs "$R" n1 sh -c 'for i in $(seq 40); do ip -o -4 addr show eth0 | grep -q 10.65.0.2 && break; sleep 0.25; done
+      for i in 1 2 3 4 5; do nc -w 3 10.65.0.1 7100 && break; sleep 0.5; done' </dev/null 2>&1)
+  expect_eq "a pod's network namespace: the container reaches its peer as the pod" "$out" \
+    "peer sees 10.65.0.2"
+  expect_eq "... and nothing of it is left in the pod's namespace" \
+    "$(ip -n "$POD" -o link show | grep -c vmctl0):$(tc -n "$POD" qdisc show dev eth0 | grep -c ingress)" "0:0"
+  kill "$peer_pid" 2>/dev/null
+  ip netns del "$POD"; ip netns del "$PEER"
+else
+  fail "cannot make network namespaces for the pod network check"
+fi
+
 # the init process on a terminal (ctr run -t: ctr wants one of its own, script gives it a pty)
 if have script util-linux "ctr run -t"; then
   out=$(script -qec "timeout --foreground 180 ctr --address $T/c.sock run --rm -t --runtime io.containerd.vmctl.v2 --rootfs $R r2 sh -c 'tty; stty size; exit 6'" /dev/null </dev/null)

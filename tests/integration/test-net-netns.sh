@@ -116,6 +116,14 @@ vm exec pod1 -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 4 10.66.0.1 8000 
 rx_after=$(ip netns exec "$POD" cat /proc/net/snmp | awk '/^Ip: [0-9]/ {print $3}')
 expect_eq "the pod's own IP stack receives none of the guest's traffic" "$rx_after" "$rx_before"
 
+# --- one VM per namespace: a second is refused, and its destroy leaves the first's network ---
+vm create pod2 --net "netns:/var/run/netns/$POD" >/dev/null
+expect_code "a second VM on a taken namespace" vm_manager::network::setup_failed start pod2
+vm destroy --force pod2 >/dev/null
+expect_eq "... its destroy leaves the first VM's TAP and redirect" "$(what_is_left)" "tap=1 ingress=1"
+page=$(vm exec pod1 -- sh -c "printf 'GET /index.html HTTP/1.0\r\n\r\n' | nc -w 4 10.66.0.1 8000 2>/dev/null | tail -n 1")
+expect_eq "... and the first VM still reaches its peer" "$page" "page-from-peer"
+
 # --- kill -9 of QEMU: the next command reconciles, the redirect goes ---
 pid=$(vm status --json pod1 | jq -r .pid)
 kill -9 "$pid"
