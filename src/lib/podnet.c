@@ -24,11 +24,6 @@
 #include "tap.h"
 #include "util/util.h"
 
-const char *podnet_path(const char *net)
-{
-    return net && str_startswith(net, PODNET_PREFIX) ? net + strlen(PODNET_PREFIX) : NULL;
-}
-
 static int invalid(vmctl_error **reterr, const char *net, const char *why)
 {
     int r =

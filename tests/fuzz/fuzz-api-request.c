@@ -134,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else
             CHECK(t >= 0 && t <= 604800.0);
         e = NULL;
-        if ((r = serve_get_uint(o, "rows", 65535, &rows, &e)) < 0)
+        if ((r = serve_get_uint(o, "rows", 0, 65535, &rows, &e)) < 0)
             check_error(e, r);
         e = NULL;
         if ((r = serve_get_bool(o, "wait", &b, &e)) < 0)
