@@ -1044,6 +1044,37 @@ static int scope_dirs(pid_t pid, const char *unit, char ***ret, size_t *n)
     return 0;
 }
 
+/* The end of a VM's cgroup setup (its own groups, or its systemd scope when unit is set): the
+ * directories recorded in the VM directory (a vmctl in another cgroup removes them), and a limit
+ * asked for (--cpu-quota) that the host cannot enforce fails the start; the default ceilings
+ * (memory, pids) go where the controller is, and status and doctor say where it is not. */
+static int cgroup_finish(const jail_config *c, char **dirs, size_t n, unsigned seen,
+                         const char *unit, vmctl_error **reterr)
+{
+    int r = record_dirs(c->vmdir, dirs, n);
+    if (r < 0)
+        return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
+                             "cannot record the cgroup of vm '%s' in '%s': %s", c->name, c->vmdir,
+                             strerror(-r));
+    if (c->cpu_quota > 0 && !(seen & VMCTL_LIMIT_CPU)) {
+        if (unit)
+            r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
+                              "this host gives the vm's scope '%s' no cpu controller for its cpu "
+                              "quota (--cpu-quota %g)",
+                              unit, c->cpu_quota);
+        else
+            r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
+                              "this host gives the vm's cgroup no cpu controller for its cpu "
+                              "quota (--cpu-quota %g)",
+                              c->cpu_quota);
+        err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; enable the "
+                         "cpu controller (under systemd: run vmctl in a unit with Delegate=yes), "
+                         "or create the VM without --cpu-quota.");
+        return r;
+    }
+    return 0;
+}
+
 /* Under systemd: the VM's own transient scope, vmctl-NAME-HASH.scope in vmctl.slice, with
  * Delegate=yes and the limits as its properties (docs/isolation.md). Its first process is a
  * holder forked here, which stays until the hypervisor has joined the scope's cgroups (jail_enter,
@@ -1111,20 +1142,7 @@ static int prepare_scope(const jail_config *c, jail *j, vmctl_error **reterr)
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
-    if ((r = record_dirs(c->vmdir, dirs, n)) < 0)
-        return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
-                             "cannot record the cgroup of vm '%s' in '%s': %s", c->name, c->vmdir,
-                             strerror(-r));
-    if (c->cpu_quota > 0 && !(seen & VMCTL_LIMIT_CPU)) {
-        r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
-                          "this host gives the vm's scope '%s' no cpu controller for its cpu "
-                          "quota (--cpu-quota %g)",
-                          unit, c->cpu_quota);
-        err_help(reterr, "`vmctl doctor` shows which limits this host can enforce, or create "
-                         "the VM without --cpu-quota.");
-        return r;
-    }
-    return 0;
+    return cgroup_finish(c, dirs, n, seen, unit, reterr);
 }
 
 static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
@@ -1174,24 +1192,7 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
     }
-    if ((r = record_dirs(c->vmdir, dirs, n)) < 0)
-        return jailer_failed(reterr, JAIL_STEP_CGROUP_CREATE, -r,
-                             "cannot record the cgroup of vm '%s' in '%s': %s", c->name, c->vmdir,
-                             strerror(-r));
-    /* a limit asked for (--cpu-quota) that the host cannot enforce fails the start; the
-     * default ceilings (memory, pids) go where the controller is, and status and doctor say
-     * where it is not */
-    if (c->cpu_quota > 0 && !(seen & VMCTL_LIMIT_CPU)) {
-        r = jailer_failed(reterr, JAIL_STEP_CGROUP_LIMIT, EOPNOTSUPP,
-                          "this host gives the vm's cgroup no cpu controller for its cpu quota "
-                          "(--cpu-quota %g)",
-                          c->cpu_quota);
-        err_help(reterr, "`vmctl doctor` shows which limits this host can enforce; enable the "
-                         "cpu controller (under systemd: run vmctl in a unit with Delegate=yes), "
-                         "or create the VM without --cpu-quota.");
-        return r;
-    }
-    return 0;
+    return cgroup_finish(c, dirs, n, seen, NULL, reterr);
 }
 
 /* Whether "/" is the root of a mount: not in a chroot into a plain directory. The jail makes
