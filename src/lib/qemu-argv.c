@@ -128,6 +128,10 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format, const c
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
+        if (spec->disk_layer) /* a snapshot's layer between the overlay and the base */
+            backing = json_pack("{s:s, s:s, s:b, s:o, s:o}", "driver", "qcow2", "node-name",
+                                "layer0", "read-only", 1, "file",
+                                file_node(spec->disk_layer, true, false), "backing", backing);
         json_object_set_new(d, "backing", backing);
     }
     if (spec->disk_iops) {

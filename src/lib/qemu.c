@@ -206,14 +206,29 @@ static int check_disks(const vm_spec *spec, char buf[static 32], const char **re
     if (!streq(ov.format, "qcow2") || ov.data_file)
         r = disk_unsafe(reterr, spec->disk, "the vm disk '%s' is no longer a plain qcow2 overlay",
                         spec->disk);
-    else if (spec->base && (!ov.backing_file || !streq(ov.backing_file, spec->base)))
+    else if ((spec->disk_layer || spec->base) &&
+             (!ov.backing_file ||
+              !streq(ov.backing_file, spec->disk_layer ? spec->disk_layer : spec->base)))
         r = disk_unsafe(reterr, spec->disk, "the backing file of vm disk '%s' changed to '%s'",
                         spec->disk, ov.backing_file ? ov.backing_file : "(none)");
-    else if (spec->base && !spec->base_format && ov.backing_format) {
+    else if (spec->base && !spec->disk_layer && !spec->base_format && ov.backing_format) {
         snprintf(buf, 32, "%s", ov.backing_format);
         *ret_base_format = buf;
     }
     image_probe_clear(&ov);
+    if (r >= 0 && spec->disk_layer) {
+        /* a snapshot's layer: a plain qcow2 image whose backing file is the base */
+        image_probe ly = {};
+        if ((r = image_probe_file(spec->disk_layer, &ly, reterr)) < 0)
+            return err_prefix(reterr, r, "while checking snapshot layer '%s'", spec->disk_layer);
+        if (!streq(ly.format, "qcow2") || ly.data_file ||
+            (spec->base ? !ly.backing_file || !streq(ly.backing_file, spec->base)
+                        : ly.backing_file != NULL))
+            r = disk_unsafe(reterr, spec->disk_layer,
+                            "the snapshot layer '%s' is no longer a plain qcow2 image on '%s'",
+                            spec->disk_layer, spec->base ? spec->base : "(none)");
+        image_probe_clear(&ly);
+    }
     const char *bf = *ret_base_format ? image_format_qemu_name(*ret_base_format) : NULL;
     if (r < 0 || !spec->base || !bf || streq(bf, "raw"))
         return r;
@@ -330,7 +345,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     if (spec->jail_uid) {
         const char *ro[6];
         size_t k = 0;
-        const char *cand[] = {spec->kernel, spec->initrd, spec->seed};
+        const char *cand[] = {spec->kernel, spec->initrd, spec->seed, spec->disk_layer};
         for (size_t i = 0; i < ELEMENTSOF(cand); i++)
             if (cand[i])
                 ro[k++] = cand[i];
@@ -809,4 +824,5 @@ const backend_ops qemu_backend = {
     .version = qemu_version,
     .snapshot_save = qemu_snapshot_save,
     .snapshot_load = qemu_snapshot_load,
+    .disk_snapshot = qemu_disk_snapshot,
 };

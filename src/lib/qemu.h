@@ -57,6 +57,8 @@ struct qmp;
 int qemu_qmp_open(const char *dir, uint64_t deadline, struct qmp **ret, vmctl_error **reterr);
 
 int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
+int qemu_disk_snapshot(const char *dir, const char *overlay, const char *node_name,
+                       uint64_t deadline, vmctl_error **reterr);
 int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                        vmctl_error **reterr);
 int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
