@@ -263,8 +263,8 @@ static int disk_top_node(qmp *q, uint64_t deadline, char **ret, vmctl_error **re
     char *name = NULL;
     json_array_foreach(list, i, dev)
     {
-        const char *n = json_string_value(json_object_get(json_object_get(dev, "inserted"),
-                                                          "node-name"));
+        const char *n =
+            json_string_value(json_object_get(json_object_get(dev, "inserted"), "node-name"));
         if (n && !streq(n, "seed") && !name)
             name = strdup(n);
     }

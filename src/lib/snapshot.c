@@ -263,8 +263,8 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     const char *no_disk = !spec->disk ? NULL
                           : spec->disk_format && streq(spec->disk_format, "raw")
                               ? "a raw root filesystem (no qcow2 overlay to freeze)"
-                          : spec->disk_layer ? "a disk on a snapshot's layer already"
-                          : spec->disk_iops  ? "a throttled disk (--disk-iops)"
+                          : spec->disk_layer   ? "a disk on a snapshot's layer already"
+                          : spec->disk_iops    ? "a throttled disk (--disk-iops)"
                           : !be->disk_snapshot ? "a disk this backend cannot switch"
                                                : NULL;
     if (no_disk) {
