@@ -223,6 +223,19 @@ fail:
 
 /* ---------- create ---------- */
 
+/* A new disk file in a VM directory: owned as the directory is (a jailed VM's directory is its
+ * jail uid's). */
+static int own_like_dir(const char *path, const char *dir, vmctl_error **reterr)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || st.st_uid == getuid())
+        return 0;
+    if (chown(path, st.st_uid, st.st_gid) < 0)
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot give '%s' to the VM's jail: %s", path,
+                        strerror(errno));
+    return 0;
+}
+
 int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
                           const vmctl_snapshot_options *opt, vmctl_snapshot_info **ret,
                           vmctl_error **reterr)
@@ -408,6 +421,10 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             (void)unlink(next_disk);
             if ((r = qcow2_create_overlay(next_disk, vsize, layer, "qcow2", reterr)) < 0)
                 goto undo_resume;
+            if ((r = own_like_dir(next_disk, v->dir, reterr)) < 0) {
+                (void)unlink(next_disk);
+                goto undo_resume;
+            }
             if ((r = be->disk_snapshot(v->dir, next_disk, node, vm_deadline_after(SAVE_TIMEOUT),
                                        reterr)) < 0) {
                 (void)unlink(next_disk);
@@ -667,6 +684,10 @@ static int disk_from_layer(vmctl_ctx *ctx, const store_vm *v, vm_spec *spec,
     (void)unlink(next);
     if ((r = qcow2_create_overlay(next, vsize, layer, "qcow2", reterr)) < 0)
         return err_prefix(reterr, r, "while making the disk of vm '%s'", v->name);
+    if ((r = own_like_dir(next, v->dir, reterr)) < 0) {
+        (void)unlink(next);
+        return r;
+    }
     if (rename(next, disk) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s' to '%s': %s", next, disk,
                      strerror(errno));

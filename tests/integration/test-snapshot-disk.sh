@@ -106,4 +106,22 @@ vm destroy --force src >/dev/null
 vm snapshot rm src s1 >/dev/null && ok "rm allowed once nothing references it" || fail "rm after"
 [ ! -e "$sdir" ] && ok "rm removes the layer" || fail "the layer is left: $(ls "$sdir")"
 
+# --- a full snapshot: the source goes on, on its new overlay (the layer under it) ---
+vm create f --image "$base" --machine q35 --kernel "$d/vmlinux" --initrd "$d/initrd.img" \
+  --cmdline "$cmdline" >/dev/null && vm start f --wait --timeout 180 >/dev/null ||
+  { fail "start f"; finish; }
+wait_disk f
+put f 1 fullA || fail "write A in f"
+vm snapshot create f s --kind full >/dev/null || fail "full snapshot of f"
+expect_eq "f goes on after a full snapshot" "$(state_of f)" running
+put f 2 fullB || fail "write B in f"
+expect_eq "f still sees A (its layer)" "$(get f 1)" fullA
+expect_eq "f sees B (its new overlay)" "$(get f 2)" fullB
+vm clone f s fc >/dev/null || fail "clone fc"
+expect_eq "fc sees A" "$(get fc 1)" fullA
+expect_eq "fc does not see B" "$(get fc 2)" ""
+vm destroy --force fc >/dev/null
+vm destroy --force f >/dev/null
+vm snapshot rm f s >/dev/null && ok "rm of f/s once f and fc are gone" || fail "rm f/s"
+
 finish
