@@ -279,6 +279,16 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             return r;
         }
     }
+    cleanup_close int layer_fd = -1; /* a snapshot's layer, likewise */
+    if (spec->jail_uid && spec->disk && spec->disk_layer) {
+        layer_fd = open(spec->disk_layer, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (layer_fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open disk layer '%s': %s",
+                         spec->disk_layer, strerror(errno));
+            err_detail(reterr, "path", "%s", spec->disk_layer);
+            return r;
+        }
+    }
     /* jailed with vsock: /dev/vhost-vsock opened here (root's 0600 device: the VM's uid cannot
      * open it) and inherited; QEMU sets the guest CID on it (a CID taken fails the launch, and
      * the retry with the next CID opens it anew) */
@@ -295,7 +305,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
     }
     cleanup_strv char **argv = NULL;
-    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, vhost_fd, &argv, reterr);
+    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, layer_fd, vhost_fd, &argv,
+                           reterr);
     if (r < 0)
         return r;
 
@@ -345,7 +356,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     if (spec->jail_uid) {
         const char *ro[6];
         size_t k = 0;
-        const char *cand[] = {spec->kernel, spec->initrd, spec->seed, spec->disk_layer};
+        const char *cand[] = {spec->kernel, spec->initrd, spec->seed};
         for (size_t i = 0; i < ELEMENTSOF(cand); i++)
             if (cand[i])
                 ro[k++] = cand[i];
@@ -373,10 +384,12 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if ((r = qemu_fs_prepare(spec, absdir, streq(machine, "microvm"), &fs, reterr)) < 0)
         return r;
-    int keep[2];
+    int keep[3];
     size_t n_keep = 0;
     if (base_fd >= 0)
         keep[n_keep++] = base_fd;
+    if (layer_fd >= 0)
+        keep[n_keep++] = layer_fd;
     if (vhost_fd >= 0)
         keep[n_keep++] = vhost_fd;
     supervise_spawn_args sa_spawn = {

@@ -17,6 +17,7 @@
 #include "ctx.h"
 #include "arg-check.h"
 #include "error.h"
+#include "image-cache.h"
 #include "image-format.h"
 #include "qcow2.h"
 #include "net.h"
@@ -437,6 +438,19 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
                              strerror(errno));
                 goto undo_resume;
             }
+            /* the cloud-init seed too: clones outlive the source's directory */
+            if (spec->seed) {
+                cleanup_free char *seed = str_printf("%s/" VM_FILE_SEED, tmp);
+                if (!seed) {
+                    r = oom(reterr);
+                    goto undo_resume;
+                }
+                if ((r = image_clone_file(spec->seed, seed)) < 0) {
+                    r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s': %s", spec->seed,
+                                 strerror(-r));
+                    goto undo_resume;
+                }
+            }
             /* the source's disk is on the layer from now on: it maps the snapshot */
             if ((r = store_vm_set_config(ctx->store, vm, json, reterr)) < 0 ||
                 (r = store_snapshot_ref_add(ctx->store, vm, vm, snap, reterr)) < 0)
@@ -693,6 +707,30 @@ static int disk_from_layer(vmctl_ctx *ctx, const store_vm *v, vm_spec *spec,
                      strerror(errno));
         (void)unlink(next);
         return r;
+    }
+    if (snap->seed) {
+        /* the seed: the snapshot's copy (else the source's) in v's own directory */
+        cleanup_free char *kept = str_printf("%s/" VM_FILE_SEED, s->dir);
+        char *seed = str_printf("%s/" VM_FILE_SEED, v->dir);
+        if (!kept || !seed) {
+            free(seed);
+            return oom(reterr);
+        }
+        const char *from = access(kept, R_OK) == 0 ? kept : snap->seed;
+        if (!streq(from, seed)) {
+            (void)unlink(seed);
+            if ((r = image_clone_file(from, seed)) < 0) {
+                r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s': %s", from, strerror(-r));
+                free(seed);
+                return r;
+            }
+            if ((r = own_like_dir(seed, v->dir, reterr)) < 0) {
+                free(seed);
+                return r;
+            }
+        }
+        free(spec->seed);
+        spec->seed = seed;
     }
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)

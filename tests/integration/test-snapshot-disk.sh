@@ -120,6 +120,13 @@ expect_eq "f sees B (its new overlay)" "$(get f 2)" fullB
 vm clone f s fc >/dev/null || fail "clone fc"
 expect_eq "fc sees A" "$(get fc 1)" fullA
 expect_eq "fc does not see B" "$(get fc 2)" ""
+vm stop fc >/dev/null 2>&1 || vm kill fc >/dev/null
+if vm start fc --wait --timeout 180 >/dev/null; then
+  wait_disk fc
+  expect_eq "fc cold-booted (jailed): A there" "$(get fc 1)" fullA
+else
+  fail "cold start of fc: $(vm --json start fc 2>&1 | tail -3)"
+fi
 vm destroy --force fc >/dev/null
 vm destroy --force f >/dev/null
 vm snapshot rm f s >/dev/null && ok "rm of f/s once f and fc are gone" || fail "rm f/s"
