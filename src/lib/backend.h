@@ -95,6 +95,11 @@ typedef struct backend_ops {
      * template: ram_in_file) and let the guest run. Failure: snapshot::failed as above. */
     int (*snapshot_load)(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                          vmctl_error **reterr);
+    /* Stop the guest and make overlay (a qcow2 file the caller made, empty, its header naming
+     * the current disk's file) the disk's new top node (node_name, unique in the process): the
+     * old top becomes its read-only backing. Failure: snapshot::failed. May be NULL. */
+    int (*disk_snapshot)(const char *dir, const char *overlay, const char *node_name,
+                         uint64_t deadline, vmctl_error **reterr);
 } backend_ops;
 
 /* ---------- backend.c: the registry and the accelerator ---------- */

@@ -111,7 +111,8 @@ static bool format_has_backing(const char *format)
 /* The -blockdev JSON of the VM's disk: every node's driver named (QEMU never probes), and every
  * backing file given (the base, as a node of its own format, read-only, itself without one) or
  * none ("backing": null), so what an image's header names is never opened. */
-static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path)
+static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path,
+                           const char *layer_path)
 {
     bool raw = spec->disk_format && streq(spec->disk_format, "raw");
     json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
@@ -128,6 +129,11 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format, const c
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
+        if (spec->disk_layer) /* a snapshot's layer between the overlay and the base */
+            backing = json_pack("{s:s, s:s, s:b, s:o, s:o}", "driver", "qcow2", "node-name",
+                                "layer0", "read-only", 1, "file",
+                                file_node(layer_path ? layer_path : spec->disk_layer, true, false),
+                                "backing", backing);
         json_object_set_new(d, "backing", backing);
     }
     if (spec->disk_iops) {
@@ -155,7 +161,7 @@ static char *seed_blockdev(const char *seed)
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, -1, ret,
+    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, -1, -1, ret,
                               reterr);
 }
 
@@ -164,8 +170,8 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
  * vhost_fd >= 0: /dev/vhost-vsock opened by vmctl (the device is root's 0600: a jailed QEMU
  * cannot open it), the vsock device's vhostfd=. */
 int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
-                       const char *base_format, int base_fd, int vhost_fd, char ***ret,
-                       vmctl_error **reterr)
+                       const char *base_format, int base_fd, int layer_fd, int vhost_fd,
+                       char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu_build_argv: invalid arguments");
@@ -307,8 +313,13 @@ int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
             PUSH("-add-fd");
             PUSHF("fd=%d,set=1,opaque=base", base_fd);
         }
+        if (layer_fd >= 0 && spec->disk_layer) {
+            PUSH("-add-fd");
+            PUSHF("fd=%d,set=2,opaque=layer", layer_fd);
+        }
         cleanup_free char *disk =
-            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL);
+            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL,
+                          layer_fd >= 0 && spec->disk_layer ? "/dev/fdset/2" : NULL);
         if (!disk)
             return oom(reterr);
         if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */

@@ -248,3 +248,57 @@ int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t
     /* a failed load makes QEMU exit (the stream was bad): the cont then fails and says so */
     return step(q, "cont", NULL, what, deadline, reterr);
 }
+
+/* The node on top of the VM's disk device: "disk0" in a fresh process, the last overlay's name
+ * after a disk snapshot in this one (query-block: the device that is not the seed). */
+static int disk_top_node(qmp *q, uint64_t deadline, char **ret, vmctl_error **reterr)
+{
+    json_t *list = NULL;
+    cleanup_error vmctl_error *e = NULL;
+    int r = qmp_execute(q, "query-block", NULL, &list, deadline, &e);
+    if (r < 0)
+        return failed(reterr, -r, "find the disk", qemu_words(e));
+    size_t i;
+    json_t *dev;
+    char *name = NULL;
+    json_array_foreach(list, i, dev)
+    {
+        const char *n =
+            json_string_value(json_object_get(json_object_get(dev, "inserted"), "node-name"));
+        if (n && !streq(n, "seed") && !name)
+            name = strdup(n);
+    }
+    json_decref(list);
+    if (!name)
+        return failed(reterr, ENODEV, "find the disk", "QEMU has no disk node");
+    *ret = name;
+    return 0;
+}
+
+int qemu_disk_snapshot(const char *dir, const char *overlay, const char *node_name,
+                       uint64_t deadline, vmctl_error **reterr)
+{
+    if (!dir || !overlay || !node_name)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu disk snapshot: invalid arguments");
+    cleanup_qmp qmp *q = NULL;
+    int r = connect_dir(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    const char *what = "switch the disk to a new overlay";
+    cleanup_free char *top = NULL;
+    if ((r = step(q, "stop", NULL, what, deadline, reterr)) < 0 ||
+        (r = disk_top_node(q, deadline, &top, reterr)) < 0)
+        return r;
+    /* the overlay (made by the caller, its header naming the layer) opened without its
+     * backing: blockdev-snapshot puts the current top under it */
+    json_t *add = json_pack("{s:s, s:s, s:{s:s, s:s}, s:n}", "driver", "qcow2", "node-name",
+                            node_name, "file", "driver", "file", "filename", overlay, "backing");
+    if (!add)
+        return oom(reterr);
+    if ((r = step(q, "blockdev-add", add, what, deadline, reterr)) < 0)
+        return r;
+    json_t *snap = json_pack("{s:s, s:s}", "node", top, "overlay", node_name);
+    if (!snap)
+        return oom(reterr);
+    return step(q, "blockdev-snapshot", snap, what, deadline, reterr);
+}

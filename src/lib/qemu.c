@@ -206,14 +206,29 @@ static int check_disks(const vm_spec *spec, char buf[static 32], const char **re
     if (!streq(ov.format, "qcow2") || ov.data_file)
         r = disk_unsafe(reterr, spec->disk, "the vm disk '%s' is no longer a plain qcow2 overlay",
                         spec->disk);
-    else if (spec->base && (!ov.backing_file || !streq(ov.backing_file, spec->base)))
+    else if ((spec->disk_layer || spec->base) &&
+             (!ov.backing_file ||
+              !streq(ov.backing_file, spec->disk_layer ? spec->disk_layer : spec->base)))
         r = disk_unsafe(reterr, spec->disk, "the backing file of vm disk '%s' changed to '%s'",
                         spec->disk, ov.backing_file ? ov.backing_file : "(none)");
-    else if (spec->base && !spec->base_format && ov.backing_format) {
+    else if (spec->base && !spec->disk_layer && !spec->base_format && ov.backing_format) {
         snprintf(buf, 32, "%s", ov.backing_format);
         *ret_base_format = buf;
     }
     image_probe_clear(&ov);
+    if (r >= 0 && spec->disk_layer) {
+        /* a snapshot's layer: a plain qcow2 image whose backing file is the base */
+        image_probe ly = {};
+        if ((r = image_probe_file(spec->disk_layer, &ly, reterr)) < 0)
+            return err_prefix(reterr, r, "while checking snapshot layer '%s'", spec->disk_layer);
+        if (!streq(ly.format, "qcow2") || ly.data_file ||
+            (spec->base ? !ly.backing_file || !streq(ly.backing_file, spec->base)
+                        : ly.backing_file != NULL))
+            r = disk_unsafe(reterr, spec->disk_layer,
+                            "the snapshot layer '%s' is no longer a plain qcow2 image on '%s'",
+                            spec->disk_layer, spec->base ? spec->base : "(none)");
+        image_probe_clear(&ly);
+    }
     const char *bf = *ret_base_format ? image_format_qemu_name(*ret_base_format) : NULL;
     if (r < 0 || !spec->base || !bf || streq(bf, "raw"))
         return r;
@@ -264,6 +279,16 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             return r;
         }
     }
+    cleanup_close int layer_fd = -1; /* a snapshot's layer, likewise */
+    if (spec->jail_uid && spec->disk && spec->disk_layer) {
+        layer_fd = open(spec->disk_layer, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (layer_fd < 0) {
+            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open disk layer '%s': %s",
+                         spec->disk_layer, strerror(errno));
+            err_detail(reterr, "path", "%s", spec->disk_layer);
+            return r;
+        }
+    }
     /* jailed with vsock: /dev/vhost-vsock opened here (root's 0600 device: the VM's uid cannot
      * open it) and inherited; QEMU sets the guest CID on it (a CID taken fails the launch, and
      * the retry with the next CID opens it anew) */
@@ -280,7 +305,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
     }
     cleanup_strv char **argv = NULL;
-    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, vhost_fd, &argv, reterr);
+    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, layer_fd, vhost_fd, &argv,
+                           reterr);
     if (r < 0)
         return r;
 
@@ -358,10 +384,12 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if ((r = qemu_fs_prepare(spec, absdir, streq(machine, "microvm"), &fs, reterr)) < 0)
         return r;
-    int keep[2];
+    int keep[3];
     size_t n_keep = 0;
     if (base_fd >= 0)
         keep[n_keep++] = base_fd;
+    if (layer_fd >= 0)
+        keep[n_keep++] = layer_fd;
     if (vhost_fd >= 0)
         keep[n_keep++] = vhost_fd;
     supervise_spawn_args sa_spawn = {
@@ -809,4 +837,5 @@ const backend_ops qemu_backend = {
     .version = qemu_version,
     .snapshot_save = qemu_snapshot_save,
     .snapshot_load = qemu_snapshot_load,
+    .disk_snapshot = qemu_disk_snapshot,
 };

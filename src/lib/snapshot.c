@@ -17,6 +17,9 @@
 #include "ctx.h"
 #include "arg-check.h"
 #include "error.h"
+#include "image-cache.h"
+#include "image-format.h"
+#include "qcow2.h"
 #include "net.h"
 #include "ssh.h"
 #include "snapshot-internal.h"
@@ -28,6 +31,7 @@
 
 #define SNAPSHOT_DIR      "snapshots"
 #define SNAP_FILE_STATE   "state"
+#define SNAP_FILE_DISK    "disk.qcow2" /* the disk's immutable layer (docs/snapshots.md) */
 #define SNAP_FILE_CONFIG  "vm.json"
 #define SAVE_TIMEOUT      120.0 /* a full snapshot writes all of RAM */
 #define LOAD_TIMEOUT      120.0
@@ -220,6 +224,19 @@ fail:
 
 /* ---------- create ---------- */
 
+/* A new disk file in a VM directory: owned as the directory is (a jailed VM's directory is its
+ * jail uid's). */
+static int own_like_dir(const char *path, const char *dir, vmctl_error **reterr)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || st.st_uid == getuid())
+        return 0;
+    if (chown(path, st.st_uid, st.st_gid) < 0)
+        return err_make(reterr, VMCTL_E_IO, errno, "cannot give '%s' to the VM's jail: %s", path,
+                        strerror(errno));
+    return 0;
+}
+
 int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
                           const vmctl_snapshot_options *opt, vmctl_snapshot_info **ret,
                           vmctl_error **reterr)
@@ -255,13 +272,21 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     if (!be->snapshot_save || !be->snapshot_load || !be->version)
         return err_make(reterr, VMCTL_E_BACKEND_NOT_AVAILABLE, EOPNOTSUPP,
                         "the %s backend cannot snapshot a VM", be->title);
-    if (spec->disk && !(spec->seed && false)) {
+    /* a writable disk: its qcow2 overlay becomes the snapshot's layer (one layer on the base:
+     * a VM whose disk is on a layer already, a raw root filesystem or a throttled disk cannot) */
+    const char *no_disk = !spec->disk ? NULL
+                          : spec->disk_format && streq(spec->disk_format, "raw")
+                              ? "a raw root filesystem (no qcow2 overlay to freeze)"
+                          : spec->disk_layer   ? "a disk on a snapshot's layer already"
+                          : spec->disk_iops    ? "a throttled disk (--disk-iops)"
+                          : !be->disk_snapshot ? "a disk this backend cannot switch"
+                                               : NULL;
+    if (no_disk) {
         r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EOPNOTSUPP,
-                     "vm '%s' has a writable disk: snapshots of VMs with disks are not supported "
-                     "yet",
-                     vm);
+                     "vm '%s' has %s: its disk cannot be snapshotted", vm, no_disk);
         err_detail(reterr, "field", "disk");
-        err_help(reterr, "Snapshot a VM of the default guest (kernel and initramfs, no disk).");
+        err_help(reterr, "Snapshot a VM with a qcow2 overlay disk (`vmctl create --image`), "
+                         "or one without a disk.");
         return r;
     }
     /* the RAM is the VM's file only while it runs from a cold boot: a restored VM maps its
@@ -298,6 +323,17 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     random_hex(hex, 8);
     cleanup_free char *ram = template ? str_printf("%s/%s.%s.%s.ram", ramdir, vm, snap, hex) : NULL;
     if (!dir || !parent || !tmp || !ramdir || (template && !ram))
+        return oom(reterr);
+    /* the disk: the VM's overlay moves into the snapshot as its layer (tmp while it is made), a
+     * new overlay on it takes its place in the VM directory */
+    cleanup_free char *layer = spec->disk ? str_printf("%s/" SNAP_FILE_DISK, dir) : NULL;
+    cleanup_free char *tmp_layer = spec->disk ? str_printf("%s/" SNAP_FILE_DISK, tmp) : NULL;
+    cleanup_free char *next_disk = spec->disk ? str_printf("%s.next", spec->disk) : NULL;
+    if (spec->disk && (!layer || !tmp_layer || !next_disk))
+        return oom(reterr);
+    bool disk_switched = false;
+    /* the snapshot's config, and the source's once its disk switched: the disk on the layer */
+    if (spec->disk && !(spec->disk_layer = strdup(layer)))
         return oom(reterr);
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)
@@ -371,6 +407,55 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             sleep_usec((uint64_t)strtoul(save_delay, NULL, 10) * 1000);
         }
         uint64_t t0 = now_usec();
+        if (spec->disk) {
+            /* the guest stopped, the disk switched to a new overlay (its header naming the
+             * layer where the snapshot will keep it), then the old overlay moved into tmp: the
+             * process keeps its descriptor */
+            image_probe ov = {};
+            if ((r = image_probe_file(spec->disk, &ov, reterr)) < 0)
+                goto undo_resume;
+            uint64_t vsize = ov.virtual_size;
+            image_probe_clear(&ov);
+            char node[32];
+            random_hex(hex, 8);
+            snprintf(node, sizeof(node), "disk0-%s", hex);
+            (void)unlink(next_disk);
+            if ((r = qcow2_create_overlay(next_disk, vsize, layer, "qcow2", reterr)) < 0)
+                goto undo_resume;
+            if ((r = own_like_dir(next_disk, v->dir, reterr)) < 0) {
+                (void)unlink(next_disk);
+                goto undo_resume;
+            }
+            if ((r = be->disk_snapshot(v->dir, next_disk, node, vm_deadline_after(SAVE_TIMEOUT),
+                                       reterr)) < 0) {
+                (void)unlink(next_disk);
+                err_prefix(reterr, r, "while snapshotting the disk of vm '%s'", vm);
+                goto undo_resume;
+            }
+            disk_switched = true;
+            if (rename(spec->disk, tmp_layer) < 0 || rename(next_disk, spec->disk) < 0) {
+                r = err_make(reterr, VMCTL_E_IO, errno, "cannot move the disk of vm '%s': %s", vm,
+                             strerror(errno));
+                goto undo_resume;
+            }
+            /* the cloud-init seed too: clones outlive the source's directory */
+            if (spec->seed) {
+                cleanup_free char *seed = str_printf("%s/" VM_FILE_SEED, tmp);
+                if (!seed) {
+                    r = oom(reterr);
+                    goto undo_resume;
+                }
+                if ((r = image_clone_file(spec->seed, seed)) < 0) {
+                    r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s': %s", spec->seed,
+                                 strerror(-r));
+                    goto undo_resume;
+                }
+            }
+            /* the source's disk is on the layer from now on: it maps the snapshot */
+            if ((r = store_vm_set_config(ctx->store, vm, json, reterr)) < 0 ||
+                (r = store_snapshot_ref_add(ctx->store, vm, vm, snap, reterr)) < 0)
+                goto undo_resume;
+        }
         r = be->snapshot_save(v->dir, fd, template, vm_deadline_after(SAVE_TIMEOUT), reterr);
         save_ms = (double)(now_usec() - t0) / 1000.0;
         if (r < 0) {
@@ -430,6 +515,15 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     return 0;
 
 undo_resume:
+    if (disk_switched) {
+        /* the process writes the new overlay, whose header names the layer: the layer cannot
+         * go. The snapshot stays incomplete, its directory left for repair by hand. */
+        ctx_log(ctx, VMCTL_LOG_WARNING,
+                "vm '%s': its disk moved onto '%s', which the failed snapshot leaves", vm, tmp);
+        if (was_running)
+            (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+        return r;
+    }
     if (was_running)
         (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
 undo:
@@ -569,6 +663,81 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
     return r;
 }
 
+/* A snapshot with a disk layer: v's disk a new, empty qcow2 overlay on it in v's directory
+ * (what v wrote before is gone: restore means the disk of the snapshot), recorded in v's
+ * config for its cold boots. */
+static int disk_from_layer(vmctl_ctx *ctx, const store_vm *v, vm_spec *spec,
+                           const store_snapshot *s, vmctl_error **reterr)
+{
+    cleanup_vm_spec vm_spec *snap = NULL;
+    int r = vm_spec_from_json(s->config, &snap, reterr);
+    if (r < 0)
+        return r;
+    if (!snap->disk_layer)
+        return 0;
+    image_probe ly = {};
+    if ((r = image_probe_file(snap->disk_layer, &ly, reterr)) < 0)
+        return err_prefix(reterr, r, "while opening the disk layer of snapshot '%s/%s'", s->vm,
+                          s->name);
+    uint64_t vsize = ly.virtual_size;
+    image_probe_clear(&ly);
+    char *disk = str_printf("%s/" VM_FILE_DISK, v->dir);
+    char *layer = strdup(snap->disk_layer);
+    if (!disk || !layer) {
+        free(disk);
+        free(layer);
+        return oom(reterr);
+    }
+    free(spec->disk);
+    spec->disk = disk;
+    free(spec->disk_layer);
+    spec->disk_layer = layer;
+    cleanup_free char *next = str_printf("%s.next", disk);
+    if (!next)
+        return oom(reterr);
+    (void)unlink(next);
+    if ((r = qcow2_create_overlay(next, vsize, layer, "qcow2", reterr)) < 0)
+        return err_prefix(reterr, r, "while making the disk of vm '%s'", v->name);
+    if ((r = own_like_dir(next, v->dir, reterr)) < 0) {
+        (void)unlink(next);
+        return r;
+    }
+    if (rename(next, disk) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s' to '%s': %s", next, disk,
+                     strerror(errno));
+        (void)unlink(next);
+        return r;
+    }
+    if (snap->seed) {
+        /* the seed: the snapshot's copy (else the source's) in v's own directory */
+        cleanup_free char *kept = str_printf("%s/" VM_FILE_SEED, s->dir);
+        char *seed = str_printf("%s/" VM_FILE_SEED, v->dir);
+        if (!kept || !seed) {
+            free(seed);
+            return oom(reterr);
+        }
+        const char *from = access(kept, R_OK) == 0 ? kept : snap->seed;
+        if (!streq(from, seed)) {
+            (void)unlink(seed);
+            if ((r = image_clone_file(from, seed)) < 0) {
+                r = err_make(reterr, VMCTL_E_IO, -r, "cannot copy '%s': %s", from, strerror(-r));
+                free(seed);
+                return r;
+            }
+            if ((r = own_like_dir(seed, v->dir, reterr)) < 0) {
+                free(seed);
+                return r;
+            }
+        }
+        free(spec->seed);
+        spec->seed = seed;
+    }
+    cleanup_free char *json = NULL;
+    if (vm_spec_to_json(spec, &json) < 0)
+        return oom(reterr);
+    return store_vm_set_config(ctx->store, v->name, json, reterr);
+}
+
 int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapshot *s,
                              vm_launched *ret, vmctl_error **reterr)
 {
@@ -593,6 +762,8 @@ int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     /* the mapping counts as a reference from before the launch: rm cannot take it away */
     int r = store_snapshot_ref_add(ctx->store, v->name, s->vm, s->name, reterr);
     if (r < 0)
+        return r;
+    if ((r = disk_from_layer(ctx, v, spec, s, reterr)) < 0)
         return r;
     (void)unlink(mark);
     free(spec->restore_ram);

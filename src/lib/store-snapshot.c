@@ -192,6 +192,13 @@ static int exec_bound(store *s, const char *sql, const char *a, const char *b, c
     return rc == SQLITE_DONE ? sqlite3_changes(store_sqlite(s)) : store_fail(s, rc, what, reterr);
 }
 
+int store_vm_set_config(store *s, const char *vm, const char *config, vmctl_error **reterr)
+{
+    int r = exec_bound(s, "UPDATE vms SET config = ?1 WHERE name = ?2", config, vm, NULL,
+                       "recording a VM's disk layer", reterr);
+    return r < 0 ? r : 0;
+}
+
 int store_snapshot_delete(store *s, const char *vm, const char *name, bool force, char **ret_user,
                           size_t *ret_count, vmctl_error **reterr)
 {

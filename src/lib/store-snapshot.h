@@ -54,6 +54,8 @@ int store_snapshot_delete(store *s, const char *vm, const char *name, bool force
  * row. */
 int store_snapshot_ref_add(store *s, const char *vm, const char *snap_vm, const char *snap,
                            vmctl_error **reterr);
+/* Replace vm's recorded vm_spec JSON (a disk snapshot moved its disk onto a layer). */
+int store_vm_set_config(store *s, const char *vm, const char *config, vmctl_error **reterr);
 /* How many VMs reference snapshot (snap_vm, snap). */
 int store_snapshot_ref_count(store *s, const char *snap_vm, const char *snap, size_t *ret,
                              vmctl_error **reterr);

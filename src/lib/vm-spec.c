@@ -43,6 +43,7 @@ void vm_spec_free(vm_spec *s)
     free(s->disk_format);
     free(s->base);
     free(s->base_format);
+    free(s->disk_layer);
     free(s->seed);
     free(s->ram_file);
     free(s->nic_mac);
@@ -103,6 +104,7 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
     if ((s->disk_format && (r = set_str(o, "disk_format", s->disk_format, true)) < 0) ||
         (s->base && (r = set_str(o, "base", s->base, true)) < 0) ||
         (s->base_format && (r = set_str(o, "base_format", s->base_format, true)) < 0) ||
+        (s->disk_layer && (r = set_str(o, "disk_layer", s->disk_layer, true)) < 0) ||
         (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
         return r;
     /* added with snapshots: written only when set */
@@ -375,6 +377,7 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_str(o, "disk_format", true, &s->disk_format, reterr)) < 0 ||
         (r = get_str(o, "base", true, &s->base, reterr)) < 0 ||
         (r = get_str(o, "base_format", true, &s->base_format, reterr)) < 0 ||
+        (r = get_str(o, "disk_layer", true, &s->disk_layer, reterr)) < 0 ||
         (r = get_str(o, "seed", true, &s->seed, reterr)) < 0 ||
         (r = get_str(o, "ram_file", true, &s->ram_file, reterr)) < 0 ||
         (r = get_str(o, "nic_mac", true, &s->nic_mac, reterr)) < 0 ||

@@ -37,6 +37,8 @@ typedef struct vm_spec {
     char *base;        /* absolute path of the image the disk was made from, or NULL */
     char *base_format; /* its format (qcow2, raw, vmdk, ...; QEMU is told, never probes), or NULL
                           (VMs made before it was recorded: the overlay's header says) */
+    char *disk_layer;  /* a snapshot's immutable qcow2 layer between disk and base (its backing
+                          file is base), or NULL (docs/snapshots.md "On disk") */
     char *seed;        /* absolute path of the cloud-init seed ISO, or NULL */
     char *net;         /* "user" | "tap" | "none" */
     vmctl_port_forward *ports;

@@ -420,7 +420,7 @@ static void test_argv_agent_ports_vsock(void **state)
         s->guest_cid = 42;
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 7, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 7, &argv, &err), 0);
         assert_true(argv_has_pair(argv, "-device", "vhost-vsock-device,guest-cid=42,vhostfd=7"));
         assert_int_equal(argv_find(argv, "vhost-vsock-device,guest-cid=42"), -1);
     }
@@ -430,14 +430,14 @@ static void test_argv_agent_ports_vsock(void **state)
         s->guest_cid = 3;
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 12, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 12, &argv, &err), 0);
         assert_true(argv_has_pair(argv, "-device", "vhost-vsock-pci,guest-cid=3,vhostfd=12"));
     }
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, 7, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 7, &argv, &err), 0);
         for (int i = 0; argv[i]; i++)
             assert_null(strstr(argv[i], "vhost"));
     }
