@@ -37,17 +37,17 @@ wait_disk() {
     fail "$1: no /dev/vda"
 }
 
-vm create src --image "$base" --machine q35 --kernel "$d/vmlinux" --initrd "$d/initrd.img" \
-  --cmdline "$cmdline" --snapshottable >/dev/null || { fail "create src"; finish; }
-vm start src --wait --timeout 180 >/dev/null ||
-  { fail "start src: $(tail -5 "$VMCTL_HOME/vms/src/console.log" 2>/dev/null)"; finish; }
-wait_disk src
-put src 1 fileA || fail "write A"
-expect_eq "A is on the disk" "$(get src 1)" "fileA"
+vm create dksrc --image "$base" --machine q35 --kernel "$d/vmlinux" --initrd "$d/initrd.img" \
+  --cmdline "$cmdline" --snapshottable >/dev/null || { fail "create dksrc"; finish; }
+vm start dksrc --wait --timeout 180 >/dev/null ||
+  { fail "start dksrc: $(tail -5 "$VMCTL_HOME/vms/dksrc/console.log" 2>/dev/null)"; finish; }
+wait_disk dksrc
+put dksrc 1 fileA || fail "write A"
+expect_eq "A is on the disk" "$(get dksrc 1)" "fileA"
 
-out=$(vm --json snapshot create src s1) || { fail "snapshot create with a disk: $out"; finish; }
+out=$(vm --json snapshot create dksrc s1) || { fail "snapshot create with a disk: $out"; finish; }
 expect_eq "a template snapshot of a VM with a disk" "$(jq -r .kind <<<"$out")" "template"
-sdir=$VMCTL_HOME/snapshots/src/s1
+sdir=$VMCTL_HOME/snapshots/dksrc/s1
 [ -f "$sdir/disk.qcow2" ] && ok "the snapshot keeps the disk's layer" || fail "no layer in $sdir: $(ls "$sdir")"
 expect_eq "the layer's backing file is the base" \
   "$(qemu-img info -U --output=json "$sdir/disk.qcow2" | jq -r '."backing-filename"')" "$base"
@@ -55,28 +55,28 @@ qemu-img convert -U -O raw "$sdir/disk.qcow2" "$VMCTL_HOME/src/layer.raw"
 grep -q fileA "$VMCTL_HOME/src/layer.raw" && ok "A is in the layer itself" || fail "A not in the layer"
 rm -f "$VMCTL_HOME/src/layer.raw"
 expect_eq "the source's new overlay is on the layer" \
-  "$(qemu-img info -U --output=json "$VMCTL_HOME/vms/src/disk.qcow2" | jq -r '."backing-filename"')" \
+  "$(qemu-img info -U --output=json "$VMCTL_HOME/vms/dksrc/disk.qcow2" | jq -r '."backing-filename"')" \
   "$sdir/disk.qcow2"
 
 # --- restore: A there, B (written after) not ---
-vm snapshot restore src s1 >/dev/null || { fail "restore"; finish; }
-expect_eq "restored: A there" "$(get src 1)" "fileA"
-put src 2 fileB || fail "write B"
-expect_eq "B written" "$(get src 2)" "fileB"
-vm kill src >/dev/null
-vm snapshot restore src s1 >/dev/null || fail "second restore"
-expect_eq "restored again: A there" "$(get src 1)" "fileA"
-expect_eq "restored again: B (written after the snapshot) is not" "$(get src 2)" ""
+vm snapshot restore dksrc s1 >/dev/null || { fail "restore"; finish; }
+expect_eq "restored: A there" "$(get dksrc 1)" "fileA"
+put dksrc 2 fileB || fail "write B"
+expect_eq "B written" "$(get dksrc 2)" "fileB"
+vm kill dksrc >/dev/null
+vm snapshot restore dksrc s1 >/dev/null || fail "second restore"
+expect_eq "restored again: A there" "$(get dksrc 1)" "fileA"
+expect_eq "restored again: B (written after the snapshot) is not" "$(get dksrc 2)" ""
 md5_layer=$(md5sum <"$sdir/disk.qcow2")
 
 # --- clones: each its own overlay on the layer ---
-vm clone src s1 c1 >/dev/null || { fail "clone c1"; finish; }
-vm clone src s1 c2 >/dev/null || { fail "clone c2"; finish; }
+vm clone dksrc s1 c1 >/dev/null || { fail "clone c1"; finish; }
+vm clone dksrc s1 c2 >/dev/null || { fail "clone c2"; finish; }
 expect_eq "clone c1 sees A" "$(get c1 1)" "fileA"
 expect_eq "clone c1 does not see B" "$(get c1 2)" ""
 put c1 3 fileC || fail "write C in c1"
 expect_eq "c1 wrote C" "$(get c1 3)" "fileC"
-expect_eq "the source does not see C" "$(get src 3)" ""
+expect_eq "the source does not see C" "$(get dksrc 3)" ""
 expect_eq "clone c2 does not see C" "$(get c2 3)" ""
 expect_eq "clone c2 sees A" "$(get c2 1)" "fileA"
 expect_eq "c1's disk is in its own directory" \
@@ -98,12 +98,12 @@ expect_code "a disk on a layer already cannot be snapshotted (one layer on the b
   vm_manager::config::invalid snapshot create c2 again
 
 # --- rm: refused while a VM's disk is on the layer ---
-expect_code "rm refused while clones reference it" vm_manager::snapshot::in_use snapshot rm src s1
+expect_code "rm refused while clones reference it" vm_manager::snapshot::in_use snapshot rm dksrc s1
 vm destroy --force c1 >/dev/null
 vm destroy --force c2 >/dev/null
-expect_code "rm refused while the source's disk is on the layer" vm_manager::snapshot::in_use snapshot rm src s1
-vm destroy --force src >/dev/null
-vm snapshot rm src s1 >/dev/null && ok "rm allowed once nothing references it" || fail "rm after"
+expect_code "rm refused while the source's disk is on the layer" vm_manager::snapshot::in_use snapshot rm dksrc s1
+vm destroy --force dksrc >/dev/null
+vm snapshot rm dksrc s1 >/dev/null && ok "rm allowed once nothing references it" || fail "rm after"
 [ ! -e "$sdir" ] && ok "rm removes the layer" || fail "the layer is left: $(ls "$sdir")"
 
 # --- a full snapshot: the source goes on, on its new overlay (the layer under it) ---
