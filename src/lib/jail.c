@@ -185,6 +185,41 @@ static bool cgroup_is_vms(const char *path, const char *rel)
            streq(leaf + 6 + nl, ".scope");
 }
 
+static bool v1_is(const char *ctl_list, const char *ctl)
+{
+    size_t n = strlen(ctl);
+    for (const char *s = ctl_list; (s = strstr(s, ctl)); s += n)
+        if ((s == ctl_list || s[-1] == ',') && (s[n] == ',' || !s[n]))
+            return true;
+    return false;
+}
+
+/* In text, the content of a /proc/PID/cgroup (changed: its lines and fields split), the path
+ * (after its '/') of the first line for controllers: that very list when exact, else a v1 list
+ * holding it; the v2 line ("0::") when controllers is NULL. *ret_list (when not NULL): the line's
+ * controller list. NULL when no line matches. */
+static char *cgroup_line(char *text, const char *controllers, bool exact, const char **ret_list)
+{
+    for (char *l = text, *next; l && *l; l = next) {
+        next = strchr(l, '\n');
+        if (next)
+            *next++ = 0;
+        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/')
+            continue;
+        *c1 = *c2 = 0;
+        bool match = !controllers ? streq(l, "0") && !c1[1]
+                     : exact      ? streq(c1 + 1, controllers)
+                                  : v1_is(c1 + 1, controllers);
+        if (!match)
+            continue;
+        if (ret_list)
+            *ret_list = c1 + 1;
+        return c2 + 2;
+    }
+    return NULL;
+}
+
 /* The cgroup this process is in, from /proc/self/cgroup, without the leading '/' ("" at the
  * root): on the v2 hierarchy (controllers NULL: the "0::" line) or on the v1 hierarchy of
  * controllers ("cpu", "cpu,cpuacct": the list as the line has it). NULL when not listed. A
@@ -194,27 +229,14 @@ static char *self_cgroup(const char *controllers)
     cleanup_free char *text = NULL;
     if (read_file("/proc/self/cgroup", &text, NULL) < 0)
         return NULL;
-    for (char *l = text, *next; l && *l; l = next) {
-        next = strchr(l, '\n');
-        if (next)
-            *next++ = 0;
-        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2 || c2[1] != '/')
-            continue;
-        *c1 = *c2 = 0;
-        bool match = controllers ? streq(c1 + 1, controllers) : streq(l, "0") && !c1[1];
-        if (!match)
-            continue;
-        char *p = c2 + 2;
-        if (str_startswith(p, "..")) /* outside this cgroup namespace's root: not ours */
-            return NULL;
-        size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
-        if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
-            (n == k || p[n - k - 1] == '/'))
-            p[n == k ? 0 : n - k - 1] = 0;
-        return strdup(p);
-    }
-    return NULL;
+    char *p = cgroup_line(text, controllers, true, NULL);
+    if (!p || str_startswith(p, "..")) /* outside this cgroup namespace's root: not ours */
+        return NULL;
+    size_t n = strlen(p), k = strlen(JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF);
+    if (n >= k && streq(p + n - k, JAIL_CGROUP_DIR "/" JAIL_CGROUP_SELF) &&
+        (n == k || p[n - k - 1] == '/'))
+        p[n == k ? 0 : n - k - 1] = 0;
+    return strdup(p);
 }
 
 /* Where this vmctl puts its VMs' cgroups on a hierarchy (relative to its root): the root when
@@ -394,15 +416,6 @@ static const char *dir_controller(const char *dir)
     size_t n = strcspn(p, "/");
     snprintf(buf, sizeof(buf), "%.*s", (int)n, p);
     return buf;
-}
-
-static bool v1_is(const char *ctl_list, const char *ctl)
-{
-    size_t n = strlen(ctl);
-    for (const char *s = ctl_list; (s = strstr(s, ctl)); s += n)
-        if ((s == ctl_list || s[-1] == ',') && (s[n] == ',' || !s[n]))
-            return true;
-    return false;
 }
 
 static const char *const v2_controllers[] = {"cpu", "memory", "pids", "io"};
@@ -673,28 +686,20 @@ static int proc_cgroup(pid_t pid, const char *controller, char **ret_dir, char *
     int r = read_file(path, &text, NULL);
     if (r < 0)
         return r;
-    for (char *l = text, *next; l && *l; l = next) {
-        next = strchr(l, '\n');
-        if (next)
-            *next++ = 0;
-        char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c2 || c2[1] != '/')
-            continue;
-        *c1 = *c2 = 0;
-        if (controller ? !v1_is(c1 + 1, controller) : !(streq(l, "0") && !c1[1]))
-            continue;
-        *ret_path = strdup(c2 + 2);
-        *ret_dir = controller ? str_printf(CGROUP_ROOT "/%s/%s", c1 + 1, c2 + 2)
-                              : str_printf(CGROUP_ROOT "/%s", c2 + 2);
-        if (!*ret_path || !*ret_dir) {
-            free(*ret_path);
-            free(*ret_dir);
-            *ret_path = *ret_dir = NULL;
-            return -ENOMEM;
-        }
-        return 0;
+    const char *list = NULL;
+    const char *p = cgroup_line(text, controller, false, &list);
+    if (!p)
+        return -ENOENT;
+    *ret_path = strdup(p);
+    *ret_dir =
+        controller ? str_printf(CGROUP_ROOT "/%s/%s", list, p) : str_printf(CGROUP_ROOT "/%s", p);
+    if (!*ret_path || !*ret_dir) {
+        free(*ret_path);
+        free(*ret_dir);
+        *ret_path = *ret_dir = NULL;
+        return -ENOMEM;
     }
-    return -ENOENT;
+    return 0;
 }
 
 int jail_cgroup_read(pid_t pid, const char *vmdir, unsigned wanted, jail_cgroup_info *out)
