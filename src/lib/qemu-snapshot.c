@@ -56,18 +56,10 @@ int qemu_ram_file_prepare(const char *path, vmctl_error **reterr)
     return 0;
 }
 
-static int connect_dir(const char *dir, uint64_t deadline, qmp **ret, vmctl_error **reterr)
-{
-    cleanup_free char *path = str_printf("%s/" QEMU_FILE_QMP_SOCK, dir);
-    if (!path)
-        return oom(reterr);
-    return qmp_connect(path, deadline, ret, reterr);
-}
-
 int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr)
 {
     cleanup_qmp qmp *q = NULL;
-    int r = connect_dir(dir, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     json_t *v = NULL;
@@ -196,7 +188,7 @@ int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t
     if (!dir || state_fd < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu snapshot save: invalid arguments");
     cleanup_qmp qmp *q = NULL;
-    int r = connect_dir(dir, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     const char *what = "save the snapshot";
@@ -228,7 +220,7 @@ int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t
     if (!dir || state_fd < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu snapshot load: invalid arguments");
     cleanup_qmp qmp *q = NULL;
-    int r = connect_dir(dir, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     const char *what = "load the snapshot";
@@ -281,7 +273,7 @@ int qemu_disk_snapshot(const char *dir, const char *overlay, const char *node_na
     if (!dir || !overlay || !node_name)
         return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu disk snapshot: invalid arguments");
     cleanup_qmp qmp *q = NULL;
-    int r = connect_dir(dir, deadline, &q, reterr);
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
         return r;
     const char *what = "switch the disk to a new overlay";
