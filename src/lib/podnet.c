@@ -178,7 +178,7 @@ static void *in_netns(void *userdata)
     int fd = -1;
     if ((j->r = tap_create(PODNET_TAP, &fd, &j->err)) < 0)
         return NULL;
-    if ((j->r = tap_link_up(PODNET_TAP, 0, &j->err)) < 0 ||
+    if ((j->r = tap_link_up(PODNET_TAP, &j->err)) < 0 ||
         (j->r = tap_redirect(j->u.ifname, PODNET_TAP, &j->err)) < 0 ||
         (j->r = tap_redirect(PODNET_TAP, j->u.ifname, &j->err)) < 0) {
         tap_redirect_remove(j->u.ifname);

@@ -183,6 +183,22 @@ static int ifindex_of(const char *ifname, vmctl_error **reterr, const char *what
     return (int)idx;
 }
 
+int tap_link_up(const char *ifname, vmctl_error **reterr)
+{
+    int idx = ifindex_of(ifname, reterr, "bring up the link");
+    if (idx < 0)
+        return idx;
+    struct nlreq l = {
+        .h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)), .nlmsg_type = RTM_NEWLINK}};
+    struct ifinfomsg *ifi = NLMSG_DATA(&l.h);
+    *ifi = (struct ifinfomsg){
+        .ifi_family = AF_UNSPEC, .ifi_index = idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+    int r = nl_talk(&l);
+    if (r < 0)
+        return setup_failed(reterr, -r, ifname, "bring up the link");
+    return 0;
+}
+
 int tap_configure(const char *ifname, uint32_t host_ip, unsigned prefix, vmctl_error **reterr)
 {
     int idx = ifindex_of(ifname, reterr, "set the address");
@@ -203,16 +219,7 @@ int tap_configure(const char *ifname, uint32_t host_ip, unsigned prefix, vmctl_e
     int r = nl_talk(&q);
     if (r < 0)
         return setup_failed(reterr, -r, ifname, "set the address");
-
-    struct nlreq l = {
-        .h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)), .nlmsg_type = RTM_NEWLINK}};
-    struct ifinfomsg *ifi = NLMSG_DATA(&l.h);
-    *ifi = (struct ifinfomsg){
-        .ifi_family = AF_UNSPEC, .ifi_index = idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
-    r = nl_talk(&l);
-    if (r < 0)
-        return setup_failed(reterr, -r, ifname, "bring up the link");
-    return 0;
+    return tap_link_up(ifname, reterr);
 }
 
 int tap_set_rate(const char *ifname, unsigned mbps, vmctl_error **reterr)
@@ -305,24 +312,6 @@ int tap_delete(const char *ifname, vmctl_error **reterr)
 }
 
 /* --- a TAP joined to another link by tc redirects (podnet.c) --- */
-
-int tap_link_up(const char *ifname, unsigned mtu, vmctl_error **reterr)
-{
-    int idx = ifindex_of(ifname, reterr, "bring up the link");
-    if (idx < 0)
-        return idx;
-    struct nlreq l = {
-        .h = {.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg)), .nlmsg_type = RTM_NEWLINK}};
-    struct ifinfomsg *ifi = NLMSG_DATA(&l.h);
-    *ifi = (struct ifinfomsg){
-        .ifi_family = AF_UNSPEC, .ifi_index = idx, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
-    if (mtu)
-        nl_attr(&l, IFLA_MTU, &mtu, sizeof(mtu));
-    int r = nl_talk(&l);
-    if (r < 0)
-        return setup_failed(reterr, -r, ifname, "bring up the link");
-    return 0;
-}
 
 static int ingress_qdisc(int idx, bool add)
 {

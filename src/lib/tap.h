@@ -44,8 +44,8 @@ const char *tap_ip_str(uint32_t ip, char buf[static 16]);
 /* "a.b.c.d/len" -> network (host order), prefix; -EINVAL when not one (host bits set too). */
 int tap_parse_cidr(const char *s, uint32_t *ret_net, unsigned *ret_prefix);
 
-/* Bring ifname up (with its MTU when mtu is not 0). */
-int tap_link_up(const char *ifname, unsigned mtu, vmctl_error **reterr);
+/* Bring ifname up. */
+int tap_link_up(const char *ifname, vmctl_error **reterr);
 /* Every frame arriving on `from` leaves by `to` (an ingress qdisc and a matchall filter with a
  * mirred egress redirect on `from`, replacing one there already). In the calling thread's
  * network namespace, as every function here. */
