@@ -28,7 +28,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void parse_one(const char *line, uint64_t id)
 {
-    json_t *sentinel = json_true();
+    /* a fresh object: a singleton such as json_true() is what {"return": true} returns */
+    json_t *sentinel = json_object();
+    CHECK(sentinel);
     json_t *ret = sentinel;
     vmctl_error *e = NULL;
     int r = qmp_parse_reply(line, id, "query-status", &ret, &e);
@@ -45,6 +47,7 @@ static void parse_one(const char *line, uint64_t id)
         CHECK(ret == sentinel && !e);
     }
     vmctl_error_free(e);
+    json_decref(sentinel);
     /* without places for the results: the same verdict */
     CHECK(qmp_parse_reply(line, id, "query-status", NULL, NULL) == r);
 }
