@@ -826,7 +826,7 @@ void jail_cgroup_info_clear(jail_cgroup_info *i)
 
 /* ---------- the plan ---------- */
 
-enum { M_DIR_RO, M_DIR_RW, M_FILE_RO, M_DEV, M_SYMLINK };
+enum { M_DIR_RO, M_DIR_RW, M_FILE_RO, M_FILE_RW, M_DEV, M_SYMLINK };
 
 typedef struct jail_mount {
     int kind;
@@ -846,7 +846,7 @@ struct jail {
     pid_t scope_holder;
     int scope_fd;
     uid_t uid;
-    gid_t groups[1];
+    gid_t groups[2]; /* the kvm group, a template's group */
     size_t n_groups;
 };
 
@@ -1295,8 +1295,7 @@ int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
         r = add_mount(j, M_DEV, "/dev/kvm", "/dev/kvm");
         struct stat st;
         if (stat("/dev/kvm", &st) == 0 && st.st_gid != 0) {
-            j->groups[0] = st.st_gid; /* the kvm group: the device is 0660 root:kvm */
-            j->n_groups = 1;
+            j->groups[j->n_groups++] = st.st_gid; /* the device is 0660 root:kvm */
         }
     }
     /* the VM directory (sockets, disk, logs), then the read-only files in or out of it */
@@ -1304,6 +1303,10 @@ int jail_prepare(const jail_config *c, jail **ret, vmctl_error **reterr)
         r = add_mount(j, M_DIR_RW, c->vmdir, c->vmdir);
     for (const char *const *f = c->ro_files; f && *f && r >= 0; f++)
         r = add_mount(j, M_FILE_RO, *f, *f);
+    if (r >= 0 && c->ram_file)
+        r = add_mount(j, M_FILE_RW, c->ram_file, c->ram_file);
+    if (c->ram_gid)
+        j->groups[j->n_groups++] = c->ram_gid;
     if (r < 0)
         return err_make(reterr, VMCTL_E_INTERNAL, -r, "out of memory");
     *ret = TAKE_PTR(owned);
@@ -1363,9 +1366,10 @@ static int bind(const jail_mount *m)
     }
     if (mount(m->src, m->dst, NULL, MS_BIND | (m->kind == M_DIR_RO ? MS_REC : 0), NULL) < 0)
         return -errno;
-    unsigned long flags = m->kind == M_DIR_RW ? MS_NOSUID | MS_NODEV
-                          : m->kind == M_DEV  ? MS_NOSUID | MS_NOEXEC
-                                              : ro;
+    unsigned long flags = m->kind == M_DIR_RW    ? MS_NOSUID | MS_NODEV
+                          : m->kind == M_FILE_RW ? MS_NOSUID | MS_NODEV | MS_NOEXEC
+                          : m->kind == M_DEV     ? MS_NOSUID | MS_NOEXEC
+                                                 : ro;
     if (mount(NULL, m->dst, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
         return -errno;
     return 0;

@@ -73,12 +73,16 @@ typedef struct jail_config {
     const char *vmdir;           /* absolute: bind-mounted read-write */
     const char *binary;          /* the hypervisor: bind-mounted read-only with / usr, lib* */
     const char *const *ro_files; /* kernel, initrd, base, ...: read-only, NULL-terminated */
-    uid_t uid;                   /* gid the same */
-    bool kvm;                    /* bind /dev/kvm and add its group */
-    double cpu_quota;            /* host CPUs (0.5: half of one); 0: no quota */
-    uint64_t memory_bytes;       /* 0: no ceiling */
-    unsigned pids_max;           /* 0: no ceiling */
-    unsigned weight_threads;     /* CPU weight: this many tasks' worth (vCPUs + 1), at least 1 */
+    /* a snapshottable VM's RAM file, or the template snapshot's a restore maps: bind-mounted
+     * read-write (QEMU 7.2 opens even a private mapping O_RDWR; docs/isolation.md) */
+    const char *ram_file;
+    gid_t ram_gid;           /* a template's group (its clones share it), 0: none */
+    uid_t uid;               /* gid the same */
+    bool kvm;                /* bind /dev/kvm and add its group */
+    double cpu_quota;        /* host CPUs (0.5: half of one); 0: no quota */
+    uint64_t memory_bytes;   /* 0: no ceiling */
+    unsigned pids_max;       /* 0: no ceiling */
+    unsigned weight_threads; /* CPU weight: this many tasks' worth (vCPUs + 1), at least 1 */
 } jail_config;
 
 typedef struct jail jail;

@@ -26,7 +26,7 @@ static int oom(vmctl_error **reterr)
     return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
 }
 
-int qemu_ram_file_prepare(const char *path, vmctl_error **reterr)
+int qemu_ram_file_prepare(const char *path, uid_t owner, vmctl_error **reterr)
 {
     cleanup_free char *parent = strdup(path);
     if (!parent)
@@ -50,6 +50,14 @@ int qemu_ram_file_prepare(const char *path, vmctl_error **reterr)
         int r = err_make(reterr, VMCTL_E_IO, errno, "cannot create the RAM file '%s': %s", path,
                          strerror(errno));
         err_detail(reterr, "path", "%s", path);
+        return r;
+    }
+    /* a jailed hypervisor's: its uid opens it */
+    if (owner && fchown(fd, owner, owner) < 0) {
+        int r = err_make(reterr, VMCTL_E_IO, errno, "cannot give the RAM file '%s' to the jail: %s",
+                         path, strerror(errno));
+        err_detail(reterr, "path", "%s", path);
+        close(fd);
         return r;
     }
     close(fd);

@@ -316,7 +316,7 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         return oom(reterr);
     remove_runtime_files(absdir);
     if (spec->ram_file && !spec->restore_ram &&
-        (r = qemu_ram_file_prepare(spec->ram_file, reterr)) < 0)
+        (r = qemu_ram_file_prepare(spec->ram_file, spec->jail_uid, reterr)) < 0)
         return r;
 
     cleanup_close int logfd =
@@ -361,11 +361,20 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             if (cand[i])
                 ro[k++] = cand[i];
         ro[k] = NULL;
+        /* a restore maps the template's RAM file (0660, the template's group: docs/isolation.md
+         * "Snapshots"), a snapshottable VM its own (0600, its uid) */
+        const char *ram = spec->restore_ram ? spec->restore_ram : spec->ram_file;
+        struct stat ram_st;
+        gid_t ram_gid = 0;
+        if (spec->restore_ram && stat(spec->restore_ram, &ram_st) == 0 && ram_st.st_gid != 0)
+            ram_gid = ram_st.st_gid;
         jail_config jc = {
             .name = spec->name,
             .vmdir = absdir,
             .binary = binary,
             .ro_files = ro,
+            .ram_file = ram,
+            .ram_gid = ram_gid,
             .uid = spec->jail_uid,
             .kvm = spec->accel && streq(spec->accel, "kvm"),
             .cpu_quota = spec->cpu_quota,

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <vmctl/error.h>
 
@@ -65,5 +66,5 @@ int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t
 int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                        vmctl_error **reterr);
 /* The RAM file of a snapshottable VM (vm_spec.ram_file) made anew for a cold boot: 0600, its
- * directory 0700 (a guest's memory). */
-int qemu_ram_file_prepare(const char *path, vmctl_error **reterr);
+ * directory 0700 (a guest's memory); owned by owner (a jailed hypervisor's uid) unless 0. */
+int qemu_ram_file_prepare(const char *path, uid_t owner, vmctl_error **reterr);

@@ -19,6 +19,7 @@
 #include "error.h"
 #include "image-cache.h"
 #include "image-format.h"
+#include "jail.h"
 #include "qcow2.h"
 #include "net.h"
 #include "ssh.h"
@@ -223,6 +224,33 @@ fail:
 }
 
 /* ---------- create ---------- */
+
+/* A template's RAM file is opened read-write by every clone's hypervisor (QEMU 7.2 does so even
+ * for a private mapping), and a clone's jail cannot give write access to one file but not
+ * another: root's, 0660, in a group of its own (an id of the jail range, `jail_uids` row
+ * "@VM/SNAP", released with the snapshot) that only its clones' jails join. Unjailed (vmctl
+ * not root), the user's 0600 (docs/isolation.md, "Snapshots"). */
+static int template_share(vmctl_ctx *ctx, const char *vm, const char *snap, const char *ram,
+                          vmctl_error **reterr)
+{
+    if (geteuid() != 0)
+        return 0;
+    cleanup_free char *key = str_printf("@%s/%s", vm, snap);
+    if (!key)
+        return oom(reterr);
+    uint32_t base, count, gid = 0;
+    jail_uid_range(&base, &count);
+    int r = store_vm_jail_uid(ctx->store, key, base, count, true, &gid, reterr);
+    if (r < 0)
+        return err_prefix(reterr, r, "while giving snapshot '%s/%s' a group", vm, snap);
+    if (chown(ram, 0, gid) < 0 || chmod(ram, 0660) < 0) {
+        r = err_make(reterr, VMCTL_E_IO, errno, "cannot share '%s' with the clones' jails: %s", ram,
+                     strerror(errno));
+        err_detail(reterr, "path", "%s", ram);
+        return r;
+    }
+    return 0;
+}
 
 /* A new disk file in a VM directory: owned as the directory is (a jailed VM's directory is its
  * jail uid's). */
@@ -480,6 +508,11 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
                          ram, strerror(errno));
             goto undo_resume;
         }
+    }
+    if (template && (r = template_share(ctx, vm, snap, ram, reterr)) < 0) {
+        if (!opt->keep_running)
+            (void)rename(ram, spec->ram_file);
+        goto undo_resume;
     }
     if (rename(tmp, dir) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s' to '%s': %s", tmp, dir,
@@ -771,8 +804,9 @@ int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     if (template && !spec->restore_ram)
         return oom(reterr);
     spec->incoming = true;
-    /* unjailed: the hypervisor maps the user's own tmpfs RAM file (docs/snapshots.md) */
-    vm_launch_opts o = {0};
+    /* jailed as a cold boot is: the template's RAM file bound in read-write, its group added
+     * (docs/isolation.md, "Snapshots") */
+    vm_launch_opts o = {.jail = true};
     if ((r = vm_launch(ctx, v, spec, &o, ret, reterr)) < 0)
         return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
     cleanup_free char *version = NULL;

@@ -239,6 +239,10 @@ int store_snapshot_delete(store *s, const char *vm, const char *name, bool force
         r = -ENOENT;
         goto out;
     }
+    /* a template's group (snapshot.c template_share) goes with it */
+    if ((r = exec_bound(s, "DELETE FROM jail_uids WHERE vm = '@' || ?1 || '/' || ?2", vm, name,
+                        NULL, "releasing a snapshot's group", reterr)) < 0)
+        goto out;
     return store_tx_commit(s, reterr);
 out:
     store_tx_rollback(s);

@@ -310,17 +310,8 @@ int vm_spec_from_config(vmctl_ctx *ctx, const vmctl_vm_config *c, vm_spec **ret,
         ctx_log(ctx, VMCTL_LOG_NOTICE, "%s", notice);
 
     if (c->snapshottable) {
-        /* A jailed QEMU reaches only what its jail binds, and a template's RAM file must be
-         * opened read-write by every clone (QEMU 7.2 opens even a private mapping O_RDWR):
-         * until the jail hands RAM files over, a snapshottable VM runs unjailed, and says so
-         * (docs/isolation.md, "Snapshots"). */
-        if (!s->no_jail) {
-            s->no_jail = true;
-            ctx_log(ctx, VMCTL_LOG_NOTICE,
-                    "vm '%s' is --snapshottable: it runs without the jail (docs/isolation.md)",
-                    c->name);
-        }
-        /* on tmpfs, named at random: a destroyed VM's name may come back (snapshot.c) */
+        /* jailed like any VM: the jail binds the RAM file in (docs/isolation.md, "Snapshots");
+         * on tmpfs, named at random: a destroyed VM's name may come back (snapshot.c) */
         cleanup_free char *ramdir = snapshot_ram_dir();
         uint8_t rnd[8] = {0};
         uint64_t fallback = realtime_usec() ^ ((uint64_t)getpid() << 40);

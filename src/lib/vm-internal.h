@@ -78,7 +78,7 @@ int vm_prepare_disk(vmctl_ctx *ctx, const vmctl_vm_config *c, const vm_spec *spe
 
 /* What vm_launch does besides the backend's launch. */
 typedef struct vm_launch_opts {
-    bool jail; /* jail the hypervisor (a cold boot; a restore maps the user's tmpfs RAM file) */
+    bool jail; /* jail the hypervisor (unless the VM has --no-jail or the host cannot) */
     bool net;  /* bring up --net tap first (released again when the launch fails) */
 } vm_launch_opts;
 /* A launched hypervisor: hold is the launch handshake (closing it unrecorded kills it). */

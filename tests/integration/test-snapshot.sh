@@ -28,6 +28,21 @@ vm create src --snapshottable --net user >/dev/null && vm start src --wait >/dev
   { fail "create and start src"; finish; }
 expect_eq "the RAM file of a snapshottable VM is 0600" \
   "$(stat -c %a /dev/shm/vmctl-"$(id -u)"/src.*.ram 2>/dev/null)" "600"
+# a snapshottable VM and its clones are jailed as any VM (docs/isolation.md, "Snapshots")
+proc_field() { awk -v k="$2:" '$1 == k { $1 = ""; print substr($0, 2) }' "/proc/$1/status"; }
+qemu_uid() { proc_field "$(vm status --json "$1" | jq -r .pid)" Uid | awk '{ print $1 }'; }
+if [ "$(id -u)" = 0 ] && [ "$(vm status --json src | jq -r .jail.jailed)" = true ]; then
+  JAILED=1
+  src_uid=$(qemu_uid src)
+  [ -n "$src_uid" ] && [ "$src_uid" != 0 ] && [ "$src_uid" = "$(vm status --json src | jq -r .jail.uid)" ] &&
+    ok "a snapshottable VM's QEMU runs as its jail uid ($src_uid)" ||
+    fail "snapshottable src: QEMU uid '$src_uid', jail $(vm status --json src | jq -c .jail)"
+  expect_eq "its RAM file is its jail uid's" \
+    "$(stat -c %u /dev/shm/vmctl-0/src.*.ram 2>/dev/null)" "$src_uid"
+else
+  JAILED=0
+  skip_section --lacks "root with a working jail" "jailed snapshottable VMs"
+fi
 vm exec src -- sh -c 'echo before > /root/before
   (i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) >/dev/null 2>&1 &' ||
   fail "start the counter"
@@ -39,6 +54,13 @@ out=$(vm --json snapshot create src base) || fail "snapshot create: $out"
 expect_eq "a template snapshot by default" "$(jq -r .kind <<<"$out")" "template"
 expect_eq "the source is stopped after a template snapshot (immutability rule)" "$(state_of src)" "stopped"
 expect_eq "the RAM file is the snapshot's now" "$(ram_files src.base)" "1"
+if [ "$JAILED" = 1 ]; then
+  tpl=$(ls /dev/shm/vmctl-0/src.base.*.ram)
+  tpl_gid=$(stat -c %g "$tpl")
+  [ "$(stat -c %a:%u "$tpl")" = 660:0 ] && [ "$tpl_gid" != 0 ] && [ "$tpl_gid" != "$src_uid" ] &&
+    ok "the template is root's, 0660, in a group of its own ($tpl_gid)" ||
+    fail "template $(stat -c '%a %u:%g' "$tpl") (source uid $src_uid)"
+fi
 expect_eq "snapshot list" "$(vm --json snapshot list src | jq -r '.[0].name + " " + .[0].kind')" \
   "base template"
 
@@ -124,6 +146,18 @@ else
   fail "a clone's clock is ${skew} s off the host's (snapshot $(( $(date +%s) - snap_at )) s ago)"
 fi
 expect_eq "every clone is named after itself" "$(sort <<<"$hosts" | grep -c '^w-')" "$CLONES"
+if [ "$JAILED" = 1 ]; then
+  u1=$(qemu_uid w-1) u2=$(qemu_uid w-2) p1=$(vm status --json w-1 | jq -r .pid)
+  [ -n "$u1" ] && [ "$u1" != 0 ] && [ "$u1" != "$u2" ] && [ "$u1" != "$src_uid" ] &&
+    ok "clones run jailed, each as its own uid ($u1, $u2)" || fail "clone uids '$u1' '$u2' (source $src_uid)"
+  grep -qw "$tpl_gid" <<<"$(proc_field "$p1" Groups)" &&
+    ok "a clone's QEMU is in the template's group" ||
+    fail "clone groups '$(proc_field "$p1" Groups)', template group $tpl_gid"
+  [ -e "/proc/$p1/root$tpl" ] && [ ! -e "/proc/$p1/root/etc/passwd" ] &&
+    ok "its root has the template bound in and nothing of the host's /etc" ||
+    fail "clone root: template $(ls "/proc/$p1/root$tpl" 2>&1), /etc/passwd $(ls /proc/$p1/root/etc/passwd 2>&1)"
+  expect_eq "a clone's Seccomp filter" "$(proc_field "$p1" Seccomp)" 2
+fi
 expect_eq "$CLONES distinct hostnames" "$(grep . <<<"$hosts" | sort -u | wc -l)" "$CLONES"
 expect_eq "$CLONES distinct MACs" "$(grep -E '^52:54:00' <<<"$macs" | sort -u | wc -l)" "$CLONES"
 expect_eq "$CLONES distinct random bytes" "$(grep -E '^[0-9a-f]{32}$' <<<"$rnd" | sort -u | wc -l)" "$CLONES"
