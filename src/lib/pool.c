@@ -304,6 +304,19 @@ int vmctl_pool_set(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned si
         err_help(reterr, "Take a template snapshot of a VM created with --snapshottable.");
         return r;
     }
+    if (s && s->config && strstr(s->config, "\"net\":\"tap\"")) {
+        /* a pool's process would get its TAP and firewall under its pool name, which the take
+         * cannot rename (docs/snapshots.md, "Networking") */
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EOPNOTSUPP,
+                     "snapshot '%s/%s' is of a --net tap VM: a warm pool cannot hold its clones",
+                     vm, snap);
+        err_detail(reterr, "field", "net");
+        err_help(reterr,
+                 "Clone it without a pool (`vmctl clone %s %s NEW`), or pool a snapshot "
+                 "of a VM with --net user or --net none.",
+                 vm, snap);
+        return r;
+    }
     if ((r = store_pool_set(ctx->store, vm, snap, size, reterr)) < 0)
         return r;
     if (!size) {

@@ -22,6 +22,8 @@
 #include "jail.h"
 #include "qcow2.h"
 #include "net.h"
+#include "tap.h"
+#include "vm-net.h"
 #include "ssh.h"
 #include "snapshot-internal.h"
 #include "store-snapshot.h"
@@ -689,11 +691,55 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
         .entropy = entropy,
         .n_entropy = sizeof(entropy),
         .machine_id = machine_id,
-        .mac = spec->nic_mac,
+        /* --net tap: the lease's MAC, the one the TAP's firewall and the guest's address go with */
+        .mac = spec->mac ? spec->mac : spec->nic_mac,
     };
     r = agent_push_identity(conn, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
+}
+
+/* --net tap: the clone's link is its own /30 (leased by snapshot_clone_begin, its TAP and
+ * firewall made by the launch), but the guest still has the source's address on eth0: the
+ * agent runs `ip` in the guest to move it (busybox's in the default guest, iproute2 in a disk
+ * image), then the host waits for the guest to answer ARP there, as `start --wait` does. */
+static int refresh_address(vmctl_ctx *ctx, const store_vm *v, const vm_spec *spec,
+                           uint64_t deadline, vmctl_error **reterr)
+{
+    store_lease l = {};
+    int r = store_lease_get(ctx->store, v->name, &l, reterr);
+    if (r <= 0)
+        return r;
+    char a[16], g[16];
+    tap_ip_str(vmnet_guest_ip(&l), a);
+    tap_ip_str(vmnet_host_ip(&l), g);
+    cleanup_free char *script = str_printf(
+        "ip addr flush dev eth0 && ip addr add %s/%u dev eth0 && ip link set eth0 up && "
+        "{ ip route replace default via %s 2>/dev/null || ip route add default via %s; }",
+        a, l.prefix, g, g);
+    store_lease_clear(&l);
+    if (!script)
+        return oom(reterr);
+    cleanup_agent agent_conn *conn = NULL;
+    if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0)
+        return r;
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    vmctl_exec_opts o = {.argv = argv};
+    vmctl_exec_result res = {0};
+    r = agent_exec(conn, &o, &res, deadline, reterr);
+    if (r >= 0 && (res.signal || res.exit_code)) {
+        r = err_make(reterr, VMCTL_E_NETWORK_SETUP_FAILED, EIO,
+                     "vm '%s': the guest could not move eth0 to its address %s (exit %d): %.*s",
+                     v->name, a, res.signal ? 128 + res.signal : res.exit_code,
+                     (int)(res.err_len > 200 ? 200 : res.err_len), res.err ? res.err : "");
+        err_detail(reterr, "vm", "%s", v->name);
+        err_detail(reterr, "ip", "%s", a);
+        err_help(reterr, "The guest needs `ip` (busybox or iproute2) and an eth0.");
+    }
+    vmctl_exec_result_clear(&res);
+    if (r < 0)
+        return r;
+    return vmnet_wait_ip(ctx->store, v->name, deadline, NULL, NULL, reterr);
 }
 
 /* A snapshot with a disk layer: v's disk a new, empty qcow2 overlay on it in v's directory
@@ -806,7 +852,7 @@ int snapshot_incoming_launch(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     spec->incoming = true;
     /* jailed as a cold boot is: the template's RAM file bound in read-write, its group added
      * (docs/isolation.md, "Snapshots") */
-    vm_launch_opts o = {.jail = true};
+    vm_launch_opts o = {.jail = true, .net = true};
     if ((r = vm_launch(ctx, v, spec, &o, ret, reterr)) < 0)
         return err_prefix(reterr, r, "while restoring vm '%s'", v->name);
     cleanup_free char *version = NULL;
@@ -899,6 +945,11 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
+    if (spec->agent && streq(spec->net, "tap") &&
+        (r = refresh_address(ctx, v, spec,
+                             vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT), reterr)) <
+            0)
+        return err_prefix(reterr, r, "while giving vm '%s' its address", v->name);
     ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': %s %.1f ms, identity %.1f ms",
             v->name, s->vm, s->name, l ? "load" : "continue", (double)(t_loaded - t_load) / 1000.0,
             (double)(now_usec() - t_loaded) / 1000.0);
@@ -1077,6 +1128,16 @@ int snapshot_clone_begin(vmctl_ctx *ctx, const vm_spec *spec, const char *projec
         if (r != -EEXIST)
             vm_unlock_remove(ctx, name, TAKE_FD(lock));
         return r;
+    }
+    /* --net tap: a link of its own from the IP pool (released with the row) */
+    if (streq(spec->net, "tap")) {
+        store_lease l = {};
+        if ((r = vmnet_lease(ctx->store, name, &l, reterr)) < 0) {
+            (void)store_vm_delete(ctx->store, name, NULL);
+            vm_unlock_remove(ctx, name, TAKE_FD(lock));
+            return r;
+        }
+        store_lease_clear(&l);
     }
     if (mkdir(dir, 0700) < 0) {
         r = err_make(reterr, errno == EEXIST ? VMCTL_E_VM_ALREADY_EXISTS : VMCTL_E_IO, errno,

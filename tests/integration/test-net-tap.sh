@@ -186,6 +186,40 @@ expect_eq "no TAP is left" "$(taps | wc -l)" 0
 expect_eq "no route is left" "$(routes)" 0
 expect_eq "no VM chain is left" "$(inns nft list ruleset 2>/dev/null | grep -c '^\s*chain .*-')" 0
 
+# --- snapshots: a clone gets a link of its own (docs/snapshots.md, "Networking") ---
+vm create tsrc --net tap --snapshottable --allow 10.99.0.2:8000/tcp --port 18090:80 >/dev/null 2>&1 ||
+  fail "create tsrc"
+vm start --wait --timeout 120 tsrc >/dev/null 2>"$WORK/err" || fail "start tsrc: $(cat "$WORK/err")"
+SRC_IP=$(ip_of tsrc)
+vm snapshot create tsrc s1 >/dev/null 2>"$WORK/err" || fail "snapshot tsrc: $(cat "$WORK/err")"
+out=$("$VMCTL" --json clone tsrc s1 tc --count 2 2>&1) || fail "clone --count 2 of a tap VM: $out"
+for c in tc-1 tc-2; do
+  cip=$(ip_of "$c")
+  [ -n "$cip" ] && [ "$cip" != null ] && [ "$cip" != "$SRC_IP" ] &&
+    ok "$c has an address of its own ($cip, the source's $SRC_IP)" || fail "$c's address: '$cip'"
+  expect_eq "$c: the guest moved eth0 to it" \
+    "$(gexec "$c" -- ip -4 -o addr show dev eth0 | awk '{print $4}')" "$cip"
+  expect_eq "$c: its NIC has the lease's MAC" "$(gexec "$c" -- cat /sys/class/net/eth0/address)" \
+    "$("$VMCTL" status --json "$c" | jq -r .mac)"
+  expect_eq "$c: its allow rule holds (the page is fetched)" "$(fetch_in "$c" 10.99.0.2 8000 /)" \
+    page-from-uplink
+  expect_eq "$c: another port stays closed" "$(fetch_in "$c" 10.99.0.2 8001 /)" ""
+  gexec "$c" -- sh -c "mkdir -p /www && echo page-from-$c >/www/index.html && httpd -p 80 -h /www"
+  hp=$("$VMCTL" status --json "$c" | jq -r '.ports[0].host')
+  expect_eq "$c: its own host port forwards to it" "$(inns curl -s -m 5 "http://127.0.0.1:$hp/")" \
+    "page-from-$c"
+done
+expect_eq "one clone cannot reach the other" \
+  "$(fetch_in tc-1 "$(ip_of tc-2 | cut -d/ -f1)" 80 /)" ""
+expect_code "no warm pool of a tap VM's snapshot" vm_manager::config::invalid pool tsrc/s1 --size 1
+vm snapshot restore tsrc s1 >/dev/null 2>"$WORK/err" || fail "restore tsrc: $(cat "$WORK/err")"
+expect_eq "the restored source keeps its address" \
+  "$(gexec tsrc -- ip -4 -o addr show dev eth0 | awk '{print $4}')" "$SRC_IP"
+vm destroy --force tc-1 tc-2 tsrc >/dev/null || fail "destroy the clones and tsrc"
+vm snapshot rm tsrc s1 >/dev/null 2>&1
+expect_eq "no TAP of a clone is left" "$(taps | wc -l)" 0
+expect_eq "no rule of a clone is left" "$(( $(rules_of tc-1) + $(rules_of tc-2) + $(rules_of tsrc) ))" 0
+
 # --- a guest that never configures its address ---
 vm create noaddr --net tap >/dev/null 2>&1 || fail "create noaddr"
 VMCTL_TEST_NO_GUEST_ADDRESS=1 expect_code "a guest without its address" \
