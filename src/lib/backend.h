@@ -100,6 +100,14 @@ typedef struct backend_ops {
      * old top becomes its read-only backing. Failure: snapshot::failed. May be NULL. */
     int (*disk_snapshot)(const char *dir, const char *overlay, const char *node_name,
                          uint64_t deadline, vmctl_error **reterr);
+    /* Stop the guest; *ret (malloc'd): the disk's top node's name (what disk_snapshot puts under
+     * the new overlay, and disk_unsnapshot goes back to). NULL when disk_snapshot is. */
+    int (*disk_top)(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
+    /* Undo disk_snapshot (the guest stopped since): when node_name is the top, commit it into
+     * old_node (its backing) and make old_node the top again; nothing when old_node is the top
+     * already. Failure: snapshot::failed, the disk as it was. NULL when disk_snapshot is. */
+    int (*disk_unsnapshot)(const char *dir, const char *node_name, const char *old_node,
+                           uint64_t deadline, vmctl_error **reterr);
 } backend_ops;
 
 /* ---------- backend.c: the registry and the accelerator ---------- */

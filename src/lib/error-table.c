@@ -161,8 +161,10 @@ static const vmctl_error_info catalogue[_VMCTL_E_MAX] = {
         "Restore it with the QEMU that made it (details qemu_version, machine), or boot the VM "
         "cold with `vmctl start NAME`"),
     ROW(VMCTL_E_SNAPSHOT_IN_USE, "vm_manager::snapshot::in_use",
-        "Removing a snapshot that VMs still map",
-        "Destroy the clones named in the message first with `vmctl destroy NAME`"),
+        "Removing a snapshot that VMs still map, or whose disk layer another snapshot's layer "
+        "is on",
+        "Destroy the clones named in the message first with `vmctl destroy NAME`, or remove the "
+        "snapshot it names first with `vmctl snapshot rm VM SNAP`"),
     ROW(VMCTL_E_API_BAD_REQUEST, "vm_manager::api::bad_request",
         "An API request was malformed (not JSON, a field of the wrong type or unknown, a missing "
         "parameter)",

@@ -112,7 +112,7 @@ static bool format_has_backing(const char *format)
  * backing file given (the base, as a node of its own format, read-only, itself without one) or
  * none ("backing": null), so what an image's header names is never opened. */
 static char *disk_blockdev(const vm_spec *spec, const char *base_format, const char *base_path,
-                           const char *layer_path)
+                           bool layer_fdsets)
 {
     bool raw = spec->disk_format && streq(spec->disk_format, "raw");
     json_t *d = json_pack("{s:s, s:s, s:s, s:o}", "driver", raw ? "raw" : "qcow2", "node-name",
@@ -129,11 +129,18 @@ static char *disk_blockdev(const vm_spec *spec, const char *base_format, const c
             if (backing && format_has_backing(bf))
                 json_object_set_new(backing, "backing", json_null());
         }
-        if (spec->disk_layer) /* a snapshot's layer between the overlay and the base */
-            backing = json_pack("{s:s, s:s, s:b, s:o, s:o}", "driver", "qcow2", "node-name",
-                                "layer0", "read-only", 1, "file",
-                                file_node(layer_path ? layer_path : spec->disk_layer, true, false),
-                                "backing", backing);
+        /* snapshots' layers between the overlay and the base: layer0 the top one, on layer1,
+         * ..., built from the bottom up; jailed, layer i is /dev/fdset/(2 + i) */
+        size_t n = spec->disk_layer ? 1 + strv_length(spec->disk_chain) : 0;
+        for (size_t i = n; i-- > 0;) {
+            const char *layer = i ? spec->disk_chain[i - 1] : spec->disk_layer;
+            char node[32], fdset[40];
+            snprintf(node, sizeof(node), "layer%zu", i);
+            snprintf(fdset, sizeof(fdset), "/dev/fdset/%zu", 2 + i);
+            backing = json_pack(
+                "{s:s, s:s, s:b, s:o, s:o}", "driver", "qcow2", "node-name", node, "read-only", 1,
+                "file", file_node(layer_fdsets ? fdset : layer, true, false), "backing", backing);
+        }
         json_object_set_new(d, "backing", backing);
     }
     if (spec->disk_iops) {
@@ -161,7 +168,7 @@ static char *seed_blockdev(const char *seed)
 int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, char ***ret,
                     vmctl_error **reterr)
 {
-    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, -1, -1, ret,
+    return qemu_build_argv_fd(spec, binary, dir, spec ? spec->base_format : NULL, -1, NULL, -1, ret,
                               reterr);
 }
 
@@ -170,7 +177,7 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
  * vhost_fd >= 0: /dev/vhost-vsock opened by vmctl (the device is root's 0600: a jailed QEMU
  * cannot open it), the vsock device's vhostfd=. */
 int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
-                       const char *base_format, int base_fd, int layer_fd, int vhost_fd,
+                       const char *base_format, int base_fd, const int *layer_fds, int vhost_fd,
                        char ***ret, vmctl_error **reterr)
 {
     if (!spec || !binary || !dir || !ret)
@@ -313,13 +320,13 @@ int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
             PUSH("-add-fd");
             PUSHF("fd=%d,set=1,opaque=base", base_fd);
         }
-        if (layer_fd >= 0 && spec->disk_layer) {
+        size_t n_layers = spec->disk_layer ? 1 + strv_length(spec->disk_chain) : 0;
+        for (size_t i = 0; layer_fds && i < n_layers; i++) {
             PUSH("-add-fd");
-            PUSHF("fd=%d,set=2,opaque=layer", layer_fd);
+            PUSHF("fd=%d,set=%zu,opaque=layer%zu", layer_fds[i], 2 + i, i);
         }
-        cleanup_free char *disk =
-            disk_blockdev(spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL,
-                          layer_fd >= 0 && spec->disk_layer ? "/dev/fdset/2" : NULL);
+        cleanup_free char *disk = disk_blockdev(
+            spec, base_format, base_fd >= 0 ? "/dev/fdset/1" : NULL, layer_fds && n_layers);
         if (!disk)
             return oom(reterr);
         if (spec->disk_iops) { /* --disk-iops: the throttle node disk_blockdev() put on top */

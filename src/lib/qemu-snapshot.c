@@ -302,3 +302,108 @@ int qemu_disk_snapshot(const char *dir, const char *overlay, const char *node_na
         return oom(reterr);
     return step(q, "blockdev-snapshot", snap, what, deadline, reterr);
 }
+
+int qemu_disk_top(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr)
+{
+    if (!dir || !ret)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL, "qemu disk top: invalid arguments");
+    cleanup_qmp qmp *q = NULL;
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    if ((r = step(q, "stop", NULL, "switch the disk to a new overlay", deadline, reterr)) < 0)
+        return r;
+    return disk_top_node(q, deadline, ret, reterr);
+}
+
+/* The undo job's entry in query-block-jobs: 1 and *ready, 0 when it is gone. */
+static int undo_job(qmp *q, bool *ready, uint64_t deadline, vmctl_error **reterr)
+{
+    json_t *list = NULL;
+    cleanup_error vmctl_error *e = NULL;
+    int r = qmp_execute(q, "query-block-jobs", NULL, &list, deadline, &e);
+    if (r < 0)
+        return failed(reterr, -r, "undo the disk switch", qemu_words(e));
+    size_t i;
+    json_t *job;
+    int found = 0;
+    json_array_foreach(list, i, job)
+    {
+        const char *id = json_string_value(json_object_get(job, "device"));
+        if (id && streq(id, "vmctl-undo")) {
+            found = 1;
+            *ready = json_is_true(json_object_get(job, "ready"));
+        }
+    }
+    json_decref(list);
+    return found;
+}
+
+/* Until the undo job is ready (want_ready) or gone. */
+static int undo_wait(qmp *q, bool want_ready, uint64_t deadline, vmctl_error **reterr)
+{
+    uint64_t start = now_usec();
+    for (;;) {
+        bool ready = false;
+        int r = undo_job(q, &ready, deadline, reterr);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return want_ready ? failed(reterr, EIO, "undo the disk switch",
+                                       "the commit job ended before it was ready")
+                              : 0;
+        if (want_ready && ready)
+            return 0;
+        if (now_usec() >= deadline)
+            return err_timeout(reterr, "snapshot", (double)(deadline - start) / 1e6,
+                               "QEMU did not finish undoing the disk switch before the deadline");
+        sleep_usec(MIGRATE_POLL_USEC * 10);
+    }
+}
+
+int qemu_disk_unsnapshot(const char *dir, const char *node_name, const char *old_node,
+                         uint64_t deadline, vmctl_error **reterr)
+{
+    if (!dir || !node_name || !old_node)
+        return err_make(reterr, VMCTL_E_INTERNAL, EINVAL,
+                        "qemu disk unsnapshot: invalid arguments");
+    cleanup_qmp qmp *q = NULL;
+    int r = qemu_qmp_open(dir, deadline, &q, reterr);
+    if (r < 0)
+        return r;
+    const char *what = "undo the disk switch";
+    cleanup_free char *top = NULL;
+    if ((r = step(q, "stop", NULL, what, deadline, reterr)) < 0 ||
+        (r = disk_top_node(q, deadline, &top, reterr)) < 0)
+        return r;
+    if (streq(top, old_node))
+        return 0; /* never switched, or undone already */
+    if (!streq(top, node_name))
+        return failed(reterr, EIO, what, "the disk's top node is neither the old nor the new one");
+    /* an active commit of the new top (empty: the guest was stopped since the switch) into the
+     * old one, then the pivot: the device writes through the old node again */
+    json_t *commit = json_pack("{s:s, s:s, s:s}", "job-id", "vmctl-undo", "device", node_name,
+                               "base-node", old_node);
+    if (!commit)
+        return oom(reterr);
+    if ((r = step(q, "block-commit", commit, what, deadline, reterr)) < 0 ||
+        (r = undo_wait(q, true, deadline, reterr)) < 0)
+        return r;
+    json_t *done = json_pack("{s:s}", "device", "vmctl-undo");
+    if (!done)
+        return oom(reterr);
+    if ((r = step(q, "block-job-complete", done, what, deadline, reterr)) < 0 ||
+        (r = undo_wait(q, false, deadline, reterr)) < 0)
+        return r;
+    free(top);
+    top = NULL;
+    if ((r = disk_top_node(q, deadline, &top, reterr)) < 0)
+        return r;
+    if (!streq(top, old_node))
+        return failed(reterr, EIO, what, "the commit did not pivot to the old overlay");
+    /* the new overlay's node, out of the graph now: closed */
+    json_t *del = json_pack("{s:s}", "node-name", node_name);
+    if (del)
+        (void)step(q, "blockdev-del", del, what, deadline, NULL);
+    return 0;
+}

@@ -216,17 +216,20 @@ static int check_disks(const vm_spec *spec, char buf[static 32], const char **re
         *ret_base_format = buf;
     }
     image_probe_clear(&ov);
-    if (r >= 0 && spec->disk_layer) {
-        /* a snapshot's layer: a plain qcow2 image whose backing file is the base */
+    /* snapshots' layers, top down: each a plain qcow2 image whose backing file is the next
+     * layer's, the last's the base */
+    for (size_t i = 0; r >= 0 && spec->disk_layer && i <= strv_length(spec->disk_chain); i++) {
+        const char *layer = i ? spec->disk_chain[i - 1] : spec->disk_layer;
+        const char *below =
+            spec->disk_chain && spec->disk_chain[i] ? spec->disk_chain[i] : spec->base;
         image_probe ly = {};
-        if ((r = image_probe_file(spec->disk_layer, &ly, reterr)) < 0)
-            return err_prefix(reterr, r, "while checking snapshot layer '%s'", spec->disk_layer);
+        if ((r = image_probe_file(layer, &ly, reterr)) < 0)
+            return err_prefix(reterr, r, "while checking snapshot layer '%s'", layer);
         if (!streq(ly.format, "qcow2") || ly.data_file ||
-            (spec->base ? !ly.backing_file || !streq(ly.backing_file, spec->base)
-                        : ly.backing_file != NULL))
-            r = disk_unsafe(reterr, spec->disk_layer,
+            (below ? !ly.backing_file || !streq(ly.backing_file, below) : ly.backing_file != NULL))
+            r = disk_unsafe(reterr, layer,
                             "the snapshot layer '%s' is no longer a plain qcow2 image on '%s'",
-                            spec->disk_layer, spec->base ? spec->base : "(none)");
+                            layer, below ? below : "(none)");
         image_probe_clear(&ly);
     }
     const char *bf = *ret_base_format ? image_format_qemu_name(*ret_base_format) : NULL;
@@ -246,6 +249,18 @@ static int check_disks(const vm_spec *spec, char buf[static 32], const char **re
                          "destroy the VM (`vmctl destroy NAME`) and create it from a "
                          "self-contained image.");
     return r;
+}
+
+/* Closes the first *n of fds when it goes out of scope. */
+typedef struct qemu_fds_closer {
+    int *fds;
+    size_t *n;
+} qemu_fds_closer;
+
+static void qemu_fds_close(qemu_fds_closer *c)
+{
+    for (size_t i = 0; i < *c->n; i++)
+        close(c->fds[i]);
 }
 
 static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uint64_t *ret_start,
@@ -279,16 +294,29 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
             return r;
         }
     }
-    cleanup_close int layer_fd = -1; /* a snapshot's layer, likewise */
-    if (spec->jail_uid && spec->disk && spec->disk_layer) {
-        layer_fd = open(spec->disk_layer, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (layer_fd < 0) {
-            r = err_make(reterr, VMCTL_E_IO, errno, "cannot open disk layer '%s': %s",
-                         spec->disk_layer, strerror(errno));
-            err_detail(reterr, "path", "%s", spec->disk_layer);
-            return r;
+    /* snapshots' layers, likewise (top down) */
+    int layer_fds[QEMU_MAX_LAYERS];
+    size_t n_layers = 0;
+    size_t want_layers = spec->disk_layer ? 1 + strv_length(spec->disk_chain) : 0;
+    if (want_layers > QEMU_MAX_LAYERS)
+        return err_invalid_field(reterr, "disk", NULL, NULL,
+                                 "the disk of vm '%s' is on %zu snapshot layers: at most %d",
+                                 spec->name, want_layers, QEMU_MAX_LAYERS);
+    if (spec->jail_uid && spec->disk) {
+        for (; n_layers < want_layers; n_layers++) {
+            const char *layer = n_layers ? spec->disk_chain[n_layers - 1] : spec->disk_layer;
+            layer_fds[n_layers] = open(layer, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+            if (layer_fds[n_layers] < 0) {
+                r = err_make(reterr, VMCTL_E_IO, errno, "cannot open disk layer '%s': %s", layer,
+                             strerror(errno));
+                err_detail(reterr, "path", "%s", layer);
+                break;
+            }
         }
     }
+    __attribute__((cleanup(qemu_fds_close))) qemu_fds_closer layers_closer = {layer_fds, &n_layers};
+    if (r < 0)
+        return r;
     /* jailed with vsock: /dev/vhost-vsock opened here (root's 0600 device: the VM's uid cannot
      * open it) and inherited; QEMU sets the guest CID on it (a CID taken fails the launch, and
      * the retry with the next CID opens it anew) */
@@ -305,8 +333,8 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
         }
     }
     cleanup_strv char **argv = NULL;
-    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, layer_fd, vhost_fd, &argv,
-                           reterr);
+    r = qemu_build_argv_fd(spec, binary, absdir, base_format, base_fd, n_layers ? layer_fds : NULL,
+                           vhost_fd, &argv, reterr);
     if (r < 0)
         return r;
 
@@ -393,12 +421,12 @@ static int qemu_launch(const vm_spec *spec, const char *dir, pid_t *ret_pid, uin
     const char *machine = spec->machine ? spec->machine : (spec->kernel ? "microvm" : "q35");
     if ((r = qemu_fs_prepare(spec, absdir, streq(machine, "microvm"), &fs, reterr)) < 0)
         return r;
-    int keep[3];
+    int keep[2 + QEMU_MAX_LAYERS];
     size_t n_keep = 0;
     if (base_fd >= 0)
         keep[n_keep++] = base_fd;
-    if (layer_fd >= 0)
-        keep[n_keep++] = layer_fd;
+    for (size_t i = 0; i < n_layers; i++)
+        keep[n_keep++] = layer_fds[i];
     if (vhost_fd >= 0)
         keep[n_keep++] = vhost_fd;
     supervise_spawn_args sa_spawn = {
@@ -847,4 +875,6 @@ const backend_ops qemu_backend = {
     .snapshot_save = qemu_snapshot_save,
     .snapshot_load = qemu_snapshot_load,
     .disk_snapshot = qemu_disk_snapshot,
+    .disk_top = qemu_disk_top,
+    .disk_unsnapshot = qemu_disk_unsnapshot,
 };

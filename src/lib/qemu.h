@@ -39,12 +39,15 @@ int qemu_build_argv(const vm_spec *spec, const char *binary, const char *dir, ch
                     vmctl_error **reterr);
 /* The same with the base image's format checked at launch and, base_fd >= 0, the base as a
  * descriptor QEMU inherits (fdset 1: a jailed QEMU's uid may not open the image cache's files);
- * layer_fd >= 0 (a jailed disk on a snapshot's layer): the layer as fdset 2, likewise.
+ * layer_fds (a jailed disk on snapshots' layers; NULL: none): one descriptor per layer, top
+ * down (spec->disk_layer, then spec->disk_chain), as fdsets 2, 3, ..., likewise.
  * vhost_fd >= 0 (with a guest CID): /dev/vhost-vsock as a descriptor QEMU inherits, the vsock
  * device's vhostfd= (the device is root's: a jailed QEMU cannot open it). */
 int qemu_build_argv_fd(const vm_spec *spec, const char *binary, const char *dir,
-                       const char *base_format, int base_fd, int layer_fd, int vhost_fd,
+                       const char *base_format, int base_fd, const int *layer_fds, int vhost_fd,
                        char ***ret, vmctl_error **reterr);
+/* The deepest chain of snapshot layers a disk may be on (docs/snapshots.md). */
+#define QEMU_MAX_LAYERS 16
 
 /* backend_ops.agent_endpoint with the host's vhost-vsock given: the agent sockets of the VM in
  * dir (agent.sock, then agent.N.sock for N < AGENT_SERIAL_PORTS that exist; agent[.N].lock
@@ -61,6 +64,9 @@ int qemu_qmp_open(const char *dir, uint64_t deadline, struct qmp **ret, vmctl_er
 int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
 int qemu_disk_snapshot(const char *dir, const char *overlay, const char *node_name,
                        uint64_t deadline, vmctl_error **reterr);
+int qemu_disk_top(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr);
+int qemu_disk_unsnapshot(const char *dir, const char *node_name, const char *old_node,
+                         uint64_t deadline, vmctl_error **reterr);
 int qemu_snapshot_save(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,
                        vmctl_error **reterr);
 int qemu_snapshot_load(const char *dir, int state_fd, bool ram_in_file, uint64_t deadline,

@@ -36,7 +36,9 @@
 #define SNAP_FILE_STATE   "state"
 #define SNAP_FILE_DISK    "disk.qcow2" /* the disk's immutable layer (docs/snapshots.md) */
 #define SNAP_FILE_CONFIG  "vm.json"
-#define SAVE_TIMEOUT      120.0 /* a full snapshot writes all of RAM */
+#define SNAP_FILE_SWITCH  "disk.switch" /* while made: the disk's new and old top nodes */
+#define SNAP_MAX_LAYERS   16            /* a disk's chain of layers at most this deep */
+#define SAVE_TIMEOUT      120.0         /* a full snapshot writes all of RAM */
 #define LOAD_TIMEOUT      120.0
 #define CONTROL_TIMEOUT   10.0
 #define IDENTITY_TIMEOUT  30.0
@@ -104,6 +106,145 @@ static void remove_snapshot_files(const store_snapshot *s)
         (void)rm_rf(glob_tmp);
 }
 
+/* spec as it was before a snapshot put its disk on a new layer: the top layer taken off. */
+static int spec_pop_layer(vm_spec *spec)
+{
+    free(spec->disk_layer);
+    spec->disk_layer = NULL;
+    if (!spec->disk_chain || !spec->disk_chain[0])
+        return 0;
+    spec->disk_layer = spec->disk_chain[0];
+    memmove(spec->disk_chain, spec->disk_chain + 1,
+            strv_length(spec->disk_chain) * sizeof(*spec->disk_chain));
+    return 0;
+}
+
+/* The name QEMU opened the disk's node `node` by: the disk's path for the node of its launch
+ * (disk0), DISK.NODE for an overlay a disk switch added. A reopen (blockdev-snapshot makes the
+ * old top read-only, a commit read-write again) opens that name anew, so it must name that
+ * node's file when QEMU changes it. */
+static char *node_path(const char *disk, const char *node)
+{
+    return streq(node, "disk0") ? strdup(disk) : str_printf("%s.%s", disk, node);
+}
+
+/* A file that exists, of two: a, else b, else NULL. */
+static const char *either(const char *a, const char *b)
+{
+    return access(a, F_OK) == 0 ? a : access(b, F_OK) == 0 ? b : NULL;
+}
+
+/* Undo the disk switch of an incomplete snapshot of v (its disk file disk) whose directory is
+ * tmp or dir (docs/snapshots.md "Crash safety of the switch"): the old overlay back in place
+ * (and QEMU on it again when it runs), the new one removed, v's configuration orig_json. 0: v's
+ * disk is as before the snapshot (nothing names the layer: the snapshot's files may go); < 0:
+ * it could not be undone, nothing moved (the files must stay). */
+static int disk_switch_undo(vmctl_ctx *ctx, const backend_ops *be, const store_vm *v,
+                            const char *disk, const char *orig_json, const char *tmp,
+                            const char *dir, vmctl_error **reterr)
+{
+    cleanup_free char *m_tmp = str_printf("%s/" SNAP_FILE_SWITCH, tmp);
+    cleanup_free char *m_dir = str_printf("%s/" SNAP_FILE_SWITCH, dir);
+    cleanup_free char *l_tmp = str_printf("%s/" SNAP_FILE_DISK, tmp);
+    cleanup_free char *l_dir = str_printf("%s/" SNAP_FILE_DISK, dir);
+    cleanup_free char *aside_path = str_printf("%s.undo", disk);
+    if (!m_tmp || !m_dir || !l_tmp || !l_dir || !aside_path)
+        return oom(reterr);
+    const char *marker = either(m_tmp, m_dir);
+    if (!marker)
+        return 0; /* the switch never began */
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    char new_node[64] = "", old_node[64] = "";
+    if (read_file(marker, &text, &len) < 0 || sscanf(text, "%63s %63s", new_node, old_node) != 2)
+        return err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, EIO, "cannot read '%s'", marker);
+    cleanup_free char *next = node_path(disk, new_node);
+    cleanup_free char *old_name = node_path(disk, old_node);
+    if (!next || !old_name)
+        return oom(reterr);
+    bool old_link = !streq(old_name, disk);
+    /* the files first: the commit reopens the old overlay by the name QEMU opened it by, the
+     * VM's disk path (its first boot) or disk.qcow2.next (a disk switched before in this
+     * process): during the commit both name the old overlay (a hard link) */
+    const char *layer = either(l_tmp, l_dir);
+    /* the new overlay aside: at the disk's path once the old one moved, else at .next */
+    const char *new_at = layer ? disk : next;
+    bool aside = false;
+    if (access(new_at, F_OK) == 0) {
+        if (rename(new_at, aside_path) < 0)
+            goto io;
+        aside = true;
+    }
+    int r = 0;
+    bool in_qemu = false;
+    if (layer && rename(layer, disk) < 0)
+        r = -errno;
+    else if (old_link && (unlink(old_name), link(disk, old_name) < 0) && errno != ENOENT)
+        r = -errno;
+    else if (v->pid > 0 && proc_alive(v->pid, v->pid_start) && be->disk_unsnapshot) {
+        in_qemu = true;
+        r = be->disk_unsnapshot(v->dir, new_node, old_node, vm_deadline_after(SAVE_TIMEOUT),
+                                reterr);
+    }
+    if (r < 0) {
+        /* everything back where it was: the layer stays named by the new overlay */
+        int saved = -r;
+        if (old_link)
+            (void)unlink(old_name);
+        if (layer && access(layer, F_OK) < 0)
+            (void)rename(disk, layer);
+        if (aside)
+            (void)rename(aside_path, new_at);
+        if (in_qemu)
+            return err_prefix(reterr, r, "while undoing the disk switch of vm '%s'", v->name);
+        errno = saved;
+        goto io;
+    }
+    (void)unlink(aside_path);
+    (void)unlink(next);
+    if (old_link)
+        (void)unlink(old_name);
+    (void)unlink(marker);
+    if ((r = store_vm_set_config(ctx->store, v->name, orig_json, reterr)) < 0)
+        return r;
+    ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': the disk switch of an unfinished snapshot undone",
+            v->name);
+    return 0;
+io:
+    return err_make(reterr, VMCTL_E_IO, errno, "cannot move the disk of vm '%s' back: %s", v->name,
+                    strerror(errno));
+}
+
+/* Repair of a disk snapshot whose maker died: its switch undone. 0 when the snapshot's files
+ * may go. */
+static int reconcile_disk(vmctl_ctx *ctx, const store_snapshot *s)
+{
+    cleanup_vm_spec vm_spec *orig = NULL;
+    if (!s->config || vm_spec_from_json(s->config, &orig, NULL) < 0 || !orig->disk ||
+        !orig->disk_layer)
+        return 0;
+    cleanup_store_vm store_vm *v = NULL;
+    cleanup_vm_spec vm_spec *spec = NULL;
+    if (vm_load(ctx, s->vm, &v, &spec, NULL) < 0)
+        return 0; /* the source is gone: nothing names the layer */
+    const backend_ops *be = backend_find(spec->backend, NULL);
+    cleanup_free char *json = NULL;
+    cleanup_free char *tmp = str_printf("%s.tmp", s->dir);
+    if (!be || !tmp || spec_pop_layer(orig) < 0 || vm_spec_to_json(orig, &json) < 0)
+        return -ENOMEM;
+    cleanup_close int lock = -1;
+    cleanup_error vmctl_error *e = NULL;
+    int r = vm_lock(ctx, s->vm, CONTROL_TIMEOUT, &lock, &e);
+    if (r >= 0)
+        r = disk_switch_undo(ctx, be, v, orig->disk, json, tmp, s->dir, &e);
+    if (r < 0)
+        ctx_log(ctx, VMCTL_LOG_WARNING,
+                "snapshot '%s/%s' left incomplete: its disk switch is not undone (%s), its "
+                "files stay",
+                s->vm, s->name, e ? vmctl_error_get_message(e) : strerror(-r));
+    return r;
+}
+
 /* Repair: rows of snapshots whose maker died before completing them go, with their files. */
 void snapshot_reconcile(vmctl_ctx *ctx)
 {
@@ -114,6 +255,8 @@ void snapshot_reconcile(vmctl_ctx *ctx)
     for (size_t i = 0; i < n; i++) {
         store_snapshot *s = list[i];
         if (s->complete || proc_alive(s->owner_pid, s->owner_start))
+            continue;
+        if (reconcile_disk(ctx, s) < 0)
             continue;
         ctx_log(ctx, VMCTL_LOG_INFO, "removing snapshot '%s/%s' left incomplete by pid %d", s->vm,
                 s->name, (int)s->owner_pid);
@@ -302,21 +445,33 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     if (!be->snapshot_save || !be->snapshot_load || !be->version)
         return err_make(reterr, VMCTL_E_BACKEND_NOT_AVAILABLE, EOPNOTSUPP,
                         "the %s backend cannot snapshot a VM", be->title);
-    /* a writable disk: its qcow2 overlay becomes the snapshot's layer (one layer on the base:
-     * a VM whose disk is on a layer already, a raw root filesystem or a throttled disk cannot) */
+    /* a writable disk: its qcow2 overlay becomes the snapshot's layer, on the layers it is on
+     * already (a raw root filesystem or a throttled disk cannot) */
     const char *no_disk = !spec->disk ? NULL
                           : spec->disk_format && streq(spec->disk_format, "raw")
                               ? "a raw root filesystem (no qcow2 overlay to freeze)"
-                          : spec->disk_layer   ? "a disk on a snapshot's layer already"
-                          : spec->disk_iops    ? "a throttled disk (--disk-iops)"
-                          : !be->disk_snapshot ? "a disk this backend cannot switch"
-                                               : NULL;
+                          : spec->disk_iops ? "a throttled disk (--disk-iops)"
+                          : !be->disk_snapshot || !be->disk_top || !be->disk_unsnapshot
+                              ? "a disk this backend cannot switch"
+                              : NULL;
     if (no_disk) {
         r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EOPNOTSUPP,
                      "vm '%s' has %s: its disk cannot be snapshotted", vm, no_disk);
         err_detail(reterr, "field", "disk");
         err_help(reterr, "Snapshot a VM with a qcow2 overlay disk (`vmctl create --image`), "
                          "or one without a disk.");
+        return r;
+    }
+    size_t depth = spec->disk_layer ? 1 + strv_length(spec->disk_chain) : 0;
+    if (spec->disk && depth >= SNAP_MAX_LAYERS) {
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EOPNOTSUPP,
+                     "vm '%s' has its disk on %zu snapshot layers already: at most %d", vm, depth,
+                     SNAP_MAX_LAYERS);
+        err_detail(reterr, "field", "disk");
+        err_help(reterr,
+                 "Flatten the disk: stop the VM, `qemu-img convert -O qcow2 %s flat.qcow2`, and "
+                 "create a new VM from it (`vmctl create --image flat.qcow2`).",
+                 spec->disk);
         return r;
     }
     /* the RAM is the VM's file only while it runs from a cold boot: a restored VM maps its
@@ -358,13 +513,37 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
      * new overlay on it takes its place in the VM directory */
     cleanup_free char *layer = spec->disk ? str_printf("%s/" SNAP_FILE_DISK, dir) : NULL;
     cleanup_free char *tmp_layer = spec->disk ? str_printf("%s/" SNAP_FILE_DISK, tmp) : NULL;
-    cleanup_free char *next_disk = spec->disk ? str_printf("%s.next", spec->disk) : NULL;
-    if (spec->disk && (!layer || !tmp_layer || !next_disk))
+    if (spec->disk && (!layer || !tmp_layer))
         return oom(reterr);
     bool disk_switched = false;
-    /* the snapshot's config, and the source's once its disk switched: the disk on the layer */
-    if (spec->disk && !(spec->disk_layer = strdup(layer)))
+    /* the source's config before, for an undo */
+    cleanup_free char *orig_json = NULL;
+    if (vm_spec_to_json(spec, &orig_json) < 0)
         return oom(reterr);
+    /* the snapshot's config, and the source's once its disk switched: the disk on the layer,
+     * on the layers it was on */
+    if (spec->disk) {
+        char *top = strdup(layer);
+        if (!top)
+            return oom(reterr);
+        if (spec->disk_layer) {
+            cleanup_strv char **chain = NULL;
+            size_t n = 0;
+            if (strv_push(&chain, &n, spec->disk_layer) < 0) {
+                free(top);
+                return oom(reterr);
+            }
+            for (char *const *l = spec->disk_chain; l && *l; l++)
+                if (strv_push(&chain, &n, *l) < 0) {
+                    free(top);
+                    return oom(reterr);
+                }
+            strv_free(spec->disk_chain);
+            spec->disk_chain = TAKE_PTR(chain);
+        }
+        free(spec->disk_layer);
+        spec->disk_layer = top;
+    }
     cleanup_free char *json = NULL;
     if (vm_spec_to_json(spec, &json) < 0)
         return oom(reterr);
@@ -449,6 +628,41 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             char node[32];
             random_hex(hex, 8);
             snprintf(node, sizeof(node), "disk0-%s", hex);
+            /* what an undo needs, recorded before the switch: the new top node and the old */
+            cleanup_free char *old_top = NULL;
+            cleanup_free char *marker = str_printf("%s/" SNAP_FILE_SWITCH, tmp);
+            if (!marker) {
+                r = oom(reterr);
+                goto undo_resume;
+            }
+            if ((r = be->disk_top(v->dir, vm_deadline_after(CONTROL_TIMEOUT), &old_top, reterr)) <
+                0) {
+                err_prefix(reterr, r, "while snapshotting the disk of vm '%s'", vm);
+                goto undo_resume;
+            }
+            cleanup_free char *nodes = str_printf("%s %s\n", node, old_top);
+            if (!nodes || (r = write_file_atomic(marker, nodes, strlen(nodes), 0600)) < 0) {
+                r = err_make(reterr, VMCTL_E_IO, nodes ? -r : ENOMEM, "cannot write '%s'", marker);
+                goto undo_resume;
+            }
+            /* the new overlay made as DISK.NODE; the old top's name (node_path) names the old
+             * overlay while blockdev-snapshot reopens it */
+            cleanup_free char *next_disk = node_path(spec->disk, node);
+            cleanup_free char *old_name = node_path(spec->disk, old_top);
+            if (!next_disk || !old_name) {
+                r = oom(reterr);
+                goto undo_resume;
+            }
+            bool old_link = !streq(old_name, spec->disk);
+            disk_switched = true;
+            if (old_link) {
+                (void)unlink(old_name);
+                if (link(spec->disk, old_name) < 0) {
+                    r = err_make(reterr, VMCTL_E_IO, errno, "cannot link '%s': %s", old_name,
+                                 strerror(errno));
+                    goto undo_resume;
+                }
+            }
             (void)unlink(next_disk);
             if ((r = qcow2_create_overlay(next_disk, vsize, layer, "qcow2", reterr)) < 0)
                 goto undo_resume;
@@ -458,16 +672,16 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             }
             if ((r = be->disk_snapshot(v->dir, next_disk, node, vm_deadline_after(SAVE_TIMEOUT),
                                        reterr)) < 0) {
-                (void)unlink(next_disk);
                 err_prefix(reterr, r, "while snapshotting the disk of vm '%s'", vm);
                 goto undo_resume;
             }
-            disk_switched = true;
             if (rename(spec->disk, tmp_layer) < 0 || rename(next_disk, spec->disk) < 0) {
                 r = err_make(reterr, VMCTL_E_IO, errno, "cannot move the disk of vm '%s': %s", vm,
                              strerror(errno));
                 goto undo_resume;
             }
+            if (old_link)
+                (void)unlink(old_name);
             /* the cloud-init seed too: clones outlive the source's directory */
             if (spec->seed) {
                 cleanup_free char *seed = str_printf("%s/" VM_FILE_SEED, tmp);
@@ -485,8 +699,17 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             if ((r = store_vm_set_config(ctx->store, vm, json, reterr)) < 0 ||
                 (r = store_snapshot_ref_add(ctx->store, vm, vm, snap, reterr)) < 0)
                 goto undo_resume;
+            /* Test hook: the disk switched, the save not yet done: a window to kill vmctl in. */
+            const char *switch_delay = getenv("VMCTL_TEST_DISK_SWITCH_DELAY_MS");
+            if (switch_delay)
+                sleep_usec((uint64_t)strtoul(switch_delay, NULL, 10) * 1000);
         }
-        r = be->snapshot_save(v->dir, fd, template, vm_deadline_after(SAVE_TIMEOUT), reterr);
+        /* Test hook: the save fails (after the disk switched). */
+        if (getenv("VMCTL_TEST_SNAPSHOT_SAVE_FAIL"))
+            r = err_make(reterr, VMCTL_E_SNAPSHOT_FAILED, EIO,
+                         "the save failed (VMCTL_TEST_SNAPSHOT_SAVE_FAIL)");
+        else
+            r = be->snapshot_save(v->dir, fd, template, vm_deadline_after(SAVE_TIMEOUT), reterr);
         save_ms = (double)(now_usec() - t0) / 1000.0;
         if (r < 0) {
             err_prefix(reterr, r, "while snapshotting vm '%s'", vm);
@@ -525,6 +748,11 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
     }
     if ((r = store_snapshot_set_complete(ctx->store, vm, snap, reterr)) < 0)
         return r;
+    if (spec->disk) {
+        cleanup_free char *marker = str_printf("%s/" SNAP_FILE_SWITCH, dir);
+        if (marker)
+            (void)unlink(marker);
+    }
     if (template && !opt->keep_running) {
         if (be->quit)
             (void)be->quit(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
@@ -551,13 +779,20 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
 
 undo_resume:
     if (disk_switched) {
-        /* the process writes the new overlay, whose header names the layer: the layer cannot
-         * go. The snapshot stays incomplete, its directory left for repair by hand. */
-        ctx_log(ctx, VMCTL_LOG_WARNING,
-                "vm '%s': its disk moved onto '%s', which the failed snapshot leaves", vm, tmp);
-        if (was_running)
-            (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
-        return r;
+        /* the source back on its old overlay before the layer can go; if that fails, the
+         * snapshot stays incomplete with its files (the repair of the next snapshot command
+         * tries again) */
+        cleanup_error vmctl_error *e = NULL;
+        int u = disk_switch_undo(ctx, be, v, spec->disk, orig_json, tmp, dir, &e);
+        if (u < 0) {
+            ctx_log(ctx, VMCTL_LOG_WARNING,
+                    "vm '%s': the disk switch of the failed snapshot is not undone (%s): '%s' "
+                    "stays for the next snapshot command to repair",
+                    vm, e ? vmctl_error_get_message(e) : strerror(-u), tmp);
+            if (was_running)
+                (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
+            return r;
+        }
     }
     if (was_running)
         (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
@@ -603,6 +838,43 @@ int vmctl_snapshot_list(vmctl_ctx *ctx, const char *vm, vmctl_snapshot_info ***r
     return 0;
 }
 
+/* snapshot::in_use when s's disk layer is in another snapshot's chain (a snapshot of a disk on
+ * s's layer): that one goes first. A VM whose disk is on the chain maps the snapshot whose
+ * layer is its top one (a reference), so that holds s too. */
+static int check_not_under(vmctl_ctx *ctx, const store_snapshot *s, vmctl_error **reterr)
+{
+    cleanup_vm_spec vm_spec *own = NULL;
+    if (!s->config || vm_spec_from_json(s->config, &own, NULL) < 0 || !own->disk_layer)
+        return 0;
+    store_snapshot **list = NULL;
+    size_t n = 0;
+    int r = store_snapshot_list(ctx->store, NULL, &list, &n, reterr);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        cleanup_vm_spec vm_spec *o = NULL;
+        if (streq(list[i]->vm, s->vm) && streq(list[i]->name, s->name))
+            continue;
+        if (!list[i]->config || vm_spec_from_json(list[i]->config, &o, NULL) < 0)
+            continue;
+        for (char *const *l = o->disk_chain; l && *l; l++) {
+            if (!streq(*l, own->disk_layer))
+                continue;
+            r = err_make(reterr, VMCTL_E_SNAPSHOT_IN_USE, EBUSY,
+                         "snapshot '%s/%s' is under snapshot '%s/%s': its disk layer is in that "
+                         "one's chain",
+                         s->vm, s->name, list[i]->vm, list[i]->name);
+            err_detail(reterr, "vm", "%s", s->vm);
+            err_detail(reterr, "snapshot", "%s", s->name);
+            err_help(reterr, "Remove the snapshots on it first (`vmctl snapshot rm %s %s`).",
+                     list[i]->vm, list[i]->name);
+            break;
+        }
+    }
+    store_snapshot_list_free(list, n);
+    return r;
+}
+
 int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_error **reterr)
 {
     VMCTL_ARG_CHECK(ctx, reterr);
@@ -614,6 +886,8 @@ int vmctl_snapshot_rm(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_er
     if (r == -ENOENT || (r >= 0 && !s->complete))
         return not_found(reterr, vm, snap);
     if (r < 0)
+        return r;
+    if ((r = check_not_under(ctx, s, reterr)) < 0)
         return r;
     cleanup_free char *user = NULL;
     size_t users = 0;
@@ -771,6 +1045,11 @@ static int disk_from_layer(vmctl_ctx *ctx, const store_vm *v, vm_spec *spec,
     spec->disk = disk;
     free(spec->disk_layer);
     spec->disk_layer = layer;
+    char **chain = snap->disk_chain ? strv_copy(snap->disk_chain) : NULL;
+    if (snap->disk_chain && !chain)
+        return oom(reterr);
+    strv_free(spec->disk_chain);
+    spec->disk_chain = chain; /* the snapshot's older layers under its own */
     cleanup_free char *next = str_printf("%s.next", disk);
     if (!next)
         return oom(reterr);

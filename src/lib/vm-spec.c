@@ -44,6 +44,7 @@ void vm_spec_free(vm_spec *s)
     free(s->base);
     free(s->base_format);
     free(s->disk_layer);
+    strv_free(s->disk_chain);
     free(s->seed);
     free(s->ram_file);
     free(s->nic_mac);
@@ -107,6 +108,14 @@ int vm_spec_to_json(const vm_spec *s, char **ret)
         (s->disk_layer && (r = set_str(o, "disk_layer", s->disk_layer, true)) < 0) ||
         (s->seed && (r = set_str(o, "seed", s->seed, true)) < 0))
         return r;
+    if (s->disk_chain && s->disk_chain[0]) {
+        json_t *chain = json_array();
+        if ((r = set_new(o, "disk_chain", chain)) < 0)
+            return r;
+        for (char *const *l = s->disk_chain; *l; l++)
+            if (json_array_append_new(chain, json_string(*l)) < 0)
+                return -ENOMEM;
+    }
     /* added with snapshots: written only when set */
     if ((s->ram_file && (r = set_str(o, "ram_file", s->ram_file, true)) < 0) ||
         (s->nic_mac && (r = set_str(o, "nic_mac", s->nic_mac, true)) < 0))
@@ -386,6 +395,20 @@ int vm_spec_from_json(const char *json, vm_spec **ret, vmctl_error **reterr)
         (r = get_owner(o, s, reterr)) < 0)
         return r;
 
+    json_t *chain = json_object_get(o, "disk_chain");
+    if (chain && !json_is_null(chain)) {
+        size_t n = 0, i;
+        json_t *e;
+        if (!json_is_array(chain))
+            return corrupt_field(reterr, "disk_chain", "not an array");
+        json_array_foreach(chain, i, e)
+        {
+            if (!json_is_string(e))
+                return corrupt_field(reterr, "disk_chain", "expected strings");
+            if (strv_push(&s->disk_chain, &n, json_string_value(e)) < 0)
+                return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
+        }
+    }
     json_t *allow = json_object_get(o, "allow");
     if (allow && !json_is_null(allow)) {
         size_t n = 0, i;

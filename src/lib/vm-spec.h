@@ -38,7 +38,10 @@ typedef struct vm_spec {
     char *base_format; /* its format (qcow2, raw, vmdk, ...; QEMU is told, never probes), or NULL
                           (VMs made before it was recorded: the overlay's header says) */
     char *disk_layer;  /* a snapshot's immutable qcow2 layer between disk and base (its backing
-                          file is base), or NULL (docs/snapshots.md "On disk") */
+                          file is base, or the first of disk_chain), or NULL (docs/snapshots.md
+                          "On disk") */
+    char **disk_chain; /* the older layers under disk_layer, top down: each the backing file of
+                          the one before, the last's the base (NULL-terminated, may be NULL) */
     char *seed;        /* absolute path of the cloud-init seed ISO, or NULL */
     char *net;         /* "user" | "tap" | "none" */
     vmctl_port_forward *ports;

@@ -342,6 +342,55 @@ static void test_argv_disk_formats(void **state)
     }
 }
 
+/* A disk on a chain of snapshot layers: overlay -> layer0 (disk_layer) -> layer1, layer2
+ * (disk_chain, top down) -> base, every node named and read-only below the overlay; given
+ * descriptors (a jailed QEMU), layer i is /dev/fdset/(2 + i), each passed with -add-fd. */
+static void test_argv_disk_chain(void **state)
+{
+    for (int jailed = 0; jailed < 2; jailed++) {
+        cleanup_vm_spec vm_spec *s = spec_microvm();
+        s->machine = (free(s->machine), strdup("q35"));
+        free(s->kernel), free(s->initrd), free(s->cmdline);
+        s->kernel = s->initrd = s->cmdline = NULL;
+        s->disk = strdup("/v/t1/disk.qcow2");
+        s->base = strdup("/images/b/disk");
+        s->base_format = strdup("qcow2");
+        s->disk_layer = strdup("/s/c/s3/disk.qcow2");
+        size_t n = 0;
+        assert_int_equal(strv_push(&s->disk_chain, &n, "/s/b/s2/disk.qcow2"), 0);
+        assert_int_equal(strv_push(&s->disk_chain, &n, "/s/a/s1/disk.qcow2"), 0);
+        static const char *const paths[] = {"/s/c/s3/disk.qcow2", "/s/b/s2/disk.qcow2",
+                                            "/s/a/s1/disk.qcow2"};
+        int fds[3] = {20, 21, 22};
+        cleanup_strv char **argv = NULL;
+        cleanup_error vmctl_error *err = NULL;
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", "qcow2", -1, jailed ? fds : NULL,
+                                            -1, &argv, &err),
+                         0);
+        assert_int_equal(check_disks_argv(argv), 5); /* overlay, three layers, base */
+        int i = argv_find(argv, "-blockdev");
+        assert_true(i > 0);
+        json_t *j = json_loads(argv[i + 1], 0, NULL);
+        json_t *node = json_object_get(j, "backing");
+        for (size_t k = 0; k < 3; k++) {
+            char name[16], fdset[32], add[64];
+            snprintf(name, sizeof(name), "layer%zu", k);
+            snprintf(fdset, sizeof(fdset), "/dev/fdset/%zu", 2 + k);
+            snprintf(add, sizeof(add), "fd=%d,set=%zu,opaque=layer%zu", fds[k], 2 + k, k);
+            assert_string_equal(json_string_value(json_object_get(node, "node-name")), name);
+            assert_string_equal(json_string_value(json_object_get(node, "driver")), "qcow2");
+            assert_true(json_is_true(json_object_get(node, "read-only")));
+            assert_string_equal(
+                json_string_value(json_object_get(json_object_get(node, "file"), "filename")),
+                jailed ? fdset : paths[k]);
+            assert_int_equal(argv_has_pair(argv, "-add-fd", add), jailed);
+            node = json_object_get(node, "backing");
+        }
+        assert_string_equal(json_string_value(json_object_get(node, "node-name")), "base0");
+        json_decref(j);
+    }
+}
+
 /* Index of the pair "opt value" in argv, or -1. */
 static int argv_pair_index(char **argv, const char *opt, const char *value)
 {
@@ -420,7 +469,7 @@ static void test_argv_agent_ports_vsock(void **state)
         s->guest_cid = 42;
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 7, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, NULL, 7, &argv, &err), 0);
         assert_true(argv_has_pair(argv, "-device", "vhost-vsock-device,guest-cid=42,vhostfd=7"));
         assert_int_equal(argv_find(argv, "vhost-vsock-device,guest-cid=42"), -1);
     }
@@ -430,14 +479,15 @@ static void test_argv_agent_ports_vsock(void **state)
         s->guest_cid = 3;
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 12, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, NULL, 12, &argv, &err),
+                         0);
         assert_true(argv_has_pair(argv, "-device", "vhost-vsock-pci,guest-cid=3,vhostfd=12"));
     }
     {
         cleanup_vm_spec vm_spec *s = spec_microvm();
         cleanup_strv char **argv = NULL;
         cleanup_error vmctl_error *err = NULL;
-        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, -1, 7, &argv, &err), 0);
+        assert_int_equal(qemu_build_argv_fd(s, "qemu", "/v/t1", NULL, -1, NULL, 7, &argv, &err), 0);
         for (int i = 0; argv[i]; i++)
             assert_null(strstr(argv[i], "vhost"));
     }
@@ -1433,14 +1483,23 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest quick_tests[] = {
-        cmocka_unit_test(test_argv_microvm),      cmocka_unit_test(test_argv_snapshot),
-        cmocka_unit_test(test_argv_q35_disk_kvm), cmocka_unit_test(test_argv_tap_throttle),
-        cmocka_unit_test(test_argv_disk_formats), cmocka_unit_test(test_argv_mounts),
-        cmocka_unit_test(test_argv_options),      cmocka_unit_test(test_argv_agent_ports_vsock),
-        cmocka_unit_test(test_agent_endpoint),    cmocka_unit_test(test_qemu_knows_vsock_devices),
-        cmocka_unit_test(test_argv_errors),       cmocka_unit_test(test_binary_override_missing),
-        cmocka_unit_test(test_backend_find),      cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_accel_resolve),     cmocka_unit_test(test_host_checks),
+        cmocka_unit_test(test_argv_microvm),
+        cmocka_unit_test(test_argv_snapshot),
+        cmocka_unit_test(test_argv_q35_disk_kvm),
+        cmocka_unit_test(test_argv_tap_throttle),
+        cmocka_unit_test(test_argv_disk_formats),
+        cmocka_unit_test(test_argv_mounts),
+        cmocka_unit_test(test_argv_disk_chain),
+        cmocka_unit_test(test_argv_options),
+        cmocka_unit_test(test_argv_agent_ports_vsock),
+        cmocka_unit_test(test_agent_endpoint),
+        cmocka_unit_test(test_qemu_knows_vsock_devices),
+        cmocka_unit_test(test_argv_errors),
+        cmocka_unit_test(test_binary_override_missing),
+        cmocka_unit_test(test_backend_find),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_accel_resolve),
+        cmocka_unit_test(test_host_checks),
     };
     int failed = cmocka_run_group_tests_name("quick", quick_tests, NULL, NULL);
     if (failed) {
