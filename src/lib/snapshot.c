@@ -634,17 +634,11 @@ static int incompatible(vmctl_error **reterr, const store_snapshot *s, const cha
 
 /* The guest's new identity (docs/snapshots.md): its hostname, then the clock, fresh entropy, a
  * new machine-id and the NIC's MAC. */
-static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
-                            vmctl_error **reterr)
+static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadline,
+                         vmctl_error **reterr)
 {
-    cleanup_agent agent_conn *conn = NULL;
-    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
+    int r = agent_push_metadata(conn, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr);
     if (r < 0)
-        return r;
-    if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
-        return r;
-    if ((r = agent_push_metadata(conn, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr)) <
-        0)
         return r;
     uint8_t entropy[64];
     if (getrandom(entropy, sizeof(entropy), 0) != (ssize_t)sizeof(entropy))
@@ -661,6 +655,18 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
     r = agent_push_identity(conn, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
+}
+
+static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
+                            vmctl_error **reterr)
+{
+    cleanup_agent agent_conn *conn = NULL;
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
+    if (r < 0)
+        return r;
+    if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+        return r;
+    return push_identity(conn, spec, deadline, reterr);
 }
 
 /* A snapshot with a disk layer: v's disk a new, empty qcow2 overlay on it in v's directory
@@ -816,7 +822,8 @@ int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapsh
         uint64_t deadline = vm_deadline_after(IDENTITY_TIMEOUT);
         cleanup_agent agent_conn *conn = NULL;
         if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
-            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0 ||
+            (r = push_identity(conn, spec, deadline, reterr)) < 0)
             return r;
     }
     uint64_t t2 = now_usec();
