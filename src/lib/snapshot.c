@@ -637,9 +637,6 @@ static int incompatible(vmctl_error **reterr, const store_snapshot *s, const cha
 static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadline,
                          vmctl_error **reterr)
 {
-    int r = agent_push_metadata(conn, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr);
-    if (r < 0)
-        return r;
     uint8_t entropy[64];
     if (getrandom(entropy, sizeof(entropy), 0) != (ssize_t)sizeof(entropy))
         return err_make(reterr, VMCTL_E_IO, errno, "cannot read host entropy: %s", strerror(errno));
@@ -652,7 +649,7 @@ static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadlin
         .machine_id = machine_id,
         .mac = spec->nic_mac,
     };
-    r = agent_push_identity(conn, &id, deadline, reterr);
+    int r = agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
 }
@@ -818,6 +815,11 @@ int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapsh
     if (r < 0)
         return r;
     uint64_t t1 = now_usec();
+    /* the take's mark, written now: the take is left only the state and the identity */
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!mark)
+        return oom(reterr);
+    (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent) {
         uint64_t deadline = vm_deadline_after(IDENTITY_TIMEOUT);
         cleanup_agent agent_conn *conn = NULL;
@@ -867,7 +869,8 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     uint64_t t_loaded = now_usec();
     if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
-    (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
+    if (l) /* a pool's process has it from its warm-up */
+        (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent &&
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)
