@@ -178,7 +178,7 @@ int cmd_pool(cli *c, int argc, char **argv)
  * command runs on). */
 #define REFILL_WAIT_MS 1000
 
-void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap)
+void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap, bool gated)
 {
     vmctl_pool_info **list = NULL;
     size_t n = 0;
@@ -197,8 +197,8 @@ void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *s
     /* The fill starts when this vmctl has exited (the pipe's write end, close-on-exec, closes
      * with it), at most REFILL_WAIT_MS later: a launch would take the CPU from this clone's
      * last steps and from its guest's first moments on a small host. */
-    int gate[2];
-    if (pipe2(gate, O_CLOEXEC) < 0)
+    int gate[2] = {-1, -1};
+    if (gated && pipe2(gate, O_CLOEXEC) < 0)
         gate[0] = gate[1] = -1;
     /* detached (its own session, a grandchild nobody waits for), its output to /dev/null */
     pid_t pid = fork();
