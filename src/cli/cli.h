@@ -200,7 +200,8 @@ int cmd_pool(cli *c, int argc, char **argv);
 extern const char cmd_pool_help[];
 /* After a clone of vm/snap: when its warm pool misses processes, `vmctl pool fill vm/snap` in
  * the background (detached; cmd-pool.c). */
-void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap);
+/* gated: the fill waits until this vmctl has exited (at most 1 s). */
+void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap, bool gated);
 extern const char cmd_snapshot_help[], cmd_clone_help[];
 const struct cli_command *snapshot_subcommand_at(size_t i);
 int cmd_resume(cli *c, int argc, char **argv);

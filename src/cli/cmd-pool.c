@@ -3,6 +3,7 @@
  * warm pool (docs/snapshots.md "Warm pool"), and the background refill after a clone took from
  * one. */
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -173,7 +174,11 @@ int cmd_pool(cli *c, int argc, char **argv)
     return pool_print(c, ctx, vm, snap);
 }
 
-void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap)
+/* The longest a refill waits for the vmctl that started it to exit (a `run --from` whose
+ * command runs on). */
+#define REFILL_WAIT_MS 1000
+
+void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap, bool gated)
 {
     vmctl_pool_info **list = NULL;
     size_t n = 0;
@@ -189,23 +194,46 @@ void cli_pool_refill_later(cli *c, vmctl_ctx *ctx, const char *vm, const char *s
     char target[160];
     snprintf(target, sizeof(target), "%s/%s", vm, snap);
     const char *home = vmctl_ctx_get_home(ctx);
+    /* The fill starts when this vmctl has exited (the pipe's write end, close-on-exec, closes
+     * with it), at most REFILL_WAIT_MS later: a launch would take the CPU from this clone's
+     * last steps and from its guest's first moments on a small host. */
+    int gate[2] = {-1, -1};
+    if (gated && pipe2(gate, O_CLOEXEC) < 0)
+        gate[0] = gate[1] = -1;
     /* detached (its own session, a grandchild nobody waits for), its output to /dev/null */
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        if (gate[0] >= 0) {
+            close(gate[0]);
+            close(gate[1]);
+        }
         return;
+    }
     if (pid == 0) {
         if (setsid() < 0 || fork() != 0)
             _exit(0);
+        if (gate[1] >= 0)
+            close(gate[1]);
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
         if (null >= 0) {
             (void)dup2(null, 0);
             (void)dup2(null, 1);
             (void)dup2(null, 2);
         }
+        /* nothing of this vmctl's (a lock's descriptor) outlives it in the wait */
+        if (gate[0] > 3)
+            (void)close_range(3, (unsigned)gate[0] - 1, 0);
+        (void)close_range(gate[0] >= 3 ? (unsigned)gate[0] + 1 : 3, ~0U, 0);
+        if (gate[0] >= 0) {
+            struct pollfd p = {.fd = gate[0], .events = POLLIN};
+            (void)poll(&p, 1, REFILL_WAIT_MS);
+        }
         char *args[] = {"vmctl", "--home", (char *)home, "pool", "fill", target, NULL};
         execv("/proc/self/exe", args);
         _exit(127);
     }
+    if (gate[0] >= 0)
+        close(gate[0]); /* gate[1] stays open until this vmctl exits */
     (void)waitpid(pid, NULL, 0);
     (void)c;
 }

@@ -73,7 +73,7 @@ static void run_job(struct run_job *j, vmctl_ctx *ctx)
         return;
     j->started = true;
     if (j->from_vm)
-        cli_pool_refill_later(j->c, ctx, j->from_vm, j->from_snap);
+        cli_pool_refill_later(j->c, ctx, j->from_vm, j->from_snap, false);
     if (!j->cmd)
         return;
     vmctl_exec_opts opts = {.argv = j->cmd};

@@ -297,7 +297,7 @@ int cmd_clone(cli *c, int argc, char **argv)
     vmctl_error *e = NULL;
     if (vmctl_snapshot_clone(ctx, c->args[0], c->args[1], c->args[2], count, timeout, &e) < 0)
         return render_error(c, e);
-    cli_pool_refill_later(c, ctx, c->args[0], c->args[1]);
+    cli_pool_refill_later(c, ctx, c->args[0], c->args[1], true);
     if (count == 1)
         return cli_vm_done(c, c->args[2], "Cloned");
     if (c->json) {

@@ -455,6 +455,54 @@ int agent_push_identity(agent_conn *c, const agent_identity *id, uint64_t deadli
     return r;
 }
 
+int agent_push_clone_identity(agent_conn *c, const char *hostname, char *const *env,
+                              const agent_identity *id, uint64_t deadline, vmctl_error **reterr)
+{
+    int r = agent_ensure_sync(c, deadline, "agent identity", reterr);
+    if (r < 0)
+        return r;
+    if (!(c->caps & AGENT_CAP_CONCURRENT)) {
+        /* one request at a time */
+        if ((r = agent_push_metadata(c, hostname, env, NULL, NULL, NULL, deadline, reterr)) < 0)
+            return r;
+        return agent_push_identity(c, id, deadline, reterr);
+    }
+    if ((r = need_v2(c, AGENT_CAP_METADATA, "metadata", reterr)) < 0 ||
+        (r = need_v2(c, AGENT_CAP_IDENTITY, "a new identity after a restore", reterr)) < 0)
+        return r;
+    /* both frames in one write, then both answers: one round trip to the guest, not two */
+    agent_proc *pm = agent_proc_new(c, PROC_SIMPLE, "metadata");
+    agent_proc *pi = pm ? agent_proc_new(c, PROC_SIMPLE, "identity") : NULL;
+    cleanup_free uint8_t *frame = pi ? malloc(AGENT_MAX_FRAME) : NULL;
+    if (!frame) {
+        agent_proc_free(pi);
+        agent_proc_free(pm);
+        return -ENOMEM;
+    }
+    int nm = agent_encode_metadata(frame, AGENT_MAX_FRAME, pm->id, hostname, env, NULL, NULL, NULL);
+    int ni =
+        nm < 0 ? nm : agent_encode_identity(frame + nm, AGENT_MAX_FRAME - (size_t)nm, pi->id, id);
+    if (nm < 0 || ni < 0) {
+        r = err_make(reterr, VMCTL_E_CONFIG_INVALID, EINVAL, "invalid identity request: %s",
+                     agent_proto_strerror(nm < 0 ? nm : ni));
+    } else {
+        /* agent_send_frame sets the version of the first header only */
+        agent_frame_set_version(frame + nm, c->agent_version >= 2 ? 2 : 1);
+        c->last_rx = now_usec();
+        r = agent_send_frame(c, frame, (size_t)nm + (size_t)ni, deadline, "agent identity", reterr);
+        if (r >= 0)
+            r = agent_proc_wait(pm, deadline, NULL, reterr);
+        if (r >= 0) {
+            c->state |= AGENT_STATE_METADATA;
+            r = agent_proc_wait(pi, deadline, NULL, reterr);
+        }
+    }
+    explicit_bzero(frame, (size_t)(nm > 0 ? nm : 0) + (size_t)(ni > 0 ? ni : 0));
+    agent_proc_free(pi);
+    agent_proc_free(pm);
+    return r;
+}
+
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr)
 {
     uint64_t start = now_usec();

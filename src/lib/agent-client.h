@@ -167,5 +167,11 @@ int agent_push_metadata(agent_conn *c, const char *hostname, char *const *env,
 int agent_push_identity(agent_conn *c, const agent_identity *id, uint64_t deadline,
                         vmctl_error **reterr);
 
+/* A restored clone's METADATA (hostname, env) and IDENTITY, both sent before either answer is
+ * read when the agent takes several requests at once (AGENT_CAP_CONCURRENT), else one after the
+ * other. Either failing fails the call. */
+int agent_push_clone_identity(agent_conn *c, const char *hostname, char *const *env,
+                              const agent_identity *id, uint64_t deadline, vmctl_error **reterr);
+
 /* Ask the guest to power off (reboot = false) or reboot; returns once the agent acknowledged. */
 int agent_shutdown(agent_conn *c, bool reboot, uint64_t deadline, vmctl_error **reterr);

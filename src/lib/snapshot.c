@@ -943,18 +943,9 @@ static int incompatible(vmctl_error **reterr, const store_snapshot *s, const cha
 
 /* The guest's new identity (docs/snapshots.md): its hostname, then the clock, fresh entropy, a
  * new machine-id and the NIC's MAC. */
-static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
-                            vmctl_error **reterr)
+static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadline,
+                         vmctl_error **reterr)
 {
-    cleanup_agent agent_conn *conn = NULL;
-    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
-    if (r < 0)
-        return r;
-    if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
-        return r;
-    if ((r = agent_push_metadata(conn, spec->name, spec->env, NULL, NULL, NULL, deadline, reterr)) <
-        0)
-        return r;
     uint8_t entropy[64];
     if (getrandom(entropy, sizeof(entropy), 0) != (ssize_t)sizeof(entropy))
         return err_make(reterr, VMCTL_E_IO, errno, "cannot read host entropy: %s", strerror(errno));
@@ -968,9 +959,21 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t dea
         /* --net tap: the lease's MAC, the one the TAP's firewall and the guest's address go with */
         .mac = spec->mac ? spec->mac : spec->nic_mac,
     };
-    r = agent_push_identity(conn, &id, deadline, reterr);
+    int r = agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
+}
+
+static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
+                            vmctl_error **reterr)
+{
+    cleanup_agent agent_conn *conn = NULL;
+    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
+    if (r < 0)
+        return r;
+    if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+        return r;
+    return push_identity(conn, spec, deadline, reterr);
 }
 
 /* --net tap: the clone's link is its own /30 (leased by snapshot_clone_begin, its TAP and
@@ -1171,11 +1174,17 @@ int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapsh
     if (r < 0)
         return r;
     uint64_t t1 = now_usec();
+    /* the take's mark, written now: the take is left only the state and the identity */
+    cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
+    if (!mark)
+        return oom(reterr);
+    (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent) {
         uint64_t deadline = vm_deadline_after(IDENTITY_TIMEOUT);
         cleanup_agent agent_conn *conn = NULL;
         if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
-            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
+            (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0 ||
+            (r = push_identity(conn, spec, deadline, reterr)) < 0)
             return r;
     }
     uint64_t t2 = now_usec();
@@ -1219,7 +1228,8 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     uint64_t t_loaded = now_usec();
     if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
-    (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
+    if (l) /* a pool's process has it from its warm-up */
+        (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     if (spec->agent &&
         (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
                               reterr)) < 0)

@@ -348,6 +348,11 @@ static int store_open_path(const char *path, store **ret, vmctl_error **reterr)
         return store_error(s, rc, "opening it", reterr);
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+    /* No checkpoint when the last connection closes: every vmctl command would end with one
+     * (two fdatasyncs, the WAL's pages copied back, -wal and -shm removed and recreated by the
+     * next command). The WAL, synced at each commit, is checkpointed by SQLite's automatic
+     * checkpoint once it holds 1000 pages. */
+    (void)sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 
     /* The first statement that reads the file: a non-SQLite file fails here (SQLITE_NOTADB). */
     r = set_wal(s, reterr);
