@@ -213,32 +213,36 @@ undo:
 }
 
 /* Bring the pool of s to its size: processes over it go, missing ones are launched (while the
- * host has memory to spare). Under the pool's fill lock. */
+ * host has memory to spare). Under the pool's fill lock. The members are counted again after
+ * each launch: a clone may take one while this fill runs (takes do not wait for the fill lock),
+ * and the fill it starts then waits for this one, which must not stop short of the size. */
 static int pool_fill_locked(vmctl_ctx *ctx, const store_snapshot *s, vmctl_error **reterr)
 {
-    unsigned size = 0;
-    int r = store_pool_size(ctx->store, s->vm, s->name, &size, reterr);
-    if (r < 0)
-        return r;
-    cleanup_strv char **members = NULL;
-    if ((r = store_pool_members(ctx->store, s->vm, s->name, &members, reterr)) < 0)
-        return r;
-    size_t have = strv_length(members);
-    for (size_t i = size; i < have; i++)
-        member_remove(ctx, members[i]);
-    for (size_t i = have; i < size; i++) {
+    for (unsigned launched = 0;; launched++) {
+        unsigned size = 0;
+        int r = store_pool_size(ctx->store, s->vm, s->name, &size, reterr);
+        if (r < 0)
+            return r;
+        cleanup_strv char **members = NULL;
+        if ((r = store_pool_members(ctx->store, s->vm, s->name, &members, reterr)) < 0)
+            return r;
+        size_t have = strv_length(members);
+        for (size_t i = size; i < have; i++)
+            member_remove(ctx, members[i]);
+        /* bounded: a pool whose members keep vanishing does not keep this fill forever */
+        if (have >= size || launched >= 2 * POOL_MAX_SIZE)
+            return 0;
         uint64_t avail = mem_available_mib();
         if (avail < POOL_MIN_AVAILABLE_MIB) {
             ctx_log(ctx, VMCTL_LOG_NOTICE,
                     "pool of '%s/%s': %zu of %u ready; the host has %llu MiB available, the pool "
                     "stops filling below %u MiB",
-                    s->vm, s->name, i, size, (unsigned long long)avail, POOL_MIN_AVAILABLE_MIB);
+                    s->vm, s->name, have, size, (unsigned long long)avail, POOL_MIN_AVAILABLE_MIB);
             return 0;
         }
         if ((r = fill_one(ctx, s, reterr)) < 0)
             return err_prefix(reterr, r, "while filling the pool of '%s/%s'", s->vm, s->name);
     }
-    return 0;
 }
 
 static int check_pool_args(vmctl_error **reterr, const char *vm, const char *snap)
@@ -259,9 +263,11 @@ int vmctl_pool_fill(vmctl_ctx *ctx, const char *vm, const char *snap, vmctl_erro
     if (r < 0)
         return r;
     cleanup_close int lock = -1;
-    /* another fill of this pool is at it: it brings the pool to its size */
-    if (pool_lock(ctx, vm, snap, false, &lock) < 0)
-        return 0;
+    /* Another fill of this pool is at it: wait for it, then launch what it left missing (a
+     * take during its last launch would otherwise leave the pool short until the next take). */
+    if ((r = pool_lock(ctx, vm, snap, true, &lock)) < 0)
+        return err_make(reterr, r == -EWOULDBLOCK ? VMCTL_E_STORE_LOCKED : VMCTL_E_IO, -r,
+                        "cannot take the fill lock of the pool of '%s/%s'", vm, snap);
     snapshot_reconcile(ctx);
     pool_reconcile(ctx);
     cleanup_store_snapshot store_snapshot *s = NULL;

@@ -78,6 +78,16 @@ out=$(vm run r1 --from psrc/base --rm -- hostname 2>/dev/null)
 expect_eq "run --from takes from the pool too" "$out" r1
 wait_ready 2 || fail "pool not refilled after run: $(ready)"
 
+# --- a take while a fill launches: the take's own fill waits for that one, then completes ---
+# (the hook, inherited by d1's detached fill, holds that fill 3 s inside its launch; d2 takes the
+# other ready process meanwhile, and its fill must not give up on the busy lock)
+VMCTL_TEST_POOL_FILL_DELAY_MS=3000 "$VMCTL" clone psrc base d1 >/dev/null || fail "clone d1"
+sleep 1.5
+vm clone psrc base d2 >/dev/null || fail "clone d2"
+wait_ready 2 && ok "a take during a fill: the pool comes back to 2" ||
+  fail "a take during a fill left the pool at $(ready)"
+vm destroy --force d1 >/dev/null; vm destroy --force d2 >/dev/null
+
 # --- kill -9 of vmctl while it takes a process ---
 wait_ready 2
 before=$(members | sort)
