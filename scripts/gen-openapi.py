@@ -146,7 +146,8 @@ s["RestoreRequest"] = {"type": "object", "additionalProperties": False, "propert
 s["CloneRequest"] = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}, "timeout": {"type": "number"}}}
 s["Pool"] = {"type": "object", "description": "{} when the pool was removed", "properties": {"vm": {"type": "string"}, "snapshot": {"type": "string"},
   "size": {"type": "integer", "description": "how many it keeps"}, "ready": {"type": "integer", "description": "how many are ready now"},
-  "members": {"type": "array", "items": {"type": "string"}, "description": "the VM names of its hypervisors (pool-HEX)"}}}
+  "members": {"type": "array", "items": {"type": "string"}, "description": "the VM names of its hypervisors (pool-HEX)"},
+  "project": {"type": ["string", "null"], "description": "the VMFile whose `vmctl up` set it (from \"VM/SNAP\" pool=N); null: set by hand"}}}
 s["PoolList"] = {"type": "object", "properties": {"pools": {"type": "array", "items": ref("Pool")}}}
 s["PoolSet"] = {"type": "object", "required": ["size"], "additionalProperties": False, "properties": {"size": {"type": "integer", "minimum": 0, "maximum": 64}}}
 s["Version"] = {"type": "object", "properties": {"version": {"type": "string"}, "library": {"type": "string"}, "api": {"type": "string", "example": "v1"}}}

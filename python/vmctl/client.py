@@ -514,19 +514,22 @@ def _extract(tar: tarfile.TarFile, dest: str, prefix: str) -> None:
 class Pool:
     """A template snapshot's warm pool (docs/snapshots.md "Warm pool"), an element of ``vmctl
     pool list --json``: ``size`` hypervisors kept launched for snapshot ``snapshot`` of VM ``vm``,
-    ``ready`` of them ready now, ``members`` their VM names (``pool-HEX``). A clone of the
-    snapshot takes one of them."""
+    ``ready`` of them ready now, ``members`` their VM names (``pool-HEX``), ``project`` the
+    VMFile whose ``vmctl up`` set it (``from "VM/SNAP" pool=N``; None: set by hand). A clone of
+    the snapshot takes one of them."""
 
     vm: str
     snapshot: str
     size: int
     ready: int
     members: list[str] = field(default_factory=list)
+    project: Optional[str] = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Pool":
         return cls(str(obj.get("vm", "")), str(obj.get("snapshot", "")), int(obj.get("size", 0)),
-                   int(obj.get("ready", 0)), [str(m) for m in obj.get("members") or []])
+                   int(obj.get("ready", 0)), [str(m) for m in obj.get("members") or []],
+                   obj.get("project"))
 
 
 class Snapshot:
