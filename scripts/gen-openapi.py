@@ -69,6 +69,10 @@ paths.update({
    "post": op("bring the (not running) VM back to the snapshot and run it; answers once its agent answers", 200, 404, 409, 504, body=jbody("RestoreRequest"), okschema=vmresp)},
  "/v1/vms/{name}/snapshots/{snapshot}/clone": {"parameters": [name, snapp],
    "post": op("new running VMs from a snapshot: name for count 1, else name-1 .. name-N; answers once every one is ready", 201, 400, 404, 409, 504, body=jbody("CloneRequest", True), okschema=vmresp if False else ref("VMList"))},
+ "/v1/pools": {"get": op("list warm pools (as `vmctl pool list --json`)", 200, okschema=ref("PoolList"))},
+ "/v1/vms/{name}/snapshots/{snapshot}/pool": {"parameters": [name, snapp],
+   "put": op("keep size hypervisors ready for a template snapshot (launched before the answer; 0 removes the pool: the answer is then {})", 200, 400, 404, 409, body=jbody("PoolSet", True), okschema=ref("Pool")),
+   "delete": op("remove the snapshot's pool and its hypervisors (none: 204 too)", 204, 404, okdesc="removed")},
 })
 # every op: 401 on TCP without the right token; 400 malformed; 413 too large
 for p in paths.values():
@@ -106,6 +110,7 @@ s["VMCreate"] = {"type": "object", "required": ["name"], "additionalProperties":
   "env": {"type": "array", "items": {"type": "string", "example": "K=V"}},
   "cloud_init": {"type": "string", "description": "user-data file on the server's host"},
   "ssh_key": {"type": "string", "description": "public key file on the server's host"},
+  "snapshottable": {"type": "boolean", "default": False, "description": "its RAM in a file: template snapshots, the clones and pools of which map it (as --snapshottable)"},
   "start": {"type": "boolean", "default": False}, "wait": {"type": "boolean", "default": False, "description": "with start: wait until the guest agent answers"},
   "timeout": {"type": "number", "description": "seconds to wait for the boot (0: the library's default)"}}}
 s["StartRequest"] = {"type": "object", "additionalProperties": False, "properties": {"wait": {"type": "boolean", "default": False}, "timeout": {"type": "number"}}}
@@ -128,7 +133,7 @@ s["Image"] = {"type": "object", "properties": {"name": {"type": "string"}, "form
   "path": {"type": "string"}, "virtual_size": {"type": ["integer", "null"]}, "backing_file": {"type": ["string", "null"]},
   "sha256": {"type": ["string", "null"]}, "source": {"type": ["string", "null"]}, "created_at": {"type": ["integer", "null"]}}}
 s["ImageList"] = {"type": "object", "properties": {"images": {"type": "array", "items": ref("Image")}}}
-s["Stats"] = {"type": "object", "description": "the object of `vmctl stats NAME --json`: name, state, pid, vcpus, memory_bytes, cpu, memory, uptime, disk, network, guest, guest_network (each with available), errors"}
+s["Stats"] = {"type": "object", "description": "the object of `vmctl stats NAME --json`: name, state, pid, vcpus, memory_bytes, cpu, memory, uptime, disk, network, guest, guest_network, cgroup (each with available), errors"}
 s["Event"] = {"type": "object", "required": ["type", "vm", "time"], "properties": {
   "type": {"type": "string", "enum": ["ready", "created", "state", "exit", "destroyed"]}, "vm": {"type": "string"},
   "from": {"type": ["string", "null"]}, "to": {"type": ["string", "null"]}, "time": {"type": "number", "description": "unix seconds"}}}
@@ -139,6 +144,12 @@ s["SnapshotList"] = {"type": "object", "properties": {"snapshots": {"type": "arr
 s["SnapshotCreate"] = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": {"type": "string"}, "kind": {"type": "string", "enum": ["template", "full"]}, "keep_running": {"type": "boolean", "default": False}}}
 s["RestoreRequest"] = {"type": "object", "additionalProperties": False, "properties": {"timeout": {"type": "number"}}}
 s["CloneRequest"] = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1, "default": 1}, "timeout": {"type": "number"}}}
+s["Pool"] = {"type": "object", "description": "{} when the pool was removed", "properties": {"vm": {"type": "string"}, "snapshot": {"type": "string"},
+  "size": {"type": "integer", "description": "how many it keeps"}, "ready": {"type": "integer", "description": "how many are ready now"},
+  "members": {"type": "array", "items": {"type": "string"}, "description": "the VM names of its hypervisors (pool-HEX)"},
+  "project": {"type": ["string", "null"], "description": "the VMFile whose `vmctl up` set it (from \"VM/SNAP\" pool=N); null: set by hand"}}}
+s["PoolList"] = {"type": "object", "properties": {"pools": {"type": "array", "items": ref("Pool")}}}
+s["PoolSet"] = {"type": "object", "required": ["size"], "additionalProperties": False, "properties": {"size": {"type": "integer", "minimum": 0, "maximum": 64}}}
 s["Version"] = {"type": "object", "properties": {"version": {"type": "string"}, "library": {"type": "string"}, "api": {"type": "string", "example": "v1"}}}
 doc = {"openapi": "3.1.0",
  "info": {"title": "vmctl serve", "version": "1", "description": "REST/JSON API of vmctl serve (docs/api.md). Every error is the library's error object with the HTTP status of its code family."},

@@ -55,6 +55,9 @@ int vmctl_snapshot_clone(vmctl_ctx *ctx, const char *vm, const char *snap, const
 
 /* ---- warm pools (docs/snapshots.md "Warm pool") ---- */
 
+/* The largest warm pool. */
+#define VMCTL_POOL_MAX 64
+
 /* A snapshot's warm pool: hypervisors launched ahead of time waiting for its state, so that a
  * clone (vmctl_snapshot_clone, `run --from`) only loads the device state and continues. */
 typedef struct vmctl_pool_info {
@@ -62,11 +65,13 @@ typedef struct vmctl_pool_info {
     unsigned size;   /* how many processes it keeps */
     unsigned ready;  /* how many are ready now */
     char **members;  /* their VM names (pool-HEX), NULL-terminated */
+    char *project;   /* the VMFile whose `vmctl up` set it (from "VM/SNAP" pool=N), NULL: by hand */
 } vmctl_pool_info;
 void vmctl_pool_info_list_free(vmctl_pool_info **list, size_t n);
 /* Keep `size` (0-64) processes ready for template snapshot vm/snap, launched before this
  * returns (fewer while the host has under 512 MiB available); 0 removes the pool and its
- * processes. snapshot::not_found; config::invalid for a full snapshot or a size past 64. */
+ * processes. The pool is then the user's (project NULL), also one a VMFile had set.
+ * snapshot::not_found; config::invalid for a full snapshot or a size past 64. */
 int vmctl_pool_set(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned size,
                    vmctl_error **reterr);
 /* Launch what the pool of vm/snap misses (after clones took from it); returns at once when

@@ -3,6 +3,7 @@ the unix-socket HTTP connection (against a tiny http.server on a unix socket).""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -162,6 +163,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(404, err("vm_manager::vm::not_found", vm="ghost"))
         elif self.path == "/v1/vms/web/snapshots":
             self.send_json(501, err("vm_manager::api::not_implemented"))
+        elif self.path == "/v1/pools":
+            self.send_json(200, {"pools": [POOL]})
         else:
             self.send_json(404, err("vm_manager::api::route_not_found"))
 
@@ -189,6 +192,26 @@ class Handler(BaseHTTPRequestHandler):
                    + json.dumps({"stream": "stdout", "data": b64(b"b\n")}).encode() + b"\n")
         self.chunk(b'{"exit": 3, "signal": 0}\n')
         self.chunk(b"")
+
+
+    def do_PUT(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(n)) if n else None
+        type(self).seen.append(("PUT", self.path, body))
+        if self.path != "/v1/vms/web/snapshots/base/pool":
+            self.send_json(404, err("vm_manager::snapshot::not_found"))
+        elif body["size"] > 64:
+            self.send_json(400, err("vm_manager::config::invalid", field="size"))
+        else:
+            self.send_json(200, dict(POOL, size=body["size"]) if body["size"] else {})
+
+    def do_DELETE(self) -> None:
+        type(self).seen.append(("DELETE", self.path, None))
+        self.send_response(204)
+        self.end_headers()
+
+
+POOL = {"vm": "web", "snapshot": "base", "size": 2, "ready": 1, "members": ["pool-0123456789abcdef"]}
 
 
 class Served:
@@ -283,3 +306,29 @@ def test_broken_connection_is_not_retried(server: Served, monkeypatch: pytest.Mo
         vmctl.VM.create("x", client=c, start=False)
     assert [h for h in server.handler.seen if h[:2] == ("POST", "/v1/vms")] == [
         ("POST", "/v1/vms", {"name": "x", "vcpus": 2, "memory_mib": 512})]
+
+
+def test_pools(server: Served) -> None:
+    c = vmctl.Client(socket=server.path)
+    assert c.pools() == [vmctl.Pool("web", "base", 2, 1, ["pool-0123456789abcdef"])]
+    snap = vmctl.Snapshot(vmctl.VM(c, "web"), "base")
+    p = snap.set_pool(3)
+    assert isinstance(p, vmctl.Pool) and (p.size, p.ready, p.members) == (3, 1, POOL["members"])
+    assert server.handler.seen[-1] == ("PUT", "/v1/vms/web/snapshots/base/pool", {"size": 3})
+    assert snap.set_pool(0) is None
+    with pytest.raises(vmctl.ValidationError) as ei:
+        snap.set_pool(65)
+    assert ei.value.code == "vm_manager::config::invalid" and ei.value.status == 400
+    with pytest.raises(vmctl.SnapshotError):
+        c.set_pool("web", "nope", 1)
+    snap.remove_pool()
+    assert server.handler.seen[-1] == ("DELETE", "/v1/vms/web/snapshots/base/pool", None)
+    assert asyncio.run(vmctl.AsyncClient(client=c).pools())[0].snapshot == "base"
+
+
+def test_snapshot_fields() -> None:
+    s = vmctl.Snapshot(vmctl.VM(vmctl.Client(socket="/nonexistent"), "web"), "base",
+                       {"kind": "template", "memory_mib": 256, "refs": 2, "created_at": 1,
+                        "machine": "microvm", "qemu_version": "7.2.0", "dir": "/d"})
+    assert (s.kind, s.memory_mib, s.refs, s.created_at, s.machine, s.qemu_version, s.dir,
+            s.save_ms) == ("template", 256, 2, 1, "microvm", "7.2.0", "/d", None)

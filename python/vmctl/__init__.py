@@ -13,12 +13,13 @@ from .client import (
     ExecEvent,
     ExecResult,
     ExecStream,
+    Pool,
     Snapshot,
     default_home,
 )
 from .errors import *  # noqa: F401,F403
 from .errors import TimeoutError, __all__ as _errors_all  # noqa: A004
-from .aio import AsyncClient, AsyncExecStream, AsyncVM
+from .aio import AsyncClient, AsyncExecStream, AsyncSnapshot, AsyncVM
 
 __version__ = "0.1.0"
 
@@ -31,8 +32,10 @@ __all__ = [
     "ExecResult",
     "ExecStream",
     "Snapshot",
+    "Pool",
     "AsyncClient",
     "AsyncVM",
+    "AsyncSnapshot",
     "AsyncExecStream",
     "default_home",
     *_errors_all,

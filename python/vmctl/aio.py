@@ -11,7 +11,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union
 
-from .client import Client, Event, EventStream, ExecEvent, ExecResult, ExecStream, Snapshot, VM
+from .client import (
+    VM,
+    Client,
+    Event,
+    EventStream,
+    ExecEvent,
+    ExecResult,
+    ExecStream,
+    Pool,
+    Snapshot,
+)
 
 __all__ = ["AsyncClient", "AsyncVM", "AsyncExecStream", "AsyncEventStream", "AsyncSnapshot"]
 
@@ -112,9 +122,30 @@ class AsyncSnapshot:
         self._client = client
         self.name = snap.name
 
-    async def clone(self, count: int = 1, names: Optional[Sequence[str]] = None) -> list["AsyncVM"]:
-        vms = await _call(self.sync.clone, count, names)
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.sync.info
+
+    @property
+    def kind(self) -> Optional[str]:
+        return self.sync.kind
+
+    async def clone(self, count: int = 1, name: Optional[str] = None,
+                    timeout: Optional[float] = None) -> list["AsyncVM"]:
+        vms = await _call(self.sync.clone, count, name, timeout)
         return [AsyncVM(v, self._client) for v in vms]
+
+    async def restore(self, timeout: Optional[float] = None) -> "AsyncVM":
+        return AsyncVM(await _call(self.sync.restore, timeout), self._client)
+
+    async def remove(self) -> None:
+        await _call(self.sync.remove)
+
+    async def set_pool(self, size: int) -> Optional[Pool]:
+        return await _call(self.sync.set_pool, size)
+
+    async def remove_pool(self) -> None:
+        await _call(self.sync.remove_pool)
 
 
 class AsyncVM:
@@ -180,8 +211,12 @@ class AsyncVM:
     async def download(self, remote: str, local: str) -> str:
         return await _call(self.sync.download, remote, local)
 
-    async def snapshot(self, name: str) -> AsyncSnapshot:
-        return AsyncSnapshot(await _call(self.sync.snapshot, name), self.client)
+    async def snapshot(self, name: str, kind: Optional[str] = None,
+                       keep_running: bool = False) -> AsyncSnapshot:
+        return AsyncSnapshot(await _call(self.sync.snapshot, name, kind, keep_running), self.client)
+
+    async def snapshots(self) -> list[AsyncSnapshot]:
+        return [AsyncSnapshot(s, self.client) for s in await _call(self.sync.snapshots)]
 
     async def __aenter__(self) -> "AsyncVM":
         return self
@@ -235,6 +270,12 @@ class AsyncClient:
 
     async def images(self) -> list[dict[str, Any]]:
         return await _call(self.sync.images)
+
+    async def pools(self) -> list[Pool]:
+        return await _call(self.sync.pools)
+
+    async def set_pool(self, vm: str, snapshot: str, size: int) -> Optional[Pool]:
+        return await _call(self.sync.set_pool, vm, snapshot, size)
 
     async def stats(self, name: str, guest: bool = True) -> dict[str, Any]:
         return await _call(self.sync.stats, name, guest)

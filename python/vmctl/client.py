@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "EventStream",
     "Snapshot",
+    "Pool",
     "default_home",
 ]
 
@@ -427,6 +428,14 @@ class Client:
         """Create a VM; see :meth:`VM.create` for the arguments."""
         return VM.create(name, vcpus, memory_mib, image, client=self, **kw)
 
+    def pools(self) -> list[Pool]:
+        """Every warm pool (as ``vmctl pool list --json``)."""
+        return [Pool.from_json(p) for p in (self._json("GET", "/v1/pools") or {}).get("pools", [])]
+
+    def set_pool(self, vm: str, snapshot: str, size: int) -> Optional[Pool]:
+        """:meth:`Snapshot.set_pool` of snapshot ``snapshot`` of VM ``vm``."""
+        return Snapshot(VM(self, vm), snapshot).set_pool(size)
+
     def images(self) -> list[dict[str, Any]]:
         """The cached images (as ``vmctl image list --json``)."""
         return (self._json("GET", "/v1/images") or {}).get("images", [])
@@ -501,14 +510,90 @@ def _extract(tar: tarfile.TarFile, dest: str, prefix: str) -> None:
                          "from a guest by the SDK", notes=skipped[:16])
 
 
+@dataclass
+class Pool:
+    """A template snapshot's warm pool (docs/snapshots.md "Warm pool"), an element of ``vmctl
+    pool list --json``: ``size`` hypervisors kept launched for snapshot ``snapshot`` of VM ``vm``,
+    ``ready`` of them ready now, ``members`` their VM names (``pool-HEX``), ``project`` the
+    VMFile whose ``vmctl up`` set it (``from "VM/SNAP" pool=N``; None: set by hand). A clone of
+    the snapshot takes one of them."""
+
+    vm: str
+    snapshot: str
+    size: int
+    ready: int
+    members: list[str] = field(default_factory=list)
+    project: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> "Pool":
+        return cls(str(obj.get("vm", "")), str(obj.get("snapshot", "")), int(obj.get("size", 0)),
+                   int(obj.get("ready", 0)), [str(m) for m in obj.get("members") or []],
+                   obj.get("project"))
+
+
 class Snapshot:
     """A snapshot of a VM (when the server has snapshots; else its calls raise
-    :class:`NotSupportedError`)."""
+    :class:`NotSupportedError`). Its fields (``kind``, ``memory_mib``, ``refs``, ...) are those of
+    ``vmctl snapshot list --json``, also in ``info``."""
 
     def __init__(self, vm: "VM", name: str, info: Optional[dict[str, Any]] = None) -> None:
         self.vm = vm
         self.name = name
         self.info = info or {}
+
+    @property
+    def kind(self) -> Optional[str]:
+        """"template" (its clones map its RAM file) or "full" (RAM in the stream)."""
+        return self.info.get("kind")
+
+    @property
+    def memory_mib(self) -> Optional[int]:
+        return self.info.get("memory_mib")
+
+    @property
+    def machine(self) -> Optional[str]:
+        return self.info.get("machine")
+
+    @property
+    def qemu_version(self) -> Optional[str]:
+        """The QEMU that saved it (a restore needs the same)."""
+        return self.info.get("qemu_version")
+
+    @property
+    def dir(self) -> Optional[str]:
+        """Its directory on the server's host."""
+        return self.info.get("dir")
+
+    @property
+    def created_at(self) -> Optional[int]:
+        """Unix seconds."""
+        return self.info.get("created_at")
+
+    @property
+    def refs(self) -> int:
+        """How many VMs map it (clones, pool processes), when it was read."""
+        return int(self.info.get("refs") or 0)
+
+    @property
+    def save_ms(self) -> Optional[float]:
+        """How long the save took (from :meth:`VM.snapshot` only)."""
+        return self.info.get("save_ms")
+
+    def _path(self) -> str:
+        return f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}"
+
+    def set_pool(self, size: int) -> Optional[Pool]:
+        """Keep ``size`` (0-64) hypervisors ready for this template snapshot, launched before
+        this returns (``vmctl pool VM/SNAP --size N``); returns the pool, or None for 0 (the
+        pool and its hypervisors removed). :class:`ValidationError` (``config::invalid``) past
+        64 or for a full snapshot."""
+        doc = self.vm.client._json("PUT", self._path() + "/pool", {"size": size})
+        return Pool.from_json(doc) if doc else None
+
+    def remove_pool(self) -> None:
+        """Remove this snapshot's pool and its hypervisors (none: nothing to do)."""
+        self.vm.client._request("DELETE", self._path() + "/pool").read()
 
     def clone(self, count: int = 1, name: Optional[str] = None,
               timeout: Optional[float] = None) -> list["VM"]:
@@ -518,21 +603,22 @@ class Snapshot:
         body: dict[str, Any] = {"name": name or f"{self.vm.name}-{self.name}", "count": count}
         if timeout is not None:
             body["timeout"] = timeout
-        doc = self.vm.client._json(
-            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/clone", body)
+        doc = self.vm.client._json("POST", self._path() + "/clone", body)
         vms = doc.get("vms", []) if isinstance(doc, dict) else doc or []
         return [VM(self.vm.client, v["name"], v) for v in vms]
 
     def restore(self, timeout: Optional[float] = None) -> "VM":
-        """Continue the snapshot's VM from this snapshot (docs/snapshots.md)."""
+        """Bring the snapshot's (not running) VM back to this snapshot and run it; returns the
+        VM (its ``info`` refreshed) once its agent answers (docs/snapshots.md)."""
         body = {"timeout": timeout} if timeout is not None else {}
-        self.vm.client._json(
-            "POST", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}/restore", body)
+        doc = self.vm.client._json("POST", self._path() + "/restore", body)
+        if isinstance(doc, dict):
+            self.vm.info = doc
         return self.vm
 
     def remove(self) -> None:
-        """Remove the snapshot (``snapshot::in_use`` while clones map it)."""
-        self.vm.client._request("DELETE", f"/v1/vms/{_q(self.vm.name)}/snapshots/{_q(self.name)}")
+        """Remove the snapshot (``snapshot::in_use`` while clones or a pool map it)."""
+        self.vm.client._request("DELETE", self._path()).read()
 
     def __repr__(self) -> str:
         return f"Snapshot({self.vm.name!r}, {self.name!r})"
@@ -574,8 +660,9 @@ class VM:
         """Create a VM and (``start=True``) start it and wait until its guest agent answers
         (``wait``; ``timeout`` seconds, None: the library's default). When the start fails the
         VM is destroyed again and the error raised. Other keywords (``backend``, ``kernel``,
-        ``initrd``, ``cmdline``, ``machine``, ``accel``, ``cloud_init``, ``ssh_key``) are passed
-        as the API names them. Used as a context manager the VM is destroyed on exit."""
+        ``initrd``, ``cmdline``, ``machine``, ``accel``, ``cloud_init``, ``ssh_key``,
+        ``snapshottable``: its RAM in a file, for template snapshots) are passed as the API names
+        them. Used as a context manager the VM is destroyed on exit."""
         client = client if client is not None else Client()
         body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory_mib": memory_mib}
         opt = {"image": image, "disk_gib": disk_gib, "net": net,

@@ -59,15 +59,6 @@ static int split_snapshot(cli *c, char *arg, char **vm, char **snap)
     return 0;
 }
 
-static json_t *pool_json(const vmctl_pool_info *p)
-{
-    json_t *m = json_array();
-    for (size_t i = 0; p->members && p->members[i]; i++)
-        json_array_append_new(m, json_string(p->members[i]));
-    return json_pack("{s:s, s:s, s:I, s:I, s:o}", "vm", p->vm, "snapshot", p->snap, "size",
-                     (json_int_t)p->size, "ready", (json_int_t)p->ready, "members", m);
-}
-
 static int pool_print(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap)
 {
     vmctl_error *e = NULL;
@@ -79,7 +70,7 @@ static int pool_print(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap)
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
             if (!vm || (streq(list[i]->vm, vm) && streq(list[i]->snap, snap)))
-                json_array_append_new(a, pool_json(list[i]));
+                json_array_append_new(a, render_pool_json(list[i]));
         vmctl_pool_info_list_free(list, n);
         if (vm) { /* the one pool, or {} when it was removed */
             json_t *one = json_array_size(a) ? json_incref(json_array_get(a, 0)) : json_object();

@@ -890,3 +890,13 @@ void table_free(table *t)
     free(t->cells);
     free(t);
 }
+
+json_t *render_pool_json(const vmctl_pool_info *p)
+{
+    json_t *m = json_array();
+    for (size_t i = 0; p->members && p->members[i]; i++)
+        json_array_append_new(m, json_string(p->members[i]));
+    return json_pack("{s:s, s:s, s:I, s:I, s:o, s:o}", "vm", p->vm, "snapshot", p->snap, "size",
+                     (json_int_t)p->size, "ready", (json_int_t)p->ready, "members", m, "project",
+                     p->project ? json_string(p->project) : json_null());
+}

@@ -74,5 +74,8 @@ void table_free(table *t);
 /* Display width of a UTF-8 string (code points; the glyphs we print are all single width). */
 size_t render_width(const char *s);
 
+/* A warm pool as an element of `pool list --json` (cmd-pool.c, GET /v1/pools). */
+json_t *render_pool_json(const vmctl_pool_info *p);
+
 /* One VM's statistics as an element of `stats --json` (cmd-stats.c); st or err may be NULL. */
 json_t *render_stats_json(const char *name, vmctl_vm_stats *st, vmctl_error *err);

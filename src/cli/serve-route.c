@@ -37,6 +37,9 @@ static const serve_route routes[] = {
     {SERVE_R_SNAP_CLONE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/clone", true},
     {SERVE_R_SNAP_RM, "DELETE", "/v1/vms/{name}/snapshots/{snapshot}", false},
     {SERVE_R_SNAP_RESTORE, "POST", "/v1/vms/{name}/snapshots/{snapshot}/restore", true},
+    {SERVE_R_POOLS_LIST, "GET", "/v1/pools", false},
+    {SERVE_R_POOL_SET, "PUT", "/v1/vms/{name}/snapshots/{snapshot}/pool", true},
+    {SERVE_R_POOL_RM, "DELETE", "/v1/vms/{name}/snapshots/{snapshot}/pool", false},
 };
 
 const serve_route *serve_route_at(size_t i)
@@ -351,9 +354,9 @@ int serve_parse_signal(json_t *v, int *ret, vmctl_error **reterr)
 /* --- bodies --- */
 
 static const char *const create_fields[] = {
-    "name",       "backend",  "image",   "kernel", "initrd",  "cmdline", "vcpus",
-    "memory_mib", "disk_gib", "machine", "accel",  "net",     "ports",   "env",
-    "cloud_init", "ssh_key",  "start",   "wait",   "timeout", NULL,
+    "name",       "backend",  "image",   "kernel", "initrd",  "cmdline",       "vcpus",
+    "memory_mib", "disk_gib", "machine", "accel",  "net",     "ports",         "env",
+    "cloud_init", "ssh_key",  "start",   "wait",   "timeout", "snapshottable", NULL,
 };
 
 int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_error **reterr)
@@ -381,6 +384,7 @@ int serve_parse_create(const char *body, size_t len, serve_create *ret, vmctl_er
         (r = serve_get_string(o, "net", &c->net, reterr)) < 0 ||
         (r = serve_get_string(o, "cloud_init", &c->cloud_init, reterr)) < 0 ||
         (r = serve_get_string(o, "ssh_key", &c->ssh_key, reterr)) < 0 ||
+        (r = serve_get_bool(o, "snapshottable", &c->snapshottable, reterr)) < 0 ||
         (r = serve_get_bool(o, "start", &ret->start, reterr)) < 0 ||
         (r = serve_get_bool(o, "wait", &ret->wait, reterr)) < 0 ||
         (r = serve_get_seconds(o, "timeout", &ret->timeout, reterr)) < 0)

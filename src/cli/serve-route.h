@@ -41,6 +41,9 @@ typedef enum serve_route_id {
     SERVE_R_SNAP_CLONE,
     SERVE_R_SNAP_RM,
     SERVE_R_SNAP_RESTORE,
+    SERVE_R_POOLS_LIST,
+    SERVE_R_POOL_SET,
+    SERVE_R_POOL_RM,
     _SERVE_R_MAX,
 } serve_route_id;
 

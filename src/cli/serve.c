@@ -830,6 +830,25 @@ static const char *const resize_fields[] = {"rows", "cols", NULL};
 static const char *const snap_fields[] = {"name", "kind", "keep_running", NULL};
 static const char *const restore_fields[] = {"timeout", NULL};
 static const char *const clone_fields[] = {"name", "count", "timeout", NULL};
+static const char *const pool_fields[] = {"size", NULL};
+
+/* The pool of vm/snap as `vmctl pool VM/SNAP --size N --json` prints it: {} when there is none. */
+static int pool_one_json(vmctl_ctx *ctx, const char *vm, const char *snap, json_t **ret,
+                         vmctl_error **reterr)
+{
+    vmctl_pool_info **list = NULL;
+    size_t n = 0;
+    int r = vmctl_pool_list(ctx, &list, &n, reterr);
+    if (r < 0)
+        return r;
+    json_t *doc = NULL;
+    for (size_t i = 0; i < n && !doc; i++)
+        if (streq(list[i]->vm, vm) && streq(list[i]->snap, snap))
+            doc = render_pool_json(list[i]);
+    vmctl_pool_info_list_free(list, n);
+    *ret = doc ? doc : json_object();
+    return 0;
+}
 
 static json_t *snapshot_json(const vmctl_snapshot_info *i)
 {
@@ -991,6 +1010,9 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
         }
         if (vmctl_snapshot_clone(ctx, name, rq->m.params[1], newname, count, timeout, &e) < 0)
             break;
+        /* as the CLI's clone: a background `vmctl pool fill` when the clones took from a pool
+         * (at once: the server does not exit, there is no vmctl exit to wait for) */
+        cli_pool_refill_later(NULL, ctx, name, rq->m.params[1], false);
         json_t *a = json_array();
         for (unsigned i = 0; i < count; i++) {
             char vmname[300];
@@ -1006,6 +1028,42 @@ static enum MHD_Result handle(serve_server *srv, struct MHD_Connection *conn, re
         ctx_put(srv, ctx);
         return respond_json(conn, 201, json_pack("{s:o}", "vms", a));
     }
+    case SERVE_R_POOLS_LIST: {
+        vmctl_pool_info **list = NULL;
+        size_t n = 0;
+        if (vmctl_pool_list(ctx, &list, &n, &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, render_pool_json(list[i]));
+        vmctl_pool_info_list_free(list, n);
+        return respond_json(conn, 200, json_pack("{s:o}", "pools", a));
+    }
+    case SERVE_R_POOL_SET: {
+        /* the range is the library's to check (config::invalid past 64, as the CLI) */
+        unsigned size = 0;
+        json_t *doc = NULL;
+        if (serve_parse_object(body, rq->len, pool_fields, &o, &e) < 0)
+            break;
+        if (!json_object_get(o, "size")) {
+            vmctl_error_new(&e, VMCTL_E_API_BAD_REQUEST, EINVAL, "field 'size' is required");
+            if (e)
+                vmctl_error_add_detail(e, "field", "size");
+            break;
+        }
+        if (serve_get_uint(o, "size", 0, 1u << 20, &size, &e) < 0 ||
+            vmctl_pool_set(ctx, name, rq->m.params[1], size, &e) < 0 ||
+            pool_one_json(ctx, name, rq->m.params[1], &doc, &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        return respond_json(conn, 200, doc);
+    }
+    case SERVE_R_POOL_RM:
+        if (vmctl_pool_set(ctx, name, rq->m.params[1], 0, &e) < 0)
+            break;
+        ctx_put(srv, ctx);
+        return respond_empty(conn, 204);
     case SERVE_R_VMS_LIST: {
         vmctl_vm_info **list = NULL;
         size_t n = 0;

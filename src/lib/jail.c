@@ -408,13 +408,14 @@ static int jailer_failed(vmctl_error **reterr, int step, int e, const char *fmt,
     return r;
 }
 
-/* The basename of a v1 cgroup directory's controller mount ("cpu", "cpu,cpuacct", ...). */
-static const char *dir_controller(const char *dir)
+/* The basename of a v1 cgroup directory's controller mount ("cpu", "cpu,cpuacct", ...), in buf
+ * (the caller's: `vmctl up` starts machines from several threads, and a shared static buffer
+ * once gave one thread's memory directory another's "pids"). */
+static const char *dir_controller(const char *dir, char buf[static 32])
 {
     const char *p = dir + strlen(CGROUP_ROOT "/");
-    static char buf[32];
     size_t n = strcspn(p, "/");
-    snprintf(buf, sizeof(buf), "%.*s", (int)n, p);
+    snprintf(buf, 32, "%.*s", (int)n, p);
     return buf;
 }
 
@@ -1141,8 +1142,9 @@ static int prepare_scope(const jail_config *c, jail *j, vmctl_error **reterr)
     unsigned seen = 0;
     for (size_t i = 0; i < n; i++) {
         bool v2 = cgroup_kind() == CG_V2 || str_startswith(dirs[i], CGROUP_ROOT "/unified/");
-        if ((r = jail_cgroup_limits(c, v2 ? 2 : 1, v2 ? NULL : dir_controller(dirs[i]), dirs[i],
-                                    &seen, reterr)) < 0)
+        char ctlbuf[32];
+        if ((r = jail_cgroup_limits(c, v2 ? 2 : 1, v2 ? NULL : dir_controller(dirs[i], ctlbuf),
+                                    dirs[i], &seen, reterr)) < 0)
             return r;
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
@@ -1189,9 +1191,10 @@ static int prepare_cgroup(const jail_config *c, jail *j, vmctl_error **reterr)
                 return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
             (void)v2_enable(top);
         }
+        char ctlbuf[32];
         r = jail_cgroup_limits(c, kind == CG_V2 ? 2 : 1,
-                               kind == CG_V2 ? NULL : dir_controller(dirs[i]), dirs[i], &seen,
-                               reterr);
+                               kind == CG_V2 ? NULL : dir_controller(dirs[i], ctlbuf), dirs[i],
+                               &seen, reterr);
         if (r < 0)
             return r;
         if (strv_pushf(&j->procs, &j->n_procs, "%s/cgroup.procs", dirs[i]) < 0)

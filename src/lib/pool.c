@@ -47,7 +47,7 @@
 #define SOCKET_NAME_ROOM 20
 /* the most processes one pool keeps (each is a hypervisor waiting: its own memory, not the
  * guest's, docs/benchmarks.md) */
-#define POOL_MAX_SIZE 64
+#define POOL_MAX_SIZE VMCTL_POOL_MAX
 /* a fill stops while the host has less memory available than this */
 #define POOL_MIN_AVAILABLE_MIB 512
 
@@ -282,6 +282,12 @@ int vmctl_pool_set(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned si
     VMCTL_ARG_CHECK(ctx, reterr);
     VMCTL_ARG_CHECK(vm, reterr);
     VMCTL_ARG_CHECK(snap, reterr);
+    return pool_set_for_project(ctx, vm, snap, size, NULL, reterr);
+}
+
+int pool_set_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned size,
+                         const char *project, vmctl_error **reterr)
+{
     int r = check_pool_args(reterr, vm, snap);
     if (r < 0)
         return r;
@@ -323,7 +329,7 @@ int vmctl_pool_set(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned si
                  vm, snap);
         return r;
     }
-    if ((r = store_pool_set(ctx->store, vm, snap, size, reterr)) < 0)
+    if ((r = store_pool_set(ctx->store, vm, snap, size, project, reterr)) < 0)
         return r;
     if (!size) {
         cleanup_strv char **members = NULL;
@@ -363,7 +369,8 @@ int vmctl_pool_list(vmctl_ctx *ctx, vmctl_pool_info ***ret, size_t *n, vmctl_err
         p->vm = strdup(pools[i].snap_vm);
         p->snap = strdup(pools[i].snap);
         p->size = pools[i].size;
-        if (!p->vm || !p->snap ||
+        p->project = pools[i].project ? strdup(pools[i].project) : NULL;
+        if (!p->vm || !p->snap || (pools[i].project && !p->project) ||
             (r = store_pool_members(ctx->store, p->vm, p->snap, &p->members, reterr)) < 0)
             break;
         for (size_t j = 0; p->members[j]; j++) {
@@ -390,6 +397,7 @@ void vmctl_pool_info_list_free(vmctl_pool_info **list, size_t n)
             continue;
         free(list[i]->vm);
         free(list[i]->snap);
+        free(list[i]->project);
         strv_free(list[i]->members);
         free(list[i]);
     }

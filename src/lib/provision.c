@@ -11,6 +11,7 @@
 
 #include <vmctl/exec.h>
 #include <vmctl/image.h>
+#include <vmctl/snapshot.h>
 #include <vmctl/vmfile.h>
 
 #include "arg-check.h"
@@ -666,6 +667,110 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* The pool of vm/snap in list, NULL when it has none. */
+static const vmctl_pool_info *pool_find(vmctl_pool_info **list, size_t n, const char *vm,
+                                        const char *snap)
+{
+    for (size_t i = 0; i < n; i++)
+        if (streq(list[i]->vm, vm) && streq(list[i]->snap, snap))
+            return list[i];
+    return NULL;
+}
+
+/* A pool step failed: the failure of result res (its machine was made; its pool was not). */
+static void pool_failed(vmctl_env_result *res, vmctl_error *e, int r, const char *vm,
+                        const char *snap)
+{
+    if (vm)
+        err_prefix(&e, r, "the warm pool of '%s/%s'", vm, snap);
+    else
+        err_prefix(&e, r, "the warm pools");
+    if (res->action == VMCTL_ENV_FAILED) {
+        vmctl_error_free(e);
+        return;
+    }
+    res->action = VMCTL_ENV_FAILED;
+    res->error = e;
+}
+
+/* from "VM/SNAP" pool=N (docs/vmfile.md "A warm pool"), once the machines are done: up sets each
+ * declared pool to N (recorded as this project's) and, for the whole file, removes the pools this
+ * project set that the file no longer declares; down removes this project's pools. A pool set by
+ * hand or by another VMFile is left alone (up --adopt takes over one set by hand). sel[k] is the
+ * machine of res[k]. */
+static void env_pools(env_op op, vmctl_ctx *ctx, const vmctl_env_opts *opts, const char *project,
+                      const vmfile_machine *const *sel, vmctl_env_result *res, size_t n,
+                      bool whole_file)
+{
+    if (op != OP_UP && op != OP_DOWN)
+        return;
+    vmctl_pool_info **list = NULL;
+    size_t np = 0;
+    vmctl_error *e = NULL;
+    int r = vmctl_pool_list(ctx, &list, &np, &e);
+    if (r < 0) {
+        if (n > 0)
+            pool_failed(&res[0], e, r, NULL, NULL);
+        else
+            vmctl_error_free(e);
+        return;
+    }
+    for (size_t k = 0; op == OP_UP && k < n; k++) {
+        const vmfile_machine *m = sel[k];
+        bool first = m->has_pool && res[k].action != VMCTL_ENV_FAILED;
+        for (size_t j = 0; first && j < k; j++) /* one set per snapshot */
+            first = !(sel[j]->has_pool && res[j].action != VMCTL_ENV_FAILED &&
+                      streq(sel[j]->from_vm, m->from_vm) && streq(sel[j]->from_snap, m->from_snap));
+        if (!first)
+            continue;
+        const vmctl_pool_info *p = pool_find(list, np, m->from_vm, m->from_snap);
+        if (p && !(p->project && streq(p->project, project)) && !(!p->project && opts->adopt)) {
+            if (p->project)
+                ctx_log(ctx, VMCTL_LOG_NOTICE,
+                        "the warm pool of '%s/%s' belongs to the VMFile '%s': left at size %u",
+                        m->from_vm, m->from_snap, p->project, p->size);
+            else
+                ctx_log(ctx, VMCTL_LOG_NOTICE,
+                        "the warm pool of '%s/%s' was set by hand: left at size %u (`vmctl up "
+                        "--adopt` takes it over)",
+                        m->from_vm, m->from_snap, p->size);
+            continue;
+        }
+        if (!p && m->pool == 0)
+            continue;
+        if (p && p->size == m->pool && p->project && streq(p->project, project) &&
+            p->ready == p->size)
+            continue;
+        r = pool_set_for_project(ctx, m->from_vm, m->from_snap, m->pool, project, &e);
+        if (r < 0)
+            pool_failed(&res[k], e, r, m->from_vm, m->from_snap);
+        else if (m->pool)
+            ctx_log(ctx, VMCTL_LOG_INFO, "warm pool of '%s/%s': %u", m->from_vm, m->from_snap,
+                    m->pool);
+    }
+    for (size_t i = 0; i < np; i++) {
+        const vmctl_pool_info *p = list[i];
+        if (!p->project || !streq(p->project, project))
+            continue;
+        /* up: one the file still declares stays; down: one of the selected machines goes (any
+         * of the file's with the whole file, which also takes the ones it no longer names) */
+        size_t k_of = n;
+        for (size_t k = 0; k < n && k_of == n; k++)
+            if (sel[k]->from_vm && streq(sel[k]->from_vm, p->vm) &&
+                streq(sel[k]->from_snap, p->snap) && (op == OP_DOWN || sel[k]->has_pool))
+                k_of = k;
+        bool remove = op == OP_UP ? whole_file && k_of == n : whole_file || k_of < n;
+        if (!remove)
+            continue;
+        r = pool_set_for_project(ctx, p->vm, p->snap, 0, NULL, &e);
+        if (r < 0 && n > 0)
+            pool_failed(&res[k_of < n ? k_of : 0], e, r, p->vm, p->snap);
+        else if (r < 0)
+            vmctl_error_free(e);
+    }
+    vmctl_pool_info_list_free(list, np);
+}
+
 static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmctl_env_opts *opts,
                    vmctl_env_result **ret, size_t *ret_n, vmctl_error **reterr)
 {
@@ -732,7 +837,13 @@ static int env_run(env_op op, vmctl_ctx *ctx, const vmctl_vmfile *pf, const vmct
     }
     free(tids);
     free(started);
+    const vmfile_machine **sel = calloc(n ? n : 1, sizeof(*sel));
+    for (size_t i = 0; sel && i < n; i++)
+        sel[i] = jobs[i].m;
     free(jobs);
+    if (sel)
+        env_pools(op, ctx, opts, project, sel, res, n, !opts->name);
+    free(sel);
 
     int r = 0;
     vmctl_error *first = NULL;

@@ -10,7 +10,7 @@
 #include "store.h"
 #include "util/util.h"
 
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 
 /* Host ports reserved by VMs (forwards, the SSH forward): unique per protocol, so two creates
  * racing for one port cannot both commit. A VM's reservations go with its row (the trigger). */
@@ -81,8 +81,8 @@ static const char schema_sql[] =
     "  provision_hash TEXT\n"
     ");\n" PORTS_SQL CID_INDEX_SQL PROJECT_INDEX_SQL LEASES_SQL "PRAGMA user_version = 5;\n";
 /* a new store is made at version 5, then goes up the chain from there (migrate_5_6_sql,
- * migrate_6_7_sql, migrate_7_8_sql) */
-_Static_assert(STORE_SCHEMA_VERSION == 8, "schema_sql is version 5, three steps below");
+ * migrate_6_7_sql, migrate_7_8_sql, migrate_8_9_sql) */
+_Static_assert(STORE_SCHEMA_VERSION == 9, "schema_sql is version 5, four steps below");
 
 /* Version 1 -> 2: the ports table, filled from the forwards recorded in each VM's config. */
 static const char migrate_1_2_sql[] = PORTS_SQL
@@ -167,6 +167,11 @@ static const char migrate_7_8_sql[] =
     "END;\n"
     "PRAGMA user_version = 8;\n";
 
+/* Version 8 -> 9: who set a pool: the canonical path of the VMFile whose `up` set it (its `down`
+ * removes it), NULL when it was set by hand (docs/vmfile.md "A warm pool"). */
+static const char migrate_8_9_sql[] = "ALTER TABLE pools ADD COLUMN project TEXT;\n"
+                                      "PRAGMA user_version = 9;\n";
+
 static int exec_sql(store *s, const char *sql, const char *what, vmctl_error **reterr)
 {
     int rc = sqlite3_exec(store_sqlite(s), sql, NULL, NULL, NULL);
@@ -227,6 +232,8 @@ int store_schema_ensure(store *s, const char *path, vmctl_error **reterr)
                 rc = sqlite3_exec(store_sqlite(s), migrate_6_7_sql, NULL, NULL, NULL);
             if (rc == SQLITE_OK && version <= 7)
                 rc = sqlite3_exec(store_sqlite(s), migrate_7_8_sql, NULL, NULL, NULL);
+            if (rc == SQLITE_OK && version <= 8)
+                rc = sqlite3_exec(store_sqlite(s), migrate_8_9_sql, NULL, NULL, NULL);
             if (rc == SQLITE_ERROR) {
                 /* the old tables are not what that version had */
                 r = err_make(reterr, VMCTL_E_STORE_CORRUPT, EBADMSG,
@@ -268,6 +275,8 @@ int store_schema_ensure(store *s, const char *path, vmctl_error **reterr)
                 r = exec_sql(s, migrate_6_7_sql, "creating the schema", reterr);
             if (r >= 0 && n_objects == 0)
                 r = exec_sql(s, migrate_7_8_sql, "creating the schema", reterr);
+            if (r >= 0 && n_objects == 0)
+                r = exec_sql(s, migrate_8_9_sql, "creating the schema", reterr);
         }
         if (r < 0) {
             store_tx_rollback(s);

@@ -282,25 +282,33 @@ void store_pool_list_free(store_pool *list, size_t n)
     for (size_t i = 0; list && i < n; i++) {
         free(list[i].snap_vm);
         free(list[i].snap);
+        free(list[i].project);
     }
     free(list);
 }
 
 int store_pool_set(store *s, const char *snap_vm, const char *snap, unsigned size,
-                   vmctl_error **reterr)
+                   const char *project, vmctl_error **reterr)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int r = prepare(s,
-                    size ? "INSERT INTO pools (snap_vm, snap, size) VALUES (?1, ?2, ?3) "
-                           "ON CONFLICT (snap_vm, snap) DO UPDATE SET size = excluded.size"
-                         : "DELETE FROM pools WHERE snap_vm = ?1 AND snap = ?2",
-                    &st, reterr);
+    int r =
+        prepare(s,
+                size ? "INSERT INTO pools (snap_vm, snap, size, project) VALUES (?1, ?2, ?3, ?4) "
+                       "ON CONFLICT (snap_vm, snap) DO UPDATE SET size = excluded.size, "
+                       "project = excluded.project"
+                     : "DELETE FROM pools WHERE snap_vm = ?1 AND snap = ?2",
+                &st, reterr);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, snap_vm, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, snap, -1, SQLITE_STATIC);
-    if (size)
+    if (size) {
         sqlite3_bind_int64(st, 3, size);
+        if (project)
+            sqlite3_bind_text(st, 4, project, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 4);
+    }
     int rc = sqlite3_step(st);
     return rc == SQLITE_DONE ? 0 : store_fail(s, rc, "recording a pool", reterr);
 }
@@ -324,7 +332,8 @@ int store_pool_size(store *s, const char *snap_vm, const char *snap, unsigned *r
 int store_pool_list(store *s, store_pool **ret, size_t *n, vmctl_error **reterr)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
-    int r = prepare(s, "SELECT snap_vm, snap, size FROM pools ORDER BY snap_vm, snap", &st, reterr);
+    int r = prepare(s, "SELECT snap_vm, snap, size, project FROM pools ORDER BY snap_vm, snap", &st,
+                    reterr);
     if (r < 0)
         return r;
     store_pool *list = NULL;
@@ -338,9 +347,11 @@ int store_pool_list(store *s, store_pool **ret, size_t *n, vmctl_error **reterr)
         }
         list = grown;
         list[count] =
-            (store_pool){col_str(st, 0), col_str(st, 1), (unsigned)sqlite3_column_int64(st, 2)};
+            (store_pool){col_str(st, 0), col_str(st, 1), (unsigned)sqlite3_column_int64(st, 2),
+                         sqlite3_column_type(st, 3) == SQLITE_NULL ? NULL : col_str(st, 3)};
         count++;
-        if (!list[count - 1].snap_vm || !list[count - 1].snap) {
+        if (!list[count - 1].snap_vm || !list[count - 1].snap ||
+            (sqlite3_column_type(st, 3) != SQLITE_NULL && !list[count - 1].project)) {
             store_pool_list_free(list, count);
             return err_make(reterr, VMCTL_E_INTERNAL, ENOMEM, "out of memory");
         }

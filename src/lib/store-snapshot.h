@@ -60,16 +60,18 @@ int store_vm_set_config(store *s, const char *vm, const char *config, vmctl_erro
 int store_snapshot_ref_count(store *s, const char *snap_vm, const char *snap, size_t *ret,
                              vmctl_error **reterr);
 
-/* ---- warm pools (schema 8; docs/snapshots.md "Warm pool") ---- */
+/* ---- warm pools (schema 8, project: 9; docs/snapshots.md "Warm pool") ---- */
 
 typedef struct store_pool {
     char *snap_vm, *snap;
     unsigned size; /* how many ready processes the pool keeps */
+    char *project; /* the VMFile whose `up` set it (schema 9), NULL: set by hand */
 } store_pool;
 void store_pool_list_free(store_pool *list, size_t n);
-/* The pool of snapshot (snap_vm, snap) keeps size processes from now on; size 0: no pool. */
+/* The pool of snapshot (snap_vm, snap) keeps size processes from now on, set by project (the
+ * VMFile's path; NULL: by hand); size 0: no pool. */
 int store_pool_set(store *s, const char *snap_vm, const char *snap, unsigned size,
-                   vmctl_error **reterr);
+                   const char *project, vmctl_error **reterr);
 /* Its size, 0 when it has no pool. */
 int store_pool_size(store *s, const char *snap_vm, const char *snap, unsigned *ret,
                     vmctl_error **reterr);

@@ -106,3 +106,10 @@ char *snapshot_ram_dir(void);
  * NULL): what `vmctl up` does for a machine with `from` (provision.c). */
 int snapshot_clone_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, const char *name,
                                const char *project, double timeout_sec, vmctl_error **reterr);
+
+/* ---------- pool.c ---------- */
+
+/* vmctl_pool_set, the pool recorded as set by project (a VMFile's canonical path: `vmctl up` of
+ * a machine with from "VM/SNAP" pool=N, provision.c), or by hand (NULL). */
+int pool_set_for_project(vmctl_ctx *ctx, const char *vm, const char *snap, unsigned size,
+                         const char *project, vmctl_error **reterr);

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <vmctl/snapshot.h> /* VMCTL_POOL_MAX */
+
 #include "arg-check.h"
 #include "error.h"
 #include "kdl.h"
@@ -645,13 +647,29 @@ static const char vm_fields[] = "image, image-url, kernel, initrd, cmdline, vcpu
                                 "machine, accel, network, port, cloud-init, ssh, env, disk-iops, "
                                 "jail, cpu-quota, mount, provision, from";
 
-/* from "VM/SNAP": both parts VM names (a snapshot's name follows the same rule) */
+/* from "VM/SNAP" [pool=N]: both parts VM names (a snapshot's name follows the same rule); pool
+ * the size of the snapshot's warm pool, 0-64 */
 static int parse_from(checker *c, const kdl_node *n, vmfile_machine *m)
 {
+    static const char *const props[] = {"pool", NULL};
     cleanup_free char *s = NULL;
-    int r = get_string(c, n, "from", "a snapshot, \"VM/SNAP\"", NULL, &s);
+    int r = get_string(c, n, "from", "a snapshot, \"VM/SNAP\"", props, &s);
     if (r < 0)
         return r;
+    for (size_t i = 0; i < n->n_props; i++) {
+        const kdl_value *v = &n->props[i].value;
+        if (v->type != KDL_VALUE_NUMBER || v->number.kind != KDL_NUMBER_INTEGER ||
+            !v->number.is_int64 || v->number.i64 < 0 || v->number.i64 > VMCTL_POOL_MAX)
+            return verr(c, v->offset,
+                        v->type == KDL_VALUE_NUMBER ? "out of range" : "expected a number", "from",
+                        "pool", NULL,
+                        "'from' property 'pool' must be the size of the snapshot's warm pool (an "
+                        "integer from 0 to %d)",
+                        VMCTL_POOL_MAX);
+        m->has_pool = true;
+        m->pool = (unsigned)v->number.i64;
+        m->pool_offset = v->offset;
+    }
     char *slash = strchr(s, '/');
     if (slash)
         *slash = '\0';
@@ -993,6 +1011,16 @@ int vmfile_parse(const char *name, const char *dir, const char *buf, size_t len,
             return verr(&c, n->args[0].offset, "duplicate name", "vm", "name", NULL,
                         "vm \"%s\" is defined twice: machine names are unique in a VMFile",
                         m->name);
+        /* one size per snapshot's pool (the pool is the snapshot's, not the machine's) */
+        for (size_t j = 0; m->has_pool && j + 1 < f->n_machines; j++) {
+            const vmfile_machine *o = &f->machines[j];
+            if (o->has_pool && o->pool != m->pool && streq(o->from_vm, m->from_vm) &&
+                streq(o->from_snap, m->from_snap))
+                return verr(&c, m->pool_offset, "another size", "from", "pool", NULL,
+                            "'pool' of '%s/%s' is %u in vm \"%s\": give the snapshot's pool one "
+                            "size",
+                            m->from_vm, m->from_snap, o->pool, o->name);
+        }
     }
     if (f->n_machines == 0)
         return verr(&c, 0, "no vm here", "vm", NULL, NULL,

@@ -46,6 +46,11 @@ typedef struct vmfile_machine {
     /* from "VM/SNAP": up clones the machine from that snapshot instead of creating and booting
      * it (docs/vmfile.md); both NULL otherwise */
     char *from_vm, *from_snap;
+    /* from "VM/SNAP" pool=N: up keeps the snapshot's warm pool at N (docs/vmfile.md "A warm
+     * pool"); pool_offset: where the property is in the document */
+    bool has_pool;
+    unsigned pool;
+    size_t pool_offset;
     vmctl_port_forward *ports;
     char **env; /* K=V, NULL-terminated, may be NULL */
     size_t n_env;

@@ -187,7 +187,7 @@ static void test_insert_get_list_delete(void **state)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 8);
+    assert_int_equal(sqlite3_column_int(st, 0), 9);
     sqlite3_finalize(st);
     sqlite3_close(db);
 }
@@ -699,11 +699,11 @@ static void test_migrate(void **state)
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 8);
+        assert_int_equal(sqlite3_column_int(st, 0), 9);
         sqlite3_finalize(st);
-        /* 7 -> 8: the pool tables are there */
+        /* 7 -> 8: the pool tables are there; 8 -> 9: with the project column */
         assert_int_equal(sqlite3_exec(db,
-                                      "SELECT snap_vm, snap, size FROM pools; SELECT vm, "
+                                      "SELECT snap_vm, snap, size, project FROM pools; SELECT vm, "
                                       "snap_vm, snap FROM pool_vms",
                                       NULL, NULL, NULL),
                          SQLITE_OK);
@@ -955,7 +955,7 @@ static void test_unknown_schema(void **state)
         const char *sql;
         const char *detail_version;
     } cases[] = {
-        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 9;", "9"},
+        {"CREATE TABLE vms (name TEXT PRIMARY KEY); PRAGMA user_version = 10;", "10"},
         {"CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);", "0"},
         /* Claims our version but has other columns. */
         {"CREATE TABLE vms (name TEXT PRIMARY KEY, colour TEXT); PRAGMA user_version = 1;", NULL},
@@ -1349,8 +1349,8 @@ static void test_pools(void **state)
     unsigned size = 9;
     assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
     assert_int_equal(size, 0);
-    assert_int_equal(store_pool_set(s, "src", "base", 2, &err), 0);
-    assert_int_equal(store_pool_set(s, "src", "base", 3, &err), 0); /* an update */
+    assert_int_equal(store_pool_set(s, "src", "base", 2, NULL, &err), 0);
+    assert_int_equal(store_pool_set(s, "src", "base", 3, "/p/VMFile.kdl", &err), 0); /* an update */
     assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
     assert_int_equal(size, 3);
     store_pool *pools = NULL;
@@ -1358,6 +1358,12 @@ static void test_pools(void **state)
     assert_int_equal(store_pool_list(s, &pools, &np, &err), 0);
     assert_int_equal(np, 1);
     assert_string_equal(pools[0].snap, "base");
+    assert_string_equal(pools[0].project, "/p/VMFile.kdl"); /* who set it (schema 9) */
+    store_pool_list_free(pools, np);
+    assert_int_equal(store_pool_set(s, "src", "base", 3, NULL, &err), 0); /* by hand: the user's */
+    assert_int_equal(store_pool_list(s, &pools, &np, &err), 0);
+    assert_int_equal(np, 1);
+    assert_null(pools[0].project);
     store_pool_list_free(pools, np);
 
     cleanup_free char *config = spec_json("pool-a");
@@ -1415,7 +1421,7 @@ static void test_pools(void **state)
     assert_int_equal(store_pool_members(s, NULL, NULL, &members, &err), 0);
     assert_int_equal(strv_length(members), 0);
     strv_free(members);
-    assert_int_equal(store_pool_set(s, "src", "base", 0, &err), 0);
+    assert_int_equal(store_pool_set(s, "src", "base", 0, NULL, &err), 0);
     assert_int_equal(store_pool_size(s, "src", "base", &size, &err), 0);
     assert_int_equal(size, 0);
 }

@@ -107,6 +107,29 @@ static void test_jail_fields(void **state)
     parse_bad("vm \"a\" {\n    cpu-quota 0\n}\n", V, "2", "15", "cpu-quota", "0.01 to 255");
 }
 
+/* from "VM/SNAP" pool=N (docs/vmfile.md "A warm pool"): one size per snapshot */
+static void test_from_pool(void **state)
+{
+    (void)state;
+    vmfile *f = parse_ok("vm \"a\" {\n    from \"s/b\" pool=4\n}\nvm \"b\" {\n    from \"s/b\" "
+                         "pool=4\n}\nvm \"c\" {\n    from \"s/c\"\n}\nvm \"d\" {\n    from "
+                         "\"s/d\" pool=0\n}\n");
+    assert_true(f->machines[0].has_pool && f->machines[0].pool == 4);
+    assert_string_equal(f->machines[1].from_snap, "b");
+    assert_true(f->machines[1].has_pool && f->machines[1].pool == 4);
+    assert_false(f->machines[2].has_pool);
+    assert_true(f->machines[3].has_pool && f->machines[3].pool == 0);
+    vmfile_free(f);
+    const vmctl_error_kind V = VMCTL_E_VMFILE_VALIDATION;
+    parse_bad("vm \"a\" {\n    from \"s/b\" pool=65\n}\n", V, "2", "21", "pool", "0 to 64");
+    parse_bad("vm \"a\" {\n    from \"s/b\" pool=-1\n}\n", V, "2", "21", "pool", "0 to 64");
+    parse_bad("vm \"a\" {\n    from \"s/b\" pool=1.5\n}\n", V, "2", "21", "pool", "0 to 64");
+    parse_bad("vm \"a\" {\n    from \"s/b\" pool=\"2\"\n}\n", V, "2", "21", "pool", "0 to 64");
+    parse_bad("vm \"a\" {\n    from \"s/b\" warm=2\n}\n", V, "2", "16", "warm", "no property");
+    parse_bad("vm \"a\" {\n    from \"s/b\" pool=1\n}\nvm \"b\" {\n    from \"s/b\" pool=2\n}\n", V,
+              "5", "21", "pool", "'pool' of 's/b' is 1 in vm \"a\"");
+}
+
 static void test_full_mapping(void **state)
 {
     (void)state;
@@ -574,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_actions),      cmocka_unit_test(test_caps),
         cmocka_unit_test(test_scaling),      cmocka_unit_test(test_network_tap),
         cmocka_unit_test(test_jail_fields),  cmocka_unit_test(test_mounts),
+        cmocka_unit_test(test_from_pool),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
