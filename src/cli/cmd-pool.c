@@ -67,17 +67,11 @@ static int pool_print(cli *c, vmctl_ctx *ctx, const char *vm, const char *snap)
     if (vmctl_pool_list(ctx, &list, &n, &e) < 0)
         return render_error(c, e);
     if (c->json) {
-        json_t *a = json_array();
-        for (size_t i = 0; i < n; i++)
-            if (!vm || (streq(list[i]->vm, vm) && streq(list[i]->snap, snap)))
-                json_array_append_new(a, render_pool_json(list[i]));
+        json_t *doc = vm ? render_pool_one_json(list, n, vm, snap) : json_array();
+        for (size_t i = 0; !vm && i < n; i++)
+            json_array_append_new(doc, render_pool_json(list[i]));
         vmctl_pool_info_list_free(list, n);
-        if (vm) { /* the one pool, or {} when it was removed */
-            json_t *one = json_array_size(a) ? json_incref(json_array_get(a, 0)) : json_object();
-            json_decref(a);
-            return render_json(one);
-        }
-        return render_json(a);
+        return render_json(doc);
     }
     if (vm) {
         for (size_t i = 0; i < n; i++)

@@ -900,3 +900,11 @@ json_t *render_pool_json(const vmctl_pool_info *p)
                      (json_int_t)p->size, "ready", (json_int_t)p->ready, "members", m, "project",
                      p->project ? json_string(p->project) : json_null());
 }
+
+json_t *render_pool_one_json(vmctl_pool_info **list, size_t n, const char *vm, const char *snap)
+{
+    for (size_t i = 0; i < n; i++)
+        if (streq(list[i]->vm, vm) && streq(list[i]->snap, snap))
+            return render_pool_json(list[i]);
+    return json_object();
+}

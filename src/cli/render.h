@@ -76,6 +76,9 @@ size_t render_width(const char *s);
 
 /* A warm pool as an element of `pool list --json` (cmd-pool.c, GET /v1/pools). */
 json_t *render_pool_json(const vmctl_pool_info *p);
+/* The pool of vm/snap in list as render_pool_json gives it; {} when list has none (`pool VM/SNAP
+ * --size N --json`, PUT .../pool). */
+json_t *render_pool_one_json(vmctl_pool_info **list, size_t n, const char *vm, const char *snap);
 
 /* One VM's statistics as an element of `stats --json` (cmd-stats.c); st or err may be NULL. */
 json_t *render_stats_json(const char *name, vmctl_vm_stats *st, vmctl_error *err);

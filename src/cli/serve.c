@@ -841,12 +841,8 @@ static int pool_one_json(vmctl_ctx *ctx, const char *vm, const char *snap, json_
     int r = vmctl_pool_list(ctx, &list, &n, reterr);
     if (r < 0)
         return r;
-    json_t *doc = NULL;
-    for (size_t i = 0; i < n && !doc; i++)
-        if (streq(list[i]->vm, vm) && streq(list[i]->snap, snap))
-            doc = render_pool_json(list[i]);
+    *ret = render_pool_one_json(list, n, vm, snap);
     vmctl_pool_info_list_free(list, n);
-    *ret = doc ? doc : json_object();
     return 0;
 }
 
