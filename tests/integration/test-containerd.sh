@@ -101,7 +101,7 @@ while True:
     c, a = s.accept(); c.sendall(("peer sees " + a[0] + "\n").encode()); c.close()' &
   peer_pid=$!
   out=$(c run --rm --runtime io.containerd.vmctl.v2 --with-ns "network:/var/run/netns/$POD" \
-    --rootfs "$R" n1 sh -c 'for i in $(seq 40); do ip -o -4 addr show eth0 | grep -q 10.65.0.2 && break; sleep 0.25; done
+    --rootfs "$R" n1 sh -c 'for i in $(seq 40); do ip -o -4 addr show eth0 2>/dev/null | grep -q 10.65.0.2 && break; sleep 0.25; done
       for i in 1 2 3 4 5; do nc -w 3 10.65.0.1 7100 && break; sleep 0.5; done' </dev/null 2>&1)
   expect_eq "a pod's network namespace: the container reaches its peer as the pod" "$out" \
     "peer sees 10.65.0.2"
