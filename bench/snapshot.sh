@@ -46,13 +46,21 @@ v snapshot create t s >/dev/null
 cold=() restore=() plain_cold=()
 for i in $(seq "$n"); do
   t0=$(ms); v start t --wait >/dev/null; t1=$(ms); cold+=($((t1 - t0))); v kill t >/dev/null
-  t0=$(ms); v snapshot restore t s >/dev/null; t1=$(ms); restore+=($((t1 - t0))); v kill t >/dev/null
+  t0=$(ms); v ${BENCH_V:-} snapshot restore t s >/dev/null 2>>"${BENCH_LOG:-/dev/null}"; t1=$(ms); restore+=($((t1 - t0))); v kill t >/dev/null
   t0=$(ms); v start plain --wait >/dev/null; t1=$(ms); plain_cold+=($((t1 - t0))); v kill plain >/dev/null
 done
 mc=$(printf '%s\n' "${cold[@]}" | median); mr=$(printf '%s\n' "${restore[@]}" | median)
 mp=$(printf '%s\n' "${plain_cold[@]}" | median)
 echo "1. cold boot to ready (snapshottable): $(fmt "$mc"); restore to ready: $(fmt "$mr"); ratio $(ratio "$mr" "$mc")"
 echo "   cold boot without --snapshottable: $(fmt "$mp"); with: $(fmt "$mc"); ratio $(ratio "$mc" "$mp")"
+echo "   samples (usec): cold ${cold[*]}; restore ${restore[*]}"
+# the floor: the same restore by QEMU alone (its command line as vmctl ran it, to the agent's
+# first PONG: no jail, no store, no identity), bench/raw-restore.py
+v snapshot restore t s >/dev/null
+cp /proc/"$(pid_of t)"/cmdline "$home/t.cmdline"
+v kill t >/dev/null
+raw=$(python3 "$(dirname "$0")/raw-restore.py" "$home/t.cmdline" "$home/snapshots/t/s/state" "$n" | median)
+echo "   restore by QEMU alone to the agent's first answer: $(fmt "$raw"); ratio to cold boot $(ratio "$raw" "$mc"); vmctl restore / QEMU alone $(ratio "$mr" "$raw")"
 fi
 
 # --- 2. restore of 2 GiB against 256 MiB ---

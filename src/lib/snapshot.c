@@ -943,7 +943,9 @@ static int incompatible(vmctl_error **reterr, const store_snapshot *s, const cha
 
 /* The guest's new identity (docs/snapshots.md): its hostname, then the clock, fresh entropy, a
  * new machine-id and the NIC's MAC. */
-static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadline,
+/* meta: also the hostname and environment (METADATA); a guest restored as the VM it was
+ * snapshotted from has them already (snapshot_same_metadata). */
+static int push_identity(agent_conn *conn, const vm_spec *spec, bool meta, uint64_t deadline,
                          vmctl_error **reterr)
 {
     uint8_t entropy[64];
@@ -959,21 +961,43 @@ static int push_identity(agent_conn *conn, const vm_spec *spec, uint64_t deadlin
         /* --net tap: the lease's MAC, the one the TAP's firewall and the guest's address go with */
         .mac = spec->mac ? spec->mac : spec->nic_mac,
     };
-    int r = agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr);
+    int r = meta ? agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr)
+                 : agent_push_identity(conn, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
 }
 
-static int refresh_identity(const store_vm *v, const vm_spec *spec, uint64_t deadline,
-                            vmctl_error **reterr)
+/* conn: connected already (its session PING sent), or NULL to connect here. */
+static int refresh_identity(const store_vm *v, const vm_spec *spec, agent_conn *conn_in, bool meta,
+                            uint64_t deadline, vmctl_error **reterr)
 {
-    cleanup_agent agent_conn *conn = NULL;
-    int r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
+    cleanup_agent agent_conn *conn = conn_in;
+    int r = conn ? 0 : vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
     if (r < 0)
         return r;
     if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
         return r;
-    return push_identity(conn, spec, deadline, reterr);
+    return push_identity(conn, spec, meta, deadline, reterr);
+}
+
+static bool strv_equal(char *const *a, char *const *b)
+{
+    for (; a && *a && b && *b; a++, b++)
+        if (!streq(*a, *b))
+            return false;
+    return !(a && *a) && !(b && *b);
+}
+
+/* Whether the guest of snapshot s already holds spec's metadata: restored as the VM it was
+ * taken from (same name, so the same hostname) with the same environment. A clone is not. */
+static bool snapshot_same_metadata(const store_snapshot *s, const vm_spec *spec)
+{
+    if (!s->config || !streq(s->vm, spec->name))
+        return false;
+    cleanup_vm_spec vm_spec *then = NULL;
+    if (vm_spec_from_json(s->config, &then, NULL) < 0)
+        return false;
+    return streq(then->name, spec->name) && strv_equal(then->env, spec->env);
 }
 
 /* --net tap: the clone's link is its own /30 (leased by snapshot_clone_begin, its TAP and
@@ -1184,7 +1208,7 @@ int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapsh
         cleanup_agent agent_conn *conn = NULL;
         if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
             (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0 ||
-            (r = push_identity(conn, spec, deadline, reterr)) < 0)
+            (r = push_identity(conn, spec, true, deadline, reterr)) < 0)
             return r;
     }
     uint64_t t2 = now_usec();
@@ -1207,6 +1231,8 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     cleanup_free char *mark = str_printf("%s/" VM_FILE_RESTORED, v->dir);
     if (!state || !mark)
         return oom(reterr);
+    /* before any goto: fail's path runs its cleanup */
+    cleanup_agent agent_conn *conn = NULL;
     int r;
     uint64_t t_load = now_usec();
     if (!l) {
@@ -1226,22 +1252,30 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
             goto fail;
     }
     uint64_t t_loaded = now_usec();
+    /* the agent's session PING on its way before the store write: the guest's first answer
+     * (cold code under TCG: tens of ms) overlaps the record (a failure here: connect again) */
+    uint64_t id_deadline = vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT);
+    if (spec->agent)
+        (void)vm_agent_connect(v, spec, 0, id_deadline, 0, &conn, NULL);
     if (l && (r = vm_launch_record(ctx, v, VMCTL_VM_RUNNING, l, reterr)) < 0)
         goto fail;
     if (l) /* a pool's process has it from its warm-up */
         (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
+    uint64_t t_recorded = now_usec();
+    bool same_meta = snapshot_same_metadata(s, spec);
     if (spec->agent &&
-        (r = refresh_identity(v, spec, vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT),
-                              reterr)) < 0)
+        (r = refresh_identity(v, spec, TAKE_PTR(conn), !same_meta, id_deadline, reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
     if (spec->agent && streq(spec->net, "tap") &&
         (r = refresh_address(ctx, v, spec,
                              vm_deadline_after(timeout > 0 ? timeout : IDENTITY_TIMEOUT), reterr)) <
             0)
         return err_prefix(reterr, r, "while giving vm '%s' its address", v->name);
-    ctx_log(ctx, VMCTL_LOG_DEBUG, "vm '%s' from snapshot '%s/%s': %s %.1f ms, identity %.1f ms",
+    ctx_log(ctx, VMCTL_LOG_DEBUG,
+            "vm '%s' from snapshot '%s/%s': %s %.1f ms, record %.1f ms, identity %.1f ms (%s)",
             v->name, s->vm, s->name, l ? "load" : "continue", (double)(t_loaded - t_load) / 1000.0,
-            (double)(now_usec() - t_loaded) / 1000.0);
+            (double)(t_recorded - t_loaded) / 1000.0, (double)(now_usec() - t_recorded) / 1000.0,
+            same_meta ? "its own hostname and environment kept" : "new hostname and environment");
     return 0;
 fail:
     (void)kill(l ? l->pid : v->pid, SIGKILL);

@@ -76,6 +76,8 @@ else
   fail "counter: before snapshot $before, after restore $c1, a second later $c2"
 fi
 expect_eq "a file written before the snapshot is there" "$(vm exec src -- cat /root/before)" "before"
+# restored as the VM it was taken from: the hostname and environment are not pushed again
+expect_eq "restored as itself: its own hostname" "$(vm exec src -- hostname)" "src"
 vm exec src -- sh -c 'echo after > /root/after' || fail "write after"
 vm kill src >/dev/null
 vm snapshot restore src base >/dev/null || fail "second restore"
