@@ -55,6 +55,12 @@ cleanup() {
   local names
   names=$("$VMCTL" list --json 2>/dev/null | jq -r '.[].name' 2>/dev/null)
   for n in $names; do "$VMCTL" destroy --force "$n" >/dev/null 2>&1; done
+  # snapshots (and the pools on them) too: a template's RAM file lives outside the home
+  # (/dev/shm/vmctl-UID), so rm -rf of the home alone would leave it behind
+  "$VMCTL" pool list --json 2>/dev/null | jq -r '.[] | "\(.vm)/\(.snapshot)"' 2>/dev/null |
+    while read -r p; do "$VMCTL" pool rm "$p" >/dev/null 2>&1; done
+  "$VMCTL" snapshot list --json 2>/dev/null | jq -r '.[] | "\(.vm) \(.name)"' 2>/dev/null |
+    while read -r a b; do "$VMCTL" snapshot rm "$a" "$b" >/dev/null 2>&1; done
   # belt and braces: no QEMU of ours may outlive the test
   pkill -9 -f "$VMCTL_HOME/vms/" 2>/dev/null
   rm -rf "$VMCTL_HOME"
