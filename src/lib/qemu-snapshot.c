@@ -64,8 +64,31 @@ int qemu_ram_file_prepare(const char *path, uid_t owner, vmctl_error **reterr)
     return 0;
 }
 
+/* "M.m.u" with digits only: what note_version wrote whole. */
+static bool version_ok(const char *s)
+{
+    int dots = 0;
+    if (!s || !*s)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p == '.')
+            dots++;
+        else if (*p < '0' || *p > '9')
+            return false;
+    }
+    return dots == 2;
+}
+
 int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **reterr)
 {
+    /* the greeting's, kept by the launch (VM_FILE_BACKEND_VERSION): no QMP connection */
+    cleanup_free char *path = str_printf("%s/" VM_FILE_BACKEND_VERSION, dir);
+    char *kept = NULL;
+    if (path && read_file(path, &kept, NULL) >= 0 && version_ok(kept)) {
+        *ret = kept;
+        return 0;
+    }
+    free(kept);
     cleanup_qmp qmp *q = NULL;
     int r = qemu_qmp_open(dir, deadline, &q, reterr);
     if (r < 0)
@@ -73,12 +96,11 @@ int qemu_version(const char *dir, uint64_t deadline, char **ret, vmctl_error **r
     json_t *v = NULL;
     if ((r = qmp_execute(q, "query-version", NULL, &v, deadline, reterr)) < 0)
         return r;
-    json_t *qv = json_object_get(v, "qemu");
-    *ret = str_printf("%lld.%lld.%lld", (long long)json_integer_value(json_object_get(qv, "major")),
-                      (long long)json_integer_value(json_object_get(qv, "minor")),
-                      (long long)json_integer_value(json_object_get(qv, "micro")));
+    *ret = qmp_version_string(v);
     json_decref(v);
-    return *ret ? 0 : oom(reterr);
+    return *ret ? 0
+                : err_make(reterr, VMCTL_E_QEMU_QMP_COMMAND_FAILED, EPROTO,
+                           "QEMU's query-version reply names no version");
 }
 
 /* snapshot::failed with what QEMU said (a QMP error's note, or query-migrate's error-desc). */

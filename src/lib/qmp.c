@@ -31,7 +31,8 @@ struct qmp {
     size_t len;
     size_t cap;
     uint64_t next_id;
-    bool broken; /* framing lost or peer gone: no further commands */
+    bool broken;   /* framing lost or peer gone: no further commands */
+    char *version; /* the greeting's, "7.2.0" */
 };
 
 void qmp_close(qmp *q)
@@ -41,6 +42,7 @@ void qmp_close(qmp *q)
     if (q->fd >= 0)
         close(q->fd);
     free(q->buf);
+    free(q->version);
     free(q);
 }
 
@@ -292,12 +294,33 @@ int qmp_parse_reply(const char *line, uint64_t id, const char *command, json_t *
     return 0;
 }
 
-bool qmp_parse_greeting(const char *line)
+/* "MAJOR.MINOR.MICRO" of a {"qemu": {"major": M, "minor": m, "micro": u}} object (the greeting's
+ * and query-version's), NULL when it is not one. */
+char *qmp_version_string(json_t *v)
+{
+    json_t *qv = json_object_get(v, "qemu");
+    json_t *ma = json_object_get(qv, "major"), *mi = json_object_get(qv, "minor"),
+           *mu = json_object_get(qv, "micro");
+    if (!json_is_integer(ma) || !json_is_integer(mi) || !json_is_integer(mu))
+        return NULL;
+    return str_printf("%lld.%lld.%lld", (long long)json_integer_value(ma),
+                      (long long)json_integer_value(mi), (long long)json_integer_value(mu));
+}
+
+bool qmp_parse_greeting(const char *line, char **ret_version)
 {
     json_t *msg = json_loads(line, 0, NULL);
-    bool greeting = json_is_object(json_object_get(msg, "QMP"));
+    json_t *g = json_object_get(msg, "QMP");
+    bool greeting = json_is_object(g);
+    if (ret_version)
+        *ret_version = greeting ? qmp_version_string(json_object_get(g, "version")) : NULL;
     json_decref(msg);
     return greeting;
+}
+
+const char *qmp_version(const qmp *q)
+{
+    return q ? q->version : NULL;
 }
 
 static int execute_raw(qmp *q, const char *command, json_t *args, int pass_fd, json_t **ret,
@@ -405,7 +428,8 @@ static int handshake(qmp *q, uint64_t deadline, vmctl_error **reterr)
                 reterr, VMCTL_E_QEMU_QMP_CONNECT_FAILED, st == READ_TOO_LONG ? EMSGSIZE : errnum,
                 "reading the QMP greeting failed%s", st == READ_TOO_LONG ? ": line too long" : "");
         }
-        bool greeting = qmp_parse_greeting(line);
+        free(q->version);
+        bool greeting = qmp_parse_greeting(line, &q->version);
         free(line);
         if (greeting)
             break;

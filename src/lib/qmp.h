@@ -43,8 +43,14 @@ void qmp_close(qmp *q);
 #define QMP_REPLY_SKIP 1
 int qmp_parse_reply(const char *line, uint64_t id, const char *command, json_t **ret,
                     vmctl_error **reterr);
-/* Is the line QEMU's greeting ({"QMP": {...}})? */
-bool qmp_parse_greeting(const char *line);
+/* Is the line QEMU's greeting ({"QMP": {...}})? ret_version (may be NULL): the version it names,
+ * "MAJOR.MINOR.MICRO" (malloc'd), NULL when it names none. */
+bool qmp_parse_greeting(const char *line, char **ret_version);
+/* "MAJOR.MINOR.MICRO" (malloc'd) of {"qemu": {"major": ..., "minor": ..., "micro": ...}}, the
+ * version object of the greeting and of query-version; NULL when v is not one. */
+char *qmp_version_string(json_t *v);
+/* The version QEMU's greeting named on this connection ("7.2.0"), NULL when it named none. */
+const char *qmp_version(const qmp *q);
 static inline void qmp_closep(qmp **q)
 {
     qmp_close(*q);

@@ -941,35 +941,46 @@ static int incompatible(vmctl_error **reterr, const store_snapshot *s, const cha
     return r;
 }
 
-/* The guest's new identity (docs/snapshots.md): its hostname, then the clock, fresh entropy, a
- * new machine-id and the NIC's MAC. */
-/* meta: also the hostname and environment (METADATA); a guest restored as the VM it was
- * snapshotted from has them already (snapshot_same_metadata). */
-static int push_identity(agent_conn *conn, const vm_spec *spec, bool meta, uint64_t deadline,
+/* What a restored guest holds already: as the VM it was snapshotted from (same name, so the same
+ * hostname, and the same environment), its metadata and machine-id; with the same MAC too, its
+ * NIC (snapshot_restored_as). A clone holds none of them. */
+typedef struct restore_as {
+    bool itself;   /* hostname, environment and machine-id kept */
+    bool same_mac; /* the NIC left alone */
+} restore_as;
+
+/* The guest's new identity (docs/snapshots.md): its hostname and environment (METADATA), then
+ * the clock and fresh entropy always (a second restore of one snapshot must not replay the
+ * first one's RNG), and a new machine-id and the NIC's MAC unless `as` says it has them. */
+static int push_identity(agent_conn *conn, const vm_spec *spec, restore_as as, uint64_t deadline,
                          vmctl_error **reterr)
 {
     uint8_t entropy[64];
     if (getrandom(entropy, sizeof(entropy), 0) != (ssize_t)sizeof(entropy))
         return err_make(reterr, VMCTL_E_IO, errno, "cannot read host entropy: %s", strerror(errno));
-    char machine_id[33];
-    random_hex(machine_id, 16);
+    char machine_id[33] = "";
+    if (!as.itself)
+        random_hex(machine_id, 16);
+    const char *mac = spec->mac ? spec->mac : spec->nic_mac;
     agent_identity id = {
         .realtime_ns = realtime_usec() * 1000,
         .entropy = entropy,
         .n_entropy = sizeof(entropy),
         .machine_id = machine_id,
-        /* --net tap: the lease's MAC, the one the TAP's firewall and the guest's address go with */
-        .mac = spec->mac ? spec->mac : spec->nic_mac,
+        /* --net tap: the lease's MAC, the one the TAP's firewall and the guest's address go
+         * with; "": the NIC left alone (setting it takes the link down and up) */
+        .mac = as.same_mac || !mac ? "" : mac,
     };
-    int r = meta ? agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr)
-                 : agent_push_identity(conn, &id, deadline, reterr);
+    int r = as.itself
+                ? agent_push_identity(conn, &id, deadline, reterr)
+                : agent_push_clone_identity(conn, spec->name, spec->env, &id, deadline, reterr);
     explicit_bzero(entropy, sizeof(entropy));
     return r;
 }
 
 /* conn: connected already (its session PING sent), or NULL to connect here. */
-static int refresh_identity(const store_vm *v, const vm_spec *spec, agent_conn *conn_in, bool meta,
-                            uint64_t deadline, vmctl_error **reterr)
+static int refresh_identity(const store_vm *v, const vm_spec *spec, agent_conn *conn_in,
+                            restore_as as, uint64_t deadline, vmctl_error **reterr)
 {
     cleanup_agent agent_conn *conn = conn_in;
     int r = conn ? 0 : vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr);
@@ -977,7 +988,7 @@ static int refresh_identity(const store_vm *v, const vm_spec *spec, agent_conn *
         return r;
     if ((r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0)
         return r;
-    return push_identity(conn, spec, meta, deadline, reterr);
+    return push_identity(conn, spec, as, deadline, reterr);
 }
 
 static bool strv_equal(char *const *a, char *const *b)
@@ -988,16 +999,24 @@ static bool strv_equal(char *const *a, char *const *b)
     return !(a && *a) && !(b && *b);
 }
 
-/* Whether the guest of snapshot s already holds spec's metadata: restored as the VM it was
- * taken from (same name, so the same hostname) with the same environment. A clone is not. */
-static bool snapshot_same_metadata(const store_snapshot *s, const vm_spec *spec)
+static const char *opt_str(const char *s)
 {
+    return s ? s : "";
+}
+
+/* What the guest of snapshot s holds of spec's identity already (restore_as). */
+static restore_as snapshot_restored_as(const store_snapshot *s, const vm_spec *spec)
+{
+    restore_as as = {0};
     if (!s->config || !streq(s->vm, spec->name))
-        return false;
+        return as;
     cleanup_vm_spec vm_spec *then = NULL;
     if (vm_spec_from_json(s->config, &then, NULL) < 0)
-        return false;
-    return streq(then->name, spec->name) && strv_equal(then->env, spec->env);
+        return as;
+    as.itself = streq(then->name, spec->name) && strv_equal(then->env, spec->env);
+    as.same_mac = as.itself && streq(opt_str(then->mac ? then->mac : then->nic_mac),
+                                     opt_str(spec->mac ? spec->mac : spec->nic_mac));
+    return as;
 }
 
 /* --net tap: the clone's link is its own /30 (leased by snapshot_clone_begin, its TAP and
@@ -1208,7 +1227,7 @@ int snapshot_warm(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const store_snapsh
         cleanup_agent agent_conn *conn = NULL;
         if ((r = vm_agent_connect(v, spec, 0, deadline, 0, &conn, reterr)) < 0 ||
             (r = agent_wait_ready(conn, deadline, NULL, NULL, reterr)) < 0 ||
-            (r = push_identity(conn, spec, true, deadline, reterr)) < 0)
+            (r = push_identity(conn, spec, (restore_as){0}, deadline, reterr)) < 0)
             return r;
     }
     uint64_t t2 = now_usec();
@@ -1262,9 +1281,8 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
     if (l) /* a pool's process has it from its warm-up */
         (void)write_file_atomic(mark, s->name, strlen(s->name), 0600);
     uint64_t t_recorded = now_usec();
-    bool same_meta = snapshot_same_metadata(s, spec);
-    if (spec->agent &&
-        (r = refresh_identity(v, spec, TAKE_PTR(conn), !same_meta, id_deadline, reterr)) < 0)
+    restore_as as = snapshot_restored_as(s, spec);
+    if (spec->agent && (r = refresh_identity(v, spec, TAKE_PTR(conn), as, id_deadline, reterr)) < 0)
         return err_prefix(reterr, r, "while giving vm '%s' its identity", v->name);
     if (spec->agent && streq(spec->net, "tap") &&
         (r = refresh_address(ctx, v, spec,
@@ -1275,7 +1293,9 @@ int snapshot_incoming_finish(vmctl_ctx *ctx, store_vm *v, vm_spec *spec, const s
             "vm '%s' from snapshot '%s/%s': %s %.1f ms, record %.1f ms, identity %.1f ms (%s)",
             v->name, s->vm, s->name, l ? "load" : "continue", (double)(t_loaded - t_load) / 1000.0,
             (double)(t_recorded - t_loaded) / 1000.0, (double)(now_usec() - t_recorded) / 1000.0,
-            same_meta ? "its own hostname and environment kept" : "new hostname and environment");
+            !as.itself    ? "new hostname, environment, machine-id and MAC"
+            : as.same_mac ? "its own hostname, environment, machine-id and MAC kept"
+                          : "its own hostname, environment and machine-id kept, new MAC");
     return 0;
 fail:
     (void)kill(l ? l->pid : v->pid, SIGKILL);

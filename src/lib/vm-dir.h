@@ -35,6 +35,9 @@
 #define VM_FILE_BACKEND_LOG  "qemu.log"     /* the hypervisor's own stdout and stderr */
 #define VM_FILE_PID          "qemu.pid"     /* the hypervisor's pid, written by itself */
 #define VM_FILE_EXIT         "qemu.exit"    /* how it ended, written by its supervisor */
+/* the running hypervisor's version ("7.2.0"), from its QMP greeting at launch: what a snapshot
+ * records and a restore checks, without a QMP connection of its own */
+#define VM_FILE_BACKEND_VERSION "qemu.version"
 /* this run was restored from a snapshot (its name; snapshot.c): its RAM is not its own file */
 #define VM_FILE_RESTORED "restored"
 /* jail.c: the empty directory a jailed hypervisor's root tmpfs is mounted on (in its own mount

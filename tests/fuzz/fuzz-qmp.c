@@ -64,7 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *nl = memchr(line, '\n', size - (size_t)(line - buf));
         if (nl)
             *nl = 0;
-        (void)qmp_parse_greeting(line);
+        char *version = NULL;
+        (void)qmp_parse_greeting(line, &version);
+        free(version);
         parse_one(line, 1);
         parse_one(line, 2);
         if (!nl)

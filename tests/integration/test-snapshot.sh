@@ -50,6 +50,7 @@ vm exec src -- sh -c 'echo before > /root/before
 for _ in $(seq 100); do vm exec src -- test -e /sys/class/net/eth0 && break; sleep 0.1; done
 sleep 0.5
 before=$(vm exec src -- cat /tmp/count)
+src_mac=$(vm exec src -- cat /sys/class/net/eth0/address)
 out=$(vm --json snapshot create src base) || fail "snapshot create: $out"
 expect_eq "a template snapshot by default" "$(jq -r .kind <<<"$out")" "template"
 expect_eq "the source is stopped after a template snapshot (immutability rule)" "$(state_of src)" "stopped"
@@ -78,6 +79,14 @@ fi
 expect_eq "a file written before the snapshot is there" "$(vm exec src -- cat /root/before)" "before"
 # restored as the VM it was taken from: the hostname and environment are not pushed again
 expect_eq "restored as itself: its own hostname" "$(vm exec src -- hostname)" "src"
+# ... nor its MAC (setting it takes the link down and up), but the clock and entropy are
+expect_eq "restored as itself: its own MAC" "$(vm exec src -- cat /sys/class/net/eth0/address)" "$src_mac"
+skew=$(( $(vm exec src -- date +%s) - $(date +%s) ))
+[ "${skew#-}" -le 3 ] && ok "restored as itself: its clock is the host's (skew $skew s)" ||
+  fail "restored as itself: its clock is $skew s off the host's"
+# the launch kept QEMU's version from its QMP greeting: what the restore checked the snapshot by
+qv=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\.[0-9]*\.[0-9]*\).*/\1/p;q')
+expect_eq "qemu.version is the running QEMU's" "$(cat "$VMCTL_HOME/vms/src/qemu.version" 2>&1)" "$qv"
 vm exec src -- sh -c 'echo after > /root/after' || fail "write after"
 vm kill src >/dev/null
 vm snapshot restore src base >/dev/null || fail "second restore"

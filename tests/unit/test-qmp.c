@@ -681,9 +681,24 @@ static void test_parse_reply(void **state)
     assert_string_equal(vmctl_error_get_code(e), "vm_manager::qemu::qmp_command_failed");
     assert_string_equal(vmctl_error_find_detail(e, "class"), "CommandNotFound");
     vmctl_error_free(e);
-    assert_true(qmp_parse_greeting("{\"QMP\": {\"capabilities\": [\"oob\"]}}"));
-    assert_false(qmp_parse_greeting("{\"return\": {}}"));
-    assert_false(qmp_parse_greeting("{"));
+    char *gv = (char *)1;
+    assert_true(qmp_parse_greeting("{\"QMP\": {\"capabilities\": [\"oob\"]}}", &gv));
+    assert_null(gv);
+    assert_false(qmp_parse_greeting("{\"return\": {}}", NULL));
+    assert_false(qmp_parse_greeting("{", &gv));
+    assert_null(gv);
+    assert_true(
+        qmp_parse_greeting("{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 19, \"minor\": 2, "
+                           "\"major\": 7}, \"package\": \"Debian 1:7.2+dfsg-7\"}, "
+                           "\"capabilities\": [\"oob\"]}}",
+                           &gv));
+    assert_string_equal(gv, "7.2.19");
+    free(gv);
+    /* a version that is not numbers names none */
+    assert_true(qmp_parse_greeting(
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": \"x\", \"minor\": 2, \"major\": 7}}}}",
+        &gv));
+    assert_null(gv);
 }
 
 static void test_real_qemu(void **state)
