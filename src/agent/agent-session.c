@@ -300,5 +300,13 @@ void host_disconnected(struct session *s)
     } else if (s->kind == SESS_PATH) {
         close_fd(&s->fd);
         s->recheck_ms = now_ms() + REOPEN_MS;
+    } else if (s->kind == SESS_VIRTIO && s->fd >= 0) {
+        /* The host may be back already: its connect's SIGIO can come in the same poll round as
+         * the hangup it follows, and the signals are handled first, so that signal is spent.
+         * A port whose host is connected does not poll POLLHUP: take the new client now, not at
+         * its next data (the host's ping resend, 600 ms) or the re-check. */
+        struct pollfd p = {.fd = s->fd, .events = POLLIN};
+        if (poll(&p, 1, 0) >= 0 && !(p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+            s->connected = true;
     }
 }
