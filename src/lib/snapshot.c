@@ -1342,7 +1342,13 @@ int vmctl_snapshot_restore(vmctl_ctx *ctx, const char *vm, const char *snap, dou
     if (r < 0)
         return r;
     if (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) {
-        r = err_invalid_state(reterr, vm, vmctl_vm_state_to_string(v->state), "running");
+        /* vm::invalid_state with its from/to details, in words that say what to do */
+        const char *st = vmctl_vm_state_to_string(v->state);
+        r = err_make(reterr, VMCTL_E_VM_INVALID_STATE, EBUSY,
+                     "vm '%s' is %s: a restore needs it stopped", vm, st);
+        err_detail(reterr, "vm", "%s", vm);
+        err_detail(reterr, "from", "%s", st);
+        err_detail(reterr, "to", "running");
         err_detail(reterr, "operation", "restore");
         err_help(reterr, "Stop it first (`vmctl stop %s`), then restore it.", vm);
         return r;

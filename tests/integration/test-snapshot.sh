@@ -97,6 +97,8 @@ expect_eq "the first file still is" "$(vm exec src -- cat /root/before)" "before
 # --- errors ---
 expect_code "restore of a running vm" vm_manager::vm::invalid_state snapshot restore src base
 expect_eq "invalid_state names from" "$(jq -r '.error.details.from' <<<"$LAST_JSON")" "running"
+expect_eq "... and says what a restore needs" "$(jq -r '.error.message' <<<"$LAST_JSON")" \
+  "vm 'src' is running: a restore needs it stopped"
 vm create idle >/dev/null
 expect_code "snapshot of a vm that is not running" vm_manager::vm::invalid_state snapshot create idle s
 expect_eq "invalid_state names to" "$(jq -r '.error.details.to' <<<"$LAST_JSON")" "snapshotted"
