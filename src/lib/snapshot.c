@@ -246,6 +246,8 @@ static int reconcile_disk(vmctl_ctx *ctx, const store_snapshot *s)
 }
 
 /* Repair: rows of snapshots whose maker died before completing them go, with their files. */
+static int own_like_dir(const char *path, const char *dir, vmctl_error **reterr);
+
 void snapshot_reconcile(vmctl_ctx *ctx)
 {
     store_snapshot **list = NULL;
@@ -260,15 +262,26 @@ void snapshot_reconcile(vmctl_ctx *ctx)
             continue;
         ctx_log(ctx, VMCTL_LOG_INFO, "removing snapshot '%s/%s' left incomplete by pid %d", s->vm,
                 s->name, (int)s->owner_pid);
+        cleanup_store_vm store_vm *v = NULL;
+        cleanup_vm_spec vm_spec *spec = NULL;
+        bool running = vm_load(ctx, s->vm, &v, &spec, NULL) >= 0 && v->state == VMCTL_VM_RUNNING;
+        /* killed after the source's RAM file became the template's (the immutability rule's
+         * rename) but before the snapshot was complete: that file is the one the still running
+         * source maps; it goes back to the source's name and owner, not away with the snapshot */
+        if (running && s->ram && spec->ram_file && access(spec->ram_file, F_OK) < 0 &&
+            errno == ENOENT && access(s->ram, F_OK) == 0) {
+            if (rename(s->ram, spec->ram_file) == 0) {
+                (void)own_like_dir(spec->ram_file, v->dir, NULL);
+                (void)chmod(spec->ram_file, 0600);
+                ctx_log(ctx, VMCTL_LOG_INFO, "vm '%s': its RAM file is its own again", s->vm);
+            }
+        }
         remove_snapshot_files(s);
         (void)store_snapshot_delete(ctx->store, s->vm, s->name, true, NULL, NULL, NULL);
         /* killed while saving: the guest may still be stopped for the save; the store says
          * running (a VM paused by request is `paused` there), so let it run again */
-        cleanup_store_vm store_vm *v = NULL;
-        cleanup_vm_spec vm_spec *spec = NULL;
         const backend_ops *be = NULL;
-        if (vm_load(ctx, s->vm, &v, &spec, NULL) >= 0 && v->state == VMCTL_VM_RUNNING &&
-            (be = backend_find(spec->backend, NULL)))
+        if (running && (be = backend_find(spec->backend, NULL)))
             (void)be->resume(v->dir, vm_deadline_after(CONTROL_TIMEOUT), NULL);
     }
     store_snapshot_list_free(list, n);
@@ -739,6 +752,10 @@ int vmctl_snapshot_create(vmctl_ctx *ctx, const char *vm, const char *snap,
             (void)rename(ram, spec->ram_file);
         goto undo_resume;
     }
+    /* Test hook: a window, the source's RAM file already the template's, to kill vmctl in. */
+    const char *moved_delay = getenv("VMCTL_TEST_RAM_MOVED_DELAY_MS");
+    if (moved_delay && template && !opt->keep_running)
+        sleep_usec((uint64_t)strtoul(moved_delay, NULL, 10) * 1000);
     if (rename(tmp, dir) < 0) {
         r = err_make(reterr, VMCTL_E_IO, errno, "cannot rename '%s' to '%s': %s", tmp, dir,
                      strerror(errno));

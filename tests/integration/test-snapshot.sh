@@ -220,6 +220,16 @@ kill -9 $pid; wait $pid 2>/dev/null
 expect_eq "a killed snapshot leaves no snapshot" "$(vm --json snapshot list k | jq length)" "0"
 expect_eq "its row is gone" "$(sqlite3 "$VMCTL_HOME/vmctl.db" "SELECT count(*) FROM snapshots WHERE vm = 'k'")" "0"
 expect_eq "the vm still runs" "$(state_of k)" "running"
+# killed once k's RAM file is the template's (renamed: k.moved.*), before the snapshot is
+# complete: the next command gives the file back to k, which still maps it, and lets k run
+VMCTL_TEST_RAM_MOVED_DELAY_MS=8000 "$VMCTL" snapshot create k moved >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ "$(ram_files k.moved)" = 1 ] && break; sleep 0.05; done
+expect_eq "the RAM file moved to the template's name" "$(ram_files k.moved)" "1"
+kill -9 $pid; wait $pid 2>/dev/null
+vm snapshot list k >/dev/null
+expect_eq "... the next command gives it back to k" "$(ram_files k.moved)/$(ram_files k)" "0/1"
+timeout 20 "$VMCTL" exec k -- true && ok "... and k's guest runs again" || fail "k's guest after the killed move"
 vm snapshot create k mid >/dev/null || fail "the same snapshot again after the kill"
 vm snapshot rm k mid >/dev/null
 vm start k --wait >/dev/null || fail "start k again (the template snapshot stopped it)"
