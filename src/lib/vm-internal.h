@@ -43,6 +43,11 @@ int guest_sync_metadata(agent_conn *c, const vm_spec *spec, bool at_ready, uint6
 uint64_t vm_deadline_after(double seconds);
 /* Wait until pid (started at start) is gone: false when still alive at deadline. */
 bool vm_wait_dead(pid_t pid, uint64_t start, uint64_t deadline);
+/* Remove the directory of a VM whose hypervisor (pid; 0: none ran) is dead, with what the VM had
+ * outside it (its jail cgroup, a snapshottable VM's RAM file on tmpfs; spec may be NULL): after
+ * its supervisor's record (which that supervisor writes into the directory: racing the removal,
+ * it left the directory behind), and again while something still writes there. 0 or -errno. */
+int vm_dir_remove(const store_vm *v, const vm_spec *spec, pid_t pid);
 /* Write the create mark (VM_FILE_CREATE_OWNER) naming this process into dir: -EEXIST if there. */
 int vm_owner_mark(const char *dir);
 /* Bring a row in line with reality. Returns 1 when the row was an abandoned create and has been

@@ -141,6 +141,23 @@ int vm_owner_mark_read(const char *dir, pid_t *ret_pid, uint64_t *ret_start)
     return 0;
 }
 
+int vm_dir_remove(const store_vm *v, const vm_spec *spec, pid_t pid)
+{
+    if (pid > 0) {
+        supervise_exit ex;
+        (void)supervise_exit_wait(v->dir, pid, 1000000, &ex);
+    }
+    if (spec && spec->ram_file)
+        (void)unlink(spec->ram_file);
+    (void)jail_cgroup_remove(v->dir); /* nothing of the VM's left under /sys/fs/cgroup */
+    int r = rm_rf(v->dir);
+    for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
+        sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */
+        r = rm_rf(v->dir);
+    }
+    return r;
+}
+
 /* Remove the directory of an abandoned create, but only when that create made it: its owner
  * mark names the dead owner, or it is empty (killed between mkdir and the mark). A directory
  * that was there before (a VM whose store row was lost) is never touched. */
@@ -209,13 +226,15 @@ int vm_reconcile(vmctl_ctx *ctx, store_vm *v, bool locked)
             cleanup_close int lock = -1;
             if (!locked && vm_lock(ctx, v->name, 0, &lock, NULL) < 0)
                 return 0; /* someone is at it: the next look removes it */
-            if ((v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) &&
-                proc_alive(v->pid, v->pid_start)) {
+            bool ran = v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED;
+            if (ran && proc_alive(v->pid, v->pid_start)) {
                 (void)kill(v->pid, SIGKILL);
                 if (!vm_wait_dead(v->pid, v->pid_start, vm_deadline_after(5.0)))
                     return 0;
             }
-            (void)rm_rf(v->dir);
+            /* its supervisor may still be writing its record there (seen in CI: the row went,
+             * the directory stayed) */
+            (void)vm_dir_remove(v, spec, ran ? v->pid : 0);
             vmnet_release(ctx->store, v->name, spec->net); /* before its lease goes */
             (void)store_vm_delete(ctx->store, v->name, NULL);
             if (lock >= 0)

@@ -24,7 +24,6 @@
 #include "state.h"
 #include "store.h"
 #include "store-snapshot.h"
-#include "supervise.h"
 #include "util/util.h"
 #include "io-pause.h"
 #include "jail.h"
@@ -562,21 +561,16 @@ int vmctl_vm_destroy(vmctl_ctx *ctx, const char *name, bool force, vmctl_error *
                      name);
             return r;
         }
-    } else if (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED) {
+    }
+    pid_t killed = 0; /* the hypervisor this destroy killed: its supervisor's record is awaited */
+    if (force && (v->state == VMCTL_VM_RUNNING || v->state == VMCTL_VM_PAUSED)) {
+        pid_t pid = v->pid;
         r = kill_and_wait(ctx, v, backend_find(spec->backend, NULL), DEFAULT_STOP_TIMEOUT, reterr);
         if (r < 0)
             return err_prefix(reterr, r, "while destroying vm '%s'", name);
-        supervise_exit ex; /* the supervisor's record: not into a removed directory */
-        (void)supervise_exit_wait(v->dir, v->pid, 1000000, &ex);
+        killed = pid;
     }
-    if (spec->ram_file)
-        (void)unlink(spec->ram_file); /* a snapshottable VM's RAM, on tmpfs */
-    (void)jail_cgroup_remove(v->dir); /* nothing of the VM's left under /sys/fs/cgroup */
-    r = rm_rf(v->dir);
-    for (int tries = 0; r == -ENOTEMPTY && tries < 20; tries++) {
-        sleep_usec(10000); /* something (a supervisor whose record is late) wrote meanwhile */
-        r = rm_rf(v->dir);
-    }
+    r = vm_dir_remove(v, spec, killed);
     if (r < 0) {
         r = err_make(reterr, VMCTL_E_IO, -r, "cannot remove vm directory '%s'", v->dir);
         err_detail(reterr, "path", "%s", v->dir);

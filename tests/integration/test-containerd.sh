@@ -223,5 +223,6 @@ pgrep -f "virtiofsd --socket-path=$VMCTL_HOME/vms/" >/dev/null && fail "virtiofs
 pgrep -f -- "-name $vmname " >/dev/null && fail "QEMU left" || ok "no QEMU left"
 grep -q "$T/state" /proc/mounts && fail "a mount is left: $(grep "$T/state" /proc/mounts)" || ok "no mount left"
 expect_eq "no VM left after kill -9 and delete" "$(vm list --json | jq length)" 0
-[ -d "$VMCTL_HOME/vms/$vmname" ] && fail "its VM directory is left" || ok "its VM directory is gone"
+[ -d "$VMCTL_HOME/vms/$vmname" ] && fail "its VM directory is left: $(ls -la "$VMCTL_HOME/vms/$vmname" | tr '\n' ' ')" ||
+  ok "its VM directory is gone"
 finish
